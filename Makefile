@@ -1,0 +1,51 @@
+# One-command set-up for a fresh machine (Python 3.11, x86-64, CPU, root).
+# Every step leaves a stamp in .venv/.stamps, so re-running `make setup` is a no-op.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip
+STAMPS  := $(VENV)/.stamps
+GAMES   ?= 1
+
+.PHONY: setup test play bench clean-venv
+setup: $(STAMPS)/stoxbar
+
+$(STAMPS)/venv:
+	$(PY) -m venv $(VENV)
+	mkdir -p $(STAMPS) && touch $@
+
+# CPU build of torch 2.13.0: the plain pin takes the wheel that lies on this machine's disk.
+$(STAMPS)/torch: $(STAMPS)/venv
+	$(PIP) install "torch==2.13.0"
+	touch $@
+
+$(STAMPS)/openblas:
+	@mkdir -p $(STAMPS)
+	dpkg -s libopenblas-dev >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev)
+	touch $@
+
+# aihwkit's compiled core must match the installed torch: build 1.2.0 from its sdist against it.
+# --no-deps: its metadata asks for torchvision (unused by the core, and it would replace torch).
+$(STAMPS)/aihwkit: $(STAMPS)/torch $(STAMPS)/openblas
+	$(PIP) install "cmake>=4.2.1" "scikit-build>=0.18.1" "pybind11>=3.0.1" ninja setuptools wheel mypy
+	# its build calls `stubgen` (from mypy), so the venv's bin must be on PATH
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAKEFLAGS= $(PIP) install --no-build-isolation --no-deps --no-binary aihwkit "aihwkit==1.2.0"
+	touch $@
+
+# stoxbar itself, editable; its dependencies except torch/aihwkit (installed above) come from pyproject.
+$(STAMPS)/stoxbar: $(STAMPS)/aihwkit pyproject.toml
+	$(PIP) install $$($(VPY) -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(repr(d) for d in p['dependencies']+p['optional-dependencies']['dev'] if not d.startswith(('torch','aihwkit'))))" | tr -d "'")
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@
+
+test: setup
+	$(VENV)/bin/python -m pytest tests
+
+play: setup
+	$(VENV)/bin/stoxbar play --games $(GAMES)
+
+bench: setup
+	$(VENV)/bin/python benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,144 @@
+"""A layer's STO tiles run as one batched analog operation.
+
+aihwkit's ``TileModuleArray`` loops over its tiles in Python. :class:`STOTileArray` keeps the
+same tiles (so ``analog_summary``, ``array[i][j]`` and per-tile access work as in aihwkit) but
+holds their conductances in one :class:`~stoxbar.crossbar.state.CrossbarState`; each tile's
+state tensors are *views* into it. The forward pass is then a single call of aihwkit's IO-managed
+MVM over all tiles (per-tile DAC ranges, ADCs and noise), followed by the digital partial-sum
+accumulation across row-tiles.
+
+Difference to the per-tile loop: iterative bound management repeats a read for the whole layer
+when any tile's ADC clips (aihwkit's torch tile already does this batch-wide); with
+``bound_management = none`` (our default) the two are identical.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from aihwkit.simulator.tiles.array import TileModuleArray
+
+from stoxbar.crossbar.costs import CrossbarCosts
+from stoxbar.crossbar.state import CrossbarState
+from stoxbar.crossbar.tile import LedgerMixin, analog_read
+
+if TYPE_CHECKING:
+    from stoxbar.crossbar.config import STORPUConfig
+
+
+class STOTileArray(TileModuleArray, LedgerMixin):
+    """Tiled STO layer with shared state and a batched forward (see module docstring)."""
+
+    def __init__(self, out_size: int, in_size: int, rpu_config: "STORPUConfig", bias: bool = False, **kwargs: Any):
+        super().__init__(out_size, in_size, rpu_config, bias, **kwargs)
+        self.rpu_config = rpu_config
+        self.state = CrossbarState(self.in_sizes, out_size, rpu_config.device, out_sizes=self.out_sizes)
+        self.costs = CrossbarCosts(rpu_config.device, rpu_config.periphery)
+        self._bind_tiles()
+
+    # -- tiles as views --------------------------------------------------------------------
+    def _tiles(self):
+        o_starts = [sum(self.out_sizes[:j]) for j in range(len(self.out_sizes))]
+        for i, n_in in enumerate(self.in_sizes):
+            for j, n_out in enumerate(self.out_sizes):
+                yield i, j, n_in, o_starts[j], n_out, self.array[i][j]
+
+    def _bind_tiles(self) -> None:
+        """Point every tile's state tensors at its block of the shared state."""
+        st = self.state
+        for i, j, n_in, o0, n_out, tile in self._tiles():
+            ts = tile.tile.state
+            block = (slice(i, i + 1), slice(o0, o0 + n_out), slice(0, n_in))
+            ts.g_pos = st.g_pos[block]
+            ts.g_neg = st.g_neg[block]
+            ts.v_bias = st.v_bias[block]
+            ts.g_st = None if st.g_st is None else st.g_st[(slice(None),) + block]
+            ts.hold_bias = st.hold_bias
+            tile.tile.tile_name = f"{i}.{j}"
+
+    def attach(self, ledger, layer_name: str) -> None:  # type: ignore[override]
+        LedgerMixin.attach(self, ledger, layer_name)
+        for *_, tile in self._tiles():
+            tile.tile.attach(ledger, layer_name)
+
+    # -- weights -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_weights(self, weight: Tensor, bias: Optional[Tensor] = None, **kwargs: Any) -> None:
+        """Program the layer: aihwkit's per-tile mapping, conductances written in place."""
+        super().set_weights(weight, bias, **kwargs)
+
+    # -- short-term plasticity ---------------------------------------------------------------------
+    def set_batch(self, batch: int) -> None:
+        """Allocate short-term state for ``batch`` independent chips (zeroed)."""
+        self.state.set_batch(batch)
+        self._bind_tiles()
+
+    def set_bias(self, v_bias: Tensor) -> None:
+        """Per-synapse decay bias ``[out, in]`` (V)."""
+        self.state.set_bias(v_bias)
+        self._bind_tiles()
+
+    def short_term_update(self, delta_w: Tensor, tiled: bool = False) -> Tensor:
+        """Apply ``delta_w`` ([B, out, in], or [B, T, O, X] if ``tiled``) as pulses; returns levels."""
+        st = self.state
+        level, n, energy = st.short_term_update(delta_w if tiled else st.tiled_weight(delta_w))
+        if self.ledger is not None:
+            self.costs.record_short_term(self.ledger, self.layer_name, "all", st, n, energy)
+        return level
+
+    def decay(self, dt_s: float) -> None:
+        """Let ``dt_s`` seconds of decay pass under the held bias."""
+        energy, held = self.state.decay(dt_s)
+        if self.ledger is not None:
+            self.costs.record_decay(self.ledger, self.layer_name, "all", self.state, energy, held, dt_s)
+
+    # -- forward -------------------------------------------------------------------------------------
+    def _scales(self, like: Tensor) -> Optional[Tensor]:
+        """Digital output scales per tile, ``[T, O]`` (None if all tiles have none)."""
+        scales = None
+        for i, j, n_in, o0, n_out, tile in self._tiles():
+            s = tile.get_scales()
+            if s is None:
+                continue
+            if scales is None:
+                scales = like.new_ones(len(self.in_sizes), self.out_size)
+            scales[i, o0:o0 + n_out] = s.to(like.dtype)
+        return scales
+
+    def _weight_param(self) -> Optional[Tensor]:
+        """Tiled view of the tiles' aihwkit weight parameters (gradient path), or None."""
+        if not (torch.is_grad_enabled() and self.training):
+            return None
+        rows = []
+        for i, n_in in enumerate(self.in_sizes):
+            row = torch.cat([self.array[i][j].tile.weight for j in range(len(self.out_sizes))], 0)
+            rows.append(torch.nn.functional.pad(row, (0, self.state.rows - n_in)))
+        return torch.stack(rows, 0)
+
+    def uses_fast_path(self) -> bool:
+        """False when a tile needs aihwkit's per-tile periphery (learned input ranges)."""
+        if self.rpu_config.mapping.learn_out_scaling:
+            return False
+        return all(tile.input_range is None for *_, tile in self._tiles())
+
+    def forward(self, x_input: Tensor, tensor_view: Optional[Tuple] = None) -> Tensor:
+        if not self.uses_fast_path():
+            return super().forward(x_input, tensor_view)
+        for *_, tile in self._tiles():
+            tile.tile.set_config(tile.rpu_config)
+        io_pars = self.array[0][0].tile._f_io
+        lead = x_input.shape[:-1]
+        x = x_input.reshape(-1, self.in_size)
+        y = analog_read(self.state, x, io_pars, self.costs, self.ledger, self.layer_name, "all",
+                        self._weight_param(), is_test=not self.training)
+        scales = self._scales(y)
+        y = (y * scales).sum(1) if scales is not None else y.sum(1)
+        if self.ledger is not None and self.ledger.enabled:
+            self.costs.record_accumulate(self.ledger, self.layer_name, self.state, x.shape[0])
+        y = y.reshape(*lead, self.out_size)
+        if self.bias is not None:
+            y = y + self.bias
+        return y

@@ -1,0 +1,172 @@
+"""Energy ledger: counts, joules and seconds keyed by (layer, tile, component, event).
+
+Every simulated event on a crossbar (a DAC conversion, a cell read, an ADC conversion, a
+short-term pulse, a second of decay bias, a digital op) adds one entry here, so the total is by
+construction the sum of its parts. Entries are plain Python floats: recording is a dict update,
+cheap enough to stay on in every forward pass.
+
+Views: :meth:`totals` groups by any subset of the key fields; :meth:`snapshot` / :meth:`since`
+give per-MVM, per-step or per-game deltas; :meth:`to_json` writes atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, Mapping, Tuple
+
+from stoxbar.validation import ConfigError
+
+KEY_FIELDS = ("layer", "tile", "component", "event")
+Key = Tuple[str, str, str, str]
+
+
+@dataclass
+class Entry:
+    """Accumulated cost of one (layer, tile, component, event) key."""
+
+    count: float = 0.0
+    energy_j: float = 0.0
+    time_s: float = 0.0
+
+
+class EnergyLedger:
+    """Accumulates event counts (dimensionless), energy (J) and busy time (s) per key."""
+
+    def __init__(self) -> None:
+        self._entries: Dict[Key, Entry] = defaultdict(Entry)
+        self.enabled = True
+
+    # -- recording ---------------------------------------------------------------------
+    def add(
+        self,
+        layer: str,
+        tile: str,
+        component: str,
+        event: str,
+        count: float,
+        energy_j: float,
+        time_s: float = 0.0,
+    ) -> None:
+        """Record ``count`` events costing ``energy_j`` joules and ``time_s`` seconds in total.
+
+        Raises ``ConfigError`` for negative or non-finite values: the ledger never holds a
+        negative or NaN energy.
+        """
+        if not self.enabled:
+            return
+        for name, value in (("count", count), ("energy_j", energy_j), ("time_s", time_s)):
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise ConfigError(
+                    f"ledger entry {(layer, tile, component, event)}: {name} = {value!r} must be "
+                    "finite and >= 0"
+                )
+        entry = self._entries[(layer, tile, component, event)]
+        entry.count += count
+        entry.energy_j += energy_j
+        entry.time_s += time_s
+
+    def merge(self, other: "EnergyLedger", prefix: str = "") -> None:
+        """Add every entry of ``other`` into this ledger (layer names optionally prefixed)."""
+        for (layer, tile, comp, event), e in other.items():
+            mine = self._entries[(prefix + layer, tile, comp, event)]
+            mine.count += e.count
+            mine.energy_j += e.energy_j
+            mine.time_s += e.time_s
+
+    def reset(self) -> None:
+        """Forget all entries."""
+        self._entries.clear()
+
+    # -- reading -------------------------------------------------------------------------
+    def items(self) -> Iterator[Tuple[Key, Entry]]:
+        """Iterate over (key, entry) pairs."""
+        return iter(list(self._entries.items()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def total_j(self) -> float:
+        """Total energy in joules."""
+        return math.fsum(e.energy_j for e in self._entries.values())
+
+    def totals(self, by: Iterable[str] = ("component",), **where: str) -> Dict[Tuple[str, ...], Entry]:
+        """Sum entries grouped by the given key fields, optionally filtered (``layer="stp"``)."""
+        by = tuple(by)
+        for name in (*by, *where):
+            if name not in KEY_FIELDS:
+                raise ConfigError(f"ledger field {name!r}: allowed fields are {KEY_FIELDS}")
+        idx = [KEY_FIELDS.index(name) for name in by]
+        out: Dict[Tuple[str, ...], Entry] = defaultdict(Entry)
+        for key, e in self._entries.items():
+            if any(key[KEY_FIELDS.index(f)] != v for f, v in where.items()):
+                continue
+            group = out[tuple(key[i] for i in idx)]
+            group.count += e.count
+            group.energy_j += e.energy_j
+            group.time_s += e.time_s
+        return dict(out)
+
+    def by_component(self, **where: str) -> Dict[str, float]:
+        """Energy (J) per component name, optionally filtered by layer/tile/event."""
+        return {k[0]: e.energy_j for k, e in sorted(self.totals(("component",), **where).items())}
+
+    def snapshot(self) -> "EnergyLedger":
+        """Return an independent copy (use with :meth:`since` for per-step / per-game views)."""
+        copy = EnergyLedger()
+        copy.merge(self)
+        return copy
+
+    def since(self, earlier: "EnergyLedger") -> "EnergyLedger":
+        """Entries accumulated after ``earlier`` (a snapshot of this ledger)."""
+        diff = EnergyLedger()
+        for key, e in self._entries.items():
+            old = earlier._entries.get(key, Entry())
+            d = Entry(e.count - old.count, e.energy_j - old.energy_j, e.time_s - old.time_s)
+            if d.count or d.energy_j or d.time_s:
+                diff._entries[key] = Entry(max(d.count, 0.0), max(d.energy_j, 0.0), max(d.time_s, 0.0))
+        return diff
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-ready view: total, per component and every entry."""
+        return {
+            "total_j": self.total_j,
+            "by_component_j": self.by_component(),
+            "entries": [
+                dict(zip(KEY_FIELDS, key), count=e.count, energy_j=e.energy_j, time_s=e.time_s)
+                for key, e in sorted(self._entries.items())
+            ],
+        }
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` atomically (temp file + rename); refuses to overwrite."""
+        write_json_atomic(path, self.to_dict())
+
+
+def write_json_atomic(path: str | os.PathLike, data: Mapping[str, object], overwrite: bool = False) -> None:
+    """Write ``data`` as JSON via a temp file and ``os.replace``; never half-written.
+
+    Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is False, so an earlier
+    result is never silently replaced.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists: results are never overwritten; choose a new path")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,213 @@
+"""Physical state of a layer's STO crossbar tiles, held in one tiled layout.
+
+A layer of ``out`` x ``in`` synapses is split into T row-tiles (aihwkit's balanced split of the
+inputs, e.g. 2656 -> 6 x 443/442); every tensor is laid out ``[T, O, X]`` with X the largest
+tile height, pad rows masked out (they are no cells: zero conductance, zero energy).
+
+* ``g_pos``, ``g_neg`` [T, O, X] (S): long-term conductances of the differential pair; the
+  signed weight is ``w = (G+ - G-) / g_range`` in [-1, 1].
+* ``g_st`` [B, T, O, X] (S) or None: signed short-term increment F, one chip state per batch
+  element (per environment). A positive value sits on the G+ device, a negative one on G-; both
+  decay with the pair's time constant, so the signed value decays exactly exponentially.
+* ``v_bias`` [T, O, X] (V): decay-control bias per synapse, ``tau = device.tau_s(v_bias)``.
+
+All operations are vectorised over tiles; the energy of what they do is returned in joules so
+the caller (tile or array) can book it in the ledger.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from stoxbar.devices import dynamics
+from stoxbar.devices.sto import STODevice
+from stoxbar.validation import ConfigError
+
+
+def check_finite(name: str, value: Tensor) -> None:
+    """Raise ``ConfigError`` if ``value`` holds NaN or inf (never let it spread)."""
+    if not torch.isfinite(value).all():
+        raise ConfigError(f"{name} contains NaN or inf: inputs to an STO tile must be finite")
+
+
+class CrossbarState(nn.Module):
+    """Conductance state of T row-tiles sharing ``out`` columns (see module docstring)."""
+
+    def __init__(self, in_sizes: Sequence[int], out_size: int, device: STODevice, dtype: torch.dtype = torch.float32,
+                 out_sizes: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.out_sizes: List[int] = list(out_sizes) if out_sizes is not None else [int(out_size)]
+        self.device_model = device
+        self.in_sizes: List[int] = list(in_sizes)
+        self.out_size = int(out_size)
+        t, x = len(self.in_sizes), max(self.in_sizes)
+        self.tiles, self.rows = t, x
+        mask = torch.zeros(t, 1, x, dtype=torch.bool)
+        index = []
+        for i, n in enumerate(self.in_sizes):
+            mask[i, 0, :n] = True
+            index.extend(range(i * x, i * x + n))
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.padded = sum(self.in_sizes) != t * x
+        g0 = device.g_min_s * mask.to(dtype).expand(t, self.out_size, x)
+        self.register_buffer("g_pos", g0.clone())
+        self.register_buffer("g_neg", g0.clone())
+        self.register_buffer("v_bias", torch.full((t, self.out_size, x), device.v_bias_min_v, dtype=dtype) * mask)
+        self.g_st: Optional[Tensor] = None
+        self.hold_bias = False
+        self._noise_var: Optional[Tensor] = None
+
+    # -- layout ------------------------------------------------------------------------
+    @property
+    def n_cells(self) -> int:
+        """Physical devices (two per synapse: differential pair)."""
+        return 2 * self.out_size * sum(self.in_sizes)
+
+    def to_tiled(self, x: Tensor) -> Tensor:
+        """``[B, in]`` -> ``[B, T, X]`` with zero pad rows."""
+        if not self.padded:
+            return x.reshape(x.shape[0], self.tiles, self.rows)
+        out = x.new_zeros(x.shape[0], self.tiles * self.rows)
+        out[:, self.index] = x
+        return out.view(x.shape[0], self.tiles, self.rows)
+
+    def from_tiled(self, w: Tensor) -> Tensor:
+        """``[..., T, O, X]`` -> ``[..., O, in]`` (drops pad rows)."""
+        lead = w.shape[:-3]
+        flat = w.movedim(-3, -2).reshape(*lead, self.out_size, self.tiles * self.rows)
+        return flat[..., self.index] if self.padded else flat
+
+    def tiled_weight(self, w: Tensor) -> Tensor:
+        """``[..., O, in]`` -> ``[..., T, O, X]`` with zero pad rows."""
+        lead = w.shape[:-2]
+        flat = w.new_zeros(*lead, self.out_size, self.tiles * self.rows)
+        if self.padded:
+            flat[..., self.index] = w
+        else:
+            flat.copy_(w)
+        return flat.view(*lead, self.out_size, self.tiles, self.rows).movedim(-2, -3)
+
+    # -- long-term weights ---------------------------------------------------------------
+    def weights(self) -> Tensor:
+        """Long-term weights ``[T, O, X]`` in weight units (pads are 0)."""
+        return (self.g_pos - self.g_neg) / self.device_model.g_range_s
+
+    @torch.no_grad()
+    def program(self, weight: Tensor) -> Tuple[float, float]:
+        """Program ``weight [O, in]`` (weight units, |w| <= 1) onto the pairs.
+
+        One side of each pair sits at ``g_min``, the other carries ``|w| * g_range``.
+        Returns (number of long-term pulses, their device energy in J), counting
+        ``|dG| / lt_dg_s`` pulses per device (an idealised write-verify).
+        """
+        check_finite("weight", weight)
+        w_abs = float(weight.abs().max()) if weight.numel() else 0.0
+        if w_abs > 1.0 + 1e-6:
+            raise ConfigError(
+                f"weight max |w| = {w_abs:.4g}: allowed range is [-1, 1] (the conductance window); "
+                "set mapping.weight_scaling_omega > 0 so aihwkit rescales weights digitally"
+            )
+        dev = self.device_model
+        w = self.tiled_weight(weight.to(self.g_pos.dtype).clamp(-1.0, 1.0))  # clamp: float round-off only
+        m = self.mask.to(w.dtype)
+        new_pos = (dev.g_min_s + w.clamp_min(0) * dev.g_range_s) * m
+        new_neg = (dev.g_min_s + (-w).clamp_min(0) * dev.g_range_s) * m
+        delta = (new_pos - self.g_pos).abs().sum() + (new_neg - self.g_neg).abs().sum()
+        pulses = float(torch.ceil(delta / dev.lt_dg_s))
+        self.g_pos.copy_(new_pos)
+        self.g_neg.copy_(new_neg)
+        self._noise_var = None
+        return pulses, pulses * dev.lt_pulse_energy_j
+
+    def read_noise_var(self) -> Optional[Tensor]:
+        """Per-cell read-noise variance in weight units squared, or None without noise."""
+        s = self.device_model.read_noise_std
+        if s <= 0:
+            return None
+        if self._noise_var is None:
+            self._noise_var = (s / self.device_model.g_range_s) ** 2 * (self.g_pos**2 + self.g_neg**2)
+        return self._noise_var
+
+    # -- short-term state ----------------------------------------------------------------
+    def set_batch(self, batch: int) -> None:
+        """Allocate (zeroed) short-term state for ``batch`` independent chips."""
+        if batch < 1:
+            raise ConfigError(f"batch = {batch}: allowed range is [1, inf)")
+        self.g_st = self.g_pos.new_zeros(batch, *self.g_pos.shape)
+
+    def reset_short_term(self, done: Optional[Tensor] = None) -> None:
+        """Zero F for all chips, or only where ``done [B]`` is true (episode start)."""
+        if self.g_st is None:
+            return
+        if done is None:
+            self.g_st.zero_()
+        else:
+            self.g_st[done.bool()] = 0.0
+
+    def set_bias(self, v_bias: Tensor) -> None:
+        """Set the per-synapse decay bias ``[O, in]`` (V); raises outside the device's range."""
+        dev = self.device_model
+        check_finite("v_bias", v_bias)
+        lo, hi = float(v_bias.min()), float(v_bias.max())
+        if lo < dev.v_bias_min_v - 1e-9 or hi > dev.v_bias_max_v + 1e-9:
+            raise ConfigError(
+                f"v_bias range [{lo:.4g}, {hi:.4g}] V: allowed range is "
+                f"[{dev.v_bias_min_v:g}, {dev.v_bias_max_v:g}] V"
+            )
+        self.v_bias.copy_(self.tiled_weight(v_bias.to(self.v_bias.dtype)) + dev.v_bias_min_v * (~self.mask))
+        self.v_bias.mul_(self.mask)
+        self.hold_bias = True
+
+    def effective_weight(self) -> Tensor:
+        """Weight the array reads: ``[T, O, X]`` or ``[B, T, O, X]`` with short-term state."""
+        w = self.weights()
+        if self.g_st is None:
+            return w
+        return torch.add(w, self.g_st, alpha=1.0 / self.device_model.g_range_s)
+
+    @torch.no_grad()
+    def short_term_update(self, delta_w: Tensor) -> Tuple[Tensor, float, float]:
+        """Apply the short-term update ``delta_w [B, T, O, X]`` (weight units) as pulses.
+
+        The request is quantised to the device's discrete pulse levels (no pulse where it rounds
+        to zero). Returns (signed level index tensor, number of pulses, device pulse energy J).
+        """
+        if self.g_st is None:
+            raise ConfigError("short_term_update before set_batch(): no short-term state allocated")
+        dev = self.device_model
+        level, dg = dynamics.quantise_short_term(delta_w * dev.g_range_s, dev)
+        level = level * self.mask
+        new, energy = dynamics.apply_short_term(self.g_st, level, dev)
+        self.g_st.copy_(new)
+        n = float(torch.count_nonzero(level))
+        return level, n, float(energy.sum()) if torch.is_tensor(energy) else float(energy)
+
+    @torch.no_grad()
+    def decay(self, dt_s: float) -> Tuple[float, float]:
+        """Let ``dt_s`` seconds pass: F decays exactly, the held bias costs energy.
+
+        Returns (bias energy of all chips' synapses in J, bias-held device-seconds). The bias
+        integral uses F at the start of the interval (exact for exponential decay).
+        """
+        dev = self.device_model
+        energy, held = 0.0, 0.0
+        if self.hold_bias:
+            chips = 1 if self.g_st is None else self.g_st.shape[0]
+            st_abs = self.g_st.abs().sum(0) if self.g_st is not None else torch.zeros_like(self.g_pos)
+            e = dynamics.bias_energy_j(chips * (self.g_pos + self.g_neg), st_abs, self.v_bias, dt_s, dev)
+            energy = float((e * self.mask).sum())
+            held = chips * self.n_cells * dt_s
+        if self.g_st is not None:
+            self.g_st.mul_(torch.exp(-dt_s / dev.tau_s(self.v_bias)))
+        return energy, held
+
+    def abs_column_conductance(self) -> Tensor:
+        """``sum_o (G+ + G- + |F|)`` per chip and row, [B or 1, T, X] (S), for read energy."""
+        g = (self.g_pos + self.g_neg).sum(1).unsqueeze(0)
+        if self.g_st is not None:
+            g = g + self.g_st.abs().sum(2)
+        return g

@@ -1,0 +1,314 @@
+"""``STODevice``: the physics of one SrTiO3 (STO) memristor, in SI units.
+
+One frozen, validated dataclass holds every device parameter. Each field's metadata carries its
+display unit, the scale to that unit and the source of the default value (``describe()`` in
+``stoxbar.devices.figures`` prints them). The defaults are the ``sto_2024`` preset: values from
+``paper.md`` (Weilenmann et al., Nat. Commun. 15, 2024) where the paper states them, the rest
+marked "assumption" with the reasoning.
+
+Models (all assumptions about *form* are documented here and in ``dynamics.py``):
+
+* Long-term state ``g`` (S) lives in the window ``[g_min_s, g_max_s]``. Signed weights map onto
+  differential pairs, ``w = (G+ - G-) / g_range_s``.
+* LTP/LTD step response: a pulse-coordinate model (NeuroSim-style exponential saturation).
+  Normalised state ``x = (g - g_min)/g_range``; LTP follows ``x(p) = expm1(-nu p)/expm1(-nu)``
+  along a pulse coordinate ``p in [0, 1]``, LTD the mirror image. ``nu = lt_nonlinearity`` is
+  ``ln(step at g_min / step at g_max)`` for LTP (0 = linear). The mean step at the window centre
+  is ``lt_dg_s`` for LTP and ``lt_up_down * lt_dg_s`` for LTD.
+* Short-term increment per pulse: ``dG = st_a * E**st_b`` with the pulse energy
+  ``E = V**2 * st_pulse_conductance_s * t`` (J). Pulses come in a few discrete (V, t) levels.
+* Decay of the short-term increment: ``F(t) = F(0) exp(-t / tau)``, ``tau`` set by the bias:
+  ``log(tau)`` linear in ``V_bias`` between ``(v_bias_min_v, tau_min_s)`` and
+  ``(v_bias_max_v, tau_max_s)`` (or reversed, ``tau_increases_with_bias=False``).
+* Bias power ``V_bias**2 * G`` (ohmic), read energy ``V_read**2 * G * t_read``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+
+from stoxbar.validation import ConfigError, check_order, check_range
+
+__all__ = ["STODevice", "MAX_ST_LEVELS"]
+
+MAX_ST_LEVELS = 16  # at most 16 discrete short-term levels (m-STPN kernel keeps 16 counters)
+_REL_TOL = 1e-6  # round-off tolerance (relative) when checking tau / V_bias against their ranges
+
+# Paper facts (paper.md §1): 4.3 nW per synapse at zero weight with 0.6 V bias (ohmic -> G).
+PAPER_BIAS_POWER_W = 4.3e-9
+PAPER_V_BIAS_MAX_V = 0.6
+
+
+_SI_UNIT = {"nS": "S", "us": "s", "ns": "s", "s": "s", "V": "V"}
+
+
+def _p(default: Any, unit: str, scale: float, source: str, lo: float | None = None,
+       hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Any:
+    """Dataclass field with display unit/scale, allowed range and source in its metadata."""
+    meta = {"unit": unit, "scale": scale, "source": source, "lo": lo, "hi": hi,
+            "lo_open": lo_open, "hi_open": hi_open}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class STODevice:
+    """Physics of an STO memristor synapse (SI units; defaults = the ``sto_2024`` preset).
+
+    ``notes`` maps field names to source strings that override the defaults' sources (presets
+    use it so that ``describe()`` shows where *their* values come from).
+    """
+
+    name: str = field(default="sto_2024", metadata={"unit": "", "scale": 1.0, "source": "preset name"})
+
+    # -- long-term conductance window ---------------------------------------------------------
+    g_min_s: float = _p(PAPER_BIAS_POWER_W / PAPER_V_BIAS_MAX_V**2, "nS", 1e9,
+                        "paper.md §1: 4.3 nW at 0.6 V, zero weight -> 4.3 nW / 0.36 V^2 = 11.9 nS "
+                        "(derived, ohmic)", 0.0, 1e-3)
+    g_max_s: float = _p(100e-9, "nS", 1e9, "paper.md §1: low-conductance regime 'below ~100 nS'",
+                        0.0, 1e-3, lo_open=True)
+
+    # -- long-term plasticity (LTP/LTD) -------------------------------------------------------
+    lt_dg_s: float = _p(1e-9, "nS", 1e9, "assumption: ~88 mean steps across the 88 nS window "
+                        "(~6.5 bit), typical of interface-type oxide memristors", 0.0, 1e-3, lo_open=True)
+    lt_up_down: float = _p(1.2, "", 1.0, "assumption: LTD step / LTP step at the window centre; "
+                           "mild asymmetry, LTD slightly steeper (not in the paper)", 0.0, 100.0, lo_open=True)
+    lt_nonlinearity: float = _p(2.0, "", 1.0, "assumption: ln(LTP step at g_min / step at g_max) = 2 "
+                                "(step shrinks 7.4x toward the bound), NeuroSim-style saturation", 0.0, 20.0)
+    lt_c2c_std: float = _p(0.3, "rel", 1.0, "assumption: relative cycle-to-cycle spread per pulse "
+                           "(aihwkit-style dw_min_std ~0.3)", 0.0, 5.0)
+    lt_d2d_std: float = _p(0.3, "rel", 1.0, "assumption: relative device-to-device spread of the step; "
+                           "paper.md §1 names d2d variability as a limit, so not small", 0.0, 5.0)
+    lt_pulse_v: float = _p(3.0, "V", 1.0, "assumption: non-volatile switching needs larger pulses than "
+                           "the 1-2 V short-term pulses", 0.0, 20.0, lo_open=True)
+    lt_pulse_width_s: float = _p(10e-6, "us", 1e6, "assumption (paper's pulse table not available)",
+                                 0.0, 1.0, lo_open=True)
+    lt_pulse_conductance_s: float = _p(100e-9, "nS", 1e9, "assumption: conductance under a long-term "
+                                       "pulse ~ top of the window (E = V^2 G t)", 0.0, 1e-3, lo_open=True)
+
+    # -- short-term plasticity: power law dG = st_a * E**st_b ---------------------------------
+    st_a: float = _p(2e-9 / (1e-12) ** 0.5, "S/J^b", 1.0, "assumption: dG = 2 nS (2.3% of the long-term "
+                     "window) at E = 1 pJ; paper.md §1 gives the power-law form, not a, b", 0.0, None, lo_open=True)
+    st_b: float = _p(0.5, "", 1.0, "assumption: sub-linear exponent 0.5 (paper.md §1: power law, "
+                     "b not available)", 0.0, 3.0, lo_open=True)
+    st_pulse_levels: Tuple[Tuple[float, float], ...] = field(
+        default=((1.0, 10e-6), (1.0, 20e-6), (2.0, 10e-6), (2.0, 20e-6)),
+        metadata={"unit": "(V, us)", "scale": 1.0, "source": "assumption: two write rails (1 V, 2 V) x two "
+                  "widths (10, 20 us) -> 0.5, 1, 2, 4 pJ; paper.md §1: a few fixed pulse sizes"})
+    st_pulse_conductance_s: float = _p(50e-9, "nS", 1e9, "assumption: conductance under a 1-2 V write pulse "
+                                       "~ mid window (used for E = V^2 G t)", 0.0, 1e-3, lo_open=True)
+    st_g_max_s: float = _p(20e-9, "nS", 1e9, "assumption: volatile increment saturates at ~20% of the "
+                           "long-term window (5-14 pulses)", 0.0, 1e-3, lo_open=True)
+
+    # -- decay: tau(V_bias) -------------------------------------------------------------------
+    tau_min_s: float = _p(0.1, "s", 1.0, "assumption: shortest time constant, low end of the ~0.1-1 s "
+                          "range paper.md §1 suggests (not reported)", 0.0, 1e15, lo_open=True)
+    tau_max_s: float = _p(100.0, "s", 1.0, "paper.md §1: longest short-term time constant ~100 s",
+                          0.0, 1e15, lo_open=True)
+    v_bias_min_v: float = _p(0.0, "V", 1.0, "assumption: unbiased device relaxes fastest (tau_min at 0 V)",
+                             0.0, 10.0)
+    v_bias_max_v: float = _p(PAPER_V_BIAS_MAX_V, "V", 1.0, "paper.md §1: 0.6 V, the paper's worst-case "
+                             "bias held on every synapse", 0.0, 10.0, lo_open=True)
+    tau_increases_with_bias: bool = field(default=True, metadata={
+        "unit": "", "scale": 1.0, "source": "assumption: a larger bias holds the volatile state longer "
+        "(tau_max at v_bias_max_v); log(tau) linear in V_bias between the ends (assumption)"})
+
+    # -- read ---------------------------------------------------------------------------------
+    v_read_v: float = _p(0.6, "V", 1.0, "assumption: read at the bias level the paper holds on every "
+                         "synapse (non-disturbing); = peripherals DAC default", 0.0, 10.0, lo_open=True)
+    t_read_s: float = _p(100e-9, "ns", 1e9, "ISAAC read cycle 100 ns (peripherals-energy.md §1)",
+                         0.0, 1.0, lo_open=True)
+    read_noise_std: float = _p(0.01, "rel", 1.0, "assumption: 1% relative read noise (sub-100 nS "
+                               "interface device, 100 ns integration)", 0.0, 1.0)
+
+    notes: Tuple[Tuple[str, str], ...] = field(default=(), metadata={
+        "unit": "", "scale": 1.0, "source": "per-field source notes overriding the defaults' sources"})
+
+    # -- validation ---------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"name = {self.name!r}: must be a non-empty string")
+        for f in fields(self):
+            m = f.metadata
+            if "lo" in m:
+                check_range(f.name, getattr(self, f.name), m["lo"], m["hi"], lo_open=m["lo_open"],
+                            hi_open=m["hi_open"], unit=_SI_UNIT.get(m["unit"], ""))
+        if not isinstance(self.tau_increases_with_bias, bool):
+            raise ConfigError(f"tau_increases_with_bias = {self.tau_increases_with_bias!r}: must be True or False")
+        check_order("g_min_s", self.g_min_s, "g_max_s", self.g_max_s)
+        check_order("tau_min_s", self.tau_min_s, "tau_max_s", self.tau_max_s)
+        check_order("v_bias_min_v", self.v_bias_min_v, "v_bias_max_v", self.v_bias_max_v)
+        check_range("lt_dg_s", self.lt_dg_s, 0.0, self.g_range_s, lo_open=True, unit="S (<= g_max_s - g_min_s)")
+        self._check_levels()
+        self._check_notes()
+
+    def _check_levels(self) -> None:
+        levels = self.st_pulse_levels
+        if not isinstance(levels, tuple):
+            raise ConfigError(f"st_pulse_levels = {levels!r}: must be a tuple of (amplitude V, width s) pairs")
+        if not 1 <= len(levels) <= MAX_ST_LEVELS:
+            raise ConfigError(f"st_pulse_levels = {levels!r}: must hold 1..{MAX_ST_LEVELS} levels, got {len(levels)}")
+        for k, lv in enumerate(levels):
+            if not isinstance(lv, tuple) or len(lv) != 2:
+                raise ConfigError(f"st_pulse_levels[{k}] = {lv!r}: must be a (amplitude V, width s) tuple")
+            check_range(f"st_pulse_levels[{k}] amplitude", lv[0], 0.0, 20.0, lo_open=True, unit="V")
+            check_range(f"st_pulse_levels[{k}] width", lv[1], 0.0, 1.0, lo_open=True, unit="s")
+        energies, dgs = self.short_term_levels()
+        for k in range(1, len(energies)):
+            if not energies[k] > energies[k - 1] * (1 + 1e-12):
+                raise ConfigError(f"st_pulse_levels = {levels!r}: two levels have the same pulse energy "
+                                  f"{energies[k]:.4g} J; allowed: distinct energies")
+        if dgs[-1] > self.st_g_max_s:
+            raise ConfigError(f"st_g_max_s = {self.st_g_max_s!r}: allowed range is [{dgs[-1]:g}, 0.001] S "
+                              f"(the largest short-term level's dG must fit the short-term window)")
+
+    def _check_notes(self) -> None:
+        names = {f.name for f in fields(self)}
+        if not isinstance(self.notes, tuple):
+            raise ConfigError(f"notes = {self.notes!r}: must be a tuple of (field name, source) pairs")
+        for item in self.notes:
+            if not (isinstance(item, tuple) and len(item) == 2 and item[0] in names and isinstance(item[1], str)):
+                raise ConfigError(f"notes entry {item!r}: must be (field name, source string); "
+                                  f"allowed field names are {sorted(names)}")
+
+    # -- window -------------------------------------------------------------------------------
+    @property
+    def g_range_s(self) -> float:
+        """Long-term window width ``g_max_s - g_min_s`` (S): one weight unit."""
+        return self.g_max_s - self.g_min_s
+
+    @property
+    def lt_pulse_energy_j(self) -> float:
+        """Device energy of one long-term pulse, ``V**2 * G * t`` (J)."""
+        return self.lt_pulse_v**2 * self.lt_pulse_conductance_s * self.lt_pulse_width_s
+
+    def source(self, name: str) -> str:
+        """Source string of field ``name`` (a ``notes`` override, else the field's default source)."""
+        over = dict(self.notes)
+        if name in over:
+            return over[name]
+        for f in fields(self):
+            if f.name == name:
+                return f.metadata.get("source", "")
+        raise ConfigError(f"field {name!r}: not a field of STODevice")
+
+    # -- short-term power law -----------------------------------------------------------------
+    def st_pulse_energy_j(self, v_pulse_v: Any, width_s: Any) -> Any:
+        """Energy of a short-term pulse, ``V**2 * st_pulse_conductance_s * t`` (J)."""
+        return v_pulse_v**2 * self.st_pulse_conductance_s * width_s
+
+    def st_dg_s(self, energy_j: Any) -> Any:
+        """Short-term conductance increment for a pulse of ``energy_j`` (S): ``st_a * E**st_b``."""
+        return self.st_a * energy_j**self.st_b
+
+    def short_term_levels(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """(pulse energies J, increments dG S) of the discrete levels, ascending in energy.
+
+        Level index ``k`` (1-based) in ``dynamics`` refers to the k-th entry of these tuples.
+        """
+        e = sorted(float(self.st_pulse_energy_j(v, t)) for v, t in self.st_pulse_levels)
+        return tuple(e), tuple(float(self.st_dg_s(x)) for x in e)
+
+    def sorted_pulse_levels(self) -> Tuple[Tuple[float, float], ...]:
+        """``st_pulse_levels`` sorted like ``short_term_levels()`` (ascending energy)."""
+        return tuple(sorted(self.st_pulse_levels, key=lambda lv: lv[0] ** 2 * lv[1]))
+
+    # -- decay law ----------------------------------------------------------------------------
+    @property
+    def _log_tau_ratio(self) -> float:
+        return math.log(self.tau_max_s / self.tau_min_s)
+
+    def tau_s(self, v_bias: Any) -> Any:
+        """Decay time constant (s) at bias ``v_bias`` (V): float, numpy array or torch tensor.
+
+        ``log(tau)`` is linear in ``V_bias`` on ``[v_bias_min_v, v_bias_max_v]`` (assumption).
+        Raises :class:`ConfigError` for a bias outside that range (beyond round-off) or NaN.
+        """
+        lo, hi = self.v_bias_min_v, self.v_bias_max_v
+        _check_in_range("v_bias", v_bias, lo, hi, _REL_TOL * max(hi, 1.0), "V")
+        frac = _clip01((v_bias - lo) / (hi - lo))
+        if not self.tau_increases_with_bias:
+            frac = 1.0 - frac
+        return self.tau_min_s * _exp(frac * self._log_tau_ratio)
+
+    def v_bias_for_tau(self, tau_s: Any) -> Any:
+        """Bias voltage (V) that sets the decay time constant ``tau_s`` (s); inverse of ``tau_s``.
+
+        Accepts float, numpy array or torch tensor. Raises :class:`ConfigError` if ``tau_s`` is
+        outside ``[tau_min_s, tau_max_s]`` (beyond a 1e-6 relative round-off tolerance) or NaN.
+        """
+        _check_in_range("tau_s", tau_s, self.tau_min_s, self.tau_max_s, None, "s")
+        frac = _clip01(_log(tau_s / self.tau_min_s) / self._log_tau_ratio)
+        if not self.tau_increases_with_bias:
+            frac = 1.0 - frac
+        return self.v_bias_min_v + frac * (self.v_bias_max_v - self.v_bias_min_v)
+
+    def decay_lambda(self, dt_s: Any, v_bias: Any) -> Any:
+        """Decay factor over ``dt_s`` seconds, ``Lambda = exp(-dt / tau(V_bias))``."""
+        _check_nonneg("dt_s", dt_s, "s")
+        return _exp(-dt_s / self.tau_s(v_bias))
+
+    lambda_for = decay_lambda  # alias named in the shared spec
+
+    # -- power --------------------------------------------------------------------------------
+    def bias_power_w(self, g_s: Any, v_bias: Any) -> Any:
+        """Static power (W) of bias ``v_bias`` (V) held on conductance ``g_s`` (S): ``V**2 G``."""
+        return v_bias**2 * g_s
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Field values by name (for JSON run records)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# -- array helpers (float / numpy / torch) ------------------------------------------------------
+def _exp(x: Any) -> Any:
+    return torch.exp(x) if torch.is_tensor(x) else (np.exp(x) if isinstance(x, np.ndarray) else math.exp(x))
+
+
+def _log(x: Any) -> Any:
+    return torch.log(x) if torch.is_tensor(x) else (np.log(x) if isinstance(x, np.ndarray) else math.log(x))
+
+
+def _clip01(x: Any) -> Any:
+    if torch.is_tensor(x):
+        return x.clamp(0.0, 1.0)
+    if isinstance(x, np.ndarray):
+        return np.clip(x, 0.0, 1.0)
+    return min(max(x, 0.0), 1.0)
+
+
+def _minmax(x: Any) -> Tuple[float, float, bool]:
+    """(min, max, all finite) of a float, numpy array or tensor."""
+    if torch.is_tensor(x):
+        if x.numel() == 0:
+            return 0.0, 0.0, True
+        return float(x.min()), float(x.max()), bool(torch.isfinite(x).all())
+    if isinstance(x, np.ndarray):
+        if x.size == 0:
+            return 0.0, 0.0, True
+        return float(x.min()), float(x.max()), bool(np.isfinite(x).all())
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ConfigError(f"value {x!r}: must be a number, numpy array or torch tensor")
+    return float(x), float(x), math.isfinite(x)
+
+
+def _check_in_range(name: str, x: Any, lo: float, hi: float, abs_tol: float | None, unit: str) -> None:
+    """Raise unless all of ``x`` lies in [lo, hi] up to round-off (abs, or 1e-6 relative if None)."""
+    mn, mx, finite = _minmax(x)
+    tol_lo = abs_tol if abs_tol is not None else _REL_TOL * abs(lo)
+    tol_hi = abs_tol if abs_tol is not None else _REL_TOL * abs(hi)
+    if not finite or mn < lo - tol_lo or mx > hi + tol_hi:
+        shown = f"{mn:g}" if mn == mx else f"[{mn:g}, {mx:g}]"
+        if not finite:
+            shown = "NaN/inf"
+        raise ConfigError(f"{name} = {shown}: allowed range is [{lo:g}, {hi:g}] {unit}")
+
+
+def _check_nonneg(name: str, x: Any, unit: str) -> None:
+    mn, mx, finite = _minmax(x)
+    if not finite or mn < 0:
+        raise ConfigError(f"{name} = {mn if finite else 'NaN/inf'}: allowed range is [0, inf) {unit}")

@@ -1,0 +1,329 @@
+"""`PeripheryConfig`: every peripheral block plus tile geometry, its aihwkit `IOParameters`, and the
+events, latency and area of one MVM on one tile.
+
+Conventions
+-----------
+* ``tile_rows`` inputs x ``tile_cols`` outputs per tile (logical), each <= 2048 (MAX_TILE).
+* ``signed_mapping="differential"``: a weight is a pair G+ / G-, physical columns = 2 x cols.
+  ``"reference"``: one shared reference column, physical columns = cols + 1.
+* ``subtraction="digital"``: every physical column (pair member or reference) is converted and the
+  difference is taken digitally (one add each, costed under ``shift_add``). ``"analog"``: the
+  difference is formed before the ADC (differential integrator / current mirror), one conversion per
+  output. aihwkit's one-pass MVM quantises the signed output once, i.e. it *simulates* the analog
+  case; the digital case is costed honestly (2 conversions per output) but its per-column
+  quantisation is not simulated.
+* Event costs are full-scale (every input at full scale, every bit 1): an upper bound per MVM.
+* Bound management (aihwkit ``ITERATIVE``) repeats the whole MVM when the output clips; the caller
+  multiplies these costs by the number of repeats (peripherals-energy.md §5.3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+
+from .adc import ADC
+from .dac import DAC
+from .digital import DigitalPeriphery
+from .drivers import BiasDriver, RowDriver, WriteDriver
+from .sense import TIA, SampleHold
+
+MAX_TILE = 2048  # assumption: largest array side with tolerable IR drop / line RC (brief)
+SIGNED_MAPPINGS = ("differential", "reference")
+SUBTRACTIONS = ("digital", "analog")
+BOUND_MANAGEMENTS = ("iterative", "none")
+NOISE_MANAGEMENTS = ("abs_max", "constant")
+# Cell footprint 0.01 um^2 = (0.1 um pitch)^2: assumption for a dense vertical STO crossbar (the
+# paper's devices are planar lab cells, paper.md §1). ISAAC's arrays imply ~0.0015 um^2 per cell
+# (0.0002 mm^2 / 8x128x128, peripherals-energy.md §1).
+CELL_AREA_M2 = 0.01e-12
+
+_BLOCKS = {
+    "dac": DAC, "adc": ADC, "row_driver": RowDriver, "write_driver": WriteDriver,
+    "bias_driver": BiasDriver, "tia": TIA, "sample_hold": SampleHold, "digital": DigitalPeriphery,
+}
+
+
+@dataclass(frozen=True)
+class PeripheryConfig:
+    """Peripheral circuits and geometry of one crossbar tile type.
+
+    Attributes:
+        dac, adc, row_driver, write_driver, bias_driver, tia, sample_hold, digital: the blocks.
+        tile_rows: max inputs per tile, 1..2048.
+        tile_cols: max outputs per tile (logical), 1..2048.
+        signed_mapping: "differential" | "reference".
+        subtraction: "digital" | "analog" (where G+ - G- or G - G_ref is formed).
+        out_bound: ADC range in aihwkit units of "fully-on inputs x max weight" (weights normalised
+            to +-1): out_bound = 10 means the ADC full scale is the current of 10 rows at full-scale
+            input on a weight of 1. Default 10 (aihwkit StandardIOParameters / HWA preset).
+        out_noise: Gaussian noise std at the ADC input, same units as out_bound. Default 0.04
+            (aihwkit StandardIOParameters / StandardHWATrainingPreset, ~0.5 LSB of an 8-bit ADC).
+        bound_management: "iterative" (aihwkit default: halve input scale and repeat on clipping)
+            | "none".
+        noise_management: "abs_max" (aihwkit default: scale inputs by max|x|) | "constant".
+        nm_thres: input scale used by "constant" noise management (inputs assumed in
+            [-nm_thres, nm_thres]; 1.0 fits tanh activations).
+        cell_area_m2: footprint of one device (m^2).
+    """
+
+    dac: DAC = field(default_factory=DAC)
+    adc: ADC = field(default_factory=ADC)
+    row_driver: RowDriver = field(default_factory=RowDriver)
+    write_driver: WriteDriver = field(default_factory=WriteDriver)
+    bias_driver: BiasDriver = field(default_factory=BiasDriver)
+    tia: TIA = field(default_factory=TIA)
+    sample_hold: SampleHold = field(default_factory=SampleHold)
+    digital: DigitalPeriphery = field(default_factory=DigitalPeriphery)
+    tile_rows: int = 512  # aihwkit MappingParameter default max_input_size (aihwkit.md §3)
+    tile_cols: int = 512  # aihwkit default max_output_size; MNSIM uses 256 (peripherals-energy.md §3.3)
+    signed_mapping: str = "differential"
+    subtraction: str = "digital"  # brief: every physical column is converted
+    out_bound: float = 10.0
+    out_noise: float = 0.04
+    bound_management: str = "iterative"
+    noise_management: str = "abs_max"
+    nm_thres: float = 1.0
+    cell_area_m2: float = CELL_AREA_M2
+
+    def __post_init__(self) -> None:
+        for name, cls in _BLOCKS.items():
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                raise ConfigError(f"{name} = {value!r}: must be a {cls.__name__} instance")
+        check_int("tile_rows", self.tile_rows, 1, MAX_TILE)
+        check_int("tile_cols", self.tile_cols, 1, MAX_TILE)
+        check_choice("signed_mapping", self.signed_mapping, SIGNED_MAPPINGS)
+        check_choice("subtraction", self.subtraction, SUBTRACTIONS)
+        check_range("out_bound", self.out_bound, 0.0, 1e4, lo_open=True)
+        check_range("out_noise", self.out_noise, 0.0, 10.0)
+        check_choice("bound_management", self.bound_management, BOUND_MANAGEMENTS)
+        check_choice("noise_management", self.noise_management, NOISE_MANAGEMENTS)
+        check_range("nm_thres", self.nm_thres, 0.0, 1e6, lo_open=True)
+        check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
+        # aihwkit's signed converters need >= 2 bits: res = 1/(2**bits - 2) (aihwkit.md §2).
+        check_int("dac.bits", self.dac.bits, 2, 16)
+        check_int("adc.bits", self.adc.bits, 2, 16)
+        n_conv = self.adc_columns()
+        if n_conv % self.adc.share:
+            divisors = [d for d in range(1, n_conv + 1) if n_conv % d == 0]
+            raise ConfigError(
+                f"adc.share = {self.adc.share}: must divide the tile's {n_conv} ADC columns "
+                f"({self.signed_mapping} mapping, {self.subtraction} subtraction, tile_cols = "
+                f"{self.tile_cols}); allowed values are {divisors}")
+
+    # ---- geometry ------------------------------------------------------------------------
+    def _cols(self, cols: int | None) -> int:
+        return self.tile_cols if cols is None else check_int("cols", cols, 1, self.tile_cols)
+
+    def physical_cols(self, cols: int | None = None) -> int:
+        """Device columns for ``cols`` outputs (default: full tile)."""
+        c = self._cols(cols)
+        return 2 * c if self.signed_mapping == "differential" else c + 1
+
+    def adc_columns(self, cols: int | None = None) -> int:
+        """Columns converted per pass for ``cols`` outputs (default: full tile)."""
+        c = self._cols(cols)
+        return self.physical_cols(c) if self.subtraction == "digital" else c
+
+    @property
+    def adc_share(self) -> int:
+        """Columns per ADC (= ``adc.share``)."""
+        return self.adc.share
+
+    @property
+    def adcs_per_tile(self) -> int:
+        """Number of ADCs on one tile."""
+        return self.adc_columns() // self.adc.share
+
+    @property
+    def passes_per_mvm(self) -> int:
+        """Array reads / ADC passes per MVM (bit_serial: dac.bits)."""
+        return self.dac.passes_per_mvm
+
+    @property
+    def read_window_s(self) -> float:
+        """Full-scale time the rows are driven in one pass (s): the cell-read integration time."""
+        return self.dac.read_window_s
+
+    def adc_full_scale_current_a(self, g_weight_one_s: float) -> float:
+        """Physical ADC full-scale current (A) = out_bound * v_read * G(weight 1).
+
+        ``g_weight_one_s`` is the conductance (difference) that represents weight 1, e.g.
+        g_max - g_min for a differential pair.
+        """
+        check_range("g_weight_one_s", g_weight_one_s, 0.0, 1.0, lo_open=True, unit="S")
+        return self.out_bound * self.dac.v_read_v * g_weight_one_s
+
+    # ---- aihwkit -------------------------------------------------------------------------
+    def io_parameters(self) -> Any:
+        """aihwkit ``IOParameters`` for the forward MVM, derived from the converters.
+
+        inp_res = 1/(2**dac.bits - 2), out_res = 1/(2**adc.bits - 2) (signed, symmetric; the step
+        is res * 2 * bound, aihwkit.md §2), inp_bound 1, out_bound, out_noise, bound/noise
+        management; one analog pass (``ONE_PASS``), no other non-idealities (device read noise
+        and IR drop belong to the tile).
+        """
+        from aihwkit.simulator.parameters.enums import (
+            AnalogMVType, BoundManagementType, NoiseManagementType)
+        from aihwkit.simulator.parameters.io import IOParameters
+
+        bm = {"iterative": BoundManagementType.ITERATIVE, "none": BoundManagementType.NONE}
+        nm = {"abs_max": NoiseManagementType.ABS_MAX, "constant": NoiseManagementType.CONSTANT}
+        return IOParameters(
+            is_perfect=False,
+            mv_type=AnalogMVType.ONE_PASS,
+            inp_bound=1.0,
+            inp_res=1.0 / (2**self.dac.bits - 2),
+            inp_noise=0.0,
+            out_bound=self.out_bound,
+            out_res=1.0 / (2**self.adc.bits - 2),
+            out_noise=self.out_noise,
+            bound_management=bm[self.bound_management],
+            noise_management=nm[self.noise_management],
+            nm_thres=self.nm_thres if self.noise_management == "constant" else 0.0,
+        )
+
+    # ---- convenience -----------------------------------------------------------------------
+    def with_(self, **changes: Any) -> "PeripheryConfig":
+        """Copy with fields replaced (validated again)."""
+        return replace(self, **changes)
+
+    def with_adc_bits(self, bits: int) -> "PeripheryConfig":
+        return replace(self, adc=replace(self.adc, bits=bits))
+
+    def with_dac_bits(self, bits: int) -> "PeripheryConfig":
+        return replace(self, dac=replace(self.dac, bits=bits))
+
+    def with_adc_share(self, share: int) -> "PeripheryConfig":
+        return replace(self, adc=replace(self.adc, share=share))
+
+    def with_tile(self, rows: int, cols: int) -> "PeripheryConfig":
+        return replace(self, tile_rows=rows, tile_cols=cols)
+
+    def with_tech_node(self, nm: float) -> "PeripheryConfig":
+        """Put the node-scaled blocks (ADC, digital) at one technology node."""
+        return replace(self, adc=replace(self.adc, tech_node_nm=nm),
+                       digital=replace(self.digital, tech_node_nm=nm))
+
+    def event_counts(self, rows: int, cols: int) -> dict[str, int]:
+        return event_counts(self, rows, cols)
+
+    def event_costs(self, rows: int, cols: int) -> dict[str, float]:
+        return event_costs(self, rows, cols)
+
+    def mvm_latency_s(self, rows: int, cols: int) -> float:
+        return mvm_latency_s(self, rows, cols)
+
+    def tile_area_m2(self) -> dict[str, float]:
+        return tile_area_m2(self)
+
+    def describe(self) -> str:
+        """Human-readable summary: blocks, per-event energies, full-tile MVM cost, latency, area."""
+        d, a = self.dac, self.adc
+        full = event_costs(self, self.tile_rows, self.tile_cols)
+        area = tile_area_m2(self)
+        lines = [
+            f"tile {self.tile_rows} x {self.tile_cols} ({self.physical_cols()} physical columns, "
+            f"{self.signed_mapping}, {self.subtraction} subtraction), {self.adcs_per_tile} ADCs "
+            f"(share {a.share})",
+            f"DAC {d.bits} b {d.mode}: {d.energy_per_input_j * 1e12:.3g} pJ/input, "
+            f"{d.latency_per_input_s * 1e9:.3g} ns, V_read {d.v_read_v:g} V (ISAAC/MNSIM)",
+            f"ADC {a.bits} b @ {a.tech_node_nm:g} nm, {a.sample_rate_hz / 1e9:.3g} GS/s: "
+            f"{a.energy_per_conversion_j * 1e12:.3g} pJ/conversion ({a.regime} regime, ISAAC-"
+            f"calibrated FOM)",
+            f"aihwkit: inp_res 1/{2**d.bits - 2}, out_res 1/{2**a.bits - 2}, out_bound "
+            f"{self.out_bound:g}, out_noise {self.out_noise:g}, BM {self.bound_management}, "
+            f"NM {self.noise_management}",
+            "full-tile MVM energy (pJ): " + ", ".join(f"{k} {v * 1e12:.3g}" for k, v in full.items()),
+            f"full-tile MVM latency {mvm_latency_s(self, self.tile_rows, self.tile_cols) * 1e9:.4g} ns;"
+            f" tile area {area['total'] * 1e12:.4g} um^2 (ADC {area['adc'] * 1e12:.4g})",
+        ]
+        return "\n".join(lines)
+
+
+def _active(p: PeripheryConfig, rows: int, cols: int) -> None:
+    check_int("rows", rows, 1, p.tile_rows)
+    check_int("cols", cols, 1, p.tile_cols)
+
+
+def event_counts(p: PeripheryConfig, rows: int, cols: int) -> dict[str, int]:
+    """Event counts of one MVM (one input vector) on an active ``rows`` x ``cols`` block of a tile.
+
+    Keys: dac (conversions), row_driver (line activations), adc (conversions), tia and sample_hold
+    (samples), shift_add (in-tile digital recombination: bit-serial shift-adds plus digital
+    pair/reference subtractions). Digital accumulation across tiles is the caller's.
+    """
+    _active(p, rows, cols)
+    passes = p.passes_per_mvm
+    n_conv = p.adc_columns(cols)
+    # each converted column recombines its bit planes (passes - 1 shift-adds); digital subtraction
+    # then costs one add per output
+    shift_adds = n_conv * (passes - 1) + (cols if p.subtraction == "digital" else 0)
+    return {
+        "dac": rows * passes,
+        "row_driver": rows * p.dac.pulses_per_input,
+        "adc": n_conv * passes,
+        "tia": n_conv * passes,
+        "sample_hold": n_conv * passes,
+        "shift_add": shift_adds,
+    }
+
+
+def event_costs(p: PeripheryConfig, rows: int, cols: int) -> dict[str, float]:
+    """Energy (J) per component of one MVM on an active ``rows`` x ``cols`` block (full-scale).
+
+    Unused rows are not driven and unused columns not converted, but every driven row line
+    carries the capacitance of the full physical tile width. Cell-read energy (sum G V^2 t over
+    ``read_window_s`` per pass) is the device model's, not included.
+    """
+    n = event_counts(p, rows, cols)
+    window = p.read_window_s
+    return {
+        "dac": n["dac"] * p.dac.energy_per_conversion_j,
+        # a row line spans the whole physical tile width, active columns or not
+        "row_driver": n["row_driver"] * p.row_driver.energy_j(p.physical_cols(), p.dac.v_read_v),
+        "adc": n["adc"] * p.adc.energy_per_conversion_j,
+        "tia": n["tia"] * p.tia.energy_per_sample_j(window),
+        "sample_hold": n["sample_hold"] * p.sample_hold.energy_per_sample_j(),
+        "shift_add": p.digital.shift_add_j(count=n["shift_add"]),
+    }
+
+
+def mvm_latency_s(p: PeripheryConfig, rows: int, cols: int) -> float:
+    """Latency (s) of one MVM on an active ``rows`` x ``cols`` block.
+
+    Per pass: read = line rise + DAC read window (array settles within it); readout = the ADCs
+    of the tile convert the active columns in turn (``adc.share`` columns per ADC at most).
+    The S+H decouples the two, so passes pipeline: read + (passes-1)*max(read, readout) + readout.
+    """
+    _active(p, rows, cols)
+    read = p.row_driver.t_drive_s + p.dac.read_window_s
+    readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
+    return read + (p.passes_per_mvm - 1) * max(read, readout) + readout
+
+
+def tile_area_m2(p: PeripheryConfig) -> dict[str, float]:
+    """Area (m^2) of one full tile per component, plus "total".
+
+    Counts: one DAC and read driver per row; ADCs = ADC columns / share; one TIA and S+H per
+    ADC column; write and bias drivers on every row and physical column (assumption: the bias
+    across a device is set by its row and column lines); array = rows x physical cols x cell area.
+    """
+    rows, phys, n_conv = p.tile_rows, p.physical_cols(), p.adc_columns()
+    lines = rows + phys
+    area = {
+        "array": rows * phys * p.cell_area_m2,
+        "dac": rows * p.dac.area_m2,
+        "row_driver": rows * p.row_driver.area_m2,
+        "adc": p.adcs_per_tile * p.adc.area_m2,
+        "tia": n_conv * p.tia.area_m2,
+        "sample_hold": n_conv * p.sample_hold.area_m2,
+        "write_driver": lines * p.write_driver.area_m2,
+        "bias_driver": lines * p.bias_driver.area_m2,
+    }
+    area["total"] = math.fsum(area.values())
+    return area

@@ -1,0 +1,147 @@
+"""``stoxbar energy``: per-component energy of one MVM and one short-term update of a layer.
+
+Runs the real simulation (an aihwkit ``AnalogLinear`` on STO tiles with the chosen periphery),
+so the counts come from the data flow: tiles, converter passes, bound-management repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+
+import torch
+
+from stoxbar.validation import ConfigError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``stoxbar energy``."""
+    p.add_argument("--layer", default="2656x64", help="IN x OUT synapses (default: the paper's STP layer)")
+    p.add_argument("--preset", default="sto_2024", help="device preset")
+    p.add_argument("--adc-bits", type=int, default=None)
+    p.add_argument("--dac-bits", type=int, default=None)
+    p.add_argument("--dac-mode", choices=("multibit", "pwm", "bit_serial"), default=None)
+    p.add_argument("--adc-share", type=int, default=None, help="columns per ADC")
+    p.add_argument("--tile", default=None, help="ROWSxCOLS tile size (default from the periphery preset)")
+    p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
+    p.add_argument("--plot", default="energy.png", help="PNG bar chart path ('' to skip)")
+
+
+def parse_layer(text: str) -> tuple[int, int]:
+    """``'2656x64'`` -> (2656, 64); clear error otherwise."""
+    try:
+        n_in, n_out = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--layer = {text!r}: expected IN x OUT, e.g. 2656x64") from None
+    if n_in < 1 or n_out < 1:
+        raise ConfigError(f"--layer = {text!r}: both sizes must be >= 1")
+    return n_in, n_out
+
+
+def periphery_from_args(args: argparse.Namespace):
+    """Default periphery with the command-line overrides applied (validated)."""
+    from stoxbar.peripherals import PeripheryConfig
+
+    p = PeripheryConfig()
+    if args.adc_bits is not None:
+        p = p.with_adc_bits(args.adc_bits)
+    if args.dac_bits is not None:
+        p = p.with_dac_bits(args.dac_bits)
+    if args.dac_mode is not None:
+        p = replace(p, dac=replace(p.dac, mode=args.dac_mode))
+    if args.adc_share is not None:
+        p = p.with_adc_share(args.adc_share)
+    if args.tile is not None:
+        rows, cols = parse_layer(args.tile)
+        p = p.with_tile(rows, cols)
+    return p
+
+
+def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed: int = 0):
+    """Ledgers of one MVM and of one short-term update + decay interval on an ``n_in x n_out`` layer."""
+    from aihwkit.nn import AnalogLinear
+
+    from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+
+    gen = torch.Generator().manual_seed(seed)
+    layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=STORPUConfig(device=device, periphery=periphery))
+    layer.eval()
+    layer.set_weights((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * 0.5)
+    mvm, update = EnergyLedger(), EnergyLedger()
+    module = layer.analog_module
+    module.set_batch(1) if hasattr(module, "set_batch") else None
+    attach_ledger(layer, mvm, prefix="")
+    with torch.no_grad():
+        layer(torch.rand(1, n_in, generator=gen) * 2 - 1)
+    attach_ledger(layer, update)
+    v = torch.full((n_out, n_in), 0.5 * (device.v_bias_min_v + device.v_bias_max_v))
+    module.set_bias(v)
+    levels = device.short_term_levels()[1]
+    delta = torch.randn(1, n_out, n_in, generator=gen) * float(levels[0]) / device.g_range_s
+    module.short_term_update(delta)
+    module.decay(dt_s)
+    return mvm, update
+
+
+def _table(title: str, ledger) -> str:
+    total = ledger.total_j
+    lines = [f"{title}: {total:.4g} J", f"  {'component':<18}{'energy (J)':>14}{'share':>9}{'events':>14}"]
+    for (comp,), e in sorted(ledger.totals(("component",)).items(), key=lambda kv: -kv[1].energy_j):
+        share = 100 * e.energy_j / total if total > 0 else 0.0
+        lines.append(f"  {comp:<18}{e.energy_j:>14.4g}{share:>8.1f}%{e.count:>14.4g}")
+    return "\n".join(lines)
+
+
+def plot_breakdown(path: str, parts: dict) -> None:
+    """Horizontal stacked bars, one per ledger (J, log scale), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(parts)))
+    comps = sorted({c for led in parts.values() for c in led.by_component()})
+    cmap = plt.get_cmap("tab20")
+    for row, (name, led) in enumerate(parts.items()):
+        left, total = 0.0, led.total_j
+        for k, comp in enumerate(comps):
+            share = led.by_component().get(comp, 0.0) / total if total > 0 else 0.0
+            ax.barh(row, share, left=left, color=cmap(k % 20), label=comp if row == 0 else None)
+            left += share
+        ax.text(1.01, row, f"{total:.3g} J", va="center")
+    ax.set_yticks(range(len(parts)), list(parts))
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of energy")
+    ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``stoxbar energy``."""
+    from stoxbar.crossbar import write_json_atomic
+    from stoxbar.devices import presets
+
+    n_in, n_out = parse_layer(args.layer)
+    device = presets.get_preset(args.preset)
+    periphery = periphery_from_args(args)
+    mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed)
+    print(f"layer {n_in}x{n_out} ({n_in * n_out} synapses), device {args.preset}, "
+          f"tile {periphery.tile_rows}x{periphery.tile_cols}, DAC {periphery.dac.bits} b {periphery.dac.mode}, "
+          f"ADC {periphery.adc.bits} b shared by {periphery.adc.share}")
+    print(_table("one MVM (batch 1)", mvm))
+    print(_table(f"one short-term update + {args.dt:.4g} s decay", update))
+    if args.json:
+        write_json_atomic(args.json, {"layer": [n_in, n_out], "preset": args.preset,
+                                      "mvm": mvm.to_dict(), "short_term_step": update.to_dict()})
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_breakdown(args.plot, {"MVM": mvm, "ST update + decay": update})
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,464 @@
+"""A2C training of the Pong agent with truncated BPTT through the short-term state F.
+
+Per update (stpn.md 2; ikostrikov/pytorch-a3c; training-notes.md): N envs step T agent steps with
+the graph kept (T = 20 = RLlib's max_seq_len, the truncation window of the STPN paper). (h, F)
+are carried across updates, detached at the start of each rollout, zeroed where a game ended.
+Advantages by GAE (gamma 0.99, lambda 1.0 = n-step returns as RLlib's A2C), bootstrapped with
+V of the next observation (terminal: 0). Loss = policy + value_coef * mean((R - V)^2)
+- entropy_coef * entropy (means over T x N; SB3's convention for the coefficients), Adam
+lr 7e-4 (eps 1e-5, assumption), global grad-norm clip 40 (stpn.md 2), then the device
+constraints (W in [-1, 1]).
+
+Outputs in the run directory: progress.csv (one row per log interval), episodes.csv (one row
+per finished game), curve.png, checkpoint.pt (latest, atomic) and checkpoint-uNNNNNNN.pt
+snapshots, config.json. ``train(cfg)`` / ``train_main(argv)`` (``stoxbar train``). Resume with
+``--resume RUN_DIR``: the run continues in the same directory from its latest checkpoint (at
+most one checkpoint interval is redone; the emulators restart their games).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stoxbar.stpn.agent import ArchConfig, PongAgent
+from stoxbar.stpn.checkpoint import (CheckpointError, atomic_write_bytes, build_agent, load_checkpoint, new_run_dir,
+                                     save_checkpoint)
+from stoxbar.stpn.env import FRAMESKIP, make_pong_env
+from stoxbar.validation import ConfigError, check_int, check_range
+
+CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
+              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A2C hyper-parameters and bookkeeping (module docstring); steps are agent steps."""
+
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    num_envs: int = 16  # stpn.md 5.4
+    rollout_len: int = 20  # truncated BPTT window (RLlib max_seq_len, stpn.md 1.3)
+    total_steps: int = 10_000_000  # agent steps (x4 frames)
+    lr: float = 7e-4  # stpn.md 5.4 (paper's STPN lr)
+    adam_eps: float = 1e-5  # assumption (CleanRL/SB3 RL default)
+    gamma: float = 0.99  # stpn.md 2
+    gae_lambda: float = 1.0  # RLlib A2C default (stpn.md 2)
+    entropy_coef: float = 0.01  # stpn.md 2
+    value_coef: float = 0.5  # stpn.md 2
+    max_grad_norm: float = 40.0  # stpn.md 5.2 (pytorch-a3c) / 5.4
+    seed: int = 0
+    threads: int = 1  # torch threads (1 leaves the other core to others)
+    env_threads: int = 1  # emulator threads
+    checkpoint_every: int = 250  # updates between checkpoints
+    snapshot_every: int = 10  # every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt
+    log_every: int = 10  # updates between CSV rows
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    runs_dir: str = "runs"
+
+    def __post_init__(self):
+        if not isinstance(self.arch, ArchConfig):
+            raise ConfigError(f"arch must be an ArchConfig, got {type(self.arch).__name__}")
+        check_int("num_envs", self.num_envs, 1, 1024)
+        check_int("rollout_len", self.rollout_len, 1, 1000)
+        check_int("total_steps", self.total_steps, 1)
+        check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_range("adam_eps", self.adam_eps, 0.0, 1.0, lo_open=True)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("entropy_coef", self.entropy_coef, 0.0, 10.0)
+        check_range("value_coef", self.value_coef, 0.0, 100.0)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, None, lo_open=True)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_int("threads", self.threads, 1, 256)
+        check_int("env_threads", self.env_threads, 1, 256)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+        check_int("snapshot_every", self.snapshot_every, 1)
+        check_int("log_every", self.log_every, 1)
+        check_range("max_minutes", self.max_minutes, 0.0, None)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["arch"] = self.arch.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["arch"] = ArchConfig.from_dict(d["arch"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+# ------------------------------------------------------------------------------------------------
+# the A2C maths (shared by the training loop and the tests)
+# ------------------------------------------------------------------------------------------------
+
+
+def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float
+        ) -> Tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over [T, N] (dones[t]: the game ended after step t).
+
+    Returns (advantages, returns = advantages + values), both detached.
+    """
+    values, last_value = values.detach(), last_value.detach()
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in range(T - 1, -1, -1):
+        nonterminal = 1.0 - dones[t].to(rewards.dtype)
+        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
+        running = delta + gamma * lam * nonterminal * running
+        adv[t] = running
+        next_value = values[t]
+    return adv, adv + values
+
+
+def a2c_loss(logps: Tensor, values: Tensor, entropies: Tensor, advantages: Tensor, returns: Tensor,
+             value_coef: float, entropy_coef: float) -> Tuple[Tensor, Dict[str, float]]:
+    """A2C loss over [T, N]: -mean(logp * A) + value_coef * mean((R - V)^2) - entropy_coef * mean(H)."""
+    policy_loss = -(logps * advantages.detach()).mean()
+    value_loss = (returns.detach() - values).pow(2).mean()
+    entropy = entropies.mean()
+    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    terms = {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+    return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def evaluate_actions(agent: PongAgent, obs: Sequence[Any], actions: Tensor, dones: Tensor, state) -> Tuple[
+        Tensor, Tensor, Tensor, Any]:
+    """Re-run the agent over a stored sequence (obs [T] of [N,1,84,84], actions/dones [T, N]).
+
+    Returns (logps, values, entropies) [T, N] with the graph, and the final state.
+    """
+    params = agent.step_params()
+    logps, values, ents = [], [], []
+    for t in range(len(obs)):
+        logits, value, state = agent(obs[t], state, params)
+        logp_all = torch.log_softmax(logits, -1)
+        logps.append(logp_all.gather(1, actions[t].long().unsqueeze(1)).squeeze(1))
+        ents.append(-(logp_all.exp() * logp_all).sum(-1))
+        values.append(value)
+        state = agent.reset_state(state, dones[t])
+    return torch.stack(logps), torch.stack(values), torch.stack(ents), state
+
+
+def detach_state(state):
+    return tuple(s.detach() for s in state)
+
+
+# ------------------------------------------------------------------------------------------------
+# training loop
+# ------------------------------------------------------------------------------------------------
+
+
+class _Stop:
+    """SIGTERM/SIGINT -> finish the update, checkpoint, exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _plot_curve(run_dir: Path) -> None:
+    """curve.png: game returns vs frames (dots) and the 10-game mean, from episodes.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = run_dir / "episodes.csv"
+    if not path.exists():
+        return
+    data = np.genfromtxt(path, delimiter=",", names=True, ndmin=1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if data.size:
+        frames, ret = np.atleast_1d(data["frames"]), np.atleast_1d(data["return"])
+        ax.plot(frames, ret, ".", ms=3, alpha=0.3, label="game return")
+        k = min(10, len(ret))
+        mean = np.convolve(ret, np.ones(k) / k, mode="valid")
+        ax.plot(frames[k - 1:], mean, "-", label=f"mean of last {k}")
+    ax.set_xlabel("emulator frames")
+    ax.set_ylabel("return (points)")
+    ax.set_ylim(-21.5, 21.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax.set_title(run_dir.name)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(run_dir / "curve.png", buf.getvalue())
+
+
+def _truncate_csv(path: Path, column: str, limit: float) -> None:
+    """Drop rows with ``column`` > ``limit`` (after a resume those updates are redone)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    head, body = rows[0], rows[1:]
+    col = head.index(column)
+    keep = [r for r in body if len(r) == len(head) and float(r[col]) <= limit]
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows([head] + keep)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+
+
+def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
+    """Train (or resume training of) the Pong agent; returns the run directory.
+
+    ``resume``: a run directory (or its checkpoint file) to continue; its saved config is used
+    except ``total_steps``, ``threads``, ``env_threads`` and ``max_minutes`` taken from ``cfg``.
+    """
+    counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0}
+    recent: deque = deque(maxlen=10)
+    ckpt = None
+    if resume is not None:
+        rpath = Path(resume)
+        ckpt_path = rpath / "checkpoint.pt" if rpath.is_dir() else rpath
+        run_dir = ckpt_path.parent
+        ckpt = load_checkpoint(ckpt_path, required=("format", "version", "arch", "device", "model", "optimizer",
+                                                    "train_config", "counters", "rng"))
+        saved = TrainConfig.from_dict(ckpt["train_config"])
+        cfg = dataclasses.replace(saved, total_steps=cfg.total_steps, threads=cfg.threads,
+                                  env_threads=cfg.env_threads, max_minutes=cfg.max_minutes)
+        counters.update(ckpt["counters"])
+        recent.extend(ckpt.get("recent_returns", []))
+        _truncate_csv(run_dir / "progress.csv", "update", counters["update"])
+        _truncate_csv(run_dir / "episodes.csv", "steps", counters["steps"])
+    else:
+        run_dir = new_run_dir(cfg.runs_dir, "train", cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if ckpt is None:
+        agent = PongAgent(cfg.arch)
+    else:
+        agent = build_agent(ckpt, ckpt_path)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    agent.train()
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+    atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+
+    env = make_pong_env(cfg.num_envs, seed=cfg.seed * 100_003 + counters["update"], num_threads=cfg.env_threads)
+    obs = env.reset()
+    state = agent.initial_state(cfg.num_envs)
+    ep_ret = np.zeros(cfg.num_envs)
+    ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
+    T, N = cfg.rollout_len, cfg.num_envs
+    t_start = time.time()
+    t_log, steps_log = time.time(), counters["steps"]
+    acc: Dict[str, float] = {}
+    n_acc = 0
+
+    def checkpoint() -> None:
+        counters["checkpoints"] += 1
+        extra = dict(optimizer=opt.state_dict(), train_config=cfg.to_dict(), counters=dict(counters),
+                     recent_returns=list(recent), rng={"torch": torch.get_rng_state()})
+        save_checkpoint(run_dir / "checkpoint.pt", agent, **extra)
+        if counters["checkpoints"] % cfg.snapshot_every == 0:
+            save_checkpoint(run_dir / f"checkpoint-u{counters['update']:07d}.pt", agent, **extra)
+        _plot_curve(run_dir)
+
+    log(f"run dir: {run_dir}")
+    log(f"arch {cfg.arch.arch}/{cfg.arch.cell}: {cfg.arch.n_synapses} plastic synapses, "
+        f"{sum(p.numel() for p in agent.parameters())} parameters; fused kernel "
+        f"{'on' if _kernel_on() else 'off'}")
+    try:
+        with _Stop() as stop:
+            while counters["steps"] < cfg.total_steps and not stop.requested:
+                state = detach_state(state)
+                params = agent.step_params()
+                logps, values, ents, rewards, dones = [], [], [], [], []
+                sparsity = []
+                for _ in range(T):
+                    logits, value, state = agent(obs, state, params)
+                    logp_all = torch.log_softmax(logits, -1)
+                    with torch.no_grad():
+                        action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
+                    logps.append(logp_all.gather(1, action.unsqueeze(1)).squeeze(1))
+                    ents.append(-(logp_all.exp() * logp_all).sum(-1))
+                    values.append(value)
+                    obs, r, done, _ = env.step(action.numpy())
+                    rewards.append(torch.from_numpy(r))
+                    dones.append(torch.from_numpy(done))
+                    counters["steps"] += N
+                    ep_ret += r
+                    ep_len += 1
+                    for i in np.nonzero(done)[0]:
+                        counters["episodes"] += 1
+                        recent.append(float(ep_ret[i]))
+                        _append_csv(run_dir / "episodes.csv", ["episode", "steps", "frames", "return", "length"],
+                                    {"episode": counters["episodes"], "steps": counters["steps"],
+                                     "frames": counters["steps"] * FRAMESKIP, "return": ep_ret[i],
+                                     "length": ep_len[i]})
+                        ep_ret[i], ep_len[i] = 0.0, 0
+                    if done.any():
+                        state = agent.reset_state(state, done)
+                    sp = getattr(agent.cell, "last_sparsity", None)
+                    if sp is not None:
+                        sparsity.append(sp)
+                with torch.no_grad():
+                    _, last_value, _ = agent(obs, state, params)
+                values_t = torch.stack(values)
+                adv, ret = gae(torch.stack(rewards), values_t, torch.stack(dones), last_value, cfg.gamma,
+                               cfg.gae_lambda)
+                loss, terms = a2c_loss(torch.stack(logps), values_t, torch.stack(ents), adv, ret, cfg.value_coef,
+                                       cfg.entropy_coef)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+                if not torch.isfinite(gn):
+                    raise FloatingPointError(f"non-finite gradient norm at update {counters['update']}; "
+                                             f"resume from {run_dir / 'checkpoint.pt'} with another seed/lr")
+                opt.step()
+                agent.apply_constraints()
+                counters["update"] += 1
+                terms["grad_norm"] = float(gn)
+                terms["sparsity"] = float(np.mean(sparsity)) if sparsity else float("nan")
+                for k, v in terms.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                n_acc += 1
+                if counters["update"] % cfg.log_every == 0:
+                    now = time.time()
+                    sps = (counters["steps"] - steps_log) / max(now - t_log, 1e-9)
+                    row = {k: f"{v / n_acc:.6g}" for k, v in acc.items()}
+                    row.update(update=counters["update"], steps=counters["steps"],
+                               frames=counters["steps"] * FRAMESKIP, episodes=counters["episodes"],
+                               mean_return_10=f"{np.mean(recent):.3f}" if recent else "nan",
+                               steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}")
+                    _append_csv(run_dir / "progress.csv", CSV_FIELDS, row)
+                    log(f"upd {counters['update']:6d} steps {counters['steps']:9d} eps {counters['episodes']:5d} "
+                        f"ret10 {row['mean_return_10']:>7s} loss {row['loss']} vloss {row['value_loss']} "
+                        f"ent {row['entropy']} {sps:.0f} steps/s")
+                    acc, n_acc, t_log, steps_log = {}, 0, now, counters["steps"]
+                if counters["update"] % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if cfg.max_minutes and (time.time() - t_start) > 60 * cfg.max_minutes:
+                    log(f"max_minutes {cfg.max_minutes} reached")
+                    break
+            if counters["update"] % cfg.checkpoint_every != 0 or stop.requested:
+                checkpoint()
+    finally:
+        env.close()
+    log(f"stopped at update {counters['update']}, {counters['steps']} steps; checkpoint {run_dir / 'checkpoint.pt'}")
+    return run_dir
+
+
+def _kernel_on() -> bool:
+    from stoxbar.stpn.cells import kernel_available
+
+    return kernel_available()
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d, a = TrainConfig(), ArchConfig()
+    p = argparse.ArgumentParser(prog="stoxbar train", description="A2C training of the Pong (m-)STPN agent.")
+    p.add_argument("--arch", default=a.arch, choices=["paper", "bottleneck"])
+    p.add_argument("--cell", default=a.cell, choices=["stpn", "mstpn"])
+    p.add_argument("--hidden", type=int, default=a.hidden)
+    p.add_argument("--bottleneck", type=int, default=a.bottleneck)
+    p.add_argument("--device-preset", default=a.device_preset)
+    p.add_argument("--envs", type=int, default=d.num_envs)
+    p.add_argument("--rollout", type=int, default=d.rollout_len, help="TBPTT window (agent steps)")
+    p.add_argument("--steps", type=int, default=d.total_steps, help="total agent steps (1 step = 4 frames)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--gae-lambda", type=float, default=d.gae_lambda)
+    p.add_argument("--entropy-coef", type=float, default=d.entropy_coef)
+    p.add_argument("--value-coef", type=float, default=d.value_coef)
+    p.add_argument("--grad-clip", type=float, default=d.max_grad_norm)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--env-threads", type=int, default=d.env_threads)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="updates")
+    p.add_argument("--snapshot-every", type=int, default=d.snapshot_every, help="checkpoints")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="updates")
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="0 = no limit")
+    p.add_argument("--runs-dir", default=d.runs_dir)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
+                        "--steps/--threads/--env-threads/--max-minutes apply)")
+    return p
+
+
+def train_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``stoxbar train [options]`` entry point; returns a process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        arch = ArchConfig(arch=args.arch, cell=args.cell, hidden=args.hidden, bottleneck=args.bottleneck,
+                          device_preset=args.device_preset)
+        cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=args.rollout, total_steps=args.steps,
+                          lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
+                          entropy_coef=args.entropy_coef, value_coef=args.value_coef,
+                          max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
+                          env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
+                          snapshot_every=args.snapshot_every, log_every=args.log_every,
+                          max_minutes=args.max_minutes, runs_dir=args.runs_dir)
+        train(cfg, resume=args.resume, log=lambda s: print(s, flush=True))
+    except (ConfigError, CheckpointError) as exc:
+        print(f"stoxbar train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

@@ -1,0 +1,166 @@
+"""The Pong agent: conv encoder -> STPN / m-STPN cell -> actor and critic heads.
+
+arch "paper" (paper.md 2, stpn.md 2): 84x84x1 -> Conv(1->16, 8x8/4) ReLU -> Conv(16->32, 4x4/2)
+ReLU -> 2592 -> cell(64) over 2592 + 64 = 2656 presynaptic inputs (169,984 synapses) ->
+actor Linear(64, 6), critic Linear(64, 1).
+arch "bottleneck" (CPU-friendly variant, stpn.md 5.3-5.4; not the paper's network): the same
+convs -> Linear(2592, 256) ReLU -> cell(64) over 256 + 64 = 320 presynaptic inputs.
+
+Initialisation (assumption, the common Atari A2C/PPO choice, e.g. CleanRL): orthogonal conv and
+bottleneck weights with gain sqrt(2), actor gain 0.01, critic gain 1, zero biases; the cell keeps
+its own init (cells.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stoxbar.stpn.cells import MSTPNCell, STPNCell, State
+from stoxbar.stpn.env import N_ACTIONS, OBS_SHAPE, STEP_PERIOD_S, check_obs
+from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+
+CONV_FEATURES = 32 * 9 * 9  # 2592 = output of the two convs on 84x84
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Network architecture (saved in checkpoints; a checkpoint loads only into the same one).
+
+    arch: "paper" | "bottleneck"; cell: "stpn" (original) | "mstpn" (device-constrained);
+    hidden: cell units; bottleneck: width of the FC layer of arch "bottleneck" (ignored by
+    "paper"); device_preset: STO device preset of the m-STPN (devices.presets); dt_s: agent
+    step period (s), the decay interval of the m-STPN.
+    """
+
+    arch: str = "paper"
+    cell: str = "mstpn"
+    hidden: int = 64  # paper.md 2: 64 units
+    bottleneck: int = 256  # stpn.md 5.4 suggestion
+    n_actions: int = N_ACTIONS
+    device_preset: str = "sto_2024"
+    dt_s: float = STEP_PERIOD_S
+
+    def __post_init__(self):
+        check_choice("arch", self.arch, ("paper", "bottleneck"))
+        check_choice("cell", self.cell, ("stpn", "mstpn"))
+        check_int("hidden", self.hidden, 1, 1024)
+        check_int("bottleneck", self.bottleneck, 1, 8192)
+        check_int("n_actions", self.n_actions, 2, 18)
+        if not isinstance(self.device_preset, str) or not self.device_preset:
+            raise ConfigError(f"device_preset = {self.device_preset!r}: must be a preset name")
+        check_range("dt_s", self.dt_s, 0.0, 10.0, lo_open=True, unit="s")
+
+    @property
+    def n_in(self) -> int:
+        """External inputs of the cell (2592 for "paper", ``bottleneck`` otherwise)."""
+        return CONV_FEATURES if self.arch == "paper" else self.bottleneck
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses of the plastic layer, hidden x (n_in + hidden)."""
+        return self.hidden * (self.n_in + self.hidden)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ArchConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ConfigError(f"unknown ArchConfig fields {sorted(unknown)}; known: {sorted(fields)}")
+        return cls(**d)
+
+
+def device_from_preset(name: str):
+    """The STO device of a named preset (stoxbar.devices.presets)."""
+    from stoxbar.devices import presets
+
+    return presets.get_preset(name)
+
+
+def _ortho(layer: nn.Module, gain: float) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class PongAgent(nn.Module):
+    """Actor-critic Pong agent (module docstring). ``device`` overrides ``arch.device_preset``."""
+
+    def __init__(self, arch: ArchConfig, device: Any = None):
+        super().__init__()
+        if not isinstance(arch, ArchConfig):
+            raise ConfigError(f"arch must be an ArchConfig, got {type(arch).__name__}")
+        self.arch = arch
+        layers = [_ortho(nn.Conv2d(1, 16, 8, 4), math.sqrt(2)), nn.ReLU(),
+                  _ortho(nn.Conv2d(16, 32, 4, 2), math.sqrt(2)), nn.ReLU(), nn.Flatten()]
+        if arch.arch == "bottleneck":
+            layers += [_ortho(nn.Linear(CONV_FEATURES, arch.bottleneck), math.sqrt(2)), nn.ReLU()]
+        self.encoder = nn.Sequential(*layers)
+        if arch.cell == "stpn":
+            self.device_model = None
+            self.cell: nn.Module = STPNCell(arch.n_in, arch.hidden)
+        else:
+            self.device_model = device if device is not None else device_from_preset(arch.device_preset)
+            self.cell = MSTPNCell(arch.n_in, arch.hidden, self.device_model, arch.dt_s)
+        self.actor = _ortho(nn.Linear(arch.hidden, arch.n_actions), 0.01)
+        self.critic = _ortho(nn.Linear(arch.hidden, 1), 1.0)
+
+    # -- state -----------------------------------------------------------------------------------
+    def initial_state(self, batch: int) -> State:
+        """Zero (h, F) for ``batch`` environments."""
+        return self.cell.initial_state(batch)
+
+    def reset_state(self, state: State, done: Any) -> State:
+        """Zero (h, F) of the environments whose game ended (``done`` [B] bool)."""
+        return self.cell.reset_state(state, torch.as_tensor(np.asarray(done), dtype=torch.bool))
+
+    def step_params(self):
+        """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""
+        return self.cell.step_params()
+
+    def apply_constraints(self) -> None:
+        """Project parameters onto what the hardware allows (call after each optimiser step)."""
+        self.cell.apply_constraints()
+
+    # -- forward ---------------------------------------------------------------------------------
+    @staticmethod
+    def obs_to_tensor(obs: Any) -> Tensor:
+        """uint8 frames [B, 1, 84, 84] (or [B, 84, 84]) -> float in [0, 1]."""
+        if isinstance(obs, Tensor):
+            if obs.dim() == 3:
+                obs = obs.unsqueeze(1)
+            if obs.dim() != 4 or tuple(obs.shape[1:]) != OBS_SHAPE:
+                raise ConfigError(f"observation tensor has shape {tuple(obs.shape)}; expected [B, 1, 84, 84]")
+            t = obs
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(check_obs(obs)))
+        return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+
+    def encode(self, obs: Any) -> Tensor:
+        """Frames -> the cell's external input x [B, n_in]."""
+        return self.encoder(self.obs_to_tensor(obs))
+
+    def forward(self, obs: Any, state: State, params=None) -> Tuple[Tensor, Tensor, State]:
+        """One agent step: returns (action logits [B, A], value [B], new state)."""
+        h, state = self.cell(self.encode(obs), state, params)
+        return self.actor(h), self.critic(h).squeeze(-1), state
+
+    @torch.no_grad()
+    def act(self, obs: Any, state: State, greedy: bool = True, generator: Optional[torch.Generator] = None
+            ) -> Tuple[np.ndarray, State]:
+        """Choose actions (argmax if ``greedy`` else sampled); returns (actions [B] int64, state)."""
+        logits, _, state = self(obs, state)
+        if greedy:
+            a = logits.argmax(-1)
+        else:
+            a = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+        return a.numpy(), state

@@ -1,0 +1,103 @@
+"""The analog m-STPN layer: the m-STPN cell whose synapses live on STO crossbar tiles.
+
+Per agent step (design.md, "data flow of one Pong step"):
+
+1. digital periphery: z_hat = [x ; h_prev] / max|.| (the DAC range);
+2. analog: a = (G_W + G_F) z_hat through DAC -> tiles -> ADC (aihwkit ``AnalogLinear`` on
+   ``STORPUConfig``; one chip state F per environment), partial sums accumulated digitally;
+3. digital neuron: h = tanh(gain * a + b);
+4. the step period passes: F decays at each synapse's bias for ``dt_s`` simulated seconds;
+5. digital Hebbian magnitude Gamma * (h z_hat^T), sent to the synapses as discrete short-term
+   pulses (only where the update rounds to a pulse).
+
+Steps 4-5 give F <- Q-pulses(Lambda F) + dF_q, the digital m-STPN's F <- Lambda F + dF_q (the
+pulse lands at the end of the interval, just before the next read). With the ``ideal`` device and
+perfect IO the layer reproduces :class:`~stoxbar.stpn.cells.MSTPNCell` (tested).
+
+Weights are mapped without digital rescaling (``weight_scaling_omega = 0``): W in weight units is
+the conductance difference itself, so F (conductance) and W add on the same scale.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from aihwkit.nn import AnalogLinear
+from aihwkit.simulator.parameters.mapping import MappingParameter
+
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.stpn.cells import MSTPNCell
+
+State = Tuple[Tensor, Tensor]
+
+
+class AnalogMSTPNCell(MSTPNCell):
+    """m-STPN cell on STO tiles (see module docstring). Inference only (no gradients)."""
+
+    def __init__(self, n_in: int, hidden: int, device, dt_s: float, periphery: Optional[PeripheryConfig] = None,
+                 perfect_io: bool = False):
+        super().__init__(n_in, hidden, device, dt_s, use_kernel=False)
+        cfg = STORPUConfig(device=device, periphery=periphery or PeripheryConfig(),
+                           mapping=MappingParameter(weight_scaling_omega=0.0))
+        cfg.forward.is_perfect = perfect_io
+        self.rpu_config = cfg
+        self.syn = AnalogLinear(self.n_pre, hidden, bias=False, rpu_config=cfg)
+        self.syn.eval()
+        self._gam_tiled: Optional[Tensor] = None
+
+    @property
+    def array(self):
+        """The layer's STO tile array (or single tile)."""
+        return self.syn.analog_module
+
+    @property
+    def chip(self):
+        """Physical state of all tiles (:class:`~stoxbar.crossbar.state.CrossbarState`)."""
+        return self.array.state
+
+    def attach(self, ledger: Optional[EnergyLedger], layer: str = "stp") -> None:
+        """Book this layer's events in ``ledger`` under ``layer``."""
+        attach_ledger(self.syn, ledger, prefix=layer)
+
+    @torch.no_grad()
+    def program(self) -> None:
+        """Write the learned W onto the conductances and Lambda onto the bias voltages."""
+        self.syn.set_weights(self.W.detach())
+        self.array.set_bias(self.v_bias())
+        self._gam_tiled = self.chip.tiled_weight(self.gam.detach())
+
+    def initial_state(self, batch: int) -> State:
+        """Zero h; one zeroed chip (short-term state) per environment."""
+        self.array.set_batch(batch)
+        # F lives on the chips; the state carries a zero-stride placeholder of F's shape.
+        return torch.zeros(batch, self.hidden), torch.zeros(1).expand(batch, self.hidden, self.n_pre)
+
+    def reset_state(self, state: State, done: Tensor) -> State:  # type: ignore[override]
+        """Zero h and the chips' F where ``done``."""
+        h, f = state
+        self.chip.reset_short_term(done)
+        return h * (~done.bool()).to(h.dtype).unsqueeze(1), f
+
+    def mvm(self, z_hat: Tensor, F: Tensor) -> Tensor:
+        """Analog read of (G_W + G_F) z_hat on the tiles (F lives on the chips)."""
+        return self.syn(z_hat)
+
+    def plastic_update(self, F: Tensor, h: Tensor, z_hat: Tensor, params=None) -> Tuple[Tensor, Tensor]:
+        """Decay for one step period, then the quantised Hebbian pulses; returns (F dummy, levels)."""
+        if self._gam_tiled is None:
+            raise RuntimeError("program() the analog cell before running it")
+        chip = self.chip
+        self.array.decay(self.dt_s)
+        z_t = chip.to_tiled(z_hat)  # [B, T, X]
+        delta = self._gam_tiled.unsqueeze(0) * h[:, None, :, None] * z_t[:, :, None, :]
+        level = self.array.short_term_update(delta, tiled=True)
+        return F, level
+
+    @torch.no_grad()
+    def short_term_weights(self) -> Tensor:
+        """F of every chip in weight units, [B, H, P] (for checks)."""
+        return self.chip.from_tiled(self.chip.g_st) / self.device.g_range_s

@@ -1,0 +1,167 @@
+"""Checkpoints of the Pong agent: atomic saves, new run directories, clear load errors.
+
+A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``):
+  format, version, arch (ArchConfig dict), device (STO device fields or None), model (state
+  dict), and for training runs optimizer, train_config, counters, rng.
+Saving writes a temporary file in the same directory, fsyncs it and ``os.replace``s it over the
+target, so a crash leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
+
+import torch
+
+from stoxbar.stpn.agent import ArchConfig, PongAgent
+from stoxbar.validation import ConfigError
+
+FORMAT = "stoxbar-pong-agent"
+VERSION = 1
+REQUIRED_KEYS = ("format", "version", "arch", "device", "model")
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (missing, corrupt, incomplete or another architecture)."""
+
+
+def new_run_dir(runs_dir: PathLike = "runs", prefix: str = "train", seed: Optional[int] = None) -> Path:
+    """Create and return a fresh ``runs_dir/prefix-YYYYmmdd-HHMMSS[-seedN][-k]``; never reuses one."""
+    root = Path(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-seed{seed}" if seed is not None else "")
+    for k in range(1, 10000):
+        path = root / (base if k == 1 else f"{base}-{k}")
+        try:
+            path.mkdir()  # atomic: fails if it exists
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under {root}")
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (tmp file in the same dir + fsync + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def device_fields(device: Any) -> Optional[Dict[str, Any]]:
+    """The STO device's dataclass fields (plain values), or None (no device / the STPN cell)."""
+    if device is None:
+        return None
+    if not dataclasses.is_dataclass(device):
+        raise CheckpointError(f"device {type(device).__name__} is not a dataclass; cannot save it")
+    return {f.name: getattr(device, f.name) for f in dataclasses.fields(device)}
+
+
+def save_checkpoint(path: PathLike, agent: PongAgent, **extra: Any) -> Path:
+    """Save ``agent`` (+ ``extra`` entries: optimizer, train_config, counters, rng) atomically."""
+    payload = {"format": FORMAT, "version": VERSION, "arch": agent.arch.to_dict(),
+               "device": device_fields(agent.device_model), "model": agent.state_dict()}
+    clash = set(payload) & set(extra)
+    if clash:
+        raise ValueError(f"extra checkpoint entries {sorted(clash)} clash with reserved keys")
+    payload.update(extra)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def load_checkpoint(path: PathLike, expected_arch: Optional[ArchConfig] = None,
+                    required: Iterable[str] = REQUIRED_KEYS) -> Dict[str, Any]:
+    """Read a checkpoint dict, raising :class:`CheckpointError` with the file name on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/truncated zip archives
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
+                              f"({path.stat().st_size} bytes; {type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks keys {missing} (has {sorted(ckpt)})")
+    if ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {ckpt.get('format')!r}, expected {FORMAT!r}")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {ckpt.get('version')!r}; this code reads {VERSION}")
+    if expected_arch is not None:
+        check_arch(path, ckpt["arch"], expected_arch)
+    return ckpt
+
+
+def check_arch(path: PathLike, saved: Dict[str, Any], expected: ArchConfig) -> None:
+    """Raise :class:`CheckpointError` naming every field where the saved architecture differs."""
+    want = expected.to_dict()
+    diff = {k: (saved.get(k, "<missing>"), v) for k, v in want.items() if saved.get(k, "<missing>") != v}
+    diff.update({k: (v, "<unknown>") for k, v in saved.items() if k not in want})
+    if diff:
+        text = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise CheckpointError(f"checkpoint {path} was trained with another architecture ({text})")
+
+
+def build_agent(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>", device: Any = None) -> PongAgent:
+    """A :class:`PongAgent` with the checkpoint's architecture, device and weights.
+
+    The m-STPN is rebuilt on the STO device it was trained with (saved fields), unless
+    ``device`` is given (e.g. to evaluate the trained network on another device).
+    """
+    try:
+        arch = ArchConfig.from_dict(dict(ckpt["arch"]))
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: invalid architecture: {exc}") from exc
+    if device is None and ckpt.get("device") is not None:
+        from stoxbar.devices.sto import STODevice
+
+        try:
+            device = STODevice(**ckpt["device"])
+        except (TypeError, ConfigError) as exc:
+            raise CheckpointError(f"checkpoint {path}: saved STO device fields do not fit this version of "
+                                  f"STODevice ({exc}); pass device= explicitly") from exc
+    agent = PongAgent(arch, device=device)
+    result = agent.load_state_dict(ckpt["model"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"checkpoint {path}: model weights do not match the architecture "
+                              f"(missing {result.missing_keys}, unexpected {result.unexpected_keys})")
+    return agent
+
+
+def load_agent(path: PathLike, expected_arch: Optional[ArchConfig] = None, device: Any = None
+               ) -> Tuple[PongAgent, Dict[str, Any]]:
+    """Load a checkpoint file into a new agent; returns (agent in eval mode, checkpoint dict)."""
+    ckpt = load_checkpoint(path, expected_arch)
+    agent = build_agent(ckpt, path, device)
+    agent.eval()
+    return agent, ckpt

@@ -1,0 +1,95 @@
+"""Atari Pong for the agent: ale-py's C++ vector env (gymnasium API), single 84x84 grey frame.
+
+Choices (stpn.md 2 and 5; training-notes.md):
+* ``ale_py.vector_env.AtariVectorEnv`` (needs opencv-python-headless), 84x84 greyscale,
+  frameskip 4 with max-pooling of the last two frames, **no frame stack** (stack_num = 1, as the
+  STPN paper: motion must be carried by the recurrent state), noop_max 30 and fire reset (the
+  envpool/DeepMind defaults; they vary the starts), reward clipping (Pong rewards are +-1 anyway).
+* ``repeat_action_probability = 0``: the STPN paper's ``PongNoFrameskip-v4`` has no sticky
+  actions; noop starts give the variety. The period of one agent step is frameskip/60 s
+  (``STEP_PERIOD_S``), the dt of the m-STPN decay.
+* Autoreset "SameStep": when an episode ends the returned observation is already the first one
+  of the next episode, so the agent resets its (h, F) for that env before the next step.
+Observations stay uint8 [N, 1, 84, 84]; the agent converts to float in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from stoxbar.validation import ConfigError, check_int
+
+FRAMESKIP = 4  # emulator frames per agent step (ALE/Pong-v5 and AtariVectorEnv default)
+FRAME_RATE_HZ = 60.0  # Atari 2600 NTSC frame rate
+STEP_PERIOD_S = FRAMESKIP / FRAME_RATE_HZ  # one agent step = 4 frames = 66.7 ms
+OBS_SHAPE = (1, 84, 84)  # channels, height, width
+N_ACTIONS = 6  # Pong minimal action set
+REPEAT_ACTION_PROBABILITY = 0.0  # no sticky actions, as PongNoFrameskip-v4 (stpn.md 2)
+
+
+def check_obs(obs: Any, num_envs: Optional[int] = None) -> np.ndarray:
+    """Return ``obs`` as an array [N, 1, 84, 84] (also accepts [N, 84, 84]); raise a clear error."""
+    arr = np.asarray(obs)
+    if arr.ndim == 3 and arr.shape[1:] == OBS_SHAPE[1:]:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1:] != OBS_SHAPE:
+        raise ConfigError(f"Pong observation has shape {tuple(arr.shape)}; expected [N, 1, 84, 84] "
+                          "(84x84 greyscale, one frame, no stack)")
+    if num_envs is not None and arr.shape[0] != num_envs:
+        raise ConfigError(f"Pong observation batch {arr.shape[0]} != num_envs {num_envs}")
+    return arr
+
+
+class PongVecEnv:
+    """N Pong games stepped together; uint8 observations [N, 1, 84, 84], checked every step."""
+
+    def __init__(self, num_envs: int, seed: int = 0, num_threads: int = 1):
+        check_int("num_envs", num_envs, 1, 1024)
+        check_int("seed", seed, 0)
+        check_int("num_threads", num_threads, 1, 64)
+        try:
+            import gymnasium as gym
+            import ale_py
+            from ale_py.vector_env import AtariVectorEnv
+        except ImportError as exc:  # pragma: no cover - dependency missing
+            raise ImportError("Pong needs gymnasium, ale-py and opencv-python-headless "
+                              "(pip install gymnasium ale-py opencv-python-headless)") from exc
+        gym.register_envs(ale_py)
+        self.num_envs, self.seed = num_envs, seed
+        self._env = AtariVectorEnv(
+            game="pong", num_envs=num_envs, num_threads=num_threads, img_height=OBS_SHAPE[1],
+            img_width=OBS_SHAPE[2], grayscale=True, stack_num=1, frameskip=FRAMESKIP, maxpool=True,
+            noop_max=30, repeat_action_probability=REPEAT_ACTION_PROBABILITY, full_action_space=False,
+            episodic_life=False, reward_clipping=True, use_fire_reset=True, autoreset_mode="SameStep")
+        self.n_actions = int(self._env.single_action_space.n)
+        if self.n_actions != N_ACTIONS:
+            self.close()
+            raise ConfigError(f"Pong action space has {self.n_actions} actions; expected {N_ACTIONS}")
+        self._seeded = False
+
+    def reset(self) -> np.ndarray:
+        """Start all games (seeded by ``seed`` the first time); returns obs [N, 1, 84, 84] uint8."""
+        obs, _ = self._env.reset(seed=None if self._seeded else self.seed)
+        self._seeded = True
+        return check_obs(obs, self.num_envs)
+
+    def step(self, actions: np.ndarray):
+        """Act; returns (obs, reward float32 [N], done bool [N], info). Finished games restart
+        at once: ``obs`` of a done env is the first frame of its next game."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ConfigError(f"actions shape {actions.shape}; expected ({self.num_envs},)")
+        obs, reward, term, trunc, info = self._env.step(actions)
+        return (check_obs(obs, self.num_envs), np.asarray(reward, dtype=np.float32),
+                np.logical_or(term, trunc), info)
+
+    def close(self) -> None:
+        """Release the emulators."""
+        self._env.close()
+
+
+def make_pong_env(num_envs: int, seed: int = 0, num_threads: int = 1) -> PongVecEnv:
+    """Vectorised Pong (module docstring); ``num_threads`` emulator threads (1 leaves a core free)."""
+    return PongVecEnv(num_envs, seed, num_threads)
