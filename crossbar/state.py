@@ -153,7 +153,8 @@ class CrossbarState(nn.Module):
         dev = self.device_model
         check_finite("v_bias", v_bias)
         lo, hi = float(v_bias.min()), float(v_bias.max())
-        if lo < dev.v_bias_min_v - 1e-9 or hi > dev.v_bias_max_v + 1e-9:
+        tol = 1e-6 * max(1.0, abs(dev.v_bias_max_v))  # float32 round-off of the bounds only
+        if lo < dev.v_bias_min_v - tol or hi > dev.v_bias_max_v + tol:
             raise ConfigError(
                 f"v_bias range [{lo:.4g}, {hi:.4g}] V: allowed range is "
                 f"[{dev.v_bias_min_v:g}, {dev.v_bias_max_v:g}] V"

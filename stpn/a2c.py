@@ -205,10 +205,12 @@ def _plot_curve(run_dir: Path) -> None:
     path = run_dir / "episodes.csv"
     if not path.exists():
         return
-    data = np.genfromtxt(path, delimiter=",", names=True, ndmin=1)
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh)]
     fig, ax = plt.subplots(figsize=(7, 4))
-    if data.size:
-        frames, ret = np.atleast_1d(data["frames"]), np.atleast_1d(data["return"])
+    if rows:
+        frames = np.array([float(r["frames"]) for r in rows])
+        ret = np.array([float(r["return"]) for r in rows])
         ax.plot(frames, ret, ".", ms=3, alpha=0.3, label="game return")
         k = min(10, len(ret))
         mean = np.convolve(ret, np.ones(k) / k, mode="valid")
@@ -292,6 +294,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
     atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    echo = log
+
+    def log(msg: str) -> None:  # noqa: F811 - also keep a copy in the run directory
+        echo(msg)
+        with open(run_dir / "train.log", "a") as fh:
+            fh.write(msg + "\n")
 
     env = make_pong_env(cfg.num_envs, seed=cfg.seed * 100_003 + counters["update"], num_threads=cfg.env_threads)
     obs = env.reset()
@@ -311,7 +319,10 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
         save_checkpoint(run_dir / "checkpoint.pt", agent, **extra)
         if counters["checkpoints"] % cfg.snapshot_every == 0:
             save_checkpoint(run_dir / f"checkpoint-u{counters['update']:07d}.pt", agent, **extra)
-        _plot_curve(run_dir)
+        try:  # a plotting problem must never stop training
+            _plot_curve(run_dir)
+        except Exception as exc:  # noqa: BLE001
+            log(f"warning: curve.png not written ({type(exc).__name__}: {exc})")
 
     log(f"run dir: {run_dir}")
     log(f"arch {cfg.arch.arch}/{cfg.arch.cell}: {cfg.arch.n_synapses} plastic synapses, "

@@ -627,9 +627,8 @@ class MSTPNCell(_CellBase):
 
     def v_bias(self) -> Tensor:
         """Per-synapse decay-control bias voltage (V) realising tau (device.v_bias_for_tau)."""
-        tau = self.tau_s().detach().clamp(self.tau_min_s, self.tau_max_s)
-        v = self.device.v_bias_for_tau(tau.cpu().double().numpy())
-        return torch.as_tensor(v, dtype=self.W.dtype)
+        tau = self.tau_s().detach().double().clamp(self.tau_min_s, self.tau_max_s)
+        return torch.as_tensor(self.device.v_bias_for_tau(tau)).to(self.W.dtype)
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
         """(Lambda, Gamma) for the step; compute once per rollout to save the exp/sigmoid per step."""

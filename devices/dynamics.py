@@ -1,0 +1,321 @@
+"""Vectorised STO device dynamics on whole tensors (any leading batch dims, float32/float64).
+
+Every function takes the :class:`~stoxbar.devices.sto.STODevice` as ``device`` (the physics;
+the torch device is always the one of the input tensors) and returns new tensors; inputs are
+never modified. Energies are per element, in J, and never negative.
+
+Conventions
+-----------
+* ``g_st`` is the *signed* short-term increment of a differential pair: ``+`` lies on the G+
+  device, ``-`` on the G- device. Its magnitude is bounded by ``device.st_g_max_s``.
+* Short-term level indices are signed integers: ``0`` = no pulse, ``+k``/``-k`` = level ``k``
+  (1-based, ascending as ``device.short_term_levels()``) on the G+/G- device.
+* Long-term pulses ``n_pulses`` are signed integers: ``+n`` = n LTP pulses, ``-n`` = n LTD.
+
+What is clipped, and why: the *simulated state* saturates at its physical bounds (long-term
+window, short-term window) and *simulated read noise* cannot make a conductance negative.
+Inputs outside their ranges (a conductance outside the window, a bias outside the device's range,
+NaN) raise :class:`ConfigError` instead of being clamped.
+
+Models
+------
+* Decay: exact closed form ``g_st * exp(-dt / tau(V_bias))`` for any ``dt`` (no Euler steps), so
+  two half-steps equal one full step.
+* Bias energy over ``dt``: the exact integral of ``V**2 G(t)``,
+  ``V**2 * (g_lt dt + |g_st| tau (1 - exp(-dt/tau)))``, additive over sub-intervals.
+* Long-term pulses, pulse-coordinate model (NeuroSim-style): LTP moves the normalised state
+  ``x = (g - g_min)/g_range`` along ``x(p) = expm1(-nu p)/expm1(-nu)``, ``p in [0, 1]``; LTD along
+  the mirror curve. A pulse advances ``p`` by ``s`` (chosen so that the mean step at the window
+  centre is ``lt_dg_s``, ``lt_up_down * lt_dg_s`` for LTD), times the device's d2d factor, with
+  a relative c2c spread ``lt_c2c_std`` per pulse. n pulses advance ``p`` by
+  ``s * d2d * (n + c2c sqrt(n) xi)``, the exact distribution of the sum of n Gaussian pulse
+  advances, so any n is one closed-form update (to first order the c2c spread is a relative
+  spread of each conductance step). ``p`` saturates at 0 and 1 (the window bounds).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from stoxbar.devices.sto import STODevice
+from stoxbar.validation import ConfigError
+
+__all__ = [
+    "decay", "bias_energy_j", "quantise_short_term", "apply_short_term", "apply_long_term",
+    "draw_d2d", "read", "read_energy_j", "STOArray",
+]
+
+Number = Union[float, Tensor]
+_TOL = 1e-6  # relative round-off tolerance when checking that a state lies in its window
+
+
+# -- small helpers ------------------------------------------------------------------------------
+def _check_finite(name: str, x: Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"{name} contains NaN or inf: inputs to the STO device model must be finite")
+
+
+def _check_dt(dt_s: Number) -> None:
+    if torch.is_tensor(dt_s):
+        if dt_s.numel() and (not bool(torch.isfinite(dt_s).all()) or float(dt_s.min()) < 0):
+            raise ConfigError("dt_s holds a negative or non-finite value: allowed range is [0, inf) s")
+    elif isinstance(dt_s, bool) or not isinstance(dt_s, (int, float)) or not math.isfinite(dt_s) or dt_s < 0:
+        raise ConfigError(f"dt_s = {dt_s!r}: allowed range is [0, inf) s")
+
+
+def _check_window(name: str, g: Tensor, lo: float, hi: float, scale: float) -> None:
+    """Raise unless ``lo <= g <= hi`` up to round-off (``_TOL * scale``)."""
+    if g.numel() == 0:
+        return
+    mn, mx = torch.aminmax(g.detach())
+    mn, mx = float(mn), float(mx)
+    tol = _TOL * scale
+    if not (math.isfinite(mn) and math.isfinite(mx)) or mn < lo - tol or mx > hi + tol:
+        raise ConfigError(f"{name} spans [{mn:.6g}, {mx:.6g}] S: allowed range is [{lo:g}, {hi:g}] S")
+
+
+def _level_tables(device: STODevice, like: Tensor) -> Tuple[Tensor, Tensor]:
+    """(dG table, energy table), each ``[L + 1]`` with entry 0 = no pulse, dtype/device of ``like``."""
+    e, dg = device.short_term_levels()
+    kw = dict(dtype=like.dtype if like.is_floating_point() else torch.get_default_dtype(), device=like.device)
+    return torch.tensor((0.0,) + dg, **kw), torch.tensor((0.0,) + e, **kw)
+
+
+def _as_tensor(x: Number, like: Tensor) -> Tensor:
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
+# -- decay and bias -----------------------------------------------------------------------------
+def decay(g_st: Tensor, v_bias: Number, dt_s: Number, device: STODevice) -> Tensor:
+    """Short-term increment after ``dt_s`` seconds at bias ``v_bias`` (V): ``g_st exp(-dt/tau)``.
+
+    Exact for any ``dt_s >= 0`` (float or tensor broadcastable with ``g_st``).
+    """
+    _check_dt(dt_s)
+    tau = device.tau_s(_as_tensor(v_bias, g_st))
+    return g_st * torch.exp(-_as_tensor(dt_s, g_st) / tau)
+
+
+def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, device: STODevice,
+                  reduce: bool = False) -> Tensor:
+    """Energy (J) of holding ``v_bias`` for ``dt_s`` s on a device of conductance ``g_lt + |g_st(t)|``.
+
+    Exact integral of ``V**2 G(t)`` with ``g_st`` decaying from its value at the interval start:
+    ``V**2 * (g_lt dt + |g_st| tau (1 - exp(-dt/tau)))``. Per element (broadcast of the inputs),
+    or the total as a 0-d tensor with ``reduce=True``. Additive: E(dt1) + E(dt2 from the decayed
+    state) == E(dt1 + dt2).
+    """
+    _check_dt(dt_s)
+    like = g_lt if torch.is_tensor(g_lt) and g_lt.is_floating_point() else g_st
+    v = _as_tensor(v_bias, like)
+    dt = _as_tensor(dt_s, like)
+    tau = device.tau_s(v)
+    held_s = -tau * torch.expm1(-dt / tau)  # integral of exp(-t/tau) over [0, dt], exact for tiny dt/tau
+    e = v * v * (g_lt * dt + g_st.abs() * held_s)
+    return e.sum() if reduce else e
+
+
+# -- short-term pulses --------------------------------------------------------------------------
+def quantise_short_term(delta_g: Tensor, device: STODevice) -> Tuple[Tensor, Tensor]:
+    """Nearest short-term pulse for a requested signed increment ``delta_g`` (S).
+
+    Returns ``(level_idx int8, achieved dG)``: ``|delta_g|`` below half the smallest level gives
+    0 (no pulse: sparse updates); above, the nearest level in dG (ties go up); requests beyond the
+    largest level get the largest (one pulse per device per call). The achieved dG is the level's
+    nominal increment with the request's sign; ``apply_short_term`` then saturates the state at
+    the short-term window.
+    """
+    _check_finite("delta_g", delta_g)
+    dg_table, _ = _level_tables(device, delta_g)
+    mids = torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
+    idx = torch.bucketize(delta_g.abs(), mids, out_int32=True, right=True)  # count of midpoints <= |dG|
+    achieved = dg_table[idx.long()]
+    neg = delta_g < 0
+    level = torch.where(neg, -idx, idx).to(torch.int8)
+    return level, torch.where(neg, -achieved, achieved)
+
+
+def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice) -> Tuple[Tensor, Tensor]:
+    """Fire the short-term pulses ``level_idx`` (signed, 0 = none) on the state ``g_st`` (S).
+
+    Returns ``(new g_st, energy_j)``: the state saturates at ``+-st_g_max_s`` (a device near the
+    top of its short-term window cannot rise further); every fired pulse costs its level's energy
+    ``V**2 G_pulse t`` (J), per element. ``g_st`` must lie in the window; ``|level_idx| <= L``.
+    """
+    if level_idx.is_floating_point() or level_idx.is_complex():
+        raise ConfigError(f"level_idx dtype {level_idx.dtype}: must be an integer tensor")
+    m = device.st_g_max_s
+    _check_window("g_st", g_st, -m, m, m)
+    n_levels = len(device.st_pulse_levels)
+    if level_idx.numel():
+        lo, hi = torch.aminmax(level_idx)
+        if int(lo) < -n_levels or int(hi) > n_levels:
+            raise ConfigError(f"level_idx spans [{int(lo)}, {int(hi)}]: allowed range is "
+                              f"[-{n_levels}, {n_levels}] (0 = no pulse)")
+    dg_table, e_table = _level_tables(device, g_st)
+    a = level_idx.abs().long()
+    dg = dg_table[a]
+    new = (g_st + torch.where(level_idx < 0, -dg, dg)).clamp(-m, m)
+    return new, e_table[a]
+
+
+# -- long-term pulses ---------------------------------------------------------------------------
+def draw_d2d(shape: Sequence[int], device: STODevice, generator: Optional[torch.Generator] = None,
+             dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Tensor:
+    """Per-device step factors (draw once per array): lognormal, mean 1, relative std ``lt_d2d_std``.
+
+    Lognormal keeps every factor positive (a device's LTP pulse never depresses on average).
+    """
+    s = device.lt_d2d_std
+    if s == 0:
+        return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
+    sig = math.sqrt(math.log1p(s * s))
+    xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
+    return torch.exp(sig * xi - 0.5 * sig * sig)
+
+
+def lt_pulse_coordinate_step(device: STODevice) -> Tuple[float, float]:
+    """(LTP, LTD) pulse-coordinate advance per pulse, so the mean centre steps are the device's."""
+    nu = device.lt_nonlinearity
+    centre_slope = 1.0 if nu < 1e-6 else (nu / 2) / math.tanh(nu / 2)  # dx/dp at x = 1/2
+    s_up = device.lt_dg_s / device.g_range_s / centre_slope
+    return s_up, s_up * device.lt_up_down
+
+
+def apply_long_term(g: Tensor, n_pulses: Tensor, device: STODevice,
+                    generator: Optional[torch.Generator] = None,
+                    d2d: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Apply ``n_pulses`` (signed integers: + LTP, - LTD) to long-term conductances ``g`` (S).
+
+    Returns ``(new g, energy_j)``; the new state always lies in ``[g_min_s, g_max_s]``, and
+    elements with no pulse are returned unchanged. ``d2d``: per-device step factors from
+    :func:`draw_d2d` (None = 1). Energy per element: ``|n| * device.lt_pulse_energy_j``.
+    See the module docstring for the model.
+    """
+    if n_pulses.is_floating_point():
+        if not bool((n_pulses == n_pulses.round()).all()):
+            raise ConfigError("n_pulses holds non-integer values: pulses are counted in whole numbers")
+    elif n_pulses.is_complex() or n_pulses.dtype == torch.bool:
+        raise ConfigError(f"n_pulses dtype {n_pulses.dtype}: must be an integer tensor")
+    g_min, rng = device.g_min_s, device.g_range_s
+    _check_window("g", g, g_min, device.g_max_s, rng)
+    n = n_pulses.to(g.dtype)
+    mag = n.abs()
+    up = n > 0
+    adv = mag
+    if device.lt_c2c_std > 0:
+        shape = g.shape if n.shape == g.shape else torch.broadcast_tensors(g, n)[0].shape
+        xi = torch.randn(shape, generator=generator, dtype=g.dtype, device=g.device)
+        adv = mag + device.lt_c2c_std * mag.sqrt() * xi
+    if d2d is not None:
+        adv = adv * d2d.to(g.dtype)
+    nu = device.lt_nonlinearity
+    if nu < 1e-6:  # linear: work in conductance units (exact n * lt_dg_s without noise)
+        new = g + torch.where(up, adv * device.lt_dg_s, adv * (-device.lt_dg_s * device.lt_up_down))
+    else:
+        s_up, s_dn = lt_pulse_coordinate_step(device)
+        em = math.expm1(-nu)  # < 0
+        x = ((g - g_min) / rng).clamp(0.0, 1.0)  # clamp: round-off only (window checked above)
+        u = torch.where(up, x, 1.0 - x)  # distance travelled along the LTP (or mirrored LTD) curve
+        p0 = -torch.log1p(u * em) / nu
+        p1 = (p0 + torch.where(up, adv * s_up, adv * s_dn)).clamp(0.0, 1.0)
+        u1 = torch.expm1(-nu * p1) / em
+        new = g_min + torch.where(up, u1, 1.0 - u1) * rng
+    new = torch.where(n != 0, new.clamp(g_min, device.g_max_s), g)
+    return new, mag * device.lt_pulse_energy_j
+
+
+# -- read ---------------------------------------------------------------------------------------
+def read(g: Tensor, device: STODevice, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Conductance as read (S): ``g (1 + read_noise_std xi)``.
+
+    ``g`` must be non-negative (raises otherwise). A physical read of a positive conductance
+    cannot return a negative one, so a noise sample that would do so is clipped at 0 (only the
+    simulated noise is clipped; with 1% noise this needs a 100-sigma draw).
+    """
+    _check_finite("g", g)
+    if g.numel() and float(g.min()) < 0:
+        raise ConfigError(f"g min = {float(g.min()):.4g} S: conductances must be >= 0")
+    s = device.read_noise_std
+    if s == 0:
+        return g.clone()
+    xi = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+    return (g * (1.0 + s * xi)).clamp_min(0.0)
+
+
+def read_energy_j(g: Number, v_v: Number, t_s: Number) -> Number:
+    """Energy (J) of reading conductance ``g`` (S) at ``v_v`` (V) for ``t_s`` (s): ``V**2 G t``."""
+    return v_v * v_v * g * t_s
+
+
+# -- a small state class ------------------------------------------------------------------------
+class STOArray:
+    """An array of single STO devices: long-term ``g_lt``, short-term ``g_st``, bias, d2d factors.
+
+    Each element is one physical device with conductance ``g_lt + g_st``; its short-term increment
+    is non-negative here (a lone device has no pair partner, so negative level indices raise).
+    Differential pairs (signed ``g_st``) are the crossbar's business and use the functions above.
+    Methods return energies in J as Python floats (totals over the array).
+    """
+
+    def __init__(self, shape: Sequence[int], device: STODevice, *, dtype: torch.dtype = torch.float32,
+                 generator: Optional[torch.Generator] = None, g_init_s: Optional[Number] = None,
+                 v_bias: Optional[Number] = None):
+        self.device = device
+        self.generator = generator
+        shape = tuple(int(s) for s in shape)
+        g0 = device.g_min_s if g_init_s is None else g_init_s
+        self.g_lt = torch.broadcast_to(torch.as_tensor(g0, dtype=dtype), shape).clone()
+        _check_window("g_init_s", self.g_lt, device.g_min_s, device.g_max_s, device.g_range_s)
+        self.g_st = torch.zeros(shape, dtype=dtype)
+        self.v_bias = torch.full(shape, device.v_bias_min_v, dtype=dtype)
+        if v_bias is not None:
+            self.set_bias(v_bias)
+        self.d2d = draw_d2d(shape, device, generator, dtype)
+
+    def set_bias(self, v_bias: Number) -> None:
+        """Hold ``v_bias`` (V, scalar or broadcastable); raises outside the device's bias range."""
+        v = torch.broadcast_to(torch.as_tensor(v_bias, dtype=self.g_lt.dtype), self.g_lt.shape).clone()
+        self.device.tau_s(v)  # validates the range
+        self.v_bias = v
+
+    def tau_s(self) -> Tensor:
+        """Per-device decay time constant (s) at the held bias."""
+        return self.device.tau_s(self.v_bias)
+
+    def conductance(self) -> Tensor:
+        """Noise-free device conductance ``g_lt + g_st`` (S)."""
+        return self.g_lt + self.g_st
+
+    def pulse_short_term(self, level_idx: Tensor) -> float:
+        """Fire short-term pulses (level indices >= 0); returns their device energy (J)."""
+        if level_idx.numel() and int(level_idx.min()) < 0:
+            raise ConfigError("level_idx < 0: a single device only takes potentiating short-term pulses")
+        self.g_st, e = apply_short_term(self.g_st, level_idx, self.device)
+        return float(e.sum())
+
+    def update_short_term(self, delta_g: Tensor) -> Tuple[Tensor, float]:
+        """Quantise a requested increment (S, >= 0) to pulses and fire them: (level_idx, energy J)."""
+        level, _ = quantise_short_term(delta_g, self.device)
+        return level, self.pulse_short_term(level)
+
+    def pulse_long_term(self, n_pulses: Tensor) -> float:
+        """Apply signed LTP/LTD pulse counts; returns their device energy (J)."""
+        self.g_lt, e = apply_long_term(self.g_lt, n_pulses, self.device, self.generator, self.d2d)
+        return float(e.sum())
+
+    def decay(self, dt_s: Number) -> float:
+        """Let ``dt_s`` seconds pass at the held bias: returns the bias energy (J); ``g_st`` decays."""
+        e = bias_energy_j(self.g_lt, self.g_st, self.v_bias, dt_s, self.device, reduce=True)
+        self.g_st = decay(self.g_st, self.v_bias, dt_s, self.device)
+        return float(e)
+
+    def read(self) -> Tuple[Tensor, float]:
+        """(noisy conductances S, read energy J at the device's ``v_read_v`` for ``t_read_s``)."""
+        g = self.conductance()
+        e = read_energy_j(g, self.device.v_read_v, self.device.t_read_s).sum()
+        return read(g, self.device, self.generator), float(e)

@@ -1,0 +1,161 @@
+"""Human-facing views of a device: ``describe()`` (parameter table) and ``device_figure()`` (PNG)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields, replace
+from typing import List
+
+import torch
+
+from stoxbar.devices import dynamics
+from stoxbar.devices.sto import STODevice
+
+__all__ = ["describe", "device_figure"]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def describe(device: STODevice) -> str:
+    """Table of every parameter (value in human units, unit, source) plus derived quantities."""
+    rows: List[tuple] = []
+    for f in fields(device):
+        if f.name in ("notes",):
+            continue
+        v = getattr(device, f.name)
+        unit, scale = f.metadata.get("unit", ""), f.metadata.get("scale", 1.0)
+        if f.name == "st_pulse_levels":
+            for k, (a, t) in enumerate(device.sorted_pulse_levels(), 1):
+                rows.append((f"st_pulse_levels[{k}]", f"{a:g} x {t * 1e6:g}", "V x us",
+                             device.source(f.name) if k == 1 else '"'))
+            continue
+        if isinstance(v, bool) or isinstance(v, str):
+            val = str(v)
+        else:
+            val = _fmt(v * scale)
+        rows.append((f.name, val, unit, device.source(f.name)))
+    e, dg = device.short_term_levels()
+    g0 = device.g_min_s
+    derived = [
+        ("g_range_s", _fmt(device.g_range_s * 1e9), "nS", "derived: g_max_s - g_min_s (one weight unit)"),
+        ("lt_pulse_energy_j", _fmt(device.lt_pulse_energy_j * 1e12), "pJ", "derived: lt_pulse_v^2 G t"),
+        *[(f"st level {k}: E, dG", f"{x * 1e12:.3g}, {y * 1e9:.3g}", "pJ, nS",
+           f"derived: E = V^2 st_pulse_conductance_s t, dG = st_a E^st_b ({100 * y / device.g_range_s:.2f}% of "
+           "g_range)") for k, (x, y) in enumerate(zip(e, dg), 1)],
+        ("bias power @ g_min, v_bias_max", _fmt(device.bias_power_w(g0, device.v_bias_max_v) * 1e9), "nW",
+         "derived: V^2 G per device (paper.md §1: 4.3 nW per synapse)"),
+        ("read energy @ g_max", _fmt(dynamics.read_energy_j(device.g_max_s, device.v_read_v, device.t_read_s) * 1e15),
+         "fJ", "derived: v_read^2 g_max t_read"),
+    ]
+    w_name = max(len(r[0]) for r in rows + derived)
+    w_val = max(len(r[1]) for r in rows + derived)
+    w_unit = max(len(r[2]) for r in rows + derived)
+    out = [f"STODevice '{device.name}'",
+           f"{'parameter':<{w_name}}  {'value':>{w_val}}  {'unit':<{w_unit}}  source"]
+    out.append("-" * len(out[-1]))
+    for name, val, unit, src in rows:
+        out.append(f"{name:<{w_name}}  {val:>{w_val}}  {unit:<{w_unit}}  {src}")
+    out.append("")
+    for name, val, unit, src in derived:
+        out.append(f"{name:<{w_name}}  {val:>{w_val}}  {unit:<{w_unit}}  {src}")
+    return "\n".join(out)
+
+
+def device_figure(device: STODevice, path: str, seed: int = 0) -> str:
+    """Write a 4-panel PNG of the device's characteristics to ``path`` (atomically); returns ``path``.
+
+    Panels: LTP/LTD conductance vs pulse number (mean model and one noisy device); short-term dG
+    vs pulse energy (log-log, discrete levels marked); decay of the largest short-term increment
+    at several biases; tau vs V_bias (log y).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots(2, 2)
+    _panel_ltp_ltd(ax[0, 0], device, seed)
+    _panel_power_law(ax[0, 1], device)
+    _panel_decay(ax[1, 0], device)
+    _panel_tau(ax[1, 1], device)
+    fig.suptitle(f"STO device '{device.name}'")
+    fig.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _panel_ltp_ltd(ax, device: STODevice, seed: int) -> None:
+    s_up, s_dn = dynamics.lt_pulse_coordinate_step(device)
+    n_up = int(math.ceil(1.3 / s_up))
+    n_dn = int(math.ceil(1.3 / s_dn))
+    mean_dev = replace(device, lt_c2c_std=0.0)
+    g0 = torch.full((1,), device.g_min_s, dtype=torch.float64)
+    k_up = torch.arange(n_up + 1)
+    g_up, _ = dynamics.apply_long_term(g0.expand(n_up + 1), k_up, mean_dev)  # closed form: k pulses
+    g_top = torch.full((n_dn + 1,), device.g_max_s, dtype=torch.float64)
+    g_dn, _ = dynamics.apply_long_term(g_top, -torch.arange(n_dn + 1), mean_dev)
+    ax.plot(k_up, g_up * 1e9, "C0", label="LTP (mean)")
+    ax.plot(n_up + torch.arange(n_dn + 1), g_dn * 1e9, "C3", label="LTD (mean)")
+    gen = torch.Generator().manual_seed(seed)
+    d2d = dynamics.draw_d2d((1,), device, gen, torch.float64)
+    g, trace = g0.clone(), [float(g0)]
+    for k in range(n_up + n_dn):
+        g, _ = dynamics.apply_long_term(g, torch.tensor([1 if k < n_up else -1]), device, gen, d2d)
+        trace.append(float(g))
+    ax.plot([x * 1e9 for x in trace], ".", ms=2, color="0.4", label="one device (c2c, d2d)")
+    ax.set_xlabel("pulse number")
+    ax.set_ylabel("long-term G (nS)")
+    ax.set_title("LTP / LTD")
+    ax.legend(fontsize=8)
+
+
+def _panel_power_law(ax, device: STODevice) -> None:
+    e, dg = device.short_term_levels()
+    lo, hi = math.log10(e[0]) - 1, math.log10(e[-1]) + 1
+    ee = torch.logspace(lo, hi, 100, dtype=torch.float64)
+    ax.loglog(ee * 1e12, device.st_dg_s(ee) * 1e9, "C0", label=f"dG = a E^{device.st_b:g}")
+    ax.loglog([x * 1e12 for x in e], [x * 1e9 for x in dg], "o", color="C3", label="pulse levels")
+    for (v, t), x, y in zip(device.sorted_pulse_levels(), e, dg):
+        ax.annotate(f"{v:g} V, {t * 1e6:g} us", (x * 1e12, y * 1e9), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points")
+    ax.axhline(device.st_g_max_s * 1e9, color="0.5", ls="--", lw=0.8, label="short-term window")
+    ax.set_xlabel("pulse energy (pJ)")
+    ax.set_ylabel("short-term dG (nS)")
+    ax.set_title("short-term plasticity")
+    ax.legend(fontsize=8)
+
+
+def _panel_decay(ax, device: STODevice) -> None:
+    _, dg = device.short_term_levels()
+    t = torch.logspace(math.log10(device.tau_min_s) - 2, math.log10(device.tau_max_s) + 1, 200,
+                       dtype=torch.float64)
+    g0 = torch.full_like(t, dg[-1])
+    lo, hi = device.v_bias_min_v, device.v_bias_max_v
+    for k in range(4):
+        v = lo + (hi - lo) * k / 3
+        g = dynamics.decay(g0, v, t, device)
+        ax.semilogx(t, g * 1e9, label=f"{v:.2g} V (tau {device.tau_s(v):.3g} s)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("short-term increment (nS)")
+    ax.set_title("decay at several V_bias")
+    ax.legend(fontsize=8)
+
+
+def _panel_tau(ax, device: STODevice) -> None:
+    v = torch.linspace(device.v_bias_min_v, device.v_bias_max_v, 100, dtype=torch.float64)
+    ax.semilogy(v, device.tau_s(v), "C0")
+    ax.axhline(device.tau_min_s, color="0.5", ls="--", lw=0.8)
+    ax.axhline(device.tau_max_s, color="0.5", ls="--", lw=0.8)
+    ax.set_xlabel("V_bias (V)")
+    ax.set_ylabel("tau (s)")
+    ax.set_title("decay time constant vs bias")

@@ -1,0 +1,184 @@
+"""STO tiles in aihwkit: tiling, exactness, agreement with aihwkit's stock tile, ledger invariants."""
+
+from __future__ import annotations
+
+import io
+import math
+from contextlib import redirect_stdout
+from dataclasses import replace
+
+import pytest
+import torch
+from aihwkit.nn import AnalogLinear
+from aihwkit.simulator.configs import TorchInferenceRPUConfig
+from aihwkit.simulator.parameters.mapping import MappingParameter
+from hypothesis import given, settings, strategies as st
+
+from stoxbar.compat import AihwkitMismatchError, check_aihwkit
+from stoxbar.crossbar import EnergyLedger, attach_ledger
+from stoxbar.devices import STODevice, STORPUConfig, presets
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.validation import ConfigError
+
+
+def _layer(n_in=2656, n_out=64, device=None, periphery=None, perfect=False, omega=1.0):
+    cfg = STORPUConfig(device=device or presets.sto_2024(), periphery=periphery or PeripheryConfig(),
+                       mapping=MappingParameter(weight_scaling_omega=omega))
+    cfg.forward.is_perfect = perfect
+    layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
+    layer.eval()
+    return layer
+
+
+def test_public_imports_and_default_tiling():
+    assert isinstance(presets.sto_2024(), STODevice)
+    layer = _layer()
+    assert layer.analog_tile_count() == 6
+    assert layer.analog_module.in_sizes == [443, 443, 443, 443, 442, 442]
+    y = layer(torch.rand(5, 2656))
+    assert y.shape == (5, 64) and torch.isfinite(y).all()
+
+
+def test_analog_summary_runs():
+    from aihwkit.utils.analog_info import analog_summary
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        info = analog_summary(_layer(), (1, 2656))
+    row = [line for line in str(info).splitlines() if line.startswith("AnalogLinear")][0]
+    assert row.split()[1:6] == ["analog", "[1,", "2656]", "[1,", "64]"] and row.split()[7] == "6"
+
+
+def test_ideal_device_perfect_io_is_exact():
+    torch.manual_seed(0)
+    w = torch.rand(64, 2656) * 2 - 1
+    x = torch.randn(7, 2656)
+    layer = _layer(device=presets.ideal(), perfect=True, omega=0.0)
+    layer.set_weights(w)
+    assert torch.allclose(layer.get_weights()[0], w, atol=1e-6)
+    assert torch.allclose(layer(x), x @ w.T, rtol=1e-5, atol=1e-4)
+
+
+def test_agrees_with_stock_torch_tile_within_quantisation():
+    torch.manual_seed(1)
+    periph = PeripheryConfig(out_noise=0.0)
+    sto = _layer(device=presets.ideal(), periphery=periph)
+    stock_cfg = TorchInferenceRPUConfig(mapping=MappingParameter(weight_scaling_omega=1.0))
+    stock_cfg.forward = periph.io_parameters()
+    stock = AnalogLinear(2656, 64, bias=False, rpu_config=stock_cfg)
+    stock.eval()
+    w = torch.rand(64, 2656) * 2 - 1
+    sto.set_weights(w)
+    stock.set_weights(w)
+    x = torch.rand(16, 2656) * 2 - 1
+    exact = x @ w.T
+    with torch.no_grad():
+        y_sto, y_stock = sto(x), stock(x)
+    # one ADC step per tile, in output units: 2*out_bound/(2**bits-2) * max|x| * max|w|, 6 tiles
+    lsb = 2 * periph.out_bound / (2**periph.adc.bits - 2) * float(x.abs().max()) * float(w.abs().max())
+    assert float((y_sto - y_stock).abs().max()) <= 6 * lsb
+    err_sto, err_stock = float((y_sto - exact).abs().mean()), float((y_stock - exact).abs().mean())
+    assert err_sto <= 1.5 * err_stock + 1e-6
+
+
+def test_bad_inputs_raise():
+    layer = _layer(n_in=10, n_out=3)
+    with pytest.raises(ConfigError, match="NaN"):
+        layer(torch.tensor([[float("nan")] + [0.0] * 9]))
+    raw = _layer(n_in=10, n_out=3, omega=0.0)
+    with pytest.raises(ConfigError, match="weight"):
+        raw.set_weights(torch.full((3, 10), 2.0))
+    with pytest.raises(ConfigError, match="device"):
+        STORPUConfig(device="sto")
+
+
+def test_aihwkit_check_reports_the_fix():
+    check_aihwkit()  # the real compiled core works here
+
+    def broken():
+        raise RuntimeError("Invalid weights dimensions: expected [3,4]")
+
+    with pytest.raises(AihwkitMismatchError, match="pip install --force-reinstall"):
+        check_aihwkit(broken)
+
+
+def test_ledger_invariants_and_bits_change_error_and_energy():
+    torch.manual_seed(2)
+    w = torch.rand(64, 2656) * 2 - 1
+    x = torch.rand(4, 2656) * 2 - 1
+    results = {}
+    for bits in (4, 8):
+        layer = _layer(device=presets.ideal(), periphery=PeripheryConfig(out_noise=0.0).with_adc_bits(bits))
+        layer.set_weights(w)
+        ledger = attach_ledger(layer, EnergyLedger())
+        err = float((layer(x) - x @ w.T).abs().mean())
+        parts = ledger.by_component()
+        assert all(v >= 0 and math.isfinite(v) for v in parts.values())
+        assert math.isclose(ledger.total_j, math.fsum(parts.values()), rel_tol=1e-12)
+        results[bits] = (err, parts["adc"], ledger.total_j)
+    assert results[4][0] > results[8][0]  # fewer bits: larger MVM error
+    assert results[4][1] < results[8][1]  # ... and cheaper conversions
+
+
+def test_ledger_does_not_change_results():
+    w = torch.rand(64, 600) * 2 - 1
+    x = torch.rand(3, 600)
+    layer = _layer(n_in=600, periphery=PeripheryConfig(out_noise=0.0))
+    layer.set_weights(w)
+    torch.manual_seed(5)
+    y_off = layer(x)
+    attach_ledger(layer, EnergyLedger())
+    torch.manual_seed(5)
+    assert torch.equal(layer(x), y_off)  # same noise draws: the ledger only observes
+
+
+def test_decay_of_short_term_state_follows_closed_form():
+    dev = presets.sto_2024()
+    layer = _layer(n_in=700, n_out=8, device=dev)
+    arr = layer.analog_module
+    arr.set_batch(2)
+    v = torch.linspace(dev.v_bias_min_v, dev.v_bias_max_v, 8 * 700).reshape(8, 700)
+    arr.set_bias(v)
+    level = dev.short_term_levels()[1][-1] / dev.g_range_s
+    arr.short_term_update(torch.full((2, 8, 700), level))
+    f0 = arr.state.from_tiled(arr.state.g_st).clone()
+    ledger = attach_ledger(layer, EnergyLedger())
+    arr.decay(0.37)
+    arr.decay(1.3)
+    tau = torch.as_tensor(dev.tau_s(v), dtype=f0.dtype)
+    expected = f0 * torch.exp(-(0.37 + 1.3) / tau)
+    assert torch.allclose(arr.state.from_tiled(arr.state.g_st), expected, rtol=1e-5, atol=1e-18)
+    assert ledger.by_component()["bias"] > 0
+
+
+def test_per_tile_views_share_the_layer_state():
+    layer = _layer(n_in=1000, n_out=4, device=presets.ideal(), perfect=True, omega=0.0)
+    w = torch.rand(4, 1000) * 2 - 1
+    layer.set_weights(w)
+    tile = layer.analog_module.array[1][0]
+    assert torch.allclose(tile.tile.get_weights(), w[:, 500:], atol=1e-6)
+    x = torch.rand(2, 500)
+    assert torch.allclose(tile(x), x @ w[:, 500:].T, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(adc_bits=st.integers(2, 12), dac_bits=st.integers(2, 10), rows=st.sampled_from([64, 128, 512]),
+       mode=st.sampled_from(["multibit", "pwm", "bit_serial"]), batch=st.integers(1, 3), dt=st.floats(1e-3, 10.0))
+def test_random_configs_never_give_negative_or_nan_energy(adc_bits, dac_bits, rows, mode, batch, dt):
+    p = PeripheryConfig().with_adc_bits(adc_bits).with_dac_bits(dac_bits).with_tile(rows, 64)
+    p = replace(p, dac=replace(p.dac, mode=mode))
+    layer = _layer(n_in=300, n_out=16, periphery=p)
+    ledger = attach_ledger(layer, EnergyLedger())
+    layer.analog_module.set_batch(batch)
+    layer(torch.randn(batch, 300))
+    layer.analog_module.set_bias(torch.full((16, 300), 0.3))
+    layer.analog_module.short_term_update(torch.randn(batch, 16, 300) * 0.05)
+    layer.analog_module.decay(dt)
+    snap = ledger.snapshot()
+    layer(torch.randn(batch, 300))
+    step = ledger.since(snap)
+    for led in (ledger, step):
+        for _, e in led.items():
+            assert e.energy_j >= 0 and math.isfinite(e.energy_j) and e.count >= 0
+        assert math.isclose(led.total_j, math.fsum(led.by_component().values()), rel_tol=1e-9)
+    assert math.isclose(snap.total_j + step.total_j, ledger.total_j, rel_tol=1e-9)

@@ -1,0 +1,246 @@
+"""STPN and m-STPN cells: equations, resets, device constraints, gradients, fused kernel."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stoxbar.devices import presets
+from stoxbar.stpn import cells
+from stoxbar.stpn.cells import MSTPNCell, STPNCell, quantize_levels, stpn_step_reference
+from stoxbar.validation import ConfigError
+
+DT = 4 / 60
+KERNEL = [False, True] if cells.kernel_available() else [False]
+
+
+def _device():
+    return presets.sto_2024()
+
+
+def _numpy_stpn_step(x, h_prev, F, W, b, lam, gam):
+    """stpn.md 1.1 with explicit loops: S = W+F, n_i = ||S_i||+1e-16, h = tanh(S z/n + b),
+    F' = lam F / n + gam h z^T."""
+    B, H, P = F.shape
+    h = np.zeros((B, H))
+    F_new = np.zeros_like(F)
+    for bb in range(B):
+        z = np.concatenate([x[bb], h_prev[bb]])
+        for i in range(H):
+            S = [W[i, j] + F[bb, i, j] for j in range(P)]
+            n = math.sqrt(sum(s * s for s in S)) + 1e-16
+            G = [s / n for s in S]
+            h[bb, i] = math.tanh(sum(G[j] * z[j] for j in range(P)) + b[i])
+        for i in range(H):
+            S = [W[i, j] + F[bb, i, j] for j in range(P)]
+            n = math.sqrt(sum(s * s for s in S)) + 1e-16
+            for j in range(P):
+                F_new[bb, i, j] = lam[i, j] * F[bb, i, j] / n + gam[i, j] * h[bb, i] * z[j]
+    return h, F_new
+
+
+@pytest.mark.parametrize("use_kernel", KERNEL)
+def test_stpn_matches_hand_computed_steps(use_kernel):
+    torch.manual_seed(0)
+    cell = STPNCell(3, 2, use_kernel=use_kernel).double()
+    with torch.no_grad():
+        cell.gam.uniform_(-0.5, 0.5)  # make the Hebbian term visible
+    B = 2
+    xs = [torch.randn(B, 3, dtype=torch.float64) for _ in range(3)]
+    state = cell.initial_state(B)
+    h_np, F_np = np.zeros((B, 2)), np.zeros((B, 2, 5))
+    W, b, lam, gam = (p.detach().numpy() for p in (cell.W, cell.b, cell.lam, cell.gam))
+    for x in xs:
+        h, state = cell(x, state)
+        h_np, F_np = _numpy_stpn_step(x.numpy(), h_np, F_np, W, b, lam, gam)
+        np.testing.assert_allclose(h.detach().numpy(), h_np, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(state[1].detach().numpy(), F_np, rtol=1e-12, atol=1e-12)
+    assert np.abs(F_np).max() > 1e-3  # the plastic state actually moved
+
+
+def test_stpn_init_follows_paper():
+    cell = STPNCell(2592, 64)
+    stdv = 1 / 8
+    assert cell.W.shape == (64, 2656) and cell.W.abs().max() <= stdv
+    assert 0 <= float(cell.lam.detach().min()) and float(cell.lam.detach().max()) <= 1
+    assert cell.gam.abs().max() <= 1e-3 * stdv
+    h, F = cell.initial_state(3)
+    assert h.shape == (3, 64) and F.shape == (3, 64, 2656) and not F.any()
+
+
+def test_stpn_reference_gradcheck():
+    torch.manual_seed(1)
+    B, H, P = 2, 3, 4
+    args = [torch.randn(B, P), torch.randn(B, H, P) * 0.3, torch.randn(H, P), torch.randn(H), torch.rand(H, P),
+            torch.randn(H, P) * 0.3]
+    args = [a.double().requires_grad_() for a in args]
+    assert torch.autograd.gradcheck(stpn_step_reference, args)
+
+
+def _run(cell, xs, weight_f=0.1):
+    cell.zero_grad()
+    xs = [x.clone().requires_grad_() for x in xs]
+    state = cell.initial_state(xs[0].shape[0])
+    loss = 0
+    for x in xs:
+        h, state = cell(x, state)
+        loss = loss + (h * torch.linspace(-1, 1, h.shape[1], dtype=h.dtype)).sum()
+    loss = loss + weight_f * (state[1] * torch.randn(state[1].shape, generator=torch.Generator().manual_seed(3),
+                                                     dtype=h.dtype)).sum()
+    loss.backward()
+    grads = [p.grad.clone() for p in cell.parameters()] + [x.grad.clone() for x in xs]
+    return state[1].detach(), grads
+
+
+@pytest.mark.skipif(not cells.kernel_available(), reason="no C compiler: fused kernel unavailable")
+def test_fused_kernels_match_reference_values_and_gradients():
+    torch.manual_seed(2)
+    xs = [torch.rand(3, 6, dtype=torch.float64) for _ in range(8)]
+    stpn = STPNCell(6, 4).double()
+    with torch.no_grad():
+        stpn.gam.uniform_(-0.3, 0.3)
+    m = MSTPNCell(6, 4, _device(), DT).double()
+    with torch.no_grad():
+        m.gam.uniform_(-3.0, 3.0)  # large: many pulses and a saturated window (clamp masks)
+        m.theta.uniform_(-6, 6)
+    for cell in (stpn, m):
+        cell.use_kernel = True
+        F_k, g_k = _run(cell, xs)
+        counts_k = getattr(cell, "last_level_counts", None)
+        cell.use_kernel = False
+        F_r, g_r = _run(cell, xs)
+        torch.testing.assert_close(F_k, F_r, rtol=1e-10, atol=1e-12)
+        for a, b in zip(g_k, g_r):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        if counts_k is not None:
+            assert torch.equal(counts_k, cell.last_level_counts)
+    assert (F_k.abs() == m.f_max).any()  # the clamp was exercised
+
+
+@pytest.mark.parametrize("make", [lambda: STPNCell(3, 2), lambda: MSTPNCell(3, 2, _device(), DT)])
+def test_reset_on_done_zeroes_only_finished_envs(make):
+    torch.manual_seed(0)
+    cell = make()
+    with torch.no_grad():
+        cell.gam.mul_(50)
+    state = cell.initial_state(3)
+    for _ in range(3):
+        _, state = cell(torch.rand(3, 3), state)
+    h, F = cell.reset_state(state, torch.tensor([True, False, True]))
+    assert not h[0].any() and not F[0].any() and not h[2].any() and not F[2].any()
+    assert torch.equal(h[1], state[0][1]) and torch.equal(F[1], state[1][1])
+    assert F[1].abs().sum() > 0
+    same = cell.reset_state(state, torch.zeros(3, dtype=torch.bool))
+    assert same[0] is state[0] and same[1] is state[1]
+    with pytest.raises(ConfigError, match="done mask"):
+        cell.reset_state(state, torch.tensor([True, False]))
+    with pytest.raises(ConfigError, match="expected"):
+        cell(torch.rand(3, 4), state)
+
+
+def test_mstpn_decay_is_achievable_and_bias_realises_it():
+    dev = _device()
+    cell = MSTPNCell(5, 3, dev, DT)
+    with torch.no_grad():
+        cell.theta[0].fill_(-1e4)
+        cell.theta[1].fill_(1e4)
+    lam = cell.lambda_().detach()
+    lo, hi = math.exp(-DT / dev.tau_min_s), math.exp(-DT / dev.tau_max_s)
+    assert float(lam.min()) >= lo * (1 - 1e-6) and float(lam.max()) <= hi * (1 + 1e-6)
+    assert float(lam[0].min()) == pytest.approx(lo, rel=1e-5) and float(lam[1].max()) == pytest.approx(hi, rel=1e-5)
+    tau = cell.tau_s().detach()
+    assert float(tau.min()) >= dev.tau_min_s * (1 - 1e-6) and float(tau.max()) <= dev.tau_max_s * (1 + 1e-6)
+    v = cell.v_bias()
+    assert v.shape == (3, 8)
+    assert float(v.min()) >= dev.v_bias_min_v - 1e-6 and float(v.max()) <= dev.v_bias_max_v + 1e-6
+    back = dev.decay_lambda(DT, v.double())
+    torch.testing.assert_close(back, lam.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_quantiser_levels_threshold_and_sign():
+    lv = torch.tensor([0.1, 0.2, 0.4], dtype=torch.float64)
+    d = torch.tensor([0.049, 0.051, 0.149, 0.151, 0.299, 0.301, 5.0, -0.07, 0.0, -0.31], dtype=torch.float64)
+    q, idx = quantize_levels(d, lv)
+    assert q.tolist() == [0.0, 0.1, 0.1, 0.2, 0.2, 0.4, 0.4, -0.1, 0.0, -0.4]
+    assert idx.tolist() == [0, 1, 1, 2, 2, 3, 3, -1, 0, -3]
+
+
+@pytest.mark.parametrize("use_kernel", KERNEL)
+def test_mstpn_updates_are_pulse_levels_in_window_and_sparse(use_kernel):
+    torch.manual_seed(4)
+    dev = _device()
+    cell = MSTPNCell(40, 8, dev, DT, use_kernel=use_kernel, record_levels=True)
+    levels = torch.tensor(dev.short_term_levels()[1]) / dev.g_range_s
+    torch.testing.assert_close(cell.levels, levels.float())
+    assert cell.f_max == pytest.approx(dev.st_g_max_s / dev.g_range_s)
+    state = cell.initial_state(4)
+    x = torch.rand(4, 40)
+    _, state = cell(x, state)  # from F = 0: F_new = clamp(dF_q) = dF_q
+    F1, idx = state[1], cell.last_level_idx
+    assert idx.dtype == torch.int8 and idx.shape == F1.shape
+    table = torch.cat([torch.zeros(1), cell.levels])
+    torch.testing.assert_close(F1, torch.sign(idx.float()) * table[idx.abs().long()])
+    counts = torch.stack([(idx.abs() == k).sum((1, 2)) for k in range(1, 5)], 1)
+    assert torch.equal(cell.last_level_counts, counts)
+    assert cell.last_sparsity == pytest.approx(float((idx == 0).float().mean()))
+    assert 0.5 < cell.last_sparsity < 1.0  # default init: few pulses, but some
+    with torch.no_grad():
+        cell.gam.mul_(100)
+    with torch.no_grad():
+        for _ in range(30):
+            _, state = cell(x, state)
+    f_max32 = float(np.float32(cell.f_max))  # the window as the float32 state holds it
+    assert float(state[1].abs().max()) == pytest.approx(cell.f_max)  # saturates at the window...
+    assert float(state[1].abs().max()) <= f_max32  # ...and never beyond
+    assert cell.last_sparsity < 0.5
+
+
+def test_mstpn_straight_through_gradient():
+    torch.manual_seed(5)
+    cell = MSTPNCell(6, 3, _device(), DT, use_kernel=False).double()
+    with torch.no_grad():
+        cell.gam.fill_(1e-6)  # every dF rounds to 0: no pulse anywhere
+    zh = torch.rand(2, 9, dtype=torch.float64)
+    h = torch.rand(2, 3, dtype=torch.float64)
+    F = torch.zeros(2, 3, 9, dtype=torch.float64)
+    F_new, idx = cell.plastic_update(F, h, zh)
+    assert not F_new.any() and not idx.any()
+    F_new.sum().backward()
+    # STE: d/dGamma of sum(Gamma * h zh^T) = sum_b h zh^T although the forward value is 0
+    torch.testing.assert_close(cell.gam.grad, torch.einsum("bi,bj->ij", h, zh))
+
+
+def test_mstpn_weight_clamp_and_composed_path():
+    torch.manual_seed(6)
+    cell = MSTPNCell(4, 3, _device(), DT)
+    with torch.no_grad():
+        cell.W[0, 0] = 3.0
+        cell.W[1, 1] = -2.0
+    cell.apply_constraints()
+    assert float(cell.W.abs().max()) <= 1.0 and float(cell.W[0, 0]) == 1.0
+
+    class Composed(MSTPNCell):
+        def mvm(self, z_hat, F):
+            return super().mvm(z_hat, F)
+
+    other = Composed(4, 3, _device(), DT)
+    other.load_state_dict(cell.state_dict())
+    assert other._composed() and not cell._composed()
+    x = torch.rand(2, 4)
+    s1, s2 = cell.initial_state(2), other.initial_state(2)
+    for _ in range(3):
+        h1, s1 = cell(x, s1)
+        h2, s2 = other(x, s2)
+    torch.testing.assert_close(h1, h2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s1[1], s2[1], rtol=1e-5, atol=1e-6)
+
+
+def test_presynaptic_normalisation_in_dac_range():
+    cell = MSTPNCell(5, 2, _device(), DT)
+    zh = cell.presynaptic(torch.tensor([[0.0, 3.0, -6.0, 1.0, 2.0]]), torch.tensor([[0.5, -0.25]]))
+    assert float(zh.abs().max()) == pytest.approx(1.0, abs=1e-6)
+    assert float(zh[0, 2]) == pytest.approx(-1.0, abs=1e-6)
+    assert not cell.presynaptic(torch.zeros(1, 5), torch.zeros(1, 2)).any()
