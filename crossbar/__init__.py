@@ -29,7 +29,8 @@ def sto_modules(model: nn.Module):
 def attach_ledger(model: nn.Module, ledger: EnergyLedger | None, prefix: str = "") -> EnergyLedger | None:
     """Book every STO tile event of ``model`` in ``ledger`` (layer key = module path)."""
     for name, module in sto_modules(model):
-        layer = prefix + name.replace(".analog_module", "")
+        inner = ".".join(part for part in name.split(".") if part != "analog_module")
+        layer = ".".join(part for part in (prefix, inner) if part) or "layer"
         if isinstance(module, STOTileArray):
             module.attach(ledger, layer)
         else:

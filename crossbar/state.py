@@ -56,10 +56,13 @@ class CrossbarState(nn.Module):
         g0 = device.g_min_s * mask.to(dtype).expand(t, self.out_size, x)
         self.register_buffer("g_pos", g0.clone())
         self.register_buffer("g_neg", g0.clone())
-        self.register_buffer("v_bias", torch.full((t, self.out_size, x), device.v_bias_min_v, dtype=dtype) * mask)
+        # pad rows hold a valid (minimum) bias value; they have no conductance, so no energy
+        self.register_buffer("v_bias", torch.full((t, self.out_size, x), device.v_bias_min_v, dtype=dtype))
         self.g_st: Optional[Tensor] = None
         self.hold_bias = False
         self._noise_var: Optional[Tensor] = None
+        self._version = 0  # bumped whenever conductances or biases are (re)programmed
+        self._decay_cache: Optional[tuple] = None
 
     # -- layout ------------------------------------------------------------------------
     @property
@@ -121,6 +124,7 @@ class CrossbarState(nn.Module):
         self.g_pos.copy_(new_pos)
         self.g_neg.copy_(new_neg)
         self._noise_var = None
+        self._version += 1
         return pulses, pulses * dev.lt_pulse_energy_j
 
     def read_noise_var(self) -> Optional[Tensor]:
@@ -160,8 +164,8 @@ class CrossbarState(nn.Module):
                 f"[{dev.v_bias_min_v:g}, {dev.v_bias_max_v:g}] V"
             )
         self.v_bias.copy_(self.tiled_weight(v_bias.to(self.v_bias.dtype)) + dev.v_bias_min_v * (~self.mask))
-        self.v_bias.mul_(self.mask)
         self.hold_bias = True
+        self._version += 1
 
     def effective_weight(self) -> Tensor:
         """Weight the array reads: ``[T, O, X]`` or ``[B, T, O, X]`` with short-term state."""
@@ -187,23 +191,41 @@ class CrossbarState(nn.Module):
         n = float(torch.count_nonzero(level))
         return level, n, float(energy.sum()) if torch.is_tensor(energy) else float(energy)
 
+    def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, float]:
+        """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J).
+
+        Cached per (dt, programming version): within a game only F changes, so a decay step is
+        one multiply of F plus one weighted sum of |F|.
+        """
+        key = (float(dt_s), self._version)
+        if self._decay_cache is None or self._decay_cache[0] != key:
+            dev = self.device_model
+            ones = torch.ones_like(self.g_pos)
+            lam = dynamics.decay(ones, self.v_bias, dt_s, dev) * self.mask
+            per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, dt_s, dev) * self.mask
+            lt = float(dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, dt_s, dev,
+                                              reduce=True))
+            self._decay_cache = (key, lam, per_st, lt)
+        return self._decay_cache[1], self._decay_cache[2], self._decay_cache[3]
+
     @torch.no_grad()
     def decay(self, dt_s: float) -> Tuple[float, float]:
         """Let ``dt_s`` seconds pass: F decays exactly, the held bias costs energy.
 
         Returns (bias energy of all chips' synapses in J, bias-held device-seconds). The bias
-        integral uses F at the start of the interval (exact for exponential decay).
+        integral (``dynamics.bias_energy_j``) starts from F at the interval start: exact for the
+        exponential decay.
         """
-        dev = self.device_model
+        lam, per_st, lt = self._decay_tables(dt_s)
         energy, held = 0.0, 0.0
         if self.hold_bias:
             chips = 1 if self.g_st is None else self.g_st.shape[0]
-            st_abs = self.g_st.abs().sum(0) if self.g_st is not None else torch.zeros_like(self.g_pos)
-            e = dynamics.bias_energy_j(chips * (self.g_pos + self.g_neg), st_abs, self.v_bias, dt_s, dev)
-            energy = float((e * self.mask).sum())
+            energy = chips * lt
+            if self.g_st is not None:
+                energy += float((self.g_st.abs().sum(0) * per_st).sum())
             held = chips * self.n_cells * dt_s
         if self.g_st is not None:
-            self.g_st.mul_(torch.exp(-dt_s / dev.tau_s(self.v_bias)))
+            self.g_st.mul_(lam)
         return energy, held
 
     def abs_column_conductance(self) -> Tensor:

@@ -110,10 +110,10 @@ class STOTile(TorchInferenceTile):
         """Per-synapse decay bias ``[out, in]`` in volts."""
         self.tile.state.set_bias(v_bias)
 
-    def short_term_update(self, delta_w: Tensor) -> Tensor:
-        """Apply ``delta_w [B, out, in]`` (weight units) as discrete pulses; returns level indices."""
+    def short_term_update(self, delta_w: Tensor, tiled: bool = False) -> Tensor:
+        """Apply ``delta_w`` ([B, out, in], or [B, 1, out, in] if ``tiled``) as pulses; returns levels."""
         st = self.tile.state
-        level, n, energy = st.short_term_update(st.tiled_weight(delta_w))
+        level, n, energy = st.short_term_update(delta_w if tiled else st.tiled_weight(delta_w))
         if self.tile.ledger is not None:
             self.tile.costs.record_short_term(self.tile.ledger, self.tile.layer_name, self.tile.tile_name, st, n, energy)
         return level

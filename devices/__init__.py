@@ -6,10 +6,14 @@
 without this package importing the crossbar layer at import time.
 """
 
-from stoxbar.devices import presets
-from stoxbar.devices.sto import STODevice
+from stoxbar.devices import dynamics, presets
+from stoxbar.devices.dynamics import STOArray
+from stoxbar.devices.figures import describe, device_figure
+from stoxbar.devices.presets import PRESETS, get_preset, ideal, sto_2024
+from stoxbar.devices.sto import MAX_ST_LEVELS, STODevice
 
-__all__ = ["STODevice", "STORPUConfig", "presets"]
+__all__ = ["STODevice", "STORPUConfig", "STOArray", "dynamics", "presets", "PRESETS", "get_preset", "ideal",
+           "sto_2024", "describe", "device_figure", "MAX_ST_LEVELS"]
 
 
 def __getattr__(name: str):

@@ -15,7 +15,8 @@ Conventions
 What is clipped, and why: the *simulated state* saturates at its physical bounds (long-term
 window, short-term window) and *simulated read noise* cannot make a conductance negative.
 Inputs outside their ranges (a conductance outside the window, a bias outside the device's range,
-NaN) raise :class:`ConfigError` instead of being clamped.
+NaN) raise :class:`ConfigError` instead of being clamped. In float32 the window is the
+float32-rounded window (e.g. ``g_max_s = 1e-7`` is stored as 1.0000000117e-7).
 
 Models
 ------

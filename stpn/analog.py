@@ -48,6 +48,7 @@ class AnalogMSTPNCell(MSTPNCell):
         self.syn = AnalogLinear(self.n_pre, hidden, bias=False, rpu_config=cfg)
         self.syn.eval()
         self._gam_tiled: Optional[Tensor] = None
+        self._params: Optional[Tuple[Tensor, Tensor]] = None
 
     @property
     def array(self):
@@ -69,6 +70,13 @@ class AnalogMSTPNCell(MSTPNCell):
         self.syn.set_weights(self.W.detach())
         self.array.set_bias(self.v_bias())
         self._gam_tiled = self.chip.tiled_weight(self.gam.detach())
+        self._params = (self.lambda_().detach(), self.gam.detach())
+
+    def step_params(self) -> Tuple[Tensor, Tensor]:
+        """(Lambda, Gamma) fixed at programming time (the chip holds them as biases and digital Gamma)."""
+        if self._params is None:
+            raise RuntimeError("program() the analog cell before running it")
+        return self._params
 
     def initial_state(self, batch: int) -> State:
         """Zero h; one zeroed chip (short-term state) per environment."""

@@ -416,6 +416,11 @@ def _suffix(dtype: torch.dtype) -> str:
     raise TypeError(f"fused STPN kernel supports float32/float64, got {dtype}")
 
 
+def _threads(n_elements: int) -> int:
+    """Kernel threads: torch's setting, but 1 for small problems (fork/join would dominate)."""
+    return max(1, min(torch.get_num_threads(), n_elements // 250_000))
+
+
 def _real(dtype: torch.dtype, v: float):
     return ctypes.c_float(v) if dtype == torch.float32 else ctypes.c_double(v)
 
@@ -430,7 +435,7 @@ class _STPNStep(torch.autograd.Function):
         B, H, P = F.shape
         Fo = torch.empty_like(F)
         h, n, u = (z.new_empty(B, H) for _ in range(3))
-        nth = torch.get_num_threads()
+        nth = _threads(F.numel())
         getattr(lib, f"stpn_fwd_{_suffix(F.dtype)}")(_i(B), _i(H), _i(P), _p(W), _p(F), _p(z), _p(b), _p(lam),
                                                         _p(gam), _p(Fo), _p(h), _p(n), _p(u), ctypes.c_int(nth))
         ctx.save_for_backward(z, F, W, lam, gam, h, n, u)
@@ -445,7 +450,7 @@ class _STPNStep(torch.autograd.Function):
         gFo = None if gFo is None else gFo.contiguous()
         gF = torch.empty_like(F) if ctx.needs_input_grad[1] else None
         gz, gW, glam, ggam, gb = (torch.zeros_like(t) for t in (z, W, lam, gam, h[0]))
-        nth = torch.get_num_threads()
+        nth = _threads(F.numel())
         scratch = z.new_zeros(nth * B * P)
         getattr(_load_kernel(), f"stpn_bwd_{_suffix(F.dtype)}")(
             _i(B), _i(H), _i(P), _p(W), _p(F), _p(z), _p(lam), _p(gam), _p(h), _p(n), _p(u), _p(gFo), _p(gh),
@@ -464,7 +469,7 @@ class _MSTPNStep(torch.autograd.Function):
         L = levels.numel()
         thr = level_thresholds(levels).to(F.dtype).contiguous()
         lv = levels.to(F.dtype).contiguous()
-        nth = torch.get_num_threads()
+        nth = _threads(F.numel())
         scratch = F.new_empty(nth * 2 * P)
         Fo = torch.empty_like(F)
         h, u = zh.new_empty(B, H), zh.new_empty(B, H)
@@ -492,7 +497,7 @@ class _MSTPNStep(torch.autograd.Function):
         gFo = None if gFo is None else gFo.contiguous()
         gF = torch.empty_like(F) if ctx.needs_input_grad[1] else None
         gzh, gW, glam, ggam, ggain, gb = (torch.zeros_like(t) for t in (zh, W, lam, gam, gain, gain))
-        nth = torch.get_num_threads()
+        nth = _threads(F.numel())
         scratch = zh.new_zeros(nth * (B * P + 2 * P))
         getattr(_load_kernel(), f"mstpn_bwd_{_suffix(F.dtype)}")(
             _i(B), _i(H), _i(P), _p(W), _p(F), _p(zh), _p(gain), _p(lam), _p(gam), _p(lv), _p(thr),

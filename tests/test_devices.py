@@ -20,6 +20,20 @@ DEV = sto_2024()
 F64 = torch.float64
 
 
+# SI values are tiny (nS, pJ): every comparison is relative, with no hidden absolute tolerance
+# (pytest.approx's default abs=1e-12 and torch.allclose's atol=1e-8 would accept anything).
+def approx(expected, rel: float = 1e-9, abs: float = 0.0):  # noqa: A002
+    return pytest.approx(expected, rel=rel, abs=abs)
+
+
+def allclose(a, b, rtol: float = 1e-9, atol: float = 0.0) -> bool:
+    return torch.allclose(a, b, rtol=rtol, atol=atol)
+
+
+def allclose_np(a, b, rtol: float = 1e-9) -> bool:
+    return bool(np.allclose(a, b, rtol=rtol, atol=0.0))
+
+
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -74,16 +88,16 @@ def test_valid_device_is_frozen_and_hashable():
 # ---- tau(V_bias) ------------------------------------------------------------------------------
 def test_tau_law_ends_and_log_linear():
     d = DEV
-    assert d.tau_s(d.v_bias_min_v) == pytest.approx(d.tau_min_s)
-    assert d.tau_s(d.v_bias_max_v) == pytest.approx(d.tau_max_s)
+    assert d.tau_s(d.v_bias_min_v) == approx(d.tau_min_s)
+    assert d.tau_s(d.v_bias_max_v) == approx(d.tau_max_s)
     mid = 0.5 * (d.v_bias_min_v + d.v_bias_max_v)
-    assert d.tau_s(mid) == pytest.approx(math.sqrt(d.tau_min_s * d.tau_max_s))
+    assert d.tau_s(mid) == approx(math.sqrt(d.tau_min_s * d.tau_max_s))
     v = torch.linspace(d.v_bias_min_v, d.v_bias_max_v, 50, dtype=F64)
     slope = torch.diff(torch.log(d.tau_s(v))) / torch.diff(v)
-    assert torch.allclose(slope, slope[0].expand_as(slope), rtol=1e-9)
+    assert allclose(slope, slope[0].expand_as(slope), rtol=1e-9)
     rev = dataclasses.replace(d, tau_increases_with_bias=False)
-    assert rev.tau_s(d.v_bias_min_v) == pytest.approx(d.tau_max_s)
-    assert rev.tau_s(d.v_bias_max_v) == pytest.approx(d.tau_min_s)
+    assert rev.tau_s(d.v_bias_min_v) == approx(d.tau_max_s)
+    assert rev.tau_s(d.v_bias_max_v) == approx(d.tau_min_s)
 
 
 @pytest.mark.parametrize("dev", [DEV, dataclasses.replace(DEV, tau_increases_with_bias=False, v_bias_min_v=0.2)])
@@ -91,16 +105,16 @@ def test_tau_inverse_round_trip_all_input_types(dev):
     taus = np.geomspace(dev.tau_min_s, dev.tau_max_s, 37)
     v_np = dev.v_bias_for_tau(taus)
     assert isinstance(v_np, np.ndarray)
-    assert np.allclose(dev.tau_s(v_np), taus, rtol=1e-12)
+    assert allclose_np(dev.tau_s(v_np), taus, rtol=1e-12)
     v_t = dev.v_bias_for_tau(torch.tensor(taus))
-    assert torch.allclose(dev.tau_s(v_t), torch.tensor(taus), rtol=1e-12)
+    assert allclose(dev.tau_s(v_t), torch.tensor(taus), rtol=1e-12)
     for tau in (dev.tau_min_s, 3.7, dev.tau_max_s):
-        assert dev.tau_s(dev.v_bias_for_tau(tau)) == pytest.approx(tau, rel=1e-12)
+        assert dev.tau_s(dev.v_bias_for_tau(tau)) == approx(tau, rel=1e-12)
     # float32 round-off at the ends (as from tau_min * ratio**sigmoid) is accepted and stays in range
     t32 = torch.tensor([dev.tau_min_s, dev.tau_max_s], dtype=torch.float32)
     v32 = dev.v_bias_for_tau(t32)
     assert float(v32.min()) >= dev.v_bias_min_v - 1e-7 and float(v32.max()) <= dev.v_bias_max_v + 1e-7
-    assert torch.allclose(dev.tau_s(v32), t32, rtol=1e-5)  # float32 representation of 0.6 V accepted
+    assert allclose(dev.tau_s(v32), t32, rtol=1e-5)  # float32 representation of 0.6 V accepted
 
 
 @pytest.mark.parametrize("bad", [0.05, 150.0, float("nan"), np.array([1.0, 1e3]), torch.tensor([0.01])])
@@ -127,10 +141,10 @@ def test_decay_matches_closed_form_for_arbitrary_dt(dtype):
         want = g_st.double() * torch.exp(-dt / DEV.tau_s(v.double()))
         assert got.dtype == dtype and got.shape == shape
         f32 = dtype == torch.float32  # float32: relative accuracy, underflow below 1e-37 S to 0
-        assert torch.allclose(got.double(), want, rtol=1e-5 if f32 else 1e-12, atol=1e-37 if f32 else 0)
+        assert allclose(got.double(), want, rtol=1e-5 if f32 else 1e-12, atol=1e-37 if f32 else 0)
     dt_t = torch.rand(shape, generator=g, dtype=dtype) * 50  # per-element dt
     want = g_st.double() * torch.exp(-dt_t.double() / DEV.tau_s(v.double()))
-    assert torch.allclose(D.decay(g_st, v, dt_t, DEV).double(), want, rtol=1e-5, atol=1e-37)
+    assert allclose(D.decay(g_st, v, dt_t, DEV).double(), want, rtol=1e-5, atol=1e-37)
 
 
 def test_decay_two_half_steps_equal_one_step_and_lambda():
@@ -139,16 +153,16 @@ def test_decay_two_half_steps_equal_one_step_and_lambda():
     for dt in (0.01, 1 / 15, 3.3, 250.0):
         full = D.decay(g_st, v, dt, DEV)
         half = D.decay(D.decay(g_st, v, dt / 2, DEV), v, dt / 2, DEV)
-        assert torch.allclose(full, half, rtol=1e-12, atol=1e-30)
-        assert torch.allclose(full, g_st * DEV.decay_lambda(dt, v), rtol=1e-14)
-    assert DEV.lambda_for(1.0, 0.6) == pytest.approx(math.exp(-1.0 / 100.0))
+        assert allclose(full, half, rtol=1e-12, atol=1e-30)
+        assert allclose(full, g_st * DEV.decay_lambda(dt, v), rtol=1e-14)
+    assert DEV.lambda_for(1.0, 0.6) == approx(math.exp(-1.0 / 100.0))
     with pytest.raises(ConfigError, match="dt_s"):
         D.decay(g_st, v, -1.0, DEV)
 
 
 # ---- energies ---------------------------------------------------------------------------------
 def test_bias_power_reproduces_paper_4p3_nw():
-    assert DEV.bias_power_w(DEV.g_min_s, 0.6) == pytest.approx(4.3e-9, rel=1e-12)
+    assert DEV.bias_power_w(DEV.g_min_s, 0.6) == approx(4.3e-9, rel=1e-12)
     assert 11.9e-9 <= DEV.g_min_s < 11.95e-9
 
 
@@ -164,20 +178,20 @@ def test_bias_energy_is_exact_integral_nonneg_and_additive():
     t = torch.linspace(0, dt, 20001, dtype=F64)
     gt = g_lt[..., None] + g_st.abs()[..., None] * torch.exp(-t / DEV.tau_s(v)[..., None])
     num = torch.trapezoid(v[..., None] ** 2 * gt, t, dim=-1)
-    assert torch.allclose(e, num, rtol=1e-8)
+    assert allclose(e, num, rtol=1e-8)
     # additivity over sub-intervals (with the decayed state at the split)
     for dt1, dt2 in ((0.3, 0.5), (1e-6, 40.0), (5.0, 5.0)):
         e12 = D.bias_energy_j(g_lt, g_st, v, dt1 + dt2, DEV)
         e1 = D.bias_energy_j(g_lt, g_st, v, dt1, DEV)
         e2 = D.bias_energy_j(g_lt, D.decay(g_st, v, dt1, DEV), v, dt2, DEV)
-        assert torch.allclose(e1 + e2, e12, rtol=1e-12)
-    assert torch.allclose(D.bias_energy_j(g_lt, g_st, v, dt, DEV, reduce=True), e.sum())
+        assert allclose(e1 + e2, e12, rtol=1e-12)
+    assert allclose(D.bias_energy_j(g_lt, g_st, v, dt, DEV, reduce=True), e.sum())
     assert torch.equal(D.bias_energy_j(g_lt, -g_st, v, dt, DEV), e)  # sign = which device, same power
     assert float(D.bias_energy_j(g_lt, g_st, 0.0, dt, DEV).abs().max()) == 0.0
 
 
 def test_read_energy_formula():
-    assert D.read_energy_j(50e-9, 0.6, 100e-9) == pytest.approx(0.36 * 50e-9 * 100e-9)
+    assert D.read_energy_j(50e-9, 0.6, 100e-9) == approx(0.36 * 50e-9 * 100e-9)
 
 
 # ---- short-term power law and quantiser -------------------------------------------------------
@@ -185,12 +199,12 @@ def test_power_law_slope_and_levels():
     e = torch.logspace(-14, -10, 9, dtype=F64)
     dg = DEV.st_dg_s(e)
     slope = torch.diff(torch.log(dg)) / torch.diff(torch.log(e))
-    assert torch.allclose(slope, torch.full_like(slope, DEV.st_b), rtol=1e-12)
+    assert allclose(slope, torch.full_like(slope, DEV.st_b), rtol=1e-12)
     energies, dgs = DEV.short_term_levels()
     assert list(energies) == sorted(energies) and list(dgs) == sorted(dgs)
     for (v, t), en, d in zip(DEV.sorted_pulse_levels(), energies, dgs):
-        assert en == pytest.approx(v**2 * DEV.st_pulse_conductance_s * t)
-        assert d == pytest.approx(DEV.st_a * en**DEV.st_b)
+        assert en == approx(v**2 * DEV.st_pulse_conductance_s * t)
+        assert d == approx(DEV.st_a * en**DEV.st_b)
     # sto_2024 calibration: pJ-scale pulses give a few % of the long-term window per pulse
     assert 1e-13 <= energies[0] and energies[-1] <= 1e-11
     assert all(0.01 <= d / DEV.g_range_s <= 0.05 for d in dgs)
@@ -207,7 +221,7 @@ def test_quantiser_gives_nearest_level_or_sparse_zero():
     # nearest among {0} U levels of the request's sign (ties excluded by the random draw)
     cand = torch.sign(delta)[:, None] * table[None, :]
     best = (cand - delta[:, None]).abs().min(dim=1).values
-    assert torch.allclose((ach - delta).abs(), best, rtol=0, atol=1e-24)
+    assert allclose((ach - delta).abs(), best, rtol=0, atol=1e-24)
     small = delta.abs() < dgs[0] / 2
     assert bool(small.any()) and bool((idx[small] == 0).all()) and bool((idx[~small] != 0).all())
     big = delta.abs() > dgs[-1]
@@ -223,12 +237,12 @@ def test_apply_short_term_window_energy_and_input_checks():
     L = len(dgs)
     idx = torch.tensor([0, 1, -1, L, -L], dtype=torch.int8)
     new, e = D.apply_short_term(torch.zeros(5, dtype=F64), idx, DEV)
-    assert torch.allclose(new, torch.tensor([0.0, dgs[0], -dgs[0], dgs[-1], -dgs[-1]], dtype=F64))
-    assert torch.allclose(e, torch.tensor([0.0, energies[0], energies[0], energies[-1], energies[-1]], dtype=F64))
+    assert allclose(new, torch.tensor([0.0, dgs[0], -dgs[0], dgs[-1], -dgs[-1]], dtype=F64))
+    assert allclose(e, torch.tensor([0.0, energies[0], energies[0], energies[-1], energies[-1]], dtype=F64))
     g_st = torch.zeros(5, dtype=F64)
     for _ in range(50):  # hammer with the largest pulse: saturates at the window
         g_st, e = D.apply_short_term(g_st, idx, DEV)
-    assert float(g_st.abs().max()) == pytest.approx(DEV.st_g_max_s) and float(g_st.abs().max()) <= DEV.st_g_max_s
+    assert float(g_st.abs().max()) == approx(DEV.st_g_max_s) and float(g_st.abs().max()) <= DEV.st_g_max_s
     with pytest.raises(ConfigError, match="level_idx"):
         D.apply_short_term(g_st, torch.tensor([0, 0, 0, 0, L + 1]), DEV)
     with pytest.raises(ConfigError, match="g_st"):  # user state outside the window is not clamped
@@ -243,7 +257,7 @@ def test_ideal_long_term_steps_are_linear_and_exact():
     g0 = torch.full((7,), d.g_min_s + 40 * d.lt_dg_s, dtype=F64)
     n = torch.tensor([0, 1, -1, 5, -5, 30, -30])
     g1, e = D.apply_long_term(g0, n, d)
-    assert torch.allclose(g1, g0 + n.double() * d.lt_dg_s, rtol=0, atol=1e-21)
+    assert allclose(g1, g0 + n.double() * d.lt_dg_s, rtol=0, atol=1e-21)
     assert torch.equal(e, n.abs().double() * d.lt_pulse_energy_j)
     top, _ = D.apply_long_term(g0, torch.full((7,), 1000), d)
     bot, _ = D.apply_long_term(g0, torch.full((7,), -1000), d)
@@ -255,8 +269,8 @@ def test_long_term_soft_bounds_asymmetry_and_composition():
     centre = torch.tensor([d.g_min_s + 0.5 * d.g_range_s], dtype=F64)
     up, _ = D.apply_long_term(centre, torch.tensor([1]), d)
     dn, _ = D.apply_long_term(centre, torch.tensor([-1]), d)
-    assert float(up - centre) == pytest.approx(d.lt_dg_s, rel=0.02)  # mean step at the centre
-    assert float(centre - dn) == pytest.approx(d.lt_up_down * d.lt_dg_s, rel=0.02)
+    assert float(up - centre) == approx(d.lt_dg_s, rel=0.02)  # mean step at the centre
+    assert float(centre - dn) == approx(d.lt_up_down * d.lt_dg_s, rel=0.02)
     g = torch.linspace(d.g_min_s, d.g_max_s - 5e-9, 20, dtype=F64)
     step_up = D.apply_long_term(g, torch.ones(20, dtype=torch.long), d)[0] - g
     assert bool((torch.diff(step_up) < 0).all())  # LTP step shrinks toward g_max
@@ -271,7 +285,7 @@ def test_long_term_soft_bounds_asymmetry_and_composition():
     seq = g0.clone()
     for k in range(17):
         seq, _ = D.apply_long_term(seq, (n.sign() * (n.abs() > k)).long(), d)
-    assert torch.allclose(many, seq, rtol=1e-10)
+    assert allclose(many, seq, rtol=1e-10)
     assert many[2] == g0[2]  # no pulse: untouched
 
 
@@ -281,16 +295,16 @@ def test_long_term_noise_statistics_and_reproducibility():
     one = torch.ones(40000, dtype=torch.long)
     g1, _ = D.apply_long_term(centre, one, d, gen(4))
     steps = (g1 - centre) / d.lt_dg_s
-    assert float(steps.mean()) == pytest.approx(1.0, abs=0.02)
-    assert float(steps.std()) == pytest.approx(d.lt_c2c_std, rel=0.05)
+    assert float(steps.mean()) == approx(1.0, abs=0.02)
+    assert float(steps.std()) == approx(d.lt_c2c_std, rel=0.05)
     g1b, _ = D.apply_long_term(centre, one, d, gen(4))
     assert torch.equal(g1, g1b)
     f = D.draw_d2d((40000,), d, gen(5), F64)
     assert bool((f > 0).all())
-    assert float(f.mean()) == pytest.approx(1.0, abs=0.01) and float(f.std()) == pytest.approx(d.lt_d2d_std, rel=0.05)
+    assert float(f.mean()) == approx(1.0, abs=0.01) and float(f.std()) == approx(d.lt_d2d_std, rel=0.05)
     assert torch.equal(D.draw_d2d((3,), ideal()), torch.ones(3))
     g2, _ = D.apply_long_term(centre, one, dataclasses.replace(d, lt_c2c_std=0.0), d2d=f)
-    assert torch.allclose((g2 - centre) / d.lt_dg_s, f, rtol=0.03)  # d2d scales the step
+    assert allclose((g2 - centre) / d.lt_dg_s, f, rtol=0.03)  # d2d scales the step
 
 
 def test_long_term_input_checks():
@@ -305,7 +319,7 @@ def test_long_term_input_checks():
 def test_read_noise_and_no_negative_conductance():
     g = torch.full((40000,), 50e-9, dtype=F64)
     r = D.read(g, DEV, gen(6))
-    assert float((r / g - 1).std()) == pytest.approx(DEV.read_noise_std, rel=0.05)
+    assert float((r / g - 1).std()) == approx(DEV.read_noise_std, rel=0.05)
     assert torch.equal(D.read(g, ideal()), g)
     huge = dataclasses.replace(DEV, read_noise_std=1.0)
     r = D.read(g, huge, gen(7))
@@ -342,7 +356,8 @@ def test_stable_over_1e6_device_steps_and_1e6_pulse_horizons():
         st_hi = torch.maximum(st_hi, arr.g_st)
     assert math.isfinite(energy) and energy > 0
     # the window in float32 is the float32-rounded window
-    g_min32, g_max32, st_max32 = (float(torch.tensor(x, dtype=torch.float32)) for x in (d.g_min_s, d.g_max_s, d.st_g_max_s))
+    g_min32, g_max32, st_max32 = (float(torch.tensor(x, dtype=torch.float32))
+                                  for x in (d.g_min_s, d.g_max_s, d.st_g_max_s))
     assert float(lo.min()) >= g_min32 and float(hi.max()) <= g_max32
     assert float(lo.min()) == g_min32 and float(hi.max()) == g_max32  # the stress run did hit both bounds
     assert float(st_hi.max()) <= st_max32 and float(arr.g_st.min()) >= 0
@@ -353,7 +368,7 @@ def test_stable_over_1e6_device_steps_and_1e6_pulse_horizons():
         for dev in (d, ideal()):
             g1, e = D.apply_long_term(g0, torch.full((101,), n), dev, gen(9))
             assert bool(torch.isfinite(g1).all()) and float(g1.min()) >= g_min32 and float(g1.max()) <= g_max32
-            assert float(e.min()) == pytest.approx(10**6 * dev.lt_pulse_energy_j, rel=1e-6)
+            assert float(e.min()) == approx(10**6 * dev.lt_pulse_energy_j, rel=1e-6)
     # one call: 1e6 agent steps of decay (exact, float32), extreme biases
     g_st = torch.full((3,), d.st_g_max_s)
     v = torch.tensor([0.0, 0.3, 0.6])
@@ -366,13 +381,13 @@ def test_stoarray_events_match_functions():
     d = DEV
     arr = D.STOArray((4,), d, dtype=F64, generator=gen(10), g_init_s=50e-9, v_bias=0.3)
     e = arr.pulse_short_term(torch.tensor([0, 1, 2, 4], dtype=torch.int8))
-    assert e == pytest.approx(sum(d.short_term_levels()[0][i] for i in (0, 1, 3)))
+    assert e == approx(sum(d.short_term_levels()[0][i] for i in (0, 1, 3)))
     g_lt, g_st = arr.g_lt.clone(), arr.g_st.clone()
     e_bias = arr.decay(2.0)
-    assert e_bias == pytest.approx(float(D.bias_energy_j(g_lt, g_st, 0.3, 2.0, d).sum()))
-    assert torch.allclose(arr.g_st, D.decay(g_st, 0.3, 2.0, d))
+    assert e_bias == approx(float(D.bias_energy_j(g_lt, g_st, 0.3, 2.0, d).sum()))
+    assert allclose(arr.g_st, D.decay(g_st, 0.3, 2.0, d))
     _, e_read = arr.read()
-    assert e_read == pytest.approx(float((d.v_read_v**2 * arr.conductance() * d.t_read_s).sum()))
+    assert e_read == approx(float((d.v_read_v**2 * arr.conductance() * d.t_read_s).sum()))
     level, _ = arr.update_short_term(torch.tensor([0.0, 1e-10, 2e-9, 9e-9], dtype=F64))
     assert level.tolist() == [0, 0, 2, 4]
     with pytest.raises(ConfigError, match="single device"):

@@ -1,0 +1,87 @@
+"""Energy boundaries of the Pong m-STPN chip, and its first-principles GPU baseline.
+
+The analog STP layer books its own events (ledger layer ``stp``: DAC, drivers, cell reads, ADC,
+sense, partial sums, pulses, bias). This module adds the digital work around it, per agent step:
+
+* layer ``stp``, component ``digital_hebbian``: Gamma * (h z^T) magnitude and its quantisation to a
+  pulse level (2 mults + 1 compare per synapse; the paper keeps this off the memristors);
+* layer ``neuron``: presynaptic normalisation (max-abs + one mult per input), gain, bias, tanh;
+* layers ``encoder`` and ``heads``: the conv encoder and actor/critic heads as int8 MACs (one
+  8-bit mult + one 16-bit accumulate each, Horowitz 45 nm via ``DigitalPeriphery``) plus reading
+  their weights once per step from SRAM (64-bit words).
+
+Boundaries (nested by construction: each is a superset of the previous one's components):
+
+* ``synapse_only`` - the paper's: decay bias + short-term pulses + cell reads of the STP synapses;
+* ``array`` - plus every peripheral of the STP layer (DAC, ADC, drivers, sense, digital periphery);
+* ``system`` - plus neuron operations, encoder and heads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+from stoxbar.crossbar.ledger import EnergyLedger
+from stoxbar.peripherals import DigitalPeriphery, GPUSpec, dense_layer_cost, stpn_step_cost
+
+SYNAPSE_COMPONENTS = ("bias", "st_pulse", "cell_read")
+CONV_LAYERS = ((1, 16, 8, 20), (16, 32, 4, 9))  # (in ch, out ch, kernel, output side): 84 -> 20 -> 9
+
+
+def conv_macs() -> int:
+    """Multiply-accumulates of the paper's conv encoder per frame (1,073,152)."""
+    return sum(c_out * side * side * c_in * k * k for c_in, c_out, k, side in CONV_LAYERS)
+
+
+def conv_params() -> int:
+    """Weights + biases of the conv encoder (9,264)."""
+    return sum(c_out * c_in * k * k + c_out for c_in, c_out, k, _ in CONV_LAYERS)
+
+
+def record_digital_step(ledger: EnergyLedger, digital: DigitalPeriphery, n_in: int, hidden: int,
+                        n_actions: int, extra_encoder_macs: int = 0, batch: int = 1) -> None:
+    """Book the digital work of ``batch`` agent steps (see module docstring)."""
+    p = n_in + hidden
+    syn = hidden * p * batch
+    ledger.add("stp", "all", "digital_hebbian", "step", syn,
+               digital.hebbian_j(syn) + digital.energy_j("compare", 8, syn))
+    ledger.add("neuron", "all", "normalise", "step", p * batch,
+               digital.energy_j("compare", 8, p * batch) + digital.energy_j("mult", 8, p * batch))
+    ledger.add("neuron", "all", "activation", "step", hidden * batch,
+               digital.energy_j("mult", 8, hidden * batch) + digital.energy_j("add", 16, hidden * batch)
+               + digital.tanh_j(8, hidden * batch))
+    for layer, macs, params in (("encoder", conv_macs() + extra_encoder_macs, conv_params() + extra_encoder_macs),
+                                ("heads", hidden * (n_actions + 1), (hidden + 1) * (n_actions + 1))):
+        ledger.add(layer, "all", "digital_mac", "step", macs * batch,
+                   digital.energy_j("mult", 8, macs * batch) + digital.energy_j("add", 16, macs * batch))
+        words = math.ceil(params / 8) * batch  # int8 weights, 8 per 64-bit SRAM word
+        ledger.add(layer, "all", "sram", "step", words, digital.energy_j("sram_read_64b", 64, words))
+
+
+def boundaries(ledger: EnergyLedger) -> Dict[str, Dict[str, object]]:
+    """``synapse_only`` / ``array`` / ``system`` totals and per-component joules (nested)."""
+    stp = ledger.by_component(layer="stp")
+    synapse = {c: stp.get(c, 0.0) for c in SYNAPSE_COMPONENTS}
+    system: Dict[str, float] = {}
+    for (layer, comp), e in ledger.totals(("layer", "component")).items():
+        key = comp if layer == "stp" else f"{layer}.{comp}"
+        system[key] = system.get(key, 0.0) + e.energy_j
+    out = {}
+    for name, parts in (("synapse_only", synapse), ("array", stp), ("system", system)):
+        out[name] = {"total_j": math.fsum(parts.values()), "by_component": dict(sorted(parts.items()))}
+    return out
+
+
+def gpu_baseline(n_in: int, hidden: int, n_actions: int, steps: int, dtype: str = "fp32",
+                 spec: GPUSpec | None = None, extra_encoder_macs: int = 0) -> Dict[str, object]:
+    """GPU energy of ``steps`` agent steps at batch 1 (STP step + conv encoder + heads)."""
+    spec = spec or GPUSpec()
+    stp = stpn_step_cost(hidden, n_in + hidden, 1, dtype, spec)
+    enc = dense_layer_cost(1, 1, 1, dtype, spec, flops=2.0 * (conv_macs() + extra_encoder_macs),
+                           weight_bytes=(conv_params() + extra_encoder_macs) * (2 if dtype == "fp16" else 4),
+                           label="conv encoder")
+    heads = dense_layer_cost(hidden, n_actions + 1, 1, dtype, spec, label="heads")
+    parts = {"stp_step": stp.energy_j * steps, "encoder": enc.energy_j * steps, "heads": heads.energy_j * steps}
+    return {"total_j": math.fsum(parts.values()), "by_component": parts, "gpu": spec.name, "dtype": dtype,
+            "assumptions": stp.assumptions()}

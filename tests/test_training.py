@@ -1,0 +1,212 @@
+"""Pong env checks, A2C maths, learning on real Pong frames, checkpoints, train/resume."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from stoxbar.stpn.a2c import TrainConfig, a2c_loss, evaluate_actions, gae, train, train_main
+from stoxbar.stpn.agent import ArchConfig, PongAgent
+from stoxbar.stpn.checkpoint import CheckpointError, load_agent, load_checkpoint, new_run_dir, save_checkpoint
+from stoxbar.stpn.env import STEP_PERIOD_S, check_obs, make_pong_env
+from stoxbar.validation import ConfigError
+
+TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small problems on a shared 2-core box: one torch thread is faster and fairer (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+# -- environment -------------------------------------------------------------------------------
+
+
+def test_observation_shape_is_checked():
+    assert check_obs(np.zeros((2, 84, 84), np.uint8)).shape == (2, 1, 84, 84)
+    for bad in (np.zeros((2, 84, 84, 3)), np.zeros((2, 4, 84, 84)), np.zeros((84, 84)), np.zeros((2, 1, 42, 42))):
+        with pytest.raises(ConfigError, match=r"expected \[N, 1, 84, 84\]"):
+            check_obs(bad)
+    with pytest.raises(ConfigError, match="num_envs"):
+        check_obs(np.zeros((3, 1, 84, 84)), num_envs=2)
+    with pytest.raises(ConfigError, match=r"expected \[B, 1, 84, 84\]"):
+        PongAgent.obs_to_tensor(torch.zeros(2, 3, 84, 84, dtype=torch.uint8))
+
+
+def test_pong_env_shapes_and_determinism():
+    assert STEP_PERIOD_S == pytest.approx(4 / 60)
+    runs = []
+    for _ in range(2):
+        env = make_pong_env(2, seed=3)
+        obs = env.reset()
+        assert obs.shape == (2, 1, 84, 84) and obs.dtype == np.uint8
+        frames = [obs]
+        for t in range(30):
+            obs, r, done, _ = env.step(np.array([t % 6, (t + 3) % 6]))
+            frames.append(obs)
+        assert r.dtype == np.float32 and done.dtype == bool
+        with pytest.raises(ConfigError, match="actions shape"):
+            env.step(np.zeros(3, dtype=np.int64))
+        env.close()
+        runs.append(np.stack(frames))
+    assert np.array_equal(runs[0], runs[1])
+
+
+# -- A2C maths -----------------------------------------------------------------------------------
+
+
+def test_gae_matches_hand_computation():
+    r = torch.tensor([[1.0], [0.0], [2.0]])
+    v = torch.tensor([[0.5], [0.25], [1.0]])
+    d = torch.tensor([[False], [True], [False]])
+    last = torch.tensor([4.0])
+    adv, ret = gae(r, v, d, last, gamma=0.9, lam=1.0)
+    # lambda = 1: discounted returns, cut at the end of the game after step 1, bootstrap after step 2
+    torch.testing.assert_close(ret[:, 0], torch.tensor([1.0 + 0.9 * 0.0, 0.0, 2.0 + 0.9 * 4.0]))
+    torch.testing.assert_close(adv, ret - v)
+    adv0, _ = gae(r, v, d, last, gamma=0.9, lam=0.0)  # one-step TD errors
+    torch.testing.assert_close(adv0[:, 0], torch.tensor([1 + 0.9 * 0.25 - 0.5, 0.0 - 0.25, 2 + 0.9 * 4 - 1.0]))
+
+
+def _real_pong_batch(T=32, N=4, warm=60, seed=11):
+    """Random-play Pong frames (deterministic); points are lost in the window, so returns != 0."""
+    env = make_pong_env(N, seed=seed)
+    rng = np.random.default_rng(seed)
+    obs = env.reset()
+    for _ in range(warm):
+        obs, *_ = env.step(rng.integers(0, 6, N))
+    frames, actions, rewards, dones = [], [], [], []
+    for _ in range(T):
+        a = rng.integers(0, 6, N)
+        frames.append(obs)
+        obs, r, d, _ = env.step(a)
+        actions.append(a), rewards.append(r), dones.append(d)
+    env.close()
+    return frames, torch.tensor(np.array(actions)), torch.tensor(np.array(rewards)), torch.tensor(np.array(dones))
+
+
+def test_a2c_updates_fit_the_value_of_real_pong_frames():
+    frames, actions, rewards, dones = _real_pong_batch()
+    assert (rewards != 0).sum() >= 2  # the batch holds lost points: targets are not trivial
+    _, returns = gae(rewards, torch.zeros_like(rewards), dones, torch.zeros(rewards.shape[1]), 0.99, 1.0)
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    opt = torch.optim.Adam(agent.parameters(), lr=2e-3)
+    value_losses = []
+    for _ in range(40):
+        logps, values, ents, _ = evaluate_actions(agent, frames, actions, dones, agent.initial_state(4))
+        adv = returns - values.detach()
+        loss, terms = a2c_loss(logps, values, ents, adv, returns, value_coef=0.5, entropy_coef=0.01)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), 40.0)
+        opt.step()
+        agent.apply_constraints()
+        value_losses.append(terms["value_loss"])
+    assert all(np.isfinite(value_losses))
+    assert value_losses[-1] < 0.3 * value_losses[0], value_losses
+    assert float(agent.cell.W.detach().abs().max()) <= 1.0
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def _saved(tmp_path, arch=TINY):
+    torch.manual_seed(1)
+    agent = PongAgent(arch)
+    opt = torch.optim.Adam(agent.parameters(), lr=1e-3)
+    path = save_checkpoint(tmp_path / "ck.pt", agent, optimizer=opt.state_dict(), counters={"update": 3})
+    return agent, path
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    agent, path = _saved(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
+    loaded, ckpt = load_agent(path, expected_arch=TINY)
+    assert ckpt["counters"] == {"update": 3} and "optimizer" in ckpt
+    assert loaded.arch == agent.arch and loaded.device_model == agent.device_model
+    for (k, a), (k2, b) in zip(agent.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    obs = np.random.default_rng(0).integers(0, 255, (2, 1, 84, 84), dtype=np.uint8)
+    with torch.no_grad():
+        out_a = agent(obs, agent.initial_state(2))
+        out_b = loaded(obs, loaded.initial_state(2))
+    assert torch.equal(out_a[0], out_b[0]) and torch.equal(out_a[1], out_b[1])
+
+
+def test_checkpoint_refuses_other_architecture(tmp_path):
+    _, path = _saved(tmp_path)
+    with pytest.raises(CheckpointError, match=r"another architecture.*hidden: checkpoint 8 vs requested 16"):
+        load_checkpoint(path, expected_arch=dataclasses.replace(TINY, hidden=16))
+    with pytest.raises(CheckpointError, match="cell"):
+        load_agent(path, expected_arch=dataclasses.replace(TINY, cell="stpn"))
+
+
+def test_checkpoint_corrupt_truncated_or_incomplete(tmp_path):
+    _, path = _saved(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt is corrupt or truncated"):
+        load_checkpoint(cut)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"junk\.pt is corrupt"):
+        load_checkpoint(junk)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    part = tmp_path / "part.pt"
+    torch.save({"format": "stoxbar-pong-agent", "version": 1, "arch": TINY.to_dict()}, part)
+    with pytest.raises(CheckpointError, match=r"part\.pt lacks keys \['device', 'model'\]"):
+        load_checkpoint(part)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["model"]["cell.W"]
+    torch.save(ckpt, tmp_path / "noweight.pt")
+    with pytest.raises(CheckpointError, match=r"missing \['cell.W'\]"):
+        load_agent(tmp_path / "noweight.pt")
+
+
+def test_new_run_dirs_never_collide(tmp_path):
+    a = new_run_dir(tmp_path, "train", seed=0)
+    b = new_run_dir(tmp_path, "train", seed=0)
+    assert a != b and a.is_dir() and b.is_dir() and a.name.startswith("train-") and "seed0" in a.name
+
+
+# -- the training loop ---------------------------------------------------------------------------
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_writes_logs_checkpoints_and_resumes(tmp_path):
+    cfg = TrainConfig(arch=TINY, num_envs=2, rollout_len=5, total_steps=40, checkpoint_every=2, log_every=1,
+                      snapshot_every=2, runs_dir=str(tmp_path), seed=5)
+    run = train(cfg, log=lambda s: None)
+    names = {p.name for p in run.iterdir()}
+    assert {"checkpoint.pt", "checkpoint-u0000004.pt", "progress.csv", "config.json", "train.log"} <= names
+    ckpt = load_checkpoint(run / "checkpoint.pt", expected_arch=TINY)
+    assert ckpt["counters"]["update"] == 4 and ckpt["counters"]["steps"] == 40
+    rows = _rows(run / "progress.csv")
+    assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(float(r["loss"])) and float(r["steps_per_s"]) > 0 for r in rows)
+    assert 0.0 <= float(rows[-1]["sparsity"]) <= 1.0
+    run2 = train(dataclasses.replace(cfg, total_steps=60), resume=str(run), log=lambda s: None)
+    assert run2 == run
+    assert load_checkpoint(run / "checkpoint.pt")["counters"]["update"] == 6
+    assert [int(r["update"]) for r in _rows(run / "progress.csv")] == [1, 2, 3, 4, 5, 6]
+    assert len(list(tmp_path.iterdir())) == 1  # resuming never opens a second run
+
+
+def test_train_cli_reports_bad_config(capsys):
+    assert train_main(["--envs", "0"]) == 2
+    assert "num_envs = 0" in capsys.readouterr().err
