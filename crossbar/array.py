@@ -49,8 +49,10 @@ class STOTileArray(TileModuleArray, LedgerMixin):
     def _bind_tiles(self) -> None:
         """Point every tile's state tensors at its block of the shared state."""
         st = self.state
+        st._views = [tile.tile.state for *_, tile in self._tiles()]
         for i, j, n_in, o0, n_out, tile in self._tiles():
             ts = tile.tile.state
+            ts._version += 1  # its tensors are new views: drop derived caches
             block = (slice(i, i + 1), slice(o0, o0 + n_out), slice(0, n_in))
             ts.g_pos = st.g_pos[block]
             ts.g_neg = st.g_neg[block]

@@ -60,9 +60,9 @@ class CrossbarState(nn.Module):
         self.register_buffer("v_bias", torch.full((t, self.out_size, x), device.v_bias_min_v, dtype=dtype))
         self.g_st: Optional[Tensor] = None
         self.hold_bias = False
-        self._noise_var: Optional[Tensor] = None
+        self._cache: dict = {}
         self._version = 0  # bumped whenever conductances or biases are (re)programmed
-        self._decay_cache: Optional[tuple] = None
+        self._views: List["CrossbarState"] = []  # per-tile views of this state (tile arrays)
 
     # -- layout ------------------------------------------------------------------------
     @property
@@ -96,8 +96,8 @@ class CrossbarState(nn.Module):
 
     # -- long-term weights ---------------------------------------------------------------
     def weights(self) -> Tensor:
-        """Long-term weights ``[T, O, X]`` in weight units (pads are 0)."""
-        return (self.g_pos - self.g_neg) / self.device_model.g_range_s
+        """Long-term weights ``[T, O, X]`` in weight units (pads are 0); cached until reprogrammed."""
+        return self._cached("weights", lambda: (self.g_pos - self.g_neg) / self.device_model.g_range_s)
 
     @torch.no_grad()
     def program(self, weight: Tensor) -> Tuple[float, float]:
@@ -123,7 +123,6 @@ class CrossbarState(nn.Module):
         pulses = float(torch.ceil(delta / dev.lt_dg_s))
         self.g_pos.copy_(new_pos)
         self.g_neg.copy_(new_neg)
-        self._noise_var = None
         self._version += 1
         return pulses, pulses * dev.lt_pulse_energy_j
 
@@ -132,9 +131,16 @@ class CrossbarState(nn.Module):
         s = self.device_model.read_noise_std
         if s <= 0:
             return None
-        if self._noise_var is None:
-            self._noise_var = (s / self.device_model.g_range_s) ** 2 * (self.g_pos**2 + self.g_neg**2)
-        return self._noise_var
+        return self._cached("noise_var", lambda: (s / self.device_model.g_range_s) ** 2 * (self.g_pos**2 + self.g_neg**2))
+
+    def _cached(self, name: str, compute):
+        """Value derived from the programmed state, recomputed only after (re)programming."""
+        version = self._version + sum(v._version for v in self._views)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != version:
+            hit = (version, compute())
+            self._cache[name] = hit
+        return hit[1]
 
     # -- short-term state ----------------------------------------------------------------
     def set_batch(self, batch: int) -> None:
@@ -194,19 +200,19 @@ class CrossbarState(nn.Module):
     def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, float]:
         """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J).
 
-        Cached per (dt, programming version): within a game only F changes, so a decay step is
-        one multiply of F plus one weighted sum of |F|.
+        Cached per dt until reprogramming: within a game only F changes, so a decay step is one
+        multiply of F plus one weighted sum of |F|.
         """
-        key = (float(dt_s), self._version)
-        if self._decay_cache is None or self._decay_cache[0] != key:
+        def compute():
             dev = self.device_model
             ones = torch.ones_like(self.g_pos)
             lam = dynamics.decay(ones, self.v_bias, dt_s, dev) * self.mask
             per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, dt_s, dev) * self.mask
             lt = float(dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, dt_s, dev,
                                               reduce=True))
-            self._decay_cache = (key, lam, per_st, lt)
-        return self._decay_cache[1], self._decay_cache[2], self._decay_cache[3]
+            return lam, per_st, lt
+
+        return self._cached(f"decay:{float(dt_s)!r}", compute)
 
     @torch.no_grad()
     def decay(self, dt_s: float) -> Tuple[float, float]:
@@ -230,7 +236,7 @@ class CrossbarState(nn.Module):
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip and row, [B or 1, T, X] (S), for read energy."""
-        g = (self.g_pos + self.g_neg).sum(1).unsqueeze(0)
+        g = self._cached("col_g", lambda: (self.g_pos + self.g_neg).sum(1).unsqueeze(0))
         if self.g_st is not None:
             g = g + self.g_st.abs().sum(2)
         return g

@@ -133,7 +133,7 @@ def quantise_short_term(delta_g: Tensor, device: STODevice) -> Tuple[Tensor, Ten
     _check_finite("delta_g", delta_g)
     dg_table, _ = _level_tables(device, delta_g)
     mids = torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
-    idx = torch.bucketize(delta_g.abs(), mids, out_int32=True, right=True)  # count of midpoints <= |dG|
+    idx = torch.bucketize(delta_g.abs().contiguous(), mids, out_int32=True, right=True)  # count of midpoints <= |dG|
     achieved = dg_table[idx.long()]
     neg = delta_g < 0
     level = torch.where(neg, -idx, idx).to(torch.int8)

@@ -93,18 +93,22 @@ def _real_pong_batch(T=32, N=4, warm=60, seed=11):
     return frames, torch.tensor(np.array(actions)), torch.tensor(np.array(rewards)), torch.tensor(np.array(dones))
 
 
-def test_a2c_updates_fit_the_value_of_real_pong_frames():
+@pytest.mark.parametrize("cell", ["mstpn", "stpn"])
+def test_a2c_updates_fit_the_value_of_real_pong_frames(cell):
+    """Deterministic: 50 A2C updates on one fixed batch of real Pong frames must explain most of
+    the variance of the returns (a constant predictor scores 1.0; broken gradients stay >= 1)."""
     frames, actions, rewards, dones = _real_pong_batch()
     assert (rewards != 0).sum() >= 2  # the batch holds lost points: targets are not trivial
     _, returns = gae(rewards, torch.zeros_like(rewards), dones, torch.zeros(rewards.shape[1]), 0.99, 1.0)
+    var = float(returns.var(unbiased=False))
     torch.manual_seed(0)
-    agent = PongAgent(TINY)
-    opt = torch.optim.Adam(agent.parameters(), lr=2e-3)
+    agent = PongAgent(ArchConfig(arch="bottleneck", cell=cell, hidden=16, bottleneck=64))
+    opt = torch.optim.Adam(agent.parameters(), lr=3e-3)
     value_losses = []
-    for _ in range(40):
+    for _ in range(50):
         logps, values, ents, _ = evaluate_actions(agent, frames, actions, dones, agent.initial_state(4))
-        adv = returns - values.detach()
-        loss, terms = a2c_loss(logps, values, ents, adv, returns, value_coef=0.5, entropy_coef=0.01)
+        loss, terms = a2c_loss(logps, values, ents, returns - values.detach(), returns, value_coef=0.5,
+                               entropy_coef=0.01)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), 40.0)
@@ -112,8 +116,8 @@ def test_a2c_updates_fit_the_value_of_real_pong_frames():
         agent.apply_constraints()
         value_losses.append(terms["value_loss"])
     assert all(np.isfinite(value_losses))
-    assert value_losses[-1] < 0.3 * value_losses[0], value_losses
-    assert float(agent.cell.W.detach().abs().max()) <= 1.0
+    assert value_losses[-1] < 0.7 * var < value_losses[0], (var, value_losses)
+    assert float(agent.cell.W.detach().abs().max()) <= (1.0 if cell == "mstpn" else np.inf)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------

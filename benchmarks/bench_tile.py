@@ -1,0 +1,74 @@
+"""Forward time of one 64x2656 layer: STORPUConfig vs aihwkit's stock tiles vs float, ledger on/off.
+
+Ratios are measured in one process, interleaved (round-robin repeats, median per config), so
+machine load affects all configs alike. Usage: ``python benchmarks/bench_tile.py [--repeats N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from aihwkit.nn import AnalogLinear
+from aihwkit.simulator.configs import InferenceRPUConfig, TorchInferenceRPUConfig
+
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+from stoxbar.peripherals import PeripheryConfig
+
+
+def _layers(io):
+    stock_torch = TorchInferenceRPUConfig()
+    stock_torch.forward = io
+    stock_cpp = InferenceRPUConfig()
+    stock_cpp.forward = io
+    sto = STORPUConfig()
+    layers = {name: AnalogLinear(2656, 64, bias=False, rpu_config=cfg)
+              for name, cfg in (("aihwkit C++ InferenceRPUConfig", stock_cpp),
+                                ("aihwkit torch TorchInferenceRPUConfig", stock_torch),
+                                ("stoxbar STORPUConfig (ledger off)", sto))}
+    on = AnalogLinear(2656, 64, bias=False, rpu_config=STORPUConfig())
+    attach_ledger(on, EnergyLedger())
+    layers["stoxbar STORPUConfig (ledger on)"] = on
+    for layer in layers.values():
+        layer.eval()
+    return layers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    io = PeripheryConfig().io_parameters()  # the same IO non-idealities for every analog config
+    layers = _layers(io)
+    w = torch.rand(64, 2656) * 2 - 1
+    for layer in layers.values():
+        layer.set_weights(w)
+    print(f"| batch | config | median ms | ratio vs float | ratio vs aihwkit C++ |\n|---|---|---|---|---|")
+    for batch in (1, 16):
+        x = torch.rand(batch, 2656) * 2 - 1
+        runs = {"float matmul": lambda: x @ w.T}
+        runs.update({name: (lambda layer=layer: layer(x)) for name, layer in layers.items()})
+        times = {name: [] for name in runs}
+        with torch.no_grad():
+            for fn in runs.values():
+                for _ in range(5):
+                    fn()
+            for _ in range(args.repeats):
+                for name, fn in runs.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
+        med = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+        for name, ms in med.items():
+            print(f"| {batch} | {name} | {ms:.3f} | {ms / med['float matmul']:.1f} | "
+                  f"{ms / med['aihwkit C++ InferenceRPUConfig']:.2f} |")
+        over = med["stoxbar STORPUConfig (ledger on)"] / med["stoxbar STORPUConfig (ledger off)"] - 1
+        print(f"| {batch} | ledger overhead | {100 * over:+.1f}% | | |")
+
+
+if __name__ == "__main__":
+    main()
