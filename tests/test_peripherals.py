@@ -58,10 +58,10 @@ def test_share_must_divide_adc_columns_and_message_lists_allowed():
     with pytest.raises(ConfigError, match=r"adc.share = 6.*512 ADC columns.*allowed"):
         PeripheryConfig(tile_cols=256, adc=ADC(share=6))
     # analog subtraction: 256 converted columns; reference+digital: 257 (prime)
-    assert PeripheryConfig(subtraction="analog", adc=ADC(share=256)).adcs_per_tile == 1
+    assert PeripheryConfig(tile_rows=256, tile_cols=256, subtraction="analog", adc=ADC(share=256)).adcs_per_tile == 1
     with pytest.raises(ConfigError, match="adc.share"):
-        PeripheryConfig(signed_mapping="reference", adc=ADC(share=2))
-    assert PeripheryConfig(signed_mapping="reference", adc=ADC(share=257)).adcs_per_tile == 1
+        PeripheryConfig(tile_rows=256, tile_cols=256, signed_mapping="reference", adc=ADC(share=2))
+    assert PeripheryConfig(tile_rows=256, tile_cols=256, signed_mapping="reference", adc=ADC(share=257)).adcs_per_tile == 1
 
 
 def test_active_block_larger_than_tile_rejected():
@@ -107,7 +107,7 @@ def test_adc_model_is_max_of_fom_bounds_and_tech_scaling():
 
 def test_adc_sharing_changes_latency_and_area_not_conversions():
     rows, cols = 200, 100
-    ps = [PeripheryConfig(adc=ADC(share=s)) for s in (1, 8, 64, 512)]
+    ps = [PeripheryConfig(tile_rows=256, tile_cols=256, adc=ADC(share=s)) for s in (1, 8, 64, 512)]
     counts = [event_counts(p, rows, cols)["adc"] for p in ps]
     costs = [event_costs(p, rows, cols)["adc"] for p in ps]
     lat = [mvm_latency_s(p, rows, cols) for p in ps]
@@ -192,14 +192,14 @@ def test_digital_horowitz_anchor_points_and_scaling():
 
 # ---- config: events, latency, area ------------------------------------------------------------
 def test_event_counts_follow_the_data_flow():
-    p = PeripheryConfig()
+    p = PeripheryConfig(tile_rows=256, tile_cols=256)
     assert event_counts(p, 100, 10) == {"dac": 100, "row_driver": 100, "adc": 20, "tia": 20,
                                         "sample_hold": 20, "shift_add": 10}
     pa = p.with_(subtraction="analog")
     assert event_counts(pa, 100, 10)["adc"] == 10 and event_counts(pa, 100, 10)["shift_add"] == 0
-    pr = PeripheryConfig(signed_mapping="reference", adc=ADC(share=1))
+    pr = PeripheryConfig(tile_rows=256, tile_cols=256, signed_mapping="reference", adc=ADC(share=1))
     assert event_counts(pr, 100, 10)["adc"] == 11
-    pb = PeripheryConfig(dac=DAC(mode="bit_serial", bits=6), subtraction="analog")
+    pb = PeripheryConfig(tile_rows=256, tile_cols=256, dac=DAC(mode="bit_serial", bits=6), subtraction="analog")
     n = event_counts(pb, 100, 10)
     assert n["adc"] == 60 and n["dac"] == 600 and n["shift_add"] == 50
     e = event_costs(pb, 100, 10)
@@ -210,14 +210,14 @@ def test_event_counts_follow_the_data_flow():
 
 
 def test_latency_pipelines_passes():
-    p = PeripheryConfig(dac=DAC(mode="bit_serial", bits=4))
+    p = PeripheryConfig(tile_rows=256, tile_cols=256, dac=DAC(mode="bit_serial", bits=4))
     read = p.row_driver.t_drive_s + 100e-9
     readout = math.ceil(p.adc_columns(256) / p.adcs_per_tile) / p.adc.sample_rate_hz
     assert mvm_latency_s(p, 256, 256) == pytest.approx(read + 3 * max(read, readout) + readout)
 
 
 def test_tile_area_total_is_sum_and_helpers():
-    p = PeripheryConfig()
+    p = PeripheryConfig(tile_rows=256, tile_cols=256)
     a = tile_area_m2(p)
     assert a["total"] == pytest.approx(sum(v for k, v in a.items() if k != "total"))
     assert a["array"] == pytest.approx(256 * 512 * p.cell_area_m2)

@@ -1,0 +1,62 @@
+"""Agent-step time of the paper's m-STPN: analog (STO tiles, ledger on) vs digital, and game speed.
+
+One process, interleaved repeats, medians. Reports: ms per agent step (batch 1) for the digital
+m-STPN agent and the analog one, their ratio (goal: analog within 3x), and simulated game speed
+vs real time (one agent step = 4 frames = 66.7 ms of play; goal >= 5x real time).
+Usage: ``python benchmarks/bench_stpn.py [--steps N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from stoxbar.crossbar import EnergyLedger
+from stoxbar.devices import presets
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.scripts.play import build_analog_cell
+from stoxbar.stpn.accounting import record_digital_step
+from stoxbar.stpn.agent import ArchConfig, PongAgent
+from stoxbar.stpn.env import STEP_PERIOD_S
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    arch = ArchConfig()
+    digital = PongAgent(arch).eval()
+    analog = copy.deepcopy(digital)
+    ledger = EnergyLedger()
+    periphery = PeripheryConfig()
+    build_analog_cell(analog, presets.sto_2024(), periphery).attach(ledger, "stp")
+    obs = torch.randint(0, 256, (1, 1, 84, 84), dtype=torch.uint8)
+    states = {"digital": digital.initial_state(1), "analog": analog.initial_state(1)}
+    agents = {"digital": digital, "analog": analog}
+    times = {k: [] for k in agents}
+    params = {"digital": digital.step_params(), "analog": None}
+    with torch.no_grad():
+        for i in range(args.steps + 5):
+            for name, agent in agents.items():
+                t0 = time.perf_counter()
+                _, _, states[name] = agent(obs, states[name], params[name])
+                if name == "analog":
+                    record_digital_step(ledger, periphery.digital, arch.n_in, arch.hidden, arch.n_actions)
+                if i >= 5:
+                    times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print("| agent (paper arch, batch 1) | ms per agent step | x real time |\n|---|---|---|")
+    for k, ms in med.items():
+        print(f"| {k} m-STPN | {ms:.2f} | {STEP_PERIOD_S * 1e3 / ms:.1f} |")
+    print(f"| analog / digital | {med['analog'] / med['digital']:.2f} | |")
+
+
+if __name__ == "__main__":
+    main()
