@@ -1,0 +1,82 @@
+"""Energy ledger invariants and the command-line tools (device, energy, play)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from stoxbar.crossbar import EnergyLedger, write_json_atomic
+from stoxbar.scripts.cli import main
+from stoxbar.scripts.play import DEFAULT_CHECKPOINT
+from stoxbar.validation import ConfigError
+
+
+def test_ledger_totals_merge_since_and_bad_entries(tmp_path):
+    a = EnergyLedger()
+    a.add("stp", "0.0", "adc", "mvm", 10, 2e-12, 1e-9)
+    a.add("stp", "0.1", "adc", "mvm", 5, 1e-12)
+    a.add("enc", "all", "digital_mac", "step", 3, 4e-12)
+    assert math.isclose(a.total_j, 7e-12)
+    assert a.totals(("layer",))[("stp",)].count == 15
+    assert a.by_component(layer="stp") == {"adc": pytest.approx(3e-12)}
+    snap = a.snapshot()
+    a.add("stp", "0.0", "adc", "mvm", 1, 1e-12)
+    assert math.isclose(a.since(snap).total_j, 1e-12)
+    b = EnergyLedger()
+    b.merge(a)
+    b.merge(a)
+    assert math.isclose(b.total_j, 2 * a.total_j)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="energy_j"):
+            a.add("stp", "0.0", "adc", "mvm", 1, bad)
+    a.reset()
+    assert a.total_j == 0 and len(a) == 0
+    path = tmp_path / "ledger.json"
+    b.to_json(path)
+    data = json.loads(path.read_text())
+    assert math.isclose(data["total_j"], sum(e["energy_j"] for e in data["entries"]))
+    with pytest.raises(FileExistsError):
+        b.to_json(path)  # results are never overwritten
+    with pytest.raises(ValueError):
+        write_json_atomic(tmp_path / "nan.json", {"x": float("nan")})
+    assert not (tmp_path / "nan.json").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_device_command_prints_sources_and_writes_figure(tmp_path, capsys):
+    out = tmp_path / "device.png"
+    assert main(["device", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "paper" in text and "assumption" in text
+    assert out.stat().st_size > 10_000
+
+
+def test_energy_command_breakdown(tmp_path, capsys):
+    js, png = tmp_path / "e.json", tmp_path / "e.png"
+    assert main(["energy", "--layer", "600x16", "--adc-bits", "6", "--json", str(js), "--plot", str(png)]) == 0
+    data = json.loads(js.read_text())
+    for part in ("mvm", "short_term_step"):
+        comps = data[part]["by_component_j"]
+        assert all(v >= 0 for v in comps.values())
+        assert math.isclose(data[part]["total_j"], sum(comps.values()), rel_tol=1e-12)
+    assert {"dac", "adc", "cell_read"} <= set(data["mvm"]["by_component_j"])
+    assert {"bias", "st_pulse"} <= set(data["short_term_step"]["by_component_j"])
+    assert png.exists() and "one MVM" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="layer"):
+        main(["energy", "--layer", "64"])
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped checkpoint")
+def test_play_report_boundaries_nest(tmp_path):
+    js = tmp_path / "play.json"
+    assert main(["play", "--max-steps", "8", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["agent_steps"] == 8 and r["synapses"] == 169_984
+    assert math.isclose(r["simulated_seconds"], 8 * 4 / 60)
+    e = r["energy"]
+    assert 0 < e["synapse_only"]["total_j"] <= e["array"]["total_j"] <= e["system"]["total_j"]
+    for name in ("synapse_only", "array", "system", "gpu_baseline"):
+        assert math.isclose(e[name]["total_j"], sum(e[name]["by_component"].values()), rel_tol=1e-9)
+    with pytest.raises(FileExistsError):
+        main(["play", "--max-steps", "1", "--json", str(js)])
