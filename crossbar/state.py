@@ -190,12 +190,14 @@ class CrossbarState(nn.Module):
         if self.g_st is None:
             raise ConfigError("short_term_update before set_batch(): no short-term state allocated")
         dev = self.device_model
-        level, dg = dynamics.quantise_short_term(delta_w * dev.g_range_s, dev)
-        level = level * self.mask
-        new, energy = dynamics.apply_short_term(self.g_st, level, dev)
+        level, _ = dynamics.quantise_short_term(delta_w * dev.g_range_s, dev, validate=False)
+        if self.padded:
+            level = level * self.mask  # no pulses on pad rows (they are no cells)
+        # the state only ever changes through these calls, so it is in its window by construction
+        new, energy = dynamics.apply_short_term(self.g_st, level, dev, validate=False)
         self.g_st.copy_(new)
         n = float(torch.count_nonzero(level))
-        return level, n, float(energy.sum()) if torch.is_tensor(energy) else float(energy)
+        return level, n, float(energy.sum())
 
     def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, float]:
         """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J).

@@ -121,32 +121,47 @@ def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, devi
 
 
 # -- short-term pulses --------------------------------------------------------------------------
-def quantise_short_term(delta_g: Tensor, device: STODevice) -> Tuple[Tensor, Tensor]:
+def quantise_short_term(delta_g: Tensor, device: STODevice, validate: bool = True) -> Tuple[Tensor, Tensor]:
     """Nearest short-term pulse for a requested signed increment ``delta_g`` (S).
 
     Returns ``(level_idx int8, achieved dG)``: ``|delta_g|`` below half the smallest level gives
     0 (no pulse: sparse updates); above, the nearest level in dG (ties go up); requests beyond the
     largest level get the largest (one pulse per device per call). The achieved dG is the level's
     nominal increment with the request's sign; ``apply_short_term`` then saturates the state at
-    the short-term window.
+    the short-term window. ``validate=False`` skips the NaN/inf check (a pass over the request)
+    for callers whose request is built from checked, finite values.
     """
-    _check_finite("delta_g", delta_g)
+    if validate:
+        _check_finite("delta_g", delta_g)
     dg_table, _ = _level_tables(device, delta_g)
     mids = torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
-    idx = torch.bucketize(delta_g.abs().contiguous(), mids, out_int32=True, right=True)  # count of midpoints <= |dG|
-    achieved = dg_table[idx.long()]
-    neg = delta_g < 0
-    level = torch.where(neg, -idx, idx).to(torch.int8)
-    return level, torch.where(neg, -achieved, achieved)
+    idx = torch.bucketize(delta_g.abs().contiguous(), mids.contiguous(), out_int32=True, right=True)  # midpoints <= |dG|
+    level = (idx * torch.sign(delta_g).to(torch.int32)).to(torch.int8)
+    return level, torch.copysign(dg_table[idx.long()], delta_g) * (idx > 0)
 
 
-def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice) -> Tuple[Tensor, Tensor]:
+def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice, validate: bool = True
+                     ) -> Tuple[Tensor, Tensor]:
     """Fire the short-term pulses ``level_idx`` (signed, 0 = none) on the state ``g_st`` (S).
 
     Returns ``(new g_st, energy_j)``: the state saturates at ``+-st_g_max_s`` (a device near the
     top of its short-term window cannot rise further); every fired pulse costs its level's energy
     ``V**2 G_pulse t`` (J), per element. ``g_st`` must lie in the window; ``|level_idx| <= L``.
+    ``validate=False`` skips those two checks (two extra passes over the state) for callers whose
+    state only ever comes from this function and whose levels come from ``quantise_short_term``.
     """
+    m = device.st_g_max_s
+    if validate:
+        _check_short_term_inputs(g_st, level_idx, device)
+    dg_table, e_table = _level_tables(device, g_st)
+    a = level_idx.abs().long()
+    dg = dg_table[a]
+    new = (g_st + torch.where(level_idx < 0, -dg, dg)).clamp(-m, m)
+    return new, e_table[a]
+
+
+def _check_short_term_inputs(g_st: Tensor, level_idx: Tensor, device: STODevice) -> None:
+    """Raise unless ``level_idx`` is an integer tensor of valid levels and ``g_st`` is in its window."""
     if level_idx.is_floating_point() or level_idx.is_complex():
         raise ConfigError(f"level_idx dtype {level_idx.dtype}: must be an integer tensor")
     m = device.st_g_max_s
@@ -157,11 +172,6 @@ def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice) -> Tupl
         if int(lo) < -n_levels or int(hi) > n_levels:
             raise ConfigError(f"level_idx spans [{int(lo)}, {int(hi)}]: allowed range is "
                               f"[-{n_levels}, {n_levels}] (0 = no pulse)")
-    dg_table, e_table = _level_tables(device, g_st)
-    a = level_idx.abs().long()
-    dg = dg_table[a]
-    new = (g_st + torch.where(level_idx < 0, -dg, dg)).clamp(-m, m)
-    return new, e_table[a]
 
 
 # -- long-term pulses ---------------------------------------------------------------------------
