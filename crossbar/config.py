@@ -56,6 +56,10 @@ class STORPUConfig(TorchInferenceRPUConfig):
             raise ConfigError(f"device = {self.device!r}: must be an STODevice (see stoxbar.devices.presets)")
         if not isinstance(self.periphery, PeripheryConfig):
             raise ConfigError(f"periphery = {self.periphery!r}: must be a PeripheryConfig")
+        if abs(self.periphery.dac.v_read_v - self.device.v_read_v) > 1e-12:
+            raise ConfigError(
+                f"periphery.dac.v_read_v = {self.periphery.dac.v_read_v!r} V differs from device.v_read_v = "
+                f"{self.device.v_read_v!r} V: the DAC drives the device's read voltage, set both to one value")
         perfect = self.forward.is_perfect
         self.forward = self.periphery.io_parameters()
         self.forward.is_perfect = perfect

@@ -90,6 +90,10 @@ def test_bad_inputs_raise():
         raw.set_weights(torch.full((3, 10), 2.0))
     with pytest.raises(ConfigError, match="device"):
         STORPUConfig(device="sto")
+    low_read = PeripheryConfig()
+    low_read = replace(low_read, dac=replace(low_read.dac, v_read_v=0.2))
+    with pytest.raises(ConfigError, match="v_read_v"):
+        STORPUConfig(periphery=low_read)
 
 
 def test_aihwkit_check_reports_the_fix():
