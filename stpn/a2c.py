@@ -6,8 +6,8 @@ are carried across updates, detached at the start of each rollout, zeroed where 
 Advantages by GAE (gamma 0.99, lambda 1.0 = n-step returns as RLlib's A2C), bootstrapped with
 V of the next observation (terminal: 0). Loss = policy + value_coef * mean((R - V)^2)
 - entropy_coef * entropy (means over T x N; SB3's convention for the coefficients), Adam
-lr 7e-4 (eps 1e-5, assumption), global grad-norm clip 40 (stpn.md 2), then the device
-constraints (W in [-1, 1]).
+lr 7e-4 (eps 1e-5, assumption; the m-STPN's W in device units gets a scaled lr, see
+cells.py), global grad-norm clip 40 (stpn.md 2), then the device constraints (W in [-1, 1]).
 
 Outputs in the run directory: progress.csv (one row per log interval), episodes.csv (one row
 per finished game), curve.png, checkpoint.pt (latest, atomic) and checkpoint-uNNNNNNN.pt
@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
-import math
-import os
 import signal
 import sys
 import time
@@ -212,9 +211,11 @@ def _plot_curve(run_dir: Path) -> None:
         frames = np.array([float(r["frames"]) for r in rows])
         ret = np.array([float(r["return"]) for r in rows])
         ax.plot(frames, ret, ".", ms=3, alpha=0.3, label="game return")
-        k = min(10, len(ret))
-        mean = np.convolve(ret, np.ones(k) / k, mode="valid")
-        ax.plot(frames[k - 1:], mean, "-", label=f"mean of last {k}")
+        for k, style in ((10, "-"), (100, "-k")):
+            if len(ret) >= k or k == 10:
+                k = min(k, len(ret))
+                mean = np.convolve(ret, np.ones(k) / k, mode="valid")
+                ax.plot(frames[k - 1:], mean, style, lw=1 if k <= 10 else 2, label=f"mean of last {k}")
     ax.set_xlabel("emulator frames")
     ax.set_ylabel("return (points)")
     ax.set_ylim(-21.5, 21.5)
@@ -222,8 +223,6 @@ def _plot_curve(run_dir: Path) -> None:
     ax.legend(loc="upper left")
     ax.set_title(run_dir.name)
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
@@ -241,8 +240,6 @@ def _truncate_csv(path: Path, column: str, limit: float) -> None:
     head, body = rows[0], rows[1:]
     col = head.index(column)
     keep = [r for r in body if len(r) == len(head) and float(r[col]) <= limit]
-    import io
-
     buf = io.StringIO()
     csv.writer(buf).writerows([head] + keep)
     atomic_write_bytes(path, buf.getvalue().encode())
@@ -258,11 +255,74 @@ def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
         fh.flush()
 
 
-def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
+class A2CRunner:
+    """The environments, the carried (h, F) and one A2C update (rollout with graph + step)."""
+
+    def __init__(self, agent: PongAgent, opt: torch.optim.Optimizer, cfg: TrainConfig, env_seed: int):
+        self.agent, self.opt, self.cfg = agent, opt, cfg
+        self.env = make_pong_env(cfg.num_envs, seed=env_seed, num_threads=cfg.env_threads)
+        self.obs = self.env.reset()
+        self.state = agent.initial_state(cfg.num_envs)
+        self.ep_ret = np.zeros(cfg.num_envs)
+        self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
+
+    def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
+        """Roll out T steps in N envs, then one optimiser step. Returns (loss terms, finished
+        games as (step of the rollout 1..T, return, length))."""
+        agent, cfg, N = self.agent, self.cfg, self.cfg.num_envs
+        state = detach_state(self.state)
+        params = agent.step_params()
+        logps, values, ents, rewards, dones, sparsity, finished = [], [], [], [], [], [], []
+        for t in range(cfg.rollout_len):
+            logits, value, state = agent(self.obs, state, params)
+            logp_all = torch.log_softmax(logits, -1)
+            with torch.no_grad():
+                action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
+            logps.append(logp_all.gather(1, action.unsqueeze(1)).squeeze(1))
+            ents.append(-(logp_all.exp() * logp_all).sum(-1))
+            values.append(value)
+            self.obs, r, done, _ = self.env.step(action.numpy())
+            rewards.append(torch.from_numpy(r))
+            dones.append(torch.from_numpy(done))
+            self.ep_ret += r
+            self.ep_len += 1
+            for i in np.nonzero(done)[0]:
+                finished.append((t + 1, float(self.ep_ret[i]), int(self.ep_len[i])))
+                self.ep_ret[i], self.ep_len[i] = 0.0, 0
+            if done.any():
+                state = agent.reset_state(state, done)
+            sp = getattr(agent.cell, "last_sparsity", None)
+            if sp is not None:
+                sparsity.append(sp)
+        with torch.no_grad():
+            _, last_value, _ = agent(self.obs, state, params)
+        self.state = state
+        values_t = torch.stack(values)
+        adv, ret = gae(torch.stack(rewards), values_t, torch.stack(dones), last_value, cfg.gamma, cfg.gae_lambda)
+        loss, terms = a2c_loss(torch.stack(logps), values_t, torch.stack(ents), adv, ret, cfg.value_coef,
+                               cfg.entropy_coef)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+        if not torch.isfinite(gn):
+            raise FloatingPointError("non-finite gradient norm; resume from the last checkpoint with another "
+                                     "seed or a lower lr")
+        self.opt.step()
+        agent.apply_constraints()
+        terms["grad_norm"] = float(gn)
+        terms["sparsity"] = float(np.mean(sparsity)) if sparsity else float("nan")
+        return terms, finished
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     """Train (or resume training of) the Pong agent; returns the run directory.
 
     ``resume``: a run directory (or its checkpoint file) to continue; its saved config is used
     except ``total_steps``, ``threads``, ``env_threads`` and ``max_minutes`` taken from ``cfg``.
+    ``echo`` receives the progress lines (also appended to RUN_DIR/train.log).
     """
     counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0}
     recent: deque = deque(maxlen=10)
@@ -290,27 +350,15 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
         agent = build_agent(ckpt, ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"])
     agent.train()
-    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    opt = torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
     atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
-    echo = log
-
-    def log(msg: str) -> None:  # noqa: F811 - also keep a copy in the run directory
+    def log(msg: str) -> None:
+        """Print through ``echo`` and keep a copy in the run directory."""
         echo(msg)
         with open(run_dir / "train.log", "a") as fh:
             fh.write(msg + "\n")
-
-    env = make_pong_env(cfg.num_envs, seed=cfg.seed * 100_003 + counters["update"], num_threads=cfg.env_threads)
-    obs = env.reset()
-    state = agent.initial_state(cfg.num_envs)
-    ep_ret = np.zeros(cfg.num_envs)
-    ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
-    T, N = cfg.rollout_len, cfg.num_envs
-    t_start = time.time()
-    t_log, steps_log = time.time(), counters["steps"]
-    acc: Dict[str, float] = {}
-    n_acc = 0
 
     def checkpoint() -> None:
         counters["checkpoints"] += 1
@@ -324,6 +372,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
         except Exception as exc:  # noqa: BLE001
             log(f"warning: curve.png not written ({type(exc).__name__}: {exc})")
 
+    runner = A2CRunner(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
+    N = cfg.num_envs
+    t_start = time.time()
+    t_log, steps_log = time.time(), counters["steps"]
+    acc: Dict[str, float] = {}
+    n_acc = 0
     log(f"run dir: {run_dir}")
     log(f"arch {cfg.arch.arch}/{cfg.arch.cell}: {cfg.arch.n_synapses} plastic synapses, "
         f"{sum(p.numel() for p in agent.parameters())} parameters; fused kernel "
@@ -331,62 +385,23 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
     try:
         with _Stop() as stop:
             while counters["steps"] < cfg.total_steps and not stop.requested:
-                state = detach_state(state)
-                params = agent.step_params()
-                logps, values, ents, rewards, dones = [], [], [], [], []
-                sparsity = []
-                for _ in range(T):
-                    logits, value, state = agent(obs, state, params)
-                    logp_all = torch.log_softmax(logits, -1)
-                    with torch.no_grad():
-                        action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
-                    logps.append(logp_all.gather(1, action.unsqueeze(1)).squeeze(1))
-                    ents.append(-(logp_all.exp() * logp_all).sum(-1))
-                    values.append(value)
-                    obs, r, done, _ = env.step(action.numpy())
-                    rewards.append(torch.from_numpy(r))
-                    dones.append(torch.from_numpy(done))
-                    counters["steps"] += N
-                    ep_ret += r
-                    ep_len += 1
-                    for i in np.nonzero(done)[0]:
-                        counters["episodes"] += 1
-                        recent.append(float(ep_ret[i]))
-                        _append_csv(run_dir / "episodes.csv", ["episode", "steps", "frames", "return", "length"],
-                                    {"episode": counters["episodes"], "steps": counters["steps"],
-                                     "frames": counters["steps"] * FRAMESKIP, "return": ep_ret[i],
-                                     "length": ep_len[i]})
-                        ep_ret[i], ep_len[i] = 0.0, 0
-                    if done.any():
-                        state = agent.reset_state(state, done)
-                    sp = getattr(agent.cell, "last_sparsity", None)
-                    if sp is not None:
-                        sparsity.append(sp)
-                with torch.no_grad():
-                    _, last_value, _ = agent(obs, state, params)
-                values_t = torch.stack(values)
-                adv, ret = gae(torch.stack(rewards), values_t, torch.stack(dones), last_value, cfg.gamma,
-                               cfg.gae_lambda)
-                loss, terms = a2c_loss(torch.stack(logps), values_t, torch.stack(ents), adv, ret, cfg.value_coef,
-                                       cfg.entropy_coef)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gn = torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
-                if not torch.isfinite(gn):
-                    raise FloatingPointError(f"non-finite gradient norm at update {counters['update']}; "
-                                             f"resume from {run_dir / 'checkpoint.pt'} with another seed/lr")
-                opt.step()
-                agent.apply_constraints()
+                steps0 = counters["steps"]
+                terms, finished = runner.update()
                 counters["update"] += 1
-                terms["grad_norm"] = float(gn)
-                terms["sparsity"] = float(np.mean(sparsity)) if sparsity else float("nan")
+                counters["steps"] += N * cfg.rollout_len
+                for t, ret_, length in finished:
+                    counters["episodes"] += 1
+                    recent.append(ret_)
+                    _append_csv(run_dir / "episodes.csv", ["episode", "steps", "frames", "return", "length"],
+                                {"episode": counters["episodes"], "steps": steps0 + t * N,
+                                 "frames": (steps0 + t * N) * FRAMESKIP, "return": ret_, "length": length})
                 for k, v in terms.items():
                     acc[k] = acc.get(k, 0.0) + v
                 n_acc += 1
                 if counters["update"] % cfg.log_every == 0:
                     now = time.time()
                     sps = (counters["steps"] - steps_log) / max(now - t_log, 1e-9)
-                    row = {k: f"{v / n_acc:.6g}" for k, v in acc.items()}
+                    row: Dict[str, Any] = {k: f"{v / n_acc:.6g}" for k, v in acc.items()}
                     row.update(update=counters["update"], steps=counters["steps"],
                                frames=counters["steps"] * FRAMESKIP, episodes=counters["episodes"],
                                mean_return_10=f"{np.mean(recent):.3f}" if recent else "nan",
@@ -404,9 +419,36 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, log=print) -> Path:
             if counters["update"] % cfg.checkpoint_every != 0 or stop.requested:
                 checkpoint()
     finally:
-        env.close()
+        runner.close()
     log(f"stopped at update {counters['update']}, {counters['steps']} steps; checkpoint {run_dir / 'checkpoint.pt'}")
     return run_dir
+
+
+def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num_envs: int = 16,
+                       rollout_len: int = 20, threads: int = 1, env_threads: int = 1, seed: int = 0
+                       ) -> Dict[str, float]:
+    """Agent steps per second of the real training loop (env + forward + BPTT + Adam).
+
+    Sets torch's thread count to ``threads`` (not restored). Returns steps_per_s, ms_per_update.
+    """
+    check_int("updates", updates, 1)
+    check_int("warmup", warmup, 0)
+    cfg = TrainConfig(arch=arch, num_envs=num_envs, rollout_len=rollout_len, threads=threads,
+                      env_threads=env_threads, seed=seed)
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    agent = PongAgent(arch)
+    runner = A2CRunner(agent, torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps), cfg, seed)
+    try:
+        for _ in range(warmup):
+            runner.update()
+        t0 = time.perf_counter()
+        for _ in range(updates):
+            runner.update()
+        dt = time.perf_counter() - t0
+    finally:
+        runner.close()
+    return {"steps_per_s": updates * num_envs * rollout_len / dt, "ms_per_update": 1e3 * dt / updates}
 
 
 def _kernel_on() -> bool:
@@ -445,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=d.log_every, help="updates")
     p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="0 = no limit")
     p.add_argument("--runs-dir", default=d.runs_dir)
+    p.add_argument("--benchmark", type=int, default=0, metavar="UPDATES",
+                   help="only measure agent steps/s of the training loop over UPDATES updates, then exit")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
                         "--steps/--threads/--env-threads/--max-minutes apply)")
@@ -464,7 +508,14 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
                           env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
                           snapshot_every=args.snapshot_every, log_every=args.log_every,
                           max_minutes=args.max_minutes, runs_dir=args.runs_dir)
-        train(cfg, resume=args.resume, log=lambda s: print(s, flush=True))
+        if args.benchmark:
+            r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
+                                   threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed)
+            print(f"{arch.arch}/{arch.cell}: {r['steps_per_s']:.0f} agent steps/s "
+                  f"({r['ms_per_update']:.1f} ms per update of {cfg.num_envs}x{cfg.rollout_len} steps, "
+                  f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s))")
+            return 0
+        train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True))
     except (ConfigError, CheckpointError) as exc:
         print(f"stoxbar train: error: {exc}", file=sys.stderr)
         return 2

@@ -127,6 +127,14 @@ class PongAgent(nn.Module):
         """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""
         return self.cell.step_params()
 
+    def param_groups(self, lr: float) -> list:
+        """Optimiser parameter groups at base ``lr`` (the m-STPN's W gets a scaled lr, cells.py)."""
+        cell_groups = self.cell.param_groups(lr)
+        cell_ids = {id(p) for p in self.cell.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in cell_ids]
+        cell_groups[0]["params"] = rest + list(cell_groups[0]["params"])
+        return cell_groups
+
     def apply_constraints(self) -> None:
         """Project parameters onto what the hardware allows (call after each optimiser step)."""
         self.cell.apply_constraints()

@@ -18,8 +18,13 @@ MSTPNCell -- the m-STPN: the STPN restricted to what the SrTiO3 device can do (p
     the forward) and the short-term F in [-f_max, f_max], f_max = st_g_max_s/g_range_s
     (the short-term window of one device of the pair).
   * a = (W + F) z_hat (the crossbar MVM);  h = tanh(gain * a + b), per-unit digital gain and bias.
-    Init (assumption): W ~ U(-sqrt(3/P), sqrt(3/P)) (var 1/P, i.e. unit row norm like the STPN's
-    G), gain = 1, b ~ U(-1/sqrt(H), 1/sqrt(H)).
+    Init (assumption): W ~ U(-0.5, 0.5), i.e. the weights use the conductance window (analog
+    precision: read noise and ADC steps are relative to the window) with 2x headroom, and
+    gain = sqrt(3/P)/0.5 so gain*W has var 1/P (unit-scale pre-activations, like the STPN's
+    unit-norm G); b ~ U(-1/sqrt(H), 1/sqrt(H)). The short-term window f_max (~0.23 for
+    sto_2024) is then a modulation of W, as the device preset intends, not 10x W. Because W
+    is 1/gain larger than a conventional weight, `param_groups` gives it Adam lr x (1/gain0)
+    (x15 for P = 2656), so gain*W learns at the same pace as a plain layer under the base lr.
   * Lambda realised by the per-synapse decay bias: learned raw theta,
     tau = tau_min * (tau_max/tau_min)**sigmoid(theta) (always achievable), Lambda = exp(-dt/tau),
     dt = agent step period. theta ~ U(-2, 2) at init (assumption: spans most of the log range,
@@ -66,6 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
 State = Tuple[Tensor, Tensor]
 NORM_EPS = 1e-16  # STPN code: row norm + 1e-16 (stpn.md 1.1)
 PRESYN_EPS = 1e-6  # m-STPN: z / (max|z| + eps); assumption, keeps an all-zero z at zero
+W_INIT = 0.5  # m-STPN: W ~ U(-0.5, 0.5) weight units at init; assumption (module docstring)
 
 # ----------------------------------------------------------------------------------------------
 # pure-torch reference steps (also the fallback path)
@@ -550,8 +556,9 @@ class _CellBase(nn.Module):
                               f"[{B}, {self.hidden}] and [{B}, {self.hidden}, {self.n_pre}]")
 
     def _fused_ok(self, *tensors: Tensor) -> bool:
-        return (self.use_kernel and all(t.device.type == "cpu" for t in tensors)
-                and tensors[0].dtype in (torch.float32, torch.float64) and kernel_available())
+        dtype = tensors[0].dtype
+        return (self.use_kernel and dtype in (torch.float32, torch.float64)
+                and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors) and kernel_available())
 
 
 class STPNCell(_CellBase):
@@ -579,11 +586,15 @@ class STPNCell(_CellBase):
         h_prev, F = state
         lam, gam = params if params is not None else self.step_params()
         z = torch.cat([x, h_prev], dim=1)
-        if self._fused_ok(z, F, self.W):
+        if self._fused_ok(z, F, self.W, self.b, lam, gam):
             h, F_new = _STPNStep.apply(z, F, self.W, self.b, lam, gam)
         else:
             h, F_new = stpn_step_reference(z, F, self.W, self.b, lam, gam)
         return h, (h, F_new)
+
+    def param_groups(self, lr: float) -> list:
+        """One optimiser group: every parameter at ``lr``."""
+        return [{"params": list(self.parameters()), "lr": lr}]
 
     def apply_constraints(self) -> None:
         """The STPN has no parameter constraints (Lambda, Gamma unconstrained, stpn.md 1.1)."""
@@ -609,10 +620,13 @@ class MSTPNCell(_CellBase):
         self.register_buffer("levels", lv.to(torch.get_default_dtype()), persistent=False)
         self.tau_min_s, self.tau_max_s = float(device.tau_min_s), float(device.tau_max_s)
         P = self.n_pre
-        bound = math.sqrt(3.0 / P)  # var(W) = 1/P: unit row norm at init (assumption, like STPN's G)
         stdv = 1.0 / math.sqrt(hidden)
-        self.W = nn.Parameter(torch.empty(hidden, P).uniform_(-bound, bound))
-        self.gain = nn.Parameter(torch.ones(hidden))
+        # W uses the conductance window (half of it at init, headroom to learn); the digital gain
+        # restores unit-scale pre-activations: gain * W has var 1/P, like the STPN's unit-norm G.
+        gain0 = math.sqrt(3.0 / P) / W_INIT
+        self.W = nn.Parameter(torch.empty(hidden, P).uniform_(-W_INIT, W_INIT))
+        self.gain = nn.Parameter(torch.full((hidden,), gain0))
+        self.w_lr_scale = 1.0 / gain0  # W's Adam lr multiplier (see param_groups)
         self.b = nn.Parameter(torch.empty(hidden).uniform_(-stdv, stdv))
         self.theta = nn.Parameter(torch.empty(hidden, P).uniform_(-2.0, 2.0))
         l1 = float(lv[0])
@@ -671,7 +685,7 @@ class MSTPNCell(_CellBase):
         params = params if params is not None else self.step_params()
         zh = self.presynaptic(x, h_prev)
         L = self.levels.numel()
-        if not self._composed() and self._fused_ok(zh, F, self.W):
+        if not self._composed() and self._fused_ok(zh, F, self.W, self.gain, self.b, *params):
             h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
                                                      self.levels, self.f_max, self.record_levels)
         else:
@@ -691,6 +705,12 @@ class MSTPNCell(_CellBase):
             return float("nan")
         total = self.last_level_counts.shape[0] * self.hidden * self.n_pre
         return 1.0 - float(self.last_level_counts.sum()) / total
+
+    def param_groups(self, lr: float) -> list:
+        """Optimiser groups: W (device units, scale W_INIT) gets lr * w_lr_scale, so that
+        gain * W moves as fast as a conventional weight of scale 1/sqrt(P) under ``lr``."""
+        rest = [p for n, p in self.named_parameters() if n != "W"]
+        return [{"params": rest, "lr": lr}, {"params": [self.W], "lr": lr * self.w_lr_scale}]
 
     @torch.no_grad()
     def apply_constraints(self) -> None:

@@ -103,7 +103,7 @@ def test_a2c_updates_fit_the_value_of_real_pong_frames(cell):
     var = float(returns.var(unbiased=False))
     torch.manual_seed(0)
     agent = PongAgent(ArchConfig(arch="bottleneck", cell=cell, hidden=16, bottleneck=64))
-    opt = torch.optim.Adam(agent.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(agent.param_groups(3e-3), lr=3e-3)
     value_losses = []
     for _ in range(50):
         logps, values, ents, _ = evaluate_actions(agent, frames, actions, dones, agent.initial_state(4))
@@ -126,7 +126,7 @@ def test_a2c_updates_fit_the_value_of_real_pong_frames(cell):
 def _saved(tmp_path, arch=TINY):
     torch.manual_seed(1)
     agent = PongAgent(arch)
-    opt = torch.optim.Adam(agent.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(agent.param_groups(1e-3), lr=1e-3)
     path = save_checkpoint(tmp_path / "ck.pt", agent, optimizer=opt.state_dict(), counters={"update": 3})
     return agent, path
 
@@ -195,7 +195,7 @@ def _rows(path):
 def test_train_writes_logs_checkpoints_and_resumes(tmp_path):
     cfg = TrainConfig(arch=TINY, num_envs=2, rollout_len=5, total_steps=40, checkpoint_every=2, log_every=1,
                       snapshot_every=2, runs_dir=str(tmp_path), seed=5)
-    run = train(cfg, log=lambda s: None)
+    run = train(cfg, echo=lambda s: None)
     names = {p.name for p in run.iterdir()}
     assert {"checkpoint.pt", "checkpoint-u0000004.pt", "progress.csv", "config.json", "train.log"} <= names
     ckpt = load_checkpoint(run / "checkpoint.pt", expected_arch=TINY)
@@ -204,7 +204,7 @@ def test_train_writes_logs_checkpoints_and_resumes(tmp_path):
     assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
     assert all(np.isfinite(float(r["loss"])) and float(r["steps_per_s"]) > 0 for r in rows)
     assert 0.0 <= float(rows[-1]["sparsity"]) <= 1.0
-    run2 = train(dataclasses.replace(cfg, total_steps=60), resume=str(run), log=lambda s: None)
+    run2 = train(dataclasses.replace(cfg, total_steps=60), resume=str(run), echo=lambda s: None)
     assert run2 == run
     assert load_checkpoint(run / "checkpoint.pt")["counters"]["update"] == 6
     assert [int(r["update"]) for r in _rows(run / "progress.csv")] == [1, 2, 3, 4, 5, 6]
