@@ -17,14 +17,6 @@ DT = 4 / 60
 KERNEL = [False, True] if cells.kernel_available() else [False]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems on a shared 2-core box: one torch thread is faster and fairer (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _device():
     return presets.sto_2024()
