@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--max-steps", type=int, default=27000, help="agent steps per game at most (108k frames)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: the per-step tensors are small; more threads mostly wait)")
     p.add_argument("--json", default=None, help="write the report here (never overwrites)")
 
 
@@ -83,6 +85,9 @@ def main(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.json} exists: reports are never overwritten; choose a new path")
     if not os.path.exists(args.checkpoint):
         raise FileNotFoundError(f"checkpoint {args.checkpoint} not found; train one with `stoxbar train`")
+    if args.threads < 1:
+        raise ConfigError(f"--threads = {args.threads}: allowed range is [1, inf)")
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     agent, ckpt = load_agent(args.checkpoint)
     arch = agent.arch
