@@ -19,7 +19,7 @@ import torch
 
 from stoxbar.validation import ConfigError
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "stpn" / "checkpoints" / "pong_mstpn.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "stpn" / "checkpoints" / "pong_mstpn" / "checkpoint.pt"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
