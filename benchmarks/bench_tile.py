@@ -47,7 +47,7 @@ def main() -> None:
     w = torch.rand(64, 2656) * 2 - 1
     for layer in layers.values():
         layer.set_weights(w)
-    print(f"| batch | config | median ms | ratio vs float | ratio vs aihwkit C++ |\n|---|---|---|---|---|")
+    print("| batch | config | median ms | ratio vs float | ratio vs aihwkit C++ |\n|---|---|---|---|---|")
     for batch in (1, 16):
         x = torch.rand(batch, 2656) * 2 - 1
         runs = {"float matmul": lambda: x @ w.T}

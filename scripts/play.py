@@ -9,7 +9,6 @@ same checkpoint in float for comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
