@@ -17,7 +17,6 @@ DT = 4 / 60
 KERNEL = [False, True] if cells.kernel_available() else [False]
 
 
-
 def _device():
     return presets.sto_2024()
 

@@ -18,7 +18,6 @@ from stoxbar.validation import ConfigError
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 
 
-
 # -- environment -------------------------------------------------------------------------------
 
 
