@@ -66,12 +66,6 @@ class STOTileArray(TileModuleArray, LedgerMixin):
         for *_, tile in self._tiles():
             tile.tile.attach(ledger, layer_name)
 
-    # -- weights -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def set_weights(self, weight: Tensor, bias: Optional[Tensor] = None, **kwargs: Any) -> None:
-        """Program the layer: aihwkit's per-tile mapping, conductances written in place."""
-        super().set_weights(weight, bias, **kwargs)
-
     # -- short-term plasticity ---------------------------------------------------------------------
     def set_batch(self, batch: int) -> None:
         """Allocate short-term state for ``batch`` independent chips (zeroed)."""
