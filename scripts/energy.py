@@ -19,15 +19,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar energy``."""
     p.add_argument("--layer", default="2656x64", help="IN x OUT synapses (default: the paper's STP layer)")
     p.add_argument("--preset", default="sto_2024", help="device preset")
+    add_periphery_arguments(p)
+    p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
+    p.add_argument("--plot", default="energy.png", help="PNG bar chart path ('' to skip)")
+
+
+def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
+    """Periphery overrides shared by ``stoxbar energy`` and ``stoxbar play``."""
     p.add_argument("--adc-bits", type=int, default=None)
     p.add_argument("--dac-bits", type=int, default=None)
     p.add_argument("--dac-mode", choices=("multibit", "pwm", "bit_serial"), default=None)
     p.add_argument("--adc-share", type=int, default=None, help="columns per ADC")
     p.add_argument("--tile", default=None, help="ROWSxCOLS tile size (default from the periphery preset)")
-    p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
-    p.add_argument("--plot", default="energy.png", help="PNG bar chart path ('' to skip)")
 
 
 def parse_layer(text: str) -> tuple[int, int]:
@@ -72,7 +77,7 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     layer.set_weights((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * 0.5)
     mvm, update = EnergyLedger(), EnergyLedger()
     module = layer.analog_module
-    module.set_batch(1) if hasattr(module, "set_batch") else None
+    module.set_batch(1)
     attach_ledger(layer, mvm, prefix="")
     with torch.no_grad():
         layer(torch.rand(1, n_in, generator=gen) * 2 - 1)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
 from stoxbar.validation import ConfigError
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "stpn" / "checkpoints" / "pong_mstpn" / "checkpoint.pt"
@@ -26,8 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="agent checkpoint (.pt)")
     p.add_argument("--preset", default=None, help="device preset (default: the checkpoint's)")
-    p.add_argument("--adc-bits", type=int, default=None)
-    p.add_argument("--dac-bits", type=int, default=None)
+    add_periphery_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
     p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--max-steps", type=int, default=27000, help="agent steps per game at most (108k frames)")
@@ -73,7 +73,6 @@ def main(args: argparse.Namespace) -> int:
 
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.devices import presets
-    from stoxbar.peripherals import PeripheryConfig
     from stoxbar.stpn.accounting import boundaries, gpu_baseline, record_digital_step
     from stoxbar.stpn.checkpoint import load_agent
     from stoxbar.stpn.env import STEP_PERIOD_S, make_pong_env
@@ -93,11 +92,7 @@ def main(args: argparse.Namespace) -> int:
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     device = presets.get_preset(args.preset or arch.device_preset)
-    periphery = PeripheryConfig()
-    if args.adc_bits is not None:
-        periphery = periphery.with_adc_bits(args.adc_bits)
-    if args.dac_bits is not None:
-        periphery = periphery.with_dac_bits(args.dac_bits)
+    periphery = periphery_from_args(args)
     ledger = EnergyLedger()
     extra = arch.n_in * 2592 if arch.arch == "bottleneck" else 0
     if not args.digital:
