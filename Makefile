@@ -45,7 +45,9 @@ play: setup
 	$(VENV)/bin/stoxbar play --games $(GAMES)
 
 bench: setup
-	$(VENV)/bin/python benchmarks/run_all.py
+	$(VENV)/bin/python benchmarks/bench_tile.py
+	$(VENV)/bin/python benchmarks/bench_stpn.py
+	$(VENV)/bin/python benchmarks/bench_sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,12 +3,14 @@
 aihwkit's ``rpu_base`` extension is compiled against one torch; with another torch it imports
 but misreads tensor shapes (``Invalid weights dimensions: expected [3,4]``, aihwkit.md §7.1).
 :func:`check_aihwkit` sets and reads back a small C++ tile's weights and raises
-:class:`AihwkitMismatchError` with the command that fixes it.
+:class:`AihwkitMismatchError` with the command that fixes it. :func:`versions` records the
+software a result was produced with.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import platform
+from typing import Callable, Dict, Optional
 
 FIX_COMMAND = (
     "make clean-venv setup   # or: .venv/bin/pip install --force-reinstall --no-build-isolation "
@@ -50,3 +52,16 @@ def check_aihwkit(round_trip: Optional[Callable[[], None]] = None) -> None:
             f"aihwkit ({version}) does not work with the installed torch {torch.__version__}: {err}. "
             "Its compiled core must be built against this torch. Fix: " + FIX_COMMAND
         ) from err
+
+
+def versions() -> Dict[str, str]:
+    """Versions of the software that produced a result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("stoxbar", "torch", "aihwkit", "numpy", "ale-py", "gymnasium"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

@@ -18,7 +18,7 @@ import torch
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.scripts.play import build_analog_cell
+from stoxbar.stpn.evaluate import build_analog_cell
 from stoxbar.stpn.accounting import record_digital_step
 from stoxbar.stpn.agent import ArchConfig, PongAgent
 from stoxbar.stpn.env import STEP_PERIOD_S

@@ -37,14 +37,15 @@ class STOTileArray(TileModuleArray, LedgerMixin):
         self.rpu_config = rpu_config
         self.state = CrossbarState(self.in_sizes, out_size, rpu_config.device, out_sizes=self.out_sizes)
         self.costs = CrossbarCosts(rpu_config.device, rpu_config.periphery)
+        self._o_starts = [sum(self.out_sizes[:j]) for j in range(len(self.out_sizes))]
         self._bind_tiles()
 
     # -- tiles as views --------------------------------------------------------------------
     def _tiles(self):
-        o_starts = [sum(self.out_sizes[:j]) for j in range(len(self.out_sizes))]
-        for i, n_in in enumerate(self.in_sizes):
-            for j, n_out in enumerate(self.out_sizes):
-                yield i, j, n_in, o_starts[j], n_out, self.array[i][j]
+        """(row-tile i, column-tile j, rows, first output, outputs, tile module) of every tile."""
+        for i, (n_in, row) in enumerate(zip(self.in_sizes, self.array)):
+            for j, (o0, n_out, tile) in enumerate(zip(self._o_starts, self.out_sizes, row)):
+                yield i, j, n_in, o0, n_out, tile
 
     def _bind_tiles(self) -> None:
         """Point every tile's state tensors at its block of the shared state."""
@@ -91,6 +92,16 @@ class STOTileArray(TileModuleArray, LedgerMixin):
         if self.ledger is not None:
             self.costs.record_decay(self.ledger, self.layer_name, "all", self.state, energy, held, dt_s)
 
+    def hebbian_step(self, dt_s: float, gam: Tensor, post: Tensor, pre: Tensor) -> Tuple[Tensor, Tensor]:
+        """Decay for ``dt_s`` s, then pulse ``gam * post pre^T`` (tiled, ``CrossbarState.hebbian_step``).
+
+        Returns (signed levels [B, T, O, X], pulses per level [B, L]).
+        """
+        level, counts, decayed, pulsed = self.state.hebbian_step(dt_s, gam, post, pre)
+        if self.ledger is not None:
+            self.costs.record_hebbian_step(self.ledger, self.layer_name, "all", self.state, decayed, pulsed, dt_s)
+        return level, counts
+
     # -- forward -------------------------------------------------------------------------------------
     def _scales(self, like: Tensor) -> Optional[Tensor]:
         """Digital output scales per tile, ``[T, O]`` (None if all tiles have none)."""
@@ -123,9 +134,7 @@ class STOTileArray(TileModuleArray, LedgerMixin):
     def forward(self, x_input: Tensor, tensor_view: Optional[Tuple] = None) -> Tensor:
         if not self.uses_fast_path():
             return super().forward(x_input, tensor_view)
-        for *_, tile in self._tiles():
-            tile.tile.set_config(tile.rpu_config)
-        io_pars = self.array[0][0].tile._f_io
+        io_pars = self.array[0][0].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
         y = analog_read(self.state, x, io_pars, self.costs, self.ledger, self.layer_name, "all",

@@ -23,7 +23,7 @@ read, pulses, bias). Components (ledger ``component`` field):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Tuple
 
 import torch
 from torch import Tensor
@@ -133,6 +133,12 @@ class CrossbarCosts:
         e_drv = self.periphery.bias_driver.energy_j(dt_s, device_energy_j / dt_s if dt_s > 0 else 0.0, lines)
         ledger.add(layer, tile, "bias", "decay", held_device_s, device_energy_j, dt_s)
         ledger.add(layer, tile, "bias_driver", "decay", lines * dt_s, e_drv)
+
+    def record_hebbian_step(self, ledger: "EnergyLedger", layer: str, tile: str, state: "CrossbarState",
+                            decayed: Tuple[float, float], pulsed: Tuple[float, float], dt_s: float) -> None:
+        """Book a decay interval then its short-term pulses (``CrossbarState.hebbian_step``'s results)."""
+        self.record_decay(ledger, layer, tile, state, *decayed, dt_s)
+        self.record_short_term(ledger, layer, tile, state, *pulsed)
 
     def record_program(self, ledger: "EnergyLedger", layer: str, tile: str, pulses: float, device_energy_j: float) -> None:
         """Book long-term programming pulses (device + write driver)."""

@@ -60,16 +60,15 @@ class TiledAnalogMVM(AnalogMVM):
                 sq = (input_ * input_).transpose(0, 1)
                 out = out + torch.bmm(sq, var.transpose(1, 2)).transpose(0, 1).clamp_min(0).sqrt() * torch.randn_like(out)
             return out
-        if weight.ndim == 4:  # one chip per sample [B, T, O, X]
-            b, t, o, x = weight.shape
-            out = torch.bmm(weight.reshape(b * t, o, x), input_.reshape(b * t, x, 1)).view(b, t, o)
+        if weight.ndim == 4:  # one chip per sample [B, T, O, X]; x^T W^T: a GEMM, not a (slow) batched GEMV
+            out = torch.matmul(input_.unsqueeze(-2), weight.transpose(-1, -2)).squeeze(-2)
             var = cls._noise_var
             if var is not None:
-                sq = (input_ * input_).transpose(0, 1)
+                sq = input_ * input_
                 if var.ndim == 3:  # shared variance [T, O, X]
-                    v = torch.bmm(sq, var.transpose(1, 2)).transpose(0, 1)
+                    v = torch.bmm(sq.transpose(0, 1), var.transpose(1, 2)).transpose(0, 1)
                 else:
-                    v = torch.bmm(var.reshape(b * t, o, x), (input_ * input_).reshape(b * t, x, 1)).view(b, t, o)
+                    v = torch.matmul(sq.unsqueeze(-2), var.transpose(-1, -2)).squeeze(-2)
                 out = out + v.clamp_min(0).sqrt() * torch.randn_like(out)
             return out
         return super()._matmul(weight, input_, trans)

@@ -12,7 +12,8 @@ tile height, pad rows masked out (they are no cells: zero conductance, zero ener
 * ``v_bias`` [T, O, X] (V): decay-control bias per synapse, ``tau = device.tau_s(v_bias)``.
 
 All operations are vectorised over tiles; the energy of what they do is returned in joules so
-the caller (tile or array) can book it in the ledger.
+the caller (tile or array) can book it in the ledger. ``hebbian_step`` (decay, then Hebbian
+pulses) runs as one fused pass over F (:mod:`~stoxbar.crossbar.fused`) where a C compiler exists.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
 from stoxbar.devices.sto import STODevice
-from stoxbar.validation import ConfigError
+from stoxbar.validation import ConfigError, check_choice
 
 
 def check_finite(name: str, value: Tensor) -> None:
@@ -52,6 +54,7 @@ class CrossbarState(nn.Module):
             index.extend(range(i * x, i * x + n))
         self.register_buffer("mask", mask, persistent=False)
         self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.register_buffer("row_sizes", torch.tensor(self.in_sizes, dtype=torch.long), persistent=False)
         self.padded = sum(self.in_sizes) != t * x
         g0 = device.g_min_s * mask.to(dtype).expand(t, self.out_size, x)
         self.register_buffer("g_pos", g0.clone())
@@ -59,6 +62,7 @@ class CrossbarState(nn.Module):
         # pad rows hold a valid (minimum) bias value; they have no conductance, so no energy
         self.register_buffer("v_bias", torch.full((t, self.out_size, x), device.v_bias_min_v, dtype=dtype))
         self.g_st: Optional[Tensor] = None
+        self._st_cols: Optional[Tuple[Tensor, int, Tensor]] = None  # (g_st, its version, sum_o |g_st|)
         self.hold_bias = False
         self._cache: dict = {}
         self._version = 0  # bumped whenever conductances or biases are (re)programmed
@@ -100,14 +104,20 @@ class CrossbarState(nn.Module):
         return self._cached("weights", lambda: (self.g_pos - self.g_neg) / self.device_model.g_range_s)
 
     @torch.no_grad()
-    def program(self, weight: Tensor) -> Tuple[float, float]:
+    def program(self, weight: Tensor, mode: str = "write_verify",
+                generator: Optional[torch.Generator] = None) -> Tuple[float, float]:
         """Program ``weight [O, in]`` (weight units, |w| <= 1) onto the pairs.
 
         One side of each pair sits at ``g_min``, the other carries ``|w| * g_range``.
-        Returns (number of long-term pulses, their device energy in J), counting
-        ``|dG| / lt_dg_s`` pulses per device (an idealised write-verify).
+        ``mode="write_verify"``: every device lands on its target (idealised closed loop),
+        counting ``|dG| / lt_dg_s`` pulses per device. ``mode="open_loop"``: both devices are
+        reset to ``g_min`` and receive the LTP pulses the mean device needs
+        (:func:`~stoxbar.devices.dynamics.ltp_pulses_for`), with d2d factors (drawn per device)
+        and c2c spread (:func:`~stoxbar.devices.dynamics.apply_long_term`): a programming error.
+        Returns (number of long-term pulses, their device energy in J).
         """
         check_finite("weight", weight)
+        check_choice("programming", mode, ("write_verify", "open_loop"))
         w_abs = float(weight.abs().max()) if weight.numel() else 0.0
         if w_abs > 1.0 + 1e-6:
             raise ConfigError(
@@ -119,12 +129,24 @@ class CrossbarState(nn.Module):
         m = self.mask.to(w.dtype)
         new_pos = (dev.g_min_s + w.clamp_min(0) * dev.g_range_s) * m
         new_neg = (dev.g_min_s + (-w).clamp_min(0) * dev.g_range_s) * m
-        delta = (new_pos - self.g_pos).abs().sum() + (new_neg - self.g_neg).abs().sum()
-        pulses = float(torch.ceil(delta / dev.lt_dg_s))
+        if mode == "open_loop":
+            pulses, energy = 0.0, 0.0
+            g0 = torch.full_like(new_pos, dev.g_min_s)
+            for target in (new_pos, new_neg):
+                n = dynamics.ltp_pulses_for(torch.where(self.mask, target, g0), dev)
+                d2d = dynamics.draw_d2d(target.shape, dev, generator, target.dtype)
+                g, e = dynamics.apply_long_term(g0, n, dev, generator, d2d)
+                target.copy_(g * m)
+                pulses += float(n.sum())
+                energy += float(e.sum())
+        else:
+            delta = (new_pos - self.g_pos).abs().sum() + (new_neg - self.g_neg).abs().sum()
+            pulses = float(torch.ceil(delta / dev.lt_dg_s))
+            energy = pulses * dev.lt_pulse_energy_j
         self.g_pos.copy_(new_pos)
         self.g_neg.copy_(new_neg)
         self._version += 1
-        return pulses, pulses * dev.lt_pulse_energy_j
+        return pulses, energy
 
     def read_noise_var(self) -> Optional[Tensor]:
         """Per-cell read-noise variance in weight units squared, or None without noise."""
@@ -148,6 +170,7 @@ class CrossbarState(nn.Module):
         if batch < 1:
             raise ConfigError(f"batch = {batch}: allowed range is [1, inf)")
         self.g_st = self.g_pos.new_zeros(batch, *self.g_pos.shape)
+        self._st_cols = None
 
     def reset_short_term(self, done: Optional[Tensor] = None) -> None:
         """Zero F for all chips, or only where ``done [B]`` is true (episode start)."""
@@ -225,20 +248,60 @@ class CrossbarState(nn.Module):
         exponential decay.
         """
         lam, per_st, lt = self._decay_tables(dt_s)
-        energy, held = 0.0, 0.0
-        if self.hold_bias:
-            chips = 1 if self.g_st is None else self.g_st.shape[0]
-            energy = chips * lt
-            if self.g_st is not None:
-                energy += float((self.g_st.abs().sum(0) * per_st).sum())
-            held = chips * self.n_cells * dt_s
+        st_energy = 0.0
         if self.g_st is not None:
+            if self.hold_bias:
+                st_energy = float((self.g_st.abs().sum(0) * per_st).sum())
             self.g_st.mul_(lam)
-        return energy, held
+        return self._bias_energy(dt_s, lt, st_energy)
+
+    def _bias_energy(self, dt_s: float, lt_energy: float, st_energy: float) -> Tuple[float, float]:
+        """(bias energy J, held device-s) of an interval from its long-term part per chip and short-term part."""
+        if not self.hold_bias:
+            return 0.0, 0.0
+        chips = 1 if self.g_st is None else self.g_st.shape[0]
+        return chips * lt_energy + st_energy, chips * self.n_cells * dt_s
+
+    @torch.no_grad()
+    def hebbian_step(self, dt_s: float, gam: Tensor, post: Tensor, pre: Tensor
+                     ) -> Tuple[Tensor, Tensor, Tuple[float, float], Tuple[float, float]]:
+        """Let ``dt_s`` seconds of decay pass, then pulse the Hebbian request ``gam * post pre^T``.
+
+        ``gam [T, O, X]`` (weight units), ``post [B, O]``, ``pre [B, T, X]`` (tiled). The same as
+        :meth:`decay` then :meth:`short_term_update` of ``gam * post[:, None, :, None] * pre[:, :, None, :]``,
+        in one pass over F with the fused kernel (:mod:`~stoxbar.crossbar.fused`: same F and levels,
+        energies equal up to float round-off), which also keeps ``sum_o |F|`` for the next read.
+        Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], (bias energy J, held
+        device-s), (pulses, pulse energy J)).
+        """
+        if self.g_st is None:
+            raise ConfigError("short_term_update before set_batch(): no short-term state allocated")
+        b = self.g_st.shape[0]
+        if gam.shape != self.g_pos.shape or post.shape != (b, self.out_size) or pre.shape != (b, self.tiles, self.rows):
+            raise ConfigError(f"hebbian_step shapes gam {tuple(gam.shape)}, post {tuple(post.shape)}, pre "
+                              f"{tuple(pre.shape)}: expected {tuple(self.g_pos.shape)}, [{b}, {self.out_size}], "
+                              f"[{b}, {self.tiles}, {self.rows}]")
+        dev = self.device_model
+        lam, per_st, lt = self._decay_tables(dt_s)
+        dg, e, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
+        out = fused.short_term_step(self.g_st, self.row_sizes, lam, per_st if self.hold_bias else None, gam, post,
+                                    pre, dev.g_range_s, thr, dg, dev.st_g_max_s)
+        if out is None:
+            decayed = self.decay(dt_s)
+            level, n, energy = self.short_term_update(gam.unsqueeze(0) * post[:, None, :, None] * pre[:, :, None, :])
+            return level, dynamics.level_counts(level, thr.numel()), decayed, (n, energy)
+        level, ge, cols, st_energy = out
+        if not self.g_st.is_inference():
+            self._st_cols = (self.g_st, self.g_st._version, cols)
+        counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1)
+        pulse_energy = float((counts.double() * e[1:].double()).sum())
+        return level, counts, self._bias_energy(dt_s, lt, st_energy), (float(ge[:, 0].sum()), pulse_energy)
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip and row, [B or 1, T, X] (S), for read energy."""
         g = self._cached("col_g", lambda: (self.g_pos + self.g_neg).sum(1).unsqueeze(0))
         if self.g_st is not None:
-            g = g + self.g_st.abs().sum(2)
+            kept = self._st_cols  # from the last fused step, valid while g_st is unchanged since
+            fresh = kept is None or kept[0] is not self.g_st or kept[1] != self.g_st._version
+            g = g + (self.g_st.abs().sum(2) if fresh else kept[2])
         return g

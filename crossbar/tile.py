@@ -15,7 +15,7 @@ gradient of ``weight`` (straight-through).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -71,11 +71,12 @@ class STOSimulatorTile(TorchSimulatorTile, LedgerMixin):
         super().__init__(x_size, d_size, rpu_config, bias, analog_mvm=TiledAnalogMVM)
         self.state = CrossbarState([x_size], d_size, rpu_config.device)
         self.costs = CrossbarCosts(rpu_config.device, rpu_config.periphery)
+        self.programming = rpu_config.periphery.programming
 
     def set_weights(self, weight: Tensor) -> None:
         """Program ``weight [d, x]`` (|w| <= 1) onto the conductance pairs."""
         self.weight.data = weight.detach().clone().to(self.weight.device, self.weight.dtype)
-        pulses, energy = self.state.program(self.weight.data)
+        pulses, energy = self.state.program(self.weight.data, self.programming)
         if self.ledger is not None:
             self.costs.record_program(self.ledger, self.layer_name, self.tile_name, pulses, energy)
 
@@ -124,3 +125,14 @@ class STOTile(TorchInferenceTile):
         if self.tile.ledger is not None:
             self.tile.costs.record_decay(self.tile.ledger, self.tile.layer_name, self.tile.tile_name,
                                          self.tile.state, energy, held, dt_s)
+
+    def hebbian_step(self, dt_s: float, gam: Tensor, post: Tensor, pre: Tensor) -> Tuple[Tensor, Tensor]:
+        """Decay for ``dt_s`` s, then pulse ``gam * post pre^T`` (tiled, ``CrossbarState.hebbian_step``).
+
+        Returns (signed levels [B, 1, out, in], pulses per level [B, L]).
+        """
+        t = self.tile
+        level, counts, decayed, pulsed = t.state.hebbian_step(dt_s, gam, post, pre)
+        if t.ledger is not None:
+            t.costs.record_hebbian_step(t.ledger, t.layer_name, t.tile_name, t.state, decayed, pulsed, dt_s)
+        return level, counts

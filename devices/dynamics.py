@@ -46,8 +46,8 @@ from stoxbar.devices.sto import STODevice
 from stoxbar.validation import ConfigError
 
 __all__ = [
-    "decay", "bias_energy_j", "quantise_short_term", "apply_short_term", "apply_long_term",
-    "draw_d2d", "read", "read_energy_j", "STOArray",
+    "decay", "bias_energy_j", "quantise_short_term", "apply_short_term", "short_term_tables", "level_counts",
+    "apply_long_term", "draw_d2d", "ltp_pulses_for", "read", "read_energy_j", "STOArray",
 ]
 
 Number = Union[float, Tensor]
@@ -133,11 +133,26 @@ def quantise_short_term(delta_g: Tensor, device: STODevice, validate: bool = Tru
     """
     if validate:
         _check_finite("delta_g", delta_g)
-    dg_table, _ = _level_tables(device, delta_g)
-    mids = torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
+    dg_table, _, mids = short_term_tables(device, delta_g)
     idx = torch.bucketize(delta_g.abs().contiguous(), mids.contiguous(), out_int32=True, right=True)  # midpoints <= |dG|
     level = (idx * torch.sign(delta_g).to(torch.int32)).to(torch.int8)
     return level, torch.copysign(dg_table[idx.long()], delta_g) * (idx > 0)
+
+
+def short_term_tables(device: STODevice, like: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dG table S, energy table J, decision thresholds S) of the short-term pulses, dtype/device of ``like``.
+
+    The tables are ``[L + 1]`` (entry 0 = no pulse); the thresholds ``[L]`` are those of
+    :func:`quantise_short_term`: half the smallest level, then the midpoints of neighbouring levels.
+    """
+    dg_table, e_table = _level_tables(device, like)
+    return dg_table, e_table, torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
+
+
+def level_counts(level_idx: Tensor, n_levels: int) -> Tensor:
+    """Pulses per level (both signs) of each batch element, ``[B, L]``, from signed level indices ``[B, ...]``."""
+    k = level_idx.abs().reshape(level_idx.shape[0], -1).long()
+    return torch.zeros(k.shape[0], n_levels + 1, dtype=torch.int64).scatter_add_(1, k, torch.ones_like(k))[:, 1:]
 
 
 def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice, validate: bool = True
@@ -195,6 +210,22 @@ def lt_pulse_coordinate_step(device: STODevice) -> Tuple[float, float]:
     centre_slope = 1.0 if nu < 1e-6 else (nu / 2) / math.tanh(nu / 2)  # dx/dp at x = 1/2
     s_up = device.lt_dg_s / device.g_range_s / centre_slope
     return s_up, s_up * device.lt_up_down
+
+
+def ltp_pulses_for(g_target: Tensor, device: STODevice) -> Tensor:
+    """LTP pulses (whole numbers, >= 0) that take the *mean* device from ``g_min`` to ``g_target`` (S).
+
+    Inverts the pulse-coordinate model of :func:`apply_long_term` (no d2d, no c2c): open-loop
+    programming fires this many pulses and lets the spread fall where it may.
+    """
+    _check_window("g_target", g_target, device.g_min_s, device.g_max_s, device.g_range_s)
+    x = ((g_target - device.g_min_s) / device.g_range_s).clamp(0.0, 1.0)
+    nu = device.lt_nonlinearity
+    if nu < 1e-6:
+        return torch.round(x * device.g_range_s / device.lt_dg_s)
+    s_up, _ = lt_pulse_coordinate_step(device)
+    p = -torch.log1p(x * math.expm1(-nu)) / nu
+    return torch.round(p / s_up)
 
 
 def apply_long_term(g: Tensor, n_pulses: Tensor, device: STODevice,

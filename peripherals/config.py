@@ -36,6 +36,7 @@ SIGNED_MAPPINGS = ("differential", "reference")
 SUBTRACTIONS = ("digital", "analog")
 BOUND_MANAGEMENTS = ("iterative", "none")
 NOISE_MANAGEMENTS = ("abs_max", "constant")
+PROGRAMMINGS = ("write_verify", "open_loop")
 # Cell footprint 0.01 um^2 = (0.1 um pitch)^2: assumption for a dense vertical STO crossbar (the
 # paper's devices are planar lab cells, paper.md §1). ISAAC's arrays imply ~0.0015 um^2 per cell
 # (0.0002 mm^2 / 8x128x128, peripherals-energy.md §1).
@@ -68,6 +69,11 @@ class PeripheryConfig:
         nm_thres: input scale used by "constant" noise management (inputs assumed in
             [-nm_thres, nm_thres]; 1.0 fits tanh activations).
         cell_area_m2: footprint of one device (m^2).
+        programming: how long-term weights are written. "write_verify" (default, assumption:
+            closed-loop programming lands every device on its target; the pulse count is
+            |dG| / lt_dg_s) | "open_loop" (from reset at g_min, the number of LTP pulses the *mean*
+            device needs, fired once without verify: each device's d2d factor and the c2c spread
+            per pulse leave a programming error, ``devices.dynamics.apply_long_term``).
     """
 
     dac: DAC = field(default_factory=DAC)
@@ -88,6 +94,7 @@ class PeripheryConfig:
     noise_management: str = "abs_max"
     nm_thres: float = 1.0
     cell_area_m2: float = CELL_AREA_M2
+    programming: str = "write_verify"
 
     def __post_init__(self) -> None:
         for name, cls in _BLOCKS.items():
@@ -104,6 +111,7 @@ class PeripheryConfig:
         check_choice("noise_management", self.noise_management, NOISE_MANAGEMENTS)
         check_range("nm_thres", self.nm_thres, 0.0, 1e6, lo_open=True)
         check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
+        check_choice("programming", self.programming, PROGRAMMINGS)
         # aihwkit's signed converters need >= 2 bits: res = 1/(2**bits - 2) (aihwkit.md §2).
         check_int("dac.bits", self.dac.bits, 2, 16)
         check_int("adc.bits", self.adc.bits, 2, 16)

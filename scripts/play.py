@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from pathlib import Path
+import sys
 
 import numpy as np
 import torch
 
 from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
+from stoxbar.stpn.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.validation import ConfigError
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "stpn" / "checkpoints" / "pong_mstpn" / "checkpoint.pt"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar play``."""
     p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="agent checkpoint (.pt)")
+    p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
     p.add_argument("--preset", default=None, help="device preset (default: the checkpoint's)")
     add_periphery_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
@@ -37,45 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the report here (never overwrites)")
 
 
-def build_analog_cell(agent, device, periphery):
-    """Swap the agent's digital m-STPN cell for the analog one with the same parameters."""
-    from stoxbar.stpn.analog import AnalogMSTPNCell
-
-    cell = agent.cell
-    analog = AnalogMSTPNCell(cell.n_in, cell.hidden, device, cell.dt_s, periphery)
-    analog.load_state_dict(cell.state_dict(), strict=False)
-    analog.program()
-    agent.cell = analog
-    return analog
-
-
-def play_game(agent, env, max_steps: int, greedy: bool, gen: torch.Generator, on_step=None) -> tuple[float, int]:
-    """One game on a 1-env vector env; returns (agent points - opponent points, agent steps)."""
-    obs = env.reset()
-    state = agent.initial_state(1)
-    score, steps = 0.0, 0
-    with torch.no_grad():
-        while steps < max_steps:
-            actions, state = agent.act(obs, state, greedy=greedy, generator=gen)
-            obs, reward, done, _ = env.step(actions)
-            score += float(reward[0])
-            steps += 1
-            if on_step is not None:
-                on_step()
-            if bool(done[0]):
-                break
-    return score, steps
-
-
 def main(args: argparse.Namespace) -> int:
     """Run ``stoxbar play``."""
     from tqdm import tqdm
 
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.devices import presets
-    from stoxbar.stpn.accounting import boundaries, gpu_baseline, record_digital_step
     from stoxbar.stpn.checkpoint import load_agent
-    from stoxbar.stpn.env import STEP_PERIOD_S, make_pong_env
+    from stoxbar.stpn.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.compat import versions
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
@@ -87,46 +56,36 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads = {args.threads}: allowed range is [1, inf)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    agent, ckpt = load_agent(args.checkpoint)
+    agent, _ = load_agent(args.checkpoint)
     arch = agent.arch
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     device = presets.get_preset(args.preset or arch.device_preset)
     periphery = periphery_from_args(args)
     ledger = EnergyLedger()
-    extra = arch.n_in * 2592 if arch.arch == "bottleneck" else 0
     if not args.digital:
         build_analog_cell(agent, device, periphery).attach(ledger, "stp")
 
-    gen = torch.Generator().manual_seed(args.seed)
-    scores, steps_total, t0 = [], 0, time.perf_counter()
     bar = tqdm(total=args.games, desc="playing on the STO chip" if not args.digital else "playing (float)",
                unit="game")
-    for game in range(args.games):
-        env = make_pong_env(1, seed=args.seed + game)
-        try:
-            step = (lambda: record_digital_step(ledger, periphery.digital, arch.n_in, arch.hidden, arch.n_actions,
-                                                extra)) if not args.digital else None
-            score, steps = play_game(agent, env, args.max_steps, args.greedy, gen, step)
-        finally:
-            env.close()
-        scores.append(score)
-        steps_total += steps
+
+    def after_game(score: float) -> None:
         bar.update(1)
         bar.set_postfix(score=score)
+
+    result = play_games(agent, args.games, args.seed, args.greedy, args.max_steps,
+                        None if args.digital else periphery, ledger, after_game)
     bar.close()
-    wall = time.perf_counter() - t0
-    sim_s = steps_total * STEP_PERIOD_S
     report = {
         "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
-        "device_preset": args.preset or arch.device_preset, "score": {"per_game": scores, "mean": float(np.mean(scores))},
-        "games": args.games, "agent_steps": steps_total, "simulated_seconds": sim_s, "wall_seconds": wall,
-        "synapses": arch.n_synapses, "energy": {},
+        "device_preset": args.preset or arch.device_preset,
+        "score": {"per_game": result.scores, "mean": float(np.mean(result.scores))},
+        "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
+        "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
+        "seed": args.seed, "synapses": arch.n_synapses, "periphery": periphery.describe(),
+        "energy": energy_report(result, arch, analog=not args.digital),
+        "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
-    if not args.digital:
-        report["energy"] = boundaries(ledger)
-    report["energy"]["gpu_baseline"] = gpu_baseline(arch.n_in, arch.hidden, arch.n_actions, steps_total,
-                                                    extra_encoder_macs=extra)
     _print(report)
     if args.json:
         write_json_atomic(args.json, report)

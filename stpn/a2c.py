@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 
 from stoxbar.stpn.agent import ArchConfig, PongAgent
-from stoxbar.stpn.checkpoint import (CheckpointError, atomic_write_bytes, build_agent, load_checkpoint, new_run_dir,
-                                     save_checkpoint)
+from stoxbar.stpn.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
+                                     new_run_dir, save_checkpoint)
 from stoxbar.stpn.env import FRAMESKIP, make_pong_env
 from stoxbar.validation import ConfigError, check_int, check_range
 
@@ -194,6 +194,30 @@ class _Stop:
             signal.signal(sig, old)
 
 
+def _episodes(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """(frames, return) of every finished training game of a run (episodes.csv)."""
+    path = run_dir / "episodes.csv"
+    if not path.exists():
+        return np.zeros(0), np.zeros(0)
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh)]
+    return np.array([float(r["frames"]) for r in rows]), np.array([float(r["return"]) for r in rows])
+
+
+def _running_mean(values: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, len(values)))
+    return np.convolve(values, np.ones(k) / k, mode="valid")
+
+
+def _figure_bytes(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _plot_curve(run_dir: Path) -> None:
     """curve.png: game returns vs frames (dots) and the 10-game mean, from episodes.csv."""
     import matplotlib
@@ -201,21 +225,17 @@ def _plot_curve(run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = run_dir / "episodes.csv"
-    if not path.exists():
+    if not (run_dir / "episodes.csv").exists():
         return
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh)]
+    frames, ret = _episodes(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4))
-    if rows:
-        frames = np.array([float(r["frames"]) for r in rows])
-        ret = np.array([float(r["return"]) for r in rows])
+    if len(ret):
         ax.plot(frames, ret, ".", ms=3, alpha=0.3, label="game return")
         for k, style in ((10, "-"), (100, "-k")):
             if len(ret) >= k or k == 10:
-                k = min(k, len(ret))
-                mean = np.convolve(ret, np.ones(k) / k, mode="valid")
-                ax.plot(frames[k - 1:], mean, style, lw=1 if k <= 10 else 2, label=f"mean of last {k}")
+                mean = _running_mean(ret, k)
+                ax.plot(frames[len(ret) - len(mean):], mean, style, lw=1 if k <= 10 else 2,
+                        label=f"mean of last {min(k, len(ret))}")
     ax.set_xlabel("emulator frames")
     ax.set_ylabel("return (points)")
     ax.set_ylim(-21.5, 21.5)
@@ -223,10 +243,47 @@ def _plot_curve(run_dir: Path) -> None:
     ax.legend(loc="upper left")
     ax.set_title(run_dir.name)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(run_dir / "curve.png", buf.getvalue())
+    atomic_write_bytes(run_dir / "curve.png", _figure_bytes(fig))
+
+
+def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 100,
+                   max_frames: Optional[float] = None) -> Dict[str, Dict[str, float]]:
+    """Overlay the ``window``-game mean return vs frames of several runs into ``out`` (PNG, new file).
+
+    Returns per run: label, frames reached, games, and the mean return of its last ``window`` games
+    within ``max_frames`` (so runs of different length are compared at the same budget).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists: figures are never overwritten; choose a new path")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    summary = {}
+    for d in map(Path, run_dirs):
+        cfg = json.loads((d / "config.json").read_text())
+        frames, ret = _episodes(d)
+        if max_frames is not None:
+            keep = frames <= max_frames
+            frames, ret = frames[keep], ret[keep]
+        if not len(ret):
+            raise CheckpointError(f"{d}: no finished training games (episodes.csv)")
+        label = f"{cfg['arch']['arch']}/{cfg['arch']['cell']} seed {cfg['seed']} ({d.name})"
+        mean = _running_mean(ret, window)
+        ax.plot(frames[len(ret) - len(mean):], mean, lw=1.5, label=label)
+        summary[str(d)] = {"label": label, "frames": float(frames[-1]), "games": int(len(ret)),
+                           f"mean_return_last_{window}": float(ret[-window:].mean())}
+    ax.set_xlabel("emulator frames")
+    ax.set_ylabel(f"mean return of the last {window} games")
+    ax.set_ylim(-21.5, 21.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    atomic_write_bytes(out, _figure_bytes(fig))
+    return summary
 
 
 def _truncate_csv(path: Path, column: str, limit: float) -> None:

@@ -14,6 +14,9 @@ Steps 4-5 give F <- Q-pulses(Lambda F) + dF_q, the digital m-STPN's F <- Lambda 
 pulse lands at the end of the interval, just before the next read). With the ``ideal`` device and
 perfect IO the layer reproduces :class:`~stoxbar.stpn.cells.MSTPNCell` (tested).
 
+``chip_device`` (default: ``device``) is the STO device the tiles are made of; ``device`` is the one
+the network was trained for. They differ in device studies (e.g. a narrower tau range).
+
 Weights are mapped without digital rescaling (``weight_scaling_omega = 0``): W in weight units is
 the conductance difference itself, so F (conductance) and W add on the same scale.
 """
@@ -39,15 +42,17 @@ class AnalogMSTPNCell(MSTPNCell):
     """m-STPN cell on STO tiles (see module docstring). Inference only (no gradients)."""
 
     def __init__(self, n_in: int, hidden: int, device, dt_s: float, periphery: Optional[PeripheryConfig] = None,
-                 perfect_io: bool = False):
+                 perfect_io: bool = False, chip_device=None):
         super().__init__(n_in, hidden, device, dt_s, use_kernel=False)
-        cfg = STORPUConfig(device=device, periphery=periphery or PeripheryConfig(),
+        self.chip_device = chip_device if chip_device is not None else device
+        cfg = STORPUConfig(device=self.chip_device, periphery=periphery or PeripheryConfig(),
                            mapping=MappingParameter(weight_scaling_omega=0.0))
         cfg.forward.is_perfect = perfect_io
         self.rpu_config = cfg
         self.syn = AnalogLinear(self.n_pre, hidden, bias=False, rpu_config=cfg)
         self.syn.eval()
         self._gam_tiled: Optional[Tensor] = None
+        self._counts: Optional[Tensor] = None
         self._params: Optional[Tuple[Tensor, Tensor]] = None
 
     @property
@@ -71,6 +76,17 @@ class AnalogMSTPNCell(MSTPNCell):
         self.array.set_bias(self.v_bias())
         self._gam_tiled = self.chip.tiled_weight(self.gam.detach())
         self._params = (self.lambda_().detach(), self.gam.detach())
+
+    def v_bias(self) -> Tensor:
+        """Bias (V) realising each learned tau on the chip's device, tau clamped to the chip's range.
+
+        ``device`` is the one the network was trained for (it fixes the learned taus);
+        ``chip_device`` is the one the tiles are made of. A chip with a narrower tau range
+        realises the nearest tau it can (the decay on the tiles then follows the chip's law).
+        """
+        chip = self.chip_device
+        tau = self.tau_s().detach().double().clamp(chip.tau_min_s, chip.tau_max_s)
+        return torch.as_tensor(chip.v_bias_for_tau(tau)).to(self.W.dtype)
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
         """(Lambda, Gamma) fixed at programming time (the chip holds them as biases and digital Gamma)."""
@@ -98,14 +114,14 @@ class AnalogMSTPNCell(MSTPNCell):
         """Decay for one step period, then the quantised Hebbian pulses; returns (F dummy, levels)."""
         if self._gam_tiled is None:
             raise RuntimeError("program() the analog cell before running it")
-        chip = self.chip
-        self.array.decay(self.dt_s)
-        z_t = chip.to_tiled(z_hat)  # [B, T, X]
-        delta = self._gam_tiled.unsqueeze(0) * h[:, None, :, None] * z_t[:, :, None, :]
-        level = self.array.short_term_update(delta, tiled=True)
+        level, self._counts = self.array.hebbian_step(self.dt_s, self._gam_tiled, h, self.chip.to_tiled(z_hat))
         return F, level
+
+    def level_counts(self, idx: Tensor) -> Tensor:
+        """Pulses per level of the last update, [B, L], as the chip counted them while pulsing."""
+        return self._counts
 
     @torch.no_grad()
     def short_term_weights(self) -> Tensor:
         """F of every chip in weight units, [B, H, P] (for checks)."""
-        return self.chip.from_tiled(self.chip.g_st) / self.device.g_range_s
+        return self.chip.from_tiled(self.chip.g_st) / self.chip_device.g_range_s

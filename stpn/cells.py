@@ -50,19 +50,15 @@ of the last three (e.g. the analog one) automatically uses the composed path.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
-import os
-import platform
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from stoxbar import native
+from stoxbar.devices import dynamics
+from stoxbar.native import i64 as _i, ptr as _p, real as _real, suffix as _suffix, threads as _threads
 from stoxbar.validation import ConfigError, check_int, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,7 +114,6 @@ def mstpn_plastic_reference(F: Tensor, h: Tensor, zh: Tensor, lam: Tensor, gam: 
 # fused C kernel (ctypes; compiled on first use)
 # ----------------------------------------------------------------------------------------------
 
-_C_HEADER = "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n#include <omp.h>\n"
 _C_TEMPLATE = r"""
 /* STPN forward: per (b,i) row, one read of F (norm + dot), then the update of the same row. */
 void stpn_fwd_SUF(int64_t B, int64_t H, int64_t P, const REAL* W, const REAL* F, const REAL* z,
@@ -343,92 +338,24 @@ void mstpn_bwd_SUF(int64_t B, int64_t H, int64_t P, const REAL* W, const REAL* F
 }
 """
 
-_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_kernel_lib = None
-_kernel_error: Optional[str] = None
 MAX_LEVELS = 16  # the kernel keeps per-row counts for at most 16 pulse levels
 
 
 def _kernel_source() -> str:
     """C source of the kernels for float (suffix f32) and double (f64)."""
     parts = [_C_TEMPLATE.replace("REAL", real).replace("SUF", suf) for real, suf in (("float", "f32"), ("double", "f64"))]
-    return _C_HEADER + "\n".join(parts)
-
-
-def _cpu_tag() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return platform.machine() + flags
+    return native.HEADER + "\n".join(parts)
 
 
 def _load_kernel():
-    """Compile (once, cached by source/flags/CPU hash) and load the fused kernel; None if impossible."""
-    global _kernel_lib, _kernel_error
-    if _kernel_lib is not None or _kernel_error is not None:
-        return _kernel_lib
-    if os.environ.get("STOXBAR_NO_KERNEL", "") not in ("", "0"):
-        _kernel_error = "disabled by STOXBAR_NO_KERNEL"
-        return None
-    src = _kernel_source()
-    key = hashlib.sha256((src + " ".join(_CFLAGS) + _cpu_tag()).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stoxbar" / "kernels"
-    so = cache / f"stpn_{key}.so"
-    try:
-        if not so.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            cc = os.environ.get("CC", "cc")
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                c_file = Path(tmp) / "stpn.c"
-                c_file.write_text(src)
-                out = Path(tmp) / "stpn.so"
-                subprocess.run([cc, *_CFLAGS, "-o", str(out), str(c_file), "-lm"], check=True,
-                               capture_output=True, timeout=120)
-                os.replace(out, so)  # atomic: concurrent processes never see half a library
-        lib = ctypes.CDLL(str(so))
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        _kernel_error = f"{type(exc).__name__}: {exc} {detail.decode(errors='replace')[:500]}"
-        warnings.warn(f"stoxbar.stpn: fused kernel unavailable ({_kernel_error}); using the slower "
-                      "pure-torch reference", RuntimeWarning, stacklevel=3)
-        return None
-    for suf in ("f32", "f64"):
-        for name in ("stpn_fwd", "stpn_bwd", "mstpn_fwd", "mstpn_bwd"):
-            getattr(lib, f"{name}_{suf}").restype = None
-    _kernel_lib = lib
-    return lib
+    """The fused kernel library (compiled on first use, see :mod:`stoxbar.native`), or None."""
+    return native.load("stpn", _kernel_source, [f"{n}_{s}" for s in ("f32", "f64")
+                                                for n in ("stpn_fwd", "stpn_bwd", "mstpn_fwd", "mstpn_bwd")])
 
 
 def kernel_available() -> bool:
     """True if the fused C kernel compiled and loaded (else the torch reference is used)."""
     return _load_kernel() is not None
-
-
-def _p(t: Optional[Tensor]):
-    return ctypes.c_void_p(t.data_ptr()) if t is not None else ctypes.c_void_p(0)
-
-
-def _i(v: int):
-    return ctypes.c_int64(int(v))
-
-
-def _suffix(dtype: torch.dtype) -> str:
-    if dtype == torch.float32:
-        return "f32"
-    if dtype == torch.float64:
-        return "f64"
-    raise TypeError(f"fused STPN kernel supports float32/float64, got {dtype}")
-
-
-def _threads(n_elements: int) -> int:
-    """Kernel threads: torch's setting, but 1 for small problems (fork/join would dominate)."""
-    return max(1, min(torch.get_num_threads(), n_elements // 250_000))
-
-
-def _real(dtype: torch.dtype, v: float):
-    return ctypes.c_float(v) if dtype == torch.float32 else ctypes.c_double(v)
 
 
 class _STPNStep(torch.autograd.Function):
@@ -673,6 +600,10 @@ class MSTPNCell(_CellBase):
         lam, gam = params if params is not None else self.step_params()
         return mstpn_plastic_reference(F, h, z_hat, lam, gam, self.levels.to(F.dtype), self.f_max)
 
+    def level_counts(self, idx: Tensor) -> Tensor:
+        """Pulses per level (both signs) of the update ``plastic_update`` just made, [B, L]."""
+        return dynamics.level_counts(idx, self.levels.numel())
+
     def _composed(self) -> bool:
         cls = type(self)
         return any(getattr(cls, m) is not getattr(MSTPNCell, m) for m in ("mvm", "activation", "plastic_update"))
@@ -684,7 +615,6 @@ class MSTPNCell(_CellBase):
         h_prev, F = state
         params = params if params is not None else self.step_params()
         zh = self.presynaptic(x, h_prev)
-        L = self.levels.numel()
         if not self._composed() and self._fused_ok(zh, F, self.W, self.gain, self.b, *params):
             h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
                                                      self.levels, self.f_max, self.record_levels)
@@ -692,8 +622,7 @@ class MSTPNCell(_CellBase):
             a = self.mvm(zh, F)
             h = self.activation(a)
             F_new, idx = self.plastic_update(F, h, zh, params)
-            k = idx.abs().reshape(idx.shape[0], -1).long()
-            counts = torch.zeros(idx.shape[0], L + 1, dtype=torch.int64).scatter_add_(1, k, torch.ones_like(k))[:, 1:]
+            counts = self.level_counts(idx)
             idx = idx if self.record_levels else None
         self.last_level_counts, self.last_level_idx = counts, idx
         return h, (h, F_new)

@@ -26,6 +26,8 @@ FORMAT = "stoxbar-pong-agent"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "arch", "device", "model")
 PathLike = Union[str, os.PathLike]
+# The trained Pong m-STPN shipped with the package (a resumable training run directory).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pong_mstpn" / "checkpoint.pt"
 
 
 class CheckpointError(ValueError):

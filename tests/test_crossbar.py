@@ -15,7 +15,7 @@ from aihwkit.simulator.parameters.mapping import MappingParameter
 from hypothesis import given, settings, strategies as st
 
 from stoxbar.compat import AihwkitMismatchError, check_aihwkit
-from stoxbar.crossbar import EnergyLedger, attach_ledger
+from stoxbar.crossbar import CrossbarState, EnergyLedger, attach_ledger, fused
 from stoxbar.devices import STODevice, STORPUConfig, presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.validation import ConfigError
@@ -186,3 +186,48 @@ def test_random_configs_never_give_negative_or_nan_energy(adc_bits, dac_bits, ro
             assert e.energy_j >= 0 and math.isfinite(e.energy_j) and e.count >= 0
         assert math.isclose(led.total_j, math.fsum(led.by_component().values()), rel_tol=1e-9)
     assert math.isclose(snap.total_j + step.total_j, ledger.total_j, rel_tol=1e-9)
+
+
+@pytest.mark.skipif(not fused.available(), reason="no C compiler: fused kernel unavailable")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_hebbian_step_equals_decay_then_update(dtype, monkeypatch):
+    dev = presets.sto_2024()
+    torch.manual_seed(3)
+    w = torch.rand(5, 13, dtype=dtype) * 2 - 1
+    v = dev.v_bias_min_v + torch.rand(5, 13, dtype=dtype) * (dev.v_bias_max_v - dev.v_bias_min_v)
+    f0 = (torch.rand(3, 5, 13, dtype=dtype) * 2 - 1) * dev.st_g_max_s  # near the window: saturation happens
+    chips = []
+    for _ in range(2):  # [fused kernel, torch reference]; two row-tiles of 7 and 6 rows (one pad row)
+        s = CrossbarState([7, 6], 5, dev, dtype=dtype)
+        s.program(w)
+        s.set_bias(v)
+        s.set_batch(3)
+        s.g_st.copy_(s.tiled_weight(f0))
+        chips.append(s)
+    fast, ref = chips
+    gam = fast.tiled_weight((torch.rand(5, 13, dtype=dtype) * 2 - 1) * 0.1)  # requests span every level
+    for _ in range(6):
+        post = torch.rand(3, 5, dtype=dtype) * 2 - 1
+        pre = fast.to_tiled(torch.rand(3, 13, dtype=dtype) * 2 - 1)
+        got = fast.hebbian_step(0.05, gam, post, pre)
+        with monkeypatch.context() as m:
+            m.setattr(fused, "short_term_step", lambda *args: None)
+            want = ref.hebbian_step(0.05, gam, post, pre)
+        assert torch.equal(fast.g_st, ref.g_st) and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert int(got[1][:, 0].sum()) > 0 and int(got[1][:, -1].sum()) > 0
+        for a, b in zip(got[2] + got[3], want[2] + want[3]):
+            assert math.isclose(a, b, rel_tol=1e-5)
+    assert bool((fast.g_st.abs() == dev.st_g_max_s).any())
+
+    # the column sums kept by the fused step equal a fresh sum, and give way after any other change of F
+    def fresh(s):
+        return ((s.g_pos + s.g_neg).sum(1) + s.g_st.abs().sum(2)).to(s.g_st.dtype)
+
+    assert fast._st_cols is not None and fast._st_cols[1] == fast.g_st._version
+    assert torch.allclose(fast.abs_column_conductance(), fresh(fast), rtol=1e-6, atol=0)
+    for change in (lambda s: s.reset_short_term(torch.tensor([True, False, False])), lambda s: s.decay(0.2),
+                   lambda s: s.short_term_update(torch.full((3, 2, 5, 7), 0.05, dtype=dtype)),
+                   lambda s: s.g_st.mul_(0.5), lambda s: s.set_batch(3)):
+        fast.hebbian_step(0.05, gam, post, pre)
+        change(fast)
+        assert torch.equal(fast.abs_column_conductance(), fresh(fast))

@@ -9,7 +9,7 @@ import pytest
 
 from stoxbar.crossbar import EnergyLedger, write_json_atomic
 from stoxbar.scripts.cli import main
-from stoxbar.scripts.play import DEFAULT_CHECKPOINT
+from stoxbar.stpn.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.validation import ConfigError
 
 
@@ -67,7 +67,7 @@ def test_energy_command_breakdown(tmp_path, capsys):
         main(["energy", "--layer", "64"])
 
 
-@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped checkpoint")
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.exists(), reason="no shipped checkpoint")
 def test_play_report_boundaries_nest(tmp_path):
     js = tmp_path / "play.json"
     assert main(["play", "--max-steps", "8", "--json", str(js)]) == 0
@@ -80,3 +80,6 @@ def test_play_report_boundaries_nest(tmp_path):
         assert math.isclose(e[name]["total_j"], sum(e[name]["by_component"].values()), rel_tol=1e-9)
     with pytest.raises(FileExistsError):
         main(["play", "--max-steps", "1", "--json", str(js)])
+    assert main(["report", str(js)]) == 0  # one self-contained page: score, energy table, versions
+    page = (tmp_path / "play.html").read_text()
+    assert "Energy per game" in page and "synapse_only" in page and "torch" in page

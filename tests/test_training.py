@@ -205,3 +205,26 @@ def test_train_writes_logs_checkpoints_and_resumes(tmp_path):
 def test_train_cli_reports_bad_config(capsys):
     assert train_main(["--envs", "0"]) == 2
     assert "num_envs = 0" in capsys.readouterr().err
+
+
+def test_compare_curves_cuts_runs_at_the_same_budget(tmp_path):
+    from stoxbar.stpn.a2c import compare_curves
+
+    runs = []
+    for cell, returns in (("mstpn", [-21.0, -19.0, -15.0, -5.0]), ("stpn", [-20.0, -20.0, -18.0])):
+        d = tmp_path / cell
+        d.mkdir()
+        (d / "config.json").write_text(f'{{"arch": {{"arch": "paper", "cell": "{cell}"}}, "seed": 1}}')
+        with open(d / "episodes.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["episode", "steps", "frames", "return", "length"])
+            for i, r in enumerate(returns):
+                w.writerow([i + 1, (i + 1) * 1000, (i + 1) * 4000, r, 900])
+        runs.append(d)
+    out = tmp_path / "curves.png"
+    summary = compare_curves(runs, out, window=2, max_frames=12_000)
+    assert summary[str(runs[0])]["mean_return_last_2"] == -17.0  # games at 8k and 12k frames
+    assert summary[str(runs[1])]["mean_return_last_2"] == -19.0
+    assert summary[str(runs[0])]["games"] == 3 and out.stat().st_size > 5_000
+    with pytest.raises(FileExistsError):
+        compare_curves(runs, out)

@@ -1,0 +1,119 @@
+"""Evaluate a Pong agent: games on the simulated STO chip (or in float) with the energy report.
+
+Shared by ``stoxbar play`` and the studies (``stoxbar sweep``): build the analog STP layer from a
+trained agent, play N games, book the digital work of every step, and turn the ledger into the
+``synapse_only`` / ``array`` / ``system`` boundaries plus the GPU baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+
+from stoxbar.crossbar import EnergyLedger
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.stpn.accounting import boundaries, gpu_baseline, record_digital_step
+from stoxbar.stpn.agent import CONV_FEATURES, ArchConfig, PongAgent
+from stoxbar.stpn.env import STEP_PERIOD_S, make_pong_env
+
+
+def extra_encoder_macs(arch: ArchConfig) -> int:
+    """MACs of the encoder beyond the paper's convs (the bottleneck FC layer, if any)."""
+    return arch.n_in * CONV_FEATURES if arch.arch == "bottleneck" else 0
+
+
+def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig):
+    """Swap the agent's m-STPN cell for the analog one on tiles of ``chip_device``; returns it.
+
+    The learned parameters (and the device the network was trained for, which fixes its taus)
+    are kept; W is programmed onto the conductances and each tau onto a bias voltage.
+    """
+    from stoxbar.stpn.analog import AnalogMSTPNCell
+
+    cell = agent.cell
+    analog = AnalogMSTPNCell(cell.n_in, cell.hidden, cell.device, cell.dt_s, periphery, chip_device=chip_device)
+    analog.load_state_dict(cell.state_dict(), strict=False)
+    analog.program()
+    agent.cell = analog
+    return analog
+
+
+def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator,
+              on_step: Optional[Callable[[], None]] = None) -> tuple[float, int]:
+    """One game on a 1-env vector env; returns (agent points - opponent points, agent steps)."""
+    obs = env.reset()
+    state = agent.initial_state(1)
+    score, steps = 0.0, 0
+    with torch.no_grad():
+        while steps < max_steps:
+            actions, state = agent.act(obs, state, greedy=greedy, generator=gen)
+            obs, reward, done, _ = env.step(actions)
+            score += float(reward[0])
+            steps += 1
+            if on_step is not None:
+                on_step()
+            if bool(done[0]):
+                break
+    return score, steps
+
+
+@dataclass
+class PlayResult:
+    """Scores and lengths of the games played, wall time (s) and the energy ledger."""
+
+    scores: List[float] = field(default_factory=list)
+    steps: List[int] = field(default_factory=list)
+    wall_s: float = 0.0
+    ledger: EnergyLedger = field(default_factory=EnergyLedger)
+
+    @property
+    def agent_steps(self) -> int:
+        return sum(self.steps)
+
+    @property
+    def simulated_s(self) -> float:
+        """Seconds of play simulated (agent steps x step period)."""
+        return self.agent_steps * STEP_PERIOD_S
+
+
+def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps: int,
+               periphery: Optional[PeripheryConfig] = None, ledger: Optional[EnergyLedger] = None,
+               after_game: Optional[Callable[[float], None]] = None) -> PlayResult:
+    """Play ``games`` games (env seeds ``seed``, ``seed + 1``, ...).
+
+    With ``periphery`` given, the digital work of every step (neurons, Hebbian magnitude,
+    encoder, heads) is booked in ``ledger`` as well (the analog layer books its own events
+    if it was attached to the same ledger).
+    """
+    result = PlayResult(ledger=ledger if ledger is not None else EnergyLedger())
+    arch = agent.arch
+    extra = extra_encoder_macs(arch)
+    book = None
+    if periphery is not None:
+        def book() -> None:
+            record_digital_step(result.ledger, periphery.digital, arch.n_in, arch.hidden, arch.n_actions, extra)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for game in range(games):
+        env = make_pong_env(1, seed=seed + game)
+        try:
+            score, steps = play_game(agent, env, max_steps, greedy, gen, book)
+        finally:
+            env.close()
+        result.scores.append(score)
+        result.steps.append(steps)
+        if after_game is not None:
+            after_game(score)
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def energy_report(result: PlayResult, arch: ArchConfig, analog: bool) -> dict:
+    """``synapse_only`` / ``array`` / ``system`` (analog only) and ``gpu_baseline``, in J in total."""
+    energy = boundaries(result.ledger) if analog else {}
+    energy["gpu_baseline"] = gpu_baseline(arch.n_in, arch.hidden, arch.n_actions, result.agent_steps,
+                                          extra_encoder_macs=extra_encoder_macs(arch))
+    return energy

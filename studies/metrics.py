@@ -1,0 +1,209 @@
+"""What one study trial measures, and the unit of every metric column.
+
+* static: synapses, tiles, area of the STP layer, MVM latency (from the periphery model);
+* ``mvm_error_*``: the analog STP layer's MVM against float on layer inputs recorded while the
+  digital agent plays (each sample: z_hat and the short-term state F of that step);
+* Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
+  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from stoxbar.crossbar import EnergyLedger
+from stoxbar.studies.spec import Metrics, PointConfig
+
+BOUNDARIES = ("synapse_only", "array", "system")
+
+# metric name -> (unit, description); per-component energy columns follow the ``energy_*`` rules
+UNITS: Dict[str, Tuple[str, str]] = {
+    "synapses": ("1", "synapses of the STP layer"),
+    "tiles": ("1", "crossbar tiles of the STP layer"),
+    "area_m2": ("m^2", "STP layer area: tiles x (array + converters + drivers + sense)"),
+    "area_adc_share": ("1", "ADC share of the STP layer area"),
+    "mvm_latency_s": ("s", "one full-tile MVM (tiles run in parallel), periphery model, one read round"),
+    "mvm_rel_error": ("1", "||y_analog - y_float|| / ||y_float|| of the STP layer MVM, mean over samples"),
+    "mvm_rel_error_std": ("1", "spread (std) of the relative MVM error over samples"),
+    "mvm_samples": ("1", "recorded layer inputs used for the MVM error"),
+    "score_mean": ("points", "agent points - opponent points per game, mean over games"),
+    "games": ("1", "games played"),
+    "truncated_games": ("1", "games stopped at max_steps before the end"),
+    "agent_steps": ("1", "agent steps played (frameskip 4)"),
+    "steps_per_game": ("1", "agent steps per game, mean"),
+    "wall_s_per_step": ("s", "wall-clock simulation time per agent step"),
+    "speed_vs_real_time": ("1", "simulated play time / wall time"),
+    "latency_mvm_s_per_step": ("s", "STP-layer MVM latency per agent step incl. bound-management repeats (ledger)"),
+    "read_rounds_per_step": ("1", "array reads per agent step (bound management repeats a clipped read)"),
+    "trial_wall_s": ("s", "wall time of the whole trial"),
+}
+
+
+def unit_of(column: str) -> Tuple[str, str]:
+    """(unit, description) of a metric or parameter column."""
+    if column in UNITS:
+        return UNITS[column]
+    m = re.match(r"energy_(\w+?)_j_per_(game|step)$", column)
+    if m:
+        return "J", f"energy at boundary {m.group(1)} per {m.group(2)}"
+    m = re.match(r"energy_system\.(.+)_j_per_game$", column)
+    if m:
+        return "J", f"system energy of component {m.group(1)} per game"
+    m = re.match(r"gpu_ratio_(\w+)$", column)
+    if m:
+        return "1", f"GPU baseline energy / memristive energy at boundary {m.group(1)}"
+    if column.startswith(("device.", "periphery.", "agent.")):
+        return _param_unit(column), "parameter"
+    return "", ""
+
+
+def _param_unit(path: str) -> str:
+    from stoxbar.devices.sto import STODevice
+    import dataclasses
+
+    parts = path.split(".")
+    if parts[0] == "device":
+        meta = {f.name: f.metadata for f in dataclasses.fields(STODevice)}.get(parts[1], {})
+        scale = meta.get("scale", 1.0)
+        unit = meta.get("unit", "")
+        if unit and scale == 1.0:
+            return unit
+    name = parts[-1]
+    for suffix, unit in (("_s", "s"), ("_v", "V"), ("_j", "J"), ("_hz", "Hz"), ("_m2", "m^2"), ("_nm", "nm"),
+                         ("_a", "A"), ("_f", "F"), ("bits", "bit"), ("_std", "rel")):
+        if name.endswith(suffix):
+            return unit
+    return "1"
+
+
+# -- building -----------------------------------------------------------------------------------
+def build_agent(checkpoint: str, cfg: PointConfig, seed: int):
+    """The trained agent of ``checkpoint``, or an untrained one of ``cfg.arch`` ("random")."""
+    from stoxbar.stpn.agent import PongAgent
+    from stoxbar.stpn.checkpoint import load_agent
+
+    torch.manual_seed(seed)
+    if checkpoint == "random":
+        agent = PongAgent(cfg.arch)
+        agent.eval()
+        return agent
+    agent, _ = load_agent(checkpoint)
+    return agent
+
+
+def static_metrics(cfg: PointConfig) -> Dict[str, Any]:
+    """Size, area and latency of the STP layer from the configuration alone."""
+    p, arch = cfg.periphery, cfg.arch
+    n_pre = arch.n_in + arch.hidden
+    tiles = math.ceil(n_pre / p.tile_rows) * math.ceil(arch.hidden / p.tile_cols)
+    area = p.tile_area_m2()
+    rows = min(p.tile_rows, n_pre)
+    cols = min(p.tile_cols, arch.hidden)
+    return {"synapses": arch.n_synapses, "tiles": tiles, "area_m2": tiles * area["total"],
+            "area_adc_share": area["adc"] / area["total"], "mvm_latency_s": p.mvm_latency_s(rows, cols)}
+
+
+# -- MVM error ------------------------------------------------------------------------------------
+@torch.no_grad()
+def record_layer_inputs(agent, samples: int, seed: int, stride: int = 8) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """(z_hat [1, P], F [1, H, P]) of every ``stride``-th step of a digital game (more games if needed)."""
+    from stoxbar.stpn.env import make_pong_env
+
+    cell = agent.cell
+    out: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    gen = torch.Generator().manual_seed(seed)
+    game = 0
+    while len(out) < samples:
+        env = make_pong_env(1, seed=seed + 1000 + game)
+        try:
+            obs, state, step, done = env.reset(), agent.initial_state(1), 0, False
+            while not done and len(out) < samples:
+                if step % stride == 0:
+                    h_prev, F = state
+                    out.append((cell.presynaptic(agent.encode(obs), h_prev), F.clone()))
+                actions, state = agent.act(obs, state, greedy=False, generator=gen)
+                obs, _, d, _ = env.step(actions)
+                done, step = bool(d[0]), step + 1
+        finally:
+            env.close()
+        game += 1
+    return out
+
+
+@torch.no_grad()
+def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any]:
+    """Relative error of the analog STP-layer MVM (this point's chip) against float, same inputs."""
+    from stoxbar.stpn.analog import AnalogMSTPNCell
+
+    cell = agent.cell
+    if not hasattr(cell, "presynaptic"):
+        return {}
+    recorded = record_layer_inputs(agent, samples, seed)
+    analog = AnalogMSTPNCell(cell.n_in, cell.hidden, cell.device, cell.dt_s, cfg.periphery, chip_device=cfg.device)
+    analog.load_state_dict(cell.state_dict(), strict=False)
+    analog.program()
+    analog.initial_state(1)
+    chip, g_max = analog.chip, cfg.device.st_g_max_s
+    errors = []
+    for z_hat, F in recorded:
+        # the chip's short-term window may be narrower than the trained one: it saturates
+        g_st = (chip.tiled_weight(F[0]) * cfg.device.g_range_s).clamp(-g_max, g_max)
+        chip.g_st.copy_(g_st.unsqueeze(0))
+        y_float = cell.mvm(z_hat, F)
+        y = analog.mvm(z_hat, F)
+        errors.append(float((y - y_float).norm() / y_float.norm().clamp_min(1e-30)))
+    e = torch.tensor(errors, dtype=torch.float64)
+    return {"mvm_rel_error": float(e.mean()), "mvm_rel_error_std": float(e.std()) if len(errors) > 1 else 0.0,
+            "mvm_samples": len(errors)}
+
+
+# -- Pong on the chip --------------------------------------------------------------------------------
+def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
+    """Play ``metrics.games`` games on this point's chip; score, speed and energy columns."""
+    from stoxbar.stpn.evaluate import build_analog_cell, energy_report, play_games
+
+    ledger = EnergyLedger()
+    build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")
+    res = play_games(agent, metrics.games, seed, metrics.greedy, metrics.max_steps, cfg.periphery, ledger)
+    energy = energy_report(res, agent.arch, analog=True)
+    steps, games = res.agent_steps, len(res.scores)
+    out: Dict[str, Any] = {
+        "score_mean": sum(res.scores) / games, "games": games,
+        "truncated_games": sum(1 for s in res.steps if s >= metrics.max_steps),
+        "agent_steps": steps, "steps_per_game": steps / games,
+        "wall_s_per_step": res.wall_s / steps, "speed_vs_real_time": res.simulated_s / res.wall_s,
+    }
+    mvm = ledger.totals(("layer", "component", "event"), layer="stp").get(("stp", "dac", "mvm"))
+    if mvm is not None:
+        out["latency_mvm_s_per_step"] = mvm.time_s / steps
+        out["read_rounds_per_step"] = mvm.count / (steps * (agent.arch.n_in + agent.arch.hidden))
+    gpu = energy["gpu_baseline"]["total_j"]
+    out["energy_gpu_baseline_j_per_game"] = gpu / games
+    out["energy_gpu_baseline_j_per_step"] = gpu / steps
+    for b in BOUNDARIES:
+        total = energy[b]["total_j"]
+        out[f"energy_{b}_j_per_game"] = total / games
+        out[f"energy_{b}_j_per_step"] = total / steps
+        out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
+    for comp, j in energy["system"]["by_component"].items():
+        out[f"energy_system.{comp}_j_per_game"] = j / games
+    return out
+
+
+def measure(checkpoint: str, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
+    """Every metric of one trial (see module docstring)."""
+    t0 = time.perf_counter()
+    out = static_metrics(cfg)
+    if metrics.mvm_error_samples or metrics.games:
+        agent = build_agent(checkpoint, cfg, seed)
+        if metrics.mvm_error_samples:
+            out.update(mvm_error(agent, cfg, metrics.mvm_error_samples, seed))
+        if metrics.games:
+            out.update(pong_metrics(agent, cfg, metrics, seed))
+    out["trial_wall_s"] = time.perf_counter() - t0
+    return out

@@ -1,0 +1,388 @@
+"""Study files: which configuration, which knobs, which metrics, where the results go.
+
+A study is a small TOML file; every parameter is named by its dotted path into the configuration
+that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STODevice`,
+``periphery.*`` = :class:`~stoxbar.peripherals.PeripheryConfig` and its blocks, ``agent.*`` =
+:class:`~stoxbar.stpn.ArchConfig` for untrained agents)::
+
+    name = "converter_resolution"
+    description = "ADC bits x DAC bits vs Pong score and array energy per game"
+    seeds = [0, 1]                     # one trial per point and seed
+    output = "runs/studies/converter_resolution"
+
+    [base]
+    checkpoint = "shipped"             # "shipped" | "random" (untrained, arch from agent.*) | a path
+    device = "sto_2024"                # device preset of the chip
+    set = { "periphery.adc.share" = 8 }   # applied to every point
+
+    [[grid]]                           # full factorial; several [[grid]] tables are unioned
+    "periphery.adc.bits" = [4, 6, 8]
+    "periphery.dac.bits" = [4, 6, 8]
+
+    [random]                           # optional: n points drawn with the given seed
+    n = 8
+    seed = 0
+    "device.read_noise_std" = { uniform = [0.0, 0.05] }   # uniform | loguniform | choice | randint
+
+    [metrics]
+    games = 1                          # Pong games per trial on the chip (0: none)
+    max_steps = 27000                  # agent steps per game at most
+    greedy = true
+    mvm_error_samples = 32             # recorded layer inputs for the MVM error (0: none)
+
+    [plots]
+    metrics = ["score_mean", "energy_array_j_per_game"]
+    pareto = ["energy_array_j_per_game", "score_mean"]    # x (minimised), y (maximised)
+    breakdown = true                   # stacked bars: share of each component per point
+
+Everything is validated when the file is loaded, before anything runs: unknown keys and parameter
+paths, values of the wrong type, empty grids, and every point's full configuration (so a value
+out of its field's range, or an ADC sharing that does not divide a tile, is named with its point).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from stoxbar.validation import ConfigError
+
+ROOTS = ("device", "periphery", "agent")
+AGENT_KEYS = ("arch", "hidden", "bottleneck")  # architecture knobs of an untrained (random) agent
+DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+
+class StudyError(ConfigError):
+    """A study file is invalid; the message names the offending entry."""
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What each trial measures (see the module docstring)."""
+
+    games: int = 1
+    max_steps: int = 27000
+    greedy: bool = True
+    mvm_error_samples: int = 32
+
+
+@dataclass(frozen=True)
+class PointConfig:
+    """The full configuration of one point: chip device, periphery, agent architecture."""
+
+    device: Any
+    periphery: Any
+    arch: Any
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point x seed: the unit of work, of resume and of a table row."""
+
+    trial_id: str
+    point_id: str
+    group: str
+    params: Dict[str, Any]
+    seed: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study (build with :func:`load_study`)."""
+
+    name: str
+    description: str
+    source: str  # the study file's text, kept for the report
+    output: Path
+    seeds: Tuple[int, ...]
+    checkpoint: str  # "random" or an absolute path
+    checkpoint_sha256: str  # of the checkpoint file ("" for random agents): a study never mixes two
+    device_preset: str
+    base: Dict[str, Any]
+    points: Tuple[Tuple[str, Dict[str, Any]], ...]  # (group, params); a point may sit in several groups
+    metrics: Metrics
+    plot_metrics: Tuple[str, ...] = ()
+    pareto: Tuple[str, ...] = ()
+    breakdown: bool = False
+
+    @property
+    def varied(self) -> Tuple[str, ...]:
+        """Parameter paths varied by any point, in file order."""
+        return tuple(dict.fromkeys(k for _, p in self.points for k in p))
+
+    def trials(self) -> List[Trial]:
+        """Every distinct point x seed, in file order (a point listed by two grids runs once)."""
+        out, seen = [], set()
+        for group, params in self.points:
+            pid = point_id(params)
+            if pid in seen:
+                continue
+            seen.add(pid)
+            out.extend(Trial(f"{pid}-s{seed}", pid, group, params, seed) for seed in self.seeds)
+        return out
+
+    def identity(self) -> Dict[str, Any]:
+        """What must not change when a study is resumed into the same directory."""
+        return {"name": self.name, "random_agent": self.checkpoint == "random",
+                "checkpoint_sha256": self.checkpoint_sha256, "device": self.device_preset,
+                "base": self.base, "metrics": dataclasses.asdict(self.metrics)}
+
+
+def point_id(params: Dict[str, Any]) -> str:
+    """Stable short id of a parameter assignment."""
+    text = json.dumps(params, sort_keys=True, default=list)
+    return "p" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+# -- configuration paths -------------------------------------------------------------------------
+def _coerce(path: str, current: Any, value: Any) -> Any:
+    """``value`` converted to the type of the field's ``current`` value, or StudyError."""
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(current, str):
+        ok = isinstance(value, str)
+    elif isinstance(current, tuple):
+        ok = isinstance(value, (list, tuple))
+        if ok:
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    else:
+        ok = False
+    if not ok:
+        raise StudyError(f"{path} = {value!r}: expected a {type(current).__name__} (like {current!r})")
+    return value
+
+
+def set_path(obj: Any, path: str, parts: List[str], value: Any) -> Any:
+    """Copy of dataclass ``obj`` with the field at ``parts`` replaced (validated by the dataclass)."""
+    names = [f.name for f in dataclasses.fields(obj)]
+    if parts[0] not in names:
+        raise StudyError(f"{path}: unknown parameter {parts[0]!r} in {type(obj).__name__}; known: {', '.join(names)}")
+    current = getattr(obj, parts[0])
+    if len(parts) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise StudyError(f"{path}: {parts[0]!r} is a value, not a block with fields")
+        new = set_path(current, path, parts[1:], value)
+    elif dataclasses.is_dataclass(current):
+        raise StudyError(f"{path}: {parts[0]!r} is a block; name one of its fields ({path}.<field>)")
+    else:
+        new = _coerce(path, current, value)
+    return dataclasses.replace(obj, **{parts[0]: new})
+
+
+def check_path(path: Any) -> List[str]:
+    """Split a dotted parameter path; its root must be one of ROOTS."""
+    if not isinstance(path, str) or not path:
+        raise StudyError(f"parameter path {path!r}: must be a dotted name such as 'periphery.adc.bits'")
+    parts = path.split(".")
+    if parts[0] not in ROOTS or len(parts) < 2:
+        raise StudyError(f"parameter path {path!r}: must start with one of {', '.join(r + '.' for r in ROOTS)}")
+    if parts[0] == "agent" and (len(parts) != 2 or parts[1] not in AGENT_KEYS):
+        raise StudyError(f"parameter path {path!r}: agent parameters are {', '.join('agent.' + k for k in AGENT_KEYS)}")
+    return parts
+
+
+def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], params: Dict[str, Any]) -> PointConfig:
+    """Apply ``base`` then ``params`` (dotted paths) to the default device, periphery and arch."""
+    from stoxbar.devices import presets
+    from stoxbar.peripherals import PeripheryConfig
+
+    cfg = {"device": presets.get_preset(device_preset), "periphery": PeripheryConfig(), "agent": checkpoint_arch}
+    for path, value in {**base, **params}.items():
+        parts = check_path(path)
+        cfg[parts[0]] = set_path(cfg[parts[0]], path, parts[1:], value)
+    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"])
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _table(doc: Dict[str, Any], key: str, where: str) -> Dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise StudyError(f"{where}[{key}]: must be a table")
+    return value
+
+
+def _no_unknown(table: Dict[str, Any], allowed: Tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise StudyError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+
+
+def _grid_points(grid: Any, where: str) -> List[Dict[str, Any]]:
+    if not isinstance(grid, dict) or not grid:
+        raise StudyError(f"{where}: empty grid (give at least one parameter with a list of values)")
+    for path, values in grid.items():
+        check_path(path)
+        if not isinstance(values, list) or not values:
+            raise StudyError(f"{where} {path!r} = {values!r}: must be a non-empty list of values")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _random_points(spec: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
+    n, seed = spec.get("n"), spec.get("seed", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise StudyError(f"{where}.n = {n!r}: must be an integer >= 1")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise StudyError(f"{where}.seed = {seed!r}: must be an integer")
+    dists = {k: v for k, v in spec.items() if k not in ("n", "seed")}
+    if not dists:
+        raise StudyError(f"{where}: no parameters to draw")
+    rng = np.random.default_rng(seed)
+    columns: Dict[str, List[Any]] = {}
+    for path, dist in dists.items():
+        check_path(path)
+        if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+            raise StudyError(f"{where} {path!r} = {dist!r}: must be one of "
+                             + ", ".join(f"{{ {d} = [...] }}" for d in DISTRIBUTIONS))
+        kind, arg = next(iter(dist.items()))
+        if not isinstance(arg, list) or not arg or (kind != "choice" and len(arg) != 2):
+            raise StudyError(f"{where} {path!r}.{kind} = {arg!r}: expected [low, high]" if kind != "choice"
+                             else f"{where} {path!r}.choice = {arg!r}: expected a non-empty list")
+        if kind == "choice":
+            columns[path] = [arg[i] for i in rng.integers(0, len(arg), n)]
+            continue
+        lo, hi = arg
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg) or not lo < hi:
+            raise StudyError(f"{where} {path!r}.{kind} = {arg!r}: need numbers with low < high")
+        if kind == "uniform":
+            columns[path] = [float(v) for v in rng.uniform(lo, hi, n)]
+        elif kind == "loguniform":
+            if lo <= 0:
+                raise StudyError(f"{where} {path!r}.loguniform = {arg!r}: low must be > 0")
+            columns[path] = [float(v) for v in np.exp(rng.uniform(math.log(lo), math.log(hi), n))]
+        else:
+            columns[path] = [int(v) for v in rng.integers(int(lo), int(hi) + 1, n)]
+    return [{k: columns[k][i] for k in columns} for i in range(n)]
+
+
+def resolve_study_path(name_or_path: str) -> Path:
+    """A study file path, or the name of a built-in study (``studies/builtin/NAME.toml``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    builtin = BUILTIN_DIR / f"{name_or_path}.toml"
+    if builtin.exists():
+        return builtin
+    known = sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+    raise StudyError(f"study {name_or_path!r}: no such file, and no built-in study of that name (built-in: {known})")
+
+
+def checkpoint_arch(checkpoint: str) -> Any:
+    """The architecture stored in a checkpoint (CheckpointError if unusable)."""
+    from stoxbar.stpn.agent import ArchConfig
+    from stoxbar.stpn.checkpoint import load_checkpoint
+
+    return ArchConfig.from_dict(dict(load_checkpoint(checkpoint)["arch"]))
+
+
+def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
+    """Parse and fully validate a study file (see module docstring); ``output`` overrides its own."""
+    from stoxbar.stpn.agent import ArchConfig
+    from stoxbar.stpn.checkpoint import SHIPPED_CHECKPOINT
+
+    path = resolve_study_path(path_or_name)
+    where = f"study {path}"
+    text = path.read_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{where}: not valid TOML ({exc})") from None
+    _no_unknown(doc, ("name", "description", "seeds", "output", "base", "grid", "random", "metrics", "plots"), where)
+    name = doc.get("name", path.stem)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise StudyError(f"{where}: name = {name!r} must be a non-empty string without '/'")
+    seeds = doc.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise StudyError(f"{where}: seeds = {seeds!r} must be a non-empty list of distinct integers >= 0")
+    out = output or doc.get("output") or f"runs/studies/{name}"
+    if not isinstance(out, str):
+        raise StudyError(f"{where}: output = {out!r} must be a path")
+
+    base_t = _table(doc, "base", where)
+    _no_unknown(base_t, ("checkpoint", "device", "set"), f"{where} [base]")
+    ckpt = base_t.get("checkpoint", "shipped")
+    if not isinstance(ckpt, str) or not ckpt:
+        raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: 'shipped', 'random' or a path")
+    if ckpt == "shipped":
+        ckpt = str(SHIPPED_CHECKPOINT)
+    elif ckpt != "random":
+        ck = Path(ckpt) if Path(ckpt).is_absolute() else (Path.cwd() / ckpt)
+        if not ck.exists():
+            raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: file not found")
+        ckpt = str(ck.resolve())
+    arch = ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt)
+    device_preset = base_t.get("device", arch.device_preset)
+    base = base_t.get("set", {})
+    if not isinstance(base, dict):
+        raise StudyError(f"{where} [base] set: must be a table of parameter paths")
+
+    groups: List[Tuple[str, Dict[str, Any]]] = []
+    grids = doc.get("grid", [])
+    if isinstance(grids, dict):
+        grids = [grids]
+    if not isinstance(grids, list):
+        raise StudyError(f"{where}: grid must be a table or an array of tables ([[grid]])")
+    for i, grid in enumerate(grids):
+        label = f"grid{i + 1}"
+        groups += [(label, p) for p in _grid_points(grid, f"{where} [[grid]] #{i + 1}")]
+    if "random" in doc:
+        groups += [("random", p) for p in _random_points(_table(doc, "random", where), f"{where} [random]")]
+    if not groups:
+        raise StudyError(f"{where}: no points (add a [[grid]] or a [random] table)")
+
+    metrics_t = _table(doc, "metrics", where)
+    allowed = tuple(f.name for f in dataclasses.fields(Metrics))
+    _no_unknown(metrics_t, allowed, f"{where} [metrics]")
+    metrics = Metrics()
+    for key, value in metrics_t.items():
+        metrics = dataclasses.replace(metrics, **{key: _coerce(f"metrics.{key}", getattr(metrics, key), value)})
+    if metrics.games < 0 or metrics.max_steps < 1 or metrics.mvm_error_samples < 0:
+        raise StudyError(f"{where} [metrics]: games >= 0, max_steps >= 1 and mvm_error_samples >= 0 "
+                         f"(got {metrics})")
+
+    plots_t = _table(doc, "plots", where)
+    _no_unknown(plots_t, ("metrics", "pareto", "breakdown"), f"{where} [plots]")
+    plot_metrics = tuple(plots_t.get("metrics", ()))
+    breakdown = plots_t.get("breakdown", False)
+    if not isinstance(breakdown, bool):
+        raise StudyError(f"{where} [plots] breakdown = {breakdown!r}: must be true or false")
+    pareto = tuple(plots_t.get("pareto", ()))
+    if pareto and len(pareto) != 2:
+        raise StudyError(f"{where} [plots] pareto = {list(pareto)}: give [x metric (minimised), y metric (maximised)]")
+
+    # every point's full configuration, before anything runs
+    for group, params in groups:
+        where_p = f"{where}: point {params}"
+        if ckpt != "random" and any(k.startswith("agent.") for k in {**base, **params}):
+            raise StudyError(f"{where_p}: agent.* parameters need checkpoint = 'random' (a trained checkpoint "
+                             "fixes its architecture)")
+        try:
+            cfg = build_point(arch, device_preset, base, params)
+        except ConfigError as exc:
+            raise StudyError(f"{where_p}: {exc}") from None
+        if cfg.arch.cell != "mstpn":
+            raise StudyError(f"{where_p}: cell = {cfg.arch.cell!r}; only an m-STPN maps onto the STO chip")
+    points = groups
+    sha = "" if ckpt == "random" else hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
+    return Study(name=name, description=str(doc.get("description", "")), source=text, output=Path(out),
+                 seeds=tuple(seeds), checkpoint=ckpt, checkpoint_sha256=sha, device_preset=device_preset, base=dict(base),
+                 points=tuple(points), metrics=metrics, plot_metrics=plot_metrics, pareto=pareto, breakdown=breakdown)

@@ -1,0 +1,210 @@
+"""Studies: parsing and validation, local and Ray runs, resume, failure isolation, table, plots, report."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.studies import StudyError, load_study
+from stoxbar.studies.plots import pareto_front
+from stoxbar.studies.report import write_report
+from stoxbar.studies.runner import load_records, run_study
+from stoxbar.studies.spec import build_point, point_id, resolve_study_path
+from stoxbar.studies.table import ID_COLUMNS, read_table
+from stoxbar.stpn.agent import ArchConfig
+
+# static metrics only (no game, no MVM): a trial is one worker process and a few ms of work
+STATIC = """
+name = "static"
+seeds = [0, 1]
+[base]
+checkpoint = "random"
+set = {{ "periphery.adc.share" = 4 }}
+[[grid]]
+"periphery.tile_rows" = [256, 512]
+{extra}
+[metrics]
+games = 0
+mvm_error_samples = 0
+"""
+
+
+def write_study(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def static_study(tmp_path: Path, extra: str = "", out: str = "out"):
+    path = write_study(tmp_path, STATIC.format(extra=extra))
+    return load_study(str(path), str(tmp_path / out))
+
+
+# -- parsing and validation --------------------------------------------------------------------
+@pytest.mark.parametrize("body, match", [
+    ('[[grid]]\n"periphery.adc.bitz" = [4]', r"periphery.adc.bitz.*unknown parameter 'bitz'"),
+    ('[[grid]]\n"chip.adc.bits" = [4]', r"'chip.adc.bits'.*must start with"),
+    ('[[grid]]\n"periphery.adc.bits" = [4.5]', r"periphery.adc.bits = 4.5: expected a int"),
+    ('[[grid]]\n"periphery.adc.bits" = [1, 8]', r"point \{'periphery.adc.bits': 1\}.*adc.bits = 1.*\[2, 16\]"),
+    ('[[grid]]\n"device.read_noise_std" = ["high"]', r"read_noise_std = 'high': expected a float"),
+    ('[[grid]]\n"periphery.adc" = [4]', r"'adc' is a block"),
+    ('[[grid]]\n"periphery.adc.bits" = []', r"must be a non-empty list"),
+    ('[[grid]]', r"empty grid"),
+    ('seeds = [0]', r"no points"),
+    ('[[grid]]\n"periphery.adc.share" = [3]', r"adc.share = 3: must divide"),
+    ('[[grid]]\n"agent.hidden" = [8]', r"agent.\* parameters need checkpoint = 'random'"),
+    ('[[grid]]\n"periphery.adc.bits" = [4]\n[metrics]\ngamez = 1', r"\[metrics\]: unknown key"),
+    ('[[grid]]\n"periphery.adc.bits" = [4]\n[random]\nn = 2\n"device.tau_max_s" = { normal = [1, 2] }',
+     r"must be one of"),
+])
+def test_bad_study_files_are_rejected_naming_the_entry(tmp_path, body, match):
+    path = write_study(tmp_path, 'name = "bad"\n' + body + "\n")
+    with pytest.raises(StudyError, match=match):
+        load_study(str(path))
+
+
+def test_study_parses_grid_random_and_base(tmp_path):
+    path = write_study(tmp_path, """
+        name = "mix"
+        seeds = [3, 4]
+        [base]
+        checkpoint = "random"
+        set = { "device.read_noise_std" = 0.02 }
+        [[grid]]
+        "periphery.adc.bits" = [4, 6]
+        "periphery.dac.bits" = [4, 8]
+        [[grid]]
+        "periphery.adc.bits" = [4]
+        "periphery.dac.bits" = [4]
+        [random]
+        n = 5
+        seed = 7
+        "device.tau_max_s" = { loguniform = [1.0, 100.0] }
+        "periphery.adc.bits" = { choice = [5, 7] }
+        "agent.hidden" = { randint = [8, 16] }
+        """)
+    study = load_study(str(path))
+    assert study.varied == ("periphery.adc.bits", "periphery.dac.bits", "device.tau_max_s", "agent.hidden")
+    trials = study.trials()
+    assert len(trials) == (4 + 5) * 2  # the second grid's point duplicates the first grid's: runs once
+    rand = [p for g, p in study.points if g == "random"]
+    assert all(1.0 <= p["device.tau_max_s"] <= 100.0 and p["periphery.adc.bits"] in (5, 7)
+               and 8 <= p["agent.hidden"] <= 16 for p in rand)
+    assert rand == [p for g, p in load_study(str(path)).points if g == "random"]  # reproducible draws
+    assert trials[0].trial_id == f"{point_id(trials[0].params)}-s3"
+    cfg = build_point(ArchConfig(), "sto_2024", study.base, rand[0])
+    assert cfg.device.read_noise_std == 0.02 and cfg.arch.hidden == rand[0]["agent.hidden"]
+    assert cfg.periphery.adc.bits == rand[0]["periphery.adc.bits"] and isinstance(cfg.periphery, PeripheryConfig)
+
+
+def test_builtin_studies_validate():
+    names = sorted(p.stem for p in resolve_study_path("scaling").parent.glob("*.toml"))
+    assert names == ["array_architecture", "converter_resolution", "device_nonidealities", "peripheral_overhead",
+                     "scaling"]
+    for name in names:
+        assert load_study(name).trials()
+    with pytest.raises(StudyError, match="built-in"):
+        resolve_study_path("no_such_study")
+
+
+def test_sweep_command_dry_run_lists_points(tmp_path, capsys):
+    from stoxbar.scripts.cli import main
+
+    path = write_study(tmp_path, STATIC.format(extra=""))
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "2 points x 2 seeds = 4 trials" in text and "'periphery.tile_rows': 512" in text
+    assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+def test_pareto_front():
+    pts = [(1.0, 1.0), (2.0, 3.0), (1.5, 0.5), (3.0, 3.0), (0.5, -1.0), (4.0, 5.0)]
+    assert pareto_front(pts) == [4, 0, 1, 5]
+
+
+# -- running: local pool, table, resume, failures --------------------------------------------------
+def test_local_run_table_resume_and_report(tmp_path):
+    study = static_study(tmp_path)
+    counts = run_study(study, workers=2, progress=False)
+    assert counts == {"trials": 4, "skipped": 0, "ok": 4, "failed": 0}
+    out = study.output
+    rows = read_table(out / "results.csv")
+    with open(out / "results.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[:len(ID_COLUMNS)] == list(ID_COLUMNS) and header[len(ID_COLUMNS)] == "periphery.tile_rows"
+    assert len(rows) == 4 and {(r["periphery.tile_rows"], r["seed"]) for r in rows} == {
+        (256, 0), (256, 1), (512, 0), (512, 1)}
+    for r in rows:  # the metrics are the configuration's own numbers
+        p = build_point(ArchConfig(), "sto_2024", study.base, {"periphery.tile_rows": r["periphery.tile_rows"]}).periphery
+        tiles = math.ceil(2656 / p.tile_rows) * math.ceil(64 / p.tile_cols)
+        assert r["status"] == "ok" and r["tiles"] == tiles
+        assert math.isclose(r["area_m2"], tiles * p.tile_area_m2()["total"], rel_tol=1e-9)
+    units = {row["column"]: row["unit"] for row in csv.DictReader(open(out / "columns.csv"))}
+    assert units["area_m2"] == "m^2" and units["mvm_latency_s"] == "s" and units["periphery.tile_rows"] == "1"
+    # resume: nothing is recomputed; a lost record is the only one that runs again
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.json")}
+    assert run_study(study, workers=2, progress=False) == {"trials": 4, "skipped": 4, "ok": 0, "failed": 0}
+    lost = sorted(stamps)[0]
+    os.unlink(out / "trials" / lost)
+    assert run_study(study, workers=1, progress=False) == {"trials": 4, "skipped": 3, "ok": 1, "failed": 0}
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.json") if p.name != lost} == {
+        k: v for k, v in stamps.items() if k != lost}
+    assert len((out / "invocations.jsonl").read_text().splitlines()) == 3
+    # another study cannot resume into this directory
+    other = dataclasses.replace(study, base={"periphery.adc.share": 8})
+    with pytest.raises(StudyError, match="holds another study"):
+        run_study(other, progress=False)
+    # the report: tables, the study file, the commands; never overwritten
+    page = write_report(str(out))
+    text = page.read_text()
+    assert "periphery.tile_rows" in text and "[[grid]]" in text and "Versions" in text
+    assert write_report(str(out)).name == "report-2.html"
+    with pytest.raises(FileExistsError):
+        write_report(str(out), str(page))
+
+
+def test_failed_trial_is_recorded_and_retried_alone(tmp_path):
+    study = static_study(tmp_path)
+    # a point that passes no validation stands for a trial that fails at run time
+    broken = dataclasses.replace(study, points=study.points + (("grid1", {"periphery.adc.bits": 1}),))
+    counts = run_study(broken, workers=2, progress=False)
+    assert counts == {"trials": 6, "skipped": 0, "ok": 4, "failed": 2}
+    rows = read_table(study.output / "results.csv")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 2 and all("adc.bits = 1" in r["error"] for r in failed)
+    assert run_study(broken, workers=2, progress=False) == {"trials": 6, "skipped": 4, "ok": 0, "failed": 2}
+    assert len(list((study.output / "trials" / "failed").glob("*.json"))) == 2  # first attempts kept
+
+
+def test_timeout_fails_the_trial_not_the_study(tmp_path):
+    study = static_study(tmp_path)
+    counts = run_study(study, workers=2, timeout_s=0.05, progress=False)
+    assert counts["failed"] == 4
+    recs = load_records(study.output)
+    assert all("exceeded 0.05 s" in r["error"] for r in recs.values())
+    with pytest.raises(StudyError, match="timeout"):
+        run_study(study, timeout_s=-1, progress=False)
+
+
+def test_ray_backend_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    local = static_study(tmp_path, out="local")
+    run_study(local, workers=2, progress=False)
+    study = static_study(tmp_path, out="ray")
+    counts = run_study(study, workers=2, ray_address="local", progress=False)
+    assert counts == {"trials": 4, "skipped": 0, "ok": 4, "failed": 0}
+    recs = load_records(study.output)
+    assert all(r["pid"] != os.getpid() for r in recs.values())
+    strip = ("trial_wall_s",)
+    for a, b in zip(read_table(local.output / "results.csv"), read_table(study.output / "results.csv")):
+        assert {k: v for k, v in a.items() if k not in strip} == {k: v for k, v in b.items() if k not in strip}
+    line = json.loads((study.output / "invocations.jsonl").read_text().splitlines()[-1])
+    assert line["backend"] == "ray:local"
