@@ -2,8 +2,9 @@
 
 One process runs the same 8-point study (real trials: untrained paper-architecture m-STPN, 150
 agent steps of Pong on the default STO chip each, one process per trial) three times into fresh
-directories: local pool with 1 worker, local pool with 2 workers, local Ray instance with 2 CPUs.
-Reports wall times, the 2-vs-1 speed-up and (Ray - local, 2 workers) / 8 per point. Usage:
+directories: local pool with 1 worker, local pool with 2 workers, local Ray instance with 2 CPUs
+(started by the study, then already running). Reports wall times, the 2-vs-1 speed-up and
+(Ray - local, 2 workers) / 8 per point. Usage:
 ``python benchmarks/bench_sweep.py [--points 8] [--steps 150]`` on an otherwise idle machine.
 """
 
@@ -56,13 +57,22 @@ def main() -> None:
         t1 = timed(path, Path(tmp) / "w1", workers=1)
         t2 = timed(path, Path(tmp) / "w2", workers=2)
         tr = timed(path, Path(tmp) / "ray", workers=2, ray_address="local")
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a running instance is reused
+        try:
+            tw = timed(path, Path(tmp) / "ray-warm", workers=2, ray_address="local")
+        finally:
+            ray.shutdown()
     n = args.points
     print(f"study of {n} points ({args.steps} agent steps of analog Pong each), cores: {os.cpu_count()}")
     print(f"{'backend':<28}{'wall s':>10}{'s / point':>12}")
-    for name, t in (("local pool, 1 worker", t1), ("local pool, 2 workers", t2), ("Ray (local), 2 workers", tr)):
+    for name, t in (("local pool, 1 worker", t1), ("local pool, 2 workers", t2), ("Ray (local), 2 workers", tr),
+                    ("Ray, already running", tw)):
         print(f"{name:<28}{t:>10.1f}{t / n:>12.2f}")
     print(f"speed-up 2 workers vs 1: {t1 / t2:.2f}x")
-    print(f"Ray overhead vs local pool (2 workers, incl. Ray start/stop): {(tr - t2) / n:+.2f} s per point")
+    print(f"Ray overhead vs local pool (2 workers): {(tr - t2) / n:+.2f} s per point incl. Ray start/stop, "
+          f"{(tw - t2) / n:+.2f} s per point on a running instance")
 
 
 if __name__ == "__main__":
