@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar play``."""
     p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
-    p.add_argument("--preset", default=None, help="device preset (default: the checkpoint's)")
+    p.add_argument("--preset", default=None, help="device preset of the chip (default: the one the checkpoint was trained for)")
     add_periphery_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
     p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True)
@@ -40,11 +40,11 @@ def main(args: argparse.Namespace) -> int:
     """Run ``stoxbar play``."""
     from tqdm import tqdm
 
+    from stoxbar.compat import versions
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.devices import presets
     from stoxbar.stpn.checkpoint import load_agent
     from stoxbar.stpn.evaluate import build_analog_cell, energy_report, play_games
-    from stoxbar.compat import versions
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
