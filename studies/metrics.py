@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -64,7 +65,6 @@ def unit_of(column: str) -> Tuple[str, str]:
 
 def _param_unit(path: str) -> str:
     from stoxbar.devices.sto import STODevice
-    import dataclasses
 
     parts = path.split(".")
     if parts[0] == "device":

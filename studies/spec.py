@@ -12,6 +12,7 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
 
     [base]
     checkpoint = "shipped"             # "shipped" | "random" (untrained, arch from agent.*) | a path
+                                       # (relative to the working directory)
     device = "sto_2024"                # device preset of the chip
     set = { "periphery.adc.share" = 8 }   # applied to every point
 
