@@ -77,16 +77,21 @@ class AnalogMSTPNCell(MSTPNCell):
         self._gam_tiled = self.chip.tiled_weight(self.gam.detach())
         self._params = (self.lambda_().detach(), self.gam.detach())
 
-    def v_bias(self) -> Tensor:
-        """Bias (V) realising each learned tau on the chip's device, tau clamped to the chip's range.
+    def v_bias(self, device=None) -> Tensor:
+        """Bias (V) realising each learned tau on the chip's device (default), clamped to its range.
 
         ``device`` is the one the network was trained for (it fixes the learned taus);
-        ``chip_device`` is the one the tiles are made of. A chip with a narrower tau range
-        realises the nearest tau it can (the decay on the tiles then follows the chip's law).
+        ``chip_device`` is the one the tiles are made of; the decay on the tiles follows its law.
         """
-        chip = self.chip_device
-        tau = self.tau_s().detach().double().clamp(chip.tau_min_s, chip.tau_max_s)
-        return torch.as_tensor(chip.v_bias_for_tau(tau)).to(self.W.dtype)
+        return super().v_bias(self.chip_device if device is None else device)
+
+    @classmethod
+    def from_cell(cls, cell: MSTPNCell, periphery: PeripheryConfig, chip_device=None) -> "AnalogMSTPNCell":
+        """A programmed analog copy of a trained m-STPN cell on tiles of ``chip_device`` (default: its own)."""
+        analog = cls(cell.n_in, cell.hidden, cell.device, cell.dt_s, periphery, chip_device=chip_device)
+        analog.load_state_dict(cell.state_dict(), strict=False)
+        analog.program()
+        return analog
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
         """(Lambda, Gamma) fixed at programming time (the chip holds them as biases and digital Gamma)."""

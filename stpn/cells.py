@@ -571,10 +571,15 @@ class MSTPNCell(_CellBase):
         """Per-synapse decay factor per step, Lambda = exp(-dt/tau)."""
         return torch.exp(-self.dt_s / self.tau_s())
 
-    def v_bias(self) -> Tensor:
-        """Per-synapse decay-control bias voltage (V) realising tau (device.v_bias_for_tau)."""
-        tau = self.tau_s().detach().double().clamp(self.tau_min_s, self.tau_max_s)
-        return torch.as_tensor(self.device.v_bias_for_tau(tau)).to(self.W.dtype)
+    def v_bias(self, device: Optional["STODevice"] = None) -> Tensor:
+        """Per-synapse decay-control bias voltage (V) realising tau on ``device`` (default: the cell's).
+
+        Each tau is clamped to that device's range first: a device with a narrower range realises
+        the nearest tau it can.
+        """
+        device = self.device if device is None else device
+        tau = self.tau_s().detach().double().clamp(device.tau_min_s, device.tau_max_s)
+        return torch.as_tensor(device.v_bias_for_tau(tau)).to(self.W.dtype)
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
         """(Lambda, Gamma) for the step; compute once per rollout to save the exp/sigmoid per step."""

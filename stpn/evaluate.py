@@ -33,12 +33,8 @@ def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig)
     """
     from stoxbar.stpn.analog import AnalogMSTPNCell
 
-    cell = agent.cell
-    analog = AnalogMSTPNCell(cell.n_in, cell.hidden, cell.device, cell.dt_s, periphery, chip_device=chip_device)
-    analog.load_state_dict(cell.state_dict(), strict=False)
-    analog.program()
-    agent.cell = analog
-    return analog
+    agent.cell = AnalogMSTPNCell.from_cell(agent.cell, periphery, chip_device)
+    return agent.cell
 
 
 def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator,
@@ -91,16 +87,16 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
     result = PlayResult(ledger=ledger if ledger is not None else EnergyLedger())
     arch = agent.arch
     extra = extra_encoder_macs(arch)
-    book = None
-    if periphery is not None:
-        def book() -> None:
-            record_digital_step(result.ledger, periphery.digital, arch.n_in, arch.hidden, arch.n_actions, extra)
+
+    def book() -> None:
+        record_digital_step(result.ledger, periphery.digital, arch.n_in, arch.hidden, arch.n_actions, extra)
+
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for game in range(games):
         env = make_pong_env(1, seed=seed + game)
         try:
-            score, steps = play_game(agent, env, max_steps, greedy, gen, book)
+            score, steps = play_game(agent, env, max_steps, greedy, gen, book if periphery is not None else None)
         finally:
             env.close()
         result.scores.append(score)

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -82,17 +82,14 @@ def _param_unit(path: str) -> str:
 
 
 # -- building -----------------------------------------------------------------------------------
-def build_agent(checkpoint: str, cfg: PointConfig, seed: int):
-    """The trained agent of ``checkpoint``, or an untrained one of ``cfg.arch`` ("random")."""
+def build_agent(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, seed: int):
+    """The trained agent of a loaded checkpoint, or an untrained one of ``cfg.arch`` (``ckpt`` None)."""
     from stoxbar.stpn.agent import PongAgent
-    from stoxbar.stpn.checkpoint import load_agent
+    from stoxbar.stpn.checkpoint import build_agent as agent_from_checkpoint
 
     torch.manual_seed(seed)
-    if checkpoint == "random":
-        agent = PongAgent(cfg.arch)
-        agent.eval()
-        return agent
-    agent, _ = load_agent(checkpoint)
+    agent = PongAgent(cfg.arch) if ckpt is None else agent_from_checkpoint(ckpt)
+    agent.eval()
     return agent
 
 
@@ -141,12 +138,8 @@ def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any
     from stoxbar.stpn.analog import AnalogMSTPNCell
 
     cell = agent.cell
-    if not hasattr(cell, "presynaptic"):
-        return {}
     recorded = record_layer_inputs(agent, samples, seed)
-    analog = AnalogMSTPNCell(cell.n_in, cell.hidden, cell.device, cell.dt_s, cfg.periphery, chip_device=cfg.device)
-    analog.load_state_dict(cell.state_dict(), strict=False)
-    analog.program()
+    analog = AnalogMSTPNCell.from_cell(cell, cfg.periphery, cfg.device)
     analog.initial_state(1)
     chip, g_max = analog.chip, cfg.device.st_g_max_s
     errors = []
@@ -195,12 +188,12 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
     return out
 
 
-def measure(checkpoint: str, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
-    """Every metric of one trial (see module docstring)."""
+def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
+    """Every metric of one trial (see module docstring); ``ckpt`` None = untrained agent."""
     t0 = time.perf_counter()
     out = static_metrics(cfg)
     if metrics.mvm_error_samples or metrics.games:
-        agent = build_agent(checkpoint, cfg, seed)
+        agent = build_agent(ckpt, cfg, seed)
         if metrics.mvm_error_samples:
             out.update(mvm_error(agent, cfg, metrics.mvm_error_samples, seed))
         if metrics.games:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from stoxbar.studies.metrics import unit_of
-from stoxbar.studies.table import read_table, write_text_atomic
+from stoxbar.stpn.checkpoint import atomic_write_bytes
+from stoxbar.studies.table import read_table
 from stoxbar.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
@@ -64,7 +65,8 @@ def study_page(run_dir: Path) -> str:
         means = [sum(float(r[m]) for r in rs) / len(rs) if all(r.get(m, "") != "" for r in rs) else "" for m in metrics]
         summary.append([*(rs[0][p] for p in varied), len(rs), *means])
     header = [*varied, "seeds", *(f"{m} [{unit_of(m)[0]}]" for m in metrics)]
-    invocations = (run_dir / "invocations.jsonl").read_text().splitlines() if (run_dir / "invocations.jsonl").exists() else []
+    log = run_dir / "invocations.jsonl"
+    invocations = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     sections = [
         f"<p>{html.escape(meta.get('description', ''))}</p>",
         f"<p>{len(table)} trials ({len(ok)} ok, {len(failed)} failed) over {len(by_point)} points; "
@@ -82,9 +84,8 @@ def study_page(run_dir: Path) -> str:
                                                        for r in failed])]
     sections += ["<h2>Study file</h2>", f"<pre>{html.escape(meta['source'])}</pre>",
                  "<h2>Commands</h2>", "<pre>" + html.escape("\n".join(
-                     " ".join(json.loads(line)["command"]) + f"    # {json.loads(line)['time']}, "
-                     f"{json.loads(line)['backend']}, {json.loads(line)['workers']} workers"
-                     for line in invocations)) + "</pre>",
+                     " ".join(inv["command"]) + f"    # {inv['time']}, {inv['backend']}, {inv['workers']} workers"
+                     for inv in invocations)) + "</pre>",
                  "<h2>Versions</h2>", _table(["package", "version"], sorted(meta["versions"].items()))]
     return _page(f"stoxbar study: {ident['name']}", sections)
 
@@ -141,5 +142,5 @@ def write_report(run: str, out: Optional[str] = None) -> Path:
             n += 1
     elif dest.exists():
         raise FileExistsError(f"{dest} exists: reports are never overwritten; choose a new path")
-    write_text_atomic(dest, text)
+    atomic_write_bytes(dest, text.encode())
     return dest

@@ -11,28 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from stoxbar.stpn.checkpoint import atomic_write_bytes
 from stoxbar.studies.metrics import UNITS, unit_of
 from stoxbar.studies.spec import Study
 
 ID_COLUMNS = ("study", "trial_id", "point_id", "group", "seed", "status", "error")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` via a temp file + rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def rows(study: Study, out: Path) -> Tuple[List[str], List[Dict[str, Any]]]:
@@ -65,20 +51,19 @@ def write_table(study: Study, out: Path) -> Path:
     writer.writeheader()
     writer.writerows(table)
     path = out / "results.csv"
-    write_text_atomic(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue().encode())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["column", "unit", "description"])
     for c in columns:
         w.writerow([c, *unit_of(c)] if c not in ID_COLUMNS else [c, "", "identifier"])
-    write_text_atomic(out / "columns.csv", buf.getvalue())
+    atomic_write_bytes(out / "columns.csv", buf.getvalue().encode())
     try:
         import pandas as pd
 
-        frame = pd.DataFrame(table, columns=columns)
-        tmp = out / ".tmp-results.parquet"
-        frame.to_parquet(tmp)
-        os.replace(tmp, out / "results.parquet")
+        parquet = io.BytesIO()
+        pd.DataFrame(table, columns=columns).to_parquet(parquet)
+        atomic_write_bytes(out / "results.parquet", parquet.getvalue())
     except ImportError:
         pass
     return path

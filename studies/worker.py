@@ -34,18 +34,19 @@ def run_trial(job: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     from stoxbar.studies.metrics import measure
-    from stoxbar.studies.spec import Metrics, build_point, checkpoint_arch
+    from stoxbar.studies.spec import Metrics, build_point
     from stoxbar.stpn.agent import ArchConfig
+    from stoxbar.stpn.checkpoint import load_checkpoint
 
     trial = job["trial"]
     record: Dict[str, Any] = {**trial, "study": job["study"], "host": platform.node(), "pid": os.getpid(),
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions()}
     try:
         torch.set_num_threads(int(job.get("threads", 1)))
-        checkpoint = job["checkpoint"]
-        arch = ArchConfig() if checkpoint == "random" else checkpoint_arch(checkpoint)
+        ckpt = None if job["checkpoint"] == "random" else load_checkpoint(job["checkpoint"])
+        arch = ArchConfig() if ckpt is None else ArchConfig.from_dict(dict(ckpt["arch"]))
         cfg = build_point(arch, job["device_preset"], job["base"], trial["params"])
-        record["metrics"] = _finite(measure(checkpoint, cfg, Metrics(**job["metrics"]), trial["seed"]))
+        record["metrics"] = _finite(measure(ckpt, cfg, Metrics(**job["metrics"]), trial["seed"]))
         record["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, the study goes on
         record["status"] = "failed"
