@@ -18,10 +18,10 @@ import torch
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.stpn.evaluate import build_analog_cell
-from stoxbar.stpn.accounting import record_digital_step
-from stoxbar.stpn.agent import ArchConfig, PongAgent
-from stoxbar.stpn.env import STEP_PERIOD_S
+from stoxbar.pong.evaluate import build_analog_cell
+from stoxbar.pong.accounting import record_digital_step
+from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.env import STEP_PERIOD_S
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _curves(args: argparse.Namespace) -> int:
-    from stoxbar.stpn.a2c import compare_curves
+    from stoxbar.pong.a2c import compare_curves
 
     summary = compare_curves(args.runs, args.out, args.window, args.max_frames)
     for run in summary.values():
@@ -79,7 +79,7 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def _train(argv: List[str]) -> int:
-    from stoxbar.stpn.a2c import train_main
+    from stoxbar.pong.a2c import train_main
 
     return train_main(argv)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
-from stoxbar.stpn.checkpoint import SHIPPED_CHECKPOINT
+from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.validation import ConfigError
 
 
@@ -43,8 +43,8 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.compat import versions
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.devices import presets
-    from stoxbar.stpn.checkpoint import load_agent
-    from stoxbar.stpn.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.pong.checkpoint import load_agent
+    from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")

@@ -1,8 +1,10 @@
-"""STPN and m-STPN cells (digital reference and analog on STO tiles), Pong agent, A2C training."""
+"""The STPN and m-STPN networks: digital reference cells and the analog m-STPN on STO tiles.
 
-from stoxbar.stpn.agent import ArchConfig, PongAgent
+A client of the crossbar substrate: the m-STPN's Hebbian short-term rule lives here and drives the
+substrate's generic operations (read, decay, requested short-term change). May import
+``devices``, ``peripherals``, ``crossbar``; never ``pong`` (the task).
+"""
+
 from stoxbar.stpn.cells import MSTPNCell, STPNCell, kernel_available
-from stoxbar.stpn.checkpoint import CheckpointError, load_agent, save_checkpoint
 
-__all__ = ["STPNCell", "MSTPNCell", "kernel_available", "ArchConfig", "PongAgent", "load_agent", "save_checkpoint",
-           "CheckpointError"]
+__all__ = ["STPNCell", "MSTPNCell", "kernel_available"]

@@ -84,8 +84,8 @@ def _param_unit(path: str) -> str:
 # -- building -----------------------------------------------------------------------------------
 def build_agent(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, seed: int):
     """The trained agent of a loaded checkpoint, or an untrained one of ``cfg.arch`` (``ckpt`` None)."""
-    from stoxbar.stpn.agent import PongAgent
-    from stoxbar.stpn.checkpoint import build_agent as agent_from_checkpoint
+    from stoxbar.pong.agent import PongAgent
+    from stoxbar.pong.checkpoint import build_agent as agent_from_checkpoint
 
     torch.manual_seed(seed)
     agent = PongAgent(cfg.arch) if ckpt is None else agent_from_checkpoint(ckpt)
@@ -109,7 +109,7 @@ def static_metrics(cfg: PointConfig) -> Dict[str, Any]:
 @torch.no_grad()
 def record_layer_inputs(agent, samples: int, seed: int, stride: int = 8) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """(z_hat [1, P], F [1, H, P]) of every ``stride``-th step of a digital game (more games if needed)."""
-    from stoxbar.stpn.env import make_pong_env
+    from stoxbar.pong.env import make_pong_env
 
     cell = agent.cell
     out: List[Tuple[torch.Tensor, torch.Tensor]] = []
@@ -158,7 +158,7 @@ def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any
 # -- Pong on the chip --------------------------------------------------------------------------------
 def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
     """Play ``metrics.games`` games on this point's chip; score, speed and energy columns."""
-    from stoxbar.stpn.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
 
     ledger = EnergyLedger()
     build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")

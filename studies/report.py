@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from stoxbar.studies.metrics import unit_of
-from stoxbar.stpn.checkpoint import atomic_write_bytes
+from stoxbar.pong.checkpoint import atomic_write_bytes
 from stoxbar.studies.table import read_table
 from stoxbar.validation import ConfigError
 

@@ -3,7 +3,7 @@
 A study is a small TOML file; every parameter is named by its dotted path into the configuration
 that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STODevice`,
 ``periphery.*`` = :class:`~stoxbar.peripherals.PeripheryConfig` and its blocks, ``agent.*`` =
-:class:`~stoxbar.stpn.ArchConfig` for untrained agents)::
+:class:`~stoxbar.pong.ArchConfig` for untrained agents)::
 
     name = "converter_resolution"
     description = "ADC bits x DAC bits vs Pong score and array energy per game"
@@ -288,16 +288,16 @@ def resolve_study_path(name_or_path: str) -> Path:
 
 def checkpoint_arch(checkpoint: str) -> Any:
     """The architecture stored in a checkpoint (CheckpointError if unusable)."""
-    from stoxbar.stpn.agent import ArchConfig
-    from stoxbar.stpn.checkpoint import load_checkpoint
+    from stoxbar.pong.agent import ArchConfig
+    from stoxbar.pong.checkpoint import load_checkpoint
 
     return ArchConfig.from_dict(dict(load_checkpoint(checkpoint)["arch"]))
 
 
 def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
     """Parse and fully validate a study file (see module docstring); ``output`` overrides its own."""
-    from stoxbar.stpn.agent import ArchConfig
-    from stoxbar.stpn.checkpoint import SHIPPED_CHECKPOINT
+    from stoxbar.pong.agent import ArchConfig
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 
     path = resolve_study_path(path_or_name)
     where = f"study {path}"

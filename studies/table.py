@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from stoxbar.stpn.checkpoint import atomic_write_bytes
+from stoxbar.pong.checkpoint import atomic_write_bytes
 from stoxbar.studies.metrics import UNITS, unit_of
 from stoxbar.studies.spec import Study
 

@@ -35,8 +35,8 @@ def run_trial(job: Dict[str, Any]) -> Dict[str, Any]:
 
     from stoxbar.studies.metrics import measure
     from stoxbar.studies.spec import Metrics, build_point
-    from stoxbar.stpn.agent import ArchConfig
-    from stoxbar.stpn.checkpoint import load_checkpoint
+    from stoxbar.pong.agent import ArchConfig
+    from stoxbar.pong.checkpoint import load_checkpoint
 
     trial = job["trial"]
     record: Dict[str, Any] = {**trial, "study": job["study"], "host": platform.node(), "pid": os.getpid(),

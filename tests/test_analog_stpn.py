@@ -11,7 +11,7 @@ import torch
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.stpn.accounting import boundaries, record_digital_step
+from stoxbar.pong.accounting import boundaries, record_digital_step
 from stoxbar.stpn.analog import AnalogMSTPNCell
 from stoxbar.stpn.cells import MSTPNCell
 

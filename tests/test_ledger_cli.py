@@ -9,7 +9,7 @@ import pytest
 
 from stoxbar.crossbar import EnergyLedger, write_json_atomic
 from stoxbar.scripts.cli import main
-from stoxbar.stpn.checkpoint import SHIPPED_CHECKPOINT
+from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.validation import ConfigError
 
 

@@ -19,7 +19,7 @@ from stoxbar.studies.report import write_report
 from stoxbar.studies.runner import load_records, run_study
 from stoxbar.studies.spec import build_point, point_id, resolve_study_path
 from stoxbar.studies.table import ID_COLUMNS, read_table
-from stoxbar.stpn.agent import ArchConfig
+from stoxbar.pong.agent import ArchConfig
 
 # static metrics only (no game, no MVM): a trial is one worker process and a few ms of work
 STATIC = """

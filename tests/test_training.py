@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from stoxbar.stpn.a2c import TrainConfig, a2c_loss, evaluate_actions, gae, train, train_main
-from stoxbar.stpn.agent import ArchConfig, PongAgent
-from stoxbar.stpn.checkpoint import CheckpointError, load_agent, load_checkpoint, new_run_dir, save_checkpoint
-from stoxbar.stpn.env import STEP_PERIOD_S, check_obs, make_pong_env
+from stoxbar.pong.a2c import TrainConfig, a2c_loss, evaluate_actions, gae, train, train_main
+from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, new_run_dir, save_checkpoint
+from stoxbar.pong.env import STEP_PERIOD_S, check_obs, make_pong_env
 from stoxbar.validation import ConfigError
 
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
@@ -208,7 +208,7 @@ def test_train_cli_reports_bad_config(capsys):
 
 
 def test_compare_curves_cuts_runs_at_the_same_budget(tmp_path):
-    from stoxbar.stpn.a2c import compare_curves
+    from stoxbar.pong.a2c import compare_curves
 
     runs = []
     for cell, returns in (("mstpn", [-21.0, -19.0, -15.0, -5.0]), ("stpn", [-20.0, -20.0, -18.0])):

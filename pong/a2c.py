@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar.stpn.agent import ArchConfig, PongAgent
-from stoxbar.stpn.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
+from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
                                      new_run_dir, save_checkpoint)
-from stoxbar.stpn.env import FRAMESKIP, make_pong_env
+from stoxbar.pong.env import FRAMESKIP, make_pong_env
 from stoxbar.validation import ConfigError, check_int, check_range
 
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",

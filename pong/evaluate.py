@@ -15,9 +15,9 @@ import torch
 
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.stpn.accounting import boundaries, gpu_baseline, record_digital_step
-from stoxbar.stpn.agent import CONV_FEATURES, ArchConfig, PongAgent
-from stoxbar.stpn.env import STEP_PERIOD_S, make_pong_env
+from stoxbar.pong.accounting import boundaries, gpu_baseline, record_digital_step
+from stoxbar.pong.agent import CONV_FEATURES, ArchConfig, PongAgent
+from stoxbar.pong.env import STEP_PERIOD_S, make_pong_env
 
 
 def extra_encoder_macs(arch: ArchConfig) -> int:

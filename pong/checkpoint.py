@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
-from stoxbar.stpn.agent import ArchConfig, PongAgent
+from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.validation import ConfigError
 
 FORMAT = "stoxbar-pong-agent"

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from stoxbar.stpn.cells import MSTPNCell, STPNCell, State
-from stoxbar.stpn.env import N_ACTIONS, OBS_SHAPE, STEP_PERIOD_S, check_obs
+from stoxbar.pong.env import N_ACTIONS, OBS_SHAPE, STEP_PERIOD_S, check_obs
 from stoxbar.validation import ConfigError, check_choice, check_int, check_range
 
 CONV_FEATURES = 32 * 9 * 9  # 2592 = output of the two convs on 84x84
