@@ -1,4 +1,8 @@
-"""Tiled STO crossbars on aihwkit: conductance state, batched analog MVM, energy ledger."""
+"""Tiled STO crossbars on aihwkit: a generic physical substrate (program, read, short-term pulses,
+decay under a bias), per-tile events, the one cost model and the energy ledger.
+
+May import: aihwkit, torch, stoxbar.devices, stoxbar.peripherals, stoxbar.validation.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ from torch import nn
 
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.crossbar.config import STORPUConfig
-from stoxbar.crossbar.costs import CrossbarCosts
+from stoxbar.crossbar.costs import Cost, area, book, cost
+from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.ledger import EnergyLedger, write_json_atomic
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
 
 __all__ = [
-    "STORPUConfig", "STOTile", "STOSimulatorTile", "STOTileArray", "CrossbarState", "CrossbarCosts",
-    "EnergyLedger", "write_json_atomic", "attach_ledger", "sto_modules",
+    "STORPUConfig", "STOTile", "STOSimulatorTile", "STOTileArray", "CrossbarState", "Events", "Cost", "cost",
+    "area", "book", "EnergyLedger", "write_json_atomic", "attach_ledger", "sto_modules", "pending_events",
 ]
 
 
@@ -26,13 +31,32 @@ def sto_modules(model: nn.Module):
             yield name or "layer", module
 
 
-def attach_ledger(model: nn.Module, ledger: EnergyLedger | None, prefix: str = "") -> EnergyLedger | None:
-    """Book every STO tile event of ``model`` in ``ledger`` (layer key = module path)."""
+def _layer_key(name: str, prefix: str) -> str:
+    inner = ".".join(part for part in name.split(".") if part != "analog_module")
+    return ".".join(part for part in (prefix, inner) if part) or "layer"
+
+
+def attach_ledger(model: nn.Module, ledger: EnergyLedger | None, prefix: str = "",
+                  book_pending: bool = True) -> EnergyLedger | None:
+    """Book every STO tile event of ``model`` in ``ledger`` (layer key = module path, tile key "i.j").
+
+    Programming done before (``convert_to_analog``, layer constructors, ``set_weights``) is booked
+    now unless ``book_pending`` is False (it then stays pending: :func:`pending_events`).
+    """
     for name, module in sto_modules(model):
-        inner = ".".join(part for part in name.split(".") if part != "analog_module")
-        layer = ".".join(part for part in (prefix, inner) if part) or "layer"
+        layer = _layer_key(name, prefix)
         if isinstance(module, STOTileArray):
-            module.attach(ledger, layer)
+            module.attach(ledger, layer, book_pending)
         else:
-            module.tile.attach(ledger, layer)
+            module.tile.attach(ledger, layer, book_pending)
     return ledger
+
+
+def pending_events(model: nn.Module, prefix: str = ""):
+    """(layer, tile, Events) of programming of ``model`` not yet booked in a ledger."""
+    out = []
+    for name, module in sto_modules(model):
+        layer = _layer_key(name, prefix)
+        for key, ev in module.pending_events():
+            out.append((layer, key, ev))
+    return out

@@ -9,36 +9,44 @@ accumulation across row-tiles.
 
 Difference to the per-tile loop: iterative bound management repeats a read for the whole layer
 when any tile's ADC clips (aihwkit's torch tile already does this batch-wide); with
-``bound_management = none`` (our default) the two are identical.
+``bound_management = none`` the two are identical. The events say what this simulation did:
+every tile of the layer is re-read as often as the batched MVM took rounds.
+
+Events are booked per tile (key ``"i.j"`` = ``array[i][j]``), through the one cost model; the
+substrate operations are those of :class:`~stoxbar.crossbar.tile.SubstrateOps`.
+
+May import: aihwkit, stoxbar.crossbar.{state,tile,events,costs}.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from aihwkit.simulator.tiles.array import TileModuleArray
 
-from stoxbar.crossbar.costs import CrossbarCosts
+from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
-from stoxbar.crossbar.tile import LedgerMixin, analog_read
+from stoxbar.crossbar.tile import EventSink, SubstrateOps, analog_read, read_events
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
 
 
-class STOTileArray(TileModuleArray, LedgerMixin):
+class STOTileArray(TileModuleArray, EventSink, SubstrateOps):
     """Tiled STO layer with shared state and a batched forward (see module docstring)."""
 
     def __init__(self, out_size: int, in_size: int, rpu_config: "STORPUConfig", bias: bool = False, **kwargs: Any):
         super().__init__(out_size, in_size, rpu_config, bias, **kwargs)
         self.rpu_config = rpu_config
         self.state = CrossbarState(self.in_sizes, out_size, rpu_config.device, out_sizes=self.out_sizes)
-        self.costs = CrossbarCosts(rpu_config.device, rpu_config.periphery)
+        self._init_sink(rpu_config.device, rpu_config.periphery)
         self._o_starts = [sum(self.out_sizes[:j]) for j in range(len(self.out_sizes))]
         self._bind_tiles()
+        for *_, tile in self._tiles():  # their constructor's programming was of states now replaced
+            tile.tile._pending.clear()
 
     # -- tiles as views --------------------------------------------------------------------
     def _tiles(self):
@@ -61,46 +69,26 @@ class STOTileArray(TileModuleArray, LedgerMixin):
             ts.g_st = None if st.g_st is None else st.g_st[(slice(None),) + block]
             ts.hold_bias = st.hold_bias
             tile.tile.tile_name = f"{i}.{j}"
+            tile.tile.row_tile, tile.tile.row_tiles = i, len(self.in_sizes)
 
-    def attach(self, ledger, layer_name: str) -> None:  # type: ignore[override]
-        LedgerMixin.attach(self, ledger, layer_name)
+    def attach(self, ledger, layer_name: str, book_pending: bool = True) -> None:  # type: ignore[override]
+        EventSink.attach(self, ledger, layer_name, book_pending)
         for *_, tile in self._tiles():
-            tile.tile.attach(ledger, layer_name)
+            tile.tile.attach(ledger, layer_name, book_pending)
 
-    # -- short-term plasticity ---------------------------------------------------------------------
-    def set_batch(self, batch: int) -> None:
-        """Allocate short-term state for ``batch`` independent chips (zeroed)."""
-        self.state.set_batch(batch)
+    def pending_events(self) -> List[Tuple[str, Events]]:  # type: ignore[override]
+        """(tile key, events) of programming not yet booked in a ledger, all tiles."""
+        return [pe for *_, tile in self._tiles() for pe in tile.tile.pending_events()]
+
+    # -- substrate operations (SubstrateOps) --------------------------------------------------
+    def _sink(self) -> EventSink:
+        return self
+
+    def _keys(self) -> List[str]:
+        return [key for key, *_ in self.state.tile_blocks()]
+
+    def _after_state_change(self) -> None:
         self._bind_tiles()
-
-    def set_bias(self, v_bias: Tensor) -> None:
-        """Per-synapse decay bias ``[out, in]`` (V)."""
-        self.state.set_bias(v_bias)
-        self._bind_tiles()
-
-    def short_term_update(self, delta_w: Tensor, tiled: bool = False) -> Tensor:
-        """Apply ``delta_w`` ([B, out, in], or [B, T, O, X] if ``tiled``) as pulses; returns levels."""
-        st = self.state
-        level, n, energy = st.short_term_update(delta_w if tiled else st.tiled_weight(delta_w))
-        if self.ledger is not None:
-            self.costs.record_short_term(self.ledger, self.layer_name, "all", st, n, energy)
-        return level
-
-    def decay(self, dt_s: float) -> None:
-        """Let ``dt_s`` seconds of decay pass under the held bias."""
-        energy, held = self.state.decay(dt_s)
-        if self.ledger is not None:
-            self.costs.record_decay(self.ledger, self.layer_name, "all", self.state, energy, held, dt_s)
-
-    def hebbian_step(self, dt_s: float, gam: Tensor, post: Tensor, pre: Tensor) -> Tuple[Tensor, Tensor]:
-        """Decay for ``dt_s`` s, then pulse ``gam * post pre^T`` (tiled, ``CrossbarState.hebbian_step``).
-
-        Returns (signed levels [B, T, O, X], pulses per level [B, L]).
-        """
-        level, counts, decayed, pulsed = self.state.hebbian_step(dt_s, gam, post, pre)
-        if self.ledger is not None:
-            self.costs.record_hebbian_step(self.ledger, self.layer_name, "all", self.state, decayed, pulsed, dt_s)
-        return level, counts
 
     # -- forward -------------------------------------------------------------------------------------
     def _scales(self, like: Tensor) -> Optional[Tensor]:
@@ -137,12 +125,12 @@ class STOTileArray(TileModuleArray, LedgerMixin):
         io_pars = self.array[0][0].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
-        y = analog_read(self.state, x, io_pars, self.costs, self.ledger, self.layer_name, "all",
-                        self._weight_param(), is_test=not self.training)
+        y, x_t, rounds = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training)
+        if self.recording:
+            for key, ev in zip(self._keys(), read_events(self.state, x_t.detach(), rounds, io_pars, self.periphery)):
+                self.emit(key, ev)
         scales = self._scales(y)
         y = (y * scales).sum(1) if scales is not None else y.sum(1)
-        if self.ledger is not None and self.ledger.enabled:
-            self.costs.record_accumulate(self.ledger, self.layer_name, self.state, x.shape[0])
         y = y.reshape(*lead, self.out_size)
         if self.bias is not None:
             y = y + self.bias

@@ -1,146 +1,248 @@
-"""What each crossbar event costs, booked into the :class:`EnergyLedger`.
+"""The one cost model: events of a tile plus the configuration -> energy (J), latency (s), area (m^2).
 
-One :class:`CrossbarCosts` per tile/array turns the counts of a simulated operation into ledger
-entries using the periphery blocks (DAC, ADC, drivers, sense, digital) and the device model (cell
-read, pulses, bias). Components (ledger ``component`` field):
+:func:`cost` is the only function in stoxbar that turns what a crossbar did (an
+:class:`~stoxbar.crossbar.events.Events` record of one operation on one tile) into joules and
+seconds; :func:`area` the only one that turns a layout into square metres. The ledger books what
+:func:`cost` returns (:func:`book`); ``stoxbar energy``, the studies, a task's energy boundaries,
+``PeripheryConfig`` summaries (:func:`describe`) and ``analyze`` all go through it. A full-scale
+figure (an upper bound per MVM) is the cost of a synthetic full-scale event
+(:func:`full_scale_read`), not a second estimate.
 
-=================  ==========================================================================
-``dac``            input conversions (``dac.energy_per_input_j`` per row and read round)
-``row_driver``     charging each driven row line, C_line V_read^2
-``cell_read``      the array itself: sum over cells of V^2 G t (input-dependent, exact)
-``adc``            output conversions per tile and read pass (``periphery.adc_columns``: one per
-                   physical column with digital subtraction, one per output with analog)
-``sense``          TIA/integrator + sample-and-hold per conversion
-``digital_accum``  partial-sum accumulation across row-tiles (+ shift-add for bit-serial)
-``st_pulse``       short-term pulses: device energy of each pulse
-``st_write_driver`` line charging of each short-term pulse
-``bias``           decay-control bias held on the synapses, V_bias^2 G integrated exactly
-``bias_driver``    bias generation overhead and quiescent power of the bias lines
-``lt_program``     long-term (LTP/LTD) programming pulses + their write driver
-=================  ==========================================================================
+Components (ledger ``component`` field), per tile:
+
+=====================  ==================================================================================
+``dac``                input conversions: ``dac.energy_per_input_j`` per row, vector and read round
+``row_driver``         charging each driven row line, C_line V_read^2 per pass (line = the tile's
+                       physical columns)
+``cell_read``          the array itself: ``V_read^2 t_pass drive_g_s read_weight`` (sum over cells of
+                       V^2 G t, input dependent, exact)
+``adc``                conversions per vector, round and pass (``periphery.adc_columns``: one per
+                       physical column with digital subtraction, one per output with analog)
+``sense``              TIA/integrator + sample-and-hold per conversion
+``digital_subtract``   digital subtraction of the pair (or reference) columns, one add per output,
+                       vector and round (``subtraction = "digital"`` only)
+``digital_accum``      partial-sum accumulation of a row-tile after the first into the running sum
+                       (+ bit-serial shift-add), one add per output and vector
+``st_pulse``           short-term pulses: the device energy of each level, times its count
+``st_write_driver``    line charging of each short-term pulse (line = the tile's columns)
+``bias``               decay-control bias held on the synapses (the device's exact integral)
+``bias_driver``        bias generation overhead and quiescent power of the tile's row + column lines
+``lt_program``         long-term (LTP/LTD) programming pulses + their write driver
+=====================  ==================================================================================
+
+Latency of a read (peripherals-energy.md §5, docs/peripherals-energy.md): per pass, read = line
+rise + DAC read window (the array settles within it), readout = the tile's ADCs convert its
+active columns in turn (``adc.share`` columns per ADC at most). The sample-and-hold decouples
+the two, so the K = vectors x rounds x passes passes pipeline:
+``read + (K - 1) max(read, readout) + readout``. Tiles of a layer run in parallel: a layer's
+latency is the largest of its tiles' (:meth:`~stoxbar.crossbar.ledger.EnergyLedger.latency_s`).
+Short-term pulses and the decay interval carry no read latency (the decay interval's ``dt_s``
+is booked as the bias entry's time).
+
+May import: stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.events (not torch tensors).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Union
 
-import torch
-from torch import Tensor
-
-from aihwkit.simulator.parameters.enums import NoiseManagementType
-
+from stoxbar.crossbar.events import Events
 from stoxbar.devices.sto import STODevice
 from stoxbar.peripherals.config import PeripheryConfig
+from stoxbar.validation import ConfigError, check_int
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.ledger import EnergyLedger
-    from stoxbar.crossbar.state import CrossbarState
+
+LEDGER_EVENT = {"read": "mvm", "short_term": "short_term_update", "decay": "decay", "program": "program"}
+_TIME_COMPONENT = {"read": "dac", "decay": "bias"}
 
 
-class CrossbarCosts:
-    """Per-event energies of one STO crossbar design; records operations into a ledger."""
+@dataclass
+class Cost:
+    """Cost of one operation on one tile: ``parts`` component -> (count, energy J), latency (s).
 
-    def __init__(self, device: STODevice, periphery: PeripheryConfig):
-        self.device = device
-        self.periphery = periphery
-        p = periphery
-        self.v_read_v = p.dac.v_read_v
-        self.t_read_s = p.dac.read_window_s
-        self.e_dac_j = p.dac.energy_per_input_j
-        self.e_adc_j = p.adc.energy_per_conversion_j
-        self.e_sense_j = p.tia.energy_per_sample_j() + p.sample_hold.energy_per_sample_j()
-        self.passes = p.dac.passes_per_mvm  # bit-serial: one array read + ADC pass per input bit
-        self.mode = p.dac.mode
+    ``event`` is the ledger event name, ``time_component`` the part that carries the time.
+    """
 
-    # -- MVM -----------------------------------------------------------------------------------
-    def _input_drive(self, x_t: Tensor, io_pars: Any) -> Tensor:
-        """Normalised row drive per (sample, tile, row): x^2 (amplitude), |x| (PWM), bit count (bit-serial)."""
-        nm = io_pars.noise_management
-        if nm == NoiseManagementType.ABS_MAX:
-            scale = x_t.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(x_t.dtype).tiny)
-        elif nm == NoiseManagementType.CONSTANT and io_pars.nm_thres > 0:
-            scale = io_pars.nm_thres
-        else:
-            scale = 1.0
-        xn = (x_t / scale).clamp(-1.0, 1.0)
-        if self.mode == "pwm":
-            return xn.abs()
-        if self.mode == "bit_serial":
-            k = torch.round(xn.abs() * (2 ** (self.periphery.dac.bits - 1) - 1)).to(torch.int64)
-            ones = torch.zeros_like(xn)
-            for b in range(self.periphery.dac.bits):
-                ones += ((k >> b) & 1).to(xn.dtype)
-            return ones
-        return xn * xn
+    event: str
+    parts: Dict[str, Tuple[float, float]]
+    latency_s: float = 0.0
+    time_component: str = ""
 
-    def record_mvm(self, ledger: "EnergyLedger", layer: str, tile: str, state: "CrossbarState", x_t: Tensor,
-                   rounds: int, io_pars: Any) -> None:
-        """Book one analog MVM of ``x_t [N, T, X]`` over ``state`` that took ``rounds`` reads."""
-        p = self.periphery
-        n = x_t.shape[0]
-        rows = n * sum(state.in_sizes)
-        cols = sum(p.adc_columns(o) for o in state.out_sizes)  # conversions per row-tile and pass
-        convs = n * state.tiles * cols * rounds * self.passes
-        # Bound management halves the input scale each repeat: drive energy x 1/4 (amplitude), 1/2 (PWM).
-        shrink = 0.25 if self.mode == "multibit" else 0.5
-        round_weight = sum(shrink**r for r in range(rounds))
-        drive = self._input_drive(x_t, io_pars)
-        g_col = state.abs_column_conductance()  # [B or 1, T, X]
-        if g_col.shape[0] == 1:
-            g_drive = float((drive.sum(0) * g_col[0]).sum())
-        else:
-            g_drive = float((drive * g_col).sum())
-        t_pass = self.t_read_s if self.mode != "bit_serial" else p.dac.t_cycle_s
-        e_cell = self.v_read_v**2 * t_pass * g_drive * round_weight
-        e_row = p.row_driver.energy_j(sum(p.physical_cols(o) for o in state.out_sizes), self.v_read_v)
-        t_mvm = rounds * (p.dac.latency_per_input_s + self.passes * max(
-            p.adc.readout_latency_s(p.adc_columns(o)) for o in state.out_sizes))
-        ledger.add(layer, tile, "dac", "mvm", rows * rounds, rows * rounds * self.e_dac_j, t_mvm)
-        ledger.add(layer, tile, "row_driver", "mvm", rows * rounds * self.passes, rows * rounds * self.passes * e_row)
-        ledger.add(layer, tile, "cell_read", "mvm", rows * state.out_size * 2 * rounds, e_cell)
-        ledger.add(layer, tile, "adc", "mvm", convs, convs * self.e_adc_j)
-        ledger.add(layer, tile, "sense", "mvm", convs, convs * self.e_sense_j)
+    @property
+    def energy_j(self) -> float:
+        """Total energy (J)."""
+        return math.fsum(e for _, e in self.parts.values())
 
-    def record_accumulate(self, ledger: "EnergyLedger", layer: str, state: "CrossbarState", n: int) -> None:
-        """Digital partial sums across row-tiles (and shift-add of bit-serial passes) for ``n`` MVMs."""
-        d = self.periphery.digital
-        bits = self.periphery.adc.bits + math.ceil(math.log2(max(state.tiles, 1))) + (
-            self.periphery.dac.bits if self.mode == "bit_serial" else 0)
-        adds = n * state.out_size * (state.tiles - 1)
-        if self.mode == "bit_serial":
-            adds += n * state.out_size * state.tiles * (self.passes - 1)
-        if adds:
-            ledger.add(layer, "all", "digital_accum", "mvm", adds, d.accumulate_j(bits, adds))
+    def by_component(self) -> Dict[str, float]:
+        """Energy (J) per component."""
+        return {k: e for k, (_, e) in self.parts.items()}
 
-    # -- plasticity, decay, programming -------------------------------------------------------------
-    def record_short_term(self, ledger: "EnergyLedger", layer: str, tile: str, state: "CrossbarState",
-                          n_pulses: float, device_energy_j: float) -> None:
-        """Book ``n_pulses`` short-term pulses (device energy given) and their driver energy."""
-        dev = self.device
-        v = max(a for a, _ in dev.st_pulse_levels)
-        e_drv = self.periphery.write_driver.short_term_pulse_j(v, state.out_size)
-        ledger.add(layer, tile, "st_pulse", "short_term_update", n_pulses, device_energy_j)
-        ledger.add(layer, tile, "st_write_driver", "short_term_update", n_pulses, n_pulses * e_drv)
 
-    def record_decay(self, ledger: "EnergyLedger", layer: str, tile: str, state: "CrossbarState",
-                     device_energy_j: float, held_device_s: float, dt_s: float) -> None:
-        """Book a decay interval: synapse bias energy and the bias drivers' overhead."""
-        if held_device_s <= 0:
-            return
-        chips = 1 if state.g_st is None else state.g_st.shape[0]
-        lines = chips * (sum(state.in_sizes) + state.tiles * state.out_size)
-        e_drv = self.periphery.bias_driver.energy_j(dt_s, device_energy_j / dt_s if dt_s > 0 else 0.0, lines)
-        ledger.add(layer, tile, "bias", "decay", held_device_s, device_energy_j, dt_s)
-        ledger.add(layer, tile, "bias_driver", "decay", lines * dt_s, e_drv)
+def cost(events: Events, device: STODevice, periphery: PeripheryConfig) -> Cost:
+    """Energy by component and latency of ``events`` on a tile of ``device`` cells and ``periphery``."""
+    op = events.op
+    if op == "read":
+        return _read(events, periphery)
+    if op == "short_term":
+        return _short_term(events, device, periphery)
+    if op == "decay":
+        return _decay(events, periphery)
+    if op == "program":
+        e_drv = periphery.write_driver.long_term_pulse_j(device.lt_pulse_v, 1)
+        n = events.program_pulses
+        return Cost("program", {"lt_program": (n, events.program_device_j + n * e_drv)})
+    raise ConfigError(f"events.op = {op!r}: allowed values are {tuple(LEDGER_EVENT)}")
 
-    def record_hebbian_step(self, ledger: "EnergyLedger", layer: str, tile: str, state: "CrossbarState",
-                            decayed: Tuple[float, float], pulsed: Tuple[float, float], dt_s: float) -> None:
-        """Book a decay interval then its short-term pulses (``CrossbarState.hebbian_step``'s results)."""
-        self.record_decay(ledger, layer, tile, state, *decayed, dt_s)
-        self.record_short_term(ledger, layer, tile, state, *pulsed)
 
-    def record_program(self, ledger: "EnergyLedger", layer: str, tile: str, pulses: float, device_energy_j: float) -> None:
-        """Book long-term programming pulses (device + write driver)."""
-        e_drv = self.periphery.write_driver.long_term_pulse_j(self.device.lt_pulse_v, 1)
-        ledger.add(layer, tile, "lt_program", "program", pulses, device_energy_j + pulses * e_drv)
+def read_latency_s(periphery: PeripheryConfig, cols: int, passes: int) -> float:
+    """Pipelined latency (s) of ``passes`` array passes over a tile with ``cols`` active outputs."""
+    if passes <= 0:
+        return 0.0
+    p = periphery
+    read = p.row_driver.t_drive_s + p.dac.read_window_s
+    readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
+    return read + (passes - 1) * max(read, readout) + readout
+
+
+def _read(ev: Events, p: PeripheryConfig) -> Cost:
+    dac, d = p.dac, p.digital
+    n, r, passes = ev.input_vectors, ev.read_rounds, dac.passes_per_mvm
+    rows = n * ev.rows
+    convs = n * p.adc_columns(ev.cols) * r * passes
+    v = dac.v_read_v
+    t_pass = dac.read_window_s if dac.mode != "bit_serial" else dac.t_cycle_s
+    e_row = p.row_driver.energy_j(p.physical_cols(ev.cols), v)
+    e_sense = p.tia.energy_per_sample_j() + p.sample_hold.energy_per_sample_j()
+    parts = {
+        "dac": (rows * r, rows * r * dac.energy_per_input_j),
+        "row_driver": (rows * r * passes, rows * r * passes * e_row),
+        "cell_read": (rows * 2 * ev.cols * r, v * v * t_pass * ev.drive_g_s * ev.read_weight),
+        "adc": (convs, convs * p.adc.energy_per_conversion_j),
+        "sense": (convs, convs * e_sense),
+    }
+    if p.subtraction == "digital" and r:
+        subs = n * ev.cols * r
+        parts["digital_subtract"] = (subs, d.energy_j("add", p.adc.bits + 1, subs))
+    bit_serial = dac.mode == "bit_serial"
+    adds = n * ev.cols * ((1 if ev.row_tile > 0 else 0) + (passes - 1 if bit_serial else 0))
+    if adds:
+        bits = p.adc.bits + math.ceil(math.log2(max(ev.row_tiles, 1))) + (dac.bits if bit_serial else 0)
+        parts["digital_accum"] = (adds, d.accumulate_j(bits, adds))
+    return Cost("mvm", parts, read_latency_s(p, ev.cols, n * r * passes), "dac")
+
+
+def _short_term(ev: Events, device: STODevice, p: PeripheryConfig) -> Cost:
+    energies, _ = device.short_term_levels()
+    counts = ev.pulses_by_level
+    if len(counts) > len(energies):
+        raise ConfigError(f"events.pulses_by_level has {len(counts)} levels: the device has {len(energies)}")
+    n = float(sum(counts))
+    e_dev = math.fsum(c * e for c, e in zip(counts, energies))
+    v = max(a for a, _ in device.st_pulse_levels)
+    e_drv = p.write_driver.short_term_pulse_j(v, ev.cols)
+    return Cost("short_term_update", {"st_pulse": (n, e_dev), "st_write_driver": (n, n * e_drv)})
+
+
+def _decay(ev: Events, p: PeripheryConfig) -> Cost:
+    if ev.bias_held_s <= 0:
+        return Cost("decay", {})
+    dt = ev.dt_s
+    lines = ev.chips * (ev.rows + ev.cols)
+    e_drv = p.bias_driver.energy_j(dt, ev.bias_energy_j / dt if dt > 0 else 0.0, lines)
+    return Cost("decay", {"bias": (ev.bias_held_s, ev.bias_energy_j), "bias_driver": (lines * dt, e_drv)},
+                dt, "bias")
+
+
+def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:
+    """Add ``c`` to ``ledger`` under (layer, tile, component, c.event); the latency on ``c.time_component``."""
+    for comp, (count, energy) in c.parts.items():
+        ledger.add(layer, tile, comp, c.event, count, energy, c.latency_s if comp == c.time_component else 0.0)
+
+
+# -- full-scale figures and area -------------------------------------------------------------------
+def full_scale_read(periphery: PeripheryConfig, device: STODevice, rows: Optional[int] = None,
+                    cols: Optional[int] = None, vectors: int = 1) -> Events:
+    """Synthetic read of ``vectors`` full-scale input vectors on an active ``rows x cols`` block.
+
+    Every input at full scale, every pair holding one device at ``g_max`` and one at ``g_min``,
+    one read round: the upper bound of a data-driven read (defaults: the full tile).
+    """
+    rows = periphery.tile_rows if rows is None else check_int("rows", rows, 1, periphery.tile_rows)
+    cols = periphery.tile_cols if cols is None else check_int("cols", cols, 1, periphery.tile_cols)
+    check_int("vectors", vectors, 1, None)
+    drive = 1.0 if periphery.dac.mode != "bit_serial" else float(periphery.dac.bits)
+    g = device.g_min_s + device.g_max_s
+    return Events("read", rows, cols, input_vectors=vectors, read_rounds=1, read_weight=1.0,
+                  drive_g_s=vectors * rows * cols * g * drive)
+
+
+Layout = Union[int, Sequence[Tuple[int, int]]]
+
+
+def area(layout: Layout, periphery: PeripheryConfig) -> Dict[str, float]:
+    """Area (m^2) per component, plus "total", of ``layout`` (a tile count or a list of (rows, cols)
+    active blocks; each block occupies one full physical tile of ``periphery``).
+
+    Per tile: one DAC and read driver per row; ADCs = ADC columns / share; one TIA and S+H per
+    ADC column; write and bias drivers on every row and physical column (assumption: the bias
+    across a device is set by its row and column lines); array = rows x physical cols x cell area.
+    """
+    tiles = layout if isinstance(layout, int) else len(layout)
+    check_int("tiles", tiles, 0, None)
+    p = periphery
+    rows, phys, n_conv = p.tile_rows, p.physical_cols(), p.adc_columns()
+    lines = rows + phys
+    per = {
+        "array": rows * phys * p.cell_area_m2,
+        "dac": rows * p.dac.area_m2,
+        "row_driver": rows * p.row_driver.area_m2,
+        "adc": p.adcs_per_tile * p.adc.area_m2,
+        "tia": n_conv * p.tia.area_m2,
+        "sample_hold": n_conv * p.sample_hold.area_m2,
+        "write_driver": lines * p.write_driver.area_m2,
+        "bias_driver": lines * p.bias_driver.area_m2,
+    }
+    out = {k: tiles * v for k, v in per.items()}
+    out["total"] = math.fsum(out.values())
+    return out
+
+
+def layer_layout(n_in: int, n_out: int, periphery: PeripheryConfig) -> list:
+    """(rows, cols) blocks of an ``n_in x n_out`` layer split as aihwkit does (balanced, per tile size)."""
+    check_int("n_in", n_in, 1, None)
+    check_int("n_out", n_out, 1, None)
+
+    def split(n: int, size: int) -> list:
+        k = math.ceil(n / size)
+        return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+    return [(r, c) for r in split(n_in, periphery.tile_rows) for c in split(n_out, periphery.tile_cols)]
+
+
+def total(costs: Iterable[Cost]) -> Dict[str, float]:
+    """Energy (J) per component summed over ``costs``."""
+    out: Dict[str, float] = {}
+    for c in costs:
+        for k, (_, e) in c.parts.items():
+            out[k] = out.get(k, 0.0) + e
+    return out
+
+
+def describe(periphery: PeripheryConfig, device: Optional[STODevice] = None) -> str:
+    """``periphery.describe()`` plus the full-tile MVM energy, latency and area from the one model."""
+    if device is None:
+        from stoxbar.devices.presets import sto_2024
+
+        device = sto_2024()
+    c = cost(full_scale_read(periphery, device), device, periphery)
+    a = area(1, periphery)
+    return "\n".join([
+        periphery.describe(),
+        "full-tile MVM energy, full scale (pJ): " + ", ".join(f"{k} {e * 1e12:.3g}" for k, e in c.by_component().items()),
+        f"full-tile MVM latency {c.latency_s * 1e9:.4g} ns; tile area {a['total'] * 1e12:.4g} um^2 "
+        f"(ADC {a['adc'] * 1e12:.4g})",
+    ])

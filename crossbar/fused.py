@@ -1,9 +1,9 @@
-"""Fused C kernel of one short-term step of a tiled crossbar state (decay, then Hebbian pulses).
+"""Fused C kernel of one short-term step of a tiled crossbar state (decay, then outer-product pulses).
 
-One pass over F instead of ~20 torch passes (decay, bias-energy sum, Hebbian request, quantiser,
+One pass over F instead of ~20 torch passes (decay, bias-energy sum, outer-product request, quantiser,
 pulse, pulse energy and counts, |F| column sums). The arithmetic is that of
 :meth:`~stoxbar.crossbar.state.CrossbarState.decay` followed by
-:meth:`~stoxbar.crossbar.state.CrossbarState.short_term_update`, operation by operation in the
+:meth:`~stoxbar.crossbar.state.CrossbarState.apply_short_term`, operation by operation in the
 same precision (built with ``-ffp-contract=off``), so F and the levels are bit-identical to the
 torch path; the energy sums differ by float round-off only (accumulated here in double).
 Compiled on first use (:mod:`stoxbar.native`); without a C compiler :func:`short_term_step`
@@ -108,12 +108,12 @@ def available() -> bool:
     return _library() is not None
 
 
-def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], gam: Tensor, post: Tensor,
-                    pre: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float
+def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], scale: Tensor, u: Tensor,
+                    v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float
                     ) -> Optional[Tuple[Tensor, Tensor, Tensor, float]]:
-    """Decay ``g_st [B, T, O, X]`` (S, in place) by ``lam``, then pulse the Hebbian request.
+    """Decay ``g_st [B, T, O, X]`` (S, in place) by ``lam``, then pulse the requested outer-product change.
 
-    The request is ``gam [T, O, X] * post [B, O] * pre [B, T, X] * g_range`` (S), quantised with
+    The request is ``scale [T, O, X] * u [B, O] * v [B, T, X] * g_range`` (S), quantised with
     ``thresholds [L]`` to the levels of ``dg_table [L + 1]`` (S) and saturated at ``+-g_max``;
     ``rows [T]`` (int64) are each tile's real rows. ``per_st`` (J/S per cell, None: no bias held)
     gives the bias energy of the interval. Returns (signed level int8 [B, T, O, X], ``[B, L]``
@@ -128,8 +128,8 @@ def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Te
     dt = g_st.dtype
     b, t, o, x = g_st.shape
     n_levels = thresholds.numel()
-    lam, gam, post, pre, thresholds, dg_table = (
-        v.to(dt).contiguous() for v in (lam, gam, post, pre, thresholds, dg_table))
+    lam, scale, u, v, thresholds, dg_table = (
+        t_.to(dt).contiguous() for t_ in (lam, scale, u, v, thresholds, dg_table))
     per_st = None if per_st is None else per_st.to(dt).contiguous()
     nth = native.threads(g_st.numel())
     level = torch.empty(g_st.shape, dtype=torch.int8)
@@ -139,7 +139,7 @@ def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Te
     scratch = g_st.new_empty(nth * 3 * x)
     p, i = native.ptr, native.i64
     getattr(lib, f"st_step_{native.suffix(dt)}")(
-        i(b), i(t), i(o), i(x), p(rows), p(g_st), p(lam), p(per_st), p(gam), p(post), p(pre),
+        i(b), i(t), i(o), i(x), p(rows), p(g_st), p(lam), p(per_st), p(scale), p(u), p(v),
         native.real(dt, g_range), p(thresholds), p(dg_table), ctypes.c_int(n_levels), native.real(dt, g_max),
         p(level), p(ge), p(col), p(e_bias), p(scratch), ctypes.c_int(nth))
     return level, ge, col, float(e_bias.sum())

@@ -33,6 +33,11 @@ class Entry:
     energy_j: float = 0.0
     time_s: float = 0.0
 
+    @property
+    def latency_s(self) -> float:
+        """Busy time (s) of this key: the same number as ``time_s``."""
+        return self.time_s
+
 
 class EnergyLedger:
     """Accumulates event counts (dimensionless), energy (J) and busy time (s) per key."""
@@ -111,6 +116,18 @@ class EnergyLedger:
             group.energy_j += e.energy_j
             group.time_s += e.time_s
         return dict(out)
+
+    def latency_s(self, **where: str) -> float:
+        """Time (s) of the filtered entries with the tiles of a layer running in parallel.
+
+        Per (layer, event): the largest busy time of its tiles; summed over layers and events
+        (they run in sequence). E.g. ``latency_s(layer="stp", event="mvm")`` is the read latency
+        of that layer over everything booked.
+        """
+        best: Dict[Tuple[str, str], float] = {}
+        for (layer, event, _tile), e in self.totals(("layer", "event", "tile"), **where).items():
+            best[(layer, event)] = max(best.get((layer, event), 0.0), e.time_s)
+        return math.fsum(best.values())
 
     def by_component(self, **where: str) -> Dict[str, float]:
         """Energy (J) per component name, optionally filtered by layer/tile/event."""

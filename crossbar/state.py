@@ -11,9 +11,16 @@ tile height, pad rows masked out (they are no cells: zero conductance, zero ener
   decay with the pair's time constant, so the signed value decays exactly exponentially.
 * ``v_bias`` [T, O, X] (V): decay-control bias per synapse, ``tau = device.tau_s(v_bias)``.
 
-All operations are vectorised over tiles; the energy of what they do is returned in joules so
-the caller (tile or array) can book it in the ledger. ``hebbian_step`` (decay, then Hebbian
-pulses) runs as one fused pass over F (:mod:`~stoxbar.crossbar.fused`) where a C compiler exists.
+The layer's physical tiles are its row-tiles x column-tiles (``out_sizes`` split O); tile
+``k = i * J + j`` is aihwkit's ``array[i][j]`` (key ``"i.j"``). The generic substrate operations
+(program, read weights, :meth:`apply_short_term`, :meth:`decay`, :meth:`set_bias`, and the fused
+:meth:`decay_and_outer_update`) are vectorised over tiles and return what physically happened
+per tile (pulses by level, bias integrals, held device-seconds); the tile or array turns those
+into :class:`~stoxbar.crossbar.events.Events` and the one cost model prices them. The state knows
+no learning rule: a requested conductance change comes from its client. The fused operation
+runs as one pass over F (:mod:`~stoxbar.crossbar.fused`) where the native kernel exists.
+
+May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.validation.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from stoxbar.validation import ConfigError, check_choice
 
 
 def check_finite(name: str, value: Tensor) -> None:
-    """Raise ``ConfigError`` if ``value`` holds NaN or inf (never let it spread)."""
+    """Raise ``ConfigError`` if ``value`` holds NaN or inf (never let it spread).
+
+    ``name`` says the operation and the tensor, e.g. ``"apply_short_term: request"``.
+    """
     if not torch.isfinite(value).all():
         raise ConfigError(f"{name} contains NaN or inf: inputs to an STO tile must be finite")
 
@@ -67,12 +77,36 @@ class CrossbarState(nn.Module):
         self._cache: dict = {}
         self._version = 0  # bumped whenever conductances or biases are (re)programmed
         self._views: List["CrossbarState"] = []  # per-tile views of this state (tile arrays)
+        self.col_tiles = len(self.out_sizes)
+        self._col_bounds = [sum(self.out_sizes[:j]) for j in range(self.col_tiles + 1)]
+        col_of = torch.zeros(self.out_size, dtype=torch.long)
+        for j in range(self.col_tiles):
+            col_of[self._col_bounds[j]:self._col_bounds[j + 1]] = j
+        self.register_buffer("col_tile_of", col_of, persistent=False)
+        self._checked: Tuple[int, int] = (0, -1)  # (id, version) of the last finite-checked scale
 
     # -- layout ------------------------------------------------------------------------
     @property
     def n_cells(self) -> int:
         """Physical devices (two per synapse: differential pair)."""
         return 2 * self.out_size * sum(self.in_sizes)
+
+    @property
+    def n_tiles(self) -> int:
+        """Physical tiles (row-tiles x column-tiles)."""
+        return self.tiles * self.col_tiles
+
+    def tile_blocks(self) -> List[Tuple[str, int, int, int, int]]:
+        """(key "i.j", row-tile i, column-tile j, rows, cols) of every tile, in tile order ``i * J + j``."""
+        return [(f"{i}.{j}", i, j, n, c) for i, n in enumerate(self.in_sizes) for j, c in enumerate(self.out_sizes)]
+
+    def tile_sum(self, x: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """Sum of ``x [..., T, O, X]`` over each tile's cells: ``[..., T * J]`` (in ``dtype`` if given)."""
+        s = x.sum(-1, dtype=dtype)
+        if self.col_tiles == 1:
+            return s.sum(-1)
+        b = self._col_bounds
+        return torch.stack([s[..., b[j]:b[j + 1]].sum(-1) for j in range(self.col_tiles)], -1).flatten(-2)
 
     def to_tiled(self, x: Tensor) -> Tensor:
         """``[B, in]`` -> ``[B, T, X]`` with zero pad rows."""
@@ -116,7 +150,7 @@ class CrossbarState(nn.Module):
         and c2c spread (:func:`~stoxbar.devices.dynamics.apply_long_term`): a programming error.
         Returns (number of long-term pulses, their device energy in J).
         """
-        check_finite("weight", weight)
+        check_finite("program: weight", weight)
         check_choice("programming", mode, ("write_verify", "open_loop"))
         w_abs = float(weight.abs().max()) if weight.numel() else 0.0
         if w_abs > 1.0 + 1e-6:
@@ -182,9 +216,9 @@ class CrossbarState(nn.Module):
             self.g_st[done.bool()] = 0.0
 
     def set_bias(self, v_bias: Tensor) -> None:
-        """Set the per-synapse decay bias ``[O, in]`` (V); raises outside the device's range."""
+        """Set the per-synapse decay bias ``[O, in]`` (V) and hold it; raises outside the device's range."""
         dev = self.device_model
-        check_finite("v_bias", v_bias)
+        check_finite("set_bias: v_bias", v_bias)
         lo, hi = float(v_bias.min()), float(v_bias.max())
         tol = 1e-6 * max(1.0, abs(dev.v_bias_max_v))  # float32 round-off of the bounds only
         if lo < dev.v_bias_min_v - tol or hi > dev.v_bias_max_v + tol:
@@ -196,6 +230,10 @@ class CrossbarState(nn.Module):
         self.hold_bias = True
         self._version += 1
 
+    def hold(self, on: bool = True) -> None:
+        """Hold (``True``) or release the decay bias; a released bias costs no energy."""
+        self.hold_bias = bool(on)
+
     def effective_weight(self) -> Tensor:
         """Weight the array reads: ``[T, O, X]`` or ``[B, T, O, X]`` with short-term state."""
         w = self.weights()
@@ -203,27 +241,46 @@ class CrossbarState(nn.Module):
             return w
         return torch.add(w, self.g_st, alpha=1.0 / self.device_model.g_range_s)
 
-    @torch.no_grad()
-    def short_term_update(self, delta_w: Tensor) -> Tuple[Tensor, float, float]:
-        """Apply the short-term update ``delta_w [B, T, O, X]`` (weight units) as pulses.
-
-        The request is quantised to the device's discrete pulse levels (no pulse where it rounds
-        to zero). Returns (signed level index tensor, number of pulses, device pulse energy J).
-        """
+    def _need_st(self, op: str) -> Tensor:
         if self.g_st is None:
-            raise ConfigError("short_term_update before set_batch(): no short-term state allocated")
+            raise ConfigError(f"{op} before set_batch(): no short-term state allocated")
+        return self.g_st
+
+    def tile_level_counts(self, level: Tensor) -> Tensor:
+        """Pulses per tile and level (both signs), ``[T * J, L]`` int64, from signed levels ``[B, T, O, X]``."""
+        n_levels = len(self.device_model.st_pulse_levels)
+        flat = level.reshape(-1)
+        nz = flat.nonzero().squeeze(1)
+        k = flat[nz].abs().long()
+        t, o, x = self.g_pos.shape
+        cell = nz % (t * o * x)
+        tile = (cell // (o * x)) * self.col_tiles
+        if self.col_tiles > 1:
+            tile = tile + self.col_tile_of[(cell // x) % o]
+        n = self.n_tiles * (n_levels + 1)
+        return torch.bincount(tile * (n_levels + 1) + k, minlength=n).view(self.n_tiles, n_levels + 1)[:, 1:]
+
+    @torch.no_grad()
+    def apply_short_term(self, request: Tensor) -> Tuple[Tensor, Tensor]:
+        """Apply the requested short-term change ``request [B, T, O, X]`` (weight units) as pulses.
+
+        The device discretises the request to its pulse levels (no pulse where it rounds to zero;
+        none on pad rows) and the state saturates at its short-term window. Returns (signed level
+        int8 [B, T, O, X], pulses per tile and level [T * J, L]). NaN or inf requests raise.
+        """
+        g_st = self._need_st("apply_short_term")
+        check_finite("apply_short_term: request", request)
         dev = self.device_model
-        level, _ = dynamics.quantise_short_term(delta_w * dev.g_range_s, dev, validate=False)
+        level, _ = dynamics.quantise_short_term(request * dev.g_range_s, dev, validate=False)
         if self.padded:
             level = level * self.mask  # no pulses on pad rows (they are no cells)
         # the state only ever changes through these calls, so it is in its window by construction
-        new, energy = dynamics.apply_short_term(self.g_st, level, dev, validate=False)
-        self.g_st.copy_(new)
-        n = float(torch.count_nonzero(level))
-        return level, n, float(energy.sum())
+        new, _ = dynamics.apply_short_term(g_st, level, dev, validate=False)
+        g_st.copy_(new)
+        return level, self.tile_level_counts(level)
 
-    def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, float]:
-        """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J).
+    def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, List[float]]:
+        """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J per tile).
 
         Cached per dt until reprogramming: within a game only F changes, so a decay step is one
         multiply of F plus one weighted sum of |F|.
@@ -233,75 +290,102 @@ class CrossbarState(nn.Module):
             ones = torch.ones_like(self.g_pos)
             lam = dynamics.decay(ones, self.v_bias, dt_s, dev) * self.mask
             per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, dt_s, dev) * self.mask
-            lt = float(dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, dt_s, dev,
-                                              reduce=True))
-            return lam, per_st, lt
+            lt = dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, dt_s, dev)
+            return lam, per_st, self.tile_sum(lt, torch.float64).tolist()
 
         return self._cached(f"decay:{float(dt_s)!r}", compute)
 
+    def _st_bias(self, per_st: Tensor) -> List[float]:
+        """Short-term part of the bias energy per tile (J), summed over chips, from F at the interval start."""
+        prod = self.g_st.abs() * per_st
+        return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double()).tolist()
+
     @torch.no_grad()
-    def decay(self, dt_s: float) -> Tuple[float, float]:
+    def decay(self, dt_s: float) -> Tuple[List[float], List[float]]:
         """Let ``dt_s`` seconds pass: F decays exactly, the held bias costs energy.
 
-        Returns (bias energy of all chips' synapses in J, bias-held device-seconds). The bias
-        integral (``dynamics.bias_energy_j``) starts from F at the interval start: exact for the
-        exponential decay.
+        Returns (bias energy per tile in J, bias-held device-seconds per tile), all chips. The
+        bias integral (``dynamics.bias_energy_j``) starts from F at the interval start: exact for
+        the exponential decay.
         """
         lam, per_st, lt = self._decay_tables(dt_s)
-        st_energy = 0.0
+        st = None
         if self.g_st is not None:
             if self.hold_bias:
-                st_energy = float((self.g_st.abs().sum(0) * per_st).sum())
+                st = self._st_bias(per_st)
             self.g_st.mul_(lam)
-        return self._bias_energy(dt_s, lt, st_energy)
+        return self._bias_energy(dt_s, lt, st)
 
-    def _bias_energy(self, dt_s: float, lt_energy: float, st_energy: float) -> Tuple[float, float]:
-        """(bias energy J, held device-s) of an interval from its long-term part per chip and short-term part."""
+    def _bias_energy(self, dt_s: float, lt: List[float], st: Optional[List[float]]) -> Tuple[List[float], List[float]]:
+        """(bias energy J, held device-s) per tile from the long-term part per chip and the short-term part."""
         if not self.hold_bias:
-            return 0.0, 0.0
+            z = [0.0] * self.n_tiles
+            return z, list(z)
         chips = 1 if self.g_st is None else self.g_st.shape[0]
-        return chips * lt_energy + st_energy, chips * self.n_cells * dt_s
+        energy = [chips * a + (st[k] if st is not None else 0.0) for k, a in enumerate(lt)]
+        held = [chips * 2 * n * c * dt_s for _, _, _, n, c in self.tile_blocks()]
+        return energy, held
+
+    def _check_scale(self, scale: Tensor) -> None:
+        """Finite check of the (usually fixed) scale tensor, once per tensor version."""
+        key = (id(scale), scale._version)
+        if key != self._checked:
+            check_finite("decay_and_outer_update: scale", scale)
+            self._checked = key
 
     @torch.no_grad()
-    def hebbian_step(self, dt_s: float, gam: Tensor, post: Tensor, pre: Tensor
-                     ) -> Tuple[Tensor, Tensor, Tuple[float, float], Tuple[float, float]]:
-        """Let ``dt_s`` seconds of decay pass, then pulse the Hebbian request ``gam * post pre^T``.
+    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor
+                               ) -> Tuple[Tensor, Tensor, Tuple[List[float], List[float]], Tensor]:
+        """Let ``dt_s`` seconds of decay pass, then apply the requested change ``scale * (u v^T)``.
 
-        ``gam [T, O, X]`` (weight units), ``post [B, O]``, ``pre [B, T, X]`` (tiled). The same as
-        :meth:`decay` then :meth:`short_term_update` of ``gam * post[:, None, :, None] * pre[:, :, None, :]``,
-        in one pass over F with the fused kernel (:mod:`~stoxbar.crossbar.fused`: same F and levels,
-        energies equal up to float round-off), which also keeps ``sum_o |F|`` for the next read.
-        Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], (bias energy J, held
-        device-s), (pulses, pulse energy J)).
+        A crossbar outer-product update: ``u [B, O]`` drives the columns, ``v [B, T, X]`` (tiled)
+        the rows, ``scale [T, O, X]`` (tiled, weight units) weights each cell. The same as
+        :meth:`decay` then :meth:`apply_short_term` of ``scale * u[:, None, :, None] * v[:, :, None, :]``,
+        in one pass over F with the fused kernel (:mod:`~stoxbar.crossbar.fused`: same F and
+        levels, energies equal up to float round-off), which also keeps ``sum_o |F|`` for the
+        next read. Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], (bias energy J,
+        held device-s) per tile, pulses per tile and level [T * J, L]).
         """
-        if self.g_st is None:
-            raise ConfigError("short_term_update before set_batch(): no short-term state allocated")
-        b = self.g_st.shape[0]
-        if gam.shape != self.g_pos.shape or post.shape != (b, self.out_size) or pre.shape != (b, self.tiles, self.rows):
-            raise ConfigError(f"hebbian_step shapes gam {tuple(gam.shape)}, post {tuple(post.shape)}, pre "
-                              f"{tuple(pre.shape)}: expected {tuple(self.g_pos.shape)}, [{b}, {self.out_size}], "
+        g_st = self._need_st("decay_and_outer_update")
+        b = g_st.shape[0]
+        if scale.shape != self.g_pos.shape or u.shape != (b, self.out_size) or v.shape != (b, self.tiles, self.rows):
+            raise ConfigError(f"decay_and_outer_update shapes scale {tuple(scale.shape)}, u {tuple(u.shape)}, v "
+                              f"{tuple(v.shape)}: expected {tuple(self.g_pos.shape)}, [{b}, {self.out_size}], "
                               f"[{b}, {self.tiles}, {self.rows}]")
+        self._check_scale(scale)
+        check_finite("decay_and_outer_update: u", u)
+        check_finite("decay_and_outer_update: v", v)
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
-        dg, e, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
-        out = fused.short_term_step(self.g_st, self.row_sizes, lam, per_st if self.hold_bias else None, gam, post,
-                                    pre, dev.g_range_s, thr, dg, dev.st_g_max_s)
+        dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
+        single = self.n_tiles == 1
+        st = self._st_bias(per_st) if self.hold_bias and not single else None  # per tile, before the pass
+        out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if self.hold_bias and single else None,
+                                    scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s)
         if out is None:
             decayed = self.decay(dt_s)
-            level, n, energy = self.short_term_update(gam.unsqueeze(0) * post[:, None, :, None] * pre[:, :, None, :])
-            return level, dynamics.level_counts(level, thr.numel()), decayed, (n, energy)
-        level, ge, cols, st_energy = out
-        if not self.g_st.is_inference():
-            self._st_cols = (self.g_st, self.g_st._version, cols)
+            level, tiles = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
+            return level, dynamics.level_counts(level, thr.numel()), decayed, tiles
+        level, ge, cols, st_single = out
+        if self.hold_bias and single:
+            st = [st_single]
+        if not g_st.is_inference():
+            self._st_cols = (g_st, g_st._version, cols)
         counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1)
-        pulse_energy = float((counts.double() * e[1:].double()).sum())
-        return level, counts, self._bias_energy(dt_s, lt, st_energy), (float(ge[:, 0].sum()), pulse_energy)
+        tiles = counts.sum(0, keepdim=True) if single else self.tile_level_counts(level)
+        return level, counts, self._bias_energy(dt_s, lt, st), tiles
 
     def abs_column_conductance(self) -> Tensor:
-        """``sum_o (G+ + G- + |F|)`` per chip and row, [B or 1, T, X] (S), for read energy."""
-        g = self._cached("col_g", lambda: (self.g_pos + self.g_neg).sum(1).unsqueeze(0))
+        """``sum_o (G+ + G- + |F|)`` per chip, row-tile, column-tile and row, [B or 1, T, J, X] (S), for read energy."""
+        def per_col(x: Tensor) -> Tensor:  # [..., T, O, X] -> [..., T, J, X]
+            if self.col_tiles == 1:
+                return x.sum(-2, keepdim=True)
+            b = self._col_bounds
+            return torch.stack([x[..., b[j]:b[j + 1], :].sum(-2) for j in range(self.col_tiles)], -2)
+
+        g = self._cached("col_g", lambda: per_col(self.g_pos + self.g_neg).unsqueeze(0))
         if self.g_st is not None:
             kept = self._st_cols  # from the last fused step, valid while g_st is unchanged since
-            fresh = kept is None or kept[0] is not self.g_st or kept[1] != self.g_st._version
-            g = g + (self.g_st.abs().sum(2) if fresh else kept[2])
+            fresh = kept is None or kept[0] is not self.g_st or kept[1] != self.g_st._version or self.col_tiles > 1
+            g = g + (per_col(self.g_st.abs()) if fresh else kept[2].unsqueeze(-2))
         return g

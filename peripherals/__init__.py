@@ -1,8 +1,8 @@
-"""Peripheral circuits of an STO crossbar: behaviour (aihwkit IO parameters) and cost."""
+"""Peripheral circuits of an STO crossbar: behaviour (aihwkit IO parameters) and
+per-event energies (the one cost model that combines them is stoxbar.crossbar.costs)."""
 
 from stoxbar.peripherals.adc import ADC
-from stoxbar.peripherals.config import (
-    MAX_TILE, PeripheryConfig, event_costs, event_counts, mvm_latency_s, tile_area_m2)
+from stoxbar.peripherals.config import MAX_TILE, PeripheryConfig
 from stoxbar.peripherals.dac import DAC, DAC_MODES
 from stoxbar.peripherals.digital import DigitalPeriphery
 from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
@@ -11,6 +11,5 @@ from stoxbar.peripherals.sense import TIA, SampleHold
 
 __all__ = [
     "DAC", "DAC_MODES", "ADC", "RowDriver", "WriteDriver", "BiasDriver", "TIA", "SampleHold",
-    "DigitalPeriphery", "PeripheryConfig", "MAX_TILE", "event_counts", "event_costs", "mvm_latency_s",
-    "tile_area_m2", "GPUSpec", "GPUCost", "stpn_step_cost", "dense_layer_cost",
+    "DigitalPeriphery", "PeripheryConfig", "MAX_TILE", "GPUSpec", "GPUCost", "stpn_step_cost", "dense_layer_cost",
 ]

@@ -1,5 +1,8 @@
-"""`PeripheryConfig`: every peripheral block plus tile geometry, its aihwkit `IOParameters`, and the
-events, latency and area of one MVM on one tile.
+"""`PeripheryConfig`: every peripheral block plus tile geometry and its aihwkit `IOParameters`.
+
+What an MVM, a pulse or a bias interval costs on this periphery is computed in one place only,
+:func:`stoxbar.crossbar.costs.cost` (energy, latency) and :func:`stoxbar.crossbar.costs.area`, from
+the events a tile records; this module holds the configuration those functions read.
 
 Conventions
 -----------
@@ -12,14 +15,14 @@ Conventions
   output. aihwkit's one-pass MVM quantises the signed output once, i.e. it *simulates* the analog
   case; the digital case is costed honestly (2 conversions per output) but its per-column
   quantisation is not simulated.
-* Event costs are full-scale (every input at full scale, every bit 1): an upper bound per MVM.
-* Bound management (aihwkit ``ITERATIVE``) repeats the whole MVM when the output clips; the caller
-  multiplies these costs by the number of repeats (peripherals-energy.md §5.3).
+* Bound management (aihwkit ``ITERATIVE``) repeats the whole MVM when the output clips; the tile
+  records the rounds aihwkit took and the cost model charges each (peripherals-energy.md §5.3).
+
+May import: stoxbar.validation and the block modules of stoxbar.peripherals.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -217,23 +220,10 @@ class PeripheryConfig:
         return replace(self, adc=replace(self.adc, tech_node_nm=nm),
                        digital=replace(self.digital, tech_node_nm=nm))
 
-    def event_counts(self, rows: int, cols: int) -> dict[str, int]:
-        return event_counts(self, rows, cols)
-
-    def event_costs(self, rows: int, cols: int) -> dict[str, float]:
-        return event_costs(self, rows, cols)
-
-    def mvm_latency_s(self, rows: int, cols: int) -> float:
-        return mvm_latency_s(self, rows, cols)
-
-    def tile_area_m2(self) -> dict[str, float]:
-        return tile_area_m2(self)
-
     def describe(self) -> str:
-        """Human-readable summary: blocks, per-event energies, full-tile MVM cost, latency, area."""
+        """Human-readable summary of the blocks and per-event energies (full-tile MVM energy, latency
+        and area: :func:`stoxbar.crossbar.costs.describe`, the one cost model)."""
         d, a = self.dac, self.adc
-        full = event_costs(self, self.tile_rows, self.tile_cols)
-        area = tile_area_m2(self)
         lines = [
             f"tile {self.tile_rows} x {self.tile_cols} ({self.physical_cols()} physical columns, "
             f"{self.signed_mapping}, {self.subtraction} subtraction), {self.adcs_per_tile} ADCs "
@@ -246,92 +236,6 @@ class PeripheryConfig:
             f"aihwkit: inp_res 1/{2**d.bits - 2}, out_res 1/{2**a.bits - 2}, out_bound "
             f"{self.out_bound:g}, out_noise {self.out_noise:g}, BM {self.bound_management}, "
             f"NM {self.noise_management}",
-            "full-tile MVM energy (pJ): " + ", ".join(f"{k} {v * 1e12:.3g}" for k, v in full.items()),
-            f"full-tile MVM latency {mvm_latency_s(self, self.tile_rows, self.tile_cols) * 1e9:.4g} ns;"
-            f" tile area {area['total'] * 1e12:.4g} um^2 (ADC {area['adc'] * 1e12:.4g})",
         ]
         return "\n".join(lines)
 
-
-def _active(p: PeripheryConfig, rows: int, cols: int) -> None:
-    check_int("rows", rows, 1, p.tile_rows)
-    check_int("cols", cols, 1, p.tile_cols)
-
-
-def event_counts(p: PeripheryConfig, rows: int, cols: int) -> dict[str, int]:
-    """Event counts of one MVM (one input vector) on an active ``rows`` x ``cols`` block of a tile.
-
-    Keys: dac (conversions), row_driver (line activations), adc (conversions), tia and sample_hold
-    (samples), shift_add (in-tile digital recombination: bit-serial shift-adds plus digital
-    pair/reference subtractions). Digital accumulation across tiles is the caller's.
-    """
-    _active(p, rows, cols)
-    passes = p.passes_per_mvm
-    n_conv = p.adc_columns(cols)
-    # each converted column recombines its bit planes (passes - 1 shift-adds); digital subtraction
-    # then costs one add per output
-    shift_adds = n_conv * (passes - 1) + (cols if p.subtraction == "digital" else 0)
-    return {
-        "dac": rows * passes,
-        "row_driver": rows * p.dac.pulses_per_input,
-        "adc": n_conv * passes,
-        "tia": n_conv * passes,
-        "sample_hold": n_conv * passes,
-        "shift_add": shift_adds,
-    }
-
-
-def event_costs(p: PeripheryConfig, rows: int, cols: int) -> dict[str, float]:
-    """Energy (J) per component of one MVM on an active ``rows`` x ``cols`` block (full-scale).
-
-    Unused rows are not driven and unused columns not converted, but every driven row line
-    carries the capacitance of the full physical tile width. Cell-read energy (sum G V^2 t over
-    ``read_window_s`` per pass) is the device model's, not included.
-    """
-    n = event_counts(p, rows, cols)
-    window = p.read_window_s
-    return {
-        "dac": n["dac"] * p.dac.energy_per_conversion_j,
-        # a row line spans the whole physical tile width, active columns or not
-        "row_driver": n["row_driver"] * p.row_driver.energy_j(p.physical_cols(), p.dac.v_read_v),
-        "adc": n["adc"] * p.adc.energy_per_conversion_j,
-        "tia": n["tia"] * p.tia.energy_per_sample_j(window),
-        "sample_hold": n["sample_hold"] * p.sample_hold.energy_per_sample_j(),
-        "shift_add": p.digital.shift_add_j(count=n["shift_add"]),
-    }
-
-
-def mvm_latency_s(p: PeripheryConfig, rows: int, cols: int) -> float:
-    """Latency (s) of one MVM on an active ``rows`` x ``cols`` block.
-
-    Per pass: read = line rise + DAC read window (array settles within it); readout = the ADCs
-    of the tile convert the active columns in turn (``adc.share`` columns per ADC at most).
-    The S+H decouples the two, so passes pipeline: read + (passes-1)*max(read, readout) + readout.
-    """
-    _active(p, rows, cols)
-    read = p.row_driver.t_drive_s + p.dac.read_window_s
-    readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
-    return read + (p.passes_per_mvm - 1) * max(read, readout) + readout
-
-
-def tile_area_m2(p: PeripheryConfig) -> dict[str, float]:
-    """Area (m^2) of one full tile per component, plus "total".
-
-    Counts: one DAC and read driver per row; ADCs = ADC columns / share; one TIA and S+H per
-    ADC column; write and bias drivers on every row and physical column (assumption: the bias
-    across a device is set by its row and column lines); array = rows x physical cols x cell area.
-    """
-    rows, phys, n_conv = p.tile_rows, p.physical_cols(), p.adc_columns()
-    lines = rows + phys
-    area = {
-        "array": rows * phys * p.cell_area_m2,
-        "dac": rows * p.dac.area_m2,
-        "row_driver": rows * p.row_driver.area_m2,
-        "adc": p.adcs_per_tile * p.adc.area_m2,
-        "tia": n_conv * p.tia.area_m2,
-        "sample_hold": n_conv * p.sample_hold.area_m2,
-        "write_driver": lines * p.write_driver.area_m2,
-        "bias_driver": lines * p.bias_driver.area_m2,
-    }
-    area["total"] = math.fsum(area.values())
-    return area

@@ -18,7 +18,8 @@ Composite operations (documented op counts, all assumptions unless stated):
   final mult: 5 mult + 3 add.
 * rsqrt: table seed (~1 add) + 2 iterations of y*(1.5 - 0.5*x*y*y) (3 mult + 1 add): 6 mult + 3 add.
 * l2_normalise over n values: n mult (squares) + (n-1) add + 1 rsqrt + n mult (scaling).
-* hebbian magnitude Gamma * (h z^T): 2 mult per synapse.
+* memory reads per byte: a 64-bit word read costs the SRAM (or DRAM) figure above; n bytes are
+  n / 8 words (a partial word charged pro rata; assumption).
 
 Technology scaling (optional): E * (tech_node_nm / 45)**tech_scaling_exponent; assumption:
 exponent 1 (switched capacitance ~ feature size, supply held near 0.9 V); Stillmaker & Baas
@@ -55,7 +56,7 @@ def _power_law(table: dict[int, float], bits: int) -> float:
 
 @dataclass(frozen=True)
 class DigitalPeriphery:
-    """Digital logic beside the arrays (accumulation, activation, normalisation, Hebbian term).
+    """Digital logic beside the arrays: generic operations (add, multiply, compare, ...) and memory reads.
 
     Attributes:
         tech_node_nm: technology node (nm), 3..180; Horowitz numbers hold at 45 nm.
@@ -142,7 +143,8 @@ class DigitalPeriphery:
                + self.energy_j("rsqrt", bits))
         return per * check_range("count", count, 0.0, None)
 
-    def hebbian_j(self, n_synapses: int, bits: int = 8) -> float:
-        """Energy (J) of the Hebbian magnitude Gamma * (h z^T) for ``n_synapses`` (2 mult each)."""
-        check_int("n_synapses", n_synapses, 0, None)
-        return self.energy_j("mult", bits, 2 * n_synapses)
+    def memory_read_j(self, n_bytes: float, memory: str = "sram") -> float:
+        """Energy (J) of reading ``n_bytes`` bytes from ``memory`` ("sram" | "dram"), 64-bit words."""
+        check_choice("memory", memory, ("sram", "dram"))
+        check_range("n_bytes", n_bytes, 0.0, None)
+        return self.energy_j(f"{memory}_read_64b", 64, n_bytes / 8.0)

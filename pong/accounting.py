@@ -45,7 +45,7 @@ def record_digital_step(ledger: EnergyLedger, digital: DigitalPeriphery, n_in: i
     p = n_in + hidden
     syn = hidden * p * batch
     ledger.add("stp", "all", "digital_hebbian", "step", syn,
-               digital.hebbian_j(syn) + digital.energy_j("compare", 8, syn))
+               digital.energy_j("mult", 8, 2 * syn) + digital.energy_j("compare", 8, syn))
     ledger.add("neuron", "all", "normalise", "step", p * batch,
                digital.energy_j("compare", 8, p * batch) + digital.energy_j("mult", 8, p * batch))
     ledger.add("neuron", "all", "activation", "step", hidden * batch,

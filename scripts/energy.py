@@ -86,7 +86,7 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     module.set_bias(v)
     levels = device.short_term_levels()[1]
     delta = torch.randn(1, n_out, n_in, generator=gen) * float(levels[0]) / device.g_range_s
-    module.short_term_update(delta)
+    module.apply_short_term(delta)
     module.decay(dt_s)
     return mvm, update
 

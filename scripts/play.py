@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
 
     from stoxbar.compat import versions
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
+    from stoxbar.crossbar.costs import describe as describe_periphery
     from stoxbar.devices import presets
     from stoxbar.pong.checkpoint import load_agent
     from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
@@ -82,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
         "score": {"per_game": result.scores, "mean": float(np.mean(result.scores))},
         "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
-        "seed": args.seed, "synapses": arch.n_synapses, "periphery": periphery.describe(),
+        "seed": args.seed, "synapses": arch.n_synapses, "periphery": describe_periphery(periphery, device),
         "energy": energy_report(result, arch, analog=not args.digital),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }

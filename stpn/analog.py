@@ -10,12 +10,20 @@ Per agent step (design.md, "data flow of one Pong step"):
 5. digital Hebbian magnitude Gamma * (h z_hat^T), sent to the synapses as discrete short-term
    pulses (only where the update rounds to a pulse).
 
+The Hebbian rule (step 5) is the network's: this module asks the substrate for the generic
+operation "decay for dt, then apply the requested change scale * (u v^T)"
+(:meth:`~stoxbar.crossbar.tile.SubstrateOps.decay_and_outer_update`) with scale = Gamma,
+u = h (post) and v = z_hat (pre); the crossbar knows no learning rule.
+
 Steps 4-5 give F <- Q-pulses(Lambda F) + dF_q, the digital m-STPN's F <- Lambda F + dF_q (the
 pulse lands at the end of the interval, just before the next read). With the ``ideal`` device and
 perfect IO the layer reproduces :class:`~stoxbar.stpn.cells.MSTPNCell` (tested).
 
 ``chip_device`` (default: ``device``) is the STO device the tiles are made of; ``device`` is the one
 the network was trained for. They differ in device studies (e.g. a narrower tau range).
+
+Programming the chip (``program``) is a one-off cost, not a per-step one: :meth:`attach` leaves it
+out of the step ledger (it stays pending, :func:`stoxbar.crossbar.pending_events` reports it).
 
 Weights are mapped without digital rescaling (``weight_scaling_omega = 0``): W in weight units is
 the conductance difference itself, so F (conductance) and W add on the same scale.
@@ -65,9 +73,9 @@ class AnalogMSTPNCell(MSTPNCell):
         """Physical state of all tiles (:class:`~stoxbar.crossbar.state.CrossbarState`)."""
         return self.array.state
 
-    def attach(self, ledger: Optional[EnergyLedger], layer: str = "stp") -> None:
-        """Book this layer's events in ``ledger`` under ``layer``."""
-        attach_ledger(self.syn, ledger, prefix=layer)
+    def attach(self, ledger: Optional[EnergyLedger], layer: str = "stp", book_programming: bool = False) -> None:
+        """Book this layer's events in ``ledger`` under ``layer`` (programming only if ``book_programming``)."""
+        attach_ledger(self.syn, ledger, prefix=layer, book_pending=book_programming)
 
     @torch.no_grad()
     def program(self) -> None:
@@ -116,10 +124,15 @@ class AnalogMSTPNCell(MSTPNCell):
         return self.syn(z_hat)
 
     def plastic_update(self, F: Tensor, h: Tensor, z_hat: Tensor, params=None) -> Tuple[Tensor, Tensor]:
-        """Decay for one step period, then the quantised Hebbian pulses; returns (F dummy, levels)."""
+        """Decay for one step period, then the Hebbian request Gamma * (h z_hat^T) as device pulses.
+
+        The rule is this network's; the substrate only decays and applies the requested
+        outer-product change. Returns (F dummy, levels).
+        """
         if self._gam_tiled is None:
             raise RuntimeError("program() the analog cell before running it")
-        level, self._counts = self.array.hebbian_step(self.dt_s, self._gam_tiled, h, self.chip.to_tiled(z_hat))
+        level, self._counts = self.array.decay_and_outer_update(self.dt_s, self._gam_tiled, h,
+                                                                self.chip.to_tiled(z_hat))
         return F, level
 
     def level_counts(self, idx: Tensor) -> Tensor:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,7 +27,7 @@ UNITS: Dict[str, Tuple[str, str]] = {
     "tiles": ("1", "crossbar tiles of the STP layer"),
     "area_m2": ("m^2", "STP layer area: tiles x (array + converters + drivers + sense)"),
     "area_adc_share": ("1", "ADC share of the STP layer area"),
-    "mvm_latency_s": ("s", "one full-tile MVM (tiles run in parallel), periphery model, one read round"),
+    "mvm_latency_s": ("s", "one MVM of the STP layer (largest tile, tiles in parallel), one read round, the cost model"),
     "mvm_rel_error": ("1", "||y_analog - y_float|| / ||y_float|| of the STP layer MVM, mean over samples"),
     "mvm_rel_error_std": ("1", "spread (std) of the relative MVM error over samples"),
     "mvm_samples": ("1", "recorded layer inputs used for the MVM error"),
@@ -95,14 +94,15 @@ def build_agent(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, seed: int):
 
 def static_metrics(cfg: PointConfig) -> Dict[str, Any]:
     """Size, area and latency of the STP layer from the configuration alone."""
+    from stoxbar.crossbar.costs import area, cost, full_scale_read, layer_layout
+
     p, arch = cfg.periphery, cfg.arch
-    n_pre = arch.n_in + arch.hidden
-    tiles = math.ceil(n_pre / p.tile_rows) * math.ceil(arch.hidden / p.tile_cols)
-    area = p.tile_area_m2()
-    rows = min(p.tile_rows, n_pre)
-    cols = min(p.tile_cols, arch.hidden)
-    return {"synapses": arch.n_synapses, "tiles": tiles, "area_m2": tiles * area["total"],
-            "area_adc_share": area["adc"] / area["total"], "mvm_latency_s": p.mvm_latency_s(rows, cols)}
+    layout = layer_layout(arch.n_in + arch.hidden, arch.hidden, p)
+    a = area(layout, p)
+    rows, cols = max(r for r, _ in layout), max(c for _, c in layout)
+    latency = cost(full_scale_read(p, cfg.device, rows, cols), cfg.device, p).latency_s
+    return {"synapses": arch.n_synapses, "tiles": len(layout), "area_m2": a["total"],
+            "area_adc_share": a["adc"] / a["total"], "mvm_latency_s": latency}
 
 
 # -- MVM error ------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
     }
     mvm = ledger.totals(("layer", "component", "event"), layer="stp").get(("stp", "dac", "mvm"))
     if mvm is not None:
-        out["latency_mvm_s_per_step"] = mvm.time_s / steps
+        out["latency_mvm_s_per_step"] = ledger.latency_s(layer="stp", event="mvm") / steps
         out["read_rounds_per_step"] = mvm.count / (steps * (agent.arch.n_in + agent.arch.hidden))
     gpu = energy["gpu_baseline"]["total_j"]
     out["energy_gpu_baseline_j_per_game"] = gpu / games

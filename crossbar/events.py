@@ -1,0 +1,63 @@
+"""What one substrate operation physically did on one crossbar tile: the :class:`Events` record.
+
+Every operation of a tile or tile array (program, read, short-term pulses, decay under a bias)
+returns one :class:`Events` per tile it touched. An event record holds counts and physical
+integrals only, never joules of a periphery block: :func:`stoxbar.crossbar.costs.cost` is the
+one place that turns events plus the configuration (device, periphery) into energy and time.
+
+Fields (all totals over the operation; dimensionless counts unless a unit is given):
+
+* ``op``: ``"read"`` | ``"program"`` | ``"short_term"`` | ``"decay"``;
+* ``rows``, ``cols``: size of the tile's active block (inputs, logical outputs); ``row_tile`` its
+  row-tile index out of ``row_tiles`` in its layer (partial sums of row-tiles after the first are
+  accumulated digitally);
+* read: ``input_vectors`` (a conv over 1,352 patches reads 1,352 vectors), ``read_rounds``
+  (array reads per vector actually taken by aihwkit's bound management, 0 for the all-zero
+  shortcut), ``read_weight`` (sum over rounds of the drive factor each round's smaller input
+  scale leaves), ``drive_g_s`` (S: sum over vectors and cells of the normalised row drive times the
+  cell conductance, one full-scale round; the cell-read energy is ``V_read^2 t drive_g_s
+  read_weight``);
+* short-term pulses: ``pulses_by_level`` (fired pulses per level, ascending pulse energy, both
+  signs);
+* decay: ``dt_s`` (s), ``chips`` (independent short-term states), ``bias_held_s`` (device-seconds
+  under a held bias), ``bias_energy_j`` (J: the device's exact integral of ``V_bias^2 G(t)``
+  over the interval, the one quantity that needs the per-cell state);
+* programming: ``program_pulses`` and ``program_device_j`` (J, the device energy of those pulses,
+  which for open-loop programming depends on each pulse's drawn step).
+
+This module imports nothing from stoxbar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+OPS = ("read", "program", "short_term", "decay")
+
+
+@dataclass(slots=True)
+class Events:
+    """Physical events of one operation on one tile (see module docstring)."""
+
+    op: str
+    rows: int
+    cols: int
+    row_tile: int = 0
+    row_tiles: int = 1
+    input_vectors: int = 0
+    read_rounds: int = 0
+    read_weight: float = 0.0
+    drive_g_s: float = 0.0
+    pulses_by_level: Tuple[float, ...] = ()
+    dt_s: float = 0.0
+    chips: int = 0
+    bias_held_s: float = 0.0
+    bias_energy_j: float = 0.0
+    program_pulses: float = 0.0
+    program_device_j: float = 0.0
+
+    @property
+    def pulses(self) -> float:
+        """Short-term pulses fired (all levels)."""
+        return float(sum(self.pulses_by_level))
