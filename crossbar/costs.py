@@ -12,17 +12,18 @@ Components (ledger ``component`` field), per tile:
 
 =====================  ==================================================================================
 ``dac``                input conversions: ``dac.energy_per_input_j`` per row, vector and read round
-``row_driver``         charging each driven row line, C_line V_read^2 per pass (line = the tile's
-                       physical columns)
+``row_driver``         charging each driven row line, C_line V_read^2 per pass (a row line spans the
+                       full physical tile width, active columns or not)
 ``cell_read``          the array itself: ``V_read^2 t_pass drive_g_s read_weight`` (sum over cells of
                        V^2 G t, input dependent, exact)
 ``adc``                conversions per vector, round and pass (``periphery.adc_columns``: one per
                        physical column with digital subtraction, one per output with analog)
-``sense``              TIA/integrator + sample-and-hold per conversion
-``digital_subtract``   digital subtraction of the pair (or reference) columns, one add per output,
-                       vector and round (``subtraction = "digital"`` only)
-``digital_accum``      partial-sum accumulation of a row-tile after the first into the running sum
-                       (+ bit-serial shift-add), one add per output and vector
+``sense``              TIA/integrator (over the DAC's read window) + sample-and-hold per conversion
+``digital_subtract``   digital subtraction of the pair (or reference) columns, one add per output
+                       and vector (``subtraction = "digital"`` only)
+``digital_accum``      partial-sum accumulation of a row-tile after the first into the running sum,
+                       one add per output and vector, + bit-serial shift-adds (passes - 1 per
+                       converted column and vector)
 ``st_pulse``           short-term pulses: the device energy of each level, times its count
 ``st_write_driver``    line charging of each short-term pulse (line = the tile's columns)
 ``bias``               decay-control bias held on the synapses (the device's exact integral)
@@ -114,9 +115,9 @@ def _read(ev: Events, p: PeripheryConfig) -> Cost:
     rows = n * ev.rows
     convs = n * p.adc_columns(ev.cols) * r * passes
     v = dac.v_read_v
-    t_pass = dac.read_window_s if dac.mode != "bit_serial" else dac.t_cycle_s
-    e_row = p.row_driver.energy_j(p.physical_cols(ev.cols), v)
-    e_sense = p.tia.energy_per_sample_j() + p.sample_hold.energy_per_sample_j()
+    t_pass = dac.read_window_s  # the integration window of one pass (bit-serial: one cycle)
+    e_row = p.row_driver.energy_j(p.physical_cols(), v)  # a row line spans the whole physical tile
+    e_sense = p.tia.energy_per_sample_j(t_pass) + p.sample_hold.energy_per_sample_j()
     parts = {
         "dac": (rows * r, rows * r * dac.energy_per_input_j),
         "row_driver": (rows * r * passes, rows * r * passes * e_row),
@@ -124,11 +125,15 @@ def _read(ev: Events, p: PeripheryConfig) -> Cost:
         "adc": (convs, convs * p.adc.energy_per_conversion_j),
         "sense": (convs, convs * e_sense),
     }
-    if p.subtraction == "digital" and r:
-        subs = n * ev.cols * r
+    if not r:
+        return Cost("mvm", parts, 0.0, "dac")
+    # digital work on the final round's outputs: bit-plane shift-adds per converted column, then
+    # the pair / reference subtraction, then the partial sum of a later row-tile
+    if p.subtraction == "digital":
+        subs = n * ev.cols
         parts["digital_subtract"] = (subs, d.energy_j("add", p.adc.bits + 1, subs))
     bit_serial = dac.mode == "bit_serial"
-    adds = n * ev.cols * ((1 if ev.row_tile > 0 else 0) + (passes - 1 if bit_serial else 0))
+    adds = n * ev.cols * (1 if ev.row_tile > 0 else 0) + n * p.adc_columns(ev.cols) * (passes - 1)
     if adds:
         bits = p.adc.bits + math.ceil(math.log2(max(ev.row_tiles, 1))) + (dac.bits if bit_serial else 0)
         parts["digital_accum"] = (adds, d.accumulate_j(bits, adds))

@@ -190,7 +190,7 @@ def test_random_configs_never_give_negative_or_nan_energy(adc_bits, dac_bits, ro
 
 @pytest.mark.skipif(not fused.available(), reason="no C compiler: fused kernel unavailable")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_hebbian_step_equals_decay_then_update(dtype, monkeypatch):
+def test_fused_decay_and_outer_update_equals_decay_then_apply(dtype, monkeypatch):
     dev = presets.sto_2024()
     torch.manual_seed(3)
     w = torch.rand(5, 13, dtype=dtype) * 2 - 1
@@ -209,25 +209,26 @@ def test_fused_hebbian_step_equals_decay_then_update(dtype, monkeypatch):
     for _ in range(6):
         post = torch.rand(3, 5, dtype=dtype) * 2 - 1
         pre = fast.to_tiled(torch.rand(3, 13, dtype=dtype) * 2 - 1)
-        got = fast.hebbian_step(0.05, gam, post, pre)
+        got = fast.decay_and_outer_update(0.05, gam, post, pre)
         with monkeypatch.context() as m:
             m.setattr(fused, "short_term_step", lambda *args: None)
-            want = ref.hebbian_step(0.05, gam, post, pre)
+            want = ref.decay_and_outer_update(0.05, gam, post, pre)
         assert torch.equal(fast.g_st, ref.g_st) and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert int(got[1][:, 0].sum()) > 0 and int(got[1][:, -1].sum()) > 0
-        for a, b in zip(got[2] + got[3], want[2] + want[3]):
+        assert torch.equal(got[3], want[3]) and int(got[3].sum()) == int(got[1].sum())  # pulses per tile and level
+        for a, b in zip(got[2][0] + got[2][1], want[2][0] + want[2][1]):  # bias energy, held device-s per tile
             assert math.isclose(a, b, rel_tol=1e-5)
     assert bool((fast.g_st.abs() == dev.st_g_max_s).any())
 
     # the column sums kept by the fused step equal a fresh sum, and give way after any other change of F
     def fresh(s):
-        return ((s.g_pos + s.g_neg).sum(1) + s.g_st.abs().sum(2)).to(s.g_st.dtype)
+        return ((s.g_pos + s.g_neg).sum(1) + s.g_st.abs().sum(2)).to(s.g_st.dtype).unsqueeze(2)  # [B, T, J=1, X]
 
     assert fast._st_cols is not None and fast._st_cols[1] == fast.g_st._version
     assert torch.allclose(fast.abs_column_conductance(), fresh(fast), rtol=1e-6, atol=0)
     for change in (lambda s: s.reset_short_term(torch.tensor([True, False, False])), lambda s: s.decay(0.2),
-                   lambda s: s.short_term_update(torch.full((3, 2, 5, 7), 0.05, dtype=dtype)),
+                   lambda s: s.apply_short_term(torch.full((3, 2, 5, 7), 0.05, dtype=dtype)),
                    lambda s: s.g_st.mul_(0.5), lambda s: s.set_batch(3)):
-        fast.hebbian_step(0.05, gam, post, pre)
+        fast.decay_and_outer_update(0.05, gam, post, pre)
         change(fast)
         assert torch.equal(fast.abs_column_conductance(), fresh(fast))

@@ -1,4 +1,5 @@
-"""Tests of stoxbar.peripherals: validation, scaling laws, event counts, aihwkit IO, GPU baseline."""
+"""Tests of stoxbar.peripherals: validation, scaling laws, aihwkit IO, GPU baseline; and the one cost
+model (stoxbar.crossbar.costs) on synthetic full-scale reads: event counts, latency, area."""
 
 from __future__ import annotations
 
@@ -10,14 +11,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stoxbar.peripherals.adc import ADC, schreier_energy_j, walden_energy_j
-from stoxbar.peripherals.config import (
-    PeripheryConfig, event_costs, event_counts, mvm_latency_s, tile_area_m2)
+from stoxbar.crossbar.costs import area, cost, full_scale_read
+from stoxbar.devices import presets
+from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.peripherals.dac import DAC
 from stoxbar.peripherals.digital import DigitalPeriphery
 from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
 from stoxbar.peripherals.gpu_baseline import GPUSpec, dense_layer_cost, stpn_step_cost
 from stoxbar.peripherals.sense import TIA, SampleHold
 from stoxbar.validation import ConfigError
+
+DEV = presets.sto_2024()
+
+
+def event_counts(p, rows, cols):
+    """Counts per component of one full-scale read of one vector (the one cost model)."""
+    return {k: n for k, (n, _) in cost(full_scale_read(p, DEV, rows, cols), DEV, p).parts.items()}
+
+
+def event_costs(p, rows, cols):
+    """Energy (J) per component of one full-scale read of one vector."""
+    return cost(full_scale_read(p, DEV, rows, cols), DEV, p).by_component()
+
+
+def mvm_latency_s(p, rows, cols):
+    return cost(full_scale_read(p, DEV, rows, cols), DEV, p).latency_s
+
+
+def tile_area_m2(p):
+    return area(1, p)
 
 
 # ---- validation -------------------------------------------------------------------------------
@@ -180,7 +202,10 @@ def test_digital_horowitz_anchor_points_and_scaling():
     assert d.energy_j("sram_read_64b") == pytest.approx(10e-12)
     assert d.accumulate_j(16, count=3) == pytest.approx(3 * d.energy_j("add", 16))
     assert d.tanh_j(8) == pytest.approx(5 * d.energy_j("add", 8) + d.energy_j("mult", 8))
-    assert d.hebbian_j(100, 8) == pytest.approx(200 * 0.2e-12)
+    assert d.memory_read_j(16) == pytest.approx(2 * 10e-12)  # two 64-bit SRAM words
+    assert d.memory_read_j(8, "dram") == pytest.approx(1.95e-9)
+    with pytest.raises(ConfigError, match="memory"):
+        d.memory_read_j(8, "flash")
     assert d.l2_normalise_j(10, 16) > 0
     with pytest.raises(ConfigError, match="bits"):
         d.energy_j("fp_add", 8)
@@ -193,15 +218,16 @@ def test_digital_horowitz_anchor_points_and_scaling():
 # ---- config: events, latency, area ------------------------------------------------------------
 def test_event_counts_follow_the_data_flow():
     p = PeripheryConfig(tile_rows=256, tile_cols=256)
-    assert event_counts(p, 100, 10) == {"dac": 100, "row_driver": 100, "adc": 20, "tia": 20,
-                                        "sample_hold": 20, "shift_add": 10}
+    assert event_counts(p, 100, 10) == {"dac": 100, "row_driver": 100, "cell_read": 2000, "adc": 20,
+                                        "sense": 20, "digital_subtract": 10}
     pa = p.with_(subtraction="analog")
-    assert event_counts(pa, 100, 10)["adc"] == 10 and event_counts(pa, 100, 10)["shift_add"] == 0
+    assert event_counts(pa, 100, 10)["adc"] == 10 and "digital_subtract" not in event_counts(pa, 100, 10)
     pr = PeripheryConfig(tile_rows=256, tile_cols=256, signed_mapping="reference", adc=ADC(share=1))
     assert event_counts(pr, 100, 10)["adc"] == 11
     pb = PeripheryConfig(tile_rows=256, tile_cols=256, dac=DAC(mode="bit_serial", bits=6), subtraction="analog")
     n = event_counts(pb, 100, 10)
-    assert n["adc"] == 60 and n["dac"] == 600 and n["shift_add"] == 50
+    # dac counts input values (each one 6 one-bit conversions, costed in energy_per_input_j)
+    assert n["adc"] == 60 and n["dac"] == 100 and n["row_driver"] == 600 and n["digital_accum"] == 50
     e = event_costs(pb, 100, 10)
     assert e["adc"] == pytest.approx(60 * pb.adc.energy_per_conversion_j)
     assert e["dac"] == pytest.approx(100 * pb.dac.energy_per_input_j)
@@ -303,6 +329,7 @@ def periphery_configs(draw):
 def test_random_valid_configs_give_finite_nonnegative_costs(case):
     p, rows, cols = case
     values = list(event_costs(p, rows, cols).values()) + list(tile_area_m2(p).values())
+    assert set(event_counts(p, rows, cols)) >= {"dac", "row_driver", "cell_read", "adc", "sense"}
     values.append(mvm_latency_s(p, rows, cols))
     assert all(math.isfinite(v) and v >= 0 for v in values), values
     assert p.digital.accumulate_j() >= 0

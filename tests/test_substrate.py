@@ -1,0 +1,235 @@
+"""The crossbar as a generic substrate: per-tile events, the one cost model, pending programming,
+bad input at the substrate, and the fused decay-and-outer-update operation on a tile array."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from aihwkit.nn import AnalogConv2d, AnalogLinear
+from aihwkit.nn.conversion import convert_to_analog
+from aihwkit.simulator.parameters.mapping import MappingParameter
+
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, pending_events
+from stoxbar.crossbar.costs import book, cost, read_latency_s
+from stoxbar.crossbar.array import STOTileArray
+from stoxbar.devices import presets
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.validation import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _layer(n_in, n_out, periphery, omega=1.0, device=None):
+    cfg = STORPUConfig(device=device or presets.sto_2024(), periphery=periphery,
+                       mapping=MappingParameter(weight_scaling_omega=omega))
+    layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
+    layer.eval()
+    return layer
+
+
+def test_multi_tile_layer_books_per_tile_and_tiles_sum_to_the_layer(monkeypatch):
+    """A 1000 x 700 layer on 512 x 512 tiles is 2 x 2 tiles; the batched read books each tile as
+    aihwkit's per-tile loop does, and the tiles add up to the layer."""
+    p = PeripheryConfig(bound_management="none", out_noise=0.0)
+    torch.manual_seed(0)
+    w = torch.rand(700, 1000) * 2 - 1
+    x = torch.rand(5, 1000) * 2 - 1
+    books = []
+    for fast in (True, False):
+        layer = _layer(1000, 700, p)
+        layer.set_weights(w)
+        arr = layer.analog_module
+        assert isinstance(arr, STOTileArray) and arr.state.n_tiles == 4
+        ledger = attach_ledger(layer, EnergyLedger(), prefix="fc")
+        snap = ledger.snapshot()
+        if not fast:
+            monkeypatch.setattr(STOTileArray, "uses_fast_path", lambda self: False)
+        with torch.no_grad():
+            layer(x)
+        books.append(ledger.since(snap))
+        monkeypatch.undo()
+    batched, loop = books
+    tiles = batched.totals(("tile",))
+    assert set(k[0] for k in tiles) == {"0.0", "0.1", "1.0", "1.1"}  # no "all"
+    assert math.isclose(math.fsum(e.energy_j for e in tiles.values()), batched.total_j, rel_tol=1e-12)
+    per_loop = loop.totals(("tile", "component"))
+    per_batched = batched.totals(("tile", "component"))
+    assert set(per_loop) == set(per_batched)
+    for key, e in per_batched.items():
+        assert per_loop[key].count == e.count, key
+        assert math.isclose(per_loop[key].energy_j, e.energy_j, rel_tol=1e-5), key
+    # row-tile 1 accumulates its partial sums into row-tile 0's: 5 vectors x its outputs
+    assert batched.totals(("tile", "component"))[("1.0", "digital_accum")].count == 5 * 350
+    assert ("0.0", "digital_accum") not in per_batched
+    # tiles run in parallel: the layer's read latency is one tile's, not four
+    lat = batched.latency_s(layer="fc", event="mvm")
+    assert lat == pytest.approx(read_latency_s(p, 350, 5))
+    assert math.isclose(batched.totals(("tile",), component="dac")[("0.0",)].time_s, lat)
+
+
+def test_conv_layer_latency_counts_every_input_vector():
+    """AnalogConv2d over N patches is N reads, pipelined: not one read per call."""
+    p = PeripheryConfig(tile_rows=64, tile_cols=64)
+    conv = AnalogConv2d(2, 8, 3, rpu_config=STORPUConfig(periphery=p))
+    conv.eval()
+    ledger = attach_ledger(conv, EnergyLedger())
+    snap = ledger.snapshot()
+    x = torch.randn(3, 2, 10, 10)
+    with torch.no_grad():
+        conv(x)
+    step = ledger.since(snap)
+    patches = 3 * 8 * 8
+    dac = step.totals(("component",))[("dac",)]
+    assert dac.count == patches * 2 * 3 * 3  # every patch drives its 18 rows once (one round)
+    assert step.latency_s(event="mvm") == pytest.approx(read_latency_s(p, 8, patches))
+    assert step.latency_s(event="mvm") > 100 * read_latency_s(p, 8, 1)
+
+
+def test_programming_before_a_ledger_is_kept_and_booked_on_attach():
+    model = nn.Sequential(nn.Linear(100, 30), nn.ReLU(), nn.Linear(30, 5))
+    p = PeripheryConfig(tile_rows=64, tile_cols=16)
+    analog = convert_to_analog(model, STORPUConfig(periphery=p))
+    pending = pending_events(analog)
+    assert pending and all(ev.op == "program" and ev.program_pulses > 0 for _, _, ev in pending)
+    assert {(layer, tile) for layer, tile, _ in pending} == {
+        ("0", "0.0"), ("0", "0.1"), ("0", "1.0"), ("0", "1.1"), ("2", "0.0")}
+    dev = presets.sto_2024()
+    expected = math.fsum(cost(ev, dev, p).energy_j for _, _, ev in pending)
+    ledger = attach_ledger(analog, EnergyLedger())
+    booked = ledger.totals(("component",))[("lt_program",)].energy_j
+    assert booked > 0 and math.isclose(booked, expected, rel_tol=1e-12)
+    assert pending_events(analog) == []  # booked once
+    attach_ledger(analog, ledger)
+    assert ledger.totals(("component",))[("lt_program",)].energy_j == booked
+    kept = attach_ledger(convert_to_analog(model, STORPUConfig(periphery=p)), EnergyLedger(), book_pending=False)
+    assert kept.total_j == 0.0
+
+
+def test_read_energy_is_additive_over_input_vectors():
+    p = PeripheryConfig(bound_management="none")
+    layer = _layer(600, 32, p)
+    layer.set_weights(torch.rand(32, 600) * 2 - 1)
+    ledger = attach_ledger(layer, EnergyLedger())
+    x = torch.rand(4, 600) * 2 - 1
+    parts = []
+    with torch.no_grad():
+        for batch in (x, x[:1], x[1:]):
+            snap = ledger.snapshot()
+            layer(batch)
+            parts.append(ledger.since(snap).by_component())
+    both, first, rest = parts
+    for comp, e in both.items():
+        assert e >= 0
+        assert math.isclose(e, first[comp] + rest[comp], rel_tol=1e-5), comp
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_substrate_rejects_nan_and_inf(bad):
+    layer = _layer(300, 16, PeripheryConfig())
+    arr = layer.analog_module
+    arr.set_batch(2)
+    ledger = attach_ledger(layer, EnergyLedger())
+    programmed = ledger.total_j  # the constructor's programming, booked on attach
+    request = torch.zeros(2, 16, 300)
+    request[1, 3, 7] = bad
+    with pytest.raises(ConfigError, match="apply_short_term: request"):
+        arr.apply_short_term(request)
+    st = arr.state
+    scale = torch.ones_like(st.g_pos) * 1e-3
+    u, v = torch.ones(2, 16), st.to_tiled(torch.ones(2, 300))
+    u_bad = u.clone()
+    u_bad[0, 0] = bad
+    with pytest.raises(ConfigError, match="decay_and_outer_update: u"):
+        arr.decay_and_outer_update(0.05, scale, u_bad, v)
+    scale_bad = scale.clone()
+    scale_bad[0, 0, 0] = bad
+    with pytest.raises(ConfigError, match="decay_and_outer_update: scale"):
+        arr.decay_and_outer_update(0.05, scale_bad, u, v)
+    x = torch.rand(2, 300)
+    x[0, 0] = bad
+    with pytest.raises(ConfigError, match="forward: tile input"):
+        layer(x)
+    assert torch.count_nonzero(st.g_st) == 0 and ledger.total_j == programmed  # nothing pulsed, nothing booked
+
+
+def test_forward_that_overflows_raises():
+    layer = _layer(300, 16, PeripheryConfig())
+    layer.set_weights(torch.rand(16, 300) * 2 - 1)
+    with pytest.raises(ConfigError, match="overflow"):
+        with torch.no_grad():
+            layer(torch.full((1, 300), 3e38))
+
+
+def test_array_decay_and_outer_update_books_per_tile_like_decay_then_apply(monkeypatch):
+    """The fused op on a 2 x 2 tile array: same F, levels and per-tile ledger as decay then apply."""
+    from stoxbar.crossbar import fused
+
+    dev = presets.sto_2024()
+    p = PeripheryConfig(tile_rows=64, tile_cols=8)
+    torch.manual_seed(1)
+    w = torch.rand(12, 100) * 2 - 1
+    v_bias = dev.v_bias_min_v + torch.rand(12, 100) * (dev.v_bias_max_v - dev.v_bias_min_v)
+    scale_full = (torch.rand(12, 100) * 2 - 1) * 0.2
+    ledgers, states = [], []
+    for use_kernel in (True, False):
+        layer = _layer(100, 12, p, omega=0.0)
+        layer.set_weights(w * 0.5)
+        arr = layer.analog_module
+        arr.set_bias(v_bias)
+        arr.set_batch(2)
+        ledger = attach_ledger(layer, EnergyLedger(), book_pending=False)  # random-init programming differs
+        st = arr.state
+        scale = st.tiled_weight(scale_full)
+        gen = torch.Generator().manual_seed(2)
+        with monkeypatch.context() as m:
+            if not use_kernel:
+                m.setattr(fused, "short_term_step", lambda *args: None)
+            for _ in range(4):
+                u = torch.rand(2, 12, generator=gen) * 2 - 1
+                v = st.to_tiled(torch.rand(2, 100, generator=gen) * 2 - 1)
+                arr.decay_and_outer_update(0.05, scale, u, v)
+        ledgers.append(ledger)
+        states.append(st.g_st.clone())
+    assert torch.equal(states[0], states[1])
+    a, b = (led.totals(("tile", "component")) for led in ledgers)
+    assert {k[0] for k in a} == {"0.0", "0.1", "1.0", "1.1"}
+    assert set(a) == set(b)
+    for key in a:
+        assert a[key].count == b[key].count, key
+        assert math.isclose(a[key].energy_j, b[key].energy_j, rel_tol=1e-5), key
+    assert a[("0.0", "st_pulse")].count > 0
+
+
+def test_cost_model_components_are_nonnegative_and_book_adds_them():
+    dev, p = presets.sto_2024(), PeripheryConfig()
+    from stoxbar.crossbar.events import Events
+
+    evs = [Events("read", 300, 40, 1, 2, 7, 2, 1.25, 1e-3),
+           Events("short_term", 300, 40, pulses_by_level=(5, 0, 2)),
+           Events("decay", 300, 40, dt_s=0.1, chips=2, bias_held_s=2 * 2 * 300 * 40 * 0.1, bias_energy_j=1e-6),
+           Events("program", 300, 40, program_pulses=10, program_device_j=1e-9)]
+    ledger = EnergyLedger()
+    total = 0.0
+    for ev in evs:
+        c = cost(ev, dev, p)
+        assert all(n >= 0 and e >= 0 and math.isfinite(e) for n, e in c.parts.values())
+        book(ledger, "L", "0.0", c)
+        total += c.energy_j
+    assert math.isclose(ledger.total_j, total, rel_tol=1e-12)
+    with pytest.raises(ConfigError, match="events.op"):
+        cost(Events("erase", 1, 1), dev, p)
+
+
+def test_no_learning_rule_or_network_name_in_the_substrate():
+    pattern = re.compile(r"hebbian|stpn|gamma|pong", re.IGNORECASE)
+    files = sorted((ROOT / "crossbar").glob("*.py")) + [ROOT / "peripherals" / "config.py",
+                                                        ROOT / "peripherals" / "digital.py"]
+    hits = [(f.name, n) for f in files for n, line in enumerate(f.read_text().splitlines(), 1)
+            if pattern.search(line)]
+    assert hits == []
