@@ -70,5 +70,34 @@ def main() -> None:
         print(f"| {batch} | ledger overhead | {100 * over:+.1f}% | | |")
 
 
+def event_overhead(repeats: int = 300, batch: int = 1) -> float:
+    """Event recording + costing + booking as a fraction of the 64x2656 tile forward (ledger off).
+
+    Two identical layers, one with a ledger attached, timed interleaved in one process (median).
+    """
+    w = torch.rand(64, 2656) * 2 - 1
+    off, on = (AnalogLinear(2656, 64, bias=False, rpu_config=STORPUConfig()) for _ in range(2))
+    attach_ledger(on, EnergyLedger())
+    times = {"off": [], "on": []}
+    x = torch.rand(batch, 2656) * 2 - 1
+    with torch.no_grad():
+        for name, layer in (("off", off), ("on", on)):
+            layer.eval()
+            layer.set_weights(w)
+            for _ in range(10):
+                layer(x)
+        for _ in range(repeats):
+            for name, layer in (("off", off), ("on", on)):
+                t0 = time.perf_counter()
+                layer(x)
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    over = med["on"] / med["off"] - 1
+    print(f"events + cost model at batch {batch}: forward {med['off'] * 1e3:.3f} ms, with ledger "
+          f"{med['on'] * 1e3:.3f} ms: {100 * over:+.1f}%")
+    return over
+
+
 if __name__ == "__main__":
     main()
+    event_overhead()

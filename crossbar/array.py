@@ -29,7 +29,7 @@ from aihwkit.simulator.tiles.array import TileModuleArray
 
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
-from stoxbar.crossbar.tile import EventSink, SubstrateOps, analog_read, read_events
+from stoxbar.crossbar.tile import EventSink, SubstrateOps, analog_read
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
@@ -84,8 +84,8 @@ class STOTileArray(TileModuleArray, EventSink, SubstrateOps):
     def _sink(self) -> EventSink:
         return self
 
-    def _keys(self) -> List[str]:
-        return [key for key, *_ in self.state.tile_blocks()]
+    def _blocks(self) -> List[Tuple[str, int, int, int, int]]:
+        return [(key, n, c, i, self.state.tiles) for key, i, _, n, c in self.state.tile_blocks()]
 
     def _after_state_change(self) -> None:
         self._bind_tiles()
@@ -125,10 +125,9 @@ class STOTileArray(TileModuleArray, EventSink, SubstrateOps):
         io_pars = self.array[0][0].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
-        y, x_t, rounds = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training)
+        y, x_t, rounds, nm = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training)
         if self.recording:
-            for key, ev in zip(self._keys(), read_events(self.state, x_t.detach(), rounds, io_pars, self.periphery)):
-                self.emit(key, ev)
+            self.record_read(x_t.detach(), rounds, io_pars, nm)
         scales = self._scales(y)
         y = (y * scales).sum(1) if scales is not None else y.sum(1)
         y = y.reshape(*lead, self.out_size)

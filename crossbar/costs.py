@@ -14,7 +14,7 @@ Components (ledger ``component`` field), per tile:
 ``dac``                input conversions: ``dac.energy_per_input_j`` per row, vector and read round
 ``row_driver``         charging each driven row line, C_line V_read^2 per pass (a row line spans the
                        full physical tile width, active columns or not)
-``cell_read``          the array itself: ``V_read^2 t_pass drive_g_s read_weight`` (sum over cells of
+``cell_read``          the array itself: ``V_read^2 t_pass drive_g_s`` (sum over cells, vectors and rounds of
                        V^2 G t, input dependent, exact)
 ``adc``                conversions per vector, round and pass (``periphery.adc_columns``: one per
                        physical column with digital subtraction, one per output with analog)
@@ -99,33 +99,35 @@ def cost(events: Events, device: STODevice, periphery: PeripheryConfig) -> Cost:
     raise ConfigError(f"events.op = {op!r}: allowed values are {tuple(LEDGER_EVENT)}")
 
 
-def read_latency_s(periphery: PeripheryConfig, cols: int, passes: int) -> float:
-    """Pipelined latency (s) of ``passes`` array passes over a tile with ``cols`` active outputs."""
-    if passes <= 0:
+def read_latency_s(periphery: PeripheryConfig, cols: int, passes: int, reads: int = 1) -> float:
+    """Latency (s) of ``reads`` read operations taking ``passes`` array passes in all, over a tile
+    with ``cols`` active outputs: each operation's passes pipeline (module docstring)."""
+    if passes <= 0 or reads <= 0:
         return 0.0
     p = periphery
     read = p.row_driver.t_drive_s + p.dac.read_window_s
     readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
-    return read + (passes - 1) * max(read, readout) + readout
+    slow = max(read, readout)
+    return reads * (read + readout - slow) + passes * slow
 
 
 def _read(ev: Events, p: PeripheryConfig) -> Cost:
     dac, d = p.dac, p.digital
-    n, r, passes = ev.input_vectors, ev.read_rounds, dac.passes_per_mvm
-    rows = n * ev.rows
-    convs = n * p.adc_columns(ev.cols) * r * passes
+    n, nr, passes = ev.input_vectors, ev.vector_rounds, dac.passes_per_mvm
+    rows_r = nr * ev.rows  # row drives (vector-rounds x rows)
+    convs = nr * p.adc_columns(ev.cols) * passes
     v = dac.v_read_v
     t_pass = dac.read_window_s  # the integration window of one pass (bit-serial: one cycle)
     e_row = p.row_driver.energy_j(p.physical_cols(), v)  # a row line spans the whole physical tile
     e_sense = p.tia.energy_per_sample_j(t_pass) + p.sample_hold.energy_per_sample_j()
     parts = {
-        "dac": (rows * r, rows * r * dac.energy_per_input_j),
-        "row_driver": (rows * r * passes, rows * r * passes * e_row),
-        "cell_read": (rows * 2 * ev.cols * r, v * v * t_pass * ev.drive_g_s * ev.read_weight),
+        "dac": (rows_r, rows_r * dac.energy_per_input_j),
+        "row_driver": (rows_r * passes, rows_r * passes * e_row),
+        "cell_read": (rows_r * 2 * ev.cols, v * v * t_pass * ev.drive_g_s),
         "adc": (convs, convs * p.adc.energy_per_conversion_j),
         "sense": (convs, convs * e_sense),
     }
-    if not r:
+    if not nr:
         return Cost("mvm", parts, 0.0, "dac")
     # digital work on the final round's outputs: bit-plane shift-adds per converted column, then
     # the pair / reference subtraction, then the partial sum of a later row-tile
@@ -137,7 +139,7 @@ def _read(ev: Events, p: PeripheryConfig) -> Cost:
     if adds:
         bits = p.adc.bits + math.ceil(math.log2(max(ev.row_tiles, 1))) + (dac.bits if bit_serial else 0)
         parts["digital_accum"] = (adds, d.accumulate_j(bits, adds))
-    return Cost("mvm", parts, read_latency_s(p, ev.cols, n * r * passes), "dac")
+    return Cost("mvm", parts, read_latency_s(p, ev.cols, nr * passes, ev.reads), "dac")
 
 
 def _short_term(ev: Events, device: STODevice, p: PeripheryConfig) -> Cost:
@@ -155,17 +157,19 @@ def _short_term(ev: Events, device: STODevice, p: PeripheryConfig) -> Cost:
 def _decay(ev: Events, p: PeripheryConfig) -> Cost:
     if ev.bias_held_s <= 0:
         return Cost("decay", {})
-    dt = ev.dt_s
-    lines = ev.chips * (ev.rows + ev.cols)
-    e_drv = p.bias_driver.energy_j(dt, ev.bias_energy_j / dt if dt > 0 else 0.0, lines)
-    return Cost("decay", {"bias": (ev.bias_held_s, ev.bias_energy_j), "bias_driver": (lines * dt, e_drv)},
-                dt, "bias")
+    cs, lines = ev.chip_s, ev.rows + ev.cols  # the tile's row and column lines, per chip
+    e_drv = p.bias_driver.energy_j(cs, ev.bias_energy_j / cs if cs > 0 else 0.0, lines)
+    return Cost("decay", {"bias": (ev.bias_held_s, ev.bias_energy_j), "bias_driver": (lines * cs, e_drv)},
+                ev.dt_s, "bias")
 
 
 def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:
-    """Add ``c`` to ``ledger`` under (layer, tile, component, c.event); the latency on ``c.time_component``."""
+    """Add ``c`` to ``ledger`` under (layer, tile, component, c.event); the latency on ``c.time_component``.
+
+    Books even if the ledger was disabled since: the events were recorded while it was enabled.
+    """
     for comp, (count, energy) in c.parts.items():
-        ledger.add(layer, tile, comp, c.event, count, energy, c.latency_s if comp == c.time_component else 0.0)
+        ledger.book_entry(layer, tile, comp, c.event, count, energy, c.latency_s if comp == c.time_component else 0.0)
 
 
 # -- full-scale figures and area -------------------------------------------------------------------
@@ -181,7 +185,7 @@ def full_scale_read(periphery: PeripheryConfig, device: STODevice, rows: Optiona
     check_int("vectors", vectors, 1, None)
     drive = 1.0 if periphery.dac.mode != "bit_serial" else float(periphery.dac.bits)
     g = device.g_min_s + device.g_max_s
-    return Events("read", rows, cols, input_vectors=vectors, read_rounds=1, read_weight=1.0,
+    return Events("read", rows, cols, reads=1, input_vectors=vectors, vector_rounds=vectors,
                   drive_g_s=vectors * rows * cols * g * drive)
 
 

@@ -1,7 +1,8 @@
 """What one substrate operation physically did on one crossbar tile: the :class:`Events` record.
 
 Every operation of a tile or tile array (program, read, short-term pulses, decay under a bias)
-returns one :class:`Events` per tile it touched. An event record holds counts and physical
+yields one :class:`Events` per tile it touched. Events of one kind on one tile are additive (every
+field is a sum), so a tile may accumulate several operations into one record before costing it. An event record holds counts and physical
 integrals only, never joules of a periphery block: :func:`stoxbar.crossbar.costs.cost` is the
 one place that turns events plus the configuration (device, periphery) into energy and time.
 
@@ -11,17 +12,16 @@ Fields (all totals over the operation; dimensionless counts unless a unit is giv
 * ``rows``, ``cols``: size of the tile's active block (inputs, logical outputs); ``row_tile`` its
   row-tile index out of ``row_tiles`` in its layer (partial sums of row-tiles after the first are
   accumulated digitally);
-* read: ``input_vectors`` (a conv over 1,352 patches reads 1,352 vectors), ``read_rounds``
-  (array reads per vector actually taken by aihwkit's bound management, 0 for the all-zero
-  shortcut), ``read_weight`` (sum over rounds of the drive factor each round's smaller input
-  scale leaves), ``drive_g_s`` (S: sum over vectors and cells of the normalised row drive times the
-  cell conductance, one full-scale round; the cell-read energy is ``V_read^2 t drive_g_s
-  read_weight``);
+* read: ``reads`` (read operations), ``input_vectors`` (a conv over 1,352 patches reads 1,352
+  vectors), ``vector_rounds`` (vectors x array reads each took: aihwkit's bound management repeats
+  a clipped read), ``drive_g_s`` (S: sum over vectors, rounds and cells of the normalised row drive
+  of that round times the cell conductance; the cell-read energy is ``V_read^2 t drive_g_s``);
 * short-term pulses: ``pulses_by_level`` (fired pulses per level, ascending pulse energy, both
   signs);
-* decay: ``dt_s`` (s), ``chips`` (independent short-term states), ``bias_held_s`` (device-seconds
-  under a held bias), ``bias_energy_j`` (J: the device's exact integral of ``V_bias^2 G(t)``
-  over the interval, the one quantity that needs the per-cell state);
+* decay: ``dt_s`` (s), ``chip_s`` (chips x seconds: independent short-term states under the
+  bias), ``bias_held_s`` (device-seconds under a held bias), ``bias_energy_j`` (J: the device's
+  exact integral of ``V_bias^2 G(t)`` over the interval, the one quantity that needs the per-cell
+  state);
 * programming: ``program_pulses`` and ``program_device_j`` (J, the device energy of those pulses,
   which for open-loop programming depends on each pulse's drawn step).
 
@@ -45,13 +45,13 @@ class Events:
     cols: int
     row_tile: int = 0
     row_tiles: int = 1
+    reads: int = 0
     input_vectors: int = 0
-    read_rounds: int = 0
-    read_weight: float = 0.0
+    vector_rounds: int = 0
     drive_g_s: float = 0.0
     pulses_by_level: Tuple[float, ...] = ()
     dt_s: float = 0.0
-    chips: int = 0
+    chip_s: float = 0.0
     bias_held_s: float = 0.0
     bias_energy_j: float = 0.0
     program_pulses: float = 0.0

@@ -2,8 +2,12 @@
 
 Every simulated event on a crossbar (a DAC conversion, a cell read, an ADC conversion, a
 short-term pulse, a second of decay bias, a digital op) adds one entry here, so the total is by
-construction the sum of its parts. Entries are plain Python floats: recording is a dict update,
-cheap enough to stay on in every forward pass.
+construction the sum of its parts. Entries are plain Python floats.
+
+Tiles attached to a ledger (its *sources*) accumulate their events between reads of the ledger
+and book them, costed by the one cost model, whenever the ledger is read (every reading method
+flushes its sources first): the events are additive, so the entries are the same as booking every
+operation at once, and recording stays cheap enough to be on in every forward pass.
 
 Views: :meth:`totals` groups by any subset of the key fields; :meth:`snapshot` / :meth:`since`
 give per-MVM, per-step or per-game deltas; :meth:`to_json` writes atomically.
@@ -43,8 +47,36 @@ class EnergyLedger:
     """Accumulates event counts (dimensionless), energy (J) and busy time (s) per key."""
 
     def __init__(self) -> None:
-        self._entries: Dict[Key, Entry] = defaultdict(Entry)
+        self._store: Dict[Key, Entry] = defaultdict(Entry)
+        self._sources: Dict[int, object] = {}  # strong references: a source's events must not die with it
+        self._flushing = False
         self.enabled = True
+
+    # -- sources (tiles that accumulate events and book them on demand) --------------------
+    def register(self, source) -> None:
+        """Flush ``source`` (an object with ``flush()``) before every read of this ledger."""
+        self._sources[id(source)] = source
+
+    def unregister(self, source) -> None:
+        """Stop flushing ``source``."""
+        self._sources.pop(id(source), None)
+
+    def flush(self) -> None:
+        """Book everything the sources accumulated so far."""
+        if self._flushing or not self._sources:
+            return
+        self._flushing = True
+        try:
+            for source in list(self._sources.values()):
+                source.flush()
+        finally:
+            self._flushing = False
+
+    @property
+    def _entries(self) -> Dict[Key, Entry]:
+        """The entries, with the sources flushed (read access)."""
+        self.flush()
+        return self._store
 
     # -- recording ---------------------------------------------------------------------
     def add(
@@ -64,13 +96,18 @@ class EnergyLedger:
         """
         if not self.enabled:
             return
+        self.book_entry(layer, tile, component, event, count, energy_j, time_s)
+
+    def book_entry(self, layer: str, tile: str, component: str, event: str, count: float, energy_j: float,
+                   time_s: float = 0.0) -> None:
+        """:meth:`add` regardless of ``enabled`` (for events recorded while it was enabled)."""
         for name, value in (("count", count), ("energy_j", energy_j), ("time_s", time_s)):
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ConfigError(
                     f"ledger entry {(layer, tile, component, event)}: {name} = {value!r} must be "
                     "finite and >= 0"
                 )
-        entry = self._entries[(layer, tile, component, event)]
+        entry = self._store[(layer, tile, component, event)]
         entry.count += count
         entry.energy_j += energy_j
         entry.time_s += time_s
@@ -78,13 +115,13 @@ class EnergyLedger:
     def merge(self, other: "EnergyLedger", prefix: str = "") -> None:
         """Add every entry of ``other`` into this ledger (layer names optionally prefixed)."""
         for (layer, tile, comp, event), e in other.items():
-            mine = self._entries[(prefix + layer, tile, comp, event)]
+            mine = self._store[(prefix + layer, tile, comp, event)]
             mine.count += e.count
             mine.energy_j += e.energy_j
             mine.time_s += e.time_s
 
     def reset(self) -> None:
-        """Forget all entries."""
+        """Forget all entries (what the sources accumulated so far included)."""
         self._entries.clear()
 
     # -- reading -------------------------------------------------------------------------
@@ -146,7 +183,7 @@ class EnergyLedger:
             old = earlier._entries.get(key, Entry())
             d = Entry(e.count - old.count, e.energy_j - old.energy_j, e.time_s - old.time_s)
             if d.count or d.energy_j or d.time_s:
-                diff._entries[key] = Entry(max(d.count, 0.0), max(d.energy_j, 0.0), max(d.time_s, 0.0))
+                diff._store[key] = Entry(max(d.count, 0.0), max(d.energy_j, 0.0), max(d.time_s, 0.0))
         return diff
 
     def to_dict(self) -> Dict[str, object]:

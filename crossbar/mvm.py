@@ -11,7 +11,8 @@ bound management, output noise and quantisation (ADC) stay aihwkit's own code. I
   whose every tile has its own DAC range; the digital partial sums over T are the caller's.
 * output-referred read noise: each cell read is ``G (1 + s xi)``, so the column-current noise has
   variance ``sum_j s^2 G_ij^2 x_j^2``; it is added before the ADC, exactly in distribution.
-* a count of bound-management rounds (each round is a full re-read: DAC, array and ADC again).
+* a count of bound-management rounds (each round is a full re-read: DAC, array and ADC again),
+  and the noise-management input scale aihwkit used (``nm_scale``; the cost model's row drive).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class TiledAnalogMVM(AnalogMVM):
     """AnalogMVM with tiled layouts, read noise and round counting (single-threaded use)."""
 
     rounds: int = 0
+    nm_scale: Optional[Tensor] = None  # abs-max input scale of the last read, [N, T, 1] (None: not a tensor)
     _noise_var: Optional[Tensor] = None
 
     @classmethod
@@ -40,11 +42,18 @@ class TiledAnalogMVM(AnalogMVM):
         ``noise_var`` has the weight's layout and holds ``s^2 G^2`` in weight units squared.
         """
         cls.rounds = 0
+        cls.nm_scale = None
         cls._noise_var = noise_var
         try:
             yield cls
         finally:
             cls._noise_var = None
+
+    @classmethod
+    def _compute_noise_management(cls, *args, **kwargs):  # type: ignore[override]
+        scale = super()._compute_noise_management(*args, **kwargs)
+        cls.nm_scale = scale if isinstance(scale, Tensor) else None
+        return scale
 
     @classmethod
     def _compute_analog_mv(cls, *args, **kwargs):  # type: ignore[override]

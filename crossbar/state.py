@@ -279,8 +279,9 @@ class CrossbarState(nn.Module):
         g_st.copy_(new)
         return level, self.tile_level_counts(level)
 
-    def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, List[float]]:
-        """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J per tile).
+    def _decay_tables(self, dt_s: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J per
+        tile and chip [T * J] float64).
 
         Cached per dt until reprogramming: within a game only F changes, so a decay step is one
         multiply of F plus one weighted sum of |F|.
@@ -291,22 +292,27 @@ class CrossbarState(nn.Module):
             lam = dynamics.decay(ones, self.v_bias, dt_s, dev) * self.mask
             per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, dt_s, dev) * self.mask
             lt = dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, dt_s, dev)
-            return lam, per_st, self.tile_sum(lt, torch.float64).tolist()
+            return lam, per_st, self.tile_sum(lt, torch.float64)
 
         return self._cached(f"decay:{float(dt_s)!r}", compute)
 
-    def _st_bias(self, per_st: Tensor) -> List[float]:
-        """Short-term part of the bias energy per tile (J), summed over chips, from F at the interval start."""
+    def _st_bias(self, per_st: Tensor) -> Tensor:
+        """Short-term part of the bias energy per tile (J, [T * J] float64), all chips, from F at the interval start."""
         prod = self.g_st.abs() * per_st
-        return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double()).tolist()
+        return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double())
+
+    @property
+    def chips(self) -> int:
+        """Independent short-term states (1 before ``set_batch``)."""
+        return 1 if self.g_st is None else self.g_st.shape[0]
 
     @torch.no_grad()
-    def decay(self, dt_s: float) -> Tuple[List[float], List[float]]:
+    def decay(self, dt_s: float) -> Optional[Tensor]:
         """Let ``dt_s`` seconds pass: F decays exactly, the held bias costs energy.
 
-        Returns (bias energy per tile in J, bias-held device-seconds per tile), all chips. The
-        bias integral (``dynamics.bias_energy_j``) starts from F at the interval start: exact for
-        the exponential decay.
+        Returns the bias energy per tile in J (``[T * J]`` float64, all chips), or None if no bias
+        is held. The bias integral (``dynamics.bias_energy_j``) starts from F at the interval
+        start: exact for the exponential decay.
         """
         lam, per_st, lt = self._decay_tables(dt_s)
         st = None
@@ -314,17 +320,14 @@ class CrossbarState(nn.Module):
             if self.hold_bias:
                 st = self._st_bias(per_st)
             self.g_st.mul_(lam)
-        return self._bias_energy(dt_s, lt, st)
+        return self._bias_energy(lt, st)
 
-    def _bias_energy(self, dt_s: float, lt: List[float], st: Optional[List[float]]) -> Tuple[List[float], List[float]]:
-        """(bias energy J, held device-s) per tile from the long-term part per chip and the short-term part."""
+    def _bias_energy(self, lt: Tensor, st) -> Optional[Tensor]:
+        """Bias energy per tile (J) from the long-term part per chip and the short-term part (None: no bias held)."""
         if not self.hold_bias:
-            z = [0.0] * self.n_tiles
-            return z, list(z)
-        chips = 1 if self.g_st is None else self.g_st.shape[0]
-        energy = [chips * a + (st[k] if st is not None else 0.0) for k, a in enumerate(lt)]
-        held = [chips * 2 * n * c * dt_s for _, _, _, n, c in self.tile_blocks()]
-        return energy, held
+            return None
+        e = lt * self.chips
+        return e if st is None else e + st
 
     def _check_scale(self, scale: Tensor) -> None:
         """Finite check of the (usually fixed) scale tensor, once per tensor version."""
@@ -335,7 +338,7 @@ class CrossbarState(nn.Module):
 
     @torch.no_grad()
     def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor
-                               ) -> Tuple[Tensor, Tensor, Tuple[List[float], List[float]], Tensor]:
+                               ) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
         """Let ``dt_s`` seconds of decay pass, then apply the requested change ``scale * (u v^T)``.
 
         A crossbar outer-product update: ``u [B, O]`` drives the columns, ``v [B, T, X]`` (tiled)
@@ -343,8 +346,8 @@ class CrossbarState(nn.Module):
         :meth:`decay` then :meth:`apply_short_term` of ``scale * u[:, None, :, None] * v[:, :, None, :]``,
         in one pass over F with the fused kernel (:mod:`~stoxbar.crossbar.fused`: same F and
         levels, energies equal up to float round-off), which also keeps ``sum_o |F|`` for the
-        next read. Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], (bias energy J,
-        held device-s) per tile, pulses per tile and level [T * J, L]).
+        next read. Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], bias energy per
+        tile J [T * J] or None without a held bias, pulses per tile and level [T * J, L]).
         """
         g_st = self._need_st("decay_and_outer_update")
         b = g_st.shape[0]
@@ -368,12 +371,12 @@ class CrossbarState(nn.Module):
             return level, dynamics.level_counts(level, thr.numel()), decayed, tiles
         level, ge, cols, st_single = out
         if self.hold_bias and single:
-            st = [st_single]
+            st = st_single
         if not g_st.is_inference():
             self._st_cols = (g_st, g_st._version, cols)
         counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1)
         tiles = counts.sum(0, keepdim=True) if single else self.tile_level_counts(level)
-        return level, counts, self._bias_energy(dt_s, lt, st), tiles
+        return level, counts, self._bias_energy(lt, st), tiles
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip, row-tile, column-tile and row, [B or 1, T, J, X] (S), for read energy."""

@@ -54,7 +54,13 @@ if TYPE_CHECKING:
 
 
 class EventSink:
-    """Where a tile or array sends its events: ``ledger``, key names, and pending programming."""
+    """Where a tile or array sends its events: ``ledger``, key names, accumulated and pending events.
+
+    Reads, pulses and decay intervals are accumulated per tile (their events are additive) and
+    costed and booked when the ledger is read (:meth:`flush`, called by the ledger), so that
+    recording costs a few tensor adds per operation. Programming is booked at once, or kept
+    pending while no ledger is attached.
+    """
 
     ledger: Optional[EnergyLedger] = None
     layer_name: str = "layer"
@@ -67,15 +73,25 @@ class EventSink:
     def _init_sink(self, device: STODevice, periphery: PeripheryConfig) -> None:
         self.device, self.periphery = device, periphery
         self._pending: List[Tuple[str, Events]] = []
+        self._acc: dict = {}
+
+    def _blocks(self) -> List[Tuple[str, int, int, int, int]]:
+        """(tile key, rows, cols, row-tile, row-tiles) of every tile this sink books, in state order."""
+        return [(self.tile_name, self.state.in_sizes[0], self.state.out_size, self.row_tile, self.row_tiles)]
 
     def attach(self, ledger: Optional[EnergyLedger], layer_name: str, book_pending: bool = True) -> None:
         """Book future events under ``layer_name`` in ``ledger``; pending programming too (``book_pending``)."""
+        self.flush()
+        if self.ledger is not None:
+            self.ledger.unregister(self)
         self.ledger = ledger
         self.layer_name = layer_name
-        if ledger is not None and book_pending and self._pending:
-            pending, self._pending = self._pending, []
-            for key, ev in pending:
-                book(ledger, layer_name, key, cost(ev, self.device, self.periphery))
+        if ledger is not None:
+            ledger.register(self)
+            if book_pending and self._pending:
+                pending, self._pending = self._pending, []
+                for key, ev in pending:
+                    book(ledger, layer_name, key, cost(ev, self.device, self.periphery))
 
     @property
     def recording(self) -> bool:
@@ -83,7 +99,7 @@ class EventSink:
         return self.ledger is not None and self.ledger.enabled
 
     def emit(self, key: str, events: Events) -> None:
-        """Cost ``events`` of tile ``key`` and book them; programming without a ledger stays pending."""
+        """Cost ``events`` of tile ``key`` and book them now; programming without a ledger stays pending."""
         if self.recording:
             book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))
         elif self.ledger is None and events.op == "program":
@@ -92,6 +108,66 @@ class EventSink:
     def pending_events(self) -> List[Tuple[str, Events]]:
         """(tile key, events) of programming not yet booked in a ledger."""
         return list(self._pending)
+
+    # -- accumulated events ----------------------------------------------------------------------
+    def record_read(self, x_t: Tensor, rounds: int, io_pars: Any, nm_scale: Optional[Tensor] = None) -> None:
+        """Accumulate one read of ``x_t [N, T, X]`` that took ``rounds`` array reads (:func:`read_drive`).
+
+        An all-zero input that aihwkit short-cuts (0 rounds) is still one read on the chip.
+        """
+        rounds = max(rounds, 1)
+        a = self._acc.get("read")
+        if a is None:
+            a = self._acc["read"] = [0, 0, 0, torch.zeros(self.state.n_tiles, dtype=torch.float64)]
+        a[0] += 1
+        a[1] += x_t.shape[0]
+        a[2] += x_t.shape[0] * rounds
+        read_drive(self.state, x_t, rounds, io_pars, self.periphery, out=a[3], nm_scale=nm_scale)
+
+    def record_pulses(self, tile_counts: Tensor) -> None:
+        """Accumulate short-term pulses per tile and level ``[tiles, L]``."""
+        a = self._acc.get("short_term")
+        if a is None:
+            self._acc["short_term"] = tile_counts.to(torch.int64, copy=True)
+        else:
+            a.add_(tile_counts)
+
+    def record_decay(self, dt_s: float, chips: int, bias_energy_j: Optional[Tensor]) -> None:
+        """Accumulate a decay interval of ``chips`` chips under a held bias (None: no bias held, nothing to book)."""
+        if bias_energy_j is None:
+            return
+        a = self._acc.get("decay")
+        if a is None:
+            a = self._acc["decay"] = [0.0, 0.0, torch.zeros(bias_energy_j.shape, dtype=torch.float64)]
+        a[0] += dt_s
+        a[1] += chips * dt_s
+        a[2].add_(bias_energy_j)
+
+    def flush(self) -> None:
+        """Cost and book the accumulated events (per tile) in the attached ledger."""
+        acc, self._acc = self._acc, {}
+        if not acc or self.ledger is None:
+            return
+        blocks = self._blocks()
+        read = acc.get("read")
+        if read is not None:
+            drive = read[3].tolist()
+            for k, (key, rows, cols, i, t) in enumerate(blocks):
+                self._book(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
+                                       vector_rounds=read[2], drive_g_s=drive[k]))
+        pulses = acc.get("short_term")
+        if pulses is not None:
+            for (key, rows, cols, i, t), counts in zip(blocks, pulses.tolist()):
+                self._book(key, Events("short_term", rows, cols, i, t, pulses_by_level=tuple(counts)))
+        decay = acc.get("decay")
+        if decay is not None:
+            dt, chip_s, energy = decay[0], decay[1], decay[2].tolist()
+            for k, (key, rows, cols, i, t) in enumerate(blocks):
+                self._book(key, Events("decay", rows, cols, i, t, dt_s=dt, chip_s=chip_s,
+                                       bias_held_s=2 * rows * cols * chip_s, bias_energy_j=energy[k]))
+
+    def _book(self, key: str, events: Events) -> None:
+        book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))
 
 
 def input_drive(x_t: Tensor, io_pars: Any, periphery: PeripheryConfig) -> Tensor:
@@ -116,38 +192,48 @@ def input_drive(x_t: Tensor, io_pars: Any, periphery: PeripheryConfig) -> Tensor
     return xn * xn
 
 
-def read_events(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, periphery: PeripheryConfig,
-                row_tile: Optional[int] = None, row_tiles: Optional[int] = None) -> List[Events]:
-    """Events of one read of ``x_t [N, T, X]`` over ``state`` that took ``rounds`` array reads, per tile.
+def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, periphery: PeripheryConfig,
+               out: Optional[Tensor] = None, nm_scale: Optional[Tensor] = None) -> Tensor:
+    """``drive_g_s`` per tile ``[T * J]`` (S) of one read of ``x_t [N, T, X]`` that took ``rounds`` array reads.
 
-    Bound management halves the input scale each repeat: the drive of round r is shrunk by
-    1/4**r (amplitude) or 1/2**r (PWM, bit-serial). ``row_tile``/``row_tiles`` place a stand-alone
-    tile inside its layer (default: the state's own row-tiles).
+    Sum over vectors and cells of the normalised row drive times the cell conductance. Bound
+    management halves the input scale each repeat: round r drives 1/4**r of the first (amplitude)
+    or 1/2**r (PWM, bit-serial). With ``out`` given, the result is added to it (and returned).
+    ``nm_scale`` is the abs-max input scale aihwkit used for this read (``[N, T, 1]``), if known.
     """
-    n = x_t.shape[0]
     shrink = 0.25 if periphery.dac.mode == "multibit" else 0.5
     weight = sum(shrink**r for r in range(rounds))
-    if rounds:
-        drive = input_drive(x_t, io_pars, periphery)
-        g_col = state.abs_column_conductance()  # [B or 1, T, J, X]
-        if g_col.shape[0] == 1:
-            g = (drive.sum(0).unsqueeze(1) * g_col[0]).sum(-1)
+    if out is None:
+        out = torch.zeros(state.n_tiles, dtype=torch.float64)
+    g_col = state.abs_column_conductance()  # [B or 1, T, J, X]
+    mode = periphery.dac.mode
+    if mode != "bit_serial" and io_pars.noise_management == NoiseManagementType.ABS_MAX:
+        # (x / max|x|)^2 = x^2 / max(x^2) (amplitude), |x| / max|x| (PWM): the normalisation is
+        # folded into one division per vector and tile
+        xx = x_t * x_t if mode == "multibit" else x_t.abs()
+        if nm_scale is not None and nm_scale.shape == x_t.shape[:-1] + (1,):
+            s2 = nm_scale * nm_scale if mode == "multibit" else nm_scale  # aihwkit set its zeros to 1
         else:
-            g = (drive.unsqueeze(2) * g_col).sum((0, -1))
-        g_drive = g.reshape(-1).tolist()
+            s2 = xx.amax(-1, keepdim=True).clamp_min_(torch.finfo(x_t.dtype).tiny)  # [N, T, 1]
+        if g_col.shape[0] == 1:
+            num = torch.bmm(xx.transpose(0, 1), g_col[0].transpose(1, 2)).transpose(0, 1)  # [N, T, J]
+        else:
+            num = torch.matmul(g_col, xx.unsqueeze(-1)).squeeze(-1)  # [N, T, J]
+        if num.shape[0] == 1:
+            return out.view(num.shape).addcdiv_(num, s2, value=weight).view(-1)
+        return out.add_((num / s2).sum(0).reshape(-1), alpha=weight)
+    drive = input_drive(x_t, io_pars, periphery)
+    if g_col.shape[0] == 1:
+        g = (drive.sum(0).unsqueeze(1) * g_col[0]).sum(-1)
     else:
-        g_drive = [0.0] * state.n_tiles
-    out = []
-    for k, (_, i, _, rows, cols) in enumerate(state.tile_blocks()):
-        out.append(Events("read", rows, cols, i if row_tile is None else row_tile,
-                          state.tiles if row_tiles is None else row_tiles, n, rounds, weight, g_drive[k]))
-    return out
+        g = (drive.unsqueeze(2) * g_col).sum((0, -1))
+    return out.add_(g.reshape(-1), alpha=weight)
 
 
 def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Optional[Tensor] = None,
-                is_test: bool = True) -> Tuple[Tensor, Tensor, int]:
+                is_test: bool = True) -> Tuple[Tensor, Tensor, int, Optional[Tensor]]:
     """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``,
-    tiled input ``[N, T, X]``, read rounds taken). ``weight_param`` (tiled ``[T, O, X]``) gives the
+    tiled input ``[N, T, X]``, read rounds taken, aihwkit's abs-max input scale or None). ``weight_param`` (tiled ``[T, O, X]``) gives the
     straight-through gradient path. NaN/inf inputs and an output that overflows raise ``ConfigError``.
     """
     check_finite("forward: tile input", x)
@@ -157,12 +243,12 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
         w = w + (weight_param - weight_param.detach())
     with TiledAnalogMVM.reading(state.read_noise_var()) as mvm:
         y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test)
-        rounds = mvm.rounds
+        rounds, nm_scale = mvm.rounds, mvm.nm_scale
     if not torch.isfinite(y).all():
         raise ConfigError(
             f"forward: tile output overflowed to inf/NaN (input max |x| = {float(x.abs().max()):.4g}): "
             "scale the inputs so that |x| times the output range stays within float range")
-    return y, x_t, rounds
+    return y, x_t, rounds, nm_scale
 
 
 class STOSimulatorTile(TorchSimulatorTile, EventSink):
@@ -191,26 +277,22 @@ class STOSimulatorTile(TorchSimulatorTile, EventSink):
             raise NotImplementedError("STO tiles support plain (non-transposed, digital-bias) MVMs only")
         lead = x_input.shape[:-1]
         weight_param = self.weight.unsqueeze(0) if (torch.is_grad_enabled() and self.weight.requires_grad) else None
-        y, x_t, rounds = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, weight_param, is_test)
+        y, x_t, rounds, nm = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, weight_param,
+                                         is_test)
         if self.recording:
-            (ev,) = read_events(self.state, x_t.detach(), rounds, self._f_io, self.periphery, self.row_tile,
-                                self.row_tiles)
-            self.emit(self.tile_name, ev)
+            self.record_read(x_t.detach(), rounds, self._f_io, nm)
         return y.sum(1).reshape(*lead, self.d_size)
 
 
 class SubstrateOps:
     """The short-term substrate operations shared by a tile module and a tile array.
 
-    Subclasses give ``_sink()`` (where events go) and ``_keys()`` (tile keys in state order).
+    Subclasses give ``_sink()`` (where events go).
     """
 
     state: CrossbarState
 
     def _sink(self) -> EventSink:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _keys(self) -> List[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _after_state_change(self) -> None:
@@ -234,20 +316,12 @@ class SubstrateOps:
     def _emit_pulses(self, tile_counts: Tensor) -> None:
         sink = self._sink()
         if sink.recording:
-            st = self.state
-            counts = tile_counts.tolist()
-            for k, (key, blk) in enumerate(zip(self._keys(), st.tile_blocks())):
-                sink.emit(key, Events("short_term", blk[3], blk[4], blk[1], st.tiles, pulses_by_level=tuple(counts[k])))
+            sink.record_pulses(tile_counts)
 
-    def _emit_decay(self, dt_s: float, decayed: Tuple[List[float], List[float]]) -> None:
+    def _emit_decay(self, dt_s: float, bias_energy_j: Optional[Tensor]) -> None:
         sink = self._sink()
         if sink.recording:
-            st = self.state
-            chips = 1 if st.g_st is None else st.g_st.shape[0]
-            energy, held = decayed
-            for k, (key, blk) in enumerate(zip(self._keys(), st.tile_blocks())):
-                sink.emit(key, Events("decay", blk[3], blk[4], blk[1], st.tiles, dt_s=dt_s, chips=chips,
-                                      bias_held_s=held[k], bias_energy_j=energy[k]))
+            sink.record_decay(dt_s, self.state.chips, bias_energy_j)
 
     def apply_short_term(self, request: Tensor, tiled: bool = False) -> Tensor:
         """Apply the requested change ``request`` ([B, out, in], or [B, T, O, X] if ``tiled``, weight
@@ -268,8 +342,8 @@ class SubstrateOps:
 
         Returns (signed levels [B, T, O, X], pulses per level [B, L]).
         """
-        level, counts, decayed, tiles = self.state.decay_and_outer_update(dt_s, scale, u, v)
-        self._emit_decay(dt_s, decayed)
+        level, counts, bias_j, tiles = self.state.decay_and_outer_update(dt_s, scale, u, v)
+        self._emit_decay(dt_s, bias_j)
         self._emit_pulses(tiles)
         return level, counts
 
@@ -284,9 +358,6 @@ class STOTile(TorchInferenceTile, SubstrateOps):
 
     def _sink(self) -> EventSink:
         return self.tile
-
-    def _keys(self) -> List[str]:
-        return [self.tile.tile_name]
 
     def pending_events(self) -> List[Tuple[str, Events]]:
         """(tile key, events) of programming not yet booked in a ledger."""

@@ -146,7 +146,7 @@ def test_local_run_table_resume_and_report(tmp_path):
         p = build_point(ArchConfig(), "sto_2024", study.base, {"periphery.tile_rows": r["periphery.tile_rows"]}).periphery
         tiles = math.ceil(2656 / p.tile_rows) * math.ceil(64 / p.tile_cols)
         assert r["status"] == "ok" and r["tiles"] == tiles
-        assert math.isclose(r["area_m2"], tiles * p.tile_area_m2()["total"], rel_tol=1e-9)
+        assert math.isclose(r["area_m2"], area(tiles, p)["total"], rel_tol=1e-9)
     units = {row["column"]: row["unit"] for row in csv.DictReader(open(out / "columns.csv"))}
     assert units["area_m2"] == "m^2" and units["mvm_latency_s"] == "s" and units["periphery.tile_rows"] == "1"
     # resume: nothing is recomputed; a lost record is the only one that runs again

@@ -210,9 +210,9 @@ def test_cost_model_components_are_nonnegative_and_book_adds_them():
     dev, p = presets.sto_2024(), PeripheryConfig()
     from stoxbar.crossbar.events import Events
 
-    evs = [Events("read", 300, 40, 1, 2, 7, 2, 1.25, 1e-3),
+    evs = [Events("read", 300, 40, 1, 2, reads=3, input_vectors=7, vector_rounds=9, drive_g_s=1e-3),
            Events("short_term", 300, 40, pulses_by_level=(5, 0, 2)),
-           Events("decay", 300, 40, dt_s=0.1, chips=2, bias_held_s=2 * 2 * 300 * 40 * 0.1, bias_energy_j=1e-6),
+           Events("decay", 300, 40, dt_s=0.1, chip_s=0.2, bias_held_s=2 * 2 * 300 * 40 * 0.1, bias_energy_j=1e-6),
            Events("program", 300, 40, program_pulses=10, program_device_j=1e-9)]
     ledger = EnergyLedger()
     total = 0.0
@@ -233,3 +233,35 @@ def test_no_learning_rule_or_network_name_in_the_substrate():
     hits = [(f.name, n) for f in files for n, line in enumerate(f.read_text().splitlines(), 1)
             if pattern.search(line)]
     assert hits == []
+
+
+def test_accumulated_events_book_the_same_as_booking_every_operation():
+    """Tiles accumulate events between ledger reads: reading after every step or once gives one result."""
+    dev = presets.sto_2024()
+    p = PeripheryConfig(tile_rows=128, tile_cols=64)
+    torch.manual_seed(4)
+    w = torch.rand(10, 300) * 2 - 1
+    xs = [torch.rand(2, 300) * 2 - 1 for _ in range(3)]
+    results = []
+    for read_each_step in (True, False):
+        layer = _layer(300, 10, p, omega=0.0, device=dev)
+        layer.set_weights(w * 0.5)
+        arr = layer.analog_module
+        arr.set_bias(torch.full((10, 300), 0.3))
+        arr.set_batch(2)
+        ledger = attach_ledger(layer, EnergyLedger(), book_pending=False)
+        with torch.no_grad():
+            for x in xs:
+                layer(x)
+                arr.decay_and_outer_update(0.05, arr.state.tiled_weight(w * 0.1), torch.ones(2, 10),
+                                           arr.state.to_tiled(x))
+                if read_each_step:
+                    ledger.total_j
+        results.append(ledger.totals(("tile", "component", "event")))
+        results[-1]["latency"] = ledger.latency_s(event="mvm")
+    each, once = results
+    assert each.pop("latency") == pytest.approx(once.pop("latency"), rel=1e-12)
+    assert set(each) == set(once) and len(each) > 10
+    for key, e in each.items():
+        assert e.count == pytest.approx(once[key].count, rel=1e-12), key
+        assert e.energy_j == pytest.approx(once[key].energy_j, rel=1e-9), key
