@@ -31,7 +31,7 @@ Components (ledger ``component`` field), per tile:
 ``lt_program``         long-term (LTP/LTD) programming pulses + their write driver
 =====================  ==================================================================================
 
-Latency of a read (peripherals-energy.md §5, docs/peripherals-energy.md): per pass, read = line
+Latency of a read (docs/peripherals-energy.md §5, docs/substrate.md §3): per pass, read = line
 rise + DAC read window (the array settles within it), readout = the tile's ADCs convert its
 active columns in turn (``adc.share`` columns per ADC at most). The sample-and-hold decouples
 the two, so the K = vectors x rounds x passes passes pipeline:

@@ -78,7 +78,7 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     mvm, update = EnergyLedger(), EnergyLedger()
     module = layer.analog_module
     module.set_batch(1)
-    attach_ledger(layer, mvm, prefix="")
+    attach_ledger(layer, mvm, prefix="", book_pending=False)  # programming is not part of one MVM
     with torch.no_grad():
         layer(torch.rand(1, n_in, generator=gen) * 2 - 1)
     attach_ledger(layer, update)

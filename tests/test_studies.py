@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stoxbar.crossbar.costs import area
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.studies import StudyError, load_study
 from stoxbar.studies.plots import pareto_front
