@@ -300,8 +300,8 @@ def _match(comp: str, names: Sequence[str]) -> bool:
 
 def waterfall(system_by_component: Dict[str, float], steps: int, g_long_term_sum_s: float,
               bias_v2_g_sum: float, arch, a: Optional[PaperAssumptions] = None,
-              spec: Optional[GPUSpec] = None, dtype: str = "fp32", step_period_s: float = STEP_PERIOD_S
-              ) -> List[WaterfallStep]:
+              spec: Optional[GPUSpec] = None, dtype: str = "fp32", step_period_s: float = STEP_PERIOD_S,
+              pulses_per_game: Optional[float] = None) -> List[WaterfallStep]:
     """From the paper's estimate to the ``system`` figure of ``steps`` real agent steps.
 
     ``system_by_component``: the game's ``system`` boundary, J by component (pong.accounting);
@@ -347,8 +347,14 @@ def waterfall(system_by_component: Dict[str, float], steps: int, g_long_term_sum
     pulses = system_by_component.get("st_pulse", 0.0)
     used.add("st_pulse")
     m_cur = bias_ledger + pulses
-    push("the pulses of the actual game", "memristive", m_cur, out[-1].gpu_j,
-         f"{pulses:.3g} J of short-term pulses instead of the paper's {100 * a.pulse_fraction:g} % share")
+    paper_pj = 1e12 * pulses_paper_per_step / a.synapses
+    note = (f"{pulses:.3g} J of short-term pulses instead of the paper's {100 * a.pulse_fraction:g} % share "
+            f"({paper_pj:.3g} pJ per synapse-step)")
+    if pulses_per_game:
+        rate = pulses_per_game / (steps * a.synapses)
+        note += (f"; ours: {pulses_per_game:.4g} pulses = {rate:.3g} per synapse-step at "
+                 f"{1e12 * pulses / pulses_per_game:.3g} pJ each")
+    push("the pulses of the actual game", "memristive", m_cur, out[-1].gpu_j, note)
     for label, names in _STEP_COMPONENTS:
         comps = [c for c in system_by_component if c not in used and _match(c, names)]
         used.update(comps)
@@ -400,6 +406,14 @@ def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch
         rows.append({"step_period_s": p, "memristive_j": m,
                      **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in TIERS}})
     return rows
+
+
+def pulse_statistics(ledger, steps: int, synapses: int) -> Dict[str, float]:
+    """Short-term pulses booked in ``ledger`` (layer stp): count, J, J per pulse, pulses per synapse-step."""
+    e = ledger.totals(("component",), layer="stp").get(("st_pulse",))
+    n, j = (float(e.count), float(e.energy_j)) if e is not None else (0.0, 0.0)
+    return {"pulses": n, "energy_j": j, "j_per_pulse": j / n if n else 0.0,
+            "pulses_per_synapse_step": n / (steps * synapses) if steps else 0.0}
 
 
 def game_inputs(agent, ledger_boundaries: Dict[str, Any]) -> Tuple[Dict[str, float], float, float]:

@@ -124,8 +124,8 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.evaluate import build_analog_cell, play_games
-    from stoxbar.pong.paper import (game_inputs, ratio_vs_step_period, waterfall, waterfall_figure,
-                                    waterfall_table)
+    from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
+                                    waterfall_figure, waterfall_table)
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
@@ -140,13 +140,18 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     by_comp, g_sum, v2g_sum = game_inputs(agent, boundaries(res.ledger))
     per_game = {c: j / games for c, j in by_comp.items()}
     steps = round(res.agent_steps / games)
-    steps_wf = waterfall(per_game, steps, g_sum, v2g_sum, agent.arch, a, spec)
+    pulses = pulse_statistics(res.ledger, res.agent_steps, agent.arch.n_synapses)
+    steps_wf = waterfall(per_game, steps, g_sum, v2g_sum, agent.arch, a, spec,
+                         pulses_per_game=pulses["pulses"] / games)
     periods = (1e-3, 1e-2, 4 / 60, 0.3, 1.0, 10.0)
     rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec)
     print(f"\nwaterfall over {games} game(s) of the shipped checkpoint (scores {res.scores}, {steps} steps per game)")
     print(f"{'step':<58}{'memristive J':>13}{'GPU J':>11}{'factor':>9}{'ratio':>10}")
     for s in steps_wf:
         print(f"{s.label:<58}{s.memristive_j:>13.4g}{s.gpu_j:>11.4g}{s.factor:>9.3g}{s.ratio:>9.4g}x")
+        if s.note:
+            print(f"    {s.note}")
+    print(f"pulses: {pulses}")
     print("\nsystem ratio against the step period (bias held for the whole period):")
     for r in rows:
         print(f"  {r['step_period_s']:>8.4g} s: " + "  ".join(f"{t} {r[f'ratio_{t}']:.3g}x" for t in
@@ -154,5 +159,5 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     waterfall_figure(steps_wf, rows, args.waterfall)
     print(f"wrote {args.waterfall}")
     return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
-            "ratio_vs_step_period": rows, "system_by_component_j_per_game": per_game,
+            "ratio_vs_step_period": rows, "pulses": pulses, "system_by_component_j_per_game": per_game,
             "g_long_term_sum_s": g_sum, "v2g_sum_w_per_v0": v2g_sum}
