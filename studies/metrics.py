@@ -55,6 +55,12 @@ def unit_of(column: str) -> Tuple[str, str]:
     m = re.match(r"energy_system\.(.+)_j_per_game$", column)
     if m:
         return "J", f"system energy of component {m.group(1)} per game"
+    m = re.match(r"gpu_ratio_(latency|dedicated)_(\w+)$", column)
+    if m:
+        return "1", f"GPU {m.group(1)}-tier energy / memristive energy at boundary {m.group(2)}"
+    m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
+    if m:
+        return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
     m = re.match(r"gpu_ratio_(\w+)$", column)
     if m:
         return "1", f"GPU baseline energy / memristive energy at boundary {m.group(1)}"
@@ -183,6 +189,14 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
+    from stoxbar.pong.paper import gpu_tiers
+
+    tiers = gpu_tiers(agent.arch, steps)
+    for tier in ("latency", "dedicated"):
+        out[f"energy_gpu_{tier}_j_per_game"] = tiers[tier]["total_j"] / games
+        for b in BOUNDARIES:
+            total = energy[b]["total_j"]
+            out[f"gpu_ratio_{tier}_{b}"] = tiers[tier]["total_j"] / total if total > 0 else float("inf")
     for comp, j in energy["system"]["by_component"].items():
         out[f"energy_system.{comp}_j_per_game"] = j / games
     return out
