@@ -33,6 +33,7 @@ PAPER_PRESYN = 2656  # 2592 conv features + 64 recurrent inputs
 PAPER_STEPS_PER_GAME = 6826  # paper.md §3: energy rescaled to 6,826 agent steps per game
 PAPER_OPTIMAL_SYNAPSES = 2 ** 21  # paper.md §3: "optimal" measured near 2^21 synapses
 PAPER_PULSE_FRACTION = 0.01  # issue 11: the paper's pulses are ~1 % of its memristive figure
+PAPER_HEADLINE_RATIOS = {"optimal_fp16": 96.0, "standard_fp16": 970.0}  # paper.md §3 / issue 11 (measured A100)
 OPS = ("four", "mstpn_step")
 
 
@@ -255,11 +256,20 @@ def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec]
                           if mem["energy_j_per_game"] > 0 else float("inf")
                           for k in ("standard_j_per_game", "optimal_j_per_game")}
                      for dt, v in by_dt.items()} for tier, by_dt in gpu.items()}
+    # what the paper's measured headline ratios imply for its GPU, given its memristive figure
+    implied = {}
+    for key, ratio in PAPER_HEADLINE_RATIOS.items():
+        j_game = ratio * mem["energy_j_per_game"]
+        j_step = j_game / a.steps_per_game
+        if key.startswith("optimal"):
+            j_step *= a.optimal_hidden * a.presyn / a.synapses  # per step at the optimal size itself
+        implied[key] = {"ratio": ratio, "gpu_j_per_game": j_game, "gpu_j_per_step_at_measured_size": j_step,
+                        "s_per_step_at_active_power": j_step / spec.active_power_w if spec.active_power_w else None}
     assumptions = asdict(a)
     assumptions["optimal_hidden"] = a.optimal_hidden
     assumptions["gpu_spec"] = asdict(spec)
     return {"steps_per_game": a.steps_per_game, "synapses": a.synapses, "memristive": mem, "gpu": gpu,
-            "ratios": ratios, "assumptions": assumptions,
+            "ratios": ratios, "implied_by_paper_ratios": implied, "assumptions": assumptions,
             "sources": "docs/paper-energy.md §1 (assumptions), §2 (GPU tiers)"}
 
 
@@ -442,6 +452,10 @@ def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[
     ax.set_xlabel("GPU energy / memristive energy (per game)")
     ax.set_title("From the paper's assumptions to stoxbar's system figure")
     ax.set_xlim(min(s.ratio for s in steps) / 3, max(s.ratio for s in steps) * 30)
+    for key, r in PAPER_HEADLINE_RATIOS.items():
+        ax.axvline(r, color="tab:red", lw=0.8, ls="--")
+        ax.text(r, len(steps) - 0.4, f"paper {key.replace('_', ' ')}: {r:g}x", color="tab:red", fontsize=7,
+                rotation=90, va="top", ha="right")
     for tier, style in zip(TIERS, ("-", "--", ":")):
         bx.loglog([r["step_period_s"] for r in period_rows], [r[f"ratio_{tier}"] for r in period_rows], style,
                   marker="o", label=tier)
