@@ -44,6 +44,14 @@ def test_paper_mode_defaults():
     assert r["gpu"]["roofline"]["fp16"]["memory_share"] > 0.98
 
 
+def test_paper_mode_with_our_whole_mstpn_step():
+    r = paper_estimate(PaperAssumptions(ops="mstpn_step", precisions=("fp32",)))
+    four = paper_estimate(PaperAssumptions(precisions=("fp32",)))
+    k = r["gpu"]["latency"]["fp32"]["kernels_per_step"]
+    assert k > four["gpu"]["latency"]["fp32"]["kernels_per_step"] == 4
+    assert r["ratios"]["latency"]["fp32"]["standard"] > four["ratios"]["latency"]["fp32"]["standard"]
+
+
 def test_paper_assumptions_are_parameters():
     a = PaperAssumptions(bias_v=0.3, bias_held_s_per_step=1e-3, steps_per_game=100, pulse_fraction=0.0)
     mem = paper_estimate(a)["memristive"]
@@ -59,6 +67,8 @@ def test_agent_gpu_tiers_add_up():
     kernels = agent_kernels(tuple(sorted(arch.to_dict().items())))
     assert {k.label for k in kernels} == {"encoder", "stp_step", "heads"}
     assert sum(k.name == "convolution" for k in kernels) == 2 and any(k.name == "bmm" for k in kernels)
+    # the cell's torch path was traced (a CPU-only fused kernel would hide its ops from the trace)
+    assert sum(k.label == "stp_step" and not k.sync for k in kernels) >= 10
     spec = GPUSpec()
     t = gpu_tiers(arch, 1000, "fp32", spec)
     for tier in ("latency", "dedicated"):
@@ -114,6 +124,18 @@ def test_cli_paper_json(tmp_path, capsys):
     assert "bias power" in capsys.readouterr().out
     with pytest.raises(FileExistsError):
         cli_main(["paper", "--json", str(out)])
+    # measured constants replace the latency tier's
+    measured = tmp_path / "measured.json"
+    measured.write_text(json.dumps({"schema": "stoxbar.gpu_measure/1", "gpu": {"name": "Test GPU"},
+                                    "idle_power_w": 60.0, "results": [
+                                        {"workload": "paper_four_ops", "units": 64, "presyn": 2656, "dtype": "fp16",
+                                         "mode": "eager", "kernels_per_step": 4, "runs": 100,
+                                         "time_s_per_step": 400e-6, "energy_j_per_step": 0.06}]}))
+    out2 = tmp_path / "paper2.json"
+    assert cli_main(["paper", "--json", str(out2), "--gpu-measured", str(measured)]) == 0
+    doc2 = json.loads(out2.read_text())
+    assert doc2["gpu"]["latency"]["fp16"]["standard_j_per_game"] == pytest.approx(0.06 * 6826)
+    assert doc2["assumptions"]["gpu_spec"]["measured_from"] == str(measured)
     with pytest.raises(ConfigError, match="tiers"):
         cli_main(["paper", "--tier", "roofline,warp"])
 
