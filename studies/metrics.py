@@ -4,7 +4,8 @@
 * ``mvm_error_*``: the analog STP layer's MVM against float on layer inputs recorded while the
   digital agent plays (each sample: z_hat and the short-term state F of that step);
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
-  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios.
+  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios (roofline,
+  latency and dedicated tiers, docs/paper-energy.md §2).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def unit_of(column: str) -> Tuple[str, str]:
     """(unit, description) of a metric or parameter column."""
     if column in UNITS:
         return UNITS[column]
+    m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
+    if m:
+        return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
     m = re.match(r"energy_(\w+?)_j_per_(game|step)$", column)
     if m:
         return "J", f"energy at boundary {m.group(1)} per {m.group(2)}"
@@ -58,12 +62,9 @@ def unit_of(column: str) -> Tuple[str, str]:
     m = re.match(r"gpu_ratio_(latency|dedicated)_(\w+)$", column)
     if m:
         return "1", f"GPU {m.group(1)}-tier energy / memristive energy at boundary {m.group(2)}"
-    m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
-    if m:
-        return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
     m = re.match(r"gpu_ratio_(\w+)$", column)
     if m:
-        return "1", f"GPU baseline energy / memristive energy at boundary {m.group(1)}"
+        return "1", f"GPU baseline (roofline tier) energy / memristive energy at boundary {m.group(1)}"
     if column.startswith(("device.", "periphery.", "agent.")):
         return _param_unit(column), "parameter"
     return "", ""

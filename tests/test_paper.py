@@ -150,3 +150,22 @@ def test_cli_paper_waterfall_on_a_real_game(tmp_path):
     assert table[-1]["memristive_j"] == pytest.approx(math.fsum(wf["system_by_component_j_per_game"].values()))
     assert math.prod(r["factor"] for r in table[1:]) == pytest.approx(table[-1]["ratio"] / table[0]["ratio"])
     assert wf["pulses"]["pulses"] > 0 and 0 < wf["pulses"]["pulses_per_synapse_step"] < 1
+
+
+def test_study_metrics_carry_every_tier():
+    """A short game of an untrained paper-size agent through the study metrics: tiers side by side."""
+    from stoxbar.devices import presets
+    from stoxbar.peripherals import PeripheryConfig
+    from stoxbar.studies.metrics import build_agent, pong_metrics, unit_of
+    from stoxbar.studies.spec import Metrics, PointConfig
+
+    cfg = PointConfig(device=presets.sto_2024(), periphery=PeripheryConfig(), arch=ArchConfig())
+    out = pong_metrics(build_agent(None, cfg, 0), cfg, Metrics(games=1, max_steps=5, mvm_error_samples=0), 0)
+    tiers = gpu_tiers(cfg.arch, out["agent_steps"])
+    for tier in ("latency", "dedicated"):
+        assert out[f"energy_gpu_{tier}_j_per_game"] == pytest.approx(tiers[tier]["total_j"])
+        for b in ("synapse_only", "array", "system"):
+            assert out[f"gpu_ratio_{tier}_{b}"] == pytest.approx(
+                tiers[tier]["total_j"] / out[f"energy_{b}_j_per_game"])
+            assert unit_of(f"gpu_ratio_{tier}_{b}")[0] == "1"
+    assert out["gpu_ratio_system"] < out["gpu_ratio_latency_system"] < out["gpu_ratio_dedicated_system"]
