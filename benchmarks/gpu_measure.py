@@ -122,19 +122,25 @@ def run(out: str, runs: int, steps: int, sizes: List[int], presyn: int, idle_s: 
     e0 = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     time.sleep(idle_s)
     idle_w = (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) * 1e-3 / idle_s
-    results = []
+    results: List[Dict[str, Any]] = []
+    failed: List[Dict[str, Any]] = []
     for workload in ("paper_four_ops", "mstpn_step"):
         for hidden in sizes:
             if workload == "mstpn_step" and hidden >= presyn:
                 continue
             for dname, dtype in (("fp16", torch.float16), ("fp32", torch.float32)):
                 for mode in ("eager", "cuda_graph"):
-                    step, kernels = _workload(workload, hidden, presyn, dtype, device)
-                    t, e = _measure(step, steps, runs, mode == "cuda_graph", handle)
-                    results.append({"workload": workload, "units": hidden, "presyn": presyn, "dtype": dname,
-                                    "mode": mode, "kernels_per_step": kernels, "runs": runs,
-                                    "steps_per_run": steps, "time_s_per_step": t, "energy_j_per_step": e,
-                                    "power_w": e / t})
+                    point = {"workload": workload, "units": hidden, "presyn": presyn, "dtype": dname, "mode": mode}
+                    try:
+                        step, kernels = _workload(workload, hidden, presyn, dtype, device)
+                        t, e = _measure(step, steps, runs, mode == "cuda_graph", handle)
+                    except Exception as err:  # noqa: BLE001 - record the point as failed, go on with the rest
+                        failed.append({**point, "error": f"{type(err).__name__}: {err}"})
+                        print(f"{workload:<15}{hidden:>7}{dname:>6}{mode:>12}  FAILED: {err}", flush=True)
+                        torch.cuda.synchronize()
+                        continue
+                    results.append({**point, "kernels_per_step": kernels, "runs": runs, "steps_per_run": steps,
+                                    "time_s_per_step": t, "energy_j_per_step": e, "power_w": e / t})
                     print(f"{workload:<15}{hidden:>7}{dname:>6}{mode:>12}  {t * 1e6:9.2f} us  {e * 1e3:9.4f} mJ"
                           f"  {e / t:7.1f} W", flush=True)
                     del step
@@ -144,7 +150,7 @@ def run(out: str, runs: int, steps: int, sizes: List[int], presyn: int, idle_s: 
                    "torch": torch.__version__, "cuda": torch.version.cuda},
            "idle_power_w": idle_w, "method": "NVML total-energy counter around loops of synchronised batch-1 steps; "
            "median of runs", "command": ["python", "benchmarks/gpu_measure.py", *sys.argv[1:]],
-           "results": results}
+           "results": results, "failed": failed}
     validate_measurement(doc)
     write_json_atomic(out, doc)
     pynvml.nvmlShutdown()

@@ -98,7 +98,8 @@ def play_page(report_path: Path) -> str:
     energy = rep["energy"]
     tiers = rep.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}  # older reports: roofline only
     tiers = {t: tiers[t] for t in ("roofline", "latency", "dedicated") if t in tiers}
-    rows = [[name, e["total_j"] / games] + [g["total_j"] / e["total_j"] if e["total_j"] > 0 else "" for g in tiers.values()]
+    rows = [[name, e["total_j"] / games] + [g["total_j"] / e["total_j"] if e["total_j"] > 0 else ""
+                                            for g in tiers.values()]
             for name, e in energy.items() if not name.startswith("gpu")]
     rows += [[f"GPU {t}", g["total_j"] / games] + [""] * len(tiers) for t, g in tiers.items()]
     sections = [

@@ -130,3 +130,16 @@ def test_gpu_measure_without_gpu_exits_cleanly(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "nothing measured" in r.stdout and not out.exists()
+
+
+def test_gpu_measure_workloads_run_the_real_code_on_cpu():
+    """The measured step functions are the paper's four ops and our m-STPN cell (run here on CPU)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_measure", ROOT / "benchmarks" / "gpu_measure.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name, kernels in (("paper_four_ops", 4), ("mstpn_step", None)):
+        step, k = mod._workload(name, 8, 40, torch.float32, torch.device("cpu"))
+        assert step().shape == (1, 8)
+        assert k == kernels if kernels else k > 10

@@ -29,7 +29,8 @@ def test_paper_mode_defaults():
         for dt in ("fp16", "fp32"):
             g = r["gpu"][tier][dt]
             assert 0 <= g["memory_share"] <= 1
-            assert r["ratios"][tier][dt]["standard"] == pytest.approx(g["standard_j_per_game"] / mem["energy_j_per_game"])
+            assert r["ratios"][tier][dt]["standard"] == pytest.approx(
+                g["standard_j_per_game"] / mem["energy_j_per_game"])
             assert r["ratios"][tier][dt]["optimal"] == pytest.approx(g["optimal_j_per_game"] / mem["energy_j_per_game"])
     assert r["assumptions"]["optimal_hidden"] == 790  # 2^21 / 2656
     # per step, the latency tier is four kernels at max(launch, roofline) plus one sync
