@@ -250,8 +250,17 @@ class CrossbarState(nn.Module):
         """Pulses per tile and level (both signs), ``[T * J, L]`` int64, from signed levels ``[B, T, O, X]``."""
         n_levels = len(self.device_model.st_pulse_levels)
         flat = level.reshape(-1)
-        nz = flat.nonzero().squeeze(1)
-        k = flat[nz].abs().long()
+        if flat.dtype == torch.int8 and flat.numel() % 8 == 0 and flat.is_contiguous():
+            # pulses are sparse: find the 64-bit words holding one (an 8x shorter scan), then the bytes
+            words = flat.view(torch.int64)
+            nzw = words.nonzero().squeeze(1)
+            held = words[nzw].view(torch.int8).view(-1, 8)
+            sub = held.nonzero()
+            nz = nzw[sub[:, 0]] * 8 + sub[:, 1]
+            k = held[sub[:, 0], sub[:, 1]].abs().long()
+        else:
+            nz = flat.nonzero().squeeze(1)
+            k = flat[nz].abs().long()
         t, o, x = self.g_pos.shape
         cell = nz % (t * o * x)
         tile = (cell // (o * x)) * self.col_tiles
@@ -337,8 +346,8 @@ class CrossbarState(nn.Module):
             self._checked = key
 
     @torch.no_grad()
-    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor
-                               ) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
+    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool = True
+                               ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
         """Let ``dt_s`` seconds of decay pass, then apply the requested change ``scale * (u v^T)``.
 
         A crossbar outer-product update: ``u [B, O]`` drives the columns, ``v [B, T, X]`` (tiled)
@@ -348,6 +357,7 @@ class CrossbarState(nn.Module):
         levels, energies equal up to float round-off), which also keeps ``sum_o |F|`` for the
         next read. Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], bias energy per
         tile J [T * J] or None without a held bias, pulses per tile and level [T * J, L]).
+        ``per_tile=False`` (nobody records the events) skips the per-tile split: the last two are None.
         """
         g_st = self._need_st("decay_and_outer_update")
         b = g_st.shape[0]
@@ -361,14 +371,26 @@ class CrossbarState(nn.Module):
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
-        single = self.n_tiles == 1
+        single = self.n_tiles == 1 or not per_tile
+        if not single and self.col_tiles == 1 and b == 1:
+            out = self._fused_by_row_tile(lam, per_st, scale, u, v, dg, thr)
+            if out is not None:
+                level, counts, tiles, cols, st = out
+                if not g_st.is_inference():
+                    self._st_cols = (g_st, g_st._version, cols)
+                return level, counts, self._bias_energy(lt, st), tiles
         st = self._st_bias(per_st) if self.hold_bias and not single else None  # per tile, before the pass
-        out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if self.hold_bias and single else None,
+        out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if self.hold_bias and single and per_tile else None,
                                     scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s)
         if out is None:
             decayed = self.decay(dt_s)
             level, tiles = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
             return level, dynamics.level_counts(level, thr.numel()), decayed, tiles
+        if not per_tile:
+            level, ge, cols, _ = out
+            if not g_st.is_inference():
+                self._st_cols = (g_st, g_st._version, cols)
+            return level, ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1), None, None
         level, ge, cols, st_single = out
         if self.hold_bias and single:
             st = st_single
@@ -377,6 +399,28 @@ class CrossbarState(nn.Module):
         counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1)
         tiles = counts.sum(0, keepdim=True) if single else self.tile_level_counts(level)
         return level, counts, self._bias_energy(lt, st), tiles
+
+    def _fused_by_row_tile(self, lam: Tensor, per_st: Tensor, scale: Tensor, u: Tensor, v: Tensor, dg: Tensor,
+                           thr: Tensor):
+        """The fused step run row-tile by row-tile (one chip, one column-tile): per-tile counts and bias
+        energies come out of the kernel itself. None (nothing changed) if the kernel is unavailable."""
+        g_st, dev = self.g_st, self.device_model
+        hold = self.hold_bias
+        levels, per_tile, cols, bias = [], [], [], []
+        for t in range(self.tiles):
+            sl = slice(t, t + 1)
+            out = fused.short_term_step(g_st[:, sl], self.row_sizes[sl], lam[sl], per_st[sl] if hold else None,
+                                        scale[sl], u, v[:, sl], dev.g_range_s, thr, dg, dev.st_g_max_s)
+            if out is None:  # only ever at t = 0: the kernel is there for all tiles or none
+                return None
+            level_t, ge_t, col_t, e_t = out
+            levels.append(level_t)
+            per_tile.append(ge_t[0] - torch.cat([ge_t[0, 1:], ge_t.new_zeros(1)]))
+            cols.append(col_t)
+            bias.append(e_t)
+        tiles = torch.stack(per_tile)
+        st = torch.tensor(bias, dtype=torch.float64) if hold else None
+        return torch.cat(levels, 1), tiles.sum(0, keepdim=True), tiles, torch.cat(cols, 1), st
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip, row-tile, column-tile and row, [B or 1, T, J, X] (S), for read energy."""

@@ -342,9 +342,11 @@ class SubstrateOps:
 
         Returns (signed levels [B, T, O, X], pulses per level [B, L]).
         """
-        level, counts, bias_j, tiles = self.state.decay_and_outer_update(dt_s, scale, u, v)
-        self._emit_decay(dt_s, bias_j)
-        self._emit_pulses(tiles)
+        recording = self._sink().recording
+        level, counts, bias_j, tiles = self.state.decay_and_outer_update(dt_s, scale, u, v, per_tile=recording)
+        if recording:
+            self._emit_decay(dt_s, bias_j)
+            self._emit_pulses(tiles)
         return level, counts
 
 
