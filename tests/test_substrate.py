@@ -265,3 +265,29 @@ def test_accumulated_events_book_the_same_as_booking_every_operation():
     for key, e in each.items():
         assert e.count == pytest.approx(once[key].count, rel=1e-12), key
         assert e.energy_j == pytest.approx(once[key].energy_j, rel=1e-9), key
+
+
+def test_fused_op_without_a_ledger_skips_the_split_and_gives_the_same_state():
+    dev = presets.sto_2024()
+    p = PeripheryConfig(tile_rows=64, tile_cols=64)
+    w = torch.rand(12, 150) * 2 - 1
+    finals = []
+    for with_ledger in (True, False):
+        layer = _layer(150, 12, p, omega=0.0, device=dev)
+        layer.set_weights(w * 0.5)
+        arr = layer.analog_module
+        arr.set_bias(torch.full((12, 150), 0.3))
+        arr.set_batch(1)
+        if with_ledger:
+            ledger = attach_ledger(layer, EnergyLedger(), book_pending=False)
+        st = arr.state
+        gen = torch.Generator().manual_seed(3)
+        counts = []
+        for _ in range(3):
+            x = torch.rand(1, 150, generator=gen) * 2 - 1
+            counts.append(arr.decay_and_outer_update(0.05, st.tiled_weight(w * 0.2), torch.ones(1, 12), st.to_tiled(x))[1])
+        finals.append((st.g_st.clone(), torch.stack(counts)))
+    assert torch.equal(finals[0][0], finals[1][0]) and torch.equal(finals[0][1], finals[1][1])
+    pulses = ledger.totals(("tile",), component="st_pulse")
+    assert set(k[0] for k in pulses) == {"0.0", "1.0", "2.0"}
+    assert sum(e.count for e in pulses.values()) == int(finals[0][1].sum())
