@@ -87,7 +87,7 @@ def cost(events: Events, device: STODevice, periphery: PeripheryConfig) -> Cost:
     """Energy by component and latency of ``events`` on a tile of ``device`` cells and ``periphery``."""
     op = events.op
     if op == "read":
-        return _read(events, periphery)
+        return _read(events, periphery, device)
     if op == "short_term":
         return _short_term(events, device, periphery)
     if op == "decay":
@@ -102,55 +102,98 @@ def cost(events: Events, device: STODevice, periphery: PeripheryConfig) -> Cost:
 def read_latency_s(periphery: PeripheryConfig, cols: int, passes: int, reads: int = 1) -> float:
     """Latency (s) of ``reads`` read operations taking ``passes`` array passes in all, over a tile
     with ``cols`` active outputs: each operation's passes pipeline (module docstring)."""
+    unit = _read_unit(periphery, cols, False, 1)
+    return _pipelined(unit[-2], unit[-1], reads, passes)
+
+
+def _pipelined(read: float, readout: float, reads: int, passes: int) -> float:
+    """``reads`` operations of ``passes`` passes in all: read + (K - 1) max(read, readout) + readout each."""
     if passes <= 0 or reads <= 0:
         return 0.0
-    p = periphery
-    read = p.row_driver.t_drive_s + p.dac.read_window_s
-    readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
     slow = max(read, readout)
     return reads * (read + readout - slow) + passes * slow
 
 
-def _read(ev: Events, p: PeripheryConfig) -> Cost:
+_UNITS: Dict[tuple, tuple] = {}  # per-configuration unit costs (the configs are frozen dataclasses)
+
+
+def _unit(kind: str, p: PeripheryConfig, device: STODevice, *shape) -> tuple:
+    """Unit energies and times of ``kind`` on a tile block ``shape`` of this configuration, cached.
+
+    The key holds the configuration objects' ids and the objects themselves (so an id is never
+    reused for another configuration while it is cached).
+    """
+    key = (kind, id(p), id(device), *shape)
+    hit = _UNITS.get(key)
+    if hit is not None and hit[0] is p and hit[1] is device:
+        return hit[2]
+    if len(_UNITS) > 4096:
+        _UNITS.clear()
+    value = _READ_UNIT(p, *shape) if kind == "read" else _PULSE_UNIT(p, device, *shape)
+    _UNITS[key] = (p, device, value)
+    return value
+
+
+def _read_unit(p: PeripheryConfig, cols: int, later_row_tile: bool, row_tiles: int) -> tuple:
     dac, d = p.dac, p.digital
-    n, nr, passes = ev.input_vectors, ev.vector_rounds, dac.passes_per_mvm
-    rows_r = nr * ev.rows  # row drives (vector-rounds x rows)
-    convs = nr * p.adc_columns(ev.cols) * passes
+    passes = dac.passes_per_mvm
     v = dac.v_read_v
     t_pass = dac.read_window_s  # the integration window of one pass (bit-serial: one cycle)
     e_row = p.row_driver.energy_j(p.physical_cols(), v)  # a row line spans the whole physical tile
     e_sense = p.tia.energy_per_sample_j(t_pass) + p.sample_hold.energy_per_sample_j()
+    conv_per_vr = p.adc_columns(cols) * passes  # conversions per vector-round
+    e_sub = d.energy_j("add", p.adc.bits + 1) if p.subtraction == "digital" else None
+    # digital work on the final round's outputs: bit-plane shift-adds per converted column, then the
+    # pair / reference subtraction, then the partial sum of a later row-tile
+    adds_per_v = cols * (1 if later_row_tile else 0) + p.adc_columns(cols) * (passes - 1)
+    bits = p.adc.bits + math.ceil(math.log2(max(row_tiles, 1))) + (dac.bits if dac.mode == "bit_serial" else 0)
+    e_add = d.accumulate_j(bits) if adds_per_v else 0.0
+    read = p.row_driver.t_drive_s + dac.read_window_s
+    readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
+    return (passes, dac.energy_per_input_j, e_row, v * v * t_pass, conv_per_vr, p.adc.energy_per_conversion_j,
+            e_sense, e_sub, adds_per_v, e_add, read, readout)
+
+
+def _read(ev: Events, p: PeripheryConfig, device: STODevice) -> Cost:
+    (passes, e_dac, e_row, v2t, conv_per_vr, e_adc, e_sense, e_sub, adds_per_v, e_add, read,
+     readout) = _unit("read", p, device, ev.cols, ev.row_tile > 0, ev.row_tiles)
+    n, nr = ev.input_vectors, ev.vector_rounds
+    rows_r = nr * ev.rows  # row drives (vector-rounds x rows)
+    convs = nr * conv_per_vr
     parts = {
-        "dac": (rows_r, rows_r * dac.energy_per_input_j),
+        "dac": (rows_r, rows_r * e_dac),
         "row_driver": (rows_r * passes, rows_r * passes * e_row),
-        "cell_read": (rows_r * 2 * ev.cols, v * v * t_pass * ev.drive_g_s),
-        "adc": (convs, convs * p.adc.energy_per_conversion_j),
+        "cell_read": (rows_r * 2 * ev.cols, v2t * ev.drive_g_s),
+        "adc": (convs, convs * e_adc),
         "sense": (convs, convs * e_sense),
     }
     if not nr:
         return Cost("mvm", parts, 0.0, "dac")
-    # digital work on the final round's outputs: bit-plane shift-adds per converted column, then
-    # the pair / reference subtraction, then the partial sum of a later row-tile
-    if p.subtraction == "digital":
+    if e_sub is not None:
         subs = n * ev.cols
-        parts["digital_subtract"] = (subs, d.energy_j("add", p.adc.bits + 1, subs))
-    bit_serial = dac.mode == "bit_serial"
-    adds = n * ev.cols * (1 if ev.row_tile > 0 else 0) + n * p.adc_columns(ev.cols) * (passes - 1)
-    if adds:
-        bits = p.adc.bits + math.ceil(math.log2(max(ev.row_tiles, 1))) + (dac.bits if bit_serial else 0)
-        parts["digital_accum"] = (adds, d.accumulate_j(bits, adds))
-    return Cost("mvm", parts, read_latency_s(p, ev.cols, nr * passes, ev.reads), "dac")
+        parts["digital_subtract"] = (subs, subs * e_sub)
+    if adds_per_v:
+        adds = n * adds_per_v
+        parts["digital_accum"] = (adds, adds * e_add)
+    return Cost("mvm", parts, _pipelined(read, readout, ev.reads, nr * passes), "dac")
+
+
+def _pulse_unit(p: PeripheryConfig, device: STODevice, cols: int) -> tuple:
+    energies, _ = device.short_term_levels()
+    v = max(a for a, _ in device.st_pulse_levels)
+    return energies, p.write_driver.short_term_pulse_j(v, cols)
+
+
+_READ_UNIT, _PULSE_UNIT = _read_unit, _pulse_unit
 
 
 def _short_term(ev: Events, device: STODevice, p: PeripheryConfig) -> Cost:
-    energies, _ = device.short_term_levels()
+    energies, e_drv = _unit("pulse", p, device, ev.cols)
     counts = ev.pulses_by_level
     if len(counts) > len(energies):
         raise ConfigError(f"events.pulses_by_level has {len(counts)} levels: the device has {len(energies)}")
     n = float(sum(counts))
     e_dev = math.fsum(c * e for c, e in zip(counts, energies))
-    v = max(a for a, _ in device.st_pulse_levels)
-    e_drv = p.write_driver.short_term_pulse_j(v, ev.cols)
     return Cost("short_term_update", {"st_pulse": (n, e_dev), "st_write_driver": (n, n * e_drv)})
 
 

@@ -117,12 +117,16 @@ class EventSink:
         """
         rounds = max(rounds, 1)
         a = self._acc.get("read")
-        if a is None:
-            a = self._acc["read"] = [0, 0, 0, torch.zeros(self.state.n_tiles, dtype=torch.float64)]
+        if a is None:  # [reads, vectors, vector-rounds, drive (float32 buffer), drive (float64 total)]
+            a = self._acc["read"] = [0, 0, 0, x_t.new_zeros(self.state.n_tiles),
+                                     torch.zeros(self.state.n_tiles, dtype=torch.float64)]
         a[0] += 1
         a[1] += x_t.shape[0]
         a[2] += x_t.shape[0] * rounds
         read_drive(self.state, x_t, rounds, io_pars, self.periphery, out=a[3], nm_scale=nm_scale)
+        if a[0] % 256 == 0:  # the same-dtype buffer is cheap to add to; fold it into float64 now and then
+            a[4].add_(a[3])
+            a[3].zero_()
 
     def record_pulses(self, tile_counts: Tensor) -> None:
         """Accumulate short-term pulses per tile and level ``[tiles, L]``."""
@@ -151,7 +155,7 @@ class EventSink:
         blocks = self._blocks()
         read = acc.get("read")
         if read is not None:
-            drive = read[3].tolist()
+            drive = read[4].add_(read[3]).tolist()
             for k, (key, rows, cols, i, t) in enumerate(blocks):
                 self._book(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
                                        vector_rounds=read[2], drive_g_s=drive[k]))
@@ -202,9 +206,9 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
     ``nm_scale`` is the abs-max input scale aihwkit used for this read (``[N, T, 1]``), if known.
     """
     shrink = 0.25 if periphery.dac.mode == "multibit" else 0.5
-    weight = sum(shrink**r for r in range(rounds))
+    weight = (1.0 - shrink**rounds) / (1.0 - shrink)  # sum of shrink**r over the rounds
     if out is None:
-        out = torch.zeros(state.n_tiles, dtype=torch.float64)
+        out = x_t.new_zeros(state.n_tiles)
     g_col = state.abs_column_conductance()  # [B or 1, T, J, X]
     mode = periphery.dac.mode
     if mode != "bit_serial" and io_pars.noise_management == NoiseManagementType.ABS_MAX:
