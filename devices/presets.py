@@ -131,7 +131,22 @@ def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_
 
 
 def get_preset(name: str) -> MemristiveDevice:
-    """A fresh preset device by name; raises :class:`ConfigError` listing the known names."""
+    """A fresh preset device by name; raises :class:`ConfigError` listing the known names.
+
+    ``name`` is a registered preset, or ``"package.module:factory"``: the module is imported, the
+    factory registered under that string (once) and called, so a device defined outside stoxbar
+    works everywhere a preset name is accepted (``stoxbar device --preset mydevices:toy``).
+    """
+    if name not in PRESETS and isinstance(name, str) and ":" in name:
+        import importlib
+
+        mod_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"preset = {name!r}: cannot load factory {attr!r} from module {mod_name!r} "
+                              f"({exc}); allowed: a registered preset {tuple(PRESETS)} or 'module:factory'") from exc
+        register_preset(name, factory)
     if name not in PRESETS:
-        raise ConfigError(f"preset = {name!r}: allowed values are {tuple(PRESETS)}")
+        raise ConfigError(f"preset = {name!r}: allowed values are {tuple(PRESETS)} or 'module:factory'")
     return PRESETS[name]()
