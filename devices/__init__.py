@@ -2,7 +2,7 @@
 presets (a registry: `register_preset`, `get_preset`), vectorised dynamics, figures.
 
 A new device is one module (a frozen dataclass subclassing `MemristiveDevice`) plus one preset
-registered with `register_preset`; see ``docs/device-physics.md`` §6.
+registered with `register_preset`; see ``docs/device-physics.md`` §9.
 
 ``STORPUConfig`` (the aihwkit RPU config built on this device) is defined in
 :mod:`stoxbar.crossbar.config`, next to the tiles it creates, and re-exported here lazily so that
