@@ -20,7 +20,7 @@ import torch
 from aihwkit.nn import AnalogLinear
 
 from stoxbar.crossbar import CrossbarState, EnergyLedger, attach_ledger
-from stoxbar.devices import MemristiveDevice, STORPUConfig, get_preset, register_preset
+from stoxbar.devices import PRESETS, MemristiveDevice, STORPUConfig, get_preset, register_preset
 from stoxbar.devices import dynamics
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.validation import ConfigError, check_range
@@ -95,7 +95,14 @@ def toy_preset() -> ToyDevice:
     return ToyDevice()
 
 
-register_preset("toy_linear", toy_preset, replace_existing=True)
+@pytest.fixture(autouse=True)
+def _toy_registered():
+    """Register the toy preset for each test, and leave the registry as it was afterwards."""
+    saved = dict(PRESETS)
+    register_preset("toy_linear", toy_preset, replace_existing=True)
+    yield
+    PRESETS.clear()
+    PRESETS.update(saved)
 
 
 def _config(**kw) -> STORPUConfig:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 LEGACY = {"paper", "stpn", "peripherals-energy", "aihwkit", "design", "users", "style", "training-notes"}
 REQUIRED = ("README", "paper", "stpn", "peripherals-energy", "aihwkit", "design", "device-physics",
-            "energy-model", "training-notes")
+            "energy-model", "training-notes", "users", "style")
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "build", "dist", "node_modules", ".pytest_cache",
              ".hypothesis", ".mypy_cache", ".ruff_cache"}
 SCANNED = (".py", ".md", ".toml")
