@@ -30,7 +30,7 @@ Decay law and bias law
     the range of the time constant; :meth:`tau_s` (bias law tau(V)), :meth:`v_bias_for_tau` (its
     inverse), :meth:`decay_factor` (Lambda(dt, V): the factor the volatile increment is
     multiplied by over ``dt``), :meth:`decay_integral_s` (the integral of Lambda over ``dt``, used
-    for the bias energy).
+    for the bias energy), :meth:`tau_for_decay_factor` (the tau giving a wanted Lambda over dt).
 Energies
     :meth:`bias_power_w` (static power of a held bias), :meth:`read_energy_j`,
     ``lt_pulse_energy_j``, :meth:`st_pulse_energy_j`.
@@ -159,6 +159,14 @@ class MemristiveDevice:
         """
         tau = self.tau_s(v_bias)
         return -tau * expm1_(-dt_s / tau)
+
+    def tau_for_decay_factor(self, lam: Any, dt_s: Any) -> Any:
+        """Time constant (s) whose :meth:`decay_factor` over ``dt_s`` is ``lam`` (0 < lam < 1).
+
+        The inverse a network needs to turn a learned per-step decay Lambda into a bias:
+        ``v_bias_for_tau(tau_for_decay_factor(lam, dt))``. Default (exponential): ``-dt / log(lam)``.
+        """
+        return -dt_s / log_(lam)
 
     def decay_lambda(self, dt_s: Any, v_bias: Any) -> Any:
         """Lambda(dt, V) with ``dt_s`` checked to be finite and non-negative."""

@@ -85,6 +85,9 @@ class ToyDevice(MemristiveDevice):
     def decay_factor(self, dt_s: Any, v_bias: Any) -> Any:  # hyperbolic relaxation
         return 1.0 / (1.0 + dt_s / self.tau_s(v_bias))
 
+    def tau_for_decay_factor(self, lam: Any, dt_s: Any) -> Any:
+        return dt_s * lam / (1.0 - lam)
+
     def decay_integral_s(self, dt_s: Any, v_bias: Any) -> Any:
         tau = self.tau_s(v_bias)
         return tau * torch.log1p(dt_s / tau) if torch.is_tensor(dt_s) else tau * math.log1p(dt_s / tau)
@@ -186,6 +189,17 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     assert ledger.by_component()["bias"] == pytest.approx(bias_expected, rel=1e-5)
     assert all(e.energy_j >= 0 for _, e in ledger.items())
     assert math.isclose(ledger.total_j, math.fsum(ledger.by_component().values()), rel_tol=1e-9)
+
+
+def test_a_wanted_decay_factor_maps_to_a_bias_through_the_device_laws():
+    dev, sto = toy_preset(), get_preset("sto_2024")
+    dt = 0.25
+    for d in (dev, sto):
+        lam = torch.tensor([float(d.decay_factor(dt, d.v_bias_max_v)), float(d.decay_factor(dt, d.v_bias_min_v))],
+                           dtype=torch.float64)
+        v = d.v_bias_for_tau(d.tau_for_decay_factor(lam, dt))
+        assert torch.allclose(torch.as_tensor(d.decay_factor(dt, v), dtype=torch.float64), lam, rtol=1e-9)
+        assert torch.allclose(v, torch.tensor([d.v_bias_max_v, d.v_bias_min_v], dtype=torch.float64), atol=1e-9)
 
 
 def test_open_loop_programming_uses_the_toy_pulse_model():
