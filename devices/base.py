@@ -223,6 +223,11 @@ class MemristiveDevice:
                      "tau_min_s", "tau_max_s"):
             if not hasattr(self, name):
                 raise ConfigError(f"{type(self).__name__}: missing attribute {name!r} of the MemristiveDevice contract")
+        for meth in ("lt_pulse_energy_j", "long_term_response", "ltp_pulses_for", "st_pulse_energy_j", "st_dg_s",
+                     "tau_s", "v_bias_for_tau"):
+            if getattr(type(self), meth) is getattr(MemristiveDevice, meth):
+                raise ConfigError(f"{type(self).__name__}: does not implement {meth!r} of the MemristiveDevice "
+                                  "contract (docs/device-physics.md §9)")
         if not 0.0 <= self.g_min_s < self.g_max_s:
             raise ConfigError(f"g_min_s = {self.g_min_s!r}, g_max_s = {self.g_max_s!r}: need 0 <= g_min_s < g_max_s (S)")
         if not 0.0 < self.tau_min_s < self.tau_max_s:

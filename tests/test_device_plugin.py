@@ -123,6 +123,12 @@ def test_contract_is_checked():
         ToyDevice(g_min_s=20e-6)
     with pytest.raises(ConfigError, match="st_g_max_s"):
         ToyDevice(st_g_max_s=2e-6)  # largest level (3 uS) does not fit
+    @dataclass(frozen=True)
+    class NoDecayLaw(ToyDevice):
+        tau_s = MemristiveDevice.tau_s  # a device that forgot its bias law
+
+    with pytest.raises(ConfigError, match="does not implement 'tau_s'"):
+        NoDecayLaw()
     with pytest.raises(ConfigError, match="must return a MemristiveDevice"):
         register_preset("not_a_device", lambda: object())
     with pytest.raises(ConfigError, match="already registered"):
