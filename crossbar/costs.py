@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from stoxbar.crossbar.events import Events
-from stoxbar.devices.sto import STODevice
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.validation import ConfigError, check_int
 
@@ -83,7 +83,7 @@ class Cost:
         return {k: e for k, (_, e) in self.parts.items()}
 
 
-def cost(events: Events, device: STODevice, periphery: PeripheryConfig) -> Cost:
+def cost(events: Events, device: MemristiveDevice, periphery: PeripheryConfig) -> Cost:
     """Energy by component and latency of ``events`` on a tile of ``device`` cells and ``periphery``."""
     op = events.op
     if op == "read":
@@ -117,7 +117,7 @@ def _pipelined(read: float, readout: float, reads: int, passes: int) -> float:
 _UNITS: Dict[tuple, tuple] = {}  # per-configuration unit costs (the configs are frozen dataclasses)
 
 
-def _unit(kind: str, p: PeripheryConfig, device: STODevice, *shape) -> tuple:
+def _unit(kind: str, p: PeripheryConfig, device: MemristiveDevice, *shape) -> tuple:
     """Unit energies and times of ``kind`` on a tile block ``shape`` of this configuration, cached.
 
     The key holds the configuration objects' ids and the objects themselves (so an id is never
@@ -154,7 +154,7 @@ def _read_unit(p: PeripheryConfig, cols: int, later_row_tile: bool, row_tiles: i
             e_sense, e_sub, adds_per_v, e_add, read, readout)
 
 
-def _read(ev: Events, p: PeripheryConfig, device: STODevice) -> Cost:
+def _read(ev: Events, p: PeripheryConfig, device: MemristiveDevice) -> Cost:
     (passes, e_dac, e_row, v2t, conv_per_vr, e_adc, e_sense, e_sub, adds_per_v, e_add, read,
      readout) = _unit("read", p, device, ev.cols, ev.row_tile > 0, ev.row_tiles)
     n, nr = ev.input_vectors, ev.vector_rounds
@@ -178,7 +178,7 @@ def _read(ev: Events, p: PeripheryConfig, device: STODevice) -> Cost:
     return Cost("mvm", parts, _pipelined(read, readout, ev.reads, nr * passes), "dac")
 
 
-def _pulse_unit(p: PeripheryConfig, device: STODevice, cols: int) -> tuple:
+def _pulse_unit(p: PeripheryConfig, device: MemristiveDevice, cols: int) -> tuple:
     energies, _ = device.short_term_levels()
     v = max(a for a, _ in device.st_pulse_levels)
     return energies, p.write_driver.short_term_pulse_j(v, cols)
@@ -187,7 +187,7 @@ def _pulse_unit(p: PeripheryConfig, device: STODevice, cols: int) -> tuple:
 _READ_UNIT, _PULSE_UNIT = _read_unit, _pulse_unit
 
 
-def _short_term(ev: Events, device: STODevice, p: PeripheryConfig) -> Cost:
+def _short_term(ev: Events, device: MemristiveDevice, p: PeripheryConfig) -> Cost:
     energies, e_drv = _unit("pulse", p, device, ev.cols)
     counts = ev.pulses_by_level
     if len(counts) > len(energies):
@@ -216,7 +216,7 @@ def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:
 
 
 # -- full-scale figures and area -------------------------------------------------------------------
-def full_scale_read(periphery: PeripheryConfig, device: STODevice, rows: Optional[int] = None,
+def full_scale_read(periphery: PeripheryConfig, device: MemristiveDevice, rows: Optional[int] = None,
                     cols: Optional[int] = None, vectors: int = 1) -> Events:
     """Synthetic read of ``vectors`` full-scale input vectors on an active ``rows x cols`` block.
 
@@ -284,7 +284,7 @@ def total(costs: Iterable[Cost]) -> Dict[str, float]:
     return out
 
 
-def describe(periphery: PeripheryConfig, device: Optional[STODevice] = None) -> str:
+def describe(periphery: PeripheryConfig, device: Optional[MemristiveDevice] = None) -> str:
     """``periphery.describe()`` plus the full-tile MVM energy, latency and area from the one model."""
     if device is None:
         from stoxbar.devices.presets import sto_2024

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
-from stoxbar.devices.sto import STODevice
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.validation import ConfigError, check_choice
 
 
@@ -48,7 +48,7 @@ def check_finite(name: str, value: Tensor) -> None:
 class CrossbarState(nn.Module):
     """Conductance state of T row-tiles sharing ``out`` columns (see module docstring)."""
 
-    def __init__(self, in_sizes: Sequence[int], out_size: int, device: STODevice, dtype: torch.dtype = torch.float32,
+    def __init__(self, in_sizes: Sequence[int], out_size: int, device: MemristiveDevice, dtype: torch.dtype = torch.float32,
                  out_sizes: Optional[Sequence[int]] = None):
         super().__init__()
         self.out_sizes: List[int] = list(out_sizes) if out_sizes is not None else [int(out_size)]

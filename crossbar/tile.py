@@ -45,7 +45,7 @@ from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.ledger import EnergyLedger
 from stoxbar.crossbar.mvm import TiledAnalogMVM
 from stoxbar.crossbar.state import CrossbarState, check_finite
-from stoxbar.devices.sto import STODevice
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.validation import ConfigError
 
@@ -67,10 +67,10 @@ class EventSink:
     tile_name: str = "0.0"
     row_tile: int = 0
     row_tiles: int = 1
-    device: STODevice
+    device: MemristiveDevice
     periphery: PeripheryConfig
 
-    def _init_sink(self, device: STODevice, periphery: PeripheryConfig) -> None:
+    def _init_sink(self, device: MemristiveDevice, periphery: PeripheryConfig) -> None:
         self.device, self.periphery = device, periphery
         self._pending: List[Tuple[str, Events]] = []
         self._acc: dict = {}

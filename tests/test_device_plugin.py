@@ -138,7 +138,7 @@ def test_contract_is_checked():
 def test_forward_programming_and_window_use_the_toy_physics():
     cfg = _config()
     layer = AnalogLinear(12, 5, bias=False, rpu_config=cfg)
-    ledger = attach_ledger(layer, EnergyLedger())
+    ledger = attach_ledger(layer, EnergyLedger(), book_pending=False)  # the constructor's programming stays pending
     torch.manual_seed(0)
     w = torch.rand(5, 12) * 2 - 1
     st = layer.analog_module.state
