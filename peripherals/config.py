@@ -16,7 +16,7 @@ Conventions
   case; the digital case is costed honestly (2 conversions per output) but its per-column
   quantisation is not simulated.
 * Bound management (aihwkit ``ITERATIVE``) repeats the whole MVM when the output clips; the tile
-  records the rounds aihwkit took and the cost model charges each (peripherals-energy.md §5.3).
+  records the rounds aihwkit took and the cost model charges each (docs/peripherals-energy.md §5.3).
 
 May import: stoxbar.validation and the block modules of stoxbar.peripherals.
 """
@@ -41,8 +41,8 @@ BOUND_MANAGEMENTS = ("iterative", "none")
 NOISE_MANAGEMENTS = ("abs_max", "constant")
 PROGRAMMINGS = ("write_verify", "open_loop")
 # Cell footprint 0.01 um^2 = (0.1 um pitch)^2: assumption for a dense vertical STO crossbar (the
-# paper's devices are planar lab cells, paper.md §1). ISAAC's arrays imply ~0.0015 um^2 per cell
-# (0.0002 mm^2 / 8x128x128, peripherals-energy.md §1).
+# paper's devices are planar lab cells, docs/paper.md §1). ISAAC's arrays imply ~0.0015 um^2 per cell
+# (0.0002 mm^2 / 8x128x128, docs/peripherals-energy.md §1).
 CELL_AREA_M2 = 0.01e-12
 
 _BLOCKS = {
@@ -87,8 +87,8 @@ class PeripheryConfig:
     tia: TIA = field(default_factory=TIA)
     sample_hold: SampleHold = field(default_factory=SampleHold)
     digital: DigitalPeriphery = field(default_factory=DigitalPeriphery)
-    tile_rows: int = 512  # aihwkit MappingParameter default max_input_size (aihwkit.md §3)
-    tile_cols: int = 512  # aihwkit default max_output_size; MNSIM uses 256 (peripherals-energy.md §3.3)
+    tile_rows: int = 512  # aihwkit MappingParameter default max_input_size (docs/aihwkit.md §3)
+    tile_cols: int = 512  # aihwkit default max_output_size; MNSIM uses 256 (docs/peripherals-energy.md §3.3)
     signed_mapping: str = "differential"
     subtraction: str = "digital"  # brief: every physical column is converted
     out_bound: float = 10.0
@@ -115,7 +115,7 @@ class PeripheryConfig:
         check_range("nm_thres", self.nm_thres, 0.0, 1e6, lo_open=True)
         check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
         check_choice("programming", self.programming, PROGRAMMINGS)
-        # aihwkit's signed converters need >= 2 bits: res = 1/(2**bits - 2) (aihwkit.md §2).
+        # aihwkit's signed converters need >= 2 bits: res = 1/(2**bits - 2) (docs/aihwkit.md §2).
         check_int("dac.bits", self.dac.bits, 2, 16)
         check_int("adc.bits", self.adc.bits, 2, 16)
         n_conv = self.adc_columns()
@@ -174,7 +174,7 @@ class PeripheryConfig:
         """aihwkit ``IOParameters`` for the forward MVM, derived from the converters.
 
         inp_res = 1/(2**dac.bits - 2), out_res = 1/(2**adc.bits - 2) (signed, symmetric; the step
-        is res * 2 * bound, aihwkit.md §2), inp_bound 1, out_bound, out_noise, bound/noise
+        is res * 2 * bound, docs/aihwkit.md §2), inp_bound 1, out_bound, out_noise, bound/noise
         management; one analog pass (``ONE_PASS``), no other non-idealities (device read noise
         and IR drop belong to the tile).
         """
