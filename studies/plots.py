@@ -85,12 +85,12 @@ def _numeric(values: List[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def _spans_decades(values: Sequence[float]) -> bool:
+def spans_decades(values: Sequence[float]) -> bool:
     vals = [v for v in values if math.isfinite(v)]
     return bool(vals) and min(vals) > 0 and math.log10(max(vals) / min(vals)) >= LOG_DECADES
 
 
-def _no_offset(axis) -> None:
+def no_offset(axis) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     fmt = axis.get_major_formatter()
@@ -205,19 +205,19 @@ def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: 
     if categorical:
         ax.set_xticks(range(len(x_all)), [str(x) for x in x_all])
         ax.set_xlim(-0.5, len(x_all) - 0.5)
-    elif _spans_decades(x_all):
+    elif spans_decades(x_all):
         ax.set_xscale("log", base=2 if all(float(x).is_integer() and int(x) > 0 and int(x) & (int(x) - 1) == 0
                                            for x in x_all) else 10)
     ax.set_xlabel(axis_label(p, x_unit, units))
     ax.set_ylabel(axis_label(metric, y_unit, units))
     lows = [v[1] * y_f for v in stats.values()]
     highs = [v[2] * y_f for v in stats.values()]
-    if _spans_decades(lows + highs):
+    if spans_decades(lows + highs):
         ax.set_yscale("log")
     else:
         _widen(ax, min(lows), max(highs))
-    _no_offset(ax.xaxis)
-    _no_offset(ax.yaxis)
+    no_offset(ax.xaxis)
+    no_offset(ax.yaxis)
     if series_key:
         ax.legend(fontsize=7)
     ax.set_title(f"{title}: mean over seeds, bars = min..max", fontsize=8)
@@ -275,14 +275,14 @@ def _pareto(study: Study, table, plots: Path, plt, units: Optional[Dict[str, Tup
                     textcoords="offset points")
     ax.set_xlabel(axis_label(x_m, x_unit, units))
     ax.set_ylabel(axis_label(y_m, y_unit, units))
-    if _spans_decades([p[0] for p in pts]):
+    if spans_decades([p[0] for p in pts]):
         ax.set_xscale("log")
-    if _spans_decades([p[1] for p in pts]):
+    if spans_decades([p[1] for p in pts]):
         ax.set_yscale("log")
     else:
         _widen(ax, min(p[1] for p in pts), max(p[1] for p in pts))
-    _no_offset(ax.xaxis)
-    _no_offset(ax.yaxis)
+    no_offset(ax.xaxis)
+    no_offset(ax.yaxis)
     ax.legend(fontsize=7)
     ax.set_title(f"{study.name}: {_short(units.get(y_m, unit_of(y_m))[1]) or y_m} vs "
                  f"{_short(units.get(x_m, unit_of(x_m))[1]) or x_m} (means over seeds)", fontsize=8)

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, read_json
 from stoxbar.studies.metrics import unit_of
-from stoxbar.studies.plots import display_unit
+from stoxbar.studies.plots import display_unit, no_offset, spans_decades
 from stoxbar.studies.table import read_table
 from stoxbar.validation import ConfigError
 
@@ -55,6 +55,12 @@ def _img_bytes(png: bytes, name: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}" title="{html.escape(name)}">'
 
 
+def _pre(value: Any) -> str:
+    """A preformatted block: text as it is (its line breaks kept), anything else as indented JSON."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
 def ordered_boundaries(energy: Dict[str, Any]) -> List[str]:
     """The energy report's boundaries, synapse_only -> array -> system -> gpu_baseline, then any others."""
     return [b for b in BOUNDARY_ORDER if b in energy] + sorted(b for b in energy if b not in BOUNDARY_ORDER)
@@ -76,8 +82,10 @@ def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
     ax.barh(range(len(names)), [v * f for v in per_game], color=["C0" if b != "gpu_baseline" else "0.5" for b in names])
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    if all(v > 0 for v in per_game):
+    if spans_decades(per_game):
         ax.set_xscale("log")
+    else:
+        no_offset(ax.xaxis)
     ax.set_xlabel(f"energy per game [{unit}]")
     ax.set_title("energy per game by boundary (GPU baseline in grey)", fontsize=8)
     fig.tight_layout()
@@ -92,8 +100,10 @@ def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
         ax.barh(range(len(comps)), [j / games * f for _, j in comps], color="C1")
         ax.set_yticks(range(len(comps)), [c for c, _ in comps], fontsize=7)
         ax.invert_yaxis()
-        if all(j > 0 for _, j in comps) and max(j for _, j in comps) / min(j for _, j in comps) >= 100:
+        if spans_decades([j for _, j in comps]):
             ax.set_xscale("log")
+        else:
+            no_offset(ax.xaxis)
         ax.set_xlabel(f"system energy per game [{unit}]")
         ax.set_title("system energy by component", fontsize=8)
         fig.tight_layout()
@@ -195,14 +205,8 @@ def play_page(report_path: Path) -> str:
         sections += ["<h3>System energy by component</h3>",
                      _table(["component", f"{cu} per game", "share %"],
                             [[c, j / games * cf, 100 * j / tot if tot > 0 else 0.0] for c, j in comps])]
-    periphery = rep.get("periphery", "")
-    if not isinstance(periphery, str):
-        periphery = json.dumps(periphery, indent=2)
-    sections += ["<h2>Configuration</h2>",
-                 f"<pre>{html.escape(json.dumps(rep.get('arch', {}), indent=2))}</pre>",
-                 f"<pre>{html.escape(periphery)}</pre>",
-                 "<h2>GPU baseline assumptions</h2>",
-                 f"<pre>{html.escape(json.dumps(energy['gpu_baseline'].get('assumptions', {}), indent=2))}</pre>"]
+    sections += ["<h2>Configuration</h2>", _pre(rep.get("arch", {})), _pre(rep.get("periphery", "")),
+                 "<h2>GPU baseline assumptions</h2>", _pre(energy["gpu_baseline"].get("assumptions", {}))]
     if "command" in rep:
         sections += ["<h2>Command</h2>", f"<pre>{html.escape(' '.join(rep['command']))}</pre>"]
     if "versions" in rep:
