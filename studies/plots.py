@@ -8,9 +8,10 @@
 
 Read as a reader would: axis labels are the column's description with a human unit (area in
 mm^2, energy in pJ/nJ/uJ, time in ns/us/ms: :func:`display_unit`), numbers sort as numbers
-(legends, axes, bars), an axis whose positive values span >= 2 decades is logarithmic, there is
-no offset notation, a y range narrower than 2 % of its level is widened to that (so 2.9230 vs
-2.9235 does not fill the plot), and categorical x values get markers without joining lines.
+(legends, axes, bars), an axis whose positive values span >= 1.5 decades is logarithmic (base 2
+for powers of two such as tile sizes), there is no offset notation, a y range narrower than 2 %
+of its level is widened to that (so 2.9230 vs 2.9235 does not fill the plot), and categorical x
+values get markers without joining lines.
 Every PNG is written atomically (:mod:`stoxbar.fsio`).
 
 May import: stoxbar.fsio, stoxbar.studies (metrics, spec, table); matplotlib, numpy.
@@ -33,7 +34,7 @@ from stoxbar.studies.spec import Study, point_id
 from stoxbar.studies.table import read_table
 
 DEFAULT_METRICS = ("score_mean", "energy_array_j_per_game", "mvm_rel_error")
-LOG_DECADES = 2.0  # an axis of positive values spanning this many decades (or more) is logarithmic
+LOG_DECADES = 1.5  # an axis of positive values spanning this many decades (or more) is logarithmic
 MIN_REL_SPAN = 0.02  # a linear y range narrower than this fraction of its level is widened
 _PREFIXES = ((1e-15, "f"), (1e-12, "p"), (1e-9, "n"), (1e-6, "u"), (1e-3, "m"), (1.0, ""))
 
@@ -64,14 +65,17 @@ def display_unit(unit: str, values: Sequence[float]) -> Tuple[str, float]:
 
 
 def _short(description: str) -> str:
-    return description.split(":", 1)[0].split(" (", 1)[0].strip()
+    return description.split(":", 1)[0].split(" (", 1)[0].split(", ", 1)[0].strip()
 
 
 def axis_label(column: str, unit: str, units: Dict[str, Tuple[str, str]]) -> str:
     """``description [unit]`` of a column (the raw name for parameters, which are paths)."""
+    import textwrap
+
     desc = units.get(column, unit_of(column))[1]
     name = column if (not desc or desc == "parameter") else _short(desc)
-    return f"{name} [{unit}]" if unit and unit != "1" else name
+    text = f"{name} [{unit}]" if unit and unit != "1" else name
+    return "\n".join(textwrap.wrap(text, 42)) or text  # a long description on two lines, not off the figure
 
 
 def sort_key(value: Any) -> Tuple[int, Any]:
@@ -88,6 +92,10 @@ def _numeric(values: List[Any]) -> bool:
 def spans_decades(values: Sequence[float]) -> bool:
     vals = [v for v in values if math.isfinite(v)]
     return bool(vals) and min(vals) > 0 and math.log10(max(vals) / min(vals)) >= LOG_DECADES
+
+
+def _powers_of_two(values: Sequence[Any]) -> bool:
+    return all(float(v).is_integer() and int(v) > 0 and int(v) & (int(v) - 1) == 0 for v in values)
 
 
 def no_offset(axis) -> None:
@@ -180,7 +188,18 @@ def make_plots(study: Study, out: Path) -> List[Path]:
 
 def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: Path,
                  units: Optional[Dict[str, Tuple[str, str]]] = None):
-    """``metric`` vs parameter ``p`` (one line per value of ``series_key``); None if no data."""
+    """``plots/METRIC_vs_P.png`` of :func:`metric_figure`; None if no data."""
+    fig = metric_figure(plt, rows, p, series_key, metric, title, units)
+    if fig is None:
+        return None
+    path = _save(fig, plots / f"{metric}_vs_{p}.png")
+    plt.close(fig)
+    return path
+
+
+def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
+                  units: Optional[Dict[str, Tuple[str, str]]] = None):
+    """Figure of ``metric`` vs parameter ``p`` (one line per value of ``series_key``); None if no data."""
     units = units or {}
     keys = [p] + ([series_key] if series_key else [])
     stats = point_means(rows, keys, metric)
@@ -201,13 +220,16 @@ def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: 
         mean = np.array([v[0] for _, v in pts]) * y_f
         err = np.array([[v[0] - v[1] for _, v in pts], [v[2] - v[0] for _, v in pts]]) * y_f
         ax.errorbar(x_plot, mean, yerr=err, marker="o", capsize=3, linestyle="none" if categorical else "-",
-                    label=f"{series_key.split('.')[-1]} = {s}" if series_key else None)
+                    label=f"{series_key.split('.', 1)[-1]} = {s}" if series_key else None)
     if categorical:
         ax.set_xticks(range(len(x_all)), [str(x) for x in x_all])
         ax.set_xlim(-0.5, len(x_all) - 0.5)
+    elif _powers_of_two(x_all) and max(x_all) >= 4 * min(x_all):  # tile sizes, shares: evenly spaced
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([x * x_f for x in x_all], [f"{x:g}" for x in x_all])
+        ax.minorticks_off()
     elif spans_decades(x_all):
-        ax.set_xscale("log", base=2 if all(float(x).is_integer() and int(x) > 0 and int(x) & (int(x) - 1) == 0
-                                           for x in x_all) else 10)
+        ax.set_xscale("log")
     ax.set_xlabel(axis_label(p, x_unit, units))
     ax.set_ylabel(axis_label(metric, y_unit, units))
     lows = [v[1] * y_f for v in stats.values()]
@@ -223,9 +245,7 @@ def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: 
     ax.set_title(f"{title}: mean over seeds, bars = min..max", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = _save(fig, plots / f"{metric}_vs_{p}.png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _breakdown(study: Study, table, plots: Path, plt) -> List[Path]:
@@ -245,6 +265,7 @@ def _breakdown(study: Study, table, plots: Path, plt) -> List[Path]:
                 label=c.split(".", 1)[1][:-len("_j_per_game")])
         left += share
     ax.set_yticks(range(len(keys)), [_label_of_point(varied, k) for k in keys], fontsize=7)
+    ax.invert_yaxis()  # first point on top, as the table reads
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of system energy per game")
     ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
@@ -284,8 +305,7 @@ def _pareto(study: Study, table, plots: Path, plt, units: Optional[Dict[str, Tup
     no_offset(ax.xaxis)
     no_offset(ax.yaxis)
     ax.legend(fontsize=7)
-    ax.set_title(f"{study.name}: {_short(units.get(y_m, unit_of(y_m))[1]) or y_m} vs "
-                 f"{_short(units.get(x_m, unit_of(x_m))[1]) or x_m} (means over seeds)", fontsize=8)
+    ax.set_title(f"{study.name}: {y_m} (maximised) vs {x_m} (minimised), means over seeds", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = _save(fig, plots / "pareto.png")

@@ -388,3 +388,65 @@ def test_play_flags_games_cut_short_and_never_prints_inf(tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 2 and "cut short" in page and "\\n" not in page
     order = [page.index(f"<td>{b}</td>") for b in ("synapse_only", "array", "system", "gpu_baseline")]
     assert order == sorted(order)
+
+
+# -- plots, read as a reader would ---------------------------------------------------------------
+def _rows_for(param, values, metric, ys, series=None):
+    rows = []
+    for i, (x, y) in enumerate(zip(values, ys)):
+        r = {"status": "ok", param: x, metric: y}
+        if series:
+            r[series[0]] = series[1][i]
+        rows.append(r)
+    return rows
+
+
+def test_plots_use_human_units_numeric_order_log_axes_and_no_offsets():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stoxbar.studies.plots import display_unit, metric_figure, sort_key
+
+    assert display_unit("m^2", [2.5e-7, 1.1e-6]) == ("mm^2", 1e6)
+    assert display_unit("J", [3e-9, 5e-9])[0] == "nJ" and display_unit("s", [2e-4])[0] == "us"
+    assert sorted([2048, 128, 1024, "x"], key=sort_key) == [128, 1024, 2048, "x"]
+    # area vs tile rows, one line per tile_cols: mm^2, a log2 x axis, the legend in numeric order
+    rows_ = [128, 256, 1024, 2048] * 3
+    cols = [1024] * 4 + [128] * 4 + [2048] * 4
+    rows = _rows_for("periphery.tile_rows", rows_, "area_m2", [1e-6 * (1 + i) for i in range(12)],
+                     ("periphery.tile_cols", cols))
+    fig = metric_figure(plt, rows, "periphery.tile_rows", "periphery.tile_cols", "area_m2", "t")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "STP layer area [mm^2]" and ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"tile_cols = {c}" for c in (128, 1024, 2048)]
+    plt.close(fig)
+    # 2.9230 vs 2.9235: no offset, and the 0.02 % difference is not blown up to the full height
+    rows = _rows_for("periphery.adc.bits", [4, 6], "score_mean", [2.9230, 2.9235])
+    fig = metric_figure(plt, rows, "periphery.adc.bits", None, "score_mean", "t")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.yaxis.get_major_formatter().get_offset() == ""
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.02 * 2.9235 * 0.999
+    plt.close(fig)
+    # energies over decades: a log y axis; categorical x: markers, no joining line
+    rows = _rows_for("periphery.dac.mode", ["pwm", "bit_serial", "multibit"], "energy_array_j_per_game",
+                     [1e-9, 1e-6, 1e-8])
+    fig = metric_figure(plt, rows, "periphery.dac.mode", None, "energy_array_j_per_game", "t")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    assert all(line.get_linestyle() in ("None", "none", "") for line in ax.get_lines() if len(line.get_xdata()) > 1)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["bit_serial", "multibit", "pwm"]
+    plt.close(fig)
+
+
+def test_study_size_limit_has_an_explicit_override(tmp_path, capsys):
+    path = _study_file(tmp_path, rows=(128, 256, 512))
+    with pytest.raises(ConfigError, match=r"3 trials is more than the limit of 2.*--max-trials 3"):
+        load_study(str(path), max_trials=2)
+    assert len(load_study(str(path), max_trials=3).trials()) == 3
+    assert main(["sweep", str(path), "--dry-run", "--max-trials", "3"]) == 0
+    assert main(["sweep", str(path), "--dry-run", "--max-trials", "2"]) == 2
+    assert "--max-trials 3" in capsys.readouterr().err
