@@ -13,6 +13,8 @@
   never a block.
 * :func:`check_writable_dir` / :func:`check_new_file`: refuse an unwritable output before any work.
 
+Design and sources: docs/reliability.md §2 (writes), §3 (locks).
+
 May import: the standard library and :mod:`stoxbar.validation` only (every layer may use it).
 """
 

@@ -18,7 +18,7 @@ games). ``--resume RUN_DIR/checkpoint-uNNNNNNN.pt`` (a snapshot) never rewinds R
 into a NEW run directory beside it, whose config.json records the parent (run, checkpoint,
 update) and whose progress.csv / episodes.csv start with the parent's rows up to the snapshot.
 A run directory is locked (:class:`stoxbar.fsio.DirLock`) while it trains: a second training or
-resume of it is refused at once, naming the holder.
+resume of it is refused at once, naming the holder (docs/reliability.md §3, §5).
 """
 
 from __future__ import annotations

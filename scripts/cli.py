@@ -11,7 +11,8 @@ One error path for every subcommand: arguments are checked before any work start
 error (a bad value, a missing or existing file, a locked directory, an unusable checkpoint)
 prints one line ``stoxbar CMD: error: ...`` to stderr and exits 2, without a traceback
 (``--debug`` anywhere on the command line, or ``STOXBAR_DEBUG=1``, shows it). An interrupted
-sweep exits 130 with its finished trials kept. ``stoxbar --version`` prints the versions.
+sweep exits 130 with its finished trials kept. ``stoxbar --version`` prints the versions
+(docs/reliability.md §1).
 
 May import: everything in stoxbar (the top of the dependency order).
 """

@@ -11,7 +11,7 @@ mm^2, energy in pJ/nJ/uJ, time in ns/us/ms: :func:`display_unit`), numbers sort 
 (legends, axes, bars), an axis whose positive values span >= 1.5 decades is logarithmic (base 2
 for powers of two such as tile sizes), there is no offset notation, a y range narrower than 2 %
 of its level is widened to that (so 2.9230 vs 2.9235 does not fill the plot), and categorical x
-values get markers without joining lines.
+values get markers without joining lines (docs/reliability.md §6).
 Every PNG is written atomically (:mod:`stoxbar.fsio`).
 
 May import: stoxbar.fsio, stoxbar.studies (metrics, spec, table); matplotlib, numpy.

@@ -25,6 +25,8 @@ and :class:`StudyInterrupted` is raised (``stoxbar sweep`` exits 130); a second 
 Ray backend (``ray_address``): one Ray task per trial (``max_calls=1``: a fresh worker
 process each), results come back to this process, which alone writes the directory.
 
+Design: docs/reliability.md §4.
+
 May import: stoxbar.fsio, stoxbar.compat, stoxbar.studies (spec, worker, table, plots).
 """
 
