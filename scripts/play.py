@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
     from stoxbar.pong.checkpoint import load_agent
     from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.pong.paper import gpu_tiers
 
     # every argument is checked before the first game
     for flag, value in (("--games", args.games), ("--max-steps", args.max_steps), ("--threads", args.threads)):
@@ -88,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": periphery.describe(),
         "energy": energy_report(result, arch, analog=not args.digital),
+        "gpu_tiers": gpu_tiers(arch, result.agent_steps),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
     _print(report)
@@ -109,12 +111,16 @@ def _print(report: dict) -> None:
         print(f"warning: {len(report['truncated_games'])} of {games} games cut short at --max-steps "
               f"{report['max_steps']} (game {', '.join(str(i + 1) for i in report['truncated_games'])}): "
               "scores and energies are of partial games")
-    gpu = energy["gpu_baseline"]["total_j"]
-    print(f"{'boundary':<14}{'J per game':>14}{'GPU / this':>12}")
+    tiers = report.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
+    print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>15}" for t in tiers))
     for name in ordered_boundaries(energy):
         e = energy[name]
-        ratio = f"{gpu / e['total_j']:>11.1f}x" if e["total_j"] > 0 else f"{'n/a':>12}"
-        print(f"{name:<14}{e['total_j'] / games:>14.4g}{ratio}")
+        if name.startswith("gpu"):
+            continue
+        print(f"{name:<14}{e['total_j'] / games:>14.4g}" + "".join(
+            f"{g['total_j'] / e['total_j']:>14.4g}x" if e["total_j"] > 0 else f"{'n/a':>15}" for g in tiers.values()))
+    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items())
+          + " per game; docs/paper-energy.md §2)")
     if "system" in energy:
         print("\nsystem energy by component (J per game, share):")
         tot = energy["system"]["total_j"]

@@ -2,8 +2,8 @@
 
 The page carries the tables, the figures (embedded as PNG data; a play report's figures are drawn
 from its numbers here), the configuration, the software versions and the commands that made the
-results, so it can be handed on as a single file. Boundaries read synapse_only -> array -> system
--> gpu_baseline; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
+results, so it can be handed on as a single file. Boundaries read synapse_only -> array -> system,
+then the GPU baseline tiers roofline -> latency -> dedicated; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
 games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.fsio`).
 
 May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies (metrics, plots, table); matplotlib.
@@ -25,7 +25,8 @@ from stoxbar.studies.table import read_table
 from stoxbar.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
-                   "energy_system_j_per_game", "gpu_ratio_system", "energy_array_j_per_step",
+                   "energy_system_j_per_game", "gpu_ratio_system", "gpu_ratio_latency_system",
+                   "gpu_ratio_dedicated_system", "energy_array_j_per_step",
                    "latency_mvm_s_per_step", "area_m2", "mvm_rel_error", "wall_s_per_step")
 BOUNDARY_ORDER = ("synapse_only", "array", "system", "gpu_baseline")  # inner -> outer, then the baseline
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -66,20 +67,27 @@ def ordered_boundaries(energy: Dict[str, Any]) -> List[str]:
     return [b for b in BOUNDARY_ORDER if b in energy] + sorted(b for b in energy if b not in BOUNDARY_ORDER)
 
 
+def gpu_tiers_of(rep: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The GPU baseline tiers of a play report, roofline -> latency -> dedicated (older reports: roofline)."""
+    tiers = rep.get("gpu_tiers") or {"roofline": rep["energy"]["gpu_baseline"]}
+    return {t: tiers[t] for t in ("roofline", "latency", "dedicated") if t in tiers}
+
+
 def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
-    """PNG figures of a play report: energy per game by boundary (log), system energy by component."""
+    """PNG figures of a play report: energy per game by boundary and GPU tier, system energy by component."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     energy, games = rep["energy"], rep["games"]
-    names = ordered_boundaries(energy)
-    per_game = [energy[b]["total_j"] / games for b in names]
+    tiers = gpu_tiers_of(rep)
+    names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")] + [f"GPU {t}" for t in tiers]
+    per_game = [(energy[b]["total_j"] if b in energy else tiers[b[4:]]["total_j"]) / games for b in names]
     out = []
     unit, f = display_unit("J", [v for v in per_game if v > 0])
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.4))
-    ax.barh(range(len(names)), [v * f for v in per_game], color=["C0" if b != "gpu_baseline" else "0.5" for b in names])
+    ax.barh(range(len(names)), [v * f for v in per_game], color=["0.5" if b.startswith("GPU") else "C0" for b in names])
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     if spans_decades(per_game):
@@ -87,7 +95,7 @@ def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
     else:
         no_offset(ax.xaxis)
     ax.set_xlabel(f"energy per game [{unit}]")
-    ax.set_title("energy per game by boundary (GPU baseline in grey)", fontsize=8)
+    ax.set_title("energy per game by boundary; GPU baseline tiers (batch 1) in grey", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -174,14 +182,16 @@ def play_page(report_path: Path) -> str:
     try:
         games = rep["games"]
         energy = rep["energy"]
-        gpu = energy["gpu_baseline"]["total_j"]
         steps = rep["steps_per_game"]
+        tiers = gpu_tiers_of(rep)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"report {report_path}: not a `stoxbar play --json` report (no {exc})") from None
-    names = ordered_boundaries(energy)
+    names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")]
     unit, f = display_unit("J", [energy[b]["total_j"] / games for b in names if energy[b]["total_j"] > 0])
-    rows = [[name, energy[name]["total_j"] / games * f,
-             f"{gpu / energy[name]['total_j']:.3g}" if energy[name]["total_j"] > 0 else "n/a"] for name in names]
+    rows = [[name, energy[name]["total_j"] / games * f]
+            + [f"{g['total_j'] / energy[name]['total_j']:.4g}" if energy[name]["total_j"] > 0 else "n/a"
+               for g in tiers.values()] for name in names]
+    rows += [[f"GPU {t}", g["total_j"] / games * f] + [""] * len(tiers) for t, g in tiers.items()]
     max_steps = rep.get("max_steps")
     cut = rep.get("truncated_games", [])
     score_rows = [[i, s, n, "yes (stopped at --max-steps)" if (i - 1) in cut else ""]
@@ -196,7 +206,8 @@ def play_page(report_path: Path) -> str:
     if cut:
         sections.append(f"<p><b>{len(cut)} of {games} games were cut short</b> at --max-steps {max_steps}: "
                         "their scores and energies are of partial games.</p>")
-    sections += ["<h2>Energy per game</h2>", _table(["boundary", f"{unit} per game", "GPU / this"], rows),
+    sections += ["<h2>Energy per game</h2>",
+                 _table(["boundary", f"{unit} per game"] + [f"GPU {t} / this" for t in tiers], rows),
                  "<h2>Figures</h2>", "".join(_img_bytes(png, name) for name, png in play_figures(rep))]
     if "system" in energy:
         tot = energy["system"]["total_j"]
