@@ -149,13 +149,15 @@ def test_sigint_keeps_finished_trials_stops_queued_ones_and_exits_130(tmp_path, 
     proc = subprocess.Popen([PY, "-m", "stoxbar.scripts.cli", "sweep", str(study), "--out", str(out), "--workers", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
-        _wait(lambda: list((out / "trials").glob("p*.json")), 120, "the first finished trial")
-        running = _wait(lambda: _children(proc.pid), 30, "the next worker")
+        _wait(lambda: f'"pid": {proc.pid},' in fsio.DirLock(out).path.read_text()
+              if fsio.DirLock(out).path.exists() else False, 120, "the sweep to lock its directory")
         # a second sweep into the same directory is refused at once, naming the first
         assert main(["sweep", str(study), "--out", str(out), "--workers", "1"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("stoxbar sweep: error: study output directory")
         assert f"in use by pid {proc.pid}" in err[0]
+        _wait(lambda: list((out / "trials").glob("p*.json")), 120, "the first finished trial")
+        running = _wait(lambda: _children(proc.pid), 30, "the next worker")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
