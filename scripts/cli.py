@@ -79,7 +79,6 @@ def _version() -> str:
 def _device(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
     from stoxbar.devices.figures import describe, device_figure
-
     from stoxbar.fsio import check_new_file, free_name
 
     out = check_new_file(args.out, "--out") if args.out else free_name("device.png")

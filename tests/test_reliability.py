@@ -452,3 +452,12 @@ def test_study_size_limit_has_an_explicit_override(tmp_path, capsys):
     assert main(["sweep", str(path), "--dry-run", "--max-trials", "3"]) == 0
     assert main(["sweep", str(path), "--dry-run", "--max-trials", "2"]) == 2
     assert "--max-trials 3" in capsys.readouterr().err
+
+
+def test_energy_writes_nothing_into_the_cwd_by_default_and_device_never_overwrites(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["energy", "--layer", "8x8"]) == 0
+    assert not list(tmp_path.iterdir())  # no energy.png unless --plot asks for one
+    assert main(["device"]) == 0 and main(["device"]) == 0  # the default name is never reused
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device-2.png", "device.png"]
+    assert "wrote device-2.png" in capsys.readouterr().out
