@@ -38,7 +38,8 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
 
 Everything is validated when the file is loaded, before anything runs: unknown keys and parameter
 paths, values of the wrong type, empty grids, distributions over non-finite ranges, unknown plot
-metrics, a base checkpoint whose weights do not fit its architecture, the study's size (at most
+metrics (and plot metrics the trials would never measure, e.g. a score with games = 0), a base
+checkpoint whose weights do not fit its architecture, the study's size (at most
 ``MAX_TRIALS`` trials unless the caller raises ``max_trials``, ``stoxbar sweep --max-trials``), and
 every point's full configuration (so a value out of its field's range, or an ADC sharing that
 does not divide a tile, is named with its point).
@@ -324,6 +325,21 @@ def check_plot_metric(name: Any, where: str) -> str:
     return name
 
 
+STATIC_METRICS = ("synapses", "tiles", "area_m2", "area_adc_share", "mvm_latency_s", "trial_wall_s")
+
+
+def check_measured(name: str, metrics: Metrics, where: str) -> None:
+    """StudyError if the trials of ``metrics`` never measure ``name`` (it would silently not be plotted)."""
+    if name in STATIC_METRICS:
+        return
+    if name.startswith("mvm_rel_error") or name == "mvm_samples":
+        if metrics.mvm_error_samples < 1:
+            raise StudyError(f"{where}: {name!r} needs [metrics] mvm_error_samples >= 1 (it is 0: no MVM error "
+                             "is measured)")
+    elif metrics.games < 1:
+        raise StudyError(f"{where}: {name!r} needs [metrics] games >= 1 (it is 0: no game is played)")
+
+
 def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int = MAX_TRIALS) -> Study:
     """Parse and fully validate a study file (see module docstring); ``output`` overrides its own.
 
@@ -415,6 +431,10 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
     if not isinstance(pareto, list) or (pareto and len(pareto) != 2):
         raise StudyError(f"{where} [plots] pareto = {pareto!r}: give [x metric (minimised), y metric (maximised)]")
     pareto = tuple(check_plot_metric(m, f"{where} [plots] pareto") for m in pareto)
+    for m in plot_metrics:
+        check_measured(m, metrics, f"{where} [plots] metrics")
+    for m in pareto:
+        check_measured(m, metrics, f"{where} [plots] pareto")
 
     # every point's full configuration, before anything runs
     for group, params in groups:

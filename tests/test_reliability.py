@@ -320,6 +320,9 @@ def _bad_inputs(tmp: Path) -> dict:
         "sweep unknown plot metric": (["sweep", study("pm", static + '[[grid]]\n"periphery.tile_rows" = [256]\n'
                                                       '[plots]\nmetrics = ["score_maen"]\n'), "--dry-run"],
                                       "unknown metric 'score_maen'"),
+        "sweep plot metric never measured": (["sweep", study("nm", static + '[[grid]]\n"periphery.tile_rows" = [256]\n'
+                                                             '[plots]\nmetrics = ["score_mean"]\n'), "--dry-run"],
+                                             "'score_mean' needs [metrics] games >= 1"),
         "sweep 10^6 points": (["sweep", study("huge", static + "[[grid]]\n" + "".join(
             f'"periphery.{k}" = {list(range(1, 101))}\n' for k in ("tile_rows", "tile_cols", "adc.share"))),
             "--dry-run"], "1000000 trials is more than the limit of 10000; "),
@@ -336,7 +339,7 @@ CASES = ["play --max-steps -5", "play --games 0", "play --json unwritable", "pla
          "play --checkpoint liar", "play --tile 0x5", "energy --plot taken", "energy --tile 0x5",
          "energy --adc-bits 1", "energy --dt 1e300", "energy --dt nan", "energy --preset", "device --out taken",
          "report missing", "report bad json", "sweep --timeout nan", "sweep --timeout -1", "sweep --workers 0",
-         "sweep no such study", "sweep read-only out", "sweep random [0, inf]", "sweep unknown plot metric",
+         "sweep no such study", "sweep read-only out", "sweep random [0, inf]", "sweep unknown plot metric", "sweep plot metric never measured",
          "sweep 10^6 points", "sweep base checkpoint liar", "train --resume missing", "train --envs 0",
          "curves missing run"]
 
