@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, Mapping, Tuple
