@@ -372,7 +372,8 @@ class STOTileCompat:
         saved = None
         if tile is not None and hasattr(tile, "state"):
             st = tile.state
-            saved = (st.g_pos.clone(), st.g_neg.clone(), tile.weight.detach().clone())
+            saved = (st.g_pos.clone(), st.g_neg.clone(), tile.weight.detach().clone(),
+                     tile.programmed_target.clone())
         super().__setstate__(state)
         if saved is not None and self.tile is tile:
             st = self.tile.state
@@ -380,6 +381,7 @@ class STOTileCompat:
             st.g_neg.copy_(saved[1])
             st._version += 1
             self.tile.weight.data.copy_(saved[2])
+            self.tile.programmed_target.copy_(saved[3])
             self.tile._sync_key = (-1, -1)  # re-checked against programmed_target by value
 
 
