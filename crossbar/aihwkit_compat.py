@@ -233,6 +233,35 @@ def apply_modifier(w: Tensor, modifier: Any, batch: int) -> Tensor:
     return TorchSimulatorTile.modify_weight(w, modifier, batch)
 
 
+# -- indexed convolutions -------------------------------------------------------------------------
+def set_fold_indices(module: Any, indices: Tensor, image_sizes: Any) -> None:
+    """Store aihwkit's fold indices (``0`` = zero padding, ``k >= 2`` = input element ``k - 2``)."""
+    if len(image_sizes) not in (3, 5, 7):
+        raise ConfigError(f"image_sizes = {list(image_sizes)!r}: expected 3, 5 or 7 sizes "
+                          "[C_in, (D_in), H_in, (W_in), (D_out), H_out, (W_out)]")
+    module.image_sizes = list(image_sizes)
+    module._sto_fold = indices.detach().to(torch.long)
+
+
+def forward_indexed(module: Any, x_input: Tensor, mvm: Any) -> Tensor:
+    """A convolution as one MVM over the patches the fold indices gather (autograd end to end).
+
+    ``x_input [N, C, *spatial]`` -> patches ``[N * P, in]`` -> ``mvm`` -> ``[N, out, *spatial_out]``.
+    """
+    n = x_input.shape[0]
+    flat = x_input.reshape(n, -1)
+    ext = torch.cat([flat.new_zeros(n, 2), flat], 1)
+    fold = module._sto_fold.to(flat.device)
+    if int(fold.max()) > ext.shape[1] - 1:
+        raise ConfigError(f"input of {flat.shape[1]} elements per sample: smaller than the convolution's fold "
+                          "indices expect (aihwkit recomputes them when the input size changes)")
+    cols = ext[:, fold].view(n, module.in_size, -1).transpose(1, 2)  # [N, patches, in]
+    patches = cols.shape[1]
+    out = mvm(cols.reshape(n * patches, module.in_size)).view(n, patches, module.out_size).transpose(1, 2)
+    k = (len(module.image_sizes) - 1) // 2
+    return out.reshape(n, module.out_size, *module.image_sizes[-k:])
+
+
 # -- tile module -----------------------------------------------------------------------------------
 class STOTileCompat:
     """Mixin for :class:`STOTile` (aihwkit ``TorchInferenceTile``): see the module docstring."""
@@ -263,8 +292,19 @@ class STOTileCompat:
         if self._sto_pending_error is not None:
             raise ConfigError(self._sto_pending_error)
 
+    # -- indexed convolutions (aihwkit's AnalogConv1d/3d and the mapped convolutions) ------------
+    supports_indexed: bool = True
+
+    def set_indexed(self, indices: Tensor, image_sizes: Any) -> None:
+        set_fold_indices(self, indices, image_sizes)
+
+    def is_indexed(self) -> bool:
+        return getattr(self, "_sto_fold", None) is not None
+
     def forward(self, x_input: Tensor, tensor_view: Optional[Tuple] = None) -> Tensor:
         self.check_written()
+        if x_input.ndim >= 3 and self.is_indexed():
+            return forward_indexed(self, x_input, lambda cols: super(STOTileCompat, self).forward(cols))
         return super().forward(x_input, tensor_view)
 
     def set_scales(self, scales: Tensor) -> None:
@@ -392,6 +432,25 @@ class STOTileArrayCompat:
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.register_load_state_dict_post_hook(STOTileArrayCompat._after_load)
+
+    supports_indexed: bool = True
+    analog_bias: bool = False  # STO layers keep the bias digital (aihwkit's convolutions ask)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.state.g_pos.is_cuda
+
+    def set_indexed(self, indices: Tensor, image_sizes: Any) -> None:
+        set_fold_indices(self, indices, image_sizes)
+
+    def is_indexed(self) -> bool:
+        return getattr(self, "_sto_fold", None) is not None
+
+    def indexed_forward(self, x_input: Tensor) -> Optional[Tensor]:
+        """The convolution result if ``x_input`` is an image and fold indices are set, else None."""
+        if x_input.ndim >= 3 and self.is_indexed():
+            return forward_indexed(self, x_input, self.forward)
+        return None
 
     def sync_device(self) -> None:
         """Bring every tile's conductances to its trained weight (plain torch optimisers)."""

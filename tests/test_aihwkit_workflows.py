@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from aihwkit.nn import (AnalogConv1dMapped, AnalogConv2d, AnalogConv2dMapped, AnalogConv3dMapped, AnalogGRUCell,
+from aihwkit.nn import (AnalogConv1d, AnalogConv1dMapped, AnalogConv2d, AnalogConv2dMapped, AnalogConv3d,
+                        AnalogConv3dMapped, AnalogGRUCell,
                         AnalogLinear, AnalogLinearMapped, AnalogLSTMCell, AnalogRNN, AnalogSequential,
                         AnalogVanillaRNNCell)
 from aihwkit.optim import AnalogSGD
@@ -372,13 +373,39 @@ def test_non_finite_first_write_is_deferred_then_raised():
         tile.set_weights(torch.full((3, 4), float("nan")))
 
 
-@pytest.mark.parametrize("kind", ["linear_mapped", "conv2d_mapped", "conv2d", "lstm", "gru", "rnn"])
+@pytest.mark.parametrize("rows", [512, 16])
+@pytest.mark.parametrize("layer_cls", [AnalogConv1d, AnalogConv2d, AnalogConv3d, AnalogConv1dMapped,
+                                       AnalogConv2dMapped, AnalogConv3dMapped])
+def test_convolutions_equal_torch_convolutions(layer_cls, rows):
+    """Indexed (Conv1d/3d, mapped) and unfolded (Conv2d) convolutions on one tile and on tile arrays."""
+    dims = int(layer_cls.__name__[len("AnalogConv")])
+    if rows == 16 and dims == 3 and "Mapped" in layer_cls.__name__:
+        pytest.skip("a 3x3x3 kernel (27 rows) does not fit a 16-row tile: aihwkit refuses it")
+    cfg = quiet(periphery=PeripheryConfig(tile_rows=rows))
+    torch.manual_seed(0)
+    layer = layer_cls(5, 6, 3, padding=1, stride=2, rpu_config=cfg)
+    x = torch.randn(2, 5, *([7, 6, 5][:dims]))
+    w, b = layer.get_weights()
+    conv = getattr(torch.nn.functional, f"conv{dims}d")
+    ref = conv(x, w.view(6, 5, *([3] * dims)), b, padding=1, stride=2)
+    y = layer(x)
+    torch.testing.assert_close(y, ref, atol=2e-6, rtol=1e-5)
+    y.sum().backward()
+    assert all(t.tile.weight.grad is not None for t in layer.analog_tiles())
+
+
+@pytest.mark.parametrize("kind", ["linear_mapped", "conv1d_mapped", "conv2d_mapped", "conv3d_mapped", "conv1d",
+                                  "conv2d", "conv3d", "lstm", "gru", "rnn"])
 def test_layer_kinds_infer_and_train(kind):
     cfg = STORPUConfig(device=presets.ideal())
     torch.manual_seed(0)
     make = {
         "linear_mapped": (lambda: AnalogLinearMapped(10, 4, rpu_config=cfg), torch.randn(5, 10)),
+        "conv1d_mapped": (lambda: AnalogConv1dMapped(3, 4, 3, rpu_config=cfg), torch.randn(2, 3, 8)),
         "conv2d_mapped": (lambda: AnalogConv2dMapped(3, 4, 3, rpu_config=cfg), torch.randn(2, 3, 6, 6)),
+        "conv3d_mapped": (lambda: AnalogConv3dMapped(2, 3, 2, rpu_config=cfg), torch.randn(2, 2, 4, 4, 4)),
+        "conv1d": (lambda: AnalogConv1d(3, 4, 3, rpu_config=cfg), torch.randn(2, 3, 8)),
+        "conv3d": (lambda: AnalogConv3d(2, 3, 2, rpu_config=cfg), torch.randn(2, 2, 4, 4, 4)),
         "conv2d": (lambda: AnalogConv2d(3, 4, 3, rpu_config=cfg), torch.randn(2, 3, 6, 6)),
         "lstm": (lambda: AnalogRNN(AnalogLSTMCell, 4, 5, rpu_config=cfg), torch.randn(6, 2, 4)),
         "gru": (lambda: AnalogRNN(AnalogGRUCell, 4, 5, rpu_config=cfg), torch.randn(6, 2, 4)),
