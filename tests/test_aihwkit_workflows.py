@@ -452,3 +452,16 @@ def test_constructor_arguments_are_honoured_or_rejected():
     assert cfg.mapping.weight_scaling_omega == 0.8 and cfg.mapping.max_input_size == 256
     same = STORPUConfig(forward=STORPUConfig().forward)  # the periphery's own values are accepted
     assert same.forward == STORPUConfig().forward
+
+
+# -- 6. the hardware-aware training example (smoke run at small size) ---------------------------------------
+def test_hwa_example_runs(capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "hwa_training.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--epochs", "2", "--repeats", "1", "--times", "1e7"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| float |" in out and "| HWA (MULT_NORMAL 0.3) |" in out
