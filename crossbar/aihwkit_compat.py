@@ -451,17 +451,35 @@ class STOTileArrayCompat:
             return forward_indexed(self, x_input, self.forward)
         return None
 
+    _sync_seen: Optional[Tuple] = None
+
+    def _weight_key(self) -> Tuple:
+        ws = self.__dict__.get("_sync_weights")
+        if ws is None:  # the tiles' weight parameters (reset when tiles are rebuilt on load)
+            ws = self.__dict__["_sync_weights"] = [tile.tile.weight for *_, tile in self._tiles()]
+        return tuple((w.data_ptr(), w._version) for w in ws)
+
     def sync_device(self) -> None:
-        """Bring every tile's conductances to its trained weight (plain torch optimisers)."""
+        """Bring every tile's conductances to its trained weight (plain torch optimisers).
+
+        One version check for the whole array on the hot path; per tile only if a weight changed.
+        """
+        if self._sync_seen is not None and self._weight_key() == self._sync_seen:
+            return
         for *_, tile in self._tiles():
             tile.check_written()
             tile.tile.sync_device()
+        self._sync_seen = self._weight_key()
 
     def read_modifier(self, is_test: bool) -> Any:
         return self.array[0][0].tile.read_modifier(is_test)
 
     def out_noise_values(self) -> Optional[Tensor]:
         """Per-column output noise ``[T, O]`` of the tiles, or None."""
+        if self.__dict__.get("_no_out_noise") is None:
+            self.__dict__["_no_out_noise"] = all(t.tile.out_noise_values is None for *_, t in self._tiles())
+        if self.__dict__["_no_out_noise"]:
+            return None
         vals = None
         for i, j, n_in, o0, n_out, tile in self._tiles():
             v = tile.tile.out_noise_values
@@ -504,6 +522,9 @@ class STOTileArrayCompat:
             module.state.hold_bias = bool(extra.get("hold_bias", module.state.hold_bias))
         module._bind_tiles()
         module.state._version += 1
+        module.__dict__.pop("_sync_weights", None)
+        module.__dict__.pop("_no_out_noise", None)
+        module._sync_seen = None
 
 
 # -- MVM -------------------------------------------------------------------------------------------
