@@ -10,7 +10,8 @@
 
 The aihwkit ``weight`` parameter is kept as the programmed target so aihwkit's optimisers and
 hardware-aware training still work: the forward pass uses the conductances' value with the
-gradient of ``weight`` (straight-through).
+gradient of ``weight`` (straight-through); after each update the conductances are brought to it
+(:mod:`~stoxbar.crossbar.aihwkit_compat`, docs/aihwkit-support.md).
 """
 
 from __future__ import annotations
