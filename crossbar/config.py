@@ -41,6 +41,7 @@ from stoxbar.crossbar.aihwkit_compat import UPDATE_MODES
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
 from stoxbar.devices.presets import sto_2024
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.retention import RetentionModel, sto_2024_retention
 from stoxbar.devices.sto import STODevice
 from stoxbar.peripherals.config import PeripheryConfig
@@ -105,8 +106,8 @@ class STORPUConfig(TorchInferenceRPUConfig):
     """Long-term retention law applied by ``drift_analog_weights`` (docs/retention.md)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.device, STODevice):
-            raise ConfigError(f"device = {self.device!r}: must be an STODevice (see stoxbar.devices.presets)")
+        if not isinstance(self.device, MemristiveDevice):
+            raise ConfigError(f"device = {self.device!r}: must be a MemristiveDevice such as STODevice (see stoxbar.devices.presets)")
         if not isinstance(self.periphery, PeripheryConfig):
             raise ConfigError(f"periphery = {self.periphery!r}: must be a PeripheryConfig")
         if abs(self.periphery.dac.v_read_v - self.device.v_read_v) > 1e-12:
