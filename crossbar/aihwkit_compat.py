@@ -89,6 +89,12 @@ class STOSimulatorTileCompat:
         self._sync_key: Tuple[int, int] = (-1, -1)
         self._d2d: Optional[Tuple[Tensor, Tensor]] = None  # per-device step factors (pulsed mode)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the programmed target was saved: the target is the weight
+        if prefix + "programmed_target" not in state_dict and prefix + "weight" in state_dict:
+            state_dict[prefix + "programmed_target"] = state_dict[prefix + "weight"]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def set_config(self, rpu_config: Any) -> None:  # aihwkit calls this on every forward
         super().set_config(rpu_config)
         self.update_mode = getattr(rpu_config, "update_mode", self.update_mode)
@@ -496,6 +502,11 @@ class STOTileArrayCompat:
 
     def set_extra_state(self, extra: Any) -> None:
         self._loaded_extra = extra
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the short-term state was saved: nothing to restore
+        state_dict.setdefault(prefix + "_extra_state", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _after_load(module: "STOTileArrayCompat", incompatible: Any) -> None:

@@ -465,3 +465,15 @@ def test_hwa_example_runs(capsys, monkeypatch):
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     assert "| float |" in out and "| HWA (MULT_NORMAL 0.3) |" in out
+
+
+def test_state_dicts_from_before_this_change_still_load_strictly():
+    cfg = quiet(periphery=PeripheryConfig(tile_rows=8))
+    src = AnalogLinear(20, 4, rpu_config=cfg)
+    old = {k: v for k, v in src.state_dict().items() if not k.endswith(("programmed_target", "_extra_state"))}
+    dst = AnalogLinear(20, 4, rpu_config=quiet(periphery=PeripheryConfig(tile_rows=8)))
+    dst.load_state_dict(old)  # strict
+    src.eval()
+    dst.eval()
+    x = torch.randn(3, 20)
+    assert torch.equal(dst(x), src(x))
