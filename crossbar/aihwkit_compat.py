@@ -63,10 +63,6 @@ def write_verify_tolerance_s(device) -> float:
     return device.lt_c2c_std * device.lt_dg_s
 
 
-def _stochastic_round(x: Tensor) -> Tensor:
-    return torch.floor(x + torch.rand_like(x))
-
-
 class _ScaleGradHook:
     """Picklable replacement of aihwkit's local ``set_scales`` hook: ``grad / scales**2``."""
 
@@ -179,24 +175,29 @@ class STOSimulatorTileCompat:
         dev = st.device_model
         mask = st.mask.expand_as(st.g_pos)
         dw = (st.tiled_weight(target.to(st.g_pos.dtype)) - st.weights()) * mask
+        if self._d2d is not None and self._d2d[0].device != st.g_pos.device:
+            self._d2d = tuple(d.to(st.g_pos.device) for d in self._d2d)
         if self._d2d is None or self._d2d[0].shape != st.g_pos.shape:
-            self._d2d = (dynamics.draw_d2d(st.g_pos.shape, dev, None, st.g_pos.dtype),
-                         dynamics.draw_d2d(st.g_pos.shape, dev, None, st.g_pos.dtype))
+            self._d2d = (dynamics.draw_d2d(st.g_pos.shape, dev, None, st.g_pos.dtype, st.g_pos.device),
+                         dynamics.draw_d2d(st.g_pos.shape, dev, None, st.g_pos.dtype, st.g_pos.device))
         eps = 1e-6 * dev.g_range_s
         pos_holds = st.g_pos > dev.g_min_s + eps
         neg_holds = st.g_neg > dev.g_min_s + eps
         up, down = dw > 0, dw < 0
         dg = dw.abs() * dev.g_range_s
-        n_ltp = _stochastic_round(dg / dev.lt_dg_s)
-        n_ltd = _stochastic_round(dg / (dev.lt_dg_s * dev.lt_up_down))
+        u = torch.rand_like(dg)  # stochastic rounding (one draw; each device uses one of the two counts)
+        n_ltp = torch.floor(dg / dev.lt_dg_s + u)
+        n_ltd = torch.floor(dg / (dev.lt_dg_s * dev.lt_up_down) + u)
         zero = torch.zeros_like(dg)
         n_pos = torch.where(up & ~neg_holds, n_ltp, torch.where(down & pos_holds, -n_ltd, zero)) * mask
         n_neg = torch.where(down & ~pos_holds, n_ltp, torch.where(up & neg_holds, -n_ltd, zero)) * mask
         pulses, energy = 0.0, 0.0
         for g, n, d2d in ((st.g_pos, n_pos, self._d2d[0]), (st.g_neg, n_neg, self._d2d[1])):
-            g_in = torch.where(mask, g, torch.full_like(g, dev.g_min_s))  # pad rows are no cells
-            new, e = dynamics.apply_long_term(g_in, n, dev, None, d2d)
-            g.copy_(new * mask)
+            sel = n != 0  # only pulsed devices move (and draw c2c noise)
+            if not bool(sel.any()):
+                continue
+            new, e = dynamics.apply_long_term(g[sel], n[sel], dev, None, d2d[sel])
+            g[sel] = new
             pulses += float(n.abs().sum())
             energy += float(e.sum())
         st._version += 1
@@ -355,7 +356,7 @@ class STOTileCompat:
         ret = self.rpu_config.retention
         self._sto_programmed = (st.g_pos.clone(), st.g_neg.clone(),
                                 None if st.g_st is None else st.g_st.clone(),
-                                ret.draw_tau(st.g_pos.shape, st.g_pos.dtype))
+                                ret.draw_tau(st.g_pos.shape, st.g_pos.dtype).to(st.g_pos.device))
         if getattr(self.rpu_config, "drift_compensation", None) is not None:
             self.drift_baseline = self.rpu_config.drift_compensation.init_baseline(self)
 
@@ -370,9 +371,9 @@ class STOTileCompat:
         check_range("t_inference", t_inference, 0.0, None, unit="s")
         if getattr(self, "_sto_programmed", None) is None:
             self.program_weights()
-        g_pos0, g_neg0, g_st0, tau = self._sto_programmed
         t = self.tile
         st = t.state
+        g_pos0, g_neg0, g_st0, tau = (None if v is None else v.to(st.g_pos.device) for v in self._sto_programmed)
         dev = st.device_model
         ret = self.rpu_config.retention
         m = st.mask.to(st.g_pos.dtype)

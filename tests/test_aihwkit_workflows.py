@@ -185,8 +185,11 @@ def test_weight_modifier_acts_in_training_reads_only():
 
 
 def test_out_noise_values_act_per_column():
+    torch.manual_seed(3)
+    # no bound management: a clipped read would be repeated at a smaller input scale (noise amplified)
     cfg = STORPUConfig(device=dataclasses.replace(presets.ideal(), read_noise_std=0.0),
-                       forward=IOParameters(out_noise_std=1.0), periphery=PeripheryConfig(out_noise=1.0))
+                       forward=IOParameters(out_noise_std=1.0),
+                       periphery=PeripheryConfig(out_noise=1.0, bound_management="none"))
     layer = AnalogLinear(4, 6, bias=False, rpu_config=cfg)
     layer.set_weights(torch.zeros(6, 4))
     tile = next(layer.analog_tiles())
@@ -194,7 +197,7 @@ def test_out_noise_values_act_per_column():
     assert values is not None and values.shape == (6,) and values.std() > 0
     torch.manual_seed(0)
     y = layer(torch.ones(4000, 4))  # zero weights: the output is the output noise (scaled back by abs-max = 1)
-    big = values > 0.3  # well above the ADC step (20/254): quantisation changes the std by < 5 %
+    big = (values > 0.3) & (values < 3.0)  # above the ADC step (20/254), below the clip at 10
     assert int(big.sum()) >= 2
     ratio = (y.std(0) / values)[big]
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=0.08, rtol=0)
