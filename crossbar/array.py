@@ -27,6 +27,7 @@ from torch import Tensor
 
 from aihwkit.simulator.tiles.array import TileModuleArray
 
+from stoxbar.crossbar.aihwkit_compat import STOTileArrayCompat
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.crossbar.tile import EventSink, SubstrateOps, analog_read
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
 
 
-class STOTileArray(TileModuleArray, EventSink, SubstrateOps):
+class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps):
     """Tiled STO layer with shared state and a batched forward (see module docstring)."""
 
     def __init__(self, out_size: int, in_size: int, rpu_config: "STORPUConfig", bias: bool = False, **kwargs: Any):
@@ -120,12 +121,17 @@ class STOTileArray(TileModuleArray, EventSink, SubstrateOps):
         return all(tile.input_range is None for *_, tile in self._tiles())
 
     def forward(self, x_input: Tensor, tensor_view: Optional[Tuple] = None) -> Tensor:
+        if (y := self.indexed_forward(x_input)) is not None:  # aihwkit's indexed convolutions
+            return y
         if not self.uses_fast_path():
             return super().forward(x_input, tensor_view)
         io_pars = self.array[0][0].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
+        self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
-        y, x_t, rounds, nm = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training)
+        y, x_t, rounds, nm = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training,
+                                         modifier=self.read_modifier(not self.training),
+                                         out_noise_values=self.out_noise_values())
         if self.recording:
             self.record_read(x_t.detach(), rounds, io_pars, nm)
         scales = self._scales(y)

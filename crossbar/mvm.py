@@ -26,8 +26,10 @@ from torch import Tensor
 from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 
+from stoxbar.crossbar.aihwkit_compat import PerColumnOutNoise
 
-class TiledAnalogMVM(AnalogMVM):
+
+class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
     """AnalogMVM with tiled layouts, read noise and round counting (single-threaded use)."""
 
     rounds: int = 0
@@ -83,9 +85,10 @@ class TiledAnalogMVM(AnalogMVM):
         return super()._matmul(weight, input_, trans)
 
     @classmethod
-    def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True) -> Tensor:
+    def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True,
+                     **kwargs) -> Tensor:
         """Partial outputs ``[B, T, O]`` of a tiled MVM through aihwkit's IO model."""
-        out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test)
+        out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test, **kwargs)
         o = weight.shape[-2]
         if out.shape[-1] != o:  # aihwkit's all-zero-input shortcut sizes by weight.shape[0]
             out = x_tiled.new_zeros(x_tiled.shape[:-1] + (o,))

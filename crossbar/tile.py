@@ -24,9 +24,10 @@ events and booked when a ledger is attached (:meth:`EventSink.pending_events` re
 
 The aihwkit ``weight`` parameter is kept as the programmed target so aihwkit's optimisers and
 hardware-aware training still work: the forward pass uses the conductances' value with the
-gradient of ``weight`` (straight-through).
+gradient of ``weight`` (straight-through); after each update the conductances are brought to it
+(:mod:`~stoxbar.crossbar.aihwkit_compat`, docs/aihwkit-support.md).
 
-May import: aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.{state,events,costs,ledger,mvm}.
+May import: aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.{state,events,costs,ledger,mvm,aihwkit_compat}.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
+from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat, apply_modifier
 from stoxbar.crossbar.costs import book, cost
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.ledger import EnergyLedger
@@ -157,20 +159,20 @@ class EventSink:
         if read is not None:
             drive = read[4].add_(read[3]).tolist()
             for k, (key, rows, cols, i, t) in enumerate(blocks):
-                self._book(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
+                self._book_events(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
                                        vector_rounds=read[2], drive_g_s=drive[k]))
         pulses = acc.get("short_term")
         if pulses is not None:
             for (key, rows, cols, i, t), counts in zip(blocks, pulses.tolist()):
-                self._book(key, Events("short_term", rows, cols, i, t, pulses_by_level=tuple(counts)))
+                self._book_events(key, Events("short_term", rows, cols, i, t, pulses_by_level=tuple(counts)))
         decay = acc.get("decay")
         if decay is not None:
             dt, chip_s, energy = decay[0], decay[1], decay[2].tolist()
             for k, (key, rows, cols, i, t) in enumerate(blocks):
-                self._book(key, Events("decay", rows, cols, i, t, dt_s=dt, chip_s=chip_s,
+                self._book_events(key, Events("decay", rows, cols, i, t, dt_s=dt, chip_s=chip_s,
                                        bias_held_s=2 * rows * cols * chip_s, bias_energy_j=energy[k]))
 
-    def _book(self, key: str, events: Events) -> None:
+    def _book_events(self, key: str, events: Events) -> None:
         book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))
 
 
@@ -235,18 +237,24 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
 
 
 def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Optional[Tensor] = None,
-                is_test: bool = True) -> Tuple[Tensor, Tensor, int, Optional[Tensor]]:
+                is_test: bool = True, modifier: Any = None, out_noise_values: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Tensor, int, Optional[Tensor]]:
     """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``,
-    tiled input ``[N, T, X]``, read rounds taken, aihwkit's abs-max input scale or None). ``weight_param`` (tiled ``[T, O, X]``) gives the
-    straight-through gradient path. NaN/inf inputs and an output that overflows raise ``ConfigError``.
+    tiled input ``[N, T, X]``, read rounds taken, aihwkit's abs-max input scale or None).
+
+    ``weight_param`` (tiled ``[T, O, X]``) gives the straight-through gradient path; ``modifier``
+    and ``out_noise_values`` are aihwkit's training-read perturbations (aihwkit_compat). NaN/inf
+    inputs and an output that overflows raise ``ConfigError``.
     """
     check_finite("forward: tile input", x)
     x_t = state.to_tiled(x)
     w = state.effective_weight()
     if weight_param is not None:
         w = w + (weight_param - weight_param.detach())
+    if modifier is not None:  # aihwkit weight modifier, training reads only (aihwkit_compat)
+        w = apply_modifier(w, modifier, x.shape[0])
     with TiledAnalogMVM.reading(state.read_noise_var()) as mvm:
-        y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test)
+        y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test, out_noise_values=out_noise_values)
         rounds, nm_scale = mvm.rounds, mvm.nm_scale
     if not torch.isfinite(y).all():
         raise ConfigError(
@@ -255,7 +263,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
     return y, x_t, rounds, nm_scale
 
 
-class STOSimulatorTile(TorchSimulatorTile, EventSink):
+class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, EventSink):
     """Simulator tile holding one STO crossbar tile's conductances (see module docstring)."""
 
     def __init__(self, x_size: int, d_size: int, rpu_config: "STORPUConfig", bias: bool = False):
@@ -268,6 +276,7 @@ class STOSimulatorTile(TorchSimulatorTile, EventSink):
         """Program ``weight [d, x]`` (|w| <= 1) onto the conductance pairs."""
         self.weight.data = weight.detach().clone().to(self.weight.device, self.weight.dtype)
         pulses, energy = self.state.program(self.weight.data, self.programming)
+        self.mark_programmed()
         self.emit(self.tile_name, Events("program", self.x_size, self.d_size, self.row_tile, self.row_tiles,
                                          program_pulses=pulses, program_device_j=energy))
 
@@ -279,10 +288,11 @@ class STOSimulatorTile(TorchSimulatorTile, EventSink):
                 is_test: bool = False, non_blocking: bool = False) -> Tensor:
         if in_trans or out_trans or bias:
             raise NotImplementedError("STO tiles support plain (non-transposed, digital-bias) MVMs only")
+        self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         weight_param = self.weight.unsqueeze(0) if (torch.is_grad_enabled() and self.weight.requires_grad) else None
         y, x_t, rounds, nm = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, weight_param,
-                                         is_test)
+                                         is_test, self.read_modifier(is_test), self.out_noise_values)
         if self.recording:
             self.record_read(x_t.detach(), rounds, self._f_io, nm)
         return y.sum(1).reshape(*lead, self.d_size)
@@ -354,7 +364,7 @@ class SubstrateOps:
         return level, counts
 
 
-class STOTile(TorchInferenceTile, SubstrateOps):
+class STOTile(STOTileCompat, TorchInferenceTile, SubstrateOps):
     """aihwkit tile module for STO crossbars, with the substrate operations."""
 
     @property

@@ -8,7 +8,6 @@ metadata for units and sources, the laws as methods). May import torch, matplotl
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import fields
 from typing import List
 
@@ -88,14 +87,13 @@ def device_figure(device: MemristiveDevice, path: str, seed: int = 0) -> str:
     _panel_tau(ax[1, 1], device)
     fig.suptitle(f"{type(device).__name__} '{device.name}'")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    import io
+
+    from stoxbar.fsio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # the one atomic writer (stoxbar.fsio)
     return path
 
 

@@ -7,12 +7,17 @@ so the counts come from the data flow: tiles, converter passes, bound-management
 from __future__ import annotations
 
 import argparse
-import os
+import io
 from dataclasses import replace
 
 import torch
 
-from stoxbar.validation import ConfigError
+from stoxbar.fsio import atomic_write_bytes, check_new_file
+from stoxbar.validation import ConfigError, check_range
+
+# assumption: the CLI accepts decay intervals up to one day; longer ones are outside anything the
+# device's retention law was characterised for (and 1e300 s gives non-finite powers)
+MAX_DT_S = 86_400.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
-    p.add_argument("--plot", default="energy.png", help="PNG bar chart path ('' to skip)")
+    p.add_argument("--plot", default=None, help="write a PNG bar chart here (never overwrites; default: none)")
 
 
 def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,14 +40,14 @@ def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", default=None, help="ROWSxCOLS tile size (default from the periphery preset)")
 
 
-def parse_layer(text: str) -> tuple[int, int]:
-    """``'2656x64'`` -> (2656, 64); clear error otherwise."""
+def parse_layer(text: str, flag: str = "--layer", example: str = "2656x64") -> tuple[int, int]:
+    """``'2656x64'`` -> (2656, 64); a ConfigError naming ``flag`` otherwise."""
     try:
         n_in, n_out = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"--layer = {text!r}: expected IN x OUT, e.g. 2656x64") from None
+        raise ConfigError(f"{flag} = {text!r}: expected AxB with two integers, e.g. {example}") from None
     if n_in < 1 or n_out < 1:
-        raise ConfigError(f"--layer = {text!r}: both sizes must be >= 1")
+        raise ConfigError(f"{flag} = {text!r}: both sizes must be >= 1")
     return n_in, n_out
 
 
@@ -51,17 +56,19 @@ def periphery_from_args(args: argparse.Namespace):
     from stoxbar.peripherals import PeripheryConfig
 
     p = PeripheryConfig()
-    if args.adc_bits is not None:
-        p = p.with_adc_bits(args.adc_bits)
-    if args.dac_bits is not None:
-        p = p.with_dac_bits(args.dac_bits)
-    if args.dac_mode is not None:
-        p = replace(p, dac=replace(p.dac, mode=args.dac_mode))
-    if args.adc_share is not None:
-        p = p.with_adc_share(args.adc_share)
-    if args.tile is not None:
-        rows, cols = parse_layer(args.tile)
-        p = p.with_tile(rows, cols)
+    steps = [("--adc-bits", args.adc_bits, lambda q, v: q.with_adc_bits(v)),
+             ("--dac-bits", args.dac_bits, lambda q, v: q.with_dac_bits(v)),
+             ("--dac-mode", args.dac_mode, lambda q, v: replace(q, dac=replace(q.dac, mode=v))),
+             ("--tile", args.tile, lambda q, v: q.with_tile(*parse_layer(v, "--tile", "256x64"))),
+             ("--adc-share", args.adc_share, lambda q, v: q.with_adc_share(v))]
+    for flag, value, apply in steps:
+        if value is None:
+            continue
+        try:
+            p = apply(p, value)
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(flag) else f"{flag} {value}: {msg}") from None
     return p
 
 
@@ -122,10 +129,10 @@ def plot_breakdown(path: str, parts: dict) -> None:
     ax.set_xlabel("share of energy")
     ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())  # never overwrites
 
 
 def main(args: argparse.Namespace) -> int:
@@ -134,6 +141,12 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
 
     n_in, n_out = parse_layer(args.layer)
+    check_range("--dt", args.dt, 0.0, MAX_DT_S, lo_open=True, unit="s")
+    if args.seed < 0:
+        raise ConfigError(f"--seed = {args.seed}: allowed range is [0, inf)")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_new_file(path, flag)
     device = presets.get_preset(args.preset)
     periphery = periphery_from_args(args)
     mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed)

@@ -37,8 +37,12 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
     breakdown = true                   # stacked bars: share of each component per point
 
 Everything is validated when the file is loaded, before anything runs: unknown keys and parameter
-paths, values of the wrong type, empty grids, and every point's full configuration (so a value
-out of its field's range, or an ADC sharing that does not divide a tile, is named with its point).
+paths, values of the wrong type, empty grids, distributions over non-finite ranges, unknown plot
+metrics (and plot metrics the trials would never measure, e.g. a score with games = 0), a base
+checkpoint whose weights do not fit its architecture, the study's size (at most
+``MAX_TRIALS`` trials unless the caller raises ``max_trials``, ``stoxbar sweep --max-trials``), and
+every point's full configuration (so a value out of its field's range, or an ADC sharing that
+does not divide a tile, is named with its point).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ ROOTS = ("device", "periphery", "agent")
 AGENT_KEYS = ("arch", "hidden", "bottleneck")  # architecture knobs of an untrained (random) agent
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+MAX_TRIALS = 10_000  # a larger study needs an explicit max_trials (a typo in a grid can ask for 10^6)
 
 
 class StudyError(ConfigError):
@@ -237,12 +242,19 @@ def _grid_points(grid: Any, where: str) -> List[Dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+def _grid_size(grid: Any) -> int:
+    """Points a [[grid]] table asks for (0 if malformed: :func:`_grid_points` names the problem)."""
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) for v in grid.values()):
+        return 0
+    return math.prod(len(v) for v in grid.values())
+
+
 def _random_points(spec: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
     n, seed = spec.get("n"), spec.get("seed", 0)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise StudyError(f"{where}.n = {n!r}: must be an integer >= 1")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise StudyError(f"{where}.seed = {seed!r}: must be an integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise StudyError(f"{where}.seed = {seed!r}: must be an integer >= 0")
     dists = {k: v for k, v in spec.items() if k not in ("n", "seed")}
     if not dists:
         raise StudyError(f"{where}: no parameters to draw")
@@ -261,8 +273,9 @@ def _random_points(spec: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
             columns[path] = [arg[i] for i in rng.integers(0, len(arg), n)]
             continue
         lo, hi = arg
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg) or not lo < hi:
-            raise StudyError(f"{where} {path!r}.{kind} = {arg!r}: need numbers with low < high")
+        if (not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in arg)
+                or not lo < hi):
+            raise StudyError(f"{where} {path!r}.{kind} = {arg!r}: need finite numbers with low < high")
         if kind == "uniform":
             columns[path] = [float(v) for v in rng.uniform(lo, hi, n)]
         elif kind == "loguniform":
@@ -286,16 +299,52 @@ def resolve_study_path(name_or_path: str) -> Path:
     raise StudyError(f"study {name_or_path!r}: no such file, and no built-in study of that name (built-in: {known})")
 
 
-def checkpoint_arch(checkpoint: str) -> Any:
-    """The architecture stored in a checkpoint (CheckpointError if unusable)."""
+def checkpoint_arch(checkpoint: str, check_weights: bool = False) -> Any:
+    """The architecture stored in a checkpoint (CheckpointError if unusable).
+
+    ``check_weights``: also build the agent, so weights that do not fit the architecture fail here
+    (at load) rather than in every trial.
+    """
     from stoxbar.pong.agent import ArchConfig
-    from stoxbar.pong.checkpoint import load_checkpoint
+    from stoxbar.pong.checkpoint import build_agent, load_checkpoint
 
-    return ArchConfig.from_dict(dict(load_checkpoint(checkpoint)["arch"]))
+    ckpt = load_checkpoint(checkpoint)
+    if check_weights:
+        return build_agent(ckpt, checkpoint).arch
+    return ArchConfig.from_dict(dict(ckpt["arch"]))
 
 
-def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
-    """Parse and fully validate a study file (see module docstring); ``output`` overrides its own."""
+def check_plot_metric(name: Any, where: str) -> str:
+    """``name`` if it is a metric a trial can report (see studies/metrics.py), else StudyError."""
+    from stoxbar.studies.metrics import UNITS, unit_of
+
+    if not isinstance(name, str) or unit_of(name)[1] in ("", "parameter"):
+        raise StudyError(f"{where}: unknown metric {name!r}; metrics are {', '.join(UNITS)}, "
+                         "energy_<boundary>_j_per_<game|step>, energy_system.<component>_j_per_game, "
+                         "gpu_ratio_<boundary>")
+    return name
+
+
+STATIC_METRICS = ("synapses", "tiles", "area_m2", "area_adc_share", "mvm_latency_s", "trial_wall_s")
+
+
+def check_measured(name: str, metrics: Metrics, where: str) -> None:
+    """StudyError if the trials of ``metrics`` never measure ``name`` (it would silently not be plotted)."""
+    if name in STATIC_METRICS:
+        return
+    if name.startswith("mvm_rel_error") or name == "mvm_samples":
+        if metrics.mvm_error_samples < 1:
+            raise StudyError(f"{where}: {name!r} needs [metrics] mvm_error_samples >= 1 (it is 0: no MVM error "
+                             "is measured)")
+    elif metrics.games < 1:
+        raise StudyError(f"{where}: {name!r} needs [metrics] games >= 1 (it is 0: no game is played)")
+
+
+def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int = MAX_TRIALS) -> Study:
+    """Parse and fully validate a study file (see module docstring); ``output`` overrides its own.
+
+    ``max_trials``: refuse a study of more trials (points x seeds) than this, before any point is built.
+    """
     from stoxbar.pong.agent import ArchConfig
     from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 
@@ -330,7 +379,7 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
         if not ck.exists():
             raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: file not found")
         ckpt = str(ck.resolve())
-    arch = ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt)
+    arch = ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt, check_weights=True)
     device_preset = base_t.get("device", arch.device_preset)
     base = base_t.get("set", {})
     if not isinstance(base, dict):
@@ -342,6 +391,15 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
         grids = [grids]
     if not isinstance(grids, list):
         raise StudyError(f"{where}: grid must be a table or an array of tables ([[grid]])")
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise StudyError(f"max_trials = {max_trials!r}: allowed range is [1, inf)")
+    rand_t = doc.get("random", {})
+    n_rand = rand_t.get("n", 0) if isinstance(rand_t, dict) else 0
+    n_points = sum(_grid_size(g) for g in grids) + (n_rand if isinstance(n_rand, int) and n_rand > 0 else 0)
+    if n_points * len(seeds) > max_trials:
+        raise StudyError(f"{where}: {n_points} points x {len(seeds)} seeds = {n_points * len(seeds)} trials is more "
+                         f"than the limit of {max_trials}; if that is meant, allow it explicitly "
+                         f"(stoxbar sweep --max-trials {n_points * len(seeds)})")
     for i, grid in enumerate(grids):
         label = f"grid{i + 1}"
         groups += [(label, p) for p in _grid_points(grid, f"{where} [[grid]] #{i + 1}")]
@@ -362,13 +420,21 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
 
     plots_t = _table(doc, "plots", where)
     _no_unknown(plots_t, ("metrics", "pareto", "breakdown"), f"{where} [plots]")
-    plot_metrics = tuple(plots_t.get("metrics", ()))
+    plot_metrics = plots_t.get("metrics", [])
+    if not isinstance(plot_metrics, list):
+        raise StudyError(f"{where} [plots] metrics = {plot_metrics!r}: must be a list of metric names")
+    plot_metrics = tuple(check_plot_metric(m, f"{where} [plots] metrics") for m in plot_metrics)
     breakdown = plots_t.get("breakdown", False)
     if not isinstance(breakdown, bool):
         raise StudyError(f"{where} [plots] breakdown = {breakdown!r}: must be true or false")
-    pareto = tuple(plots_t.get("pareto", ()))
-    if pareto and len(pareto) != 2:
-        raise StudyError(f"{where} [plots] pareto = {list(pareto)}: give [x metric (minimised), y metric (maximised)]")
+    pareto = plots_t.get("pareto", [])
+    if not isinstance(pareto, list) or (pareto and len(pareto) != 2):
+        raise StudyError(f"{where} [plots] pareto = {pareto!r}: give [x metric (minimised), y metric (maximised)]")
+    pareto = tuple(check_plot_metric(m, f"{where} [plots] pareto") for m in pareto)
+    for m in plot_metrics:
+        check_measured(m, metrics, f"{where} [plots] metrics")
+    for m in pareto:
+        check_measured(m, metrics, f"{where} [plots] pareto")
 
     # every point's full configuration, before anything runs
     for group, params in groups:
