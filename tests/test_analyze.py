@@ -1,0 +1,202 @@
+"""``stoxbar.analyze``: any torch model on STO tiles -> energy, latency, area and breakdowns."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aihwkit.nn import AnalogLinear
+from aihwkit.nn.conversion import convert_to_analog
+
+from stoxbar import analyze
+from stoxbar.analysis import AnalysisReport, digital_energy, load_entry_point, sram_energy_j
+from stoxbar.crossbar import EnergyLedger, STORPUConfig
+from stoxbar.peripherals import DigitalPeriphery, PeripheryConfig
+from stoxbar.validation import ConfigError
+
+
+def small_cfg(rows: int = 16, cols: int = 8) -> STORPUConfig:
+    return STORPUConfig(periphery=PeripheryConfig(tile_rows=rows, tile_cols=cols))
+
+
+def mlp(n_in: int = 20, hidden: int = 12, n_out: int = 5) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out), nn.Softmax(-1))
+
+
+def test_report_keys_sums_and_json():
+    rep = analyze(mlp(), torch.rand(4, 20), rpu_config=small_cfg())
+    assert isinstance(rep, AnalysisReport)
+    d = json.loads(json.dumps(rep.to_dict(), allow_nan=False))
+    for key in ("total_j", "latency_s", "area_m2", "by_layer", "by_tile", "by_component"):
+        assert key in d
+    assert rep.total_j > 0 and rep.latency_s > 0 and rep.area_m2 > 0
+    assert all(v >= 0 for v in rep.by_component.values())
+    assert math.isclose(sum(rep.by_component.values()), rep.total_j, rel_tol=1e-9)
+    assert math.isclose(sum(rep.by_layer.values()), rep.total_j, rel_tol=1e-9)
+    analog_j = sum(j for layer, j in rep.by_layer.items() if rep.layers[layer]["kind"] == "analog")
+    digital_tile_j = sum(e.energy_j for (t,), e in rep.ledger.totals(("tile",)).items() if t == "digital"
+                         ) - sum(e.energy_j for (layer, t), e in rep.ledger.totals(("layer", "tile")).items()
+                                 if t == "digital" and rep.layers[layer]["kind"] == "digital")
+    assert math.isclose(sum(rep.by_tile.values()) + digital_tile_j, analog_j, rel_tol=1e-9)
+    assert "table" not in d and "layer" in rep.table()
+
+
+def test_digital_ops_are_counted_from_the_ops_run_and_not_double_counted():
+    torch.manual_seed(0)
+    model = nn.Sequential(AnalogLinear(20, 12, bias=True, rpu_config=small_cfg()), nn.ReLU(),
+                          nn.Linear(12, 5), nn.Softmax(-1))  # the second Linear stays digital
+    batch = 3
+    rep = analyze(model, torch.rand(batch, 20))
+    ops = rep.digital_ops
+    assert ops["compare"] == batch * 12                 # ReLU: one compare per hidden value
+    assert ops["softmax"] == batch * 5
+    assert ops["mac"] == batch * 12 * 5                 # only the digital Linear's MACs (flop counter / 2)
+    # analog layer: its bias add and output scale are digital, its matmul is not
+    assert ops["add"] == batch * 12 + batch * 5        # analog bias + digital Linear's bias (addmm)
+    assert ops["mult"] == batch * 12                    # output scales of the analog layer
+    comps = {c for (layer, c) in rep.ledger.totals(("layer", "component")) if layer == "0"}
+    assert {"dac", "adc", "cell_read", "digital_add", "digital_mult"} <= comps
+    assert "digital_mac" not in comps
+
+
+def test_digital_cost_matches_the_periphery_model():
+    model = nn.Sequential(AnalogLinear(8, 4, bias=False, rpu_config=small_cfg()), nn.Tanh())
+    rep = analyze(model, torch.rand(2, 8), act_bits=8)
+    d = DigitalPeriphery()
+    parts = rep.ledger.by_component(layer="1")
+    assert math.isclose(parts["digital_nonlinear"], d.tanh_j(8, 8), rel_tol=1e-12)
+    # tanh reads 8 values and writes 8, one byte each
+    assert math.isclose(parts["sram"], sram_energy_j(d, 16), rel_tol=1e-12)
+    assert math.isclose(digital_energy(d, "mac", 10), d.energy_j("mult", 8, 10) + d.accumulate_j(None, 10))
+
+
+def test_pooling_and_conv_counts():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3))
+    rep = analyze(model, torch.rand(2, 1, 8, 8), rpu_config=small_cfg(rows=32, cols=8))
+    # max-pool 2x2: 3 compares per output value (2 x 4 x 3 x 3 outputs); ReLU: 2 x 4 x 6 x 6
+    assert rep.digital_ops["compare"] == 2 * 4 * 6 * 6 + 3 * 2 * 4 * 3 * 3
+    assert rep.layers["0"]["kind"] == "analog" and rep.layers["0"]["input_vectors"] == 2 * 6 * 6
+    assert "mac" not in rep.digital_ops                 # both conv and linear ran on the tiles
+
+
+def test_per_tile_breakdown_of_a_split_layer():
+    cfg = small_cfg(rows=16, cols=8)
+    model = convert_to_analog(mlp(40, 12, 5), cfg)  # layer 0: 40 inputs -> 3 row-tiles, 12 outputs -> 2 col-tiles
+    rep = analyze(model, torch.rand(2, 40))
+    assert rep.layers["0"]["tiles"] == 6
+    tiles0 = {k for k in rep.by_tile if k.startswith("0/") and k != "0/all"}
+    assert tiles0 == {f"0/{i}.{j}" for i in range(3) for j in range(2)}
+    assert all(rep.by_tile[k] > 0 for k in tiles0)
+    assert math.isclose(rep.layers["0"]["area_m2"], 6 * cfg.periphery.tile_area_m2()["total"])
+
+
+def test_programming_energy_booked_through_convert_to_analog():
+    cfg = small_cfg(rows=32, cols=16)  # one tile per layer
+    float_model = mlp()
+    model = convert_to_analog(float_model, cfg)  # programs the tiles before any ledger exists
+    rep = analyze(model, torch.rand(2, 20))
+    assert rep.programming_j > 0
+    assert math.isclose(rep.total_j, rep.inference_j + rep.programming_j)
+    # write-verify from reset: ceil(sum |G - g_min| / lt_dg_s) pulses per tile, device + driver energy
+    dev = cfg.device
+    sim = model[0].analog_module.tile
+    st = sim.state
+    pulses = math.ceil(float(((st.g_pos - dev.g_min_s).abs() + (st.g_neg - dev.g_min_s).abs()).sum()) / dev.lt_dg_s)
+    e_drv = cfg.periphery.write_driver.long_term_pulse_j(dev.lt_pulse_v, 1)
+    booked = rep.ledger.totals(("layer", "event"), layer="0")[("0", "program")]
+    assert booked.count == pulses
+    assert math.isclose(booked.energy_j, pulses * (dev.lt_pulse_energy_j + e_drv), rel_tol=1e-9)
+    # a second analysis into the same ledger does not book programming again
+    again = analyze(model, torch.rand(2, 20), ledger=rep.ledger)
+    assert math.isclose(again.programming_j, rep.programming_j)
+    # the float model was not converted in place
+    assert not any(isinstance(m, AnalogLinear) for m in float_model.modules())
+    assert not analyze(model, torch.rand(2, 20), programming=False).programming_j
+
+
+def test_ledger_is_restored_and_results_match_plain_forward():
+    model = convert_to_analog(mlp(), small_cfg())
+    own = EnergyLedger()
+    from stoxbar.crossbar import attach_ledger
+
+    attach_ledger(model, own, prefix="mine")
+    analyze(model, torch.rand(2, 20))
+    assert len(own) == 0
+    with torch.no_grad():
+        model(torch.rand(2, 20))
+    assert own.total_j > 0 and all(k[0].startswith("mine") for k, _ in own.items())
+
+
+def test_short_term_decay_with_dt():
+    model = nn.Sequential(AnalogLinear(8, 4, bias=False, rpu_config=small_cfg()))
+    tiles = model[0].analog_module
+    tiles.set_batch(1)
+    tiles.set_bias(torch.full((4, 8), 0.3))
+    rep = analyze(model, torch.rand(1, 8), dt_s=0.5)
+    assert rep.by_component["bias"] > 0 and rep.by_component["bias_driver"] > 0
+    assert rep.latency_s < 0.5  # decay time is an interval, not compute latency
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(ConfigError, match="no analog layers"):
+        analyze(mlp(), torch.rand(2, 20))
+    with pytest.raises(ConfigError, match="torch.nn.Module"):
+        analyze(lambda x: x, torch.rand(2, 20))
+    model = convert_to_analog(mlp(), small_cfg())
+    with pytest.raises(ConfigError, match=r"example_input shape \[2, 7\].*20 features"):
+        analyze(model, torch.rand(2, 7))
+    with pytest.raises(ConfigError, match="expected a torch.Tensor"):
+        analyze(model, [[1.0] * 20])
+    with pytest.raises(ConfigError, match="NaN"):
+        analyze(model, torch.full((1, 20), float("nan")))
+    with pytest.raises(ConfigError, match="STORPUConfig"):
+        analyze(mlp(), torch.rand(2, 20), rpu_config=object())
+    with pytest.raises(ConfigError, match="no Linear or Conv"):
+        analyze(nn.Sequential(nn.ReLU()), torch.rand(2, 20), rpu_config=small_cfg())
+
+
+def test_entry_points(tmp_path):
+    src = tmp_path / "models.py"
+    src.write_text("import torch\ndef good():\n    return torch.nn.Linear(3, 2)\nvalue = 3\n"
+                   "def bad():\n    raise RuntimeError('no weights here')\n")
+    assert load_entry_point(f"{src}:good")().out_features == 2
+    assert load_entry_point("stoxbar.analysis:analyze") is analyze
+    with pytest.raises(ConfigError, match="FILE_OR_MODULE:NAME"):
+        load_entry_point("no_colon")
+    with pytest.raises(ConfigError, match="no callable 'value'"):
+        load_entry_point(f"{src}:value")
+    with pytest.raises(ConfigError, match="importing no_such_mod_xyz failed"):
+        load_entry_point("no_such_mod_xyz:f")
+
+
+def test_energy_command_with_a_model(tmp_path, capsys):
+    from stoxbar.scripts.cli import main
+
+    src = tmp_path / "zoo.py"
+    src.write_text("import torch\n"
+                   "def cnn():\n    torch.manual_seed(0)\n"
+                   "    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),"
+                   " torch.nn.Linear(2 * 4 * 4, 3))\n"
+                   "def broken():\n    raise RuntimeError('factory failed')\n"
+                   "def not_a_model():\n    return 42\n")
+    js = tmp_path / "out.json"
+    assert main(["energy", "--model", f"{src}:cnn", "--input-shape", "1,1,6,6", "--tile", "16x8",
+                 "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert data["total_j"] > 0 and set(data["by_layer"]) >= {"0", "1", "3"}
+    assert "0/0.0" in data["by_tile"]
+    assert "component" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="factory raised RuntimeError: factory failed"):
+        main(["energy", "--model", f"{src}:broken", "--input-shape", "1,1,6,6"])
+    with pytest.raises(ConfigError, match="returned int; expected a torch.nn.Module"):
+        main(["energy", "--model", f"{src}:not_a_model", "--input-shape", "1,1,6,6"])
+    with pytest.raises(ConfigError, match="input-shape"):
+        main(["energy", "--model", f"{src}:cnn", "--input-shape", "1,a"])
+    with pytest.raises(ConfigError, match="example_input shape"):
+        main(["energy", "--model", f"{src}:cnn", "--input-shape", "1,3,6,6"])
