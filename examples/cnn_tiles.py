@@ -43,6 +43,7 @@ def run(small: bool = False, tile: str = "32x32", seed: int = 0) -> Dict[str, An
     rows, cols = (int(v) for v in tile.lower().split("x"))
     x_tr, y_tr, x_te, y_te = load_data(seed)
     x_tr, x_te = x_tr.view(-1, 1, 8, 8), x_te.view(-1, 1, 8, 8)
+    torch.manual_seed(seed)
     model = build_model(8)
     train(model, x_tr, y_tr, epochs=4 if small else 20, seed=seed)
     float_acc = accuracy(model, x_te, y_te)

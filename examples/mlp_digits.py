@@ -66,6 +66,7 @@ def run(small: bool = False, seed: int = 0) -> Dict[str, Any]:
     from stoxbar.crossbar import STORPUConfig
 
     x_tr, y_tr, x_te, y_te = load_data(seed)
+    torch.manual_seed(seed)
     model = build_model(32 if small else 64)
     train(model, x_tr, y_tr, epochs=8 if small else 30, seed=seed)
     float_acc = accuracy(model, x_te, y_te)

@@ -200,3 +200,75 @@ def test_energy_command_with_a_model(tmp_path, capsys):
         main(["energy", "--model", f"{src}:cnn", "--input-shape", "1,a"])
     with pytest.raises(ConfigError, match="example_input shape"):
         main(["energy", "--model", f"{src}:cnn", "--input-shape", "1,3,6,6"])
+
+
+# -- studies over a task that is not Pong ---------------------------------------------------------
+TASK_STUDY = """
+name = "digits_tiny"
+task = "{task}"
+seeds = [0]
+[base]
+set = {{ "periphery.tile_rows" = 64, "periphery.tile_cols" = 64 }}
+[[grid]]
+"periphery.adc.bits" = [3, 8]
+[task_args]
+epochs = 4
+hidden = 16
+[plots]
+metrics = ["accuracy_chip", "energy_per_image_j"]
+"""
+
+
+def test_study_over_a_non_pong_task_end_to_end(tmp_path):
+    from pathlib import Path
+
+    from stoxbar.studies import load_study
+    from stoxbar.studies.runner import run_study
+    from stoxbar.studies.table import read_table
+
+    task = Path(__file__).resolve().parents[1] / "examples" / "digits_task.py"
+    path = tmp_path / "s.toml"
+    path.write_text(TASK_STUDY.format(task=f"{task}:digits_mlp"))
+    study = load_study(str(path), str(tmp_path / "out"))
+    assert study.task.endswith("digits_task.py:digits_mlp") and dict(study.task_args) == {"epochs": 4, "hidden": 16}
+    counts = run_study(study, workers=2, progress=False)
+    assert counts["ok"] == 2 and counts["failed"] == 0, list((tmp_path / "out" / "trials").glob("*"))
+    rows = {r["periphery.adc.bits"]: r for r in read_table(tmp_path / "out" / "results.csv")}
+    for r in rows.values():
+        assert 0.0 <= r["accuracy_chip"] <= 1.0 and r["energy_per_image_j"] > 0 and r["area_m2"] > 0
+    # a 3-bit ADC loses accuracy against the 8-bit one (same seed, same float network)
+    assert rows[3]["accuracy_float"] == rows[8]["accuracy_float"]
+    assert rows[3]["accuracy_chip"] < rows[8]["accuracy_chip"]
+    cols = (tmp_path / "out" / "columns.csv").read_text()
+    assert "energy_per_image_j,J" in cols
+
+
+def test_task_study_validation(tmp_path):
+    from stoxbar.studies import StudyError, load_study
+
+    src = tmp_path / "t.py"
+    src.write_text("def ok(config, seed):\n    return {'x': 1.0}\ndef bad(config, seed):\n    return 3\n")
+    def study(body: str):
+        p = tmp_path / "s.toml"
+        p.write_text('name = "t"\n' + body + '\n[[grid]]\n"periphery.adc.bits" = [4]\n')
+        return load_study(str(p), str(tmp_path / "out"))
+
+    with pytest.raises(StudyError, match="no callable 'missing'"):
+        study(f'task = "{src}:missing"')
+    with pytest.raises(StudyError, match="belong to the Pong task"):
+        study(f'task = "{src}:ok"\n[base]\ncheckpoint = "random"')
+    with pytest.raises(StudyError, match="belong to the Pong task"):
+        study(f'task = "{src}:ok"\n[metrics]\ngames = 1')
+    p = tmp_path / "s.toml"
+    p.write_text(f'name = "t"\ntask = "{src}:ok"\n[[grid]]\n"agent.hidden" = [4]\n')
+    with pytest.raises(StudyError, match="agent"):
+        load_study(str(p))
+    from stoxbar.studies.worker import run_trial
+    from stoxbar.studies.runner import job_for
+
+    s = study(f'task = "{src}:bad"')
+    rec = run_trial(job_for(s, s.trials()[0]))
+    assert rec["status"] == "failed" and "returned int; expected a non-empty dict" in rec["error"]
+    s = study(f'task = "{src}:ok"')
+    rec = run_trial(job_for(s, s.trials()[0]))
+    assert rec["status"] == "ok" and rec["metrics"]["x"] == 1.0
