@@ -362,9 +362,10 @@ class AnalysisReport:
                  f"area {self.area_m2 * 1e6:.4g} mm^2"]
         if self.gpu_j is not None:
             lines.append(f"GPU baseline of the same forward: {self.gpu_j:.4g} J")
-        lines.append(f"  {'layer':<22}{'kind':<9}{'tiles':>6}{'energy (J)':>13}{'share':>8}{'latency (ns)':>14}")
+        lines.append(f"  {'layer':<14}{'module':<16}{'kind':<9}{'tiles':>6}{'energy (J)':>13}{'share':>8}"
+                     f"{'latency (ns)':>14}")
         for name, info in self.layers.items():
-            lines.append(f"  {name:<22}{info['kind']:<9}{info['tiles']:>6}{info['energy_j']:>13.4g}"
+            lines.append(f"  {name:<14}{info['module'][:15]:<16}{info['kind']:<9}{info['tiles']:>6}{info['energy_j']:>13.4g}"
                          f"{share(info['energy_j']):>7.1f}%{info['latency_s'] * 1e9:>14.4g}")
         lines.append(f"  {'tile':<31}{'energy (J)':>14}{'share':>8}")
         for name, j in self.by_tile.items():
@@ -497,7 +498,11 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
             led, name = before[id(m)]
             _reattach(m, led, name)
         model.train(was_training)
-    return _report(ledger, layers, periphery, counter, tuple(inputs[0].shape), programmed, gpu, calls)
+    kinds: Dict[str, str] = {}
+    for n, m in model.named_modules():
+        if n:
+            kinds.setdefault(_layer_name(n), type(m).__name__)
+    return _report(ledger, layers, periphery, counter, tuple(inputs[0].shape), programmed, gpu, calls, kinds)
 
 
 def _layer_name(path: str) -> str:
@@ -557,7 +562,7 @@ def _count_analog_call(counter: DigitalOpCounter, module: nn.Module, layer: str,
 
 
 def _report(ledger: Any, layers, periphery, counter: DigitalOpCounter, input_shape, programmed, gpu,
-            calls) -> AnalysisReport:
+            calls, kinds: Dict[str, str]) -> AnalysisReport:
     from stoxbar.crossbar import STOTileArray
 
     by_layer: Dict[str, float] = {}
@@ -575,7 +580,8 @@ def _report(ledger: Any, layers, periphery, counter: DigitalOpCounter, input_sha
         m = analog.get(name)
         tiles = 0 if m is None else (len(m.in_sizes) * len(m.out_sizes) if isinstance(m, STOTileArray) else 1)
         area = tiles * tile_area_m2(periphery[name]) if m is not None else 0.0
-        info[name] = {"kind": "analog" if m is not None else "digital", "tiles": tiles, "area_m2": area,
+        info[name] = {"kind": "analog" if m is not None else "digital", "module": kinds.get(name, ""),
+                      "tiles": tiles, "area_m2": area,
                       "energy_j": by_layer[name], "latency_s": layer_time.get(name, 0.0),
                       "programming_j": programmed.get((name,), 0.0),
                       "input_vectors": calls[name][0] if name in calls else 0}

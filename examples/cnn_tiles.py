@@ -43,6 +43,8 @@ def run(small: bool = False, tile: str = "32x32", seed: int = 0) -> Dict[str, An
     rows, cols = (int(v) for v in tile.lower().split("x"))
     x_tr, y_tr, x_te, y_te = load_data(seed)
     x_tr, x_te = x_tr.view(-1, 1, 8, 8), x_te.view(-1, 1, 8, 8)
+    if small:  # evaluate both on the same 128 test images
+        x_te, y_te = x_te[:128], y_te[:128]
     torch.manual_seed(seed)
     model = build_model(8)
     train(model, x_tr, y_tr, epochs=4 if small else 20, seed=seed)
@@ -50,14 +52,14 @@ def run(small: bool = False, tile: str = "32x32", seed: int = 0) -> Dict[str, An
     torch.manual_seed(seed)
     cfg = STORPUConfig(periphery=PeripheryConfig(tile_rows=rows, tile_cols=cols))
     chip = convert_to_analog(model, cfg)
-    chip_acc = accuracy(chip, x_te[:128] if small else x_te, y_te[:128] if small else y_te)
+    chip_acc = accuracy(chip, x_te, y_te)
     report = analyze(chip, x_te[:1])
     return {"float_accuracy": float_acc, "chip_accuracy": chip_acc, "report": report, "tile": (rows, cols)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--small", action="store_true", help="few epochs, part of the test set (seconds)")
+    p.add_argument("--small", action="store_true", help="few epochs, 128 test images (seconds)")
     p.add_argument("--tile", default="32x32", help="ROWSxCOLS of one tile")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
