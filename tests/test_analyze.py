@@ -133,6 +133,13 @@ def test_ledger_is_restored_and_results_match_plain_forward():
     assert own.total_j > 0 and all(k[0].startswith("mine") for k, _ in own.items())
 
 
+def test_gpu_baseline_of_the_same_work():
+    from stoxbar.peripherals import GPUSpec
+
+    rep = analyze(mlp(), torch.rand(4, 20), rpu_config=small_cfg(), gpu=GPUSpec())
+    assert rep.gpu_j > 0 and rep.to_dict()["gpu_j"] == rep.gpu_j
+
+
 def test_short_term_decay_with_dt():
     model = nn.Sequential(AnalogLinear(8, 4, bias=False, rpu_config=small_cfg()))
     tiles = model[0].analog_module

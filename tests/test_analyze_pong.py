@@ -23,6 +23,13 @@ def test_encoder_macs_equal_the_ops_torch_runs():
     macs = sum(t.elements.get("mac", 0.0) for t in counter.tally.values())
     assert macs == conv_macs() == 1_073_152
     assert sum(p.numel() for p in agent.encoder.parameters()) == conv_params()
+    # the heads: hidden x (actions + 1) MACs, as record_digital_step books them
+    h = torch.rand(1, agent.arch.hidden)
+    counter = DigitalOpCounter()
+    with torch.no_grad(), counter:
+        agent.actor(h), agent.critic(h)
+    macs = sum(t.elements.get("mac", 0.0) for t in counter.tally.values())
+    assert macs == agent.arch.hidden * (agent.arch.n_actions + 1)
 
 
 def test_hebbian_books_the_gamma_reads():
