@@ -248,6 +248,11 @@ def test_study_over_a_non_pong_task_end_to_end(tmp_path):
     assert rows[3]["accuracy_chip"] < rows[8]["accuracy_chip"]
     cols = (tmp_path / "out" / "columns.csv").read_text()
     assert "energy_per_image_j,J" in cols
+    from stoxbar.studies.report import write_report
+
+    page = write_report(str(tmp_path / "out")).read_text()
+    assert "accuracy_chip" in page and "energy_per_image_j [J]" in page
+    assert list((tmp_path / "out" / "plots").glob("*.png"))
 
 
 def test_task_study_validation(tmp_path):
