@@ -416,7 +416,8 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
             original is left unchanged).
         example_input: a tensor (or a tuple of tensors, passed as positional arguments).
         rpu_config: ``STORPUConfig`` for the conversion of a model without analog layers.
-        ledger: an :class:`~stoxbar.crossbar.EnergyLedger` to book into (default: a new one).
+        ledger: an :class:`~stoxbar.crossbar.EnergyLedger` to book into (default: a new one); the
+            report covers the entries this call adds (``report.ledger``).
         dt_s: if given, ``dt_s`` seconds of short-term decay under the held bias follow the
             forward pass (networks with short-term plasticity; booked as ``bias``/``bias_driver``).
         gpu: a :class:`~stoxbar.peripherals.GPUSpec`: also report a GPU baseline of the same MACs.
@@ -443,6 +444,7 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
     model = _prepare_model(model, rpu_config)
     layers = _sto_layers(model)
     ledger = EnergyLedger() if ledger is None else ledger
+    start = ledger.snapshot()  # the report covers what this call books; the ledger keeps everything
     before = {id(m): _attached(m) for _, m in layers}
     periphery = {name: _periphery_of(m) for name, m in layers}
     digital = next(iter(periphery.values())).digital
@@ -474,7 +476,6 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
         attach_ledger(model, ledger)
         if programming:
             book_programming(model, ledger)
-        programmed = {k: e.energy_j for k, e in ledger.totals(("layer",), event="program").items()}
         with torch.no_grad(), counter:
             try:
                 model(*inputs)
@@ -498,11 +499,13 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
             led, name = before[id(m)]
             _reattach(m, led, name)
         model.train(was_training)
+    run = ledger.since(start)
+    programmed = {k: e.energy_j for k, e in run.totals(("layer",), event="program").items()}
     kinds: Dict[str, str] = {}
     for n, m in model.named_modules():
         if n:
             kinds.setdefault(_layer_name(n), type(m).__name__)
-    return _report(ledger, layers, periphery, counter, tuple(inputs[0].shape), programmed, gpu, calls, kinds)
+    return _report(run, layers, periphery, counter, tuple(inputs[0].shape), programmed, gpu, calls, kinds)
 
 
 def _layer_name(path: str) -> str:
