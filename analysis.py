@@ -259,8 +259,16 @@ def book_tally(ledger: Any, digital: Any, tally: Dict[str, OpTally], act_bits: i
 
 
 def tile_area_m2(periphery: Any) -> float:
-    """Area (m^2) of one tile with its periphery: the one place analyze asks for area."""
-    return periphery.tile_area_m2()["total"]
+    """Area (m^2) of one tile with its periphery: the one place analyze asks for area.
+
+    The crossbar's single cost model (``crossbar.costs.area``) where it exists, else the periphery's
+    own per-tile area (before the substrate's one-cost-model refactor; remove then).
+    """
+    try:
+        from stoxbar.crossbar.costs import area
+    except ImportError:
+        return periphery.tile_area_m2()["total"]
+    return area(1, periphery)["total"]
 
 
 # -- the model's analog layers -----------------------------------------------------------------------
@@ -300,13 +308,17 @@ def book_programming(model: nn.Module, ledger: Any) -> None:
     """Book the programming of every STO tile's present conductances (see module docstring).
 
     Write-verify from reset: ``ceil(sum |G - g_min| / lt_dg_s)`` pulses per tile, device energy and
-    write driver through the tile's own cost model (``CrossbarCosts.record_program``).
+    write driver through the tile's own cost model (``CrossbarCosts.record_program``). Tiles that
+    keep their own programming events (``attach_ledger`` books them) need no estimate: they have no
+    ``costs`` attribute and are left to book what they did.
     """
     booked = {k[0] for k, _ in ledger.items() if k[3] == "program"}
     for layer, module in _sto_layers(model):
         if layer in booked:
             continue
         for tile_name, sim in _tiles_of(module):
+            if getattr(sim, "costs", None) is None:
+                continue
             st, dev = sim.state, sim.state.device_model
             m = st.mask.to(st.g_pos.dtype)
             dg = float((((st.g_pos - dev.g_min_s).abs() + (st.g_neg - dev.g_min_s).abs()) * m).sum())
@@ -492,6 +504,7 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
                 if hasattr(m, "decay") and m.state.g_st is not None:
                     m.decay(dt_s)
         book_tally(ledger, digital, counter.tally, act_bits)
+        run = ledger.since(start)  # read while the tiles still book into this ledger
     finally:
         for h in handles:
             h.remove()
@@ -499,7 +512,6 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
             led, name = before[id(m)]
             _reattach(m, led, name)
         model.train(was_training)
-    run = ledger.since(start)
     programmed = {k: e.energy_j for k, e in run.totals(("layer",), event="program").items()}
     kinds: Dict[str, str] = {}
     for n, m in model.named_modules():
@@ -513,9 +525,7 @@ def _layer_name(path: str) -> str:
 
 
 def _periphery_of(module: nn.Module) -> Any:
-    from stoxbar.crossbar import STOTileArray
-
-    return module.rpu_config.periphery if isinstance(module, STOTileArray) else module.tile.costs.periphery
+    return module.rpu_config.periphery
 
 
 def _attached(module: nn.Module) -> Tuple[Any, str]:

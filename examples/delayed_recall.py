@@ -3,7 +3,7 @@
 A task outside Pong that uses what only volatile synapses give. Every trial a sample -- one of
 ``K`` random +-1 patterns ``p`` -- is stored as a Hebbian short-term trace on an ``n x n`` STO
 crossbar whose long-term weights are 0: the request ``w0 p p^T`` goes to the synapses as discrete
-short-term pulses (``short_term_update``). After a delay ``D`` (the trace decays under the held
+short-term pulses (``apply_short_term``). After a delay ``D`` (the trace decays under the held
 bias, ``decay``) a probe ``q`` is read through the array (DAC -> tiles -> ADC): half of the trials
 it is the sample (match), otherwise the previous trial's sample (a lure, the classic proactive
 interference of delayed match-to-sample). The familiarity ``q . (F q) / n^2`` -- about
@@ -60,9 +60,11 @@ def run_tau(tau_s: float, patterns: torch.Tensor, order: torch.Tensor, match: to
     ledger = EnergyLedger()
     attach_ledger(layer, ledger, prefix="memory")
     hits = false_alarms = correct = 0
+    # the substrate's short-term operation (named short_term_update before the substrate refactor)
+    apply_short_term = getattr(tiles, "apply_short_term", None) or tiles.short_term_update
     for trial, idx in enumerate(order.tolist()):
         p = patterns[idx]
-        tiles.short_term_update((w0 * torch.outer(p, p)).unsqueeze(0))  # store the sample: Hebbian pulses
+        apply_short_term((w0 * torch.outer(p, p)).unsqueeze(0))         # store the sample: Hebbian pulses
         tiles.decay(delay_s)                                            # the delay under the held bias
         lure = int(order[trial - 1]) if trial > 0 and int(order[trial - 1]) != idx else (idx + 1) % k
         q = p if bool(match[trial]) else patterns[lure]

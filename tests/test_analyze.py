@@ -13,7 +13,7 @@ from aihwkit.nn import AnalogLinear
 from aihwkit.nn.conversion import convert_to_analog
 
 from stoxbar import analyze
-from stoxbar.analysis import AnalysisReport, digital_energy, load_entry_point, sram_energy_j
+from stoxbar.analysis import AnalysisReport, digital_energy, load_entry_point, sram_energy_j, tile_area_m2
 from stoxbar.crossbar import EnergyLedger, STORPUConfig
 from stoxbar.peripherals import DigitalPeriphery, PeripheryConfig
 from stoxbar.validation import ConfigError
@@ -93,7 +93,8 @@ def test_per_tile_breakdown_of_a_split_layer():
     tiles0 = {k for k in rep.by_tile if k.startswith("0/") and k != "0/all"}
     assert tiles0 == {f"0/{i}.{j}" for i in range(3) for j in range(2)}
     assert all(rep.by_tile[k] > 0 for k in tiles0)
-    assert math.isclose(rep.layers["0"]["area_m2"], 6 * cfg.periphery.tile_area_m2()["total"])
+    assert math.isclose(rep.layers["0"]["area_m2"], 6 * tile_area_m2(cfg.periphery))
+    assert tile_area_m2(cfg.periphery) > tile_area_m2(small_cfg(rows=8, cols=8).periphery)
 
 
 def test_programming_energy_booked_through_convert_to_analog():
