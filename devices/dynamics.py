@@ -152,7 +152,8 @@ def short_term_tables(device: STODevice, like: Tensor) -> Tuple[Tensor, Tensor, 
 def level_counts(level_idx: Tensor, n_levels: int) -> Tensor:
     """Pulses per level (both signs) of each batch element, ``[B, L]``, from signed level indices ``[B, ...]``."""
     k = level_idx.abs().reshape(level_idx.shape[0], -1).long()
-    return torch.zeros(k.shape[0], n_levels + 1, dtype=torch.int64).scatter_add_(1, k, torch.ones_like(k))[:, 1:]
+    counts = torch.zeros(k.shape[0], n_levels + 1, dtype=torch.int64, device=k.device)
+    return counts.scatter_add_(1, k, torch.ones_like(k))[:, 1:]
 
 
 def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice, validate: bool = True

@@ -38,6 +38,12 @@ def _play(args: argparse.Namespace) -> int:
     return play_main(args)
 
 
+def _paper(args: argparse.Namespace) -> int:
+    from stoxbar.scripts.paper import main as paper_main
+
+    return paper_main(args)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     import os
 
@@ -105,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     play_args(pl)
     pl.set_defaults(func=_play)
+
+    pa = sub.add_parser("paper", help="the paper's energy estimate from our models; --waterfall: the steps to ours")
+    from stoxbar.scripts.paper import add_arguments as paper_args
+
+    paper_args(pa)
+    pa.set_defaults(func=_paper)
 
     sw = sub.add_parser("sweep", help="run a study file (grid/random sweep), resumable, locally or on Ray")
     sw.add_argument("study", help="study TOML file, or a built-in study name (stoxbar/studies/builtin)")

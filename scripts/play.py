@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
     from stoxbar.pong.checkpoint import load_agent
     from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.pong.paper import gpu_tiers
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
@@ -84,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": periphery.describe(),
         "energy": energy_report(result, arch, analog=not args.digital),
+        "gpu_tiers": gpu_tiers(arch, result.agent_steps),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
     _print(report)
@@ -98,11 +100,15 @@ def _print(report: dict) -> None:
     print(f"\nscore per game {s['per_game']}  mean {s['mean']:+.2f}   ({report['mode']}, {report['agent_steps']} agent "
           f"steps = {report['simulated_seconds']:.1f} s of play in {report['wall_seconds']:.1f} s wall)")
     energy, games = report["energy"], report["games"]
-    gpu = energy["gpu_baseline"]["total_j"]
-    print(f"{'boundary':<14}{'J per game':>14}{'vs GPU':>10}")
+    tiers = report.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
+    print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>15}" for t in tiers))
     for name, e in energy.items():
-        ratio = gpu / e["total_j"] if e["total_j"] > 0 else float("inf")
-        print(f"{name:<14}{e['total_j'] / games:>14.4g}{ratio:>9.1f}x")
+        if name.startswith("gpu"):
+            continue
+        print(f"{name:<14}{e['total_j'] / games:>14.4g}" + "".join(
+            f"{g['total_j'] / e['total_j']:>14.4g}x" if e["total_j"] > 0 else f"{'inf':>15}" for g in tiers.values()))
+    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items())
+          + " per game; docs/paper-energy.md §2)")
     if "system" in energy:
         print("\nsystem energy by component (J per game, share):")
         tot = energy["system"]["total_j"]

@@ -4,7 +4,8 @@
 * ``mvm_error_*``: the analog STP layer's MVM against float on layer inputs recorded while the
   digital agent plays (each sample: z_hat and the short-term state F of that step);
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
-  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios;
+  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios (roofline,
+  latency and dedicated tiers, docs/paper-energy.md §2);
 * any other task (a study's ``task`` entry point): whatever metrics the task returns
   (:func:`measure_task`), units read from the name's suffix (``_j``, ``_s``, ``_m2``, ...).
 """
@@ -51,15 +52,21 @@ def unit_of(column: str) -> Tuple[str, str]:
     """(unit, description) of a metric or parameter column."""
     if column in UNITS:
         return UNITS[column]
+    m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
+    if m:
+        return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
     m = re.match(r"energy_(\w+?)_j_per_(game|step)$", column)
     if m:
         return "J", f"energy at boundary {m.group(1)} per {m.group(2)}"
     m = re.match(r"energy_system\.(.+)_j_per_game$", column)
     if m:
         return "J", f"system energy of component {m.group(1)} per game"
+    m = re.match(r"gpu_ratio_(latency|dedicated)_(\w+)$", column)
+    if m:
+        return "1", f"GPU {m.group(1)}-tier energy / memristive energy at boundary {m.group(2)}"
     m = re.match(r"gpu_ratio_(\w+)$", column)
     if m:
-        return "1", f"GPU baseline energy / memristive energy at boundary {m.group(1)}"
+        return "1", f"GPU baseline (roofline tier) energy / memristive energy at boundary {m.group(1)}"
     if column.startswith(("device.", "periphery.", "agent.")):
         return _param_unit(column), "parameter"
     for suffix, unit in (("_j", "J"), ("_s", "s"), ("_m2", "m^2"), ("_w", "W")):
@@ -188,6 +195,14 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
+    from stoxbar.pong.paper import gpu_tiers
+
+    tiers = gpu_tiers(agent.arch, steps)
+    for tier in ("latency", "dedicated"):
+        out[f"energy_gpu_{tier}_j_per_game"] = tiers[tier]["total_j"] / games
+        for b in BOUNDARIES:
+            total = energy[b]["total_j"]
+            out[f"gpu_ratio_{tier}_{b}"] = tiers[tier]["total_j"] / total if total > 0 else float("inf")
     for comp, j in energy["system"]["by_component"].items():
         out[f"energy_system.{comp}_j_per_game"] = j / games
     return out

@@ -18,7 +18,8 @@ from stoxbar.studies.table import read_table
 from stoxbar.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
-                   "energy_system_j_per_game", "gpu_ratio_system", "energy_array_j_per_step",
+                   "energy_system_j_per_game", "gpu_ratio_system", "gpu_ratio_latency_system",
+                   "gpu_ratio_dedicated_system", "energy_array_j_per_step",
                    "latency_mvm_s_per_step", "area_m2", "mvm_rel_error", "wall_s_per_step")
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
@@ -96,15 +97,19 @@ def play_page(report_path: Path) -> str:
     rep = json.loads(report_path.read_text())
     games = rep["games"]
     energy = rep["energy"]
-    gpu = energy["gpu_baseline"]["total_j"]
-    rows = [[name, e["total_j"] / games, gpu / e["total_j"] if e["total_j"] > 0 else ""] for name, e in energy.items()]
+    tiers = rep.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}  # older reports: roofline only
+    tiers = {t: tiers[t] for t in ("roofline", "latency", "dedicated") if t in tiers}
+    rows = [[name, e["total_j"] / games] + [g["total_j"] / e["total_j"] if e["total_j"] > 0 else ""
+                                            for g in tiers.values()]
+            for name, e in energy.items() if not name.startswith("gpu")]
+    rows += [[f"GPU {t}", g["total_j"] / games] + [""] * len(tiers) for t, g in tiers.items()]
     sections = [
         f"<p>Mode <b>{html.escape(rep['mode'])}</b>, checkpoint <code>{html.escape(rep['checkpoint'])}</code>, "
         f"device preset <code>{html.escape(str(rep['device_preset']))}</code>, {rep['synapses']} synapses.</p>",
         "<h2>Score</h2>", _table(["game", "score (agent - opponent)"], list(enumerate(rep["score"]["per_game"], 1))),
         f"<p>mean {rep['score']['mean']:+.2f} over {games} games, {rep['agent_steps']} agent steps = "
         f"{rep['simulated_seconds']:.1f} s of play simulated in {rep['wall_seconds']:.1f} s.</p>",
-        "<h2>Energy per game</h2>", _table(["boundary", "J per game", "GPU / this"], rows),
+        "<h2>Energy per game</h2>", _table(["boundary", "J per game"] + [f"GPU {t} / this" for t in tiers], rows),
     ]
     if "system" in energy:
         tot = energy["system"]["total_j"]
