@@ -18,8 +18,9 @@ breakdowns by layer, by tile (``"layer/i.j"``) and by component. Two sources fee
   energy per 64-bit word (docs/library.md §3 lists the op table and its assumptions).
 
 Programming energy: the conductances the layers hold are booked as the write-verify pulses that
-program them from reset (``g_min``), per tile, unless the ledger already holds programming
-events of that layer (tiles that keep their own programming events; docs/library.md §4).
+program them from reset (``g_min``), per tile, unless the ledger already holds programming events
+of that layer; programming history the tiles keep pending is left to the user's ledger
+(docs/library.md §4).
 
 Latency is the sum over layers of the analog busy time the ledger recorded (layers run one after
 another; the digital work is assumed to overlap with the next read and adds none). Area is the
@@ -307,23 +308,49 @@ def _foreign_analog_layers(model: nn.Module) -> List[str]:
 def book_programming(model: nn.Module, ledger: Any) -> None:
     """Book the programming of every STO tile's present conductances (see module docstring).
 
-    Write-verify from reset: ``ceil(sum |G - g_min| / lt_dg_s)`` pulses per tile, device energy and
-    write driver through the tile's own cost model (``CrossbarCosts.record_program``). Tiles that
-    keep their own programming events (``attach_ledger`` books them) need no estimate: they have no
-    ``costs`` attribute and are left to book what they did.
+    Write-verify from reset: ``ceil(sum |G - g_min| / lt_dg_s)`` pulses per tile (both devices of
+    each pair), costed by the tile's own cost path (device energy + write driver). Skipped for a
+    layer whose programming the ledger already holds, so a shared ledger books it once.
     """
     booked = {k[0] for k, _ in ledger.items() if k[3] == "program"}
     for layer, module in _sto_layers(model):
         if layer in booked:
             continue
         for tile_name, sim in _tiles_of(module):
-            if getattr(sim, "costs", None) is None:
-                continue
             st, dev = sim.state, sim.state.device_model
             m = st.mask.to(st.g_pos.dtype)
             dg = float((((st.g_pos - dev.g_min_s).abs() + (st.g_neg - dev.g_min_s).abs()) * m).sum())
             pulses = float(math.ceil(dg / dev.lt_dg_s - 1e-9)) if dg > 0 else 0.0
-            sim.costs.record_program(ledger, layer, tile_name, pulses, pulses * dev.lt_pulse_energy_j)
+            _book_program(module, sim, ledger, layer, tile_name, pulses, pulses * dev.lt_pulse_energy_j)
+
+
+def _book_program(module: nn.Module, sim: Any, ledger: Any, layer: str, tile: str, pulses: float,
+                  device_j: float) -> None:
+    """One tile's programming through the crossbar's cost path (per-tile ``CrossbarCosts``, or the
+    substrate's ``Events`` + ``crossbar.costs.cost`` once tiles emit events)."""
+    costs = getattr(sim, "costs", None)
+    if costs is not None:
+        costs.record_program(ledger, layer, tile, pulses, device_j)
+        return
+    from stoxbar.crossbar.costs import book, cost
+    from stoxbar.crossbar.events import Events
+
+    st = sim.state
+    ev = Events("program", st.in_sizes[0], st.out_size, program_pulses=pulses, program_device_j=device_j)
+    book(ledger, layer, tile, cost(ev, st.device_model, module.rpu_config.periphery))
+
+
+def _attach(model: nn.Module, ledger: Any) -> None:
+    """``attach_ledger`` without consuming programming the tiles keep pending (where they keep it):
+    analyze books the programming of the present conductances itself (:func:`book_programming`)."""
+    import inspect
+
+    from stoxbar.crossbar import attach_ledger
+
+    if "book_pending" in inspect.signature(attach_ledger).parameters:
+        attach_ledger(model, ledger, book_pending=False)
+    else:
+        attach_ledger(model, ledger)
 
 
 # -- the report ---------------------------------------------------------------------------------------
@@ -440,7 +467,7 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
         ConfigError: not a module, no STO analog layers (and no ``rpu_config``), foreign analog
             layers, an input that is not a tensor or that the model rejects (its shape is named).
     """
-    from stoxbar.crossbar import EnergyLedger, attach_ledger
+    from stoxbar.crossbar import EnergyLedger
     from stoxbar.validation import check_int, check_range
 
     check_int("act_bits", act_bits, 2, 32)
@@ -485,7 +512,7 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
     was_training = model.training
     model.eval()
     try:
-        attach_ledger(model, ledger)
+        _attach(model, ledger)
         if programming:
             book_programming(model, ledger)
         with torch.no_grad(), counter:

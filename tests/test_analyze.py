@@ -111,13 +111,13 @@ def test_programming_energy_booked_through_convert_to_analog():
     pulses = math.ceil(float(((st.g_pos - dev.g_min_s).abs() + (st.g_neg - dev.g_min_s).abs()).sum()) / dev.lt_dg_s)
     e_drv = cfg.periphery.write_driver.long_term_pulse_j(dev.lt_pulse_v, 1)
     booked = rep.ledger.totals(("layer", "event"), layer="0")[("0", "program")]
-    assert booked.count == pulses
+    assert booked.count == pulses > 0
     assert math.isclose(booked.energy_j, pulses * (dev.lt_pulse_energy_j + e_drv), rel_tol=1e-9)
     # a second analysis into the same ledger does not book programming again
     shared = EnergyLedger()
     first = analyze(model, torch.rand(2, 20), ledger=shared)
     again = analyze(model, torch.rand(2, 20), ledger=shared)
-    assert math.isclose(first.programming_j, rep.programming_j) and again.programming_j == 0.0
+    assert math.isclose(first.programming_j, rep.programming_j) and again.programming_j == 0.0  # booked once
     assert math.isclose(shared.total_j, first.total_j + again.total_j, rel_tol=1e-9)
     # the float model was not converted in place
     assert not any(isinstance(m, AnalogLinear) for m in float_model.modules())
@@ -130,11 +130,12 @@ def test_ledger_is_restored_and_results_match_plain_forward():
     from stoxbar.crossbar import attach_ledger
 
     attach_ledger(model, own, prefix="mine")
+    n, before_j = len(own), own.total_j  # (programming the tiles kept pending may be booked here)
     analyze(model, torch.rand(2, 20))
-    assert len(own) == 0
+    assert len(own) == n and own.total_j == before_j  # nothing of the analysis leaks into it
     with torch.no_grad():
         model(torch.rand(2, 20))
-    assert own.total_j > 0 and all(k[0].startswith("mine") for k, _ in own.items())
+    assert own.total_j > before_j and all(k[0].startswith("mine") for k, _ in own.items())
 
 
 def test_gpu_baseline_of_the_same_work():
