@@ -29,6 +29,7 @@ from aihwkit.simulator.parameters.mapping import MappingParameter
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
 from stoxbar.devices.presets import sto_2024
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import STODevice
 from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.validation import ConfigError
@@ -52,8 +53,8 @@ class STORPUConfig(TorchInferenceRPUConfig):
     """Weights are scaled digitally so max |w| = 1 fills the conductance window."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.device, STODevice):
-            raise ConfigError(f"device = {self.device!r}: must be an STODevice (see stoxbar.devices.presets)")
+        if not isinstance(self.device, MemristiveDevice):
+            raise ConfigError(f"device = {self.device!r}: must be a MemristiveDevice such as STODevice (see stoxbar.devices.presets)")
         if not isinstance(self.periphery, PeripheryConfig):
             raise ConfigError(f"periphery = {self.periphery!r}: must be a PeripheryConfig")
         if abs(self.periphery.dac.v_read_v - self.device.v_read_v) > 1e-12:

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("device", help="print a device preset and plot its characteristic curves")
-    d.add_argument("--preset", default="sto_2024", help="device preset (sto_2024, ideal)")
+    d.add_argument("--preset", default="sto_2024",
+                   help="device preset: a registered name (sto_2024, ideal, ...) or 'module:factory'")
     d.add_argument("--out", default="device.png", help="PNG path for the figure")
     d.set_defaults(func=_device)
 
