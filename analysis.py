@@ -22,8 +22,9 @@ program them from reset (``g_min``), per tile, unless the ledger already holds p
 of that layer; programming history the tiles keep pending is left to the user's ledger
 (docs/library.md §4).
 
-Latency is the sum over layers of the analog busy time the ledger recorded (layers run one after
-another; the digital work is assumed to overlap with the next read and adds none). Area is the
+Latency is the sum over layers of the analog busy time the ledger recorded, the busiest tile of
+each layer (tiles of a layer run in parallel, layers one after another; the digital work is
+assumed to overlap with the next read and adds none). Area is the
 tiles' area from the periphery model (:func:`tile_area_m2`, one call).
 
 May import: torch, aihwkit, ``stoxbar.validation``, ``stoxbar.devices``, ``stoxbar.peripherals``,
@@ -606,11 +607,14 @@ def _report(ledger: Any, layers, periphery, counter: DigitalOpCounter, input_sha
     from stoxbar.crossbar import STOTileArray
 
     by_layer: Dict[str, float] = {}
-    layer_time: Dict[str, float] = defaultdict(float)
-    for (layer, event), e in sorted(ledger.totals(("layer", "event")).items()):
+    busiest: Dict[Tuple[str, str], float] = {}  # (layer, event) -> busy time of its busiest tile
+    for (layer, event, tile), e in sorted(ledger.totals(("layer", "event", "tile")).items()):
         by_layer[layer] = by_layer.get(layer, 0.0) + e.energy_j
-        if event not in ("decay", "program"):
-            layer_time[layer] += e.time_s
+        if event not in ("decay", "program"):  # a decay interval is waiting, programming is one-off
+            busiest[(layer, event)] = max(busiest.get((layer, event), 0.0), e.time_s)
+    layer_time: Dict[str, float] = defaultdict(float)  # tiles of a layer run in parallel, layers in turn
+    for (layer, _), t in busiest.items():
+        layer_time[layer] += t
     by_tile = {f"{layer}/{tile}": e.energy_j for (layer, tile), e in sorted(ledger.totals(("layer", "tile")).items())
                if tile != "digital"}
     by_component = {k[0]: e.energy_j for k, e in sorted(ledger.totals(("component",)).items())}

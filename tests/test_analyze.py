@@ -93,6 +93,12 @@ def test_per_tile_breakdown_of_a_split_layer():
     tiles0 = {k for k in rep.by_tile if k.startswith("0/") and k != "0/all"}
     assert tiles0 == {f"0/{i}.{j}" for i in range(3) for j in range(2)}
     assert all(rep.by_tile[k] > 0 for k in tiles0)
+    # latency: per layer the busiest tile's busy time (tiles in parallel), layers in sequence
+    times = rep.ledger.totals(("layer", "event", "tile"), event="mvm")
+    per_layer = {}
+    for (layer, _, _), e in times.items():
+        per_layer[layer] = max(per_layer.get(layer, 0.0), e.time_s)
+    assert math.isclose(rep.latency_s, sum(per_layer.values())) and rep.latency_s > 0
     assert math.isclose(rep.layers["0"]["area_m2"], 6 * tile_area_m2(cfg.periphery))
     assert tile_area_m2(cfg.periphery) > tile_area_m2(small_cfg(rows=8, cols=8).periphery)
 
