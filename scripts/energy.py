@@ -148,6 +148,8 @@ def parse_shape(text: str | None) -> tuple[int, ...]:
 
 def model_main(args: argparse.Namespace) -> int:
     """``stoxbar energy --model``: analyze the factory's model on one random input."""
+    import os
+
     from torch import nn
 
     from stoxbar.analysis import analyze, load_entry_point
