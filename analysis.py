@@ -187,7 +187,8 @@ class DigitalOpCounter(TorchDispatchMode):
                     "avg_pool2d", "avg_pool1d", "avg_pool3d"):
             k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
             k = [k] if isinstance(k, int) else list(k)
-            window = math.prod(k) if len(k) > 1 else k[0] ** (int(base[-2]) if base[-2].isdigit() else 2)
+            dims = 1 if "1d" in base else 3 if "3d" in base else 2
+            window = math.prod(k) if len(k) > 1 else k[0] ** dims
             first = next(_tensors(out))
             kind = "compare" if base.startswith("max") else "add"
             self.count(layer, kind, first.numel() * max(window - 1, 0), moved, name)

@@ -310,3 +310,22 @@ def test_task_study_validation(tmp_path):
     s = study(f'task = "{src}:ok"')
     rec = run_trial(job_for(s, s.trials()[0]))
     assert rec["status"] == "ok" and rec["metrics"]["x"] == 1.0
+
+
+@pytest.mark.parametrize("module, x, expected", [
+    (nn.MaxPool1d(3), torch.rand(1, 2, 9), {"compare": 2 * 3 * 2}),          # (window - 1) per output
+    (nn.MaxPool3d(2), torch.rand(1, 1, 4, 4, 4), {"compare": 8 * 7}),
+    (nn.AvgPool2d(2), torch.rand(1, 1, 4, 4), {"add": 4 * 3, "mult": 4}),
+    (nn.BatchNorm2d(3).eval(), torch.rand(2, 3, 4, 4), {"affine": 96}),       # folded scale + shift
+    (nn.LayerNorm(8), torch.rand(3, 8), {"layer_norm": 24}),
+    (nn.GELU(), torch.rand(5), {"nonlinear": 5}),
+    (nn.Linear(4, 3), torch.rand(2, 4), {"mac": 2 * 4 * 3, "add": 2 * 3}),   # addmm: MACs + bias
+])
+def test_digital_op_table(module, x, expected):
+    from stoxbar.analysis import DigitalOpCounter
+
+    counter = DigitalOpCounter()
+    with torch.no_grad(), counter:
+        module(x)
+    counted = {k: v for t in counter.tally.values() for k, v in t.elements.items()}
+    assert counted == expected and not counter.unknown
