@@ -1,7 +1,10 @@
-"""``stoxbar energy``: per-component energy of one MVM and one short-term update of a layer.
+"""``stoxbar energy``: per-component energy of one MVM and one short-term update of a layer,
+or (``--model FILE_OR_MODULE:FACTORY --input-shape ...``) of one forward pass of any torch model.
 
 Runs the real simulation (an aihwkit ``AnalogLinear`` on STO tiles with the chosen periphery),
-so the counts come from the data flow: tiles, converter passes, bound-management repeats.
+so the counts come from the data flow: tiles, converter passes, bound-management repeats. With
+``--model`` the factory's model runs once through :func:`stoxbar.analysis.analyze` (converted with
+an ``STORPUConfig`` of the chosen device and periphery when it has no analog layers yet).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ MAX_DT_S = 86_400.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar energy``."""
     p.add_argument("--layer", default="2656x64", help="IN x OUT synapses (default: the paper's STP layer)")
+    p.add_argument("--model", default=None, metavar="FILE_OR_MODULE:FACTORY",
+                   help="analyze one forward pass of the model this factory returns (instead of --layer)")
+    p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
+                   help="shape of the example input for --model, e.g. 1,1,28,28 (random normal values)")
     p.add_argument("--preset", default="sto_2024", help="device preset")
     add_periphery_arguments(p)
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
@@ -135,11 +142,62 @@ def plot_breakdown(path: str, parts: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())  # never overwrites
 
 
+def parse_shape(text: str | None) -> tuple[int, ...]:
+    """``'1,1,28,28'`` -> (1, 1, 28, 28); clear error otherwise."""
+    try:
+        shape = tuple(int(v) for v in (text or "").replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(v < 1 for v in shape):
+        raise ConfigError(f"--input-shape = {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
+    return shape
+
+
+def model_main(args: argparse.Namespace) -> int:
+    """``stoxbar energy --model``: analyze the factory's model on one random input."""
+    import os
+
+    from torch import nn
+
+    from stoxbar.analysis import analyze, load_entry_point
+    from stoxbar.crossbar import STORPUConfig, write_json_atomic
+    from stoxbar.devices import presets
+
+    if args.json and os.path.exists(args.json):
+        raise FileExistsError(f"{args.json} exists: results are never overwritten; choose a new path")
+    shape = parse_shape(args.input_shape)
+    factory = load_entry_point(args.model, "--model")
+    try:
+        model = factory()
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed: name it and why
+        raise ConfigError(f"--model {args.model}: the factory raised {type(exc).__name__}: {exc}; expected it to "
+                          "return a torch.nn.Module") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model {args.model}: the factory returned {type(model).__name__}; expected a "
+                          "torch.nn.Module")
+    torch.manual_seed(args.seed)
+    cfg = STORPUConfig(device=presets.get_preset(args.preset), periphery=periphery_from_args(args))
+    report = analyze(model, torch.randn(*shape), rpu_config=cfg)
+    print(f"model {args.model}, device {args.preset}, tile {cfg.periphery.tile_rows}x{cfg.periphery.tile_cols}")
+    print(report.table())
+    if args.json:
+        write_json_atomic(args.json, {"model": args.model, "input_shape": list(shape), "preset": args.preset,
+                                      **report.to_dict()})
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``stoxbar energy``."""
     from stoxbar.crossbar import write_json_atomic
     from stoxbar.devices import presets
 
+    if getattr(args, "model", None):
+        return model_main(args)
+    if getattr(args, "input_shape", None):
+        raise ConfigError("--input-shape needs --model FILE_OR_MODULE:FACTORY")
     n_in, n_out = parse_layer(args.layer)
     check_range("--dt", args.dt, 0.0, MAX_DT_S, lo_open=True, unit="s")
     if args.seed < 0:

@@ -5,7 +5,9 @@
   digital agent plays (each sample: z_hat and the short-term state F of that step);
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
   boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios (roofline,
-  latency and dedicated tiers, docs/paper-energy.md §2).
+  latency and dedicated tiers, docs/paper-energy.md §2);
+* any other task (a study's ``task`` entry point): whatever metrics the task returns
+  (:func:`measure_task`), units read from the name's suffix (``_j``, ``_s``, ``_m2``, ...).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def unit_of(column: str) -> Tuple[str, str]:
         return "1", f"GPU baseline (roofline tier) energy / memristive energy at boundary {m.group(1)}"
     if column.startswith(("device.", "periphery.", "agent.")):
         return _param_unit(column), "parameter"
+    for suffix, unit in (("_j", "J"), ("_s", "s"), ("_m2", "m^2"), ("_w", "W")):
+        if column.endswith(suffix):
+            return unit, "task metric"
     return "", ""
 
 
@@ -201,6 +206,25 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
     for comp, j in energy["system"]["by_component"].items():
         out[f"energy_system.{comp}_j_per_game"] = j / games
     return out
+
+
+def measure_task(task: str, task_args: Dict[str, Any], cfg: PointConfig, seed: int) -> Dict[str, Any]:
+    """Metrics of one trial of a study over another task: ``task(cfg, seed, **task_args)`` (see studies.spec)."""
+    from stoxbar.analysis import load_entry_point
+    from stoxbar.validation import ConfigError
+
+    t0 = time.perf_counter()
+    out = load_entry_point(task, "task")(cfg, seed, **task_args)
+    if not isinstance(out, dict) or not out:
+        raise ConfigError(f"task {task} returned {type(out).__name__}; expected a non-empty dict of metric name "
+                          "-> number")
+    bad = {k: v for k, v in out.items() if not isinstance(k, str) or not isinstance(v, (int, float))}
+    if bad:
+        raise ConfigError(f"task {task}: metrics {sorted(map(str, bad))} are not numbers; expected metric name -> "
+                          "number")
+    metrics = {k: (float(v) if isinstance(v, float) else v) for k, v in out.items()}
+    metrics["trial_wall_s"] = time.perf_counter() - t0
+    return metrics
 
 
 def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:

@@ -135,7 +135,8 @@ def study_page(run_dir: Path) -> str:
     varied = meta["varied"]
     ok = [r for r in table if r["status"] == "ok"]
     failed = [r for r in table if r["status"] != "ok"]
-    metrics = [m for m in SUMMARY_METRICS if any(r.get(m, "") != "" for r in ok)]
+    metrics = [m for m in dict.fromkeys((*meta.get("plot_metrics", ()), *SUMMARY_METRICS))
+               if any(r.get(m, "") != "" for r in ok)]
     by_point: Dict[str, List[Dict[str, Any]]] = {}
     for r in ok:
         by_point.setdefault(r["point_id"], []).append(r)

@@ -93,7 +93,7 @@ def job_for(study: Study, trial: Trial, threads: int = 1) -> Dict[str, Any]:
     """The plain-JSON job a worker needs for ``trial``."""
     return {"study": study.name, "trial": trial.to_dict(), "checkpoint": study.checkpoint,
             "device_preset": study.device_preset, "base": study.base, "metrics": asdict(study.metrics),
-            "threads": threads}
+            "threads": threads, "task": study.task, "task_args": dict(study.task_args)}
 
 
 def load_records(out: Path) -> Dict[str, Dict[str, Any]]:
