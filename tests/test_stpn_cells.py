@@ -10,7 +10,8 @@ import torch
 
 from stoxbar.devices import presets
 from stoxbar.stpn import cells
-from stoxbar.stpn.cells import MSTPNCell, STPNCell, quantize_levels, stpn_step_reference
+from stoxbar.devices.dynamics import quantise_short_term
+from stoxbar.stpn.cells import MSTPNCell, STPNCell, stpn_step_reference
 from stoxbar.validation import ConfigError
 
 DT = 4 / 60
@@ -163,7 +164,7 @@ def test_mstpn_decay_is_achievable_and_bias_realises_it():
 def test_quantiser_levels_threshold_and_sign():
     lv = torch.tensor([0.1, 0.2, 0.4], dtype=torch.float64)
     d = torch.tensor([0.049, 0.051, 0.149, 0.151, 0.299, 0.301, 5.0, -0.07, 0.0, -0.31], dtype=torch.float64)
-    q, idx = quantize_levels(d, lv)
+    idx, q = quantise_short_term(d, torch.cat([torch.zeros(1, dtype=lv.dtype), lv]))
     assert q.tolist() == [0.0, 0.1, 0.1, 0.2, 0.2, 0.4, 0.4, -0.1, 0.0, -0.4]
     assert idx.tolist() == [0, 1, 1, 2, 2, 3, 3, -1, 0, -3]
 
