@@ -18,7 +18,7 @@ except ImportError:  # an isolated build without torch: no kernels, the torch pa
     BuildExtension = CppExtension = None
 if CppExtension is not None and os.environ.get("STOXBAR_NO_NATIVE", "") in ("", "0"):
     ext_modules = [CppExtension(
-        "stoxbar._native", ["csrc/kernels.cpp"], include_dirs=["csrc"],
+        "stoxbar._native", ["csrc/kernels.cpp", "csrc/analog_mvm.cpp"], include_dirs=["csrc"],
         extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"],
         extra_link_args=["-fopenmp"])]
     cmdclass = {"build_ext": BuildExtension}

@@ -7,6 +7,7 @@
 //    then the same short-term change as short_term_step, with g_range = 1) and its gradient
 //    (straight-through quantiser).
 //  * stpn_forward / stpn_backward: one step of the plain STPN (row-normalised, no quantiser).
+//  * io_mvm: the IO-managed analog read of a tiled layer (csrc/analog_mvm.cpp).
 //
 // The short-term change itself is written once, in short_term.h. Python wrappers and the torch
 // reference of every kernel: stoxbar/crossbar/fused.py and stoxbar/stpn/cells.py.
@@ -17,6 +18,7 @@
 #include <cmath>
 #include <optional>
 
+#include "analog_mvm.h"
 #include "short_term.h"
 
 namespace {
@@ -389,6 +391,30 @@ std::vector<Tensor> stpn_backward(Tensor z, Tensor F, Tensor W, Tensor lam, Tens
   return {gz, gF, gW, gb, glam, ggam};
 }
 
+std::tuple<Tensor, int64_t> io_mvm(Tensor weight, Tensor x, std::optional<Tensor> noise_var, bool perfect,
+                                   int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res, double inp_bound,
+                                   double inp_noise, double inp_asymmetry, double out_res, double out_bound,
+                                   double out_noise, double out_asymmetry, double out_scale, double max_bm_factor,
+                                   double max_bm_res) {
+  stoxbar::IOPars p;
+  p.perfect = perfect;
+  p.nm_type = nm_type;
+  p.nm_thres = nm_thres;
+  p.bm_type = bm_type;
+  p.inp_res = inp_res;
+  p.inp_bound = inp_bound;
+  p.inp_noise = inp_noise;
+  p.inp_asymmetry = inp_asymmetry;
+  p.out_res = out_res;
+  p.out_bound = out_bound;
+  p.out_noise = out_noise;
+  p.out_asymmetry = out_asymmetry;
+  p.out_scale = out_scale;
+  p.max_bm_factor = max_bm_factor;
+  p.max_bm_res = max_bm_res;
+  return stoxbar::io_mvm(weight, x, noise_var, p);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -398,4 +424,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mstpn_backward", &mstpn_backward, "digital m-STPN step backward");
   m.def("stpn_forward", &stpn_forward, "STPN step forward");
   m.def("stpn_backward", &stpn_backward, "STPN step backward");
+  m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)");
 }
