@@ -1,5 +1,8 @@
 """Forward time of one 64x2656 layer: STORPUConfig vs aihwkit's stock tiles vs float, ledger on/off.
 
+STORPUConfig runs twice: with the native read (``TiledAnalogMVM.use_native``, the default) and
+through aihwkit's Python ``AnalogMVM`` (the reference it is tested bit-identical to).
+
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so
 machine load affects all configs alike. Usage: ``python benchmarks/bench_tile.py [--repeats N]``.
 """
@@ -15,6 +18,7 @@ from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.configs import InferenceRPUConfig, TorchInferenceRPUConfig
 
 from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+from stoxbar.crossbar.mvm import TiledAnalogMVM
 from stoxbar.peripherals import PeripheryConfig
 
 
@@ -36,6 +40,14 @@ def _layers(io):
     return layers
 
 
+def _aihwkit_path(layer, x):
+    TiledAnalogMVM.use_native = False
+    try:
+        return layer(x)
+    finally:
+        TiledAnalogMVM.use_native = True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=200)
@@ -52,6 +64,8 @@ def main() -> None:
         x = torch.rand(batch, 2656) * 2 - 1
         runs = {"float matmul": lambda: x @ w.T}
         runs.update({name: (lambda layer=layer: layer(x)) for name, layer in layers.items()})
+        runs["stoxbar STORPUConfig (ledger off, aihwkit AnalogMVM path)"] = (
+            lambda layer=layers["stoxbar STORPUConfig (ledger off)"]: _aihwkit_path(layer, x))
         times = {name: [] for name in runs}
         with torch.no_grad():
             for fn in runs.values():
