@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "analog_mvm.h"
+#include "short_term.h"  // STOXBAR_CLONES
 
 namespace stoxbar {
 
@@ -75,7 +76,7 @@ inline T round_half_even(T v) {
 }
 
 template <typename T>
-void prepare_rows(int64_t rows, int64_t X, const T* xp, T* op, const T* sp, T sv, bool mul, bool quant, T r, T b) {
+STOXBAR_CLONES void prepare_rows(int64_t rows, int64_t X, const T* xp, T* op, const T* sp, T sv, bool mul, bool quant, T r, T b) {
   for (int64_t i = 0; i < rows; ++i) {
     const T si = sp ? sp[i] : sv;
     const T* xr = xp + i * X;
@@ -95,7 +96,7 @@ void prepare_rows(int64_t rows, int64_t X, const T* xp, T* op, const T* sp, T sv
 }
 
 template <typename T>
-int64_t finalize_rows(int64_t n, T* yp, const T* xp, T on, bool quant, T r, T b) {
+STOXBAR_CLONES int64_t finalize_rows(int64_t n, T* yp, const T* xp, T on, bool quant, T r, T b) {
   int64_t outside = 0;
 #pragma omp simd reduction(+ : outside)
   for (int64_t i = 0; i < n; ++i) {

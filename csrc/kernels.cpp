@@ -40,7 +40,7 @@ void check_cpu_float(const Tensor& t, const char* name, at::ScalarType dtype) {
 // substrate: decay, then the requested short-term change
 // ------------------------------------------------------------------------------------------------
 template <typename T>
-void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64_t X, const int64_t* rows, T* F, const T* lam,
+STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64_t X, const int64_t* rows, T* F, const T* lam,
                           const T* per_st, const T* scale, const T* u, const T* v, T g_range, const T* thr,
                           const T* dg, int L, T g_max, int8_t* level, int64_t* ge, T* col, double* e_bias,
                           T* scratch, int nth) {
@@ -115,7 +115,7 @@ std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::opti
 // digital m-STPN cell: a = (W + F) zh, h = tanh(gain a + b), then the short-term change (g_range 1)
 // ------------------------------------------------------------------------------------------------
 template <typename T>
-void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
+STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
                     const T* bias, const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, T* Fo,
                     T* h, T* u, int64_t* cnt, int8_t* idx, T* scratch, int nth) {
 #pragma omp parallel num_threads(nth)
@@ -145,7 +145,7 @@ void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, con
 // Backward (straight-through quantiser, clamp mask recomputed, inclusive like torch.clamp).
 // gFo, gF may be null. scratch: (B P + 3 P) per thread.
 template <typename T>
-void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
+STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
                     const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, const T* h, const T* u,
                     const T* gFo, const T* gh, T* gF, T* gzh, T* gW, T* glam, T* ggam, T* ggain, T* gbias,
                     T* scratch, int nth) {
@@ -266,7 +266,7 @@ std::vector<Tensor> mstpn_backward(Tensor zh, Tensor F, Tensor W, Tensor gain, T
 // plain STPN cell: S = W + F, n = ||S_i|| + 1e-16, h = tanh((S z)/n + b), F' = lam F / n + gam h z^T
 // ------------------------------------------------------------------------------------------------
 template <typename T>
-void stpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* bias, const T* lam,
+STOXBAR_CLONES void stpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* bias, const T* lam,
                    const T* gam, T* Fo, T* h, T* n, T* u, int nth) {
 #pragma omp parallel for num_threads(nth) schedule(static)
   for (int64_t bi = 0; bi < B * H; ++bi) {
@@ -294,7 +294,7 @@ void stpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, cons
 // Parallel over rows i (gW, glam, ggam, gbias rows are private); gz accumulated per thread in
 // scratch[nth][B][P] and reduced at the end. gFo, gF may be null.
 template <typename T>
-void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* lam, const T* gam,
+STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* lam, const T* gam,
                    const T* h, const T* n, const T* u, const T* gFo, const T* gh, T* gF, T* gz, T* gW, T* glam,
                    T* ggam, T* gbias, T* scratch, int nth) {
 #pragma omp parallel num_threads(nth)

@@ -13,6 +13,14 @@
 #include <cmath>
 #include <cstdint>
 
+// Hot loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time
+// (portable builds, no -march=native); fp contraction stays off, so both give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define STOXBAR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define STOXBAR_CLONES
+#endif
+
 namespace stoxbar {
 
 // Request, level count and step of one row. ge[m] += number of cells with |d| >= thr[m] (ge may
@@ -54,26 +62,35 @@ inline T st_signed_step(T d, int32_t k, T step) {
   return l < 0 ? -step : step;
 }
 
-// Decay and pulse one row: f_out = clamp(f_in * lam + signed step, +-g_max) (f_out may equal
-// f_in). level (nullable): signed level, int8. col (nullable): col[x] += |f_out[x]|.
+// Decay and pulse one row, one loop: f_out = clamp(f_in * lam + signed step, +-g_max) (f_out may
+// equal f_in); level[x] = signed level (int8) if kLevel; col[x] += |f_out[x]| if kCol.
+template <typename T, bool kLevel, bool kCol>
+inline void st_apply_row_t(int64_t X, const T* f_in, T* f_out, const T* lam, const T* d, const int32_t* k,
+                           const T* step, T g_max, int8_t* level, T* col) {
+#pragma omp simd
+  for (int64_t x = 0; x < X; ++x) {
+    const int32_t l = d[x] > 0 ? k[x] : (d[x] < 0 ? -k[x] : 0);
+    T r = f_in[x] * lam[x];
+    r = r + (l < 0 ? -step[x] : step[x]);
+    r = r > g_max ? g_max : (r < -g_max ? -g_max : r);
+    f_out[x] = r;
+    if (kLevel) level[x] = (int8_t)l;
+    if (kCol) col[x] += std::fabs(r);
+  }
+}
+
+// st_apply_row_t with nullable level and col.
 template <typename T>
 inline void st_apply_row(int64_t X, const T* f_in, T* f_out, const T* lam, const T* d, const int32_t* k,
                          const T* step, T g_max, int8_t* level, T* col) {
-#pragma omp simd
-  for (int64_t x = 0; x < X; ++x) {
-    T r = f_in[x] * lam[x];
-    r = r + st_signed_step(d[x], k[x], step[x]);
-    r = r > g_max ? g_max : (r < -g_max ? -g_max : r);
-    f_out[x] = r;
-  }
-  if (level) {
-#pragma omp simd
-    for (int64_t x = 0; x < X; ++x) level[x] = (int8_t)(d[x] > 0 ? k[x] : (d[x] < 0 ? -k[x] : 0));
-  }
-  if (col) {
-#pragma omp simd
-    for (int64_t x = 0; x < X; ++x) col[x] += std::fabs(f_out[x]);
-  }
+  if (level && col)
+    st_apply_row_t<T, true, true>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
+  else if (level)
+    st_apply_row_t<T, true, false>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
+  else if (col)
+    st_apply_row_t<T, false, true>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
+  else
+    st_apply_row_t<T, false, false>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
 }
 
 }  // namespace stoxbar
