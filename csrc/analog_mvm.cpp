@@ -150,6 +150,178 @@ bool finalize_output_fused(Tensor& y, const Tensor& xi, double out_noise, double
   return outside == 0;
 }
 
+// ---- the common case in fewer, fused passes --------------------------------------------------
+// Deterministic input side (no input noise, no asymmetries): per round one pass prepares the
+// input (scale, DAC, bound) and its square, the GEMMs run as in TiledAnalogMVM._matmul, one pass
+// adds read and output noise (the same draws in the same order), quantises, tests and clamps.
+
+template <typename T>
+STOXBAR_CLONES void prepare_rows_sq(int64_t rows, int64_t X, const T* xp, T* op, T* sqp, const T* sp, bool mul,
+                                    bool quant, T r, T b) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T si = sp ? sp[i] : T(1);
+    const T* xr = xp + i * X;
+    T* orow = op + i * X;
+    T* qrow = sqp ? sqp + i * X : nullptr;
+#pragma omp simd
+    for (int64_t j = 0; j < X; ++j) {
+      T v = xr[j];
+      if (mul) v = v * si;
+      if (quant) {
+        v = v / r;
+        v = round_half_even(v);
+        v = v * r;
+      }
+      v = v < -b ? -b : (v > b ? b : v);
+      orow[j] = v;
+      if (qrow) qrow[j] = v * v;
+    }
+  }
+}
+
+template <typename T>
+STOXBAR_CLONES int64_t finalize_rows_noisy(int64_t n, T* yp, const T* vp, const T* x1, const T* x2, T on, bool quant,
+                                           T r, T b) {
+  int64_t outside = 0;
+#pragma omp simd reduction(+ : outside)
+  for (int64_t i = 0; i < n; ++i) {
+    T v = yp[i];
+    if (vp) {
+      T s = vp[i] < T(0) ? T(0) : vp[i];  // clamp_min(0)
+      s = std::sqrt(s);
+      s = s * x1[i];
+      v = v + s;
+    }
+    if (x2) v = v + x2[i] * on;
+    if (quant) {
+      v = v / r;
+      v = round_half_even(v);
+      v = v * r;
+    }
+    outside += !(v <= b && v >= -b);
+    yp[i] = v < -b ? -b : (v > b ? b : v);
+  }
+  return outside;
+}
+
+template <typename T>
+std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& input, const std::optional<Tensor>& var,
+                                        const IOPars& p) {
+  const int64_t B = input.size(0), TT = input.size(1), X = input.size(2), O = weight.size(-2), rows = B * TT;
+  auto x = input.contiguous();
+  const T* xp = x.data_ptr<T>();
+  const bool n_management = p.nm_type != NM_NONE, b_management = p.bm_type != BM_NONE;
+  // _compute_noise_management, per (sample, tile) row; scalar for NONE / CONSTANT
+  std::vector<T> nm;
+  double nm_value = 1.0;
+  if (p.nm_type == NM_ABS_MAX || p.nm_type == NM_MAX) {
+    nm.resize(rows);
+    bool all_zero = true;
+    const T thres = (T)p.nm_thres;
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* xr = xp + i * X;
+      T m = p.nm_type == NM_ABS_MAX ? std::fabs(xr[0]) : xr[0];
+      for (int64_t j = 1; j < X; ++j) {
+        const T v = p.nm_type == NM_ABS_MAX ? std::fabs(xr[j]) : xr[j];
+        m = (v > m || std::isnan(v)) ? v : m;
+      }
+      if (p.nm_thres > 0.0) m = m > thres ? thres : m;
+      all_zero = all_zero && m == T(0);
+      nm[i] = m <= T(0) ? T(1) : m;
+    }
+    if (all_zero) return {at::zeros({B, TT, O}, input.options()), 0};
+  } else if (p.nm_type == NM_CONSTANT) {
+    nm_value = p.nm_thres > 0.0 ? p.nm_thres : 1.0;
+  }
+  const bool tensor_scale = !nm.empty();
+  double inp_res_bm = p.inp_res;
+  if (inp_res_bm > 0) {
+    inp_res_bm = inp_res_bm > 1.0 ? 1 / inp_res_bm : inp_res_bm;
+    inp_res_bm *= 2.0 * p.inp_bound;
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  const double ibound = p.inp_bound > 0 ? p.inp_bound : inf, obound = p.out_bound > 0 ? p.out_bound : inf;
+  double ires = p.inp_res > 1.0 ? 1.0 / p.inp_res : p.inp_res;
+  ires *= 2 * p.inp_bound;
+  double ores = p.out_res > 1.0 ? 1.0 / p.out_res : p.out_res;
+  ores *= 2 * p.out_bound;
+
+  auto s = torch::empty_like(x);
+  auto sq = var ? torch::empty_like(x) : Tensor();
+  std::vector<T> sc(tensor_scale ? rows : 0);
+  double scale_value = 1.0;
+  bool scaling = false;
+  int64_t rounds = 0;
+  double reduction = 0.5;
+  Tensor output;
+  while (true) {
+    reduction *= 2.0;
+    scaling = false;
+    scale_value = 1.0;
+    if (n_management) {
+      if (tensor_scale)
+        for (int64_t i = 0; i < rows; ++i) sc[i] = (T(1) / nm[i]) * T(1.0);  // python: 1.0 / tensor
+      else
+        scale_value = 1.0 / nm_value;
+      scaling = tensor_scale || scale_value != 1.0;
+    }
+    if (b_management) {
+      if (tensor_scale)
+        for (int64_t i = 0; i < rows; ++i) sc[i] = sc[i] / (T)reduction;
+      else
+        scale_value /= reduction;
+      scaling = tensor_scale || scale_value != 1.0;
+    }
+    // a python-float scale multiplies in the tensor's precision, like a per-row one
+    std::vector<T> row_scale;
+    const T* sp = nullptr;
+    if (scaling) {
+      if (tensor_scale) {
+        sp = sc.data();
+      } else {
+        row_scale.assign(rows, (T)scale_value);
+        sp = row_scale.data();
+      }
+    }
+    prepare_rows_sq<T>(rows, X, xp, s.data_ptr<T>(), var ? sq.data_ptr<T>() : nullptr, sp, scaling, p.inp_res > 0,
+                       (T)ires, (T)ibound);
+    ++rounds;
+    Tensor out, v;
+    if (weight.dim() == 3) {
+      out = at::bmm(s.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1).contiguous();
+      if (var) v = at::bmm(sq.transpose(0, 1), var->transpose(1, 2)).transpose(0, 1).contiguous();
+    } else {
+      out = at::matmul(s.unsqueeze(-2), weight.transpose(-1, -2)).squeeze(-2).contiguous();
+      if (var) {
+        if (var->dim() == 3)
+          v = at::bmm(sq.transpose(0, 1), var->transpose(1, 2)).transpose(0, 1).contiguous();
+        else
+          v = at::matmul(sq.unsqueeze(-2), var->transpose(-1, -2)).squeeze(-2).contiguous();
+      }
+    }
+    Tensor x1 = var ? at::randn_like(out) : Tensor();
+    Tensor x2 = p.out_noise > 0.0 ? at::randn_like(out) : Tensor();
+    const int64_t outside = finalize_rows_noisy<T>(out.numel(), out.data_ptr<T>(), var ? v.data_ptr<T>() : nullptr,
+                                                   var ? x1.data_ptr<T>() : nullptr,
+                                                   x2.defined() ? x2.data_ptr<T>() : nullptr, (T)p.out_noise,
+                                                   p.out_res > 0, (T)ores, (T)obound);
+    output = out;
+    if (!b_management) break;
+    const bool passed = outside == 0 || reduction > p.max_bm_factor ||
+                        (inp_res_bm > 0.0 && reduction > p.max_bm_res / inp_res_bm);
+    if (passed) break;
+  }
+  if (scaling || p.out_scale != 1.0) {
+    T* op = output.data_ptr<T>();
+    for (int64_t i = 0; i < rows; ++i) {
+      // python: output *= out_scale / scale (tensor: reciprocal * out_scale; float: a python float)
+      const T f = tensor_scale ? (T(1) / sc[i]) * (T)p.out_scale : (T)(p.out_scale / scale_value);
+      for (int64_t o = 0; o < O; ++o) op[i * O + o] = op[i * O + o] * f;
+    }
+  }
+  return {output, rounds};
+}
+
 }  // namespace
 
 std::tuple<Tensor, int64_t> io_mvm(const Tensor& weight, const Tensor& input, const std::optional<Tensor>& noise_var,
@@ -157,6 +329,13 @@ std::tuple<Tensor, int64_t> io_mvm(const Tensor& weight, const Tensor& input, co
   at::NoGradGuard no_grad;
   const int64_t O = weight.size(-2);
   if (p.perfect) return {tiled_matmul_noisy(weight, input, noise_var), 0};
+  if (p.inp_noise <= 0.0 && p.inp_asymmetry == 0.0 && p.out_asymmetry == 0.0 && input.dim() == 3) {
+    std::tuple<Tensor, int64_t> result;
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "io_mvm", [&] {
+      result = io_mvm_fast<scalar_t>(weight, input, noise_var, p);
+    });
+    return result;
+  }
 
   // _compute_noise_management
   Scale nm;

@@ -227,3 +227,25 @@ def test_analog_cell_native_equals_torch_fallback(torch_path):
     (h_n, f_n, e_n), (h_t, f_t, e_t) = runs
     assert torch.equal(h_n, h_t) and torch.equal(f_n, f_t)
     assert f_n.abs().sum() > 0 and math.isclose(e_n, e_t, rel_tol=1e-6)
+
+
+def test_layer_output_scales_follow_the_tiles():
+    """The tiled array reuses its assembled output scales only while the tiles' scales are unchanged."""
+    torch.manual_seed(0)
+    layer = AnalogLinear(700, 16, bias=False, rpu_config=STORPUConfig())
+    layer.eval()
+    layer.set_weights(torch.rand(16, 700) * 2 - 1)
+    x = torch.rand(2, 700) * 2 - 1
+    tile = layer.analog_module.array[0][0]
+
+    def read():
+        torch.manual_seed(5)  # the same noise draws every time: only the scales change the output
+        with torch.no_grad():
+            return layer(x)
+
+    y0 = read()
+    tile.set_mapping_scales(tile.get_mapping_scales() * 2)
+    y1 = read()
+    tile.get_mapping_scales().mul_(0.5)  # in place: the tensor's version changes
+    y2 = read()
+    assert not torch.equal(y0, y1) and torch.equal(y2, y0)
