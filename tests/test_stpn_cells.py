@@ -96,7 +96,7 @@ def _run(cell, xs, weight_f=0.1):
     return state[1].detach(), grads
 
 
-@pytest.mark.skipif(not cells.kernel_available(), reason="no C compiler: fused kernel unavailable")
+@pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
 def test_fused_kernels_match_reference_values_and_gradients():
     torch.manual_seed(2)
     xs = [torch.rand(3, 6, dtype=torch.float64) for _ in range(8)]
