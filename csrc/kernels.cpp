@@ -183,11 +183,20 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         ggain[i] += ga * uu;
         const T gu = ga * gain[i];
         T* gFr = gF ? gF + bi * P : nullptr;
-        if (go) {
+        if (go && gFr) {
 #pragma omp simd
           for (int64_t j = 0; j < P; ++j) {
             const T g = d[j], gz_ = gu * zb[j];
-            if (gFr) gFr[j] = g * li[j] + gz_;
+            gFr[j] = g * li[j] + gz_;
+            gWi[j] += gz_;
+            gli[j] += g * Fr[j];
+            ggi[j] += g * (hh * zb[j]);
+            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
+          }
+        } else if (go) {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T g = d[j], gz_ = gu * zb[j];
             gWi[j] += gz_;
             gli[j] += g * Fr[j];
             ggi[j] += g * (hh * zb[j]);
@@ -325,11 +334,20 @@ STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
         const T norm = nn - (T)1e-16;
         const T coef = norm > 0 ? gn / norm : 0;
         T* gFr = gF ? gF + bi * P : nullptr;
-        if (go) {
+        if (go && gFr) {
 #pragma omp simd
           for (int64_t j = 0; j < P; ++j) {
             const T s = Wi[j] + Fr[j], g = go[j], gS = gu * zb[j] + coef * s;
-            if (gFr) gFr[j] = gS + g * li[j] * inv;
+            gFr[j] = gS + g * li[j] * inv;
+            gWi[j] += gS;
+            gli[j] += g * Fr[j] * inv;
+            ggi[j] += g * (hh * zb[j]);
+            gzb[j] += gu * s + g * gi[j] * hh;
+          }
+        } else if (go) {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T s = Wi[j] + Fr[j], g = go[j], gS = gu * zb[j] + coef * s;
             gWi[j] += gS;
             gli[j] += g * Fr[j] * inv;
             ggi[j] += g * (hh * zb[j]);

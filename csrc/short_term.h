@@ -13,10 +13,10 @@
 #include <cmath>
 #include <cstdint>
 
-// Hot loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time
+// Hot loops are compiled for AVX-512, AVX2 and baseline x86-64, and picked at load time
 // (portable builds, no -march=native); fp contraction stays off, so both give the same bits.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define STOXBAR_CLONES __attribute__((target_clones("avx2", "default")))
+#define STOXBAR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define STOXBAR_CLONES
 #endif
