@@ -19,7 +19,7 @@ except ImportError:  # an isolated build without torch: no kernels, the torch pa
 if CppExtension is not None and os.environ.get("STOXBAR_NO_NATIVE", "") in ("", "0"):
     ext_modules = [CppExtension(
         "stoxbar._native", ["csrc/kernels.cpp", "csrc/analog_mvm.cpp"], include_dirs=["csrc"],
-        extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"],
+        extra_compile_args=["-O3", "-g0", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"],
         extra_link_args=["-fopenmp"])]
     cmdclass = {"build_ext": BuildExtension}
 

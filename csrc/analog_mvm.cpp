@@ -4,7 +4,8 @@
 // layouts and output-referred read noise (stoxbar/crossbar/mvm.py TiledAnalogMVM), operation by
 // operation with the same ATen calls in the same order (including the random draws), so the
 // result equals the Python path bit for bit. What it saves is the Python and autograd-function
-// overhead of ~60 small tensor operations per read. Noise management NONE / ABS_MAX / MAX /
+// overhead of ~60 small tensor operations per read (the common case, a deterministic input side,
+// in fused passes: io_mvm_fast; the rest op by op). Noise management NONE / ABS_MAX / MAX /
 // CONSTANT, bound management NONE / ITERATIVE, deterministic rounding; anything else stays on
 // the Python path (the caller checks). No gradient (inference reads only).
 #include <torch/extension.h>
@@ -76,26 +77,6 @@ inline T round_half_even(T v) {
 }
 
 template <typename T>
-STOXBAR_CLONES void prepare_rows(int64_t rows, int64_t X, const T* xp, T* op, const T* sp, T sv, bool mul, bool quant, T r, T b) {
-  for (int64_t i = 0; i < rows; ++i) {
-    const T si = sp ? sp[i] : sv;
-    const T* xr = xp + i * X;
-    T* orow = op + i * X;
-#pragma omp simd
-    for (int64_t j = 0; j < X; ++j) {
-      T v = xr[j];
-      if (mul) v = v * si;
-      if (quant) {
-        v = v / r;
-        v = round_half_even(v);
-        v = v * r;
-      }
-      orow[j] = v < -b ? -b : (v > b ? b : v);  // NaN stays NaN, as torch.clamp
-    }
-  }
-}
-
-template <typename T>
 STOXBAR_CLONES int64_t finalize_rows(int64_t n, T* yp, const T* xp, T on, bool quant, T r, T b) {
   int64_t outside = 0;
 #pragma omp simd reduction(+ : outside)
@@ -111,26 +92,6 @@ STOXBAR_CLONES int64_t finalize_rows(int64_t n, T* yp, const T* xp, T on, bool q
     yp[i] = v < -b ? -b : (v > b ? b : v);  // NaN stays NaN, as torch.clamp
   }
   return outside;
-}
-
-// Input preparation of aihwkit's _prepare_input without input noise or asymmetry:
-// s = x * scale; s = round(s / r) * r (if inp_res > 0); s = clamp(s, -bound, bound).
-// Scalars enter in the tensor's precision, as torch casts a python number.
-Tensor prepare_input_fused(const Tensor& x, bool scaling, const Scale& scale, double inp_res, double inp_bound,
-                           double bound) {
-  auto xc = x.contiguous();
-  auto out = torch::empty_like(xc);
-  const int64_t X = xc.size(-1), rows = xc.numel() / std::max<int64_t>(X, 1);
-  Tensor sc;
-  if (scaling && scale.is_tensor) sc = scale.tensor.expand({xc.size(0), xc.size(1), 1}).contiguous();
-  double res = inp_res > 1.0 ? 1.0 / inp_res : inp_res;
-  res *= 2 * inp_bound;
-  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "prepare_input", [&] {
-    prepare_rows<scalar_t>(rows, X, xc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                           sc.defined() ? sc.data_ptr<scalar_t>() : nullptr, (scalar_t)scale.value, scaling,
-                           inp_res > 0, (scalar_t)res, (scalar_t)bound);
-  });
-  return out;
 }
 
 // Output finalisation of aihwkit's _finalize_output without output asymmetry, in place:
@@ -386,27 +347,21 @@ std::tuple<Tensor, int64_t> io_mvm(const Tensor& weight, const Tensor& input, co
         scale.value /= reduction;
       scaling = scale.is_tensor || scale.value != 1.0;
     }
-    // _prepare_input (scale, DAC quantisation, input bound), fused into one pass when it is
-    // deterministic; the same IEEE operations as aihwkit's sequence of tensor ops.
+    // _prepare_input (scale, DAC quantisation, input bound, input noise, asymmetry)
     const double ibound = p.inp_bound > 0 ? p.inp_bound : inf;
-    Tensor s;
-    if (p.inp_noise <= 0.0 && p.inp_asymmetry == 0.0) {
-      s = prepare_input_fused(input, scaling, scale, p.inp_res, p.inp_bound, ibound);
-    } else {
-      s = input.clone();
-      if (scaling) {
-        if (scale.is_tensor)
-          s.mul_(scale.tensor);
-        else
-          s.mul_(scale.value);
-      }
-      if (p.inp_res > 0) s = uniform_quantize(s, p.inp_res, p.inp_bound);
-      s = at::where(s.abs() <= ibound, s, at::clamp(s, -ibound, ibound));
-      if (p.inp_noise > 0.0) s.add_(p.inp_noise * at::randn_like(s));
-      if (p.inp_asymmetry != 0.0) {
-        auto neg = s < 0;
-        s.index_put_({neg}, s.index({neg}) * (1.0 - p.inp_asymmetry));
-      }
+    Tensor s = input.clone();
+    if (scaling) {
+      if (scale.is_tensor)
+        s.mul_(scale.tensor);
+      else
+        s.mul_(scale.value);
+    }
+    if (p.inp_res > 0) s = uniform_quantize(s, p.inp_res, p.inp_bound);
+    s = at::where(s.abs() <= ibound, s, at::clamp(s, -ibound, ibound));
+    if (p.inp_noise > 0.0) s.add_(p.inp_noise * at::randn_like(s));
+    if (p.inp_asymmetry != 0.0) {
+      auto neg = s < 0;
+      s.index_put_({neg}, s.index({neg}) * (1.0 - p.inp_asymmetry));
     }
     // the MVM
     ++rounds;
