@@ -13,3 +13,12 @@ __version__ = "0.1.0"
 
 if not _os.environ.get("STOXBAR_SKIP_AIHWKIT_CHECK"):
     _check_aihwkit()
+
+
+def __getattr__(name: str):
+    """Lazy exports: ``from stoxbar import analyze, AnalysisReport`` (imports torch/aihwkit on first use)."""
+    if name in ("analyze", "AnalysisReport"):
+        from stoxbar import analysis
+
+        return getattr(analysis, name)
+    raise AttributeError(f"module 'stoxbar' has no attribute {name!r}")

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from aihwkit.simulator.tiles.array import TileModuleArray
 
+from stoxbar.crossbar.aihwkit_compat import STOTileArrayCompat
 from stoxbar.crossbar.costs import CrossbarCosts
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.crossbar.tile import LedgerMixin, analog_read
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
 
 
-class STOTileArray(TileModuleArray, LedgerMixin):
+class STOTileArray(STOTileArrayCompat, TileModuleArray, LedgerMixin):
     """Tiled STO layer with shared state and a batched forward (see module docstring)."""
 
     def __init__(self, out_size: int, in_size: int, rpu_config: "STORPUConfig", bias: bool = False, **kwargs: Any):
@@ -144,13 +145,17 @@ class STOTileArray(TileModuleArray, LedgerMixin):
         return all(tile.input_range is None for *_, tile in self._tiles())
 
     def forward(self, x_input: Tensor, tensor_view: Optional[Tuple] = None) -> Tensor:
+        if (y := self.indexed_forward(x_input)) is not None:  # aihwkit's indexed convolutions
+            return y
         if not self.uses_fast_path():
             return super().forward(x_input, tensor_view)
         io_pars = self.array[0][0].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
+        self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
         y = analog_read(self.state, x, io_pars, self.costs, self.ledger, self.layer_name, "all",
-                        self._weight_param(), is_test=not self.training)
+                        self._weight_param(), is_test=not self.training,
+                        modifier=self.read_modifier(not self.training), out_noise_values=self.out_noise_values())
         scales = self._scales(y)
         y = (y * scales).sum(1) if scales is not None else y.sum(1)
         if self.ledger is not None and self.ledger.enabled:

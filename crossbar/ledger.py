@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, Mapping, Tuple
@@ -149,24 +148,11 @@ class EnergyLedger:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, object], overwrite: bool = False) -> None:
-    """Write ``data`` as JSON via a temp file and ``os.replace``; never half-written.
+    """Write ``data`` as JSON atomically (:func:`stoxbar.fsio.atomic_write_json`); never half-written.
 
     Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is False, so an earlier
     result is never silently replaced.
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists: results are never overwritten; choose a new path")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from stoxbar.fsio import atomic_write_json
+
+    atomic_write_json(path, data, overwrite=overwrite)

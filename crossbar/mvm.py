@@ -36,6 +36,7 @@ from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 
 from stoxbar import native
+from stoxbar.crossbar.aihwkit_compat import PerColumnOutNoise
 
 # noise / bound management types of the native read (csrc/analog_mvm.h)
 _NM = {NoiseManagementType.NONE: 0, NoiseManagementType.ABS_MAX: 1, NoiseManagementType.MAX: 2,
@@ -55,7 +56,7 @@ def _native_io(io: IOParameters) -> Optional[tuple]:
             float(io.out_scale), float(io.max_bm_factor), float(io.max_bm_res))
 
 
-class TiledAnalogMVM(AnalogMVM):
+class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
     """AnalogMVM with tiled layouts, read noise and round counting (single-threaded use)."""
 
     rounds: int = 0
@@ -105,17 +106,19 @@ class TiledAnalogMVM(AnalogMVM):
         return super()._matmul(weight, input_, trans)
 
     @classmethod
-    def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True) -> Tensor:
+    def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True,
+                     **kwargs) -> Tensor:
         """Partial outputs ``[B, T, O]`` of a tiled MVM through aihwkit's IO model (native when possible)."""
         var = cls._noise_var
-        if cls.use_native and not (torch.is_grad_enabled() and (weight.requires_grad or x_tiled.requires_grad)) \
+        if cls.use_native and all(v is None for v in kwargs.values()) \
+                and not (torch.is_grad_enabled() and (weight.requires_grad or x_tiled.requires_grad)) \
                 and x_tiled.ndim == 3 and native.usable(weight, x_tiled, *(() if var is None else (var,))):
             pars = _native_io(io_pars)
             if pars is not None:
                 out, rounds = native.extension().io_mvm(weight, x_tiled, var, *pars)
                 cls.rounds += rounds
                 return out
-        out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test)
+        out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test, **kwargs)
         o = weight.shape[-2]
         if out.shape[-1] != o:  # aihwkit's all-zero-input shortcut sizes by weight.shape[0]
             out = x_tiled.new_zeros(x_tiled.shape[:-1] + (o,))

@@ -10,7 +10,8 @@
 
 The aihwkit ``weight`` parameter is kept as the programmed target so aihwkit's optimisers and
 hardware-aware training still work: the forward pass uses the conductances' value with the
-gradient of ``weight`` (straight-through).
+gradient of ``weight`` (straight-through); after each update the conductances are brought to it
+(:mod:`~stoxbar.crossbar.aihwkit_compat`, docs/aihwkit-support.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
+from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat, apply_modifier
 from stoxbar.crossbar.costs import CrossbarCosts
 from stoxbar.crossbar.ledger import EnergyLedger
 from stoxbar.crossbar.mvm import TiledAnalogMVM
@@ -46,7 +48,8 @@ class LedgerMixin:
 
 
 def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, costs: CrossbarCosts, ledger: Optional[EnergyLedger],
-                layer: str, tile: str, weight_param: Optional[Tensor] = None, is_test: bool = True) -> Tensor:
+                layer: str, tile: str, weight_param: Optional[Tensor] = None, is_test: bool = True,
+                modifier: Any = None, out_noise_values: Optional[Tensor] = None) -> Tensor:
     """One analog MVM of ``x [N, in]`` over ``state``: per-tile partial outputs ``[N, T, O]``.
 
     ``weight_param`` (tiled ``[T, O, X]``) gives the straight-through gradient path.
@@ -56,15 +59,17 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, costs: CrossbarCo
     w = state.effective_weight()
     if weight_param is not None:
         w = w + (weight_param - weight_param.detach())
+    if modifier is not None:  # aihwkit weight modifier, training reads only (aihwkit_compat)
+        w = apply_modifier(w, modifier, x.shape[0])
     with TiledAnalogMVM.reading(state.read_noise_var()) as mvm:
-        y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test)
+        y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test, out_noise_values=out_noise_values)
         rounds = mvm.rounds
     if ledger is not None and ledger.enabled:
         costs.record_mvm(ledger, layer, tile, state, x_t.detach(), rounds, io_pars)
     return y
 
 
-class STOSimulatorTile(TorchSimulatorTile, LedgerMixin):
+class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, LedgerMixin):
     """Simulator tile holding one STO crossbar tile's conductances (see module docstring)."""
 
     def __init__(self, x_size: int, d_size: int, rpu_config: "STORPUConfig", bias: bool = False):
@@ -77,6 +82,7 @@ class STOSimulatorTile(TorchSimulatorTile, LedgerMixin):
         """Program ``weight [d, x]`` (|w| <= 1) onto the conductance pairs."""
         self.weight.data = weight.detach().clone().to(self.weight.device, self.weight.dtype)
         pulses, energy = self.state.program(self.weight.data, self.programming)
+        self.mark_programmed()
         if self.ledger is not None:
             self.costs.record_program(self.ledger, self.layer_name, self.tile_name, pulses, energy)
 
@@ -88,14 +94,16 @@ class STOSimulatorTile(TorchSimulatorTile, LedgerMixin):
                 is_test: bool = False, non_blocking: bool = False) -> Tensor:
         if in_trans or out_trans or bias:
             raise NotImplementedError("STO tiles support plain (non-transposed, digital-bias) MVMs only")
+        self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         weight_param = self.weight.unsqueeze(0) if (torch.is_grad_enabled() and self.weight.requires_grad) else None
         y = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, self.costs, self.ledger,
-                        self.layer_name, self.tile_name, weight_param, is_test)
+                        self.layer_name, self.tile_name, weight_param, is_test,
+                        self.read_modifier(is_test), self.out_noise_values)
         return y.sum(1).reshape(*lead, self.d_size)
 
 
-class STOTile(TorchInferenceTile):
+class STOTile(STOTileCompat, TorchInferenceTile):
     """aihwkit tile module for STO crossbars, with short-term plasticity verbs."""
 
     @property

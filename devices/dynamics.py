@@ -1,8 +1,15 @@
-"""Vectorised STO device dynamics on whole tensors (any leading batch dims, float32/float64).
+"""Vectorised device dynamics on whole tensors (any leading batch dims, float32/float64).
 
-Every function takes the :class:`~stoxbar.devices.sto.STODevice` as ``device`` (the physics;
+Every function takes the device model as ``device`` (any
+:class:`~stoxbar.devices.base.MemristiveDevice`, e.g. :class:`~stoxbar.devices.sto.STODevice`;
 the torch device is always the one of the input tensors) and returns new tensors; inputs are
-never modified. Energies are per element, in J, and never negative.
+never modified. Energies are per element, in J, and never negative. The device-specific laws
+(decay, bias law, long-term pulse response, d2d spread, read noise) are the device's methods;
+this module adds the checks, the discretisation into pulse levels and the bookkeeping that are
+the same for every device. The STO models are summarised below and in ``docs/device-physics.md``.
+
+This module may import torch, :mod:`stoxbar.devices.base`, :mod:`stoxbar.devices.sto` and
+:mod:`stoxbar.validation`.
 
 Conventions
 -----------
@@ -20,10 +27,12 @@ float32-rounded window (e.g. ``g_max_s = 1e-7`` is stored as 1.0000000117e-7).
 
 Models
 ------
-* Decay: exact closed form ``g_st * exp(-dt / tau(V_bias))`` for any ``dt`` (no Euler steps), so
-  two half-steps equal one full step.
+* Decay: ``g_st * Lambda(dt, V_bias)`` with the device's ``decay_factor``; for STO the exact
+  closed form ``exp(-dt / tau(V_bias))`` for any ``dt`` (no Euler steps), so two half-steps
+  equal one full step.
 * Bias energy over ``dt``: the exact integral of ``V**2 G(t)``,
-  ``V**2 * (g_lt dt + |g_st| tau (1 - exp(-dt/tau)))``, additive over sub-intervals.
+  ``V**2 * (g_lt dt + |g_st| int_0^dt Lambda)`` (device ``decay_integral_s``; for STO
+  ``tau (1 - exp(-dt/tau))``), additive over sub-intervals.
 * Long-term pulses, pulse-coordinate model (NeuroSim-style): LTP moves the normalised state
   ``x = (g - g_min)/g_range`` along ``x(p) = expm1(-nu p)/expm1(-nu)``, ``p in [0, 1]``; LTD along
   the mirror curve. A pulse advances ``p`` by ``s`` (chosen so that the mean step at the window
@@ -42,6 +51,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import STODevice
 from stoxbar.validation import ConfigError
 
@@ -80,7 +90,7 @@ def _check_window(name: str, g: Tensor, lo: float, hi: float, scale: float) -> N
         raise ConfigError(f"{name} spans [{mn:.6g}, {mx:.6g}] S: allowed range is [{lo:g}, {hi:g}] S")
 
 
-def _level_tables(device: STODevice, like: Tensor) -> Tuple[Tensor, Tensor]:
+def _level_tables(device: MemristiveDevice, like: Tensor) -> Tuple[Tensor, Tensor]:
     """(dG table, energy table), each ``[L + 1]`` with entry 0 = no pulse, dtype/device of ``like``."""
     e, dg = device.short_term_levels()
     kw = dict(dtype=like.dtype if like.is_floating_point() else torch.get_default_dtype(), device=like.device)
@@ -92,17 +102,16 @@ def _as_tensor(x: Number, like: Tensor) -> Tensor:
 
 
 # -- decay and bias -----------------------------------------------------------------------------
-def decay(g_st: Tensor, v_bias: Number, dt_s: Number, device: STODevice) -> Tensor:
-    """Short-term increment after ``dt_s`` seconds at bias ``v_bias`` (V): ``g_st exp(-dt/tau)``.
+def decay(g_st: Tensor, v_bias: Number, dt_s: Number, device: MemristiveDevice) -> Tensor:
+    """Short-term increment after ``dt_s`` seconds at bias ``v_bias`` (V): ``g_st Lambda(dt, V)``.
 
     Exact for any ``dt_s >= 0`` (float or tensor broadcastable with ``g_st``).
     """
     _check_dt(dt_s)
-    tau = device.tau_s(_as_tensor(v_bias, g_st))
-    return g_st * torch.exp(-_as_tensor(dt_s, g_st) / tau)
+    return g_st * device.decay_factor(_as_tensor(dt_s, g_st), _as_tensor(v_bias, g_st))
 
 
-def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, device: STODevice,
+def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, device: MemristiveDevice,
                   reduce: bool = False) -> Tensor:
     """Energy (J) of holding ``v_bias`` for ``dt_s`` s on a device of conductance ``g_lt + |g_st(t)|``.
 
@@ -115,14 +124,13 @@ def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, devi
     like = g_lt if torch.is_tensor(g_lt) and g_lt.is_floating_point() else g_st
     v = _as_tensor(v_bias, like)
     dt = _as_tensor(dt_s, like)
-    tau = device.tau_s(v)
-    held_s = -tau * torch.expm1(-dt / tau)  # integral of exp(-t/tau) over [0, dt], exact for tiny dt/tau
+    held_s = device.decay_integral_s(dt, v)  # integral of Lambda over [0, dt] (s)
     e = v * v * (g_lt * dt + g_st.abs() * held_s)
     return e.sum() if reduce else e
 
 
 # -- short-term pulses --------------------------------------------------------------------------
-def quantise_short_term(delta_g: Tensor, levels: Union[STODevice, Tensor], validate: bool = True,
+def quantise_short_term(delta_g: Tensor, levels: Union[MemristiveDevice, Tensor], validate: bool = True,
                         thresholds: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Nearest short-term pulse for a requested signed increment ``delta_g``: the one quantiser.
 
@@ -139,7 +147,7 @@ def quantise_short_term(delta_g: Tensor, levels: Union[STODevice, Tensor], valid
     """
     if validate:
         _check_finite("delta_g", delta_g)
-    if isinstance(levels, STODevice):
+    if not torch.is_tensor(levels):  # a device (any MemristiveDevice)
         dg_table, _ = _level_tables(levels, delta_g)
     else:
         dg_table = levels.to(delta_g.dtype)
@@ -155,7 +163,7 @@ def short_term_thresholds(dg_table: Tensor) -> Tensor:
     return torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
 
 
-def short_term_tables(device: STODevice, like: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def short_term_tables(device: MemristiveDevice, like: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """(dG table S, energy table J, decision thresholds S) of the short-term pulses, dtype/device of ``like``.
 
     The tables are ``[L + 1]`` (entry 0 = no pulse); the thresholds ``[L]`` are those of
@@ -168,10 +176,11 @@ def short_term_tables(device: STODevice, like: Tensor) -> Tuple[Tensor, Tensor, 
 def level_counts(level_idx: Tensor, n_levels: int) -> Tensor:
     """Pulses per level (both signs) of each batch element, ``[B, L]``, from signed level indices ``[B, ...]``."""
     k = level_idx.abs().reshape(level_idx.shape[0], -1).long()
-    return torch.zeros(k.shape[0], n_levels + 1, dtype=torch.int64).scatter_add_(1, k, torch.ones_like(k))[:, 1:]
+    counts = torch.zeros(k.shape[0], n_levels + 1, dtype=torch.int64, device=k.device)
+    return counts.scatter_add_(1, k, torch.ones_like(k))[:, 1:]
 
 
-def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice, validate: bool = True
+def apply_short_term(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice, validate: bool = True
                      ) -> Tuple[Tensor, Tensor]:
     """Fire the short-term pulses ``level_idx`` (signed, 0 = none) on the state ``g_st`` (S).
 
@@ -191,7 +200,7 @@ def apply_short_term(g_st: Tensor, level_idx: Tensor, device: STODevice, validat
     return new, e_table[a]
 
 
-def _check_short_term_inputs(g_st: Tensor, level_idx: Tensor, device: STODevice) -> None:
+def _check_short_term_inputs(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice) -> None:
     """Raise unless ``level_idx`` is an integer tensor of valid levels and ``g_st`` is in its window."""
     if level_idx.is_floating_point() or level_idx.is_complex():
         raise ConfigError(f"level_idx dtype {level_idx.dtype}: must be an integer tensor")
@@ -206,45 +215,29 @@ def _check_short_term_inputs(g_st: Tensor, level_idx: Tensor, device: STODevice)
 
 
 # -- long-term pulses ---------------------------------------------------------------------------
-def draw_d2d(shape: Sequence[int], device: STODevice, generator: Optional[torch.Generator] = None,
+def draw_d2d(shape: Sequence[int], device: MemristiveDevice, generator: Optional[torch.Generator] = None,
              dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Tensor:
-    """Per-device step factors (draw once per array): lognormal, mean 1, relative std ``lt_d2d_std``.
-
-    Lognormal keeps every factor positive (a device's LTP pulse never depresses on average).
-    """
-    s = device.lt_d2d_std
-    if s == 0:
-        return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
-    sig = math.sqrt(math.log1p(s * s))
-    xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
-    return torch.exp(sig * xi - 0.5 * sig * sig)
+    """Per-device step factors (draw once per array): the device's ``draw_d2d`` (STO: lognormal,
+    mean 1, relative std ``lt_d2d_std``, so a device's LTP pulse never depresses on average)."""
+    return device.draw_d2d(shape, generator, dtype, tdevice)
 
 
 def lt_pulse_coordinate_step(device: STODevice) -> Tuple[float, float]:
-    """(LTP, LTD) pulse-coordinate advance per pulse, so the mean centre steps are the device's."""
-    nu = device.lt_nonlinearity
-    centre_slope = 1.0 if nu < 1e-6 else (nu / 2) / math.tanh(nu / 2)  # dx/dp at x = 1/2
-    s_up = device.lt_dg_s / device.g_range_s / centre_slope
-    return s_up, s_up * device.lt_up_down
+    """(LTP, LTD) pulse-coordinate advance per pulse of an STO device (its pulse-coordinate model)."""
+    return device.lt_pulse_coordinate_step()
 
 
-def ltp_pulses_for(g_target: Tensor, device: STODevice) -> Tensor:
+def ltp_pulses_for(g_target: Tensor, device: MemristiveDevice) -> Tensor:
     """LTP pulses (whole numbers, >= 0) that take the *mean* device from ``g_min`` to ``g_target`` (S).
 
-    Inverts the pulse-coordinate model of :func:`apply_long_term` (no d2d, no c2c): open-loop
-    programming fires this many pulses and lets the spread fall where it may.
+    Inverts the device's long-term pulse model (no d2d, no c2c): open-loop programming fires this
+    many pulses and lets the spread fall where it may.
     """
     _check_window("g_target", g_target, device.g_min_s, device.g_max_s, device.g_range_s)
-    x = ((g_target - device.g_min_s) / device.g_range_s).clamp(0.0, 1.0)
-    nu = device.lt_nonlinearity
-    if nu < 1e-6:
-        return torch.round(x * device.g_range_s / device.lt_dg_s)
-    s_up, _ = lt_pulse_coordinate_step(device)
-    p = -torch.log1p(x * math.expm1(-nu)) / nu
-    return torch.round(p / s_up)
+    return device.ltp_pulses_for(g_target)
 
 
-def apply_long_term(g: Tensor, n_pulses: Tensor, device: STODevice,
+def apply_long_term(g: Tensor, n_pulses: Tensor, device: MemristiveDevice,
                     generator: Optional[torch.Generator] = None,
                     d2d: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Apply ``n_pulses`` (signed integers: + LTP, - LTD) to long-term conductances ``g`` (S).
@@ -259,36 +252,15 @@ def apply_long_term(g: Tensor, n_pulses: Tensor, device: STODevice,
             raise ConfigError("n_pulses holds non-integer values: pulses are counted in whole numbers")
     elif n_pulses.is_complex() or n_pulses.dtype == torch.bool:
         raise ConfigError(f"n_pulses dtype {n_pulses.dtype}: must be an integer tensor")
-    g_min, rng = device.g_min_s, device.g_range_s
-    _check_window("g", g, g_min, device.g_max_s, rng)
+    _check_window("g", g, device.g_min_s, device.g_max_s, device.g_range_s)
     n = n_pulses.to(g.dtype)
-    mag = n.abs()
-    up = n > 0
-    adv = mag
-    if device.lt_c2c_std > 0:
-        shape = g.shape if n.shape == g.shape else torch.broadcast_tensors(g, n)[0].shape
-        xi = torch.randn(shape, generator=generator, dtype=g.dtype, device=g.device)
-        adv = mag + device.lt_c2c_std * mag.sqrt() * xi
-    if d2d is not None:
-        adv = adv * d2d.to(g.dtype)
-    nu = device.lt_nonlinearity
-    if nu < 1e-6:  # linear: work in conductance units (exact n * lt_dg_s without noise)
-        new = g + torch.where(up, adv * device.lt_dg_s, adv * (-device.lt_dg_s * device.lt_up_down))
-    else:
-        s_up, s_dn = lt_pulse_coordinate_step(device)
-        em = math.expm1(-nu)  # < 0
-        x = ((g - g_min) / rng).clamp(0.0, 1.0)  # clamp: round-off only (window checked above)
-        u = torch.where(up, x, 1.0 - x)  # distance travelled along the LTP (or mirrored LTD) curve
-        p0 = -torch.log1p(u * em) / nu
-        p1 = (p0 + torch.where(up, adv * s_up, adv * s_dn)).clamp(0.0, 1.0)
-        u1 = torch.expm1(-nu * p1) / em
-        new = g_min + torch.where(up, u1, 1.0 - u1) * rng
-    new = torch.where(n != 0, new.clamp(g_min, device.g_max_s), g)
-    return new, mag * device.lt_pulse_energy_j
+    new = device.long_term_response(g, n, generator, d2d)
+    new = torch.where(n != 0, new.clamp(device.g_min_s, device.g_max_s), g)
+    return new, n.abs() * device.lt_pulse_energy_j
 
 
 # -- read ---------------------------------------------------------------------------------------
-def read(g: Tensor, device: STODevice, generator: Optional[torch.Generator] = None) -> Tensor:
+def read(g: Tensor, device: MemristiveDevice, generator: Optional[torch.Generator] = None) -> Tensor:
     """Conductance as read (S): ``g (1 + read_noise_std xi)``.
 
     ``g`` must be non-negative (raises otherwise). A physical read of a positive conductance
@@ -298,11 +270,7 @@ def read(g: Tensor, device: STODevice, generator: Optional[torch.Generator] = No
     _check_finite("g", g)
     if g.numel() and float(g.min()) < 0:
         raise ConfigError(f"g min = {float(g.min()):.4g} S: conductances must be >= 0")
-    s = device.read_noise_std
-    if s == 0:
-        return g.clone()
-    xi = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
-    return (g * (1.0 + s * xi)).clamp_min(0.0)
+    return device.read_sample(g, generator)
 
 
 def read_energy_j(g: Number, v_v: Number, t_s: Number) -> Number:
@@ -320,7 +288,7 @@ class STOArray:
     Methods return energies in J as Python floats (totals over the array).
     """
 
-    def __init__(self, shape: Sequence[int], device: STODevice, *, dtype: torch.dtype = torch.float32,
+    def __init__(self, shape: Sequence[int], device: MemristiveDevice, *, dtype: torch.dtype = torch.float32,
                  generator: Optional[torch.Generator] = None, g_init_s: Optional[Number] = None,
                  v_bias: Optional[Number] = None):
         self.device = device

@@ -1,16 +1,20 @@
-"""Human-facing views of a device: ``describe()`` (parameter table) and ``device_figure()`` (PNG)."""
+"""Human-facing views of a device: ``describe()`` (parameter table) and ``device_figure()`` (PNG).
+
+Work for any :class:`~stoxbar.devices.base.MemristiveDevice` through its contract (field
+metadata for units and sources, the laws as methods). May import torch, matplotlib and
+:mod:`stoxbar.devices`.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import List
 
 import torch
 
 from stoxbar.devices import dynamics
-from stoxbar.devices.sto import STODevice
+from stoxbar.devices.base import MemristiveDevice
 
 __all__ = ["describe", "device_figure"]
 
@@ -19,7 +23,7 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def describe(device: STODevice) -> str:
+def describe(device: MemristiveDevice) -> str:
     """Table of every parameter (value in human units, unit, source) plus derived quantities."""
     rows: List[tuple] = []
     for f in fields(device):
@@ -41,19 +45,19 @@ def describe(device: STODevice) -> str:
     g0 = device.g_min_s
     derived = [
         ("g_range_s", _fmt(device.g_range_s * 1e9), "nS", "derived: g_max_s - g_min_s (one weight unit)"),
-        ("lt_pulse_energy_j", _fmt(device.lt_pulse_energy_j * 1e12), "pJ", "derived: lt_pulse_v^2 G t"),
+        ("lt_pulse_energy_j", _fmt(device.lt_pulse_energy_j * 1e12), "pJ", "derived: device energy of one long-term pulse"),
         *[(f"st level {k}: E, dG", f"{x * 1e12:.3g}, {y * 1e9:.3g}", "pJ, nS",
-           f"derived: E = V^2 st_pulse_conductance_s t, dG = st_a E^st_b ({100 * y / device.g_range_s:.2f}% of "
+           f"derived: E = st_pulse_energy_j(V, t), dG = st_dg_s(E) ({100 * y / device.g_range_s:.2f}% of "
            "g_range)") for k, (x, y) in enumerate(zip(e, dg), 1)],
         ("bias power @ g_min, v_bias_max", _fmt(device.bias_power_w(g0, device.v_bias_max_v) * 1e9), "nW",
          "derived: V^2 G per device (paper.md §1: 4.3 nW per synapse)"),
-        ("read energy @ g_max", _fmt(dynamics.read_energy_j(device.g_max_s, device.v_read_v, device.t_read_s) * 1e15),
+        ("read energy @ g_max", _fmt(device.read_energy_j(device.g_max_s) * 1e15),
          "fJ", "derived: v_read^2 g_max t_read"),
     ]
     w_name = max(len(r[0]) for r in rows + derived)
     w_val = max(len(r[1]) for r in rows + derived)
     w_unit = max(len(r[2]) for r in rows + derived)
-    out = [f"STODevice '{device.name}'",
+    out = [f"{type(device).__name__} '{device.name}'",
            f"{'parameter':<{w_name}}  {'value':>{w_val}}  {'unit':<{w_unit}}  source"]
     out.append("-" * len(out[-1]))
     for name, val, unit, src in rows:
@@ -64,7 +68,7 @@ def describe(device: STODevice) -> str:
     return "\n".join(out)
 
 
-def device_figure(device: STODevice, path: str, seed: int = 0) -> str:
+def device_figure(device: MemristiveDevice, path: str, seed: int = 0) -> str:
     """Write a 4-panel PNG of the device's characteristics to ``path`` (atomically); returns ``path``.
 
     Panels: LTP/LTD conductance vs pulse number (mean model and one noisy device); short-term dG
@@ -81,27 +85,29 @@ def device_figure(device: STODevice, path: str, seed: int = 0) -> str:
     _panel_power_law(ax[0, 1], device)
     _panel_decay(ax[1, 0], device)
     _panel_tau(ax[1, 1], device)
-    fig.suptitle(f"STO device '{device.name}'")
+    fig.suptitle(f"{type(device).__name__} '{device.name}'")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    import io
+
+    from stoxbar.fsio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # the one atomic writer (stoxbar.fsio)
     return path
 
 
-def _panel_ltp_ltd(ax, device: STODevice, seed: int) -> None:
-    s_up, s_dn = dynamics.lt_pulse_coordinate_step(device)
-    n_up = int(math.ceil(1.3 / s_up))
-    n_dn = int(math.ceil(1.3 / s_dn))
-    mean_dev = replace(device, lt_c2c_std=0.0)
+def _panel_ltp_ltd(ax, device: MemristiveDevice, seed: int) -> None:
+    mean_dev = device.without_noise()
+    g_top1 = torch.full((1,), device.g_max_s, dtype=torch.float64)
+    n_full = max(int(dynamics.ltp_pulses_for(g_top1, mean_dev)), 1)  # pulses across the window
+    n_up = int(math.ceil(1.3 * n_full))
     g0 = torch.full((1,), device.g_min_s, dtype=torch.float64)
     k_up = torch.arange(n_up + 1)
     g_up, _ = dynamics.apply_long_term(g0.expand(n_up + 1), k_up, mean_dev)  # closed form: k pulses
+    g_try, _ = dynamics.apply_long_term(g_top1.expand(4 * n_up + 1), -torch.arange(4 * n_up + 1), mean_dev)
+    at_min = (g_try <= device.g_min_s * (1 + 1e-9) + 1e-9 * device.g_range_s).nonzero()
+    n_dn = int(math.ceil(1.3 * (int(at_min[0]) if at_min.numel() else 4 * n_up)))
     g_top = torch.full((n_dn + 1,), device.g_max_s, dtype=torch.float64)
     g_dn, _ = dynamics.apply_long_term(g_top, -torch.arange(n_dn + 1), mean_dev)
     ax.plot(k_up, g_up * 1e9, "C0", label="LTP (mean)")
@@ -119,11 +125,11 @@ def _panel_ltp_ltd(ax, device: STODevice, seed: int) -> None:
     ax.legend(fontsize=8)
 
 
-def _panel_power_law(ax, device: STODevice) -> None:
+def _panel_power_law(ax, device: MemristiveDevice) -> None:
     e, dg = device.short_term_levels()
     lo, hi = math.log10(e[0]) - 1, math.log10(e[-1]) + 1
     ee = torch.logspace(lo, hi, 100, dtype=torch.float64)
-    ax.loglog(ee * 1e12, device.st_dg_s(ee) * 1e9, "C0", label=f"dG = a E^{device.st_b:g}")
+    ax.loglog(ee * 1e12, device.st_dg_s(ee) * 1e9, "C0", label="dG(E) law")
     ax.loglog([x * 1e12 for x in e], [x * 1e9 for x in dg], "o", color="C3", label="pulse levels")
     for (v, t), x, y in zip(device.sorted_pulse_levels(), e, dg):
         ax.annotate(f"{v:g} V, {t * 1e6:g} us", (x * 1e12, y * 1e9), fontsize=7,
@@ -135,7 +141,7 @@ def _panel_power_law(ax, device: STODevice) -> None:
     ax.legend(fontsize=8)
 
 
-def _panel_decay(ax, device: STODevice) -> None:
+def _panel_decay(ax, device: MemristiveDevice) -> None:
     _, dg = device.short_term_levels()
     t = torch.logspace(math.log10(device.tau_min_s) - 2, math.log10(device.tau_max_s) + 1, 200,
                        dtype=torch.float64)
@@ -151,7 +157,7 @@ def _panel_decay(ax, device: STODevice) -> None:
     ax.legend(fontsize=8)
 
 
-def _panel_tau(ax, device: STODevice) -> None:
+def _panel_tau(ax, device: MemristiveDevice) -> None:
     v = torch.linspace(device.v_bias_min_v, device.v_bias_max_v, 100, dtype=torch.float64)
     ax.semilogy(v, device.tau_s(v), "C0")
     ax.axhline(device.tau_min_s, color="0.5", ls="--", lw=0.8)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Dict
 
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
 from stoxbar.validation import ConfigError
 
-__all__ = ["sto_2024", "ideal", "PRESETS", "get_preset"]
+__all__ = ["sto_2024", "ideal", "PRESETS", "get_preset", "register_preset"]
 
 
 def sto_2024() -> STODevice:
@@ -105,11 +106,47 @@ def ideal() -> STODevice:
     return replace(base, name="ideal", notes=tuple((k, note + v) for k, v in why.items()), **changes)
 
 
-PRESETS: Dict[str, Callable[[], STODevice]] = {"sto_2024": sto_2024, "ideal": ideal}
+PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal}
 
 
-def get_preset(name: str) -> STODevice:
-    """A fresh preset device by name; raises :class:`ConfigError` listing the known names."""
+def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_existing: bool = False) -> None:
+    """Make ``factory`` (no arguments -> a :class:`MemristiveDevice`) available as preset ``name``.
+
+    This is how a new device model plugs in: its module defines the device class and calls
+    ``register_preset`` once; ``get_preset``, ``stoxbar device --preset NAME`` and study files
+    then know it. Raises :class:`ConfigError` for a taken name (unless ``replace_existing``), an
+    empty name, or a factory that does not return a ``MemristiveDevice``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"preset name = {name!r}: must be a non-empty string")
+    if name in PRESETS and not replace_existing:
+        raise ConfigError(f"preset = {name!r}: already registered; allowed: a new name (taken: {tuple(PRESETS)})")
+    if not callable(factory):
+        raise ConfigError(f"preset {name!r} factory = {factory!r}: must be callable with no arguments")
+    device = factory()
+    if not isinstance(device, MemristiveDevice):
+        raise ConfigError(f"preset {name!r} factory returned {type(device).__name__}: must return a "
+                          "MemristiveDevice (stoxbar.devices.base)")
+    PRESETS[name] = factory
+
+
+def get_preset(name: str) -> MemristiveDevice:
+    """A fresh preset device by name; raises :class:`ConfigError` listing the known names.
+
+    ``name`` is a registered preset, or ``"package.module:factory"``: the module is imported, the
+    factory registered under that string (once) and called, so a device defined outside stoxbar
+    works everywhere a preset name is accepted (``stoxbar device --preset mydevices:toy``).
+    """
+    if name not in PRESETS and isinstance(name, str) and ":" in name:
+        import importlib
+
+        mod_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"preset = {name!r}: cannot load factory {attr!r} from module {mod_name!r} "
+                              f"({exc}); allowed: a registered preset {tuple(PRESETS)} or 'module:factory'") from exc
+        register_preset(name, factory)
     if name not in PRESETS:
-        raise ConfigError(f"preset = {name!r}: allowed values are {tuple(PRESETS)}")
+        raise ConfigError(f"preset = {name!r}: allowed values are {tuple(PRESETS)} or 'module:factory'")
     return PRESETS[name]()

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Tuple
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from stoxbar.devices.base import MemristiveDevice
 from stoxbar.validation import ConfigError, check_order, check_range
 
 __all__ = ["STODevice", "MAX_ST_LEVELS"]
@@ -56,12 +58,16 @@ def _p(default: Any, unit: str, scale: float, source: str, lo: float | None = No
 
 
 @dataclass(frozen=True)
-class STODevice:
+class STODevice(MemristiveDevice):
     """Physics of an STO memristor synapse (SI units; defaults = the ``sto_2024`` preset).
 
+    The first implementation of :class:`~stoxbar.devices.base.MemristiveDevice`; the model and
+    its sources are described in ``docs/device-physics.md``.
     ``notes`` maps field names to source strings that override the defaults' sources (presets
     use it so that ``describe()`` shows where *their* values come from).
     """
+
+    noise_fields: ClassVar[Tuple[str, ...]] = ("read_noise_std", "lt_c2c_std", "lt_d2d_std")
 
     name: str = field(default="sto_2024", metadata={"unit": "", "scale": 1.0, "source": "preset name"})
 
@@ -145,6 +151,7 @@ class STODevice:
         check_range("lt_dg_s", self.lt_dg_s, 0.0, self.g_range_s, lo_open=True, unit="S (<= g_max_s - g_min_s)")
         self._check_levels()
         self._check_notes()
+        self.check_contract()
 
     def _check_levels(self) -> None:
         levels = self.st_pulse_levels
@@ -175,26 +182,10 @@ class STODevice:
                 raise ConfigError(f"notes entry {item!r}: must be (field name, source string); "
                                   f"allowed field names are {sorted(names)}")
 
-    # -- window -------------------------------------------------------------------------------
-    @property
-    def g_range_s(self) -> float:
-        """Long-term window width ``g_max_s - g_min_s`` (S): one weight unit."""
-        return self.g_max_s - self.g_min_s
-
     @property
     def lt_pulse_energy_j(self) -> float:
         """Device energy of one long-term pulse, ``V**2 * G * t`` (J)."""
         return self.lt_pulse_v**2 * self.lt_pulse_conductance_s * self.lt_pulse_width_s
-
-    def source(self, name: str) -> str:
-        """Source string of field ``name`` (a ``notes`` override, else the field's default source)."""
-        over = dict(self.notes)
-        if name in over:
-            return over[name]
-        for f in fields(self):
-            if f.name == name:
-                return f.metadata.get("source", "")
-        raise ConfigError(f"field {name!r}: not a field of STODevice")
 
     # -- short-term power law -----------------------------------------------------------------
     def st_pulse_energy_j(self, v_pulse_v: Any, width_s: Any) -> Any:
@@ -204,18 +195,6 @@ class STODevice:
     def st_dg_s(self, energy_j: Any) -> Any:
         """Short-term conductance increment for a pulse of ``energy_j`` (S): ``st_a * E**st_b``."""
         return self.st_a * energy_j**self.st_b
-
-    def short_term_levels(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-        """(pulse energies J, increments dG S) of the discrete levels, ascending in energy.
-
-        Level index ``k`` (1-based) in ``dynamics`` refers to the k-th entry of these tuples.
-        """
-        e = sorted(float(self.st_pulse_energy_j(v, t)) for v, t in self.st_pulse_levels)
-        return tuple(e), tuple(float(self.st_dg_s(x)) for x in e)
-
-    def sorted_pulse_levels(self) -> Tuple[Tuple[float, float], ...]:
-        """``st_pulse_levels`` sorted like ``short_term_levels()`` (ascending energy)."""
-        return tuple(sorted(self.st_pulse_levels, key=lambda lv: lv[0] ** 2 * lv[1]))
 
     # -- decay law ----------------------------------------------------------------------------
     @property
@@ -254,15 +233,62 @@ class STODevice:
 
     lambda_for = decay_lambda  # alias named in the shared spec
 
-    # -- power --------------------------------------------------------------------------------
-    def bias_power_w(self, g_s: Any, v_bias: Any) -> Any:
-        """Static power (W) of bias ``v_bias`` (V) held on conductance ``g_s`` (S): ``V**2 G``."""
-        return v_bias**2 * g_s
+    # -- long-term pulses (pulse-coordinate model, see the module docstring) -------------------
+    def lt_pulse_coordinate_step(self) -> Tuple[float, float]:
+        """(LTP, LTD) pulse-coordinate advance per pulse, so the mean centre steps are the device's."""
+        nu = self.lt_nonlinearity
+        centre_slope = 1.0 if nu < 1e-6 else (nu / 2) / math.tanh(nu / 2)  # dx/dp at x = 1/2
+        s_up = self.lt_dg_s / self.g_range_s / centre_slope
+        return s_up, s_up * self.lt_up_down
 
-    def as_dict(self) -> Dict[str, Any]:
-        """Field values by name (for JSON run records)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def draw_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                 dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Tensor:
+        """Per-device step factors: lognormal, mean 1, relative std ``lt_d2d_std`` (always positive)."""
+        s = self.lt_d2d_std
+        if s == 0:
+            return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
+        sig = math.sqrt(math.log1p(s * s))
+        xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
+        return torch.exp(sig * xi - 0.5 * sig * sig)
 
+    def ltp_pulses_for(self, g_target: Tensor) -> Tensor:
+        """LTP pulses (whole numbers >= 0) taking the mean device from ``g_min`` to ``g_target`` (S)."""
+        x = ((g_target - self.g_min_s) / self.g_range_s).clamp(0.0, 1.0)
+        nu = self.lt_nonlinearity
+        if nu < 1e-6:
+            return torch.round(x * self.g_range_s / self.lt_dg_s)
+        s_up, _ = self.lt_pulse_coordinate_step()
+        p = -torch.log1p(x * math.expm1(-nu)) / nu
+        return torch.round(p / s_up)
+
+    def long_term_response(self, g: Tensor, n_pulses: Tensor, generator: Optional[torch.Generator] = None,
+                           d2d: Optional[Tensor] = None) -> Tensor:
+        """Conductance after ``n_pulses`` (float, signed) along the LTP/LTD pulse-coordinate curves.
+
+        n pulses advance the pulse coordinate by ``s * d2d * (n + c2c sqrt(n) xi)``; see the module
+        docstring of :mod:`stoxbar.devices.dynamics`. Not yet clipped to the window.
+        """
+        mag = n_pulses.abs()
+        up = n_pulses > 0
+        adv = mag
+        if self.lt_c2c_std > 0:
+            shape = g.shape if n_pulses.shape == g.shape else torch.broadcast_tensors(g, n_pulses)[0].shape
+            xi = torch.randn(shape, generator=generator, dtype=g.dtype, device=g.device)
+            adv = mag + self.lt_c2c_std * mag.sqrt() * xi
+        if d2d is not None:
+            adv = adv * d2d.to(g.dtype)
+        nu = self.lt_nonlinearity
+        if nu < 1e-6:  # linear: work in conductance units (exact n * lt_dg_s without noise)
+            return g + torch.where(up, adv * self.lt_dg_s, adv * (-self.lt_dg_s * self.lt_up_down))
+        s_up, s_dn = self.lt_pulse_coordinate_step()
+        g_min, rng = self.g_min_s, self.g_range_s
+        em = math.expm1(-nu)  # < 0
+        x = ((g - g_min) / rng).clamp(0.0, 1.0)  # clamp: round-off only (window checked by the caller)
+        u = torch.where(up, x, 1.0 - x)  # distance travelled along the LTP (or mirrored LTD) curve
+        p0 = -torch.log1p(u * em) / nu
+        p1 = (p0 + torch.where(up, adv * s_up, adv * s_dn)).clamp(0.0, 1.0)
+        u1 = torch.expm1(-nu * p1) / em
+        return g_min + torch.where(up, u1, 1.0 - u1) * rng
 
 # -- array helpers (float / numpy / torch) ------------------------------------------------------
 def _exp(x: Any) -> Any:

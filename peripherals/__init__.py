@@ -6,11 +6,13 @@ from stoxbar.peripherals.config import (
 from stoxbar.peripherals.dac import DAC, DAC_MODES
 from stoxbar.peripherals.digital import DigitalPeriphery
 from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
-from stoxbar.peripherals.gpu_baseline import GPUCost, GPUSpec, dense_layer_cost, stpn_step_cost
+from stoxbar.peripherals.gpu_baseline import (
+    TIERS, GPUCost, GPUSpec, KernelOp, dense_layer_cost, step_tiers, stpn_step_cost, trace_kernels)
 from stoxbar.peripherals.sense import TIA, SampleHold
 
 __all__ = [
     "DAC", "DAC_MODES", "ADC", "RowDriver", "WriteDriver", "BiasDriver", "TIA", "SampleHold",
     "DigitalPeriphery", "PeripheryConfig", "MAX_TILE", "event_counts", "event_costs", "mvm_latency_s",
-    "tile_area_m2", "GPUSpec", "GPUCost", "stpn_step_cost", "dense_layer_cost",
+    "tile_area_m2", "GPUSpec", "GPUCost", "stpn_step_cost", "dense_layer_cost", "TIERS", "KernelOp",
+    "step_tiers", "trace_kernels",
 ]

@@ -59,7 +59,8 @@ class ADC:
     """One column ADC (possibly shared by ``share`` columns).
 
     Attributes:
-        bits: resolution incl. sign, 1..16.
+        bits: resolution incl. sign, 2..16 (the same range as PeripheryConfig: aihwkit's signed
+            output step is 1/(2**bits - 2), so a 1-bit signed ADC has no step).
         sample_rate_hz: conversions per second (Hz).
         tech_node_nm: technology node (nm), 3..180.
         share: columns per ADC (time multiplexed), 1..4096; must divide the tile's ADC columns.
@@ -79,7 +80,7 @@ class ADC:
     area_8bit_m2: float = AREA_8BIT_M2
 
     def __post_init__(self) -> None:
-        check_int("adc.bits", self.bits, 1, 16)
+        check_int("adc.bits", self.bits, 2, 16)
         check_range("adc.sample_rate_hz", self.sample_rate_hz, 1e3, 1e11, unit="Hz")
         check_range("adc.tech_node_nm", self.tech_node_nm, 3.0, 180.0, unit="nm")
         check_int("adc.share", self.share, 1, 4096)

@@ -12,8 +12,13 @@ cells.py), global grad-norm clip 40 (stpn.md 2), then the device constraints (W 
 Outputs in the run directory: progress.csv (one row per log interval), episodes.csv (one row
 per finished game), curve.png, checkpoint.pt (latest, atomic) and checkpoint-uNNNNNNN.pt
 snapshots, config.json. ``train(cfg)`` / ``train_main(argv)`` (``stoxbar train``). Resume with
-``--resume RUN_DIR``: the run continues in the same directory from its latest checkpoint (at
-most one checkpoint interval is redone; the emulators restart their games).
+``--resume RUN_DIR`` (or ``RUN_DIR/checkpoint.pt``): the run continues in the same directory from
+its latest checkpoint (at most one checkpoint interval is redone; the emulators restart their
+games). ``--resume RUN_DIR/checkpoint-uNNNNNNN.pt`` (a snapshot) never rewinds RUN_DIR: it branches
+into a NEW run directory beside it, whose config.json records the parent (run, checkpoint,
+update) and whose progress.csv / episodes.csv start with the parent's rows up to the snapshot.
+A run directory is locked (:class:`stoxbar.fsio.DirLock`) while it trains: a second training or
+resume of it is refused at once, naming the holder (docs/reliability.md §3, §5).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stoxbar.fsio import DirLock
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
                                      new_run_dir, save_checkpoint)
@@ -286,8 +292,9 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
     return summary
 
 
-def _truncate_csv(path: Path, column: str, limit: float) -> None:
-    """Drop rows with ``column`` > ``limit`` (after a resume those updates are redone)."""
+def _truncate_csv(path: Path, column: str, limit: float, dest: Optional[Path] = None) -> None:
+    """Keep the rows with ``column`` <= ``limit`` (after a resume later updates are redone), in
+    place or (``dest``) into a new file."""
     if not path.exists():
         return
     with open(path, newline="") as fh:
@@ -299,7 +306,7 @@ def _truncate_csv(path: Path, column: str, limit: float) -> None:
     keep = [r for r in body if len(r) == len(head) and float(r[col]) <= limit]
     buf = io.StringIO()
     csv.writer(buf).writerows([head] + keep)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(dest or path, buf.getvalue().encode())
 
 
 def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
@@ -384,10 +391,16 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0}
     recent: deque = deque(maxlen=10)
     ckpt = None
+    parent: Optional[Dict[str, Any]] = None
+    command = list(sys.argv)
     if resume is not None:
         rpath = Path(resume)
-        ckpt_path = rpath / "checkpoint.pt" if rpath.is_dir() else rpath
-        run_dir = ckpt_path.parent
+        if rpath.is_dir():
+            ckpt_path = rpath / "checkpoint.pt"
+        elif rpath.is_file():
+            ckpt_path = rpath
+        else:
+            raise ConfigError(f"--resume {resume}: no such run directory or checkpoint file")
         ckpt = load_checkpoint(ckpt_path, required=("format", "version", "arch", "device", "model", "optimizer",
                                                     "train_config", "counters", "rng"))
         saved = TrainConfig.from_dict(ckpt["train_config"])
@@ -395,10 +408,31 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
                                   env_threads=cfg.env_threads, max_minutes=cfg.max_minutes)
         counters.update(ckpt["counters"])
         recent.extend(ckpt.get("recent_returns", []))
-        _truncate_csv(run_dir / "progress.csv", "update", counters["update"])
-        _truncate_csv(run_dir / "episodes.csv", "steps", counters["steps"])
+        if ckpt_path.name == "checkpoint.pt":  # the run's latest state: continue in place
+            run_dir = ckpt_path.parent
+            lock = DirLock(run_dir, "training run", command).acquire()
+            _truncate_csv(run_dir / "progress.csv", "update", counters["update"])
+            _truncate_csv(run_dir / "episodes.csv", "steps", counters["steps"])
+        else:  # a snapshot: branch into a new run, the parent stays as it is
+            src = ckpt_path.parent
+            run_dir = new_run_dir(src.parent, "train", cfg.seed)
+            lock = DirLock(run_dir, "training run", command).acquire()
+            parent = {"run": str(src.resolve()), "checkpoint": str(ckpt_path.resolve()),
+                      "update": counters["update"], "steps": counters["steps"]}
+            _truncate_csv(src / "progress.csv", "update", counters["update"], run_dir / "progress.csv")
+            _truncate_csv(src / "episodes.csv", "steps", counters["steps"], run_dir / "episodes.csv")
     else:
         run_dir = new_run_dir(cfg.runs_dir, "train", cfg.seed)
+        lock = DirLock(run_dir, "training run", command).acquire()
+    try:
+        return _train_in(run_dir, cfg, ckpt, ckpt_path if ckpt is not None else None, counters, recent, parent, echo)
+    finally:
+        lock.release()
+
+
+def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], ckpt_path: Optional[Path],
+              counters: Dict[str, int], recent: deque, parent: Optional[Dict[str, Any]], echo) -> Path:
+    """The training loop of :func:`train` in its (locked) run directory."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     if ckpt is None:
@@ -410,7 +444,13 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     opt = torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
-    atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    config = cfg.to_dict()
+    if parent is None and (run_dir / "config.json").exists():  # a resumed branch keeps its parent
+        parent = json.loads((run_dir / "config.json").read_text()).get("parent")
+    if parent is not None:
+        config["parent"] = parent
+    atomic_write_bytes(run_dir / "config.json", json.dumps(config, indent=2).encode())
+
     def log(msg: str) -> None:
         """Print through ``echo`` and keep a copy in the run directory."""
         echo(msg)
@@ -436,6 +476,8 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     acc: Dict[str, float] = {}
     n_acc = 0
     log(f"run dir: {run_dir}")
+    if parent is not None and counters["update"] == parent["update"]:
+        log(f"branched from {parent['checkpoint']} (update {parent['update']}); the parent run is left as it was")
     log(f"arch {cfg.arch.arch}/{cfg.arch.cell}: {cfg.arch.n_synapses} plastic synapses, "
         f"{sum(p.numel() for p in agent.parameters())} parameters; fused kernel "
         f"{'on' if _kernel_on() else 'off'}")
@@ -519,9 +561,9 @@ def _kernel_on() -> bool:
 # ------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.ArgumentParser:
     d, a = TrainConfig(), ArchConfig()
-    p = argparse.ArgumentParser(prog="stoxbar train", description="A2C training of the Pong (m-)STPN agent.")
+    p = parser_class(prog="stoxbar train", description="A2C training of the Pong (m-)STPN agent.")
     p.add_argument("--arch", default=a.arch, choices=["paper", "bottleneck"])
     p.add_argument("--cell", default=a.cell, choices=["stpn", "mstpn"])
     p.add_argument("--hidden", type=int, default=a.hidden)
@@ -548,34 +590,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only measure agent steps/s of the training loop over UPDATES updates, then exit")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
-                        "--steps/--threads/--env-threads/--max-minutes apply)")
+                        "--steps/--threads/--env-threads/--max-minutes apply); a snapshot "
+                        "RUN_DIR/checkpoint-uNNNNNNN.pt branches into a new run directory instead")
     return p
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``stoxbar train [options]`` entry point; returns a process exit code."""
+    """``stoxbar train [options]`` entry point; returns a process exit code (2: a user error)."""
     args = build_parser().parse_args(argv)
     try:
-        arch = ArchConfig(arch=args.arch, cell=args.cell, hidden=args.hidden, bottleneck=args.bottleneck,
-                          device_preset=args.device_preset)
-        cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=args.rollout, total_steps=args.steps,
-                          lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
-                          entropy_coef=args.entropy_coef, value_coef=args.value_coef,
-                          max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
-                          env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
-                          snapshot_every=args.snapshot_every, log_every=args.log_every,
-                          max_minutes=args.max_minutes, runs_dir=args.runs_dir)
-        if args.benchmark:
-            r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
-                                   threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed)
-            print(f"{arch.arch}/{arch.cell}: {r['steps_per_s']:.0f} agent steps/s "
-                  f"({r['ms_per_update']:.1f} ms per update of {cfg.num_envs}x{cfg.rollout_len} steps, "
-                  f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s))")
-            return 0
-        train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True))
-    except (ConfigError, CheckpointError) as exc:
+        return run_train(args)
+    except (ConfigError, CheckpointError, OSError) as exc:
         print(f"stoxbar train: error: {exc}", file=sys.stderr)
         return 2
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run parsed ``stoxbar train`` arguments; user errors are raised (ConfigError, CheckpointError, OSError)."""
+    arch = ArchConfig(arch=args.arch, cell=args.cell, hidden=args.hidden, bottleneck=args.bottleneck,
+                      device_preset=args.device_preset)
+    cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=args.rollout, total_steps=args.steps,
+                      lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
+                      entropy_coef=args.entropy_coef, value_coef=args.value_coef,
+                      max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
+                      env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
+                      snapshot_every=args.snapshot_every, log_every=args.log_every,
+                      max_minutes=args.max_minutes, runs_dir=args.runs_dir)
+    if args.benchmark:
+        r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
+                               threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed)
+        print(f"{arch.arch}/{arch.cell}: {r['steps_per_s']:.0f} agent steps/s "
+              f"({r['ms_per_update']:.1f} ms per update of {cfg.num_envs}x{cfg.rollout_len} steps, "
+              f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s))")
+        return 0
+    train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True))
     return 0
 
 

@@ -5,10 +5,17 @@ sense, partial sums, pulses, bias). This module adds the digital work around it,
 
 * layer ``stp``, component ``digital_hebbian``: Gamma * (h z^T) magnitude and its quantisation to a
   pulse level (2 mults + 1 compare per synapse; the paper keeps this off the memristors);
+  component ``sram``: the memory reads that work needs every step -- the per-synapse Gamma
+  (169,984 int8 values for the paper's layer) plus h and z_hat (one byte each);
 * layer ``neuron``: presynaptic normalisation (max-abs + one mult per input), gain, bias, tanh;
 * layers ``encoder`` and ``heads``: the conv encoder and actor/critic heads as int8 MACs (one
   8-bit mult + one 16-bit accumulate each, Horowitz 45 nm via ``DigitalPeriphery``) plus reading
   their weights once per step from SRAM (64-bit words).
+
+Every energy here comes from the digital cost model that :func:`stoxbar.analysis.analyze` uses
+for any model (``digital_energy`` per op kind, ``sram_energy_j`` per byte moved), so the Pong
+boundaries are one use of it; the op counts per step are the m-STPN's (checked against the ops
+torch runs in tests/test_analyze_pong.py).
 
 Boundaries (nested by construction: each is a superset of the previous one's components):
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Dict
 
+from stoxbar.analysis import digital_energy, sram_energy_j
 from stoxbar.crossbar.ledger import EnergyLedger
 from stoxbar.peripherals import DigitalPeriphery, GPUSpec, dense_layer_cost, stpn_step_cost
 
@@ -41,22 +49,23 @@ def conv_params() -> int:
 
 def record_digital_step(ledger: EnergyLedger, digital: DigitalPeriphery, n_in: int, hidden: int,
                         n_actions: int, extra_encoder_macs: int = 0, batch: int = 1) -> None:
-    """Book the digital work of ``batch`` agent steps (see module docstring)."""
+    """Book the digital work of ``batch`` agent steps (see module docstring); int8 values, 16-bit sums."""
     p = n_in + hidden
     syn = hidden * p * batch
     ledger.add("stp", "all", "digital_hebbian", "step", syn,
-               digital.hebbian_j(syn) + digital.energy_j("compare", 8, syn))
+               digital_energy(digital, "mult", 2 * syn) + digital_energy(digital, "compare", syn))
+    gamma_bytes = syn + (hidden + p) * batch  # Gamma per synapse, post h and pre z_hat: one byte each
+    ledger.add("stp", "all", "sram", "gamma_read", gamma_bytes / 8, sram_energy_j(digital, gamma_bytes))
     ledger.add("neuron", "all", "normalise", "step", p * batch,
-               digital.energy_j("compare", 8, p * batch) + digital.energy_j("mult", 8, p * batch))
+               digital_energy(digital, "compare", p * batch) + digital_energy(digital, "mult", p * batch))
     ledger.add("neuron", "all", "activation", "step", hidden * batch,
-               digital.energy_j("mult", 8, hidden * batch) + digital.energy_j("add", 16, hidden * batch)
-               + digital.tanh_j(8, hidden * batch))
+               digital_energy(digital, "mult", hidden * batch) + digital_energy(digital, "add", hidden * batch)
+               + digital_energy(digital, "nonlinear", hidden * batch))
     for layer, macs, params in (("encoder", conv_macs() + extra_encoder_macs, conv_params() + extra_encoder_macs),
                                 ("heads", hidden * (n_actions + 1), (hidden + 1) * (n_actions + 1))):
-        ledger.add(layer, "all", "digital_mac", "step", macs * batch,
-                   digital.energy_j("mult", 8, macs * batch) + digital.energy_j("add", 16, macs * batch))
+        ledger.add(layer, "all", "digital_mac", "step", macs * batch, digital_energy(digital, "mac", macs * batch))
         words = math.ceil(params / 8) * batch  # int8 weights, 8 per 64-bit SRAM word
-        ledger.add(layer, "all", "sram", "step", words, digital.energy_j("sram_read_64b", 64, words))
+        ledger.add(layer, "all", "sram", "step", words, sram_energy_j(digital, 8 * words))
 
 
 def boundaries(ledger: EnergyLedger) -> Dict[str, Dict[str, object]]:

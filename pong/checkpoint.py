@@ -3,8 +3,9 @@
 A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``):
   format, version, arch (ArchConfig dict), device (STO device fields or None), model (state
   dict), and for training runs optimizer, train_config, counters, rng.
-Saving writes a temporary file in the same directory, fsyncs it and ``os.replace``s it over the
-target, so a crash leaves either the old or the new file, never half of one.
+Saving goes through :mod:`stoxbar.fsio` (temporary file in the same directory, fsync,
+``os.replace``), so a crash leaves either the old or the new file, never half of one. Loading
+checks the weights' shapes against the saved architecture (a mismatch is a CheckpointError).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
+from stoxbar import fsio
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.validation import ConfigError
 
@@ -50,33 +51,8 @@ def new_run_dir(runs_dir: PathLike = "runs", prefix: str = "train", seed: Option
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (tmp file in the same dir + fsync + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Replace ``path`` atomically with ``data`` (:func:`stoxbar.fsio.atomic_write_bytes`, overwrite=True)."""
+    fsio.atomic_write_bytes(path, data, overwrite=True)
 
 
 def device_fields(device: Any) -> Optional[Dict[str, Any]]:
@@ -156,7 +132,17 @@ def build_agent(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>", device: A
             raise CheckpointError(f"checkpoint {path}: saved STO device fields do not fit this version of "
                                   f"STODevice ({exc}); pass device= explicitly") from exc
     agent = PongAgent(arch, device=device)
-    result = agent.load_state_dict(ckpt["model"], strict=False)
+    model = ckpt["model"]
+    if not isinstance(model, dict):
+        raise CheckpointError(f"checkpoint {path}: model is a {type(model).__name__}, not a state dict")
+    own = agent.state_dict()
+    wrong = [f"{k}: saved {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in model.items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path}: weight shapes do not match its architecture "
+                              f"({arch.arch}/{arch.cell}, hidden {arch.hidden}, bottleneck {arch.bottleneck}): "
+                              + "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else ""))
+    result = agent.load_state_dict(model, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"checkpoint {path}: model weights do not match the architecture "
                               f"(missing {result.missing_keys}, unexpected {result.unexpected_keys})")

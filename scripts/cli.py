@@ -6,23 +6,86 @@ energy of a layer's MVM and short-term update), ``train`` (A2C training of the P
 file: a grid or random sweep over device / periphery / agent parameters, locally or on Ray) and
 ``report`` (one self-contained HTML page from a study directory or a play report), ``curves``
 (learning curves of several training runs in one figure).
+
+One error path for every subcommand: arguments are checked before any work starts, and a user
+error (a bad value, a missing or existing file, a locked directory, an unusable checkpoint)
+prints one line ``stoxbar CMD: error: ...`` to stderr and exits 2, without a traceback
+(``--debug`` anywhere on the command line, or ``STOXBAR_DEBUG=1``, shows it). An interrupted
+sweep exits 130 with its finished trials kept. ``stoxbar --version`` prints the versions
+(docs/reliability.md §1).
+
+May import: everything in stoxbar (the top of the dependency order).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import List, Optional
+
+EXIT_USAGE = 2  # user error: bad arguments, bad input files (argparse's own code)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
+class CLIParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE`` on stderr, exit 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: allowed range is [1, inf)")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (rejects nan, inf, 0, negatives)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds > 0")
+    return value
+
+
+def _user_errors() -> tuple:
+    from stoxbar.pong.checkpoint import CheckpointError
+    from stoxbar.validation import ConfigError
+
+    return (ConfigError, CheckpointError, OSError)
+
+
+def _version() -> str:
+    from stoxbar import __version__
+    from stoxbar.compat import versions
+
+    v = versions()
+    extra = ", ".join(f"{k} {v[k]}" for k in ("torch", "aihwkit", "python") if k in v)
+    return f"stoxbar {__version__}" + (f" ({extra})" if extra else "")
 
 
 def _device(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
     from stoxbar.devices.figures import describe, device_figure
+    from stoxbar.fsio import check_new_file, free_name
 
+    out = check_new_file(args.out, "--out") if args.out else free_name("device.png")
     device = presets.get_preset(args.preset)
     print(describe(device))
-    device_figure(device, args.out)
-    print(f"\nwrote {args.out}")
+    device_figure(device, str(out))
+    print(f"\nwrote {out}")
     return 0
 
 
@@ -38,13 +101,19 @@ def _play(args: argparse.Namespace) -> int:
     return play_main(args)
 
 
+def _paper(args: argparse.Namespace) -> int:
+    from stoxbar.scripts.paper import main as paper_main
+
+    return paper_main(args)
+
+
 def _sweep(args: argparse.Namespace) -> int:
-    import os
-
     from stoxbar.studies import load_study
-    from stoxbar.studies.runner import run_study
+    from stoxbar.studies.runner import StudyInterrupted, run_study
 
-    study = load_study(args.study, args.out)
+    if args.ray and args.timeout is not None:
+        raise _config_error("--timeout is supported by the local backend only (not with --ray)")
+    study = load_study(args.study, args.out, max_trials=args.max_trials)
     trials = study.trials()
     print(f"study {study.name}: {len({t.point_id for t in trials})} points x {len(study.seeds)} seeds = "
           f"{len(trials)} trials -> {study.output}")
@@ -53,8 +122,12 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"  {group:<8}{params}")
         return 0
     workers = args.workers or os.cpu_count() or 1
-    counts = run_study(study, workers=workers, ray_address=args.ray, timeout_s=args.timeout,
-                       command=["stoxbar", *sys.argv[1:]])
+    try:
+        counts = run_study(study, workers=workers, ray_address=args.ray, timeout_s=args.timeout,
+                           command=["stoxbar", *sys.argv[1:]])
+    except StudyInterrupted as exc:
+        print(f"stoxbar sweep: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done; "
           f"table {study.output / 'results.csv'}, plots in {study.output / 'plots'}")
     return 1 if counts["failed"] else 0
@@ -78,20 +151,44 @@ def _curves(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(argv: List[str]) -> int:
-    from stoxbar.pong.a2c import train_main
+def _config_error(msg: str):
+    from stoxbar.validation import ConfigError
 
-    return train_main(argv)
+    return ConfigError(msg)
+
+
+def _curves_checked(args: argparse.Namespace) -> int:
+    from stoxbar.fsio import check_new_file
+
+    check_new_file(args.out, "--out")
+    if args.window < 1:
+        raise _config_error(f"--window = {args.window}: allowed range is [1, inf)")
+    if args.max_frames is not None and not (math.isfinite(args.max_frames) and args.max_frames > 0):
+        raise _config_error(f"--max-frames = {args.max_frames}: must be a finite number > 0")
+    for run in args.runs:
+        if not (Path(run) / "config.json").is_file():
+            raise _config_error(f"run {run}: not a training run directory (no config.json)")
+    return _curves(args)
+
+
+def _train(argv: List[str]) -> int:
+    from stoxbar.pong.a2c import build_parser as train_parser, run_train
+
+    return run_train(train_parser(parser_class=CLIParser).parse_args(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (``stoxbar -h``)."""
-    p = argparse.ArgumentParser(prog="stoxbar", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="stoxbar", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (any position)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("device", help="print a device preset and plot its characteristic curves")
-    d.add_argument("--preset", default="sto_2024", help="device preset (sto_2024, ideal)")
-    d.add_argument("--out", default="device.png", help="PNG path for the figure")
+    d.add_argument("--preset", default="sto_2024",
+                   help="device preset: a registered name (sto_2024, ideal, ...) or 'module:factory'")
+    d.add_argument("--out", default=None,
+                   help="PNG path for the figure (never overwritten; default: device.png, or device-N.png if taken)")
     d.set_defaults(func=_device)
 
     e = sub.add_parser("energy", help="energy breakdown of one MVM and one short-term update")
@@ -106,13 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
     play_args(pl)
     pl.set_defaults(func=_play)
 
+    pa = sub.add_parser("paper", help="the paper's energy estimate from our models; --waterfall: the steps to ours")
+    from stoxbar.scripts.paper import add_arguments as paper_args
+
+    paper_args(pa)
+    pa.set_defaults(func=_paper)
+
     sw = sub.add_parser("sweep", help="run a study file (grid/random sweep), resumable, locally or on Ray")
     sw.add_argument("study", help="study TOML file, or a built-in study name (stoxbar/studies/builtin)")
     sw.add_argument("--out", default=None, help="output directory (default: the study's own)")
-    sw.add_argument("--workers", type=int, default=None, help="parallel trials (default: CPU count)")
+    sw.add_argument("--workers", type=positive_int, default=None, help="parallel trials, >= 1 (default: CPU count)")
     sw.add_argument("--ray", default=None, metavar="ADDRESS",
                     help="run on Ray: 'local' (start one here), 'auto' or a cluster address")
-    sw.add_argument("--timeout", type=float, default=None, help="seconds per trial at most (local backend)")
+    sw.add_argument("--timeout", type=positive_seconds, default=None,
+                    help="seconds per trial at most (local backend)")
+    from stoxbar.studies.spec import MAX_TRIALS
+
+    sw.add_argument("--max-trials", type=positive_int, default=MAX_TRIALS,
+                    help=f"refuse a study of more trials than this (default {MAX_TRIALS}); raise it to run a bigger one")
     sw.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
     sw.set_defaults(func=_sweep)
 
@@ -126,19 +234,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="curves.png", help="PNG path (never overwritten)")
     c.add_argument("--window", type=int, default=100, help="games in the running mean")
     c.add_argument("--max-frames", type=float, default=None, help="compare up to this many frames")
-    c.set_defaults(func=_curves)
+    c.set_defaults(func=_curves_checked)
 
     sub.add_parser("train", help="train the Pong m-STPN agent (A2C); see `stoxbar train -h`", add_help=False)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``stoxbar`` console script."""
+    """Entry point of the ``stoxbar`` console script; returns the exit code (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        return _train(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = "--debug" in argv or os.environ.get("STOXBAR_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    cmd = next((a for a in argv if not a.startswith("-")), None)
+    prog = f"stoxbar {cmd}" if cmd else "stoxbar"
+    try:
+        if argv and argv[0] == "train":
+            return _train(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _user_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,29 +1,41 @@
-"""``stoxbar energy``: per-component energy of one MVM and one short-term update of a layer.
+"""``stoxbar energy``: per-component energy of one MVM and one short-term update of a layer,
+or (``--model FILE_OR_MODULE:FACTORY --input-shape ...``) of one forward pass of any torch model.
 
 Runs the real simulation (an aihwkit ``AnalogLinear`` on STO tiles with the chosen periphery),
-so the counts come from the data flow: tiles, converter passes, bound-management repeats.
+so the counts come from the data flow: tiles, converter passes, bound-management repeats. With
+``--model`` the factory's model runs once through :func:`stoxbar.analysis.analyze` (converted with
+an ``STORPUConfig`` of the chosen device and periphery when it has no analog layers yet).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import io
 from dataclasses import replace
 
 import torch
 
-from stoxbar.validation import ConfigError
+from stoxbar.fsio import atomic_write_bytes, check_new_file
+from stoxbar.validation import ConfigError, check_range
+
+# assumption: the CLI accepts decay intervals up to one day; longer ones are outside anything the
+# device's retention law was characterised for (and 1e300 s gives non-finite powers)
+MAX_DT_S = 86_400.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar energy``."""
     p.add_argument("--layer", default="2656x64", help="IN x OUT synapses (default: the paper's STP layer)")
+    p.add_argument("--model", default=None, metavar="FILE_OR_MODULE:FACTORY",
+                   help="analyze one forward pass of the model this factory returns (instead of --layer)")
+    p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
+                   help="shape of the example input for --model, e.g. 1,1,28,28 (random normal values)")
     p.add_argument("--preset", default="sto_2024", help="device preset")
     add_periphery_arguments(p)
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
-    p.add_argument("--plot", default="energy.png", help="PNG bar chart path ('' to skip)")
+    p.add_argument("--plot", default=None, help="write a PNG bar chart here (never overwrites; default: none)")
 
 
 def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,14 +47,14 @@ def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", default=None, help="ROWSxCOLS tile size (default from the periphery preset)")
 
 
-def parse_layer(text: str) -> tuple[int, int]:
-    """``'2656x64'`` -> (2656, 64); clear error otherwise."""
+def parse_layer(text: str, flag: str = "--layer", example: str = "2656x64") -> tuple[int, int]:
+    """``'2656x64'`` -> (2656, 64); a ConfigError naming ``flag`` otherwise."""
     try:
         n_in, n_out = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"--layer = {text!r}: expected IN x OUT, e.g. 2656x64") from None
+        raise ConfigError(f"{flag} = {text!r}: expected AxB with two integers, e.g. {example}") from None
     if n_in < 1 or n_out < 1:
-        raise ConfigError(f"--layer = {text!r}: both sizes must be >= 1")
+        raise ConfigError(f"{flag} = {text!r}: both sizes must be >= 1")
     return n_in, n_out
 
 
@@ -51,17 +63,19 @@ def periphery_from_args(args: argparse.Namespace):
     from stoxbar.peripherals import PeripheryConfig
 
     p = PeripheryConfig()
-    if args.adc_bits is not None:
-        p = p.with_adc_bits(args.adc_bits)
-    if args.dac_bits is not None:
-        p = p.with_dac_bits(args.dac_bits)
-    if args.dac_mode is not None:
-        p = replace(p, dac=replace(p.dac, mode=args.dac_mode))
-    if args.adc_share is not None:
-        p = p.with_adc_share(args.adc_share)
-    if args.tile is not None:
-        rows, cols = parse_layer(args.tile)
-        p = p.with_tile(rows, cols)
+    steps = [("--adc-bits", args.adc_bits, lambda q, v: q.with_adc_bits(v)),
+             ("--dac-bits", args.dac_bits, lambda q, v: q.with_dac_bits(v)),
+             ("--dac-mode", args.dac_mode, lambda q, v: replace(q, dac=replace(q.dac, mode=v))),
+             ("--tile", args.tile, lambda q, v: q.with_tile(*parse_layer(v, "--tile", "256x64"))),
+             ("--adc-share", args.adc_share, lambda q, v: q.with_adc_share(v))]
+    for flag, value, apply in steps:
+        if value is None:
+            continue
+        try:
+            p = apply(p, value)
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(flag) else f"{flag} {value}: {msg}") from None
     return p
 
 
@@ -122,10 +136,57 @@ def plot_breakdown(path: str, parts: dict) -> None:
     ax.set_xlabel("share of energy")
     ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())  # never overwrites
+
+
+def parse_shape(text: str | None) -> tuple[int, ...]:
+    """``'1,1,28,28'`` -> (1, 1, 28, 28); clear error otherwise."""
+    try:
+        shape = tuple(int(v) for v in (text or "").replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(v < 1 for v in shape):
+        raise ConfigError(f"--input-shape = {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
+    return shape
+
+
+def model_main(args: argparse.Namespace) -> int:
+    """``stoxbar energy --model``: analyze the factory's model on one random input."""
+    import os
+
+    from torch import nn
+
+    from stoxbar.analysis import analyze, load_entry_point
+    from stoxbar.crossbar import STORPUConfig, write_json_atomic
+    from stoxbar.devices import presets
+
+    if args.json and os.path.exists(args.json):
+        raise FileExistsError(f"{args.json} exists: results are never overwritten; choose a new path")
+    shape = parse_shape(args.input_shape)
+    factory = load_entry_point(args.model, "--model")
+    try:
+        model = factory()
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed: name it and why
+        raise ConfigError(f"--model {args.model}: the factory raised {type(exc).__name__}: {exc}; expected it to "
+                          "return a torch.nn.Module") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model {args.model}: the factory returned {type(model).__name__}; expected a "
+                          "torch.nn.Module")
+    torch.manual_seed(args.seed)
+    cfg = STORPUConfig(device=presets.get_preset(args.preset), periphery=periphery_from_args(args))
+    report = analyze(model, torch.randn(*shape), rpu_config=cfg)
+    print(f"model {args.model}, device {args.preset}, tile {cfg.periphery.tile_rows}x{cfg.periphery.tile_cols}")
+    print(report.table())
+    if args.json:
+        write_json_atomic(args.json, {"model": args.model, "input_shape": list(shape), "preset": args.preset,
+                                      **report.to_dict()})
+        print(f"wrote {args.json}")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -133,7 +194,17 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.crossbar import write_json_atomic
     from stoxbar.devices import presets
 
+    if getattr(args, "model", None):
+        return model_main(args)
+    if getattr(args, "input_shape", None):
+        raise ConfigError("--input-shape needs --model FILE_OR_MODULE:FACTORY")
     n_in, n_out = parse_layer(args.layer)
+    check_range("--dt", args.dt, 0.0, MAX_DT_S, lo_open=True, unit="s")
+    if args.seed < 0:
+        raise ConfigError(f"--seed = {args.seed}: allowed range is [0, inf)")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_new_file(path, flag)
     device = presets.get_preset(args.preset)
     periphery = periphery_from_args(args)
     mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed)

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import torch
 
-from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
+from stoxbar.fsio import check_new_file
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
 from stoxbar.validation import ConfigError
-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,15 +45,19 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
     from stoxbar.pong.checkpoint import load_agent
     from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.pong.paper import gpu_tiers
 
-    if args.games < 1:
-        raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
-    if args.json and os.path.exists(args.json):
-        raise FileExistsError(f"{args.json} exists: reports are never overwritten; choose a new path")
-    if not os.path.exists(args.checkpoint):
-        raise FileNotFoundError(f"checkpoint {args.checkpoint} not found; train one with `stoxbar train`")
-    if args.threads < 1:
-        raise ConfigError(f"--threads = {args.threads}: allowed range is [1, inf)")
+    # every argument is checked before the first game
+    for flag, value in (("--games", args.games), ("--max-steps", args.max_steps), ("--threads", args.threads)):
+        if value < 1:
+            raise ConfigError(f"{flag} = {value}: allowed range is [1, inf)")
+    if args.seed < 0:
+        raise ConfigError(f"--seed = {args.seed}: allowed range is [0, inf)")
+    if args.json:
+        check_new_file(args.json, "--json")
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; train one with `stoxbar train`")
+    periphery = periphery_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     agent, _ = load_agent(args.checkpoint)
@@ -61,7 +65,6 @@ def main(args: argparse.Namespace) -> int:
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     device = presets.get_preset(args.preset or arch.device_preset)
-    periphery = periphery_from_args(args)
     ledger = EnergyLedger()
     if not args.digital:
         build_analog_cell(agent, device, periphery).attach(ledger, "stp")
@@ -76,14 +79,17 @@ def main(args: argparse.Namespace) -> int:
     result = play_games(agent, args.games, args.seed, args.greedy, args.max_steps,
                         None if args.digital else periphery, ledger, after_game)
     bar.close()
+    cut = [i for i, n in enumerate(result.steps) if n >= args.max_steps]  # stopped before the game ended
     report = {
         "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
         "device_preset": args.preset or arch.device_preset,
         "score": {"per_game": result.scores, "mean": float(np.mean(result.scores))},
         "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
+        "max_steps": args.max_steps, "truncated_games": cut,
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": periphery.describe(),
         "energy": energy_report(result, arch, analog=not args.digital),
+        "gpu_tiers": gpu_tiers(arch, result.agent_steps),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
     _print(report)
@@ -93,18 +99,30 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _print(report: dict) -> None:
+    from stoxbar.studies.report import ordered_boundaries
+
     s = report["score"]
     print(f"\nscore per game {s['per_game']}  mean {s['mean']:+.2f}   ({report['mode']}, {report['agent_steps']} agent "
           f"steps = {report['simulated_seconds']:.1f} s of play in {report['wall_seconds']:.1f} s wall)")
     energy, games = report["energy"], report["games"]
-    gpu = energy["gpu_baseline"]["total_j"]
-    print(f"{'boundary':<14}{'J per game':>14}{'vs GPU':>10}")
-    for name, e in energy.items():
-        ratio = gpu / e["total_j"] if e["total_j"] > 0 else float("inf")
-        print(f"{name:<14}{e['total_j'] / games:>14.4g}{ratio:>9.1f}x")
+    if report["truncated_games"]:
+        print(f"warning: {len(report['truncated_games'])} of {games} games cut short at --max-steps "
+              f"{report['max_steps']} (game {', '.join(str(i + 1) for i in report['truncated_games'])}): "
+              "scores and energies are of partial games")
+    tiers = report.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
+    print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>15}" for t in tiers))
+    for name in ordered_boundaries(energy):
+        e = energy[name]
+        if name.startswith("gpu"):
+            continue
+        print(f"{name:<14}{e['total_j'] / games:>14.4g}" + "".join(
+            f"{g['total_j'] / e['total_j']:>14.4g}x" if e["total_j"] > 0 else f"{'n/a':>15}" for g in tiers.values()))
+    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items())
+          + " per game; docs/paper-energy.md §2)")
     if "system" in energy:
         print("\nsystem energy by component (J per game, share):")
         tot = energy["system"]["total_j"]
         for comp, j in sorted(energy["system"]["by_component"].items(), key=lambda kv: -kv[1]):
-            print(f"  {comp:<24}{j / games:>12.4g}{100 * j / tot:>8.1f}%")
+            print(f"  {comp:<24}{j / games:>12.4g}{100 * j / tot if tot > 0 else 0.0:>8.1f}%")

@@ -4,7 +4,10 @@
 * ``mvm_error_*``: the analog STP layer's MVM against float on layer inputs recorded while the
   digital agent plays (each sample: z_hat and the short-term state F of that step);
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
-  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios.
+  boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios (roofline,
+  latency and dedicated tiers, docs/paper-energy.md §2);
+* any other task (a study's ``task`` entry point): whatever metrics the task returns
+  (:func:`measure_task`), units read from the name's suffix (``_j``, ``_s``, ``_m2``, ...).
 """
 
 from __future__ import annotations
@@ -49,17 +52,26 @@ def unit_of(column: str) -> Tuple[str, str]:
     """(unit, description) of a metric or parameter column."""
     if column in UNITS:
         return UNITS[column]
+    m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
+    if m:
+        return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
     m = re.match(r"energy_(\w+?)_j_per_(game|step)$", column)
     if m:
         return "J", f"energy at boundary {m.group(1)} per {m.group(2)}"
     m = re.match(r"energy_system\.(.+)_j_per_game$", column)
     if m:
         return "J", f"system energy of component {m.group(1)} per game"
+    m = re.match(r"gpu_ratio_(latency|dedicated)_(\w+)$", column)
+    if m:
+        return "1", f"GPU {m.group(1)}-tier energy / memristive energy at boundary {m.group(2)}"
     m = re.match(r"gpu_ratio_(\w+)$", column)
     if m:
-        return "1", f"GPU baseline energy / memristive energy at boundary {m.group(1)}"
+        return "1", f"GPU baseline (roofline tier) energy / memristive energy at boundary {m.group(1)}"
     if column.startswith(("device.", "periphery.", "agent.")):
         return _param_unit(column), "parameter"
+    for suffix, unit in (("_j", "J"), ("_s", "s"), ("_m2", "m^2"), ("_w", "W")):
+        if column.endswith(suffix):
+            return unit, "task metric"
     return "", ""
 
 
@@ -183,9 +195,36 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
+    from stoxbar.pong.paper import gpu_tiers
+
+    tiers = gpu_tiers(agent.arch, steps)
+    for tier in ("latency", "dedicated"):
+        out[f"energy_gpu_{tier}_j_per_game"] = tiers[tier]["total_j"] / games
+        for b in BOUNDARIES:
+            total = energy[b]["total_j"]
+            out[f"gpu_ratio_{tier}_{b}"] = tiers[tier]["total_j"] / total if total > 0 else float("inf")
     for comp, j in energy["system"]["by_component"].items():
         out[f"energy_system.{comp}_j_per_game"] = j / games
     return out
+
+
+def measure_task(task: str, task_args: Dict[str, Any], cfg: PointConfig, seed: int) -> Dict[str, Any]:
+    """Metrics of one trial of a study over another task: ``task(cfg, seed, **task_args)`` (see studies.spec)."""
+    from stoxbar.analysis import load_entry_point
+    from stoxbar.validation import ConfigError
+
+    t0 = time.perf_counter()
+    out = load_entry_point(task, "task")(cfg, seed, **task_args)
+    if not isinstance(out, dict) or not out:
+        raise ConfigError(f"task {task} returned {type(out).__name__}; expected a non-empty dict of metric name "
+                          "-> number")
+    bad = {k: v for k, v in out.items() if not isinstance(k, str) or not isinstance(v, (int, float))}
+    if bad:
+        raise ConfigError(f"task {task}: metrics {sorted(map(str, bad))} are not numbers; expected metric name -> "
+                          "number")
+    metrics = {k: (float(v) if isinstance(v, float) else v) for k, v in out.items()}
+    metrics["trial_wall_s"] = time.perf_counter() - t0
+    return metrics
 
 
 def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:

@@ -1,30 +1,128 @@
-"""Figures of a study, drawn from its tidy table (``results.csv``).
+"""Figures of a study, drawn from its tidy table (``results.csv``) and its units (``columns.csv``).
 
 * ``METRIC_vs_PARAM.png`` for every varied parameter and plotted metric: mean over seeds with the
   min-max spread as error bars; in a two-parameter grid, one line per value of the other one.
 * ``pareto.png`` (when the study names ``[plots] pareto = [x, y]``): every point's mean x
   (minimised, e.g. energy) against mean y (maximised, e.g. score), the Pareto front joined.
 * ``breakdown.png`` (``[plots] breakdown = true``): each component's share of the system energy.
+
+Read as a reader would: axis labels are the column's description with a human unit (area in
+mm^2, energy in pJ/nJ/uJ, time in ns/us/ms: :func:`display_unit`), numbers sort as numbers
+(legends, axes, bars), an axis whose positive values span >= 1.5 decades is logarithmic (base 2
+for powers of two such as tile sizes), there is no offset notation, a y range narrower than 2 %
+of its level is widened to that (so 2.9230 vs 2.9235 does not fill the plot), and categorical x
+values get markers without joining lines (docs/reliability.md §6).
+Every PNG is written atomically (:mod:`stoxbar.fsio`).
+
+May import: stoxbar.fsio, stoxbar.studies (metrics, spec, table); matplotlib, numpy.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from stoxbar.fsio import atomic_write_bytes
 from stoxbar.studies.metrics import unit_of
 from stoxbar.studies.spec import Study, point_id
 from stoxbar.studies.table import read_table
 
 DEFAULT_METRICS = ("score_mean", "energy_array_j_per_game", "mvm_rel_error")
+LOG_DECADES = 1.5  # an axis of positive values spanning this many decades (or more) is logarithmic
+MIN_REL_SPAN = 0.02  # a linear y range narrower than this fraction of its level is widened
+_PREFIXES = ((1e-15, "f"), (1e-12, "p"), (1e-9, "n"), (1e-6, "u"), (1e-3, "m"), (1.0, ""))
 
 
-def _label(column: str) -> str:
-    unit = unit_of(column)[0]
-    return f"{column} [{unit}]" if unit and unit != "1" else column
+def read_units(out: Path) -> Dict[str, Tuple[str, str]]:
+    """column -> (unit, description) from ``out/columns.csv`` ({} if absent)."""
+    path = Path(out) / "columns.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        return {r["column"]: (r["unit"], r["description"]) for r in csv.DictReader(fh)}
+
+
+def display_unit(unit: str, values: Sequence[float]) -> Tuple[str, float]:
+    """(human unit, factor to multiply SI values by) for values in ``unit`` (e.g. m^2 -> mm^2)."""
+    mags = [abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v) and v != 0]
+    if not mags:
+        return unit, 1.0
+    typical = float(np.median(mags))
+    if unit == "m^2":  # chip areas: mm^2, or um^2 for a small block
+        return ("mm^2", 1e6) if typical >= 1e-8 else ("um^2", 1e12)
+    if unit in ("J", "s", "W", "A", "V", "F", "S"):
+        for scale, prefix in reversed(_PREFIXES):
+            if typical >= scale:
+                return prefix + unit, 1.0 / scale
+        return "f" + unit, 1e15
+    return unit, 1.0
+
+
+def _short(description: str) -> str:
+    return description.split(":", 1)[0].split(" (", 1)[0].split(", ", 1)[0].strip()
+
+
+def axis_label(column: str, unit: str, units: Dict[str, Tuple[str, str]]) -> str:
+    """``description [unit]`` of a column (the raw name for parameters, which are paths)."""
+    import textwrap
+
+    desc = units.get(column, unit_of(column))[1]
+    name = column if (not desc or desc == "parameter") else _short(desc)
+    text = f"{name} [{unit}]" if unit and unit != "1" else name
+    return "\n".join(textwrap.wrap(text, 42)) or text  # a long description on two lines, not off the figure
+
+
+def sort_key(value: Any) -> Tuple[int, Any]:
+    """Numbers by value, then everything else as text (so 128 < 1024 < 2048)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value)
+    return (1, str(value))
+
+
+def _numeric(values: List[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def spans_decades(values: Sequence[float]) -> bool:
+    vals = [v for v in values if math.isfinite(v)]
+    return bool(vals) and min(vals) > 0 and math.log10(max(vals) / min(vals)) >= LOG_DECADES
+
+
+def _powers_of_two(values: Sequence[Any]) -> bool:
+    return all(float(v).is_integer() and int(v) > 0 and int(v) & (int(v) - 1) == 0 for v in values)
+
+
+def no_offset(axis) -> None:
+    from matplotlib.ticker import ScalarFormatter
+
+    fmt = axis.get_major_formatter()
+    if isinstance(fmt, ScalarFormatter):
+        fmt.set_useOffset(False)
+
+
+def _widen(ax, lo: float, hi: float) -> None:
+    """Linear y: at least MIN_REL_SPAN of the level, so a 0.1 % difference looks like one."""
+    level = max(abs(lo), abs(hi))
+    if level > 0 and hi - lo < MIN_REL_SPAN * level:
+        mid = 0.5 * (lo + hi)
+        ax.set_ylim(mid - 0.5 * MIN_REL_SPAN * level, mid + 0.5 * MIN_REL_SPAN * level)
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # derived from the table: redrawn each run
+    return path
+
+
+def _label_of_point(varied: Sequence[str], key: Sequence[Any]) -> str:
+    return ", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(varied, key) if v != "")
 
 
 def point_means(table: List[Dict[str, Any]], params: Sequence[str], metric: str
@@ -49,10 +147,6 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
     return front
 
 
-def _numeric(values: List[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
 def make_plots(study: Study, out: Path) -> List[Path]:
     """Draw the study's figures into ``out/plots``; returns their paths."""
     import matplotlib
@@ -63,6 +157,7 @@ def make_plots(study: Study, out: Path) -> List[Path]:
     table = read_table(out / "results.csv")
     if not table:
         return []
+    units = read_units(out)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     metrics = [m for m in (study.plot_metrics or DEFAULT_METRICS) if any(r.get(m, "") != "" for r in table)]
@@ -81,48 +176,76 @@ def make_plots(study: Study, out: Path) -> List[Path]:
             others = [q for q in params if q != p]
             series_key = others[0] if len(others) == 1 else None
             for metric in metrics:
-                path = _metric_plot(plt, rows, p, series_key, metric, study.name, plots)
+                path = _metric_plot(plt, rows, p, series_key, metric, study.name, plots, units)
                 if path is not None:
                     written.append(path)
     if study.pareto:
-        written += _pareto(study, table, plots, plt)
+        written += _pareto(study, table, plots, plt, units)
     if study.breakdown:
         written += _breakdown(study, table, plots, plt)
     return written
 
 
-def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: Path):
-    """``metric`` vs parameter ``p`` (one line per value of ``series_key``); None if no data."""
+def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: Path,
+                 units: Optional[Dict[str, Tuple[str, str]]] = None):
+    """``plots/METRIC_vs_P.png`` of :func:`metric_figure`; None if no data."""
+    fig = metric_figure(plt, rows, p, series_key, metric, title, units)
+    if fig is None:
+        return None
+    path = _save(fig, plots / f"{metric}_vs_{p}.png")
+    plt.close(fig)
+    return path
+
+
+def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
+                  units: Optional[Dict[str, Tuple[str, str]]] = None):
+    """Figure of ``metric`` vs parameter ``p`` (one line per value of ``series_key``); None if no data."""
+    units = units or {}
     keys = [p] + ([series_key] if series_key else [])
     stats = point_means(rows, keys, metric)
     if not stats:
         return None
+    y_unit, y_f = display_unit(units.get(metric, unit_of(metric))[0], [v[0] for v in stats.values()])
+    x_all = sorted({k[0] for k in stats}, key=sort_key)
+    categorical = not _numeric(x_all)
+    x_unit, x_f = (units.get(p, unit_of(p))[0], 1.0) if categorical else display_unit(
+        units.get(p, unit_of(p))[0], x_all)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    series = sorted({k[1] for k in stats}, key=str) if series_key else [None]
+    series = sorted({k[1] for k in stats}, key=sort_key) if series_key else [None]
     for s in series:
         pts = sorted(((k[0], v) for k, v in stats.items() if series_key is None or k[1] == s),
-                     key=lambda kv: (str(type(kv[0])), kv[0]))
+                     key=lambda kv: sort_key(kv[0]))
         xs = [x for x, _ in pts]
-        x_plot = xs if _numeric(xs) else list(range(len(xs)))
-        mean = np.array([v[0] for _, v in pts])
-        err = np.array([[v[0] - v[1] for _, v in pts], [v[2] - v[0] for _, v in pts]])
-        ax.errorbar(x_plot, mean, yerr=err, marker="o", capsize=3,
-                    label=f"{series_key} = {s}" if series_key else None)
-        if not _numeric(xs):
-            ax.set_xticks(x_plot, [str(x) for x in xs])
-    ax.set_xlabel(_label(p))
-    ax.set_ylabel(_label(metric))
-    if metric.startswith(("energy_", "mvm_rel")) and all(v[1] > 0 for v in stats.values()):
+        x_plot = [x_all.index(x) for x in xs] if categorical else [x * x_f for x in xs]
+        mean = np.array([v[0] for _, v in pts]) * y_f
+        err = np.array([[v[0] - v[1] for _, v in pts], [v[2] - v[0] for _, v in pts]]) * y_f
+        ax.errorbar(x_plot, mean, yerr=err, marker="o", capsize=3, linestyle="none" if categorical else "-",
+                    label=f"{series_key.split('.', 1)[-1]} = {s}" if series_key else None)
+    if categorical:
+        ax.set_xticks(range(len(x_all)), [str(x) for x in x_all])
+        ax.set_xlim(-0.5, len(x_all) - 0.5)
+    elif _powers_of_two(x_all) and max(x_all) >= 4 * min(x_all):  # tile sizes, shares: evenly spaced
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([x * x_f for x in x_all], [f"{x:g}" for x in x_all])
+        ax.minorticks_off()
+    elif spans_decades(x_all):
+        ax.set_xscale("log")
+    ax.set_xlabel(axis_label(p, x_unit, units))
+    ax.set_ylabel(axis_label(metric, y_unit, units))
+    lows = [v[1] * y_f for v in stats.values()]
+    highs = [v[2] * y_f for v in stats.values()]
+    if spans_decades(lows + highs):
         ax.set_yscale("log")
+    else:
+        _widen(ax, min(lows), max(highs))
+    no_offset(ax.xaxis)
+    no_offset(ax.yaxis)
     if series_key:
         ax.legend(fontsize=7)
     ax.set_title(f"{title}: mean over seeds, bars = min..max", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = plots / f"{metric}_vs_{p}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _breakdown(study: Study, table, plots: Path, plt) -> List[Path]:
@@ -132,49 +255,59 @@ def _breakdown(study: Study, table, plots: Path, plt) -> List[Path]:
         return []
     varied = list(study.varied)
     means = {c: point_means(table, varied, c) for c in comps}
-    keys = sorted({k for m in means.values() for k in m}, key=str)
+    keys = sorted({k for m in means.values() for k in m}, key=lambda k: tuple(sort_key(v) for v in k))
     totals = np.array([sum(means[c].get(k, (0.0,))[0] for c in comps) for k in keys])
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(keys) + 2.2))
     left = np.zeros(len(keys))
     for i, c in enumerate(comps):
         share = np.array([means[c].get(k, (0.0,))[0] for k in keys]) / np.where(totals > 0, totals, 1)
-        ax.barh(range(len(keys)), share, left=left, color=plt.cm.tab20(i % 20), label=c.split(".", 1)[1][:-len("_j_per_game")])
+        ax.barh(range(len(keys)), share, left=left, color=plt.cm.tab20(i % 20),
+                label=c.split(".", 1)[1][:-len("_j_per_game")])
         left += share
-    ax.set_yticks(range(len(keys)), [", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(varied, k)) for k in keys],
-                  fontsize=7)
+    ax.set_yticks(range(len(keys)), [_label_of_point(varied, k) for k in keys], fontsize=7)
+    ax.invert_yaxis()  # first point on top, as the table reads
+    ax.set_xlim(0, 1)
     ax.set_xlabel("share of system energy per game")
     ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     ax.set_title(f"{study.name}: where the joules go (means over seeds)", fontsize=8)
     fig.tight_layout()
-    path = plots / "breakdown.png"
-    fig.savefig(path, dpi=110)
+    path = _save(fig, plots / "breakdown.png")
     plt.close(fig)
     return [path]
 
 
-def _pareto(study: Study, table, plots: Path, plt) -> List[Path]:
+def _pareto(study: Study, table, plots: Path, plt, units: Optional[Dict[str, Tuple[str, str]]] = None
+            ) -> List[Path]:
+    units = units or {}
     x_m, y_m = study.pareto
     sx, sy = point_means(table, list(study.varied), x_m), point_means(table, list(study.varied), y_m)
-    keys = [k for k in sx if k in sy]
+    keys = sorted((k for k in sx if k in sy), key=lambda k: tuple(sort_key(v) for v in k))
     if not keys:
         return []
-    pts = [(sx[k][0], sy[k][0]) for k in keys]
+    x_unit, x_f = display_unit(units.get(x_m, unit_of(x_m))[0], [sx[k][0] for k in keys])
+    y_unit, y_f = display_unit(units.get(y_m, unit_of(y_m))[0], [sy[k][0] for k in keys])
+    pts = [(sx[k][0] * x_f, sy[k][0] * y_f) for k in keys]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], c="0.6", s=18, label="points")
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "o-", c="C3", label="Pareto front")
     for i in front:
-        ax.annotate(", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(study.varied, keys[i])), pts[i],
-                    fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(_label(x_m))
-    ax.set_ylabel(_label(y_m))
-    if all(p[0] > 0 for p in pts):
+        ax.annotate(_label_of_point(study.varied, keys[i]), pts[i], fontsize=6, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel(axis_label(x_m, x_unit, units))
+    ax.set_ylabel(axis_label(y_m, y_unit, units))
+    if spans_decades([p[0] for p in pts]):
         ax.set_xscale("log")
+    if spans_decades([p[1] for p in pts]):
+        ax.set_yscale("log")
+    else:
+        _widen(ax, min(p[1] for p in pts), max(p[1] for p in pts))
+    no_offset(ax.xaxis)
+    no_offset(ax.yaxis)
     ax.legend(fontsize=7)
-    ax.set_title(f"{study.name}: {y_m} vs {x_m} (means over seeds)", fontsize=8)
+    ax.set_title(f"{study.name}: {y_m} (maximised) vs {x_m} (minimised), means over seeds", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = plots / "pareto.png"
-    fig.savefig(path, dpi=110)
+    path = _save(fig, plots / "pareto.png")
     plt.close(fig)
     return [path]

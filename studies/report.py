@@ -1,25 +1,34 @@
 """``stoxbar report``: one self-contained HTML page from a study directory or a play report.
 
-The page carries the tables, the figures (embedded as PNG data), the configuration, the software
-versions and the commands that made the results, so it can be handed on as a single file.
+The page carries the tables, the figures (embedded as PNG data; a play report's figures are drawn
+from its numbers here), the configuration, the software versions and the commands that made the
+results, so it can be handed on as a single file. Boundaries read synapse_only -> array -> system,
+then the GPU baseline tiers roofline -> latency -> dedicated; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
+games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.fsio`).
+
+May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies (metrics, plots, table); matplotlib.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, read_json
 from stoxbar.studies.metrics import unit_of
-from stoxbar.pong.checkpoint import atomic_write_bytes
+from stoxbar.studies.plots import display_unit, no_offset, spans_decades
 from stoxbar.studies.table import read_table
 from stoxbar.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
-                   "energy_system_j_per_game", "gpu_ratio_system", "energy_array_j_per_step",
+                   "energy_system_j_per_game", "gpu_ratio_system", "gpu_ratio_latency_system",
+                   "gpu_ratio_dedicated_system", "energy_array_j_per_step",
                    "latency_mvm_s_per_step", "area_m2", "mvm_rel_error", "wall_s_per_step")
+BOUNDARY_ORDER = ("synapse_only", "array", "system", "gpu_baseline")  # inner -> outer, then the baseline
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
          "text-align:right}th{background:#eee}pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}"
@@ -39,8 +48,78 @@ def _table(header: Sequence[str], rows: List[Sequence[Any]]) -> str:
 
 
 def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}" title="{html.escape(path.name)}">'
+    return _img_bytes(path.read_bytes(), path.name)
+
+
+def _img_bytes(png: bytes, name: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}" title="{html.escape(name)}">'
+
+
+def _pre(value: Any) -> str:
+    """A preformatted block: text as it is (its line breaks kept), anything else as indented JSON."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def ordered_boundaries(energy: Dict[str, Any]) -> List[str]:
+    """The energy report's boundaries, synapse_only -> array -> system -> gpu_baseline, then any others."""
+    return [b for b in BOUNDARY_ORDER if b in energy] + sorted(b for b in energy if b not in BOUNDARY_ORDER)
+
+
+def gpu_tiers_of(rep: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The GPU baseline tiers of a play report, roofline -> latency -> dedicated (older reports: roofline)."""
+    tiers = rep.get("gpu_tiers") or {"roofline": rep["energy"]["gpu_baseline"]}
+    return {t: tiers[t] for t in ("roofline", "latency", "dedicated") if t in tiers}
+
+
+def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
+    """PNG figures of a play report: energy per game by boundary and GPU tier, system energy by component."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    energy, games = rep["energy"], rep["games"]
+    tiers = gpu_tiers_of(rep)
+    names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")] + [f"GPU {t}" for t in tiers]
+    per_game = [(energy[b]["total_j"] if b in energy else tiers[b[4:]]["total_j"]) / games for b in names]
+    out = []
+    unit, f = display_unit("J", [v for v in per_game if v > 0])
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.4))
+    ax.barh(range(len(names)), [v * f for v in per_game], color=["0.5" if b.startswith("GPU") else "C0" for b in names])
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    if spans_decades(per_game):
+        ax.set_xscale("log")
+    else:
+        no_offset(ax.xaxis)
+    ax.set_xlabel(f"energy per game [{unit}]")
+    ax.set_title("energy per game by boundary; GPU baseline tiers (batch 1) in grey", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    out.append(("energy_by_boundary.png", buf.getvalue()))
+    if "system" in energy and energy["system"]["total_j"] > 0:
+        comps = sorted(energy["system"]["by_component"].items(), key=lambda kv: -kv[1])
+        unit, f = display_unit("J", [j / games for _, j in comps if j > 0])
+        fig, ax = plt.subplots(figsize=(6, 0.3 * len(comps) + 1.4))
+        ax.barh(range(len(comps)), [j / games * f for _, j in comps], color="C1")
+        ax.set_yticks(range(len(comps)), [c for c, _ in comps], fontsize=7)
+        ax.invert_yaxis()
+        if spans_decades([j for _, j in comps]):
+            ax.set_xscale("log")
+        else:
+            no_offset(ax.xaxis)
+        ax.set_xlabel(f"system energy per game [{unit}]")
+        ax.set_title("system energy by component", fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        out.append(("system_by_component.png", buf.getvalue()))
+    return out
 
 
 def _page(title: str, sections: List[str]) -> str:
@@ -50,13 +129,14 @@ def _page(title: str, sections: List[str]) -> str:
 
 def study_page(run_dir: Path) -> str:
     """HTML of a study directory (study.json, results.csv, plots/, invocations.jsonl)."""
-    meta = json.loads((run_dir / "study.json").read_text())
+    meta = read_json(run_dir / "study.json")
     ident = meta["identity"]
     table = read_table(run_dir / "results.csv") if (run_dir / "results.csv").exists() else []
     varied = meta["varied"]
     ok = [r for r in table if r["status"] == "ok"]
     failed = [r for r in table if r["status"] != "ok"]
-    metrics = [m for m in SUMMARY_METRICS if any(r.get(m, "") != "" for r in ok)]
+    metrics = [m for m in dict.fromkeys((*meta.get("plot_metrics", ()), *SUMMARY_METRICS))
+               if any(r.get(m, "") != "" for r in ok)]
     by_point: Dict[str, List[Dict[str, Any]]] = {}
     for r in ok:
         by_point.setdefault(r["point_id"], []).append(r)
@@ -64,7 +144,14 @@ def study_page(run_dir: Path) -> str:
     for rs in by_point.values():
         means = [sum(float(r[m]) for r in rs) / len(rs) if all(r.get(m, "") != "" for r in rs) else "" for m in metrics]
         summary.append([*(rs[0][p] for p in varied), len(rs), *means])
-    header = [*varied, "seeds", *(f"{m} [{unit_of(m)[0]}]" for m in metrics)]
+    header = [*varied, "seeds"]
+    for j, m in enumerate(metrics):  # human units per column (area in mm^2, energies in pJ..J)
+        col = len(varied) + 1 + j
+        unit, f = display_unit(unit_of(m)[0], [r[col] for r in summary if r[col] != ""])
+        header.append(f"{m} [{unit}]" if unit else m)
+        for r in summary:
+            if r[col] != "":
+                r[col] *= f
     log = run_dir / "invocations.jsonl"
     invocations = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     sections = [
@@ -92,28 +179,46 @@ def study_page(run_dir: Path) -> str:
 
 def play_page(report_path: Path) -> str:
     """HTML of a ``stoxbar play --json`` report."""
-    rep = json.loads(report_path.read_text())
-    games = rep["games"]
-    energy = rep["energy"]
-    gpu = energy["gpu_baseline"]["total_j"]
-    rows = [[name, e["total_j"] / games, gpu / e["total_j"] if e["total_j"] > 0 else ""] for name, e in energy.items()]
+    rep = read_json(report_path)
+    try:
+        games = rep["games"]
+        energy = rep["energy"]
+        steps = rep["steps_per_game"]
+        tiers = gpu_tiers_of(rep)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"report {report_path}: not a `stoxbar play --json` report (no {exc})") from None
+    names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")]
+    unit, f = display_unit("J", [energy[b]["total_j"] / games for b in names if energy[b]["total_j"] > 0])
+    rows = [[name, energy[name]["total_j"] / games * f]
+            + [f"{g['total_j'] / energy[name]['total_j']:.4g}" if energy[name]["total_j"] > 0 else "n/a"
+               for g in tiers.values()] for name in names]
+    rows += [[f"GPU {t}", g["total_j"] / games * f] + [""] * len(tiers) for t, g in tiers.items()]
+    max_steps = rep.get("max_steps")
+    cut = rep.get("truncated_games", [])
+    score_rows = [[i, s, n, "yes (stopped at --max-steps)" if (i - 1) in cut else ""]
+                  for i, (s, n) in enumerate(zip(rep["score"]["per_game"], steps), 1)]
     sections = [
         f"<p>Mode <b>{html.escape(rep['mode'])}</b>, checkpoint <code>{html.escape(rep['checkpoint'])}</code>, "
         f"device preset <code>{html.escape(str(rep['device_preset']))}</code>, {rep['synapses']} synapses.</p>",
-        "<h2>Score</h2>", _table(["game", "score (agent - opponent)"], list(enumerate(rep["score"]["per_game"], 1))),
+        "<h2>Score</h2>", _table(["game", "score (agent - opponent)", "agent steps", "cut short"], score_rows),
         f"<p>mean {rep['score']['mean']:+.2f} over {games} games, {rep['agent_steps']} agent steps = "
         f"{rep['simulated_seconds']:.1f} s of play simulated in {rep['wall_seconds']:.1f} s.</p>",
-        "<h2>Energy per game</h2>", _table(["boundary", "J per game", "GPU / this"], rows),
     ]
+    if cut:
+        sections.append(f"<p><b>{len(cut)} of {games} games were cut short</b> at --max-steps {max_steps}: "
+                        "their scores and energies are of partial games.</p>")
+    sections += ["<h2>Energy per game</h2>",
+                 _table(["boundary", f"{unit} per game"] + [f"GPU {t} / this" for t in tiers], rows),
+                 "<h2>Figures</h2>", "".join(_img_bytes(png, name) for name, png in play_figures(rep))]
     if "system" in energy:
         tot = energy["system"]["total_j"]
         comps = sorted(energy["system"]["by_component"].items(), key=lambda kv: -kv[1])
+        cu, cf = display_unit("J", [j / games for _, j in comps if j > 0])
         sections += ["<h3>System energy by component</h3>",
-                     _table(["component", "J per game", "share %"], [[c, j / games, 100 * j / tot] for c, j in comps])]
-    sections += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(rep.get('arch', {}), indent=2))}\n"
-                 f"{html.escape(str(rep.get('periphery', '')))}</pre>",
-                 "<h2>GPU baseline assumptions</h2>",
-                 f"<pre>{html.escape(json.dumps(energy['gpu_baseline'].get('assumptions', {}), indent=2))}</pre>"]
+                     _table(["component", f"{cu} per game", "share %"],
+                            [[c, j / games * cf, 100 * j / tot if tot > 0 else 0.0] for c, j in comps])]
+    sections += ["<h2>Configuration</h2>", _pre(rep.get("arch", {})), _pre(rep.get("periphery", "")),
+                 "<h2>GPU baseline assumptions</h2>", _pre(energy["gpu_baseline"].get("assumptions", {}))]
     if "command" in rep:
         sections += ["<h2>Command</h2>", f"<pre>{html.escape(' '.join(rep['command']))}</pre>"]
     if "versions" in rep:
@@ -124,6 +229,8 @@ def play_page(report_path: Path) -> str:
 def write_report(run: str, out: Optional[str] = None) -> Path:
     """Write the report of ``run`` (study dir, play JSON, or a dir holding one); never overwrites."""
     path = Path(run)
+    if out:
+        check_new_file(out, "--out")  # before any work
     if path.is_dir() and (path / "study.json").exists():
         text, default = study_page(path), path / "report.html"
     elif path.is_file() and path.suffix == ".json":
@@ -134,13 +241,6 @@ def write_report(run: str, out: Optional[str] = None) -> Path:
     else:
         raise ConfigError(f"report {run!r}: expected a study directory (with study.json), a play report (.json) "
                           "or a directory holding one play report")
-    dest = Path(out) if out else default
-    if out is None:
-        n = 2
-        while dest.exists():
-            dest = default.with_name(f"{default.stem}-{n}{default.suffix}")
-            n += 1
-    elif dest.exists():
-        raise FileExistsError(f"{dest} exists: reports are never overwritten; choose a new path")
+    dest = check_new_file(out, "--out") if out else free_name(default)
     atomic_write_bytes(dest, text.encode())
     return dest

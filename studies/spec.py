@@ -36,9 +36,34 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
     pareto = ["energy_array_j_per_game", "score_mean"]    # x (minimised), y (maximised)
     breakdown = true                   # stacked bars: share of each component per point
 
+**Any task.** Instead of the Pong agent (the built-in task), a study may name a Python entry point
+that builds its own model, data and metric::
+
+    name = "digits_adc"
+    task = "examples/tasks.py:digits_mlp"     # FILE.py:NAME (relative to the working directory)
+                                              # or package.module:NAME
+    seeds = [0]
+    [base]
+    device = "sto_2024"
+    set = { "periphery.tile_rows" = 64 }
+    [[grid]]
+    "periphery.adc.bits" = [4, 8]
+    [task_args]                               # optional keyword arguments for the task
+    epochs = 3
+
+The task is called once per trial as ``task(config, seed, **task_args)`` with the point's
+:class:`PointConfig` (``config.device``, ``config.periphery``, ``config.rpu_config()``; ``arch`` is
+None) and returns a dict of metric name -> number (e.g. accuracy and ``analyze``'s energy). The
+same dotted paths (``device.*``, ``periphery.*``) set the one configuration; ``agent.*``,
+``[metrics]`` and ``checkpoint`` belong to the Pong task and are refused with a task.
+
 Everything is validated when the file is loaded, before anything runs: unknown keys and parameter
-paths, values of the wrong type, empty grids, and every point's full configuration (so a value
-out of its field's range, or an ADC sharing that does not divide a tile, is named with its point).
+paths, values of the wrong type, empty grids, distributions over non-finite ranges, unknown plot
+metrics (and plot metrics the trials would never measure, e.g. a score with games = 0), a base
+checkpoint whose weights do not fit its architecture, the study's size (at most
+``MAX_TRIALS`` trials unless the caller raises ``max_trials``, ``stoxbar sweep --max-trials``), and
+every point's full configuration (so a value out of its field's range, or an ADC sharing that
+does not divide a tile, is named with its point).
 """
 
 from __future__ import annotations
@@ -61,6 +86,7 @@ ROOTS = ("device", "periphery", "agent")
 AGENT_KEYS = ("arch", "hidden", "bottleneck")  # architecture knobs of an untrained (random) agent
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+MAX_TRIALS = 10_000  # a larger study needs an explicit max_trials (a typo in a grid can ask for 10^6)
 
 
 class StudyError(ConfigError):
@@ -79,11 +105,17 @@ class Metrics:
 
 @dataclass(frozen=True)
 class PointConfig:
-    """The full configuration of one point: chip device, periphery, agent architecture."""
+    """The full configuration of one point: chip device, periphery, agent architecture (None for a task)."""
 
     device: Any
     periphery: Any
     arch: Any
+
+    def rpu_config(self, **kwargs: Any) -> Any:
+        """An ``STORPUConfig`` of this point's device and periphery (``kwargs``: further fields)."""
+        from stoxbar.crossbar import STORPUConfig
+
+        return STORPUConfig(device=self.device, periphery=self.periphery, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,8 @@ class Study:
     plot_metrics: Tuple[str, ...] = ()
     pareto: Tuple[str, ...] = ()
     breakdown: bool = False
+    task: str = ""  # "" = the built-in Pong task, else a resolved entry point FILE.py:NAME / module:NAME
+    task_args: Tuple[Tuple[str, Any], ...] = ()
 
     @property
     def varied(self) -> Tuple[str, ...]:
@@ -137,9 +171,12 @@ class Study:
 
     def identity(self) -> Dict[str, Any]:
         """What must not change when a study is resumed into the same directory."""
-        return {"name": self.name, "random_agent": self.checkpoint == "random",
-                "checkpoint_sha256": self.checkpoint_sha256, "device": self.device_preset,
-                "base": self.base, "metrics": dataclasses.asdict(self.metrics)}
+        ident = {"name": self.name, "random_agent": self.checkpoint == "random",
+                 "checkpoint_sha256": self.checkpoint_sha256, "device": self.device_preset,
+                 "base": self.base, "metrics": dataclasses.asdict(self.metrics)}
+        if self.task:
+            ident.update(task=self.task, task_args=dict(self.task_args))
+        return ident
 
 
 def point_id(params: Dict[str, Any]) -> str:
@@ -206,6 +243,8 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
     from stoxbar.peripherals import PeripheryConfig
 
     cfg = {"device": presets.get_preset(device_preset), "periphery": PeripheryConfig(), "agent": checkpoint_arch}
+    if checkpoint_arch is None and any(k.startswith("agent.") for k in {**base, **params}):
+        raise StudyError("agent.* parameters belong to the Pong task")
     for path, value in {**base, **params}.items():
         parts = check_path(path)
         cfg[parts[0]] = set_path(cfg[parts[0]], path, parts[1:], value)
@@ -237,12 +276,19 @@ def _grid_points(grid: Any, where: str) -> List[Dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+def _grid_size(grid: Any) -> int:
+    """Points a [[grid]] table asks for (0 if malformed: :func:`_grid_points` names the problem)."""
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) for v in grid.values()):
+        return 0
+    return math.prod(len(v) for v in grid.values())
+
+
 def _random_points(spec: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
     n, seed = spec.get("n"), spec.get("seed", 0)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise StudyError(f"{where}.n = {n!r}: must be an integer >= 1")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise StudyError(f"{where}.seed = {seed!r}: must be an integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise StudyError(f"{where}.seed = {seed!r}: must be an integer >= 0")
     dists = {k: v for k, v in spec.items() if k not in ("n", "seed")}
     if not dists:
         raise StudyError(f"{where}: no parameters to draw")
@@ -261,8 +307,9 @@ def _random_points(spec: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
             columns[path] = [arg[i] for i in rng.integers(0, len(arg), n)]
             continue
         lo, hi = arg
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg) or not lo < hi:
-            raise StudyError(f"{where} {path!r}.{kind} = {arg!r}: need numbers with low < high")
+        if (not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in arg)
+                or not lo < hi):
+            raise StudyError(f"{where} {path!r}.{kind} = {arg!r}: need finite numbers with low < high")
         if kind == "uniform":
             columns[path] = [float(v) for v in rng.uniform(lo, hi, n)]
         elif kind == "loguniform":
@@ -286,16 +333,59 @@ def resolve_study_path(name_or_path: str) -> Path:
     raise StudyError(f"study {name_or_path!r}: no such file, and no built-in study of that name (built-in: {known})")
 
 
-def checkpoint_arch(checkpoint: str) -> Any:
-    """The architecture stored in a checkpoint (CheckpointError if unusable)."""
+def checkpoint_arch(checkpoint: str, check_weights: bool = False) -> Any:
+    """The architecture stored in a checkpoint (CheckpointError if unusable).
+
+    ``check_weights``: also build the agent, so weights that do not fit the architecture fail here
+    (at load) rather than in every trial.
+    """
     from stoxbar.pong.agent import ArchConfig
-    from stoxbar.pong.checkpoint import load_checkpoint
+    from stoxbar.pong.checkpoint import build_agent, load_checkpoint
 
-    return ArchConfig.from_dict(dict(load_checkpoint(checkpoint)["arch"]))
+    ckpt = load_checkpoint(checkpoint)
+    if check_weights:
+        return build_agent(ckpt, checkpoint).arch
+    return ArchConfig.from_dict(dict(ckpt["arch"]))
 
 
-def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
-    """Parse and fully validate a study file (see module docstring); ``output`` overrides its own."""
+def check_plot_metric(name: Any, where: str) -> str:
+    """``name`` if it is a metric a trial can report (see studies/metrics.py), else StudyError."""
+    from stoxbar.studies.metrics import UNITS, unit_of
+
+    if not isinstance(name, str) or unit_of(name)[1] in ("", "parameter"):
+        raise StudyError(f"{where}: unknown metric {name!r}; metrics are {', '.join(UNITS)}, "
+                         "energy_<boundary>_j_per_<game|step>, energy_system.<component>_j_per_game, "
+                         "gpu_ratio_<boundary>")
+    return name
+
+
+def check_task_metric(name: Any, where: str) -> str:
+    """``name`` if it can name a metric of a task (a non-empty string), else StudyError."""
+    if not isinstance(name, str) or not name:
+        raise StudyError(f"{where}: metric {name!r} must be the name of a metric the task returns")
+    return name
+
+
+STATIC_METRICS = ("synapses", "tiles", "area_m2", "area_adc_share", "mvm_latency_s", "trial_wall_s")
+
+
+def check_measured(name: str, metrics: Metrics, where: str) -> None:
+    """StudyError if the trials of ``metrics`` never measure ``name`` (it would silently not be plotted)."""
+    if name in STATIC_METRICS:
+        return
+    if name.startswith("mvm_rel_error") or name == "mvm_samples":
+        if metrics.mvm_error_samples < 1:
+            raise StudyError(f"{where}: {name!r} needs [metrics] mvm_error_samples >= 1 (it is 0: no MVM error "
+                             "is measured)")
+    elif metrics.games < 1:
+        raise StudyError(f"{where}: {name!r} needs [metrics] games >= 1 (it is 0: no game is played)")
+
+
+def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int = MAX_TRIALS) -> Study:
+    """Parse and fully validate a study file (see module docstring); ``output`` overrides its own.
+
+    ``max_trials``: refuse a study of more trials (points x seeds) than this, before any point is built.
+    """
     from stoxbar.pong.agent import ArchConfig
     from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 
@@ -306,7 +396,9 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{where}: not valid TOML ({exc})") from None
-    _no_unknown(doc, ("name", "description", "seeds", "output", "base", "grid", "random", "metrics", "plots"), where)
+    _no_unknown(doc, ("name", "description", "seeds", "output", "base", "grid", "random", "metrics", "plots", "task",
+                      "task_args"), where)
+    task, task_args = _task(doc, where)
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise StudyError(f"{where}: name = {name!r} must be a non-empty string without '/'")
@@ -320,18 +412,21 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
 
     base_t = _table(doc, "base", where)
     _no_unknown(base_t, ("checkpoint", "device", "set"), f"{where} [base]")
-    ckpt = base_t.get("checkpoint", "shipped")
+    if task and ("checkpoint" in base_t or "metrics" in doc):
+        raise StudyError(f"{where}: [base] checkpoint and [metrics] belong to the Pong task; with task = "
+                         f"{doc['task']!r} pass the task's options in [task_args]")
+    ckpt = base_t.get("checkpoint", "shipped") if not task else "none"
     if not isinstance(ckpt, str) or not ckpt:
         raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: 'shipped', 'random' or a path")
     if ckpt == "shipped":
         ckpt = str(SHIPPED_CHECKPOINT)
-    elif ckpt != "random":
+    elif ckpt not in ("random", "none"):
         ck = Path(ckpt) if Path(ckpt).is_absolute() else (Path.cwd() / ckpt)
         if not ck.exists():
             raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: file not found")
         ckpt = str(ck.resolve())
-    arch = ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt)
-    device_preset = base_t.get("device", arch.device_preset)
+    arch = None if task else ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt, check_weights=True)
+    device_preset = base_t.get("device", "sto_2024" if task else arch.device_preset)
     base = base_t.get("set", {})
     if not isinstance(base, dict):
         raise StudyError(f"{where} [base] set: must be a table of parameter paths")
@@ -342,6 +437,15 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
         grids = [grids]
     if not isinstance(grids, list):
         raise StudyError(f"{where}: grid must be a table or an array of tables ([[grid]])")
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise StudyError(f"max_trials = {max_trials!r}: allowed range is [1, inf)")
+    rand_t = doc.get("random", {})
+    n_rand = rand_t.get("n", 0) if isinstance(rand_t, dict) else 0
+    n_points = sum(_grid_size(g) for g in grids) + (n_rand if isinstance(n_rand, int) and n_rand > 0 else 0)
+    if n_points * len(seeds) > max_trials:
+        raise StudyError(f"{where}: {n_points} points x {len(seeds)} seeds = {n_points * len(seeds)} trials is more "
+                         f"than the limit of {max_trials}; if that is meant, allow it explicitly "
+                         f"(stoxbar sweep --max-trials {n_points * len(seeds)})")
     for i, grid in enumerate(grids):
         label = f"grid{i + 1}"
         groups += [(label, p) for p in _grid_points(grid, f"{where} [[grid]] #{i + 1}")]
@@ -362,28 +466,69 @@ def load_study(path_or_name: str, output: Optional[str] = None) -> Study:
 
     plots_t = _table(doc, "plots", where)
     _no_unknown(plots_t, ("metrics", "pareto", "breakdown"), f"{where} [plots]")
-    plot_metrics = tuple(plots_t.get("metrics", ()))
+    plot_metrics = plots_t.get("metrics", [])
+    if not isinstance(plot_metrics, list):
+        raise StudyError(f"{where} [plots] metrics = {plot_metrics!r}: must be a list of metric names")
+    # a task's metrics are known only when it runs: its plot metrics need only be names
+    check_metric = check_task_metric if task else check_plot_metric
+    plot_metrics = tuple(check_metric(m, f"{where} [plots] metrics") for m in plot_metrics)
     breakdown = plots_t.get("breakdown", False)
     if not isinstance(breakdown, bool):
         raise StudyError(f"{where} [plots] breakdown = {breakdown!r}: must be true or false")
-    pareto = tuple(plots_t.get("pareto", ()))
-    if pareto and len(pareto) != 2:
-        raise StudyError(f"{where} [plots] pareto = {list(pareto)}: give [x metric (minimised), y metric (maximised)]")
+    pareto = plots_t.get("pareto", [])
+    if not isinstance(pareto, list) or (pareto and len(pareto) != 2):
+        raise StudyError(f"{where} [plots] pareto = {pareto!r}: give [x metric (minimised), y metric (maximised)]")
+    pareto = tuple(check_metric(m, f"{where} [plots] pareto") for m in pareto)
+    if not task:
+        for m in plot_metrics:
+            check_measured(m, metrics, f"{where} [plots] metrics")
+        for m in pareto:
+            check_measured(m, metrics, f"{where} [plots] pareto")
 
     # every point's full configuration, before anything runs
     for group, params in groups:
         where_p = f"{where}: point {params}"
-        if ckpt != "random" and any(k.startswith("agent.") for k in {**base, **params}):
+        if task and any(k.startswith("agent.") for k in {**base, **params}):
+            raise StudyError(f"{where_p}: agent.* parameters belong to the Pong task, not to task = {doc['task']!r}")
+        if not task and ckpt != "random" and any(k.startswith("agent.") for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters need checkpoint = 'random' (a trained checkpoint "
                              "fixes its architecture)")
         try:
             cfg = build_point(arch, device_preset, base, params)
         except ConfigError as exc:
             raise StudyError(f"{where_p}: {exc}") from None
-        if cfg.arch.cell != "mstpn":
+        if not task and cfg.arch.cell != "mstpn":
             raise StudyError(f"{where_p}: cell = {cfg.arch.cell!r}; only an m-STPN maps onto the STO chip")
     points = groups
-    sha = "" if ckpt == "random" else hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
+    sha = "" if ckpt in ("random", "none") else hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
     return Study(name=name, description=str(doc.get("description", "")), source=text, output=Path(out),
                  seeds=tuple(seeds), checkpoint=ckpt, checkpoint_sha256=sha, device_preset=device_preset, base=dict(base),
-                 points=tuple(points), metrics=metrics, plot_metrics=plot_metrics, pareto=pareto, breakdown=breakdown)
+                 points=tuple(points), metrics=metrics, plot_metrics=plot_metrics, pareto=pareto, breakdown=breakdown,
+                 task=task, task_args=task_args)
+
+
+def _task(doc: Dict[str, Any], where: str) -> Tuple[str, Tuple[Tuple[str, Any], ...]]:
+    """(resolved task entry point or "", task_args) of a study file; the entry point is imported now."""
+    from stoxbar.analysis import load_entry_point
+
+    spec = doc.get("task", "")
+    args = _table(doc, "task_args", where)
+    if not spec:
+        if "task" in doc or args:
+            raise StudyError(f"{where}: task = {spec!r}: give FILE_OR_MODULE:NAME (or leave task out for Pong)")
+        return "", ()
+    if not isinstance(spec, str):
+        raise StudyError(f"{where}: task = {spec!r}: expected FILE_OR_MODULE:NAME")
+    target, _, name = spec.partition(":")
+    if target.endswith(".py") or Path(target).exists():
+        target = str((Path(target) if Path(target).is_absolute() else Path.cwd() / target).resolve())
+    resolved = f"{target}:{name}"
+    try:
+        load_entry_point(resolved, "task")
+    except ConfigError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError):
+        raise StudyError(f"{where} [task_args]: values must be plain TOML values") from None
+    return resolved, tuple(sorted(args.items()))

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from stoxbar.pong.checkpoint import atomic_write_bytes
+from stoxbar.fsio import atomic_write_bytes
 from stoxbar.studies.metrics import UNITS, unit_of
 from stoxbar.studies.spec import Study
 
@@ -51,19 +51,19 @@ def write_table(study: Study, out: Path) -> Path:
     writer.writeheader()
     writer.writerows(table)
     path = out / "results.csv"
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode(), overwrite=True)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["column", "unit", "description"])
     for c in columns:
         w.writerow([c, *unit_of(c)] if c not in ID_COLUMNS else [c, "", "identifier"])
-    atomic_write_bytes(out / "columns.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "columns.csv", buf.getvalue().encode(), overwrite=True)
     try:
         import pandas as pd
 
         parquet = io.BytesIO()
         pd.DataFrame(table, columns=columns).to_parquet(parquet)
-        atomic_write_bytes(out / "results.parquet", parquet.getvalue())
+        atomic_write_bytes(out / "results.parquet", parquet.getvalue(), overwrite=True)
     except ImportError:
         pass
     return path

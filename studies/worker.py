@@ -2,7 +2,8 @@
 
 ``run_trial(job)`` is what a local worker process (``python -m stoxbar.studies.worker``, job as
 JSON on stdin, record as one ``STOXBAR_RESULT {...}`` line on stdout) and a Ray task both call.
-A job is plain JSON: the trial (id, params, seed), the study's base configuration and metrics.
+A job is plain JSON: the trial (id, params, seed), the study's base configuration and metrics,
+and for a study over another task its entry point and arguments (``task``, ``task_args``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def run_trial(job: Dict[str, Any]) -> Dict[str, Any]:
     """Measure one trial (see module docstring); returns its record (status ok or failed)."""
     import torch
 
-    from stoxbar.studies.metrics import measure
+    from stoxbar.studies.metrics import measure, measure_task
     from stoxbar.studies.spec import Metrics, build_point
     from stoxbar.pong.agent import ArchConfig
     from stoxbar.pong.checkpoint import load_checkpoint
@@ -43,6 +44,11 @@ def run_trial(job: Dict[str, Any]) -> Dict[str, Any]:
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions()}
     try:
         torch.set_num_threads(int(job.get("threads", 1)))
+        if job.get("task"):
+            cfg = build_point(None, job["device_preset"], job["base"], trial["params"])
+            record["metrics"] = _finite(measure_task(job["task"], job.get("task_args", {}), cfg, trial["seed"]))
+            record["status"] = "ok"
+            return record
         ckpt = None if job["checkpoint"] == "random" else load_checkpoint(job["checkpoint"])
         arch = ArchConfig() if ckpt is None else ArchConfig.from_dict(dict(ckpt["arch"]))
         cfg = build_point(arch, job["device_preset"], job["base"], trial["params"])

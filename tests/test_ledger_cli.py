@@ -63,8 +63,9 @@ def test_energy_command_breakdown(tmp_path, capsys):
     assert {"dac", "adc", "cell_read"} <= set(data["mvm"]["by_component_j"])
     assert {"bias", "st_pulse"} <= set(data["short_term_step"]["by_component_j"])
     assert png.exists() and "one MVM" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="layer"):
-        main(["energy", "--layer", "64"])
+    # a user error is one line on stderr and exit code 2 (the CLI's one error path, issue 12)
+    assert main(["energy", "--layer", "64"]) == 2
+    assert "stoxbar energy: error: --layer = '64'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not SHIPPED_CHECKPOINT.exists(), reason="no shipped checkpoint")
@@ -78,8 +79,7 @@ def test_play_report_boundaries_nest(tmp_path):
     assert 0 < e["synapse_only"]["total_j"] <= e["array"]["total_j"] <= e["system"]["total_j"]
     for name in ("synapse_only", "array", "system", "gpu_baseline"):
         assert math.isclose(e[name]["total_j"], sum(e[name]["by_component"].values()), rel_tol=1e-9)
-    with pytest.raises(FileExistsError):
-        main(["play", "--max-steps", "1", "--json", str(js)])
+    assert main(["play", "--max-steps", "1", "--json", str(js)]) == 2  # never overwritten (one-line error)
     assert main(["report", str(js)]) == 0  # one self-contained page: score, energy table, versions
     page = (tmp_path / "play.html").read_text()
     assert "Energy per game" in page and "synapse_only" in page and "torch" in page

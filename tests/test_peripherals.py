@@ -95,7 +95,9 @@ def test_adc_schreier_regime_quadruples_per_bit(bits):
 
 
 def test_adc_model_is_max_of_fom_bounds_and_tech_scaling():
-    for b in range(1, 17):
+    with pytest.raises(ConfigError, match=r"adc.bits = 1.*\[2, 16\]"):  # one range: ADC = PeripheryConfig (issue 12)
+        ADC(bits=1)
+    for b in range(2, 17):
         a = ADC(bits=b)
         assert a.energy_per_conversion_j == pytest.approx(max(walden_energy_j(b), schreier_energy_j(b)))
     # node**1.88 reproduces the accelergy-adc-plug-in ratios (22 nm 0.85/1.71, 65 nm 6.5/1.71)

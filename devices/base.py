@@ -1,0 +1,262 @@
+"""``MemristiveDevice``: what the crossbar substrate needs from a device model (the plug-in contract).
+
+A device model is one module holding one frozen dataclass that subclasses ``MemristiveDevice``,
+plus one preset (a function returning an instance, registered with
+:func:`stoxbar.devices.presets.register_preset`). Nothing in ``crossbar/``, ``peripherals/`` or
+the networks needs editing: they only use the attributes and methods listed here, all in SI units.
+The physics behind each item, and the STO values, are in ``docs/device-physics.md``.
+
+This module may import only torch, numpy and :mod:`stoxbar.validation`.
+
+Attributes every device defines (dataclass fields or properties)
+----------------------------------------------------------------
+Window (long-term conductance of one device of a differential pair)
+    ``g_min_s``, ``g_max_s`` (S); ``g_range_s = g_max_s - g_min_s`` is one weight unit.
+Programming (long-term, non-volatile)
+    ``lt_dg_s`` (S): conductance moved by one pulse of the idealised write-verify loop (the
+    pulse count is ``|dG| / lt_dg_s``); ``lt_pulse_v`` (V) pulse amplitude (the write driver's
+    rail); ``lt_pulse_energy_j`` (J) device energy of one long-term pulse.
+    Methods :meth:`long_term_response` (open-loop pulse model) and :meth:`ltp_pulses_for`.
+Read
+    ``v_read_v`` (V), ``t_read_s`` (s), ``read_noise_std`` (relative std of a read; the read
+    noise is Gaussian and multiplicative, ``G (1 + read_noise_std xi)``).
+Short-term increment (volatile)
+    ``st_pulse_levels``: the discrete pulses as ``(amplitude V, width s)`` pairs;
+    ``st_g_max_s`` (S): bound on the magnitude of the volatile increment;
+    :meth:`st_pulse_energy_j` and :meth:`st_dg_s` map a pulse to its energy (J) and its
+    conductance step (S); :meth:`short_term_levels` tabulates them (ascending energy).
+Decay law and bias law
+    ``v_bias_min_v``, ``v_bias_max_v`` (V): the bias range; ``tau_min_s``, ``tau_max_s`` (s):
+    the range of the time constant; :meth:`tau_s` (bias law tau(V)), :meth:`v_bias_for_tau` (its
+    inverse), :meth:`decay_factor` (Lambda(dt, V): the factor the volatile increment is
+    multiplied by over ``dt``), :meth:`decay_integral_s` (the integral of Lambda over ``dt``, used
+    for the bias energy), :meth:`tau_for_decay_factor` (the tau giving a wanted Lambda over dt).
+Energies
+    :meth:`bias_power_w` (static power of a held bias), :meth:`read_energy_j`,
+    ``lt_pulse_energy_j``, :meth:`st_pulse_energy_j`.
+
+Defaults supplied here (override when the device differs): exponential decay
+``Lambda = exp(-dt / tau(V))``, ohmic bias power ``V**2 G``, ohmic read energy ``V**2 G t``,
+multiplicative Gaussian read noise, no device-to-device spread, discrete level tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, is_dataclass, replace
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stoxbar.validation import ConfigError
+
+__all__ = ["MemristiveDevice", "exp_", "expm1_", "log_"]
+
+
+def exp_(x: Any) -> Any:
+    """``exp`` of a float, numpy array or torch tensor (same type back)."""
+    return torch.exp(x) if torch.is_tensor(x) else (np.exp(x) if isinstance(x, np.ndarray) else math.exp(x))
+
+
+def expm1_(x: Any) -> Any:
+    """``expm1`` of a float, numpy array or torch tensor (same type back)."""
+    return torch.expm1(x) if torch.is_tensor(x) else (np.expm1(x) if isinstance(x, np.ndarray) else math.expm1(x))
+
+
+def log_(x: Any) -> Any:
+    """``log`` of a float, numpy array or torch tensor (same type back)."""
+    return torch.log(x) if torch.is_tensor(x) else (np.log(x) if isinstance(x, np.ndarray) else math.log(x))
+
+
+class MemristiveDevice:
+    """Base class of memristive synapse models (see the module docstring for the contract).
+
+    Subclasses are frozen dataclasses; the base holds no fields so that each device lists its own
+    parameters (with units and sources in the field metadata, shown by ``stoxbar device``).
+    Methods accept floats, numpy arrays or torch tensors unless they say otherwise.
+    """
+
+    #: fields that :meth:`without_noise` sets to 0 (the device's stochastic parameters)
+    noise_fields: Tuple[str, ...] = ("read_noise_std",)
+
+    # -- window -----------------------------------------------------------------------------
+    @property
+    def g_range_s(self) -> float:
+        """Long-term window width ``g_max_s - g_min_s`` (S): one weight unit."""
+        return self.g_max_s - self.g_min_s
+
+    # -- programming (subclasses implement) -------------------------------------------------
+    @property
+    def lt_pulse_energy_j(self) -> float:
+        """Device energy (J) of one long-term programming pulse."""
+        raise NotImplementedError(f"{type(self).__name__} must define lt_pulse_energy_j")
+
+    def long_term_response(self, g: Tensor, n_pulses: Tensor, generator: Optional[torch.Generator] = None,
+                           d2d: Optional[Tensor] = None) -> Tensor:
+        """Long-term conductance (S) after ``n_pulses`` (signed float tensor: + LTP, - LTD) on ``g``.
+
+        Called by :func:`stoxbar.devices.dynamics.apply_long_term`, which has already checked that
+        ``g`` lies in the window and the pulse counts are whole; it keeps elements without pulses
+        unchanged, clips the result to the window and books ``|n| * lt_pulse_energy_j``. ``d2d``:
+        the per-device factors of :meth:`draw_d2d`; ``generator`` for cycle-to-cycle noise.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement long_term_response")
+
+    def ltp_pulses_for(self, g_target: Tensor) -> Tensor:
+        """LTP pulses (whole numbers >= 0) that take the mean device from ``g_min_s`` to ``g_target`` (S)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement ltp_pulses_for")
+
+    def draw_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                 dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Tensor:
+        """Per-device factors on the long-term step (drawn once per array); default: all 1 (no spread)."""
+        return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
+
+    # -- short-term increment ---------------------------------------------------------------
+    def st_pulse_energy_j(self, v_pulse_v: Any, width_s: Any) -> Any:
+        """Device energy (J) of a short-term pulse of amplitude ``v_pulse_v`` (V) and width ``width_s`` (s)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement st_pulse_energy_j")
+
+    def st_dg_s(self, energy_j: Any) -> Any:
+        """Short-term conductance increment (S) of a pulse that delivers ``energy_j`` (J)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement st_dg_s")
+
+    def short_term_levels(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """(pulse energies J, increments dG S) of the discrete levels, ascending in energy.
+
+        Level index ``k`` (1-based) of the substrate refers to the k-th entry.
+        """
+        e = sorted(float(self.st_pulse_energy_j(v, t)) for v, t in self.st_pulse_levels)
+        return tuple(e), tuple(float(self.st_dg_s(x)) for x in e)
+
+    def sorted_pulse_levels(self) -> Tuple[Tuple[float, float], ...]:
+        """``st_pulse_levels`` in the order of :meth:`short_term_levels` (ascending energy)."""
+        return tuple(sorted(self.st_pulse_levels, key=lambda lv: float(self.st_pulse_energy_j(*lv))))
+
+    # -- bias law and decay law -------------------------------------------------------------
+    def tau_s(self, v_bias: Any) -> Any:
+        """Decay time constant (s) at bias ``v_bias`` (V); raises :class:`ConfigError` outside the bias range."""
+        raise NotImplementedError(f"{type(self).__name__} must implement tau_s")
+
+    def v_bias_for_tau(self, tau_s: Any) -> Any:
+        """Bias (V) that sets the time constant ``tau_s`` (s): the inverse of :meth:`tau_s`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement v_bias_for_tau")
+
+    def decay_factor(self, dt_s: Any, v_bias: Any) -> Any:
+        """Lambda(dt, V): factor on the volatile increment after ``dt_s`` s at ``v_bias`` V (no checks on dt).
+
+        Default: exponential relaxation ``exp(-dt / tau(V))``. A device with another law
+        overrides this and :meth:`decay_integral_s` together.
+        """
+        return exp_(-dt_s / self.tau_s(v_bias))
+
+    def decay_integral_s(self, dt_s: Any, v_bias: Any) -> Any:
+        """Integral of Lambda(t, V) over ``[0, dt_s]`` (s): how long the increment is 'held' (bias energy).
+
+        Default (exponential): ``tau (1 - exp(-dt/tau))``, written with ``expm1`` so it stays exact
+        for ``dt << tau``.
+        """
+        tau = self.tau_s(v_bias)
+        return -tau * expm1_(-dt_s / tau)
+
+    def tau_for_decay_factor(self, lam: Any, dt_s: Any) -> Any:
+        """Time constant (s) whose :meth:`decay_factor` over ``dt_s`` is ``lam`` (0 < lam < 1).
+
+        The inverse a network needs to turn a learned per-step decay Lambda into a bias:
+        ``v_bias_for_tau(tau_for_decay_factor(lam, dt))``. Default (exponential): ``-dt / log(lam)``.
+        """
+        return -dt_s / log_(lam)
+
+    def decay_lambda(self, dt_s: Any, v_bias: Any) -> Any:
+        """Lambda(dt, V) with ``dt_s`` checked to be finite and non-negative."""
+        _check_nonneg_any("dt_s", dt_s, "s")
+        return self.decay_factor(dt_s, v_bias)
+
+    # -- energies ---------------------------------------------------------------------------
+    def bias_power_w(self, g_s: Any, v_bias: Any) -> Any:
+        """Static power (W) of bias ``v_bias`` (V) held on conductance ``g_s`` (S); default ohmic ``V**2 G``."""
+        return v_bias**2 * g_s
+
+    def read_energy_j(self, g_s: Any) -> Any:
+        """Energy (J) of one read of conductance ``g_s`` (S) at ``v_read_v`` for ``t_read_s``; default ``V**2 G t``."""
+        return self.v_read_v * self.v_read_v * g_s * self.t_read_s
+
+    # -- read noise -------------------------------------------------------------------------
+    def read_sample(self, g: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """One noisy read of the (non-negative) conductances ``g`` (S): ``g (1 + read_noise_std xi)``, >= 0."""
+        s = self.read_noise_std
+        if s == 0:
+            return g.clone()
+        xi = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+        return (g * (1.0 + s * xi)).clamp_min(0.0)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def without_noise(self) -> "MemristiveDevice":
+        """A copy with every field of :attr:`noise_fields` set to 0 (the mean device)."""
+        return replace(self, **{k: 0.0 for k in self.noise_fields})
+
+    def source(self, name: str) -> str:
+        """Source of field ``name``: a ``notes`` override if the device has one, else the field's metadata."""
+        over = dict(getattr(self, "notes", ()) or ())
+        if name in over:
+            return over[name]
+        for f in fields(self):
+            if f.name == name:
+                return f.metadata.get("source", "")
+        raise ConfigError(f"field {name!r}: not a field of {type(self).__name__}")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Field values by name (for JSON run records)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def check_contract(self) -> None:
+        """Raise :class:`ConfigError` naming the first missing or inconsistent part of the contract.
+
+        Subclasses call it at the end of ``__post_init__``; it checks the shared fields (window,
+        bias and tau ranges, levels) so every device is validated the same way.
+        """
+        if not is_dataclass(self):
+            raise ConfigError(f"{type(self).__name__}: a device model must be a (frozen) dataclass")
+        for name in ("name", "g_min_s", "g_max_s", "lt_dg_s", "lt_pulse_v", "v_read_v", "t_read_s",
+                     "read_noise_std", "st_pulse_levels", "st_g_max_s", "v_bias_min_v", "v_bias_max_v",
+                     "tau_min_s", "tau_max_s"):
+            if not hasattr(self, name):
+                raise ConfigError(f"{type(self).__name__}: missing attribute {name!r} of the MemristiveDevice contract")
+        for meth in ("lt_pulse_energy_j", "long_term_response", "ltp_pulses_for", "st_pulse_energy_j", "st_dg_s",
+                     "tau_s", "v_bias_for_tau"):
+            if getattr(type(self), meth) is getattr(MemristiveDevice, meth):
+                raise ConfigError(f"{type(self).__name__}: does not implement {meth!r} of the MemristiveDevice "
+                                  "contract (docs/device-physics.md §9)")
+        if not 0.0 <= self.g_min_s < self.g_max_s:
+            raise ConfigError(f"g_min_s = {self.g_min_s!r}, g_max_s = {self.g_max_s!r}: need 0 <= g_min_s < g_max_s (S)")
+        if not 0.0 < self.tau_min_s < self.tau_max_s:
+            raise ConfigError(f"tau_min_s = {self.tau_min_s!r}, tau_max_s = {self.tau_max_s!r}: "
+                              "need 0 < tau_min_s < tau_max_s (s)")
+        if not self.v_bias_min_v < self.v_bias_max_v:
+            raise ConfigError(f"v_bias_min_v = {self.v_bias_min_v!r}, v_bias_max_v = {self.v_bias_max_v!r}: "
+                              "need v_bias_min_v < v_bias_max_v (V)")
+        if not 0.0 < self.lt_dg_s <= self.g_range_s:
+            raise ConfigError(f"lt_dg_s = {self.lt_dg_s!r}: allowed range is (0, {self.g_range_s:g}] S")
+        if not (isinstance(self.st_pulse_levels, tuple) and self.st_pulse_levels):
+            raise ConfigError(f"st_pulse_levels = {self.st_pulse_levels!r}: must be a non-empty tuple of "
+                              "(amplitude V, width s) pairs")
+        e, dg = self.short_term_levels()
+        if not all(x > 0 for x in e) or not all(d > 0 for d in dg):
+            raise ConfigError(f"st_pulse_levels = {self.st_pulse_levels!r}: every level needs a positive energy and dG")
+        if dg[-1] > self.st_g_max_s:
+            raise ConfigError(f"st_g_max_s = {self.st_g_max_s!r}: allowed range is [{dg[-1]:g}, 0.001] S "
+                              "(the largest short-term level's dG must fit the short-term window)")
+
+
+def _check_nonneg_any(name: str, x: Any, unit: str) -> None:
+    if torch.is_tensor(x):
+        bad = x.numel() and (not bool(torch.isfinite(x).all()) or float(x.min()) < 0)
+    elif isinstance(x, np.ndarray):
+        bad = x.size and (not bool(np.isfinite(x).all()) or float(x.min()) < 0)
+    elif isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ConfigError(f"{name} = {x!r}: must be a number, numpy array or torch tensor")
+    else:
+        bad = not math.isfinite(x) or x < 0
+    if bad:
+        raise ConfigError(f"{name} holds a negative or non-finite value: allowed range is [0, inf) {unit}")

@@ -1,0 +1,470 @@
+"""The paper's energy estimate from our own models, the GPU tiers of the Pong agent, and the waterfall.
+
+* :func:`paper_estimate` - Weilenmann et al.'s memristive-vs-GPU estimate (docs/paper-energy.md §1)
+  under the paper's assumptions, each one a field of :class:`PaperAssumptions` whose default is
+  the paper's value (or, where the paper does not state it, the documented reading of it);
+* :func:`gpu_tiers` - the Pong agent's GPU energy in the ``roofline`` / ``latency`` / ``dedicated``
+  tiers (peripherals/gpu_baseline.py), the kernels counted from the agent's actual torch step;
+  every place that prints a GPU ratio calls it;
+* :func:`waterfall` - from the paper's assumptions to stoxbar's ``system`` figure of a real game,
+  one assumption changed at a time (docs/paper-energy.md §3), and :func:`waterfall_figure`.
+
+May import stoxbar.peripherals, stoxbar.stpn, stoxbar.pong (accounting, agent, env, evaluate),
+torch, numpy and matplotlib (figures only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V
+from stoxbar.peripherals.gpu_baseline import (
+    DTYPE_BYTES, TIERS, GPUSpec, KernelOp, StepTiers, step_tiers, trace_kernels)
+from stoxbar.pong.env import STEP_PERIOD_S
+from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+
+PAPER_HIDDEN = 64  # paper.md §2: 64 units
+PAPER_PRESYN = 2656  # 2592 conv features + 64 recurrent inputs
+PAPER_STEPS_PER_GAME = 6826  # paper.md §3: energy rescaled to 6,826 agent steps per game
+PAPER_OPTIMAL_SYNAPSES = 2 ** 21  # paper.md §3: "optimal" measured near 2^21 synapses
+PAPER_PULSE_FRACTION = 0.01  # issue 11: the paper's pulses are ~1 % of its memristive figure
+PAPER_HEADLINE_RATIOS = {"optimal_fp16": 96.0, "standard_fp16": 970.0}  # paper.md §3 / issue 11 (measured A100)
+OPS = ("four", "mstpn_step")
+
+
+@dataclass(frozen=True)
+class PaperAssumptions:
+    """The paper's assumptions (docs/paper-energy.md §1), the paper's values as defaults.
+
+    bias_v: decay bias held on every synapse (V); 0.6 V, the paper's worst case (paper.md §1).
+    g_bias_s: conductance under that bias (S); 4.3 nW / 0.36 V^2 = 11.9 nS, the zero-weight device
+        of the paper (paper.md §1, ohmic, derived).
+    devices_per_synapse: devices biased per synapse; 1 (the paper counts 4.3 nW per synapse).
+    bias_held_s_per_step: time the bias is held per agent step (s); not stated by the paper; the
+        paper holds it "for the whole game" (paper.md §3), i.e. the real-time step period 66.7 ms.
+    steps_per_game: 6,826 (paper.md §3).
+    hidden, presyn: the layer, 64 units over 2,656 inputs = 169,984 synapses (paper.md §2).
+    pulse_fraction: the short-term pulses' share of the memristive figure; 0.01 (issue 11, the
+        paper's pulses are ~1 % of its memristive figure; its pulse table was not available).
+    ops: GPU work per step, "four" (the paper's G = W + F; einsum; F *= Lambda; F += dF) or
+        "mstpn_step" (our whole digital m-STPN cell step).
+    precisions: GPU precisions, fp16 and fp32 (paper.md §3).
+    tiers: GPU tiers reported (peripherals/gpu_baseline.py).
+    optimal_synapses: size of the GPU's "optimal" point, 2^21 (paper.md §3); the energy per synapse
+        there is scaled to the layer's synapses.
+    cuda_graph: cost the latency tier with CUDA-graph launches (False: eager, as measured).
+    """
+
+    bias_v: float = PAPER_V_BIAS_MAX_V
+    g_bias_s: float = PAPER_BIAS_POWER_W / PAPER_V_BIAS_MAX_V ** 2
+    devices_per_synapse: int = 1
+    bias_held_s_per_step: float = STEP_PERIOD_S
+    steps_per_game: int = PAPER_STEPS_PER_GAME
+    hidden: int = PAPER_HIDDEN
+    presyn: int = PAPER_PRESYN
+    pulse_fraction: float = PAPER_PULSE_FRACTION
+    ops: str = "four"
+    precisions: Tuple[str, ...] = ("fp16", "fp32")
+    tiers: Tuple[str, ...] = TIERS
+    optimal_synapses: int = PAPER_OPTIMAL_SYNAPSES
+    cuda_graph: bool = False
+
+    def __post_init__(self) -> None:
+        check_range("bias_v", self.bias_v, 0.0, 10.0, unit="V")
+        check_range("g_bias_s", self.g_bias_s, 0.0, 1e-3, unit="S")
+        check_int("devices_per_synapse", self.devices_per_synapse, 1, 16)
+        check_range("bias_held_s_per_step", self.bias_held_s_per_step, 0.0, 3600.0, unit="s")
+        check_int("steps_per_game", self.steps_per_game, 1, 10 ** 7)
+        check_int("hidden", self.hidden, 1, 65536)
+        check_int("presyn", self.presyn, 2, 10 ** 6)
+        if self.presyn <= self.hidden and self.ops == "mstpn_step":
+            raise ConfigError(f"presyn = {self.presyn}: must exceed hidden = {self.hidden} for ops 'mstpn_step'")
+        check_range("pulse_fraction", self.pulse_fraction, 0.0, 1.0, hi_open=True)
+        check_choice("ops", self.ops, OPS)
+        for name, values, allowed in (("precisions", self.precisions, tuple(DTYPE_BYTES)),
+                                      ("tiers", self.tiers, TIERS)):
+            if not isinstance(values, tuple) or not values:
+                raise ConfigError(f"{name} = {values!r}: must be a non-empty tuple of {allowed}")
+            for v in values:
+                check_choice(name, v, allowed)
+        check_int("optimal_synapses", self.optimal_synapses, self.presyn, 2 ** 34)
+        if not isinstance(self.cuda_graph, bool):
+            raise ConfigError(f"cuda_graph = {self.cuda_graph!r}: must be True or False")
+
+    @property
+    def synapses(self) -> int:
+        return self.hidden * self.presyn
+
+    @property
+    def optimal_hidden(self) -> int:
+        """Units at the optimal size over the same inputs (790 for 2^21 over 2,656)."""
+        return max(1, round(self.optimal_synapses / self.presyn))
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels of the GPU work, traced from the torch code
+# ---------------------------------------------------------------------------------------------
+def paper_four_ops(x: torch.Tensor, W: torch.Tensor, F: torch.Tensor, lam: torch.Tensor,
+                   dF: torch.Tensor) -> torch.Tensor:
+    """The paper's four synapse operations at batch 1 (paper.md §3), in place on F like its scripts."""
+    G = W + F
+    y = torch.einsum("bf,bhf->bh", x, G)
+    F.mul_(lam)
+    F.add_(dF)
+    return y
+
+
+@lru_cache(maxsize=64)
+def ops_kernels(ops: str, hidden: int, presyn: int) -> Tuple[KernelOp, ...]:
+    """Kernels of one step of ``ops`` ("four" | "mstpn_step") at ``hidden`` x ``presyn``, batch 1."""
+    check_choice("ops", ops, OPS)
+    g = torch.Generator().manual_seed(0)
+    if ops == "four":
+        shape = (1, hidden, presyn)
+        W, F, lam, dF = (torch.rand(shape, generator=g) for _ in range(4))
+        kernels, _ = trace_kernels(paper_four_ops, torch.rand(1, presyn, generator=g), W, F, lam, dF)
+        return tuple(kernels)
+    from stoxbar.devices import presets
+    from stoxbar.stpn.cells import MSTPNCell
+
+    with torch.no_grad():
+        cell = MSTPNCell(presyn - hidden, hidden, presets.sto_2024(), STEP_PERIOD_S, use_kernel=False)
+        state = cell.initial_state(1)
+        x = torch.rand(1, presyn - hidden, generator=g)
+        kernels, _ = trace_kernels(cell, x, state)
+    return tuple(kernels)
+
+
+@lru_cache(maxsize=8)
+def agent_kernels(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[KernelOp, ...]:
+    """Kernels of one greedy agent step (``PongAgent.act``: encoder, cell, heads, action) at batch 1.
+
+    Traced on CPU with the cell's CPU-only fused kernel off, i.e. the torch ops a GPU would run;
+    each kernel is labelled ``encoder``, ``stp_step`` or ``heads`` (the actor/critic and the action).
+    """
+    from stoxbar.pong.agent import ArchConfig, PongAgent
+
+    arch = ArchConfig(**dict(arch_items))
+    torch.manual_seed(0)
+    agent = PongAgent(arch)
+    if hasattr(agent.cell, "use_kernel"):
+        agent.cell.use_kernel = False
+    where = ["heads"]
+    agent.encoder.register_forward_pre_hook(lambda *a: where.__setitem__(0, "encoder"))
+    agent.cell.register_forward_pre_hook(lambda *a: where.__setitem__(0, "stp_step"))
+    agent.cell.register_forward_hook(lambda *a: where.__setitem__(0, "heads"))
+    state = agent.initial_state(1)
+    obs = torch.zeros(1, 1, 84, 84, dtype=torch.uint8)
+    where[0] = "encoder"  # frame -> float conversion belongs to the encoder
+    kernels, _ = trace_kernels(agent.act, obs, state, label=lambda: where[0])
+    return tuple(kernels)
+
+
+def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = None,
+              step_period_s: float = STEP_PERIOD_S, cuda_graph: bool = False) -> Dict[str, Dict[str, Any]]:
+    """GPU energy of ``steps`` agent steps of ``arch`` (an ``ArchConfig``) in every tier, batch 1.
+
+    ``roofline``: today's first-principles model (``pong.accounting.gpu_baseline``: every operand
+    once per step, no launch cost), the lower bound. ``latency`` / ``dedicated``: the kernels of
+    ``PongAgent.act`` as torch runs them (:func:`agent_kernels`), each max(launch, roofline) at the
+    active power, plus host syncs; ``dedicated`` adds the idle power of a GPU held for the rest of
+    each real-time step period. Returns {tier: {"total_j", "j_per_step", "by_component", ...}}.
+    """
+    from stoxbar.pong.accounting import gpu_baseline
+    from stoxbar.pong.evaluate import extra_encoder_macs
+
+    check_int("steps", steps, 0, None)
+    spec = GPUSpec() if spec is None else spec
+    roof = gpu_baseline(arch.n_in, arch.hidden, arch.n_actions, steps, dtype, spec, extra_encoder_macs(arch))
+    kernels = agent_kernels(tuple(sorted(arch.to_dict().items())))
+    whole = step_tiers(kernels, dtype, spec, step_period_s, cuda_graph)
+    parts = {lab: step_tiers([k for k in kernels if k.label == lab], dtype,
+                             _no_syncs(spec), step_period_s, cuda_graph)
+             for lab in ("encoder", "stp_step", "heads")}
+    lat_parts = {lab: t.latency_j * steps for lab, t in parts.items()}
+    lat_parts["host_sync"] = whole.latency_j * steps - math.fsum(lat_parts.values())  # syncs (+ graph launch)
+    ded_parts = dict(lat_parts, idle=(whole.dedicated_j - whole.latency_j) * steps)
+    common = {"gpu": spec.name, "dtype": dtype, "kernels_per_step": whole.kernels, "syncs_per_step": whole.syncs,
+              "cuda_graph": cuda_graph}
+    return {
+        "roofline": {"total_j": roof["total_j"], "j_per_step": roof["total_j"] / steps if steps else 0.0,
+                     "by_component": roof["by_component"], **common},
+        "latency": {"total_j": whole.latency_j * steps, "j_per_step": whole.latency_j,
+                    "s_per_step": whole.latency_s, "by_component": lat_parts, **common},
+        "dedicated": {"total_j": whole.dedicated_j * steps, "j_per_step": whole.dedicated_j,
+                      "step_period_s": step_period_s, "by_component": ded_parts, **common},
+    }
+
+
+def _no_syncs(spec: GPUSpec) -> GPUSpec:
+    return replace(spec, syncs_per_step=0)
+
+
+def tier_ratios(gpu: Dict[str, Dict[str, Any]], energy_j: float) -> Dict[str, float]:
+    """GPU energy / ``energy_j`` for every tier of a :func:`gpu_tiers` result (inf for 0 J)."""
+    return {t: (v["total_j"] / energy_j if energy_j > 0 else float("inf")) for t, v in gpu.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper's estimate
+# ---------------------------------------------------------------------------------------------
+def memristive_paper(a: PaperAssumptions) -> Dict[str, Any]:
+    """The paper's memristive side: bias held on every synapse + short-term pulses, per game."""
+    bias_power_w = a.synapses * a.devices_per_synapse * a.bias_v ** 2 * a.g_bias_s
+    bias_j = bias_power_w * a.bias_held_s_per_step * a.steps_per_game
+    pulses_j = bias_j * a.pulse_fraction / (1.0 - a.pulse_fraction)
+    return {"bias_power_w": bias_power_w, "energy_j_per_game": bias_j + pulses_j,
+            "by_component": {"bias": bias_j, "pulses": pulses_j},
+            "bias_power_w_per_synapse": bias_power_w / a.synapses}
+
+
+def gpu_paper(a: PaperAssumptions, spec: Optional[GPUSpec] = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """The paper's GPU side: ``gpu[tier][dtype]`` standard / optimal J per game and memory share."""
+    spec = GPUSpec() if spec is None else spec
+    std_k = ops_kernels(a.ops, a.hidden, a.presyn)
+    h_opt = a.optimal_hidden
+    opt_k = ops_kernels(a.ops, h_opt, a.presyn)
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for dtype in a.precisions:
+        std = step_tiers(std_k, dtype, spec, STEP_PERIOD_S, a.cuda_graph)
+        opt = step_tiers(opt_k, dtype, spec, STEP_PERIOD_S, a.cuda_graph)
+        scale = a.synapses / (h_opt * a.presyn)
+        for tier in a.tiers:
+            out.setdefault(tier, {})[dtype] = {
+                "standard_j_per_game": std.energy_j(tier) * a.steps_per_game,
+                "optimal_j_per_game": opt.energy_j(tier) * scale * a.steps_per_game,
+                "memory_share": std.memory_share(tier),
+                "optimal_memory_share": opt.memory_share(tier),
+                "kernels_per_step": std.kernels, "syncs_per_step": std.syncs,
+                "standard_s_per_step": std.roofline_s if tier == "roofline" else std.latency_s,
+            }
+    return out
+
+
+def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec] = None) -> Dict[str, Any]:
+    """The paper's estimate from our models (the ``stoxbar paper --json`` document)."""
+    a = PaperAssumptions() if a is None else a
+    spec = GPUSpec() if spec is None else spec
+    mem = memristive_paper(a)
+    gpu = gpu_paper(a, spec)
+    ratios = {tier: {dt: {k.replace("_j_per_game", ""): v[k] / mem["energy_j_per_game"]
+                          if mem["energy_j_per_game"] > 0 else float("inf")
+                          for k in ("standard_j_per_game", "optimal_j_per_game")}
+                     for dt, v in by_dt.items()} for tier, by_dt in gpu.items()}
+    # what the paper's measured headline ratios imply for its GPU, given its memristive figure
+    implied = {}
+    for key, ratio in PAPER_HEADLINE_RATIOS.items():
+        j_game = ratio * mem["energy_j_per_game"]
+        j_step = j_game / a.steps_per_game
+        if key.startswith("optimal"):
+            j_step *= a.optimal_hidden * a.presyn / a.synapses  # per step at the optimal size itself
+        implied[key] = {"ratio": ratio, "gpu_j_per_game": j_game, "gpu_j_per_step_at_measured_size": j_step,
+                        "s_per_step_at_active_power": j_step / spec.active_power_w if spec.active_power_w else None}
+    assumptions = asdict(a)
+    assumptions["optimal_hidden"] = a.optimal_hidden
+    assumptions["gpu_spec"] = asdict(spec)
+    return {"steps_per_game": a.steps_per_game, "synapses": a.synapses, "memristive": mem, "gpu": gpu,
+            "ratios": ratios, "implied_by_paper_ratios": implied, "assumptions": assumptions,
+            "sources": "docs/paper-energy.md §1 (assumptions), §2 (GPU tiers)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the waterfall: the paper's estimate -> stoxbar's system figure of a real game
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class WaterfallStep:
+    """One changed assumption: the memristive and GPU J per game after it, and its factor on the ratio."""
+
+    label: str
+    side: str  # "start" | "memristive" | "gpu" | "both"
+    memristive_j: float
+    gpu_j: float
+    factor: float = 1.0  # ratio after / ratio before
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.gpu_j / self.memristive_j if self.memristive_j > 0 else float("inf")
+
+
+# ledger components of the array / system boundaries, grouped into waterfall steps
+_STEP_COMPONENTS = (
+    ("cell reads", ("cell_read",)),
+    ("DAC and ADC", ("dac", "adc")),
+    ("read/write drivers, sense, digital accumulation", ("row_driver", "st_write_driver", "sense",
+                                                         "digital_accum", "sample_hold", "write_driver")),
+    ("bias drivers", ("bias_driver",)),
+    ("digital neuron and Hebbian work", ("digital_hebbian", "neuron.")),
+    ("encoder and heads", ("encoder.", "heads.")),
+)
+
+
+def _match(comp: str, names: Sequence[str]) -> bool:
+    return any(comp == n or (n.endswith(".") and comp.startswith(n)) for n in names)
+
+
+def waterfall(system_by_component: Dict[str, float], steps: int, g_long_term_sum_s: float,
+              bias_v2_g_sum: float, arch, a: Optional[PaperAssumptions] = None,
+              spec: Optional[GPUSpec] = None, dtype: str = "fp32", step_period_s: float = STEP_PERIOD_S,
+              pulses_per_game: Optional[float] = None) -> List[WaterfallStep]:
+    """From the paper's estimate to the ``system`` figure of ``steps`` real agent steps.
+
+    ``system_by_component``: the game's ``system`` boundary, J by component (pong.accounting);
+    ``g_long_term_sum_s``: sum of the programmed long-term conductances of every device (both of
+    each differential pair, S); ``bias_v2_g_sum``: sum of V_bias^2 * G over the same devices at
+    the biases that realise the learned taus (W = V^2 S). The last memristive value is exactly
+    the ``system`` total, the last GPU value the ``dedicated`` tier at ``dtype``; the product of
+    the factors is the end-to-end change of the ratio (tested).
+    """
+    a = PaperAssumptions() if a is None else a
+    spec = GPUSpec() if spec is None else spec
+    check_int("steps", steps, 1, None)
+    paper = paper_estimate(a, spec)
+    m = paper["memristive"]["energy_j_per_game"]
+    g = gpu_paper(replace(a, tiers=("roofline",), precisions=("fp16",)), spec)["roofline"]["fp16"][
+        "standard_j_per_game"]
+    out = [WaterfallStep("the paper's assumptions (four ops, fp16, roofline)", "start", m, g,
+                         note=f"{a.steps_per_game} steps, {a.bias_v:g} V on {a.g_bias_s * 1e9:.3g} nS per synapse")]
+
+    def push(label: str, side: str, m_new: float, g_new: float, note: str = "") -> None:
+        prev = out[-1]
+        r_new = g_new / m_new if m_new > 0 else float("inf")
+        out.append(WaterfallStep(label, side, m_new, g_new, r_new / prev.ratio, note))
+
+    t_held = a.bias_held_s_per_step
+    pulses_paper_per_step = paper["memristive"]["by_component"]["pulses"] / a.steps_per_game
+    scale = steps / a.steps_per_game
+    push("the real game's length", "both", m * scale, g * scale, f"{steps} agent steps instead of {a.steps_per_game}")
+    bias = g_long_term_sum_s * a.bias_v ** 2 * t_held * steps
+    push("the conductance actually held", "memristive", bias + pulses_paper_per_step * steps, out[-1].gpu_j,
+         f"both devices of each pair at their programmed G ({g_long_term_sum_s / a.synapses * 1e9:.3g} nS per "
+         f"synapse) instead of {a.devices_per_synapse} x {a.g_bias_s * 1e9:.3g} nS")
+    bias = bias_v2_g_sum * t_held * steps
+    push("the bias each synapse needs for its tau", "memristive", bias + pulses_paper_per_step * steps, out[-1].gpu_j,
+         "V_bias(tau) from the learned time constants instead of 0.6 V everywhere")
+    bias = bias * step_period_s / t_held if t_held > 0 else bias_v2_g_sum * step_period_s * steps
+    push("the bias held for the real step period", "memristive", bias + pulses_paper_per_step * steps,
+         out[-1].gpu_j, f"{step_period_s * 1e3:.4g} ms per step instead of {t_held * 1e3:.4g} ms")
+    bias_ledger = system_by_component.get("bias", 0.0)
+    push("the short-term increments under bias", "memristive", bias_ledger + pulses_paper_per_step * steps,
+         out[-1].gpu_j, "the ledger's exact bias integral, which also biases F")
+    used = {"bias"}
+    pulses = system_by_component.get("st_pulse", 0.0)
+    used.add("st_pulse")
+    m_cur = bias_ledger + pulses
+    paper_pj = 1e12 * pulses_paper_per_step / a.synapses
+    note = (f"{pulses:.3g} J of short-term pulses instead of the paper's {100 * a.pulse_fraction:g} % share "
+            f"({paper_pj:.3g} pJ per synapse-step)")
+    if pulses_per_game:
+        rate = pulses_per_game / (steps * a.synapses)
+        note += (f"; ours: {pulses_per_game:.4g} pulses = {rate:.3g} per synapse-step at "
+                 f"{1e12 * pulses / pulses_per_game:.3g} pJ each")
+    push("the pulses of the actual game", "memristive", m_cur, out[-1].gpu_j, note)
+    for label, names in _STEP_COMPONENTS:
+        comps = [c for c in system_by_component if c not in used and _match(c, names)]
+        used.update(comps)
+        m_cur += math.fsum(system_by_component[c] for c in comps)
+        push(label, "memristive", m_cur, out[-1].gpu_j, ", ".join(sorted(comps)) or "none booked")
+    rest = [c for c in system_by_component if c not in used]
+    if rest:
+        m_cur += math.fsum(system_by_component[c] for c in rest)
+        push("other booked components", "memristive", m_cur, out[-1].gpu_j, ", ".join(sorted(rest)))
+    m_end = math.fsum(system_by_component.values())
+    out[-1].memristive_j = m_end  # identical up to summation order
+    tiers16 = gpu_tiers(arch, steps, "fp16", spec, step_period_s)
+    push("the whole network step (m-STPN step, encoder, heads)", "gpu", m_end, tiers16["roofline"]["total_j"],
+         "today's roofline model of the agent's step instead of the four synapse ops")
+    tiers = gpu_tiers(arch, steps, dtype, spec, step_period_s)
+    push(f"{dtype} instead of fp16", "gpu", m_end, tiers["roofline"]["total_j"])
+    push("launch and sync latency (latency tier)", "gpu", m_end, tiers["latency"]["total_j"],
+         f"{tiers['latency']['kernels_per_step']} kernels + {tiers['latency']['syncs_per_step']} sync per step, "
+         "each max(launch, roofline) at the active power")
+    push("a GPU held for the game (dedicated tier)", "gpu", m_end, tiers["dedicated"]["total_j"],
+         f"idle {spec.idle_power_w:g} W between steps")
+    return out
+
+
+def waterfall_table(steps: Sequence[WaterfallStep]) -> List[Dict[str, Any]]:
+    """Rows (dicts) of the waterfall: label, side, memristive and GPU J per game, factor, ratio."""
+    return [{"step": s.label, "side": s.side, "memristive_j": s.memristive_j, "gpu_j": s.gpu_j,
+             "factor": s.factor, "ratio": s.ratio, "note": s.note} for s in steps]
+
+
+def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch, periods_s: Sequence[float],
+                         spec: Optional[GPUSpec] = None, dtype: str = "fp32",
+                         step_period_s: float = STEP_PERIOD_S) -> List[Dict[str, float]]:
+    """The system ratio per tier if the step period (and so the bias-held time) were ``periods_s``.
+
+    Bias and bias-driver energy grow in proportion to the time the bias is held (their ledger
+    values are for ``step_period_s``); every other memristive cost is per step. The roofline and
+    latency GPU figures do not depend on the period; the dedicated one idles for the rest of it.
+    """
+    spec = GPUSpec() if spec is None else spec
+    timed = ("bias", "bias_driver")
+    fixed = math.fsum(v for c, v in system_by_component.items() if c not in timed)
+    held = math.fsum(system_by_component.get(c, 0.0) for c in timed)
+    rows = []
+    for p in periods_s:
+        check_range("period_s", p, 0.0, 3600.0, lo_open=True, unit="s")
+        m = fixed + held * p / step_period_s
+        t = gpu_tiers(arch, steps, dtype, spec, p)
+        rows.append({"step_period_s": p, "memristive_j": m,
+                     **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in TIERS}})
+    return rows
+
+
+def pulse_statistics(ledger, steps: int, synapses: int) -> Dict[str, float]:
+    """Short-term pulses booked in ``ledger`` (layer stp): count, J, J per pulse, pulses per synapse-step."""
+    e = ledger.totals(("component",), layer="stp").get(("st_pulse",))
+    n, j = (float(e.count), float(e.energy_j)) if e is not None else (0.0, 0.0)
+    return {"pulses": n, "energy_j": j, "j_per_pulse": j / n if n else 0.0,
+            "pulses_per_synapse_step": n / (steps * synapses) if steps else 0.0}
+
+
+def game_inputs(agent, ledger_boundaries: Dict[str, Any]) -> Tuple[Dict[str, float], float, float]:
+    """(system J by component, sum of long-term G of every device S, sum of V_bias^2 G W) of a played chip."""
+    chip = agent.cell.chip
+    g_lt = chip.g_pos.double() + chip.g_neg.double()
+    v = chip.v_bias.double()
+    return (dict(ledger_boundaries["system"]["by_component"]), float(g_lt.sum()), float((v ** 2 * g_lt).sum()))
+
+
+def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[str, float]], path) -> None:
+    """Two panels: the ratio after each step (log scale), and the ratio against the step period."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1.6, 1]})
+    colors = {"start": "0.4", "both": "0.6", "memristive": "tab:blue", "gpu": "tab:orange"}
+    y = list(range(len(steps)))[::-1]
+    ax.barh(y, [s.ratio for s in steps], color=[colors[s.side] for s in steps], log=True)
+    for yi, s in zip(y, steps):
+        ax.text(s.ratio * 1.15, yi, f"{s.ratio:.3g}x" + (f"  (x{s.factor:.3g})" if s.side != "start" else ""),
+                va="center", fontsize=8)
+    ax.set_yticks(y, [s.label for s in steps], fontsize=8)
+    ax.set_xlabel("GPU energy / memristive energy (per game)")
+    ax.set_title("From the paper's assumptions to stoxbar's system figure")
+    ax.set_xlim(min(s.ratio for s in steps) / 3, max(s.ratio for s in steps) * 30)
+    for key, r in PAPER_HEADLINE_RATIOS.items():
+        ax.axvline(r, color="tab:red", lw=0.8, ls="--")
+        ax.text(r, len(steps) - 0.4, f"paper {key.replace('_', ' ')}: {r:g}x", color="tab:red", fontsize=7,
+                rotation=90, va="top", ha="right")
+    for tier, style in zip(TIERS, ("-", "--", ":")):
+        bx.loglog([r["step_period_s"] for r in period_rows], [r[f"ratio_{tier}"] for r in period_rows], style,
+                  marker="o", label=tier)
+    bx.axvline(STEP_PERIOD_S, color="0.5", lw=0.8)
+    bx.axhline(1.0, color="0.5", lw=0.8)
+    bx.set_xlabel("step period = bias-held time per step (s)")
+    bx.set_ylabel("GPU / memristive (system boundary)")
+    bx.set_title("The ratio against the step period")
+    bx.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

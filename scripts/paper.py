@@ -1,0 +1,163 @@
+"""``stoxbar paper``: the paper's energy estimate from our models, and the waterfall to ours.
+
+Without ``--waterfall`` it prints (and with ``--json`` writes) the paper-mode estimate
+(docs/paper-energy.md §1-2): every assumption of the paper is an option whose default is the
+paper's value. With ``--waterfall FIG.png`` it also plays the shipped checkpoint's game(s) on the
+simulated chip (about 10-30 s a game) and walks from the paper's figure to stoxbar's ``system``
+figure one assumption at a time (§3), writing the figure and, with ``--json``, the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from stoxbar.validation import ConfigError
+
+
+def _float_expr(text: str) -> float:
+    """A float, or ``a**b`` (e.g. ``2**21``)."""
+    try:
+        if "**" in text:
+            base, exp = text.split("**", 1)
+            return float(base) ** float(exp)
+        return float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or a**b") from e
+
+
+def _int_expr(text: str) -> int:
+    v = _float_expr(text)
+    if v != int(v):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer")
+    return int(v)
+
+
+def _csv(text: str) -> tuple:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``stoxbar paper`` (defaults: the paper's values, docs/paper-energy.md §1)."""
+    from stoxbar.pong.paper import PaperAssumptions
+
+    d = PaperAssumptions()
+    p.add_argument("--json", default=None, help="write the estimate (and waterfall) here (never overwrites)")
+    p.add_argument("--bias-v", type=float, default=d.bias_v, help="decay bias held on every synapse (V)")
+    p.add_argument("--g-bias-s", type=float, default=d.g_bias_s, help="conductance under the bias (S); "
+                   "default 4.3 nW / 0.36 V^2")
+    p.add_argument("--devices-per-synapse", type=int, default=d.devices_per_synapse)
+    p.add_argument("--bias-held-s-per-step", type=float, default=d.bias_held_s_per_step,
+                   help="time the bias is held per agent step (s); not stated by the paper, default the "
+                        "real-time step period")
+    p.add_argument("--steps-per-game", type=_int_expr, default=d.steps_per_game)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--presyn", type=int, default=d.presyn)
+    p.add_argument("--pulse-fraction", type=float, default=d.pulse_fraction,
+                   help="share of the pulses in the memristive figure (the paper's ~1 %%)")
+    p.add_argument("--ops", default=d.ops, help="GPU work per step: four (the paper's) | mstpn_step")
+    p.add_argument("--precision", type=_csv, default=d.precisions, help="fp16,fp32")
+    p.add_argument("--tier", type=_csv, default=d.tiers, help="roofline,latency,dedicated")
+    p.add_argument("--optimal-synapses", type=_int_expr, default=d.optimal_synapses, help="e.g. 2**21")
+    p.add_argument("--cuda-graph", action="store_true", help="latency tier with CUDA-graph launches")
+    p.add_argument("--gpu-measured", default=None, metavar="FILE",
+                   help="benchmarks/gpu_measure.py JSON: replaces the latency tier's constants")
+    p.add_argument("--waterfall", default=None, metavar="PNG",
+                   help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
+    p.add_argument("--games", type=int, default=1, help="games for the waterfall")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def assumptions_from_args(args: argparse.Namespace):
+    from stoxbar.pong.paper import PaperAssumptions
+
+    return PaperAssumptions(
+        bias_v=args.bias_v, g_bias_s=args.g_bias_s, devices_per_synapse=args.devices_per_synapse,
+        bias_held_s_per_step=args.bias_held_s_per_step, steps_per_game=args.steps_per_game, hidden=args.hidden,
+        presyn=args.presyn, pulse_fraction=args.pulse_fraction, ops=args.ops, precisions=tuple(args.precision),
+        tiers=tuple(args.tier), optimal_synapses=args.optimal_synapses, cuda_graph=args.cuda_graph)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``stoxbar paper``."""
+    from stoxbar.crossbar import write_json_atomic
+    from stoxbar.peripherals.gpu_baseline import GPUSpec
+    from stoxbar.pong.paper import paper_estimate
+
+    for path in (args.json, args.waterfall):
+        if path and os.path.exists(path):
+            raise FileExistsError(f"{path} exists: results are never overwritten; choose a new path")
+    a = assumptions_from_args(args)
+    spec = GPUSpec.from_measured(args.gpu_measured) if args.gpu_measured else GPUSpec()
+    doc = paper_estimate(a, spec)
+    doc["command"] = ["stoxbar", *sys.argv[1:]]
+    _print(doc)
+    if args.waterfall:
+        doc["waterfall"] = _waterfall(args, a, spec)
+    if args.json:
+        write_json_atomic(args.json, doc)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print(doc: dict) -> None:
+    m = doc["memristive"]
+    print(f"paper mode: {doc['synapses']} synapses, {doc['steps_per_game']} steps per game")
+    print(f"memristive: bias power {m['bias_power_w']:.4g} W, {m['energy_j_per_game']:.4g} J per game "
+          f"(bias {m['by_component']['bias']:.4g} J, pulses {m['by_component']['pulses']:.4g} J)")
+    print(f"{'GPU tier':<11}{'dtype':<6}{'standard J':>13}{'ratio':>10}{'optimal J':>13}{'ratio':>10}"
+          f"{'memory share':>14}")
+    for tier, by_dt in doc["gpu"].items():
+        for dt, v in by_dt.items():
+            r = doc["ratios"][tier][dt]
+            print(f"{tier:<11}{dt:<6}{v['standard_j_per_game']:>13.4g}{r['standard']:>9.3g}x"
+                  f"{v['optimal_j_per_game']:>13.4g}{r['optimal']:>9.3g}x{100 * v['memory_share']:>13.1f}%")
+
+
+def _waterfall(args: argparse.Namespace, a, spec) -> dict:
+    import torch
+
+    from stoxbar.crossbar import EnergyLedger
+    from stoxbar.devices import presets
+    from stoxbar.peripherals import PeripheryConfig
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
+    from stoxbar.pong.accounting import boundaries
+    from stoxbar.pong.evaluate import build_analog_cell, play_games
+    from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
+                                    waterfall_figure, waterfall_table)
+
+    if args.games < 1:
+        raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
+    periphery = PeripheryConfig()
+    ledger = EnergyLedger()
+    build_analog_cell(agent, presets.get_preset(agent.arch.device_preset), periphery).attach(ledger, "stp")
+    res = play_games(agent, args.games, args.seed, True, 27000, periphery, ledger)
+    games = len(res.scores)
+    by_comp, g_sum, v2g_sum = game_inputs(agent, boundaries(res.ledger))
+    per_game = {c: j / games for c, j in by_comp.items()}
+    steps = round(res.agent_steps / games)
+    pulses = pulse_statistics(res.ledger, res.agent_steps, agent.arch.n_synapses)
+    steps_wf = waterfall(per_game, steps, g_sum, v2g_sum, agent.arch, a, spec,
+                         pulses_per_game=pulses["pulses"] / games)
+    periods = (1e-3, 1e-2, 4 / 60, 0.3, 1.0, 10.0)
+    rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec)
+    print(f"\nwaterfall over {games} game(s) of the shipped checkpoint (scores {res.scores}, {steps} steps per game)")
+    print(f"{'step':<58}{'memristive J':>13}{'GPU J':>11}{'factor':>9}{'ratio':>10}")
+    for s in steps_wf:
+        print(f"{s.label:<58}{s.memristive_j:>13.4g}{s.gpu_j:>11.4g}{s.factor:>9.3g}{s.ratio:>9.4g}x")
+        if s.note:
+            print(f"    {s.note}")
+    print(f"pulses: {pulses}")
+    print("\nsystem ratio against the step period (bias held for the whole period):")
+    for r in rows:
+        print(f"  {r['step_period_s']:>8.4g} s: " + "  ".join(f"{t} {r[f'ratio_{t}']:.3g}x" for t in
+                                                         ("roofline", "latency", "dedicated")))
+    waterfall_figure(steps_wf, rows, args.waterfall)
+    print(f"wrote {args.waterfall}")
+    return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
+            "ratio_vs_step_period": rows, "pulses": pulses, "system_by_component_j_per_game": per_game,
+            "g_long_term_sum_s": g_sum, "v2g_sum_w_per_v0": v2g_sum}

@@ -1,0 +1,63 @@
+"""The scripts in examples/ run at their small size and give what they claim (measured, not printed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stoxbar  # noqa: F401  (imports aihwkit first, as every test module does)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mlp_digits_float_vs_chip_and_energy():
+    out = load("mlp_digits").run(small=True)
+    assert out["float_accuracy"] > 0.85                      # 8 epochs of Adam on digits
+    assert out["chip_accuracy"] > 0.8
+    assert abs(out["chip_accuracy"] - out["float_accuracy"]) < 0.1
+    r = out["report"]
+    assert r.inference_j > 0 and r.programming_j > 0 and r.area_m2 > 0
+    assert {info["kind"] for info in r.layers.values()} == {"analog", "digital"}
+    assert math.isclose(out["energy_per_image_j"] * out["batch"], r.inference_j)
+
+
+def test_cnn_per_tile_report():
+    out = load("cnn_tiles").run(small=True, tile="32x32")
+    r = out["report"]
+    assert out["chip_accuracy"] > 0.5                        # 4 float epochs, then on the chip
+    # conv 2 (8 x 9 = 72 rows) splits over 3 row-tiles, the linear layer (64 rows) over 2
+    assert r.layers["3"]["tiles"] == 3 and r.layers["7"]["tiles"] == 2
+    assert {"3/0.0", "3/1.0", "3/2.0", "7/0.0", "7/1.0"} <= set(r.by_tile)
+    assert r.layers["0"]["input_vectors"] == 64             # one image, 8 x 8 patches of the first conv
+    assert r.digital_ops["compare"] > 0                      # ReLU and max-pool, counted from the ops run
+
+
+def test_delayed_recall_needs_tau_matched_to_the_delay():
+    out = load("delayed_recall").run(small=True)
+    acc = {round(r["tau_s"], 6): r for r in out["rows"]}
+    matched, short, long = acc[1.0], acc[0.1], acc[30.0]
+    assert matched["accuracy"] == 1.0
+    assert short["hit_rate"] == 0.0                          # trace faded below threshold
+    assert long["false_alarm_rate"] > 0.5                    # the lure's trace is still there
+    assert long["energy_per_trial_j"] > matched["energy_per_trial_j"]   # a higher bias held longer
+    assert out["best_tau_s"] == 1.0 and out["recall_read"].total_j > 0
+
+
+@pytest.mark.parametrize("name", ["mlp_digits"])
+def test_examples_run_as_scripts(name):
+    res = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--small"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "accuracy" in res.stdout and "component" in res.stdout
