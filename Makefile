@@ -33,7 +33,8 @@ $(STAMPS)/aihwkit: $(STAMPS)/torch $(STAMPS)/openblas
 	touch $@
 
 # stoxbar itself, editable; its dependencies except torch/aihwkit (installed above) come from pyproject.
-$(STAMPS)/stoxbar: $(STAMPS)/aihwkit pyproject.toml
+# The editable install also builds the native kernels (setup.py: csrc/*.cpp -> stoxbar/_native*.so).
+$(STAMPS)/stoxbar: $(STAMPS)/aihwkit pyproject.toml setup.py $(wildcard csrc/*)
 	$(PIP) install $$($(VPY) -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(repr(d) for d in p['dependencies']+p['optional-dependencies']['dev'] if not d.startswith(('torch','aihwkit'))))" | tr -d "'")
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@

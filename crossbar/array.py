@@ -93,15 +93,27 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
 
     # -- forward -------------------------------------------------------------------------------------
     def _scales(self, like: Tensor) -> Optional[Tensor]:
-        """Digital output scales per tile, ``[T, O]`` (None if all tiles have none)."""
-        scales = None
+        """Digital output scales per tile, ``[T, O]`` (None if all tiles have none).
+
+        Reused while every tile holds the same scale tensors, unmodified (a cache that keeps them).
+        """
+        found = []
         for i, j, n_in, o0, n_out, tile in self._tiles():
-            s = tile.get_scales()
+            m, a = tile.mapping_scales, tile.out_scaling_alpha  # = tile.get_scales(), without its
+            found.append((i, o0, n_out, m if a is None else (a if m is None else (m * a).detach())))  # no_grad
+        key = [(s, None if s is None else s._version) for *_, s in found]
+        hit = getattr(self, "_scales_cache", None)
+        if hit is not None and hit[2] == (like.dtype, like.device) and len(hit[0]) == len(key) and all(
+                a is b and va == vb for (a, va), (b, vb) in zip(hit[0], key)):
+            return hit[1]
+        scales = None
+        for i, o0, n_out, s in found:
             if s is None:
                 continue
             if scales is None:
                 scales = like.new_ones(len(self.in_sizes), self.out_size)
             scales[i, o0:o0 + n_out] = s.to(like.dtype)
+        self._scales_cache = (key, scales, (like.dtype, like.device))
         return scales
 
     def _weight_param(self) -> Optional[Tensor]:

@@ -13,6 +13,15 @@ bound management, output noise and quantisation (ADC) stay aihwkit's own code. I
   variance ``sum_j s^2 G_ij^2 x_j^2``; it is added before the ADC, exactly in distribution.
 * a count of bound-management rounds (each round is a full re-read: DAC, array and ADC again),
   and the noise-management input scale aihwkit used (``nm_scale``; the cost model's row drive).
+
+Fast forward: for inference reads (no gradient) on CPU, :meth:`TiledAnalogMVM.tiled_matmul`
+runs the same IO model in one native call (``io_mvm`` in ``csrc/analog_mvm.cpp``: the same ATen
+operations and random draws in the same order, so the result is bit-identical to this module's
+aihwkit path, tested); it saves the Python and autograd overhead of ~60 small tensor operations.
+``TiledAnalogMVM.use_native = False`` (or ``STOXBAR_NO_KERNEL=1``) keeps every read on aihwkit's
+``AnalogMVM``, the reference. Settings the native call does not cover (stochastic rounding,
+other noise/bound management types or MVM types) always take the aihwkit path.
+May import: torch, aihwkit, stoxbar.native.
 """
 
 from __future__ import annotations
@@ -23,10 +32,29 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor
 
+from aihwkit.simulator.parameters.enums import AnalogMVType, BoundManagementType, NoiseManagementType
 from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 
+from stoxbar import native
 from stoxbar.crossbar.aihwkit_compat import PerColumnOutNoise
+
+# noise / bound management types of the native read (csrc/analog_mvm.h)
+_NM = {NoiseManagementType.NONE: 0, NoiseManagementType.ABS_MAX: 1, NoiseManagementType.MAX: 2,
+       NoiseManagementType.CONSTANT: 3}
+_BM = {BoundManagementType.NONE: 0, BoundManagementType.ITERATIVE: 1}
+
+
+def _native_io(io: IOParameters) -> Optional[tuple]:
+    """The IO parameters as the native read takes them, or None if it does not cover them."""
+    perfect = bool(io.is_perfect or io.mv_type == AnalogMVType.IDEAL)
+    if not perfect and (io.mv_type != AnalogMVType.ONE_PASS or io.noise_management not in _NM
+                        or io.bound_management not in _BM or io.inp_sto_round or io.out_sto_round):
+        return None
+    return (perfect, _NM.get(io.noise_management, 0), float(io.nm_thres), _BM.get(io.bound_management, 0),
+            float(io.inp_res), float(io.inp_bound), float(io.inp_noise), float(io.inp_asymmetry),
+            float(io.out_res), float(io.out_bound), float(io.out_noise), float(io.out_asymmetry),
+            float(io.out_scale), float(io.max_bm_factor), float(io.max_bm_res))
 
 
 class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
@@ -34,6 +62,7 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
 
     rounds: int = 0
     nm_scale: Optional[Tensor] = None  # abs-max input scale of the last read, [N, T, 1] (None: not a tensor)
+    use_native: bool = True  # False: every read through aihwkit's AnalogMVM (the reference)
     _noise_var: Optional[Tensor] = None
 
     @classmethod
@@ -65,7 +94,8 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
     @classmethod
     def _matmul(cls, weight: Tensor, input_: Tensor, trans: bool = False) -> Tensor:
         if weight.ndim == 3 and input_.ndim == 3:  # shared tiled weights [T, O, X]
-            out = torch.bmm(input_.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
+            # contiguous [B, T, O]: the noise draws below (and aihwkit's) then take torch's fast fill
+            out = torch.bmm(input_.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1).contiguous()
             var = cls._noise_var
             if var is not None:
                 sq = (input_ * input_).transpose(0, 1)
@@ -87,7 +117,16 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
     @classmethod
     def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True,
                      **kwargs) -> Tensor:
-        """Partial outputs ``[B, T, O]`` of a tiled MVM through aihwkit's IO model."""
+        """Partial outputs ``[B, T, O]`` of a tiled MVM through aihwkit's IO model (native when possible)."""
+        var = cls._noise_var
+        if cls.use_native and all(v is None for v in kwargs.values()) \
+                and not (torch.is_grad_enabled() and (weight.requires_grad or x_tiled.requires_grad)) \
+                and x_tiled.ndim == 3 and native.usable(weight, x_tiled, *(() if var is None else (var,))):
+            pars = _native_io(io_pars)
+            if pars is not None:
+                out, rounds = native.extension().io_mvm(weight, x_tiled, var, *pars)
+                cls.rounds += rounds
+                return out
         out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test, **kwargs)
         o = weight.shape[-2]
         if out.shape[-1] != o:  # aihwkit's all-zero-input shortcut sizes by weight.shape[0]

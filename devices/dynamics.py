@@ -56,7 +56,8 @@ from stoxbar.devices.sto import STODevice
 from stoxbar.validation import ConfigError
 
 __all__ = [
-    "decay", "bias_energy_j", "quantise_short_term", "apply_short_term", "short_term_tables", "level_counts",
+    "decay", "bias_energy_j", "quantise_short_term", "short_term_thresholds", "apply_short_term", "short_term_tables",
+    "level_counts",
     "apply_long_term", "draw_d2d", "ltp_pulses_for", "read", "read_energy_j", "STOArray",
 ]
 
@@ -129,32 +130,47 @@ def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, devi
 
 
 # -- short-term pulses --------------------------------------------------------------------------
-def quantise_short_term(delta_g: Tensor, device: MemristiveDevice, validate: bool = True) -> Tuple[Tensor, Tensor]:
-    """Nearest short-term pulse for a requested signed increment ``delta_g`` (S).
+def quantise_short_term(delta_g: Tensor, levels: Union[MemristiveDevice, Tensor], validate: bool = True,
+                        thresholds: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Nearest short-term pulse for a requested signed increment ``delta_g``: the one quantiser.
 
-    Returns ``(level_idx int8, achieved dG)``: ``|delta_g|`` below half the smallest level gives
-    0 (no pulse: sparse updates); above, the nearest level in dG (ties go up); requests beyond the
-    largest level get the largest (one pulse per device per call). The achieved dG is the level's
-    nominal increment with the request's sign; ``apply_short_term`` then saturates the state at
-    the short-term window. ``validate=False`` skips the NaN/inf check (a pass over the request)
-    for callers whose request is built from checked, finite values.
+    ``levels`` is the device (its short-term levels, ``delta_g`` in S) or a level table ``[L + 1]``
+    in ``delta_g``'s unit (entry 0 = no pulse, then the positive ascending increments; e.g. weight
+    units for the digital m-STPN). Returns ``(level_idx int8, achieved change)``: ``|delta_g|``
+    below half the smallest level gives 0 (no pulse: sparse updates); above, the nearest level
+    (ties go up); requests beyond the largest level get the largest (one pulse per device per
+    call). The achieved change is the level's nominal increment with the request's sign;
+    ``apply_short_term`` then saturates the state at the short-term window. ``thresholds``:
+    :func:`short_term_thresholds` of the table, if the caller keeps them. ``validate=False``
+    skips the NaN/inf check (a pass over the request) for callers whose request is built from
+    checked, finite values.
     """
     if validate:
         _check_finite("delta_g", delta_g)
-    dg_table, _, mids = short_term_tables(device, delta_g)
+    if not torch.is_tensor(levels):  # a device (any MemristiveDevice)
+        dg_table, _ = _level_tables(levels, delta_g)
+    else:
+        dg_table = levels.to(delta_g.dtype)
+    mids = short_term_thresholds(dg_table) if thresholds is None else thresholds.to(delta_g.dtype)
     idx = torch.bucketize(delta_g.abs().contiguous(), mids.contiguous(), out_int32=True, right=True)  # midpoints <= |dG|
     level = (idx * torch.sign(delta_g).to(torch.int32)).to(torch.int8)
     return level, torch.copysign(dg_table[idx.long()], delta_g) * (idx > 0)
+
+
+def short_term_thresholds(dg_table: Tensor) -> Tensor:
+    """Decision thresholds ``[L]`` of :func:`quantise_short_term` for a level table ``[L + 1]``
+    (entry 0 = no pulse): half the smallest level, then the midpoints of neighbouring levels."""
+    return torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
 
 
 def short_term_tables(device: MemristiveDevice, like: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """(dG table S, energy table J, decision thresholds S) of the short-term pulses, dtype/device of ``like``.
 
     The tables are ``[L + 1]`` (entry 0 = no pulse); the thresholds ``[L]`` are those of
-    :func:`quantise_short_term`: half the smallest level, then the midpoints of neighbouring levels.
+    :func:`quantise_short_term` (:func:`short_term_thresholds`).
     """
     dg_table, e_table = _level_tables(device, like)
-    return dg_table, e_table, torch.cat([dg_table[1:2] / 2, (dg_table[1:-1] + dg_table[2:]) / 2])
+    return dg_table, e_table, short_term_thresholds(dg_table)
 
 
 def level_counts(level_idx: Tensor, n_levels: int) -> Tensor:

@@ -39,17 +39,20 @@ MSTPNCell -- the m-STPN: the STPN restricted to what the SrTiO3 device can do (p
     full index tensor `last_level_idx` int8 [B, H, P]: 0 = no pulse, +-k = level k (1-based,
     ascending as device.short_term_levels()), sign = device of the pair (+ on G+, - on G-).
 
-Both cells run a fused CPU kernel (one pass over F per step forward, two reading passes and one
-write in backward, no temporaries of F's size; C compiled once with the system C compiler into
-the user cache) when available, else the pure-torch reference (`*_reference` functions below,
-identical maths). STOXBAR_NO_KERNEL=1 forces the reference. MSTPNCell's step is split into
-overridable `presynaptic`, `mvm`, `activation`, `plastic_update`; a subclass that overrides any
+Both cells run a native CPU kernel (csrc/kernels.cpp, built at install; one pass over F per step
+forward, two reading passes and one write in backward, no temporaries of F's size) when it is
+built, else the pure-torch reference (`stpn_step_reference`, `mstpn_plastic_reference`; same
+maths). The m-STPN's F update is the substrate's short-term step with g_range = 1 (weight units
+are its conductance units): one C++ implementation (csrc/short_term.h) and one torch
+implementation (:func:`stoxbar.crossbar.fused.short_term_change`), one quantiser
+(:func:`stoxbar.devices.dynamics.quantise_short_term`). STOXBAR_NO_KERNEL=1 forces the torch
+path. MSTPNCell's step is split into overridable `presynaptic`, `mvm`, `activation`,
+`plastic_update`; a subclass that overrides any
 of the last three (e.g. the analog one) automatically uses the composed path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 from typing import TYPE_CHECKING, Optional, Tuple
 
@@ -57,8 +60,8 @@ import torch
 from torch import Tensor, nn
 
 from stoxbar import native
+from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
-from stoxbar.native import i64 as _i, ptr as _p, real as _real, suffix as _suffix, threads as _threads
 from stoxbar.validation import ConfigError, check_int, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,294 +86,40 @@ def stpn_step_reference(z: Tensor, F: Tensor, W: Tensor, b: Tensor, lam: Tensor,
     return h, F_new
 
 
-def level_thresholds(levels: Tensor) -> Tensor:
-    """Decision thresholds of the nearest-level quantiser: l1/2, then midpoints of neighbours."""
-    return torch.cat([levels[:1] / 2, (levels[1:] + levels[:-1]) / 2])
-
-
-def quantize_levels(d: Tensor, levels: Tensor) -> Tuple[Tensor, Tensor]:
-    """Nearest signed pulse level of ``d`` (0 below levels[0]/2, largest level above the top).
-
-    Returns (q, idx): q has the values of ``d``'s dtype, idx int8 in [-L, L] (0 = no pulse).
-    """
-    thr = level_thresholds(levels).to(d.dtype)
-    k = torch.bucketize(d.abs(), thr, right=True)  # number of thresholds <= |d|
-    table = torch.cat([levels.new_zeros(1), levels]).to(d.dtype)
-    q = torch.sign(d) * table[k]
-    idx = (torch.sign(d).to(torch.int8) * k.to(torch.int8))
-    return q, idx
-
-
 def mstpn_plastic_reference(F: Tensor, h: Tensor, zh: Tensor, lam: Tensor, gam: Tensor, levels: Tensor,
                             f_max: float) -> Tuple[Tensor, Tensor]:
-    """m-STPN short-term update: clamp(Lambda*F + Q(Gamma*(h zh^T)), +-f_max), STE gradient."""
-    d = gam * (h.unsqueeze(-1) * zh.unsqueeze(1))
-    q, idx = quantize_levels(d.detach(), levels)
-    q = d + (q - d).detach()  # straight-through: forward Q(d), backward identity
-    return torch.clamp(lam * F + q, -f_max, f_max), idx
+    """m-STPN short-term update: clamp(Lambda*F + Q(Gamma*(h zh^T)), +-f_max), STE gradient.
+
+    The substrate's short-term step (:func:`stoxbar.crossbar.fused.short_term_change`) on one
+    tile with ``g_range = 1``: weight units are its conductance units. ``levels`` [L] (weight
+    units, ascending). Returns (F_new [B, H, P], signed level int8 [B, H, P]).
+    """
+    table = _level_table(levels, F.dtype)
+    F_new, idx = fused.short_term_change(F.unsqueeze(1), lam.unsqueeze(0), gam.unsqueeze(0), h, zh.unsqueeze(1),
+                                         1.0, dynamics.short_term_thresholds(table), table, f_max)
+    return F_new.squeeze(1), idx.squeeze(1)
 
 
-# ----------------------------------------------------------------------------------------------
-# fused C kernel (ctypes; compiled on first use)
-# ----------------------------------------------------------------------------------------------
-
-_C_TEMPLATE = r"""
-/* STPN forward: per (b,i) row, one read of F (norm + dot), then the update of the same row. */
-void stpn_fwd_SUF(int64_t B, int64_t H, int64_t P, const REAL* W, const REAL* F, const REAL* z,
-                  const REAL* bias, const REAL* lam, const REAL* gam, REAL* Fo, REAL* h, REAL* n,
-                  REAL* u, int nth) {
-  #pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t bi = 0; bi < B * H; ++bi) {
-    int64_t b = bi / H, i = bi % H;
-    const REAL *Wi = W + i * P, *Fr = F + bi * P, *zb = z + b * P, *li = lam + i * P, *gi = gam + i * P;
-    REAL *Fw = Fo + bi * P;
-    REAL ss = 0, su = 0;
-    #pragma omp simd reduction(+:ss, su)
-    for (int64_t j = 0; j < P; ++j) { REAL s = Wi[j] + Fr[j]; ss += s * s; su += s * zb[j]; }
-    REAL nn = sqrt(ss) + (REAL)1e-16;
-    REAL hh = tanh(su / nn + bias[i]);
-    REAL inv = (REAL)1 / nn;
-    #pragma omp simd
-    for (int64_t j = 0; j < P; ++j) Fw[j] = li[j] * Fr[j] * inv + gi[j] * (hh * zb[j]);
-    h[bi] = hh; n[bi] = nn; u[bi] = su;
-  }
-}
-
-/* STPN backward. Parallel over rows i (so gW, glam, ggam, gbias rows are private); gz is
-   accumulated per thread in scratch[nth][B][P] and reduced at the end. gFo, gF may be NULL. */
-void stpn_bwd_SUF(int64_t B, int64_t H, int64_t P, const REAL* W, const REAL* F, const REAL* z,
-                  const REAL* lam, const REAL* gam, const REAL* h, const REAL* n, const REAL* u,
-                  const REAL* gFo, const REAL* gh, REAL* gF, REAL* gz, REAL* gW, REAL* glam,
-                  REAL* ggam, REAL* gbias, REAL* scratch, int nth) {
-  #pragma omp parallel num_threads(nth)
-  {
-    REAL* gzl = scratch + (int64_t)omp_get_thread_num() * B * P;
-    #pragma omp for schedule(static)
-    for (int64_t i = 0; i < H; ++i) {
-      const REAL *Wi = W + i * P, *li = lam + i * P, *gi = gam + i * P;
-      REAL *gWi = gW + i * P, *gli = glam + i * P, *ggi = ggam + i * P;
-      for (int64_t b = 0; b < B; ++b) {
-        int64_t bi = b * H + i;
-        const REAL *Fr = F + bi * P, *zb = z + b * P;
-        REAL *gzb = gzl + b * P;
-        REAL hh = h[bi], nn = n[bi], uu = u[bi], inv = (REAL)1 / nn;
-        REAL r1 = 0, r2 = 0;
-        const REAL* go = gFo ? gFo + bi * P : 0;
-        if (go) {
-          #pragma omp simd reduction(+:r1, r2)
-          for (int64_t j = 0; j < P; ++j) { r1 += go[j] * gi[j] * zb[j]; r2 += go[j] * li[j] * Fr[j]; }
-        }
-        REAL ga = (gh[bi] + r1) * ((REAL)1 - hh * hh);
-        gbias[i] += ga;
-        REAL gu = ga * inv;
-        REAL gn = -(ga * uu + r2) * inv * inv;
-        REAL norm = nn - (REAL)1e-16;
-        REAL coef = norm > 0 ? gn / norm : 0;
-        if (go) {
-          REAL* gFr = gF ? gF + bi * P : 0;
-          if (gFr) {
-            #pragma omp simd
-            for (int64_t j = 0; j < P; ++j) {
-              REAL s = Wi[j] + Fr[j], g = go[j], gS = gu * zb[j] + coef * s;
-              gFr[j] = gS + g * li[j] * inv;
-              gWi[j] += gS; gli[j] += g * Fr[j] * inv; ggi[j] += g * (hh * zb[j]);
-              gzb[j] += gu * s + g * gi[j] * hh;
-            }
-          } else {
-            #pragma omp simd
-            for (int64_t j = 0; j < P; ++j) {
-              REAL s = Wi[j] + Fr[j], g = go[j], gS = gu * zb[j] + coef * s;
-              gWi[j] += gS; gli[j] += g * Fr[j] * inv; ggi[j] += g * (hh * zb[j]);
-              gzb[j] += gu * s + g * gi[j] * hh;
-            }
-          }
-        } else {
-          REAL* gFr = gF ? gF + bi * P : 0;
-          #pragma omp simd
-          for (int64_t j = 0; j < P; ++j) {
-            REAL s = Wi[j] + Fr[j], gS = gu * zb[j] + coef * s;
-            if (gFr) gFr[j] = gS;
-            gWi[j] += gS; gzb[j] += gu * s;
-          }
-        }
-      }
-    }
-  }
-  #pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t k = 0; k < B * P; ++k) {
-    REAL acc = 0;
-    for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * B * P + k];
-    gz[k] += acc;
-  }
-}
-
-/* quantiser of one row: d = gam_i * (h * zh); q = sign(d) * (largest level whose threshold
-   <= |d|, else 0). Loops over levels outside so every inner loop vectorises. c[m] += number of
-   synapses with |d| >= thr[m] (nullable). */
-static inline void quant_row_SUF(int64_t P, const REAL* gi, REAL hh, const REAL* zb, const REAL* lv,
-                                 const REAL* thr, int L, REAL* d, REAL* q, int64_t* c) {
-  #pragma omp simd
-  for (int64_t j = 0; j < P; ++j) { d[j] = gi[j] * (hh * zb[j]); q[j] = 0; }
-  for (int m = 0; m < L; ++m) {
-    REAL t = thr[m], l = lv[m];
-    int64_t cm = 0;
-    #pragma omp simd reduction(+:cm)
-    for (int64_t j = 0; j < P; ++j) { int ge = fabs(d[j]) >= t; q[j] = ge ? l : q[j]; cm += ge; }
-    if (c) c[m] += cm;
-  }
-  #pragma omp simd
-  for (int64_t j = 0; j < P; ++j) q[j] = copysign(q[j], d[j]);
-}
-
-/* m-STPN forward: a = (W+F) zh, h = tanh(gain a + b), F' = clamp(lam F + Q(gam h zh), +-fmax).
-   cnt[bi][m] = number of synapses of row bi with |d| >= thr[m] (level k count = cnt[k-1]-cnt[k]).
-   scratch: 2 P per thread. idx (nullable): int8 signed level index. */
-void mstpn_fwd_SUF(int64_t B, int64_t H, int64_t P, const REAL* W, const REAL* F, const REAL* zh,
-                   const REAL* gain, const REAL* bias, const REAL* lam, const REAL* gam,
-                   const REAL* lv, const REAL* thr, int L, REAL fmax, REAL* Fo, REAL* h, REAL* u,
-                   int64_t* cnt, int8_t* idx, REAL* scratch, int nth) {
-  #pragma omp parallel num_threads(nth)
-  {
-    REAL* d = scratch + (int64_t)omp_get_thread_num() * 2 * P;
-    REAL* q = d + P;
-    #pragma omp for schedule(static)
-    for (int64_t bi = 0; bi < B * H; ++bi) {
-      int64_t b = bi / H, i = bi % H;
-      const REAL *Wi = W + i * P, *Fr = F + bi * P, *zb = zh + b * P, *li = lam + i * P, *gi = gam + i * P;
-      REAL *Fw = Fo + bi * P;
-      REAL su = 0;
-      #pragma omp simd reduction(+:su)
-      for (int64_t j = 0; j < P; ++j) su += (Wi[j] + Fr[j]) * zb[j];
-      REAL hh = tanh(gain[i] * su + bias[i]);
-      int64_t* c = cnt + bi * L;
-      for (int m = 0; m < L; ++m) c[m] = 0;
-      quant_row_SUF(P, gi, hh, zb, lv, thr, L, d, q, c);
-      #pragma omp simd
-      for (int64_t j = 0; j < P; ++j) {
-        REAL pre = li[j] * Fr[j] + q[j];
-        Fw[j] = pre > fmax ? fmax : (pre < -fmax ? -fmax : pre);
-      }
-      if (idx) {
-        int8_t* ir = idx + bi * P;
-        for (int64_t j = 0; j < P; ++j) {
-          int k = 0;
-          for (int m = 0; m < L; ++m) k += fabs(d[j]) >= thr[m];
-          ir[j] = (int8_t)(d[j] > 0 ? k : (d[j] < 0 ? -k : 0));
-        }
-      }
-      h[bi] = hh; u[bi] = su;
-    }
-  }
-}
-
-/* m-STPN backward (STE through the quantiser, clamp mask recomputed, inclusive like torch.clamp).
-   gFo, gF may be NULL. scratch: (B P + 2 P) per thread. */
-void mstpn_bwd_SUF(int64_t B, int64_t H, int64_t P, const REAL* W, const REAL* F, const REAL* zh,
-                   const REAL* gain, const REAL* lam, const REAL* gam, const REAL* lv,
-                   const REAL* thr, int L, REAL fmax, const REAL* h, const REAL* u, const REAL* gFo,
-                   const REAL* gh, REAL* gF, REAL* gzh, REAL* gW, REAL* glam, REAL* ggam,
-                   REAL* ggain, REAL* gbias, REAL* scratch, int nth) {
-  #pragma omp parallel num_threads(nth)
-  {
-    REAL* gzl = scratch + (int64_t)omp_get_thread_num() * (B * P + 2 * P);
-    REAL* gp = gzl + B * P;   /* masked upstream gradient of the row (reuses the d buffer) */
-    REAL* q = gp + P;
-    #pragma omp for schedule(static)
-    for (int64_t i = 0; i < H; ++i) {
-      const REAL *Wi = W + i * P, *li = lam + i * P, *gi = gam + i * P;
-      REAL *gWi = gW + i * P, *gli = glam + i * P, *ggi = ggam + i * P;
-      for (int64_t b = 0; b < B; ++b) {
-        int64_t bi = b * H + i;
-        const REAL *Fr = F + bi * P, *zb = zh + b * P;
-        REAL *gzb = gzl + b * P;
-        REAL hh = h[bi], uu = u[bi];
-        const REAL* go = gFo ? gFo + bi * P : 0;
-        REAL r1 = 0;
-        if (go) {
-          quant_row_SUF(P, gi, hh, zb, lv, thr, L, gp, q, 0);
-          #pragma omp simd reduction(+:r1)
-          for (int64_t j = 0; j < P; ++j) {
-            REAL pre = li[j] * Fr[j] + q[j];
-            REAL g = (pre >= -fmax && pre <= fmax) ? go[j] : (REAL)0;
-            gp[j] = g;
-            r1 += g * gi[j] * zb[j];
-          }
-        }
-        REAL ga = (gh[bi] + r1) * ((REAL)1 - hh * hh);
-        gbias[i] += ga;
-        ggain[i] += ga * uu;
-        REAL gu = ga * gain[i];
-        REAL* gFr = gF ? gF + bi * P : 0;
-        if (go) {
-          if (gFr) {
-            #pragma omp simd
-            for (int64_t j = 0; j < P; ++j) {
-              REAL g = gp[j], gz_ = gu * zb[j];
-              gFr[j] = g * li[j] + gz_;
-              gWi[j] += gz_; gli[j] += g * Fr[j]; ggi[j] += g * (hh * zb[j]);
-              gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
-            }
-          } else {
-            #pragma omp simd
-            for (int64_t j = 0; j < P; ++j) {
-              REAL g = gp[j], gz_ = gu * zb[j];
-              gWi[j] += gz_; gli[j] += g * Fr[j]; ggi[j] += g * (hh * zb[j]);
-              gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
-            }
-          }
-        } else {
-          #pragma omp simd
-          for (int64_t j = 0; j < P; ++j) {
-            REAL gz_ = gu * zb[j];
-            if (gFr) gFr[j] = gz_;
-            gWi[j] += gz_; gzb[j] += gu * (Wi[j] + Fr[j]);
-          }
-        }
-      }
-    }
-  }
-  #pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t k = 0; k < B * P; ++k) {
-    REAL acc = 0;
-    for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * (B * P + 2 * P) + k];
-    gzh[k] += acc;
-  }
-}
-"""
-
-MAX_LEVELS = 16  # the kernel keeps per-row counts for at most 16 pulse levels
+def _level_table(levels: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[L + 1]`` level table (entry 0 = no pulse) of the quantiser, in weight units."""
+    return torch.cat([levels.new_zeros(1), levels]).to(dtype)
 
 
-def _kernel_source() -> str:
-    """C source of the kernels for float (suffix f32) and double (f64)."""
-    parts = [_C_TEMPLATE.replace("REAL", real).replace("SUF", suf) for real, suf in (("float", "f32"), ("double", "f64"))]
-    return native.HEADER + "\n".join(parts)
-
-
-def _load_kernel():
-    """The fused kernel library (compiled on first use, see :mod:`stoxbar.native`), or None."""
-    return native.load("stpn", _kernel_source, [f"{n}_{s}" for s in ("f32", "f64")
-                                                for n in ("stpn_fwd", "stpn_bwd", "mstpn_fwd", "mstpn_bwd")])
+MAX_LEVELS = 16  # pulse levels a cell accepts (signed level indices are int8)
 
 
 def kernel_available() -> bool:
-    """True if the fused C kernel compiled and loaded (else the torch reference is used)."""
-    return _load_kernel() is not None
+    """True if the native kernels are loaded (else the torch reference is used)."""
+    return native.available()
 
 
 class _STPNStep(torch.autograd.Function):
-    """Fused STPN step: (z, F, W, b, lam, gam) -> (h, F_new)."""
+    """Native STPN step: (z, F, W, b, lam, gam) -> (h, F_new)."""
 
     @staticmethod
     def forward(ctx, z, F, W, b, lam, gam):
-        lib = _load_kernel()
         z, F, W, b, lam, gam = (t.contiguous() for t in (z, F, W, b, lam, gam))
-        B, H, P = F.shape
-        Fo = torch.empty_like(F)
-        h, n, u = (z.new_empty(B, H) for _ in range(3))
-        nth = _threads(F.numel())
-        getattr(lib, f"stpn_fwd_{_suffix(F.dtype)}")(_i(B), _i(H), _i(P), _p(W), _p(F), _p(z), _p(b), _p(lam),
-                                                        _p(gam), _p(Fo), _p(h), _p(n), _p(u), ctypes.c_int(nth))
+        h, Fo, n, u = native.extension().stpn_forward(z, F, W, b, lam, gam)
         ctx.save_for_backward(z, F, W, lam, gam, h, n, u)
         ctx.set_materialize_grads(False)
         return h, Fo
@@ -378,43 +127,30 @@ class _STPNStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gh, gFo):
         z, F, W, lam, gam, h, n, u = ctx.saved_tensors
-        B, H, P = F.shape
         gh = torch.zeros_like(h) if gh is None else gh.contiguous()
         gFo = None if gFo is None else gFo.contiguous()
-        gF = torch.empty_like(F) if ctx.needs_input_grad[1] else None
-        gz, gW, glam, ggam, gb = (torch.zeros_like(t) for t in (z, W, lam, gam, h[0]))
-        nth = _threads(F.numel())
-        scratch = z.new_zeros(nth * B * P)
-        getattr(_load_kernel(), f"stpn_bwd_{_suffix(F.dtype)}")(
-            _i(B), _i(H), _i(P), _p(W), _p(F), _p(z), _p(lam), _p(gam), _p(h), _p(n), _p(u), _p(gFo), _p(gh),
-            _p(gF), _p(gz), _p(gW), _p(glam), _p(ggam), _p(gb), _p(scratch), ctypes.c_int(nth))
-        return gz, gF, gW, gb, glam, ggam
+        gz, gF, gW, gb, glam, ggam = native.extension().stpn_backward(z, F, W, lam, gam, h, n, u, gFo, gh,
+                                                                      ctx.needs_input_grad[1])
+        return gz, (gF if ctx.needs_input_grad[1] else None), gW, gb, glam, ggam
 
 
 class _MSTPNStep(torch.autograd.Function):
-    """Fused m-STPN step: (zh, F, W, gain, b, lam, gam, levels, f_max, record) -> (h, F_new, cnt, idx)."""
+    """Native m-STPN step: (zh, F, W, gain, b, lam, gam, levels, f_max, record) -> (h, F_new, cnt, idx).
+
+    The F update inside is the substrate's short-term step (csrc/short_term.h) with g_range = 1.
+    """
 
     @staticmethod
     def forward(ctx, zh, F, W, gain, b, lam, gam, levels, f_max, record):
-        lib = _load_kernel()
         zh, F, W, gain, b, lam, gam = (t.contiguous() for t in (zh, F, W, gain, b, lam, gam))
-        B, H, P = F.shape
-        L = levels.numel()
-        thr = level_thresholds(levels).to(F.dtype).contiguous()
-        lv = levels.to(F.dtype).contiguous()
-        nth = _threads(F.numel())
-        scratch = F.new_empty(nth * 2 * P)
-        Fo = torch.empty_like(F)
-        h, u = zh.new_empty(B, H), zh.new_empty(B, H)
-        cnt = torch.empty(B, H, L, dtype=torch.int64)
-        idx = torch.empty(B, H, P, dtype=torch.int8) if record else None
-        getattr(lib, f"mstpn_fwd_{_suffix(F.dtype)}")(
-            _i(B), _i(H), _i(P), _p(W), _p(F), _p(zh), _p(gain), _p(b), _p(lam), _p(gam), _p(lv), _p(thr),
-            ctypes.c_int(L), _real(F.dtype, f_max), _p(Fo), _p(h), _p(u), _p(cnt), _p(idx), _p(scratch),
-            ctypes.c_int(nth))
+        B = F.shape[0]
+        dg = _level_table(levels, F.dtype).contiguous()
+        thr = dynamics.short_term_thresholds(dg).contiguous()
+        Fo, h, u, cnt, idx = native.extension().mstpn_forward(zh, F, W, gain, b, lam, gam, thr, dg, f_max, record)
         ge = cnt.sum(1)  # [B, L]: synapses with |d| >= thr[m]
         counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(B, 1)], dim=1)
-        ctx.save_for_backward(zh, F, W, gain, lam, gam, h, u, lv, thr)
+        idx = idx if record else None
+        ctx.save_for_backward(zh, F, W, gain, lam, gam, h, u, dg, thr)
         ctx.f_max = f_max
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(counts)
@@ -424,19 +160,12 @@ class _MSTPNStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gh, gFo, _gc=None, _gi=None):
-        zh, F, W, gain, lam, gam, h, u, lv, thr = ctx.saved_tensors
-        B, H, P = F.shape
+        zh, F, W, gain, lam, gam, h, u, dg, thr = ctx.saved_tensors
         gh = torch.zeros_like(h) if gh is None else gh.contiguous()
         gFo = None if gFo is None else gFo.contiguous()
-        gF = torch.empty_like(F) if ctx.needs_input_grad[1] else None
-        gzh, gW, glam, ggam, ggain, gb = (torch.zeros_like(t) for t in (zh, W, lam, gam, gain, gain))
-        nth = _threads(F.numel())
-        scratch = zh.new_zeros(nth * (B * P + 2 * P))
-        getattr(_load_kernel(), f"mstpn_bwd_{_suffix(F.dtype)}")(
-            _i(B), _i(H), _i(P), _p(W), _p(F), _p(zh), _p(gain), _p(lam), _p(gam), _p(lv), _p(thr),
-            ctypes.c_int(thr.numel()), _real(F.dtype, ctx.f_max), _p(h), _p(u), _p(gFo), _p(gh), _p(gF), _p(gzh),
-            _p(gW), _p(glam), _p(ggam), _p(ggain), _p(gb), _p(scratch), ctypes.c_int(nth))
-        return gzh, gF, gW, ggain, gb, glam, ggam, None, None, None
+        gzh, gF, gW, ggain, gb, glam, ggam = native.extension().mstpn_backward(
+            zh, F, W, gain, lam, gam, thr, dg, ctx.f_max, h, u, gFo, gh, ctx.needs_input_grad[1])
+        return gzh, (gF if ctx.needs_input_grad[1] else None), gW, ggain, gb, glam, ggam, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,9 +212,7 @@ class _CellBase(nn.Module):
                               f"[{B}, {self.hidden}] and [{B}, {self.hidden}, {self.n_pre}]")
 
     def _fused_ok(self, *tensors: Tensor) -> bool:
-        dtype = tensors[0].dtype
-        return (self.use_kernel and dtype in (torch.float32, torch.float64)
-                and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors) and kernel_available())
+        return self.use_kernel and native.usable(*tensors)
 
 
 class STPNCell(_CellBase):

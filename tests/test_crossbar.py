@@ -188,7 +188,7 @@ def test_random_configs_never_give_negative_or_nan_energy(adc_bits, dac_bits, ro
     assert math.isclose(snap.total_j + step.total_j, ledger.total_j, rel_tol=1e-9)
 
 
-@pytest.mark.skipif(not fused.available(), reason="no C compiler: fused kernel unavailable")
+@pytest.mark.skipif(not fused.available(), reason="native kernels not built (setup.py)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_decay_and_outer_update_equals_decay_then_apply(dtype, monkeypatch):
     dev = presets.sto_2024()

@@ -10,7 +10,8 @@ import torch
 
 from stoxbar.devices import presets
 from stoxbar.stpn import cells
-from stoxbar.stpn.cells import MSTPNCell, STPNCell, quantize_levels, stpn_step_reference
+from stoxbar.devices.dynamics import quantise_short_term
+from stoxbar.stpn.cells import MSTPNCell, STPNCell, stpn_step_reference
 from stoxbar.validation import ConfigError
 
 DT = 4 / 60
@@ -95,7 +96,7 @@ def _run(cell, xs, weight_f=0.1):
     return state[1].detach(), grads
 
 
-@pytest.mark.skipif(not cells.kernel_available(), reason="no C compiler: fused kernel unavailable")
+@pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
 def test_fused_kernels_match_reference_values_and_gradients():
     torch.manual_seed(2)
     xs = [torch.rand(3, 6, dtype=torch.float64) for _ in range(8)]
@@ -163,7 +164,7 @@ def test_mstpn_decay_is_achievable_and_bias_realises_it():
 def test_quantiser_levels_threshold_and_sign():
     lv = torch.tensor([0.1, 0.2, 0.4], dtype=torch.float64)
     d = torch.tensor([0.049, 0.051, 0.149, 0.151, 0.299, 0.301, 5.0, -0.07, 0.0, -0.31], dtype=torch.float64)
-    q, idx = quantize_levels(d, lv)
+    idx, q = quantise_short_term(d, torch.cat([torch.zeros(1, dtype=lv.dtype), lv]))
     assert q.tolist() == [0.0, 0.1, 0.1, 0.2, 0.2, 0.4, 0.4, -0.1, 0.0, -0.4]
     assert idx.tolist() == [0, 1, 1, 2, 2, 3, 3, -1, 0, -3]
 

@@ -1,0 +1,30 @@
+// The IO-managed analog MVM of a tiled layer (csrc/analog_mvm.cpp).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <optional>
+#include <tuple>
+
+namespace stoxbar {
+
+enum NoiseManagement : int64_t { NM_NONE = 0, NM_ABS_MAX = 1, NM_MAX = 2, NM_CONSTANT = 3 };
+enum BoundManagement : int64_t { BM_NONE = 0, BM_ITERATIVE = 1 };
+
+// aihwkit IOParameters fields the ONE_PASS forward reads (names as there).
+struct IOPars {
+  bool perfect = false;
+  int64_t nm_type = NM_ABS_MAX;
+  double nm_thres = 0.0;
+  int64_t bm_type = BM_ITERATIVE;
+  double inp_res = 0.0, inp_bound = 1.0, inp_noise = 0.0, inp_asymmetry = 0.0;
+  double out_res = 0.0, out_bound = 0.0, out_noise = 0.0, out_asymmetry = 0.0, out_scale = 1.0;
+  double max_bm_factor = 1000.0, max_bm_res = 0.25;
+};
+
+// Per-tile partial outputs [B, T, O] of weight [T, O, X] or [B, T, O, X] read with x [B, T, X],
+// and the number of reads bound management took.
+std::tuple<torch::Tensor, int64_t> io_mvm(const torch::Tensor& weight, const torch::Tensor& input,
+                                          const std::optional<torch::Tensor>& noise_var, const IOPars& p);
+
+}  // namespace stoxbar

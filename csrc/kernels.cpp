@@ -1,0 +1,446 @@
+// stoxbar's native CPU kernels (torch extension stoxbar._native), built at install by setup.py.
+//
+//  * short_term_step: the substrate operation "decay for dt, then apply the requested change
+//    scale * (u v^T), discretised to the device's pulse levels" on a tiled short-term state
+//    [B, T, O, X], with its bias energy, pulse counts and the column sums the next read needs.
+//  * mstpn_forward / mstpn_backward: one step of the digital m-STPN cell (read (W + F) z, tanh,
+//    then the same short-term change as short_term_step, with g_range = 1) and its gradient
+//    (straight-through quantiser).
+//  * stpn_forward / stpn_backward: one step of the plain STPN (row-normalised, no quantiser).
+//  * io_mvm: the IO-managed analog read of a tiled layer (csrc/analog_mvm.cpp).
+//
+// The short-term change itself is written once, in short_term.h. Python wrappers and the torch
+// reference of every kernel: stoxbar/crossbar/fused.py and stoxbar/stpn/cells.py.
+#include <torch/extension.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "analog_mvm.h"
+#include "short_term.h"
+
+namespace {
+
+using torch::Tensor;
+
+// Threads: torch's setting, but 1 for small problems (fork/join would dominate).
+int threads_for(int64_t n_elements) {
+  return (int)std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_elements / 250000));
+}
+
+void check_cpu_float(const Tensor& t, const char* name, at::ScalarType dtype) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == dtype, name, " has dtype ", t.scalar_type(), ", expected ", dtype);
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+// ------------------------------------------------------------------------------------------------
+// substrate: decay, then the requested short-term change
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64_t X, const int64_t* rows, T* F, const T* lam,
+                          const T* per_st, const T* scale, const T* u, const T* v, T g_range, const T* thr,
+                          const T* dg, int L, T g_max, int8_t* level, int64_t* ge, T* col, double* e_bias,
+                          T* scratch, int nth) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    T* d = scratch + (int64_t)omp_get_thread_num() * 3 * X;
+    int32_t* k = (int32_t*)(d + X);  // int32 fits in a T slot (T is float or double)
+    T* step = d + 2 * X;
+    int64_t* g = ge + b * L;
+    double eb = 0;
+    for (int m = 0; m < L; ++m) g[m] = 0;
+    for (int64_t t = 0; t < TT; ++t) {
+      const int64_t n = rows[t];
+      const T* vt = v + (b * TT + t) * X;
+      T* ct = col + (b * TT + t) * X;
+      std::fill(ct, ct + X, T(0));
+      for (int64_t o = 0; o < O; ++o) {
+        const int64_t off = (t * O + o) * X;
+        T* f = F + b * TT * O * X + off;
+        stoxbar::st_request_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, d, k, step, g);
+        if (per_st) {
+          const T* pe = per_st + off;
+          double s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t x = 0; x < X; ++x) s += (double)(pe[x] * std::fabs(f[x]));
+          eb += s;
+        }
+        stoxbar::st_apply_row<T>(X, f, f, lam + off, d, k, step, g_max, level + b * TT * O * X + off, ct);
+      }
+    }
+    e_bias[b] = eb;
+  }
+}
+
+std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::optional<Tensor> per_st, Tensor scale,
+                                    Tensor u, Tensor v, double g_range, Tensor thr, Tensor dg, double g_max) {
+  TORCH_CHECK(F.dim() == 4, "short_term_step: state must be [B, T, O, X]");
+  const auto dt = F.scalar_type();
+  const int64_t B = F.size(0), TT = F.size(1), O = F.size(2), X = F.size(3);
+  const int L = (int)thr.numel();
+  TORCH_CHECK(dg.numel() == L + 1, "short_term_step: dg table must have one entry more than thresholds");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.numel() == TT && rows.is_contiguous(),
+              "short_term_step: rows must be int64 [T]");
+  TORCH_CHECK(lam.numel() == TT * O * X && scale.numel() == TT * O * X && u.numel() == B * O &&
+                  v.numel() == B * TT * X,
+              "short_term_step: shapes do not match the state");
+  check_cpu_float(F, "state", dt);
+  for (auto* p : {&lam, &scale, &u, &v, &thr, &dg}) check_cpu_float(*p, "operand", dt);
+  if (per_st) {
+    check_cpu_float(*per_st, "per_st", dt);
+    TORCH_CHECK(per_st->numel() == TT * O * X, "short_term_step: per_st shape does not match");
+  }
+  auto level = torch::empty(F.sizes(), F.options().dtype(at::kChar));
+  auto ge = torch::empty({B, L}, F.options().dtype(at::kLong));
+  auto col = torch::empty({B, TT, X}, F.options());
+  auto e_bias = torch::empty({B}, F.options().dtype(at::kDouble));
+  const int nth = threads_for(F.numel());
+  auto scratch = torch::empty({nth * 3 * X}, F.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "short_term_step", [&] {
+    short_term_step_impl<scalar_t>(B, TT, O, X, rows.data_ptr<int64_t>(), F.data_ptr<scalar_t>(),
+                                   lam.data_ptr<scalar_t>(), per_st ? per_st->data_ptr<scalar_t>() : nullptr,
+                                   scale.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+                                   (scalar_t)g_range, thr.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), L,
+                                   (scalar_t)g_max, level.data_ptr<int8_t>(), ge.data_ptr<int64_t>(),
+                                   col.data_ptr<scalar_t>(), e_bias.data_ptr<double>(), scratch.data_ptr<scalar_t>(),
+                                   nth);
+  });
+  return {level, ge, col, e_bias};
+}
+
+// ------------------------------------------------------------------------------------------------
+// digital m-STPN cell: a = (W + F) zh, h = tanh(gain a + b), then the short-term change (g_range 1)
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
+                    const T* bias, const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, T* Fo,
+                    T* h, T* u, int64_t* cnt, int8_t* idx, T* scratch, int nth) {
+#pragma omp parallel num_threads(nth)
+  {
+    T* d = scratch + (int64_t)omp_get_thread_num() * 3 * P;
+    int32_t* k = (int32_t*)(d + P);
+    T* step = d + 2 * P;
+#pragma omp for schedule(static)
+    for (int64_t bi = 0; bi < B * H; ++bi) {
+      const int64_t b = bi / H, i = bi % H;
+      const T *Wi = W + i * P, *Fr = F + bi * P, *zb = zh + b * P;
+      T su = 0;
+#pragma omp simd reduction(+ : su)
+      for (int64_t j = 0; j < P; ++j) su += (Wi[j] + Fr[j]) * zb[j];
+      const T hh = std::tanh(gain[i] * su + bias[i]);
+      int64_t* c = cnt + bi * L;
+      for (int m = 0; m < L; ++m) c[m] = 0;
+      stoxbar::st_request_row<T>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, d, k, step, c);
+      stoxbar::st_apply_row<T>(P, Fr, Fo + bi * P, lam + i * P, d, k, step, fmax, idx ? idx + bi * P : nullptr,
+                               nullptr);
+      h[bi] = hh;
+      u[bi] = su;
+    }
+  }
+}
+
+// Backward (straight-through quantiser, clamp mask recomputed, inclusive like torch.clamp).
+// gFo, gF may be null. scratch: (B P + 3 P) per thread.
+template <typename T>
+STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
+                    const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, const T* h, const T* u,
+                    const T* gFo, const T* gh, T* gF, T* gzh, T* gW, T* glam, T* ggam, T* ggain, T* gbias,
+                    T* scratch, int nth) {
+  const int64_t per = B * P + 3 * P;
+#pragma omp parallel num_threads(nth)
+  {
+    T* gzl = scratch + (int64_t)omp_get_thread_num() * per;
+    T* d = gzl + B * P;  // request, reused as the masked upstream gradient of the row
+    int32_t* k = (int32_t*)(d + P);
+    T* step = d + 2 * P;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < H; ++i) {
+      const T *Wi = W + i * P, *li = lam + i * P, *gi = gam + i * P;
+      T *gWi = gW + i * P, *gli = glam + i * P, *ggi = ggam + i * P;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t bi = b * H + i;
+        const T *Fr = F + bi * P, *zb = zh + b * P;
+        T* gzb = gzl + b * P;
+        const T hh = h[bi], uu = u[bi];
+        const T* go = gFo ? gFo + bi * P : nullptr;
+        T r1 = 0;
+        if (go) {
+          stoxbar::st_request_row<T>(P, P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
+#pragma omp simd reduction(+ : r1)
+          for (int64_t j = 0; j < P; ++j) {
+            T pre = Fr[j] * li[j];
+            pre = pre + stoxbar::st_signed_step(d[j], k[j], step[j]);
+            const T g = (pre >= -fmax && pre <= fmax) ? go[j] : T(0);
+            d[j] = g;
+            r1 += g * gi[j] * zb[j];
+          }
+        }
+        const T ga = (gh[bi] + r1) * (T(1) - hh * hh);
+        gbias[i] += ga;
+        ggain[i] += ga * uu;
+        const T gu = ga * gain[i];
+        T* gFr = gF ? gF + bi * P : nullptr;
+        if (go && gFr) {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T g = d[j], gz_ = gu * zb[j];
+            gFr[j] = g * li[j] + gz_;
+            gWi[j] += gz_;
+            gli[j] += g * Fr[j];
+            ggi[j] += g * (hh * zb[j]);
+            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
+          }
+        } else if (go) {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T g = d[j], gz_ = gu * zb[j];
+            gWi[j] += gz_;
+            gli[j] += g * Fr[j];
+            ggi[j] += g * (hh * zb[j]);
+            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T gz_ = gu * zb[j];
+            if (gFr) gFr[j] = gz_;
+            gWi[j] += gz_;
+            gzb[j] += gu * (Wi[j] + Fr[j]);
+          }
+        }
+      }
+    }
+  }
+#pragma omp parallel for num_threads(nth) schedule(static)
+  for (int64_t q = 0; q < B * P; ++q) {
+    T acc = 0;
+    for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * per + q];
+    gzh[q] += acc;
+  }
+}
+
+std::vector<Tensor> mstpn_forward(Tensor zh, Tensor F, Tensor W, Tensor gain, Tensor bias, Tensor lam, Tensor gam,
+                                  Tensor thr, Tensor dg, double fmax, bool record) {
+  const auto dt = F.scalar_type();
+  for (auto* p : {&zh, &F, &W, &gain, &bias, &lam, &gam, &thr, &dg}) check_cpu_float(*p, "m-STPN operand", dt);
+  const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
+  const int L = (int)thr.numel();
+  TORCH_CHECK(dg.numel() == L + 1, "mstpn_forward: dg table must have one entry more than thresholds");
+  const int nth = threads_for(F.numel());
+  auto scratch = torch::empty({nth * 3 * P}, F.options());
+  auto Fo = torch::empty_like(F);
+  auto h = torch::empty({B, H}, F.options());
+  auto u = torch::empty({B, H}, F.options());
+  auto cnt = torch::empty({B, H, L}, F.options().dtype(at::kLong));
+  auto idx = record ? torch::empty({B, H, P}, F.options().dtype(at::kChar)) : torch::empty({0}, F.options().dtype(at::kChar));
+  AT_DISPATCH_FLOATING_TYPES(dt, "mstpn_forward", [&] {
+    mstpn_fwd_impl<scalar_t>(B, H, P, W.data_ptr<scalar_t>(), F.data_ptr<scalar_t>(), zh.data_ptr<scalar_t>(),
+                             gain.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(),
+                             gam.data_ptr<scalar_t>(), thr.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), L,
+                             (scalar_t)fmax, Fo.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+                             cnt.data_ptr<int64_t>(), record ? idx.data_ptr<int8_t>() : nullptr,
+                             scratch.data_ptr<scalar_t>(), nth);
+  });
+  return {Fo, h, u, cnt, idx};
+}
+
+std::vector<Tensor> mstpn_backward(Tensor zh, Tensor F, Tensor W, Tensor gain, Tensor lam, Tensor gam, Tensor thr,
+                                   Tensor dg, double fmax, Tensor h, Tensor u, std::optional<Tensor> gFo, Tensor gh,
+                                   bool need_gF) {
+  const auto dt = F.scalar_type();
+  const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
+  const int L = (int)thr.numel();
+  const int nth = threads_for(F.numel());
+  auto gF = need_gF ? torch::empty_like(F) : torch::empty({0}, F.options());
+  auto gzh = torch::zeros_like(zh), gW = torch::zeros_like(W), glam = torch::zeros_like(lam);
+  auto ggam = torch::zeros_like(gam), ggain = torch::zeros_like(gain), gb = torch::zeros_like(gain);
+  auto scratch = torch::zeros({nth * (B * P + 3 * P)}, F.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "mstpn_backward", [&] {
+    mstpn_bwd_impl<scalar_t>(B, H, P, W.data_ptr<scalar_t>(), F.data_ptr<scalar_t>(), zh.data_ptr<scalar_t>(),
+                             gain.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(), gam.data_ptr<scalar_t>(),
+                             thr.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), L, (scalar_t)fmax,
+                             h.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), gFo ? gFo->data_ptr<scalar_t>() : nullptr,
+                             gh.data_ptr<scalar_t>(), need_gF ? gF.data_ptr<scalar_t>() : nullptr,
+                             gzh.data_ptr<scalar_t>(), gW.data_ptr<scalar_t>(), glam.data_ptr<scalar_t>(),
+                             ggam.data_ptr<scalar_t>(), ggain.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
+                             scratch.data_ptr<scalar_t>(), nth);
+  });
+  return {gzh, gF, gW, ggain, gb, glam, ggam};
+}
+
+// ------------------------------------------------------------------------------------------------
+// plain STPN cell: S = W + F, n = ||S_i|| + 1e-16, h = tanh((S z)/n + b), F' = lam F / n + gam h z^T
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+STOXBAR_CLONES void stpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* bias, const T* lam,
+                   const T* gam, T* Fo, T* h, T* n, T* u, int nth) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+  for (int64_t bi = 0; bi < B * H; ++bi) {
+    const int64_t b = bi / H, i = bi % H;
+    const T *Wi = W + i * P, *Fr = F + bi * P, *zb = z + b * P, *li = lam + i * P, *gi = gam + i * P;
+    T* Fw = Fo + bi * P;
+    T ss = 0, su = 0;
+#pragma omp simd reduction(+ : ss, su)
+    for (int64_t j = 0; j < P; ++j) {
+      const T s = Wi[j] + Fr[j];
+      ss += s * s;
+      su += s * zb[j];
+    }
+    const T nn = std::sqrt(ss) + (T)1e-16;
+    const T hh = std::tanh(su / nn + bias[i]);
+    const T inv = (T)1 / nn;
+#pragma omp simd
+    for (int64_t j = 0; j < P; ++j) Fw[j] = li[j] * Fr[j] * inv + gi[j] * (hh * zb[j]);
+    h[bi] = hh;
+    n[bi] = nn;
+    u[bi] = su;
+  }
+}
+
+// Parallel over rows i (gW, glam, ggam, gbias rows are private); gz accumulated per thread in
+// scratch[nth][B][P] and reduced at the end. gFo, gF may be null.
+template <typename T>
+STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* lam, const T* gam,
+                   const T* h, const T* n, const T* u, const T* gFo, const T* gh, T* gF, T* gz, T* gW, T* glam,
+                   T* ggam, T* gbias, T* scratch, int nth) {
+#pragma omp parallel num_threads(nth)
+  {
+    T* gzl = scratch + (int64_t)omp_get_thread_num() * B * P;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < H; ++i) {
+      const T *Wi = W + i * P, *li = lam + i * P, *gi = gam + i * P;
+      T *gWi = gW + i * P, *gli = glam + i * P, *ggi = ggam + i * P;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t bi = b * H + i;
+        const T *Fr = F + bi * P, *zb = z + b * P;
+        T* gzb = gzl + b * P;
+        const T hh = h[bi], nn = n[bi], uu = u[bi], inv = (T)1 / nn;
+        T r1 = 0, r2 = 0;
+        const T* go = gFo ? gFo + bi * P : nullptr;
+        if (go) {
+#pragma omp simd reduction(+ : r1, r2)
+          for (int64_t j = 0; j < P; ++j) {
+            r1 += go[j] * gi[j] * zb[j];
+            r2 += go[j] * li[j] * Fr[j];
+          }
+        }
+        const T ga = (gh[bi] + r1) * ((T)1 - hh * hh);
+        gbias[i] += ga;
+        const T gu = ga * inv;
+        const T gn = -(ga * uu + r2) * inv * inv;
+        const T norm = nn - (T)1e-16;
+        const T coef = norm > 0 ? gn / norm : 0;
+        T* gFr = gF ? gF + bi * P : nullptr;
+        if (go && gFr) {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T s = Wi[j] + Fr[j], g = go[j], gS = gu * zb[j] + coef * s;
+            gFr[j] = gS + g * li[j] * inv;
+            gWi[j] += gS;
+            gli[j] += g * Fr[j] * inv;
+            ggi[j] += g * (hh * zb[j]);
+            gzb[j] += gu * s + g * gi[j] * hh;
+          }
+        } else if (go) {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T s = Wi[j] + Fr[j], g = go[j], gS = gu * zb[j] + coef * s;
+            gWi[j] += gS;
+            gli[j] += g * Fr[j] * inv;
+            ggi[j] += g * (hh * zb[j]);
+            gzb[j] += gu * s + g * gi[j] * hh;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < P; ++j) {
+            const T s = Wi[j] + Fr[j], gS = gu * zb[j] + coef * s;
+            if (gFr) gFr[j] = gS;
+            gWi[j] += gS;
+            gzb[j] += gu * s;
+          }
+        }
+      }
+    }
+  }
+#pragma omp parallel for num_threads(nth) schedule(static)
+  for (int64_t q = 0; q < B * P; ++q) {
+    T acc = 0;
+    for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * B * P + q];
+    gz[q] += acc;
+  }
+}
+
+std::vector<Tensor> stpn_forward(Tensor z, Tensor F, Tensor W, Tensor bias, Tensor lam, Tensor gam) {
+  const auto dt = F.scalar_type();
+  for (auto* p : {&z, &F, &W, &bias, &lam, &gam}) check_cpu_float(*p, "STPN operand", dt);
+  const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
+  const int nth = threads_for(F.numel());
+  auto Fo = torch::empty_like(F);
+  auto h = torch::empty({B, H}, F.options()), n = torch::empty({B, H}, F.options()), u = torch::empty({B, H}, F.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "stpn_forward", [&] {
+    stpn_fwd_impl<scalar_t>(B, H, P, W.data_ptr<scalar_t>(), F.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                            bias.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(), gam.data_ptr<scalar_t>(),
+                            Fo.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(),
+                            u.data_ptr<scalar_t>(), nth);
+  });
+  return {h, Fo, n, u};
+}
+
+std::vector<Tensor> stpn_backward(Tensor z, Tensor F, Tensor W, Tensor lam, Tensor gam, Tensor h, Tensor n, Tensor u,
+                                  std::optional<Tensor> gFo, Tensor gh, bool need_gF) {
+  const auto dt = F.scalar_type();
+  const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
+  const int nth = threads_for(F.numel());
+  auto gF = need_gF ? torch::empty_like(F) : torch::empty({0}, F.options());
+  auto gz = torch::zeros_like(z), gW = torch::zeros_like(W), glam = torch::zeros_like(lam);
+  auto ggam = torch::zeros_like(gam), gb = torch::zeros({H}, F.options());
+  auto scratch = torch::zeros({nth * B * P}, F.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "stpn_backward", [&] {
+    stpn_bwd_impl<scalar_t>(B, H, P, W.data_ptr<scalar_t>(), F.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                            lam.data_ptr<scalar_t>(), gam.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                            n.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), gFo ? gFo->data_ptr<scalar_t>() : nullptr,
+                            gh.data_ptr<scalar_t>(), need_gF ? gF.data_ptr<scalar_t>() : nullptr,
+                            gz.data_ptr<scalar_t>(), gW.data_ptr<scalar_t>(), glam.data_ptr<scalar_t>(),
+                            ggam.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>(), nth);
+  });
+  return {gz, gF, gW, gb, glam, ggam};
+}
+
+std::tuple<Tensor, int64_t> io_mvm(Tensor weight, Tensor x, std::optional<Tensor> noise_var, bool perfect,
+                                   int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res, double inp_bound,
+                                   double inp_noise, double inp_asymmetry, double out_res, double out_bound,
+                                   double out_noise, double out_asymmetry, double out_scale, double max_bm_factor,
+                                   double max_bm_res) {
+  stoxbar::IOPars p;
+  p.perfect = perfect;
+  p.nm_type = nm_type;
+  p.nm_thres = nm_thres;
+  p.bm_type = bm_type;
+  p.inp_res = inp_res;
+  p.inp_bound = inp_bound;
+  p.inp_noise = inp_noise;
+  p.inp_asymmetry = inp_asymmetry;
+  p.out_res = out_res;
+  p.out_bound = out_bound;
+  p.out_noise = out_noise;
+  p.out_asymmetry = out_asymmetry;
+  p.out_scale = out_scale;
+  p.max_bm_factor = max_bm_factor;
+  p.max_bm_res = max_bm_res;
+  return stoxbar::io_mvm(weight, x, noise_var, p);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "stoxbar native CPU kernels (short-term step, m-STPN and STPN cell steps)";
+  m.def("short_term_step", &short_term_step, "decay, then the requested short-term change (in place)");
+  m.def("mstpn_forward", &mstpn_forward, "digital m-STPN step forward");
+  m.def("mstpn_backward", &mstpn_backward, "digital m-STPN step backward");
+  m.def("stpn_forward", &stpn_forward, "STPN step forward");
+  m.def("stpn_backward", &stpn_backward, "STPN step backward");
+  m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)");
+}

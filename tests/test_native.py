@@ -1,0 +1,251 @@
+"""Native kernels (csrc/) against their torch paths: one short-term step, one quantiser, the fast read."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+from aihwkit.nn import AnalogLinear
+from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+
+from stoxbar import native
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, fused
+from stoxbar.crossbar.mvm import TiledAnalogMVM
+from stoxbar.devices import dynamics, presets
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.stpn.analog import AnalogMSTPNCell
+from stoxbar.stpn.cells import MSTPNCell, mstpn_plastic_reference
+
+DT = 4 / 60
+BUILT = bool(glob.glob(os.path.join(os.path.dirname(native.__file__), "_native*.so")))
+needs_native = pytest.mark.skipif(not native.available(), reason=f"native kernels not built: {native.why_unavailable()}")
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Run the block with the native kernels unavailable (the fallback a user without a build gets)."""
+    def use(flag: bool):
+        monkeypatch.setattr(native, "_state", {"module": None, "error": "test"} if flag else {})
+    return use
+
+
+def test_built_extension_loads():
+    if BUILT and os.environ.get("STOXBAR_NO_KERNEL", "") in ("", "0"):
+        assert native.available(), native.why_unavailable()
+    if native.available():
+        assert {"short_term_step", "mstpn_forward", "mstpn_backward", "stpn_forward", "stpn_backward",
+                "io_mvm"} <= set(dir(native.extension()))
+
+
+def _step_inputs(dtype, rows=(7, 6), o=5, b=3, seed=0):
+    dev = presets.sto_2024()
+    g = torch.Generator().manual_seed(seed)
+    t, x = len(rows), max(rows)
+    mask = (torch.arange(x)[None, :] < torch.tensor(rows)[:, None]).unsqueeze(1).to(dtype)  # [T, 1, X]
+    lam = (0.9 + 0.1 * torch.rand(t, o, x, generator=g, dtype=dtype)) * mask
+    per_st = torch.rand(t, o, x, generator=g, dtype=dtype) * 1e-3 * mask
+    gam = (torch.rand(t, o, x, generator=g, dtype=dtype) * 2 - 1) * 0.1 * mask
+    sign = torch.randint(0, 2, (b, t, o, x), generator=g).to(dtype) * 2 - 1
+    f0 = sign * (0.9 + 0.1 * torch.rand(b, t, o, x, generator=g, dtype=dtype)) * dev.st_g_max_s * mask  # near the window
+    dg, _, thr = dynamics.short_term_tables(dev, f0)
+    return dev, torch.tensor(rows), lam, per_st, gam, f0, dg, thr, g
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hold_bias", [False, True])
+def test_short_term_step_native_equals_torch_path(dtype, hold_bias, torch_path):
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(dtype)
+    states = [f0.clone(), f0.clone()]
+    for _ in range(5):
+        post = torch.rand(3, 5, generator=g, dtype=dtype) * 2 - 1
+        pre = (torch.rand(3, 2, 7, generator=g, dtype=dtype) * 2 - 1)
+        out = []
+        for i, s in enumerate(states):
+            torch_path(i == 1)
+            out.append(fused.short_term_step(s, rows, lam, per_st if hold_bias else None, gam, post, pre,
+                                             dev.g_range_s, thr, dg, dev.st_g_max_s))
+        torch_path(False)
+        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = out
+        assert torch.equal(states[0], states[1]) and torch.equal(lv_n, lv_t) and torch.equal(ge_n, ge_t)
+        torch.testing.assert_close(col_n, col_t, rtol=1e-6, atol=0)
+        assert math.isclose(e_n, e_t, rel_tol=1e-6) and (e_n > 0) == hold_bias
+        assert not lv_n[:, 1, :, 6].any()  # the pad row of tile 1 is never pulsed
+        assert int(ge_n[:, 0].sum()) > 0 and int(ge_n[:, -1].sum()) > 0  # every level was requested
+    assert bool((states[0].abs() == torch.tensor(dev.st_g_max_s, dtype=dtype)).any())  # saturation happened
+
+
+@pytest.mark.parametrize("use_kernel", [False, True] if native.available() else [False])
+def test_digital_cell_update_is_the_substrate_step(use_kernel):
+    """The m-STPN's F update is the substrate's short-term step with g_range = 1, bit for bit."""
+    torch.manual_seed(1)
+    cell = MSTPNCell(10, 6, presets.sto_2024(), DT, use_kernel=use_kernel, record_levels=True).double()
+    with torch.no_grad():
+        cell.gam.uniform_(-3, 3)
+    state = cell.initial_state(4)
+    lam, gam = cell.step_params()
+    table = torch.cat([torch.zeros(1, dtype=torch.float64), cell.levels.double()])
+    thr = dynamics.short_term_thresholds(table)
+    with torch.no_grad():
+        for _ in range(6):
+            x = torch.rand(4, 10, dtype=torch.float64)
+            zh = cell.presynaptic(x, state[0])
+            F = state[1]
+            h, state = cell(x, state)
+            want, idx = mstpn_plastic_reference(F, h, zh, lam, gam, cell.levels, cell.f_max)
+            assert torch.equal(state[1], want) and torch.equal(cell.last_level_idx, idx)
+            chip = F.unsqueeze(1).clone()  # the same update as an in-place substrate op on one tile
+            level, ge, _, _ = fused.short_term_step(chip, torch.tensor([16]), lam.unsqueeze(0), None,
+                                                    gam.unsqueeze(0), h, zh.unsqueeze(1), 1.0, thr, table,
+                                                    cell.f_max)
+            assert torch.equal(chip.squeeze(1), want) and torch.equal(level.squeeze(1), idx)
+            assert torch.equal(ge[:, 0], cell.last_level_counts.sum(1))
+    assert bool((state[1].abs() == cell.f_max).any())
+
+
+def test_one_quantiser_device_and_table_forms_agree():
+    dev = presets.sto_2024()
+    dg_table, _, thr = dynamics.short_term_tables(dev, torch.zeros(1, dtype=torch.float64))
+    lv = dg_table[1:]
+    # thresholds: half the smallest step, then midpoints of neighbouring steps
+    torch.testing.assert_close(thr, torch.cat([lv[:1] / 2, (lv[1:] + lv[:-1]) / 2]), rtol=0, atol=0)
+    # just below / above every threshold, both signs
+    d = torch.cat([thr * (1 - 1e-9), thr * (1 + 1e-9), -thr * (1 + 1e-9), 10 * lv[-1:]])
+    level_dev, q_dev = dynamics.quantise_short_term(d, dev)
+    level_tab, q_tab = dynamics.quantise_short_term(d / dev.g_range_s, dg_table / dev.g_range_s)  # weight units
+    assert torch.equal(level_dev, level_tab)
+    n = thr.numel()
+    assert level_dev.tolist() == list(range(n)) + list(range(1, n + 1)) + [-k for k in range(1, n + 1)] + [n]
+    # the achieved change is exactly the signed step of the level
+    assert torch.equal(q_dev, torch.sign(d) * dg_table[level_dev.abs().long()])
+    torch.testing.assert_close(q_tab * dev.g_range_s, q_dev, rtol=1e-12, atol=0)
+
+
+def _io(**changes):
+    io = PeripheryConfig().io_parameters()
+    for k, v in changes.items():
+        setattr(io, k, v)
+    return io
+
+
+IO_CASES = {
+    "default (abs-max NM, iterative BM, 8-bit DAC/ADC, out noise)": {},
+    "noise off": {"out_noise": 0.0},
+    "no management": {"noise_management": NoiseManagementType.NONE, "bound_management": BoundManagementType.NONE},
+    "max NM, threshold": {"noise_management": NoiseManagementType.MAX, "nm_thres": 0.5},
+    "constant NM": {"noise_management": NoiseManagementType.CONSTANT, "nm_thres": 2.0},
+    "input noise and asymmetries": {"inp_noise": 0.01, "inp_asymmetry": 0.1, "out_asymmetry": 0.05},
+    "perfect": {"is_perfect": True},
+}
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(IO_CASES))
+@pytest.mark.parametrize("layout", ["shared [T,O,X]", "per chip [B,T,O,X]"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_fast_read_equals_aihwkit_analog_mvm(case, layout, batch, monkeypatch):
+    """Bit-exact with noise off, and with noise on under the same seed (the same random draws)."""
+    io = _io(**IO_CASES[case])
+    torch.manual_seed(0)
+    lead = (batch,) if layout.startswith("per chip") else ()
+    w = torch.rand(*lead, 3, 8, 120) * 1.5 - 0.5  # mostly positive: sums of 120 rows clip the ADC
+    x = torch.rand(batch, 3, 120) - 0.1
+    x[0, 1] = 0.0  # an all-zero tile input
+    for var in (None, (0.05 * w) ** 2):
+        got = []
+        for use_native in (True, False):
+            monkeypatch.setattr(TiledAnalogMVM, "use_native", use_native)
+            torch.manual_seed(7)
+            with TiledAnalogMVM.reading(var) as mvm:
+                y = mvm.tiled_matmul(w, x, io)
+                got.append((y, mvm.rounds))
+        (y_n, r_n), (y_a, r_a) = got
+        assert y_n.shape == (batch, 3, 8) and r_n == r_a
+        assert torch.equal(y_n, y_a), f"max diff {(y_n - y_a).abs().max():.3g}"
+    if case.startswith("default"):
+        assert r_n > 1  # bound management re-read
+
+
+@needs_native
+def test_fast_layer_forward_equals_aihwkit_path_and_books_the_same(monkeypatch):
+    torch.manual_seed(0)
+    layers, ledgers = [], []
+    for _ in range(2):
+        layer = AnalogLinear(700, 16, bias=False, rpu_config=STORPUConfig())
+        layer.eval()
+        ledger = EnergyLedger()
+        attach_ledger(layer, ledger)
+        layers.append(layer)
+        ledgers.append(ledger)
+    w = torch.rand(16, 700) * 2 - 1
+    for layer in layers:
+        layer.set_weights(w)
+    x = torch.rand(4, 700) * 2 - 1
+    outs, reads = [], []
+    for layer, ledger, use_native in zip(layers, ledgers, (True, False)):
+        monkeypatch.setattr(TiledAnalogMVM, "use_native", use_native)
+        torch.manual_seed(3)
+        snap = ledger.snapshot()  # after programming (which draws its own device spread)
+        with torch.no_grad():
+            outs.append(layer(x))
+        reads.append(ledger.since(snap))
+    assert torch.equal(outs[0], outs[1])
+    a, b = ({k: (e.count, e.energy_j) for k, e in led.items()} for led in reads)
+    assert a
+    assert a.keys() == b.keys() and all(a[k][0] == b[k][0] and math.isclose(a[k][1], b[k][1], rel_tol=1e-9)
+                                        for k in a)
+
+
+@needs_native
+def test_analog_cell_native_equals_torch_fallback(torch_path):
+    """The analog m-STPN (fast read + short-term step) gives the same h, F and energies without the kernels."""
+    dev = presets.sto_2024()
+    torch.manual_seed(0)
+    digital = MSTPNCell(30, 8, dev, DT)
+    with torch.no_grad():
+        digital.gam.uniform_(-0.3, 0.3)
+    xs = [torch.randn(3, 30) for _ in range(6)]
+    runs = []
+    for fallback in (False, True):
+        torch_path(fallback)
+        ledger = EnergyLedger()
+        cell = AnalogMSTPNCell.from_cell(digital, PeripheryConfig().with_tile(16, 8))
+        cell.attach(ledger)
+        torch.manual_seed(11)
+        state = cell.initial_state(3)
+        hs = []
+        with torch.no_grad():
+            for x in xs:
+                h, state = cell(x, state)
+                hs.append(h)
+        runs.append((torch.stack(hs), cell.chip.g_st.clone(), ledger.total_j))
+    torch_path(False)
+    (h_n, f_n, e_n), (h_t, f_t, e_t) = runs
+    assert torch.equal(h_n, h_t) and torch.equal(f_n, f_t)
+    assert f_n.abs().sum() > 0 and math.isclose(e_n, e_t, rel_tol=1e-6)
+
+
+def test_layer_output_scales_follow_the_tiles():
+    """The tiled array reuses its assembled output scales only while the tiles' scales are unchanged."""
+    torch.manual_seed(0)
+    layer = AnalogLinear(700, 16, bias=False, rpu_config=STORPUConfig())
+    layer.eval()
+    layer.set_weights(torch.rand(16, 700) * 2 - 1)
+    x = torch.rand(2, 700) * 2 - 1
+    tile = layer.analog_module.array[0][0]
+
+    def read():
+        torch.manual_seed(5)  # the same noise draws every time: only the scales change the output
+        with torch.no_grad():
+            return layer(x)
+
+    y0 = read()
+    tile.set_mapping_scales(tile.get_mapping_scales() * 2)
+    y1 = read()
+    tile.get_mapping_scales().mul_(0.5)  # in place: the tensor's version changes
+    y2 = read()
+    assert not torch.equal(y0, y1) and torch.equal(y2, y0)
