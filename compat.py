@@ -1,7 +1,7 @@
 """Import-time check that aihwkit's compiled core matches the installed torch.
 
 aihwkit's ``rpu_base`` extension is compiled against one torch; with another torch it imports
-but misreads tensor shapes (``Invalid weights dimensions: expected [3,4]``, aihwkit.md §7.1).
+but misreads tensor shapes (``Invalid weights dimensions: expected [3,4]``, docs/aihwkit.md §7.1).
 :func:`check_aihwkit` sets and reads back a small C++ tile's weights and raises
 :class:`AihwkitMismatchError` with the command that fixes it. :func:`versions` records the
 software a result was produced with.

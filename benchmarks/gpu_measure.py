@@ -1,6 +1,6 @@
 """Measure the paper's four synapse operations and our digital m-STPN step on an NVIDIA GPU.
 
-Method (paper.md §3 / docs/paper-energy.md §2): batch 1, input [1, presyn]; hidden sizes
+Method (docs/paper.md §3 / docs/paper-energy.md §2): batch 1, input [1, presyn]; hidden sizes
 64 ... 32,768 units (powers of two), fp16 and fp32, eager and as a CUDA graph; each run times a
 loop of ``--steps`` steps between two synchronisations and reads the board's NVML total-energy
 counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ) before and after; the median over
@@ -18,7 +18,6 @@ prints why and exits 0 without writing anything.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

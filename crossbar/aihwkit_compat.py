@@ -38,7 +38,6 @@ stpn/pong/studies).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch

@@ -15,7 +15,6 @@ give per-MVM, per-step or per-game deltas; :meth:`to_json` writes atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict

@@ -50,7 +50,7 @@ def describe(device: MemristiveDevice) -> str:
            f"derived: E = st_pulse_energy_j(V, t), dG = st_dg_s(E) ({100 * y / device.g_range_s:.2f}% of "
            "g_range)") for k, (x, y) in enumerate(zip(e, dg), 1)],
         ("bias power @ g_min, v_bias_max", _fmt(device.bias_power_w(g0, device.v_bias_max_v) * 1e9), "nW",
-         "derived: V^2 G per device (paper.md §1: 4.3 nW per synapse)"),
+         "derived: V^2 G per device (docs/paper.md §1: 4.3 nW per synapse)"),
         ("read energy @ g_max", _fmt(device.read_energy_j(device.g_max_s) * 1e15),
          "fJ", "derived: v_read^2 g_max t_read"),
     ]

@@ -1,6 +1,6 @@
 """Device presets: ``sto_2024()`` (calibrated to the paper) and ``ideal()`` (for exactness checks).
 
-Every value carries its source, ``paper.md`` (Weilenmann et al., Nat. Commun. 15, 2024, as
+Every value carries its source, ``docs/paper.md`` (Weilenmann et al., Nat. Commun. 15, 2024, as
 summarised in docs/paper.md) or "assumption" with the reasoning. The same sources sit in the
 ``STODevice`` field metadata, so ``describe(device)`` prints them.
 """
@@ -22,9 +22,9 @@ def sto_2024() -> STODevice:
     Methods/Supplementary values were not available."""
     return STODevice(
         name="sto_2024",
-        # paper.md §1: 4.3 nW per synapse at zero weight, V_bias = 0.6 V; ohmic -> 11.9 nS (derived)
+        # docs/paper.md §1: 4.3 nW per synapse at zero weight, V_bias = 0.6 V; ohmic -> 11.9 nS (derived)
         g_min_s=PAPER_BIAS_POWER_W / PAPER_V_BIAS_MAX_V**2,
-        # paper.md §1: non-filamentary switching in a low-conductance regime "below ~100 nS"
+        # docs/paper.md §1: non-filamentary switching in a low-conductance regime "below ~100 nS"
         g_max_s=100e-9,
         # assumption: ~88 mean steps over the 88 nS window (~6.5 bit long-term resolution)
         lt_dg_s=1e-9,
@@ -34,13 +34,13 @@ def sto_2024() -> STODevice:
         lt_nonlinearity=2.0,
         # assumption: 30% relative cycle-to-cycle spread per pulse (aihwkit-style dw_min_std)
         lt_c2c_std=0.3,
-        # assumption: 30% device-to-device spread of the step; paper.md §1 names d2d as a weakness
+        # assumption: 30% device-to-device spread of the step; docs/paper.md §1 names d2d as a weakness
         lt_d2d_std=0.3,
         # assumption: long-term (non-volatile) pulses 3 V x 10 us on ~100 nS -> 9 pJ per pulse
         lt_pulse_v=3.0,
         lt_pulse_width_s=10e-6,
         lt_pulse_conductance_s=100e-9,
-        # paper.md §1: dG = a E^b (a, b not available). Assumption: b = 0.5 (sub-linear) and
+        # docs/paper.md §1: dG = a E^b (a, b not available). Assumption: b = 0.5 (sub-linear) and
         # dG = 2 nS = 2.3% of the 88 nS long-term window at E = 1 pJ -> a = 2e-9 / (1e-12)**0.5.
         # Reasoning: a short-term pulse should move the weight by a few % of its range, so that
         # ~5-15 pulses fill the short-term window (the STPN's F is a modulation of W, not a
@@ -48,25 +48,25 @@ def sto_2024() -> STODevice:
         st_a=2e-9 / (1e-12) ** 0.5,
         st_b=0.5,
         # assumption: two write rails (1 V, 2 V) x two widths (10, 20 us) -> E = 0.5, 1, 2, 4 pJ,
-        # dG = 1.41, 2.0, 2.83, 4.0 nS (1.6-4.5% of the window). paper.md §1: "a few fixed sizes".
+        # dG = 1.41, 2.0, 2.83, 4.0 nS (1.6-4.5% of the window). docs/paper.md §1: "a few fixed sizes".
         st_pulse_levels=((1.0, 10e-6), (1.0, 20e-6), (2.0, 10e-6), (2.0, 20e-6)),
         # assumption: conductance under a 1-2 V write pulse ~ mid window (E = V^2 G t)
         st_pulse_conductance_s=50e-9,
         # assumption: the volatile increment saturates at 20 nS (~20% of the window, 5-14 pulses)
         st_g_max_s=20e-9,
-        # assumption: shortest time constant 0.1 s (paper.md §1: unknown, "~0.1-1 s")
+        # assumption: shortest time constant 0.1 s (docs/paper.md §1: unknown, "~0.1-1 s")
         tau_min_s=0.1,
-        # paper.md §1: longest short-term time constant about 100 s
+        # docs/paper.md §1: longest short-term time constant about 100 s
         tau_max_s=100.0,
         # assumption: 0 V (unbiased) gives the fastest decay; log(tau) linear in V_bias
         v_bias_min_v=0.0,
-        # paper.md §1: 0.6 V, the worst-case bias the paper holds on every synapse
+        # docs/paper.md §1: 0.6 V, the worst-case bias the paper holds on every synapse
         v_bias_max_v=PAPER_V_BIAS_MAX_V,
         # assumption: tau grows with bias (tau_max at 0.6 V)
         tau_increases_with_bias=True,
         # assumption: read at 0.6 V (the level held as bias, non-disturbing; peripherals DAC default)
         v_read_v=0.6,
-        # ISAAC read cycle 100 ns (peripherals-energy.md §1)
+        # ISAAC read cycle 100 ns (docs/peripherals-energy.md §1)
         t_read_s=100e-9,
         # assumption: 1% relative read noise
         read_noise_std=0.01,

@@ -3,7 +3,7 @@
 One frozen, validated dataclass holds every device parameter. Each field's metadata carries its
 display unit, the scale to that unit and the source of the default value (``describe()`` in
 ``stoxbar.devices.figures`` prints them). The defaults are the ``sto_2024`` preset: values from
-``paper.md`` (Weilenmann et al., Nat. Commun. 15, 2024) where the paper states them, the rest
+``docs/paper.md`` (Weilenmann et al., Nat. Commun. 15, 2024) where the paper states them, the rest
 marked "assumption" with the reasoning.
 
 Models (all assumptions about *form* are documented here and in ``dynamics.py``):
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ __all__ = ["STODevice", "MAX_ST_LEVELS"]
 MAX_ST_LEVELS = 16  # at most 16 discrete short-term levels (m-STPN kernel keeps 16 counters)
 _REL_TOL = 1e-6  # round-off tolerance (relative) when checking tau / V_bias against their ranges
 
-# Paper facts (paper.md §1): 4.3 nW per synapse at zero weight with 0.6 V bias (ohmic -> G).
+# Paper facts (docs/paper.md §1): 4.3 nW per synapse at zero weight with 0.6 V bias (ohmic -> G).
 PAPER_BIAS_POWER_W = 4.3e-9
 PAPER_V_BIAS_MAX_V = 0.6
 
@@ -73,9 +73,9 @@ class STODevice(MemristiveDevice):
 
     # -- long-term conductance window ---------------------------------------------------------
     g_min_s: float = _p(PAPER_BIAS_POWER_W / PAPER_V_BIAS_MAX_V**2, "nS", 1e9,
-                        "paper.md §1: 4.3 nW at 0.6 V, zero weight -> 4.3 nW / 0.36 V^2 = 11.9 nS "
+                        "docs/paper.md §1: 4.3 nW at 0.6 V, zero weight -> 4.3 nW / 0.36 V^2 = 11.9 nS "
                         "(derived, ohmic)", 0.0, 1e-3)
-    g_max_s: float = _p(100e-9, "nS", 1e9, "paper.md §1: low-conductance regime 'below ~100 nS'",
+    g_max_s: float = _p(100e-9, "nS", 1e9, "docs/paper.md §1: low-conductance regime 'below ~100 nS'",
                         0.0, 1e-3, lo_open=True)
 
     # -- long-term plasticity (LTP/LTD) -------------------------------------------------------
@@ -88,7 +88,7 @@ class STODevice(MemristiveDevice):
     lt_c2c_std: float = _p(0.3, "rel", 1.0, "assumption: relative cycle-to-cycle spread per pulse "
                            "(aihwkit-style dw_min_std ~0.3)", 0.0, 5.0)
     lt_d2d_std: float = _p(0.3, "rel", 1.0, "assumption: relative device-to-device spread of the step; "
-                           "paper.md §1 names d2d variability as a limit, so not small", 0.0, 5.0)
+                           "docs/paper.md §1 names d2d variability as a limit, so not small", 0.0, 5.0)
     lt_pulse_v: float = _p(3.0, "V", 1.0, "assumption: non-volatile switching needs larger pulses than "
                            "the 1-2 V short-term pulses", 0.0, 20.0, lo_open=True)
     lt_pulse_width_s: float = _p(10e-6, "us", 1e6, "assumption (paper's pulse table not available)",
@@ -98,13 +98,13 @@ class STODevice(MemristiveDevice):
 
     # -- short-term plasticity: power law dG = st_a * E**st_b ---------------------------------
     st_a: float = _p(2e-9 / (1e-12) ** 0.5, "S/J^b", 1.0, "assumption: dG = 2 nS (2.3% of the long-term "
-                     "window) at E = 1 pJ; paper.md §1 gives the power-law form, not a, b", 0.0, None, lo_open=True)
-    st_b: float = _p(0.5, "", 1.0, "assumption: sub-linear exponent 0.5 (paper.md §1: power law, "
+                     "window) at E = 1 pJ; docs/paper.md §1 gives the power-law form, not a, b", 0.0, None, lo_open=True)
+    st_b: float = _p(0.5, "", 1.0, "assumption: sub-linear exponent 0.5 (docs/paper.md §1: power law, "
                      "b not available)", 0.0, 3.0, lo_open=True)
     st_pulse_levels: Tuple[Tuple[float, float], ...] = field(
         default=((1.0, 10e-6), (1.0, 20e-6), (2.0, 10e-6), (2.0, 20e-6)),
         metadata={"unit": "(V, us)", "scale": 1.0, "source": "assumption: two write rails (1 V, 2 V) x two "
-                  "widths (10, 20 us) -> 0.5, 1, 2, 4 pJ; paper.md §1: a few fixed pulse sizes"})
+                  "widths (10, 20 us) -> 0.5, 1, 2, 4 pJ; docs/paper.md §1: a few fixed pulse sizes"})
     st_pulse_conductance_s: float = _p(50e-9, "nS", 1e9, "assumption: conductance under a 1-2 V write pulse "
                                        "~ mid window (used for E = V^2 G t)", 0.0, 1e-3, lo_open=True)
     st_g_max_s: float = _p(20e-9, "nS", 1e9, "assumption: volatile increment saturates at ~20% of the "
@@ -112,12 +112,12 @@ class STODevice(MemristiveDevice):
 
     # -- decay: tau(V_bias) -------------------------------------------------------------------
     tau_min_s: float = _p(0.1, "s", 1.0, "assumption: shortest time constant, low end of the ~0.1-1 s "
-                          "range paper.md §1 suggests (not reported)", 0.0, 1e15, lo_open=True)
-    tau_max_s: float = _p(100.0, "s", 1.0, "paper.md §1: longest short-term time constant ~100 s",
+                          "range docs/paper.md §1 suggests (not reported)", 0.0, 1e15, lo_open=True)
+    tau_max_s: float = _p(100.0, "s", 1.0, "docs/paper.md §1: longest short-term time constant ~100 s",
                           0.0, 1e15, lo_open=True)
     v_bias_min_v: float = _p(0.0, "V", 1.0, "assumption: unbiased device relaxes fastest (tau_min at 0 V)",
                              0.0, 10.0)
-    v_bias_max_v: float = _p(PAPER_V_BIAS_MAX_V, "V", 1.0, "paper.md §1: 0.6 V, the paper's worst-case "
+    v_bias_max_v: float = _p(PAPER_V_BIAS_MAX_V, "V", 1.0, "docs/paper.md §1: 0.6 V, the paper's worst-case "
                              "bias held on every synapse", 0.0, 10.0, lo_open=True)
     tau_increases_with_bias: bool = field(default=True, metadata={
         "unit": "", "scale": 1.0, "source": "assumption: a larger bias holds the volatile state longer "
@@ -126,7 +126,7 @@ class STODevice(MemristiveDevice):
     # -- read ---------------------------------------------------------------------------------
     v_read_v: float = _p(0.6, "V", 1.0, "assumption: read at the bias level the paper holds on every "
                          "synapse (non-disturbing); = peripherals DAC default", 0.0, 10.0, lo_open=True)
-    t_read_s: float = _p(100e-9, "ns", 1e9, "ISAAC read cycle 100 ns (peripherals-energy.md §1)",
+    t_read_s: float = _p(100e-9, "ns", 1e9, "ISAAC read cycle 100 ns (docs/peripherals-energy.md §1)",
                          0.0, 1.0, lo_open=True)
     read_noise_std: float = _p(0.01, "rel", 1.0, "assumption: 1% relative read noise (sub-100 nS "
                                "interface device, 100 ns integration)", 0.0, 1.0)

@@ -1,6 +1,6 @@
 """Column ADC: resolution, sample rate, FOM-based energy, sharing (time multiplexing), area.
 
-Energy model (peripherals-energy.md §2.1), with ENOB taken equal to ``bits`` (optimistic; the
+Energy model (docs/peripherals-energy.md §2.1), with ENOB taken equal to ``bits`` (optimistic; the
 calibration below absorbs the difference):
 
     E_walden   = FOM_W * 2**bits                                   (x2 per bit, low resolution)
@@ -30,14 +30,14 @@ from dataclasses import dataclass
 
 from stoxbar.validation import check_int, check_range
 
-# Walden FOM at 32 nm, derived from ISAAC Table I: 2 mW / 1.28 GS/s / 2**8 (peripherals-energy.md §1).
+# Walden FOM at 32 nm, derived from ISAAC Table I: 2 mW / 1.28 GS/s / 2**8 (docs/peripherals-energy.md §1).
 FOM_WALDEN_J = 2e-3 / 1.28e9 / 2**8  # 6.1 fJ/conversion-step
 # Schreier FOM (dB): chosen so the knee is at 9 bits; matches the plug-in's 10-12 bit energies (§2.3).
 FOM_SCHREIER_DB = 168.0
 # ISAAC ADC sample rate 1.28 GS/s (text; Table I says 1.2 GS/s), §1.
 SAMPLE_RATE_HZ = 1.28e9
 REF_NODE_NM = 32.0  # ISAAC's node, where the constants above hold
-# Energy ~ node**1.88: fitted to the accelergy-adc-plug-in outputs in peripherals-energy.md §2.3.
+# Energy ~ node**1.88: fitted to the accelergy-adc-plug-in outputs in docs/peripherals-energy.md §2.3.
 TECH_EXPONENT = 1.88
 # ISAAC Table I: 0.0096 mm^2 per 8 ADCs -> 1200 um^2 for the 8-bit 32 nm ADC (§1; PUMA, MNSIM).
 AREA_8BIT_M2 = 1200e-12

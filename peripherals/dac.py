@@ -3,7 +3,7 @@
 Three ways to put an input of ``bits`` resolution on a crossbar row:
 
 * ``"multibit"``: one amplitude-coded conversion per input. Power doubles per bit (MNSIM-2.0
-  ``DAC_power_dict``, peripherals-energy.md §2.5) and the DAC holds its output for one read cycle.
+  ``DAC_power_dict``, docs/peripherals-energy.md §2.5) and the DAC holds its output for one read cycle.
 * ``"pwm"``: one 1-bit driver whose pulse width codes the value (sign by polarity). The full-scale
   pulse lasts ``2**(bits-1)`` slots of ``1/f_pwm_hz`` (magnitude needs ``2**(bits-1)-1`` slots,
   plus one guard/settle slot: assumption). One conversion per input, energy and time x2 per bit.
@@ -25,16 +25,16 @@ from stoxbar.validation import check_choice, check_int, check_range
 
 DAC_MODES = ("multibit", "pwm", "bit_serial")
 
-# ISAAC Table I: 1-bit DAC, 4 mW per 8x128 DACs -> 3.9 uW per row DAC (peripherals-energy.md §1;
+# ISAAC Table I: 1-bit DAC, 4 mW per 8x128 DACs -> 3.9 uW per row DAC (docs/peripherals-energy.md §1;
 # PUMA dac_pow_dyn+leak = 0.0039 mW, MNSIM DAC_power_dict[1] = 0.0039e-3 W).
 P_1BIT_W = 3.9e-6
 # ISAAC Table I: 0.00017 mm^2 per 1024 DACs -> 0.166 um^2 per 1-bit DAC (MNSIM DAC_area_dict[1]).
 AREA_1BIT_M2 = 0.166e-12
-# ISAAC crossbar read cycle 100 ns (peripherals-energy.md §1): 3.9 uW x 100 ns = 0.39 pJ per row.
+# ISAAC crossbar read cycle 100 ns (docs/peripherals-energy.md §1): 3.9 uW x 100 ns = 0.39 pJ per row.
 T_CYCLE_S = 100e-9
 # PWM slot clock 1 GHz: assumption (MNSIM DACs run at 1 GS/s; CiMLoop BASE_LATENCY 1 ns, §3.6).
 F_PWM_HZ = 1e9
-# Full-scale read voltage 0.6 V: assumption, the paper's bias level (paper.md §1); the lead ties it
+# Full-scale read voltage 0.6 V: assumption, the paper's bias level (docs/paper.md §1); the lead ties it
 # to the device's read voltage. Allowed (0, 2] V: above ~2 V STO-class devices switch (assumption).
 V_READ_V = 0.6
 V_READ_MAX_V = 2.0

@@ -65,7 +65,7 @@ class WriteDriver:
 
     Per pulse it charges one line of ``cells`` cells to the pulse voltage (C_line * V**2) and pays a
     fixed overhead for level shifting and the switch matrix (NeuroSim enables level shifters above
-    1.5 V, peripherals-energy.md §2.5; the 20 fJ value is an assumption).
+    1.5 V, docs/peripherals-energy.md §2.5; the 20 fJ value is an assumption).
 
     Attributes:
         c_per_cell_f, c_wire_f: line capacitance (F), as for RowDriver.

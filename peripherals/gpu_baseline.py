@@ -15,14 +15,13 @@ May import torch and ``stoxbar.validation`` only (peripherals layer).
 
 Every operand is assumed to come from and go to DRAM (HBM) once per step: no L2 residency across
 kernels (the A100's 40 MB L2 could hold small matrices; the paper measured >98% of GPU energy in
-memory traffic, paper.md §3). Shared matrices (W, Lambda, Gamma, layer weights) are read once per
+memory traffic, docs/paper.md §3). Shared matrices (W, Lambda, Gamma, layer weights) are read once per
 step for the whole batch (one batched kernel).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -243,7 +242,7 @@ def _cost(label: str, dtype: str, nbytes: float, flops: float, spec: GPUSpec) ->
 
 
 def stpn_step_bytes_flops(hidden: int, presyn: int, batch: int, dtype: str = "fp32") -> tuple[int, int]:
-    """(bytes, FLOPs) of one STPN step (stpn.md §1.1), H = hidden, P = presyn, B = batch.
+    """(bytes, FLOPs) of one STPN step (docs/stpn.md §1.1), H = hidden, P = presyn, B = batch.
 
     Bytes: read W, Lambda, Gamma (H*P each, once per batch) and b (H); per sample read F and
     write F (H*P each), read z (P), write h (H).

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from stoxbar.validation import check_range
 
 # ISAAC Table I: S+H 10 uW and 0.00004 mm^2 per 8x128 units -> 9.8 nW and 0.039 um^2 each;
-# 9.8 nW x 100 ns = ~1 fJ per sample (peripherals-energy.md §1).
+# 9.8 nW x 100 ns = ~1 fJ per sample (docs/peripherals-energy.md §1).
 SH_POWER_W = 10e-6 / 1024
 SH_AREA_M2 = 0.00004e-6 / 1024
 SH_T_HOLD_S = 100e-9  # ISAAC read cycle (§1)
@@ -20,7 +20,7 @@ class TIA:
     Energy per sample = power_w * t_integrate_s. The 2 uW default is an assumption: an OTA-based
     integrator biased at ~2 uA from 1 V, enough for column currents of a few uA (100 nS devices at
     <= 0.6 V, hundreds of rows). With ISAAC's 100 ns read cycle that is 0.2 pJ per sample. ISAAC and
-    NeuroSim fold this stage into the S+H / sense amplifier (peripherals-energy.md §1, §2.4).
+    NeuroSim fold this stage into the S+H / sense amplifier (docs/peripherals-energy.md §1, §2.4).
 
     Attributes:
         power_w: power while integrating (W).

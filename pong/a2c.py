@@ -1,13 +1,13 @@
 """A2C training of the Pong agent with truncated BPTT through the short-term state F.
 
-Per update (stpn.md 2; ikostrikov/pytorch-a3c; training-notes.md): N envs step T agent steps with
+Per update (docs/stpn.md 2; ikostrikov/pytorch-a3c; docs/training-notes.md): N envs step T agent steps with
 the graph kept (T = 20 = RLlib's max_seq_len, the truncation window of the STPN paper). (h, F)
 are carried across updates, detached at the start of each rollout, zeroed where a game ended.
 Advantages by GAE (gamma 0.99, lambda 1.0 = n-step returns as RLlib's A2C), bootstrapped with
 V of the next observation (terminal: 0). Loss = policy + value_coef * mean((R - V)^2)
 - entropy_coef * entropy (means over T x N; SB3's convention for the coefficients), Adam
 lr 7e-4 (eps 1e-5, assumption; the m-STPN's W in device units gets a scaled lr, see
-cells.py), global grad-norm clip 40 (stpn.md 2), then the device constraints (W in [-1, 1]).
+cells.py), global grad-norm clip 40 (docs/stpn.md 2), then the device constraints (W in [-1, 1]).
 
 Outputs in the run directory: progress.csv (one row per log interval), episodes.csv (one row
 per finished game), curve.png, checkpoint.pt (latest, atomic) and checkpoint-uNNNNNNN.pt
@@ -56,16 +56,16 @@ class TrainConfig:
     """A2C hyper-parameters and bookkeeping (module docstring); steps are agent steps."""
 
     arch: ArchConfig = field(default_factory=ArchConfig)
-    num_envs: int = 16  # stpn.md 5.4
-    rollout_len: int = 20  # truncated BPTT window (RLlib max_seq_len, stpn.md 1.3)
+    num_envs: int = 16  # docs/stpn.md 5.4
+    rollout_len: int = 20  # truncated BPTT window (RLlib max_seq_len, docs/stpn.md 1.3)
     total_steps: int = 10_000_000  # agent steps (x4 frames)
-    lr: float = 7e-4  # stpn.md 5.4 (paper's STPN lr)
+    lr: float = 7e-4  # docs/stpn.md 5.4 (paper's STPN lr)
     adam_eps: float = 1e-5  # assumption (CleanRL/SB3 RL default)
-    gamma: float = 0.99  # stpn.md 2
-    gae_lambda: float = 1.0  # RLlib A2C default (stpn.md 2)
-    entropy_coef: float = 0.01  # stpn.md 2
-    value_coef: float = 0.5  # stpn.md 2
-    max_grad_norm: float = 40.0  # stpn.md 5.2 (pytorch-a3c) / 5.4
+    gamma: float = 0.99  # docs/stpn.md 2
+    gae_lambda: float = 1.0  # RLlib A2C default (docs/stpn.md 2)
+    entropy_coef: float = 0.01  # docs/stpn.md 2
+    value_coef: float = 0.5  # docs/stpn.md 2
+    max_grad_norm: float = 40.0  # docs/stpn.md 5.2 (pytorch-a3c) / 5.4
     seed: int = 0
     threads: int = 1  # torch threads (1 leaves the other core to others)
     env_threads: int = 1  # emulator threads
@@ -333,7 +333,7 @@ class A2CRunner:
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         """Roll out T steps in N envs, then one optimiser step. Returns (loss terms, finished
         games as (step of the rollout 1..T, return, length))."""
-        agent, cfg, N = self.agent, self.cfg, self.cfg.num_envs
+        agent, cfg = self.agent, self.cfg
         state = detach_state(self.state)
         params = agent.step_params()
         logps, values, ents, rewards, dones, sparsity, finished = [], [], [], [], [], [], []

@@ -1,9 +1,9 @@
 """The Pong agent: conv encoder -> STPN / m-STPN cell -> actor and critic heads.
 
-arch "paper" (paper.md 2, stpn.md 2): 84x84x1 -> Conv(1->16, 8x8/4) ReLU -> Conv(16->32, 4x4/2)
+arch "paper" (docs/paper.md 2, docs/stpn.md 2): 84x84x1 -> Conv(1->16, 8x8/4) ReLU -> Conv(16->32, 4x4/2)
 ReLU -> 2592 -> cell(64) over 2592 + 64 = 2656 presynaptic inputs (169,984 synapses) ->
 actor Linear(64, 6), critic Linear(64, 1).
-arch "bottleneck" (CPU-friendly variant, stpn.md 5.3-5.4; not the paper's network): the same
+arch "bottleneck" (CPU-friendly variant, docs/stpn.md 5.3-5.4; not the paper's network): the same
 convs -> Linear(2592, 256) ReLU -> cell(64) over 256 + 64 = 320 presynaptic inputs.
 
 Initialisation (assumption, the common Atari A2C/PPO choice, e.g. CleanRL): orthogonal conv and
@@ -41,8 +41,8 @@ class ArchConfig:
 
     arch: str = "paper"
     cell: str = "mstpn"
-    hidden: int = 64  # paper.md 2: 64 units
-    bottleneck: int = 256  # stpn.md 5.4 suggestion
+    hidden: int = 64  # docs/paper.md 2: 64 units
+    bottleneck: int = 256  # docs/stpn.md 5.4 suggestion
     n_actions: int = N_ACTIONS
     device_preset: str = "sto_2024"
     dt_s: float = STEP_PERIOD_S

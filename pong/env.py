@@ -1,6 +1,6 @@
 """Atari Pong for the agent: ale-py's C++ vector env (gymnasium API), single 84x84 grey frame.
 
-Choices (stpn.md 2 and 5; training-notes.md):
+Choices (docs/stpn.md 2 and 5; docs/training-notes.md):
 * ``ale_py.vector_env.AtariVectorEnv`` (needs opencv-python-headless), 84x84 greyscale,
   frameskip 4 with max-pooling of the last two frames, **no frame stack** (stack_num = 1, as the
   STPN paper: motion must be carried by the recurrent state), noop_max 30 and fire reset (the
@@ -26,7 +26,7 @@ FRAME_RATE_HZ = 60.0  # Atari 2600 NTSC frame rate
 STEP_PERIOD_S = FRAMESKIP / FRAME_RATE_HZ  # one agent step = 4 frames = 66.7 ms
 OBS_SHAPE = (1, 84, 84)  # channels, height, width
 N_ACTIONS = 6  # Pong minimal action set
-REPEAT_ACTION_PROBABILITY = 0.0  # no sticky actions, as PongNoFrameskip-v4 (stpn.md 2)
+REPEAT_ACTION_PROBABILITY = 0.0  # no sticky actions, as PongNoFrameskip-v4 (docs/stpn.md 2)
 
 
 def check_obs(obs: Any, num_envs: Optional[int] = None) -> np.ndarray:

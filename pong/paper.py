@@ -24,16 +24,16 @@ import torch
 
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V
 from stoxbar.peripherals.gpu_baseline import (
-    DTYPE_BYTES, TIERS, GPUSpec, KernelOp, StepTiers, step_tiers, trace_kernels)
+    DTYPE_BYTES, TIERS, GPUSpec, KernelOp, step_tiers, trace_kernels)
 from stoxbar.pong.env import STEP_PERIOD_S
 from stoxbar.validation import ConfigError, check_choice, check_int, check_range
 
-PAPER_HIDDEN = 64  # paper.md §2: 64 units
+PAPER_HIDDEN = 64  # docs/paper.md §2: 64 units
 PAPER_PRESYN = 2656  # 2592 conv features + 64 recurrent inputs
-PAPER_STEPS_PER_GAME = 6826  # paper.md §3: energy rescaled to 6,826 agent steps per game
-PAPER_OPTIMAL_SYNAPSES = 2 ** 21  # paper.md §3: "optimal" measured near 2^21 synapses
+PAPER_STEPS_PER_GAME = 6826  # docs/paper.md §3: energy rescaled to 6,826 agent steps per game
+PAPER_OPTIMAL_SYNAPSES = 2 ** 21  # docs/paper.md §3: "optimal" measured near 2^21 synapses
 PAPER_PULSE_FRACTION = 0.01  # issue 11: the paper's pulses are ~1 % of its memristive figure
-PAPER_HEADLINE_RATIOS = {"optimal_fp16": 96.0, "standard_fp16": 970.0}  # paper.md §3 / issue 11 (measured A100)
+PAPER_HEADLINE_RATIOS = {"optimal_fp16": 96.0, "standard_fp16": 970.0}  # docs/paper.md §3 / issue 11 (measured A100)
 OPS = ("four", "mstpn_step")
 
 
@@ -41,21 +41,21 @@ OPS = ("four", "mstpn_step")
 class PaperAssumptions:
     """The paper's assumptions (docs/paper-energy.md §1), the paper's values as defaults.
 
-    bias_v: decay bias held on every synapse (V); 0.6 V, the paper's worst case (paper.md §1).
+    bias_v: decay bias held on every synapse (V); 0.6 V, the paper's worst case (docs/paper.md §1).
     g_bias_s: conductance under that bias (S); 4.3 nW / 0.36 V^2 = 11.9 nS, the zero-weight device
-        of the paper (paper.md §1, ohmic, derived).
+        of the paper (docs/paper.md §1, ohmic, derived).
     devices_per_synapse: devices biased per synapse; 1 (the paper counts 4.3 nW per synapse).
     bias_held_s_per_step: time the bias is held per agent step (s); not stated by the paper; the
-        paper holds it "for the whole game" (paper.md §3), i.e. the real-time step period 66.7 ms.
-    steps_per_game: 6,826 (paper.md §3).
-    hidden, presyn: the layer, 64 units over 2,656 inputs = 169,984 synapses (paper.md §2).
+        paper holds it "for the whole game" (docs/paper.md §3), i.e. the real-time step period 66.7 ms.
+    steps_per_game: 6,826 (docs/paper.md §3).
+    hidden, presyn: the layer, 64 units over 2,656 inputs = 169,984 synapses (docs/paper.md §2).
     pulse_fraction: the short-term pulses' share of the memristive figure; 0.01 (issue 11, the
         paper's pulses are ~1 % of its memristive figure; its pulse table was not available).
     ops: GPU work per step, "four" (the paper's G = W + F; einsum; F *= Lambda; F += dF) or
         "mstpn_step" (our whole digital m-STPN cell step).
-    precisions: GPU precisions, fp16 and fp32 (paper.md §3).
+    precisions: GPU precisions, fp16 and fp32 (docs/paper.md §3).
     tiers: GPU tiers reported (peripherals/gpu_baseline.py).
-    optimal_synapses: size of the GPU's "optimal" point, 2^21 (paper.md §3); the energy per synapse
+    optimal_synapses: size of the GPU's "optimal" point, 2^21 (docs/paper.md §3); the energy per synapse
         there is scaled to the layer's synapses.
     cuda_graph: cost the latency tier with CUDA-graph launches (False: eager, as measured).
     """
@@ -111,7 +111,7 @@ class PaperAssumptions:
 # ---------------------------------------------------------------------------------------------
 def paper_four_ops(x: torch.Tensor, W: torch.Tensor, F: torch.Tensor, lam: torch.Tensor,
                    dF: torch.Tensor) -> torch.Tensor:
-    """The paper's four synapse operations at batch 1 (paper.md §3), in place on F like its scripts."""
+    """The paper's four synapse operations at batch 1 (docs/paper.md §3), in place on F like its scripts."""
     G = W + F
     y = torch.einsum("bf,bhf->bh", x, G)
     F.mul_(lam)

@@ -3,12 +3,12 @@
 Shapes: batch B (one per environment), hidden H, presynaptic P = n_in + H, z = [x ; h_prev].
 State = (h [B, H], F [B, H, P]); F is per environment and zero at episode start.
 
-STPNCell -- the STPN of Garcia Rodriguez et al. (ICML 2022), Pong configuration (stpn.md 1.1):
+STPNCell -- the STPN of Garcia Rodriguez et al. (ICML 2022), Pong configuration (docs/stpn.md 1.1):
     S = W + F;  n_i = ||S_i||_2 + 1e-16;  h = tanh((S z)/n + b);  F <- Lambda*F/n + Gamma*(h z^T)
-Lambda, Gamma per synapse, unconstrained; init stpn.md 1.2. G = S/n is never materialised: the
-output is divided by the row norm instead (training-notes.md).
+Lambda, Gamma per synapse, unconstrained; init docs/stpn.md 1.2. G = S/n is never materialised: the
+output is divided by the row norm instead (docs/training-notes.md).
 
-MSTPNCell -- the m-STPN: the STPN restricted to what the SrTiO3 device can do (paper.md 2).
+MSTPNCell -- the m-STPN: the STPN restricted to what the SrTiO3 device can do (docs/paper.md 2).
   * Presynaptic normalisation (digital periphery) instead of per-row efficacy normalisation: a
     row norm of W + F needs every synapse read, and the paper lists "presynaptic input
     normalisation" among the digital operations. z_hat = z / (max_j |z_j| + 1e-6) lies in
@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from stoxbar.devices.sto import STODevice
 
 State = Tuple[Tensor, Tensor]
-NORM_EPS = 1e-16  # STPN code: row norm + 1e-16 (stpn.md 1.1)
+NORM_EPS = 1e-16  # STPN code: row norm + 1e-16 (docs/stpn.md 1.1)
 PRESYN_EPS = 1e-6  # m-STPN: z / (max|z| + eps); assumption, keeps an all-zero z at zero
 W_INIT = 0.5  # m-STPN: W ~ U(-0.5, 0.5) weight units at init; assumption (module docstring)
 
@@ -78,7 +78,7 @@ W_INIT = 0.5  # m-STPN: W ~ U(-0.5, 0.5) weight units at init; assumption (modul
 
 
 def stpn_step_reference(z: Tensor, F: Tensor, W: Tensor, b: Tensor, lam: Tensor, gam: Tensor) -> State:
-    """One STPN step (stpn.md 1.1) in plain torch ops. Returns (h [B,H], F_new [B,H,P])."""
+    """One STPN step (docs/stpn.md 1.1) in plain torch ops. Returns (h [B,H], F_new [B,H,P])."""
     u = z @ W.t() + torch.bmm(F, z.unsqueeze(-1)).squeeze(-1)
     n = torch.linalg.vector_norm(W + F, dim=-1) + NORM_EPS
     h = torch.tanh(u / n + b)
@@ -216,18 +216,18 @@ class _CellBase(nn.Module):
 
 
 class STPNCell(_CellBase):
-    """Original STPN (stpn.md 1.1, Pong config) with ``hidden`` units over z = [x ; h_prev]."""
+    """Original STPN (docs/stpn.md 1.1, Pong config) with ``hidden`` units over z = [x ; h_prev]."""
 
     def __init__(self, n_in: int, hidden: int, use_kernel: bool = True):
         super().__init__()
         self.n_in, self.hidden = check_int("n_in", n_in, 1), check_int("hidden", hidden, 1)
         self.use_kernel = use_kernel
         P = self.n_pre
-        stdv = 1.0 / math.sqrt(hidden)  # stpn.md 1.2: k = 1/H, stdv = sqrt(k)
+        stdv = 1.0 / math.sqrt(hidden)  # docs/stpn.md 1.2: k = 1/H, stdv = sqrt(k)
         self.W = nn.Parameter(torch.empty(hidden, P).uniform_(-stdv, stdv))
         self.b = nn.Parameter(torch.empty(hidden).uniform_(-stdv, stdv))
         self.lam = nn.Parameter(torch.rand(hidden, P))  # Lambda ~ U(0, 1)
-        self.gam = nn.Parameter(torch.empty(hidden, P).uniform_(-1e-3 * stdv, 1e-3 * stdv))  # stpn.md 1.2
+        self.gam = nn.Parameter(torch.empty(hidden, P).uniform_(-1e-3 * stdv, 1e-3 * stdv))  # docs/stpn.md 1.2
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
         """(Lambda, Gamma) as used by the step (computed once per rollout by callers who wish)."""
@@ -251,7 +251,7 @@ class STPNCell(_CellBase):
         return [{"params": list(self.parameters()), "lr": lr}]
 
     def apply_constraints(self) -> None:
-        """The STPN has no parameter constraints (Lambda, Gamma unconstrained, stpn.md 1.1)."""
+        """The STPN has no parameter constraints (Lambda, Gamma unconstrained, docs/stpn.md 1.1)."""
 
 
 class MSTPNCell(_CellBase):

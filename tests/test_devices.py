@@ -435,7 +435,7 @@ def test_describe_lists_every_field_with_source():
     for f in dataclasses.fields(DEV):
         if f.name != "notes":
             assert f.name in text
-    assert "paper.md" in text and "assumption" in text and "nS" in text
+    assert "docs/paper.md" in text and "assumption" in text and "nS" in text
     assert "ideal preset" in describe(ideal())
 
 

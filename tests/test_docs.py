@@ -1,18 +1,15 @@
 """The repository's docs/ folder: every citation in the code resolves, and the device page matches the preset.
 
-A citation is ``docs/<page>.md`` or, in the older form still used in the code until the rename to
-``docs/...``, a bare ``<page>.md`` for one of the notes that now live in docs/ (``paper.md``,
-``stpn.md`` ...). Either may carry sections: ``§3``, ``§2.5``, ``§1, §2.4``, ``5.3-5.4``, or the
+A citation is ``docs/<page>.md`` (a bare ``<page>.md`` naming one of the docs/ pages is found too,
+and fails: the code cites ``docs/...``). It may carry sections: ``§3``, ``§2.5``, ``§1, §2.4``, ``5.3-5.4``, or the
 bare-number form ``stpn.md 1.1``; or a quoted heading: ``design.md, "data flow of one Pong step"``.
-Each must name an existing page and an existing heading. Bare forms are resolved against docs/ and
-reported (a warning) as still to be renamed; with ``STOXBAR_DOCS_STRICT=1`` they fail instead.
+Each must name an existing page and an existing heading.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Set, Tuple
 
@@ -155,15 +152,10 @@ def test_every_citation_in_the_code_resolves():
     assert not bad, "broken docs citations:\n" + "\n".join(bad)
 
 
-def test_bare_citations_are_reported_until_renamed():
+def test_code_cites_docs_with_its_prefix():
     bare = [c for c in all_citations() if not c.prefixed and not c.where.startswith("docs/")]
-    if not bare:
-        return
     listing = "\n".join(f"{c.where}: {c.page}.md -> docs/{c.page}.md" for c in bare)
-    if os.environ.get("STOXBAR_DOCS_STRICT") == "1":
-        pytest.fail(f"{len(bare)} citations still lack the docs/ prefix:\n{listing}")
-    warnings.warn(f"{len(bare)} docs citations still to be renamed to docs/... (STOXBAR_DOCS_STRICT=1 fails "
-                  f"on them), e.g. {bare[0].where}: {bare[0].page}.md")
+    assert not bare, f"{len(bare)} citations lack the docs/ prefix:\n{listing}"
 
 
 def test_relative_links_in_docs_resolve():

@@ -97,7 +97,7 @@ def test_active_block_larger_than_tile_rejected():
 # ---- ADC ----------------------------------------------------------------------------------------
 def test_adc_isaac_calibration_8bit_32nm():
     e = ADC(bits=8, tech_node_nm=32).energy_per_conversion_j
-    assert 1.5e-12 <= e <= 2.0e-12  # ISAAC 1.56 pJ (peripherals-energy.md §1)
+    assert 1.5e-12 <= e <= 2.0e-12  # ISAAC 1.56 pJ (docs/peripherals-energy.md §1)
     assert ADC(bits=8).area_m2 == pytest.approx(1200e-12)
 
 

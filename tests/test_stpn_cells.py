@@ -23,7 +23,7 @@ def _device():
 
 
 def _numpy_stpn_step(x, h_prev, F, W, b, lam, gam):
-    """stpn.md 1.1 with explicit loops: S = W+F, n_i = ||S_i||+1e-16, h = tanh(S z/n + b),
+    """docs/stpn.md 1.1 with explicit loops: S = W+F, n_i = ||S_i||+1e-16, h = tanh(S z/n + b),
     F' = lam F / n + gam h z^T."""
     B, H, P = F.shape
     h = np.zeros((B, H))
