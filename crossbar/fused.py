@@ -64,36 +64,54 @@ def _row_mask(rows: Tensor, x: int) -> Optional[Tensor]:
 
 
 @torch.no_grad()
-def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], scale: Tensor, u: Tensor,
-                    v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float
-                    ) -> Tuple[Tensor, Tensor, Tensor, float]:
-    """Decay ``g_st [B, T, O, X]`` (S, in place) by ``lam``, then pulse the requested change.
+def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], scale: Tensor,
+                          u: Tensor, v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float
+                          ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """Decay ``g_st [B, T, O, X]`` (S, in place) by ``lam``, then pulse the requested change, per row-tile.
 
     The request is ``scale [T, O, X] * u [B, O] * v [B, T, X] * g_range`` (S), quantised with
     ``thresholds [L]`` to the levels of ``dg_table [L + 1]`` (S) and saturated at ``+-g_max``;
     ``rows [T]`` (int64) are each tile's real rows (pad rows are never pulsed). ``per_st`` (J/S
     per cell, None: no bias held) gives the bias energy of the interval, from F at its start.
-    Returns (signed level int8 [B, T, O, X], ``[B, L]`` number of cells with ``|request| >=
-    threshold m``, column sums ``sum_o |F|`` [B, T, X] (S) after the step, bias energy J). Runs
-    the native kernel for a contiguous float32/float64 CPU state, else the torch path (same F and
-    levels).
+    Returns (signed level int8 [B, T, O, X], ``[B, T, L]`` number of cells of each chip and
+    row-tile with ``|request| >= threshold m``, column sums ``sum_o |F|`` [B, T, X] (S) after the
+    step, bias energy per chip and row-tile [B, T] float64 J, or None without ``per_st``). Runs
+    the native kernel for a contiguous float32/float64 CPU state, else the torch path (same F,
+    levels and counts).
     """
     b, t, o, x = g_st.shape
     if native.usable(g_st) and g_st.is_contiguous():
         dt = g_st.dtype
         lam, scale, u, v, thresholds, dg_table = (
-            a.to(dt).contiguous() for a in (lam, scale, u, v, thresholds, dg_table))
-        per_st = None if per_st is None else per_st.to(dt).contiguous()
+            a if a.dtype == dt and a.is_contiguous() else a.to(dt).contiguous()
+            for a in (lam, scale, u, v, thresholds, dg_table))
+        if per_st is not None and not (per_st.dtype == dt and per_st.is_contiguous()):
+            per_st = per_st.to(dt).contiguous()
         level, ge, col, e_bias = native.extension().short_term_step(
-            g_st, rows.to(torch.long).contiguous(), lam, per_st, scale, u, v, float(g_range), thresholds,
-            dg_table, float(g_max))
-        return level, ge, col, float(e_bias.sum())
-    e_bias = 0.0 if per_st is None else float((g_st.abs() * per_st).sum(dtype=torch.float64))
+            g_st, rows if rows.dtype == torch.long else rows.to(torch.long), lam, per_st, scale, u, v,
+            float(g_range), thresholds, dg_table, float(g_max))
+        return level, ge, col, None if per_st is None else e_bias
+    e_bias = None if per_st is None else (g_st.abs() * per_st).sum((2, 3), dtype=torch.float64)
     mask = _row_mask(rows, x)
     if mask is not None:
         scale = scale * mask
     new, level = short_term_change(g_st, lam, scale, u, v, g_range, thresholds, dg_table, g_max)
     g_st.copy_(new)
-    counts = dynamics.level_counts(level, thresholds.numel())
-    ge = counts.flip(1).cumsum(1).flip(1)  # cells with |request| >= threshold m
+    counts = dynamics.level_counts(level.reshape(b * t, o * x), thresholds.numel()).view(b, t, -1)
+    ge = counts.flip(-1).cumsum(-1).flip(-1)  # cells with |request| >= threshold m
     return level, ge, g_st.abs().sum(2), e_bias
+
+
+def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], scale: Tensor, u: Tensor,
+                    v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float,
+                    by_tile: bool = False) -> Tuple[Tensor, Tensor, Tensor, object]:
+    """:func:`short_term_step_tiles` summed over row-tiles: (level, ``[B, L]`` cells with ``|request| >=
+    threshold m``, column sums [B, T, X], bias energy J of all chips and tiles, 0 without ``per_st``).
+
+    ``by_tile=True`` returns :func:`short_term_step_tiles`' per-(chip, row-tile) figures unsummed.
+    """
+    out = short_term_step_tiles(g_st, rows, lam, per_st, scale, u, v, g_range, thresholds, dg_table, g_max)
+    if by_tile:
+        return out
+    level, ge, col, e_bias = out
+    return level, ge.sum(1), col, 0.0 if e_bias is None else float(e_bias.sum())

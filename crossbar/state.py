@@ -371,56 +371,30 @@ class CrossbarState(nn.Module):
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
-        single = self.n_tiles == 1 or not per_tile
-        if not single and self.col_tiles == 1 and b == 1:
-            out = self._fused_by_row_tile(lam, per_st, scale, u, v, dg, thr)
-            if out is not None:
-                level, counts, tiles, cols, st = out
-                if not g_st.is_inference():
-                    self._st_cols = (g_st, g_st._version, cols)
-                return level, counts, self._bias_energy(lt, st), tiles
-        st = self._st_bias(per_st) if self.hold_bias and not single else None  # per tile, before the pass
-        out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if self.hold_bias and single and per_tile else None,
-                                    scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s)
-        if out is None:
+        hold = self.hold_bias and per_tile
+        # several column-tiles: the kernel's per-row-tile figures are split by a sparse scan below
+        split = per_tile and self.col_tiles > 1
+        st = self._st_bias(per_st) if self.hold_bias and split else None  # per tile, before the pass
+        out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if hold and not split else None,
+                                    scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s, True)  # by tile
+        if out is None:  # no fused step (a test's stand-in for a substrate without one): decay, then pulse
             decayed = self.decay(dt_s)
             level, tiles = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
             return level, dynamics.level_counts(level, thr.numel()), decayed, tiles
-        if not per_tile:
-            level, ge, cols, _ = out
-            if not g_st.is_inference():
-                self._st_cols = (g_st, g_st._version, cols)
-            return level, ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1), None, None
-        level, ge, cols, st_single = out
-        if self.hold_bias and single:
-            st = st_single
+        level, ge, cols, bias_bt = out
         if not g_st.is_inference():
             self._st_cols = (g_st, g_st._version, cols)
-        counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(b, 1)], dim=1)
-        tiles = counts.sum(0, keepdim=True) if single else self.tile_level_counts(level)
-        return level, counts, self._bias_energy(lt, st), tiles
-
-    def _fused_by_row_tile(self, lam: Tensor, per_st: Tensor, scale: Tensor, u: Tensor, v: Tensor, dg: Tensor,
-                           thr: Tensor):
-        """The fused step run row-tile by row-tile (one chip, one column-tile): per-tile counts and bias
-        energies come out of the kernel itself. None (nothing changed) if the kernel is unavailable."""
-        g_st, dev = self.g_st, self.device_model
-        hold = self.hold_bias
-        levels, per_tile, cols, bias = [], [], [], []
-        for t in range(self.tiles):
-            sl = slice(t, t + 1)
-            out = fused.short_term_step(g_st[:, sl], self.row_sizes[sl], lam[sl], per_st[sl] if hold else None,
-                                        scale[sl], u, v[:, sl], dev.g_range_s, thr, dg, dev.st_g_max_s)
-            if out is None:  # only ever at t = 0: the kernel is there for all tiles or none
-                return None
-            level_t, ge_t, col_t, e_t = out
-            levels.append(level_t)
-            per_tile.append(ge_t[0] - torch.cat([ge_t[0, 1:], ge_t.new_zeros(1)]))
-            cols.append(col_t)
-            bias.append(e_t)
-        tiles = torch.stack(per_tile)
-        st = torch.tensor(bias, dtype=torch.float64) if hold else None
-        return torch.cat(levels, 1), tiles.sum(0, keepdim=True), tiles, torch.cat(cols, 1), st
+        # pulses per (chip, row-tile, level): cells at level m = cells >= threshold m minus cells >= m + 1
+        per_bt = ge.clone()
+        per_bt[..., :-1] -= ge[..., 1:]
+        counts = per_bt.sum(1)
+        if not per_tile:
+            return level, counts, None, None
+        if split:
+            return level, counts, self._bias_energy(lt, st), self.tile_level_counts(level)
+        if hold:
+            st = bias_bt.sum(0) if b > 1 else bias_bt[0]
+        return level, counts, self._bias_energy(lt, st), per_bt.sum(0) if b > 1 else per_bt[0]
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip, row-tile, column-tile and row, [B or 1, T, J, X] (S), for read energy."""

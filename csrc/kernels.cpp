@@ -2,7 +2,8 @@
 //
 //  * short_term_step: the substrate operation "decay for dt, then apply the requested change
 //    scale * (u v^T), discretised to the device's pulse levels" on a tiled short-term state
-//    [B, T, O, X], with its bias energy, pulse counts and the column sums the next read needs.
+//    [B, T, O, X], with its bias energy per (chip, row-tile) [B, T], pulse counts per (chip,
+//    row-tile, level) [B, T, L] and the column sums the next read needs.
 //  * mstpn_forward / mstpn_backward: one step of the digital m-STPN cell (read (W + F) z, tanh,
 //    then the same short-term change as short_term_step, with g_range = 1) and its gradient
 //    (straight-through quantiser).
@@ -49,10 +50,10 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
     T* d = scratch + (int64_t)omp_get_thread_num() * 3 * X;
     int32_t* k = (int32_t*)(d + X);  // int32 fits in a T slot (T is float or double)
     T* step = d + 2 * X;
-    int64_t* g = ge + b * L;
-    double eb = 0;
-    for (int m = 0; m < L; ++m) g[m] = 0;
     for (int64_t t = 0; t < TT; ++t) {
+      int64_t* g = ge + (b * TT + t) * L;  // per (chip, row-tile): the substrate books events per tile
+      double eb = 0;
+      for (int m = 0; m < L; ++m) g[m] = 0;
       const int64_t n = rows[t];
       const T* vt = v + (b * TT + t) * X;
       T* ct = col + (b * TT + t) * X;
@@ -70,8 +71,8 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
         }
         stoxbar::st_apply_row<T>(X, f, f, lam + off, d, k, step, g_max, level + b * TT * O * X + off, ct);
       }
+      e_bias[b * TT + t] = eb;
     }
-    e_bias[b] = eb;
   }
 }
 
@@ -94,9 +95,9 @@ std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::opti
     TORCH_CHECK(per_st->numel() == TT * O * X, "short_term_step: per_st shape does not match");
   }
   auto level = torch::empty(F.sizes(), F.options().dtype(at::kChar));
-  auto ge = torch::empty({B, L}, F.options().dtype(at::kLong));
+  auto ge = torch::empty({B, TT, L}, F.options().dtype(at::kLong));
   auto col = torch::empty({B, TT, X}, F.options());
-  auto e_bias = torch::empty({B}, F.options().dtype(at::kDouble));
+  auto e_bias = torch::empty({B, TT}, F.options().dtype(at::kDouble));
   const int nth = threads_for(F.numel());
   auto scratch = torch::empty({nth * 3 * X}, F.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "short_term_step", [&] {

@@ -26,8 +26,9 @@ Boundaries (nested by construction: each is a superset of the previous one's com
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Dict
+from typing import Dict, Tuple
 
 from stoxbar.analysis import digital_energy, sram_energy_j
 from stoxbar.crossbar.ledger import EnergyLedger
@@ -49,23 +50,45 @@ def conv_params() -> int:
 
 def record_digital_step(ledger: EnergyLedger, digital: DigitalPeriphery, n_in: int, hidden: int,
                         n_actions: int, extra_encoder_macs: int = 0, batch: int = 1) -> None:
-    """Book the digital work of ``batch`` agent steps (see module docstring); int8 values, 16-bit sums."""
+    """Book the digital work of ``batch`` agent steps (see module docstring); int8 values, 16-bit sums.
+
+    The entries depend only on the arguments, so they are computed once per configuration
+    (:func:`digital_step_entries`) and the same numbers are booked every step.
+    """
+    try:
+        entries = _cached_entries(digital, n_in, hidden, n_actions, extra_encoder_macs, batch)
+    except TypeError:  # an unhashable digital model: compute every time
+        entries = digital_step_entries(digital, n_in, hidden, n_actions, extra_encoder_macs, batch)
+    for entry in entries:
+        ledger.add(*entry)
+
+
+def digital_step_entries(digital: DigitalPeriphery, n_in: int, hidden: int, n_actions: int,
+                         extra_encoder_macs: int = 0, batch: int = 1) -> Tuple[tuple, ...]:
+    """The ledger entries (layer, tile, component, event, count, energy J) of ``batch`` agent steps."""
     p = n_in + hidden
     syn = hidden * p * batch
-    ledger.add("stp", "all", "digital_hebbian", "step", syn,
-               digital_energy(digital, "mult", 2 * syn) + digital_energy(digital, "compare", syn))
+    out = [("stp", "all", "digital_hebbian", "step", syn,
+            digital_energy(digital, "mult", 2 * syn) + digital_energy(digital, "compare", syn))]
     gamma_bytes = syn + (hidden + p) * batch  # Gamma per synapse, post h and pre z_hat: one byte each
-    ledger.add("stp", "all", "sram", "gamma_read", gamma_bytes / 8, sram_energy_j(digital, gamma_bytes))
-    ledger.add("neuron", "all", "normalise", "step", p * batch,
-               digital_energy(digital, "compare", p * batch) + digital_energy(digital, "mult", p * batch))
-    ledger.add("neuron", "all", "activation", "step", hidden * batch,
-               digital_energy(digital, "mult", hidden * batch) + digital_energy(digital, "add", hidden * batch)
-               + digital_energy(digital, "nonlinear", hidden * batch))
+    out.append(("stp", "all", "sram", "gamma_read", gamma_bytes / 8, sram_energy_j(digital, gamma_bytes)))
+    out.append(("neuron", "all", "normalise", "step", p * batch,
+                digital_energy(digital, "compare", p * batch) + digital_energy(digital, "mult", p * batch)))
+    out.append(("neuron", "all", "activation", "step", hidden * batch,
+                digital_energy(digital, "mult", hidden * batch) + digital_energy(digital, "add", hidden * batch)
+                + digital_energy(digital, "nonlinear", hidden * batch)))
     for layer, macs, params in (("encoder", conv_macs() + extra_encoder_macs, conv_params() + extra_encoder_macs),
                                 ("heads", hidden * (n_actions + 1), (hidden + 1) * (n_actions + 1))):
-        ledger.add(layer, "all", "digital_mac", "step", macs * batch, digital_energy(digital, "mac", macs * batch))
+        out.append((layer, "all", "digital_mac", "step", macs * batch, digital_energy(digital, "mac", macs * batch)))
         words = math.ceil(params / 8) * batch  # int8 weights, 8 per 64-bit SRAM word
-        ledger.add(layer, "all", "sram", "step", words, sram_energy_j(digital, 8 * words))
+        out.append((layer, "all", "sram", "step", words, sram_energy_j(digital, 8 * words)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_entries(digital: DigitalPeriphery, n_in: int, hidden: int, n_actions: int, extra_encoder_macs: int,
+                    batch: int) -> Tuple[tuple, ...]:
+    return digital_step_entries(digital, n_in, hidden, n_actions, extra_encoder_macs, batch)
 
 
 def boundaries(ledger: EnergyLedger) -> Dict[str, Dict[str, object]]:

@@ -78,6 +78,35 @@ def test_short_term_step_native_equals_torch_path(dtype, hold_bias, torch_path):
     assert bool((states[0].abs() == torch.tensor(dev.st_g_max_s, dtype=dtype)).any())  # saturation happened
 
 
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_short_term_step_per_row_tile_native_equals_torch_path(dtype, torch_path):
+    """Pulse counts per (chip, row-tile, level) and bias energy per (chip, row-tile): native == torch,
+    and they are the per-tile split of the step's totals (one call gives every tile's events)."""
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(dtype, rows=(7, 6, 7))
+    states = [f0.clone(), f0.clone()]
+    for _ in range(4):
+        post = torch.rand(3, 5, generator=g, dtype=dtype) * 2 - 1
+        pre = torch.rand(3, 3, 7, generator=g, dtype=dtype) * 2 - 1
+        out = []
+        for i, s in enumerate(states):
+            torch_path(i == 1)
+            out.append(fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg,
+                                                   dev.st_g_max_s))
+        torch_path(False)
+        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = out
+        assert torch.equal(states[0], states[1]) and torch.equal(lv_n, lv_t) and torch.equal(ge_n, ge_t)
+        assert ge_n.shape == (3, 3, thr.numel()) and e_n.shape == e_t.shape == (3, 3) and e_n.dtype == torch.float64
+        torch.testing.assert_close(e_n, e_t, rtol=1e-6, atol=0)
+        for t in range(3):  # each tile's counts are those of its own levels
+            k = lv_n[:, t].abs().reshape(3, -1).long()
+            want = torch.stack([(k >= m + 1).sum(1) for m in range(thr.numel())], 1)
+            assert torch.equal(ge_n[:, t], want)
+        assert bool((e_n > 0).all())
+    assert fused.short_term_step_tiles(states[0], rows, lam, None, gam, post, pre, dev.g_range_s, thr, dg,
+                                       dev.st_g_max_s)[3] is None
+
+
 @pytest.mark.parametrize("use_kernel", [False, True] if native.available() else [False])
 def test_digital_cell_update_is_the_substrate_step(use_kernel):
     """The m-STPN's F update is the substrate's short-term step with g_range = 1, bit for bit."""
