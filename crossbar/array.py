@@ -141,11 +141,9 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
-        y, x_t, rounds, nm = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training,
-                                         modifier=self.read_modifier(not self.training),
-                                         out_noise_values=self.out_noise_values())
-        if self.recording:
-            self.record_read(x_t.detach(), rounds, io_pars, nm)
+        y, _ = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training,
+                           modifier=self.read_modifier(not self.training),
+                           out_noise_values=self.out_noise_values(), sink=self)
         scales = self._scales(y)
         y = (y * scales).sum(1) if scales is not None else y.sum(1)
         y = y.reshape(*lead, self.out_size)

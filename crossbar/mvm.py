@@ -115,6 +115,30 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
         return super()._matmul(weight, input_, trans)
 
     @classmethod
+    def native_read(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, noise_var: Optional[Tensor] = None,
+                    g_col: Optional[Tensor] = None, drive: Optional[Tensor] = None, drive_mode: int = 0,
+                    shrink: float = 0.25) -> Optional[tuple]:
+        """One inference read in one native call, with its checks and its recorded event, or None when the
+        native read does not cover it (gradient, other IO settings, no kernel).
+
+        Returns ``(partial outputs [B, T, O], rounds, status)``: status 1 = the input holds NaN or inf
+        (nothing read, no random draw), 2 = the output overflowed, 0 = fine; then, with ``g_col``
+        ``[1 or B, T, J, X]`` (S) and ``drive`` (float64 ``[T * J]``) given, the read drive integral
+        (:func:`stoxbar.crossbar.tile.read_drive`; ``drive_mode`` 0 amplitude, 1 PWM) was added to ``drive``.
+        """
+        if not cls.use_native or x_tiled.ndim != 3 or (torch.is_grad_enabled() and (
+                weight.requires_grad or x_tiled.requires_grad)):
+            return None
+        if not native.usable(weight, x_tiled, *(() if noise_var is None else (noise_var,))):
+            return None
+        pars = _native_io(io_pars)
+        if pars is None:
+            return None
+        out, rounds, status = native.extension().io_mvm_read(weight, x_tiled.contiguous(), noise_var, *pars, g_col,
+                                                             drive, int(drive_mode), float(shrink))
+        return out, rounds, status
+
+    @classmethod
     def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True,
                      **kwargs) -> Tensor:
         """Partial outputs ``[B, T, O]`` of a tiled MVM through aihwkit's IO model (native when possible)."""

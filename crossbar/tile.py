@@ -112,23 +112,32 @@ class EventSink:
         return list(self._pending)
 
     # -- accumulated events ----------------------------------------------------------------------
+    def _read_acc(self) -> list:
+        """The read accumulator: [reads, vectors, vector-rounds, drive_g_s per tile (float64)]."""
+        a = self._acc.get("read")
+        if a is None:
+            a = self._acc["read"] = [0, 0, 0, torch.zeros(self.state.n_tiles, dtype=torch.float64)]
+        return a
+
     def record_read(self, x_t: Tensor, rounds: int, io_pars: Any, nm_scale: Optional[Tensor] = None) -> None:
         """Accumulate one read of ``x_t [N, T, X]`` that took ``rounds`` array reads (:func:`read_drive`).
 
         An all-zero input that aihwkit short-cuts (0 rounds) is still one read on the chip.
         """
         rounds = max(rounds, 1)
-        a = self._acc.get("read")
-        if a is None:  # [reads, vectors, vector-rounds, drive (float32 buffer), drive (float64 total)]
-            a = self._acc["read"] = [0, 0, 0, x_t.new_zeros(self.state.n_tiles),
-                                     torch.zeros(self.state.n_tiles, dtype=torch.float64)]
+        a = self._read_acc()
         a[0] += 1
         a[1] += x_t.shape[0]
         a[2] += x_t.shape[0] * rounds
         read_drive(self.state, x_t, rounds, io_pars, self.periphery, out=a[3], nm_scale=nm_scale)
-        if a[0] % 256 == 0:  # the same-dtype buffer is cheap to add to; fold it into float64 now and then
-            a[4].add_(a[3])
-            a[3].zero_()
+
+    def _native_drive(self, io_pars: Any) -> Optional[Tuple[int, float]]:
+        """(drive mode, shrink per round) if the native read can add this read's drive itself, else None
+        (the same sum as :func:`read_drive`, in float64)."""
+        mode = self.periphery.dac.mode
+        if mode == "bit_serial" or io_pars.noise_management != NoiseManagementType.ABS_MAX:
+            return None
+        return (0, 0.25) if mode == "multibit" else (1, 0.5)
 
     def record_pulses(self, tile_counts: Tensor) -> None:
         """Accumulate short-term pulses per tile and level ``[tiles, L]``."""
@@ -157,7 +166,7 @@ class EventSink:
         blocks = self._blocks()
         read = acc.get("read")
         if read is not None:
-            drive = read[4].add_(read[3]).tolist()
+            drive = read[3].tolist()
             for k, (key, rows, cols, i, t) in enumerate(blocks):
                 self._book_events(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
                                        vector_rounds=read[2], drive_g_s=drive[k]))
@@ -200,18 +209,20 @@ def input_drive(x_t: Tensor, io_pars: Any, periphery: PeripheryConfig) -> Tensor
 
 def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, periphery: PeripheryConfig,
                out: Optional[Tensor] = None, nm_scale: Optional[Tensor] = None) -> Tensor:
-    """``drive_g_s`` per tile ``[T * J]`` (S) of one read of ``x_t [N, T, X]`` that took ``rounds`` array reads.
+    """``drive_g_s`` per tile ``[T * J]`` (S, float64) of one read of ``x_t [N, T, X]`` that took ``rounds`` array reads.
 
-    Sum over vectors and cells of the normalised row drive times the cell conductance. Bound
-    management halves the input scale each repeat: round r drives 1/4**r of the first (amplitude)
-    or 1/2**r (PWM, bit-serial). With ``out`` given, the result is added to it (and returned).
+    Sum over vectors and cells of the normalised row drive times the cell conductance (each term
+    formed in the state's precision, summed in float64: the native read, which computes the same
+    sum in the same call, gives the same numbers up to summation order). Bound management halves
+    the input scale each repeat: round r drives 1/4**r of the first (amplitude) or 1/2**r (PWM,
+    bit-serial). With ``out`` (float64) given, the result is added to it (and returned).
     ``nm_scale`` is the abs-max input scale aihwkit used for this read (``[N, T, 1]``), if known.
     """
     shrink = 0.25 if periphery.dac.mode == "multibit" else 0.5
     weight = (1.0 - shrink**rounds) / (1.0 - shrink)  # sum of shrink**r over the rounds
     if out is None:
-        out = x_t.new_zeros(state.n_tiles)
-    g_col = state.abs_column_conductance()  # [B or 1, T, J, X]
+        out = torch.zeros(state.n_tiles, dtype=torch.float64)
+    g_col = state.abs_column_conductance().double()  # [B or 1, T, J, X]
     mode = periphery.dac.mode
     if mode != "bit_serial" and io_pars.noise_management == NoiseManagementType.ABS_MAX:
         # (x / max|x|)^2 = x^2 / max(x^2) (amplitude), |x| / max|x| (PWM): the normalisation is
@@ -221,14 +232,13 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
             s2 = nm_scale * nm_scale if mode == "multibit" else nm_scale  # aihwkit set its zeros to 1
         else:
             s2 = xx.amax(-1, keepdim=True).clamp_min_(torch.finfo(x_t.dtype).tiny)  # [N, T, 1]
+        xx, s2 = xx.double(), s2.double()
         if g_col.shape[0] == 1:
             num = torch.bmm(xx.transpose(0, 1), g_col[0].transpose(1, 2)).transpose(0, 1)  # [N, T, J]
         else:
             num = torch.matmul(g_col, xx.unsqueeze(-1)).squeeze(-1)  # [N, T, J]
-        if num.shape[0] == 1:
-            return out.view(num.shape).addcdiv_(num, s2, value=weight).view(-1)
         return out.add_((num / s2).sum(0).reshape(-1), alpha=weight)
-    drive = input_drive(x_t, io_pars, periphery)
+    drive = input_drive(x_t, io_pars, periphery).double()
     if g_col.shape[0] == 1:
         g = (drive.sum(0).unsqueeze(1) * g_col[0]).sum(-1)
     else:
@@ -237,18 +247,41 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
 
 
 def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Optional[Tensor] = None,
-                is_test: bool = True, modifier: Any = None, out_noise_values: Optional[Tensor] = None
-                ) -> Tuple[Tensor, Tensor, int, Optional[Tensor]]:
-    """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``,
-    tiled input ``[N, T, X]``, read rounds taken, aihwkit's abs-max input scale or None).
+                is_test: bool = True, modifier: Any = None, out_noise_values: Optional[Tensor] = None,
+                sink: Optional[EventSink] = None) -> Tuple[Tensor, int]:
+    """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``, read
+    rounds taken), recorded in ``sink`` if it records (:meth:`EventSink.record_read`).
 
     ``weight_param`` (tiled ``[T, O, X]``) gives the straight-through gradient path; ``modifier``
     and ``out_noise_values`` are aihwkit's training-read perturbations (aihwkit_compat). NaN/inf
-    inputs and an output that overflows raise ``ConfigError``.
+    inputs and an output that overflows raise ``ConfigError`` (nothing is recorded). An inference
+    read runs in one native call where it can (:meth:`TiledAnalogMVM.native_read`: the same result
+    as aihwkit's path; the checks and the read's drive integral come out of the same call).
     """
-    check_finite("forward: tile input", x)
     x_t = state.to_tiled(x)
     w = state.effective_weight()
+    rec = sink if sink is not None and sink.recording else None
+    if weight_param is None and modifier is None and out_noise_values is None:
+        drive = rec._native_drive(io_pars) if rec is not None else None
+        a = None if drive is None else rec._read_acc()
+        got = TiledAnalogMVM.native_read(
+            w, x_t, io_pars, state.read_noise_var(), None if a is None else state.abs_column_conductance().contiguous(),
+            None if a is None else a[3], *(drive or (0, 0.25)))
+        if got is not None:
+            y, rounds, status = got
+            if status == 1:
+                check_finite("forward: tile input", x)  # raises
+            if status == 2:
+                _overflow(x)
+            if rec is not None:
+                if a is None:
+                    rec.record_read(x_t, rounds, io_pars)
+                else:
+                    a[0] += 1
+                    a[1] += x_t.shape[0]
+                    a[2] += x_t.shape[0] * max(rounds, 1)
+            return y, rounds
+    check_finite("forward: tile input", x)
     if weight_param is not None:
         w = w + (weight_param - weight_param.detach())
     if modifier is not None:  # aihwkit weight modifier, training reads only (aihwkit_compat)
@@ -257,10 +290,16 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
         y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test, out_noise_values=out_noise_values)
         rounds, nm_scale = mvm.rounds, mvm.nm_scale
     if not torch.isfinite(y).all():
-        raise ConfigError(
-            f"forward: tile output overflowed to inf/NaN (input max |x| = {float(x.abs().max()):.4g}): "
-            "scale the inputs so that |x| times the output range stays within float range")
-    return y, x_t, rounds, nm_scale
+        _overflow(x)
+    if rec is not None:
+        rec.record_read(x_t.detach(), rounds, io_pars, nm_scale)
+    return y, rounds
+
+
+def _overflow(x: Tensor) -> None:
+    raise ConfigError(
+        f"forward: tile output overflowed to inf/NaN (input max |x| = {float(x.abs().max()):.4g}): "
+        "scale the inputs so that |x| times the output range stays within float range")
 
 
 class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, EventSink):
@@ -291,10 +330,8 @@ class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, EventSink):
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         weight_param = self.weight.unsqueeze(0) if (torch.is_grad_enabled() and self.weight.requires_grad) else None
-        y, x_t, rounds, nm = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, weight_param,
-                                         is_test, self.read_modifier(is_test), self.out_noise_values)
-        if self.recording:
-            self.record_read(x_t.detach(), rounds, self._f_io, nm)
+        y, _ = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, weight_param,
+                           is_test, self.read_modifier(is_test), self.out_noise_values, sink=self)
         return y.sum(1).reshape(*lead, self.d_size)
 
 

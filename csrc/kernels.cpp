@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "analog_mvm.h"
@@ -434,6 +435,88 @@ std::tuple<Tensor, int64_t> io_mvm(Tensor weight, Tensor x, std::optional<Tensor
   return stoxbar::io_mvm(weight, x, noise_var, p);
 }
 
+// Finite test of a tensor's values (NaN or inf anywhere: false), one vectorised pass.
+template <typename T>
+STOXBAR_CLONES bool all_finite(int64_t n, const T* p) {
+  int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+  for (int64_t i = 0; i < n; ++i) bad += !(std::fabs(p[i]) <= std::numeric_limits<T>::max());
+  return bad == 0;
+}
+
+// The read's drive integral per tile, added to drive [T * J] (double): weight * sum over vectors n
+// and rows x of the normalised drive of x[n, t, x] (x^2 / max_x x^2, amplitude; |x| / max_x |x|,
+// PWM) times g_col[n or 0, t, j, x] (S). Rows whose max is 0 drive nothing.
+template <typename T>
+void add_read_drive(int64_t N, int64_t TT, int64_t X, const T* x, int64_t A, int64_t J, const T* g, int64_t mode,
+                    double weight, double* drive) {
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t a = A == 1 ? 0 : n;
+    for (int64_t t = 0; t < TT; ++t) {
+      const T* xr = x + (n * TT + t) * X;
+      T m = 0;
+      for (int64_t i = 0; i < X; ++i) m = std::max(m, (T)std::fabs(xr[i]));
+      if (m == T(0)) continue;
+      const double s2 = mode == 0 ? (double)(m * m) : (double)m;
+      for (int64_t j = 0; j < J; ++j) {
+        const T* gr = g + ((a * TT + t) * J + j) * X;
+        double acc = 0;
+        if (mode == 0) {
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < X; ++i) acc += (double)(xr[i] * xr[i]) * (double)gr[i];
+        } else {
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < X; ++i) acc += (double)std::fabs(xr[i]) * (double)gr[i];
+        }
+        drive[t * J + j] += weight * (acc / s2);
+      }
+    }
+  }
+}
+
+// io_mvm with the checks and the event a recorded read needs, in one call: status 1 (input not
+// finite: nothing read, nothing drawn), 2 (output overflowed: nothing booked), else 0 and, with
+// g_col [A, T, J, X] and drive [T * J] given, the read drive integral added to drive (drive_mode
+// 0 amplitude, 1 PWM; bound-management round r drives shrink^r of the first).
+std::tuple<Tensor, int64_t, int64_t> io_mvm_read(Tensor weight, Tensor x, std::optional<Tensor> noise_var, bool perfect,
+                                                 int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res,
+                                                 double inp_bound, double inp_noise, double inp_asymmetry,
+                                                 double out_res, double out_bound, double out_noise,
+                                                 double out_asymmetry, double out_scale, double max_bm_factor,
+                                                 double max_bm_res, std::optional<Tensor> g_col,
+                                                 std::optional<Tensor> drive, int64_t drive_mode, double shrink) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "io_mvm_read: input must be contiguous [N, T, X]");
+  bool finite = true;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "io_mvm_read", [&] {
+    finite = all_finite<scalar_t>(x.numel(), x.data_ptr<scalar_t>());
+  });
+  if (!finite) return {Tensor(), 0, 1};
+  auto [out, rounds] = io_mvm(weight, x, noise_var, perfect, nm_type, nm_thres, bm_type, inp_res, inp_bound,
+                              inp_noise, inp_asymmetry, out_res, out_bound, out_noise, out_asymmetry, out_scale,
+                              max_bm_factor, max_bm_res);
+  if (!out.is_contiguous()) out = out.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "io_mvm_read", [&] {
+    finite = all_finite<scalar_t>(out.numel(), out.data_ptr<scalar_t>());
+  });
+  if (!finite) return {out, rounds, 2};
+  if (g_col && drive) {
+    const int64_t N = x.size(0), TT = x.size(1), X = x.size(2);
+    TORCH_CHECK(g_col->dim() == 4 && g_col->size(1) == TT && g_col->size(3) == X && g_col->is_contiguous() &&
+                    g_col->scalar_type() == x.scalar_type() && (g_col->size(0) == 1 || g_col->size(0) == N),
+                "io_mvm_read: g_col must be contiguous [1 or N, T, J, X] of the input's dtype");
+    const int64_t A = g_col->size(0), J = g_col->size(2);
+    TORCH_CHECK(drive->scalar_type() == at::kDouble && drive->numel() == TT * J && drive->is_contiguous(),
+                "io_mvm_read: drive must be float64 [T * J]");
+    const int64_t r = std::max<int64_t>(rounds, 1);  // an all-zero read is still one read (it drives nothing)
+    const double weight_r = (1.0 - std::pow(shrink, (double)r)) / (1.0 - shrink);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "io_mvm_read", [&] {
+      add_read_drive<scalar_t>(N, TT, X, x.data_ptr<scalar_t>(), A, J, g_col->data_ptr<scalar_t>(), drive_mode,
+                               weight_r, drive->data_ptr<double>());
+    });
+  }
+  return {out, rounds, 0};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -444,4 +527,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stpn_forward", &stpn_forward, "STPN step forward");
   m.def("stpn_backward", &stpn_backward, "STPN step backward");
   m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)");
+  m.def("io_mvm_read", &io_mvm_read, "io_mvm with input/output finite checks and the read drive integral per tile");
 }
