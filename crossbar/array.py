@@ -50,14 +50,19 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
             tile.tile._pending.clear()
 
     # -- tiles as views --------------------------------------------------------------------
-    def _tiles(self):
-        """(row-tile i, column-tile j, rows, first output, outputs, tile module) of every tile."""
-        for i, (n_in, row) in enumerate(zip(self.in_sizes, self.array)):
-            for j, (o0, n_out, tile) in enumerate(zip(self._o_starts, self.out_sizes, row)):
-                yield i, j, n_in, o0, n_out, tile
+    def _tiles(self) -> List[tuple]:
+        """(row-tile i, column-tile j, rows, first output, outputs, tile module) of every tile (a fixed list)."""
+        found = self.__dict__.get("_tile_list")
+        if found is None:
+            found = [(i, j, n_in, o0, n_out, tile)
+                     for i, (n_in, row) in enumerate(zip(self.in_sizes, self.array))
+                     for j, (o0, n_out, tile) in enumerate(zip(self._o_starts, self.out_sizes, row))]
+            self.__dict__["_tile_list"] = found
+        return found
 
     def _bind_tiles(self) -> None:
         """Point every tile's state tensors at its block of the shared state."""
+        self.__dict__.pop("_tile_list", None)  # (re)built from the modules now
         st = self.state
         st._views = [tile.tile.state for *_, tile in self._tiles()]
         for i, j, n_in, o0, n_out, tile in self._tiles():

@@ -20,7 +20,7 @@ into :class:`~stoxbar.crossbar.events.Events` and the one cost model prices them
 no learning rule: a requested conductance change comes from its client. The fused operation
 runs as one pass over F (:mod:`~stoxbar.crossbar.fused`) where the native kernel exists.
 
-May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.validation.
+May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.native, stoxbar.validation.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from stoxbar import native
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
@@ -112,6 +113,8 @@ class CrossbarState(nn.Module):
         """``[B, in]`` -> ``[B, T, X]`` with zero pad rows."""
         if not self.padded:
             return x.reshape(x.shape[0], self.tiles, self.rows)
+        if x.dim() == 2 and not x.requires_grad and native.usable(x):  # a copy per tile, no index scatter
+            return native.extension().to_tiled(x, self.row_sizes, self.rows)
         out = x.new_zeros(x.shape[0], self.tiles * self.rows)
         out[:, self.index] = x
         return out.view(x.shape[0], self.tiles, self.rows)

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <optional>
 
@@ -448,14 +449,18 @@ STOXBAR_CLONES bool all_finite(int64_t n, const T* p) {
 // and rows x of the normalised drive of x[n, t, x] (x^2 / max_x x^2, amplitude; |x| / max_x |x|,
 // PWM) times g_col[n or 0, t, j, x] (S). Rows whose max is 0 drive nothing.
 template <typename T>
-void add_read_drive(int64_t N, int64_t TT, int64_t X, const T* x, int64_t A, int64_t J, const T* g, int64_t mode,
+STOXBAR_CLONES void add_read_drive(int64_t N, int64_t TT, int64_t X, const T* x, int64_t A, int64_t J, const T* g, int64_t mode,
                     double weight, double* drive) {
   for (int64_t n = 0; n < N; ++n) {
     const int64_t a = A == 1 ? 0 : n;
     for (int64_t t = 0; t < TT; ++t) {
       const T* xr = x + (n * TT + t) * X;
       T m = 0;
-      for (int64_t i = 0; i < X; ++i) m = std::max(m, (T)std::fabs(xr[i]));
+#pragma omp simd reduction(max : m)
+      for (int64_t i = 0; i < X; ++i) {
+        const T a = std::fabs(xr[i]);
+        m = a > m ? a : m;  // the input is finite (checked before)
+      }
       if (m == T(0)) continue;
       const double s2 = mode == 0 ? (double)(m * m) : (double)m;
       for (int64_t j = 0; j < J; ++j) {
@@ -517,6 +522,35 @@ std::tuple<Tensor, int64_t, int64_t> io_mvm_read(Tensor weight, Tensor x, std::o
   return {out, rounds, 0};
 }
 
+// [N, in] -> [N, T, X]: tile t takes the next rows[t] inputs, its pad rows are 0 (CrossbarState.to_tiled).
+Tensor to_tiled(Tensor x, Tensor rows, int64_t X) {
+  TORCH_CHECK(x.dim() == 2 && rows.scalar_type() == at::kLong && rows.dim() == 1 && rows.is_contiguous(),
+              "to_tiled: x must be [N, in], rows int64 [T]");
+  if (!x.is_contiguous()) x = x.contiguous();
+  const int64_t N = x.size(0), in = x.size(1), TT = rows.size(0);
+  const int64_t* r = rows.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t t = 0; t < TT; ++t) {
+    TORCH_CHECK(r[t] >= 0 && r[t] <= X, "to_tiled: a tile has more rows than X");
+    total += r[t];
+  }
+  TORCH_CHECK(total == in, "to_tiled: rows do not add up to the input size");
+  auto out = torch::empty({N, TT, X}, x.options());
+  const int64_t bytes = x.element_size();
+  const char* src = (const char*)x.data_ptr();
+  char* dst = (char*)out.data_ptr();
+  for (int64_t n = 0; n < N; ++n) {
+    const char* s = src + n * in * bytes;
+    for (int64_t t = 0; t < TT; ++t) {
+      char* d = dst + (n * TT + t) * X * bytes;
+      std::memcpy(d, s, r[t] * bytes);
+      std::memset(d + r[t] * bytes, 0, (X - r[t]) * bytes);  // all-zero bits: 0.0 in IEEE floats
+      s += r[t] * bytes;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -527,5 +561,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stpn_forward", &stpn_forward, "STPN step forward");
   m.def("stpn_backward", &stpn_backward, "STPN step backward");
   m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)");
+  m.def("to_tiled", &to_tiled, "[N, in] -> [N, T, X] with zero pad rows");
   m.def("io_mvm_read", &io_mvm_read, "io_mvm with input/output finite checks and the read drive integral per tile");
 }

@@ -14,6 +14,7 @@ from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagem
 from stoxbar import native
 from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, fused
 from stoxbar.crossbar.mvm import TiledAnalogMVM
+from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import dynamics, presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.stpn.analog import AnalogMSTPNCell
@@ -277,3 +278,18 @@ def test_layer_output_scales_follow_the_tiles():
     tile.get_mapping_scales().mul_(0.5)  # in place: the tensor's version changes
     y2 = read()
     assert not torch.equal(y0, y1) and torch.equal(y2, y0)
+
+
+@needs_native
+def test_to_tiled_native_equals_torch_path(torch_path):
+    """The native [N, in] -> [N, T, X] copy equals the torch scatter, pad rows zero; from_tiled inverts it."""
+    dev = presets.sto_2024()
+    st = CrossbarState([7, 6, 6], 4, dev)
+    x = torch.rand(5, 19) * 2 - 1
+    got = st.to_tiled(x)
+    torch_path(True)
+    want = st.to_tiled(x)
+    torch_path(False)
+    assert torch.equal(got, want) and got.shape == (5, 3, 7)
+    assert not got[:, 1:, 6].any() and torch.equal(st.from_tiled(got.unsqueeze(-2)).squeeze(-2), x)
+    assert torch.equal(st.to_tiled(x.t().contiguous().t()), want)  # a non-contiguous input too
