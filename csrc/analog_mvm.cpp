@@ -248,6 +248,35 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
                        (T)ires, (T)ibound);
     ++rounds;
     Tensor out, v;
+    // A round that clips is discarded whole (bound management reads again), so with shared tiled
+    // weights the tiles are read one by one and a round stops at its first clipping tile unless it
+    // is the last one allowed. The random draws are made first, for the whole round, as before
+    // (the GEMMs draw nothing), and each tile's GEMM is the same bmm on a batch of one tile.
+    const bool last_allowed = !b_management || reduction > p.max_bm_factor ||
+                              (inp_res_bm > 0.0 && reduction > p.max_bm_res / inp_res_bm);
+    if (weight.dim() == 3 && !last_allowed && TT > 1) {
+      out = torch::empty({B, TT, O}, x.options());
+      if (var) v = torch::empty({B, TT, O}, x.options());
+      Tensor x1 = var ? at::randn_like(out) : Tensor();
+      Tensor x2 = p.out_noise > 0.0 ? at::randn_like(out) : Tensor();
+      int64_t outside = 0;
+      for (int64_t t = 0; t < TT && outside == 0; ++t) {
+        auto sl = [&](const Tensor& a) { return a.narrow(1, t, 1); };  // [B, 1, X]
+        out.narrow(1, t, 1).copy_(at::bmm(sl(s).transpose(0, 1), weight.narrow(0, t, 1).transpose(1, 2)).transpose(0, 1));
+        if (var)
+          v.narrow(1, t, 1).copy_(at::bmm(sl(sq).transpose(0, 1), var->narrow(0, t, 1).transpose(1, 2)).transpose(0, 1));
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t off = (b * TT + t) * O;
+          outside += finalize_rows_noisy<T>(O, out.data_ptr<T>() + off, var ? v.data_ptr<T>() + off : nullptr,
+                                            var ? x1.data_ptr<T>() + off : nullptr,
+                                            x2.defined() ? x2.data_ptr<T>() + off : nullptr, (T)p.out_noise,
+                                            p.out_res > 0, (T)ores, (T)obound);
+        }
+      }
+      output = out;
+      if (outside == 0) break;  // passed: every tile was read
+      continue;
+    }
     if (weight.dim() == 3) {
       out = at::bmm(s.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1).contiguous();
       if (var) v = at::bmm(sq.transpose(0, 1), var->transpose(1, 2)).transpose(0, 1).contiguous();

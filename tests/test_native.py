@@ -294,3 +294,25 @@ def test_to_tiled_native_equals_torch_path(torch_path):
     assert not got[:, 1:, 6].any()
     assert torch.equal(torch.cat([got[:, 0, :7], got[:, 1, :6], got[:, 2, :6]], 1), x)
     assert torch.equal(st.to_tiled(x.t().contiguous().t()), want)  # a non-contiguous input too
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [1, 16])
+def test_fast_read_stopping_a_clipped_round_early_draws_the_same(batch, monkeypatch):
+    """A bound-management round that clips stops at its first clipping tile in the native read; the
+    result, the rounds and the random stream afterwards are those of aihwkit's path (6 tiles)."""
+    io = _io()
+    torch.manual_seed(0)
+    w = torch.rand(6, 64, 443) * 1.5 - 0.5  # sums of 443 mostly positive rows clip the ADC
+    x = torch.rand(batch, 6, 443) - 0.1
+    var = (0.05 * w) ** 2
+    got = []
+    for use_native in (True, False):
+        monkeypatch.setattr(TiledAnalogMVM, "use_native", use_native)
+        torch.manual_seed(11)
+        with TiledAnalogMVM.reading(var) as mvm:
+            y = mvm.tiled_matmul(w, x, io)
+            got.append((y, mvm.rounds, torch.rand(4)))
+    (y_n, r_n, after_n), (y_a, r_a, after_a) = got
+    assert r_n == r_a and r_n > 2
+    assert torch.equal(y_n, y_a) and torch.equal(after_n, after_a)
