@@ -254,7 +254,8 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
     // (the GEMMs draw nothing), and each tile's GEMM is the same bmm on a batch of one tile.
     const bool last_allowed = !b_management || reduction > p.max_bm_factor ||
                               (inp_res_bm > 0.0 && reduction > p.max_bm_res / inp_res_bm);
-    if (weight.dim() == 3 && !last_allowed && TT > 1) {
+    // (only for batches of several vectors: for one vector a tile's GEMV costs less than the calls)
+    if (weight.dim() == 3 && !last_allowed && TT > 1 && B >= 4) {
       out = torch::empty({B, TT, O}, x.options());
       if (var) v = torch::empty({B, TT, O}, x.options());
       Tensor x1 = var ? at::randn_like(out) : Tensor();
