@@ -25,6 +25,7 @@ May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.native, stoxbar.val
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -42,7 +43,9 @@ def check_finite(name: str, value: Tensor) -> None:
 
     ``name`` says the operation and the tensor, e.g. ``"apply_short_term: request"``.
     """
-    if not torch.isfinite(value).all():
+    if value.numel() and math.isfinite(float(value.detach().sum())):  # a finite sum: all finite (one pass)
+        return
+    if not torch.isfinite(value).all():  # a NaN/inf sum may also be an overflow of finite values
         raise ConfigError(f"{name} contains NaN or inf: inputs to an STO tile must be finite")
 
 
@@ -84,7 +87,7 @@ class CrossbarState(nn.Module):
         for j in range(self.col_tiles):
             col_of[self._col_bounds[j]:self._col_bounds[j + 1]] = j
         self.register_buffer("col_tile_of", col_of, persistent=False)
-        self._checked: Tuple[int, int] = (0, -1)  # (id, version) of the last finite-checked scale
+        self._checked: tuple = (0, -1)  # (id, version, tensor, contiguous copy) of the last finite-checked scale
 
     # -- layout ------------------------------------------------------------------------
     @property
@@ -341,12 +344,14 @@ class CrossbarState(nn.Module):
         e = lt * self.chips
         return e if st is None else e + st
 
-    def _check_scale(self, scale: Tensor) -> None:
-        """Finite check of the (usually fixed) scale tensor, once per tensor version."""
+    def _check_scale(self, scale: Tensor) -> Tensor:
+        """Finite check of the (usually fixed) scale tensor, once per tensor version; returns it contiguous
+        (a tiled view is copied once per version, not every step)."""
         key = (id(scale), scale._version)
-        if key != self._checked:
+        if key != self._checked[:2]:
             check_finite("decay_and_outer_update: scale", scale)
-            self._checked = key
+            self._checked = key + (scale, scale.contiguous())
+        return self._checked[3]
 
     @torch.no_grad()
     def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool = True
@@ -368,7 +373,7 @@ class CrossbarState(nn.Module):
             raise ConfigError(f"decay_and_outer_update shapes scale {tuple(scale.shape)}, u {tuple(u.shape)}, v "
                               f"{tuple(v.shape)}: expected {tuple(self.g_pos.shape)}, [{b}, {self.out_size}], "
                               f"[{b}, {self.tiles}, {self.rows}]")
-        self._check_scale(scale)
+        scale = self._check_scale(scale)
         check_finite("decay_and_outer_update: u", u)
         check_finite("decay_and_outer_update: v", v)
         dev = self.device_model
