@@ -142,12 +142,12 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
             return y
         if not self.uses_fast_path():
             return super().forward(x_input, tensor_view)
-        io_pars = self.array[0][0].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
+        io_pars = self._tiles()[0][5].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
         y, _ = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training,
-                           modifier=self.read_modifier(not self.training),
+                           modifier=self.read_modifier(False) if self.training else None,  # none in eval
                            out_noise_values=self.out_noise_values(), sink=self)
         scales = self._scales(y)
         y = (y * scales).sum(1) if scales is not None else y.sum(1)
