@@ -212,7 +212,7 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
   std::vector<T> sc(tensor_scale ? rows : 0);
   double scale_value = 1.0;
   bool scaling = false;
-  int64_t rounds = 0;
+  int64_t rounds = 0, first_clip = 0;
   double reduction = 0.5;
   Tensor output;
   while (true) {
@@ -251,7 +251,7 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
     // A round that clips is discarded whole (bound management reads again), so with shared tiled
     // weights the tiles are read one by one and a round stops at its first clipping tile unless it
     // is the last one allowed. The random draws are made first, for the whole round, as before
-    // (the GEMMs draw nothing), and each tile's GEMM is the same bmm on a batch of one tile.
+    // (the GEMMs draw nothing), and each tile's GEMM is that tile's matrix product of the bmm (the same values, tested).
     const bool last_allowed = !b_management || reduction > p.max_bm_factor ||
                               (inp_res_bm > 0.0 && reduction > p.max_bm_res / inp_res_bm);
     // (only for batches of several vectors: for one vector a tile's GEMV costs less than the calls)
@@ -261,11 +261,10 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
       Tensor x1 = var ? at::randn_like(out) : Tensor();
       Tensor x2 = p.out_noise > 0.0 ? at::randn_like(out) : Tensor();
       int64_t outside = 0;
-      for (int64_t t = 0; t < TT && outside == 0; ++t) {
-        auto sl = [&](const Tensor& a) { return a.narrow(1, t, 1); };  // [B, 1, X]
-        out.narrow(1, t, 1).copy_(at::bmm(sl(s).transpose(0, 1), weight.narrow(0, t, 1).transpose(1, 2)).transpose(0, 1));
-        if (var)
-          v.narrow(1, t, 1).copy_(at::bmm(sl(sq).transpose(0, 1), var->narrow(0, t, 1).transpose(1, 2)).transpose(0, 1));
+      for (int64_t k = 0; k < TT && outside == 0; ++k) {
+        const int64_t t = (first_clip + k) % TT;  // the tile that clipped last round first: it likely clips again
+        out.select(1, t).copy_(at::mm(s.select(1, t), weight.select(0, t).t()));  // [B, X] x [X, O]
+        if (var) v.select(1, t).copy_(at::mm(sq.select(1, t), var->select(0, t).t()));
         for (int64_t b = 0; b < B; ++b) {
           const int64_t off = (b * TT + t) * O;
           outside += finalize_rows_noisy<T>(O, out.data_ptr<T>() + off, var ? v.data_ptr<T>() + off : nullptr,
@@ -273,6 +272,7 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
                                             x2.defined() ? x2.data_ptr<T>() + off : nullptr, (T)p.out_noise,
                                             p.out_res > 0, (T)ores, (T)obound);
         }
+        if (outside) first_clip = t;
       }
       output = out;
       if (outside == 0) break;  // passed: every tile was read
