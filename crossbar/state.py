@@ -26,6 +26,7 @@ May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.native, stoxbar.val
 from __future__ import annotations
 
 import math
+import operator
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -36,6 +37,9 @@ from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.validation import ConfigError, check_choice
+
+
+_VERSION = operator.attrgetter("_version")
 
 
 def check_finite(name: str, value: Tensor) -> None:
@@ -197,7 +201,7 @@ class CrossbarState(nn.Module):
 
     def _cached(self, name: str, compute):
         """Value derived from the programmed state, recomputed only after (re)programming."""
-        version = self._version + sum(v._version for v in self._views)
+        version = self._version + sum(map(_VERSION, self._views)) if self._views else self._version
         hit = self._cache.get(name)
         if hit is None or hit[0] != version:
             hit = (version, compute())
