@@ -118,4 +118,5 @@ def event_overhead(repeats: int = 300, batch: int = 1) -> float:
 
 if __name__ == "__main__":
     main()
-    event_overhead()
+    for b in (1, 16):
+        event_overhead(batch=b)
