@@ -36,6 +36,19 @@ if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
 
 
+def _attr(module: torch.nn.Module, name: str) -> Any:
+    """``getattr(module, name)`` as ``nn.Module`` resolves it (instance dict, parameters, buffers), without
+    its ``__getattr__`` call on the hot path."""
+    d = module.__dict__
+    if name in d:
+        return d[name]
+    for store in ("_parameters", "_buffers"):
+        held = d.get(store)
+        if held is not None and name in held:
+            return held[name]
+    return getattr(module, name)
+
+
 class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps):
     """Tiled STO layer with shared state and a batched forward (see module docstring)."""
 
@@ -104,10 +117,10 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
         """
         found = []
         for i, j, n_in, o0, n_out, tile in self._tiles():
-            m, a = tile.mapping_scales, tile.out_scaling_alpha  # = tile.get_scales(), without its
+            m, a = _attr(tile, "mapping_scales"), _attr(tile, "out_scaling_alpha")  # = tile.get_scales(),
             found.append((i, o0, n_out, m if a is None else (a if m is None else (m * a).detach())))  # no_grad
         key = [(s, None if s is None else s._version) for *_, s in found]
-        hit = getattr(self, "_scales_cache", None)
+        hit = self.__dict__.get("_scales_cache")
         if hit is not None and hit[2] == (like.dtype, like.device) and len(hit[0]) == len(key) and all(
                 a is b and va == vb for (a, va), (b, vb) in zip(hit[0], key)):
             return hit[1]
