@@ -116,6 +116,29 @@ bool finalize_output_fused(Tensor& y, const Tensor& xi, double out_noise, double
 // input (scale, DAC, bound) and its square, the GEMMs run as in TiledAnalogMVM._matmul, one pass
 // adds read and output noise (the same draws in the same order), quantises, tests and clamps.
 
+// max of a row (of |x| if abs), NaN if it holds a NaN (as torch.amax), in one vectorised pass.
+template <typename T>
+STOXBAR_CLONES T row_max(int64_t X, const T* xr, bool abs) {
+  T m = abs ? std::fabs(xr[0]) : xr[0];
+  int64_t nan = 0;
+  if (abs) {
+#pragma omp simd reduction(max : m) reduction(+ : nan)
+    for (int64_t j = 0; j < X; ++j) {
+      const T v = std::fabs(xr[j]);
+      nan += v != v;
+      m = v > m ? v : m;
+    }
+  } else {
+#pragma omp simd reduction(max : m) reduction(+ : nan)
+    for (int64_t j = 0; j < X; ++j) {
+      const T v = xr[j];
+      nan += v != v;
+      m = v > m ? v : m;
+    }
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+}
+
 template <typename T>
 STOXBAR_CLONES void prepare_rows_sq(int64_t rows, int64_t X, const T* xp, T* op, T* sqp, const T* sp, bool mul,
                                     bool quant, T r, T b) {
@@ -180,12 +203,7 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
     bool all_zero = true;
     const T thres = (T)p.nm_thres;
     for (int64_t i = 0; i < rows; ++i) {
-      const T* xr = xp + i * X;
-      T m = p.nm_type == NM_ABS_MAX ? std::fabs(xr[0]) : xr[0];
-      for (int64_t j = 1; j < X; ++j) {
-        const T v = p.nm_type == NM_ABS_MAX ? std::fabs(xr[j]) : xr[j];
-        m = (v > m || std::isnan(v)) ? v : m;
-      }
+      T m = row_max<T>(X, xp + i * X, p.nm_type == NM_ABS_MAX);  // torch.amax: NaN if any is NaN
       if (p.nm_thres > 0.0) m = m > thres ? thres : m;
       all_zero = all_zero && m == T(0);
       nm[i] = m <= T(0) ? T(1) : m;
@@ -249,33 +267,49 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
     ++rounds;
     Tensor out, v;
     // A round that clips is discarded whole (bound management reads again), so with shared tiled
-    // weights the tiles are read one by one and a round stops at its first clipping tile unless it
-    // is the last one allowed. The random draws are made first, for the whole round, as before
-    // (the GEMMs draw nothing), and each tile's GEMM is that tile's matrix product of the bmm (the same values, tested).
+    // weights a round that is not the last one allowed first reads one tile, the one that clipped
+    // in the round before (tile 0 at first); if it clips, the round stops there. The random draws
+    // are made first, for the whole round, as before (the GEMMs draw nothing), and a tile's product
+    // equals that tile's matrix of the bmm (the same values, tested).
     const bool last_allowed = !b_management || reduction > p.max_bm_factor ||
                               (inp_res_bm > 0.0 && reduction > p.max_bm_res / inp_res_bm);
     // (only for batches of several vectors: for one vector a tile's GEMV costs less than the calls)
     if (weight.dim() == 3 && !last_allowed && TT > 1 && B >= 4) {
-      out = torch::empty({B, TT, O}, x.options());
-      if (var) v = torch::empty({B, TT, O}, x.options());
-      Tensor x1 = var ? at::randn_like(out) : Tensor();
-      Tensor x2 = p.out_noise > 0.0 ? at::randn_like(out) : Tensor();
-      int64_t outside = 0;
-      for (int64_t k = 0; k < TT && outside == 0; ++k) {
-        const int64_t t = (first_clip + k) % TT;  // the tile that clipped last round first: it likely clips again
-        out.select(1, t).copy_(at::mm(s.select(1, t), weight.select(0, t).t()));  // [B, X] x [X, O]
-        if (var) v.select(1, t).copy_(at::mm(sq.select(1, t), var->select(0, t).t()));
+      Tensor x1, x2;
+      auto finalize_tile = [&](Tensor& o, Tensor& vv, int64_t t) {  // one tile's outputs of every vector
+        int64_t n_out = 0;
         for (int64_t b = 0; b < B; ++b) {
           const int64_t off = (b * TT + t) * O;
-          outside += finalize_rows_noisy<T>(O, out.data_ptr<T>() + off, var ? v.data_ptr<T>() + off : nullptr,
-                                            var ? x1.data_ptr<T>() + off : nullptr,
-                                            x2.defined() ? x2.data_ptr<T>() + off : nullptr, (T)p.out_noise,
-                                            p.out_res > 0, (T)ores, (T)obound);
+          n_out += finalize_rows_noisy<T>(O, o.data_ptr<T>() + off, var ? vv.data_ptr<T>() + off : nullptr,
+                                          var ? x1.data_ptr<T>() + off : nullptr,
+                                          x2.defined() ? x2.data_ptr<T>() + off : nullptr, (T)p.out_noise,
+                                          p.out_res > 0, (T)ores, (T)obound);
         }
-        if (outside) first_clip = t;
+        return n_out;
+      };
+      // probe the tile that clipped last round (tile 0 at first): if it clips again, so does the round
+      const int64_t t = first_clip;
+      Tensor probe = torch::empty({B, TT, O}, x.options()), probe_v;
+      if (var) probe_v = torch::empty({B, TT, O}, x.options());
+      x1 = var ? at::randn_like(probe) : Tensor();
+      x2 = p.out_noise > 0.0 ? at::randn_like(probe) : Tensor();
+      probe.select(1, t).copy_(at::mm(s.select(1, t), weight.select(0, t).t()));  // [B, X] x [X, O]
+      if (var) probe_v.select(1, t).copy_(at::mm(sq.select(1, t), var->select(0, t).t()));
+      if (finalize_tile(probe, probe_v, t) > 0) {
+        output = probe;
+        continue;  // this round is discarded: read again at half the input scale
+      }
+      // the probe passed: read every tile (the probe's tile again, the same values) and test them all
+      out = at::bmm(s.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1).contiguous();
+      if (var) v = at::bmm(sq.transpose(0, 1), var->transpose(1, 2)).transpose(0, 1).contiguous();
+      int64_t outside = 0;
+      for (int64_t k = 0; k < TT; ++k) {
+        const int64_t n_out = finalize_tile(out, v, k);
+        if (n_out && !outside) first_clip = k;
+        outside += n_out;
       }
       output = out;
-      if (outside == 0) break;  // passed: every tile was read
+      if (outside == 0) break;  // passed
       continue;
     }
     if (weight.dim() == 3) {
