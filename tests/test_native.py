@@ -298,12 +298,16 @@ def test_to_tiled_native_equals_torch_path(torch_path):
 
 @needs_native
 @pytest.mark.parametrize("batch", [1, 16])
-def test_fast_read_stopping_a_clipped_round_early_draws_the_same(batch, monkeypatch):
-    """A bound-management round that clips stops at its first clipping tile in the native read; the
-    result, the rounds and the random stream afterwards are those of aihwkit's path (6 tiles)."""
+@pytest.mark.parametrize("clipping", ["every tile", "only the last tile"])
+def test_fast_read_stopping_a_clipped_round_early_draws_the_same(batch, clipping, monkeypatch):
+    """A bound-management round that clips stops at its probe tile in the native read (or reads all
+    tiles when the probe passes but another tile clips); the result, the rounds and the random stream
+    afterwards are those of aihwkit's path (6 tiles)."""
     io = _io()
     torch.manual_seed(0)
     w = torch.rand(6, 64, 443) * 1.5 - 0.5  # sums of 443 mostly positive rows clip the ADC
+    if clipping != "every tile":
+        w[:5] *= 0.01  # tiles 0-4 never clip: the first probe (tile 0) passes, tile 5 clips
     x = torch.rand(batch, 6, 443) - 0.1
     var = (0.05 * w) ** 2
     got = []
