@@ -184,17 +184,20 @@ class STOSimulatorTileCompat:
         tol = write_verify_tolerance_s(dev) if mode == "write_verify" else 0.0
         dtype = st.g_pos.dtype
         if tol > 0 and changed_only:  # compared before programming (a tile's state is one [1, d, x] block)
-            changed = target.to(dtype) != self.programmed_target.to(dtype)
+            same = target.to(dtype) == self.programmed_target.to(dtype)
         pulses, energy = st.program(target, mode)
         if tol > 0:
-            # residual of the carrying device: in place, multiply by the side masks (no torch.where,
-            # slow on CPU); the same draw in the same order as before
+            # residual of the carrying device, added in place through 0/1 side factors (no torch.where,
+            # slow on CPU, and few temporaries); the same draw in the same order as before
             new = target.to(dtype).unsqueeze(0)
             err = torch.rand_like(new).mul_(2).sub_(1).mul_(tol)
             if changed_only:
-                err.mul_(changed.unsqueeze(0))
-            for g, side in ((st.g_pos, new > 0), (st.g_neg, new < 0)):
-                g.add_(err * side).clamp_(dev.g_min_s, dev.g_max_s)
+                err.masked_fill_(same.unsqueeze(0), 0.0)
+            sign = torch.sign(new)
+            side = sign.clamp_min(0).mul_(err)  # err where w > 0 (G+ carries the weight)
+            st.g_pos.add_(side).clamp_(dev.g_min_s, dev.g_max_s)
+            torch.clamp_max(sign, 0, out=side).mul_(err).neg_()  # err where w < 0 (G- carries it)
+            st.g_neg.add_(side).clamp_(dev.g_min_s, dev.g_max_s)
             st._version += 1
         self._book(pulses, energy)
         return pulses, energy

@@ -152,7 +152,11 @@ class CrossbarState(nn.Module):
         Returns (number of long-term pulses, their device energy in J).
         """
         check_choice("programming", mode, ("write_verify", "open_loop"))
-        w_abs = float(weight.abs().max()) if weight.numel() else 0.0  # NaN/inf propagate: one pass checks both
+        if weight.numel():  # NaN/inf propagate: one pass, no temporary, checks both
+            lo, hi = torch.aminmax(weight)
+            w_abs = max(-float(lo), float(hi))
+        else:
+            w_abs = 0.0
         if not math.isfinite(w_abs):
             check_finite("program: weight", weight)
         if w_abs > 1.0 + 1e-6:
@@ -161,7 +165,9 @@ class CrossbarState(nn.Module):
                 "set mapping.weight_scaling_omega > 0 so aihwkit rescales weights digitally"
             )
         dev = self.device_model
-        w = weight.to(self.g_pos.dtype).clamp(-1.0, 1.0)  # clamp: float round-off only
+        w = weight.to(self.g_pos.dtype)
+        if w_abs > 1.0:
+            w = w.clamp(-1.0, 1.0)  # float round-off only
         w = w.unsqueeze(0) if self.tiles == 1 and not self.padded else self.tiled_weight(w)
         new_pos = w.clamp_min(0).mul_(dev.g_range_s).add_(dev.g_min_s)
         new_neg = (-w).clamp_min_(0).mul_(dev.g_range_s).add_(dev.g_min_s)
@@ -180,7 +186,8 @@ class CrossbarState(nn.Module):
                 pulses += float(n.sum())
                 energy += float(e.sum())
         else:
-            delta = torch.sub(new_pos, self.g_pos).abs_().sum() + torch.sub(new_neg, self.g_neg).abs_().sum()
+            # |old - new| summed in place (the state is overwritten with new below): no temporaries
+            delta = self.g_pos.sub_(new_pos).abs_().sum() + self.g_neg.sub_(new_neg).abs_().sum()
             pulses = float(torch.ceil(delta / dev.lt_dg_s))
             energy = pulses * dev.lt_pulse_energy_j
         self.g_pos.copy_(new_pos)
@@ -193,7 +200,7 @@ class CrossbarState(nn.Module):
         s = self.device_model.read_noise_std
         if s <= 0:
             return None
-        return self._cached("noise_var", lambda: torch.addcmul(self.g_pos * self.g_pos, self.g_neg, self.g_neg)
+        return self._cached("noise_var", lambda: torch.mul(self.g_pos, self.g_pos).addcmul_(self.g_neg, self.g_neg)
                             .mul_((s / self.device_model.g_range_s) ** 2))
 
     def _cached(self, name: str, compute):
