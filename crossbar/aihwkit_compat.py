@@ -194,10 +194,10 @@ class STOSimulatorTileCompat:
             if changed_only:
                 err.masked_fill_(same.unsqueeze(0), 0.0)
             sign = torch.sign(new)
-            side = sign.clamp_min(0).mul_(err)  # err where w > 0 (G+ carries the weight)
-            st.g_pos.add_(side).clamp_(dev.g_min_s, dev.g_max_s)
-            torch.clamp_max(sign, 0, out=side).mul_(err).neg_()  # err where w < 0 (G- carries it)
-            st.g_neg.add_(side).clamp_(dev.g_min_s, dev.g_max_s)
+            side = sign.clamp_min(0)  # 1 where w > 0: G+ carries the weight
+            st.g_pos.addcmul_(side, err).clamp_(dev.g_min_s, dev.g_max_s)
+            torch.clamp_max(sign, 0, out=side)  # -1 where w < 0: G- carries it
+            st.g_neg.addcmul_(side, err, value=-1.0).clamp_(dev.g_min_s, dev.g_max_s)
             st._version += 1
         self._book(pulses, energy)
         return pulses, energy
