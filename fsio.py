@@ -145,14 +145,20 @@ def read_json(path: PathLike) -> Any:
 
 
 # -- writable outputs --------------------------------------------------------------------------
+def _probe(directory: Path) -> None:
+    """Create and remove a temporary file in ``directory`` (OSError if it cannot take one: permission
+    bits say nothing for root, a real write does)."""
+    fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe.", dir=directory)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable_dir(directory: PathLike, what: str = "output directory") -> Path:
     """Create ``directory`` if needed and prove it writable by writing a probe file; else ConfigError."""
     d = Path(directory)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe.", dir=d)
-        os.close(fd)
-        os.unlink(probe)
+        _probe(d)
     except OSError as exc:
         raise ConfigError(f"{what} {d}: not writable ({exc.strerror or exc})") from None
     return d
@@ -167,9 +173,7 @@ def check_new_file(path: PathLike, flag: str = "path") -> Path:
     if not parent.is_dir():
         raise ConfigError(f"{flag} {p}: directory {parent} does not exist")
     try:
-        fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
+        _probe(parent)
     except OSError as exc:
         raise ConfigError(f"{flag} {p}: directory {parent} is not writable ({exc.strerror or exc})") from None
     return p

@@ -95,7 +95,7 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     attach_ledger(layer, mvm, prefix="", book_pending=False)  # programming is not part of one MVM
     with torch.no_grad():
         layer(torch.rand(1, n_in, generator=gen) * 2 - 1)
-    attach_ledger(layer, update)
+    attach_ledger(layer, update, book_pending=False)  # nor of one short-term update
     v = torch.full((n_out, n_in), 0.5 * (device.v_bias_min_v + device.v_bias_max_v))
     module.set_bias(v)
     levels = device.short_term_levels()[1]

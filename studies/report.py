@@ -73,6 +73,27 @@ def gpu_tiers_of(rep: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return {t: tiers[t] for t in ("roofline", "latency", "dedicated") if t in tiers}
 
 
+def _barh_png(plt, names: List[str], values: List[float], colors: Any, xlabel: str, title: str,
+              height: float, fontsize: Optional[float] = None) -> bytes:
+    """One horizontal bar chart of energies (J) in a human unit, log axis where they span decades, as PNG."""
+    unit, f = display_unit("J", [v for v in values if v > 0])
+    fig, ax = plt.subplots(figsize=(6, height * len(names) + 1.4))
+    ax.barh(range(len(names)), [v * f for v in values], color=colors)
+    ax.set_yticks(range(len(names)), names, fontsize=fontsize)
+    ax.invert_yaxis()
+    if spans_decades(values):
+        ax.set_xscale("log")
+    else:
+        no_offset(ax.xaxis)
+    ax.set_xlabel(f"{xlabel} [{unit}]")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
     """PNG figures of a play report: energy per game by boundary and GPU tier, system energy by component."""
     import matplotlib
@@ -84,41 +105,14 @@ def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
     tiers = gpu_tiers_of(rep)
     names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")] + [f"GPU {t}" for t in tiers]
     per_game = [(energy[b]["total_j"] if b in energy else tiers[b[4:]]["total_j"]) / games for b in names]
-    out = []
-    unit, f = display_unit("J", [v for v in per_game if v > 0])
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.4))
-    ax.barh(range(len(names)), [v * f for v in per_game], color=["0.5" if b.startswith("GPU") else "C0" for b in names])
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    if spans_decades(per_game):
-        ax.set_xscale("log")
-    else:
-        no_offset(ax.xaxis)
-    ax.set_xlabel(f"energy per game [{unit}]")
-    ax.set_title("energy per game by boundary; GPU baseline tiers (batch 1) in grey", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    out.append(("energy_by_boundary.png", buf.getvalue()))
+    out = [("energy_by_boundary.png", _barh_png(
+        plt, names, per_game, ["0.5" if b.startswith("GPU") else "C0" for b in names], "energy per game",
+        "energy per game by boundary; GPU baseline tiers (batch 1) in grey", 0.45))]
     if "system" in energy and energy["system"]["total_j"] > 0:
         comps = sorted(energy["system"]["by_component"].items(), key=lambda kv: -kv[1])
-        unit, f = display_unit("J", [j / games for _, j in comps if j > 0])
-        fig, ax = plt.subplots(figsize=(6, 0.3 * len(comps) + 1.4))
-        ax.barh(range(len(comps)), [j / games * f for _, j in comps], color="C1")
-        ax.set_yticks(range(len(comps)), [c for c, _ in comps], fontsize=7)
-        ax.invert_yaxis()
-        if spans_decades([j for _, j in comps]):
-            ax.set_xscale("log")
-        else:
-            no_offset(ax.xaxis)
-        ax.set_xlabel(f"system energy per game [{unit}]")
-        ax.set_title("system energy by component", fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        out.append(("system_by_component.png", buf.getvalue()))
+        out.append(("system_by_component.png", _barh_png(
+            plt, [c for c, _ in comps], [j / games for _, j in comps], "C1", "system energy per game",
+            "system energy by component", 0.3, fontsize=7)))
     return out
 
 

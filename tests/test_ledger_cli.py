@@ -83,3 +83,18 @@ def test_play_report_boundaries_nest(tmp_path):
     assert main(["report", str(js)]) == 0  # one self-contained page: score, energy table, versions
     page = (tmp_path / "play.html").read_text()
     assert "Energy per game" in page and "synapse_only" in page and "torch" in page
+
+
+def test_energy_layer_breakdown_books_only_its_own_operation():
+    """One MVM books read events only; one short-term update + decay books pulses and bias, never
+    the layer's programming (kept pending for a ledger that asks for it)."""
+    from stoxbar.devices import presets
+    from stoxbar.peripherals import PeripheryConfig
+    from stoxbar.scripts.energy import layer_breakdown
+
+    mvm, update = layer_breakdown(300, 16, presets.sto_2024(), PeripheryConfig(), dt_s=0.05)
+    mvm_parts = {c for (c,) in mvm.totals(("component",))}
+    update_parts = {c for (c,) in update.totals(("component",))}
+    assert {"dac", "adc", "cell_read"} <= mvm_parts and "lt_program" not in mvm_parts
+    assert {"bias", "st_pulse"} <= update_parts
+    assert not update_parts & {"lt_program", "dac", "adc", "cell_read"}
