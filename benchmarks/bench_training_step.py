@@ -18,6 +18,7 @@ Usage: ``python benchmarks/bench_training_step.py [--repeats N] [--threads T]``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -84,7 +85,9 @@ def main() -> None:
             step(model, opt)
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["aihwkit TorchInferenceRPUConfig"])
-    print(f"784-256-10 MLP, batch 64, AnalogSGD step, {args.threads} thread(s), {args.repeats} interleaved repeats")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"784-256-10 MLP, batch 64, AnalogSGD step, {args.threads} thread(s), {args.repeats} interleaved repeats, "
+          f"load average {load} on {os.cpu_count()} CPUs")
     ref = statistics.median(times["STORPUConfig, programming skipped (reference)"])
     print("| config | median ms | ratio vs aihwkit step | ratio vs STO step without programming |\n|---|---|---|---|")
     for name, ts in times.items():

@@ -72,6 +72,38 @@ class _ScaleGradHook:
         return grad / self.scales.to(grad.device).view(-1, 1) ** 2
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the conductance weights ``w`` as they are; backward: ``w``'s gradient to the weight
+    parameters, each from its block (what ``w + (p - p.detach())`` gives, without computing it)."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, blocks: Any, *params: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.blocks = blocks
+        return w.view_as(w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Any:  # type: ignore[override]
+        grads = []
+        for block, ndim in ctx.blocks:
+            g = grad if block is None else grad[(Ellipsis,) + block]
+            if g.ndim > ndim:  # one chip per sample [B, ...]: the parameter is shared
+                g = g.sum(tuple(range(g.ndim - ndim)))
+            grads.append(g)
+        return (None, None, *grads)
+
+
+def straight_through(w: Tensor, weight_param: Any) -> Tensor:
+    """``w`` (tiled ``[..., T, O, X]``) with the straight-through gradient path to the weights.
+
+    ``weight_param``: one tensor in ``w``'s tiled layout, or a list of ``(parameter [o, x],
+    (row-tile i, output slice, row slice))``: each tile's ``weight`` and its block of the layout.
+    """
+    if isinstance(weight_param, Tensor):
+        return _StraightThrough.apply(w, [(None, weight_param.ndim)], weight_param)
+    return _StraightThrough.apply(w, [(blk, p.ndim) for p, blk in weight_param],
+                                  *(p for p, _ in weight_param))
+
+
 # -- simulator tile --------------------------------------------------------------------------------
 class STOSimulatorTileCompat:
     """Mixin for :class:`STOSimulatorTile`: brings the conductances to the trained ``weight``."""
@@ -149,17 +181,23 @@ class STOSimulatorTileCompat:
         mode = mode or self.programming
         st = self.state
         dev = st.device_model
-        old = st.tiled_weight(self.programmed_target.to(st.g_pos.dtype))
+        tol = write_verify_tolerance_s(dev) if mode == "write_verify" else 0.0
+        dtype = st.g_pos.dtype
+        if tol > 0 and changed_only:  # compared before programming (a tile's state is one [1, d, x] block)
+            same = target.to(dtype) == self.programmed_target.to(dtype)
         pulses, energy = st.program(target, mode)
-        tol = write_verify_tolerance_s(dev)
-        if mode == "write_verify" and tol > 0:
-            new = st.tiled_weight(target.to(st.g_pos.dtype))
-            hit = st.mask.expand_as(new) & (new != 0)
+        if tol > 0:
+            # residual of the carrying device, added in place through 0/1 side factors (no torch.where,
+            # slow on CPU, and few temporaries); the same draw in the same order as before
+            new = target.to(dtype).unsqueeze(0)
+            err = torch.rand_like(new).mul_(2).sub_(1).mul_(tol)
             if changed_only:
-                hit = hit & (new != old)
-            err = (torch.rand_like(new) * 2 - 1) * tol
-            for g, side in ((st.g_pos, new > 0), (st.g_neg, new < 0)):
-                g.copy_(torch.where(hit & side, (g + err).clamp(dev.g_min_s, dev.g_max_s), g))
+                err.masked_fill_(same.unsqueeze(0), 0.0)
+            sign = torch.sign(new)
+            side = sign.clamp_min(0)  # 1 where w > 0: G+ carries the weight
+            st.g_pos.addcmul_(side, err).clamp_(dev.g_min_s, dev.g_max_s)
+            torch.clamp_max(sign, 0, out=side)  # -1 where w < 0: G- carries it
+            st.g_neg.addcmul_(side, err, value=-1.0).clamp_(dev.g_min_s, dev.g_max_s)
             st._version += 1
         self._book(pulses, energy)
         return pulses, energy

@@ -134,15 +134,12 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
         self._scales_cache = (key, scales, (like.dtype, like.device))
         return scales
 
-    def _weight_param(self) -> Optional[Tensor]:
-        """Tiled view of the tiles' aihwkit weight parameters (gradient path), or None."""
+    def _weight_param(self) -> Optional[list]:
+        """The tiles' aihwkit weight parameters and their blocks of the tiled layout (gradient path), or None."""
         if not (torch.is_grad_enabled() and self.training):
             return None
-        rows = []
-        for i, n_in in enumerate(self.in_sizes):
-            row = torch.cat([self.array[i][j].tile.weight for j in range(len(self.out_sizes))], 0)
-            rows.append(torch.nn.functional.pad(row, (0, self.state.rows - n_in)))
-        return torch.stack(rows, 0)
+        return [(tile.tile.weight, (i, slice(o0, o0 + n_out), slice(0, n_in)))
+                for i, j, n_in, o0, n_out, tile in self._tiles()]
 
     def uses_fast_path(self) -> bool:
         """False when a tile needs aihwkit's per-tile periphery (learned input ranges)."""

@@ -145,7 +145,7 @@ class CrossbarState(nn.Module):
     # -- long-term weights ---------------------------------------------------------------
     def weights(self) -> Tensor:
         """Long-term weights ``[T, O, X]`` in weight units (pads are 0); cached until reprogrammed."""
-        return self._cached("weights", lambda: (self.g_pos - self.g_neg) / self.device_model.g_range_s)
+        return self._cached("weights", lambda: torch.sub(self.g_pos, self.g_neg).div_(self.device_model.g_range_s))
 
     @torch.no_grad()
     def program(self, weight: Tensor, mode: str = "write_verify",
@@ -160,19 +160,30 @@ class CrossbarState(nn.Module):
         and c2c spread (:func:`~stoxbar.devices.dynamics.apply_long_term`): a programming error.
         Returns (number of long-term pulses, their device energy in J).
         """
-        check_finite("program: weight", weight)
         check_choice("programming", mode, ("write_verify", "open_loop"))
-        w_abs = float(weight.abs().max()) if weight.numel() else 0.0
+        if weight.numel():  # NaN/inf propagate: one pass, no temporary, checks both
+            lo, hi = torch.aminmax(weight)
+            w_abs = max(-float(lo), float(hi))
+        else:
+            w_abs = 0.0
+        if not math.isfinite(w_abs):
+            check_finite("program: weight", weight)
         if w_abs > 1.0 + 1e-6:
             raise ConfigError(
                 f"weight max |w| = {w_abs:.4g}: allowed range is [-1, 1] (the conductance window); "
                 "set mapping.weight_scaling_omega > 0 so aihwkit rescales weights digitally"
             )
         dev = self.device_model
-        w = self.tiled_weight(weight.to(self.g_pos.dtype).clamp(-1.0, 1.0))  # clamp: float round-off only
+        w = weight.to(self.g_pos.dtype)
+        if w_abs > 1.0:
+            w = w.clamp(-1.0, 1.0)  # float round-off only
+        w = w.unsqueeze(0) if self.tiles == 1 and not self.padded else self.tiled_weight(w)
+        new_pos = w.clamp_min(0).mul_(dev.g_range_s).add_(dev.g_min_s)
+        new_neg = (-w).clamp_min_(0).mul_(dev.g_range_s).add_(dev.g_min_s)
         m = self.mask.to(w.dtype)
-        new_pos = (dev.g_min_s + w.clamp_min(0) * dev.g_range_s) * m
-        new_neg = (dev.g_min_s + (-w).clamp_min(0) * dev.g_range_s) * m
+        if self.padded:  # pad rows hold no cell
+            new_pos.mul_(m)
+            new_neg.mul_(m)
         if mode == "open_loop":
             pulses, energy = 0.0, 0.0
             g0 = torch.full_like(new_pos, dev.g_min_s)
@@ -184,7 +195,8 @@ class CrossbarState(nn.Module):
                 pulses += float(n.sum())
                 energy += float(e.sum())
         else:
-            delta = (new_pos - self.g_pos).abs().sum() + (new_neg - self.g_neg).abs().sum()
+            # |old - new| summed in place (the state is overwritten with new below): no temporaries
+            delta = self.g_pos.sub_(new_pos).abs_().sum() + self.g_neg.sub_(new_neg).abs_().sum()
             pulses = float(torch.ceil(delta / dev.lt_dg_s))
             energy = pulses * dev.lt_pulse_energy_j
         self.g_pos.copy_(new_pos)
@@ -197,7 +209,8 @@ class CrossbarState(nn.Module):
         s = self.device_model.read_noise_std
         if s <= 0:
             return None
-        return self._cached("noise_var", lambda: (s / self.device_model.g_range_s) ** 2 * (self.g_pos**2 + self.g_neg**2))
+        return self._cached("noise_var", lambda: torch.mul(self.g_pos, self.g_pos).addcmul_(self.g_neg, self.g_neg)
+                            .mul_((s / self.device_model.g_range_s) ** 2))
 
     def _cached(self, name: str, compute):
         """Value derived from the programmed state, recomputed only after (re)programming."""

@@ -41,7 +41,7 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
-from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat, apply_modifier
+from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat, apply_modifier, straight_through
 from stoxbar.crossbar.costs import book, cost
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.ledger import EnergyLedger
@@ -257,7 +257,8 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
     """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``, read
     rounds taken), recorded in ``sink`` if it records (:meth:`EventSink.record_read`).
 
-    ``weight_param`` (tiled ``[T, O, X]``) gives the straight-through gradient path; ``modifier``
+    ``weight_param`` (tiled ``[T, O, X]``, or per-tile blocks: :func:`straight_through`) gives the
+    straight-through gradient path; ``modifier``
     and ``out_noise_values`` are aihwkit's training-read perturbations (aihwkit_compat). NaN/inf
     inputs and an output that overflows raise ``ConfigError`` (nothing is recorded). An inference
     read runs in one native call where it can (:meth:`TiledAnalogMVM.native_read`: the same result
@@ -288,7 +289,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
             return y, rounds
     check_finite("forward: tile input", x)
     if weight_param is not None:
-        w = w + (weight_param - weight_param.detach())
+        w = straight_through(w, weight_param)
     if modifier is not None:  # aihwkit weight modifier, training reads only (aihwkit_compat)
         w = apply_modifier(w, modifier, x.shape[0])
     with TiledAnalogMVM.reading(state.read_noise_var()) as mvm:
