@@ -49,6 +49,8 @@ bench: setup
 	$(VENV)/bin/python benchmarks/bench_tile.py
 	$(VENV)/bin/python benchmarks/bench_stpn.py
 	$(VENV)/bin/python benchmarks/bench_sweep.py
+	$(VENV)/bin/python benchmarks/bench_analyze.py
+	$(VENV)/bin/python benchmarks/bench_training_step.py --repeats 60
 
 clean-venv:
 	rm -rf $(VENV)
