@@ -136,7 +136,7 @@ def quantise_short_term(delta_g: Tensor, levels: Union[MemristiveDevice, Tensor]
 
     ``levels`` is the device (its short-term levels, ``delta_g`` in S) or a level table ``[L + 1]``
     in ``delta_g``'s unit (entry 0 = no pulse, then the positive ascending increments; e.g. weight
-    units for the digital m-STPN). Returns ``(level_idx int8, achieved change)``: ``|delta_g|``
+    units for a network's digital reference). Returns ``(level_idx int8, achieved change)``: ``|delta_g|``
     below half the smallest level gives 0 (no pulse: sparse updates); above, the nearest level
     (ties go up); requests beyond the largest level get the largest (one pulse per device per
     call). The achieved change is the level's nominal increment with the request's sign;

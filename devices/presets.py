@@ -43,7 +43,7 @@ def sto_2024() -> STODevice:
         # docs/paper.md §1: dG = a E^b (a, b not available). Assumption: b = 0.5 (sub-linear) and
         # dG = 2 nS = 2.3% of the 88 nS long-term window at E = 1 pJ -> a = 2e-9 / (1e-12)**0.5.
         # Reasoning: a short-term pulse should move the weight by a few % of its range, so that
-        # ~5-15 pulses fill the short-term window (the STPN's F is a modulation of W, not a
+        # ~5-15 pulses fill the short-term window (a short-term increment modulates W, not a
         # rewrite), and pJ pulses are what 1-2 V, 10 us pulses on ~50 nS deliver.
         st_a=2e-9 / (1e-12) ** 0.5,
         st_b=0.5,

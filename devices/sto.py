@@ -38,7 +38,7 @@ from stoxbar.validation import ConfigError, check_order, check_range
 
 __all__ = ["STODevice", "MAX_ST_LEVELS"]
 
-MAX_ST_LEVELS = 16  # at most 16 discrete short-term levels (m-STPN kernel keeps 16 counters)
+MAX_ST_LEVELS = 16  # at most 16 discrete short-term levels (the short-term kernel keeps 16 counters)
 _REL_TOL = 1e-6  # round-off tolerance (relative) when checking tau / V_bias against their ranges
 
 # Paper facts (docs/paper.md §1): 4.3 nW per synapse at zero weight with 0.6 V bias (ohmic -> G).

@@ -7,11 +7,11 @@ from stoxbar.peripherals.dac import DAC, DAC_MODES
 from stoxbar.peripherals.digital import DigitalPeriphery
 from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
 from stoxbar.peripherals.gpu_baseline import (
-    TIERS, GPUCost, GPUSpec, KernelOp, dense_layer_cost, step_tiers, stpn_step_cost, trace_kernels)
+    TIERS, GPUCost, GPUSpec, KernelOp, dense_layer_cost, roofline_cost, step_tiers, trace_kernels)
 from stoxbar.peripherals.sense import TIA, SampleHold
 
 __all__ = [
     "DAC", "DAC_MODES", "ADC", "RowDriver", "WriteDriver", "BiasDriver", "TIA", "SampleHold",
-    "DigitalPeriphery", "PeripheryConfig", "MAX_TILE", "GPUSpec", "GPUCost", "stpn_step_cost", "dense_layer_cost",
+    "DigitalPeriphery", "PeripheryConfig", "MAX_TILE", "GPUSpec", "GPUCost", "roofline_cost", "dense_layer_cost",
     "TIERS", "KernelOp", "step_tiers", "trace_kernels",
 ]

@@ -1,4 +1,4 @@
-"""Digital (GPU) baseline: bytes moved, FLOPs, time and energy of an STPN step or a dense layer.
+"""Digital (GPU) baseline: bytes moved, FLOPs, time and energy of a workload (a network step, a dense layer).
 
 Three tiers (docs/paper-energy.md §2), all from one :class:`GPUSpec`:
 
@@ -228,7 +228,7 @@ class GPUCost:
         return "\n".join(lines)
 
 
-def _cost(label: str, dtype: str, nbytes: float, flops: float, spec: GPUSpec) -> GPUCost:
+def roofline_cost(label: str, dtype: str, nbytes: float, flops: float, spec: GPUSpec) -> GPUCost:
     check_choice("dtype", dtype, tuple(DTYPE_BYTES))
     if not isinstance(spec, GPUSpec):
         raise ConfigError(f"spec = {spec!r}: must be a GPUSpec instance")
@@ -239,33 +239,6 @@ def _cost(label: str, dtype: str, nbytes: float, flops: float, spec: GPUSpec) ->
                    dram_j=nbytes * spec.dram_j_per_byte, compute_j=flops * spec.e_flop_j(dtype),
                    static_j=spec.static_power_w * t, bound="memory" if t_mem >= t_flop else "compute",
                    spec=spec)
-
-
-def stpn_step_bytes_flops(hidden: int, presyn: int, batch: int, dtype: str = "fp32") -> tuple[int, int]:
-    """(bytes, FLOPs) of one STPN step (docs/stpn.md §1.1), H = hidden, P = presyn, B = batch.
-
-    Bytes: read W, Lambda, Gamma (H*P each, once per batch) and b (H); per sample read F and
-    write F (H*P each), read z (P), write h (H).
-    FLOPs per sample: S = W + F (HP); row L2 norms (2HP + H); MVM S z (2HP); divide by n and
-    tanh (~2H, tanh counted as 1 FLOP-equivalent: assumption); F / n (HP);
-    F update Lambda*F~ + Gamma*(h z^T) (4HP): 10HP + 3H.
-    """
-    check_int("hidden", hidden, 1, None)
-    check_int("presyn", presyn, 1, None)
-    check_int("batch", batch, 1, None)
-    size = DTYPE_BYTES[check_choice("dtype", dtype, tuple(DTYPE_BYTES))]
-    hp = hidden * presyn
-    elements = 3 * hp + hidden + batch * (2 * hp + presyn + hidden)
-    flops = batch * (10 * hp + 3 * hidden)
-    return elements * size, flops
-
-
-def stpn_step_cost(hidden: int, presyn: int, batch: int = 1, dtype: str = "fp32",
-                   spec: GPUSpec | None = None) -> GPUCost:
-    """GPU cost of one STPN step for ``batch`` independent sequences (see stpn_step_bytes_flops)."""
-    spec = GPUSpec() if spec is None else spec
-    nbytes, flops = stpn_step_bytes_flops(hidden, presyn, batch, dtype)
-    return _cost("stpn_step", dtype, nbytes, flops, spec)
 
 
 def dense_layer_cost(n_in: int, n_out: int, batch: int = 1, dtype: str = "fp32",
@@ -288,7 +261,7 @@ def dense_layer_cost(n_in: int, n_out: int, batch: int = 1, dtype: str = "fp32",
         "weight_bytes", weight_bytes, 0.0, None)
     ab = batch * (n_in + n_out) * size if act_bytes is None else check_range(
         "act_bytes", act_bytes, 0.0, None)
-    return _cost(label, dtype, wb + ab, f, spec)
+    return roofline_cost(label, dtype, wb + ab, f, spec)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from typing import Dict, Tuple
 
 from stoxbar.analysis import digital_energy, sram_energy_j
 from stoxbar.crossbar.ledger import EnergyLedger
-from stoxbar.peripherals import DigitalPeriphery, GPUSpec, dense_layer_cost, stpn_step_cost
+from stoxbar.peripherals import DigitalPeriphery, GPUSpec, dense_layer_cost
+from stoxbar.stpn.gpu_cost import stpn_step_cost
 
 SYNAPSE_COMPONENTS = ("bias", "st_pulse", "cell_read")
 CONV_LAYERS = ((1, 16, 8, 20), (16, 32, 4, 9))  # (in ch, out ch, kernel, output side): 84 -> 20 -> 9

@@ -17,7 +17,8 @@ from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.peripherals.dac import DAC
 from stoxbar.peripherals.digital import DigitalPeriphery
 from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
-from stoxbar.peripherals.gpu_baseline import GPUSpec, dense_layer_cost, stpn_step_cost
+from stoxbar.peripherals.gpu_baseline import GPUSpec, dense_layer_cost
+from stoxbar.stpn.gpu_cost import stpn_step_cost
 from stoxbar.peripherals.sense import TIA, SampleHold
 from stoxbar.validation import ConfigError
 
