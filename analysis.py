@@ -233,7 +233,7 @@ class DigitalOpCounter(TorchDispatchMode):
 def sram_energy_j(digital: Any, n_bytes: float) -> float:
     """Energy (J) of moving ``n_bytes`` through on-chip SRAM (Horowitz: 10 pJ per 64-bit word from 8 KB;
     assumption: a write costs what a read costs)."""
-    return digital.energy_j("sram_read_64b", 64, n_bytes / 8.0)
+    return digital.memory_read_j(n_bytes, "sram")
 
 
 def digital_energy(digital: Any, kind: str, elements: float, act_bits: int = 8) -> float:

@@ -3,8 +3,9 @@
 Metadata lives in pyproject.toml; this file only adds the extension. It is built at install
 (``pip install --no-deps --no-build-isolation -e .``, torch importable at build time) with
 portable flags (no ``-march=native``); ``-ffp-contract=off`` keeps the kernels bit-identical to
-their torch references. If the build is skipped (``STOXBAR_NO_NATIVE=1``) or fails, stoxbar runs
-on its torch path (see ``stoxbar/native.py``).
+their torch references. If the build is skipped (``STOXBAR_NO_NATIVE=1``), or the extension is
+missing or cannot be loaded, stoxbar runs on its torch path (see ``stoxbar/native.py``); a compile
+error does stop the install (it needs the same C++ compiler as aihwkit's build).
 """
 
 import os
@@ -19,6 +20,7 @@ except ImportError:  # an isolated build without torch: no kernels, the torch pa
 if CppExtension is not None and os.environ.get("STOXBAR_NO_NATIVE", "") in ("", "0"):
     ext_modules = [CppExtension(
         "stoxbar._native", ["csrc/kernels.cpp", "csrc/analog_mvm.cpp"], include_dirs=["csrc"],
+        depends=["csrc/short_term.h", "csrc/analog_mvm.h"],
         extra_compile_args=["-O3", "-g0", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"],
         extra_link_args=["-fopenmp"])]
     cmdclass = {"build_ext": BuildExtension}

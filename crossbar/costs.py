@@ -226,7 +226,9 @@ def full_scale_read(periphery: PeripheryConfig, device: MemristiveDevice, rows: 
     rows = periphery.tile_rows if rows is None else check_int("rows", rows, 1, periphery.tile_rows)
     cols = periphery.tile_cols if cols is None else check_int("cols", cols, 1, periphery.tile_cols)
     check_int("vectors", vectors, 1, None)
-    drive = 1.0 if periphery.dac.mode != "bit_serial" else float(periphery.dac.bits)
+    # bit-serial: a full-scale magnitude 2**(bits-1) - 1 has bits - 1 ones (the sign is a polarity, not
+    # a pulse), the most a real read drives (crossbar/tile.py input_drive)
+    drive = 1.0 if periphery.dac.mode != "bit_serial" else float(periphery.dac.bits - 1)
     g = device.g_min_s + device.g_max_s
     return Events("read", rows, cols, reads=1, input_vectors=vectors, vector_rounds=vectors,
                   drive_g_s=vectors * rows * cols * g * drive)

@@ -245,7 +245,7 @@ class MemristiveDevice:
         if not all(x > 0 for x in e) or not all(d > 0 for d in dg):
             raise ConfigError(f"st_pulse_levels = {self.st_pulse_levels!r}: every level needs a positive energy and dG")
         if dg[-1] > self.st_g_max_s:
-            raise ConfigError(f"st_g_max_s = {self.st_g_max_s!r}: allowed range is [{dg[-1]:g}, 0.001] S "
+            raise ConfigError(f"st_g_max_s = {self.st_g_max_s!r}: allowed range is [{dg[-1]:g}, inf) S "
                               "(the largest short-term level's dG must fit the short-term window)")
 
 

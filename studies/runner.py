@@ -191,7 +191,10 @@ def _result_of(r: _Running) -> Dict[str, Any]:
     stderr = r.err.read().decode(errors="replace")
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            try:
+                return json.loads(line[len(RESULT_PREFIX):])
+            except ValueError as exc:  # a truncated line from a killed worker fails this trial only
+                return _failed(r.job, f"WorkerError: unreadable result line ({exc})")
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     return _failed(r.job, f"WorkerError: worker process exited with code {r.proc.returncode}: {tail}")
 

@@ -464,3 +464,17 @@ def test_energy_writes_nothing_into_the_cwd_by_default_and_device_never_overwrit
     assert main(["device"]) == 0 and main(["device"]) == 0  # the default name is never reused
     assert sorted(p.name for p in tmp_path.iterdir()) == ["device-2.png", "device.png"]
     assert "wrote device-2.png" in capsys.readouterr().out
+
+
+def test_an_unreadable_worker_result_line_fails_that_trial_only():
+    """A truncated result line (a worker killed mid-write) becomes a failed record, not a driver crash."""
+    import io
+    import types
+
+    from stoxbar.studies import runner
+
+    out = io.BytesIO(f"{runner.RESULT_PREFIX}{{\"status\": \"ok\", \"metr".encode())
+    proc = types.SimpleNamespace(returncode=-9)
+    job = {"trial": {"id": "p0-s0", "point": "p0", "seed": 0, "params": {}}, "study": "s"}
+    rec = runner._result_of(runner._Running(proc, job, 0.0, out, io.BytesIO(b"")))
+    assert rec["status"] == "failed" and "unreadable result line" in rec["error"]
