@@ -52,6 +52,15 @@ UPDATE_MODES = ("program_after_step", "pulsed")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def device_field(device, name: str, needed_for: str) -> float:
+    """``device.<name>``, or a ConfigError naming the field a plug-in device lacks for ``needed_for``."""
+    value = getattr(device, name, None)
+    if value is None:
+        raise ConfigError(f"device {type(device).__name__} has no field {name!r}: {needed_for} needs it "
+                          "(see docs/aihwkit-support.md §3)")
+    return value
+
+
 def write_verify_tolerance_s(device) -> float:
     """Acceptance band (S) of write-verify: ``|g - target| <= lt_c2c_std * lt_dg_s``.
 
@@ -59,7 +68,7 @@ def write_verify_tolerance_s(device) -> float:
     pulse's cycle-to-cycle spread of its target, so the residual error is uniform in the band
     (std ``tol / sqrt(3)``). Ideal device (no c2c): exact.
     """
-    return device.lt_c2c_std * device.lt_dg_s
+    return device_field(device, "lt_c2c_std", "write-verify training") * device.lt_dg_s
 
 
 class _ScaleGradHook:
@@ -227,7 +236,7 @@ class STOSimulatorTileCompat:
         dg = dw.abs() * dev.g_range_s
         u = torch.rand_like(dg)  # stochastic rounding (one draw; each device uses one of the two counts)
         n_ltp = torch.floor(dg / dev.lt_dg_s + u)
-        n_ltd = torch.floor(dg / (dev.lt_dg_s * dev.lt_up_down) + u)
+        n_ltd = torch.floor(dg / (dev.lt_dg_s * device_field(dev, "lt_up_down", "pulsed training")) + u)
         zero = torch.zeros_like(dg)
         n_pos = torch.where(up & ~neg_holds, n_ltp, torch.where(down & pos_holds, -n_ltd, zero)) * mask
         n_neg = torch.where(down & ~pos_holds, n_ltp, torch.where(up & neg_holds, -n_ltd, zero)) * mask

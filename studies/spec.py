@@ -175,8 +175,23 @@ class Study:
                  "checkpoint_sha256": self.checkpoint_sha256, "device": self.device_preset,
                  "base": self.base, "metrics": dataclasses.asdict(self.metrics)}
         if self.task:
-            ident.update(task=self.task, task_args=dict(self.task_args))
+            ident.update(task=self.task, task_args=dict(self.task_args), task_sha256=task_source_sha256(self.task))
         return ident
+
+
+def task_source_sha256(task: str) -> str:
+    """sha256 of the source file of a task entry point ``FILE.py:NAME`` / ``module:NAME``: an edited task
+    is another study (its old results must not mix with new ones on resume)."""
+    import importlib.util
+
+    target = task.partition(":")[0]
+    path = Path(target)
+    if not path.is_file():
+        found = importlib.util.find_spec(target)
+        if found is None or not found.origin or not Path(found.origin).is_file():
+            raise StudyError(f"task = {task!r}: cannot find the source file of {target!r}")
+        path = Path(found.origin)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def point_id(params: Dict[str, Any]) -> str:

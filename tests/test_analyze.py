@@ -329,3 +329,22 @@ def test_digital_op_table(module, x, expected):
         module(x)
     counted = {k: v for t in counter.tally.values() for k, v in t.elements.items()}
     assert counted == expected and not counter.unknown
+
+
+def test_a_task_study_identity_follows_the_task_source(tmp_path):
+    """Editing the task file makes another study: its identity (checked on resume) changes."""
+    import shutil
+    from pathlib import Path
+
+    from stoxbar.studies import load_study
+    from stoxbar.studies.spec import task_source_sha256
+
+    task = tmp_path / "my_task.py"
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "digits_task.py", task)
+    path = tmp_path / "s.toml"
+    path.write_text(TASK_STUDY.format(task=f"{task}:digits_mlp"))
+    before = load_study(str(path), str(tmp_path / "out")).identity()
+    task.write_text(task.read_text() + "\n# edited\n")
+    after = load_study(str(path), str(tmp_path / "out")).identity()
+    assert before["task"] == after["task"] and before["task_sha256"] != after["task_sha256"]
+    assert len(task_source_sha256("stoxbar.analysis:analyze")) == 64  # a module's source file

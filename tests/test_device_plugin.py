@@ -232,3 +232,17 @@ def test_stoxbar_device_cli_takes_a_registered_or_module_preset(tmp_path, capsys
     assert main(["device", "--preset", f"{__name__}:toy_preset", "--out", str(tmp_path / "toy2.png")]) == 0
     with pytest.raises(ConfigError, match="cannot load factory"):
         get_preset("no_such_module_xyz:factory")
+
+
+def test_training_with_a_device_lacking_the_sto_long_term_fields_is_a_clear_error():
+    """aihwkit training's programming model needs lt_c2c_std / lt_up_down: a ConfigError names the missing one."""
+    from stoxbar.crossbar.aihwkit_compat import device_field, write_verify_tolerance_s
+    from stoxbar.validation import ConfigError
+
+    class Bare:
+        lt_dg_s = 1e-9
+
+    with pytest.raises(ConfigError, match="no field 'lt_c2c_std': write-verify training"):
+        write_verify_tolerance_s(Bare())
+    with pytest.raises(ConfigError, match="no field 'lt_up_down': pulsed training"):
+        device_field(Bare(), "lt_up_down", "pulsed training")
