@@ -262,15 +262,9 @@ def book_tally(ledger: Any, digital: Any, tally: Dict[str, OpTally], act_bits: i
 
 
 def tile_area_m2(periphery: Any) -> float:
-    """Area (m^2) of one tile with its periphery: the one place analyze asks for area.
+    """Area (m^2) of one tile with its periphery, from the crossbar's one cost model (``crossbar.costs.area``)."""
+    from stoxbar.crossbar.costs import area
 
-    The crossbar's single cost model (``crossbar.costs.area``) where it exists, else the periphery's
-    own per-tile area (before the substrate's one-cost-model refactor; remove then).
-    """
-    try:
-        from stoxbar.crossbar.costs import area
-    except ImportError:
-        return periphery.tile_area_m2()["total"]
     return area(1, periphery)["total"]
 
 
@@ -328,12 +322,7 @@ def book_programming(model: nn.Module, ledger: Any) -> None:
 
 def _book_program(module: nn.Module, sim: Any, ledger: Any, layer: str, tile: str, pulses: float,
                   device_j: float) -> None:
-    """One tile's programming through the crossbar's cost path (per-tile ``CrossbarCosts``, or the
-    substrate's ``Events`` + ``crossbar.costs.cost`` once tiles emit events)."""
-    costs = getattr(sim, "costs", None)
-    if costs is not None:
-        costs.record_program(ledger, layer, tile, pulses, device_j)
-        return
+    """One tile's programming through the crossbar's one cost model (``Events`` + ``crossbar.costs.cost``)."""
     from stoxbar.crossbar.costs import book, cost
     from stoxbar.crossbar.events import Events
 
@@ -343,16 +332,11 @@ def _book_program(module: nn.Module, sim: Any, ledger: Any, layer: str, tile: st
 
 
 def _attach(model: nn.Module, ledger: Any) -> None:
-    """``attach_ledger`` without consuming programming the tiles keep pending (where they keep it):
-    analyze books the programming of the present conductances itself (:func:`book_programming`)."""
-    import inspect
-
+    """``attach_ledger`` without consuming programming the tiles keep pending: analyze books the
+    programming of the present conductances itself (:func:`book_programming`)."""
     from stoxbar.crossbar import attach_ledger
 
-    if "book_pending" in inspect.signature(attach_ledger).parameters:
-        attach_ledger(model, ledger, book_pending=False)
-    else:
-        attach_ledger(model, ledger)
+    attach_ledger(model, ledger, book_pending=False)
 
 
 # -- the report ---------------------------------------------------------------------------------------

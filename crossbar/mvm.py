@@ -115,6 +115,18 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
         return super()._matmul(weight, input_, trans)
 
     @classmethod
+    def _native_pars(cls, weight: Tensor, x_tiled: Tensor, noise_var: Optional[Tensor],
+                     io_pars: IOParameters) -> Optional[tuple]:
+        """The native call's IO parameters for this read, or None when it must take aihwkit's path
+        (switched off, a gradient to keep, not a tiled input, no usable kernel, IO settings it lacks)."""
+        if not cls.use_native or x_tiled.ndim != 3 or (torch.is_grad_enabled() and (
+                weight.requires_grad or x_tiled.requires_grad)):
+            return None
+        if not native.usable(weight, x_tiled, *(() if noise_var is None else (noise_var,))):
+            return None
+        return _native_io(io_pars)
+
+    @classmethod
     def native_read(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, noise_var: Optional[Tensor] = None,
                     g_col: Optional[Tensor] = None, drive: Optional[Tensor] = None, drive_mode: int = 0,
                     shrink: float = 0.25) -> Optional[tuple]:
@@ -126,12 +138,7 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
         ``[1 or B, T, J, X]`` (S) and ``drive`` (float64 ``[T * J]``) given, the read drive integral
         (:func:`stoxbar.crossbar.tile.read_drive`; ``drive_mode`` 0 amplitude, 1 PWM) was added to ``drive``.
         """
-        if not cls.use_native or x_tiled.ndim != 3 or (torch.is_grad_enabled() and (
-                weight.requires_grad or x_tiled.requires_grad)):
-            return None
-        if not native.usable(weight, x_tiled, *(() if noise_var is None else (noise_var,))):
-            return None
-        pars = _native_io(io_pars)
+        pars = cls._native_pars(weight, x_tiled, noise_var, io_pars)
         if pars is None:
             return None
         out, rounds, status = native.extension().io_mvm_read(weight, x_tiled.contiguous(), noise_var, *pars, g_col,
@@ -143,14 +150,11 @@ class TiledAnalogMVM(PerColumnOutNoise, AnalogMVM):
                      **kwargs) -> Tensor:
         """Partial outputs ``[B, T, O]`` of a tiled MVM through aihwkit's IO model (native when possible)."""
         var = cls._noise_var
-        if cls.use_native and all(v is None for v in kwargs.values()) \
-                and not (torch.is_grad_enabled() and (weight.requires_grad or x_tiled.requires_grad)) \
-                and x_tiled.ndim == 3 and native.usable(weight, x_tiled, *(() if var is None else (var,))):
-            pars = _native_io(io_pars)
-            if pars is not None:
-                out, rounds = native.extension().io_mvm(weight, x_tiled, var, *pars)
-                cls.rounds += rounds
-                return out
+        pars = cls._native_pars(weight, x_tiled, var, io_pars) if all(v is None for v in kwargs.values()) else None
+        if pars is not None:
+            out, rounds = native.extension().io_mvm(weight, x_tiled, var, *pars)
+            cls.rounds += rounds
+            return out
         out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test, **kwargs)
         o = weight.shape[-2]
         if out.shape[-1] != o:  # aihwkit's all-zero-input shortcut sizes by weight.shape[0]

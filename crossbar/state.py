@@ -402,10 +402,6 @@ class CrossbarState(nn.Module):
         st = self._st_bias(per_st) if self.hold_bias and split else None  # per tile, before the pass
         out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if hold and not split else None,
                                     scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s, True)  # by tile
-        if out is None:  # no fused step (a test's stand-in for a substrate without one): decay, then pulse
-            decayed = self.decay(dt_s)
-            level, tiles = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
-            return level, dynamics.level_counts(level, thr.numel()), decayed, tiles
         level, ge, cols, bias_bt = out
         if not g_st.is_inference():
             self._st_cols = (g_st, g_st._version, cols)

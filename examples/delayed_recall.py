@@ -60,8 +60,7 @@ def run_tau(tau_s: float, patterns: torch.Tensor, order: torch.Tensor, match: to
     ledger = EnergyLedger()
     attach_ledger(layer, ledger, prefix="memory")
     hits = false_alarms = correct = 0
-    # the substrate's short-term operation (named short_term_update before the substrate refactor)
-    apply_short_term = getattr(tiles, "apply_short_term", None) or tiles.short_term_update
+    apply_short_term = tiles.apply_short_term  # the substrate's short-term operation
     for trial, idx in enumerate(order.tolist()):
         p = patterns[idx]
         apply_short_term((w0 * torch.outer(p, p)).unsqueeze(0))         # store the sample: Hebbian pulses
