@@ -17,7 +17,7 @@ import time
 import torch
 
 from stoxbar.crossbar import EnergyLedger
-from stoxbar.crossbar.mvm import TiledAnalogMVM
+from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.evaluate import build_analog_cell

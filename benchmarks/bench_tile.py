@@ -19,7 +19,7 @@ from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.configs import InferenceRPUConfig, TorchInferenceRPUConfig
 
 from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
-from stoxbar.crossbar.mvm import TiledAnalogMVM
+from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.peripherals import PeripheryConfig
 
 

@@ -3,7 +3,7 @@ and drift with STO physics (docs/aihwkit-support.md).
 
 What it is for: mixins added to the bases of :class:`~stoxbar.crossbar.tile.STOSimulatorTile`,
 :class:`~stoxbar.crossbar.tile.STOTile`, :class:`~stoxbar.crossbar.array.STOTileArray` and
-:class:`~stoxbar.crossbar.mvm.TiledAnalogMVM`, so the substrate classes stay about the substrate.
+:class:`~stoxbar.crossbar.read.TiledAnalogMVM`, so the substrate classes stay about the substrate.
 
 * **Training** (``STORPUConfig.update_mode``). aihwkit's torch tiles train the ``weight`` parameter
   of the simulator tile (``AnalogSGD`` or any torch optimiser). After each change of that
@@ -79,38 +79,6 @@ class _ScaleGradHook:
 
     def __call__(self, grad: Tensor) -> Tensor:
         return grad / self.scales.to(grad.device).view(-1, 1) ** 2
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the conductance weights ``w`` as they are; backward: ``w``'s gradient to the weight
-    parameters, each from its block (what ``w + (p - p.detach())`` gives, without computing it)."""
-
-    @staticmethod
-    def forward(ctx, w: Tensor, blocks: Any, *params: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.blocks = blocks
-        return w.view_as(w)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Any:  # type: ignore[override]
-        grads = []
-        for block, ndim in ctx.blocks:
-            g = grad if block is None else grad[(Ellipsis,) + block]
-            if g.ndim > ndim:  # one chip per sample [B, ...]: the parameter is shared
-                g = g.sum(tuple(range(g.ndim - ndim)))
-            grads.append(g)
-        return (None, None, *grads)
-
-
-def straight_through(w: Tensor, weight_param: Any) -> Tensor:
-    """``w`` (tiled ``[..., T, O, X]``) with the straight-through gradient path to the weights.
-
-    ``weight_param``: one tensor in ``w``'s tiled layout, or a list of ``(parameter [o, x],
-    (row-tile i, output slice, row slice))``: each tile's ``weight`` and its block of the layout.
-    """
-    if isinstance(weight_param, Tensor):
-        return _StraightThrough.apply(w, [(None, weight_param.ndim)], weight_param)
-    return _StraightThrough.apply(w, [(blk, p.ndim) for p, blk in weight_param],
-                                  *(p for p, _ in weight_param))
 
 
 # -- simulator tile --------------------------------------------------------------------------------
@@ -276,16 +244,6 @@ class STOSimulatorTileCompat:
         st._st_cols = None
         st.hold_bias = bool(extra.get("hold_bias", st.hold_bias))
         self._d2d = extra.get("d2d")
-
-
-def apply_modifier(w: Tensor, modifier: Any, batch: int) -> Tensor:
-    """Weights as read under an aihwkit weight modifier (training forward passes only)."""
-    from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
-
-    if modifier.per_batch_sample and w.ndim != 3:
-        raise ConfigError("modifier.per_batch_sample = True: not supported together with a short-term "
-                          "state (the weights are already per sample); set it to False")
-    return TorchSimulatorTile.modify_weight(w, modifier, batch)
 
 
 # -- indexed convolutions -------------------------------------------------------------------------
@@ -586,17 +544,3 @@ class STOTileArrayCompat:
         module.__dict__.pop("_sync_weights", None)
         module.__dict__.pop("_no_out_noise", None)
         module._sync_seen = None
-
-
-# -- MVM -------------------------------------------------------------------------------------------
-class PerColumnOutNoise:
-    """Mixin for :class:`TiledAnalogMVM`: ``out_noise_values`` of shape [O] or [T, O] on tiled outputs."""
-
-    @classmethod
-    def _finalize_output(cls, out_values: Tensor, io_pars: Any, out_noise_values: Optional[Tensor] = None,
-                         **kwargs: Any) -> Tensor:
-        if out_noise_values is not None and out_values.ndim >= 3:
-            shape = (1,) * (out_values.ndim - out_noise_values.ndim) + tuple(out_noise_values.shape)
-            out_values = out_values + torch.randn_like(out_values) * out_noise_values.view(shape)
-            out_noise_values = out_values.new_zeros(1)  # the base adds nothing more (values given)
-        return super()._finalize_output(out_values, io_pars, out_noise_values=out_noise_values, **kwargs)

@@ -30,7 +30,8 @@ from aihwkit.simulator.tiles.array import TileModuleArray
 from stoxbar.crossbar.aihwkit_compat import STOTileArrayCompat
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
-from stoxbar.crossbar.tile import EventSink, SubstrateOps, analog_read
+from stoxbar.crossbar.read import analog_read
+from stoxbar.crossbar.tile import EventSink, SubstrateOps
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
@@ -152,11 +153,12 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
             return y
         if not self.uses_fast_path():
             return super().forward(x_input, tensor_view)
-        io_pars = self._tiles()[0][5].rpu_config.forward  # what the tile reads with (aihwkit's set_config)
+        first = self._tiles()[0][5]
+        io_pars = first.rpu_config.forward  # what the tile reads with (aihwkit's set_config)
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
-        y, _ = analog_read(self.state, x, io_pars, self._weight_param(), is_test=not self.training,
+        y, _ = analog_read(self.state, x, io_pars, first.tile._analog_mvm, self._weight_param(), is_test=not self.training,
                            modifier=self.read_modifier(False) if self.training else None,  # none in eval
                            out_noise_values=self.out_noise_values(), sink=self)
         scales = self._scales(y)

@@ -37,6 +37,7 @@ from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
 from stoxbar.crossbar.aihwkit_compat import UPDATE_MODES
+from stoxbar.crossbar.read import TiledAnalogMVM
 
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
@@ -105,6 +106,10 @@ class STORPUConfig(TorchInferenceRPUConfig):
     retention: RetentionModel = field(default_factory=sto_2024_retention)
     """Long-term retention law applied by ``drift_analog_weights`` (docs/retention.md)."""
 
+    read_model: Type = TiledAnalogMVM
+    """The analog read's class (a :class:`~stoxbar.crossbar.read.TiledAnalogMVM` subclass): the simulator
+    tile hands it to aihwkit as ``analog_mvm`` and every read of the tile or array goes through it."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.device, MemristiveDevice):
             raise ConfigError(f"device = {self.device!r}: must be a MemristiveDevice such as STODevice (see stoxbar.devices.presets)")
@@ -114,7 +119,15 @@ class STORPUConfig(TorchInferenceRPUConfig):
             raise ConfigError(
                 f"periphery.dac.v_read_v = {self.periphery.dac.v_read_v!r} V differs from device.v_read_v = "
                 f"{self.device.v_read_v!r} V: the DAC drives the device's read voltage, set both to one value")
+        if self.periphery.dac.mode == "multibit" and not self.device.is_ohmic():
+            raise ConfigError(
+                f"periphery.dac.mode = 'multibit' with device {self.device.name!r}, whose I-V is not ohmic: an "
+                "amplitude-coded input would make the MVM non-linear, which the read model does not simulate; "
+                "allowed: 'pwm' or 'bit_serial' (docs/device-physics.md §9)")
         check_choice("update_mode", self.update_mode, UPDATE_MODES)
+        if not (isinstance(self.read_model, type) and issubclass(self.read_model, TiledAnalogMVM)):
+            raise ConfigError(f"read_model = {self.read_model!r}: must be a subclass of "
+                              "stoxbar.crossbar.read.TiledAnalogMVM (a read model class)")
         if not isinstance(self.retention, RetentionModel):
             raise ConfigError(f"retention = {self.retention!r}: must be a RetentionModel (stoxbar.devices.retention)")
         if not isinstance(self.noise_model, STONoiseModel):

@@ -14,8 +14,9 @@ Components (ledger ``component`` field), per tile:
 ``dac``                input conversions: ``dac.energy_per_input_j`` per row, vector and read round
 ``row_driver``         charging each driven row line, C_line V_read^2 per pass (a row line spans the
                        full physical tile width, active columns or not)
-``cell_read``          the array itself: ``V_read^2 t_pass drive_g_s`` (sum over cells, vectors and rounds of
-                       V^2 G t, input dependent, exact)
+``cell_read``          the array itself: ``p(V_read) t_pass drive_g_s`` with ``p`` the device's read power
+                       per siemens (``device.read_power_w``; ohmic: V^2), ``drive_g_s`` the sum over
+                       cells, vectors and rounds of G times the input's drive (input dependent, exact)
 ``adc``                conversions per vector, round and pass (``periphery.adc_columns``: one per
                        physical column with digital subtraction, one per output with analog)
 ``sense``              TIA/integrator (over the DAC's read window) + sample-and-hold per conversion
@@ -102,8 +103,12 @@ def cost(events: Events, device: MemristiveDevice, periphery: PeripheryConfig) -
 def read_latency_s(periphery: PeripheryConfig, cols: int, passes: int, reads: int = 1) -> float:
     """Latency (s) of ``reads`` read operations taking ``passes`` array passes in all, over a tile
     with ``cols`` active outputs: each operation's passes pipeline (module docstring)."""
-    unit = _read_unit(periphery, cols, False, 1)
-    return _pipelined(unit[-2], unit[-1], reads, passes)
+    return _pipelined(*_read_times(periphery, cols), reads, passes)
+
+
+def _read_times(p: PeripheryConfig, cols: int) -> Tuple[float, float]:
+    """(read, readout) time (s) of one pass over a tile with ``cols`` active outputs."""
+    return p.row_driver.t_drive_s + p.dac.read_window_s, p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
 
 
 def _pipelined(read: float, readout: float, reads: int, passes: int) -> float:
@@ -129,12 +134,12 @@ def _unit(kind: str, p: PeripheryConfig, device: MemristiveDevice, *shape) -> tu
         return hit[2]
     if len(_UNITS) > 4096:
         _UNITS.clear()
-    value = _READ_UNIT(p, *shape) if kind == "read" else _PULSE_UNIT(p, device, *shape)
+    value = _read_unit(p, device, *shape) if kind == "read" else _pulse_unit(p, device, *shape)
     _UNITS[key] = (p, device, value)
     return value
 
 
-def _read_unit(p: PeripheryConfig, cols: int, later_row_tile: bool, row_tiles: int) -> tuple:
+def _read_unit(p: PeripheryConfig, device: MemristiveDevice, cols: int, later_row_tile: bool, row_tiles: int) -> tuple:
     dac, d = p.dac, p.digital
     passes = dac.passes_per_mvm
     v = dac.v_read_v
@@ -148,9 +153,9 @@ def _read_unit(p: PeripheryConfig, cols: int, later_row_tile: bool, row_tiles: i
     adds_per_v = cols * (1 if later_row_tile else 0) + p.adc_columns(cols) * (passes - 1)
     bits = p.adc.bits + math.ceil(math.log2(max(row_tiles, 1))) + (dac.bits if dac.mode == "bit_serial" else 0)
     e_add = d.accumulate_j(bits) if adds_per_v else 0.0
-    read = p.row_driver.t_drive_s + dac.read_window_s
-    readout = p.adc.readout_latency_s(p.adc_columns(cols), n_adcs=p.adcs_per_tile)
-    return (passes, dac.energy_per_input_j, e_row, v * v * t_pass, conv_per_vr, p.adc.energy_per_conversion_j,
+    read, readout = _read_times(p, cols)
+    p_read = float(device.read_power_w(1.0, v))  # W per siemens of drive (the device's law)
+    return (passes, dac.energy_per_input_j, e_row, p_read * t_pass, conv_per_vr, p.adc.energy_per_conversion_j,
             e_sense, e_sub, adds_per_v, e_add, read, readout)
 
 
@@ -182,9 +187,6 @@ def _pulse_unit(p: PeripheryConfig, device: MemristiveDevice, cols: int) -> tupl
     energies, _ = device.short_term_levels()
     v = max(a for a, _ in device.st_pulse_levels)
     return energies, p.write_driver.short_term_pulse_j(v, cols)
-
-
-_READ_UNIT, _PULSE_UNIT = _read_unit, _pulse_unit
 
 
 def _short_term(ev: Events, device: MemristiveDevice, p: PeripheryConfig) -> Cost:

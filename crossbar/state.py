@@ -205,12 +205,19 @@ class CrossbarState(nn.Module):
         return pulses, energy
 
     def read_noise_var(self) -> Optional[Tensor]:
-        """Per-cell read-noise variance in weight units squared, or None without noise."""
-        s = self.device_model.read_noise_std
-        if s <= 0:
+        """Per-cell read-noise variance of the pair in weight units squared (the device's law,
+        ``device.read_noise_var_s2`` of each side, over ``g_range^2``), or None without noise
+        (then the read draws no random numbers)."""
+        dev = self.device_model
+        if dev.read_noise_std <= 0 and type(dev).read_noise_var_s2 is MemristiveDevice.read_noise_var_s2:
             return None
-        return self._cached("noise_var", lambda: torch.mul(self.g_pos, self.g_pos).addcmul_(self.g_neg, self.g_neg)
-                            .mul_((s / self.device_model.g_range_s) ** 2))
+
+        def compute() -> Optional[Tensor]:
+            var = dev.read_noise_var_s2(self.g_pos).add_(dev.read_noise_var_s2(self.g_neg))
+            var = var.mul_(self.mask).div_(dev.g_range_s ** 2)
+            return var if bool(var.any()) else None
+
+        return self._cached("noise_var", compute)
 
     def _cached(self, name: str, compute):
         """Value derived from the programmed state, recomputed only after (re)programming."""

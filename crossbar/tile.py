@@ -41,12 +41,12 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
-from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat, apply_modifier, straight_through
+from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat
 from stoxbar.crossbar.costs import book, cost
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.ledger import EnergyLedger
-from stoxbar.crossbar.mvm import TiledAnalogMVM
-from stoxbar.crossbar.state import CrossbarState, check_finite
+from stoxbar.crossbar.read import analog_read, read_drive
+from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.validation import ConfigError
@@ -119,7 +119,7 @@ class EventSink:
             a = self._acc["read"] = [0, 0, 0, torch.zeros(self.state.n_tiles, dtype=torch.float64)]
         return a
 
-    def record_read(self, x_t: Tensor, rounds: int, io_pars: Any, nm_scale: Optional[Tensor] = None) -> None:
+    def record_read(self, x_t: Tensor, rounds: int, io_pars: Any) -> None:
         """Accumulate one read of ``x_t [N, T, X]`` that took ``rounds`` array reads (:func:`read_drive`).
 
         An all-zero input that aihwkit short-cuts (0 rounds) is still one read on the chip.
@@ -129,7 +129,7 @@ class EventSink:
         a[0] += 1
         a[1] += x_t.shape[0]
         a[2] += x_t.shape[0] * rounds
-        read_drive(self.state, x_t, rounds, io_pars, self.periphery, out=a[3], nm_scale=nm_scale)
+        read_drive(self.state, x_t, rounds, io_pars, self.periphery, out=a[3])
 
     def _native_drive(self, io_pars: Any) -> Optional[Tuple[int, float]]:
         """(drive mode, shrink per round) if the native read can add this read's drive itself, else None
@@ -190,129 +190,11 @@ class EventSink:
         book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))
 
 
-def input_drive(x_t: Tensor, io_pars: Any, periphery: PeripheryConfig) -> Tensor:
-    """Normalised row drive per (vector, tile, row): x^2 (amplitude), |x| (PWM), bit count (bit-serial)."""
-    nm = io_pars.noise_management
-    if nm == NoiseManagementType.ABS_MAX:
-        scale = x_t.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(x_t.dtype).tiny)
-    elif nm == NoiseManagementType.CONSTANT and io_pars.nm_thres > 0:
-        scale = io_pars.nm_thres
-    else:
-        scale = 1.0
-    xn = (x_t / scale).clamp(-1.0, 1.0)
-    mode = periphery.dac.mode
-    if mode == "pwm":
-        return xn.abs()
-    if mode == "bit_serial":
-        k = torch.round(xn.abs() * (2 ** (periphery.dac.bits - 1) - 1)).to(torch.int64)
-        ones = torch.zeros_like(xn)
-        for b in range(periphery.dac.bits):
-            ones += ((k >> b) & 1).to(xn.dtype)
-        return ones
-    return xn * xn
-
-
-def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, periphery: PeripheryConfig,
-               out: Optional[Tensor] = None, nm_scale: Optional[Tensor] = None) -> Tensor:
-    """``drive_g_s`` per tile ``[T * J]`` (S, float64) of one read of ``x_t [N, T, X]`` that took ``rounds`` array reads.
-
-    Sum over vectors and cells of the normalised row drive times the cell conductance (each term
-    formed in the state's precision, summed in float64: the native read, which computes the same
-    sum in the same call, gives the same numbers up to summation order). Bound management halves
-    the input scale each repeat: round r drives 1/4**r of the first (amplitude) or 1/2**r (PWM,
-    bit-serial). With ``out`` (float64) given, the result is added to it (and returned).
-    ``nm_scale`` is the abs-max input scale aihwkit used for this read (``[N, T, 1]``), if known.
-    """
-    shrink = 0.25 if periphery.dac.mode == "multibit" else 0.5
-    weight = (1.0 - shrink**rounds) / (1.0 - shrink)  # sum of shrink**r over the rounds
-    if out is None:
-        out = torch.zeros(state.n_tiles, dtype=torch.float64)
-    g_col = state.abs_column_conductance().double()  # [B or 1, T, J, X]
-    mode = periphery.dac.mode
-    if mode != "bit_serial" and io_pars.noise_management == NoiseManagementType.ABS_MAX:
-        # (x / max|x|)^2 = x^2 / max(x^2) (amplitude), |x| / max|x| (PWM): the normalisation is
-        # folded into one division per vector and tile
-        xx = x_t * x_t if mode == "multibit" else x_t.abs()
-        if nm_scale is not None and nm_scale.shape == x_t.shape[:-1] + (1,):
-            s2 = nm_scale * nm_scale if mode == "multibit" else nm_scale  # aihwkit set its zeros to 1
-        else:
-            s2 = xx.amax(-1, keepdim=True).clamp_min_(torch.finfo(x_t.dtype).tiny)  # [N, T, 1]
-        xx, s2 = xx.double(), s2.double()
-        if g_col.shape[0] == 1:
-            num = torch.bmm(xx.transpose(0, 1), g_col[0].transpose(1, 2)).transpose(0, 1)  # [N, T, J]
-        else:
-            num = torch.matmul(g_col, xx.unsqueeze(-1)).squeeze(-1)  # [N, T, J]
-        return out.add_((num / s2).sum(0).reshape(-1), alpha=weight)
-    drive = input_drive(x_t, io_pars, periphery).double()
-    if g_col.shape[0] == 1:
-        g = (drive.sum(0).unsqueeze(1) * g_col[0]).sum(-1)
-    else:
-        g = (drive.unsqueeze(2) * g_col).sum((0, -1))
-    return out.add_(g.reshape(-1), alpha=weight)
-
-
-def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Optional[Tensor] = None,
-                is_test: bool = True, modifier: Any = None, out_noise_values: Optional[Tensor] = None,
-                sink: Optional[EventSink] = None) -> Tuple[Tensor, int]:
-    """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``, read
-    rounds taken), recorded in ``sink`` if it records (:meth:`EventSink.record_read`).
-
-    ``weight_param`` (tiled ``[T, O, X]``, or per-tile blocks: :func:`straight_through`) gives the
-    straight-through gradient path; ``modifier``
-    and ``out_noise_values`` are aihwkit's training-read perturbations (aihwkit_compat). NaN/inf
-    inputs and an output that overflows raise ``ConfigError`` (nothing is recorded). An inference
-    read runs in one native call where it can (:meth:`TiledAnalogMVM.native_read`: the same result
-    as aihwkit's path; the checks and the read's drive integral come out of the same call).
-    """
-    x_t = state.to_tiled(x)
-    w = state.effective_weight()
-    rec = sink if sink is not None and sink.recording else None
-    if weight_param is None and modifier is None and out_noise_values is None:
-        drive = rec._native_drive(io_pars) if rec is not None else None
-        a = None if drive is None else rec._read_acc()
-        got = TiledAnalogMVM.native_read(
-            w, x_t, io_pars, state.read_noise_var(), None if a is None else state.abs_column_conductance().contiguous(),
-            None if a is None else a[3], *(drive or (0, 0.25)))
-        if got is not None:
-            y, rounds, status = got
-            if status == 1:
-                check_finite("forward: tile input", x)  # raises
-            if status == 2:
-                _overflow(x)
-            if rec is not None:
-                if a is None:
-                    rec.record_read(x_t, rounds, io_pars)
-                else:
-                    a[0] += 1
-                    a[1] += x_t.shape[0]
-                    a[2] += x_t.shape[0] * max(rounds, 1)
-            return y, rounds
-    check_finite("forward: tile input", x)
-    if weight_param is not None:
-        w = straight_through(w, weight_param)
-    if modifier is not None:  # aihwkit weight modifier, training reads only (aihwkit_compat)
-        w = apply_modifier(w, modifier, x.shape[0])
-    with TiledAnalogMVM.reading(state.read_noise_var()) as mvm:
-        y = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test, out_noise_values=out_noise_values)
-        rounds, nm_scale = mvm.rounds, mvm.nm_scale
-    if not torch.isfinite(y).all():
-        _overflow(x)
-    if rec is not None:
-        rec.record_read(x_t.detach(), rounds, io_pars, nm_scale)
-    return y, rounds
-
-
-def _overflow(x: Tensor) -> None:
-    raise ConfigError(
-        f"forward: tile output overflowed to inf/NaN (input max |x| = {float(x.abs().max()):.4g}): "
-        "scale the inputs so that |x| times the output range stays within float range")
-
-
 class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, EventSink):
     """Simulator tile holding one STO crossbar tile's conductances (see module docstring)."""
 
     def __init__(self, x_size: int, d_size: int, rpu_config: "STORPUConfig", bias: bool = False):
-        super().__init__(x_size, d_size, rpu_config, bias, analog_mvm=TiledAnalogMVM)
+        super().__init__(x_size, d_size, rpu_config, bias, analog_mvm=rpu_config.read_model)
         self.state = CrossbarState([x_size], d_size, rpu_config.device)
         self._init_sink(rpu_config.device, rpu_config.periphery)
         self.programming = rpu_config.periphery.programming
@@ -336,7 +218,7 @@ class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, EventSink):
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         weight_param = self.weight.unsqueeze(0) if (torch.is_grad_enabled() and self.weight.requires_grad) else None
-        y, _ = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, weight_param,
+        y, _ = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, self._analog_mvm, weight_param,
                            is_test, self.read_modifier(is_test), self.out_noise_values, sink=self)
         return y.sum(1).reshape(*lead, self.d_size)
 

@@ -18,8 +18,10 @@ Programming (long-term, non-volatile)
     rail); ``lt_pulse_energy_j`` (J) device energy of one long-term pulse.
     Methods :meth:`long_term_response` (open-loop pulse model) and :meth:`ltp_pulses_for`.
 Read
-    ``v_read_v`` (V), ``t_read_s`` (s), ``read_noise_std`` (relative std of a read; the read
-    noise is Gaussian and multiplicative, ``G (1 + read_noise_std xi)``).
+    ``v_read_v`` (V): the read voltage (the DAC's; ``STORPUConfig`` checks they agree);
+    :meth:`read_noise_var_s2` (the variance of one read of a device, S^2; the read noise is
+    zero-mean Gaussian with that variance: default multiplicative, ``(read_noise_std G)^2``);
+    :meth:`read_power_w` (power drawn by a device at a voltage while it is read).
 Short-term increment (volatile)
     ``st_pulse_levels``: the discrete pulses as ``(amplitude V, width s)`` pairs;
     ``st_g_max_s`` (S): bound on the magnitude of the volatile increment;
@@ -30,14 +32,28 @@ Decay law and bias law
     the range of the time constant; :meth:`tau_s` (bias law tau(V)), :meth:`v_bias_for_tau` (its
     inverse), :meth:`decay_factor` (Lambda(dt, V): the factor the volatile increment is
     multiplied by over ``dt``), :meth:`decay_integral_s` (the integral of Lambda over ``dt``, used
-    for the bias energy), :meth:`tau_for_decay_factor` (the tau giving a wanted Lambda over dt).
+    for the bias energy), :meth:`tau_for_decay_factor` (the tau giving a wanted Lambda over dt:
+    what a network uses to turn a learned decay into a bias).
 Energies
-    :meth:`bias_power_w` (static power of a held bias), :meth:`read_energy_j`,
+    :meth:`bias_power_w` (static power of a held bias), :meth:`read_power_w`,
     ``lt_pulse_energy_j``, :meth:`st_pulse_energy_j`.
 
+Where the simulator calls each law (so a device that overrides one is simulated and costed by it):
+``decay_factor`` in every decay (``dynamics.decay``, the crossbar state's decay tables);
+``decay_integral_s`` and ``bias_power_w`` in the bias energy (``dynamics.bias_energy_j``);
+``read_noise_var_s2`` in every read (``CrossbarState.read_noise_var`` -> the read model);
+``read_power_w`` in the cell-read energy (``crossbar.costs``); ``tau_for_decay_factor`` and
+``v_bias_for_tau`` when a network turns a learned decay into a bias; the programming, pulse and
+level laws in ``dynamics``. Two laws are structural, and :meth:`check_contract` verifies them:
+the current through a device is proportional to its conductance state at a given voltage
+(``I = G f(V)``: ``bias_power_w`` and ``read_power_w`` linear in G), which keeps the energy of a
+decaying increment an exact integral; an ohmic device (``f(V) = V``) may be read with an
+amplitude-coded DAC, a non-ohmic one with pulse-width or bit-serial inputs only (an amplitude-coded
+input would make the MVM itself non-linear, which the read model does not simulate).
+
 Defaults supplied here (override when the device differs): exponential decay
-``Lambda = exp(-dt / tau(V))``, ohmic bias power ``V**2 G``, ohmic read energy ``V**2 G t``,
-multiplicative Gaussian read noise, no device-to-device spread, discrete level tables.
+``Lambda = exp(-dt / tau(V))``, ohmic bias and read power ``V**2 G``, multiplicative Gaussian read
+noise, no device-to-device spread, discrete level tables.
 """
 
 from __future__ import annotations
@@ -175,21 +191,32 @@ class MemristiveDevice:
 
     # -- energies ---------------------------------------------------------------------------
     def bias_power_w(self, g_s: Any, v_bias: Any) -> Any:
-        """Static power (W) of bias ``v_bias`` (V) held on conductance ``g_s`` (S); default ohmic ``V**2 G``."""
-        return v_bias**2 * g_s
+        """Static power (W) of bias ``v_bias`` (V) held on conductance ``g_s`` (S); default ohmic ``V**2 G``.
 
-    def read_energy_j(self, g_s: Any) -> Any:
-        """Energy (J) of one read of conductance ``g_s`` (S) at ``v_read_v`` for ``t_read_s``; default ``V**2 G t``."""
-        return self.v_read_v * self.v_read_v * g_s * self.t_read_s
+        Must be proportional to ``g_s`` (``I = G f(V)``; :meth:`check_contract`).
+        """
+        return v_bias * v_bias * g_s
+
+    def read_power_w(self, g_s: Any, v_v: Any) -> Any:
+        """Power (W) a device of conductance ``g_s`` (S) draws while read at ``v_v`` (V); default ohmic ``V**2 G``.
+
+        Must be proportional to ``g_s``; the cell-read energy is this power times the time a cell is
+        driven (the DAC's read window, weighted by the input's drive).
+        """
+        return v_v * v_v * g_s
+
+    def is_ohmic(self) -> bool:
+        """True if bias and read power follow ``V**2 G`` (checked at three voltages, rel 1e-9)."""
+        vs = (0.25 * self.v_read_v, 0.5 * self.v_read_v, self.v_read_v)
+        return all(math.isclose(float(law(1.0, v)), v * v, rel_tol=1e-9, abs_tol=0.0)
+                   for law in (self.bias_power_w, self.read_power_w) for v in vs if v != 0)
 
     # -- read noise -------------------------------------------------------------------------
-    def read_sample(self, g: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """One noisy read of the (non-negative) conductances ``g`` (S): ``g (1 + read_noise_std xi)``, >= 0."""
+    def read_noise_var_s2(self, g_s: Tensor) -> Tensor:
+        """Variance (S^2) of one read of devices at conductance ``g_s`` (S, a tensor): the read noise is
+        zero-mean Gaussian with this variance per device. Default: multiplicative, ``(read_noise_std G)^2``."""
         s = self.read_noise_std
-        if s == 0:
-            return g.clone()
-        xi = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
-        return (g * (1.0 + s * xi)).clamp_min(0.0)
+        return g_s * g_s * (s * s)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def without_noise(self) -> "MemristiveDevice":
@@ -218,7 +245,7 @@ class MemristiveDevice:
         """
         if not is_dataclass(self):
             raise ConfigError(f"{type(self).__name__}: a device model must be a (frozen) dataclass")
-        for name in ("name", "g_min_s", "g_max_s", "lt_dg_s", "lt_pulse_v", "v_read_v", "t_read_s",
+        for name in ("name", "g_min_s", "g_max_s", "lt_dg_s", "lt_pulse_v", "v_read_v",
                      "read_noise_std", "st_pulse_levels", "st_g_max_s", "v_bias_min_v", "v_bias_max_v",
                      "tau_min_s", "tau_max_s"):
             if not hasattr(self, name):
@@ -244,6 +271,12 @@ class MemristiveDevice:
         e, dg = self.short_term_levels()
         if not all(x > 0 for x in e) or not all(d > 0 for d in dg):
             raise ConfigError(f"st_pulse_levels = {self.st_pulse_levels!r}: every level needs a positive energy and dG")
+        for law in ("bias_power_w", "read_power_w"):  # I = G f(V): power linear in the conductance
+            v = self.v_read_v if law == "read_power_w" else self.v_bias_max_v
+            p1, p2 = float(getattr(self, law)(1e-6, v)), float(getattr(self, law)(3e-6, v))
+            if not (math.isfinite(p1) and p1 >= 0 and math.isclose(p2, 3.0 * p1, rel_tol=1e-9, abs_tol=1e-300)):
+                raise ConfigError(f"{type(self).__name__}.{law}: must be finite, >= 0 and proportional to the "
+                                  f"conductance (I = G f(V)); got {p1:.4g} W at 1 uS and {p2:.4g} W at 3 uS, {v:g} V")
         if dg[-1] > self.st_g_max_s:
             raise ConfigError(f"st_g_max_s = {self.st_g_max_s!r}: allowed range is [{dg[-1]:g}, inf) S "
                               "(the largest short-term level's dG must fit the short-term window)")

@@ -58,7 +58,7 @@ from stoxbar.validation import ConfigError
 __all__ = [
     "decay", "bias_energy_j", "quantise_short_term", "short_term_thresholds", "apply_short_term", "short_term_tables",
     "level_counts",
-    "apply_long_term", "draw_d2d", "ltp_pulses_for", "read", "read_energy_j", "STOArray",
+    "apply_long_term", "draw_d2d", "ltp_pulses_for", "STOArray",
 ]
 
 Number = Union[float, Tensor]
@@ -115,8 +115,10 @@ def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, devi
                   reduce: bool = False) -> Tensor:
     """Energy (J) of holding ``v_bias`` for ``dt_s`` s on a device of conductance ``g_lt + |g_st(t)|``.
 
-    Exact integral of ``V**2 G(t)`` with ``g_st`` decaying from its value at the interval start:
-    ``V**2 * (g_lt dt + |g_st| tau (1 - exp(-dt/tau)))``. Per element (broadcast of the inputs),
+    Exact integral of the device's bias power ``P(G(t), V) = G(t) p(V)`` (``device.bias_power_w``,
+    linear in G by the contract) with ``g_st`` decaying from its value at the interval start by the
+    device's law: ``p(V) * (g_lt dt + |g_st| * device.decay_integral_s(dt, V))`` (ohmic, exponential:
+    ``V**2 * (g_lt dt + |g_st| tau (1 - exp(-dt/tau)))``). Per element (broadcast of the inputs),
     or the total as a 0-d tensor with ``reduce=True``. Additive: E(dt1) + E(dt2 from the decayed
     state) == E(dt1 + dt2).
     """
@@ -125,7 +127,7 @@ def bias_energy_j(g_lt: Tensor, g_st: Tensor, v_bias: Number, dt_s: Number, devi
     v = _as_tensor(v_bias, like)
     dt = _as_tensor(dt_s, like)
     held_s = device.decay_integral_s(dt, v)  # integral of Lambda over [0, dt] (s)
-    e = v * v * (g_lt * dt + g_st.abs() * held_s)
+    e = device.bias_power_w(1.0, v) * (g_lt * dt + g_st.abs() * held_s)  # p(V) in W/S
     return e.sum() if reduce else e
 
 
@@ -259,25 +261,6 @@ def apply_long_term(g: Tensor, n_pulses: Tensor, device: MemristiveDevice,
     return new, n.abs() * device.lt_pulse_energy_j
 
 
-# -- read ---------------------------------------------------------------------------------------
-def read(g: Tensor, device: MemristiveDevice, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Conductance as read (S): ``g (1 + read_noise_std xi)``.
-
-    ``g`` must be non-negative (raises otherwise). A physical read of a positive conductance
-    cannot return a negative one, so a noise sample that would do so is clipped at 0 (only the
-    simulated noise is clipped; with 1% noise this needs a 100-sigma draw).
-    """
-    _check_finite("g", g)
-    if g.numel() and float(g.min()) < 0:
-        raise ConfigError(f"g min = {float(g.min()):.4g} S: conductances must be >= 0")
-    return device.read_sample(g, generator)
-
-
-def read_energy_j(g: Number, v_v: Number, t_s: Number) -> Number:
-    """Energy (J) of reading conductance ``g`` (S) at ``v_v`` (V) for ``t_s`` (s): ``V**2 G t``."""
-    return v_v * v_v * g * t_s
-
-
 # -- a small state class ------------------------------------------------------------------------
 class STOArray:
     """An array of single STO devices: long-term ``g_lt``, short-term ``g_st``, bias, d2d factors.
@@ -339,9 +322,3 @@ class STOArray:
         e = bias_energy_j(self.g_lt, self.g_st, self.v_bias, dt_s, self.device, reduce=True)
         self.g_st = decay(self.g_st, self.v_bias, dt_s, self.device)
         return float(e)
-
-    def read(self) -> Tuple[Tensor, float]:
-        """(noisy conductances S, read energy J at the device's ``v_read_v`` for ``t_read_s``)."""
-        g = self.conductance()
-        e = read_energy_j(g, self.device.v_read_v, self.device.t_read_s).sum()
-        return read(g, self.device, self.generator), float(e)

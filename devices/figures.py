@@ -51,7 +51,7 @@ def describe(device: MemristiveDevice) -> str:
            "g_range)") for k, (x, y) in enumerate(zip(e, dg), 1)],
         ("bias power @ g_min, v_bias_max", _fmt(device.bias_power_w(g0, device.v_bias_max_v) * 1e9), "nW",
          "derived: V^2 G per device (docs/paper.md §1: 4.3 nW per synapse)"),
-        ("read energy @ g_max", _fmt(device.read_energy_j(device.g_max_s) * 1e15),
+        ("read energy @ g_max", _fmt(device.read_power_w(device.g_max_s, device.v_read_v) * device.t_read_s * 1e15),
          "fJ", "derived: v_read^2 g_max t_read"),
     ]
     w_name = max(len(r[0]) for r in rows + derived)

@@ -246,3 +246,152 @@ def test_training_with_a_device_lacking_the_sto_long_term_fields_is_a_clear_erro
         write_verify_tolerance_s(Bare())
     with pytest.raises(ConfigError, match="no field 'lt_up_down': pulsed training"):
         device_field(Bare(), "lt_up_down", "pulsed training")
+
+
+# -- a non-ohmic device: every law the contract names is the one simulated and costed -------------
+@dataclass(frozen=True)
+class SinhToyDevice(ToyDevice):
+    """The toy with a non-ohmic ``I = G V0 sinh(V / V0)`` and an additive read-noise floor (test values)."""
+
+    name: str = "toy_sinh"
+    v0_v: float = field(default=0.05, metadata={"unit": "V", "scale": 1.0, "source": "test value"})
+    noise_floor_s: float = field(default=0.2e-6, metadata={"unit": "uS", "scale": 1e6, "source": "test value"})
+    read_noise_std: float = field(default=0.02, metadata={"unit": "rel", "scale": 1.0, "source": "test value"})
+
+    def _p1(self, v: Any) -> Any:  # power per siemens: V * V0 sinh(V / V0)
+        return v * self.v0_v * (torch.sinh(v / self.v0_v) if torch.is_tensor(v) else math.sinh(v / self.v0_v))
+
+    def bias_power_w(self, g_s: Any, v_bias: Any) -> Any:
+        return g_s * self._p1(v_bias)
+
+    def read_power_w(self, g_s: Any, v_v: Any) -> Any:
+        return g_s * self._p1(v_v)
+
+    def read_noise_var_s2(self, g_s):
+        return (self.read_noise_std * g_s) ** 2 + self.noise_floor_s**2 * (g_s > 0).to(g_s.dtype)
+
+
+def _sinh_config(noise: bool = False, **kw) -> STORPUConfig:
+    dev = SinhToyDevice(read_noise_std=0.02 if noise else 0.0, noise_floor_s=0.2e-6 if noise else 0.0)
+    p = PeripheryConfig()
+    p = replace(p, dac=replace(p.dac, v_read_v=dev.v_read_v), **kw)
+    cfg = STORPUConfig(device=dev, periphery=p)
+    cfg.forward.is_perfect = True
+    return cfg
+
+
+def test_a_non_ohmic_device_is_read_and_costed_by_its_own_laws():
+    cfg = _sinh_config()
+    dev = cfg.device
+    assert not dev.is_ohmic() and toy_preset().is_ohmic()
+    p1 = float(dev.read_power_w(1.0, dev.v_read_v))
+    assert p1 > 1.5 * dev.v_read_v**2  # sinh: ~3.6x the ohmic power at 0.2 V, 50 mV
+    layer = AnalogLinear(12, 5, bias=False, rpu_config=cfg)
+    torch.manual_seed(2)
+    w = torch.rand(5, 12) * 2 - 1
+    layer.set_weights(w)
+    ledger = attach_ledger(layer, EnergyLedger())
+    x = torch.rand(3, 12)
+    assert torch.allclose(layer(x), x @ w.T, atol=1e-4)  # PWM inputs: linear in x whatever the I-V
+    st = layer.analog_module.state
+    g = (st.g_pos + st.g_neg)[0].double()  # [O, X]
+    drive = (x.double() / x.double().abs().amax(1, keepdim=True)).abs()  # PWM: |x| / max|x| of the window
+    expected = p1 * cfg.periphery.dac.read_window_s * float((drive @ g.T).sum())
+    assert ledger.by_component()["cell_read"] == pytest.approx(expected, rel=1e-6)
+    # an amplitude-coded DAC would read a non-ohmic device non-linearly: refused
+    p = cfg.periphery
+    with pytest.raises(ConfigError, match="periphery.dac.mode = 'multibit'.*not ohmic"):
+        STORPUConfig(device=dev, periphery=replace(p, dac=replace(p.dac, mode="multibit")))
+
+
+def test_a_non_ohmic_device_holds_its_bias_at_its_own_power():
+    cfg = _sinh_config()
+    dev = cfg.device
+    layer = AnalogLinear(12, 5, bias=False, rpu_config=cfg)
+    torch.manual_seed(3)
+    layer.set_weights(torch.rand(5, 12) * 2 - 1)
+    tile = layer.analog_module
+    ledger = attach_ledger(layer, EnergyLedger())
+    tile.set_batch(1)
+    tile.short_term_update((torch.rand(1, 5, 12) * 2 - 1) * 4e-6 / dev.g_range_s)
+    g_st = tile.state.g_st.clone()
+    v = torch.linspace(0.0, 1.0, 12).expand(5, 12).contiguous()
+    tile.set_bias(v)
+    dt = 0.8
+    tile.decay(dt)
+    tau = dev.tau_max_s - (dev.tau_max_s - dev.tau_min_s) * v
+    held = (tau * torch.log1p(dt / tau)).double()
+    g_lt = (tile.state.g_pos + tile.state.g_neg)[0].double()
+    p1 = v.double() * dev.v0_v * torch.sinh(v.double() / dev.v0_v)  # the sinh law, written out
+    expected = float((p1 * (g_lt * dt + g_st.abs()[0, 0].double() * held)).sum())
+    assert ledger.by_component()["bias"] == pytest.approx(expected, rel=1e-5)
+    ohmic = float((v.double() ** 2 * (g_lt * dt + g_st.abs()[0, 0].double() * held)).sum())
+    assert expected > 2 * ohmic  # the non-ohmic law is not the ohmic one
+
+
+def test_the_read_noise_is_the_devices_law():
+    """Statistically: the column's output variance is sum_j var(G+_ij) + var(G-_ij) over g_range^2, x_j = 1."""
+    cfg = _sinh_config(noise=True)
+    dev = cfg.device
+    layer = AnalogLinear(12, 1, bias=False, rpu_config=cfg)
+    layer.eval()
+    w = torch.linspace(-1, 1, 12).reshape(1, 12)
+    layer.set_weights(w)
+    st = layer.analog_module.state
+    g = torch.cat([st.g_pos.flatten(), st.g_neg.flatten()]).double()
+    var = float(((dev.read_noise_std * g) ** 2 + dev.noise_floor_s**2).sum()) / dev.g_range_s**2
+    torch.manual_seed(4)
+    n = 20000
+    with torch.no_grad():
+        y = layer(torch.ones(n, 12)).double().flatten()
+    s2 = float(y.var())
+    # sample variance of n Gaussian draws: relative std sqrt(2 / (n - 1)) ~ 1 %; 5 sigma
+    assert s2 == pytest.approx(var, rel=5 * math.sqrt(2 / (n - 1)))
+    assert float(y.mean()) == pytest.approx(float(w.sum()), abs=5 * math.sqrt(var / n))
+    floorless = float(((dev.read_noise_std * g) ** 2).sum()) / dev.g_range_s**2
+    assert s2 > 1.5 * floorless  # the floor is simulated, not only the multiplicative part
+
+
+def test_contract_refuses_a_power_law_not_linear_in_g():
+    @dataclass(frozen=True)
+    class Quadratic(ToyDevice):
+        def bias_power_w(self, g_s, v_bias):
+            return g_s * g_s * v_bias
+
+    with pytest.raises(ConfigError, match="bias_power_w: must be .* proportional to the conductance"):
+        Quadratic()
+
+
+def test_the_m_stpn_on_a_non_ohmic_device_books_its_laws():
+    """The same analog m-STPN on the ohmic toy and on its sinh twin: at one bias voltage everywhere, the
+    bias and cell-read energies differ exactly by p(V) / V^2; pulses and the decay itself do not differ."""
+    from stoxbar.stpn.analog import AnalogMSTPNCell
+
+    ohmic, sinh = ToyDevice(), SinhToyDevice(read_noise_std=0.0, noise_floor_s=0.0)
+    runs = {}
+    for dev in (ohmic, sinh):
+        p = PeripheryConfig()
+        p = replace(p, dac=replace(p.dac, v_read_v=dev.v_read_v))
+        torch.manual_seed(5)
+        cell = AnalogMSTPNCell(10, 4, dev, 0.1, p, perfect_io=True)
+        with torch.no_grad():
+            cell.theta.fill_(0.3)  # one time constant, so one bias voltage, on every synapse
+            cell.gam.uniform_(-0.3, 0.3)
+        cell.program()
+        ledger = EnergyLedger()
+        cell.attach(ledger)
+        s = cell.initial_state(2)
+        torch.manual_seed(6)
+        with torch.no_grad():
+            for _ in range(6):
+                _, s = cell(torch.randn(2, 10), s)
+        runs[dev.name] = (ledger.by_component(), s[1].clone(), float(cell.chip.v_bias[0, 0, 0]))
+    (e_o, f_o, v), (e_s, f_s, v_s) = runs["toy_linear"], runs["toy_sinh"]
+    assert v == v_s and 0 < v < 1
+    assert torch.equal(f_o, f_s)  # the same decay law and pulses: the same short-term state
+    assert e_s["st_pulse"] == e_o["st_pulse"] > 0
+    ratio_bias = sinh._p1(v) / v**2
+    assert ratio_bias > 1.5
+    assert e_s["bias"] == pytest.approx(e_o["bias"] * ratio_bias, rel=1e-5)
+    ratio_read = sinh._p1(sinh.v_read_v) / sinh.v_read_v**2
+    assert e_s["cell_read"] == pytest.approx(e_o["cell_read"] * ratio_read, rel=1e-5)

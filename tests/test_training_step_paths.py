@@ -1,6 +1,6 @@
 """The training step's lean paths (issue 10, performance) give what the plain formulations give.
 
-* the straight-through gradient (:func:`stoxbar.crossbar.aihwkit_compat.straight_through`) routes
+* the straight-through gradient (:func:`stoxbar.crossbar.read.straight_through`) routes
   exactly the gradient of ``w + (p - p.detach())`` to each tile's weight, for a layer of several
   row- and column-tiles with pad rows, and with one chip per sample;
 * the write-verify residual of ``program_target`` (in place, side factors) equals the
@@ -19,8 +19,9 @@ import torch
 from aihwkit.nn import AnalogLinear
 
 from stoxbar.crossbar import STORPUConfig
-from stoxbar.crossbar import tile as tile_mod
-from stoxbar.crossbar.aihwkit_compat import straight_through, write_verify_tolerance_s
+from stoxbar.crossbar import read as read_mod
+from stoxbar.crossbar.aihwkit_compat import write_verify_tolerance_s
+from stoxbar.crossbar.read import straight_through
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import presets
 from stoxbar.peripherals.config import PeripheryConfig
@@ -63,7 +64,7 @@ def test_straight_through_routes_the_same_gradient_to_every_tile(monkeypatch):
     assert len(list(layer.analog_tiles())) > 2
     x = torch.randn(5, 21)
     y_new, g_new = _grads(layer, x)
-    monkeypatch.setattr(tile_mod, "straight_through", _old_straight_through)
+    monkeypatch.setattr(read_mod, "straight_through", _old_straight_through)
     y_old, g_old = _grads(layer, x)
     torch.testing.assert_close(y_new, y_old, rtol=0, atol=0)
     for a, b in zip(g_new, g_old):
