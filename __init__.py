@@ -3,16 +3,13 @@
 Subpackages: ``devices`` (STO physics, presets), ``peripherals`` (DAC, ADC, drivers, sense,
 digital), ``crossbar`` (tiles, batched MVM, energy ledger, ``STORPUConfig``), ``stpn``
 (STPN / m-STPN cells, Pong agent, A2C), ``scripts`` (the ``stoxbar`` command).
+
+Importing the package has no side effects and imports nothing heavy: the check that aihwkit's
+compiled core matches the installed torch runs when the first STO configuration is built
+(:func:`stoxbar.compat.ensure_aihwkit`), and ``analyze`` is imported on first use.
 """
 
-import os as _os
-
-from stoxbar.compat import check_aihwkit as _check_aihwkit
-
 __version__ = "0.1.0"
-
-if not _os.environ.get("STOXBAR_SKIP_AIHWKIT_CHECK"):
-    _check_aihwkit()
 
 
 def __getattr__(name: str):

@@ -3,12 +3,17 @@
 aihwkit's ``rpu_base`` extension is compiled against one torch; with another torch it imports
 but misreads tensor shapes (``Invalid weights dimensions: expected [3,4]``, docs/aihwkit.md §7.1).
 :func:`check_aihwkit` sets and reads back a small C++ tile's weights and raises
-:class:`AihwkitMismatchError` with the command that fixes it. :func:`versions` records the
-software a result was produced with.
+:class:`AihwkitMismatchError` with the command that fixes it; :func:`ensure_aihwkit` runs it once
+per process, when the first STO configuration is built (not at import: ``import stoxbar`` stays
+cheap), unless ``STOXBAR_SKIP_AIHWKIT_CHECK`` is set. :func:`versions` records the software a
+result was produced with.
+
+May import: the standard library (torch and aihwkit inside the check only).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Callable, Dict, Optional
 
@@ -52,6 +57,17 @@ def check_aihwkit(round_trip: Optional[Callable[[], None]] = None) -> None:
             f"aihwkit ({version}) does not work with the installed torch {torch.__version__}: {err}. "
             "Its compiled core must be built against this torch. Fix: " + FIX_COMMAND
         ) from err
+
+
+_CHECKED = False
+
+
+def ensure_aihwkit() -> None:
+    """:func:`check_aihwkit` once per process (skipped if ``STOXBAR_SKIP_AIHWKIT_CHECK`` is set)."""
+    global _CHECKED
+    if not _CHECKED and not os.environ.get("STOXBAR_SKIP_AIHWKIT_CHECK"):
+        check_aihwkit()
+    _CHECKED = True
 
 
 def versions() -> Dict[str, str]:

@@ -22,7 +22,8 @@ law used by ``drift_analog_weights`` (:mod:`stoxbar.devices.retention`).
 Usage::
 
     from aihwkit.nn import AnalogLinear
-    from stoxbar.devices import STORPUConfig, presets
+    from stoxbar.crossbar import STORPUConfig
+    from stoxbar.devices import presets
     layer = AnalogLinear(2656, 64, rpu_config=STORPUConfig(device=presets.sto_2024()))
 """
 
@@ -36,6 +37,7 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
+from stoxbar.compat import ensure_aihwkit
 from stoxbar.crossbar.aihwkit_compat import UPDATE_MODES
 from stoxbar.crossbar.read import TiledAnalogMVM
 
@@ -111,6 +113,7 @@ class STORPUConfig(TorchInferenceRPUConfig):
     tile hands it to aihwkit as ``analog_mvm`` and every read of the tile or array goes through it."""
 
     def __post_init__(self) -> None:
+        ensure_aihwkit()  # aihwkit's compiled core must match torch: checked once, before the first tile
         if not isinstance(self.device, MemristiveDevice):
             raise ConfigError(f"device = {self.device!r}: must be a MemristiveDevice such as STODevice (see stoxbar.devices.presets)")
         if not isinstance(self.periphery, PeripheryConfig):

@@ -16,7 +16,8 @@ from hypothesis import given, settings, strategies as st
 
 from stoxbar.compat import AihwkitMismatchError, check_aihwkit
 from stoxbar.crossbar import CrossbarState, EnergyLedger, attach_ledger, fused
-from stoxbar.devices import STODevice, STORPUConfig, dynamics, presets
+from stoxbar.crossbar import STORPUConfig
+from stoxbar.devices import STODevice, dynamics, presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.validation import ConfigError
 

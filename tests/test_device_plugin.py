@@ -20,7 +20,8 @@ import torch
 from aihwkit.nn import AnalogLinear
 
 from stoxbar.crossbar import CrossbarState, EnergyLedger, attach_ledger
-from stoxbar.devices import PRESETS, MemristiveDevice, STORPUConfig, get_preset, register_preset
+from stoxbar.crossbar import STORPUConfig
+from stoxbar.devices import PRESETS, MemristiveDevice, get_preset, register_preset
 from stoxbar.devices import dynamics
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.validation import ConfigError, check_range
