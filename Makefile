@@ -7,7 +7,7 @@ PIP     := $(VPY) -m pip
 STAMPS  := $(VENV)/.stamps
 GAMES   ?= 1
 
-.PHONY: setup test play bench clean-venv
+.PHONY: setup test play bench clean-venv FORCE
 setup: $(STAMPS)/stoxbar
 
 $(STAMPS)/venv:
@@ -32,11 +32,22 @@ $(STAMPS)/aihwkit: $(STAMPS)/torch $(STAMPS)/openblas
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAKEFLAGS= $(PIP) install --no-build-isolation --no-deps --no-binary aihwkit "aihwkit==1.2.0"
 	touch $@
 
+# The package's module list: rewritten only when a module is added or removed (the strict editable
+# install below links the files the package has, so a new module needs a re-install).
+$(STAMPS)/modules: FORCE
+	@mkdir -p $(STAMPS)
+	@find . -name '*.py' -not -path './.venv/*' -not -path './tests/*' -not -path './benchmarks/*' \
+	  -not -path './examples/*' -not -path './build/*' -not -path './runs/*' | sort > $@.new
+	@cmp -s $@.new $@ || mv $@.new $@; rm -f $@.new
+
 # stoxbar itself, editable; its dependencies except torch/aihwkit (installed above) come from pyproject.
 # The editable install also builds the native kernels (setup.py: csrc/*.cpp -> stoxbar/_native*.so).
-$(STAMPS)/stoxbar: $(STAMPS)/aihwkit pyproject.toml setup.py $(wildcard csrc/*)
+# Strict mode: the installed package is a tree of links to the package's own files only, so tests/,
+# benchmarks/, examples/, setup.py's folder-mates and .venv/ are not importable as stoxbar.* (the
+# repository root is the package's folder).
+$(STAMPS)/stoxbar: $(STAMPS)/aihwkit $(STAMPS)/modules pyproject.toml setup.py $(wildcard csrc/*)
 	$(PIP) install $$($(VPY) -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(repr(d) for d in p['dependencies']+p['optional-dependencies']['dev'] if not d.startswith(('torch','aihwkit'))))" | tr -d "'")
-	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) install --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
 	touch $@
 
 test: setup

@@ -5,7 +5,9 @@ Metadata lives in pyproject.toml; this file only adds the extension. It is built
 portable flags (no ``-march=native``); ``-ffp-contract=off`` keeps the kernels bit-identical to
 their torch references. If the build is skipped (``STOXBAR_NO_NATIVE=1``), or the extension is
 missing or cannot be loaded, stoxbar runs on its torch path (see ``stoxbar/native.py``); a compile
-error does stop the install (it needs the same C++ compiler as aihwkit's build).
+error does stop the install (it needs the same C++ compiler as aihwkit's build). The setuptools build
+backend executes this file as ``__main__``; imported as a module (it lies in the package's folder)
+it does nothing.
 """
 
 import os
@@ -25,4 +27,5 @@ if CppExtension is not None and os.environ.get("STOXBAR_NO_NATIVE", "") in ("", 
         extra_link_args=["-fopenmp"])]
     cmdclass = {"build_ext": BuildExtension}
 
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # pip's build backend runs this file as __main__; importing it does nothing
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)

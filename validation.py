@@ -2,6 +2,8 @@
 
 Each check raises :class:`ConfigError` with one message that names the field, the value
 and the allowed range, so a bad configuration never silently clamps or propagates NaN.
+
+May import: the standard library only (every layer uses it).
 """
 
 from __future__ import annotations

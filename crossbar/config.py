@@ -25,6 +25,8 @@ Usage::
     from stoxbar.crossbar import STORPUConfig
     from stoxbar.devices import presets
     layer = AnalogLinear(2656, 64, rpu_config=STORPUConfig(device=presets.sto_2024()))
+
+May import: aihwkit, stoxbar.compat, stoxbar.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar (the tile classes it names).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ latency is the largest of its tiles' (:meth:`~stoxbar.crossbar.ledger.EnergyLedg
 Short-term pulses and the decay interval carry no read latency (the decay interval's ``dt_s``
 is booked as the bias entry's time).
 
-May import: stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.events (not torch tensors).
+May import: stoxbar.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.events (not torch tensors).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ Fields (all totals over the operation; dimensionless counts unless a unit is giv
   which for open-loop programming depends on each pulse's drawn step).
 
 This module imports nothing from stoxbar.
+
+May import: the standard library only.
 """
 
 from __future__ import annotations

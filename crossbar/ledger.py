@@ -11,6 +11,8 @@ operation at once, and recording stays cheap enough to be on in every forward pa
 
 Views: :meth:`totals` groups by any subset of the key fields; :meth:`snapshot` / :meth:`since`
 give per-MVM, per-step or per-game deltas; :meth:`to_json` writes atomically.
+
+May import: stoxbar.fsio, stoxbar.validation.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ hardware-aware training still work: the forward pass uses the conductances' valu
 gradient of ``weight`` (straight-through); after each update the conductances are brought to it
 (:mod:`~stoxbar.crossbar.aihwkit_compat`, docs/aihwkit-support.md).
 
-May import: aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.{state,events,costs,ledger,mvm,aihwkit_compat}.
+May import: aihwkit, stoxbar.validation, stoxbar.devices, stoxbar.peripherals,
+stoxbar.crossbar.{state,events,costs,ledger,read,aihwkit_compat}.
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ plus one preset (a function returning an instance, registered with
 the networks needs editing: they only use the attributes and methods listed here, all in SI units.
 The physics behind each item, and the STO values, are in ``docs/device-physics.md``.
 
-This module may import only torch, numpy and :mod:`stoxbar.validation`.
-
 Attributes every device defines (dataclass fields or properties)
 ----------------------------------------------------------------
 Window (long-term conductance of one device of a differential pair)
@@ -54,6 +52,8 @@ input would make the MVM itself non-linear, which the read model does not simula
 Defaults supplied here (override when the device differs): exponential decay
 ``Lambda = exp(-dt / tau(V))``, ohmic bias and read power ``V**2 G``, multiplicative Gaussian read
 noise, no device-to-device spread, discrete level tables.
+
+May import: torch, numpy, stoxbar.validation.
 """
 
 from __future__ import annotations

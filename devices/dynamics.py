@@ -41,6 +41,8 @@ Models
   ``s * d2d * (n + c2c sqrt(n) xi)``, the exact distribution of the sum of n Gaussian pulse
   advances, so any n is one closed-form update (to first order the c2c spread is a relative
   spread of each conductance step). ``p`` saturates at 0 and 1 (the window bounds).
+
+May import: torch, stoxbar.validation, stoxbar.devices.{base,sto}.
 """
 
 from __future__ import annotations

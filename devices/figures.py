@@ -1,8 +1,9 @@
 """Human-facing views of a device: ``describe()`` (parameter table) and ``device_figure()`` (PNG).
 
 Work for any :class:`~stoxbar.devices.base.MemristiveDevice` through its contract (field
-metadata for units and sources, the laws as methods). May import torch, matplotlib and
-:mod:`stoxbar.devices`.
+metadata for units and sources, the laws as methods).
+
+May import: torch, matplotlib, stoxbar.fsio, stoxbar.devices.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Every value carries its source, ``docs/paper.md`` (Weilenmann et al., Nat. Commun. 15, 2024, as
 summarised in docs/paper.md) or "assumption" with the reasoning. The same sources sit in the
 ``STODevice`` field metadata, so ``describe(device)`` prints them.
+
+May import: stoxbar.validation, stoxbar.devices.{base,sto}.
 """
 
 from __future__ import annotations

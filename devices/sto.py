@@ -21,6 +21,8 @@ Models (all assumptions about *form* are documented here and in ``dynamics.py``)
   ``log(tau)`` linear in ``V_bias`` between ``(v_bias_min_v, tau_min_s)`` and
   ``(v_bias_max_v, tau_max_s)`` (or reversed, ``tau_increases_with_bias=False``).
 * Bias power ``V_bias**2 * G`` (ohmic), read energy ``V_read**2 * G * t_read``.
+
+May import: torch, numpy, stoxbar.validation, stoxbar.devices.base.
 """
 
 from __future__ import annotations

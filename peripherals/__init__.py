@@ -1,5 +1,8 @@
 """Peripheral circuits of an STO crossbar: behaviour (aihwkit IO parameters) and
-per-event energies (the one cost model that combines them is stoxbar.crossbar.costs)."""
+per-event energies (the one cost model that combines them is stoxbar.crossbar.costs).
+
+May import: stoxbar.peripherals.
+"""
 
 from stoxbar.peripherals.adc import ADC
 from stoxbar.peripherals.config import MAX_TILE, PeripheryConfig

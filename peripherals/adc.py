@@ -21,6 +21,8 @@ which is ~10x higher; §2.4). Calibration at 32 nm:
 The energy is taken as independent of the sample rate (constants from ~1 GS/s designs; valid
 roughly 0.1-1.3 GS/s). Sharing: one ADC serves ``share`` columns in turn; this changes the number
 of ADCs (area) and the readout time, never the number of conversions.
+
+May import: stoxbar.validation.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ The effective input resolution is ``bits`` in every mode, so the aihwkit ``inp_r
 per-bit ADC quantisation of partial sums is *not* simulated, only costed.
 
 Energies are full-scale (worst case: every input at full scale, every bit 1).
+
+May import: stoxbar.validation.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ Composite operations (documented op counts, all assumptions unless stated):
 Technology scaling (optional): E * (tech_node_nm / 45)**tech_scaling_exponent; assumption:
 exponent 1 (switched capacitance ~ feature size, supply held near 0.9 V); Stillmaker & Baas
 (Integration 2017) report steeper scaling, so this is conservative below 45 nm.
+
+May import: stoxbar.validation.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ pitch behind PeripheryConfig's 0.01 um^2 cell, x ~0.2 fF/um, a typical on-chip w
 in NeuroSim's wire model) plus ~0.18 fF device/electrode capacitance (STO is a high-k dielectric,
 eps_r ~ 300 at room temperature), rounded; inside the ~0.1-1 fF per cell range usually assumed.
 5 fF fixed for driver output, decoder/mux and routing.
+
+May import: stoxbar.validation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Column sensing: TIA / integrator and sample-and-hold, energy per sample."""
+"""Column sensing: TIA / integrator and sample-and-hold, energy per sample.
+
+May import: stoxbar.validation.
+"""
 
 from __future__ import annotations
 

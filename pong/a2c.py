@@ -19,6 +19,8 @@ into a NEW run directory beside it, whose config.json records the parent (run, c
 update) and whose progress.csv / episodes.csv start with the parent's rows up to the snapshot.
 A run directory is locked (:class:`stoxbar.fsio.DirLock`) while it trains: a second training or
 resume of it is refused at once, naming the holder (docs/reliability.md §3, §5).
+
+May import: torch, numpy, stoxbar.fsio, stoxbar.validation, stoxbar.stpn, stoxbar.pong.{agent,checkpoint,env}.
 """
 
 from __future__ import annotations

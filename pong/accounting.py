@@ -22,6 +22,8 @@ Boundaries (nested by construction: each is a superset of the previous one's com
 * ``synapse_only`` - the paper's: decay bias + short-term pulses + cell reads of the STP synapses;
 * ``array`` - plus every peripheral of the STP layer (DAC, ADC, drivers, sense, digital periphery);
 * ``system`` - plus neuron operations, encoder and heads.
+
+May import: stoxbar.analysis, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ convs -> Linear(2592, 256) ReLU -> cell(64) over 256 + 64 = 320 presynaptic inpu
 Initialisation (assumption, the common Atari A2C/PPO choice, e.g. CleanRL): orthogonal conv and
 bottleneck weights with gain sqrt(2), actor gain 0.01, critic gain 1, zero biases; the cell keeps
 its own init (cells.py).
+
+May import: torch, stoxbar.validation, stoxbar.devices, stoxbar.stpn, stoxbar.pong.env.
 """
 
 from __future__ import annotations

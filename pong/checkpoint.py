@@ -6,6 +6,8 @@ A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``):
 Saving goes through :mod:`stoxbar.fsio` (temporary file in the same directory, fsync,
 ``os.replace``), so a crash leaves either the old or the new file, never half of one. Loading
 checks the weights' shapes against the saved architecture (a mismatch is a CheckpointError).
+
+May import: torch, stoxbar.fsio, stoxbar.validation, stoxbar.devices, stoxbar.pong.agent.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Choices (docs/stpn.md 2 and 5; docs/training-notes.md):
 * Autoreset "SameStep": when an episode ends the returned observation is already the first one
   of the next episode, so the agent resets its (h, F) for that env before the next step.
 Observations stay uint8 [N, 1, 84, 84]; the agent converts to float in [0, 1].
+
+May import: gymnasium, ale_py, numpy, stoxbar.validation.
 """
 
 from __future__ import annotations

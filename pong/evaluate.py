@@ -3,6 +3,8 @@
 Shared by ``stoxbar play`` and the studies (``stoxbar sweep``): build the analog STP layer from a
 trained agent, play N games, book the digital work of every step, and turn the ledger into the
 ``synapse_only`` / ``array`` / ``system`` boundaries plus the GPU baseline.
+
+May import: stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.{accounting,agent,env}.
 """
 
 from __future__ import annotations

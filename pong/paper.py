@@ -9,8 +9,8 @@
 * :func:`waterfall` - from the paper's assumptions to stoxbar's ``system`` figure of a real game,
   one assumption changed at a time (docs/paper-energy.md §3), and :func:`waterfall_figure`.
 
-May import stoxbar.peripherals, stoxbar.stpn, stoxbar.pong (accounting, agent, env, evaluate),
-torch, numpy and matplotlib (figures only).
+May import: stoxbar.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.stpn,
+stoxbar.pong.{accounting,agent,env,evaluate}, torch, numpy, matplotlib (figures only).
 """
 
 from __future__ import annotations

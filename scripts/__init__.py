@@ -1,0 +1,3 @@
+"""May import: nothing (the command line is stoxbar.scripts.cli).
+"""
+

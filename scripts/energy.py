@@ -5,6 +5,8 @@ Runs the real simulation (an aihwkit ``AnalogLinear`` on STO tiles with the chos
 so the counts come from the data flow: tiles, converter passes, bound-management repeats. With
 ``--model`` the factory's model runs once through :func:`stoxbar.analysis.analyze` (converted with
 an ``STORPUConfig`` of the chosen device and periphery when it has no analog layers yet).
+
+May import: everything in stoxbar (the top of the dependency order).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Without ``--waterfall`` it prints (and with ``--json`` writes) the paper-mode es
 paper's value. With ``--waterfall FIG.png`` it also plays the shipped checkpoint's game(s) on the
 simulated chip (about 10-30 s a game) and walks from the paper's figure to stoxbar's ``system``
 figure one assumption at a time (§3), writing the figure and, with ``--json``, the table.
+
+May import: everything in stoxbar (the top of the dependency order).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The shipped checkpoint's STP layer is programmed onto STO tiles (``STORPUConfig`
 default device and periphery presets); every agent step runs DAC -> tiles -> ADC, the short-term
 pulses and the decay over the real step period, and books the energy. ``--digital`` plays the
 same checkpoint in float for comparison.
+
+May import: everything in stoxbar (the top of the dependency order).
 """
 
 from __future__ import annotations

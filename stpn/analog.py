@@ -27,6 +27,8 @@ out of the step ledger (it stays pending, :func:`stoxbar.crossbar.pending_events
 
 Weights are mapped without digital rescaling (``weight_scaling_omega = 0``): W in weight units is
 the conductance difference itself, so F (conductance) and W add on the same scale.
+
+May import: aihwkit, torch, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn.cells.
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ implementation (:func:`stoxbar.crossbar.fused.short_term_change`), one quantiser
 path. MSTPNCell's step is split into overridable `presynaptic`, `mvm`, `activation`,
 `plastic_update`; a subclass that overrides any
 of the last three (e.g. the analog one) automatically uses the composed path.
+
+May import: torch, stoxbar.validation, stoxbar.native, stoxbar.devices, stoxbar.crossbar.fused.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
   latency and dedicated tiers, docs/paper-energy.md §2);
 * any other task (a study's ``task`` entry point): whatever metrics the task returns
   (:func:`measure_task`), units read from the name's suffix (``_j``, ``_s``, ``_m2``, ...).
+
+May import: stoxbar.validation, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices, stoxbar.stpn, stoxbar.pong, stoxbar.studies.spec.
 """
 
 from __future__ import annotations

@@ -64,6 +64,8 @@ checkpoint whose weights do not fit its architecture, the study's size (at most
 ``MAX_TRIALS`` trials unless the caller raises ``max_trials``, ``stoxbar sweep --max-trials``), and
 every point's full configuration (so a value out of its field's range, or an ADC sharing that
 does not divide a tile, is named with its point).
+
+May import: stoxbar.validation, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices, stoxbar.peripherals, stoxbar.pong.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 ``study, trial_id, point_id, group, seed, status, error``, then the varied parameters (dotted
 paths), then the metrics; ``columns.csv`` gives every column's unit and meaning. Both are derived
 from ``trials/*.json`` and rewritten (atomically) after every run of the study.
+
+May import: stoxbar.fsio, stoxbar.studies.{metrics,spec}.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 JSON on stdin, record as one ``STOXBAR_RESULT {...}`` line on stdout) and a Ray task both call.
 A job is plain JSON: the trial (id, params, seed), the study's base configuration and metrics,
 and for a study over another task its entry point and arguments (``task``, ``task_args``).
+
+May import: stoxbar.compat, stoxbar.pong, stoxbar.studies.{metrics,spec}.
 """
 
 from __future__ import annotations
