@@ -24,6 +24,12 @@ $(STAMPS)/openblas:
 	dpkg -s libopenblas-dev >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev)
 	touch $@
 
+# ngspice: the line-parasitics solver is validated against it by the tests (tests/test_parasitics.py).
+$(STAMPS)/ngspice:
+	@mkdir -p $(STAMPS)
+	command -v ngspice >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ngspice)
+	touch $@
+
 # aihwkit's compiled core must match the installed torch: build 1.2.0 from its sdist against it.
 # --no-deps: its metadata asks for torchvision (unused by the core, and it would replace torch).
 $(STAMPS)/aihwkit: $(STAMPS)/torch $(STAMPS)/openblas
@@ -45,7 +51,7 @@ $(STAMPS)/modules: FORCE
 # Strict mode: the installed package is a tree of links to the package's own files only, so tests/,
 # benchmarks/, examples/, setup.py's folder-mates and .venv/ are not importable as stoxbar.* (the
 # repository root is the package's folder).
-$(STAMPS)/stoxbar: $(STAMPS)/aihwkit $(STAMPS)/modules pyproject.toml setup.py $(wildcard csrc/*)
+$(STAMPS)/stoxbar: $(STAMPS)/aihwkit $(STAMPS)/ngspice $(STAMPS)/modules pyproject.toml setup.py $(wildcard csrc/*)
 	$(PIP) install $$($(VPY) -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(repr(d) for d in p['dependencies']+p['optional-dependencies']['dev'] if not d.startswith(('torch','aihwkit'))))" | tr -d "'")
 	$(PIP) install --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
 	touch $@

@@ -158,8 +158,8 @@ class STOTileArray(STOTileArrayCompat, TileModuleArray, EventSink, SubstrateOps)
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         x = x_input.reshape(-1, self.in_size)
-        y, _ = analog_read(self.state, x, io_pars, first.tile._analog_mvm, self._weight_param(), is_test=not self.training,
-                           modifier=self.read_modifier(False) if self.training else None,  # none in eval
+        y, _ = analog_read(self.state, x, io_pars, first.tile._analog_mvm, self.periphery, self._weight_param(),
+                           is_test=not self.training, modifier=self.read_modifier(False) if self.training else None,  # none in eval
                            out_noise_values=self.out_noise_values(), sink=self)
         scales = self._scales(y)
         y = (y * scales).sum(1) if scales is not None else y.sum(1)

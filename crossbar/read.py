@@ -42,7 +42,7 @@ stoxbar.peripherals (types only).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -65,8 +65,8 @@ _NM = {NoiseManagementType.NONE: 0, NoiseManagementType.ABS_MAX: 1, NoiseManagem
        NoiseManagementType.CONSTANT: 3}
 _BM = {BoundManagementType.NONE: 0, BoundManagementType.ITERATIVE: 1}
 # the steps whose physics the native read implements: a subclass overriding one reads through torch
-_PHYSICS = ("_matmul", "_compute_analog_mv", "_prepare_input", "_finalize_output", "_compute_noise_management",
-            "matmul")
+_PHYSICS = ("_matmul", "_noise", "_compute_analog_mv", "_prepare_input", "_finalize_output",
+            "_compute_noise_management", "matmul")
 
 
 def _native_io(io: IOParameters) -> Optional[tuple]:
@@ -105,18 +105,18 @@ class TiledAnalogMVM(AnalogMVM):
     @classmethod
     def matmul(cls, weight: Tensor, input_: Tensor, io_pars: IOParameters, trans: bool = False,  # type: ignore[override]
                is_test: bool = False, noise_var: Optional[Tensor] = None, rounds: Optional[_Rounds] = None,
-               **fwd_pars: Any) -> Tensor:
+               physics: Any = None, **fwd_pars: Any) -> Tensor:
         """aihwkit's IO-managed MVM; ``noise_var`` (weight's layout, weight units^2) is the cells' read
         noise; ``rounds`` (if given) counts the array reads."""
         if io_pars.is_perfect or io_pars.mv_type == AnalogMVType.IDEAL:  # aihwkit's shortcut, with read noise
-            return cls._matmul(weight, input_, trans, noise_var=noise_var)
+            return cls._matmul(weight, input_, trans, noise_var=noise_var, physics=physics)
         return super().matmul(weight, input_, io_pars, trans, is_test, noise_var=noise_var, rounds=rounds,
-                              **fwd_pars)
+                              physics=physics, **fwd_pars)
 
     @classmethod
     def _compute_analog_mv(cls, weight: Tensor, input_: Tensor, trans: bool, scale: Any, scaling: bool,  # type: ignore[override]
                            is_test: bool, io_pars: IOParameters, noise_var: Optional[Tensor] = None,
-                           rounds: Optional[_Rounds] = None, **fwd_pars: Any) -> Tuple[bool, Tensor]:
+                           rounds: Optional[_Rounds] = None, physics: Any = None, **fwd_pars: Any) -> Tuple[bool, Tensor]:
         """One array read (aihwkit's step, with the read noise passed to :meth:`_matmul`)."""
         if rounds is not None:
             rounds.n += 1
@@ -124,7 +124,7 @@ class TiledAnalogMVM(AnalogMVM):
             raise ConfigError(f"forward.mv_type = {io_pars.mv_type}: STO tiles read in one pass (ONE_PASS) only")
         prepared = cls._prepare_input(input_=input_, scale=scale, scaling=scaling,
                                       with_asymmetry=io_pars.inp_asymmetry != 0.0, io_pars=io_pars)
-        out = cls._matmul(weight, prepared, trans, noise_var=noise_var)
+        out = cls._matmul(weight, prepared, trans, noise_var=noise_var, physics=physics)
         return cls._finalize_output(out_values=out, io_pars=io_pars, **fwd_pars)
 
     @classmethod
@@ -139,29 +139,39 @@ class TiledAnalogMVM(AnalogMVM):
 
     @classmethod
     def _matmul(cls, weight: Tensor, input_: Tensor, trans: bool = False,  # type: ignore[override]
-                noise_var: Optional[Tensor] = None) -> Tensor:
-        """The array: ``x W^T`` per tile plus Gaussian read noise of variance ``sum_j noise_var_ij x_j^2``."""
+                noise_var: Optional[Tensor] = None, physics: Any = None) -> Tensor:
+        """The array: ``x W^T`` per tile plus Gaussian read noise of variance ``sum_j noise_var_ij x_j^2``.
+
+        ``physics`` is what :meth:`read_physics` added for a subclass (unused here).
+        """
         if weight.ndim == 3 and input_.ndim == 3:  # shared tiled weights [T, O, X]
             # contiguous [B, T, O]: the noise draws below (and aihwkit's) then take torch's fast fill
             out = torch.bmm(input_.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1).contiguous()
-            if noise_var is not None:
-                sq = (input_ * input_).transpose(0, 1)
-                out = out + torch.bmm(sq, noise_var.transpose(1, 2)).transpose(0, 1).clamp_min(0).sqrt() * torch.randn_like(out)
-            return out
-        if weight.ndim == 4:  # one state per sample [B, T, O, X]; x^T W^T: a GEMM, not a (slow) batched GEMV
+        elif weight.ndim == 4:  # one state per sample [B, T, O, X]; x^T W^T: a GEMM, not a (slow) batched GEMV
             out = torch.matmul(input_.unsqueeze(-2), weight.transpose(-1, -2)).squeeze(-2)
-            if noise_var is not None:
-                sq = input_ * input_
-                if noise_var.ndim == 3:  # shared variance [T, O, X]
-                    v = torch.bmm(sq.transpose(0, 1), noise_var.transpose(1, 2)).transpose(0, 1)
-                else:
-                    v = torch.matmul(sq.unsqueeze(-2), noise_var.transpose(-1, -2)).squeeze(-2)
-                out = out + v.clamp_min(0).sqrt() * torch.randn_like(out)
-            return out
-        if noise_var is not None:
+        elif noise_var is not None:
             raise ConfigError(f"read noise on a weight of shape {tuple(weight.shape)}: STO tiles read tiled "
                               "weights [T, O, X] or [B, T, O, X]")
-        return super()._matmul(weight, input_, trans)
+        else:
+            return super()._matmul(weight, input_, trans)
+        return out if noise_var is None else out + cls._noise(input_, noise_var, out)
+
+    @classmethod
+    def _noise(cls, input_: Tensor, noise_var: Tensor, out: Tensor) -> Tensor:
+        """One draw of the read noise on outputs like ``out`` ``[B, T, O]``: std ``sqrt(sum_j var_ij x_j^2)``."""
+        if noise_var.ndim == 3:  # shared variance [T, O, X]
+            sq = (input_ * input_).transpose(0, 1)
+            v = torch.bmm(sq, noise_var.transpose(1, 2)).transpose(0, 1)
+        else:
+            v = torch.matmul((input_ * input_).unsqueeze(-2), noise_var.transpose(-1, -2)).squeeze(-2)
+        return v.clamp_min(0).sqrt() * torch.randn_like(out)
+
+    @classmethod
+    def read_physics(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Dict[str, Any]:
+        """The per-call physics this read model takes from the crossbar state (keyword arguments of
+        :meth:`tiled_matmul` / :meth:`native_read`): here the device's read-noise variance. A read model
+        that needs more (wire resistances, the pair conductances) extends the dict."""
+        return {"noise_var": state.read_noise_var()}
 
     # -- entry points ---------------------------------------------------------------------------
     @classmethod
@@ -198,15 +208,16 @@ class TiledAnalogMVM(AnalogMVM):
 
     @classmethod
     def tiled_matmul(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, is_test: bool = True,
-                     noise_var: Optional[Tensor] = None, **kwargs: Any) -> Tuple[Tensor, int]:
+                     noise_var: Optional[Tensor] = None, physics: Any = None, **kwargs: Any) -> Tuple[Tensor, int]:
         """(partial outputs ``[B, T, O]``, array reads taken) of a tiled MVM through aihwkit's IO model
-        (native when possible)."""
+        (native when possible). ``noise_var`` and ``physics``: :meth:`read_physics`."""
         pars = cls._native_pars(weight, x_tiled, noise_var, io_pars) if all(v is None for v in kwargs.values()) else None
         if pars is not None:
             out, rounds = native.extension().io_mvm(weight, x_tiled, noise_var, *pars)
             return out, rounds
         count = _Rounds()
-        out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test, noise_var=noise_var, rounds=count, **kwargs)
+        out = cls.matmul(weight, x_tiled, io_pars, False, is_test=is_test, noise_var=noise_var, rounds=count,
+                         physics=physics, **kwargs)
         o = weight.shape[-2]
         if out.shape[-1] != o:  # aihwkit's all-zero-input shortcut sizes by weight.shape[0]
             out = x_tiled.new_zeros(x_tiled.shape[:-1] + (o,))
@@ -312,14 +323,16 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
     return out.add_(g.reshape(-1), alpha=weight)
 
 
-def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, weight_param: Optional[Tensor] = None,
+def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periphery: "PeripheryConfig",
+                weight_param: Optional[Tensor] = None,
                 is_test: bool = True, modifier: Any = None, out_noise_values: Optional[Tensor] = None,
                 sink: Optional["EventSink"] = None) -> Tuple[Tensor, int]:
     """One analog MVM of ``x [N, in]`` over ``state`` through the read model ``mvm`` (the configuration's
     :class:`TiledAnalogMVM` class): (per-tile partial outputs ``[N, T, O]``, read rounds taken),
     recorded in ``sink`` if it records (``EventSink.record_read``).
 
-    The read noise is the device's (``state.read_noise_var()``), passed to the read as an argument.
+    The per-call physics (the device's read noise; a read model's own needs, e.g. the wires of
+    ``periphery``) comes from ``mvm.read_physics(state, periphery)`` and is passed as arguments.
     ``weight_param`` (tiled ``[T, O, X]``, or per-tile blocks: :func:`straight_through`) gives the
     straight-through gradient path; ``modifier`` and ``out_noise_values`` are aihwkit's
     training-read perturbations. NaN/inf inputs and an output that overflows raise ``ConfigError``
@@ -329,7 +342,8 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, weight
     """
     x_t = state.to_tiled(x)
     w = state.effective_weight()
-    noise_var = state.read_noise_var()
+    physics = mvm.read_physics(state, periphery)
+    noise_var = physics["noise_var"]
     rec = sink if sink is not None and sink.recording else None
     if weight_param is None and modifier is None and out_noise_values is None:
         drive = rec._native_drive(io_pars) if rec is not None else None
@@ -356,8 +370,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, weight
         w = straight_through(w, weight_param)
     if modifier is not None:  # aihwkit weight modifier, training reads only
         w = apply_modifier(w, modifier, x.shape[0])
-    y, rounds = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test, noise_var=noise_var,
-                                 out_noise_values=out_noise_values)
+    y, rounds = mvm.tiled_matmul(w, x_t, io_pars, is_test=is_test, out_noise_values=out_noise_values, **physics)
     if not torch.isfinite(y).all():
         _overflow(x)
     if rec is not None:

@@ -219,8 +219,8 @@ class STOSimulatorTile(STOSimulatorTileCompat, TorchSimulatorTile, EventSink):
         self.sync_device()  # a plain torch optimiser changed the weights: program them first
         lead = x_input.shape[:-1]
         weight_param = self.weight.unsqueeze(0) if (torch.is_grad_enabled() and self.weight.requires_grad) else None
-        y, _ = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, self._analog_mvm, weight_param,
-                           is_test, self.read_modifier(is_test), self.out_noise_values, sink=self)
+        y, _ = analog_read(self.state, x_input.reshape(-1, self.x_size), self._f_io, self._analog_mvm, self.periphery,
+                           weight_param, is_test, self.read_modifier(is_test), self.out_noise_values, sink=self)
         return y.sum(1).reshape(*lead, self.d_size)
 
 

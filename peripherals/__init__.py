@@ -11,10 +11,11 @@ from stoxbar.peripherals.digital import DigitalPeriphery
 from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
 from stoxbar.peripherals.gpu_baseline import (
     TIERS, GPUCost, GPUSpec, KernelOp, dense_layer_cost, roofline_cost, step_tiers, trace_kernels)
+from stoxbar.peripherals.parasitics import Parasitics
 from stoxbar.peripherals.sense import TIA, SampleHold
 
 __all__ = [
     "DAC", "DAC_MODES", "ADC", "RowDriver", "WriteDriver", "BiasDriver", "TIA", "SampleHold",
-    "DigitalPeriphery", "PeripheryConfig", "MAX_TILE", "GPUSpec", "GPUCost", "roofline_cost", "dense_layer_cost",
+    "DigitalPeriphery", "Parasitics", "PeripheryConfig", "MAX_TILE", "GPUSpec", "GPUCost", "roofline_cost", "dense_layer_cost",
     "TIERS", "KernelOp", "step_tiers", "trace_kernels",
 ]

@@ -32,6 +32,7 @@ from .adc import ADC
 from .dac import DAC
 from .digital import DigitalPeriphery
 from .drivers import BiasDriver, RowDriver, WriteDriver
+from .parasitics import Parasitics
 from .sense import TIA, SampleHold
 
 MAX_TILE = 2048  # assumption: largest array side with tolerable IR drop / line RC (brief)
@@ -48,6 +49,7 @@ CELL_AREA_M2 = 0.01e-12
 _BLOCKS = {
     "dac": DAC, "adc": ADC, "row_driver": RowDriver, "write_driver": WriteDriver,
     "bias_driver": BiasDriver, "tia": TIA, "sample_hold": SampleHold, "digital": DigitalPeriphery,
+    "parasitics": Parasitics,
 }
 
 
@@ -57,6 +59,8 @@ class PeripheryConfig:
 
     Attributes:
         dac, adc, row_driver, write_driver, bias_driver, tia, sample_hold, digital: the blocks.
+        parasitics: line wire resistance and how the read treats it (``peripherals/parasitics.py``;
+            default off).
         tile_rows: max inputs per tile, 1..2048.
         tile_cols: max outputs per tile (logical), 1..2048.
         signed_mapping: "differential" | "reference".
@@ -87,6 +91,7 @@ class PeripheryConfig:
     tia: TIA = field(default_factory=TIA)
     sample_hold: SampleHold = field(default_factory=SampleHold)
     digital: DigitalPeriphery = field(default_factory=DigitalPeriphery)
+    parasitics: Parasitics = field(default_factory=Parasitics)
     tile_rows: int = 512  # aihwkit MappingParameter default max_input_size (docs/aihwkit.md §3)
     tile_cols: int = 512  # aihwkit default max_output_size; MNSIM uses 256 (docs/peripherals-energy.md §3.3)
     signed_mapping: str = "differential"

@@ -22,7 +22,7 @@ class HalfGainRead(TiledAnalogMVM):
     seen_noise: list = []
 
     @classmethod
-    def _matmul(cls, weight, input_, trans=False, noise_var=None):
+    def _matmul(cls, weight, input_, trans=False, noise_var=None, physics=None):
         cls.seen_noise.append(noise_var)
         return 0.5 * super()._matmul(weight, input_, trans, noise_var=noise_var)
 

@@ -1,0 +1,150 @@
+"""The read with line parasitics: a solver of each tile's resistive network and the read model built on it.
+
+A tile of ``X`` rows and ``P`` physical columns (a differential pair = two neighbouring columns) is a
+resistive network: row ``i`` is driven at its first cell with the input voltage ``V_i``, each cell
+``(i, c)`` of conductance ``G_ic`` connects its row node ``U_ic`` to its column node ``D_ic``, and
+neighbouring nodes are joined by the wire resistance per cell pitch (``r_row`` along a row, ``r_col``
+along a column); a column ends at its sense amplifier (a virtual ground) after its last row
+(``peripherals/parasitics.py``). With ``I_ic = G_ic (U_ic - D_ic)`` the node voltages are
+
+    U_ic = V_i - r_row * sum_k (min(c, k) + 1) I_ik        (the row wire carries the currents beyond c)
+    D_ic = r_col * sum_m (X - max(i, m)) I_mc               (the column wire carries the currents above i)
+
+so the cell currents solve ``(diag(1/G) + R) I = V`` with ``R`` symmetric positive semi-definite;
+``R I`` is four cumulative sums, no matrix. ``"full"`` solves it by conjugate gradient with the
+diagonal preconditioner (the preconditioned system's condition number is ``1 + lambda_max(G R)``,
+about ``1 + r G N^2``: a few iterations at STO conductances); ``"first_order"`` is one correction of
+the ideal currents, ``I = G (V - R G V)``. The network is linear, so the same solution holds for
+amplitude-coded inputs and, by superposition (off rows held at 0 V), for pulse-width and bit-serial
+inputs: the read charge is the solved currents times the drive time.
+
+:class:`ParasiticMVM` is a read model (:mod:`stoxbar.crossbar.read`): the configuration selects it
+when ``periphery.parasitics.mode`` is not ``"off"``. Its outputs carry the straight-through gradient
+of the ideal read. Validated against ngspice in ``tests/test_parasitics.py``.
+
+May import: torch, stoxbar.validation, stoxbar.crossbar.{read,state}, stoxbar.peripherals.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from stoxbar.crossbar.read import TiledAnalogMVM
+from stoxbar.validation import ConfigError
+
+if TYPE_CHECKING:
+    from stoxbar.crossbar.state import CrossbarState
+    from stoxbar.peripherals.config import PeripheryConfig
+    from stoxbar.peripherals.parasitics import Parasitics
+
+
+def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
+    return x.flip(dim).cumsum(dim).flip(dim)
+
+
+def wire_coupling(i_cell: Tensor, r_row: float, r_col: float) -> Tensor:
+    """``R I``: the voltage the wires drop at each cell, ``(U - D)`` deficit, for cell currents ``[..., X, P]`` (V)."""
+    out = _rev_cumsum(i_cell, -1).cumsum(-1).mul_(r_row)  # row wires: V_i - U_ic
+    return out.add_(_rev_cumsum(i_cell.cumsum(-2), -2), alpha=r_col)  # column wires: D_ic
+
+
+def solve_currents(g: Tensor, v: Tensor, r_row: float, r_col: float, mode: str = "full", tol: float = 1e-7,
+                   max_iter: int = 500, v_col: Optional[Tensor] = None) -> Tensor:
+    """Cell currents ``[..., X, P]`` (A) of tiles of conductances ``g [..., X, P]`` (S, >= 0) whose rows are
+    driven at ``v [..., X]`` (V) and whose column ends sit at ``v_col [..., P]`` (V; default 0: the sense
+    amplifiers' virtual ground; a held bias drives them). Cells with ``g = 0`` carry none.
+    ``mode``: "first_order" | "full"."""
+    drive = v.unsqueeze(-1) if v_col is None else v.unsqueeze(-1) - v_col.unsqueeze(-2)
+    g, vv = torch.broadcast_tensors(g, drive)
+    i0 = g * vv
+    if mode == "first_order":
+        return g * (vv - wire_coupling(i0, r_row, r_col))
+    if mode != "full":
+        raise ConfigError(f"parasitics.mode = {mode!r}: allowed values are ('first_order', 'full') for a solve")
+    on = g > 0
+    inv_g = torch.where(on, 1.0 / torch.where(on, g, torch.ones_like(g)), torch.zeros_like(g))
+    x_n, p_n = g.shape[-2], g.shape[-1]
+    diag_r = (r_row * torch.arange(1, p_n + 1, dtype=g.dtype, device=g.device)
+              + r_col * torch.arange(x_n, 0, -1, dtype=g.dtype, device=g.device).unsqueeze(-1))
+    precond = torch.where(on, 1.0 / (inv_g + diag_r), torch.zeros_like(g))  # 0: no unknown there
+
+    def apply(i: Tensor) -> Tensor:
+        return (i * inv_g + wire_coupling(i, r_row, r_col)) * on
+
+    b = vv * on
+    i = i0
+    res = b - apply(i)
+    z = res * precond
+    p = z
+    rz = (res * z).sum((-2, -1), keepdim=True)
+    b_norm = b.square().sum((-2, -1), keepdim=True).sqrt().clamp_min(torch.finfo(g.dtype).tiny)
+    for _ in range(max_iter):
+        if bool((res.square().sum((-2, -1), keepdim=True).sqrt() <= tol * b_norm).all()):
+            return i
+        ap = apply(p)
+        alpha = rz / (p * ap).sum((-2, -1), keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+        i = i + alpha * p
+        res = res - alpha * ap
+        z = res * precond
+        rz_new = (res * z).sum((-2, -1), keepdim=True)
+        p = z + (rz_new / rz.clamp_min(torch.finfo(g.dtype).tiny)) * p
+        rz = rz_new
+    raise ConfigError(f"parasitics: the network solve did not reach tol = {tol:g} in max_iter = {max_iter} "
+                      "iterations: raise parasitics.max_iter or parasitics.tol")
+
+
+def pair_columns(g_pos: Tensor, g_neg: Tensor, g_st: Optional[Tensor]) -> Tensor:
+    """Physical conductances ``[..., T, X, 2 O]`` of pairs ``[..., T, O, X]`` (G+ then G- of each output
+    as neighbouring columns; a positive short-term increment sits on G+, a negative one on G-)."""
+    gp, gn = g_pos, g_neg
+    if g_st is not None:
+        gp = gp + g_st.clamp_min(0)
+        gn = gn + (-g_st).clamp_min(0)
+    return torch.stack((gp.transpose(-1, -2), gn.transpose(-1, -2)), -1).flatten(-2)
+
+
+class ParasiticMVM(TiledAnalogMVM):
+    """The read model with line parasitics (module docstring): each tile's currents solved per input."""
+
+    @classmethod
+    def read_physics(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Dict[str, Any]:
+        physics = super().read_physics(state, periphery)
+        physics["physics"] = (state.g_pos, state.g_neg, state.g_st, state.device_model.g_range_s,
+                              state._col_bounds, periphery.parasitics)
+        return physics
+
+    @classmethod
+    def _matmul(cls, weight: Tensor, input_: Tensor, trans: bool = False, noise_var: Optional[Tensor] = None,
+                physics: Optional[Tuple] = None) -> Tensor:
+        ideal = super()._matmul(weight, input_, trans, noise_var=None)
+        if physics is None or input_.ndim != 3:
+            raise ConfigError("ParasiticMVM reads tiled inputs [B, T, X] of an STO crossbar state only")
+        g_pos, g_neg, g_st, g_range, bounds, par = physics
+        with torch.no_grad():
+            out = parasitic_outputs(g_pos, g_neg, g_st, g_range, bounds, par, input_.detach())
+        y = ideal + (out.to(ideal.dtype) - ideal).detach()  # the solved value, the ideal read's gradient
+        if noise_var is not None:
+            y = y + cls._noise(input_, noise_var, y)
+        return y
+
+
+def parasitic_outputs(g_pos: Tensor, g_neg: Tensor, g_st: Optional[Tensor], g_range: float, bounds,
+                      par: "Parasitics", x: Tensor) -> Tensor:
+    """Outputs ``[B, T, O]`` in weight units (column-pair current difference / g_range at unit voltage) of
+    tiled inputs ``x [B, T, X]`` with the wires of ``par``; one solve per physical tile (row-tile x
+    column-tile), in float64."""
+    dt = torch.float64
+    outs = []
+    for j in range(len(bounds) - 1):
+        o0, o1 = bounds[j], bounds[j + 1]
+        g = pair_columns(g_pos[..., o0:o1, :].to(dt), g_neg[..., o0:o1, :].to(dt),
+                         None if g_st is None else g_st[..., o0:o1, :].to(dt))  # [(B,) T, X, 2 o]
+        if g.ndim == 3:
+            g = g.unsqueeze(0)
+        i = solve_currents(g, x.to(dt), par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
+        col = i.sum(-2)  # [B, T, 2 o]: the current into each sense amplifier
+        outs.append((col[..., 0::2] - col[..., 1::2]) / g_range)
+    return torch.cat(outs, -1) if len(outs) > 1 else outs[0]
