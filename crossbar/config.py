@@ -41,7 +41,7 @@ from aihwkit.simulator.parameters.mapping import MappingParameter
 
 from stoxbar.compat import ensure_aihwkit
 from stoxbar.crossbar.aihwkit_compat import UPDATE_MODES
-from stoxbar.crossbar.parasitics import ParasiticMVM
+from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM
 from stoxbar.crossbar.read import TiledAnalogMVM
 
 from stoxbar.crossbar.array import STOTileArray
@@ -114,8 +114,8 @@ class STORPUConfig(TorchInferenceRPUConfig):
     read_model: Type = TiledAnalogMVM
     """The analog read's class (a :class:`~stoxbar.crossbar.read.TiledAnalogMVM` subclass): the simulator
     tile hands it to aihwkit as ``analog_mvm`` and every read of the tile or array goes through it.
-    With ``periphery.parasitics.mode`` not "off" the default becomes
-    :class:`~stoxbar.crossbar.parasitics.ParasiticMVM`."""
+    With ``periphery.parasitics.mode`` "first_order" or "full" the default becomes
+    :class:`~stoxbar.crossbar.parasitics.FirstOrderParasiticMVM` or :class:`~stoxbar.crossbar.parasitics.ParasiticMVM`."""
 
     def __post_init__(self) -> None:
         ensure_aihwkit()  # aihwkit's compiled core must match torch: checked once, before the first tile
@@ -137,7 +137,8 @@ class STORPUConfig(TorchInferenceRPUConfig):
             raise ConfigError(f"read_model = {self.read_model!r}: must be a subclass of "
                               "stoxbar.crossbar.read.TiledAnalogMVM (a read model class)")
         if self.periphery.parasitics.mode != "off" and self.read_model is TiledAnalogMVM:
-            self.read_model = ParasiticMVM  # the periphery's wires: the read that solves them
+            # the periphery's wires: the read that models them
+            self.read_model = ParasiticMVM if self.periphery.parasitics.mode == "full" else FirstOrderParasiticMVM
         if not isinstance(self.retention, RetentionModel):
             raise ConfigError(f"retention = {self.retention!r}: must be a RetentionModel (stoxbar.devices.retention)")
         if not isinstance(self.noise_model, STONoiseModel):

@@ -13,13 +13,18 @@ along a column); a column ends at its sense amplifier (a virtual ground) after i
 so the cell currents solve ``(diag(1/G) + R) I = V`` with ``R`` symmetric positive semi-definite;
 ``R I`` is four cumulative sums, no matrix. ``"full"`` solves it by conjugate gradient with the
 diagonal preconditioner (the preconditioned system's condition number is ``1 + lambda_max(G R)``,
-about ``1 + r G N^2``: a few iterations at STO conductances); ``"first_order"`` is one correction of
-the ideal currents, ``I = G (V - R G V)``. The network is linear, so the same solution holds for
+about ``1 + r G N^2``: a few iterations at STO conductances), started from the first-order
+currents; ``"first_order"`` is one correction of the ideal currents, ``I = G (V - R G V)``. Summed
+down a column that correction is a fixed matrix (R is symmetric and splits into row and column
+wires): the columns read ``V^T M`` with ``M = G (1 - R G)`` elementwise, ``R G`` the wire drop that
+the conductances themselves would cause at unit drive. So the first-order read is the ideal read of
+the effective weights ``M`` (:class:`FirstOrderParasiticMVM`: cached until the conductances change,
+and read natively), and the full read solves per input (:class:`ParasiticMVM`). The network is linear, so the same solution holds for
 amplitude-coded inputs and, by superposition (off rows held at 0 V), for pulse-width and bit-serial
 inputs: the read charge is the solved currents times the drive time.
 
-:class:`ParasiticMVM` is a read model (:mod:`stoxbar.crossbar.read`): the configuration selects it
-when ``periphery.parasitics.mode`` is not ``"off"``. Its outputs carry the straight-through gradient
+:class:`FirstOrderParasiticMVM` and :class:`ParasiticMVM` are read models
+(:mod:`stoxbar.crossbar.read`): the configuration selects them by ``periphery.parasitics.mode``. Its outputs carry the straight-through gradient
 of the ideal read. Validated against ngspice in ``tests/test_parasitics.py``.
 
 May import: torch, stoxbar.validation, stoxbar.crossbar.{read,state}, stoxbar.peripherals.
@@ -64,6 +69,7 @@ def solve_currents(g: Tensor, v: Tensor, r_row: float, r_col: float, mode: str =
         return g * (vv - wire_coupling(i0, r_row, r_col))
     if mode != "full":
         raise ConfigError(f"parasitics.mode = {mode!r}: allowed values are ('first_order', 'full') for a solve")
+    i0 = g * (vv - wire_coupling(i0, r_row, r_col))  # start from the first-order currents
     on = g > 0
     inv_g = torch.where(on, 1.0 / torch.where(on, g, torch.ones_like(g)), torch.zeros_like(g))
     x_n, p_n = g.shape[-2], g.shape[-1]
@@ -106,8 +112,40 @@ def pair_columns(g_pos: Tensor, g_neg: Tensor, g_st: Optional[Tensor]) -> Tensor
     return torch.stack((gp.transpose(-1, -2), gn.transpose(-1, -2)), -1).flatten(-2)
 
 
+def _col_tiles(state: "CrossbarState"):
+    """(first, last) output of each column-tile: each physical tile has its own row wires."""
+    b = state._col_bounds
+    return [(b[j], b[j + 1]) for j in range(len(b) - 1)]
+
+
+def first_order_weight(state: "CrossbarState", par: "Parasitics") -> Tensor:
+    """Effective weights ``[(B,) T, O, X]`` (weight units) of the first-order wire drop: ``M = G (1 - R G)``
+    per physical tile, ``(M+ - M-) / g_range`` per pair (module docstring)."""
+    def compute(g_st: Optional[Tensor]) -> Tensor:
+        out = []
+        for o0, o1 in _col_tiles(state):
+            g = pair_columns(state.g_pos[..., o0:o1, :], state.g_neg[..., o0:o1, :],
+                             None if g_st is None else g_st[..., o0:o1, :])  # [(B,) T, X, 2 o]
+            m = g * (1.0 - wire_coupling(g, par.r_row_ohm, par.r_col_ohm))
+            out.append((m[..., 0::2] - m[..., 1::2]).transpose(-1, -2))
+        w = torch.cat(out, -2) if len(out) > 1 else out[0]
+        return w.div_(state.device_model.g_range_s)
+
+    if state.g_st is None:  # the long-term state changes only when programmed: cache it
+        return state._cached(f"wires:{par.r_row_ohm!r}:{par.r_col_ohm!r}", lambda: compute(None))
+    return compute(state.g_st)
+
+
+class FirstOrderParasiticMVM(TiledAnalogMVM):
+    """The read with the first-order wire drop: the ideal read of the effective weights (module docstring)."""
+
+    @classmethod
+    def array_weight(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Tensor:
+        return first_order_weight(state, periphery.parasitics)
+
+
 class ParasiticMVM(TiledAnalogMVM):
-    """The read model with line parasitics (module docstring): each tile's currents solved per input."""
+    """The read model with line parasitics solved in full (module docstring): each tile's currents per input."""
 
     @classmethod
     def read_physics(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Dict[str, Any]:

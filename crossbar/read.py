@@ -167,6 +167,13 @@ class TiledAnalogMVM(AnalogMVM):
         return v.clamp_min(0).sqrt() * torch.randn_like(out)
 
     @classmethod
+    def array_weight(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Tensor:
+        """The weight the array presents to the read, ``[T, O, X]`` or ``[B, T, O, X]`` (weight units): the
+        conductances' own (ideal wires). A read model whose array law is a linear map of other
+        weights (e.g. first-order wire drop) overrides this and keeps the native read."""
+        return state.effective_weight()
+
+    @classmethod
     def read_physics(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Dict[str, Any]:
         """The per-call physics this read model takes from the crossbar state (keyword arguments of
         :meth:`tiled_matmul` / :meth:`native_read`): here the device's read-noise variance. A read model
@@ -341,7 +348,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
     read's drive integral come out of the same call).
     """
     x_t = state.to_tiled(x)
-    w = state.effective_weight()
+    w = mvm.array_weight(state, periphery)
     physics = mvm.read_physics(state, periphery)
     noise_var = physics["noise_var"]
     rec = sink if sink is not None and sink.recording else None
