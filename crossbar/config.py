@@ -16,14 +16,19 @@ the field and the periphery field that sets it. The other ``forward`` fields (``
 (weight scaling, output scaling, digital bias) are honoured. ``clip``, ``remap``, ``modifier``,
 ``drift_compensation`` work as in aihwkit; ``noise_model`` is the STO device model itself
 (:class:`STONoiseModel`), any other is refused. ``update_mode`` chooses how training reaches the
-conductances (:mod:`stoxbar.crossbar.aihwkit_compat`); ``retention`` is the long-term retention
-law used by ``drift_analog_weights`` (:mod:`stoxbar.devices.retention`).
+conductances (:mod:`stoxbar.crossbar.programming`); ``weight_overflow`` what happens to trained
+weights past the conductance window (remapped into it by default, or clipped);
+``retention`` is the long-term retention law used by ``drift_analog_weights``
+(:mod:`stoxbar.devices.retention`, :mod:`stoxbar.crossbar.drift`).
 
 Usage::
 
     from aihwkit.nn import AnalogLinear
     from stoxbar.devices import STORPUConfig, presets
     layer = AnalogLinear(2656, 64, rpu_config=STORPUConfig(device=presets.sto_2024()))
+
+May import: aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
+stoxbar.crossbar.{array,tile,programming} (the top of the crossbar layer: nothing in crossbar imports it).
 """
 
 from __future__ import annotations
@@ -36,9 +41,8 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
-from stoxbar.crossbar.aihwkit_compat import UPDATE_MODES
-
 from stoxbar.crossbar.array import STOTileArray
+from stoxbar.crossbar.programming import UPDATE_MODES, WEIGHT_OVERFLOW
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
 from stoxbar.devices.presets import sto_2024
 from stoxbar.devices.base import MemristiveDevice
@@ -102,6 +106,12 @@ class STORPUConfig(TorchInferenceRPUConfig):
     update_mode: str = "program_after_step"
     """How training reaches the conductances: "program_after_step" (default) | "pulsed"."""
 
+    weight_overflow: str = "remap"
+    """Trained weights past the conductance window (|w| > 1 in tile units): "remap" (default: the
+    overflowing output rows are rescaled into the window and the factor moves into the digital
+    output scales, so the layer computes the same function) | "clip" (clamped to the window, the
+    device's bound, like aihwkit's ``clip``). docs/aihwkit-support.md §2."""
+
     retention: RetentionModel = field(default_factory=sto_2024_retention)
     """Long-term retention law applied by ``drift_analog_weights`` (docs/retention.md)."""
 
@@ -115,6 +125,7 @@ class STORPUConfig(TorchInferenceRPUConfig):
                 f"periphery.dac.v_read_v = {self.periphery.dac.v_read_v!r} V differs from device.v_read_v = "
                 f"{self.device.v_read_v!r} V: the DAC drives the device's read voltage, set both to one value")
         check_choice("update_mode", self.update_mode, UPDATE_MODES)
+        check_choice("weight_overflow", self.weight_overflow, WEIGHT_OVERFLOW)
         if not isinstance(self.retention, RetentionModel):
             raise ConfigError(f"retention = {self.retention!r}: must be a RetentionModel (stoxbar.devices.retention)")
         if not isinstance(self.noise_model, STONoiseModel):

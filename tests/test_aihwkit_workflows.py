@@ -25,7 +25,7 @@ from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
 from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
-from stoxbar.crossbar.aihwkit_compat import write_verify_tolerance_s
+from stoxbar.crossbar.programming import write_verify_tolerance_s
 from stoxbar.devices import presets
 from stoxbar.devices.retention import RetentionModel, no_retention
 from stoxbar.peripherals.config import PeripheryConfig

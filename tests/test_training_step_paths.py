@@ -20,7 +20,8 @@ from aihwkit.nn import AnalogLinear
 
 from stoxbar.crossbar import STORPUConfig
 from stoxbar.crossbar import tile as tile_mod
-from stoxbar.crossbar.aihwkit_compat import straight_through, write_verify_tolerance_s
+from stoxbar.crossbar.aihwkit_compat import straight_through
+from stoxbar.crossbar.programming import write_verify_tolerance_s
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import presets
 from stoxbar.peripherals.config import PeripheryConfig
