@@ -138,9 +138,13 @@ def pulsed_update(st: CrossbarState, target: Tensor, d2d: Optional[Tuple[Tensor,
 
 
 @torch.no_grad()
-def overflow_factors(weight: Tensor) -> Optional[Tensor]:
-    """Per output row, ``max(1, max_j |w_ij|)`` of a tile's weights ``[d, x]``; None if no row is past the window."""
-    peak = weight.abs().amax(1)
+def overflow_factors(weight: Tensor, per_row: bool) -> Optional[Tensor]:
+    """The factors that bring a tile's weights ``[d, x]`` back into the window, or None if none is past it.
+
+    ``per_row``: ``max(1, max_j |w_ij|)`` per output row ``[d]`` (column-wise output scales);
+    else one factor ``[1]``, the peak of the whole tile (a layer-wise scale keeps its shape).
+    """
+    peak = weight.abs().amax(1) if per_row else weight.abs().max().view(1)
     if not bool((peak > 1.0).any()):
         return None
     return peak.clamp_min(1.0)

@@ -510,6 +510,10 @@ class STOTile(TorchInferenceTile, SubstrateOps):
     def set_scales(self, scales: Tensor) -> None:
         """aihwkit's ``set_scales`` with a picklable gradient hook (``torch.save(model)`` works)."""
         super(TorchInferenceTile, self).set_scales(scales)  # the periphery's, without the local hook
+        self._scale_grad_hook(scales)
+
+    def _scale_grad_hook(self, scales: Tensor) -> None:
+        """aihwkit's gradient hook of the mapping scales (``grad / scales**2``), picklable."""
         if self._backward_hook_handle is not None:
             self._backward_hook_handle.remove()
             self._backward_hook_handle = None
@@ -520,17 +524,20 @@ class STOTile(TorchInferenceTile, SubstrateOps):
     @torch.no_grad()
     def fit_window(self) -> None:
         """With ``weight_overflow = "remap"``: output rows whose trained weights left the conductance
-        window (|w| > 1) are divided by their peak and the peak moves into the digital output
-        scales (``set_scales``, as aihwkit's remap does), so the layer computes the same function."""
+        window (|w| > 1) are divided by their peak (the tile's peak if its mapping scale is one
+        number: the checkpoint shapes stay) and the peak moves into the digital mapping scales
+        (learned output scales untouched; aihwkit's gradient hook follows the new scales),
+        so the layer computes the same function and trains on as aihwkit's tile would."""
         if self.tile.weight_overflow != "remap":
             return
-        factor = programming.overflow_factors(self.tile.weight.detach())
+        m = self.get_mapping_scales()
+        factor = programming.overflow_factors(self.tile.weight.detach(), per_row=m is not None and m.numel() > 1)
         if factor is None:
             return
-        scales = self.get_scales()
-        scales = factor if scales is None else scales.to(factor) * factor
+        m = factor if m is None else m.to(factor) * factor
         self.tile.weight.data = self.tile.weight.data / factor.view(-1, 1)
-        self.set_scales(scales)
+        self.set_mapping_scales(m)
+        self._scale_grad_hook(m)
 
     @torch.no_grad()
     def sync_device(self) -> None:
