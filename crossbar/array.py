@@ -19,27 +19,25 @@ Device moves: ``.to()``/``.cuda()`` (or any ``_apply``) replace every tensor, th
 the array re-binds its tiles' views to its moved state afterwards (:meth:`STOTileArray._apply`),
 so tiles and array stay one state on any device.
 
-May import: torch, aihwkit, stoxbar.crossbar.{state,tile,events,substrate,persistence,conv}
-(``config`` for type annotations only).
+May import: torch, aihwkit, stoxbar.crossbar.{state,tile,events,substrate,persistence,conv}; never
+crossbar.config (the configuration is duck-typed: crossbar/persistence.py ``is_sto_config``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from aihwkit.simulator.tiles.array import TileModuleArray
 
-from stoxbar.crossbar import conv, persistence
+import stoxbar.crossbar.conv as conv
+import stoxbar.crossbar.persistence as persistence
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.crossbar.substrate import SubstrateOps
 from stoxbar.crossbar.tile import EventSink, analog_read
-
-if TYPE_CHECKING:
-    from stoxbar.crossbar.config import STORPUConfig
 
 
 def _attr(module: torch.nn.Module, name: str) -> Any:
@@ -64,7 +62,7 @@ class STOTileArray(TileModuleArray, EventSink, SubstrateOps):
     analog_bias: bool = False  # STO layers keep the bias digital (aihwkit's convolutions ask)
     _sync_seen: Optional[Tuple] = None
 
-    def __init__(self, out_size: int, in_size: int, rpu_config: "STORPUConfig", bias: bool = False, **kwargs: Any):
+    def __init__(self, out_size: int, in_size: int, rpu_config: Any, bias: bool = False, **kwargs: Any):
         super().__init__(out_size, in_size, rpu_config, bias, **kwargs)
         self.rpu_config = rpu_config
         self.state = CrossbarState(self.in_sizes, out_size, rpu_config.device, out_sizes=self.out_sizes)

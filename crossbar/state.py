@@ -234,7 +234,7 @@ class CrossbarState(nn.Module):
                 if continuous:  # a continuous device lands on its target (devices/presets.py ideal)
                     energy += float(n.sum()) * dev.lt_pulse_energy_j
                     continue
-                d2d = dynamics.draw_d2d(target.shape, dev, generator, target.dtype)
+                d2d = dynamics.draw_d2d(target.shape, dev, generator, target.dtype, target.device)
                 g, e = dynamics.apply_long_term(g0, n, dev, generator, d2d)
                 target.copy_(g * m)
                 energy += float(e.sum())

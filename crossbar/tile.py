@@ -32,13 +32,13 @@ the conductance window remapped or clipped as configured (docs/aihwkit-support.m
 convolution :mod:`~stoxbar.crossbar.conv`.
 
 May import: torch, aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
-stoxbar.crossbar.{state,events,costs,ledger,mvm,aihwkit_compat,substrate,programming,drift,persistence,conv}
-(``config`` for type annotations only).
+stoxbar.crossbar.{state,events,costs,ledger,mvm,aihwkit_compat,substrate,programming,drift,persistence,conv};
+never crossbar.config (the configuration is duck-typed: crossbar/persistence.py ``is_sto_config``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -47,7 +47,10 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType, WeightModifi
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
-from stoxbar.crossbar import conv, drift, persistence, programming
+import stoxbar.crossbar.conv as conv
+import stoxbar.crossbar.drift as drift
+import stoxbar.crossbar.persistence as persistence
+import stoxbar.crossbar.programming as programming
 from stoxbar.crossbar.aihwkit_compat import ScaleGradHook, apply_modifier, straight_through
 from stoxbar.crossbar.costs import book, cost
 from stoxbar.crossbar.events import Events
@@ -58,9 +61,6 @@ from stoxbar.crossbar.substrate import SubstrateOps
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.validation import ConfigError
-
-if TYPE_CHECKING:
-    from stoxbar.crossbar.config import STORPUConfig
 
 
 class EventSink:
@@ -324,7 +324,7 @@ class STOSimulatorTile(TorchSimulatorTile, EventSink):
     "program_after_step"``) or pulsed (``"pulsed"``) through crossbar/programming.py.
     """
 
-    def __init__(self, x_size: int, d_size: int, rpu_config: "STORPUConfig", bias: bool = False):
+    def __init__(self, x_size: int, d_size: int, rpu_config: Any, bias: bool = False):
         super().__init__(x_size, d_size, rpu_config, bias, analog_mvm=TiledAnalogMVM)
         self.state = CrossbarState([x_size], d_size, rpu_config.device)
         self._init_sink(rpu_config.device, rpu_config.periphery)

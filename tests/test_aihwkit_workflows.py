@@ -526,6 +526,7 @@ def _train_like_aihwkit(make, make_x, rpu_config, steps, lr):
 
 
 def _max_rel(a, b):
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
