@@ -95,6 +95,15 @@ class IdealSTODevice(STODevice):
 
     continuous_long_term: ClassVar[bool] = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # a continuous device lands on its target: long-term spread or nonlinearity would be ignored
+        for name in ("lt_c2c_std", "lt_d2d_std", "lt_nonlinearity"):
+            if getattr(self, name) != 0.0:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: the ideal device's long-term conductance is "
+                                  "continuous, so it must be 0 here; allowed: 0 (start from presets.sto_2024() "
+                                  "for a device with long-term non-idealities)")
+
 
 def ideal() -> STODevice:
     """``sto_2024`` without non-idealities: no noise, no d2d/c2c, linear symmetric steps, no decay,

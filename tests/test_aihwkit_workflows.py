@@ -563,6 +563,8 @@ def test_ideal_training_4x2_after_1_and_100_steps():
 def test_ideal_preset_is_continuous_and_sto_2024_stays_quantised():
     """ideal: open-loop programming and pulsed updates land off the 1 nS grid; sto_2024 (linear,
     noise-free here) moves in whole steps of lt_dg_s."""
+    with pytest.raises(ConfigError, match="lt_c2c_std = 0.3: the ideal device's long-term conductance is continuous"):
+        dataclasses.replace(presets.ideal(), lt_c2c_std=0.3)  # would be ignored: refused
     w = torch.full((3, 5), 0.123456)
     dev = presets.ideal()
     steps = dev.g_range_s / dev.lt_dg_s  # ~88 nominal steps across the window
