@@ -126,6 +126,12 @@ class CrossbarState(nn.Module):
             v.hold_bias = self.hold_bias
             v.invalidate()  # its tensors are new views: drop derived caches
 
+    def __setstate__(self, state: dict) -> None:
+        legacy = state.pop("g_st", None) if "g_st" in state else None  # pickled before g_st was a buffer
+        super().__setstate__(state)
+        if "g_st" not in self._buffers:
+            self.register_buffer("g_st", legacy, persistent=False)
+
     def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .double(), ...: tensors replaced
         out = super()._apply(fn, recurse)
         self._cache.clear()  # derived tensors live on the old device / dtype

@@ -710,13 +710,6 @@ def _copying_move(t):
     return t.clone()
 
 
-def _move_targets():
-    yield "copy", lambda m: m._apply(_copying_move)
-    yield "meta_shapes", None
-    if torch.cuda.is_available():
-        yield "cuda", lambda m: m.cuda()
-
-
 @pytest.mark.parametrize("how", ["copy", "cuda"])
 @pytest.mark.parametrize("layer_cls", [AnalogLinear, AnalogLinearMapped])
 def test_device_move_keeps_tiles_and_array_one_state(how, layer_cls):
@@ -725,7 +718,8 @@ def test_device_move_keeps_tiles_and_array_one_state(how, layer_cls):
     cfg = quiet(periphery=PeripheryConfig(tile_rows=8, tile_cols=4))
     torch.manual_seed(0)
     layer = layer_cls(20, 5, bias=False, rpu_config=cfg)
-    layer.analog_module.set_batch(2) if hasattr(layer.analog_module, "set_batch") else None
+    if hasattr(layer.analog_module, "set_batch"):  # a tile array: a short-term state to move as well
+        layer.analog_module.set_batch(2)
     layer = layer._apply(_copying_move) if how == "copy" else layer.cuda()
     arr = layer.analog_module
     if hasattr(arr, "state"):  # a tile array: its tiles are views of its state again
@@ -760,3 +754,21 @@ def test_meta_device_moves_every_state_tensor():
         ts = tile.tile.state
         tensors += [ts.g_pos, ts.g_neg, ts.v_bias, ts.g_st]
     assert all(t is not None and t.device.type == "meta" for t in tensors)
+
+
+def test_state_pickled_before_g_st_was_a_buffer_loads_and_moves():
+    from stoxbar.crossbar.state import CrossbarState
+
+    st = CrossbarState([4], 3, presets.ideal())
+    st.set_batch(2)
+    st.g_st.fill_(1e-9)
+    legacy = st.__getstate__() if hasattr(st, "__getstate__") else dict(st.__dict__)
+    legacy = dict(legacy)
+    legacy["_buffers"] = {k: v for k, v in legacy["_buffers"].items() if k != "g_st"}
+    legacy["_non_persistent_buffers_set"] = set(legacy["_non_persistent_buffers_set"]) - {"g_st"}
+    legacy["g_st"] = st.g_st.clone()  # the old layout: a plain attribute
+    old = CrossbarState.__new__(CrossbarState)
+    old.__setstate__(legacy)
+    assert "g_st" in old._buffers and torch.equal(old.g_st, st.g_st)
+    old.to("meta")
+    assert old.g_st.device.type == "meta"
