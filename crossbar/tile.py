@@ -324,6 +324,9 @@ class STOSimulatorTile(TorchSimulatorTile, EventSink):
     "program_after_step"``) or pulsed (``"pulsed"``) through crossbar/programming.py.
     """
 
+    update_mode: str = "program_after_step"  # class defaults: tiles pickled before a field existed
+    weight_overflow: str = "remap"
+
     def __init__(self, x_size: int, d_size: int, rpu_config: Any, bias: bool = False):
         super().__init__(x_size, d_size, rpu_config, bias, analog_mvm=TiledAnalogMVM)
         self.state = CrossbarState([x_size], d_size, rpu_config.device)
