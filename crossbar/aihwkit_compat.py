@@ -37,6 +37,14 @@ class ScaleGradHook:
 _ScaleGradHook = ScaleGradHook  # the name pickled in checkpoints saved before the split
 
 
+class STOTileArrayCompat:
+    """The name under which models pickled before the split hold their tile arrays' load hook."""
+
+    @staticmethod
+    def _after_load(module: Any, incompatible: Any) -> None:
+        type(module)._after_load(module, incompatible)  # STOTileArray._after_load (crossbar/array.py)
+
+
 class _StraightThrough(torch.autograd.Function):
     """Forward: the conductance weights ``w`` as they are; backward: ``w``'s gradient to the weight
     parameters, each from its block (what ``w + (p - p.detach())`` gives, without computing it)."""
