@@ -23,7 +23,8 @@ def set_indexed(module: Any, indices: Tensor, image_sizes: Any) -> None:
     if len(image_sizes) not in (3, 5, 7):
         raise ConfigError(f"image_sizes = {list(image_sizes)!r}: expected 3, 5 or 7 sizes "
                           "[C_in, (D_in), H_in, (W_in), (D_out), H_out, (W_out)]")
-    module.image_sizes = list(image_sizes)
+    module.image_sizes = list(image_sizes)  # aihwkit's attribute (aihwkit drops it when pickling) ...
+    module._sto_image_sizes = list(image_sizes)  # ... ours survives torch.save(model)
     module._sto_fold = indices.detach().to(torch.long)
 
 
@@ -50,5 +51,6 @@ def forward_indexed(module: Any, x_input: Tensor, mvm: Callable[[Tensor], Tensor
     cols = ext[:, fold].view(n, module.in_size, -1).transpose(1, 2)  # [N, patches, in]
     patches = cols.shape[1]
     out = mvm(cols.reshape(n * patches, module.in_size)).view(n, patches, module.out_size).transpose(1, 2)
-    k = (len(module.image_sizes) - 1) // 2
-    return out.reshape(n, module.out_size, *module.image_sizes[-k:])
+    sizes = module._sto_image_sizes
+    k = (len(sizes) - 1) // 2
+    return out.reshape(n, module.out_size, *sizes[-k:])

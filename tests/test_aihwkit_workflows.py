@@ -772,3 +772,20 @@ def test_state_pickled_before_g_st_was_a_buffer_loads_and_moves():
     assert "g_st" in old._buffers and torch.equal(old.g_st, st.g_st)
     old.to("meta")
     assert old.g_st.device.type == "meta"
+
+
+@pytest.mark.parametrize("layer_cls", [AnalogConv1d, AnalogConv2dMapped])
+def test_pickled_indexed_convolution_reads_the_same(layer_cls):
+    """aihwkit drops a tile's ``image_sizes`` when pickling; the STO fold indices and sizes survive."""
+    dims = int(layer_cls.__name__[len("AnalogConv")])
+    torch.manual_seed(0)
+    layer = layer_cls(3, 4, 3, padding=1, rpu_config=quiet())
+    layer.eval()
+    x = torch.randn(2, 3, *([6, 5][:dims]))
+    y = layer(x)
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    loaded.eval()
+    torch.testing.assert_close(loaded(x), y, atol=0, rtol=0)
