@@ -548,6 +548,16 @@ def test_ideal_training_equals_aihwkit_floating_point_tile(kind, mode):
         assert _max_rel(w, w_ref) <= PARITY_RTOL
 
 
+def test_ideal_forward_equals_aihwkit_floating_point_tile():
+    from aihwkit.simulator.configs import FloatingPointRPUConfig
+
+    for kind, (make, make_x) in _parity_cases().items():
+        periphery = PeripheryConfig(tile_rows=8) if kind == "linear_tiled" else PeripheryConfig()
+        y, _ = _train_like_aihwkit(make, make_x, quiet(periphery=periphery), 0, lr=0.1)
+        y_ref, _ = _train_like_aihwkit(make, make_x, FloatingPointRPUConfig(), 0, lr=0.1)
+        assert _max_rel(y, y_ref) <= PARITY_RTOL, kind
+
+
 def test_ideal_training_4x2_after_1_and_100_steps():
     """The issue's numbers: a 4x2 AnalogLinear, AnalogSGD, ideal + perfect IO vs the float tile."""
     from aihwkit.simulator.configs import FloatingPointRPUConfig
