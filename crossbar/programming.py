@@ -144,7 +144,8 @@ def overflow_factors(weight: Tensor, per_row: bool) -> Optional[Tensor]:
     ``per_row``: ``max(1, max_j |w_ij|)`` per output row ``[d]`` (column-wise output scales);
     else one factor ``[1]``, the peak of the whole tile (a layer-wise scale keeps its shape).
     """
-    peak = weight.abs().amax(1) if per_row else weight.abs().max().view(1)
+    lo, hi = torch.aminmax(weight, dim=1) if per_row else torch.aminmax(weight.reshape(1, -1), dim=1)
+    peak = torch.maximum(hi, lo.neg_())  # no |w| temporary (this runs after every training step)
     if not bool((peak > 1.0).any()):
         return None
-    return peak.clamp_min(1.0)
+    return peak.clamp_min_(1.0)

@@ -410,18 +410,24 @@ class STOSimulatorTile(TorchSimulatorTile, EventSink):
         ``"remap"`` the tile module rescales them first (:meth:`STOTile.fit_window`), and a weight
         that still reaches here past the window is a ConfigError, never a silent clip.
         """
-        if not self.device_stale():
-            return
+        if self.device_stale():
+            self.follow_weight()
+
+    @torch.no_grad()
+    def follow_weight(self) -> None:
+        """:meth:`sync_device` without the staleness check (the caller made it)."""
         if self.weight_overflow == "clip":
             self.weight.data.clamp_(-1.0, 1.0)  # the conductance window (configured, docs/aihwkit-support.md §2)
         else:
-            peak = float(self.weight.detach().abs().max()) if self.weight.numel() else 0.0
+            lo, hi = torch.aminmax(self.weight.detach()) if self.weight.numel() else (torch.zeros(()),) * 2
+            peak = max(-float(lo), float(hi))
             if peak > 1.0 + 1e-6:
                 raise ConfigError(
                     f"trained weight max |w| = {peak:.4g} (tile units): allowed range is [-1, 1] (the conductance "
                     "window); the tile module remaps it (weight_overflow = 'remap'), a bare simulator tile "
                     "cannot: set STORPUConfig(weight_overflow='clip') to clip it to the window")
-            self.weight.data.clamp_(-1.0, 1.0)  # float round-off only
+            if peak > 1.0:
+                self.weight.data.clamp_(-1.0, 1.0)  # float round-off only
         target = self.weight.detach()
         if self.update_mode == "pulsed":
             pulses, energy, self._d2d = programming.pulsed_update(self.state, target, self._d2d)
@@ -547,7 +553,7 @@ class STOTile(TorchInferenceTile, SubstrateOps):
         """Bring the conductances to the trained weight (remapping weights past the window first)."""
         if self.tile.device_stale():
             self.fit_window()
-            self.tile.sync_device()
+            self.tile.follow_weight()
 
     @torch.no_grad()
     def post_update_step(self) -> None:
