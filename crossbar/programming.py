@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from stoxbar.crossbar.state import CrossbarState
+from stoxbar.crossbar.state import CrossbarState, is_continuous
 from stoxbar.devices import dynamics
 from stoxbar.validation import ConfigError
 
@@ -42,11 +42,6 @@ def device_field(device, name: str, needed_for: str) -> float:
         raise ConfigError(f"device {type(device).__name__} has no field {name!r}: {needed_for} needs it "
                           "(see docs/aihwkit-support.md §3)")
     return value
-
-
-def is_continuous(device) -> bool:
-    """True if the device's long-term conductance is continuous (lands on any target exactly)."""
-    return bool(getattr(device, "continuous_long_term", False))
 
 
 def write_verify_tolerance_s(device) -> float:

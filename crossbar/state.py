@@ -42,6 +42,12 @@ from stoxbar.validation import ConfigError, check_choice
 _VERSION = operator.attrgetter("_version")
 
 
+def is_continuous(device: MemristiveDevice) -> bool:
+    """True if the device's long-term conductance is continuous: programming lands on any target
+    exactly (a class attribute ``continuous_long_term``, e.g. the ``ideal`` preset's class)."""
+    return bool(getattr(device, "continuous_long_term", False))
+
+
 def check_finite(name: str, value: Tensor) -> None:
     """Raise ``ConfigError`` if ``value`` holds NaN or inf (never let it spread).
 
@@ -233,7 +239,7 @@ class CrossbarState(nn.Module):
         if mode == "open_loop":
             pulses, energy = 0.0, 0.0
             g0 = torch.full_like(new_pos, dev.g_min_s)
-            continuous = bool(getattr(dev, "continuous_long_term", False))
+            continuous = is_continuous(dev)
             for target in (new_pos, new_neg):
                 n = dynamics.ltp_pulses_for(torch.where(self.mask, target, g0), dev)
                 pulses += float(n.sum())
