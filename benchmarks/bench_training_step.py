@@ -51,6 +51,7 @@ def _setups():
     }
     skip = _mlp(STORPUConfig())  # the same STO step with the device programming switched off
     for tile in skip.analog_tiles():
+        tile.sync_device = lambda: None  # the tile module's (remap, then the simulator tile's)
         tile.tile.sync_device = lambda: None
     models["STORPUConfig, programming skipped (reference)"] = skip
     on = _mlp(STORPUConfig())

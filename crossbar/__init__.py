@@ -1,7 +1,13 @@
 """Tiled STO crossbars on aihwkit: a generic physical substrate (program, read, short-term pulses,
 decay under a bias), per-tile events, the one cost model and the energy ledger.
 
-May import: aihwkit, torch, stoxbar.devices, stoxbar.peripherals, stoxbar.validation.
+Module per concept: ``state`` (the conductances and their one owner), ``substrate`` (short-term
+operations), ``programming`` (write-verify / open-loop / pulsed update), ``drift`` (retention),
+``persistence`` (save/load), ``conv`` (indexed convolution), ``tile``/``array`` (aihwkit tiles),
+``config`` (``STORPUConfig``, the top: nothing in crossbar imports it).
+
+May import: aihwkit, torch, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
+stoxbar.crossbar.* (it re-exports the layer's API).
 """
 
 from __future__ import annotations

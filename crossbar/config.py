@@ -16,8 +16,10 @@ the field and the periphery field that sets it. The other ``forward`` fields (``
 (weight scaling, output scaling, digital bias) are honoured. ``clip``, ``remap``, ``modifier``,
 ``drift_compensation`` work as in aihwkit; ``noise_model`` is the STO device model itself
 (:class:`STONoiseModel`), any other is refused. ``update_mode`` chooses how training reaches the
-conductances (:mod:`stoxbar.crossbar.aihwkit_compat`); ``retention`` is the long-term retention
-law used by ``drift_analog_weights`` (:mod:`stoxbar.devices.retention`).
+conductances (:mod:`stoxbar.crossbar.programming`); ``weight_overflow`` what happens to trained
+weights past the conductance window (remapped into it by default, or clipped);
+``retention`` is the long-term retention law used by ``drift_analog_weights``
+(:mod:`stoxbar.devices.retention`, :mod:`stoxbar.crossbar.drift`).
 
 Usage::
 
@@ -26,7 +28,8 @@ Usage::
     from stoxbar.devices import presets
     layer = AnalogLinear(2656, 64, rpu_config=STORPUConfig(device=presets.sto_2024()))
 
-May import: aihwkit, stoxbar.compat, stoxbar.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar (the tile classes it names).
+May import: aihwkit, stoxbar.compat, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
+stoxbar.crossbar.{array,tile,programming,read,parasitics} (the top of the crossbar layer: nothing in crossbar imports it).
 """
 
 from __future__ import annotations
@@ -40,11 +43,10 @@ from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
 from stoxbar.compat import ensure_aihwkit
-from stoxbar.crossbar.aihwkit_compat import UPDATE_MODES
-from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM
-from stoxbar.crossbar.read import TiledAnalogMVM
-
 from stoxbar.crossbar.array import STOTileArray
+from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM
+from stoxbar.crossbar.programming import UPDATE_MODES, WEIGHT_OVERFLOW
+from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
 from stoxbar.devices.presets import sto_2024
 from stoxbar.devices.base import MemristiveDevice
@@ -108,6 +110,12 @@ class STORPUConfig(TorchInferenceRPUConfig):
     update_mode: str = "program_after_step"
     """How training reaches the conductances: "program_after_step" (default) | "pulsed"."""
 
+    weight_overflow: str = "remap"
+    """Trained weights past the conductance window (|w| > 1 in tile units): "remap" (default: the
+    overflowing output rows are rescaled into the window and the factor moves into the digital
+    output scales, so the layer computes the same function) | "clip" (clamped to the window, the
+    device's bound, like aihwkit's ``clip``). docs/aihwkit-support.md §2."""
+
     retention: RetentionModel = field(default_factory=sto_2024_retention)
     """Long-term retention law applied by ``drift_analog_weights`` (docs/retention.md)."""
 
@@ -133,6 +141,7 @@ class STORPUConfig(TorchInferenceRPUConfig):
                 "amplitude-coded input would make the MVM non-linear, which the read model does not simulate; "
                 "allowed: 'pwm' or 'bit_serial' (docs/device-physics.md §9)")
         check_choice("update_mode", self.update_mode, UPDATE_MODES)
+        check_choice("weight_overflow", self.weight_overflow, WEIGHT_OVERFLOW)
         if not (isinstance(self.read_model, type) and issubclass(self.read_model, TiledAnalogMVM)):
             raise ConfigError(f"read_model = {self.read_model!r}: must be a subclass of "
                               "stoxbar.crossbar.read.TiledAnalogMVM (a read model class)")

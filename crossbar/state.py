@@ -42,6 +42,12 @@ from stoxbar.validation import ConfigError, check_choice
 _VERSION = operator.attrgetter("_version")
 
 
+def is_continuous(device: MemristiveDevice) -> bool:
+    """True if the device's long-term conductance is continuous: programming lands on any target
+    exactly (a class attribute ``continuous_long_term``, e.g. the ``ideal`` preset's class)."""
+    return bool(getattr(device, "continuous_long_term", False))
+
+
 def check_finite(name: str, value: Tensor) -> None:
     """Raise ``ConfigError`` if ``value`` holds NaN or inf (never let it spread).
 
@@ -79,7 +85,9 @@ class CrossbarState(nn.Module):
         self.register_buffer("g_neg", g0.clone())
         # pad rows hold a valid (minimum) bias value; they have no conductance, so no energy
         self.register_buffer("v_bias", torch.full((t, self.out_size, x), device.v_bias_min_v, dtype=dtype))
-        self.g_st: Optional[Tensor] = None
+        # a (non-persistent) buffer, so .to()/.cuda() move it with the module; saved through the
+        # tiles' and arrays' extra state (crossbar/persistence.py)
+        self.register_buffer("g_st", None, persistent=False)
         self._st_cols: Optional[Tuple[Tensor, int, Tensor]] = None  # (g_st, its version, sum_o |g_st|)
         self.hold_bias = False
         self._cache: dict = {}
@@ -92,6 +100,50 @@ class CrossbarState(nn.Module):
             col_of[self._col_bounds[j]:self._col_bounds[j + 1]] = j
         self.register_buffer("col_tile_of", col_of, persistent=False)
         self._checked: tuple = (0, -1)  # (id, version, tensor, contiguous copy) of the last finite-checked scale
+
+    # -- ownership of the derived caches --------------------------------------------------
+    def invalidate(self) -> None:
+        """The conductances, biases or short-term state were changed in place from outside this
+        class (programming, drift, loading): drop every value derived from them.
+
+        The one way for other modules to say so; nobody else writes ``_version`` or ``_st_cols``.
+        """
+        self._version += 1
+        self._st_cols = None
+
+    def load_short_term(self, g_st: Optional[Tensor], hold_bias: bool) -> None:
+        """Replace the short-term state (``[B, T, O, X]`` or None) and the bias-hold flag (loading)."""
+        self.g_st = None if g_st is None else g_st.to(self.g_pos.device, self.g_pos.dtype).clone()
+        self.hold_bias = bool(hold_bias)
+        self.invalidate()
+
+    def bind_views(self, views: Sequence[Tuple["CrossbarState", Tuple[slice, slice, slice]]]) -> None:
+        """Make each ``(state, block)`` of ``views`` a view of this state's ``block`` ``[T, O, X]``.
+
+        A tile array's tiles read and write its one state through these views (crossbar/array.py);
+        called again after anything replaced this state's tensors (a device move, loading).
+        """
+        self._views = [v for v, _ in views]
+        for v, block in views:
+            v.g_pos = self.g_pos[block]
+            v.g_neg = self.g_neg[block]
+            v.v_bias = self.v_bias[block]
+            v.g_st = None if self.g_st is None else self.g_st[(slice(None),) + block]
+            v.hold_bias = self.hold_bias
+            v.invalidate()  # its tensors are new views: drop derived caches
+
+    def __setstate__(self, state: dict) -> None:
+        legacy = state.pop("g_st", None) if "g_st" in state else None  # pickled before g_st was a buffer
+        super().__setstate__(state)
+        if "g_st" not in self._buffers:
+            self.register_buffer("g_st", legacy, persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .double(), ...: tensors replaced
+        out = super()._apply(fn, recurse)
+        self._cache.clear()  # derived tensors live on the old device / dtype
+        self._checked = (0, -1)
+        self.invalidate()
+        return out
 
     # -- layout ------------------------------------------------------------------------
     @property
@@ -187,12 +239,16 @@ class CrossbarState(nn.Module):
         if mode == "open_loop":
             pulses, energy = 0.0, 0.0
             g0 = torch.full_like(new_pos, dev.g_min_s)
+            continuous = is_continuous(dev)
             for target in (new_pos, new_neg):
                 n = dynamics.ltp_pulses_for(torch.where(self.mask, target, g0), dev)
-                d2d = dynamics.draw_d2d(target.shape, dev, generator, target.dtype)
+                pulses += float(n.sum())
+                if continuous:  # a continuous device lands on its target (devices/presets.py ideal)
+                    energy += float(n.sum()) * dev.lt_pulse_energy_j
+                    continue
+                d2d = dynamics.draw_d2d(target.shape, dev, generator, target.dtype, target.device)
                 g, e = dynamics.apply_long_term(g0, n, dev, generator, d2d)
                 target.copy_(g * m)
-                pulses += float(n.sum())
                 energy += float(e.sum())
         else:
             # |old - new| summed in place (the state is overwritten with new below): no temporaries

@@ -9,14 +9,15 @@ May import: stoxbar.validation, stoxbar.devices.{base,sto}.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Dict
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Dict
 
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
 from stoxbar.validation import ConfigError
 
-__all__ = ["sto_2024", "ideal", "PRESETS", "get_preset", "register_preset"]
+__all__ = ["sto_2024", "ideal", "IdealSTODevice", "PRESETS", "get_preset", "register_preset"]
 
 
 def sto_2024() -> STODevice:
@@ -82,8 +83,33 @@ IDEAL_TAU_MIN_S = 1e9
 IDEAL_TAU_MAX_S = 1e12
 
 
+@dataclass(frozen=True)
+class IdealSTODevice(STODevice):
+    """An STO device whose long-term conductance is continuous (the ``ideal`` preset).
+
+    Programming (write-verify and open-loop) and the pulsed in-situ update land every device on
+    its target conductance exactly, like aihwkit's ``IdealDevice`` (a floating-point update), so
+    training on it equals training a floating-point tile within float32 round-off
+    (docs/aihwkit-support.md §2). ``lt_dg_s`` stays the nominal step that *counts* the pulses a
+    change costs (energy, latency: comparable with ``sto_2024``); it no longer quantises the
+    conductance. The STO quantisation of ``sto_2024`` (1 nS steps) is untouched.
+    """
+
+    continuous_long_term: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # a continuous device lands on its target: long-term spread or nonlinearity would be ignored
+        for name in ("lt_c2c_std", "lt_d2d_std", "lt_nonlinearity"):
+            if getattr(self, name) != 0.0:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: the ideal device's long-term conductance is "
+                                  "continuous, so it must be 0 here; allowed: 0 (start from presets.sto_2024() "
+                                  "for a device with long-term non-idealities)")
+
+
 def ideal() -> STODevice:
-    """``sto_2024`` without non-idealities: no noise, no d2d/c2c, linear symmetric steps, no decay.
+    """``sto_2024`` without non-idealities: no noise, no d2d/c2c, linear symmetric steps, no decay,
+    continuous long-term conductance (:class:`IdealSTODevice`).
 
     Window, pulse levels, energies and bias range stay those of ``sto_2024`` so costs are
     comparable; only the behaviour becomes exact.
@@ -105,7 +131,9 @@ def ideal() -> STODevice:
         "tau_min_s": "decay effectively off (tau >= 1e9 s; tau = inf is not allowed)",
         "tau_max_s": "decay effectively off (tau <= 1e12 s)",
     }
-    return replace(base, name="ideal", notes=tuple((k, note + v) for k, v in why.items()), **changes)
+    fields = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}, **changes}
+    fields.update(name="ideal", notes=tuple((k, note + v) for k, v in why.items()))
+    return IdealSTODevice(**fields)
 
 
 PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal}

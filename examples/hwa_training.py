@@ -9,8 +9,10 @@ hardware-aware training (HWA) recipe. Both are then programmed onto the same noi
 retention time, so aihwkit's global drift compensation cannot undo it), and evaluated. The example prints what it measures;
 nothing is asserted (docs/aihwkit-support.md §6).
 
-Usage: ``python examples/hwa_training.py [--epochs 20] [--noise 0.3] [--repeats 5] [--seed 0]``
-(about 10 s on one core).
+Usage: ``python examples/hwa_training.py [--epochs 20] [--noise 0.3] [--repeats 5] [--seed 0]
+[--weight-overflow remap|clip]`` (about 10 s on one core). ``--weight-overflow`` is the training
+tiles' ``STORPUConfig.weight_overflow``: trained weights past the first mapping's window are
+remapped (default, training equals float) or clipped to it (a weight bound).
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ def mlp(cfg: STORPUConfig) -> AnalogSequential:
     return AnalogSequential(AnalogLinear(20, 64, rpu_config=cfg), nn.ReLU(), AnalogLinear(64, 4, rpu_config=cfg))
 
 
-def training_config(noise: float) -> STORPUConfig:
+def training_config(noise: float, weight_overflow: str = "remap") -> STORPUConfig:
     """Ideal device, exact IO: training itself is digital-exact; ``noise`` > 0 adds HWA noise."""
-    cfg = STORPUConfig(device=presets.ideal())
+    cfg = STORPUConfig(device=presets.ideal(), weight_overflow=weight_overflow)
     cfg.forward.is_perfect = True
     if noise > 0:
         cfg.modifier.type = WeightModifierType.MULT_NORMAL
@@ -57,9 +59,9 @@ def chip_config() -> STORPUConfig:
     return STORPUConfig(device=presets.sto_2024(), periphery=PeripheryConfig(programming="open_loop"))
 
 
-def train(noise: float, data, epochs: int, seed: int) -> AnalogSequential:
+def train(noise: float, data, epochs: int, seed: int, weight_overflow: str = "remap") -> AnalogSequential:
     torch.manual_seed(seed)
-    model = mlp(training_config(noise))
+    model = mlp(training_config(noise, weight_overflow))
     opt = AnalogSGD(model.parameters(), lr=0.2)
     x, y = data
     loss_fn = nn.CrossEntropyLoss()
@@ -105,6 +107,8 @@ def main() -> None:
                     help="seconds between programming and evaluation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small layers: 1 is fastest)")
+    ap.add_argument("--weight-overflow", choices=("remap", "clip"), default="remap",
+                    help="training tiles: weights past the first mapping are remapped (float-exact) or clipped")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train_data, test_data = make_task(args.seed)
@@ -113,7 +117,7 @@ def main() -> None:
     print("| training | accuracy (exact weights) | " + " | ".join(f"on chip, t = {t:g} s" for t in args.times) + " |")
     print("|---|---|" + "---|" * len(args.times))
     for name, noise in (("float", 0.0), (f"HWA (MULT_NORMAL {args.noise:g})", args.noise)):
-        model = train(noise, train_data, args.epochs, args.seed)
+        model = train(noise, train_data, args.epochs, args.seed, args.weight_overflow)
         cells = [f"{accuracy(model, test_data):.3f}"]
         for t in args.times:
             mean, std = on_chip(model, test_data, args.repeats, t)

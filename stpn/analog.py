@@ -12,7 +12,7 @@ Per agent step (docs/design.md, "data flow of one Pong step"):
 
 The Hebbian rule (step 5) is the network's: this module asks the substrate for the generic
 operation "decay for dt, then apply the requested change scale * (u v^T)"
-(:meth:`~stoxbar.crossbar.tile.SubstrateOps.decay_and_outer_update`) with scale = Gamma,
+(:meth:`~stoxbar.crossbar.substrate.SubstrateOps.decay_and_outer_update`) with scale = Gamma,
 u = h (post) and v = z_hat (pre); the crossbar knows no learning rule.
 
 Steps 4-5 give F <- Q-pulses(Lambda F) + dF_q, the digital m-STPN's F <- Lambda F + dF_q (the

@@ -237,7 +237,7 @@ def test_stoxbar_device_cli_takes_a_registered_or_module_preset(tmp_path, capsys
 
 def test_training_with_a_device_lacking_the_sto_long_term_fields_is_a_clear_error():
     """aihwkit training's programming model needs lt_c2c_std / lt_up_down: a ConfigError names the missing one."""
-    from stoxbar.crossbar.aihwkit_compat import device_field, write_verify_tolerance_s
+    from stoxbar.crossbar.programming import device_field, write_verify_tolerance_s
     from stoxbar.validation import ConfigError
 
     class Bare:

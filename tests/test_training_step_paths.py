@@ -20,8 +20,8 @@ from aihwkit.nn import AnalogLinear
 
 from stoxbar.crossbar import STORPUConfig
 from stoxbar.crossbar import read as read_mod
-from stoxbar.crossbar.aihwkit_compat import write_verify_tolerance_s
 from stoxbar.crossbar.read import straight_through
+from stoxbar.crossbar.programming import write_verify_tolerance_s
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import presets
 from stoxbar.peripherals.config import PeripheryConfig
