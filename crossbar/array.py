@@ -15,7 +15,7 @@ every tile of the layer is re-read as often as the batched MVM took rounds.
 Events are booked per tile (key ``"i.j"`` = ``array[i][j]``), through the one cost model; the
 substrate operations are those of :class:`~stoxbar.crossbar.tile.SubstrateOps`.
 
-May import: aihwkit, stoxbar.crossbar.{state,tile,events,costs}.
+May import: aihwkit, stoxbar.crossbar.{state,tile,events,recorder,aihwkit_compat}.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from aihwkit.simulator.tiles.array import TileModuleArray
 from stoxbar.crossbar.aihwkit_compat import STOTileArrayCompat
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
-from stoxbar.crossbar.tile import EventSink, SubstrateOps, analog_read
+from stoxbar.crossbar.recorder import EventSink
+from stoxbar.crossbar.tile import SubstrateOps, analog_read
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig

@@ -20,14 +20,14 @@ Substrate operations (units in brackets; none knows a learning rule):
 Events go to the attached :class:`~stoxbar.crossbar.ledger.EnergyLedger` through the one cost
 model (:func:`~stoxbar.crossbar.costs.cost`), per tile (key ``"i.j"``). Programming done while no
 ledger is attached (aihwkit's ``convert_to_analog``, a layer's constructor) is kept as pending
-events and booked when a ledger is attached (:meth:`EventSink.pending_events` reports them).
+events and booked when a ledger is attached (:meth:`~stoxbar.crossbar.recorder.EventSink.pending_events` reports them).
 
 The aihwkit ``weight`` parameter is kept as the programmed target so aihwkit's optimisers and
 hardware-aware training still work: the forward pass uses the conductances' value with the
 gradient of ``weight`` (straight-through); after each update the conductances are brought to it
 (:mod:`~stoxbar.crossbar.aihwkit_compat`, docs/aihwkit-support.md).
 
-May import: aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.{state,events,costs,ledger,mvm,aihwkit_compat}.
+May import: aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.{state,events,recorder,mvm,aihwkit_compat}.
 """
 
 from __future__ import annotations
@@ -42,12 +42,10 @@ from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
 from stoxbar.crossbar.aihwkit_compat import STOSimulatorTileCompat, STOTileCompat, apply_modifier, straight_through
-from stoxbar.crossbar.costs import book, cost
 from stoxbar.crossbar.events import Events
-from stoxbar.crossbar.ledger import EnergyLedger
 from stoxbar.crossbar.mvm import TiledAnalogMVM
+from stoxbar.crossbar.recorder import EventSink
 from stoxbar.crossbar.state import CrossbarState, check_finite
-from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
 from stoxbar.validation import ConfigError
 
@@ -55,139 +53,11 @@ if TYPE_CHECKING:
     from stoxbar.crossbar.config import STORPUConfig
 
 
-class EventSink:
-    """Where a tile or array sends its events: ``ledger``, key names, accumulated and pending events.
-
-    Reads, pulses and decay intervals are accumulated per tile (their events are additive) and
-    costed and booked when the ledger is read (:meth:`flush`, called by the ledger), so that
-    recording costs a few tensor adds per operation. Programming is booked at once, or kept
-    pending while no ledger is attached.
-    """
-
-    ledger: Optional[EnergyLedger] = None
-    layer_name: str = "layer"
-    tile_name: str = "0.0"
-    row_tile: int = 0
-    row_tiles: int = 1
-    device: MemristiveDevice
-    periphery: PeripheryConfig
-
-    def _init_sink(self, device: MemristiveDevice, periphery: PeripheryConfig) -> None:
-        self.device, self.periphery = device, periphery
-        self._pending: List[Tuple[str, Events]] = []
-        self._acc: dict = {}
-
-    def _blocks(self) -> List[Tuple[str, int, int, int, int]]:
-        """(tile key, rows, cols, row-tile, row-tiles) of every tile this sink books, in state order."""
-        return [(self.tile_name, self.state.in_sizes[0], self.state.out_size, self.row_tile, self.row_tiles)]
-
-    def attach(self, ledger: Optional[EnergyLedger], layer_name: str, book_pending: bool = True) -> None:
-        """Book future events under ``layer_name`` in ``ledger``; pending programming too (``book_pending``)."""
-        self.flush()
-        if self.ledger is not None:
-            self.ledger.unregister(self)
-        self.ledger = ledger
-        self.layer_name = layer_name
-        if ledger is not None:
-            ledger.register(self)
-            if book_pending and self._pending:
-                pending, self._pending = self._pending, []
-                for key, ev in pending:
-                    book(ledger, layer_name, key, cost(ev, self.device, self.periphery))
-
-    @property
-    def recording(self) -> bool:
-        """True if a ledger is attached and enabled."""
-        return self.ledger is not None and self.ledger.enabled
-
-    def emit(self, key: str, events: Events) -> None:
-        """Cost ``events`` of tile ``key`` and book them now; programming without a ledger stays pending."""
-        if self.recording:
-            book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))
-        elif self.ledger is None and events.op == "program":
-            self._pending.append((key, events))
-
-    def pending_events(self) -> List[Tuple[str, Events]]:
-        """(tile key, events) of programming not yet booked in a ledger."""
-        return list(self._pending)
-
-    # -- accumulated events ----------------------------------------------------------------------
-    def _read_acc(self) -> list:
-        """The read accumulator: [reads, vectors, vector-rounds, drive_g_s per tile (float64)]."""
-        a = self._acc.get("read")
-        if a is None:
-            a = self._acc["read"] = [0, 0, 0, torch.zeros(self.state.n_tiles, dtype=torch.float64)]
-        return a
-
-    def record_read(self, x_t: Tensor, rounds: int, io_pars: Any, nm_scale: Optional[Tensor] = None) -> None:
-        """Accumulate one read of ``x_t [N, T, X]`` that took ``rounds`` array reads (:func:`read_drive`).
-
-        An all-zero input that aihwkit short-cuts (0 rounds) is still one read on the chip.
-        """
-        rounds = max(rounds, 1)
-        a = self._read_acc()
-        a[0] += 1
-        a[1] += x_t.shape[0]
-        a[2] += x_t.shape[0] * rounds
-        read_drive(self.state, x_t, rounds, io_pars, self.periphery, out=a[3], nm_scale=nm_scale)
-
-    def _native_drive(self, io_pars: Any) -> Optional[Tuple[int, float]]:
-        """(drive mode, shrink per round) if the native read can add this read's drive itself, else None
-        (the same sum as :func:`read_drive`, in float64)."""
-        nm = io_pars.noise_management
-        hit = self.__dict__.get("_drive_mode")
-        if hit is not None and hit[0] is io_pars and hit[1] == nm and hit[3] is self.periphery:
-            return hit[2]
-        mode = self.periphery.dac.mode
-        found = None if mode == "bit_serial" or nm != NoiseManagementType.ABS_MAX else (
-            (0, 0.25) if mode == "multibit" else (1, 0.5))
-        self.__dict__["_drive_mode"] = (io_pars, nm, found, self.periphery)
-        return found
-
-    def record_pulses(self, tile_counts: Tensor) -> None:
-        """Accumulate short-term pulses per tile and level ``[tiles, L]``."""
-        a = self._acc.get("short_term")
-        if a is None:
-            self._acc["short_term"] = tile_counts.to(torch.int64, copy=True)
-        else:
-            a.add_(tile_counts)
-
-    def record_decay(self, dt_s: float, chips: int, bias_energy_j: Optional[Tensor]) -> None:
-        """Accumulate a decay interval of ``chips`` chips under a held bias (None: no bias held, nothing to book)."""
-        if bias_energy_j is None:
-            return
-        a = self._acc.get("decay")
-        if a is None:
-            a = self._acc["decay"] = [0.0, 0.0, torch.zeros(bias_energy_j.shape, dtype=torch.float64)]
-        a[0] += dt_s
-        a[1] += chips * dt_s
-        a[2].add_(bias_energy_j)
-
-    def flush(self) -> None:
-        """Cost and book the accumulated events (per tile) in the attached ledger."""
-        acc, self._acc = self._acc, {}
-        if not acc or self.ledger is None:
-            return
-        blocks = self._blocks()
-        read = acc.get("read")
-        if read is not None:
-            drive = read[3].tolist()
-            for k, (key, rows, cols, i, t) in enumerate(blocks):
-                self._book_events(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
-                                       vector_rounds=read[2], drive_g_s=drive[k]))
-        pulses = acc.get("short_term")
-        if pulses is not None:
-            for (key, rows, cols, i, t), counts in zip(blocks, pulses.tolist()):
-                self._book_events(key, Events("short_term", rows, cols, i, t, pulses_by_level=tuple(counts)))
-        decay = acc.get("decay")
-        if decay is not None:
-            dt, chip_s, energy = decay[0], decay[1], decay[2].tolist()
-            for k, (key, rows, cols, i, t) in enumerate(blocks):
-                self._book_events(key, Events("decay", rows, cols, i, t, dt_s=dt, chip_s=chip_s,
-                                       bias_held_s=2 * rows * cols * chip_s, bias_energy_j=energy[k]))
-
-    def _book_events(self, key: str, events: Events) -> None:
-        book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))
+def record_read(sink: EventSink, x_t: Tensor, rounds: int, io_pars: Any, nm_scale: Optional[Tensor] = None) -> None:
+    """Record in ``sink`` one read of ``x_t [N, T, X]`` that took ``rounds`` array reads, with its drive
+    integral (:func:`read_drive`)."""
+    drive = sink.count_read(x_t.shape[0], rounds)
+    read_drive(sink.state, x_t, max(rounds, 1), io_pars, sink.periphery, out=drive, nm_scale=nm_scale)
 
 
 def input_drive(x_t: Tensor, io_pars: Any, periphery: PeripheryConfig) -> Tensor:
@@ -226,7 +96,7 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
     shrink = 0.25 if periphery.dac.mode == "multibit" else 0.5
     weight = (1.0 - shrink**rounds) / (1.0 - shrink)  # sum of shrink**r over the rounds
     if out is None:
-        out = torch.zeros(state.n_tiles, dtype=torch.float64)
+        out = torch.zeros(state.n_tiles, dtype=torch.float64, device=state.g_pos.device)
     g_col = state.abs_column_conductance().double()  # [B or 1, T, J, X]
     mode = periphery.dac.mode
     if mode != "bit_serial" and io_pars.noise_management == NoiseManagementType.ABS_MAX:
@@ -255,7 +125,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
                 is_test: bool = True, modifier: Any = None, out_noise_values: Optional[Tensor] = None,
                 sink: Optional[EventSink] = None) -> Tuple[Tensor, int]:
     """One analog MVM of ``x [N, in]`` over ``state``: (per-tile partial outputs ``[N, T, O]``, read
-    rounds taken), recorded in ``sink`` if it records (:meth:`EventSink.record_read`).
+    rounds taken), recorded in ``sink`` if it records (:func:`record_read`).
 
     ``weight_param`` (tiled ``[T, O, X]``, or per-tile blocks: :func:`straight_through`) gives the
     straight-through gradient path; ``modifier``
@@ -281,11 +151,9 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
                 _overflow(x)
             if rec is not None:
                 if a is None:
-                    rec.record_read(x_t, rounds, io_pars)
+                    record_read(rec, x_t, rounds, io_pars)
                 else:
-                    a[0] += 1
-                    a[1] += x_t.shape[0]
-                    a[2] += x_t.shape[0] * max(rounds, 1)
+                    rec.count_read(x_t.shape[0], rounds)
             return y, rounds
     check_finite("forward: tile input", x)
     if weight_param is not None:
@@ -298,7 +166,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, weight_param: Opt
     if not torch.isfinite(y).all():
         _overflow(x)
     if rec is not None:
-        rec.record_read(x_t.detach(), rounds, io_pars, nm_scale)
+        record_read(rec, x_t.detach(), rounds, io_pars, nm_scale)
     return y, rounds
 
 
