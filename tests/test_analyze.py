@@ -134,7 +134,7 @@ def test_programming_energy_booked_through_convert_to_analog():
 def test_ledger_is_restored_and_results_match_plain_forward():
     model = convert_to_analog(mlp(), small_cfg())
     own = EnergyLedger()
-    from stoxbar.crossbar import attach_ledger
+    from stoxbar.crossbar import attach_ledger, flush_events
 
     attach_ledger(model, own, prefix="mine")
     n, before_j = len(own), own.total_j  # (programming the tiles kept pending may be booked here)
