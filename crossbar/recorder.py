@@ -8,9 +8,9 @@ accumulated events and the programming kept pending while no ledger is attached.
 (:mod:`~stoxbar.crossbar.events`), so a recorder accumulates them between bookings -- a few tensor
 adds per operation, on the state's torch device -- and costs and books them (one
 :func:`~stoxbar.crossbar.costs.cost` per tile and kind) when its owner calls :meth:`EventSink.flush`
-or :func:`flush_events` at a step or game boundary (``pong.evaluate.play_games`` after each game,
-``analyze`` after its forward pass, ``stoxbar energy``, the studies through ``play_games``), or when
-it is attached to another ledger. A ledger is plain data: reading it never changes it and it never
+or :func:`flush_events` at a step or game boundary (a task's evaluation loop after each game,
+``analyze`` after its forward pass, ``stoxbar energy`` before printing), or when it is attached to
+another ledger. A ledger is plain data: reading it never changes it and it never
 calls into a tile.
 
 Why not book every operation at once: costing a read is tens of microseconds of Python per tile
