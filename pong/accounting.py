@@ -35,7 +35,7 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from stoxbar.analysis import DigitalOpCounter, OpWatch, tally_entries
 from stoxbar.crossbar.ledger import EnergyLedger

@@ -351,3 +351,18 @@ def test_a_task_study_identity_follows_the_task_source(tmp_path):
     after = load_study(str(path), str(tmp_path / "out")).identity()
     assert before["task"] == after["task"] and before["task_sha256"] != after["task_sha256"]
     assert len(task_source_sha256("stoxbar.analysis:analyze")) == 64  # a module's source file
+
+
+def test_layers_are_reported_in_model_order_and_latency_is_the_ledgers():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(8, 8), nn.ReLU()]
+    rep = analyze(nn.Sequential(*layers), torch.rand(2, 8), rpu_config=small_cfg())
+    assert list(rep.layers) == [str(i) for i in range(12)]  # "2" before "10", not string order
+    assert list(rep.by_layer) == list(rep.layers)
+    led = rep.ledger  # per layer: EnergyLedger.latency_s of its reads (tiles in parallel), layers in turn
+    for name, info in rep.layers.items():
+        assert info["latency_s"] == led.latency_s(layer=name, event="mvm")
+    assert rep.latency_s == pytest.approx(sum(led.latency_s(layer=n, event="mvm") for n in rep.layers), rel=1e-12)
+    assert rep.latency_s > 0
