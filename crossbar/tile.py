@@ -17,8 +17,10 @@ Substrate operations (units in brackets; none knows a learning rule):
 * ``decay_and_outer_update(dt_s, scale, u, v)``: decay for ``dt_s``, then apply the requested
   change ``scale * (u v^T)`` (the rows and columns driven as in a crossbar outer-product update).
 
-Events go to the attached :class:`~stoxbar.crossbar.ledger.EnergyLedger` through the one cost
-model (:func:`~stoxbar.crossbar.costs.cost`), per tile (key ``"i.j"``). Programming done while no
+Events are recorded by the tile's :class:`~stoxbar.crossbar.recorder.EventSink` and booked in the
+attached :class:`~stoxbar.crossbar.ledger.EnergyLedger` through the one cost model
+(:func:`~stoxbar.crossbar.costs.cost`), per tile (key ``"i.j"``), when the owner flushes them
+(:func:`~stoxbar.crossbar.recorder.flush_events`). Programming done while no
 ledger is attached (aihwkit's ``convert_to_analog``, a layer's constructor) is kept as pending
 events and booked when a ledger is attached (:meth:`~stoxbar.crossbar.recorder.EventSink.pending_events` reports them).
 
