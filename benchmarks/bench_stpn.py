@@ -10,6 +10,7 @@ Usage: ``python benchmarks/bench_stpn.py [--steps N] [--aihwkit-path]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import time
@@ -21,7 +22,7 @@ from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.evaluate import build_analog_cell
-from stoxbar.pong.accounting import record_digital_step
+from stoxbar.pong.accounting import StepCounter
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.env import STEP_PERIOD_S
 
@@ -51,17 +52,20 @@ def main() -> None:
     states = {k: a.initial_state(1) for k, a in agents.items()}
     times = {k: [] for k in agents}
     params = {"digital": digital.step_params()}
-    with torch.no_grad():
+    counters = {k: StepCounter(a, periphery.digital) for k, a in agents.items() if k != "digital"}
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        for c in counters.values():  # the digital work of every analog step, counted once per shape
+            stack.enter_context(c)
         for i in range(args.steps + 5):
             for name, agent in agents.items():
                 TiledAnalogMVM.use_native = name != "analog, aihwkit read path"
                 t0 = time.perf_counter()
                 _, _, states[name] = agent(obs, states[name], params.get(name))
-                if name != "digital":
-                    record_digital_step(ledgers[name], periphery.digital, arch.n_in, arch.hidden, arch.n_actions)
                 if i >= 5:
                     times[name].append(time.perf_counter() - t0)
     TiledAnalogMVM.use_native = True
+    for name, c in counters.items():
+        c.book(ledgers[name])
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print("| agent (paper arch, batch 1) | ms per agent step | x real time |\n|---|---|---|")
     for k, ms in med.items():

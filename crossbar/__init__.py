@@ -19,12 +19,14 @@ from stoxbar.crossbar.config import STORPUConfig
 from stoxbar.crossbar.costs import Cost, area, book, cost
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.ledger import EnergyLedger, write_json_atomic
+from stoxbar.crossbar.recorder import EventSink, flush_events
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
 
 __all__ = [
     "STORPUConfig", "STOTile", "STOSimulatorTile", "STOTileArray", "CrossbarState", "Events", "Cost", "cost",
     "area", "book", "EnergyLedger", "write_json_atomic", "attach_ledger", "sto_modules", "pending_events",
+    "EventSink", "flush_events", "layer_key",
 ]
 
 
@@ -37,7 +39,9 @@ def sto_modules(model: nn.Module):
             yield name or "layer", module
 
 
-def _layer_key(name: str, prefix: str) -> str:
+def layer_key(name: str, prefix: str = "") -> str:
+    """Ledger layer key of the module path ``name``: aihwkit's ``analog_module`` hops dropped, ``prefix``
+    first ("layer" if both are empty)."""
     inner = ".".join(part for part in name.split(".") if part != "analog_module")
     return ".".join(part for part in (prefix, inner) if part) or "layer"
 
@@ -50,7 +54,7 @@ def attach_ledger(model: nn.Module, ledger: EnergyLedger | None, prefix: str = "
     now unless ``book_pending`` is False (it then stays pending: :func:`pending_events`).
     """
     for name, module in sto_modules(model):
-        layer = _layer_key(name, prefix)
+        layer = layer_key(name, prefix)
         if isinstance(module, STOTileArray):
             module.attach(ledger, layer, book_pending)
         else:
@@ -62,7 +66,7 @@ def pending_events(model: nn.Module, prefix: str = ""):
     """(layer, tile, Events) of programming of ``model`` not yet booked in a ledger."""
     out = []
     for name, module in sto_modules(model):
-        layer = _layer_key(name, prefix)
+        layer = layer_key(name, prefix)
         for key, ev in module.pending_events():
             out.append((layer, key, ev))
     return out

@@ -19,7 +19,7 @@ Device moves: ``.to()``/``.cuda()`` (or any ``_apply``) replace every tensor, th
 the array re-binds its tiles' views to its moved state afterwards (:meth:`STOTileArray._apply`),
 so tiles and array stay one state on any device.
 
-May import: torch, aihwkit, stoxbar.crossbar.{state,tile,read,events,substrate,persistence,conv}; never
+May import: torch, aihwkit, stoxbar.crossbar.{state,tile,read,recorder,events,substrate,persistence,conv}; never
 crossbar.config (the configuration is duck-typed: crossbar/persistence.py ``is_sto_config``).
 """
 
@@ -36,9 +36,9 @@ import stoxbar.crossbar.conv as conv
 import stoxbar.crossbar.persistence as persistence
 from stoxbar.crossbar.events import Events
 from stoxbar.crossbar.state import CrossbarState
-from stoxbar.crossbar.substrate import SubstrateOps
 from stoxbar.crossbar.read import analog_read
-from stoxbar.crossbar.tile import EventSink
+from stoxbar.crossbar.recorder import EventSink
+from stoxbar.crossbar.substrate import SubstrateOps
 
 
 def _attr(module: torch.nn.Module, name: str) -> Any:

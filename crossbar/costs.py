@@ -209,12 +209,9 @@ def _decay(ev: Events, p: PeripheryConfig) -> Cost:
 
 
 def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:
-    """Add ``c`` to ``ledger`` under (layer, tile, component, c.event); the latency on ``c.time_component``.
-
-    Books even if the ledger was disabled since: the events were recorded while it was enabled.
-    """
+    """Add ``c`` to ``ledger`` under (layer, tile, component, c.event); the latency on ``c.time_component``."""
     for comp, (count, energy) in c.parts.items():
-        ledger.book_entry(layer, tile, comp, c.event, count, energy, c.latency_s if comp == c.time_component else 0.0)
+        ledger.add(layer, tile, comp, c.event, count, energy, c.latency_s if comp == c.time_component else 0.0)
 
 
 # -- full-scale figures and area -------------------------------------------------------------------

@@ -4,15 +4,15 @@ Every simulated event on a crossbar (a DAC conversion, a cell read, an ADC conve
 short-term pulse, a second of decay bias, a digital op) adds one entry here, so the total is by
 construction the sum of its parts. Entries are plain Python floats.
 
-Tiles attached to a ledger (its *sources*) accumulate their events between reads of the ledger
-and book them, costed by the one cost model, whenever the ledger is read (every reading method
-flushes its sources first): the events are additive, so the entries are the same as booking every
-operation at once, and recording stays cheap enough to be on in every forward pass.
+A ledger is plain data: reading it never changes it, and it knows nothing of tiles. Tiles
+attached to a ledger accumulate their events and book them, costed by the one cost model, when
+their owner flushes them at a step or game boundary (:mod:`stoxbar.crossbar.recorder`: flush,
+then read).
 
 Views: :meth:`totals` groups by any subset of the key fields; :meth:`snapshot` / :meth:`since`
 give per-MVM, per-step or per-game deltas; :meth:`to_json` writes atomically.
 
-May import: stoxbar.fsio, stoxbar.validation.
+May import: stoxbar.validation, stoxbar.fsio (nothing of the crossbar: a ledger never calls into a tile).
 """
 
 from __future__ import annotations
@@ -48,35 +48,6 @@ class EnergyLedger:
 
     def __init__(self) -> None:
         self._store: Dict[Key, Entry] = defaultdict(Entry)
-        self._sources: Dict[int, object] = {}  # strong references: a source's events must not die with it
-        self._flushing = False
-        self.enabled = True
-
-    # -- sources (tiles that accumulate events and book them on demand) --------------------
-    def register(self, source) -> None:
-        """Flush ``source`` (an object with ``flush()``) before every read of this ledger."""
-        self._sources[id(source)] = source
-
-    def unregister(self, source) -> None:
-        """Stop flushing ``source``."""
-        self._sources.pop(id(source), None)
-
-    def flush(self) -> None:
-        """Book everything the sources accumulated so far."""
-        if self._flushing or not self._sources:
-            return
-        self._flushing = True
-        try:
-            for source in list(self._sources.values()):
-                source.flush()
-        finally:
-            self._flushing = False
-
-    @property
-    def _entries(self) -> Dict[Key, Entry]:
-        """The entries, with the sources flushed (read access)."""
-        self.flush()
-        return self._store
 
     # -- recording ---------------------------------------------------------------------
     def add(
@@ -91,16 +62,9 @@ class EnergyLedger:
     ) -> None:
         """Record ``count`` events costing ``energy_j`` joules and ``time_s`` seconds in total.
 
-        Raises ``ConfigError`` for negative or non-finite values: the ledger never holds a
-        negative or NaN energy.
+        The one booking entry. Raises ``ConfigError`` for negative or non-finite values: the
+        ledger never holds a negative or NaN energy.
         """
-        if not self.enabled:
-            return
-        self.book_entry(layer, tile, component, event, count, energy_j, time_s)
-
-    def book_entry(self, layer: str, tile: str, component: str, event: str, count: float, energy_j: float,
-                   time_s: float = 0.0) -> None:
-        """:meth:`add` regardless of ``enabled`` (for events recorded while it was enabled)."""
         for name, value in (("count", count), ("energy_j", energy_j), ("time_s", time_s)):
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ConfigError(
@@ -121,21 +85,21 @@ class EnergyLedger:
             mine.time_s += e.time_s
 
     def reset(self) -> None:
-        """Forget all entries (what the sources accumulated so far included)."""
-        self._entries.clear()
+        """Forget all entries."""
+        self._store.clear()
 
     # -- reading -------------------------------------------------------------------------
     def items(self) -> Iterator[Tuple[Key, Entry]]:
         """Iterate over (key, entry) pairs."""
-        return iter(list(self._entries.items()))
+        return iter(list(self._store.items()))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._store)
 
     @property
     def total_j(self) -> float:
         """Total energy in joules."""
-        return math.fsum(e.energy_j for e in self._entries.values())
+        return math.fsum(e.energy_j for e in self._store.values())
 
     def totals(self, by: Iterable[str] = ("component",), **where: str) -> Dict[Tuple[str, ...], Entry]:
         """Sum entries grouped by the given key fields, optionally filtered (``layer="stp"``)."""
@@ -145,7 +109,7 @@ class EnergyLedger:
                 raise ConfigError(f"ledger field {name!r}: allowed fields are {KEY_FIELDS}")
         idx = [KEY_FIELDS.index(name) for name in by]
         out: Dict[Tuple[str, ...], Entry] = defaultdict(Entry)
-        for key, e in self._entries.items():
+        for key, e in self._store.items():
             if any(key[KEY_FIELDS.index(f)] != v for f, v in where.items()):
                 continue
             group = out[tuple(key[i] for i in idx)]
@@ -179,8 +143,8 @@ class EnergyLedger:
     def since(self, earlier: "EnergyLedger") -> "EnergyLedger":
         """Entries accumulated after ``earlier`` (a snapshot of this ledger)."""
         diff = EnergyLedger()
-        for key, e in self._entries.items():
-            old = earlier._entries.get(key, Entry())
+        for key, e in self._store.items():
+            old = earlier._store.get(key, Entry())
             d = Entry(e.count - old.count, e.energy_j - old.energy_j, e.time_s - old.time_s)
             if d.count or d.energy_j or d.time_s:
                 diff._store[key] = Entry(max(d.count, 0.0), max(d.energy_j, 0.0), max(d.time_s, 0.0))
@@ -193,7 +157,7 @@ class EnergyLedger:
             "by_component_j": self.by_component(),
             "entries": [
                 dict(zip(KEY_FIELDS, key), count=e.count, energy_j=e.energy_j, time_s=e.time_s)
-                for key, e in sorted(self._entries.items())
+                for key, e in sorted(self._store.items())
             ],
         }
 

@@ -57,7 +57,7 @@ from stoxbar.crossbar.state import CrossbarState, check_finite
 from stoxbar.validation import ConfigError
 
 if TYPE_CHECKING:
-    from stoxbar.crossbar.tile import EventSink
+    from stoxbar.crossbar.recorder import EventSink
     from stoxbar.peripherals.config import PeripheryConfig
 
 # noise / bound management types of the native read (csrc/analog_mvm.h)
@@ -308,7 +308,7 @@ def read_drive(state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any, per
     shrink = 0.25 if periphery.dac.mode == "multibit" else 0.5
     weight = (1.0 - shrink**rounds) / (1.0 - shrink)  # sum of shrink**r over the rounds
     if out is None:
-        out = torch.zeros(state.n_tiles, dtype=torch.float64)
+        out = torch.zeros(state.n_tiles, dtype=torch.float64, device=state.g_pos.device)
     g_col = state.abs_column_conductance().double()  # [B or 1, T, J, X]
     mode = periphery.dac.mode
     if mode != "bit_serial" and io_pars.noise_management == NoiseManagementType.ABS_MAX:
@@ -336,7 +336,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
                 sink: Optional["EventSink"] = None) -> Tuple[Tensor, int]:
     """One analog MVM of ``x [N, in]`` over ``state`` through the read model ``mvm`` (the configuration's
     :class:`TiledAnalogMVM` class): (per-tile partial outputs ``[N, T, O]``, read rounds taken),
-    recorded in ``sink`` if it records (``EventSink.record_read``).
+    recorded in ``sink`` if it records (:func:`record_read`).
 
     The per-call physics (the device's read noise; a read model's own needs, e.g. the wires of
     ``periphery``) comes from ``mvm.read_physics(state, periphery)`` and is passed as arguments.
@@ -366,11 +366,9 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
                 _overflow(x)
             if rec is not None:
                 if a is None:
-                    rec.record_read(x_t, rounds, io_pars)
+                    record_read(rec, x_t, rounds, io_pars)
                 else:
-                    a[0] += 1
-                    a[1] += x_t.shape[0]
-                    a[2] += x_t.shape[0] * max(rounds, 1)
+                    rec.count_read(x_t.shape[0], rounds)  # the native call added the drive itself
             return y, rounds
     check_finite("forward: tile input", x)
     if weight_param is not None:
@@ -381,8 +379,15 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
     if not torch.isfinite(y).all():
         _overflow(x)
     if rec is not None:
-        rec.record_read(x_t.detach(), rounds, io_pars)
+        record_read(rec, x_t.detach(), rounds, io_pars)
     return y, rounds
+
+
+def record_read(sink: "EventSink", x_t: Tensor, rounds: int, io_pars: Any) -> None:
+    """Record in ``sink`` one read of ``x_t [N, T, X]`` that took ``rounds`` array reads, with its drive
+    integral (:func:`read_drive`); an all-zero input aihwkit short-cuts (0 rounds) is still one read."""
+    drive = sink.count_read(x_t.shape[0], rounds)
+    read_drive(sink.state, x_t, max(rounds, 1), io_pars, sink.periphery, out=drive)
 
 
 def _overflow(x: Tensor) -> None:

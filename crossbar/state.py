@@ -59,6 +59,13 @@ def check_finite(name: str, value: Tensor) -> None:
         raise ConfigError(f"{name} contains NaN or inf: inputs to an STO tile must be finite")
 
 
+def write_verify_cost(delta_g_s: Tensor, device: MemristiveDevice) -> Tuple[float, float]:
+    """(pulses, device energy J) of write-verify programming that moves the conductances by ``delta_g_s``
+    in total (S): ``ceil(delta / lt_dg_s)`` pulses of ``lt_pulse_energy_j`` each."""
+    pulses = float(torch.ceil(delta_g_s / device.lt_dg_s))
+    return pulses, pulses * device.lt_pulse_energy_j
+
+
 class CrossbarState(nn.Module):
     """Conductance state of T row-tiles sharing ``out`` columns (see module docstring)."""
 
@@ -253,12 +260,18 @@ class CrossbarState(nn.Module):
         else:
             # |old - new| summed in place (the state is overwritten with new below): no temporaries
             delta = self.g_pos.sub_(new_pos).abs_().sum() + self.g_neg.sub_(new_neg).abs_().sum()
-            pulses = float(torch.ceil(delta / dev.lt_dg_s))
-            energy = pulses * dev.lt_pulse_energy_j
+            pulses, energy = write_verify_cost(delta, dev)
         self.g_pos.copy_(new_pos)
         self.g_neg.copy_(new_neg)
         self._version += 1
         return pulses, energy
+
+    def programming_from_reset(self) -> Tuple[float, float]:
+        """(pulses, device energy J) of write-verify programming the present conductances from reset
+        (every device at ``g_min``): the count :meth:`program` makes for that change."""
+        dev = self.device_model
+        delta = ((self.g_pos - dev.g_min_s).abs_() + (self.g_neg - dev.g_min_s).abs_()).mul_(self.mask).sum()
+        return write_verify_cost(delta, dev)
 
     def read_noise_var(self) -> Optional[Tensor]:
         """Per-cell read-noise variance of the pair in weight units squared (the device's law,

@@ -50,7 +50,7 @@ def make_layer(n: int, device, seed: int):
 def run_tau(tau_s: float, patterns: torch.Tensor, order: torch.Tensor, match: torch.Tensor, delay_s: float,
             iti_s: float, w0: float, device, seed: int) -> Dict[str, Any]:
     """Trials of one tau: accuracy, hit and false-alarm rates, and the ledger of everything the chip did."""
-    from stoxbar.crossbar import EnergyLedger, attach_ledger
+    from stoxbar.crossbar import EnergyLedger, attach_ledger, flush_events
 
     k, n = patterns.shape
     layer = make_layer(n, device, seed)
@@ -73,6 +73,7 @@ def run_tau(tau_s: float, patterns: torch.Tensor, order: torch.Tensor, match: to
         hits += int(said_match and bool(match[trial]))
         false_alarms += int(said_match and not bool(match[trial]))
         tiles.decay(iti_s)                                              # until the next sample
+    flush_events(layer)  # book what the chip recorded before the ledger is read
     trials, n_match = len(order), int(match.sum())
     return {"tau_s": tau_s, "v_bias_v": v_bias, "accuracy": correct / trials,
             "hit_rate": hits / max(n_match, 1), "false_alarm_rate": false_alarms / max(trials - n_match, 1),

@@ -1,97 +1,140 @@
-"""Energy boundaries of the Pong m-STPN chip, and its first-principles GPU baseline.
+"""Energy boundaries of the Pong m-STPN chip, the digital work of its steps, and its GPU baseline.
 
 The analog STP layer books its own events (ledger layer ``stp``: DAC, drivers, cell reads, ADC,
-sense, partial sums, pulses, bias). This module adds the digital work around it, per agent step:
+sense, partial sums, pulses, bias). The digital work around it is counted by the same op counter
+``analyze`` uses (:class:`stoxbar.analysis.OpWatch`): :class:`StepCounter` runs one agent step of
+each distinct input shape under the counter and books the counted ops, costed by the digital
+cost model (:mod:`stoxbar.analysis.digital_cost`), once per step. The op sequence of a step is
+fixed by the shapes (no data-dependent branch outside the tiles: the analog read and the
+substrate's short-term step are the tiles' own work), so the count of one step is exactly the
+count of every step of that shape (tested). Ledger layers (event ``step``, tile ``digital``):
 
-* layer ``stp``, component ``digital_hebbian``: Gamma * (h z^T) magnitude and its quantisation to a
-  pulse level (2 mults + 1 compare per synapse; the paper keeps this off the memristors);
-  component ``sram``: the memory reads that work needs every step -- the per-synapse Gamma
-  (169,984 int8 values for the paper's layer) plus h and z_hat (one byte each);
-* layer ``neuron``: presynaptic normalisation (max-abs + one mult per input), gain, bias, tanh;
-* layers ``encoder`` and ``heads``: the conv encoder and actor/critic heads as int8 MACs (one
-  8-bit mult + one 16-bit accumulate each, Horowitz 45 nm via ``DigitalPeriphery``) plus reading
-  their weights once per step from SRAM (64-bit words).
-
-Every energy here comes from the digital cost model that :func:`stoxbar.analysis.analyze` uses
-for any model (``digital_energy`` per op kind, ``sram_energy_j`` per byte moved), so the Pong
-boundaries are one use of it; the op counts per step are the m-STPN's (checked against the ops
-torch runs in tests/test_analyze_pong.py).
+* ``stp``: the digital periphery of the Hebbian request the substrate's outer-product update
+  runs, ``(Gamma * h) * z_hat`` per synapse and its quantisation to a pulse level (2 mults + 1
+  compare per synapse; the paper keeps this off the memristors) and reading Gamma, h and z_hat
+  (``analysis.ops.count_substrate_call``);
+* ``neuron``: the cell's own ops (presynaptic normalisation, gain, bias, tanh, the tiling copy);
+* ``encoder``, ``heads``: the conv encoder (and bottleneck) and the actor/critic heads (MACs,
+  bias adds, ReLUs, every operand read and result written);
+* ``agent``: the agent's own ops (the frame's conversion to [0, 1]).
 
 Boundaries (nested by construction: each is a superset of the previous one's components):
 
 * ``synapse_only`` - the paper's: decay bias + short-term pulses + cell reads of the STP synapses;
 * ``array`` - plus every peripheral of the STP layer (DAC, ADC, drivers, sense, digital periphery);
-* ``system`` - plus neuron operations, encoder and heads.
+* ``system`` - plus neuron operations, encoder, heads and the agent's frame conversion.
 
-May import: stoxbar.analysis, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn.
+May import: torch, stoxbar.analysis, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.agent.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, Tuple
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Tuple
 
-from stoxbar.analysis import digital_energy, sram_energy_j
+import torch
+from torch import nn
+
+from stoxbar.analysis import DigitalOpCounter, OpWatch, tally_entries
 from stoxbar.crossbar.ledger import EnergyLedger
 from stoxbar.peripherals import DigitalPeriphery, GPUSpec, dense_layer_cost
+from stoxbar.pong.agent import ArchConfig, build_encoder
+from stoxbar.pong.env import OBS_SHAPE
 from stoxbar.stpn.gpu_cost import stpn_step_cost
 
 SYNAPSE_COMPONENTS = ("bias", "st_pulse", "cell_read")
-CONV_LAYERS = ((1, 16, 8, 20), (16, 32, 4, 9))  # (in ch, out ch, kernel, output side): 84 -> 20 -> 9
+STEP_EVENT = "step"
 
 
-def conv_macs() -> int:
-    """Multiply-accumulates of the paper's conv encoder per frame (1,073,152)."""
-    return sum(c_out * side * side * c_in * k * k for c_in, c_out, k, side in CONV_LAYERS)
+def ledger_layer(path: str) -> str:
+    """The ledger layer of a counted op (``analysis.ops.layer_name`` of the agent's module path)."""
+    top = path.split(".")[0]
+    if path == "cell.syn":
+        return "stp"  # the plastic layer's own periphery (the analog cell's ledger layer)
+    return {"cell": "neuron", "encoder": "encoder", "actor": "heads", "critic": "heads", "model": "agent"}.get(top, path)
 
 
-def conv_params() -> int:
-    """Weights + biases of the conv encoder (9,264)."""
-    return sum(c_out * c_in * k * k + c_out for c_in, c_out, k, _ in CONV_LAYERS)
+def _shape_key(obj: Any) -> Any:
+    """What fixes a step's op sequence: the shapes and dtypes of its inputs (tensors, arrays, nested tuples)."""
+    if isinstance(obj, (tuple, list)):
+        return tuple(map(_shape_key, obj))
+    shape = getattr(obj, "shape", None)  # a tensor's torch.Size, an array's tuple
+    return (shape, obj.dtype) if shape is not None else type(obj)
 
 
-def record_digital_step(ledger: EnergyLedger, digital: DigitalPeriphery, n_in: int, hidden: int,
-                        n_actions: int, extra_encoder_macs: int = 0, batch: int = 1) -> None:
-    """Book the digital work of ``batch`` agent steps (see module docstring); int8 values, 16-bit sums.
+class StepCounter:
+    """Counts the digital work of an agent's steps (forward calls) and books it (module docstring).
 
-    The entries depend only on the arguments, so they are computed once per configuration
-    (:func:`digital_step_entries`) and the same numbers are booked every step.
+    While entered (``with StepCounter(agent, digital):``), every forward of ``agent`` is one step;
+    the first forward of each input shape runs under the op counter, whose entries (per step) are
+    kept; :meth:`book` adds ``steps x entries`` to a ledger and starts counting steps afresh.
     """
-    try:
-        entries = _cached_entries(digital, n_in, hidden, n_actions, extra_encoder_macs, batch)
-    except TypeError:  # an unhashable digital model: compute every time
-        entries = digital_step_entries(digital, n_in, hidden, n_actions, extra_encoder_macs, batch)
-    for entry in entries:
-        ledger.add(*entry)
+
+    def __init__(self, agent: nn.Module, digital: DigitalPeriphery, act_bits: int = 8) -> None:
+        self.agent, self.digital, self.act_bits = agent, digital, act_bits
+        self.entries: Dict[Any, List[tuple]] = {}
+        self.steps: Dict[Any, int] = defaultdict(int)
+        self._handles: list = []
+        self._counting: Optional[Tuple[Any, DigitalOpCounter, OpWatch]] = None
+
+    def _pre(self, module: nn.Module, args: Tuple) -> None:
+        key = (id(module._modules.get("cell")), _shape_key(args))  # a swapped cell is another step
+        self.steps[key] += 1
+        if key not in self.entries and self._counting is None:
+            counter = DigitalOpCounter()
+            watch = OpWatch(module, counter).start()
+            counter.__enter__()
+            self._counting = (key, counter, watch)
+
+    def _post(self, module: nn.Module, args: Tuple, out: Any) -> None:
+        if self._counting is None:
+            return
+        key, counter, watch = self._counting
+        self._counting = None
+        counter.__exit__(None, None, None)
+        watch.stop()
+        if out is not None:
+            self.entries[key] = step_entries(counter, self.digital, self.act_bits)
+
+    def __enter__(self) -> "StepCounter":
+        self._handles = [self.agent.register_forward_pre_hook(self._pre),
+                         self.agent.register_forward_hook(self._post, always_call=True)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def book(self, ledger: EnergyLedger) -> None:
+        """Book the digital work of the steps run since the last call in ``ledger``."""
+        steps, self.steps = self.steps, defaultdict(int)
+        for key, n in steps.items():
+            for layer, tile, comp, event, count, energy in self.entries.get(key, ()):
+                ledger.add(layer, tile, comp, event, count * n, energy * n)
 
 
-def digital_step_entries(digital: DigitalPeriphery, n_in: int, hidden: int, n_actions: int,
-                         extra_encoder_macs: int = 0, batch: int = 1) -> Tuple[tuple, ...]:
-    """The ledger entries (layer, tile, component, event, count, energy J) of ``batch`` agent steps."""
-    p = n_in + hidden
-    syn = hidden * p * batch
-    out = [("stp", "all", "digital_hebbian", "step", syn,
-            digital_energy(digital, "mult", 2 * syn) + digital_energy(digital, "compare", syn))]
-    gamma_bytes = syn + (hidden + p) * batch  # Gamma per synapse, post h and pre z_hat: one byte each
-    out.append(("stp", "all", "sram", "gamma_read", gamma_bytes / 8, sram_energy_j(digital, gamma_bytes)))
-    out.append(("neuron", "all", "normalise", "step", p * batch,
-                digital_energy(digital, "compare", p * batch) + digital_energy(digital, "mult", p * batch)))
-    out.append(("neuron", "all", "activation", "step", hidden * batch,
-                digital_energy(digital, "mult", hidden * batch) + digital_energy(digital, "add", hidden * batch)
-                + digital_energy(digital, "nonlinear", hidden * batch)))
-    for layer, macs, params in (("encoder", conv_macs() + extra_encoder_macs, conv_params() + extra_encoder_macs),
-                                ("heads", hidden * (n_actions + 1), (hidden + 1) * (n_actions + 1))):
-        out.append((layer, "all", "digital_mac", "step", macs * batch, digital_energy(digital, "mac", macs * batch)))
-        words = math.ceil(params / 8) * batch  # int8 weights, 8 per 64-bit SRAM word
-        out.append((layer, "all", "sram", "step", words, sram_energy_j(digital, 8 * words)))
-    return tuple(out)
+def step_entries(counter: DigitalOpCounter, digital: DigitalPeriphery, act_bits: int = 8) -> List[tuple]:
+    """Ledger entries (layer, tile, component, event, count, J) of one counted step, in Pong's layers."""
+    merged: Dict[tuple, List[float]] = {}
+    for layer, tile, comp, event, count, energy in tally_entries(digital, counter.tally, act_bits, STEP_EVENT):
+        acc = merged.setdefault((ledger_layer(layer), tile, comp, event), [0.0, 0.0])
+        acc[0] += count
+        acc[1] += energy
+    return [(*k, c, e) for k, (c, e) in merged.items()]
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_entries(digital: DigitalPeriphery, n_in: int, hidden: int, n_actions: int, extra_encoder_macs: int,
-                    batch: int) -> Tuple[tuple, ...]:
-    return digital_step_entries(digital, n_in, hidden, n_actions, extra_encoder_macs, batch)
+@functools.lru_cache(maxsize=16)
+def encoder_work(arch: ArchConfig) -> Tuple[float, int]:
+    """(MACs per frame, weights + biases) of ``arch``'s encoder, counted by the op counter on one frame."""
+    encoder = build_encoder(arch)
+    counter = DigitalOpCounter()
+    with torch.no_grad(), counter:
+        encoder(torch.zeros(1, *OBS_SHAPE))
+    macs = math.fsum(t.elements.get("mac", 0.0) for t in counter.tally.values())
+    return macs, sum(p.numel() for p in encoder.parameters())
 
 
 def boundaries(ledger: EnergyLedger) -> Dict[str, Dict[str, object]]:
@@ -108,15 +151,14 @@ def boundaries(ledger: EnergyLedger) -> Dict[str, Dict[str, object]]:
     return out
 
 
-def gpu_baseline(n_in: int, hidden: int, n_actions: int, steps: int, dtype: str = "fp32",
-                 spec: GPUSpec | None = None, extra_encoder_macs: int = 0) -> Dict[str, object]:
-    """GPU energy of ``steps`` agent steps at batch 1 (STP step + conv encoder + heads)."""
+def gpu_baseline(arch: ArchConfig, steps: int, dtype: str = "fp32", spec: GPUSpec | None = None) -> Dict[str, object]:
+    """GPU energy of ``steps`` agent steps of ``arch`` at batch 1 (STP step + encoder + heads)."""
     spec = spec or GPUSpec()
-    stp = stpn_step_cost(hidden, n_in + hidden, 1, dtype, spec)
-    enc = dense_layer_cost(1, 1, 1, dtype, spec, flops=2.0 * (conv_macs() + extra_encoder_macs),
-                           weight_bytes=(conv_params() + extra_encoder_macs) * (2 if dtype == "fp16" else 4),
-                           label="conv encoder")
-    heads = dense_layer_cost(hidden, n_actions + 1, 1, dtype, spec, label="heads")
+    stp = stpn_step_cost(arch.hidden, arch.n_in + arch.hidden, 1, dtype, spec)
+    macs, params = encoder_work(arch)
+    enc = dense_layer_cost(1, 1, 1, dtype, spec, flops=2.0 * macs,
+                           weight_bytes=params * (2 if dtype == "fp16" else 4), label="conv encoder")
+    heads = dense_layer_cost(arch.hidden, arch.n_actions + 1, 1, dtype, spec, label="heads")
     parts = {"stp_step": stp.energy_j * steps, "encoder": enc.energy_j * steps, "heads": heads.energy_j * steps}
     return {"total_j": math.fsum(parts.values()), "by_component": parts, "gpu": spec.name, "dtype": dtype,
             "assumptions": stp.assumptions()}

@@ -94,6 +94,15 @@ def _ortho(layer: nn.Module, gain: float) -> nn.Module:
     return layer
 
 
+def build_encoder(arch: ArchConfig) -> nn.Sequential:
+    """The encoder of ``arch`` (module docstring): frames [B, 1, 84, 84] -> the cell's input [B, n_in]."""
+    layers = [_ortho(nn.Conv2d(1, 16, 8, 4), math.sqrt(2)), nn.ReLU(),
+              _ortho(nn.Conv2d(16, 32, 4, 2), math.sqrt(2)), nn.ReLU(), nn.Flatten()]
+    if arch.arch == "bottleneck":
+        layers += [_ortho(nn.Linear(CONV_FEATURES, arch.bottleneck), math.sqrt(2)), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 class PongAgent(nn.Module):
     """Actor-critic Pong agent (module docstring). ``device`` overrides ``arch.device_preset``."""
 
@@ -102,11 +111,7 @@ class PongAgent(nn.Module):
         if not isinstance(arch, ArchConfig):
             raise ConfigError(f"arch must be an ArchConfig, got {type(arch).__name__}")
         self.arch = arch
-        layers = [_ortho(nn.Conv2d(1, 16, 8, 4), math.sqrt(2)), nn.ReLU(),
-                  _ortho(nn.Conv2d(16, 32, 4, 2), math.sqrt(2)), nn.ReLU(), nn.Flatten()]
-        if arch.arch == "bottleneck":
-            layers += [_ortho(nn.Linear(CONV_FEATURES, arch.bottleneck), math.sqrt(2)), nn.ReLU()]
-        self.encoder = nn.Sequential(*layers)
+        self.encoder = build_encoder(arch)
         if arch.cell == "stpn":
             self.device_model = None
             self.cell: nn.Module = STPNCell(arch.n_in, arch.hidden)

@@ -1,30 +1,28 @@
 """Evaluate a Pong agent: games on the simulated STO chip (or in float) with the energy report.
 
 Shared by ``stoxbar play`` and the studies (``stoxbar sweep``): build the analog STP layer from a
-trained agent, play N games, book the digital work of every step, and turn the ledger into the
-``synapse_only`` / ``array`` / ``system`` boundaries plus the GPU baseline.
+trained agent, play N games, book the digital work of every step (counted by the op counter,
+:class:`~stoxbar.pong.accounting.StepCounter`) and the analog layer's events (flushed after each
+game), and turn the ledger into the ``synapse_only`` / ``array`` / ``system`` boundaries plus the
+GPU baseline.
 
-May import: stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.{accounting,agent,env}.
+May import: torch, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from contextlib import nullcontext
 from typing import Callable, List, Optional
 
 import torch
 
-from stoxbar.crossbar import EnergyLedger
+from stoxbar.crossbar import EnergyLedger, flush_events
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.pong.accounting import boundaries, gpu_baseline, record_digital_step
-from stoxbar.pong.agent import CONV_FEATURES, ArchConfig, PongAgent
+from stoxbar.pong.accounting import StepCounter, boundaries, gpu_baseline
+from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.env import STEP_PERIOD_S, make_pong_env
-
-
-def extra_encoder_macs(arch: ArchConfig) -> int:
-    """MACs of the encoder beyond the paper's convs (the bottleneck FC layer, if any)."""
-    return arch.n_in * CONV_FEATURES if arch.arch == "bottleneck" else 0
 
 
 def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig):
@@ -39,8 +37,7 @@ def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig)
     return agent.cell
 
 
-def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator,
-              on_step: Optional[Callable[[], None]] = None) -> tuple[float, int]:
+def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator) -> tuple[float, int]:
     """One game on a 1-env vector env; returns (agent points - opponent points, agent steps)."""
     obs = env.reset()
     state = agent.initial_state(1)
@@ -51,8 +48,6 @@ def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Ge
             obs, reward, done, _ = env.step(actions)
             score += float(reward[0])
             steps += 1
-            if on_step is not None:
-                on_step()
             if bool(done[0]):
                 break
     return score, steps
@@ -82,25 +77,24 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
                after_game: Optional[Callable[[float], None]] = None) -> PlayResult:
     """Play ``games`` games (env seeds ``seed``, ``seed + 1``, ...).
 
-    With ``periphery`` given, the digital work of every step (neurons, Hebbian magnitude,
-    encoder, heads) is booked in ``ledger`` as well (the analog layer books its own events
-    if it was attached to the same ledger).
+    With ``periphery`` given, the digital work of every step (neurons, Hebbian request, encoder,
+    heads) is booked in ``ledger`` as well, after each game; the analog layer's events are
+    flushed into the ledger it is attached to after each game too (attach it to the same one).
     """
     result = PlayResult(ledger=ledger if ledger is not None else EnergyLedger())
-    arch = agent.arch
-    extra = extra_encoder_macs(arch)
-
-    def book() -> None:
-        record_digital_step(result.ledger, periphery.digital, arch.n_in, arch.hidden, arch.n_actions, extra)
-
+    digital = StepCounter(agent, periphery.digital) if periphery is not None else None
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for game in range(games):
         env = make_pong_env(1, seed=seed + game)
         try:
-            score, steps = play_game(agent, env, max_steps, greedy, gen, book if periphery is not None else None)
+            with digital if digital is not None else nullcontext():
+                score, steps = play_game(agent, env, max_steps, greedy, gen)
         finally:
             env.close()
+            flush_events(agent)  # the game boundary: book what the tiles recorded
+            if digital is not None:
+                digital.book(result.ledger)
         result.scores.append(score)
         result.steps.append(steps)
         if after_game is not None:
@@ -112,6 +106,5 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
 def energy_report(result: PlayResult, arch: ArchConfig, analog: bool) -> dict:
     """``synapse_only`` / ``array`` / ``system`` (analog only) and ``gpu_baseline``, in J in total."""
     energy = boundaries(result.ledger) if analog else {}
-    energy["gpu_baseline"] = gpu_baseline(arch.n_in, arch.hidden, arch.n_actions, result.agent_steps,
-                                          extra_encoder_macs=extra_encoder_macs(arch))
+    energy["gpu_baseline"] = gpu_baseline(arch, result.agent_steps)
     return energy

@@ -176,11 +176,10 @@ def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = N
     each real-time step period. Returns {tier: {"total_j", "j_per_step", "by_component", ...}}.
     """
     from stoxbar.pong.accounting import gpu_baseline
-    from stoxbar.pong.evaluate import extra_encoder_macs
 
     check_int("steps", steps, 0, None)
     spec = GPUSpec() if spec is None else spec
-    roof = gpu_baseline(arch.n_in, arch.hidden, arch.n_actions, steps, dtype, spec, extra_encoder_macs(arch))
+    roof = gpu_baseline(arch, steps, dtype, spec)
     kernels = agent_kernels(tuple(sorted(arch.to_dict().items())))
     whole = step_tiers(kernels, dtype, spec, step_period_s, cuda_graph)
     parts = {lab: step_tiers([k for k in kernels if k.label == lab], dtype,
@@ -299,7 +298,7 @@ _STEP_COMPONENTS = (
     ("read/write drivers, sense, digital accumulation", ("row_driver", "st_write_driver", "sense",
                                                          "digital_accum", "sample_hold", "write_driver")),
     ("bias drivers", ("bias_driver",)),
-    ("digital neuron and Hebbian work", ("digital_hebbian", "neuron.")),
+    ("digital neuron and Hebbian work", ("digital_mult", "digital_compare", "neuron.", "agent.")),
     ("encoder and heads", ("encoder.", "heads.")),
 )
 

@@ -85,7 +85,7 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     """Ledgers of one MVM and of one short-term update + decay interval on an ``n_in x n_out`` layer."""
     from aihwkit.nn import AnalogLinear
 
-    from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+    from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events
 
     gen = torch.Generator().manual_seed(seed)
     layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=STORPUConfig(device=device, periphery=periphery))
@@ -104,6 +104,7 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     delta = torch.randn(1, n_out, n_in, generator=gen) * float(levels[0]) / device.g_range_s
     module.apply_short_term(delta)
     module.decay(dt_s)
+    flush_events(layer)  # book what the tiles recorded before the ledgers are read
     return mvm, update
 
 
@@ -161,7 +162,8 @@ def model_main(args: argparse.Namespace) -> int:
 
     from torch import nn
 
-    from stoxbar.analysis import analyze, load_entry_point
+    from stoxbar.analysis import analyze
+    from stoxbar.entry_points import load_entry_point
     from stoxbar.crossbar import STORPUConfig, write_json_atomic
     from stoxbar.devices import presets
 

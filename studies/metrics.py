@@ -212,7 +212,7 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
 
 def measure_task(task: str, task_args: Dict[str, Any], cfg: PointConfig, seed: int) -> Dict[str, Any]:
     """Metrics of one trial of a study over another task: ``task(cfg, seed, **task_args)`` (see studies.spec)."""
-    from stoxbar.analysis import load_entry_point
+    from stoxbar.entry_points import load_entry_point
     from stoxbar.validation import ConfigError
 
     t0 = time.perf_counter()

@@ -526,7 +526,7 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
 
 def _task(doc: Dict[str, Any], where: str) -> Tuple[str, Tuple[Tuple[str, Any], ...]]:
     """(resolved task entry point or "", task_args) of a study file; the entry point is imported now."""
-    from stoxbar.analysis import load_entry_point
+    from stoxbar.entry_points import load_entry_point
 
     spec = doc.get("task", "")
     args = _table(doc, "task_args", where)

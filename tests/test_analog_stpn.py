@@ -8,10 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from stoxbar.crossbar import EnergyLedger
+from stoxbar.analysis import DigitalOpCounter, OpWatch, book_tally
+from stoxbar.crossbar import EnergyLedger, flush_events
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.pong.accounting import boundaries, record_digital_step
+from stoxbar.pong.accounting import boundaries
 from stoxbar.stpn.analog import AnalogMSTPNCell
 from stoxbar.stpn.cells import MSTPNCell
 
@@ -70,10 +71,13 @@ def test_boundaries_nest_and_sum_from_components():
     ledger = EnergyLedger()
     analog.attach(ledger, "stp")
     s = analog.initial_state(1)
+    counter = DigitalOpCounter()  # the cell's digital work, counted from the ops its steps run
     for _ in range(4):
-        with torch.no_grad():
+        with torch.no_grad(), OpWatch(analog, counter), counter:
             _, s = analog(torch.randn(1, 20), s)
-        record_digital_step(ledger, PeripheryConfig().digital, 20, 8, 6)
+    flush_events(analog)
+    book_tally(ledger, PeripheryConfig().digital, counter.tally, event="step")
+    assert counter.tally["syn"].ops == {"decay_and_outer_update": 4}  # the Hebbian request, once per step
     e = boundaries(ledger)
     for name in ("synapse_only", "array", "system"):
         parts = e[name]["by_component"]

@@ -13,7 +13,8 @@ from aihwkit.nn import AnalogLinear
 from aihwkit.nn.conversion import convert_to_analog
 
 from stoxbar import analyze
-from stoxbar.analysis import AnalysisReport, digital_energy, load_entry_point, sram_energy_j, tile_area_m2
+from stoxbar.analysis import AnalysisReport, digital_energy, sram_energy_j, tile_area_m2
+from stoxbar.entry_points import load_entry_point
 from stoxbar.crossbar import EnergyLedger, STORPUConfig
 from stoxbar.peripherals import DigitalPeriphery, PeripheryConfig
 from stoxbar.validation import ConfigError
@@ -133,7 +134,7 @@ def test_programming_energy_booked_through_convert_to_analog():
 def test_ledger_is_restored_and_results_match_plain_forward():
     model = convert_to_analog(mlp(), small_cfg())
     own = EnergyLedger()
-    from stoxbar.crossbar import attach_ledger
+    from stoxbar.crossbar import attach_ledger, flush_events
 
     attach_ledger(model, own, prefix="mine")
     n, before_j = len(own), own.total_j  # (programming the tiles kept pending may be booked here)
@@ -141,6 +142,8 @@ def test_ledger_is_restored_and_results_match_plain_forward():
     assert len(own) == n and own.total_j == before_j  # nothing of the analysis leaks into it
     with torch.no_grad():
         model(torch.rand(2, 20))
+    assert own.total_j == before_j  # the read is recorded, booked when its owner flushes
+    flush_events(model)
     assert own.total_j > before_j and all(k[0].startswith("mine") for k, _ in own.items())
 
 
@@ -348,3 +351,18 @@ def test_a_task_study_identity_follows_the_task_source(tmp_path):
     after = load_study(str(path), str(tmp_path / "out")).identity()
     assert before["task"] == after["task"] and before["task_sha256"] != after["task_sha256"]
     assert len(task_source_sha256("stoxbar.analysis:analyze")) == 64  # a module's source file
+
+
+def test_layers_are_reported_in_model_order_and_latency_is_the_ledgers():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(8, 8), nn.ReLU()]
+    rep = analyze(nn.Sequential(*layers), torch.rand(2, 8), rpu_config=small_cfg())
+    assert list(rep.layers) == [str(i) for i in range(12)]  # "2" before "10", not string order
+    assert list(rep.by_layer) == list(rep.layers)
+    led = rep.ledger  # per layer: EnergyLedger.latency_s of its reads (tiles in parallel), layers in turn
+    for name, info in rep.layers.items():
+        assert info["latency_s"] == led.latency_s(layer=name, event="mvm")
+    assert rep.latency_s == pytest.approx(sum(led.latency_s(layer=n, event="mvm") for n in rep.layers), rel=1e-12)
+    assert rep.latency_s > 0

@@ -15,8 +15,7 @@ from aihwkit.simulator.parameters.mapping import MappingParameter
 from hypothesis import given, settings, strategies as st
 
 from stoxbar.compat import AihwkitMismatchError, check_aihwkit
-from stoxbar.crossbar import CrossbarState, EnergyLedger, attach_ledger, fused
-from stoxbar.crossbar import STORPUConfig
+from stoxbar.crossbar import CrossbarState, EnergyLedger, STORPUConfig, attach_ledger, flush_events, fused
 from stoxbar.devices import STODevice, dynamics, presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.validation import ConfigError
@@ -117,6 +116,7 @@ def test_ledger_invariants_and_bits_change_error_and_energy():
         layer.set_weights(w)
         ledger = attach_ledger(layer, EnergyLedger())
         err = float((layer(x) - x @ w.T).abs().mean())
+        flush_events(layer)
         parts = ledger.by_component()
         assert all(v >= 0 and math.isfinite(v) for v in parts.values())
         assert math.isclose(ledger.total_j, math.fsum(parts.values()), rel_tol=1e-12)
@@ -153,6 +153,7 @@ def test_decay_of_short_term_state_follows_closed_form():
     tau = torch.as_tensor(dev.tau_s(v), dtype=f0.dtype)
     expected = f0 * torch.exp(-(0.37 + 1.3) / tau)
     assert torch.allclose(arr.state.from_tiled(arr.state.g_st), expected, rtol=1e-5, atol=1e-18)
+    flush_events(layer)
     assert ledger.by_component()["bias"] > 0
 
 

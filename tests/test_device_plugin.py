@@ -19,8 +19,7 @@ import pytest
 import torch
 from aihwkit.nn import AnalogLinear
 
-from stoxbar.crossbar import CrossbarState, EnergyLedger, attach_ledger
-from stoxbar.crossbar import STORPUConfig
+from stoxbar.crossbar import CrossbarState, EnergyLedger, STORPUConfig, attach_ledger, flush_events
 from stoxbar.devices import PRESETS, MemristiveDevice, get_preset, register_preset
 from stoxbar.devices import dynamics
 from stoxbar.peripherals import PeripheryConfig
@@ -178,6 +177,7 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     assert torch.isclose(g_st.abs().unsqueeze(-1), allowed, rtol=1e-5, atol=1e-12).any(-1).all()
     n = int(torch.count_nonzero(level))
     assert n > 0
+    flush_events(layer)
     pulse_e = ledger.by_component()["st_pulse"]
     energies = torch.tensor((0.0,) + e_lv, dtype=torch.float64)[level.abs().long()]
     assert pulse_e == pytest.approx(float(energies.sum()), rel=1e-6)
@@ -190,6 +190,7 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     lam = 1.0 / (1.0 + dt / tau)
     assert torch.allclose(tile.state.g_st, g_st * lam, rtol=1e-5, atol=1e-15)
     assert not torch.allclose(lam, torch.exp(-dt / tau))  # genuinely not the STO's exponential
+    flush_events(layer)
     g_lt = (tile.state.g_pos + tile.state.g_neg)[0].double()
     held = (tau * torch.log1p(dt / tau)).double()
     bias_expected = float((v.double() ** 2 * (2 * g_lt * dt + g_st.abs().sum(0)[0].double() * held)).sum())

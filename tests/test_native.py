@@ -12,7 +12,7 @@ from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 
 from stoxbar import native
-from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, fused
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events, fused
 from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import dynamics, presets
@@ -220,6 +220,7 @@ def test_fast_layer_forward_equals_aihwkit_path_and_books_the_same(monkeypatch):
         snap = ledger.snapshot()  # after programming (which draws its own device spread)
         with torch.no_grad():
             outs.append(layer(x))
+        flush_events(layer)
         reads.append(ledger.since(snap))
     assert torch.equal(outs[0], outs[1])
     a, b = ({k: (e.count, e.energy_j) for k, e in led.items()} for led in reads)

@@ -91,7 +91,7 @@ def test_waterfall_factors_multiply_to_the_end_to_end_ratio():
     steps = 2000
     system = {"bias": 0.15, "st_pulse": 3e-6, "cell_read": 2e-8, "dac": 3e-6, "adc": 2e-6, "sense": 3e-7,
               "row_driver": 6e-8, "st_write_driver": 2e-7, "digital_accum": 3e-8, "bias_driver": 0.08,
-              "digital_hebbian": 1.5e-4, "neuron.normalise": 1e-6, "encoder.digital_mac": 6e-4, "heads.sram": 1e-6,
+              "digital_mult": 1.5e-4, "neuron.digital_divide": 1e-6, "encoder.digital_mac": 6e-4, "heads.sram": 1e-6,
               "new_component": 1e-5}
     a = PaperAssumptions()
     syn = a.synapses

@@ -15,7 +15,7 @@ from aihwkit.nn import AnalogConv2d, AnalogLinear
 from aihwkit.nn.conversion import convert_to_analog
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
-from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, pending_events
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events, pending_events
 from stoxbar.crossbar.costs import book, cost, read_latency_s
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.devices import presets
@@ -52,6 +52,7 @@ def test_multi_tile_layer_books_per_tile_and_tiles_sum_to_the_layer(monkeypatch)
             monkeypatch.setattr(STOTileArray, "uses_fast_path", lambda self: False)
         with torch.no_grad():
             layer(x)
+        flush_events(layer)
         books.append(ledger.since(snap))
         monkeypatch.undo()
     batched, loop = books
@@ -83,6 +84,7 @@ def test_conv_layer_latency_counts_every_input_vector():
     x = torch.randn(3, 2, 10, 10)
     with torch.no_grad():
         conv(x)
+    flush_events(conv)
     step = ledger.since(snap)
     patches = 3 * 8 * 8
     dac = step.totals(("component",))[("dac",)]
@@ -193,6 +195,7 @@ def test_array_decay_and_outer_update_books_per_tile_like_decay_then_apply():
             else:  # the reference: the two substrate operations one after the other
                 arr.decay(0.05)
                 arr.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :], tiled=True)
+        flush_events(layer)
         ledgers.append(ledger)
         states.append(st.g_st.clone())
     assert torch.equal(states[0], states[1])
@@ -237,7 +240,7 @@ def test_no_learning_rule_or_network_name_in_the_substrate():
 
 
 def test_accumulated_events_book_the_same_as_booking_every_operation():
-    """Tiles accumulate events between ledger reads: reading after every step or once gives one result."""
+    """Tiles accumulate events between flushes: flushing after every step or once gives one result."""
     dev = presets.sto_2024()
     p = PeripheryConfig(tile_rows=128, tile_cols=64)
     torch.manual_seed(4)
@@ -257,7 +260,8 @@ def test_accumulated_events_book_the_same_as_booking_every_operation():
                 arr.decay_and_outer_update(0.05, arr.state.tiled_weight(w * 0.1), torch.ones(2, 10),
                                            arr.state.to_tiled(x))
                 if read_each_step:
-                    ledger.total_j
+                    flush_events(layer)
+        flush_events(layer)
         results.append(ledger.totals(("tile", "component", "event")))
         results[-1]["latency"] = ledger.latency_s(event="mvm")
     each, once = results
@@ -287,8 +291,35 @@ def test_fused_op_without_a_ledger_skips_the_split_and_gives_the_same_state():
         for _ in range(3):
             x = torch.rand(1, 150, generator=gen) * 2 - 1
             counts.append(arr.decay_and_outer_update(0.05, st.tiled_weight(w * 0.2), torch.ones(1, 12), st.to_tiled(x))[1])
+        flush_events(layer)
         finals.append((st.g_st.clone(), torch.stack(counts)))
     assert torch.equal(finals[0][0], finals[1][0]) and torch.equal(finals[0][1], finals[1][1])
     pulses = ledger.totals(("tile",), component="st_pulse")
     assert set(k[0] for k in pulses) == {"0.0", "1.0", "2.0"}
     assert sum(e.count for e in pulses.values()) == int(finals[0][1].sum())
+
+
+def test_reading_a_ledger_twice_gives_the_same_result_and_books_nothing_new():
+    """A ledger is plain data: its views never call into the tiles; the owner's flush books."""
+    p = PeripheryConfig(tile_rows=64, tile_cols=8)
+    layer = _layer(100, 12, p, omega=0.0)
+    layer.set_weights((torch.rand(12, 100) * 2 - 1) * 0.5)
+    arr = layer.analog_module
+    arr.set_bias(torch.full((12, 100), 0.3))
+    arr.set_batch(1)
+    ledger = attach_ledger(layer, EnergyLedger(), book_pending=False)
+    x = torch.rand(1, 100) * 2 - 1
+    with torch.no_grad():
+        layer(x)
+    arr.decay_and_outer_update(0.05, arr.state.tiled_weight(torch.full((12, 100), 0.1)), torch.ones(1, 12),
+                               arr.state.to_tiled(x))
+    views = lambda: (ledger.to_dict(), ledger.latency_s(), len(ledger), ledger.by_component())  # noqa: E731
+    first = views()
+    assert first == views() and first[2] == 0  # recorded, not booked: reading books nothing
+    flush_events(layer)
+    booked = views()
+    assert booked[2] > 0 and booked[0]["total_j"] > 0
+    assert {e["event"] for e in booked[0]["entries"]} == {"mvm", "short_term_update", "decay"}
+    assert views() == booked  # read again: the same
+    flush_events(layer)
+    assert views() == booked  # a second flush has nothing left to book
