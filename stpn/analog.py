@@ -55,8 +55,10 @@ class AnalogMSTPNCell(MSTPNCell):
                  perfect_io: bool = False, chip_device=None):
         super().__init__(n_in, hidden, device, dt_s, use_kernel=False)
         self.chip_device = chip_device if chip_device is not None else device
+        # no drift compensation: a game lasts minutes, the long-term state does not drift within it, and
+        # the chip has no compensation circuit to book (aihwkit would scale every output by alpha)
         cfg = STORPUConfig(device=self.chip_device, periphery=periphery or PeripheryConfig(),
-                           mapping=MappingParameter(weight_scaling_omega=0.0))
+                           mapping=MappingParameter(weight_scaling_omega=0.0), drift_compensation=None)
         cfg.forward.is_perfect = perfect_io
         self.rpu_config = cfg
         self.syn = AnalogLinear(self.n_pre, hidden, bias=False, rpu_config=cfg)

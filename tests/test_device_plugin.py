@@ -295,6 +295,7 @@ def test_a_non_ohmic_device_is_read_and_costed_by_its_own_laws():
     ledger = attach_ledger(layer, EnergyLedger())
     x = torch.rand(3, 12)
     assert torch.allclose(layer(x), x @ w.T, atol=1e-4)  # PWM inputs: linear in x whatever the I-V
+    flush_events(layer)
     st = layer.analog_module.state
     g = (st.g_pos + st.g_neg)[0].double()  # [O, X]
     drive = (x.double() / x.double().abs().amax(1, keepdim=True)).abs()  # PWM: |x| / max|x| of the window
@@ -321,6 +322,7 @@ def test_a_non_ohmic_device_holds_its_bias_at_its_own_power():
     tile.set_bias(v)
     dt = 0.8
     tile.decay(dt)
+    flush_events(layer)
     tau = dev.tau_max_s - (dev.tau_max_s - dev.tau_min_s) * v
     held = (tau * torch.log1p(dt / tau)).double()
     g_lt = (tile.state.g_pos + tile.state.g_neg)[0].double()
@@ -387,6 +389,7 @@ def test_the_m_stpn_on_a_non_ohmic_device_books_its_laws():
         with torch.no_grad():
             for _ in range(6):
                 _, s = cell(torch.randn(2, 10), s)
+        flush_events(cell.syn)
         runs[dev.name] = (ledger.by_component(), s[1].clone(), float(cell.chip.v_bias[0, 0, 0]))
     (e_o, f_o, v), (e_s, f_s, v_s) = runs["toy_linear"], runs["toy_sinh"]
     assert v == v_s and 0 < v < 1

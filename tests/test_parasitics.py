@@ -18,7 +18,7 @@ import pytest
 import torch
 from aihwkit.nn import AnalogLinear
 
-from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events
 from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM, solve_currents, wire_coupling
 from stoxbar.devices import ideal
 from stoxbar.peripherals import Parasitics, PeripheryConfig
@@ -161,6 +161,7 @@ def test_the_parasitic_read_model_is_chosen_by_the_periphery_and_reads_through_t
             assert expected_model.native_capable() == (mode == "first_order")  # first order: effective weights
             ledger = attach_ledger(layer, EnergyLedger())
             y = layer(x)
+            flush_events(layer)
             assert ledger.by_component()["cell_read"] > 0
             errs[mode] = float((y - y0).abs().max() / y0.abs().max())
             # the same read by the solver directly, from the layer's own conductances

@@ -8,7 +8,7 @@ import pytest
 import torch
 from aihwkit.nn import AnalogLinear
 
-from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger
+from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events
 from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.devices import ideal
 from stoxbar.peripherals import PeripheryConfig
@@ -60,6 +60,7 @@ def test_the_device_read_noise_is_passed_to_the_read_model_as_an_argument():
     ledger = attach_ledger(layer, EnergyLedger())
     with torch.no_grad():
         layer(torch.rand(3, 20))
+    flush_events(layer)
     var = layer.analog_module.state.read_noise_var()
     assert var is not None and any(v is var for v in HalfGainRead.seen_noise)
     assert ledger.by_component()["cell_read"] > 0  # the read is recorded whatever the model
