@@ -68,6 +68,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/bench_sweep.py
 	$(VENV)/bin/python benchmarks/bench_analyze.py
 	$(VENV)/bin/python benchmarks/bench_training_step.py --repeats 60
+	$(VENV)/bin/python benchmarks/bench_parasitics.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,7 +24,7 @@ Boundaries (nested by construction: each is a superset of the previous one's com
 * ``array`` - plus every peripheral of the STP layer (DAC, ADC, drivers, sense, digital periphery);
 * ``system`` - plus neuron operations, encoder, heads and the agent's frame conversion.
 
-May import: torch, stoxbar.analysis, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.agent.
+May import: torch, stoxbar.analysis, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.{agent,env}.
 """
 
 from __future__ import annotations
