@@ -339,8 +339,10 @@ def test_a_task_study_identity_follows_the_task_source(tmp_path):
     from stoxbar.studies import load_study
     from stoxbar.studies.spec import task_source_sha256
 
+    examples = Path(__file__).resolve().parents[1] / "examples"
     task = tmp_path / "my_task.py"
-    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "digits_task.py", task)
+    shutil.copy(examples / "digits_task.py", task)
+    shutil.copy(examples / "mlp_digits.py", tmp_path)  # the task loads its sibling module from its own folder
     path = tmp_path / "s.toml"
     path.write_text(TASK_STUDY.format(task=f"{task}:digits_mlp"))
     before = load_study(str(path), str(tmp_path / "out")).identity()
