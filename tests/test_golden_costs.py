@@ -6,9 +6,10 @@ the default ``PeripheryConfig``) costs, through public behaviour only: the CLI `
 forward. Doubling any constant that enters the default energy, latency, area or read noise makes
 at least one test here fail (checked by a scripted mutation run; see the lead's report of issue 15).
 
-How the golden literals were produced (at commit d979529, one torch thread, CPU):
-``PYTHONPATH=.. python /tmp/golden/gen.py`` which runs exactly the calls of the tests below and
-prints the results with ``repr`` (the script is the tests' bodies; it is not part of the repo).
+How the golden literals were produced: at commit d979529 (one torch thread, CPU), by running the
+command or the calls each block's comment names -- the same calls the tests make -- and printing
+the results with ``repr``. A deliberate change of the cost model updates them the same way, and says
+so (README and BENCHMARKS quote some of these numbers).
 
 Tolerances: ``EXACT`` (rel 1e-9) for quantities that are counts times constants; ``STATE``
 (rel 1e-6) for sums over float32 conductance states (cell reads, the bias integral and the bias
@@ -182,7 +183,8 @@ def test_energy_2656x64_table_matches_golden_per_tile_component_and_event(energy
 
 def test_energy_2656x64_is_deterministic_run_to_run(energy_run):
     (a, out_a), (b, out_b) = energy_run
-    assert a == b and out_a.splitlines()[:-1] == out_b.splitlines()[:-1]  # all but "wrote PATH"  # seed 0: the same noise, the same bound-management rounds
+    # seed 0: the same noise, the same bound-management rounds (stdout: all but its "wrote PATH" line)
+    assert a == b and out_a.splitlines()[:-1] == out_b.splitlines()[:-1]
 
 
 def test_energy_2656x64_equals_the_readme_table(energy_run):
@@ -298,7 +300,7 @@ def test_sto_device_defaults_are_the_sto_2024_preset():
 
 # ------------------------------------------------------------------------------------------------------
 # one analyze report of a small CNN
-# golden: analyze(small_cnn(), x, rpu_config=STORPUConfig()) as in test_analyze_small_cnn_golden
+# golden: _small_cnn_report() below (analyze of the CNN on STORPUConfig()), printed with repr
 CNN_TOTAL_J = 1.6466836853152798e-07
 CNN_INFERENCE_J = 4.983886931527975e-09
 CNN_PROGRAMMING_J = 1.596844816e-07
@@ -381,7 +383,8 @@ PONG_BOUNDARIES = {
                'cell_read': 5.4891164770813886e-11, 'dac': 1.3258752000000002e-08,
                'digital_accum': 1.2658572904728897e-10, 'digital_hebbian': 7.309312000000001e-07,
                'digital_subtract': 1.276079009312408e-10, 'encoder.digital_mac': 2.7340935580317844e-06,
-               'encoder.sram': 1.158e-07, 'heads.digital_mac': 1.1413797057623144e-09, 'heads.sram': 5.7000000000000006e-09,
+               'encoder.sram': 1.158e-07, 'heads.digital_mac': 1.1413797057623144e-09,
+               'heads.sram': 5.7000000000000006e-09,
                'neuron.activation': 3.870542436803307e-10, 'neuron.normalise': 6.1088e-09,
                'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588000000000004e-06,
                'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
