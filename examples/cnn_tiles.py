@@ -19,8 +19,13 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mlp_digits import accuracy, load_data, train  # noqa: E402  (the same data and training loop)
+from stoxbar.analysis import load_entry_point
+
+# the sibling example's data and training loop, loaded from its file (importing this module leaves
+# sys.path alone, so loading it as a study task or a test module does not change later imports)
+_MLP_DIGITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlp_digits.py")
+accuracy, load_data, train = (load_entry_point(f"{_MLP_DIGITS}:{name}", "examples/mlp_digits.py")
+                              for name in ("accuracy", "load_data", "train"))
 
 
 def build_model(channels: int = 8) -> nn.Module:

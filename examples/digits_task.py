@@ -12,13 +12,17 @@ point's STO tiles and returns accuracy and ``analyze``'s energy, latency and are
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Dict
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mlp_digits import accuracy, build_model, load_data, train  # noqa: E402
+from stoxbar.analysis import load_entry_point
+
+# the sibling example's data and training loop, loaded from its file (importing this module leaves
+# sys.path alone, so loading it as a study task or a test module does not change later imports)
+_MLP_DIGITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlp_digits.py")
+accuracy, build_model, load_data, train = (load_entry_point(f"{_MLP_DIGITS}:{name}", "examples/mlp_digits.py")
+                                          for name in ("accuracy", "build_model", "load_data", "train"))
 
 
 def digits_mlp(config: Any, seed: int, epochs: int = 8, hidden: int = 32, batch: int = 64) -> Dict[str, float]:

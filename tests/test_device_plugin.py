@@ -195,8 +195,16 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     held = (tau * torch.log1p(dt / tau)).double()
     bias_expected = float((v.double() ** 2 * (2 * g_lt * dt + g_st.abs().sum(0)[0].double() * held)).sum())
     assert ledger.by_component()["bias"] == pytest.approx(bias_expected, rel=1e-5)
-    assert all(e.energy_j >= 0 for _, e in ledger.items())
-    assert math.isclose(ledger.total_j, math.fsum(ledger.by_component().values()), rel_tol=1e-9)
+    # the periphery around the toy's own laws: a write-driver charge per pulse fired, and bias drivers
+    # drawing (1/efficiency - 1) of the toy's bias power plus their static draw on the tile's 12 + 5 lines
+    comp = ledger.totals(("component",))
+    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("bias",), ("bias_driver",)}
+    assert comp[("st_pulse",)].count == comp[("st_write_driver",)].count == n
+    v_pulse = max(a for a, _ in dev.st_pulse_levels)
+    wd, bd = cfg.periphery.write_driver, cfg.periphery.bias_driver
+    assert comp[("st_write_driver",)].energy_j == pytest.approx(n * wd.short_term_pulse_j(v_pulse, 5), rel=1e-9)
+    driver = comp[("bias",)].energy_j * (1 / bd.efficiency - 1) + bd.p_quiescent_w * (12 + 5) * 2 * dt
+    assert comp[("bias_driver",)].energy_j == pytest.approx(driver, rel=1e-9)
 
 
 def test_a_wanted_decay_factor_maps_to_a_bias_through_the_device_laws():

@@ -1,0 +1,522 @@
+"""Golden values of the composed cost model, and the read-noise law (issue 15 item 5).
+
+The numbers below pin what the default configuration (``STORPUConfig()``: the ``sto_2024`` device,
+the default ``PeripheryConfig``) costs, through public behaviour only: the CLI ``stoxbar energy``,
+``stoxbar.analyze``, the Pong ledger of ``stoxbar play``'s path, ``crossbar.costs`` and the tile
+forward. Doubling any constant that enters the default energy, latency, area or read noise makes
+at least one test here fail (checked by a scripted mutation run; see the lead's report of issue 15).
+
+How the golden literals were produced: at commit d979529 (one torch thread, CPU), by running the
+command or the calls each block's comment names -- the same calls the tests make -- and printing
+the results with ``repr``. A deliberate change of the cost model updates them the same way, and says
+so (README and BENCHMARKS quote some of these numbers).
+
+Tolerances: ``EXACT`` (rel 1e-9) for quantities that are counts times constants; ``STATE``
+(rel 1e-6) for sums over float32 conductance states (cell reads, the bias integral and the bias
+drivers' share of it), whose last digits may move with the summation order of another BLAS
+build. A doubled constant moves a number by a factor 2, far outside either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from stoxbar import analyze
+from stoxbar.crossbar import EnergyLedger, STORPUConfig
+from stoxbar.crossbar import costs
+from stoxbar.devices import presets
+from stoxbar.devices.sto import STODevice
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.scripts.cli import main as cli
+
+EXACT = 1e-9
+STATE = 1e-6
+STATE_COMPONENTS = {"cell_read", "bias", "bias_driver"}
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _rel(component: str) -> float:
+    return STATE if component in STATE_COMPONENTS else EXACT
+
+
+def _check(name: str, actual: float, expected: float, rel: float = EXACT) -> None:
+    assert math.isclose(actual, expected, rel_tol=rel, abs_tol=0.0), f"{name}: {actual!r} != golden {expected!r}"
+
+
+def _check_dict(name: str, actual: dict, expected: dict, rel_of=lambda k: EXACT) -> None:
+    assert set(actual) == set(expected), f"{name}: keys {sorted(actual)} != golden {sorted(expected)}"
+    for k, v in expected.items():
+        _check(f"{name}[{k!r}]", actual[k], v, rel_of(k))
+
+
+# ------------------------------------------------------------------------------------------------------
+# stoxbar energy --layer 2656x64 (the README's table)
+# golden: `stoxbar energy --layer 2656x64 --json F` (seed 0), entries of F keyed (tile, component):
+# (count, energy J, time s). Layer "layer"; events "mvm" / "short_term_update" + "decay".
+MVM_ENTRIES = {
+    ('0.0', 'adc'): (384.0, 6e-10, 0.0),
+    ('0.0', 'cell_read'): (170112.0, 7.850818397193201e-11, 0.0),
+    ('0.0', 'dac'): (1329.0, 6.634368e-10, 3.8778125e-07),
+    ('0.0', 'digital_subtract'): (64.0, 2.126798348854013e-12, 0.0),
+    ('0.0', 'row_driver'): (1329.0, 1.00376712e-10, 0.0),
+    ('0.0', 'sense'): (384.0, 9.8679e-11, 0.0),
+    ('1.0', 'adc'): (384.0, 6e-10, 0.0),
+    ('1.0', 'cell_read'): (170112.0, 7.982510062020658e-11, 0.0),
+    ('1.0', 'dac'): (1329.0, 6.634368e-10, 3.8778125e-07),
+    ('1.0', 'digital_accum'): (64.0, 2.5317145809457796e-12, 0.0),
+    ('1.0', 'digital_subtract'): (64.0, 2.126798348854013e-12, 0.0),
+    ('1.0', 'row_driver'): (1329.0, 1.00376712e-10, 0.0),
+    ('1.0', 'sense'): (384.0, 9.8679e-11, 0.0),
+    ('2.0', 'adc'): (384.0, 6e-10, 0.0),
+    ('2.0', 'cell_read'): (170112.0, 7.697407212428522e-11, 0.0),
+    ('2.0', 'dac'): (1329.0, 6.634368e-10, 3.8778125e-07),
+    ('2.0', 'digital_accum'): (64.0, 2.5317145809457796e-12, 0.0),
+    ('2.0', 'digital_subtract'): (64.0, 2.126798348854013e-12, 0.0),
+    ('2.0', 'row_driver'): (1329.0, 1.00376712e-10, 0.0),
+    ('2.0', 'sense'): (384.0, 9.8679e-11, 0.0),
+    ('3.0', 'adc'): (384.0, 6e-10, 0.0),
+    ('3.0', 'cell_read'): (170112.0, 7.774163785634505e-11, 0.0),
+    ('3.0', 'dac'): (1329.0, 6.634368e-10, 3.8778125e-07),
+    ('3.0', 'digital_accum'): (64.0, 2.5317145809457796e-12, 0.0),
+    ('3.0', 'digital_subtract'): (64.0, 2.126798348854013e-12, 0.0),
+    ('3.0', 'row_driver'): (1329.0, 1.00376712e-10, 0.0),
+    ('3.0', 'sense'): (384.0, 9.8679e-11, 0.0),
+    ('4.0', 'adc'): (384.0, 6e-10, 0.0),
+    ('4.0', 'cell_read'): (169728.0, 7.722761481534326e-11, 0.0),
+    ('4.0', 'dac'): (1326.0, 6.619392e-10, 3.8778125e-07),
+    ('4.0', 'digital_accum'): (64.0, 2.5317145809457796e-12, 0.0),
+    ('4.0', 'digital_subtract'): (64.0, 2.126798348854013e-12, 0.0),
+    ('4.0', 'row_driver'): (1326.0, 1.0015012800000001e-10, 0.0),
+    ('4.0', 'sense'): (384.0, 9.8679e-11, 0.0),
+    ('5.0', 'adc'): (384.0, 6e-10, 0.0),
+    ('5.0', 'cell_read'): (169728.0, 7.681937717481496e-11, 0.0),
+    ('5.0', 'dac'): (1326.0, 6.619392e-10, 3.8778125e-07),
+    ('5.0', 'digital_accum'): (64.0, 2.5317145809457796e-12, 0.0),
+    ('5.0', 'digital_subtract'): (64.0, 2.126798348854013e-12, 0.0),
+    ('5.0', 'row_driver'): (1326.0, 1.0015012800000001e-10, 0.0),
+    ('5.0', 'sense'): (384.0, 9.8679e-11, 0.0),
+}
+MVM_TOTAL_J = 9.26402205356078e-09
+ST_ENTRIES = {
+    ('0.0', 'bias'): (3780.2666666666664, 1.1741374209346678e-05, 0.06666666666666667),
+    ('0.0', 'bias_driver'): (33.8, 6.315343552336669e-06, 0.0),
+    ('0.0', 'st_pulse'): (17446.0, 1.54215e-08, 0.0),
+    ('0.0', 'st_write_driver'): (17446.0, 1.5910752000000002e-09, 0.0),
+    ('1.0', 'bias'): (3780.2666666666664, 1.1715233900494275e-05, 0.06666666666666667),
+    ('1.0', 'bias_driver'): (33.8, 6.3088084751235685e-06, 0.0),
+    ('1.0', 'st_pulse'): (17419.0, 1.51125e-08, 0.0),
+    ('1.0', 'st_write_driver'): (17419.0, 1.5886128e-09, 0.0),
+    ('2.0', 'bias'): (3780.2666666666664, 1.1737312001183949e-05, 0.06666666666666667),
+    ('2.0', 'bias_driver'): (33.8, 6.314328000295987e-06, 0.0),
+    ('2.0', 'st_pulse'): (17451.0, 1.5343e-08, 0.0),
+    ('2.0', 'st_write_driver'): (17451.0, 1.5915312000000002e-09, 0.0),
+    ('3.0', 'bias'): (3780.2666666666664, 1.1723347918723287e-05, 0.06666666666666667),
+    ('3.0', 'bias_driver'): (33.8, 6.3108369796808216e-06, 0.0),
+    ('3.0', 'st_pulse'): (17445.0, 1.5311499999999998e-08, 0.0),
+    ('3.0', 'st_write_driver'): (17445.0, 1.590984e-09, 0.0),
+    ('4.0', 'bias'): (3771.733333333333, 1.1753314868076688e-05, 0.06666666666666667),
+    ('4.0', 'bias_driver'): (33.733333333333334, 6.311662050352505e-06, 0.0),
+    ('4.0', 'st_pulse'): (17534.0, 1.539e-08, 0.0),
+    ('4.0', 'st_write_driver'): (17534.0, 1.5991008e-09, 0.0),
+    ('5.0', 'bias'): (3771.733333333333, 1.169032310066858e-05, 0.06666666666666667),
+    ('5.0', 'bias_driver'): (33.733333333333334, 6.295914108500478e-06, 0.0),
+    ('5.0', 'st_pulse'): (17518.0, 1.5491e-08, 0.0),
+    ('5.0', 'st_write_driver'): (17518.0, 1.5976416000000002e-09, 0.0),
+}
+ST_TOTAL_J = 0.00010831942761038348
+MVM_LATENCY_S = 3.8778125e-07  # the busiest tile's read (all six tiles read in parallel)
+
+
+@pytest.fixture(scope="module")
+def energy_run(tmp_path_factory):
+    """``stoxbar energy --layer 2656x64 --json F`` run twice in-process: (JSON, stdout) of each run."""
+    import contextlib
+    import io
+
+    runs = []
+    for k in range(2):
+        path = tmp_path_factory.mktemp("energy") / f"e{k}.json"
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert cli(["energy", "--layer", "2656x64", "--json", str(path)]) == 0
+        runs.append((json.loads(path.read_text()), buf.getvalue()))
+    return runs
+
+
+def _entries(part: dict) -> dict:
+    out = {}
+    for e in part["entries"]:
+        assert e["layer"] == "layer"
+        key = (e["tile"], e["component"])
+        assert key not in out
+        out[key] = (e["count"], e["energy_j"], e["time_s"], e["event"])
+    return out
+
+
+def test_energy_2656x64_table_matches_golden_per_tile_component_and_event(energy_run):
+    data, _ = energy_run[0]
+    assert data["layer"] == [2656, 64] and data["preset"] == "sto_2024"
+    for part, golden, total, events in (("mvm", MVM_ENTRIES, MVM_TOTAL_J, {"mvm"}),
+                                        ("short_term_step", ST_ENTRIES, ST_TOTAL_J,
+                                         {"short_term_update", "decay"})):
+        got = _entries(data[part])
+        assert set(got) == set(golden), part
+        assert {v[3] for v in got.values()} == events
+        for key, (count, energy, time_s) in golden.items():
+            c, e, t, _ = got[key]
+            _check(f"{part} {key} count", c, count, EXACT)
+            _check(f"{part} {key} energy", e, energy, _rel(key[1]))
+            _check(f"{part} {key} time", t, time_s, EXACT)
+        _check(f"{part} total", data[part]["total_j"], total, STATE)
+    # the read latency: the six tiles read in parallel (every tile took the same 3 rounds)
+    led = EnergyLedger()
+    for e in data["mvm"]["entries"]:
+        led.add(e["layer"], e["tile"], e["component"], e["event"], e["count"], e["energy_j"], e["time_s"])
+    _check("mvm latency", led.latency_s(event="mvm"), MVM_LATENCY_S)
+
+
+def test_energy_2656x64_is_deterministic_run_to_run(energy_run):
+    (a, out_a), (b, out_b) = energy_run
+    # seed 0: the same noise, the same bound-management rounds (stdout: all but its "wrote PATH" line)
+    assert a == b and out_a.splitlines()[:-1] == out_b.splitlines()[:-1]
+
+
+def test_energy_2656x64_equals_the_readme_table(energy_run):
+    """The README's printed table is what the command prints today, line for line."""
+    _, out = energy_run[0]
+    lines = README.read_text().splitlines()
+    start = lines.index("    $ stoxbar energy --layer 2656x64") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        block.append(line[4:])
+    printed = [ln for ln in out.splitlines() if not ln.startswith("wrote ")]
+    assert printed == block
+
+
+def test_energy_2656x64_composes_the_documented_unit_costs(energy_run):
+    """Hand-computed from the sources' constants (docs/peripherals-energy.md §1, §5): each component of the
+    README table is count x unit cost, so a change of any one unit cost shows here by name."""
+    data, _ = energy_run[0]
+
+    def by_comp(part):
+        out = {}
+        for e in data[part]["entries"]:
+            c, j = out.get(e["component"], (0.0, 0.0))
+            out[e["component"]] = (c + e["count"], j + e["energy_j"])
+        return out
+
+    mvm, st = by_comp("mvm"), by_comp("short_term_step")
+    rows, rounds, tiles, cols = 2656, 3, 6, 64
+    assert mvm["dac"][0] == rows * rounds == mvm["row_driver"][0]  # 7968: bound management read 3 times
+    conv = tiles * rounds * 2 * cols  # every physical column (pair member) converted each round
+    assert mvm["adc"][0] == conv == mvm["sense"][0] == 2304
+    t_pwm = 2**7 / 1e9  # 8-bit PWM: 128 slots of 1 ns
+    _check("dac", mvm["dac"][1], 7968 * 3.9e-6 * t_pwm)  # ISAAC 1-bit DAC 3.9 uW over the window
+    _check("adc", mvm["adc"][1], 2304 * 2e-3 / 1.28e9)  # ISAAC 8-bit ADC: 2 mW / 1.28 GS/s
+    _check("sense", mvm["sense"][1], 2304 * (2e-6 * t_pwm + 10e-6 / 1024 * 100e-9))  # TIA + ISAAC S+H
+    c_row = 0.2e-15 * 1024 + 5e-15  # a row line spans the 1024 physical columns of a 512 x 512 tile
+    _check("row_driver", mvm["row_driver"][1], 7968 * c_row * 0.6**2)
+    add8, add32 = 0.03e-12, 0.1e-12  # Horowitz 45 nm adds; other widths on the power law through them
+
+    def add(bits):
+        return add8 * (bits / 8) ** (math.log(add32 / add8) / math.log(4))
+
+    _check("digital_subtract", mvm["digital_subtract"][1], tiles * cols * add(9))  # 8-bit ADC word + sign
+    _check("digital_accum", mvm["digital_accum"][1], (tiles - 1) * cols * add(8 + 3))  # 6 row-tiles: 3 bits
+    dev = presets.sto_2024()
+    g_mean = mvm["cell_read"][1] / (0.6**2 * t_pwm)  # sum over cell reads of drive x G (S)
+    assert 0 < g_mean < mvm["cell_read"][0] * dev.g_max_s  # bounded by every read at g_max, full drive
+    # short-term update: pulse energies V^2 G t on 50 nS, plus the write driver per pulse
+    n_pulses = st["st_pulse"][0]
+    assert n_pulses == st["st_write_driver"][0] == 104813
+    c_col = 0.2e-15 * cols + 5e-15
+    _check("st_write_driver", st["st_write_driver"][1], n_pulses * (c_col * 2.0**2 + 20e-15))
+    assert 0.5e-12 * n_pulses < st["st_pulse"][1] < 4e-12 * n_pulses  # levels 0.5, 1, 2, 4 pJ
+    # decay: bias held on every device of every pair for dt; drivers: 1/0.8 - 1 of it + 100 nW per line
+    dt = 4 / 60
+    _check("bias device-seconds", st["bias"][0], 2 * rows * cols * dt)
+    lines = rows + tiles * cols  # each tile's row lines and column lines
+    _check("bias_driver events", st["bias_driver"][0], lines * dt)
+    _check("bias_driver", st["bias_driver"][1], st["bias"][1] * (1 / 0.8 - 1) + 100e-9 * lines * dt, STATE)
+    g_bias = st["bias"][1] / (0.3**2 * 2 * rows * cols * dt)  # mean conductance under the 0.3 V bias
+    assert dev.g_min_s < g_bias < dev.g_max_s
+    # the read latency by hand: per round the line rise (1 ns) + the PWM window; then one conversion
+    # (128 ADCs per tile for the 1024 physical columns, 8 columns each: here 128 columns, one each)
+    _check("latency", MVM_LATENCY_S, rounds * (1e-9 + t_pwm) + 1 / 1.28e9)
+
+
+# ------------------------------------------------------------------------------------------------------
+# area and a full-scale tile read (crossbar.costs, the one cost model)
+# golden: costs.area(costs.layer_layout(2656, 64, p), p) and
+#         costs.cost(costs.full_scale_read(p, d), d, p) with p = PeripheryConfig(), d = sto_2024()
+AREA_2656X64_M2 = {'array': 3.145728e-08, 'dac': 5.09952e-10, 'row_driver': 6.144e-09, 'adc': 9.216e-07,
+                   'tia': 1.2288e-07, 'sample_hold': 2.4e-10, 'write_driver': 4.608e-08,
+                   'bias_driver': 4.608e-08, 'total': 1.174991232e-06}
+FULL_SCALE_READ = {'dac': (512, 2.555904e-10), 'row_driver': (512, 3.8670336e-11),
+                   'cell_read': (524288, 1.3522436095999999e-09), 'adc': (1024, 1.6e-09),
+                   'sense': (1024, 2.63144e-10), 'digital_subtract': (512, 1.7014386790832106e-11)}
+FULL_SCALE_LATENCY_S = 1.3525e-07
+
+
+def test_area_and_full_scale_read_golden():
+    p, d = PeripheryConfig(), presets.sto_2024()
+    layout = costs.layer_layout(2656, 64, p)
+    assert layout == [(443, 64)] * 4 + [(442, 64)] * 2
+    a = costs.area(layout, p)
+    _check_dict("area", a, AREA_2656X64_M2)
+    # by hand, one 512 x 512 tile (1024 physical columns): 0.01 um^2 cells, ISAAC's 8-bit ADC 1200 um^2
+    # (128 ADCs sharing 8 columns each), 0.166 um^2 DAC and 2 um^2 read driver per row, a 20 um^2 TIA and
+    # ISAAC's S+H per converted column, 5 um^2 write and bias drivers per row and column line
+    per_tile = {"array": 512 * 1024 * 0.01e-12, "adc": 128 * 1200e-12, "dac": 512 * 0.166e-12,
+                "row_driver": 512 * 2e-12, "tia": 1024 * 20e-12, "sample_hold": 1024 * 0.00004e-6 / 1024,
+                "write_driver": 1536 * 5e-12, "bias_driver": 1536 * 5e-12}
+    for k, v in per_tile.items():
+        _check(f"area {k} by hand", a[k], 6 * v)
+    c = costs.cost(costs.full_scale_read(p, d), d, p)
+    assert c.event == "mvm"
+    assert set(c.parts) == set(FULL_SCALE_READ)
+    for k, (count, energy) in FULL_SCALE_READ.items():
+        _check(f"full scale {k} count", c.parts[k][0], count)
+        _check(f"full scale {k}", c.parts[k][1], energy)
+    _check("full-scale read latency", c.latency_s, FULL_SCALE_LATENCY_S)
+    # a full-scale read: every cell pair at g_min + g_max for the whole 128 ns window at 0.6 V
+    _check("full-scale cell read by hand", c.parts["cell_read"][1], 512 * 512 * (d.g_min_s + d.g_max_s) * 0.36 * 128e-9)
+
+
+def test_sto_device_defaults_are_the_sto_2024_preset():
+    """``STODevice()``'s field defaults are documented as the ``sto_2024`` preset: they must stay one set of
+    numbers (a value changed in one place only would make the two silently disagree)."""
+    assert STODevice() == presets.sto_2024()
+    assert STORPUConfig().device == presets.sto_2024()
+
+
+# ------------------------------------------------------------------------------------------------------
+# one analyze report of a small CNN
+# golden: _small_cnn_report() below (analyze of the CNN on STORPUConfig()), printed with repr
+CNN_TOTAL_J = 1.6466836853152798e-07
+CNN_INFERENCE_J = 4.983886931527975e-09
+CNN_PROGRAMMING_J = 1.596844816e-07
+CNN_LATENCY_S = 9.5475625e-06
+CNN_AREA_M2 = 3.91663744e-07
+CNN_BY_LAYER = {'0': 1.8019572682571364e-08, '1': 7.2864e-10, '2': 5.4648e-10, '3': 1.8e-10,
+                '4': 1.4505355398975645e-07, '5': 1.4012185920015943e-10}
+CNN_BY_TILE = {'0/0.0': 1.6249948272915217e-08, '4/0.0': 1.4498470854464147e-07}
+CNN_BY_COMPONENT = {'adc': 9.625e-10, 'cell_read': 5.3382780027940455e-12, 'dac': 3.59424e-10,
+                    'digital_add': 1.6869854771159116e-11, 'digital_compare': 1.512e-11, 'digital_mult': 6.16e-11,
+                    'digital_softmax': 9.012185920015943e-11, 'digital_subtract': 1.023521705385994e-11,
+                    'lt_program': 1.596844816e-07, 'row_driver': 5.438016e-11, 'sense': 1.582975625e-10,
+                    'sram': 3.2499999999999993e-09}
+CNN_LAYER_LATENCY_S = {'0': 9.28878125e-06, '4': 2.5878125e-07}
+CNN_LAYER_PROGRAMMING_J = {'0': 1.48151512e-08, '4': 1.448693304e-07}
+CNN_DIGITAL_OPS = {'mult': 308.0, 'add': 308.0, 'compare': 504.0, 'softmax': 20.0}
+CNN_TILE_AREA_M2 = 1.95831872e-07
+
+
+def _small_cnn_report():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10),
+                          nn.Softmax(-1))
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)  # the read noise
+    return analyze(model, x, rpu_config=STORPUConfig())
+
+
+def test_analyze_small_cnn_golden():
+    rep = _small_cnn_report()
+    state_rel = lambda k: STATE if k in STATE_COMPONENTS else EXACT  # noqa: E731
+    _check("total", rep.total_j, CNN_TOTAL_J, STATE)
+    _check("forward", rep.inference_j, CNN_INFERENCE_J, STATE)
+    _check("programming", rep.programming_j, CNN_PROGRAMMING_J)
+    _check("latency", rep.latency_s, CNN_LATENCY_S)
+    _check("area", rep.area_m2, CNN_AREA_M2)
+    _check_dict("by_component", rep.by_component, CNN_BY_COMPONENT, state_rel)
+    _check_dict("by_layer", rep.by_layer, CNN_BY_LAYER, lambda k: STATE)
+    _check_dict("by_tile", rep.by_tile, CNN_BY_TILE, lambda k: STATE)
+    _check_dict("layer latency", {k: v["latency_s"] for k, v in rep.layers.items() if v["kind"] == "analog"},
+                CNN_LAYER_LATENCY_S)
+    _check_dict("layer programming", {k: v["programming_j"] for k, v in rep.layers.items() if v["programming_j"]},
+                CNN_LAYER_PROGRAMMING_J)
+    assert rep.digital_ops == CNN_DIGITAL_OPS
+    assert [(k, v["kind"], v["tiles"], v["input_vectors"]) for k, v in rep.layers.items()] == [
+        ("0", "analog", 1, 72), ("1", "digital", 0, 0), ("2", "digital", 0, 0), ("3", "digital", 0, 0),
+        ("4", "analog", 1, 2), ("5", "digital", 0, 0)]
+    # cross-checks that are not sums of the same entries: two one-tile layers of the default 512 x 512
+    # tile (the area above, by hand: 1/6 of the 2656x64 layer's six tiles); the conv reads 2 x 6 x 6 = 72
+    # patches, one row-tile each
+    _check("area = 2 tiles", rep.area_m2, 2 * CNN_TILE_AREA_M2)
+    _check("tile area", CNN_TILE_AREA_M2, AREA_2656X64_M2["total"] / 6)
+    # the conv's latency: 72 patch reads, the first of each round pipelined; the linear layer: 2 vectors.
+    # Each read is >= 1 round of (1 ns line rise + 128 ns PWM window)
+    assert CNN_LAYER_LATENCY_S["0"] >= 72 * 129e-9 and CNN_LAYER_LATENCY_S["4"] >= 2 * 129e-9
+    # programming: write-verify from g_min, 9 pJ device energy (3 V x 100 nS x 10 us) + driver per pulse
+    per_pulse = 3.0**2 * 100e-9 * 10e-6 + (0.2e-15 * 1 + 5e-15) * 3.0**2 + 20e-15
+    pulses = CNN_PROGRAMMING_J / per_pulse
+    assert abs(pulses - round(pulses)) < 1e-6 * pulses
+
+
+def test_analyze_small_cnn_is_deterministic_run_to_run():
+    a, b = _small_cnn_report().to_dict(), _small_cnn_report().to_dict()
+    a.pop("ledger"), b.pop("ledger")
+    assert a == b
+
+
+# ------------------------------------------------------------------------------------------------------
+# the Pong ledger: the shipped m-STPN on the analog chip, 10 agent steps (greedy, seed 0)
+# golden: the calls of _pong_ledger below, energy_report(...) printed with repr
+PONG_STEPS = 10
+PONG_BOUNDARIES = {
+    "synapse_only": {'bias': 0.0007834705185641577, 'cell_read': 5.4891164770813886e-11, 'st_pulse': 1.00765e-08},
+    "array": {'adc': 1.2e-08, 'bias': 0.0007834705185641577, 'bias_driver': 0.0003985342963077061,
+              'cell_read': 5.4891164770813886e-11, 'dac': 1.3258752000000002e-08,
+              'digital_accum': 1.2658572904728897e-10, 'digital_hebbian': 7.309312000000001e-07,
+              'digital_subtract': 1.276079009312408e-10, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09,
+              'sram': 2.1588000000000004e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+    "system": {'adc': 1.2e-08, 'bias': 0.0007834705185641577, 'bias_driver': 0.0003985342963077061,
+               'cell_read': 5.4891164770813886e-11, 'dac': 1.3258752000000002e-08,
+               'digital_accum': 1.2658572904728897e-10, 'digital_hebbian': 7.309312000000001e-07,
+               'digital_subtract': 1.276079009312408e-10, 'encoder.digital_mac': 2.7340935580317844e-06,
+               'encoder.sram': 1.158e-07, 'heads.digital_mac': 1.1413797057623144e-09,
+               'heads.sram': 5.7000000000000006e-09,
+               'neuron.activation': 3.870542436803307e-10, 'neuron.normalise': 6.1088e-09,
+               'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588000000000004e-06,
+               'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+}
+PONG_TOTALS = {"synapse_only": 0.0007834806499553226, "array": 0.0011849347455755385,
+               "system": 0.0011877979763675198}
+PONG_GPU = {'stp_step': 0.0032967261318585213, 'encoder': 0.00017099583179487176, 'heads': 2.0302716623794214e-06}
+PONG_GPU_TOTAL_J = 0.0034697522353157725
+# (layer, component, event) -> count; 10 steps of the 2656 x 64 layer on 6 tiles
+PONG_COUNTS = {
+    ("stp", "dac", "mvm"): 26560.0, ("stp", "adc", "mvm"): 7680.0, ("stp", "sense", "mvm"): 7680.0,
+    ("stp", "row_driver", "mvm"): 26560.0, ("stp", "cell_read", "mvm"): 3399680.0,
+    ("stp", "digital_subtract", "mvm"): 3840.0, ("stp", "digital_accum", "mvm"): 3200.0,
+    ("stp", "st_pulse", "short_term_update"): 6311.0, ("stp", "st_write_driver", "short_term_update"): 6311.0,
+    ("stp", "bias", "decay"): 226645.3333333333, ("stp", "bias_driver", "decay"): 2026.6666666666665,
+    ("stp", "digital_hebbian", "step"): 1699840.0, ("stp", "sram", "gamma_read"): 215880.0,
+    ("neuron", "normalise", "step"): 26560.0, ("neuron", "activation", "step"): 640.0,
+    ("encoder", "digital_mac", "step"): 10731520.0, ("encoder", "sram", "step"): 11580.0,
+    ("heads", "digital_mac", "step"): 4480.0, ("heads", "sram", "step"): 570.0,
+}
+PONG_READ_LATENCY_S = 1.2978125e-06  # the stp layer's reads over the 10 steps (busiest tile)
+
+
+def _pong_ledger():
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
+    from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
+
+    torch.manual_seed(0)
+    agent, _ = load_agent(SHIPPED_CHECKPOINT)
+    device = presets.get_preset(agent.arch.device_preset)
+    periphery = PeripheryConfig()
+    ledger = EnergyLedger()
+    build_analog_cell(agent, device, periphery).attach(ledger, "stp")
+    result = play_games(agent, 1, 0, True, PONG_STEPS, periphery, ledger)
+    return agent, result, energy_report(result, agent.arch, analog=True)
+
+
+def test_pong_ledger_10_steps_golden():
+    agent, result, energy = _pong_ledger()
+    assert agent.arch.device_preset == "sto_2024" and result.steps == [PONG_STEPS]
+    for name, golden in PONG_BOUNDARIES.items():
+        rel = lambda k: STATE if k in STATE_COMPONENTS else EXACT  # noqa: E731
+        _check_dict(f"{name} by component", energy[name]["by_component"], golden, rel)
+        _check(f"{name} total", energy[name]["total_j"], PONG_TOTALS[name], STATE)
+    must = {"bias", "bias_driver", "st_pulse", "st_write_driver", "sense", "adc", "dac", "row_driver", "cell_read"}
+    assert must <= {k for k, v in energy["array"]["by_component"].items() if v > 0}
+    _check_dict("gpu baseline", energy["gpu_baseline"]["by_component"], PONG_GPU)
+    _check("gpu baseline total", energy["gpu_baseline"]["total_j"], PONG_GPU_TOTAL_J)
+    counts = {k: e.count for k, e in result.ledger.totals(("layer", "component", "event")).items()}
+    _check_dict("counts", counts, PONG_COUNTS)
+    _check("stp read latency", result.ledger.latency_s(layer="stp", event="mvm"), PONG_READ_LATENCY_S)
+    # per step, the same 2656 x 64 layer as the README's `stoxbar energy` table: its one-MVM components
+    # per read round are that table's (10 steps x 1 round here, 3 rounds there)
+    arr = energy["array"]["by_component"]
+    for comp in ("dac", "row_driver"):
+        mvm_per_round = sum(v[1] for k, v in MVM_ENTRIES.items() if k[1] == comp) / 3
+        _check(f"{comp} per step = README per round", arr[comp] / PONG_STEPS, mvm_per_round)
+    _check("adc per step", arr["adc"] / PONG_STEPS, sum(v[1] for k, v in MVM_ENTRIES.items() if k[1] == "adc") / 3)
+    # ten decay intervals of one agent step (4 frames at 60 Hz) on every device of the 169,984 pairs
+    _check("bias device-seconds", counts[("stp", "bias", "decay")], PONG_STEPS * 2 * 169_984 * 4 / 60)
+
+
+def test_pong_ledger_is_deterministic_run_to_run():
+    e1, e2 = _pong_ledger()[2], _pong_ledger()[2]
+    assert e1 == e2
+
+
+# ------------------------------------------------------------------------------------------------------
+# the read-noise law: each cell read is G (1 + s xi), s = device.read_noise_std
+def _noise_z(device, grad: bool):
+    """Output error of the tile forward against float, over many draws, divided by the law's std."""
+    cfg = STORPUConfig(device=device)
+    cfg.forward.is_perfect = True  # no DAC/ADC quantisation, no output noise: the read noise alone
+    n_in, n_out, n = 128, 32, 2000
+    gen = torch.Generator().manual_seed(3)
+    w = torch.tensor([-1.0, -0.5, 0.0, 0.25, 1.0])[torch.randint(0, 5, (n_out, n_in), generator=gen)]
+    w[:, 0] = 1.0  # max |w| = 1 in every row: the weights map 1:1 onto the conductance window
+    from aihwkit.nn import AnalogLinear
+
+    layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
+    layer.set_weights(w)
+    assert torch.equal(layer.get_weights()[0], w)  # write-verify: every device on its target
+    x_row = torch.rand(n_in, generator=gen) * 2 - 1
+    x = x_row.expand(n, n_in).contiguous()
+    torch.manual_seed(4)
+    if grad:  # a training read (aihwkit's Python path, straight-through weights)
+        layer.train()
+        y = layer(x.requires_grad_(True)).detach()
+    else:  # an inference read
+        layer.eval()
+        with torch.no_grad():
+            y = layer(x)
+    err = (y - x_row @ w.t()).double()  # [n, out]: n independent draws per output
+    # the law (devices/base.py): one side of each pair at g_min, the other at g_min + |w| g_range; the
+    # column current's noise variance sum_j s^2 (G+^2 + G-^2) x_j^2, in weight units (/ g_range^2)
+    d = device
+    g_hi = (d.g_min_s + w.abs().double() * d.g_range_s)
+    var = (d.read_noise_std / d.g_range_s) ** 2 * ((g_hi**2 + d.g_min_s**2) * x_row.double() ** 2).sum(1)
+    return err / var.sqrt()
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference_read", "training_read"])
+def test_read_noise_matches_read_noise_std(grad):
+    """The tile's output error against float follows ``read_noise_std``: the mean of z^2 over M = 64,000
+    standard-normal draws is chi^2_M / M, mean 1 and std sqrt(2 / M) = 0.0056; 5 std of it bounds the
+    estimate at +-2.8 % (std +-1.4 %). A law with the std doubled or halved gives 4 or 1/4: refused."""
+    z = _noise_z(presets.sto_2024(), grad)
+    m = z.numel()
+    bound = 5 * math.sqrt(2 / m)
+    v = float((z * z).mean())
+    assert abs(v - 1) < bound, f"mean z^2 = {v:.4f}: the read noise does not follow read_noise_std"
+    assert abs(float(z.mean())) < 5 / math.sqrt(m)  # unbiased
+    # the test's power: the same data measured against a doubled or halved std is refused
+    assert abs(v / 4 - 1) > bound and abs(v * 4 - 1) > bound
+    # and the noise is per draw, not a fixed offset: the columns' errors are uncorrelated over draws
+    zc = z - z.mean(0)
+    corr = float((zc[:, 0] * zc[:, 1]).mean() / (zc[:, 0].std() * zc[:, 1].std()))
+    assert abs(corr) < 5 / math.sqrt(z.shape[0])
+
+
+def test_read_noise_off_when_the_device_has_none():
+    """With ``read_noise_std = 0`` (the ideal device) and perfect IO the tile read equals float."""
+    from dataclasses import replace
+
+    dev = replace(presets.sto_2024(), read_noise_std=0.0)
+    cfg = STORPUConfig(device=dev)
+    cfg.forward.is_perfect = True
+    from aihwkit.nn import AnalogLinear
+
+    layer = AnalogLinear(16, 4, bias=False, rpu_config=cfg).eval()
+    w = torch.linspace(-1, 1, 64).reshape(4, 16)
+    layer.set_weights(w)
+    x = torch.rand(50, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(layer(x), x @ w.t(), atol=1e-5, rtol=0)
