@@ -1,6 +1,6 @@
 """The analog m-STPN layer: the m-STPN cell whose synapses live on STO crossbar tiles.
 
-Per agent step (docs/design.md, "data flow of one Pong step"):
+Per agent step (docs/design.md §4a):
 
 1. digital periphery: z_hat = [x ; h_prev] / max|.| (the DAC range);
 2. analog: a = (G_W + G_F) z_hat through DAC -> tiles -> ADC (aihwkit ``AnalogLinear`` on

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from stoxbar.analysis import DigitalOpCounter, OpWatch, book_tally
+from stoxbar.analysis import DigitalOpCounter, OpWatch, book_tally, digital_energy
 from stoxbar.crossbar import EnergyLedger, flush_events
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
@@ -81,13 +81,14 @@ def test_boundaries_nest_and_sum_from_components():
     e = boundaries(ledger)
     # numbers, not re-sums (the ledger refuses negative entries; boundaries sum their own parts): the
     # synapse boundary holds exactly the paper's three synapse components, at the array's values; the
-    # system adds the digital work around the array, e.g. 4 steps of the conv encoder's 1,073,152 int8
-    # MACs (Horowitz 45 nm: a 0.2 pJ mult + a 16-bit add on the power law through 0.03 pJ and 0.1 pJ)
+    # system adds the cell's digital work, e.g. the Hebbian request's 2 int8 mults per synapse and step
+    # (Horowitz 45 nm: 0.2 pJ each, docs/peripherals-energy.md), priced by the digital periphery
     syn, arr, system = (e[name]["by_component"] for name in ("synapse_only", "array", "system"))
     assert set(syn) == {"bias", "st_pulse", "cell_read"} and all(syn[k] == arr[k] > 0 for k in syn)
-    assert set(system) - set(arr) == {"encoder.digital_mac", "encoder.sram", "heads.digital_mac", "heads.sram",
-                                      "neuron.normalise", "neuron.activation"}
-    add16 = 0.03e-12 * 2 ** (math.log(0.1 / 0.03) / math.log(4))
-    assert math.isclose(system["encoder.digital_mac"], 4 * 1_073_152 * (0.2e-12 + add16), rel_tol=1e-9)
+    assert {"syn.digital_mult", "syn.digital_compare", "syn.sram"} <= set(system) - set(arr)
+    synapses = 8 * (20 + 8)
+    d = PeripheryConfig().digital
+    assert math.isclose(system["syn.digital_mult"], 4 * 2 * synapses * 0.2e-12, rel_tol=1e-9)
+    assert math.isclose(system["syn.digital_mult"], digital_energy(d, "mult", 4 * 2 * synapses), rel_tol=1e-12)
     assert 0 < e["synapse_only"]["total_j"] <= e["array"]["total_j"] <= e["system"]["total_j"]
     assert math.isclose(e["system"]["total_j"], ledger.total_j, rel_tol=1e-12)

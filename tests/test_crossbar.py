@@ -180,8 +180,10 @@ def test_random_configs_never_give_negative_or_nan_energy(adc_bits, dac_bits, ro
     layer.analog_module.set_bias(torch.full((16, 300), 0.3))
     layer.analog_module.short_term_update(torch.randn(batch, 16, 300) * 0.05)
     layer.analog_module.decay(dt)
+    flush_events(layer)
     snap = ledger.snapshot()
     layer(torch.randn(batch, 300))
+    flush_events(layer)
     step = ledger.since(snap)
     # the ledger refuses a negative or non-finite entry itself (a ConfigError from EnergyLedger.book_entry):
     # getting here means none was booked. The numbers must also follow the data flow and the blocks' unit
