@@ -119,9 +119,8 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     import torch
 
     from stoxbar.crossbar import EnergyLedger
-    from stoxbar.devices import presets
     from stoxbar.peripherals import PeripheryConfig
-    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.evaluate import build_analog_cell, play_games
     from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
@@ -134,7 +133,7 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
     periphery = PeripheryConfig()
     ledger = EnergyLedger()
-    build_analog_cell(agent, presets.get_preset(agent.arch.device_preset), periphery).attach(ledger, "stp")
+    build_analog_cell(agent, chip_device(agent, SHIPPED_CHECKPOINT), periphery).attach(ledger, "stp")
     res = play_games(agent, args.games, args.seed, True, 27000, periphery, ledger)
     games = len(res.scores)
     by_comp, g_sum, v2g_sum = game_inputs(agent, boundaries(res.ledger))

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.crossbar.costs import describe as describe_periphery
     from stoxbar.devices import presets
-    from stoxbar.pong.checkpoint import load_agent
+    from stoxbar.pong.checkpoint import chip_device, load_agent
     from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
     from stoxbar.pong.paper import gpu_tiers
 
@@ -65,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
     arch = agent.arch
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
-    device = presets.get_preset(args.preset or arch.device_preset)
+    # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
+    device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
     ledger = EnergyLedger()
     if not args.digital:
         build_analog_cell(agent, device, periphery).attach(ledger, "stp")
