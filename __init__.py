@@ -6,13 +6,29 @@ digital), ``crossbar`` (tiles, batched MVM, energy ledger, ``STORPUConfig``), ``
 """
 
 import os as _os
-
-from stoxbar.compat import check_aihwkit as _check_aihwkit
+import sys as _sys
 
 __version__ = "0.1.0"
 
-if not _os.environ.get("STOXBAR_SKIP_AIHWKIT_CHECK"):
-    _check_aihwkit()
+
+def _is_command() -> bool:
+    """True when this process is the ``stoxbar`` console command (not a library user's import)."""
+    return _os.path.basename(_sys.argv[0] if _sys.argv else "") == "stoxbar"
+
+
+# Ctrl-C while the ``stoxbar`` command imports torch / aihwkit: one line and exit 130
+# (docs/reliability.md §1), not the traceback of whichever import was running. A library user's
+# ``import stoxbar`` keeps its KeyboardInterrupt.
+try:
+    from stoxbar.compat import check_aihwkit as _check_aihwkit
+
+    if not _os.environ.get("STOXBAR_SKIP_AIHWKIT_CHECK"):
+        _check_aihwkit()
+except KeyboardInterrupt:
+    if not _is_command():
+        raise
+    print("stoxbar: interrupted", file=_sys.stderr)
+    raise SystemExit(130) from None
 
 
 def __getattr__(name: str):

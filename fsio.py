@@ -194,11 +194,22 @@ def read_jsonl(path: PathLike) -> list:
     return out
 
 
-def read_csv(path: PathLike, required: Sequence[str] = ()) -> list:
+def read_csv(path: PathLike, required: Sequence[str] = (), torn_tail_ok: bool = False) -> list:
     """The rows of a CSV file with a header, as dicts of strings; damage is a ConfigError naming the file.
 
-    ``required``: columns the header must have. A row with more or fewer cells than the header is damage.
+    ``required``: columns the header must have. A row with more or fewer cells than the header is damage,
+    except (``torn_tail_ok``) the last one of an append-only log, which a crash mid-append can leave.
     """
+    return [dict(zip(head, r)) for head, r in _csv_rows(path, required, torn_tail_ok)[1]]
+
+
+def read_csv_header(path: PathLike, required: Sequence[str] = (), torn_tail_ok: bool = False):
+    """(header, rows as lists of strings) of a CSV file, checked as by :func:`read_csv`."""
+    head, rows = _csv_rows(path, required, torn_tail_ok)
+    return head, [r for _, r in rows]
+
+
+def _csv_rows(path: PathLike, required: Sequence[str], torn_tail_ok: bool):
     path = Path(path)
     text = _read_text(path, "a CSV file")
     try:
@@ -206,17 +217,19 @@ def read_csv(path: PathLike, required: Sequence[str] = ()) -> list:
     except csv.Error as exc:
         raise ConfigError(f"{path}: not valid CSV ({exc}); the file is damaged") from None
     if not rows:
-        return []
+        return list(required), []
     head, body = rows[0], rows[1:]
     missing = [c for c in required if c not in head]
     if missing:
         raise ConfigError(f"{path}: no column(s) {missing} in its header {head}; the file is damaged")
     if len(set(head)) != len(head):
         raise ConfigError(f"{path}: repeated column names in its header {head}; the file is damaged")
+    if torn_tail_ok and body and len(body[-1]) != len(head):
+        body = body[:-1]  # a line cut short by a crash while it was appended
     for i, r in enumerate(body, 2):
         if len(r) != len(head):
             raise ConfigError(f"{path}: line {i} has {len(r)} cells, the header {len(head)}; the file is damaged")
-    return [dict(zip(head, r)) for r in body]
+    return head, [(head, r) for r in body]
 
 
 def csv_number(path: PathLike, row: Dict[str, str], column: str, line: int = 0) -> float:
