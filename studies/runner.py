@@ -444,6 +444,7 @@ def run_study(study: Study, workers: int = 1, ray_address: Optional[str] = None,
     with fsio.DirLock(out, "study output directory", command):
         _prepare(study, out)
         fsio.check_not_link(out / "trials", "study output directory")
+        fsio.check_not_link(out / "invocations.jsonl", "study log")
         fsio.check_writable_dir(out / "trials", "study output directory")
         fsio.clean_temp(out)
         fsio.clean_temp(out / "trials")
