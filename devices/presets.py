@@ -167,8 +167,10 @@ def device_from_fields(class_name: str, fields: Dict[str, Any], what: str = "dev
     values = {k: _as_tuple(v) if isinstance(v, list) else v for k, v in fields.items()}  # JSON-style lists
     try:
         return cls(**values)
-    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise ConfigError(f"{what}: the stored fields do not make a valid {class_name} ({exc})") from None
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, AttributeError) as exc:
+        # stored values of the wrong kind fail in the class's own checks in many ways (ConfigError is a ValueError)
+        raise ConfigError(f"{what}: the stored fields do not make a valid {class_name} ({type(exc).__name__}: "
+                          f"{exc})") from None
 
 
 def _as_tuple(v: Any) -> Any:

@@ -275,7 +275,7 @@ def play_page(report_path: Path) -> str:
     check_play_report(rep, report_path)
     try:
         return _play_page(rep, report_path)
-    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:  # a field of the wrong kind
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:  # a field of the wrong kind
         raise ConfigError(f"report {report_path}: not a `stoxbar play --json` report "
                           f"({type(exc).__name__}: {exc})") from None
 

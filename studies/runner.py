@@ -103,6 +103,8 @@ def job_for(study: Study, trial: Trial, threads: int = 1) -> Dict[str, Any]:
 
 
 CHECKSUM_KEY = "sha256"
+RECORD_KEYS = frozenset({"trial_id", "point_id", "group", "params", "seed", "study", "host", "pid", "started",
+                         "versions", "status", "metrics", "error", "traceback", CHECKSUM_KEY})
 
 
 def record_checksum(record: Dict[str, Any]) -> str:
@@ -124,6 +126,9 @@ def record_problem(rec: Any, stem: Optional[str] = None) -> Optional[str]:
         return "no trial_id"
     if stem is not None and tid != stem:
         return f"trial_id {tid!r} does not match the file name"
+    unknown = sorted(set(rec) - RECORD_KEYS)
+    if unknown:  # also a damaged key name (a record written before records had a sha256 has none of these)
+        return f"unknown key(s) {unknown[:3]}"
     if CHECKSUM_KEY in rec:
         try:
             ok = rec[CHECKSUM_KEY] == record_checksum(rec)
@@ -192,7 +197,10 @@ def read_study_meta(out: Path) -> Dict[str, Any]:
     meta_path = Path(out) / "study.json"
     meta = fsio.read_json(meta_path)
     ident = meta.get("identity") if isinstance(meta, dict) else None
+    names = [meta.get(k, []) for k in ("varied", "plot_metrics", "pareto")] if isinstance(meta, dict) else [None]
     if (not isinstance(ident, dict) or not isinstance(ident.get("name"), str)
+            or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in names)
+            or not isinstance(meta.get("description", ""), str)
             or not isinstance(meta.get("varied", []), list) or not all(isinstance(v, str) for v in meta.get("varied", []))
             or not isinstance(meta.get("source", ""), str) or not isinstance(meta.get("checkpoint", ""), str)
             or not isinstance(meta.get("versions", {}), dict)
