@@ -452,6 +452,8 @@ def run_study(study: Study, workers: int = 1, ray_address: Optional[str] = None,
     with fsio.DirLock(out, "study output directory", command):
         _prepare(study, out)
         fsio.check_not_link(out / "trials", "study output directory")
+        for sub in ("trials/failed", "plots"):
+            fsio.check_not_link(out / sub, "study output directory")
         fsio.check_not_link(out / "invocations.jsonl", "study log")
         fsio.check_writable_dir(out / "trials", "study output directory")
         fsio.clean_temp(out)

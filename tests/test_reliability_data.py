@@ -114,7 +114,7 @@ def test_a_linked_lock_file_is_refused_and_its_target_is_untouched(tmp_path):
         assert lock.holder()["pid"] == os.getpid()
 
 
-def test_sweep_and_train_refuse_linked_lock_and_log_files_from_the_cli(tmp_path, capsys):
+def test_sweep_and_train_refuse_linked_lock_and_log_files_from_the_cli(tmp_path, capsys, trained_run):
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious\n")
     out = tmp_path / "out"
@@ -133,6 +133,16 @@ def test_sweep_and_train_refuse_linked_lock_and_log_files_from_the_cli(tmp_path,
     linked.symlink_to(out, target_is_directory=True)
     with pytest.raises(ConfigError, match="is a symbolic link"):
         fsio.DirLock(linked, "study output directory").acquire()
+    (out / "invocations.jsonl").unlink()
+    (out / "plots").symlink_to(tmp_path, target_is_directory=True)  # figures would land elsewhere
+    with pytest.raises(ConfigError, match="plots: is a symbolic link"):
+        run_study(study, progress=False)
+    # a training run whose lock file is a link: the resume is refused before anything is touched
+    run = _copy_run(trained_run, tmp_path / "run")
+    (run / fsio.LOCK_NAME).symlink_to(victim)
+    progress = (run / "progress.csv").read_bytes()
+    _one_line(capsys, ["train", "--resume", str(run), "--steps", "40"], "is a symbolic link", "train")
+    assert victim.read_bytes() == b"precious\n" and (run / "progress.csv").read_bytes() == progress
 
 
 def test_lock_holder_probe_writes_nothing(tmp_path):
