@@ -133,7 +133,7 @@ def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_
         raise ConfigError(f"preset {name!r} factory returned {type(device).__name__}: must return a "
                           "MemristiveDevice (stoxbar.devices.base)")
     PRESETS[name] = factory
-    DEVICE_CLASSES.setdefault(type(device).__name__, type(device))
+    DEVICE_CLASSES[type(device).__name__] = type(device)  # the latest registration of a class name wins
 
 
 def get_registered(name: str, what: str = "preset") -> MemristiveDevice:
