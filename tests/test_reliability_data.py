@@ -308,6 +308,23 @@ def test_trial_records_carry_a_checksum_and_bad_ones_are_named_not_tabulated(tmp
     assert "Damaged trial records (not tabulated)" in page and "<td>-1" not in page
 
 
+def test_a_worker_record_with_a_negative_energy_is_a_failed_trial_not_a_row(tmp_path):
+    """A real task that returns an impossible energy for one point: that trial fails with the reason."""
+    from stoxbar.studies.table import read_table
+
+    (tmp_path / "neg.py").write_text("def task(config, seed):\n    bits = config.periphery.adc.bits\n"
+                                     "    return {'energy_per_image_j': -1e-9 if bits == 4 else 1e-9, 'accuracy': 0.5}\n")
+    study = tmp_path / "neg.toml"
+    study.write_text('name = "neg"\ntask = "neg.py:task"\n[base]\ndevice = "sto_2024"\n[[grid]]\n'
+                     '"periphery.adc.bits" = [4, 6]\n')
+    counts = run_study(load_study(str(study), str(tmp_path / "o")), workers=2, progress=False)
+    assert counts["ok"] == 1 and counts["failed"] == 1
+    rows = {r["periphery.adc.bits"]: r for r in read_table(tmp_path / "o" / "results.csv")}
+    assert rows[6]["status"] == "ok" and rows[6]["energy_per_image_j"] == 1e-9
+    assert rows[4]["status"] == "failed" and rows[4]["energy_per_image_j"] == ""
+    assert "InvalidRecord: energy energy_per_image_j = -1e-09 is negative" in rows[4]["error"]
+
+
 def test_a_nan_in_a_record_is_refused(tmp_path):
     study, paths = _finished_study(tmp_path)
     paths[0].write_text(paths[0].read_text().replace('"tiles": ', '"tiles": NaN, "x": '))
