@@ -12,8 +12,10 @@ __version__ = "0.1.0"
 
 
 def _is_command() -> bool:
-    """True when this process is the ``stoxbar`` console command (not a library user's import)."""
-    return _os.path.basename(_sys.argv[0] if _sys.argv else "") == "stoxbar"
+    """True when this process is the ``stoxbar`` console command or ``python -m stoxbar.…`` (whose
+    ``argv[0]`` is ``-m`` while its package imports), not a library user's import."""
+    first = _sys.argv[0] if _sys.argv else ""
+    return _os.path.basename(first) == "stoxbar" or first == "-m"
 
 
 # Ctrl-C while the ``stoxbar`` command imports torch / aihwkit: one line and exit 130

@@ -496,11 +496,13 @@ def test_a_wrong_cnn_input_shape_names_the_expected_shape(tmp_path, capsys):
               "its first layer expects an input of shape N,3,H,W", "energy")
 
 
-def test_ctrl_c_while_the_command_imports_is_one_line_and_130(tmp_path):
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+def test_ctrl_c_while_the_command_imports_is_one_line_and_130(tmp_path, how):
     exe = Path(sys.executable).parent / "stoxbar"
-    if not exe.exists():
+    if how == "console script" and not exe.exists():
         pytest.skip("no stoxbar console script beside this interpreter")
-    proc = subprocess.Popen([str(exe), "device", "--out", str(tmp_path / "d.png")], stdout=subprocess.PIPE,
+    cmd = [str(exe)] if how == "console script" else [PY, "-m", "stoxbar.scripts.cli"]
+    proc = subprocess.Popen([*cmd, "device", "--out", str(tmp_path / "d.png")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60:  # wait until torch's library is loaded: the import is under way
