@@ -277,14 +277,26 @@ def test_no_error_advises_weights_only_false(tmp_path, capsys):
     assert "weights_only" not in line and "refuses to unpickle" in line
 
 
-def _finished_study(tmp_path: Path):
-    study = load_study(str(_study_file(tmp_path, rows=(256, 512, 1024))), str(tmp_path / "out"))
+@pytest.fixture(scope="module")
+def finished_study_dir(tmp_path_factory):
+    """A finished 3-trial study, run once per module by the real sweep (copied by each test)."""
+    root = tmp_path_factory.mktemp("finished")
+    study = load_study(str(_study_file(root, rows=(256, 512, 1024))), str(root / "out"))
     assert run_study(study, progress=False)["ok"] == 3
+    return root
+
+
+def _finished_study(tmp_path: Path, finished_study_dir: Path):
+    """A private copy of the finished study in ``tmp_path``: (study, its record paths)."""
+    import shutil
+
+    shutil.copytree(finished_study_dir / "out", tmp_path / "out", ignore=shutil.ignore_patterns(fsio.LOCK_NAME))
+    study = load_study(str(_study_file(tmp_path, rows=(256, 512, 1024))), str(tmp_path / "out"))
     return study, sorted((study.output / "trials").glob("p*.json"))
 
 
-def test_trial_records_carry_a_checksum_and_bad_ones_are_named_not_tabulated(tmp_path, capsys):
-    study, paths = _finished_study(tmp_path)
+def test_trial_records_carry_a_checksum_and_bad_ones_are_named_not_tabulated(tmp_path, capsys, finished_study_dir):
+    study, paths = _finished_study(tmp_path, finished_study_dir)
     rec = json.loads(paths[0].read_text())
     assert rec["sha256"] == record_checksum(rec)
     # an edit after writing (a flipped digit in a metric): the checksum names it
@@ -325,8 +337,8 @@ def test_a_worker_record_with_a_negative_energy_is_a_failed_trial_not_a_row(tmp_
     assert "InvalidRecord: energy energy_per_image_j = -1e-09 is negative" in rows[4]["error"]
 
 
-def test_a_nan_in_a_record_is_refused(tmp_path):
-    study, paths = _finished_study(tmp_path)
+def test_a_nan_in_a_record_is_refused(tmp_path, finished_study_dir):
+    study, paths = _finished_study(tmp_path, finished_study_dir)
     paths[0].write_text(paths[0].read_text().replace('"tiles": ', '"tiles": NaN, "x": '))
     _, bad = scan_records(study.output)
     assert "not valid JSON (non-finite number NaN)" in bad[paths[0]]
@@ -410,8 +422,9 @@ def test_curves_on_damaged_run_files_is_one_line(trained_run, tmp_path, capsys, 
     ("invocations.jsonl", b"{\"command\": [\"x\"]}\n{\"comm", "line 2 is not valid JSON"),
     ("invocations.jsonl", b"[1]\n", "line 1 is a list"),
 ])
-def test_report_and_resume_on_damaged_study_files_is_one_line(tmp_path, capsys, name, damage, needle):
-    study, _ = _finished_study(tmp_path)
+def test_report_and_resume_on_damaged_study_files_is_one_line(tmp_path, capsys, name, damage, needle,
+                                                              finished_study_dir):
+    study, _ = _finished_study(tmp_path, finished_study_dir)
     (study.output / name).write_bytes(damage)
     (study.output / "results.csv").write_bytes(b"trial_id,status\n\"unterminated")  # derived: never read back
     _one_line(capsys, ["report", str(study.output), "--out", str(tmp_path / "r.html")], needle, "report")
