@@ -36,8 +36,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "%(default)" in text or "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) \
-                or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction)):
+        if ("%(default)" in text or "default" in text.lower() or action.default is None
+                or action.default is False or action.default == argparse.SUPPRESS
+                or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction))):
             return text
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 

@@ -607,7 +607,8 @@ def test_every_option_has_help_text_and_shows_its_default():
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help text"
-            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+            has_default = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+            if action.option_strings and has_default \
                     and not isinstance(action, (argparse._StoreTrueAction, argparse._VersionAction)):
                 flag = action.option_strings[-1]
                 helptext = parser._get_formatter()._expand_help(action) if action.help else ""
