@@ -12,19 +12,28 @@
   drops the lock when its holder exits in any way (including ``kill -9``), so a stale lock file is
   never a block.
 * :func:`check_writable_dir` / :func:`check_new_file`: refuse an unwritable output before any work.
+* :func:`open_append` (append-only logs and CSVs) and :class:`DirLock` never follow a symbolic link
+  (``O_NOFOLLOW``) and refuse anything but a plain file of one link; :func:`check_not_link` refuses
+  a linked output directory. A lock file is only ever truncated when it is a stoxbar lock file.
+* :func:`read_csv` / :func:`read_json` / :func:`read_jsonl`: readers of damaged files raise one
+  :class:`~stoxbar.validation.ConfigError` naming the file; :func:`lock_holder` tells whether a live
+  process holds a directory's lock, without taking it.
 
-Design and sources: docs/reliability.md §2 (writes), §3 (locks).
+Design and sources: docs/reliability.md §2 (writes), §3 (locks), §7 (links, damaged files).
 
 May import: the standard library and :mod:`stoxbar.validation` only (every layer may use it).
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
+import io
 import json
 import os
 import platform
+import stat
 import sys
 import tempfile
 import time
@@ -133,15 +142,140 @@ def atomic_write_json(path: PathLike, data: Any, *, overwrite: bool = False, ind
     return atomic_write_text(path, text + "\n", overwrite=overwrite)
 
 
+MAX_READ_BYTES = 256 * 2**20  # assumption: no JSON/CSV file stoxbar writes comes near 256 MiB
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a (not oversized) file; a :class:`ConfigError` naming it otherwise."""
+    size = path.stat().st_size
+    if size > MAX_READ_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is larger than the limit of {MAX_READ_BYTES} bytes for {what}; "
+                          "the file is damaged or not stoxbar's")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); the file is damaged") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: holds a NUL byte; the file is damaged")
+    return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
 def read_json(path: PathLike) -> Any:
-    """Parse a JSON file; a parse error is a :class:`ConfigError` that names the file."""
+    """Parse a JSON file; a parse error is a :class:`ConfigError` that names the file.
+
+    Non-finite numbers (``NaN``, ``Infinity``, which stoxbar never writes) are refused as damage.
+    """
     path = Path(path)
     try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(_read_text(path, "a JSON file"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ConfigError(f"{path}: not valid JSON ({exc}); the file is damaged - move it away "
                           "(its work is redone)") from None
+
+
+def read_jsonl(path: PathLike) -> list:
+    """The JSON objects of a JSON-lines file (one per line); a damaged line is a ConfigError naming it."""
+    path = Path(path)
+    out = []
+    for i, line in enumerate(_read_text(path, "a JSON-lines file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"{path}: line {i} is not valid JSON ({exc}); the file is damaged") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: line {i} is a {type(value).__name__}, not a JSON object; the file is damaged")
+        out.append(value)
+    return out
+
+
+def read_csv(path: PathLike, required: Sequence[str] = (), torn_tail_ok: bool = False) -> list:
+    """The rows of a CSV file with a header, as dicts of strings; damage is a ConfigError naming the file.
+
+    ``required``: columns the header must have. A row with more or fewer cells than the header is damage,
+    except (``torn_tail_ok``) the last one of an append-only log, which a crash mid-append can leave.
+    """
+    return [dict(zip(head, r)) for head, r in _csv_rows(path, required, torn_tail_ok)[1]]
+
+
+def read_csv_header(path: PathLike, required: Sequence[str] = (), torn_tail_ok: bool = False):
+    """(header, rows as lists of strings) of a CSV file, checked as by :func:`read_csv`."""
+    head, rows = _csv_rows(path, required, torn_tail_ok)
+    return head, [r for _, r in rows]
+
+
+def _csv_rows(path: PathLike, required: Sequence[str], torn_tail_ok: bool):
+    path = Path(path)
+    text = _read_text(path, "a CSV file")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not valid CSV ({exc}); the file is damaged") from None
+    if not rows:
+        return list(required), []
+    head, body = rows[0], rows[1:]
+    missing = [c for c in required if c not in head]
+    if missing:
+        raise ConfigError(f"{path}: no column(s) {missing} in its header {head}; the file is damaged")
+    if len(set(head)) != len(head):
+        raise ConfigError(f"{path}: repeated column names in its header {head}; the file is damaged")
+    if torn_tail_ok and body and len(body[-1]) != len(head):
+        body = body[:-1]  # a line cut short by a crash while it was appended
+    for i, r in enumerate(body, 2):
+        if len(r) != len(head):
+            raise ConfigError(f"{path}: line {i} has {len(r)} cells, the header {len(head)}; the file is damaged")
+    return head, [(head, r) for r in body]
+
+
+def csv_number(path: PathLike, row: Dict[str, str], column: str, line: int = 0) -> float:
+    """``float(row[column])``; a ConfigError naming the file, line and column if it is not a finite number."""
+    try:
+        value = float(row[column])
+    except (KeyError, TypeError, ValueError):
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):
+        where = f" line {line}" if line else ""
+        raise ConfigError(f"{path}:{where} {column} = {row.get(column)!r} is not a finite number; the file is damaged")
+    return value
+
+
+# -- links -----------------------------------------------------------------------------------------
+def check_not_link(path: PathLike, what: str = "path") -> Path:
+    """Refuse a ``path`` that is a symbolic link (stoxbar never writes through one); returns it."""
+    p = Path(path)
+    if p.is_symlink():
+        raise ConfigError(f"{what} {p}: is a symbolic link (to {os.readlink(p)}); stoxbar does not write through "
+                          "links - remove it or name the real path")
+    return p
+
+
+def _open_plain(path: Path, flags: int, what: str) -> int:
+    """``os.open`` that never follows a link and accepts only a plain file of one link."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{what} {path}: is a symbolic link; stoxbar does not follow links where it writes "
+                              "- move it away") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        kind = "not a plain file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} hard links"
+        raise ConfigError(f"{what} {path}: is {kind}; stoxbar writes only its own plain files - move it away")
+    return fd
+
+
+def open_append(path: PathLike, what: str = "file"):
+    """A text file opened for appending (created if missing), never through a link (see :func:`_open_plain`)."""
+    path = Path(path)
+    fd = _open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what)
+    return os.fdopen(fd, "a", newline="")
 
 
 # -- writable outputs --------------------------------------------------------------------------
@@ -190,6 +324,53 @@ def free_name(path: PathLike) -> Path:
 
 
 # -- locks ---------------------------------------------------------------------------------------
+LOCK_KEYS = ("pid", "host", "command", "started")
+MAX_LOCK_BYTES = 65536  # a lock record is one short JSON line
+
+
+def _is_lock_text(fd: int) -> bool:
+    """True if the open file is empty or holds a stoxbar lock record (so truncating it loses nothing)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return True
+    if size > MAX_LOCK_BYTES:
+        return False
+    try:
+        rec = json.loads(os.pread(fd, size, 0).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(rec, dict) and set(rec) == set(LOCK_KEYS)
+
+
+def lock_holder(directory: PathLike) -> Optional[Dict[str, Any]]:
+    """The holder record of a *live* lock of ``directory`` ({} if unreadable), or None if nobody holds it.
+
+    Takes no lock and writes nothing: a shared ``flock`` probe on a read-only descriptor.
+    """
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            try:
+                rec = json.loads(os.pread(fd, MAX_LOCK_BYTES, 0).decode("utf-8") or "{}")
+            except (ValueError, UnicodeDecodeError):
+                rec = {}
+            return rec if isinstance(rec, dict) else {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class DirLock:
     """Exclusive advisory lock of a directory (module docstring); a context manager.
 
@@ -212,16 +393,24 @@ class DirLock:
     def holder(self) -> Dict[str, Any]:
         """What the lock file says about its (last) holder; {} if unreadable."""
         try:
-            return json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
             return {}
+        try:
+            rec = json.loads(os.pread(fd, MAX_LOCK_BYTES, 0).decode("utf-8") or "{}")
+        except (OSError, ValueError, UnicodeDecodeError):
+            return {}
+        finally:
+            os.close(fd)
+        return rec if isinstance(rec, dict) else {}
 
     def acquire(self) -> "DirLock":
         if self._fd is not None:
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
+        check_not_link(self.directory, self.what)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = _open_plain(self.path, os.O_RDWR | os.O_CREAT, f"{self.what} lock file")
         except OSError as exc:
             raise ConfigError(f"{self.what} {self.directory}: cannot create its lock file "
                               f"({exc.strerror or exc})") from None
@@ -236,6 +425,10 @@ class DirLock:
                    f"{' '.join(map(str, h.get('command', []))) or '?'}") if h else "another process"
             raise LockedError(f"{self.what} {self.directory} is in use by {who}; wait for it to finish "
                               "or stop it (a lock of a dead process is released by the kernel)") from None
+        if not _is_lock_text(fd):  # never truncate a file stoxbar did not write
+            os.close(fd)
+            raise ConfigError(f"{self.what} lock file {self.path}: holds something other than a stoxbar lock "
+                              "record; stoxbar does not overwrite it - move it away")
         info = {"pid": os.getpid(), "host": platform.node(), "command": self.command,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict
+from typing import Any, Callable, ClassVar, Dict
 
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
 from stoxbar.validation import ConfigError
 
-__all__ = ["sto_2024", "ideal", "IdealSTODevice", "PRESETS", "get_preset", "register_preset"]
+__all__ = ["sto_2024", "ideal", "IdealSTODevice", "PRESETS", "DEVICE_CLASSES", "get_preset", "get_registered",
+           "register_preset", "device_from_fields"]
 
 
 def sto_2024() -> STODevice:
@@ -137,6 +138,9 @@ def ideal() -> STODevice:
 
 
 PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal}
+# Device classes a stored device (a checkpoint's fields) may be rebuilt as, by class name. Filled by
+# register_preset with the class of each registered preset's device; nothing is ever imported to find one.
+DEVICE_CLASSES: Dict[str, type] = {"STODevice": STODevice, "IdealSTODevice": IdealSTODevice}
 
 
 def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_existing: bool = False) -> None:
@@ -158,6 +162,48 @@ def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_
         raise ConfigError(f"preset {name!r} factory returned {type(device).__name__}: must return a "
                           "MemristiveDevice (stoxbar.devices.base)")
     PRESETS[name] = factory
+    DEVICE_CLASSES[type(device).__name__] = type(device)  # the latest registration of a class name wins
+
+
+def get_registered(name: str, what: str = "preset") -> MemristiveDevice:
+    """A fresh device of a *registered* preset; never imports anything (a stored name is data).
+
+    Used for names read from files (checkpoints, study files, worker jobs): ``"module:factory"``
+    there is refused with a :class:`ConfigError`, since importing it would run code named by a file
+    (docs/reliability.md §7). The command line's ``--preset module:factory`` goes through
+    :func:`get_preset` instead.
+    """
+    if not isinstance(name, str) or name not in PRESETS:
+        hint = ("; a file never names code to import - register the preset (register_preset) in code you "
+                "run, or pass --preset module:factory on the command line") if isinstance(name, str) and ":" in name else ""
+        raise ConfigError(f"{what} = {name!r}: not a registered preset {tuple(PRESETS)}{hint}")
+    return PRESETS[name]()
+
+
+def device_from_fields(class_name: str, fields: Dict[str, Any], what: str = "device") -> MemristiveDevice:
+    """Rebuild a stored device: ``class_name`` must be a registered device class (:data:`DEVICE_CLASSES`);
+    ``fields`` are its dataclass fields. Never imports; a ConfigError names what does not fit."""
+    cls = DEVICE_CLASSES.get(class_name) if isinstance(class_name, str) else None
+    if cls is None:
+        raise ConfigError(f"{what} class = {class_name!r}: not a registered device class {tuple(DEVICE_CLASSES)}; "
+                          "register its preset (register_preset) before loading")
+    if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
+        raise ConfigError(f"{what} fields: expected a dict of field name -> value, got {type(fields).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ConfigError(f"{what} fields {unknown}: not fields of {class_name}")
+    values = {k: _as_tuple(v) if isinstance(v, list) else v for k, v in fields.items()}  # JSON-style lists
+    try:
+        return cls(**values)
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, AttributeError) as exc:
+        # stored values of the wrong kind fail in the class's own checks in many ways (ConfigError is a ValueError)
+        raise ConfigError(f"{what}: the stored fields do not make a valid {class_name} ({type(exc).__name__}: "
+                          f"{exc})") from None
+
+
+def _as_tuple(v: Any) -> Any:
+    return tuple(_as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 def get_preset(name: str) -> MemristiveDevice:
@@ -165,7 +211,9 @@ def get_preset(name: str) -> MemristiveDevice:
 
     ``name`` is a registered preset, or ``"package.module:factory"``: the module is imported, the
     factory registered under that string (once) and called, so a device defined outside stoxbar
-    works everywhere a preset name is accepted (``stoxbar device --preset mydevices:toy``).
+    works wherever the *command line* takes a preset (``stoxbar device --preset mydevices:toy``).
+    This runs code: call it only with a name the user typed, never with one read from a file
+    (those go through :func:`get_registered`; docs/reliability.md §7).
     """
     if name not in PRESETS and isinstance(name, str) and ":" in name:
         import importlib

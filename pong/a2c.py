@@ -18,9 +18,14 @@ games). ``--resume RUN_DIR/checkpoint-uNNNNNNN.pt`` (a snapshot) never rewinds R
 into a NEW run directory beside it, whose config.json records the parent (run, checkpoint,
 update) and whose progress.csv / episodes.csv start with the parent's rows up to the snapshot.
 A run directory is locked (:class:`stoxbar.fsio.DirLock`) while it trains: a second training or
-resume of it is refused at once, naming the holder (docs/reliability.md §3, §5).
+resume of it is refused at once, naming the holder (docs/reliability.md §3, §5). SIGINT / SIGTERM
+finish the update, write the checkpoint and raise :class:`TrainingInterrupted` (``stoxbar train``
+exits 130). A resume removes stray ``.tmp-*`` files (an interrupted checkpoint write) and reads
+the run's CSVs and config.json as data: damage is one ConfigError naming the file. A new run
+directory is created only after the arguments (the device preset included) are checked.
 
-May import: torch, numpy, stoxbar.fsio, stoxbar.validation, stoxbar.stpn, stoxbar.pong.{agent,checkpoint,env}.
+May import: torch, numpy, stoxbar.fsio, stoxbar.validation, stoxbar.devices, stoxbar.stpn,
+stoxbar.pong.{agent,checkpoint,env}.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stoxbar import fsio
 from stoxbar.fsio import DirLock
-from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.agent import ArchConfig, PongAgent, device_from_preset
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
                                      new_run_dir, save_checkpoint)
 from stoxbar.pong.env import FRAMESKIP, make_pong_env
@@ -177,11 +183,21 @@ def detach_state(state):
 # ------------------------------------------------------------------------------------------------
 
 
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT / SIGTERM after writing its checkpoint (``run_dir``, ``signum``, ``update``)."""
+
+    def __init__(self, run_dir: Path, signum: int, update: int):
+        self.run_dir, self.signum, self.update = run_dir, signum, update
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at update {update}; checkpoint saved in "
+                         f"{run_dir} (continue with: stoxbar train --resume {run_dir})")
+
+
 class _Stop:
     """SIGTERM/SIGINT -> finish the update, checkpoint, exit."""
 
     def __init__(self):
         self.requested = False
+        self.signum: Optional[int] = None
         self._old = {}
 
     def __enter__(self):
@@ -195,7 +211,7 @@ class _Stop:
     def _handler(self, signum, frame):
         if self.requested:  # second signal: give up at once
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -207,9 +223,20 @@ def _episodes(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
     path = run_dir / "episodes.csv"
     if not path.exists():
         return np.zeros(0), np.zeros(0)
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh)]
-    return np.array([float(r["frames"]) for r in rows]), np.array([float(r["return"]) for r in rows])
+    rows = fsio.read_csv(path, required=("frames", "return"), torn_tail_ok=True)
+    return (np.array([fsio.csv_number(path, r, "frames", i) for i, r in enumerate(rows, 2)]),
+            np.array([fsio.csv_number(path, r, "return", i) for i, r in enumerate(rows, 2)]))
+
+
+def read_run_config(run_dir: Path) -> Dict[str, Any]:
+    """A run's config.json, checked to hold what the curves need (ConfigError naming the file otherwise)."""
+    path = Path(run_dir) / "config.json"
+    cfg = fsio.read_json(path)
+    arch = cfg.get("arch") if isinstance(cfg, dict) else None
+    if (not isinstance(arch, dict) or not isinstance(arch.get("arch"), str) or not isinstance(arch.get("cell"), str)
+            or not isinstance(cfg.get("seed"), int)):
+        raise ConfigError(f"{path}: not a training run's config.json (arch.arch, arch.cell, seed); the file is damaged")
+    return cfg
 
 
 def _running_mean(values: np.ndarray, k: int) -> np.ndarray:
@@ -272,7 +299,7 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
     fig, ax = plt.subplots(figsize=(7, 4))
     summary = {}
     for d in map(Path, run_dirs):
-        cfg = json.loads((d / "config.json").read_text())
+        cfg = read_run_config(d)
         frames, ret = _episodes(d)
         if max_frames is not None:
             keep = frames <= max_frames
@@ -299,13 +326,9 @@ def _truncate_csv(path: Path, column: str, limit: float, dest: Optional[Path] = 
     place or (``dest``) into a new file."""
     if not path.exists():
         return
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        return
-    head, body = rows[0], rows[1:]
+    head, body = fsio.read_csv_header(path, required=(column,), torn_tail_ok=True)
     col = head.index(column)
-    keep = [r for r in body if len(r) == len(head) and float(r[col]) <= limit]
+    keep = [r for i, r in enumerate(body, 2) if fsio.csv_number(path, dict(zip(head, r)), column, i) <= limit]
     buf = io.StringIO()
     csv.writer(buf).writerows([head] + keep)
     atomic_write_bytes(dest or path, buf.getvalue().encode())
@@ -313,7 +336,7 @@ def _truncate_csv(path: Path, column: str, limit: float, dest: Optional[Path] = 
 
 def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
     new = not path.exists()
-    with open(path, "a", newline="") as fh:
+    with fsio.open_append(path, "training log") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         if new:
             w.writeheader()
@@ -405,16 +428,32 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
             raise ConfigError(f"--resume {resume}: no such run directory or checkpoint file")
         ckpt = load_checkpoint(ckpt_path, required=("format", "version", "arch", "device", "model", "optimizer",
                                                     "train_config", "counters", "rng"))
-        saved = TrainConfig.from_dict(ckpt["train_config"])
+        try:
+            saved = TrainConfig.from_dict(ckpt["train_config"])
+        except (ConfigError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt_path}: invalid train_config ({type(exc).__name__}: {exc})") from None
         cfg = dataclasses.replace(saved, total_steps=cfg.total_steps, threads=cfg.threads,
                                   env_threads=cfg.env_threads, max_minutes=cfg.max_minutes)
-        counters.update(ckpt["counters"])
-        recent.extend(ckpt.get("recent_returns", []))
+        saved_counters = ckpt["counters"]
+        if (not isinstance(saved_counters, dict) or set(saved_counters) - set(counters)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in saved_counters.values())):
+            raise CheckpointError(f"checkpoint {ckpt_path}: counters = {saved_counters!r}: expected "
+                                  f"{sorted(counters)} as integers >= 0")
+        counters.update(saved_counters)
+        returns = ckpt.get("recent_returns", [])
+        if not isinstance(returns, list) or not all(isinstance(v, (int, float)) for v in returns):
+            raise CheckpointError(f"checkpoint {ckpt_path}: recent_returns is not a list of numbers")
+        recent.extend(returns)
         if ckpt_path.name == "checkpoint.pt":  # the run's latest state: continue in place
             run_dir = ckpt_path.parent
             lock = DirLock(run_dir, "training run", command).acquire()
-            _truncate_csv(run_dir / "progress.csv", "update", counters["update"])
-            _truncate_csv(run_dir / "episodes.csv", "steps", counters["steps"])
+            try:
+                fsio.clean_temp(run_dir)  # e.g. .tmp-checkpoint.pt.* of a checkpoint write cut short
+                _truncate_csv(run_dir / "progress.csv", "update", counters["update"])
+                _truncate_csv(run_dir / "episodes.csv", "steps", counters["steps"])
+            except BaseException:
+                lock.release()
+                raise
         else:  # a snapshot: branch into a new run, the parent stays as it is
             src = ckpt_path.parent
             run_dir = new_run_dir(src.parent, "train", cfg.seed)
@@ -424,21 +463,36 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
             _truncate_csv(src / "progress.csv", "update", counters["update"], run_dir / "progress.csv")
             _truncate_csv(src / "episodes.csv", "steps", counters["steps"], run_dir / "episodes.csv")
     else:
+        # check what can be checked before a run directory exists (a refused preset leaves nothing behind)
+        device = device_from_preset(cfg.arch.device_preset) if cfg.arch.cell == "mstpn" else None
         run_dir = new_run_dir(cfg.runs_dir, "train", cfg.seed)
         lock = DirLock(run_dir, "training run", command).acquire()
+    fresh = ckpt is None or parent is not None
     try:
-        return _train_in(run_dir, cfg, ckpt, ckpt_path if ckpt is not None else None, counters, recent, parent, echo)
+        return _train_in(run_dir, cfg, ckpt, ckpt_path if ckpt is not None else None, counters, recent, parent, echo,
+                         device if ckpt is None else None)
+    except BaseException:
+        if fresh and _only_lock(run_dir):  # failed before writing anything: no empty run directory stays
+            lock.release()
+            (run_dir / fsio.LOCK_NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
+        raise
     finally:
         lock.release()
 
 
+def _only_lock(run_dir: Path) -> bool:
+    return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {fsio.LOCK_NAME}
+
+
 def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], ckpt_path: Optional[Path],
-              counters: Dict[str, int], recent: deque, parent: Optional[Dict[str, Any]], echo) -> Path:
+              counters: Dict[str, int], recent: deque, parent: Optional[Dict[str, Any]], echo,
+              device: Any = None) -> Path:
     """The training loop of :func:`train` in its (locked) run directory."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     if ckpt is None:
-        agent = PongAgent(cfg.arch)
+        agent = PongAgent(cfg.arch, device=device)
     else:
         agent = build_agent(ckpt, ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -448,7 +502,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         opt.load_state_dict(ckpt["optimizer"])
     config = cfg.to_dict()
     if parent is None and (run_dir / "config.json").exists():  # a resumed branch keeps its parent
-        parent = json.loads((run_dir / "config.json").read_text()).get("parent")
+        saved = fsio.read_json(run_dir / "config.json")
+        parent = saved.get("parent") if isinstance(saved, dict) else None
     if parent is not None:
         config["parent"] = parent
     atomic_write_bytes(run_dir / "config.json", json.dumps(config, indent=2).encode())
@@ -456,7 +511,7 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
     def log(msg: str) -> None:
         """Print through ``echo`` and keep a copy in the run directory."""
         echo(msg)
-        with open(run_dir / "train.log", "a") as fh:
+        with fsio.open_append(run_dir / "train.log", "training log") as fh:
             fh.write(msg + "\n")
 
     def checkpoint() -> None:
@@ -519,9 +574,12 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                     break
             if counters["update"] % cfg.checkpoint_every != 0 or stop.requested:
                 checkpoint()
+            signum = stop.signum
     finally:
         runner.close()
     log(f"stopped at update {counters['update']}, {counters['steps']} steps; checkpoint {run_dir / 'checkpoint.pt'}")
+    if signum is not None:
+        raise TrainingInterrupted(run_dir, signum, counters["update"])
     return run_dir
 
 
@@ -564,44 +622,55 @@ def _kernel_on() -> bool:
 
 
 def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``stoxbar train`` parser; every option has help text (``stoxbar train -h`` shows the defaults)."""
     d, a = TrainConfig(), ArchConfig()
-    p = parser_class(prog="stoxbar train", description="A2C training of the Pong (m-)STPN agent.")
-    p.add_argument("--arch", default=a.arch, choices=["paper", "bottleneck"])
-    p.add_argument("--cell", default=a.cell, choices=["stpn", "mstpn"])
-    p.add_argument("--hidden", type=int, default=a.hidden)
-    p.add_argument("--bottleneck", type=int, default=a.bottleneck)
-    p.add_argument("--device-preset", default=a.device_preset)
-    p.add_argument("--envs", type=int, default=d.num_envs)
+    kw = {} if parser_class is not argparse.ArgumentParser else {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    p = parser_class(prog="stoxbar train", description="A2C training of the Pong (m-)STPN agent.", **kw)
+    p.add_argument("--arch", default=a.arch, choices=["paper", "bottleneck"],
+                   help="network: the paper's, or the CPU-friendly bottleneck variant")
+    p.add_argument("--cell", default=a.cell, choices=["stpn", "mstpn"],
+                   help="plastic cell: the float STPN or the device-constrained m-STPN")
+    p.add_argument("--hidden", type=int, default=a.hidden, help="cell units")
+    p.add_argument("--bottleneck", type=int, default=a.bottleneck, help="width of the bottleneck layer (arch bottleneck)")
+    p.add_argument("--device-preset", default=a.device_preset,
+                   help="device preset of the m-STPN: a registered name, or module:factory (imports that module: "
+                        "it runs code, docs/reliability.md §7)")
+    p.add_argument("--envs", type=int, default=d.num_envs, help="parallel Pong emulators")
     p.add_argument("--rollout", type=int, default=d.rollout_len, help="TBPTT window (agent steps)")
     p.add_argument("--steps", type=int, default=d.total_steps, help="total agent steps (1 step = 4 frames)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--gae-lambda", type=float, default=d.gae_lambda)
-    p.add_argument("--entropy-coef", type=float, default=d.entropy_coef)
-    p.add_argument("--value-coef", type=float, default=d.value_coef)
-    p.add_argument("--grad-clip", type=float, default=d.max_grad_norm)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="discount factor")
+    p.add_argument("--gae-lambda", type=float, default=d.gae_lambda, help="GAE lambda (1: n-step returns)")
+    p.add_argument("--entropy-coef", type=float, default=d.entropy_coef, help="entropy bonus coefficient")
+    p.add_argument("--value-coef", type=float, default=d.value_coef, help="value loss coefficient")
+    p.add_argument("--grad-clip", type=float, default=d.max_grad_norm, help="global gradient-norm clip")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    p.add_argument("--env-threads", type=int, default=d.env_threads)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="updates")
-    p.add_argument("--snapshot-every", type=int, default=d.snapshot_every, help="checkpoints")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="updates")
-    p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="0 = no limit")
-    p.add_argument("--runs-dir", default=d.runs_dir)
+    p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="updates between checkpoints")
+    p.add_argument("--snapshot-every", type=int, default=d.snapshot_every,
+                   help="every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="updates between progress.csv rows")
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="stop (with a checkpoint) after this "
+                                                                               "wall time; 0 = no limit")
+    p.add_argument("--runs-dir", default=d.runs_dir, help="directory of the new run directories")
     p.add_argument("--benchmark", type=int, default=0, metavar="UPDATES",
-                   help="only measure agent steps/s of the training loop over UPDATES updates, then exit")
+                   help="only measure agent steps/s of the training loop over UPDATES updates, then exit (0: train)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
                         "--steps/--threads/--env-threads/--max-minutes apply); a snapshot "
-                        "RUN_DIR/checkpoint-uNNNNNNN.pt branches into a new run directory instead")
+                        "RUN_DIR/checkpoint-uNNNNNNN.pt branches into a new run directory instead (default: a new run)")
     return p
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``stoxbar train [options]`` entry point; returns a process exit code (2: a user error)."""
+    """``stoxbar train [options]`` entry point; returns a process exit code (2: a user error, 130: interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         return run_train(args)
+    except TrainingInterrupted as exc:
+        print(f"stoxbar train: {exc}", file=sys.stderr)
+        return 130
     except (ConfigError, CheckpointError, OSError) as exc:
         print(f"stoxbar train: error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,19 @@
 """Checkpoints of the Pong agent: atomic saves, new run directories, clear load errors.
 
 A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``):
-  format, version, arch (ArchConfig dict), device (STO device fields or None), model (state
+  format, version, arch (ArchConfig dict), device (the device's dataclass fields or None),
+  device_class (the device's registered class name; older checkpoints: STODevice), model (state
   dict), and for training runs optimizer, train_config, counters, rng.
 Saving goes through :mod:`stoxbar.fsio` (temporary file in the same directory, fsync,
-``os.replace``), so a crash leaves either the old or the new file, never half of one. Loading
-checks the weights' shapes against the saved architecture (a mismatch is a CheckpointError).
+``os.replace``), so a crash leaves either the old or the new file, never half of one.
+
+A checkpoint is data (docs/reliability.md §7): loading it never imports or calls anything it
+names. Before ``torch.load`` every member of the zip archive is checked against its CRC-32, so a
+flipped byte is a :class:`CheckpointError` naming the file, not a silently different agent. The
+device is rebuilt from the stored fields through the registry of device classes
+(:func:`stoxbar.devices.presets.device_from_fields`), and a stored preset name is looked up in the
+registry only (:func:`~stoxbar.devices.presets.get_registered`: ``module:factory`` is refused).
+Loading checks the weights' shapes against the saved architecture (a mismatch is a CheckpointError).
 
 May import: torch, stoxbar.fsio, stoxbar.validation, stoxbar.devices, stoxbar.pong.agent.
 """
@@ -16,12 +24,14 @@ import dataclasses
 import io
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
 from stoxbar import fsio
+from stoxbar.devices import presets
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.validation import ConfigError
 
@@ -70,6 +80,8 @@ def save_checkpoint(path: PathLike, agent: PongAgent, **extra: Any) -> Path:
     """Save ``agent`` (+ ``extra`` entries: optimizer, train_config, counters, rng) atomically."""
     payload = {"format": FORMAT, "version": VERSION, "arch": agent.arch.to_dict(),
                "device": device_fields(agent.device_model), "model": agent.state_dict()}
+    if agent.device_model is not None:
+        payload["device_class"] = type(agent.device_model).__name__
     clash = set(payload) & set(extra)
     if clash:
         raise ValueError(f"extra checkpoint entries {sorted(clash)} clash with reserved keys")
@@ -86,11 +98,12 @@ def load_checkpoint(path: PathLike, expected_arch: Optional[ArchConfig] = None,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    verify_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/truncated zip archives
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
-                              f"({path.stat().st_size} bytes; {type(exc).__name__}: {exc})") from exc
+                              f"({path.stat().st_size} bytes; {_load_reason(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     missing = [k for k in required if k not in ckpt]
@@ -100,9 +113,83 @@ def load_checkpoint(path: PathLike, expected_arch: Optional[ArchConfig] = None,
         raise CheckpointError(f"checkpoint {path} has format {ckpt.get('format')!r}, expected {FORMAT!r}")
     if ckpt.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has version {ckpt.get('version')!r}; this code reads {VERSION}")
+    if not isinstance(ckpt["arch"], dict):
+        raise CheckpointError(f"checkpoint {path}: arch is a {type(ckpt['arch']).__name__}, not a dict")
+    if ckpt["device"] is not None and not isinstance(ckpt["device"], dict):
+        raise CheckpointError(f"checkpoint {path}: device is a {type(ckpt['device']).__name__}, not a dict of fields")
     if expected_arch is not None:
         check_arch(path, ckpt["arch"], expected_arch)
     return ckpt
+
+
+MAX_CHECKPOINT_BYTES = 4 * 2**30  # assumption: the paper's agent is ~6 MB; 4 GiB is far beyond any real one
+
+
+def verify_archive(path: PathLike) -> None:
+    """Check every member of the checkpoint's zip archive against its CRC-32 (CheckpointError naming the file).
+
+    ``torch.load`` does not verify the CRCs, so without this a flipped byte loads as other weights.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"checkpoint {path}: {size} bytes is more than the limit of {MAX_CHECKPOINT_BYTES} bytes")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+            if total > MAX_CHECKPOINT_BYTES:
+                raise CheckpointError(f"checkpoint {path}: its archive unpacks to {total} bytes, more than the "
+                                      f"limit of {MAX_CHECKPOINT_BYTES} bytes")
+            bad = zf.testzip()
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({size} bytes; not a readable zip "
+                              f"archive: {exc})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: member {bad!r} fails its CRC-32 check (the file was "
+                              "changed after it was written); restore it from a copy")
+
+
+def _load_reason(exc: BaseException) -> str:
+    """torch's reason a load failed, in one line, without its advice to load with ``weights_only=False``."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text or "Unpickler" in text:
+        return ("it holds objects other than tensors and plain values, which stoxbar refuses to unpickle: "
+                "a checkpoint is data, and loading such objects could run code")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+def stored_device(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>") -> Any:
+    """The device a checkpoint was trained on, rebuilt from its stored fields without importing anything.
+
+    None for a checkpoint without one (the float STPN cell). The class is looked up by name in the
+    registry of device classes (:data:`stoxbar.devices.presets.DEVICE_CLASSES`).
+    """
+    fields = ckpt.get("device")
+    if fields is None:
+        return None
+    try:
+        return presets.device_from_fields(ckpt.get("device_class", "STODevice"), fields, "saved device")
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}; pass device= explicitly") from None
+
+
+def chip_device(agent: PongAgent, path: PathLike = "<checkpoint>") -> Any:
+    """The device to put a loaded agent on when the user names none: the registered preset its
+    architecture names (so a shipped checkpoint plays on today's preset), else the device stored in
+    the checkpoint. Never imports: ``module:factory`` from a file is not resolved (docs/reliability.md §7)."""
+    name = agent.arch.device_preset
+    if name in presets.PRESETS:
+        return presets.get_registered(name)
+    if agent.device_model is not None:
+        return agent.device_model
+    try:
+        return presets.get_registered(name, f"checkpoint {path}: arch.device_preset")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def check_arch(path: PathLike, saved: Dict[str, Any], expected: ArchConfig) -> None:
@@ -125,14 +212,13 @@ def build_agent(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>", device: A
         arch = ArchConfig.from_dict(dict(ckpt["arch"]))
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path}: invalid architecture: {exc}") from exc
-    if device is None and ckpt.get("device") is not None:
-        from stoxbar.devices.sto import STODevice
-
+    if device is None:
+        device = stored_device(ckpt, path)
+    if device is None and arch.cell == "mstpn":  # no stored fields: the preset it names, registered only
         try:
-            device = STODevice(**ckpt["device"])
-        except (TypeError, ConfigError) as exc:
-            raise CheckpointError(f"checkpoint {path}: saved STO device fields do not fit this version of "
-                                  f"STODevice ({exc}); pass device= explicitly") from exc
+            device = presets.get_registered(arch.device_preset, f"checkpoint {path}: arch.device_preset")
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
     agent = PongAgent(arch, device=device)
     model = ckpt["model"]
     if not isinstance(model, dict):
@@ -144,7 +230,11 @@ def build_agent(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>", device: A
         raise CheckpointError(f"checkpoint {path}: weight shapes do not match its architecture "
                               f"({arch.arch}/{arch.cell}, hidden {arch.hidden}, bottleneck {arch.bottleneck}): "
                               + "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else ""))
-    result = agent.load_state_dict(model, strict=False)
+    try:
+        result = agent.load_state_dict(model, strict=False)
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:  # a value that is not a fitting tensor
+        raise CheckpointError(f"checkpoint {path}: model weights cannot be loaded "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"checkpoint {path}: model weights do not match the architecture "
                               f"(missing {result.missing_keys}, unexpected {result.unexpected_keys})")

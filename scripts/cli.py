@@ -31,8 +31,25 @@ EXIT_USAGE = 2  # user error: bad arguments, bad input files (argparse's own cod
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help shows its default (``(default: ...)``), except flags and options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or "default" in text.lower() or action.default is None
+                or action.default is False or action.default == argparse.SUPPRESS
+                or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction))):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 class CLIParser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``PROG: error: MESSAGE`` on stderr, exit 2 (no usage dump)."""
+    """argparse with one-line errors: ``PROG: error: MESSAGE`` on stderr, exit 2 (no usage dump);
+    help texts show the defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
@@ -113,7 +130,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.ray and args.timeout is not None:
         raise _config_error("--timeout is supported by the local backend only (not with --ray)")
-    study = load_study(args.study, args.out, max_trials=args.max_trials)
+    # --dry-run runs no user code: a task's file is checked to exist, not imported (docs/reliability.md §7)
+    study = load_study(args.study, args.out, max_trials=args.max_trials, import_task=not args.dry_run)
     trials = study.trials()
     print(f"study {study.name}: {len({t.point_id for t in trials})} points x {len(study.seeds)} seeds = "
           f"{len(trials)} trials -> {study.output}")
@@ -122,21 +140,44 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"  {group:<8}{params}")
         return 0
     workers = args.workers or os.cpu_count() or 1
+    failures: List[str] = []
+
+    def on_record(rec: dict) -> None:
+        if rec.get("status") != "ok":
+            failures.append(f"{rec.get('trial_id')} {rec.get('params', {})}: "
+                            + (str(rec.get("error", "")).strip().splitlines() or ["?"])[-1][:300])
+
     try:
         counts = run_study(study, workers=workers, ray_address=args.ray, timeout_s=args.timeout,
-                           command=["stoxbar", *sys.argv[1:]])
+                           command=["stoxbar", *sys.argv[1:]], on_record=on_record)
     except StudyInterrupted as exc:
+        _print_failures(failures)
         print(f"stoxbar sweep: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    _print_failures(failures)
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done; "
           f"table {study.output / 'results.csv'}, plots in {study.output / 'plots'}")
     return 1 if counts["failed"] else 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from stoxbar.studies.report import write_report
+SHOW_FAILURES = 5  # failed trials whose reason `sweep` prints (then a count)
 
-    print(f"wrote {write_report(args.run, args.out)}")
+
+def _print_failures(failures: List[str]) -> None:
+    """The reason of each failed trial, one line each: the first SHOW_FAILURES, then how many more."""
+    for line in failures[:SHOW_FAILURES]:
+        print(f"failed: {line}", file=sys.stderr)
+    if len(failures) > SHOW_FAILURES:
+        print(f"failed: ... and {len(failures) - SHOW_FAILURES} more (see the report or trials/*.json)", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from stoxbar.studies.report import study_status, write_report
+
+    path = write_report(args.run, args.out)
+    if Path(args.run).is_dir() and (Path(args.run) / "study.json").exists():
+        print(f"study {args.run}: {study_status(Path(args.run))}")
+    print(f"wrote {path}")
     return 0
 
 
@@ -172,9 +213,13 @@ def _curves_checked(args: argparse.Namespace) -> int:
 
 
 def _train(argv: List[str]) -> int:
-    from stoxbar.pong.a2c import build_parser as train_parser, run_train
+    from stoxbar.pong.a2c import TrainingInterrupted, build_parser as train_parser, run_train
 
-    return run_train(train_parser(parser_class=CLIParser).parse_args(argv))
+    try:
+        return run_train(train_parser(parser_class=CLIParser).parse_args(argv))
+    except TrainingInterrupted as exc:  # the checkpoint is written; 130 as for any interrupted command
+        print(f"stoxbar train: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,11 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = CLIParser(prog="stoxbar", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (any position)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CLIParser)
 
     d = sub.add_parser("device", help="print a device preset and plot its characteristic curves")
     d.add_argument("--preset", default="sto_2024",
-                   help="device preset: a registered name (sto_2024, ideal, ...) or 'module:factory'")
+                   help="device preset: a registered name (sto_2024, ideal, ...) or 'module:factory' "
+                        "(imports that module: it runs code, docs/reliability.md §7)")
     d.add_argument("--out", default=None,
                    help="PNG path for the figure (never overwritten; default: device.png, or device-N.png if taken)")
     d.set_defaults(func=_device)
@@ -210,22 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=_paper)
 
     sw = sub.add_parser("sweep", help="run a study file (grid/random sweep), resumable, locally or on Ray")
-    sw.add_argument("study", help="study TOML file, or a built-in study name (stoxbar/studies/builtin)")
-    sw.add_argument("--out", default=None, help="output directory (default: the study's own)")
+    sw.add_argument("study", help="study TOML file, or a built-in study name (stoxbar/studies/builtin); a study's "
+                                  "`task` is code and is imported (docs/reliability.md §7), nothing else in it is")
+    sw.add_argument("--out", default=None, help="output directory (default: the study's own output, else "
+                                                "runs/studies/NAME)")
     sw.add_argument("--workers", type=positive_int, default=None, help="parallel trials, >= 1 (default: CPU count)")
     sw.add_argument("--ray", default=None, metavar="ADDRESS",
-                    help="run on Ray: 'local' (start one here), 'auto' or a cluster address")
+                    help="run on Ray: 'local' (start one here), 'auto' or a cluster address (default: local worker "
+                         "processes)")
     sw.add_argument("--timeout", type=positive_seconds, default=None,
-                    help="seconds per trial at most (local backend)")
+                    help="seconds per trial at most, local backend (default: no limit)")
     from stoxbar.studies.spec import MAX_TRIALS
 
     sw.add_argument("--max-trials", type=positive_int, default=MAX_TRIALS,
                     help=f"refuse a study of more trials than this (default {MAX_TRIALS}); raise it to run a bigger one")
-    sw.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="validate and list the points; run nothing, import no task code")
     sw.set_defaults(func=_sweep)
 
     r = sub.add_parser("report", help="self-contained HTML report of a study directory or a play report")
-    r.add_argument("run", help="study directory, play report .json, or a directory holding one")
+    r.add_argument("run", help="study directory (also a running or interrupted one: its trial records are read), "
+                               "play report .json, or a directory holding one")
     r.add_argument("--out", default=None, help="HTML path (default: beside the run; never overwrites)")
     r.set_defaults(func=_report)
 
@@ -233,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="training run directories")
     c.add_argument("--out", default="curves.png", help="PNG path (never overwritten)")
     c.add_argument("--window", type=int, default=100, help="games in the running mean")
-    c.add_argument("--max-frames", type=float, default=None, help="compare up to this many frames")
+    c.add_argument("--max-frames", type=float, default=None, help="compare up to this many frames (default: all)")
     c.set_defaults(func=_curves_checked)
 
     sub.add_parser("train", help="train the Pong m-STPN agent (A2C); see `stoxbar train -h`", add_help=False)

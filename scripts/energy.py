@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 from dataclasses import replace
 
 import torch
@@ -23,29 +24,67 @@ from stoxbar.validation import ConfigError, check_range
 # assumption: the CLI accepts decay intervals up to one day; longer ones are outside anything the
 # device's retention law was characterised for (and 1e300 s gives non-finite powers)
 MAX_DT_S = 86_400.0
+DEFAULT_LAYER = "2656x64"  # the paper's STP layer (docs/paper.md §2: 2592 + 64 inputs, 64 units)
+# Memory estimates that refuse a size before anything is allocated (docs/reliability.md §7):
+# a layer of N synapses on STO tiles peaked at ~119 bytes per synapse (2000x2000 layer_breakdown, RSS
+# measured on CPU, Dec 2026); 128 B is that, rounded up.
+BYTES_PER_SYNAPSE = 128
+# assumption: one forward pass of --model holds the example input several times over (its float copy,
+# converter-quantised and im2col-unfolded copies, activations); 16x the float32 input is our margin.
+BYTES_PER_INPUT_ELEMENT = 4 * 16
+# assumption: an example input of more than 2^28 elements (1 GiB as float32) is not one forward pass
+# anyone analyses; larger ones are refused whatever the machine's memory.
+MAX_INPUT_ELEMENTS = 2**28
+
+
+def memory_limit_bytes() -> int:
+    """Memory a command may plan to use: half of MemAvailable (/proc/meminfo), else half of physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (OSError, ValueError, AttributeError):
+        return 2**34
+
+
+def check_memory(flag: str, value: str, need_bytes: int) -> None:
+    """ConfigError naming ``flag``, the estimated size and the limit if ``need_bytes`` cannot fit."""
+    limit = memory_limit_bytes()
+    if need_bytes > limit:
+        raise ConfigError(f"{flag} = {value!r}: needs about {need_bytes / 2**30:.3g} GiB of memory, more than the "
+                          f"limit of {limit / 2**30:.3g} GiB (half of the memory available now)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar energy``."""
-    p.add_argument("--layer", default="2656x64", help="IN x OUT synapses (default: the paper's STP layer)")
+    p.add_argument("--layer", default=None, help=f"IN x OUT synapses (default: {DEFAULT_LAYER}, the paper's STP "
+                                                   "layer; not with --model)")
     p.add_argument("--model", default=None, metavar="FILE_OR_MODULE:FACTORY",
-                   help="analyze one forward pass of the model this factory returns (instead of --layer)")
+                   help="analyze one forward pass of the model this factory returns (instead of --layer); imports "
+                        "that file or module: it runs code (docs/reliability.md §7)")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="shape of the example input for --model, e.g. 1,1,28,28 (random normal values)")
-    p.add_argument("--preset", default="sto_2024", help="device preset")
+    p.add_argument("--preset", default="sto_2024",
+                   help="device preset: a registered name or module:factory (imports that module)")
     add_periphery_arguments(p)
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
     p.add_argument("--plot", default=None, help="write a PNG bar chart here (never overwrites; default: none)")
 
 
 def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
     """Periphery overrides shared by ``stoxbar energy`` and ``stoxbar play``."""
-    p.add_argument("--adc-bits", type=int, default=None)
-    p.add_argument("--dac-bits", type=int, default=None)
-    p.add_argument("--dac-mode", choices=("multibit", "pwm", "bit_serial"), default=None)
-    p.add_argument("--adc-share", type=int, default=None, help="columns per ADC")
+    p.add_argument("--adc-bits", type=int, default=None, help="ADC resolution (default from the periphery preset)")
+    p.add_argument("--dac-bits", type=int, default=None, help="DAC resolution (default from the periphery preset)")
+    p.add_argument("--dac-mode", choices=("multibit", "pwm", "bit_serial"), default=None,
+                   help="how the DAC drives the rows (default from the periphery preset)")
+    p.add_argument("--adc-share", type=int, default=None, help="columns per ADC (default from the periphery preset)")
     p.add_argument("--tile", default=None, help="ROWSxCOLS tile size (default from the periphery preset)")
 
 
@@ -153,13 +192,30 @@ def parse_shape(text: str | None) -> tuple[int, ...]:
         shape = ()
     if not shape or any(v < 1 for v in shape):
         raise ConfigError(f"--input-shape = {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
+    n = 1
+    for v in shape:
+        n *= v
+    if n > MAX_INPUT_ELEMENTS:
+        raise ConfigError(f"--input-shape = {text!r}: {n} elements ({4 * n / 2**30:.3g} GiB as float32) is more than "
+                          f"the limit of {MAX_INPUT_ELEMENTS} elements ({4 * MAX_INPUT_ELEMENTS / 2**30:.3g} GiB) "
+                          "for one example input")
+    check_memory("--input-shape", text or "", n * BYTES_PER_INPUT_ELEMENT)
     return shape
+
+
+def expected_input(model) -> str:
+    """The input shape the model's first Conv / Linear layer expects, e.g. ``N,1,H,W`` or ``N,64`` ("" if unknown)."""
+    for m in model.modules():
+        if hasattr(m, "in_channels") and hasattr(m, "kernel_size"):
+            dims = len(m.kernel_size) if isinstance(m.kernel_size, tuple) else 2
+            return f"N,{m.in_channels}," + {1: "L", 2: "H,W"}.get(dims, "D,H,W")
+        if hasattr(m, "in_features"):
+            return f"N,{m.in_features}"
+    return ""
 
 
 def model_main(args: argparse.Namespace) -> int:
     """``stoxbar energy --model``: analyze the factory's model on one random input."""
-    import os
-
     from torch import nn
 
     from stoxbar.analysis import analyze
@@ -167,8 +223,11 @@ def model_main(args: argparse.Namespace) -> int:
     from stoxbar.crossbar import STORPUConfig, write_json_atomic
     from stoxbar.devices import presets
 
-    if args.json and os.path.exists(args.json):
-        raise FileExistsError(f"{args.json} exists: results are never overwritten; choose a new path")
+    if args.json:
+        check_new_file(args.json, "--json")
+    if args.layer is not None:
+        raise ConfigError(f"--layer = {args.layer!r}: not with --model (the model's own layers are analysed); give one "
+                          "of them")
     shape = parse_shape(args.input_shape)
     factory = load_entry_point(args.model, "--model")
     try:
@@ -183,7 +242,20 @@ def model_main(args: argparse.Namespace) -> int:
                           "torch.nn.Module")
     torch.manual_seed(args.seed)
     cfg = STORPUConfig(device=presets.get_preset(args.preset), periphery=periphery_from_args(args))
-    report = analyze(model, torch.randn(*shape), rpu_config=cfg)
+    try:
+        report = analyze(model, torch.randn(*shape), rpu_config=cfg)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ConfigError):  # analyze's own message names the shape; say what the model expects
+            if not text.startswith("example_input shape"):
+                raise
+            text = text.split("; expected the input")[0]
+        elif not any(w in text.lower() for w in ("shape", "size", "dimension", "mat1")):
+            raise
+        want = expected_input(model)
+        raise ConfigError(f"--input-shape = {args.input_shape!r}: does not fit the model"
+                          + (f"; its first layer expects an input of shape {want}" if want else "")
+                          + f" ({text[:200]})") from None
     print(f"model {args.model}, device {args.preset}, tile {cfg.periphery.tile_rows}x{cfg.periphery.tile_cols}")
     print(report.table())
     if args.json:
@@ -202,7 +274,9 @@ def main(args: argparse.Namespace) -> int:
         return model_main(args)
     if getattr(args, "input_shape", None):
         raise ConfigError("--input-shape needs --model FILE_OR_MODULE:FACTORY")
-    n_in, n_out = parse_layer(args.layer)
+    layer = args.layer or DEFAULT_LAYER
+    n_in, n_out = parse_layer(layer)
+    check_memory("--layer", layer, n_in * n_out * BYTES_PER_SYNAPSE)
     check_range("--dt", args.dt, 0.0, MAX_DT_S, lo_open=True, unit="s")
     if args.seed < 0:
         raise ConfigError(f"--seed = {args.seed}: allowed range is [0, inf)")

@@ -12,6 +12,7 @@ May import: everything in stoxbar (the top of the dependency order).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -19,14 +20,18 @@ from stoxbar.validation import ConfigError
 
 
 def _float_expr(text: str) -> float:
-    """A float, or ``a**b`` (e.g. ``2**21``)."""
+    """A finite float, or ``a**b`` (e.g. ``2**21``); inf, nan and overflows are refused."""
     try:
         if "**" in text:
             base, exp = text.split("**", 1)
-            return float(base) ** float(exp)
-        return float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or a**b") from e
+            value = float(base) ** float(exp)
+        else:
+            value = float(text)
+    except (ValueError, OverflowError, ZeroDivisionError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number or a**b") from e
+    if isinstance(value, complex) or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number or a**b")
+    return value
 
 
 def _int_expr(text: str) -> int:
@@ -45,30 +50,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from stoxbar.pong.paper import PaperAssumptions
 
     d = PaperAssumptions()
-    p.add_argument("--json", default=None, help="write the estimate (and waterfall) here (never overwrites)")
-    p.add_argument("--bias-v", type=float, default=d.bias_v, help="decay bias held on every synapse (V)")
-    p.add_argument("--g-bias-s", type=float, default=d.g_bias_s, help="conductance under the bias (S); "
+    p.add_argument("--json", default=None, help="write the estimate (and waterfall) here (never overwrites; default: none)")
+    p.add_argument("--bias-v", type=_float_expr, default=d.bias_v, help="decay bias held on every synapse (V)")
+    p.add_argument("--g-bias-s", type=_float_expr, default=d.g_bias_s, help="conductance under the bias (S); "
                    "default 4.3 nW / 0.36 V^2")
-    p.add_argument("--devices-per-synapse", type=int, default=d.devices_per_synapse)
-    p.add_argument("--bias-held-s-per-step", type=float, default=d.bias_held_s_per_step,
+    p.add_argument("--devices-per-synapse", type=int, default=d.devices_per_synapse,
+                   help="memristors per synapse (a differential pair: 2)")
+    p.add_argument("--bias-held-s-per-step", type=_float_expr, default=d.bias_held_s_per_step,
                    help="time the bias is held per agent step (s); not stated by the paper, default the "
                         "real-time step period")
-    p.add_argument("--steps-per-game", type=_int_expr, default=d.steps_per_game)
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--presyn", type=int, default=d.presyn)
-    p.add_argument("--pulse-fraction", type=float, default=d.pulse_fraction,
+    p.add_argument("--steps-per-game", type=_int_expr, default=d.steps_per_game, help="agent steps per game")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="units of the plastic layer")
+    p.add_argument("--presyn", type=int, default=d.presyn, help="presynaptic inputs per unit")
+    p.add_argument("--pulse-fraction", type=_float_expr, default=d.pulse_fraction,
                    help="share of the pulses in the memristive figure (the paper's ~1 %%)")
     p.add_argument("--ops", default=d.ops, help="GPU work per step: four (the paper's) | mstpn_step")
-    p.add_argument("--precision", type=_csv, default=d.precisions, help="fp16,fp32")
-    p.add_argument("--tier", type=_csv, default=d.tiers, help="roofline,latency,dedicated")
-    p.add_argument("--optimal-synapses", type=_int_expr, default=d.optimal_synapses, help="e.g. 2**21")
+    p.add_argument("--precision", type=_csv, default=d.precisions, help="GPU number formats, comma-separated")
+    p.add_argument("--tier", type=_csv, default=d.tiers, help="GPU baseline tiers, comma-separated")
+    p.add_argument("--optimal-synapses", type=_int_expr, default=d.optimal_synapses, help="synapses of the GPU's optimal point, e.g. 2**21")
     p.add_argument("--cuda-graph", action="store_true", help="latency tier with CUDA-graph launches")
     p.add_argument("--gpu-measured", default=None, metavar="FILE",
                    help="benchmarks/gpu_measure.py JSON: replaces the latency tier's constants")
     p.add_argument("--waterfall", default=None, metavar="PNG",
                    help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the waterfall's games")
 
 
 def assumptions_from_args(args: argparse.Namespace):
@@ -121,9 +127,8 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     import torch
 
     from stoxbar.crossbar import EnergyLedger
-    from stoxbar.devices import presets
     from stoxbar.peripherals import PeripheryConfig
-    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.evaluate import build_analog_cell, play_games
     from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
@@ -136,7 +141,7 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
     periphery = PeripheryConfig()
     ledger = EnergyLedger()
-    build_analog_cell(agent, presets.get_preset(agent.arch.device_preset), periphery).attach(ledger, "stp")
+    build_analog_cell(agent, chip_device(agent, SHIPPED_CHECKPOINT), periphery).attach(ledger, "stp")
     res = play_games(agent, args.games, args.seed, True, 27000, periphery, ledger)
     games = len(res.scores)
     by_comp, g_sum, v2g_sum = game_inputs(agent, boundaries(res.ledger))

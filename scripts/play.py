@@ -27,12 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar play``."""
     p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
-    p.add_argument("--preset", default=None, help="device preset of the chip (default: the one the checkpoint was trained for)")
+    p.add_argument("--preset", default=None, help="device preset of the chip: a registered name or module:factory "
+                   "(imports that module; the checkpoint's own preset is never imported) (default: the one the "
+                   "checkpoint was trained for)")
     add_periphery_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
-    p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True,
+                   help="take the most likely action (--no-greedy: sample from the policy)")
     p.add_argument("--max-steps", type=int, default=27000, help="agent steps per game at most (108k frames)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the games and the chip's noise")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the per-step tensors are small; more threads mostly wait)")
     p.add_argument("--json", default=None, help="write the report here (never overwrites)")
@@ -46,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.crossbar.costs import describe as describe_periphery
     from stoxbar.devices import presets
-    from stoxbar.pong.checkpoint import load_agent
+    from stoxbar.pong.checkpoint import chip_device, load_agent
     from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
     from stoxbar.pong.paper import gpu_tiers
 
@@ -67,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
     arch = agent.arch
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
-    device = presets.get_preset(args.preset or arch.device_preset)
+    # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
+    device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
     ledger = EnergyLedger()
     if not args.digital:
         build_analog_cell(agent, device, periphery).attach(ledger, "stp")

@@ -6,7 +6,7 @@ results, so it can be handed on as a single file. Boundaries read synapse_only -
 then the GPU baseline tiers roofline -> latency -> dedicated; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
 games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.fsio`).
 
-May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies (metrics, plots, table); matplotlib.
+May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies (metrics, plots, runner); matplotlib.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, read_json
+from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, lock_holder, read_json, read_jsonl
 from stoxbar.studies.metrics import unit_of
 from stoxbar.studies.plots import display_unit, no_offset, spans_decades
-from stoxbar.studies.table import read_table
+from stoxbar.studies.runner import read_study_meta, scan_records
 from stoxbar.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
@@ -121,22 +122,61 @@ def _page(title: str, sections: List[str]) -> str:
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
 
 
+def _record_row(rec: Dict[str, Any], varied: Sequence[str]) -> Dict[str, Any]:
+    """A table row (as in results.csv) from a validated trial record."""
+    params = rec.get("params", {})
+    row = {"trial_id": rec["trial_id"], "point_id": rec.get("point_id", rec["trial_id"]), "seed": rec.get("seed", ""),
+           "status": rec["status"], "error": rec.get("error", "")}
+    row.update({p: params.get(p, "") for p in varied})
+    row.update(rec.get("metrics", {}) if rec["status"] == "ok" else {})
+    return row
+
+
+def study_status(run_dir: Path) -> str:
+    """One line: how many of the study's trials are done (ok, failed), running or missing, and damaged records."""
+    meta = read_study_meta(run_dir)
+    records, bad = scan_records(run_dir)
+    ok = sum(r["status"] == "ok" for r in records.values())
+    total = meta.get("trials")
+    holder = lock_holder(run_dir)
+    text = f"{len(records)} trials done ({ok} ok, {len(records) - ok} failed)"
+    left = None if not total else max(total - len(records), 0)
+    if total:
+        text = f"{len(records)} of {total} trials done ({ok} ok, {len(records) - ok} failed)"
+    if holder is not None:
+        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}" if holder else "another process"
+        text += (f"; {left} running or queued: a sweep is running now ({who})" if left is not None
+                 else f"; a sweep is running now ({who})")
+    elif left:
+        text += f"; {left} missing: the last sweep stopped before them (run the same command again to resume)"
+    if bad:
+        text += f"; {len(bad)} damaged record(s) not tabulated: " + ", ".join(
+            f"{p.name} ({why})" for p, why in list(bad.items())[:3]) + (" ..." if len(bad) > 3 else "")
+    return text
+
+
 def study_page(run_dir: Path) -> str:
-    """HTML of a study directory (study.json, results.csv, plots/, invocations.jsonl)."""
-    meta = read_json(run_dir / "study.json")
+    """HTML of a study directory (study.json, trials/*.json, plots/, invocations.jsonl).
+
+    The table is made from the trial records themselves (valid ones only; a damaged one is listed by
+    name), so a running or interrupted study is reported as far as it got."""
+    meta = read_study_meta(run_dir)
     ident = meta["identity"]
-    table = read_table(run_dir / "results.csv") if (run_dir / "results.csv").exists() else []
-    varied = meta["varied"]
+    records, bad = scan_records(run_dir)
+    varied = meta.get("varied", [])
+    table = [_record_row(r, varied) for _, r in sorted(records.items())]
     ok = [r for r in table if r["status"] == "ok"]
     failed = [r for r in table if r["status"] != "ok"]
     metrics = [m for m in dict.fromkeys((*meta.get("plot_metrics", ()), *SUMMARY_METRICS))
-               if any(r.get(m, "") != "" for r in ok)]
+               if isinstance(m, str) and any(r.get(m, "") != "" for r in ok)]
     by_point: Dict[str, List[Dict[str, Any]]] = {}
     for r in ok:
         by_point.setdefault(r["point_id"], []).append(r)
     summary = []
     for rs in by_point.values():
-        means = [sum(float(r[m]) for r in rs) / len(rs) if all(r.get(m, "") != "" for r in rs) else "" for m in metrics]
+        means = [sum(float(r[m]) for r in rs) / len(rs)
+                 if all(isinstance(r.get(m), (int, float)) and not isinstance(r.get(m), bool) for r in rs) else ""
+                 for m in metrics]
         summary.append([*(rs[0][p] for p in varied), len(rs), *means])
     header = [*varied, "seeds"]
     for j, m in enumerate(metrics):  # human units per column (area in mm^2, energies in pJ..J)
@@ -147,13 +187,14 @@ def study_page(run_dir: Path) -> str:
             if r[col] != "":
                 r[col] *= f
     log = run_dir / "invocations.jsonl"
-    invocations = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    invocations = read_jsonl(log) if log.exists() else []
     sections = [
-        f"<p>{html.escape(meta.get('description', ''))}</p>",
+        f"<p>{html.escape(str(meta.get('description', '')))}</p>",
+        f"<p><b>{html.escape(study_status(run_dir))}</b></p>",
         f"<p>{len(table)} trials ({len(ok)} ok, {len(failed)} failed) over {len(by_point)} points; "
-        f"checkpoint <code>{html.escape(meta['checkpoint'])}</code> (sha256 "
-        f"<code>{ident['checkpoint_sha256'][:16] or '-'}</code>), device preset "
-        f"<code>{html.escape(ident['device'])}</code>; full table: <code>results.csv</code> "
+        f"checkpoint <code>{html.escape(meta.get('checkpoint', ''))}</code> (sha256 "
+        f"<code>{html.escape(str(ident.get('checkpoint_sha256', ''))[:16]) or '-'}</code>), device preset "
+        f"<code>{html.escape(str(ident.get('device', '')))}</code>; full table: <code>results.csv</code> "
         f"(units in <code>columns.csv</code>).</p>",
         "<h2>Results (mean over seeds)</h2>", _table(header, summary),
         "<h2>Figures</h2>", "".join(_img(p) for p in sorted((run_dir / "plots").glob("*.png")))
@@ -163,24 +204,87 @@ def study_page(run_dir: Path) -> str:
         sections += ["<h2>Failed trials</h2>", _table(["trial", *varied, "seed", "error"],
                                                       [[r["trial_id"], *(r[p] for p in varied), r["seed"], r["error"]]
                                                        for r in failed])]
-    sections += ["<h2>Study file</h2>", f"<pre>{html.escape(meta['source'])}</pre>",
+    if bad:
+        sections += ["<h2>Damaged trial records (not tabulated)</h2>",
+                     _table(["file", "problem"], [[str(p.relative_to(run_dir)), why] for p, why in bad.items()])]
+    sections += ["<h2>Study file</h2>", f"<pre>{html.escape(meta.get('source', ''))}</pre>",
                  "<h2>Commands</h2>", "<pre>" + html.escape("\n".join(
-                     " ".join(inv["command"]) + f"    # {inv['time']}, {inv['backend']}, {inv['workers']} workers"
+                     " ".join(map(str, inv.get("command", []) if isinstance(inv.get("command"), list) else []))
+                     + f"    # {inv.get('time', '?')}, {inv.get('backend', '?')}, {inv.get('workers', '?')} workers"
+                     + (f", interrupted by {inv['interrupted']}" if inv.get("interrupted") else "")
                      for inv in invocations)) + "</pre>",
-                 "<h2>Versions</h2>", _table(["package", "version"], sorted(meta["versions"].items()))]
+                 "<h2>Versions</h2>", _table(["package", "version"], sorted(meta.get("versions", {}).items()))]
     return _page(f"stoxbar study: {ident['name']}", sections)
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_play_report(rep: Any, path: Path) -> None:
+    """ConfigError naming ``path`` and the first field that is not what ``stoxbar play --json`` writes."""
+    def bad(field: str, why: str) -> ConfigError:
+        return ConfigError(f"report {path}: not a `stoxbar play --json` report ({field} {why})")
+
+    if not isinstance(rep, dict):
+        raise bad("the file", f"holds a {type(rep).__name__}, not an object")
+    for key in ("games", "energy", "steps_per_game", "score", "mode", "checkpoint", "synapses", "agent_steps",
+                "simulated_seconds", "wall_seconds"):
+        if key not in rep:
+            raise bad(key, "is missing")
+    games = rep["games"]
+    if not isinstance(games, int) or isinstance(games, bool) or games < 1:
+        raise bad("games", f"= {games!r}: must be an integer >= 1")
+    for key in ("synapses", "agent_steps"):
+        if not isinstance(rep[key], int) or isinstance(rep[key], bool) or rep[key] < 0:
+            raise bad(key, f"= {rep[key]!r}: must be an integer >= 0")
+    for key in ("simulated_seconds", "wall_seconds"):
+        if not _number(rep[key]) or rep[key] < 0:
+            raise bad(key, f"= {rep[key]!r}: must be a finite number >= 0")
+    for key in ("mode", "checkpoint"):
+        if not isinstance(rep[key], str):
+            raise bad(key, "must be text")
+    score = rep["score"]
+    if (not isinstance(score, dict) or not _number(score.get("mean")) or not isinstance(score.get("per_game"), list)
+            or len(score["per_game"]) != games or not all(_number(v) for v in score["per_game"])):
+        raise bad("score", f"must hold mean and per_game ({games} finite numbers)")
+    steps = rep["steps_per_game"]
+    if not isinstance(steps, list) or len(steps) != games or not all(isinstance(v, int) and v >= 0 for v in steps):
+        raise bad("steps_per_game", f"must be {games} integers >= 0")
+    cut = rep.get("truncated_games", [])
+    if not isinstance(cut, list) or not all(isinstance(v, int) and 0 <= v < games for v in cut):
+        raise bad("truncated_games", f"must be game indices in [0, {games})")
+    energy = rep["energy"]
+    if not isinstance(energy, dict) or "gpu_baseline" not in energy:
+        raise bad("energy", "must be an object with a gpu_baseline")
+    tiers = rep.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
+    if not isinstance(tiers, dict):
+        raise bad("gpu_tiers", "must be an object")
+    for where, block in [*(("energy." + k, v) for k, v in energy.items()), *(("gpu_tiers." + k, v) for k, v in tiers.items())]:
+        if not isinstance(block, dict) or not _number(block.get("total_j")) or block["total_j"] < 0:
+            raise bad(where, "must hold total_j, a finite energy >= 0")
+    if "system" in energy:
+        comps = energy["system"].get("by_component")
+        if not isinstance(comps, dict) or not all(_number(v) and v >= 0 for v in comps.values()):
+            raise bad("energy.system.by_component", "must map components to finite energies >= 0")
+
+
 def play_page(report_path: Path) -> str:
-    """HTML of a ``stoxbar play --json`` report."""
+    """HTML of a ``stoxbar play --json`` report (checked by :func:`check_play_report` first)."""
     rep = read_json(report_path)
+    check_play_report(rep, report_path)
     try:
-        games = rep["games"]
-        energy = rep["energy"]
-        steps = rep["steps_per_game"]
-        tiers = gpu_tiers_of(rep)
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(f"report {report_path}: not a `stoxbar play --json` report (no {exc})") from None
+        return _play_page(rep, report_path)
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:  # a field of the wrong kind
+        raise ConfigError(f"report {report_path}: not a `stoxbar play --json` report "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+def _play_page(rep: Dict[str, Any], report_path: Path) -> str:
+    games = rep["games"]
+    energy = rep["energy"]
+    steps = rep["steps_per_game"]
+    tiers = gpu_tiers_of(rep)
     names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")]
     unit, f = display_unit("J", [energy[b]["total_j"] / games for b in names if energy[b]["total_j"] > 0])
     rows = [[name, energy[name]["total_j"] / games * f]

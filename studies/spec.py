@@ -12,7 +12,7 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
 
     [base]
     checkpoint = "shipped"             # "shipped" | "random" (untrained, arch from agent.*) | a path
-                                       # (relative to the working directory)
+                                       # (relative to the study file)
     device = "sto_2024"                # device preset of the chip
     set = { "periphery.adc.share" = 8 }   # applied to every point
 
@@ -40,7 +40,7 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
 that builds its own model, data and metric::
 
     name = "digits_adc"
-    task = "examples/tasks.py:digits_mlp"     # FILE.py:NAME (relative to the working directory)
+    task = "tasks.py:digits_mlp"              # FILE.py:NAME (relative to the study file)
                                               # or package.module:NAME
     seeds = [0]
     [base]
@@ -56,6 +56,15 @@ The task is called once per trial as ``task(config, seed, **task_args)`` with th
 None) and returns a dict of metric name -> number (e.g. accuracy and ``analyze``'s energy). The
 same dotted paths (``device.*``, ``periphery.*``) set the one configuration; ``agent.*``,
 ``[metrics]`` and ``checkpoint`` belong to the Pong task and are refused with a task.
+
+**Code and data.** A study file is data with one exception: ``task`` names code, which is imported
+when the study is loaded and run in every trial (docs/reliability.md §7). Nothing else in it is
+imported: ``[base] device`` and a checkpoint's stored preset are looked up among the *registered*
+presets only (``module:factory`` is refused), and ``load_study(..., import_task=False)``
+(``stoxbar sweep --dry-run``) checks that the task's file exists without importing it. Paths in the
+file (``task``, ``checkpoint``) are relative to the study file; ``output`` (default
+``runs/studies/<name>``) is relative to the working directory. ``name`` is a plain name (no ``.``,
+``..``, path separators or control characters).
 
 Everything is validated when the file is loaded, before anything runs: unknown keys and parameter
 paths, values of the wrong type, empty grids, distributions over non-finite ranges, unknown plot
@@ -89,6 +98,7 @@ AGENT_KEYS = ("arch", "hidden", "bottleneck")  # architecture knobs of an untrai
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 MAX_TRIALS = 10_000  # a larger study needs an explicit max_trials (a typo in a grid can ask for 10^6)
+MAX_STUDY_BYTES = 4 * 2**20  # assumption: a study file is a few kB; 4 MiB is far beyond a real one
 
 
 class StudyError(ConfigError):
@@ -259,7 +269,9 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
     from stoxbar.devices import presets
     from stoxbar.peripherals import PeripheryConfig
 
-    cfg = {"device": presets.get_preset(device_preset), "periphery": PeripheryConfig(), "agent": checkpoint_arch}
+    # a study's device is data: a registered preset only, never a module to import (docs/reliability.md §7)
+    cfg = {"device": presets.get_registered(device_preset, "device"), "periphery": PeripheryConfig(),
+           "agent": checkpoint_arch}
     if checkpoint_arch is None and any(k.startswith("agent.") for k in {**base, **params}):
         raise StudyError("agent.* parameters belong to the Pong task")
     for path, value in {**base, **params}.items():
@@ -398,34 +410,57 @@ def check_measured(name: str, metrics: Metrics, where: str) -> None:
         raise StudyError(f"{where}: {name!r} needs [metrics] games >= 1 (it is 0: no game is played)")
 
 
-def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int = MAX_TRIALS) -> Study:
+def check_name(name: Any, where: str) -> str:
+    """A study name usable as one directory name: not empty, not ``.``/``..``, no separator or control character."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or len(name) > 200
+            or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise StudyError(f"{where}: name = {name!r} must be a plain name of 1-200 characters: not '.' or '..', "
+                         "without '/', '\\' or control characters")
+    return name
+
+
+def check_output(out: Any, where: str) -> str:
+    """An output directory path without NUL or other control characters."""
+    if not isinstance(out, str) or not out or any(ord(c) < 32 or ord(c) == 127 for c in out):
+        raise StudyError(f"{where}: output = {out!r} must be a path without control characters")
+    return out
+
+
+def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int = MAX_TRIALS,
+               import_task: bool = True) -> Study:
     """Parse and fully validate a study file (see module docstring); ``output`` overrides its own.
 
     ``max_trials``: refuse a study of more trials (points x seeds) than this, before any point is built.
+    ``import_task=False``: check that a task's file exists but do not import it (``--dry-run``: run
+    no user code); the points are then validated against the registered presets only.
     """
     from stoxbar.pong.agent import ArchConfig
     from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 
     path = resolve_study_path(path_or_name)
     where = f"study {path}"
-    text = path.read_text()
+    size = path.stat().st_size
+    if size > MAX_STUDY_BYTES:
+        raise StudyError(f"{where}: {size} bytes is more than the limit of {MAX_STUDY_BYTES} bytes for a study file")
     try:
+        text = path.read_bytes().decode("utf-8")
         doc = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{where}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise StudyError(f"{where}: not valid TOML (nested too deeply)") from None
+    base_dir = path.resolve().parent
     _no_unknown(doc, ("name", "description", "seeds", "output", "base", "grid", "random", "metrics", "plots", "task",
                       "task_args"), where)
-    task, task_args = _task(doc, where)
-    name = doc.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise StudyError(f"{where}: name = {name!r} must be a non-empty string without '/'")
+    task, task_args = _task(doc, where, base_dir, import_task)
+    name = check_name(doc.get("name", path.stem), where)
     seeds = doc.get("seeds", [0])
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise StudyError(f"{where}: seeds = {seeds!r} must be a non-empty list of distinct integers >= 0")
-    out = output or doc.get("output") or f"runs/studies/{name}"
-    if not isinstance(out, str):
-        raise StudyError(f"{where}: output = {out!r} must be a path")
+    out = check_output(output or doc.get("output") or f"runs/studies/{name}", where)
 
     base_t = _table(doc, "base", where)
     _no_unknown(base_t, ("checkpoint", "device", "set"), f"{where} [base]")
@@ -438,12 +473,17 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
     if ckpt == "shipped":
         ckpt = str(SHIPPED_CHECKPOINT)
     elif ckpt not in ("random", "none"):
-        ck = Path(ckpt) if Path(ckpt).is_absolute() else (Path.cwd() / ckpt)
+        if any(ord(c) < 32 for c in ckpt):
+            raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: control characters in a path")
+        ck = Path(ckpt) if Path(ckpt).is_absolute() else (base_dir / ckpt)
         if not ck.exists():
-            raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: file not found")
+            raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: file {ck} not found (a path in a study file "
+                             "is relative to the study file)")
         ckpt = str(ck.resolve())
     arch = None if task else ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt, check_weights=True)
     device_preset = base_t.get("device", "sto_2024" if task else arch.device_preset)
+    if not isinstance(device_preset, str):
+        raise StudyError(f"{where} [base] device = {device_preset!r}: must be a registered preset name")
     base = base_t.get("set", {})
     if not isinstance(base, dict):
         raise StudyError(f"{where} [base] set: must be a table of parameter paths")
@@ -524,8 +564,10 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
                  task=task, task_args=task_args)
 
 
-def _task(doc: Dict[str, Any], where: str) -> Tuple[str, Tuple[Tuple[str, Any], ...]]:
-    """(resolved task entry point or "", task_args) of a study file; the entry point is imported now."""
+def _task(doc: Dict[str, Any], where: str, base_dir: Path, import_task: bool = True
+          ) -> Tuple[str, Tuple[Tuple[str, Any], ...]]:
+    """(resolved task entry point or "", task_args) of a study file; the entry point is imported now
+    unless ``import_task`` is False. A FILE.py target is relative to the study file's directory."""
     from stoxbar.entry_points import load_entry_point
 
     spec = doc.get("task", "")
@@ -536,14 +578,21 @@ def _task(doc: Dict[str, Any], where: str) -> Tuple[str, Tuple[Tuple[str, Any], 
         return "", ()
     if not isinstance(spec, str):
         raise StudyError(f"{where}: task = {spec!r}: expected FILE_OR_MODULE:NAME")
+    if spec.count(":") != 1 or not all(spec.split(":")) or any(ord(c) < 32 for c in spec):
+        raise StudyError(f"{where}: task = {spec!r}: expected FILE.py:NAME or package.module:NAME")
     target, _, name = spec.partition(":")
-    if target.endswith(".py") or Path(target).exists():
-        target = str((Path(target) if Path(target).is_absolute() else Path.cwd() / target).resolve())
+    if target.endswith(".py") or (base_dir / target).exists():
+        file = (Path(target) if Path(target).is_absolute() else base_dir / target).resolve()
+        if not file.is_file():
+            raise StudyError(f"{where}: task = {spec!r}: file {file} not found (a task file is relative to the "
+                             "study file)")
+        target = str(file)
     resolved = f"{target}:{name}"
-    try:
-        load_entry_point(resolved, "task")
-    except ConfigError as exc:
-        raise StudyError(f"{where}: {exc}") from None
+    if import_task:
+        try:
+            load_entry_point(resolved, "task")
+        except ConfigError as exc:
+            raise StudyError(f"{where}: {exc}") from None
     try:
         json.dumps(args, allow_nan=False)
     except (TypeError, ValueError):

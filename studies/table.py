@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from stoxbar.fsio import atomic_write_bytes
+from stoxbar.fsio import atomic_write_bytes, read_csv
 from stoxbar.studies.metrics import UNITS, unit_of
 from stoxbar.studies.spec import Study
 
@@ -72,7 +72,7 @@ def write_table(study: Study, out: Path) -> Path:
 
 
 def read_table(path: Path) -> List[Dict[str, Any]]:
-    """results.csv as dicts with numbers parsed (empty cells stay "")."""
+    """results.csv as dicts with numbers parsed (empty cells stay ""); damage is a ConfigError naming the file."""
     def parse(v: str) -> Any:
         if v == "":
             return v
@@ -81,5 +81,4 @@ def read_table(path: Path) -> List[Dict[str, Any]]:
         except ValueError:
             return v
 
-    with open(path, newline="") as fh:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return [{k: parse(v) for k, v in row.items()} for row in read_csv(path, required=("trial_id", "status"))]
