@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, lock_holder, read_json, read_jsonl
 from stoxbar.studies.metrics import unit_of
 from stoxbar.studies.plots import display_unit, no_offset, spans_decades
-from stoxbar.studies.runner import read_study_meta, scan_records
+from stoxbar.studies.records import read_study_meta, scan_records
 from stoxbar.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",

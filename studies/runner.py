@@ -14,7 +14,7 @@ Every file is written atomically (:mod:`stoxbar.fsio`); a crash can only leave `
 which a resume ignores and removes. No symbolic link is written through (``trials/``,
 ``trials/failed/`` and the append-only ``invocations.jsonl`` are refused if they are links).
 Each trial record carries the sha256 of its own content (``sha256``) and is validated when read
-(:func:`check_record`: finite metrics, non-negative energies, a status that fits the content); a
+(:func:`~stoxbar.studies.records.record_problem`: finite metrics, non-negative energies, a status that fits the content); a
 record that fails is named and never tabulated (docs/reliability.md §7). A second sweep into a directory in use is refused at once,
 naming the holder. The directory is proved writable before any trial runs.
 
@@ -31,16 +31,14 @@ process each), results come back to this process, which alone writes the directo
 
 Design: docs/reliability.md §4.
 
-May import: stoxbar.fsio, stoxbar.compat, stoxbar.studies (spec, worker, table, plots).
+May import: stoxbar.fsio, stoxbar.compat, stoxbar.studies.{spec,records,worker,table,plots}.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -52,10 +50,11 @@ import time
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from stoxbar import fsio
 from stoxbar.compat import versions
+from stoxbar.studies.records import CHECKSUM_KEY, load_records, read_study_meta, record_checksum, record_problem
 from stoxbar.studies.spec import Study, StudyError, Trial
 from stoxbar.studies.worker import RESULT_PREFIX
 
@@ -100,114 +99,6 @@ def job_for(study: Study, trial: Trial, threads: int = 1) -> Dict[str, Any]:
     return {"study": study.name, "trial": trial.to_dict(), "checkpoint": study.checkpoint,
             "device_preset": study.device_preset, "base": study.base, "metrics": asdict(study.metrics),
             "threads": threads, "task": study.task, "task_args": dict(study.task_args)}
-
-
-CHECKSUM_KEY = "sha256"
-RECORD_KEYS = frozenset({"trial_id", "point_id", "group", "params", "seed", "study", "host", "pid", "started",
-                         "versions", "status", "metrics", "error", "traceback", CHECKSUM_KEY})
-
-
-def record_checksum(record: Dict[str, Any]) -> str:
-    """sha256 of a trial record's content (every key but ``sha256``), as canonical JSON."""
-    body = {k: v for k, v in record.items() if k != CHECKSUM_KEY}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
-
-
-def _is_energy(name: str) -> bool:
-    return name.startswith("energy") or name.endswith("_j") or "_j_per_" in name
-
-
-def record_problem(rec: Any, stem: Optional[str] = None) -> Optional[str]:
-    """Why ``rec`` is not a valid trial record (None if it is); ``stem``: its file name's stem."""
-    if not isinstance(rec, dict):
-        return f"a {type(rec).__name__}, not a trial record"
-    tid = rec.get("trial_id")
-    if not isinstance(tid, str) or not tid:
-        return "no trial_id"
-    if stem is not None and tid != stem:
-        return f"trial_id {tid!r} does not match the file name"
-    unknown = sorted(set(rec) - RECORD_KEYS)
-    if unknown:  # also a damaged key name (a record written before records had a sha256 has none of these)
-        return f"unknown key(s) {unknown[:3]}"
-    if CHECKSUM_KEY in rec:
-        try:
-            ok = rec[CHECKSUM_KEY] == record_checksum(rec)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            return "its sha256 does not match its content (the file was changed after it was written)"
-    if not isinstance(rec.get("params", {}), dict):
-        return "params is not a table"
-    status = rec.get("status")
-    if status == "ok":
-        metrics = rec.get("metrics")
-        if not isinstance(metrics, dict) or not metrics:
-            return "status ok but no metrics"
-        for k, v in metrics.items():
-            if isinstance(v, bool) or isinstance(v, str):
-                continue
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                return f"metric {k} = {v!r} is not a finite number"
-            if _is_energy(k) and v < 0:
-                return f"energy {k} = {v!r} is negative"
-        if rec.get("error"):
-            return "status ok but an error is recorded"
-    elif status == "failed":
-        if not isinstance(rec.get("error"), str) or not rec["error"]:
-            return "status failed but no error message"
-    else:
-        return f"status = {status!r} (expected 'ok' or 'failed')"
-    return None
-
-
-def scan_records(out: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[Path, str]]:
-    """(valid records by trial id, {path: why} of the damaged ones) in ``out/trials``; never raises for damage."""
-    records, bad = {}, {}
-    trials = Path(out) / "trials"
-    for path in sorted(trials.glob("*.json")) if trials.is_dir() else []:
-        if fsio.is_temp(path):
-            continue
-        try:
-            rec = fsio.read_json(path)
-        except (fsio.ConfigError, OSError) as exc:
-            bad[path] = str(exc).replace(f"{path}: ", "").split("; the file is damaged")[0]
-            continue
-        why = record_problem(rec, path.stem)
-        if why is None:
-            records[rec["trial_id"]] = rec
-        else:
-            bad[path] = why
-    return records, bad
-
-
-def load_records(out: Path) -> Dict[str, Dict[str, Any]]:
-    """Finished trial records in ``out/trials`` by trial id (temporary ``.tmp-*`` files are ignored).
-
-    A damaged or invalid record is a :class:`StudyError` naming it (it is never tabulated)."""
-    records, bad = scan_records(out)
-    if bad:
-        path, why = next(iter(bad.items()))
-        more = f" (and {len(bad) - 1} more damaged records)" if len(bad) > 1 else ""
-        raise StudyError(f"{path}: {why}{more}; the record is damaged - move it away to rerun that trial")
-    return records
-
-
-def read_study_meta(out: Path) -> Dict[str, Any]:
-    """``out/study.json``, checked to be what :func:`_prepare` writes (StudyError naming the file otherwise)."""
-    meta_path = Path(out) / "study.json"
-    meta = fsio.read_json(meta_path)
-    ident = meta.get("identity") if isinstance(meta, dict) else None
-    names = [meta.get(k, []) for k in ("varied", "plot_metrics", "pareto")] if isinstance(meta, dict) else [None]
-    if (not isinstance(ident, dict) or not isinstance(ident.get("name"), str)
-            or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in names)
-            or not isinstance(meta.get("description", ""), str)
-            or not isinstance(meta.get("varied", []), list) or not all(isinstance(v, str) for v in meta.get("varied", []))
-            or not isinstance(meta.get("source", ""), str) or not isinstance(meta.get("checkpoint", ""), str)
-            or not isinstance(meta.get("versions", {}), dict)
-            or not isinstance(meta.get("trials", 0), int) or isinstance(meta.get("trials", 0), bool)):
-        raise StudyError(f"{meta_path}: not a stoxbar study.json (identity, varied, source, checkpoint, versions); "
-                         "the file is damaged - restore it, or run the study into a new directory")
-    return meta
 
 
 def _prepare(study: Study, out: Path) -> None:

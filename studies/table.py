@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Tuple
 
 from stoxbar.fsio import atomic_write_bytes, read_csv
 from stoxbar.studies.metrics import UNITS, unit_of
+from stoxbar.studies.records import load_records
 from stoxbar.studies.spec import Study
 
 ID_COLUMNS = ("study", "trial_id", "point_id", "group", "seed", "status", "error")
@@ -25,8 +26,6 @@ ID_COLUMNS = ("study", "trial_id", "point_id", "group", "seed", "status", "error
 
 def rows(study: Study, out: Path) -> Tuple[List[str], List[Dict[str, Any]]]:
     """(columns, rows) of the study's finished trials, in the study's trial order."""
-    from stoxbar.studies.runner import load_records
-
     records = load_records(out)
     table, metric_cols = [], {}
     for trial in study.trials():

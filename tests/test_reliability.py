@@ -32,7 +32,8 @@ from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_agent, save_checkpoint
 from stoxbar.scripts.cli import main
 from stoxbar.studies import load_study
-from stoxbar.studies.runner import load_records, run_study
+from stoxbar.studies.records import load_records
+from stoxbar.studies.runner import run_study
 from stoxbar.validation import ConfigError
 
 PY = sys.executable

@@ -38,7 +38,8 @@ from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
 from stoxbar.scripts.cli import build_parser, main
 from stoxbar.studies import load_study
-from stoxbar.studies.runner import load_records, record_checksum, run_study, scan_records
+from stoxbar.studies.records import load_records, record_checksum, scan_records
+from stoxbar.studies.runner import run_study
 from stoxbar.validation import ConfigError
 
 PY = sys.executable

@@ -207,7 +207,7 @@ def test_fuzz_study_toml(files, data):
 def test_fuzz_study_directory_files(files, name, data):
     """Trial records, study.json, invocations.jsonl, results.csv: report, resume checks and the table reader."""
     from stoxbar.studies.report import study_page, study_status
-    from stoxbar.studies.runner import load_records, read_study_meta, scan_records
+    from stoxbar.studies.records import load_records, read_study_meta, scan_records
     from stoxbar.studies.table import read_table
 
     d = _scratch() / "study"

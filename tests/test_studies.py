@@ -17,7 +17,8 @@ from stoxbar.peripherals import PeripheryConfig
 from stoxbar.studies import StudyError, load_study
 from stoxbar.studies.plots import pareto_front
 from stoxbar.studies.report import write_report
-from stoxbar.studies.runner import load_records, run_study
+from stoxbar.studies.records import load_records
+from stoxbar.studies.runner import run_study
 from stoxbar.studies.spec import build_point, point_id, resolve_study_path
 from stoxbar.studies.table import ID_COLUMNS, read_table
 from stoxbar.pong.agent import ArchConfig
