@@ -39,6 +39,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import math
 import os
 import shutil
 import signal
@@ -56,6 +57,7 @@ from stoxbar import fsio
 from stoxbar.compat import versions
 from stoxbar.studies.records import CHECKSUM_KEY, load_records, read_study_meta, record_checksum, record_problem
 from stoxbar.studies.spec import Study, StudyError, Trial
+from stoxbar.studies.table import write_table
 from stoxbar.studies.worker import RESULT_PREFIX
 
 KILL_GRACE_S = 2.0  # SIGTERM -> SIGKILL delay when stopping running workers
@@ -324,12 +326,9 @@ def run_study(study: Study, workers: int = 1, ray_address: Optional[str] = None,
     Raises :class:`StudyInterrupted` after SIGINT / SIGTERM (records and table kept), and
     :class:`~stoxbar.fsio.LockedError` if another sweep holds the output directory.
     """
-    import math
-
     from tqdm import tqdm
 
-    from stoxbar.studies.plots import make_plots
-    from stoxbar.studies.table import write_table
+    from stoxbar.studies.plots import make_plots  # matplotlib: imported when a sweep ends, not at import
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise StudyError(f"workers = {workers!r}: allowed range is [1, inf)")
