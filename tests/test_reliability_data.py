@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from stoxbar import fsio
-from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
 from stoxbar.scripts.cli import build_parser, main
 from stoxbar.studies import load_study
@@ -42,19 +42,7 @@ from stoxbar.studies.records import load_records, record_checksum, scan_records
 from stoxbar.studies.runner import run_study
 from stoxbar.validation import ConfigError
 
-PY = sys.executable
-TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
-STATIC = """
-name = "static"
-seeds = [0]
-[base]
-checkpoint = "random"
-[[grid]]
-"periphery.tile_rows" = {rows}
-[metrics]
-games = 0
-mvm_error_samples = 0
-"""
+from test_reliability import PY, STATIC, TINY  # the tiny agent and the static study both files use
 MARKER_MODULE = "open({marker!r}, 'w').write('ran')\ndef factory():\n    open({marker!r}, 'w').write('called')\n"
 
 
