@@ -47,8 +47,10 @@ from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_byt
 from stoxbar.pong.env import FRAMESKIP, make_pong_env
 from stoxbar.validation import ConfigError, check_int, check_range
 
+DRIFT_PARAMS = ("theta", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
-              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"]
+              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"] + [
+                  f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,67 @@ def evaluate_actions(agent: PongAgent, obs: Sequence[Any], actions: Tensor, done
 
 def detach_state(state):
     return tuple(s.detach() for s in state)
+
+
+def initial_cell_params(cfg: TrainConfig) -> Dict[str, Tensor]:
+    """The plastic layer's parameters at initialisation of a run with ``cfg`` (its seed), for drift logs.
+
+    Rebuilt from the seed as :func:`train` builds a fresh agent; the global torch RNG is left as it was.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        cell = PongAgent(cfg.arch).cell
+    return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
+
+
+def param_drift(agent: PongAgent, init: Dict[str, Tensor]) -> Dict[str, float]:
+    """Per parameter of ``init``: ``NAME_drift`` = mean |p - p0| and ``NAME_corr0`` = correlation of p with p0."""
+    out: Dict[str, float] = {}
+    params = dict(agent.cell.named_parameters())
+    for name, p0 in init.items():
+        p = params[name].detach()
+        out[f"{name}_drift"] = float((p - p0).abs().mean())
+        stacked = torch.stack([p.flatten().double(), p0.flatten().double()])
+        out[f"{name}_corr0"] = float(torch.corrcoef(stacked)[0, 1])
+    return out
+
+
+def make_optimizer(agent: PongAgent, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the agent's parameter groups (per-group lr and eps, cells.py) at ``cfg.lr``, ``cfg.adam_eps``."""
+    return torch.optim.Adam(agent.param_groups(cfg.lr, cfg.adam_eps), lr=cfg.lr, eps=cfg.adam_eps)
+
+
+def _legacy_param_order(agent: PongAgent) -> List[torch.nn.Parameter]:
+    """Parameter order of the optimiser before theta had its own group: every parameter but the
+    m-STPN's W (outside the cell first, then the cell's in named order), then W."""
+    cell_ids = {id(p) for p in agent.cell.parameters()}
+    rest = [p for p in agent.parameters() if id(p) not in cell_ids]
+    named = list(agent.cell.named_parameters())
+    return rest + [p for n, p in named if n != "W"] + [p for n, p in named if n == "W"]
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: Dict[str, Any], agent: PongAgent) -> None:
+    """Load an optimiser state saved by this version, or by the earlier one with one group fewer
+    (m-STPN without theta's own group, e.g. the shipped checkpoint): its per-parameter moments are
+    mapped onto the new groups; each group's hyper-parameters are the new ones."""
+    if len(saved["param_groups"]) == len(opt.param_groups):
+        opt.load_state_dict(saved)
+        return
+    legacy = _legacy_param_order(agent)
+    n_saved = sum(len(g["params"]) for g in saved["param_groups"])
+    if len(saved["param_groups"]) != 2 or n_saved != len(legacy):
+        raise CheckpointError(f"optimizer state has {len(saved['param_groups'])} parameter groups of {n_saved} "
+                              f"parameters; expected {len(opt.param_groups)} groups (or the earlier layout of 2 "
+                              f"groups of {len(legacy)} parameters)")
+    new_index = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    order = [i for g in saved["param_groups"] for i in g["params"]]
+    state = {new_index[id(legacy[k])]: saved["state"][i] for k, i in enumerate(order) if i in saved["state"]}
+    groups, start = [], 0
+    for g in opt.param_groups:
+        groups.append({**{k: v for k, v in g.items() if k != "params"},
+                       "params": list(range(start, start + len(g["params"])))})
+        start += len(g["params"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,7 +373,19 @@ def _truncate_csv(path: Path, column: str, limit: float, dest: Optional[Path] = 
 
 
 def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
+    """Append ``row``; a file written with other columns (an earlier version's run) is first rewritten
+    with ``fields`` (its rows keep their values; new columns are empty)."""
     new = not path.exists()
+    if not new:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            head, old_rows = reader.fieldnames or [], list(reader)
+        if head != list(fields):
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(old_rows)
+            atomic_write_bytes(path, buf.getvalue().encode())
     with open(path, "a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         if new:
@@ -441,9 +516,9 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         agent = build_agent(ckpt, ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"])
     agent.train()
-    opt = torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps)
+    opt = make_optimizer(agent, cfg)
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(opt, ckpt["optimizer"], agent)
     config = cfg.to_dict()
     if parent is None and (run_dir / "config.json").exists():  # a resumed branch keeps its parent
         parent = json.loads((run_dir / "config.json").read_text()).get("parent")
@@ -469,6 +544,7 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         except Exception as exc:  # noqa: BLE001
             log(f"warning: curve.png not written ({type(exc).__name__}: {exc})")
 
+    init = initial_cell_params(cfg) if cfg.arch.cell == "mstpn" else {}
     runner = A2CRunner(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
     N = cfg.num_envs
     t_start = time.time()
@@ -505,10 +581,11 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                                frames=counters["steps"] * FRAMESKIP, episodes=counters["episodes"],
                                mean_return_10=f"{np.mean(recent):.3f}" if recent else "nan",
                                steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}")
+                    row.update({k: f"{v:.6g}" for k, v in param_drift(agent, init).items()})
                     _append_csv(run_dir / "progress.csv", CSV_FIELDS, row)
                     log(f"upd {counters['update']:6d} steps {counters['steps']:9d} eps {counters['episodes']:5d} "
                         f"ret10 {row['mean_return_10']:>7s} loss {row['loss']} vloss {row['value_loss']} "
-                        f"ent {row['entropy']} {sps:.0f} steps/s")
+                        f"ent {row['entropy']} theta drift {row.get('theta_drift', 'n/a')} {sps:.0f} steps/s")
                     acc, n_acc, t_log, steps_log = {}, 0, now, counters["steps"]
                 if counters["update"] % cfg.checkpoint_every == 0:
                     checkpoint()
@@ -537,7 +614,7 @@ def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     agent = PongAgent(arch)
-    runner = A2CRunner(agent, torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps), cfg, seed)
+    runner = A2CRunner(agent, make_optimizer(agent, cfg), cfg, seed)
     try:
         for _ in range(warmup):
             runner.update()
