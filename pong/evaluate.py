@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -17,7 +17,7 @@ from stoxbar.crossbar import EnergyLedger
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.accounting import boundaries, gpu_baseline, record_digital_step
 from stoxbar.pong.agent import CONV_FEATURES, ArchConfig, PongAgent
-from stoxbar.pong.env import STEP_PERIOD_S, make_pong_env
+from stoxbar.pong.env import EVAL_STICKY, STEP_PERIOD_S, make_pong_env
 
 
 def extra_encoder_macs(arch: ArchConfig) -> int:
@@ -38,8 +38,9 @@ def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig)
 
 
 def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator,
-              on_step: Optional[Callable[[], None]] = None) -> tuple[float, int]:
-    """One game on a 1-env vector env; returns (agent points - opponent points, agent steps)."""
+              on_step: Optional[Callable[[], None]] = None) -> tuple[float, int, bool]:
+    """One game on a 1-env vector env; returns (agent points - opponent points, agent steps,
+    truncated: stopped at ``max_steps`` before the game ended)."""
     obs = env.reset()
     state = agent.initial_state(1)
     score, steps = 0.0, 0
@@ -52,16 +53,19 @@ def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Ge
             if on_step is not None:
                 on_step()
             if bool(done[0]):
-                break
-    return score, steps
+                return score, steps, False
+    return score, steps, True
 
 
 @dataclass
 class PlayResult:
-    """Scores and lengths of the games played, wall time (s) and the energy ledger."""
+    """Scores, lengths and truncation flags of the games played, each game's energy per boundary
+    (J; analog play only), wall time (s) and the energy ledger."""
 
     scores: List[float] = field(default_factory=list)
     steps: List[int] = field(default_factory=list)
+    truncated: List[bool] = field(default_factory=list)
+    energy_per_game: List[Dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
     ledger: EnergyLedger = field(default_factory=EnergyLedger)
 
@@ -77,8 +81,9 @@ class PlayResult:
 
 def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps: int,
                periphery: Optional[PeripheryConfig] = None, ledger: Optional[EnergyLedger] = None,
-               after_game: Optional[Callable[[float], None]] = None) -> PlayResult:
-    """Play ``games`` games (env seeds ``seed``, ``seed + 1``, ...).
+               after_game: Optional[Callable[[float], None]] = None, sticky: float = EVAL_STICKY) -> PlayResult:
+    """Play ``games`` full games (env seeds ``seed``, ``seed + 1``, ...; sticky actions with
+    probability ``sticky``, default the evaluation protocol's 0.25, noop starts).
 
     With ``periphery`` given, the digital work of every step (neurons, Hebbian magnitude,
     encoder, heads) is booked in ``ledger`` as well (the analog layer books its own events
@@ -93,18 +98,29 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
 
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    before = _boundary_totals(result.ledger) if periphery is not None else {}
     for game in range(games):
-        env = make_pong_env(1, seed=seed + game)
+        env = make_pong_env(1, seed=seed + game, sticky=sticky)
         try:
-            score, steps = play_game(agent, env, max_steps, greedy, gen, book if periphery is not None else None)
+            score, steps, cut = play_game(agent, env, max_steps, greedy, gen, book if periphery is not None else None)
         finally:
             env.close()
         result.scores.append(score)
         result.steps.append(steps)
+        result.truncated.append(cut)
+        if periphery is not None:
+            after = _boundary_totals(result.ledger)
+            result.energy_per_game.append({k: after[k] - before.get(k, 0.0) for k in after})
+            before = after
         if after_game is not None:
             after_game(score)
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _boundary_totals(ledger: EnergyLedger) -> Dict[str, float]:
+    """Energy (J) booked so far at each boundary (per-game energies are differences of these)."""
+    return {name: float(b["total_j"]) for name, b in boundaries(ledger).items()}
 
 
 def energy_report(result: PlayResult, arch: ArchConfig, analog: bool) -> dict:

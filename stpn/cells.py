@@ -301,6 +301,8 @@ class MSTPNCell(_CellBase):
         self.gam = nn.Parameter(torch.empty(hidden, P).uniform_(-l1, l1))
         self.last_level_counts: Optional[Tensor] = None
         self.last_level_idx: Optional[Tensor] = None
+        self._lam_cache: Optional[Tuple[tuple, Tensor]] = None
+        self.h_feedback = True  # False: the layer sees only the encoder (h part of z zeroed; an ablation)
 
     # -- decay: Lambda through the bias voltage ------------------------------------------------
     def tau_s(self) -> Tensor:
@@ -341,13 +343,22 @@ class MSTPNCell(_CellBase):
         return torch.as_tensor(device.v_bias_for_tau(tau)).to(self.W.dtype)
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
-        """(Lambda, Gamma) for the step; compute once per rollout to save the device law per step."""
-        return self.lambda_(), self.gam
+        """(Lambda, Gamma) for the step; compute once per rollout to save the device law per step.
+
+        Without autograd (play, evaluation) Lambda is cached until theta changes (its version counter).
+        """
+        if torch.is_grad_enabled():
+            return self.lambda_(), self.gam
+        key = (self.theta._version, self.theta.data_ptr(), self.theta.dtype)
+        if self._lam_cache is None or self._lam_cache[0] != key:
+            self._lam_cache = (key, self.lambda_())
+        return self._lam_cache[1], self.gam
 
     # -- overridable pieces of the step ---------------------------------------------------------
     def presynaptic(self, x: Tensor, h_prev: Tensor) -> Tensor:
-        """z_hat = [x ; h_prev] / (max|.| + eps), in [-1, 1] (digital periphery, DAC range)."""
-        z = torch.cat([x, h_prev], dim=1)
+        """z_hat = [x ; h_prev] / (max|.| + eps), in [-1, 1] (digital periphery, DAC range); h_prev
+        is zeroed when ``h_feedback`` is off (the no-feedback ablation)."""
+        z = torch.cat([x, h_prev if self.h_feedback else torch.zeros_like(h_prev)], dim=1)
         return z / (z.abs().amax(dim=1, keepdim=True) + PRESYN_EPS)
 
     def mvm(self, z_hat: Tensor, F: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
     games = 1                          # Pong games per trial on the chip (0: none)
     max_steps = 27000                  # agent steps per game at most
     greedy = true
+    sticky = 0.25                      # sticky-action probability (Machado et al. 2018; ALE v5 default)
     mvm_error_samples = 32             # recorded layer inputs for the MVM error (0: none)
 
     [plots]
@@ -83,7 +84,8 @@ import numpy as np
 from stoxbar.validation import ConfigError
 
 ROOTS = ("device", "periphery", "agent")
-AGENT_KEYS = ("arch", "hidden", "bottleneck")  # architecture knobs of an untrained (random) agent
+AGENT_KEYS = ("arch", "hidden", "bottleneck", "ablate")  # architecture knobs of an untrained (random) agent;
+# agent.ablate names an ablation of the trained agent (stoxbar.pong.ablate), applied before play
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 MAX_TRIALS = 10_000  # a larger study needs an explicit max_trials (a typo in a grid can ask for 10^6)
@@ -101,6 +103,7 @@ class Metrics:
     max_steps: int = 27000
     greedy: bool = True
     mvm_error_samples: int = 32
+    sticky: float = 0.25  # sticky-action probability of evaluation games (stoxbar.pong.env.EVAL_STICKY)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class PointConfig:
     device: Any
     periphery: Any
     arch: Any
+    ablate: str = "none"  # ablation of the trained agent (``agent.ablate``; stoxbar.pong.ablate)
 
     def rpu_config(self, **kwargs: Any) -> Any:
         """An ``STORPUConfig`` of this point's device and periphery (``kwargs``: further fields)."""
@@ -260,10 +264,16 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
     cfg = {"device": presets.get_preset(device_preset), "periphery": PeripheryConfig(), "agent": checkpoint_arch}
     if checkpoint_arch is None and any(k.startswith("agent.") for k in {**base, **params}):
         raise StudyError("agent.* parameters belong to the Pong task")
+    ablate = "none"
     for path, value in {**base, **params}.items():
         parts = check_path(path)
+        if path == "agent.ablate":
+            from stoxbar.pong.ablate import check_ablation  # the Pong task's; spec stays importable without it
+
+            ablate = check_ablation(value, path)
+            continue
         cfg[parts[0]] = set_path(cfg[parts[0]], path, parts[1:], value)
-    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"])
+    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"], ablate)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -478,6 +488,8 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
     if metrics.games < 0 or metrics.max_steps < 1 or metrics.mvm_error_samples < 0:
         raise StudyError(f"{where} [metrics]: games >= 0, max_steps >= 1 and mvm_error_samples >= 0 "
                          f"(got {metrics})")
+    if not 0.0 <= metrics.sticky < 1.0:
+        raise StudyError(f"{where} [metrics] sticky = {metrics.sticky!r}: allowed range is [0, 1)")
 
     plots_t = _table(doc, "plots", where)
     _no_unknown(plots_t, ("metrics", "pareto", "breakdown"), f"{where} [plots]")
