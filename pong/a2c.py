@@ -273,6 +273,16 @@ def _episodes(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
     return np.array([float(r["frames"]) for r in rows]), np.array([float(r["return"]) for r in rows])
 
 
+def _drift_log(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """(frames, theta_drift) of the rows of progress.csv that logged it (empty if none)."""
+    path = run_dir / "progress.csv"
+    if not path.exists():
+        return np.zeros(0), np.zeros(0)
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("theta_drift")]
+    return np.array([float(r["frames"]) for r in rows]), np.array([float(r["theta_drift"]) for r in rows])
+
+
 def _running_mean(values: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(k, len(values)))
     return np.convolve(values, np.ones(k) / k, mode="valid")
@@ -317,7 +327,8 @@ def _plot_curve(run_dir: Path) -> None:
 
 def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 100,
                    max_frames: Optional[float] = None) -> Dict[str, Dict[str, float]]:
-    """Overlay the ``window``-game mean return vs frames of several runs into ``out`` (PNG, new file).
+    """Overlay the ``window``-game mean return vs frames of several runs into ``out`` (PNG, new file);
+    below it, theta's drift from initialisation for runs whose progress.csv logged it.
 
     Returns per run: label, frames reached, games, and the mean return of its last ``window`` games
     within ``max_frames`` (so runs of different length are compared at the same budget).
@@ -330,7 +341,12 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists: figures are never overwritten; choose a new path")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    drifts = {Path(d): _drift_log(Path(d)) for d in run_dirs}
+    if any(len(v[0]) for v in drifts.values()):  # a second panel: theta's drift from initialisation
+        fig, (ax, ax_d) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(3, 2))
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax_d = None
     summary = {}
     for d in map(Path, run_dirs):
         cfg = json.loads((d / "config.json").read_text())
@@ -345,6 +361,16 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
         ax.plot(frames[len(ret) - len(mean):], mean, lw=1.5, label=label)
         summary[str(d)] = {"label": label, "frames": float(frames[-1]), "games": int(len(ret)),
                            f"mean_return_last_{window}": float(ret[-window:].mean())}
+        d_frames, d_theta = drifts[d]
+        if max_frames is not None:
+            d_theta, d_frames = d_theta[d_frames <= max_frames], d_frames[d_frames <= max_frames]
+        if ax_d is not None and len(d_theta):
+            ax_d.plot(d_frames, d_theta, lw=1.5, label=label)
+            summary[str(d)]["theta_drift"] = float(d_theta[-1])
+    if ax_d is not None:
+        ax_d.set_ylabel("theta drift from init\n(mean |theta - theta0|)")
+        ax_d.set_xlabel("emulator frames")
+        ax_d.grid(alpha=0.3)
     ax.set_xlabel("emulator frames")
     ax.set_ylabel(f"mean return of the last {window} games")
     ax.set_ylim(-21.5, 21.5)

@@ -189,3 +189,15 @@ def test_appending_to_an_older_progress_csv_rewrites_its_header(tmp_path):
         rows = list(csv.DictReader(fh))
     assert rows == [{"update": "1", "loss": "0.5", "theta_drift": ""},
                     {"update": "2", "loss": "0.4", "theta_drift": "0.01"}]
+
+
+def test_curves_show_theta_drift(tmp_path):
+    from stoxbar.pong.a2c import compare_curves
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text('{"arch": {"arch": "paper", "cell": "mstpn"}, "seed": 1}')
+    (d / "episodes.csv").write_text("episode,steps,frames,return,length\n1,1000,4000,-20,900\n2,2000,8000,-18,900\n")
+    (d / "progress.csv").write_text("update,frames,theta_drift\n1,4000,\n2,8000,0.002\n3,12000,0.004\n")
+    summary = compare_curves([d], tmp_path / "c.png", window=2)
+    assert summary[str(d)]["theta_drift"] == 0.004
