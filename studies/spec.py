@@ -517,7 +517,8 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
         where_p = f"{where}: point {params}"
         if task and any(k.startswith("agent.") for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters belong to the Pong task, not to task = {doc['task']!r}")
-        if not task and ckpt != "random" and any(k.startswith("agent.") for k in {**base, **params}):
+        if not task and ckpt != "random" and any(k.startswith("agent.") and k != "agent.ablate"
+                                                 for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters need checkpoint = 'random' (a trained checkpoint "
                              "fixes its architecture)")
         try:

@@ -111,3 +111,21 @@ def test_play_bad_sticky_or_ablation_is_one_line(argv, text, capsys):
     assert main(["play", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("stoxbar play: error:") and text in err and "\n" not in err
+
+
+def test_study_ablation_path_and_sticky_are_validated(tmp_path):
+    from stoxbar.studies import load_study
+    from stoxbar.studies.spec import StudyError
+
+    study = load_study("plasticity_ablation")
+    assert study.metrics.sticky == 0.25
+    assert sorted(p["agent.ablate"] for _, p in study.points) == sorted(ABLATIONS)
+    body = ('name = "a"\nseeds = [0]\n[base]\ncheckpoint = "shipped"\n[[grid]]\n"agent.ablate" = [{v}]\n'
+            '[metrics]\ngames = 1\nmvm_error_samples = 0\nsticky = {s}\n')
+    path = tmp_path / "a.toml"
+    path.write_text(body.format(v='"gamma"', s=0.25))
+    with pytest.raises(StudyError, match="agent.ablate = 'gamma': unknown ablation; allowed: none, gamma0"):
+        load_study(str(path))
+    path.write_text(body.format(v='"gamma0"', s=1.0))
+    with pytest.raises(StudyError, match=r"sticky = 1.0: allowed range is \[0, 1\)"):
+        load_study(str(path))
