@@ -3,7 +3,8 @@
 A study is a small TOML file; every parameter is named by its dotted path into the configuration
 that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STODevice`,
 ``periphery.*`` = :class:`~stoxbar.peripherals.PeripheryConfig` and its blocks, ``agent.*`` =
-:class:`~stoxbar.pong.ArchConfig` for untrained agents)::
+:class:`~stoxbar.pong.ArchConfig` for untrained agents; ``agent.ablate`` = an ablation of the
+trained agent's plasticity, :mod:`stoxbar.pong.ablate`, e.g. the built-in ``plasticity_ablation``)::
 
     name = "converter_resolution"
     description = "ADC bits x DAC bits vs Pong score and array energy per game"
