@@ -314,6 +314,7 @@ def _minmax(x: Any) -> Tuple[float, float, bool]:
     if torch.is_tensor(x):
         if x.numel() == 0:
             return 0.0, 0.0, True
+        x = x.detach()  # a range check of a value that carries a gradient (e.g. a learned time constant)
         return float(x.min()), float(x.max()), bool(torch.isfinite(x).all())
     if isinstance(x, np.ndarray):
         if x.size == 0:

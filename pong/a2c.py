@@ -55,8 +55,10 @@ from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_byt
 from stoxbar.pong.env import FRAMESKIP, make_pong_env
 from stoxbar.validation import ConfigError, check_int, check_range
 
+DRIFT_PARAMS = ("theta", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
-              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"]
+              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"] + [
+                  f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,67 @@ def detach_state(state):
     return tuple(s.detach() for s in state)
 
 
+def initial_cell_params(cfg: TrainConfig) -> Dict[str, Tensor]:
+    """The plastic layer's parameters at initialisation of a run with ``cfg`` (its seed), for drift logs.
+
+    Rebuilt from the seed as :func:`train` builds a fresh agent; the global torch RNG is left as it was.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        cell = PongAgent(cfg.arch).cell
+    return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
+
+
+def param_drift(agent: PongAgent, init: Dict[str, Tensor]) -> Dict[str, float]:
+    """Per parameter of ``init``: ``NAME_drift`` = mean |p - p0| and ``NAME_corr0`` = correlation of p with p0."""
+    out: Dict[str, float] = {}
+    params = dict(agent.cell.named_parameters())
+    for name, p0 in init.items():
+        p = params[name].detach()
+        out[f"{name}_drift"] = float((p - p0).abs().mean())
+        stacked = torch.stack([p.flatten().double(), p0.flatten().double()])
+        out[f"{name}_corr0"] = float(torch.corrcoef(stacked)[0, 1])
+    return out
+
+
+def make_optimizer(agent: PongAgent, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the agent's parameter groups (per-group lr and eps, cells.py) at ``cfg.lr``, ``cfg.adam_eps``."""
+    return torch.optim.Adam(agent.param_groups(cfg.lr, cfg.adam_eps), lr=cfg.lr, eps=cfg.adam_eps)
+
+
+def _legacy_param_order(agent: PongAgent) -> List[torch.nn.Parameter]:
+    """Parameter order of the optimiser before theta had its own group: every parameter but the
+    m-STPN's W (outside the cell first, then the cell's in named order), then W."""
+    cell_ids = {id(p) for p in agent.cell.parameters()}
+    rest = [p for p in agent.parameters() if id(p) not in cell_ids]
+    named = list(agent.cell.named_parameters())
+    return rest + [p for n, p in named if n != "W"] + [p for n, p in named if n == "W"]
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: Dict[str, Any], agent: PongAgent) -> None:
+    """Load an optimiser state saved by this version, or by the earlier one with one group fewer
+    (m-STPN without theta's own group, e.g. the shipped checkpoint): its per-parameter moments are
+    mapped onto the new groups; each group's hyper-parameters are the new ones."""
+    if len(saved["param_groups"]) == len(opt.param_groups):
+        opt.load_state_dict(saved)
+        return
+    legacy = _legacy_param_order(agent)
+    n_saved = sum(len(g["params"]) for g in saved["param_groups"])
+    if len(saved["param_groups"]) != 2 or n_saved != len(legacy):
+        raise CheckpointError(f"optimizer state has {len(saved['param_groups'])} parameter groups of {n_saved} "
+                              f"parameters; expected {len(opt.param_groups)} groups (or the earlier layout of 2 "
+                              f"groups of {len(legacy)} parameters)")
+    new_index = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    order = [i for g in saved["param_groups"] for i in g["params"]]
+    state = {new_index[id(legacy[k])]: saved["state"][i] for k, i in enumerate(order) if i in saved["state"]}
+    groups, start = [], 0
+    for g in opt.param_groups:
+        groups.append({**{k: v for k, v in g.items() if k != "params"},
+                       "params": list(range(start, start + len(g["params"])))})
+        start += len(g["params"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
 # ------------------------------------------------------------------------------------------------
 # training loop
 # ------------------------------------------------------------------------------------------------
@@ -239,6 +302,16 @@ def read_run_config(run_dir: Path) -> Dict[str, Any]:
     return cfg
 
 
+def _drift_log(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """(frames, theta_drift) of the rows of progress.csv that logged it (empty if none)."""
+    path = run_dir / "progress.csv"
+    if not path.exists():
+        return np.zeros(0), np.zeros(0)
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("theta_drift")]
+    return np.array([float(r["frames"]) for r in rows]), np.array([float(r["theta_drift"]) for r in rows])
+
+
 def _running_mean(values: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(k, len(values)))
     return np.convolve(values, np.ones(k) / k, mode="valid")
@@ -283,7 +356,8 @@ def _plot_curve(run_dir: Path) -> None:
 
 def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 100,
                    max_frames: Optional[float] = None) -> Dict[str, Dict[str, float]]:
-    """Overlay the ``window``-game mean return vs frames of several runs into ``out`` (PNG, new file).
+    """Overlay the ``window``-game mean return vs frames of several runs into ``out`` (PNG, new file);
+    below it, theta's drift from initialisation for runs whose progress.csv logged it.
 
     Returns per run: label, frames reached, games, and the mean return of its last ``window`` games
     within ``max_frames`` (so runs of different length are compared at the same budget).
@@ -296,7 +370,12 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists: figures are never overwritten; choose a new path")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    drifts = {Path(d): _drift_log(Path(d)) for d in run_dirs}
+    if any(len(v[0]) for v in drifts.values()):  # a second panel: theta's drift from initialisation
+        fig, (ax, ax_d) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(3, 2))
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax_d = None
     summary = {}
     for d in map(Path, run_dirs):
         cfg = read_run_config(d)
@@ -311,6 +390,16 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
         ax.plot(frames[len(ret) - len(mean):], mean, lw=1.5, label=label)
         summary[str(d)] = {"label": label, "frames": float(frames[-1]), "games": int(len(ret)),
                            f"mean_return_last_{window}": float(ret[-window:].mean())}
+        d_frames, d_theta = drifts[d]
+        if max_frames is not None:
+            d_theta, d_frames = d_theta[d_frames <= max_frames], d_frames[d_frames <= max_frames]
+        if ax_d is not None and len(d_theta):
+            ax_d.plot(d_frames, d_theta, lw=1.5, label=label)
+            summary[str(d)]["theta_drift"] = float(d_theta[-1])
+    if ax_d is not None:
+        ax_d.set_ylabel("theta drift from init\n(mean |theta - theta0|)")
+        ax_d.set_xlabel("emulator frames")
+        ax_d.grid(alpha=0.3)
     ax.set_xlabel("emulator frames")
     ax.set_ylabel(f"mean return of the last {window} games")
     ax.set_ylim(-21.5, 21.5)
@@ -327,7 +416,6 @@ def _truncate_csv(path: Path, column: str, limit: float, dest: Optional[Path] = 
     if not path.exists():
         return
     head, body = fsio.read_csv_header(path, required=(column,), torn_tail_ok=True)
-    col = head.index(column)
     keep = [r for i, r in enumerate(body, 2) if fsio.csv_number(path, dict(zip(head, r)), column, i) <= limit]
     buf = io.StringIO()
     csv.writer(buf).writerows([head] + keep)
@@ -335,7 +423,19 @@ def _truncate_csv(path: Path, column: str, limit: float, dest: Optional[Path] = 
 
 
 def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
+    """Append ``row``; a file written with other columns (an earlier version's run) is first rewritten
+    with ``fields`` (its rows keep their values; new columns are empty)."""
     new = not path.exists()
+    if not new:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            head, old_rows = reader.fieldnames or [], list(reader)
+        if head != list(fields):
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(old_rows)
+            atomic_write_bytes(path, buf.getvalue().encode())
     with fsio.open_append(path, "training log") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         if new:
@@ -497,9 +597,9 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         agent = build_agent(ckpt, ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"])
     agent.train()
-    opt = torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps)
+    opt = make_optimizer(agent, cfg)
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(opt, ckpt["optimizer"], agent)
     config = cfg.to_dict()
     if parent is None and (run_dir / "config.json").exists():  # a resumed branch keeps its parent
         saved = fsio.read_json(run_dir / "config.json")
@@ -526,6 +626,7 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         except Exception as exc:  # noqa: BLE001
             log(f"warning: curve.png not written ({type(exc).__name__}: {exc})")
 
+    init = initial_cell_params(cfg) if cfg.arch.cell == "mstpn" else {}
     runner = A2CRunner(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
     N = cfg.num_envs
     t_start = time.time()
@@ -562,10 +663,11 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                                frames=counters["steps"] * FRAMESKIP, episodes=counters["episodes"],
                                mean_return_10=f"{np.mean(recent):.3f}" if recent else "nan",
                                steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}")
+                    row.update({k: f"{v:.6g}" for k, v in param_drift(agent, init).items()})
                     _append_csv(run_dir / "progress.csv", CSV_FIELDS, row)
                     log(f"upd {counters['update']:6d} steps {counters['steps']:9d} eps {counters['episodes']:5d} "
                         f"ret10 {row['mean_return_10']:>7s} loss {row['loss']} vloss {row['value_loss']} "
-                        f"ent {row['entropy']} {sps:.0f} steps/s")
+                        f"ent {row['entropy']} theta drift {row.get('theta_drift', 'n/a')} {sps:.0f} steps/s")
                     acc, n_acc, t_log, steps_log = {}, 0, now, counters["steps"]
                 if counters["update"] % cfg.checkpoint_every == 0:
                     checkpoint()
@@ -597,7 +699,7 @@ def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     agent = PongAgent(arch)
-    runner = A2CRunner(agent, torch.optim.Adam(agent.param_groups(cfg.lr), lr=cfg.lr, eps=cfg.adam_eps), cfg, seed)
+    runner = A2CRunner(agent, make_optimizer(agent, cfg), cfg, seed)
     try:
         for _ in range(warmup):
             runner.update()

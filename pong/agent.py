@@ -134,9 +134,10 @@ class PongAgent(nn.Module):
         """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""
         return self.cell.step_params()
 
-    def param_groups(self, lr: float) -> list:
-        """Optimiser parameter groups at base ``lr`` (the m-STPN's W gets a scaled lr, cells.py)."""
-        cell_groups = self.cell.param_groups(lr)
+    def param_groups(self, lr: float, eps: Optional[float] = None) -> list:
+        """Optimiser parameter groups at base ``lr`` and Adam ``eps`` (the m-STPN's W gets a scaled lr,
+        its theta a smaller eps, cells.py); the first group holds every parameter outside the cell."""
+        cell_groups = self.cell.param_groups(lr, eps)
         cell_ids = {id(p) for p in self.cell.parameters()}
         rest = [p for p in self.parameters() if id(p) not in cell_ids]
         cell_groups[0]["params"] = rest + list(cell_groups[0]["params"])

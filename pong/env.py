@@ -5,9 +5,13 @@ Choices (docs/stpn.md 2 and 5; docs/training-notes.md):
   frameskip 4 with max-pooling of the last two frames, **no frame stack** (stack_num = 1, as the
   STPN paper: motion must be carried by the recurrent state), noop_max 30 and fire reset (the
   envpool/DeepMind defaults; they vary the starts), reward clipping (Pong rewards are +-1 anyway).
-* ``repeat_action_probability = 0``: the STPN paper's ``PongNoFrameskip-v4`` has no sticky
-  actions; noop starts give the variety. The period of one agent step is frameskip/60 s
-  (``STEP_PERIOD_S``), the dt of the m-STPN decay.
+* Sticky actions (``repeat_action_probability``: each emulator frame repeats the previous action
+  with this probability instead of the chosen one): **training** uses 0
+  (``REPEAT_ACTION_PROBABILITY``; the STPN paper's ``PongNoFrameskip-v4`` has none; noop starts
+  give the variety); **evaluation** (``stoxbar play``, studies) uses 0.25 by default
+  (``EVAL_STICKY``, the protocol of Machado et al. 2018 and ALE v5's default, docs/stpn.md §8),
+  because without them a greedy agent from ~5 start states plays ~5 distinct games. The period
+  of one agent step is frameskip/60 s (``STEP_PERIOD_S``), the dt of the m-STPN decay.
 * Autoreset "SameStep": when an episode ends the returned observation is already the first one
   of the next episode, so the agent resets its (h, F) for that env before the next step.
 Observations stay uint8 [N, 1, 84, 84]; the agent converts to float in [0, 1].
@@ -21,14 +25,20 @@ from typing import Any, Optional
 
 import numpy as np
 
-from stoxbar.validation import ConfigError, check_int
+from stoxbar.validation import ConfigError, check_int, check_range
 
 FRAMESKIP = 4  # emulator frames per agent step (ALE/Pong-v5 and AtariVectorEnv default)
 FRAME_RATE_HZ = 60.0  # Atari 2600 NTSC frame rate
 STEP_PERIOD_S = FRAMESKIP / FRAME_RATE_HZ  # one agent step = 4 frames = 66.7 ms
 OBS_SHAPE = (1, 84, 84)  # channels, height, width
 N_ACTIONS = 6  # Pong minimal action set
-REPEAT_ACTION_PROBABILITY = 0.0  # no sticky actions, as PongNoFrameskip-v4 (docs/stpn.md 2)
+REPEAT_ACTION_PROBABILITY = 0.0  # training: no sticky actions, as PongNoFrameskip-v4 (docs/stpn.md 2)
+EVAL_STICKY = 0.25  # evaluation: sticky actions, Machado et al. 2018 / ALE v5 default (docs/stpn.md §8)
+
+
+def check_sticky(p: float, name: str = "sticky") -> float:
+    """A repeat-action probability in [0, 1), else ConfigError naming ``name``."""
+    return check_range(name, p, 0.0, 1.0, hi_open=True)
 
 
 def check_obs(obs: Any, num_envs: Optional[int] = None) -> np.ndarray:
@@ -47,8 +57,10 @@ def check_obs(obs: Any, num_envs: Optional[int] = None) -> np.ndarray:
 class PongVecEnv:
     """N Pong games stepped together; uint8 observations [N, 1, 84, 84], checked every step."""
 
-    def __init__(self, num_envs: int, seed: int = 0, num_threads: int = 1):
+    def __init__(self, num_envs: int, seed: int = 0, num_threads: int = 1,
+                 sticky: float = REPEAT_ACTION_PROBABILITY):
         check_int("num_envs", num_envs, 1, 1024)
+        self.sticky = check_sticky(sticky)
         check_int("seed", seed, 0)
         check_int("num_threads", num_threads, 1, 64)
         try:
@@ -63,7 +75,7 @@ class PongVecEnv:
         self._env = AtariVectorEnv(
             game="pong", num_envs=num_envs, num_threads=num_threads, img_height=OBS_SHAPE[1],
             img_width=OBS_SHAPE[2], grayscale=True, stack_num=1, frameskip=FRAMESKIP, maxpool=True,
-            noop_max=30, repeat_action_probability=REPEAT_ACTION_PROBABILITY, full_action_space=False,
+            noop_max=30, repeat_action_probability=self.sticky, full_action_space=False,
             episodic_life=False, reward_clipping=True, use_fire_reset=True, autoreset_mode="SameStep")
         self.n_actions = int(self._env.single_action_space.n)
         if self.n_actions != N_ACTIONS:
@@ -92,6 +104,8 @@ class PongVecEnv:
         self._env.close()
 
 
-def make_pong_env(num_envs: int, seed: int = 0, num_threads: int = 1) -> PongVecEnv:
-    """Vectorised Pong (module docstring); ``num_threads`` emulator threads (1 leaves a core free)."""
-    return PongVecEnv(num_envs, seed, num_threads)
+def make_pong_env(num_envs: int, seed: int = 0, num_threads: int = 1,
+                  sticky: float = REPEAT_ACTION_PROBABILITY) -> PongVecEnv:
+    """Vectorised Pong (module docstring); ``num_threads`` emulator threads (1 leaves a core free);
+    ``sticky`` the repeat-action probability (training default 0; evaluation passes EVAL_STICKY)."""
+    return PongVecEnv(num_envs, seed, num_threads, sticky)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from contextlib import nullcontext
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -22,7 +22,7 @@ from stoxbar.crossbar import EnergyLedger, flush_events
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.accounting import StepCounter, boundaries, gpu_baseline
 from stoxbar.pong.agent import ArchConfig, PongAgent
-from stoxbar.pong.env import STEP_PERIOD_S, make_pong_env
+from stoxbar.pong.env import EVAL_STICKY, STEP_PERIOD_S, make_pong_env
 
 
 def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig):
@@ -37,8 +37,9 @@ def build_analog_cell(agent: PongAgent, chip_device, periphery: PeripheryConfig)
     return agent.cell
 
 
-def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator) -> tuple[float, int]:
-    """One game on a 1-env vector env; returns (agent points - opponent points, agent steps)."""
+def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Generator) -> tuple[float, int, bool]:
+    """One game on a 1-env vector env; returns (agent points - opponent points, agent steps,
+    truncated: stopped at ``max_steps`` before the game ended)."""
     obs = env.reset()
     state = agent.initial_state(1)
     score, steps = 0.0, 0
@@ -49,16 +50,19 @@ def play_game(agent: PongAgent, env, max_steps: int, greedy: bool, gen: torch.Ge
             score += float(reward[0])
             steps += 1
             if bool(done[0]):
-                break
-    return score, steps
+                return score, steps, False
+    return score, steps, True
 
 
 @dataclass
 class PlayResult:
-    """Scores and lengths of the games played, wall time (s) and the energy ledger."""
+    """Scores, lengths and truncation flags of the games played, each game's energy per boundary
+    (J; analog play only), wall time (s) and the energy ledger."""
 
     scores: List[float] = field(default_factory=list)
     steps: List[int] = field(default_factory=list)
+    truncated: List[bool] = field(default_factory=list)
+    energy_per_game: List[Dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
     ledger: EnergyLedger = field(default_factory=EnergyLedger)
 
@@ -74,22 +78,25 @@ class PlayResult:
 
 def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps: int,
                periphery: Optional[PeripheryConfig] = None, ledger: Optional[EnergyLedger] = None,
-               after_game: Optional[Callable[[float], None]] = None) -> PlayResult:
-    """Play ``games`` games (env seeds ``seed``, ``seed + 1``, ...).
+               after_game: Optional[Callable[[float], None]] = None, sticky: float = EVAL_STICKY) -> PlayResult:
+    """Play ``games`` full games (env seeds ``seed``, ``seed + 1``, ...; sticky actions with
+    probability ``sticky``, default the evaluation protocol's 0.25, noop starts).
 
     With ``periphery`` given, the digital work of every step (neurons, Hebbian request, encoder,
     heads) is booked in ``ledger`` as well, after each game; the analog layer's events are
-    flushed into the ledger it is attached to after each game too (attach it to the same one).
+    flushed into the ledger it is attached to after each game too (attach it to the same one), so
+    each game's energy per boundary is the difference of the totals before and after it.
     """
     result = PlayResult(ledger=ledger if ledger is not None else EnergyLedger())
     digital = StepCounter(agent, periphery.digital) if periphery is not None else None
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    before = _boundary_totals(result.ledger) if periphery is not None else {}
     for game in range(games):
-        env = make_pong_env(1, seed=seed + game)
+        env = make_pong_env(1, seed=seed + game, sticky=sticky)
         try:
             with digital if digital is not None else nullcontext():
-                score, steps = play_game(agent, env, max_steps, greedy, gen)
+                score, steps, cut = play_game(agent, env, max_steps, greedy, gen)
         finally:
             env.close()
             flush_events(agent)  # the game boundary: book what the tiles recorded
@@ -97,10 +104,20 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
                 digital.book(result.ledger)
         result.scores.append(score)
         result.steps.append(steps)
+        result.truncated.append(cut)
+        if periphery is not None:
+            after = _boundary_totals(result.ledger)
+            result.energy_per_game.append({k: after[k] - before.get(k, 0.0) for k in after})
+            before = after
         if after_game is not None:
             after_game(score)
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _boundary_totals(ledger: EnergyLedger) -> Dict[str, float]:
+    """Energy (J) booked so far at each boundary (per-game energies are differences of these)."""
+    return {name: float(b["total_j"]) for name, b in boundaries(ledger).items()}
 
 
 def energy_report(result: PlayResult, arch: ArchConfig, analog: bool) -> dict:

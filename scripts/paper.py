@@ -130,6 +130,7 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     from stoxbar.peripherals import PeripheryConfig
     from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
     from stoxbar.pong.accounting import boundaries
+    from stoxbar.pong.env import REPEAT_ACTION_PROBABILITY
     from stoxbar.pong.evaluate import build_analog_cell, play_games
     from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
                                     waterfall_figure, waterfall_table)
@@ -142,7 +143,8 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     periphery = PeripheryConfig()
     ledger = EnergyLedger()
     build_analog_cell(agent, chip_device(agent, SHIPPED_CHECKPOINT), periphery).attach(ledger, "stp")
-    res = play_games(agent, args.games, args.seed, True, 27000, periphery, ledger)
+    # the waterfall's quoted numbers come from games without sticky actions (the training protocol, docs/stpn.md §8)
+    res = play_games(agent, args.games, args.seed, True, 27000, periphery, ledger, sticky=REPEAT_ACTION_PROBABILITY)
     games = len(res.scores)
     by_comp, g_sum, v2g_sum = game_inputs(agent, boundaries(res.ledger))
     per_game = {c: j / games for c, j in by_comp.items()}

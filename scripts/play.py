@@ -14,11 +14,13 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 from stoxbar.fsio import check_new_file
+from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+from stoxbar.pong.env import EVAL_STICKY, check_sticky
+from stoxbar.pong.scores import score_summary
 from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
 from stoxbar.validation import ConfigError
 
@@ -35,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True,
                    help="take the most likely action (--no-greedy: sample from the policy)")
     p.add_argument("--max-steps", type=int, default=27000, help="agent steps per game at most (108k frames)")
+    p.add_argument("--sticky", type=float, default=EVAL_STICKY, metavar="P",
+                   help="sticky-action probability in [0, 1) (default 0.25: Machado et al. 2018, ALE v5)")
+    p.add_argument("--ablate", default="none", metavar="NAME",
+                   help="play with part of the plasticity switched off: " + ", ".join(ABLATIONS))
     p.add_argument("--seed", type=int, default=0, help="seed of the games and the chip's noise")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the per-step tensors are small; more threads mostly wait)")
@@ -59,6 +65,8 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} = {value}: allowed range is [1, inf)")
     if args.seed < 0:
         raise ConfigError(f"--seed = {args.seed}: allowed range is [0, inf)")
+    check_sticky(args.sticky, "--sticky")
+    check_ablation(args.ablate, "--ablate")
     if args.json:
         check_new_file(args.json, "--json")
     if not os.path.isfile(args.checkpoint):
@@ -66,8 +74,9 @@ def main(args: argparse.Namespace) -> int:
     periphery = periphery_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    agent, _ = load_agent(args.checkpoint)
+    agent, ckpt = load_agent(args.checkpoint)
     arch = agent.arch
+    apply_ablation(agent, args.ablate, ckpt)
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
@@ -84,13 +93,17 @@ def main(args: argparse.Namespace) -> int:
         bar.set_postfix(score=score)
 
     result = play_games(agent, args.games, args.seed, args.greedy, args.max_steps,
-                        None if args.digital else periphery, ledger, after_game)
+                        None if args.digital else periphery, ledger, after_game, sticky=args.sticky)
     bar.close()
-    cut = [i for i, n in enumerate(result.steps) if n >= args.max_steps]  # stopped before the game ended
+    cut = [i for i, t in enumerate(result.truncated) if t]  # stopped at --max-steps before the game ended
+    per_game = [{"game": i, "env_seed": args.seed + i, "score": s, "steps": n, "truncated": t,
+                 **({"energy_j": e} if e else {})}
+                for i, (s, n, t, e) in enumerate(zip(result.scores, result.steps, result.truncated,
+                                                     result.energy_per_game or [{}] * len(result.scores)))]
     report = {
         "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
-        "device_preset": args.preset or arch.device_preset,
-        "score": {"per_game": result.scores, "mean": float(np.mean(result.scores))},
+        "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
+        "score": score_summary(result.scores), "per_game": per_game,
         "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
         "max_steps": args.max_steps, "truncated_games": cut,
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
@@ -113,6 +126,9 @@ def _print(report: dict) -> None:
     s = report["score"]
     print(f"\nscore per game {s['per_game']}  mean {s['mean']:+.2f}   ({report['mode']}, {report['agent_steps']} agent "
           f"steps = {report['simulated_seconds']:.1f} s of play in {report['wall_seconds']:.1f} s wall)")
+    print(f"score mean {s['mean']:+.2f}, 95 % CI [{s['ci95']['lower']:+.2f}, {s['ci95']['upper']:+.2f}] (bootstrap), "
+          f"std {s['std']:.2f}, min {s['min']:+.0f} over {s['n']} games; sticky actions p = {report['sticky']}, "
+          f"ablation {report['ablate']}")
     energy, games = report["energy"], report["games"]
     if report["truncated_games"]:
         print(f"warning: {len(report['truncated_games'])} of {games} games cut short at --max-steps "

@@ -102,6 +102,7 @@ class AnalogMSTPNCell(MSTPNCell):
         """A programmed analog copy of a trained m-STPN cell on tiles of ``chip_device`` (default: its own)."""
         analog = cls(cell.n_in, cell.hidden, cell.device, cell.dt_s, periphery, chip_device=chip_device)
         analog.load_state_dict(cell.state_dict(), strict=False)
+        analog.h_feedback = cell.h_feedback
         analog.program()
         return analog
 

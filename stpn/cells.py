@@ -25,10 +25,21 @@ MSTPNCell -- the m-STPN: the STPN restricted to what the SrTiO3 device can do (d
     sto_2024) is then a modulation of W, as the device preset intends, not 10x W. Because W
     is 1/gain larger than a conventional weight, `param_groups` gives it Adam lr x (1/gain0)
     (x15 for P = 2656), so gain*W learns at the same pace as a plain layer under the base lr.
-  * Lambda realised by the per-synapse decay bias: learned raw theta,
-    tau = tau_min * (tau_max/tau_min)**sigmoid(theta) (always achievable), Lambda = exp(-dt/tau),
-    dt = agent step period. theta ~ U(-2, 2) at init (assumption: spans most of the log range,
-    the analogue of the STPN's Lambda ~ U(0, 1)). `v_bias()` gives the bias voltages.
+  * Lambda realised by the per-synapse decay bias, through the device contract
+    (stoxbar.devices.base.MemristiveDevice): learned raw theta,
+    tau = tau_min * (tau_max/tau_min)**sigmoid(theta) (always within the device's tau range),
+    v_bias = device.v_bias_for_tau(tau), Lambda = device.decay_factor(dt, v_bias), dt = agent
+    step period; all differentiable torch ops, so a device with another decay law trains with
+    its own law (for the exponential STO law Lambda = exp(-dt/tau)). theta ~ U(-2, 2) at init
+    (assumption: spans most of the log range, the analogue of the STPN's Lambda ~ U(0, 1)).
+    `v_bias(chip)` turns the learned per-step decay into the bias a chip device needs for the
+    same decay, chip.v_bias_for_tau(chip.tau_for_decay_factor(Lambda, dt)).
+  * theta's gradient is small: Lambda moves F only where pulses landed (~0.5 % of the synapses
+    per step), and dLambda/dtheta ~ Lambda (dt/tau) ln(tau_max/tau_min) s(1-s) is ~1e-3 at long
+    tau. Measured on the shipped checkpoint (four real A2C updates): mean |dL/dtheta| 2e-8 to
+    1.3e-7 per synapse, against Adam's eps 1e-5 -- Adam's step was lr g/eps, ~300x below lr, so
+    theta never left its initialisation. `param_groups` therefore gives theta its own Adam eps,
+    eps * THETA_EPS_SCALE (docs/stpn.md §5.5).
   * Hebbian magnitude computed digitally, dF = Gamma * (h z_hat^T), then discretised to the
     device's short-term pulse levels in weight units (levels = dG/g_range_s, signed, nearest
     level, 0 below half the smallest level -> sparse pulses), straight-through gradient.
@@ -73,6 +84,9 @@ State = Tuple[Tensor, Tensor]
 NORM_EPS = 1e-16  # STPN code: row norm + 1e-16 (docs/stpn.md 1.1)
 PRESYN_EPS = 1e-6  # m-STPN: z / (max|z| + eps); assumption, keeps an all-zero z at zero
 W_INIT = 0.5  # m-STPN: W ~ U(-0.5, 0.5) weight units at init; assumption (module docstring)
+# theta's Adam eps relative to the base eps: 1e-5 x 1e-3 = 1e-8 (torch's default), below the measured
+# mean per-synapse |dL/dtheta| of 2e-8..1.3e-7 (docs/stpn.md §5.5); assumption, chosen from that measurement
+THETA_EPS_SCALE = 1e-3
 
 # ----------------------------------------------------------------------------------------------
 # pure-torch reference steps (also the fallback path)
@@ -248,8 +262,8 @@ class STPNCell(_CellBase):
             h, F_new = stpn_step_reference(z, F, self.W, self.b, lam, gam)
         return h, (h, F_new)
 
-    def param_groups(self, lr: float) -> list:
-        """One optimiser group: every parameter at ``lr``."""
+    def param_groups(self, lr: float, eps: Optional[float] = None) -> list:
+        """One optimiser group: every parameter at ``lr`` (the optimiser's own eps)."""
         return [{"params": list(self.parameters()), "lr": lr}]
 
     def apply_constraints(self) -> None:
@@ -289,6 +303,8 @@ class MSTPNCell(_CellBase):
         self.gam = nn.Parameter(torch.empty(hidden, P).uniform_(-l1, l1))
         self.last_level_counts: Optional[Tensor] = None
         self.last_level_idx: Optional[Tensor] = None
+        self._lam_cache: Optional[Tuple[tuple, Tensor]] = None
+        self.h_feedback = True  # False: the layer sees only the encoder (h part of z zeroed; an ablation)
 
     # -- decay: Lambda through the bias voltage ------------------------------------------------
     def tau_s(self) -> Tensor:
@@ -296,28 +312,55 @@ class MSTPNCell(_CellBase):
         log_ratio = math.log(self.tau_max_s / self.tau_min_s)
         return self.tau_min_s * torch.exp(torch.sigmoid(self.theta) * log_ratio)
 
+    def trained_v_bias(self) -> Tensor:
+        """Per-synapse bias (V) on the device the network is trained for: ``device.v_bias_for_tau(tau)``.
+
+        Differentiable (torch ops of the device contract); computed in float64 so the round trip
+        through the device law adds no float32 rounding.
+        """
+        return self.device.v_bias_for_tau(self.tau_s().double())
+
     def lambda_(self) -> Tensor:
-        """Per-synapse decay factor per step, Lambda = exp(-dt/tau)."""
-        return torch.exp(-self.dt_s / self.tau_s())
+        """Per-synapse decay factor per step, ``device.decay_factor(dt, v_bias)`` (exp(-dt/tau) for STO).
+
+        The device's own law at the bias the learned tau needs, differentiable to theta.
+        """
+        lam = self.device.decay_factor(self.dt_s, self.trained_v_bias())
+        return lam.to(self.theta.dtype)
 
     def v_bias(self, device: Optional["STODevice"] = None) -> Tensor:
-        """Per-synapse decay-control bias voltage (V) realising tau on ``device`` (default: the cell's).
+        """Per-synapse decay-control bias voltage (V) realising the learned decay on ``device`` (default: the cell's).
 
-        Each tau is clamped to that device's range first: a device with a narrower range realises
-        the nearest tau it can.
+        The learned per-step decay Lambda (on the training device's law) is turned into the bias
+        ``device`` needs for the same decay over one step period,
+        ``device.v_bias_for_tau(device.tau_for_decay_factor(Lambda, dt))``; a tau outside that
+        device's range is clamped to it first (a device with a narrower range realises the nearest
+        decay it can).
         """
         device = self.device if device is None else device
-        tau = self.tau_s().detach().double().clamp(device.tau_min_s, device.tau_max_s)
+        with torch.no_grad():
+            lam = self.device.decay_factor(self.dt_s, self.trained_v_bias())
+            tau = torch.as_tensor(device.tau_for_decay_factor(lam, self.dt_s), dtype=torch.float64)
+            tau = tau.clamp(device.tau_min_s, device.tau_max_s)
         return torch.as_tensor(device.v_bias_for_tau(tau)).to(self.W.dtype)
 
     def step_params(self) -> Tuple[Tensor, Tensor]:
-        """(Lambda, Gamma) for the step; compute once per rollout to save the exp/sigmoid per step."""
-        return self.lambda_(), self.gam
+        """(Lambda, Gamma) for the step; compute once per rollout to save the device law per step.
+
+        Without autograd (play, evaluation) Lambda is cached until theta changes (its version counter).
+        """
+        if torch.is_grad_enabled():
+            return self.lambda_(), self.gam
+        key = (self.theta._version, self.theta.data_ptr(), self.theta.dtype)
+        if self._lam_cache is None or self._lam_cache[0] != key:
+            self._lam_cache = (key, self.lambda_())
+        return self._lam_cache[1], self.gam
 
     # -- overridable pieces of the step ---------------------------------------------------------
     def presynaptic(self, x: Tensor, h_prev: Tensor) -> Tensor:
-        """z_hat = [x ; h_prev] / (max|.| + eps), in [-1, 1] (digital periphery, DAC range)."""
-        z = torch.cat([x, h_prev], dim=1)
+        """z_hat = [x ; h_prev] / (max|.| + eps), in [-1, 1] (digital periphery, DAC range); h_prev
+        is zeroed when ``h_feedback`` is off (the no-feedback ablation)."""
+        z = torch.cat([x, h_prev if self.h_feedback else torch.zeros_like(h_prev)], dim=1)
         return z / (z.abs().amax(dim=1, keepdim=True) + PRESYN_EPS)
 
     def mvm(self, z_hat: Tensor, F: Tensor) -> Tensor:
@@ -369,11 +412,15 @@ class MSTPNCell(_CellBase):
         total = self.last_level_counts.shape[0] * self.hidden * self.n_pre
         return 1.0 - float(self.last_level_counts.sum()) / total
 
-    def param_groups(self, lr: float) -> list:
-        """Optimiser groups: W (device units, scale W_INIT) gets lr * w_lr_scale, so that
-        gain * W moves as fast as a conventional weight of scale 1/sqrt(P) under ``lr``."""
-        rest = [p for n, p in self.named_parameters() if n != "W"]
-        return [{"params": rest, "lr": lr}, {"params": [self.W], "lr": lr * self.w_lr_scale}]
+    def param_groups(self, lr: float, eps: Optional[float] = None) -> list:
+        """Optimiser groups: the rest at ``lr``; W (device units, scale W_INIT) at lr * w_lr_scale, so
+        that gain * W moves as fast as a conventional weight of scale 1/sqrt(P) under ``lr``; theta
+        at ``lr`` with Adam eps ``eps * THETA_EPS_SCALE`` (module docstring; only if ``eps`` given)."""
+        rest = [p for n, p in self.named_parameters() if n not in ("W", "theta")]
+        theta = {"params": [self.theta], "lr": lr}
+        if eps is not None:
+            theta["eps"] = eps * THETA_EPS_SCALE
+        return [{"params": rest, "lr": lr}, {"params": [self.W], "lr": lr * self.w_lr_scale}, theta]
 
     @torch.no_grad()
     def apply_constraints(self) -> None:

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from stoxbar.crossbar import EnergyLedger
+from stoxbar.pong.ablate import apply_ablation
+from stoxbar.pong.scores import score_summary
 from stoxbar.studies.spec import Metrics, PointConfig
 
 BOUNDARIES = ("synapse_only", "array", "system")
@@ -37,6 +39,10 @@ UNITS: Dict[str, Tuple[str, str]] = {
     "mvm_rel_error_std": ("1", "spread (std) of the relative MVM error over samples"),
     "mvm_samples": ("1", "recorded layer inputs used for the MVM error"),
     "score_mean": ("points", "agent points - opponent points per game, mean over games"),
+    "score_std": ("points", "standard deviation of the score over games"),
+    "score_ci95_lower": ("points", "lower end of the 95 % bootstrap CI of the mean score"),
+    "score_ci95_upper": ("points", "upper end of the 95 % bootstrap CI of the mean score"),
+    "score_min": ("points", "lowest score of the games"),
     "games": ("1", "games played"),
     "truncated_games": ("1", "games stopped at max_steps before the end"),
     "agent_steps": ("1", "agent steps played (frameskip 4)"),
@@ -176,12 +182,15 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
 
     ledger = EnergyLedger()
     build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")
-    res = play_games(agent, metrics.games, seed, metrics.greedy, metrics.max_steps, cfg.periphery, ledger)
+    res = play_games(agent, metrics.games, seed, metrics.greedy, metrics.max_steps, cfg.periphery, ledger,
+                     sticky=metrics.sticky)
     energy = energy_report(res, agent.arch, analog=True)
     steps, games = res.agent_steps, len(res.scores)
+    stats = score_summary(res.scores)
     out: Dict[str, Any] = {
-        "score_mean": sum(res.scores) / games, "games": games,
-        "truncated_games": sum(1 for s in res.steps if s >= metrics.max_steps),
+        "score_mean": stats["mean"], "score_std": stats["std"], "score_ci95_lower": stats["ci95"]["lower"],
+        "score_ci95_upper": stats["ci95"]["upper"], "score_min": stats["min"], "games": games,
+        "truncated_games": sum(res.truncated),
         "agent_steps": steps, "steps_per_game": steps / games,
         "wall_s_per_step": res.wall_s / steps, "speed_vs_real_time": res.simulated_s / res.wall_s,
     }
@@ -235,6 +244,7 @@ def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, 
     out = static_metrics(cfg)
     if metrics.mvm_error_samples or metrics.games:
         agent = build_agent(ckpt, cfg, seed)
+        apply_ablation(agent, cfg.ablate, ckpt)
         if metrics.mvm_error_samples:
             out.update(mvm_error(agent, cfg, metrics.mvm_error_samples, seed))
         if metrics.games:

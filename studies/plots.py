@@ -1,7 +1,11 @@
 """Figures of a study, drawn from its tidy table (``results.csv``) and its units (``columns.csv``).
 
 * ``METRIC_vs_PARAM.png`` for every varied parameter and plotted metric: mean over seeds with the
-  min-max spread as error bars; in a two-parameter grid, one line per value of the other one.
+  min-max spread as error bars; in a two-parameter grid, one line per value of the other one; the
+  y axis names the metric's column. Several ``[[grid]]`` groups plotted against the same
+  parameter get one file each (``METRIC_vs_PARAM_gridN.png``, the group's constants in the title).
+* ``summary.csv`` (beside ``results.csv``): per point and plotted metric, n, mean, std, 95 % CI
+  (Student t over seeds) and min.
 * ``pareto.png`` (when the study names ``[plots] pareto = [x, y]``): every point's mean x
   (minimised, e.g. energy) against mean y (maximised, e.g. score), the Pareto front joined.
 * ``breakdown.png`` (``[plots] breakdown = true``): each component's share of the system energy.
@@ -14,7 +18,7 @@ of its level is widened to that (so 2.9230 vs 2.9235 does not fill the plot), an
 values get markers without joining lines (docs/reliability.md §6).
 Every PNG is written atomically (:mod:`stoxbar.fsio`).
 
-May import: stoxbar.fsio, stoxbar.studies (metrics, spec, table); matplotlib, numpy.
+May import: stoxbar.fsio, stoxbar.studies (metrics, spec, table); matplotlib, numpy, scipy.
 """
 
 from __future__ import annotations
@@ -68,12 +72,15 @@ def _short(description: str) -> str:
     return description.split(":", 1)[0].split(" (", 1)[0].split(", ", 1)[0].strip()
 
 
-def axis_label(column: str, unit: str, units: Dict[str, Tuple[str, str]]) -> str:
-    """``description [unit]`` of a column (the raw name for parameters, which are paths)."""
+def axis_label(column: str, unit: str, units: Dict[str, Tuple[str, str]], named: bool = False) -> str:
+    """``description [unit]`` of a column (the raw name for parameters, which are paths); ``named``:
+    ``description (column) [unit]``, so a metric axis names the table column it plots."""
     import textwrap
 
     desc = units.get(column, unit_of(column))[1]
     name = column if (not desc or desc == "parameter") else _short(desc)
+    if named and name != column:
+        name = f"{name} ({column})"
     text = f"{name} [{unit}]" if unit and unit != "1" else name
     return "\n".join(textwrap.wrap(text, 42)) or text  # a long description on two lines, not off the figure
 
@@ -125,15 +132,69 @@ def _label_of_point(varied: Sequence[str], key: Sequence[Any]) -> str:
     return ", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(varied, key) if v != "")
 
 
-def point_means(table: List[Dict[str, Any]], params: Sequence[str], metric: str
-                ) -> Dict[Tuple[Any, ...], Tuple[float, float, float]]:
-    """(mean, min, max) of ``metric`` over seeds for each combination of ``params`` (ok rows only)."""
+def _values_by_point(table: List[Dict[str, Any]], params: Sequence[str], metric: str
+                     ) -> Dict[Tuple[Any, ...], List[float]]:
     groups: Dict[Tuple[Any, ...], List[float]] = defaultdict(list)
     for row in table:
         v = row.get(metric, "")
         if row["status"] == "ok" and v != "":
             groups[tuple(row[p] for p in params)].append(float(v))
-    return {k: (float(np.mean(v)), float(np.min(v)), float(np.max(v))) for k, v in groups.items()}
+    return groups
+
+
+def point_means(table: List[Dict[str, Any]], params: Sequence[str], metric: str
+                ) -> Dict[Tuple[Any, ...], Tuple[float, float, float]]:
+    """(mean, min, max) of ``metric`` over seeds for each combination of ``params`` (ok rows only).
+
+    min <= mean <= max exactly (the mean of equal values can round past them; it is clipped)."""
+    out = {}
+    for k, v in _values_by_point(table, params, metric).items():
+        lo, hi = float(np.min(v)), float(np.max(v))
+        out[k] = (min(max(float(np.mean(v)), lo), hi), lo, hi)
+    return out
+
+
+def point_stats(table: List[Dict[str, Any]], params: Sequence[str], metric: str
+                ) -> Dict[Tuple[Any, ...], Dict[str, float]]:
+    """Per combination of ``params``: n, mean, std (ddof 1), 95 % CI of the mean over seeds (Student t;
+    zero width for one seed or equal values) and min of ``metric`` (ok rows only)."""
+    from scipy import stats
+
+    out = {}
+    for k, v in _values_by_point(table, params, metric).items():
+        x = np.asarray(v, dtype=np.float64)
+        mean = min(max(float(x.mean()), float(x.min())), float(x.max()))
+        std = float(x.std(ddof=1)) if x.size > 1 else 0.0
+        half = float(stats.t.ppf(0.975, x.size - 1) * std / np.sqrt(x.size)) if x.size > 1 and std > 0 else 0.0
+        out[k] = {"n": int(x.size), "mean": mean, "std": std, "ci95_lower": mean - half, "ci95_upper": mean + half,
+                  "min": float(x.min())}
+    return out
+
+
+def summary_rows(study: Study, table: List[Dict[str, Any]], metrics: Sequence[str]) -> List[Dict[str, Any]]:
+    """One row per point and metric: the varied parameters, then n, mean, std, ci95_lower, ci95_upper, min
+    over seeds (:func:`point_stats`)."""
+    varied = list(study.varied)
+    rows = []
+    for metric in metrics:
+        for key, st in sorted(point_stats(table, varied, metric).items(),
+                              key=lambda kv: tuple(sort_key(v) for v in kv[0])):
+            rows.append({**dict(zip(varied, key)), "metric": metric, **st})
+    return rows
+
+
+def write_summary(study: Study, table: List[Dict[str, Any]], metrics: Sequence[str], out: Path) -> Optional[Path]:
+    """``out/summary.csv``: :func:`summary_rows` (None if there is nothing to summarise)."""
+    rows = summary_rows(study, table, metrics)
+    if not rows:
+        return None
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    path = Path(out) / "summary.csv"
+    atomic_write_bytes(path, buf.getvalue().encode(), overwrite=True)  # derived from the table: rewritten
+    return path
 
 
 def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
@@ -169,16 +230,27 @@ def make_plots(study: Study, out: Path) -> List[Path]:
         for k in params:
             if k not in groups[group]:
                 groups[group].append(k)
+    plans = []
     for group, params in groups.items():
         rows = [r for r in table if r["point_id"] in members[group]]
-        params = [p for p in params if len({str(r[p]) for r in rows}) > 1]  # constant in this group: no axis
+        constant = [p for p in params if len({str(r[p]) for r in rows}) == 1]
+        params = [p for p in params if p not in constant]  # constant in this group: no axis
+        title = study.name + "".join(f", {p.split('.')[-1]}={rows[0][p]}" for p in constant if rows)
         for p in params:
             others = [q for q in params if q != p]
-            series_key = others[0] if len(others) == 1 else None
-            for metric in metrics:
-                path = _metric_plot(plt, rows, p, series_key, metric, study.name, plots, units)
-                if path is not None:
-                    written.append(path)
+            plans.append((group, rows, p, others[0] if len(others) == 1 else None, title))
+    # several groups plotting against the same parameter (e.g. square tiles as one grid per size) each get
+    # their own file, named by the group, instead of overwriting one another
+    shared = {p for _, _, p, _, _ in plans if sum(1 for q in plans if q[2] == p) > 1}
+    for group, rows, p, series_key, title in plans:
+        for metric in metrics:
+            name = f"{metric}_vs_{p}" + (f"_{group}" if p in shared else "")
+            path = _metric_plot(plt, rows, p, series_key, metric, title, plots, units, name)
+            if path is not None:
+                written.append(path)
+    summary = write_summary(study, table, metrics, out)
+    if summary is not None:
+        written.append(summary)
     if study.pareto:
         written += _pareto(study, table, plots, plt, units)
     if study.breakdown:
@@ -187,12 +259,12 @@ def make_plots(study: Study, out: Path) -> List[Path]:
 
 
 def _metric_plot(plt, rows, p: str, series_key, metric: str, title: str, plots: Path,
-                 units: Optional[Dict[str, Tuple[str, str]]] = None):
-    """``plots/METRIC_vs_P.png`` of :func:`metric_figure`; None if no data."""
+                 units: Optional[Dict[str, Tuple[str, str]]] = None, name: Optional[str] = None):
+    """``plots/NAME.png`` (default METRIC_vs_P) of :func:`metric_figure`; None if no data."""
     fig = metric_figure(plt, rows, p, series_key, metric, title, units)
     if fig is None:
         return None
-    path = _save(fig, plots / f"{metric}_vs_{p}.png")
+    path = _save(fig, plots / f"{name or f'{metric}_vs_{p}'}.png")
     plt.close(fig)
     return path
 
@@ -231,7 +303,7 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
     elif spans_decades(x_all):
         ax.set_xscale("log")
     ax.set_xlabel(axis_label(p, x_unit, units))
-    ax.set_ylabel(axis_label(metric, y_unit, units))
+    ax.set_ylabel(axis_label(metric, y_unit, units, named=True))
     lows = [v[1] * y_f for v in stats.values()]
     highs = [v[2] * y_f for v in stats.values()]
     if spans_decades(lows + highs):
@@ -242,7 +314,7 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
     no_offset(ax.yaxis)
     if series_key:
         ax.legend(fontsize=7)
-    ax.set_title(f"{title}: mean over seeds, bars = min..max", fontsize=8)
+    ax.set_title(f"{title}: mean over seeds, bars = min..max over seeds", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

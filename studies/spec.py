@@ -3,7 +3,8 @@
 A study is a small TOML file; every parameter is named by its dotted path into the configuration
 that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STODevice`,
 ``periphery.*`` = :class:`~stoxbar.peripherals.PeripheryConfig` and its blocks, ``agent.*`` =
-:class:`~stoxbar.pong.ArchConfig` for untrained agents)::
+:class:`~stoxbar.pong.ArchConfig` for untrained agents; ``agent.ablate`` = an ablation of the
+trained agent's plasticity, :mod:`stoxbar.pong.ablate`, e.g. the built-in ``plasticity_ablation``)::
 
     name = "converter_resolution"
     description = "ADC bits x DAC bits vs Pong score and array energy per game"
@@ -29,6 +30,7 @@ that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STO
     games = 1                          # Pong games per trial on the chip (0: none)
     max_steps = 27000                  # agent steps per game at most
     greedy = true
+    sticky = 0.25                      # sticky-action probability (Machado et al. 2018; ALE v5 default)
     mvm_error_samples = 32             # recorded layer inputs for the MVM error (0: none)
 
     [plots]
@@ -94,7 +96,8 @@ import numpy as np
 from stoxbar.validation import ConfigError
 
 ROOTS = ("device", "periphery", "agent")
-AGENT_KEYS = ("arch", "hidden", "bottleneck")  # architecture knobs of an untrained (random) agent
+AGENT_KEYS = ("arch", "hidden", "bottleneck", "ablate")  # architecture knobs of an untrained (random) agent;
+# agent.ablate names an ablation of the trained agent (stoxbar.pong.ablate), applied before play
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 MAX_TRIALS = 10_000  # a larger study needs an explicit max_trials (a typo in a grid can ask for 10^6)
@@ -113,6 +116,7 @@ class Metrics:
     max_steps: int = 27000
     greedy: bool = True
     mvm_error_samples: int = 32
+    sticky: float = 0.25  # sticky-action probability of evaluation games (stoxbar.pong.env.EVAL_STICKY)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class PointConfig:
     device: Any
     periphery: Any
     arch: Any
+    ablate: str = "none"  # ablation of the trained agent (``agent.ablate``; stoxbar.pong.ablate)
 
     def rpu_config(self, **kwargs: Any) -> Any:
         """An ``STORPUConfig`` of this point's device and periphery (``kwargs``: further fields)."""
@@ -274,10 +279,16 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
            "agent": checkpoint_arch}
     if checkpoint_arch is None and any(k.startswith("agent.") for k in {**base, **params}):
         raise StudyError("agent.* parameters belong to the Pong task")
+    ablate = "none"
     for path, value in {**base, **params}.items():
         parts = check_path(path)
+        if path == "agent.ablate":
+            from stoxbar.pong.ablate import check_ablation  # the Pong task's; spec stays importable without it
+
+            ablate = check_ablation(value, path)
+            continue
         cfg[parts[0]] = set_path(cfg[parts[0]], path, parts[1:], value)
-    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"])
+    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"], ablate)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -520,6 +531,8 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
     if metrics.games < 0 or metrics.max_steps < 1 or metrics.mvm_error_samples < 0:
         raise StudyError(f"{where} [metrics]: games >= 0, max_steps >= 1 and mvm_error_samples >= 0 "
                          f"(got {metrics})")
+    if not 0.0 <= metrics.sticky < 1.0:
+        raise StudyError(f"{where} [metrics] sticky = {metrics.sticky!r}: allowed range is [0, 1)")
 
     plots_t = _table(doc, "plots", where)
     _no_unknown(plots_t, ("metrics", "pareto", "breakdown"), f"{where} [plots]")
@@ -547,7 +560,8 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
         where_p = f"{where}: point {params}"
         if task and any(k.startswith("agent.") for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters belong to the Pong task, not to task = {doc['task']!r}")
-        if not task and ckpt != "random" and any(k.startswith("agent.") for k in {**base, **params}):
+        if not task and ckpt != "random" and any(k.startswith("agent.") and k != "agent.ablate"
+                                                 for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters need checkpoint = 'random' (a trained checkpoint "
                              "fixes its architecture)")
         try:

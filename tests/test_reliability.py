@@ -425,7 +425,7 @@ def test_plots_use_human_units_numeric_order_log_axes_and_no_offsets():
                      ("periphery.tile_cols", cols))
     fig = metric_figure(plt, rows, "periphery.tile_rows", "periphery.tile_cols", "area_m2", "t")
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "STP layer area [mm^2]" and ax.get_xscale() == "log"
+    assert ax.get_ylabel() == "STP layer area (area_m2) [mm^2]" and ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"tile_cols = {c}" for c in (128, 1024, 2048)]
     plt.close(fig)
     # 2.9230 vs 2.9235: no offset, and the 0.02 % difference is not blown up to the full height

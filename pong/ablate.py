@@ -1,0 +1,67 @@
+"""Ablations of a trained Pong m-STPN: switch one part of the plasticity off and see what the score does.
+
+Applied to the agent's cell before play (and before the chip is programmed, so the chip holds the
+ablated parameters):
+
+* ``none`` - the agent as trained;
+* ``gamma0`` - Gamma = 0: no Hebbian update, no short-term pulses (F stays 0);
+* ``tau_frozen_init`` - every time constant (theta) reset to its initialisation, rebuilt from the
+  training run's seed (the checkpoint's ``train_config``; a checkpoint without one cannot be
+  ablated this way: ConfigError);
+* ``tau_shuffled`` - the time constants permuted across all synapses (seed ``SHUFFLE_SEED``);
+* ``tau_min`` / ``tau_max`` - every time constant at the device's shortest / longest;
+* ``no_h_feedback`` - the STP layer sees only the encoder: the h part of its input z is zeroed
+  (the actor and critic still read h).
+
+May import: torch, stoxbar.validation, stoxbar.pong (a2c, agent).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+
+from stoxbar.pong.a2c import TrainConfig, initial_cell_params
+from stoxbar.validation import ConfigError
+
+ABLATIONS = ("none", "gamma0", "tau_frozen_init", "tau_shuffled", "tau_min", "tau_max", "no_h_feedback")
+SHUFFLE_SEED = 0  # fixed permutation of tau_shuffled (any seed; fixed so the ablation is reproducible)
+THETA_SATURATED = 40.0  # |theta| at which sigmoid(theta) is 0 or 1 in float32: tau at its end of the range
+
+
+def check_ablation(name: Any, option: str = "ablate") -> str:
+    """``name`` if it is a known ablation, else ConfigError listing the allowed names."""
+    if name not in ABLATIONS:
+        raise ConfigError(f"{option} = {name!r}: unknown ablation; allowed: {', '.join(ABLATIONS)}")
+    return name
+
+
+@torch.no_grad()
+def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None) -> None:
+    """Ablate ``agent``'s m-STPN cell in place (module docstring); ``ckpt`` the loaded checkpoint
+    (needed by ``tau_frozen_init`` for the training seed)."""
+    check_ablation(name)
+    if name == "none":
+        return
+    cell = agent.cell
+    if not hasattr(cell, "theta"):
+        raise ConfigError(f"ablate = {name!r}: needs an m-STPN agent (cell {type(cell).__name__})")
+    if name == "gamma0":
+        cell.gam.zero_()
+    elif name == "tau_frozen_init":
+        if not ckpt or "train_config" not in ckpt:
+            raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
+                              "initialisation (its seed) cannot be rebuilt")
+        cfg = TrainConfig.from_dict(ckpt["train_config"])
+        cell.theta.copy_(initial_cell_params(cfg)["theta"])
+    elif name == "tau_shuffled":
+        gen = torch.Generator().manual_seed(SHUFFLE_SEED)
+        flat = cell.theta.detach().flatten()
+        cell.theta.copy_(flat[torch.randperm(flat.numel(), generator=gen)].view_as(cell.theta))
+    elif name == "tau_min":
+        cell.theta.fill_(-THETA_SATURATED)
+    elif name == "tau_max":
+        cell.theta.fill_(THETA_SATURATED)
+    elif name == "no_h_feedback":
+        cell.h_feedback = False

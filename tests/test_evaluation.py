@@ -1,0 +1,131 @@
+"""Evaluation that tells agents apart (issue 16 items 2 and 4): sticky actions, per-game records, score
+statistics, ablations of the plasticity, and their command-line errors. Real ALE Pong, real chip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
+from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.env import EVAL_STICKY, make_pong_env
+from stoxbar.pong.scores import score_summary
+from stoxbar.scripts.cli import main
+from stoxbar.validation import ConfigError
+
+TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
+
+
+def _frames(sticky: float, actions: np.ndarray) -> np.ndarray:
+    env = make_pong_env(1, seed=11, sticky=sticky)
+    try:
+        obs = [env.reset()]
+        for a in actions:
+            obs.append(env.step(np.array([a]))[0])
+    finally:
+        env.close()
+    return np.concatenate(obs)
+
+
+def test_sticky_actions_change_the_game_and_are_reproducible():
+    actions = np.random.default_rng(0).integers(0, 6, 150)
+    plain, sticky, again = _frames(0.0, actions), _frames(EVAL_STICKY, actions), _frames(EVAL_STICKY, actions)
+    assert np.array_equal(sticky, again)  # seeded: the same repeats
+    assert not np.array_equal(plain, sticky)  # the repeats moved the paddle differently
+    with pytest.raises(ConfigError, match=r"sticky = 1.0.*\[0, 1\)"):
+        make_pong_env(1, sticky=1.0)
+
+
+def test_score_summary_bootstrap_ci():
+    s = score_summary([18, 19, 20, 1, 18, 19, 20, 18, 19, 21])
+    assert s["mean"] == 17.3 and s["min"] == 1.0 and s["n"] == 10
+    lo, hi = s["ci95"]["lower"], s["ci95"]["upper"]
+    assert 12.0 < lo < 17.3 < hi <= 20.0  # the single bad game widens the interval downwards
+    assert score_summary([18, 18])["ci95"] == {"lower": 18.0, "upper": 18.0}
+    assert score_summary([5])["std"] == 0.0
+    assert score_summary([1, 2, 3]) == score_summary([1, 2, 3])  # fixed bootstrap seed
+
+
+def test_ablations_change_what_they_name():
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    cell = agent.cell
+    ckpt = {"train_config": {"arch": TINY.to_dict(), "seed": 0}}
+    theta0, gam0 = cell.theta.detach().clone(), cell.gam.detach().clone()
+    with torch.no_grad():
+        cell.theta.add_(0.3)  # "trained"
+    trained = cell.theta.detach().clone()
+    apply_ablation(agent, "tau_frozen_init", ckpt)
+    torch.manual_seed(0)
+    assert torch.equal(cell.theta, PongAgent(TINY).cell.theta)  # the seed's initialisation
+    assert torch.equal(cell.theta, theta0)
+    with torch.no_grad():
+        cell.theta.copy_(trained)
+    apply_ablation(agent, "tau_shuffled")
+    assert not torch.equal(cell.theta, trained)
+    assert torch.equal(cell.theta.flatten().sort().values, trained.flatten().sort().values)
+    apply_ablation(agent, "tau_min")
+    assert torch.allclose(cell.tau_s(), torch.full_like(cell.theta, cell.tau_min_s), rtol=1e-5)
+    apply_ablation(agent, "tau_max")
+    assert torch.allclose(cell.tau_s(), torch.full_like(cell.theta, cell.tau_max_s), rtol=1e-5)
+    cell.v_bias()  # the extremes are biases the device can hold
+    apply_ablation(agent, "gamma0")
+    assert float(cell.gam.detach().abs().max()) == 0.0 and float(gam0.abs().max()) > 0
+    x, state = torch.randn(2, 16), cell.initial_state(2)
+    _, (h, F) = cell(x, (torch.randn(2, 8), state[1]))
+    assert float(F.detach().abs().max()) == 0.0  # no pulses
+    apply_ablation(agent, "no_h_feedback")
+    zh = cell.presynaptic(x, torch.ones(2, 8))
+    assert float(zh[:, 16:].abs().max()) == 0.0 and float(zh[:, :16].abs().max()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="tau_frozen_init.*train_config"):
+        apply_ablation(agent, "tau_frozen_init", {})
+    with pytest.raises(ConfigError, match="allowed: " + ", ".join(ABLATIONS)):
+        check_ablation("gamma_0")
+
+
+def test_play_reports_per_game_records_and_statistics(tmp_path, capsys):
+    out = tmp_path / "play.json"
+    assert main(["play", "--games", "2", "--max-steps", "40", "--ablate", "no_h_feedback", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["sticky"] == 0.25 and rep["ablate"] == "no_h_feedback"
+    assert set(rep["score"]) >= {"mean", "ci95", "min", "per_game", "std"}
+    assert set(rep["score"]["ci95"]) == {"lower", "upper"}
+    games = rep["per_game"]
+    assert [g["steps"] for g in games] == [40, 40] and all(g["truncated"] for g in games)
+    for g in games:
+        assert set(g["energy_j"]) == {"synapse_only", "array", "system"}
+    total = sum(g["energy_j"]["array"] for g in games)
+    assert total == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
+    assert "95 % CI" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--sticky", "1"], "--sticky = 1.0: allowed range is [0, 1)"),
+    (["--sticky", "-0.5"], "--sticky = -0.5: allowed range is [0, 1)"),
+    (["--ablate", "gamma"], "--ablate = 'gamma': unknown ablation; allowed: none, gamma0,"),
+])
+def test_play_bad_sticky_or_ablation_is_one_line(argv, text, capsys):
+    assert main(["play", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stoxbar play: error:") and text in err and "\n" not in err
+
+
+def test_study_ablation_path_and_sticky_are_validated(tmp_path):
+    from stoxbar.studies import load_study
+    from stoxbar.studies.spec import StudyError
+
+    study = load_study("plasticity_ablation")
+    assert study.metrics.sticky == 0.25
+    assert sorted(p["agent.ablate"] for _, p in study.points) == sorted(ABLATIONS)
+    body = ('name = "a"\nseeds = [0]\n[base]\ncheckpoint = "shipped"\n[[grid]]\n"agent.ablate" = [{v}]\n'
+            '[metrics]\ngames = 1\nmvm_error_samples = 0\nsticky = {s}\n')
+    path = tmp_path / "a.toml"
+    path.write_text(body.format(v='"gamma"', s=0.25))
+    with pytest.raises(StudyError, match="agent.ablate = 'gamma': unknown ablation; allowed: none, gamma0"):
+        load_study(str(path))
+    path.write_text(body.format(v='"gamma0"', s=1.0))
+    with pytest.raises(StudyError, match=r"sticky = 1.0: allowed range is \[0, 1\)"):
+        load_study(str(path))
