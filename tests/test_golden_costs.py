@@ -430,7 +430,7 @@ def _pong_ledger():
     periphery = PeripheryConfig()
     ledger = EnergyLedger()
     build_analog_cell(agent, device, periphery).attach(ledger, "stp")
-    result = play_games(agent, 1, 0, True, PONG_STEPS, periphery, ledger)
+    result = play_games(agent, 1, 0, True, PONG_STEPS, periphery, ledger, sticky=0.0)  # the pinned protocol
     return agent, result, energy_report(result, agent.arch, analog=True)
 
 
