@@ -18,7 +18,7 @@ of its level is widened to that (so 2.9230 vs 2.9235 does not fill the plot), an
 values get markers without joining lines (docs/reliability.md §6).
 Every PNG is written atomically (:mod:`stoxbar.fsio`).
 
-May import: stoxbar.fsio, stoxbar.studies (metrics, spec, table); matplotlib, numpy, scipy.
+May import: stoxbar.fsio, stoxbar.studies.{spec,table,units}; matplotlib, numpy, scipy.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from stoxbar.fsio import atomic_write_bytes
-from stoxbar.studies.metrics import unit_of
+from stoxbar.studies.units import unit_of
 from stoxbar.studies.spec import Study, point_id
 from stoxbar.studies.table import read_table
 

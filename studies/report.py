@@ -6,7 +6,7 @@ results, so it can be handed on as a single file. Boundaries read synapse_only -
 then the GPU baseline tiers roofline -> latency -> dedicated; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
 games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.fsio`).
 
-May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies (metrics, plots, runner); matplotlib.
+May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies.{plots,records,units}; matplotlib.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, lock_holder, read_json, read_jsonl
-from stoxbar.studies.metrics import unit_of
+from stoxbar.studies.units import unit_of
 from stoxbar.studies.plots import display_unit, no_offset, spans_decades
 from stoxbar.studies.records import read_study_meta, scan_records
 from stoxbar.validation import ConfigError

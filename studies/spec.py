@@ -76,7 +76,8 @@ checkpoint whose weights do not fit its architecture, the study's size (at most
 every point's full configuration (so a value out of its field's range, or an ADC sharing that
 does not divide a tile, is named with its point).
 
-May import: stoxbar.validation, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices, stoxbar.peripherals, stoxbar.pong.
+May import: stoxbar.validation, stoxbar.entry_points, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices,
+stoxbar.peripherals, stoxbar.pong, stoxbar.studies.units.
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def checkpoint_arch(checkpoint: str, check_weights: bool = False) -> Any:
 
 def check_plot_metric(name: Any, where: str) -> str:
     """``name`` if it is a metric a trial can report (see studies/metrics.py), else StudyError."""
-    from stoxbar.studies.metrics import UNITS, unit_of
+    from stoxbar.studies.units import UNITS, unit_of
 
     if not isinstance(name, str) or unit_of(name)[1] in ("", "parameter"):
         raise StudyError(f"{where}: unknown metric {name!r}; metrics are {', '.join(UNITS)}, "

@@ -157,7 +157,8 @@ def test_study_metrics_carry_every_tier():
     """A short game of an untrained paper-size agent through the study metrics: tiers side by side."""
     from stoxbar.devices import presets
     from stoxbar.peripherals import PeripheryConfig
-    from stoxbar.studies.metrics import build_agent, pong_metrics, unit_of
+    from stoxbar.studies.metrics import build_agent, pong_metrics
+    from stoxbar.studies.units import unit_of
     from stoxbar.studies.spec import Metrics, PointConfig
 
     cfg = PointConfig(device=presets.sto_2024(), periphery=PeripheryConfig(), arch=ArchConfig())
