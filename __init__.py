@@ -6,7 +6,7 @@ digital), ``crossbar`` (tiles, batched MVM, energy ledger, ``STORPUConfig``), ``
 
 Importing the package has no side effects and imports nothing heavy: the check that aihwkit's
 compiled core matches the installed torch runs when the first STO configuration is built
-(:func:`stoxbar.compat.ensure_aihwkit`), and ``analyze`` is imported on first use.
+(:func:`stoxbar.core.compat.ensure_aihwkit`), and ``analyze`` is imported on first use.
 
 May import: any layer of stoxbar, lazily (the package's façade).
 """

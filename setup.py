@@ -4,7 +4,7 @@ Metadata lives in pyproject.toml; this file only adds the extension. It is built
 (``pip install --no-deps --no-build-isolation -e .``, torch importable at build time) with
 portable flags (no ``-march=native``); ``-ffp-contract=off`` keeps the kernels bit-identical to
 their torch references. If the build is skipped (``STOXBAR_NO_NATIVE=1``), or the extension is
-missing or cannot be loaded, stoxbar runs on its torch path (see ``stoxbar/native.py``); a compile
+missing or cannot be loaded, stoxbar runs on its torch path (see ``stoxbar/core/native.py``); a compile
 error does stop the install (it needs the same C++ compiler as aihwkit's build). The setuptools build
 backend executes this file as ``__main__``; imported as a module (it lies in the package's folder)
 it does nothing.

@@ -13,7 +13,7 @@ Modules, by job:
 Users: ``from stoxbar import analyze``, ``stoxbar energy --model``, the studies' task entry points,
 the Pong step's digital work (:mod:`stoxbar.pong.accounting`) and ``examples/``.
 
-May import: torch, aihwkit, stoxbar.validation, stoxbar.peripherals, stoxbar.crossbar.
+May import: torch, aihwkit, stoxbar.core.validation, stoxbar.peripherals, stoxbar.crossbar.
 """
 
 from stoxbar.analysis.digital_cost import book_tally, digital_energy, sram_energy_j, tally_entries

@@ -6,7 +6,7 @@ configured node) plus the memory traffic it needs: ``bits / 8`` bytes per value 
 Horowitz's 8 KB SRAM energy per 64-bit word (docs/library.md §3 lists the op table and its
 assumptions).
 
-May import: stoxbar.validation, stoxbar.analysis.ops.
+May import: stoxbar.core.validation, stoxbar.analysis.ops.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from typing import Any, Dict, List, Tuple
 
 from stoxbar.analysis.ops import OP_KINDS, OpTally
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 __all__ = ["sram_energy_j", "digital_energy", "tally_entries", "book_tally"]
 

@@ -20,7 +20,7 @@ program them from reset (``g_min``; the crossbar's own count,
 already holds programming events of that layer; programming history the tiles keep pending is
 left to the user's ledger (docs/library.md §4).
 
-May import: torch, aihwkit, stoxbar.validation, stoxbar.crossbar, stoxbar.analysis.{ops,digital_cost,report}.
+May import: torch, aihwkit, stoxbar.core.validation, stoxbar.crossbar, stoxbar.analysis.{ops,digital_cost,report}.
 Used by ``stoxbar energy --model``, the studies' task entry points and ``examples/``.
 """
 
@@ -38,7 +38,7 @@ from stoxbar.analysis.ops import DigitalOpCounter, OpWatch, layer_name
 from stoxbar.analysis.report import AnalysisReport, build_report
 from stoxbar.crossbar import (EnergyLedger, Events, STORPUConfig, STOTile, STOTileArray, attach_ledger, book, cost,
                               flush_events, sto_modules)
-from stoxbar.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_int, check_range
 
 __all__ = ["analyze", "book_programming"]
 

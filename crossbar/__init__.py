@@ -6,7 +6,7 @@ operations), ``programming`` (write-verify / open-loop / pulsed update), ``drift
 ``persistence`` (save/load), ``conv`` (indexed convolution), ``tile``/``array`` (aihwkit tiles),
 ``config`` (``STORPUConfig``, the top: nothing in crossbar imports it).
 
-May import: aihwkit, torch, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
+May import: aihwkit, torch, stoxbar.devices, stoxbar.peripherals, stoxbar.core.validation,
 stoxbar.crossbar.* (it re-exports the layer's API).
 """
 

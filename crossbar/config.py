@@ -28,7 +28,7 @@ Usage::
     from stoxbar.devices import presets
     layer = AnalogLinear(2656, 64, rpu_config=STORPUConfig(device=presets.sto_2024()))
 
-May import: aihwkit, stoxbar.compat, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
+May import: aihwkit, stoxbar.core.compat, stoxbar.devices, stoxbar.peripherals, stoxbar.core.validation,
 stoxbar.crossbar.{array,tile,programming,read,parasitics} (the top of the crossbar layer: nothing in crossbar imports it).
 """
 
@@ -42,7 +42,7 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.parameters.mapping import MappingParameter
 
-from stoxbar.compat import ensure_aihwkit
+from stoxbar.core.compat import ensure_aihwkit
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM
 from stoxbar.crossbar.programming import UPDATE_MODES, WEIGHT_OVERFLOW
@@ -53,7 +53,7 @@ from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.retention import RetentionModel, sto_2024_retention
 from stoxbar.devices.sto import STODevice
 from stoxbar.peripherals.config import PeripheryConfig
-from stoxbar.validation import ConfigError, check_choice
+from stoxbar.core.validation import ConfigError, check_choice
 
 # forward (IOParameters) fields the periphery sets -> the periphery field that sets them
 FORWARD_FROM_PERIPHERY = {

@@ -5,7 +5,7 @@ aihwkit hands a tile that says ``supports_indexed`` the fold indices of a convol
 over the patches the indices gather (autograd end to end). A tile module and a tile array bind
 the same three functions (``set_indexed = conv.set_indexed``, ...), defined once here.
 
-May import: torch, stoxbar.validation.
+May import: torch, stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def set_indexed(module: Any, indices: Tensor, image_sizes: Any) -> None:

@@ -41,7 +41,7 @@ latency is the largest of its tiles' (:meth:`~stoxbar.crossbar.ledger.EnergyLedg
 Short-term pulses and the decay interval carry no read latency (the decay interval's ``dt_s``
 is booked as the bias entry's time).
 
-May import: stoxbar.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.events (not torch tensors).
+May import: stoxbar.core.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.events (not torch tensors).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Uni
 from stoxbar.crossbar.events import Events
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
-from stoxbar.validation import ConfigError, check_int
+from stoxbar.core.validation import ConfigError, check_int
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.ledger import EnergyLedger

@@ -8,7 +8,7 @@ time constant; :func:`drift` sets the state to what it is ``t`` seconds later:
   (:class:`~stoxbar.devices.retention.RetentionModel`);
 * short-term: ``F(t) = F(0) exp(-t / tau(V_bias))`` (the device's own decay).
 
-May import: torch, stoxbar.devices, stoxbar.validation, stoxbar.crossbar.state.
+May import: torch, stoxbar.devices, stoxbar.core.validation, stoxbar.crossbar.state.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import dynamics
 from stoxbar.devices.retention import RetentionModel
-from stoxbar.validation import check_range
+from stoxbar.core.validation import check_range
 
 
 class Programmed(NamedTuple):

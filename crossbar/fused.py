@@ -5,7 +5,7 @@ One generic operation, written once per backend:
 * :func:`short_term_change` -- the torch implementation (functional, any device, autograd with a
   straight-through quantiser when the request needs a gradient);
 * the native kernel ``short_term_step`` of ``csrc/kernels.cpp`` (maths in ``csrc/short_term.h``),
-  one pass over the state instead of ~20 torch passes, built at install (:mod:`stoxbar.native`).
+  one pass over the state instead of ~20 torch passes, built at install (:mod:`stoxbar.core.native`).
 
 Maths, per cell of a tiled state ``F [B, T, O, X]`` (S, or weight units with ``g_range = 1``)::
 
@@ -19,7 +19,7 @@ Both backends do the same operations in the same precision (the kernel is built 
 round-off only (the kernel accumulates in double). :func:`short_term_step` is the substrate's
 entry (in place, with energies and counts); a client's digital reference of the same network can
 use :func:`short_term_change` with ``g_range = 1`` (weight units), so both run the same maths.
-May import: torch, stoxbar.native, stoxbar.devices.
+May import: torch, stoxbar.core.native, stoxbar.devices.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from stoxbar import native
+from stoxbar.core import native
 from stoxbar.devices import dynamics
 
 

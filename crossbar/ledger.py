@@ -12,7 +12,7 @@ then read).
 Views: :meth:`totals` groups by any subset of the key fields; :meth:`snapshot` / :meth:`since`
 give per-MVM, per-step or per-game deltas; :meth:`to_json` writes atomically.
 
-May import: stoxbar.validation, stoxbar.fsio (nothing of the crossbar: a ledger never calls into a tile).
+May import: stoxbar.core.validation, stoxbar.core.fsio (nothing of the crossbar: a ledger never calls into a tile).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, Mapping, Tuple
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 KEY_FIELDS = ("layer", "tile", "component", "event")
 Key = Tuple[str, str, str, str]
@@ -167,11 +167,11 @@ class EnergyLedger:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, object], overwrite: bool = False) -> None:
-    """Write ``data`` as JSON atomically (:func:`stoxbar.fsio.atomic_write_json`); never half-written.
+    """Write ``data`` as JSON atomically (:func:`stoxbar.core.fsio.atomic_write_json`); never half-written.
 
     Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is False, so an earlier
     result is never silently replaced.
     """
-    from stoxbar.fsio import atomic_write_json
+    from stoxbar.core.fsio import atomic_write_json
 
     atomic_write_json(path, data, overwrite=overwrite)

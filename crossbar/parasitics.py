@@ -27,7 +27,7 @@ inputs: the read charge is the solved currents times the drive time.
 (:mod:`stoxbar.crossbar.read`): the configuration selects them by ``periphery.parasitics.mode``. Its outputs carry the straight-through gradient
 of the ideal read. Validated against ngspice in ``tests/test_parasitics.py``.
 
-May import: torch, stoxbar.validation, stoxbar.crossbar.{read,state}, stoxbar.peripherals.
+May import: torch, stoxbar.core.validation, stoxbar.crossbar.{read,state}, stoxbar.peripherals.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from stoxbar.crossbar.read import TiledAnalogMVM
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.state import CrossbarState

@@ -11,7 +11,7 @@ check of the fields STO tiles need, so nothing below ``crossbar/config.py`` impo
 checkpoint made for another device or periphery gets a state rebuilt for it
 (:func:`state_for_device`).
 
-May import: torch, stoxbar.validation, stoxbar.crossbar.state.
+May import: torch, stoxbar.core.validation, stoxbar.crossbar.state.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from stoxbar.crossbar.state import CrossbarState
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 STO_CONFIG_FIELDS = ("device", "periphery", "retention", "update_mode")
 """What makes an RPU config an STO configuration (``STORPUConfig`` has them, aihwkit's configs do not)."""

@@ -11,7 +11,7 @@ A device whose class sets ``continuous_long_term = True`` (the ``ideal`` preset,
 :class:`~stoxbar.devices.presets.IdealSTODevice`) lands every program and pulsed update on its
 target exactly; pulses are still counted with the nominal step ``lt_dg_s`` (costs).
 
-May import: torch, stoxbar.devices, stoxbar.validation, stoxbar.crossbar.state.
+May import: torch, stoxbar.devices, stoxbar.core.validation, stoxbar.crossbar.state.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from stoxbar.crossbar.state import CrossbarState, is_continuous
 from stoxbar.devices import dynamics
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 UPDATE_MODES = ("program_after_step", "pulsed")
 """How training reaches the conductances (``STORPUConfig.update_mode``)."""

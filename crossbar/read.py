@@ -36,7 +36,7 @@ the aihwkit path.
 The read's energy events: :func:`read_drive` (the cells' drive integral, per tile) is recorded by
 the sink (:mod:`~stoxbar.crossbar.tile`'s ``EventSink``) and priced by the one cost model.
 
-May import: torch, aihwkit, stoxbar.native, stoxbar.validation, stoxbar.crossbar.state,
+May import: torch, aihwkit, stoxbar.core.native, stoxbar.core.validation, stoxbar.crossbar.state,
 stoxbar.peripherals (types only).
 """
 
@@ -52,9 +52,9 @@ from aihwkit.simulator.parameters.io import IOParameters
 from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
-from stoxbar import native
+from stoxbar.core import native
 from stoxbar.crossbar.state import CrossbarState, check_finite
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 if TYPE_CHECKING:
     from stoxbar.crossbar.recorder import EventSink

@@ -20,7 +20,7 @@ into :class:`~stoxbar.crossbar.events.Events` and the one cost model prices them
 no learning rule: a requested conductance change comes from its client. The fused operation
 runs as one pass over F (:mod:`~stoxbar.crossbar.fused`) where the native kernel exists.
 
-May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.native, stoxbar.validation.
+May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.core.native, stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from stoxbar import native
+from stoxbar.core import native
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
-from stoxbar.validation import ConfigError, check_choice
+from stoxbar.core.validation import ConfigError, check_choice
 
 
 _VERSION = operator.attrgetter("_version")

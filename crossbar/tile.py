@@ -33,7 +33,7 @@ the conductance window remapped or clipped as configured (docs/aihwkit-support.m
 :mod:`~stoxbar.crossbar.drift`, save/load :mod:`~stoxbar.crossbar.persistence`, indexed
 convolution :mod:`~stoxbar.crossbar.conv`.
 
-May import: torch, aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.validation,
+May import: torch, aihwkit, stoxbar.devices, stoxbar.peripherals, stoxbar.core.validation,
 stoxbar.crossbar.{state,events,recorder,read,aihwkit_compat,substrate,programming,drift,persistence,conv};
 never crossbar.config (the configuration is duck-typed: crossbar/persistence.py ``is_sto_config``).
 """
@@ -59,7 +59,7 @@ from stoxbar.crossbar.read import analog_read
 from stoxbar.crossbar.recorder import EventSink
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.crossbar.substrate import SubstrateOps
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 class STOSimulatorTile(TorchSimulatorTile, EventSink):

@@ -7,7 +7,7 @@ registered with `register_preset`; see ``docs/device-physics.md`` §9. ``STORPUC
 RPU config built on a device) lives one layer up, in :mod:`stoxbar.crossbar.config`, next to the
 tiles it creates: ``from stoxbar.crossbar import STORPUConfig``.
 
-May import: stoxbar.devices, stoxbar.validation.
+May import: stoxbar.devices, stoxbar.core.validation.
 """
 
 from stoxbar.devices.base import MemristiveDevice

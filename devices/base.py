@@ -53,7 +53,7 @@ Defaults supplied here (override when the device differs): exponential decay
 ``Lambda = exp(-dt / tau(V))``, ohmic bias and read power ``V**2 G``, multiplicative Gaussian read
 noise, no device-to-device spread, discrete level tables.
 
-May import: torch, numpy, stoxbar.validation.
+May import: torch, numpy, stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 __all__ = ["MemristiveDevice", "exp_", "expm1_", "log_"]
 

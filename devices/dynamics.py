@@ -9,7 +9,7 @@ this module adds the checks, the discretisation into pulse levels and the bookke
 the same for every device. The STO models are summarised below and in ``docs/device-physics.md``.
 
 This module may import torch, :mod:`stoxbar.devices.base`, :mod:`stoxbar.devices.sto` and
-:mod:`stoxbar.validation`.
+:mod:`stoxbar.core.validation`.
 
 Conventions
 -----------
@@ -42,7 +42,7 @@ Models
   advances, so any n is one closed-form update (to first order the c2c spread is a relative
   spread of each conductance step). ``p`` saturates at 0 and 1 (the window bounds).
 
-May import: torch, stoxbar.validation, stoxbar.devices.{base,sto}.
+May import: torch, stoxbar.core.validation, stoxbar.devices.{base,sto}.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from torch import Tensor
 
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import STODevice
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 __all__ = [
     "decay", "bias_energy_j", "quantise_short_term", "short_term_thresholds", "apply_short_term", "short_term_tables",

@@ -3,7 +3,7 @@
 Work for any :class:`~stoxbar.devices.base.MemristiveDevice` through its contract (field
 metadata for units and sources, the laws as methods).
 
-May import: torch, matplotlib, stoxbar.fsio, stoxbar.devices.
+May import: torch, matplotlib, stoxbar.core.fsio, stoxbar.devices.
 """
 
 from __future__ import annotations
@@ -90,11 +90,11 @@ def device_figure(device: MemristiveDevice, path: str, seed: int = 0) -> str:
     fig.tight_layout()
     import io
 
-    from stoxbar.fsio import atomic_write_bytes
+    from stoxbar.core.fsio import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # the one atomic writer (stoxbar.fsio)
+    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # the one atomic writer (stoxbar.core.fsio)
     return path
 
 

@@ -4,7 +4,7 @@ Every value carries its source, ``docs/paper.md`` (Weilenmann et al., Nat. Commu
 summarised in docs/paper.md) or "assumption" with the reasoning. The same sources sit in the
 ``STODevice`` field metadata, so ``describe(device)`` prints them.
 
-May import: stoxbar.validation, stoxbar.devices.{base,sto}.
+May import: stoxbar.core.validation, stoxbar.devices.{base,sto}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Dict
 
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 __all__ = ["sto_2024", "ideal", "IdealSTODevice", "PRESETS", "DEVICE_CLASSES", "get_preset", "get_registered",
            "register_preset", "device_from_fields"]

@@ -15,7 +15,7 @@ names long-term retention as a weakness but reports no retention curve, so the *
 The short-term state is *not* handled here: it decays with its own bias-controlled time constant
 (``devices.dynamics.decay``).
 
-May import: torch, stoxbar.validation (nothing from crossbar or above).
+May import: torch, stoxbar.core.validation (nothing from crossbar or above).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from stoxbar.validation import ConfigError, check_range
+from stoxbar.core.validation import ConfigError, check_range
 
 __all__ = ["RetentionModel", "sto_2024_retention", "no_retention"]
 

@@ -22,7 +22,7 @@ Models (all assumptions about *form* are documented here and in ``dynamics.py``)
   ``(v_bias_max_v, tau_max_s)`` (or reversed, ``tau_increases_with_bias=False``).
 * Bias power ``V_bias**2 * G`` (ohmic), read energy ``V_read**2 * G * t_read``.
 
-May import: torch, numpy, stoxbar.validation, stoxbar.devices.base.
+May import: torch, numpy, stoxbar.core.validation, stoxbar.devices.base.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from stoxbar.devices.base import MemristiveDevice
-from stoxbar.validation import ConfigError, check_order, check_range
+from stoxbar.core.validation import ConfigError, check_order, check_range
 
 __all__ = ["STODevice", "MAX_ST_LEVELS"]
 

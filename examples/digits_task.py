@@ -16,7 +16,7 @@ from typing import Any, Dict
 
 import torch
 
-from stoxbar.entry_points import load_entry_point
+from stoxbar.core.entry_points import load_entry_point
 
 # the sibling example's data and training loop, loaded from its file (importing this module leaves
 # sys.path alone, so loading it as a study task or a test module does not change later imports)

@@ -22,7 +22,7 @@ The energy is taken as independent of the sample rate (constants from ~1 GS/s de
 roughly 0.1-1.3 GS/s). Sharing: one ADC serves ``share`` columns in turn; this changes the number
 of ADCs (area) and the readout time, never the number of conversions.
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stoxbar.validation import check_int, check_range
+from stoxbar.core.validation import check_int, check_range
 
 # Walden FOM at 32 nm, derived from ISAAC Table I: 2 mW / 1.28 GS/s / 2**8 (docs/peripherals-energy.md §1).
 FOM_WALDEN_J = 2e-3 / 1.28e9 / 2**8  # 6.1 fJ/conversion-step

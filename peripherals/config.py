@@ -18,7 +18,7 @@ Conventions
 * Bound management (aihwkit ``ITERATIVE``) repeats the whole MVM when the output clips; the tile
   records the rounds aihwkit took and the cost model charges each (docs/peripherals-energy.md §5.3).
 
-May import: stoxbar.validation and the block modules of stoxbar.peripherals.
+May import: stoxbar.core.validation and the block modules of stoxbar.peripherals.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 from .adc import ADC
 from .dac import DAC

@@ -16,14 +16,14 @@ per-bit ADC quantisation of partial sums is *not* simulated, only costed.
 
 Energies are full-scale (worst case: every input at full scale, every bit 1).
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stoxbar.validation import check_choice, check_int, check_range
+from stoxbar.core.validation import check_choice, check_int, check_range
 
 DAC_MODES = ("multibit", "pwm", "bit_serial")
 

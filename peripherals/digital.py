@@ -25,7 +25,7 @@ Technology scaling (optional): E * (tech_node_nm / 45)**tech_scaling_exponent; a
 exponent 1 (switched capacitance ~ feature size, supply held near 0.9 V); Stillmaker & Baas
 (Integration 2017) report steeper scaling, so this is conservative below 45 nm.
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stoxbar.validation import check_choice, check_int, check_range
+from stoxbar.core.validation import check_choice, check_int, check_range
 
 # Horowitz ISSCC 2014, 45 nm (J)
 INT_ADD_J = {8: 0.03e-12, 32: 0.1e-12}

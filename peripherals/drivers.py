@@ -9,14 +9,14 @@ in NeuroSim's wire model) plus ~0.18 fF device/electrode capacitance (STO is a h
 eps_r ~ 300 at room temperature), rounded; inside the ~0.1-1 fF per cell range usually assumed.
 5 fF fixed for driver output, decoder/mux and routing.
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stoxbar.validation import check_int, check_range
+from stoxbar.core.validation import check_int, check_range
 
 C_PER_CELL_F = 0.2e-15  # assumption (see module doc)
 C_WIRE_F = 5e-15  # assumption: driver output + routing

@@ -11,7 +11,7 @@ Three tiers (docs/paper-energy.md §2), all from one :class:`GPUSpec`:
 * ``dedicated``: ``latency`` plus the idle power of a GPU held (context open) for the rest of
   each real-time step period.
 
-May import torch and ``stoxbar.validation`` only (peripherals layer).
+May import torch and ``stoxbar.core.validation`` only (peripherals layer).
 
 Every operand is assumed to come from and go to DRAM (HBM) once per step: no L2 residency across
 kernels (the A100's 40 MB L2 could hold small matrices; the paper measured >98% of GPU energy in
@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2}
 

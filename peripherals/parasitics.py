@@ -16,14 +16,14 @@ column line ends at its sense amplifier (a virtual ground) after its last row. `
 wire model at a technology node (docs/peripherals-energy.md §6): 0.50/1.49 ohm at 65 nm, 0.70/2.09
 at 45 nm, 1.04/3.13 at 32 nm (the default, the ADC's reference node), 1.56/4.69 at 22 nm.
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 MODES = ("off", "first_order", "full")
 # (row, column) wire resistance per cell pitch (ohm) by node (nm): docs/peripherals-energy.md §6

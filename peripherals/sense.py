@@ -1,13 +1,13 @@
 """Column sensing: TIA / integrator and sample-and-hold, energy per sample.
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stoxbar.validation import check_range
+from stoxbar.core.validation import check_range
 
 # ISAAC Table I: S+H 10 uW and 0.00004 mm^2 per 8x128 units -> 9.8 nW and 0.039 um^2 each;
 # 9.8 nW x 100 ns = ~1 fJ per sample (docs/peripherals-energy.md §1).

@@ -17,14 +17,14 @@ its latest checkpoint (at most one checkpoint interval is redone; the emulators 
 games). ``--resume RUN_DIR/checkpoint-uNNNNNNN.pt`` (a snapshot) never rewinds RUN_DIR: it branches
 into a NEW run directory beside it, whose config.json records the parent (run, checkpoint,
 update) and whose progress.csv / episodes.csv start with the parent's rows up to the snapshot.
-A run directory is locked (:class:`stoxbar.fsio.DirLock`) while it trains: a second training or
+A run directory is locked (:class:`stoxbar.core.fsio.DirLock`) while it trains: a second training or
 resume of it is refused at once, naming the holder (docs/reliability.md §3, §5). SIGINT / SIGTERM
 finish the update, write the checkpoint and raise :class:`TrainingInterrupted` (``stoxbar train``
 exits 130). A resume removes stray ``.tmp-*`` files (an interrupted checkpoint write) and reads
 the run's CSVs and config.json as data: damage is one ConfigError naming the file. A new run
 directory is created only after the arguments (the device preset included) are checked.
 
-May import: torch, numpy, stoxbar.fsio, stoxbar.validation, stoxbar.devices, stoxbar.stpn,
+May import: torch, numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.devices, stoxbar.stpn,
 stoxbar.pong.{agent,checkpoint,env}.
 """
 
@@ -47,13 +47,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar import fsio
-from stoxbar.fsio import DirLock
+from stoxbar.core import fsio
+from stoxbar.core.fsio import DirLock
 from stoxbar.pong.agent import ArchConfig, PongAgent, device_from_preset
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
                                      new_run_dir, save_checkpoint)
 from stoxbar.pong.env import FRAMESKIP, make_pong_env
-from stoxbar.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_int, check_range
 
 DRIFT_PARAMS = ("theta", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",

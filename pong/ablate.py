@@ -13,7 +13,7 @@ ablated parameters):
 * ``no_h_feedback`` - the STP layer sees only the encoder: the h part of its input z is zeroed
   (the actor and critic still read h).
 
-May import: torch, stoxbar.validation, stoxbar.pong (a2c, agent).
+May import: torch, stoxbar.core.validation, stoxbar.pong (a2c, agent).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from stoxbar.pong.a2c import TrainConfig, initial_cell_params
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 ABLATIONS = ("none", "gamma0", "tau_frozen_init", "tau_shuffled", "tau_min", "tau_max", "no_h_feedback")
 SHUFFLE_SEED = 0  # fixed permutation of tau_shuffled (any seed; fixed so the ablation is reproducible)

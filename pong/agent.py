@@ -10,7 +10,7 @@ Initialisation (assumption, the common Atari A2C/PPO choice, e.g. CleanRL): orth
 bottleneck weights with gain sqrt(2), actor gain 0.01, critic gain 1, zero biases; the cell keeps
 its own init (cells.py).
 
-May import: torch, stoxbar.validation, stoxbar.devices, stoxbar.stpn, stoxbar.pong.env.
+May import: torch, stoxbar.core.validation, stoxbar.devices, stoxbar.stpn, stoxbar.pong.env.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from stoxbar.stpn.cells import MSTPNCell, STPNCell, State
 from stoxbar.pong.env import N_ACTIONS, OBS_SHAPE, STEP_PERIOD_S, check_obs
-from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 CONV_FEATURES = 32 * 9 * 9  # 2592 = output of the two convs on 84x84
 

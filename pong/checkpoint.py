@@ -4,7 +4,7 @@ A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``):
   format, version, arch (ArchConfig dict), device (the device's dataclass fields or None),
   device_class (the device's registered class name; older checkpoints: STODevice), model (state
   dict), and for training runs optimizer, train_config, counters, rng.
-Saving goes through :mod:`stoxbar.fsio` (temporary file in the same directory, fsync,
+Saving goes through :mod:`stoxbar.core.fsio` (temporary file in the same directory, fsync,
 ``os.replace``), so a crash leaves either the old or the new file, never half of one.
 
 A checkpoint is data (docs/reliability.md §7): loading it never imports or calls anything it
@@ -15,7 +15,7 @@ device is rebuilt from the stored fields through the registry of device classes
 registry only (:func:`~stoxbar.devices.presets.get_registered`: ``module:factory`` is refused).
 Loading checks the weights' shapes against the saved architecture (a mismatch is a CheckpointError).
 
-May import: torch, stoxbar.fsio, stoxbar.validation, stoxbar.devices, stoxbar.pong.agent.
+May import: torch, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.devices, stoxbar.pong.agent.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
-from stoxbar import fsio
+from stoxbar.core import fsio
 from stoxbar.devices import presets
 from stoxbar.pong.agent import ArchConfig, PongAgent
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 FORMAT = "stoxbar-pong-agent"
 VERSION = 1
@@ -63,7 +63,7 @@ def new_run_dir(runs_dir: PathLike = "runs", prefix: str = "train", seed: Option
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Replace ``path`` atomically with ``data`` (:func:`stoxbar.fsio.atomic_write_bytes`, overwrite=True)."""
+    """Replace ``path`` atomically with ``data`` (:func:`stoxbar.core.fsio.atomic_write_bytes`, overwrite=True)."""
     fsio.atomic_write_bytes(path, data, overwrite=True)
 
 

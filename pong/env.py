@@ -16,7 +16,7 @@ Choices (docs/stpn.md 2 and 5; docs/training-notes.md):
   of the next episode, so the agent resets its (h, F) for that env before the next step.
 Observations stay uint8 [N, 1, 84, 84]; the agent converts to float in [0, 1].
 
-May import: gymnasium, ale_py, numpy, stoxbar.validation.
+May import: gymnasium, ale_py, numpy, stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from stoxbar.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_int, check_range
 
 FRAMESKIP = 4  # emulator frames per agent step (ALE/Pong-v5 and AtariVectorEnv default)
 FRAME_RATE_HZ = 60.0  # Atari 2600 NTSC frame rate

@@ -9,7 +9,7 @@
 * :func:`waterfall` - from the paper's assumptions to stoxbar's ``system`` figure of a real game,
   one assumption changed at a time (docs/paper-energy.md §3), and :func:`waterfall_figure`.
 
-May import: stoxbar.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.stpn,
+May import: stoxbar.core.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.stpn,
 stoxbar.pong.{accounting,agent,env,evaluate}, torch, numpy, matplotlib (figures only).
 """
 
@@ -26,7 +26,7 @@ from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V
 from stoxbar.peripherals.gpu_baseline import (
     DTYPE_BYTES, TIERS, GPUSpec, KernelOp, step_tiers, trace_kernels)
 from stoxbar.pong.env import STEP_PERIOD_S
-from stoxbar.validation import ConfigError, check_choice, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 PAPER_HIDDEN = 64  # docs/paper.md §2: 64 units
 PAPER_PRESYN = 2656  # 2592 conv features + 64 recurrent inputs

@@ -79,14 +79,14 @@ def positive_seconds(text: str) -> float:
 
 def _user_errors() -> tuple:
     from stoxbar.pong.checkpoint import CheckpointError
-    from stoxbar.validation import ConfigError
+    from stoxbar.core.validation import ConfigError
 
     return (ConfigError, CheckpointError, OSError)
 
 
 def _version() -> str:
     from stoxbar import __version__
-    from stoxbar.compat import versions
+    from stoxbar.core.compat import versions
 
     v = versions()
     extra = ", ".join(f"{k} {v[k]}" for k in ("torch", "aihwkit", "python") if k in v)
@@ -96,7 +96,7 @@ def _version() -> str:
 def _device(args: argparse.Namespace) -> int:
     from stoxbar.devices import presets
     from stoxbar.devices.figures import describe, device_figure
-    from stoxbar.fsio import check_new_file, free_name
+    from stoxbar.core.fsio import check_new_file, free_name
 
     out = check_new_file(args.out, "--out") if args.out else free_name("device.png")
     device = presets.get_preset(args.preset)
@@ -193,13 +193,13 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def _config_error(msg: str):
-    from stoxbar.validation import ConfigError
+    from stoxbar.core.validation import ConfigError
 
     return ConfigError(msg)
 
 
 def _curves_checked(args: argparse.Namespace) -> int:
-    from stoxbar.fsio import check_new_file
+    from stoxbar.core.fsio import check_new_file
 
     check_new_file(args.out, "--out")
     if args.window < 1:

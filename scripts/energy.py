@@ -18,8 +18,8 @@ from dataclasses import replace
 
 import torch
 
-from stoxbar.fsio import atomic_write_bytes, check_new_file
-from stoxbar.validation import ConfigError, check_range
+from stoxbar.core.fsio import atomic_write_bytes, check_new_file
+from stoxbar.core.validation import ConfigError, check_range
 
 # assumption: the CLI accepts decay intervals up to one day; longer ones are outside anything the
 # device's retention law was characterised for (and 1e300 s gives non-finite powers)
@@ -219,7 +219,7 @@ def model_main(args: argparse.Namespace) -> int:
     from torch import nn
 
     from stoxbar.analysis import analyze
-    from stoxbar.entry_points import load_entry_point
+    from stoxbar.core.entry_points import load_entry_point
     from stoxbar.crossbar import STORPUConfig, write_json_atomic
     from stoxbar.devices import presets
 

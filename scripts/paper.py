@@ -16,7 +16,7 @@ import math
 import os
 import sys
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def _float_expr(text: str) -> float:

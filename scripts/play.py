@@ -16,13 +16,13 @@ import sys
 
 import torch
 
-from stoxbar.fsio import check_new_file
+from stoxbar.core.fsio import check_new_file
 from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.pong.env import EVAL_STICKY, check_sticky
 from stoxbar.pong.scores import score_summary
 from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
     """Run ``stoxbar play``."""
     from tqdm import tqdm
 
-    from stoxbar.compat import versions
+    from stoxbar.core.compat import versions
     from stoxbar.crossbar import EnergyLedger, write_json_atomic
     from stoxbar.crossbar.costs import describe as describe_periphery
     from stoxbar.devices import presets

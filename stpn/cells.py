@@ -61,7 +61,7 @@ path. MSTPNCell's step is split into overridable `presynaptic`, `mvm`, `activati
 `plastic_update`; a subclass that overrides any
 of the last three (e.g. the analog one) automatically uses the composed path.
 
-May import: torch, stoxbar.validation, stoxbar.native, stoxbar.devices, stoxbar.crossbar.fused.
+May import: torch, stoxbar.core.validation, stoxbar.core.native, stoxbar.devices, stoxbar.crossbar.fused.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ from typing import TYPE_CHECKING, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from stoxbar import native
+from stoxbar.core import native
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
-from stoxbar.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_int, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
     from stoxbar.devices.sto import STODevice

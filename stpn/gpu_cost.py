@@ -2,13 +2,13 @@
 
 The GPU model itself (``GPUSpec``, :func:`~stoxbar.peripherals.gpu_baseline.roofline_cost`, the
 latency and dedicated tiers) is generic and lives in peripherals; what one step of this network
-moves and computes belongs to the network. May import: stoxbar.peripherals, stoxbar.validation.
+moves and computes belongs to the network. May import: stoxbar.peripherals, stoxbar.core.validation.
 """
 
 from __future__ import annotations
 
 from stoxbar.peripherals.gpu_baseline import DTYPE_BYTES, GPUCost, GPUSpec, roofline_cost
-from stoxbar.validation import check_choice, check_int
+from stoxbar.core.validation import check_choice, check_int
 
 
 def stpn_step_bytes_flops(hidden: int, presyn: int, batch: int, dtype: str = "fp32") -> tuple[int, int]:

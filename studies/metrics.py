@@ -9,7 +9,7 @@
 * any other task (a study's ``task`` entry point): whatever metrics the task returns
   (:func:`measure_task`), units read from the name's suffix (``_j``, ``_s``, ``_m2``, ...).
 
-May import: stoxbar.validation, stoxbar.entry_points, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices, stoxbar.stpn,
+May import: stoxbar.core.validation, stoxbar.core.entry_points, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices, stoxbar.stpn,
 stoxbar.pong, stoxbar.studies.spec.
 """
 
@@ -148,8 +148,8 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
 
 def measure_task(task: str, task_args: Dict[str, Any], cfg: PointConfig, seed: int) -> Dict[str, Any]:
     """Metrics of one trial of a study over another task: ``task(cfg, seed, **task_args)`` (see studies.spec)."""
-    from stoxbar.entry_points import load_entry_point
-    from stoxbar.validation import ConfigError
+    from stoxbar.core.entry_points import load_entry_point
+    from stoxbar.core.validation import ConfigError
 
     t0 = time.perf_counter()
     out = load_entry_point(task, "task")(cfg, seed, **task_args)

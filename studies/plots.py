@@ -16,9 +16,9 @@ mm^2, energy in pJ/nJ/uJ, time in ns/us/ms: :func:`display_unit`), numbers sort 
 for powers of two such as tile sizes), there is no offset notation, a y range narrower than 2 %
 of its level is widened to that (so 2.9230 vs 2.9235 does not fill the plot), and categorical x
 values get markers without joining lines (docs/reliability.md §6).
-Every PNG is written atomically (:mod:`stoxbar.fsio`).
+Every PNG is written atomically (:mod:`stoxbar.core.fsio`).
 
-May import: stoxbar.fsio, stoxbar.studies.{spec,table,units}; matplotlib, numpy, scipy.
+May import: stoxbar.core.fsio, stoxbar.studies.{spec,table,units}; matplotlib, numpy, scipy.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from stoxbar.fsio import atomic_write_bytes
+from stoxbar.core.fsio import atomic_write_bytes
 from stoxbar.studies.units import unit_of
 from stoxbar.studies.spec import Study, point_id
 from stoxbar.studies.table import read_table

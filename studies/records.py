@@ -7,7 +7,7 @@ raising on damage, :func:`load_records` refuses a damaged one by name, :func:`re
 study's ``study.json`` (docs/reliability.md §7). Used by the runner, the table and the report; it
 imports none of them.
 
-May import: stoxbar.fsio, stoxbar.studies.spec.
+May import: stoxbar.core.fsio, stoxbar.studies.spec.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from stoxbar import fsio
+from stoxbar.core import fsio
 from stoxbar.studies.spec import StudyError
 
 CHECKSUM_KEY = "sha256"

@@ -4,9 +4,9 @@ The page carries the tables, the figures (embedded as PNG data; a play report's 
 from its numbers here), the configuration, the software versions and the commands that made the
 results, so it can be handed on as a single file. Boundaries read synapse_only -> array -> system,
 then the GPU baseline tiers roofline -> latency -> dedicated; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
-games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.fsio`).
+games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.core.fsio`).
 
-May import: stoxbar.fsio, stoxbar.validation, stoxbar.studies.{plots,records,units}; matplotlib.
+May import: stoxbar.core.fsio, stoxbar.core.validation, stoxbar.studies.{plots,records,units}; matplotlib.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from stoxbar.fsio import atomic_write_bytes, check_new_file, free_name, lock_holder, read_json, read_jsonl
+from stoxbar.core.fsio import atomic_write_bytes, check_new_file, free_name, lock_holder, read_json, read_jsonl
 from stoxbar.studies.units import unit_of
 from stoxbar.studies.plots import display_unit, no_offset, spans_decades
 from stoxbar.studies.records import read_study_meta, scan_records
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
                    "energy_system_j_per_game", "gpu_ratio_system", "gpu_ratio_latency_system",

@@ -8,9 +8,9 @@ Output directory layout (``study.output``)::
     trials/failed/      earlier failed attempts of trials that were retried (kept, never overwritten)
     results.csv         the tidy table (one row per point x seed), ``columns.csv`` its units
     plots/*.png         figures made from the table
-    .stoxbar.lock       advisory lock held while a sweep runs here (stoxbar.fsio.DirLock)
+    .stoxbar.lock       advisory lock held while a sweep runs here (stoxbar.core.fsio.DirLock)
 
-Every file is written atomically (:mod:`stoxbar.fsio`); a crash can only leave ``.tmp-*`` files,
+Every file is written atomically (:mod:`stoxbar.core.fsio`); a crash can only leave ``.tmp-*`` files,
 which a resume ignores and removes. No symbolic link is written through (``trials/``,
 ``trials/failed/`` and the append-only ``invocations.jsonl`` are refused if they are links).
 Each trial record carries the sha256 of its own content (``sha256``) and is validated when read
@@ -31,7 +31,7 @@ process each), results come back to this process, which alone writes the directo
 
 Design: docs/reliability.md §4.
 
-May import: stoxbar.fsio, stoxbar.compat, stoxbar.studies.{spec,records,worker,table,plots}.
+May import: stoxbar.core.fsio, stoxbar.core.compat, stoxbar.studies.{spec,records,worker,table,plots}.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from stoxbar import fsio
-from stoxbar.compat import versions
+from stoxbar.core import fsio
+from stoxbar.core.compat import versions
 from stoxbar.studies.records import CHECKSUM_KEY, load_records, read_study_meta, record_checksum, record_problem
 from stoxbar.studies.spec import Study, StudyError, Trial
 from stoxbar.studies.table import write_table
@@ -324,7 +324,7 @@ def run_study(study: Study, workers: int = 1, ray_address: Optional[str] = None,
 
     Returns counts: ``trials``, ``skipped`` (already ok), ``ok`` and ``failed`` (this run).
     Raises :class:`StudyInterrupted` after SIGINT / SIGTERM (records and table kept), and
-    :class:`~stoxbar.fsio.LockedError` if another sweep holds the output directory.
+    :class:`~stoxbar.core.fsio.LockedError` if another sweep holds the output directory.
     """
     from tqdm import tqdm
 

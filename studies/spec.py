@@ -76,7 +76,7 @@ checkpoint whose weights do not fit its architecture, the study's size (at most
 every point's full configuration (so a value out of its field's range, or an ADC sharing that
 does not divide a tile, is named with its point).
 
-May import: stoxbar.validation, stoxbar.entry_points, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices,
+May import: stoxbar.core.validation, stoxbar.core.entry_points, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices,
 stoxbar.peripherals, stoxbar.pong, stoxbar.studies.units.
 """
 
@@ -94,7 +94,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 ROOTS = ("device", "periphery", "agent")
 AGENT_KEYS = ("arch", "hidden", "bottleneck", "ablate")  # architecture knobs of an untrained (random) agent;
@@ -583,7 +583,7 @@ def _task(doc: Dict[str, Any], where: str, base_dir: Path, import_task: bool = T
           ) -> Tuple[str, Tuple[Tuple[str, Any], ...]]:
     """(resolved task entry point or "", task_args) of a study file; the entry point is imported now
     unless ``import_task`` is False. A FILE.py target is relative to the study file's directory."""
-    from stoxbar.entry_points import load_entry_point
+    from stoxbar.core.entry_points import load_entry_point
 
     spec = doc.get("task", "")
     args = _table(doc, "task_args", where)

@@ -5,7 +5,7 @@
 paths), then the metrics; ``columns.csv`` gives every column's unit and meaning. Both are derived
 from ``trials/*.json`` and rewritten (atomically) after every run of the study.
 
-May import: stoxbar.fsio, stoxbar.studies.{records,spec,units}.
+May import: stoxbar.core.fsio, stoxbar.studies.{records,spec,units}.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from stoxbar.fsio import atomic_write_bytes, read_csv
+from stoxbar.core.fsio import atomic_write_bytes, read_csv
 from stoxbar.studies.units import UNITS, unit_of
 from stoxbar.studies.records import load_records
 from stoxbar.studies.spec import Study

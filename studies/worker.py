@@ -5,7 +5,7 @@ JSON on stdin, record as one ``STOXBAR_RESULT {...}`` line on stdout) and a Ray 
 A job is plain JSON: the trial (id, params, seed), the study's base configuration and metrics,
 and for a study over another task its entry point and arguments (``task``, ``task_args``).
 
-May import: stoxbar.compat, stoxbar.pong, stoxbar.studies.{metrics,spec}.
+May import: stoxbar.core.compat, stoxbar.pong, stoxbar.studies.{metrics,spec}.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any, Dict
 
-from stoxbar.compat import versions
+from stoxbar.core.compat import versions
 
 RESULT_PREFIX = "STOXBAR_RESULT "
 

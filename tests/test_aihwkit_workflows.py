@@ -29,7 +29,7 @@ from stoxbar.crossbar.programming import write_verify_tolerance_s
 from stoxbar.devices import presets
 from stoxbar.devices.retention import RetentionModel, no_retention
 from stoxbar.peripherals.config import PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def quiet(device=None, **kw):

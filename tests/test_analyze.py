@@ -14,10 +14,10 @@ from aihwkit.nn.conversion import convert_to_analog
 
 from stoxbar import analyze
 from stoxbar.analysis import AnalysisReport, digital_energy, sram_energy_j, tile_area_m2
-from stoxbar.entry_points import load_entry_point
+from stoxbar.core.entry_points import load_entry_point
 from stoxbar.crossbar import EnergyLedger, STORPUConfig
 from stoxbar.peripherals import DigitalPeriphery, PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def small_cfg(rows: int = 16, cols: int = 8) -> STORPUConfig:

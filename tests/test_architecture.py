@@ -173,10 +173,17 @@ def test_importing_the_package_and_its_core_is_cheap_and_side_effect_free():
 
 
 def test_build_script_and_non_package_folders_are_not_modules():
-    """Importing setup.py (it lies in the package's folder) runs nothing; tests, benchmarks and examples
-    are no part of the package."""
-    code = "import stoxbar.setup"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
-    assert "running" not in out.stdout + out.stderr  # setup() did not run (it prints 'running ...')
+    """Importing setup.py (it lies in the package's folder) runs nothing; in the installed package
+    (make setup: strict editable mode) tests, benchmarks and examples are not ``stoxbar.*`` modules."""
+    out = subprocess.run([sys.executable, "-c", "import stoxbar.setup"], capture_output=True, text=True,
+                         timeout=120, cwd="/")
+    assert out.returncode == 0 and "running" not in out.stdout + out.stderr  # setup() did not run
     for name in NOT_PACKAGE[:3]:
         assert not (ROOT / name / "__init__.py").exists()
+    probe = ("import stoxbar, pathlib, importlib.util as u; root = pathlib.Path(stoxbar.__path__[0]); "
+             "print(root.resolve() == pathlib.Path(%r), [u.find_spec('stoxbar.' + n) is None for n in "
+             "('tests', 'benchmarks', 'examples')])" % str(ROOT))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd="/")
+    in_checkout, absent = eval(out.stdout)  # noqa: S307 - our own probe's repr of two Python values
+    if not in_checkout:  # the installed package (a development checkout on sys.path imports its folders)
+        assert all(absent), "tests/, benchmarks/ or examples/ importable as stoxbar.*"

@@ -14,11 +14,11 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.simulator.parameters.mapping import MappingParameter
 from hypothesis import given, settings, strategies as st
 
-from stoxbar.compat import AihwkitMismatchError, check_aihwkit
+from stoxbar.core.compat import AihwkitMismatchError, check_aihwkit
 from stoxbar.crossbar import CrossbarState, EnergyLedger, STORPUConfig, attach_ledger, flush_events, fused
 from stoxbar.devices import STODevice, dynamics, presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def _layer(n_in=2656, n_out=64, device=None, periphery=None, perfect=False, omega=1.0):

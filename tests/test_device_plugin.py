@@ -23,7 +23,7 @@ from stoxbar.crossbar import CrossbarState, EnergyLedger, STORPUConfig, attach_l
 from stoxbar.devices import PRESETS, MemristiveDevice, get_preset, register_preset
 from stoxbar.devices import dynamics
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.validation import ConfigError, check_range
+from stoxbar.core.validation import ConfigError, check_range
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def test_stoxbar_device_cli_takes_a_registered_or_module_preset(tmp_path, capsys
 def test_training_with_a_device_lacking_the_sto_long_term_fields_is_a_clear_error():
     """aihwkit training's programming model needs lt_c2c_std / lt_up_down: a ConfigError names the missing one."""
     from stoxbar.crossbar.programming import device_field, write_verify_tolerance_s
-    from stoxbar.validation import ConfigError
+    from stoxbar.core.validation import ConfigError
 
     class Bare:
         lt_dg_s = 1e-9

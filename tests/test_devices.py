@@ -14,7 +14,7 @@ from stoxbar.devices import dynamics as D
 from stoxbar.devices.figures import describe, device_figure
 from stoxbar.devices.presets import PRESETS, get_preset, ideal, sto_2024
 from stoxbar.devices.sto import STODevice
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 DEV = sto_2024()
 F64 = torch.float64

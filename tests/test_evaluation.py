@@ -14,7 +14,7 @@ from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
 from stoxbar.pong.scores import score_summary
 from stoxbar.scripts.cli import main
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 

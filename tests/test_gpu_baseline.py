@@ -12,7 +12,7 @@ import torch
 
 from stoxbar.peripherals.gpu_baseline import (
     MEASUREMENT_SCHEMA, GPUSpec, KernelOp, step_tiers, trace_kernels, validate_measurement)
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

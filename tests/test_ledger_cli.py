@@ -10,7 +10,7 @@ import pytest
 from stoxbar.crossbar import EnergyLedger, write_json_atomic
 from stoxbar.scripts.cli import main
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def test_ledger_totals_merge_since_and_bad_entries(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 
-from stoxbar import native
+from stoxbar.core import native
 from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events, fused
 from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.crossbar.state import CrossbarState

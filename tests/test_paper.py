@@ -14,7 +14,7 @@ from stoxbar.pong.paper import (
     PaperAssumptions, agent_kernels, gpu_tiers, ops_kernels, paper_estimate, ratio_vs_step_period, tier_ratios,
     waterfall)
 from stoxbar.scripts.cli import main as cli_main
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def test_paper_mode_defaults():

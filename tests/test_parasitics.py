@@ -22,7 +22,7 @@ from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_ev
 from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM, solve_currents, wire_coupling
 from stoxbar.devices import ideal
 from stoxbar.peripherals import Parasitics, PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 F64 = torch.float64
 

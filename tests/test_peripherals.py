@@ -20,7 +20,7 @@ from stoxbar.peripherals.drivers import BiasDriver, RowDriver, WriteDriver
 from stoxbar.peripherals.gpu_baseline import GPUSpec, dense_layer_cost
 from stoxbar.stpn.gpu_cost import stpn_step_cost
 from stoxbar.peripherals.sense import TIA, SampleHold
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 DEV = presets.sto_2024()
 

@@ -13,7 +13,7 @@ from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import dynamics, presets
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.stpn.analog import AnalogMSTPNCell
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def _program_error(device, mode: str, seed: int = 0) -> tuple[float, float, float]:

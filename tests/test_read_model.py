@@ -12,7 +12,7 @@ from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_ev
 from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.devices import ideal
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 class HalfGainRead(TiledAnalogMVM):

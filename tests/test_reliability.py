@@ -27,14 +27,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from stoxbar import fsio
+from stoxbar.core import fsio
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_agent, save_checkpoint
 from stoxbar.scripts.cli import main
 from stoxbar.studies import load_study
 from stoxbar.studies.records import load_records
 from stoxbar.studies.runner import run_study
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 PY = sys.executable
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
@@ -120,7 +120,7 @@ def test_atomic_writes_never_overwrite_unless_asked_and_leave_no_temp(tmp_path):
 
 def test_dir_lock_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
     holder = subprocess.Popen(
-        [PY, "-c", "import sys, time; from stoxbar.fsio import DirLock; DirLock(sys.argv[1], 'run').acquire(); "
+        [PY, "-c", "import sys, time; from stoxbar.core.fsio import DirLock; DirLock(sys.argv[1], 'run').acquire(); "
                    "print('locked', flush=True); time.sleep(60)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True, env={**_env(), "STOXBAR_SKIP_AIHWKIT_CHECK": "1"})
     try:
@@ -247,7 +247,7 @@ def test_snapshot_resume_branches_into_a_new_run_and_a_busy_run_is_refused(tmp_p
     assert torch.load(branch / "checkpoint.pt", weights_only=True)["counters"]["update"] == 6
     # another process holds the run: a resume is refused at once, naming it
     holder = subprocess.Popen(
-        [PY, "-c", "import sys, time; from stoxbar.fsio import DirLock; DirLock(sys.argv[1], 'training run', "
+        [PY, "-c", "import sys, time; from stoxbar.core.fsio import DirLock; DirLock(sys.argv[1], 'training run', "
                    "['stoxbar', 'train', '--resume', sys.argv[1]]).acquire(); print('locked', flush=True); "
                    "time.sleep(60)", str(run)],
         stdout=subprocess.PIPE, text=True, env={**_env(), "STOXBAR_SKIP_AIHWKIT_CHECK": "1"})

@@ -33,14 +33,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from stoxbar import fsio
+from stoxbar.core import fsio
 from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
 from stoxbar.scripts.cli import build_parser, main
 from stoxbar.studies import load_study
 from stoxbar.studies.records import load_records, record_checksum, scan_records
 from stoxbar.studies.runner import run_study
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 from test_reliability import PY, STATIC, TINY  # the tiny agent and the static study both files use
 MARKER_MODULE = "open({marker!r}, 'w').write('ran')\ndef factory():\n    open({marker!r}, 'w').write('called')\n"

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, save_checkpoint
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 OURS = (ConfigError, CheckpointError)
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=4, bottleneck=8)

@@ -12,7 +12,7 @@ from stoxbar.devices import presets
 from stoxbar.stpn import cells
 from stoxbar.devices.dynamics import quantise_short_term
 from stoxbar.stpn.cells import MSTPNCell, STPNCell, stpn_step_reference
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 DT = 4 / 60
 KERNEL = [False, True] if cells.kernel_available() else [False]

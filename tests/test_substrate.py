@@ -20,7 +20,7 @@ from stoxbar.crossbar.costs import book, cost, read_latency_s
 from stoxbar.crossbar.array import STOTileArray
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from stoxbar.pong.a2c import TrainConfig, a2c_loss, evaluate_actions, gae, train
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, new_run_dir, save_checkpoint
 from stoxbar.pong.env import STEP_PERIOD_S, check_obs, make_pong_env
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 

@@ -25,7 +25,7 @@ from stoxbar.crossbar.programming import write_verify_tolerance_s
 from stoxbar.crossbar.state import CrossbarState
 from stoxbar.devices import presets
 from stoxbar.peripherals.config import PeripheryConfig
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 
 def _old_straight_through(w, weight_param):

@@ -16,12 +16,12 @@
   (``O_NOFOLLOW``) and refuse anything but a plain file of one link; :func:`check_not_link` refuses
   a linked output directory. A lock file is only ever truncated when it is a stoxbar lock file.
 * :func:`read_csv` / :func:`read_json` / :func:`read_jsonl`: readers of damaged files raise one
-  :class:`~stoxbar.validation.ConfigError` naming the file; :func:`lock_holder` tells whether a live
+  :class:`~stoxbar.core.validation.ConfigError` naming the file; :func:`lock_holder` tells whether a live
   process holds a directory's lock, without taking it.
 
 Design and sources: docs/reliability.md §2 (writes), §3 (locks), §7 (links, damaged files).
 
-May import: the standard library and :mod:`stoxbar.validation` only (every layer may use it).
+May import: the standard library and :mod:`stoxbar.core.validation` only (every layer may use it).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 PathLike = Union[str, os.PathLike]
 TMP_PREFIX = ".tmp-"

@@ -1,7 +1,7 @@
 """Load a user's callable named ``"FILE.py:NAME"`` or ``"package.module:NAME"`` (``stoxbar energy
 --model``, the studies' task entry points).
 
-May import: stoxbar.validation.
+May import: stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from stoxbar.validation import ConfigError
+from stoxbar.core.validation import ConfigError
 
 __all__ = ["load_entry_point"]
 
