@@ -12,6 +12,7 @@ from any layer.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -180,10 +181,10 @@ def test_build_script_and_non_package_folders_are_not_modules():
     assert out.returncode == 0 and "running" not in out.stdout + out.stderr  # setup() did not run
     for name in NOT_PACKAGE[:3]:
         assert not (ROOT / name / "__init__.py").exists()
-    probe = ("import stoxbar, pathlib, importlib.util as u; root = pathlib.Path(stoxbar.__path__[0]); "
-             "print(root.resolve() == pathlib.Path(%r), [u.find_spec('stoxbar.' + n) is None for n in "
-             "('tests', 'benchmarks', 'examples')])" % str(ROOT))
+    probe = ("import json, stoxbar, pathlib, importlib.util as u; root = pathlib.Path(stoxbar.__path__[0]); "
+             "print(json.dumps([root.resolve() == pathlib.Path(%r), [u.find_spec('stoxbar.' + n) is None for n in "
+             "('tests', 'benchmarks', 'examples')]]))" % str(ROOT))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd="/")
-    in_checkout, absent = eval(out.stdout)  # noqa: S307 - our own probe's repr of two Python values
+    in_checkout, absent = json.loads(out.stdout)
     if not in_checkout:  # the installed package (a development checkout on sys.path imports its folders)
         assert all(absent), "tests/, benchmarks/ or examples/ importable as stoxbar.*"
