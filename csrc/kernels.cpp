@@ -456,10 +456,31 @@ STOXBAR_CLONES void add_read_drive(int64_t N, int64_t TT, int64_t X, const T* x,
     for (int64_t t = 0; t < TT; ++t) {
       const T* xr = x + (n * TT + t) * X;
       T m = 0;
+      if (J == 1) {  // one column-tile (the common case): the max and the sum in one pass over x
+        const T* gr = g + (a * TT + t) * X;
+        double acc = 0;
+        if (mode == 0) {
+#pragma omp simd reduction(max : m) reduction(+ : acc)
+          for (int64_t i = 0; i < X; ++i) {
+            const T v = std::fabs(xr[i]);
+            m = v > m ? v : m;  // the input is finite (checked before)
+            acc += (double)(xr[i] * xr[i]) * (double)gr[i];
+          }
+        } else {
+#pragma omp simd reduction(max : m) reduction(+ : acc)
+          for (int64_t i = 0; i < X; ++i) {
+            const T v = std::fabs(xr[i]);
+            m = v > m ? v : m;
+            acc += (double)v * (double)gr[i];
+          }
+        }
+        if (m != T(0)) drive[t] += weight * (acc / (mode == 0 ? (double)(m * m) : (double)m));
+        continue;
+      }
 #pragma omp simd reduction(max : m)
       for (int64_t i = 0; i < X; ++i) {
-        const T a = std::fabs(xr[i]);
-        m = a > m ? a : m;  // the input is finite (checked before)
+        const T v = std::fabs(xr[i]);
+        m = v > m ? v : m;  // the input is finite (checked before)
       }
       if (m == T(0)) continue;
       const double s2 = mode == 0 ? (double)(m * m) : (double)m;
