@@ -142,7 +142,7 @@ def ops_kernels(ops: str, hidden: int, presyn: int) -> Tuple[KernelOp, ...]:
 
 @lru_cache(maxsize=8)
 def agent_kernels(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[KernelOp, ...]:
-    """Kernels of one greedy agent step (``PongAgent.act``: encoder, cell, heads, action) at batch 1.
+    """Kernels of one steady-state greedy agent step (``PongAgent.act``: encoder, cell, heads, action) at batch 1.
 
     Traced on CPU with the cell's CPU-only fused kernel off, i.e. the torch ops a GPU would run;
     each kernel is labelled ``encoder``, ``stp_step`` or ``heads`` (the actor/critic and the action).
@@ -160,6 +160,9 @@ def agent_kernels(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[KernelOp, ..
     agent.cell.register_forward_hook(lambda *a: where.__setitem__(0, "heads"))
     state = agent.initial_state(1)
     obs = torch.zeros(1, 1, 84, 84, dtype=torch.uint8)
+    # a steady-state step: the first one also derives Lambda from theta through the device's laws,
+    # which a game does once (the cell caches it while theta is unchanged), not every step
+    _, state = agent.act(obs, state)
     where[0] = "encoder"  # frame -> float conversion belongs to the encoder
     kernels, _ = trace_kernels(agent.act, obs, state, label=lambda: where[0])
     return tuple(kernels)
