@@ -86,6 +86,9 @@ def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
                    help="how the DAC drives the rows (default from the periphery preset)")
     p.add_argument("--adc-share", type=int, default=None, help="columns per ADC (default from the periphery preset)")
     p.add_argument("--tile", default=None, help="ROWSxCOLS tile size (default from the periphery preset)")
+    p.add_argument("--parasitics", choices=("off", "first_order", "full"), default=None,
+                   help="line parasitics in the read (wire resistance per cell at 32 nm, docs/peripherals-energy.md "
+                        "§6) (default from the periphery preset: off)")
 
 
 def parse_layer(text: str, flag: str = "--layer", example: str = "2656x64") -> tuple[int, int]:
@@ -108,7 +111,9 @@ def periphery_from_args(args: argparse.Namespace):
              ("--dac-bits", args.dac_bits, lambda q, v: q.with_dac_bits(v)),
              ("--dac-mode", args.dac_mode, lambda q, v: replace(q, dac=replace(q.dac, mode=v))),
              ("--tile", args.tile, lambda q, v: q.with_tile(*parse_layer(v, "--tile", "256x64"))),
-             ("--adc-share", args.adc_share, lambda q, v: q.with_adc_share(v))]
+             ("--adc-share", args.adc_share, lambda q, v: q.with_adc_share(v)),
+             ("--parasitics", getattr(args, "parasitics", None),
+              lambda q, v: replace(q, parasitics=replace(q.parasitics, mode=v)))]
     for flag, value, apply in steps:
         if value is None:
             continue
@@ -145,6 +150,27 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     module.decay(dt_s)
     flush_events(layer)  # book what the tiles recorded before the ledgers are read
     return mvm, update
+
+
+def ir_drop_rel_error(n_in: int, n_out: int, device, periphery, seed: int = 0) -> float:
+    """MVM error from the line parasitics alone: ``||y - y_ideal|| / ||y_ideal||`` of the layer's read with
+    ``periphery.parasitics`` against the same read with ideal wires (the noise-free device, perfect
+    converters, the same random weights and input as :func:`layer_breakdown`)."""
+    from aihwkit.nn import AnalogLinear
+
+    from stoxbar.crossbar import STORPUConfig
+
+    ys = []
+    for p in (periphery, replace(periphery, parasitics=replace(periphery.parasitics, mode="off"))):
+        gen = torch.Generator().manual_seed(seed)
+        cfg = STORPUConfig(device=device.without_noise(), periphery=p)
+        cfg.forward.is_perfect = True
+        layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
+        layer.eval()
+        layer.set_weights((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * 0.5)
+        with torch.no_grad():
+            ys.append(layer(torch.rand(1, n_in, generator=gen) * 2 - 1).double())
+    return float((ys[0] - ys[1]).norm() / ys[1].norm().clamp_min(1e-300))
 
 
 def _table(title: str, ledger) -> str:
@@ -291,9 +317,16 @@ def main(args: argparse.Namespace) -> int:
           f"ADC {periphery.adc.bits} b shared by {periphery.adc.share}")
     print(_table("one MVM (batch 1)", mvm))
     print(_table(f"one short-term update + {args.dt:.4g} s decay", update))
+    extra = {}
+    if periphery.parasitics.mode != "off":
+        par = periphery.parasitics
+        extra = {"parasitics": {"mode": par.mode, "r_row_ohm": par.r_row_ohm, "r_col_ohm": par.r_col_ohm,
+                                "ir_drop_rel_error": ir_drop_rel_error(n_in, n_out, device, periphery, args.seed)}}
+        print(f"line parasitics ({par.mode}, {par.r_row_ohm:g} / {par.r_col_ohm:g} ohm per cell, row / column): "
+              f"MVM error from the wires alone {extra['parasitics']['ir_drop_rel_error']:.3g} (relative, L2)")
     if args.json:
         write_json_atomic(args.json, {"layer": [n_in, n_out], "preset": args.preset,
-                                      "mvm": mvm.to_dict(), "short_term_step": update.to_dict()})
+                                      "mvm": mvm.to_dict(), "short_term_step": update.to_dict(), **extra})
         print(f"wrote {args.json}")
     if args.plot:
         plot_breakdown(args.plot, {"MVM": mvm, "ST update + decay": update})

@@ -207,3 +207,23 @@ def test_first_order_and_full_agree_on_a_tiled_array_with_short_term_state():
     wire = float((outs["full"] - outs["off"]).abs().max() / outs["off"].abs().max())
     first = float((outs["first_order"] - outs["full"]).abs().max() / outs["off"].abs().max())
     assert wire > 1e-3 and first < 0.1 * wire
+
+
+def test_energy_command_reports_the_wire_error(tmp_path, capsys):
+    """`stoxbar energy --parasitics MODE --json F`: the MVM error from the wires alone, growing with the line length."""
+    import json
+
+    from stoxbar.scripts.cli import main
+
+    errs = {}
+    for rows in (128, 512):
+        out = tmp_path / f"e{rows}.json"
+        assert main(["energy", "--layer", f"{rows}x16", "--tile", f"{rows}x16", "--parasitics", "full",
+                     "--json", str(out)]) == 0
+        rec = json.loads(out.read_text())["parasitics"]
+        assert rec["mode"] == "full" and rec["r_row_ohm"] == pytest.approx(1.04)
+        errs[rows] = rec["ir_drop_rel_error"]
+    assert 0 < errs[128] < errs[512] < 0.1  # the drop grows with the line (~ r G N^2)
+    assert "MVM error from the wires alone" in capsys.readouterr().out
+    assert main(["energy", "--layer", "64x16", "--json", str(tmp_path / "off.json")]) == 0
+    assert "parasitics" not in json.loads((tmp_path / "off.json").read_text())  # off: the table is unchanged
