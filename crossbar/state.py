@@ -26,7 +26,6 @@ May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.core.native, stoxba
 from __future__ import annotations
 
 import math
-import operator
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -37,9 +36,6 @@ from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.core.validation import ConfigError, check_choice
-
-
-_VERSION = operator.attrgetter("_version")
 
 
 def is_continuous(device: MemristiveDevice) -> bool:
@@ -115,8 +111,16 @@ class CrossbarState(nn.Module):
 
         The one way for other modules to say so; nobody else writes ``_version`` or ``_st_cols``.
         """
-        self._version += 1
+        self._bump()
         self._st_cols = None
+
+    def _bump(self) -> None:
+        """Bump the version of this state and of the array state it is a view of (whose derived values,
+        e.g. the layer's weights, read this view's tensors)."""
+        self._version += 1
+        parent = self.__dict__.get("_parent")
+        if parent is not None:
+            parent._version += 1
 
     def load_short_term(self, g_st: Optional[Tensor], hold_bias: bool) -> None:
         """Replace the short-term state (``[B, T, O, X]`` or None) and the bias-hold flag (loading)."""
@@ -132,6 +136,7 @@ class CrossbarState(nn.Module):
         """
         self._views = [v for v, _ in views]
         for v, block in views:
+            v.__dict__["_parent"] = self  # a plain reference (not a submodule): its version bumps reach this state
             v.g_pos = self.g_pos[block]
             v.g_neg = self.g_neg[block]
             v.v_bias = self.v_bias[block]
@@ -263,7 +268,7 @@ class CrossbarState(nn.Module):
             pulses, energy = write_verify_cost(delta, dev)
         self.g_pos.copy_(new_pos)
         self.g_neg.copy_(new_neg)
-        self._version += 1
+        self._bump()
         return pulses, energy
 
     def programming_from_reset(self) -> Tuple[float, float]:
@@ -290,7 +295,7 @@ class CrossbarState(nn.Module):
 
     def _cached(self, name: str, compute):
         """Value derived from the programmed state, recomputed only after (re)programming."""
-        version = self._version + sum(map(_VERSION, self._views)) if self._views else self._version
+        version = self._version  # a view's changes bump it too (_bump)
         hit = self._cache.get(name)
         if hit is None or hit[0] != version:
             hit = (version, compute())
@@ -327,7 +332,7 @@ class CrossbarState(nn.Module):
             )
         self.v_bias.copy_(self.tiled_weight(v_bias.to(self.v_bias.dtype)) + dev.v_bias_min_v * (~self.mask))
         self.hold_bias = True
-        self._version += 1
+        self._bump()
 
     def hold(self, on: bool = True) -> None:
         """Hold (``True``) or release the decay bias; a released bias costs no energy."""
