@@ -149,6 +149,8 @@ class CrossbarState(nn.Module):
         super().__setstate__(state)
         if "g_st" not in self._buffers:
             self.register_buffer("g_st", legacy, persistent=False)
+        for v in self.__dict__.get("_views", ()):  # pickled before views knew their array state
+            v.__dict__.setdefault("_parent", self)
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .double(), ...: tensors replaced
         out = super()._apply(fn, recurse)
