@@ -150,8 +150,7 @@ class ParasiticMVM(TiledAnalogMVM):
     @classmethod
     def read_physics(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Dict[str, Any]:
         physics = super().read_physics(state, periphery)
-        physics["physics"] = (state.g_pos, state.g_neg, state.g_st, state.device_model.g_range_s,
-                              state._col_bounds, periphery.parasitics)
+        physics["physics"] = (state, periphery.parasitics)
         return physics
 
     @classmethod
@@ -160,29 +159,27 @@ class ParasiticMVM(TiledAnalogMVM):
         ideal = super()._matmul(weight, input_, trans, noise_var=None)
         if physics is None or input_.ndim != 3:
             raise ConfigError("ParasiticMVM reads tiled inputs [B, T, X] of an STO crossbar state only")
-        g_pos, g_neg, g_st, g_range, bounds, par = physics
+        state, par = physics
         with torch.no_grad():
-            out = parasitic_outputs(g_pos, g_neg, g_st, g_range, bounds, par, input_.detach())
+            out = parasitic_outputs(state, par, input_.detach())
         y = ideal + (out.to(ideal.dtype) - ideal).detach()  # the solved value, the ideal read's gradient
         if noise_var is not None:
             y = y + cls._noise(input_, noise_var, y)
         return y
 
 
-def parasitic_outputs(g_pos: Tensor, g_neg: Tensor, g_st: Optional[Tensor], g_range: float, bounds,
-                      par: "Parasitics", x: Tensor) -> Tensor:
+def parasitic_outputs(state: "CrossbarState", par: "Parasitics", x: Tensor) -> Tensor:
     """Outputs ``[B, T, O]`` in weight units (column-pair current difference / g_range at unit voltage) of
-    tiled inputs ``x [B, T, X]`` with the wires of ``par``; one solve per physical tile (row-tile x
-    column-tile), in float64."""
+    tiled inputs ``x [B, T, X]`` on ``state`` with the wires of ``par``; one solve per physical tile
+    (row-tile x column-tile), in float64."""
     dt = torch.float64
     outs = []
-    for j in range(len(bounds) - 1):
-        o0, o1 = bounds[j], bounds[j + 1]
-        g = pair_columns(g_pos[..., o0:o1, :].to(dt), g_neg[..., o0:o1, :].to(dt),
-                         None if g_st is None else g_st[..., o0:o1, :].to(dt))  # [(B,) T, X, 2 o]
+    for o0, o1 in _col_tiles(state):
+        g = pair_columns(state.g_pos[..., o0:o1, :].to(dt), state.g_neg[..., o0:o1, :].to(dt),
+                         None if state.g_st is None else state.g_st[..., o0:o1, :].to(dt))  # [(B,) T, X, 2 o]
         if g.ndim == 3:
             g = g.unsqueeze(0)
         i = solve_currents(g, x.to(dt), par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
         col = i.sum(-2)  # [B, T, 2 o]: the current into each sense amplifier
-        outs.append((col[..., 0::2] - col[..., 1::2]) / g_range)
+        outs.append((col[..., 0::2] - col[..., 1::2]) / state.device_model.g_range_s)
     return torch.cat(outs, -1) if len(outs) > 1 else outs[0]
