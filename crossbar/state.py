@@ -285,8 +285,6 @@ class CrossbarState(nn.Module):
         ``device.read_noise_var_s2`` of each side, over ``g_range^2``), or None without noise
         (then the read draws no random numbers)."""
         dev = self.device_model
-        if dev.read_noise_std <= 0 and type(dev).read_noise_var_s2 is MemristiveDevice.read_noise_var_s2:
-            return None
 
         def compute() -> Optional[Tensor]:
             var = dev.read_noise_var_s2(self.g_pos).add_(dev.read_noise_var_s2(self.g_neg))
