@@ -50,9 +50,9 @@ from torch import Tensor
 from stoxbar.core import fsio
 from stoxbar.core.fsio import DirLock
 from stoxbar.pong.agent import ArchConfig, PongAgent, device_from_preset
-from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_checkpoint,
-                                     new_run_dir, save_checkpoint)
-from stoxbar.pong.env import FRAMESKIP, make_pong_env
+from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_agent,
+                                     load_checkpoint, new_run_dir, save_checkpoint)
+from stoxbar.pong.env import FRAMESKIP, REPEAT_ACTION_PROBABILITY, check_sticky, make_pong_env
 from stoxbar.core.validation import ConfigError, check_int, check_range
 
 DRIFT_PARAMS = ("theta", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
@@ -84,6 +84,8 @@ class TrainConfig:
     log_every: int = 10  # updates between CSV rows
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     runs_dir: str = "runs"
+    sticky: float = REPEAT_ACTION_PROBABILITY  # training emulators' repeat-action probability (pong/env.py)
+    init_from: str = ""  # checkpoint whose agent weights start this run (fine-tuning); "" = fresh initialisation
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -105,6 +107,9 @@ class TrainConfig:
         check_int("snapshot_every", self.snapshot_every, 1)
         check_int("log_every", self.log_every, 1)
         check_range("max_minutes", self.max_minutes, 0.0, None)
+        check_sticky(self.sticky, "sticky")
+        if not isinstance(self.init_from, str):
+            raise ConfigError(f"init_from must be a checkpoint path (str), got {type(self.init_from).__name__}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -183,8 +188,12 @@ def detach_state(state):
 def initial_cell_params(cfg: TrainConfig) -> Dict[str, Tensor]:
     """The plastic layer's parameters at initialisation of a run with ``cfg`` (its seed), for drift logs.
 
-    Rebuilt from the seed as :func:`train` builds a fresh agent; the global torch RNG is left as it was.
+    Rebuilt from the seed as :func:`train` builds a fresh agent (or read from ``cfg.init_from``, the
+    checkpoint a fine-tuning run starts from); the global torch RNG is left as it was.
     """
+    if cfg.init_from:  # a fine-tuning run starts from the checkpoint's weights
+        cell = load_agent(cfg.init_from)[0].cell
+        return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         cell = PongAgent(cfg.arch).cell
@@ -449,7 +458,7 @@ class A2CRunner:
 
     def __init__(self, agent: PongAgent, opt: torch.optim.Optimizer, cfg: TrainConfig, env_seed: int):
         self.agent, self.opt, self.cfg = agent, opt, cfg
-        self.env = make_pong_env(cfg.num_envs, seed=env_seed, num_threads=cfg.env_threads)
+        self.env = make_pong_env(cfg.num_envs, seed=env_seed, num_threads=cfg.env_threads, sticky=cfg.sticky)
         self.obs = self.env.reset()
         self.state = agent.initial_state(cfg.num_envs)
         self.ep_ret = np.zeros(cfg.num_envs)
@@ -564,7 +573,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
             _truncate_csv(src / "episodes.csv", "steps", counters["steps"], run_dir / "episodes.csv")
     else:
         # check what can be checked before a run directory exists (a refused preset leaves nothing behind)
-        device = device_from_preset(cfg.arch.device_preset) if cfg.arch.cell == "mstpn" else None
+        if cfg.init_from:  # fine-tuning: the checkpoint's architecture and device, checked before any run dir
+            start, _ = load_agent(cfg.init_from)
+            cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()))
+            device = start.device_model
+        else:
+            device = device_from_preset(cfg.arch.device_preset) if cfg.arch.cell == "mstpn" else None
         run_dir = new_run_dir(cfg.runs_dir, "train", cfg.seed)
         lock = DirLock(run_dir, "training run", command).acquire()
     fresh = ckpt is None or parent is not None
@@ -591,7 +605,9 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
     """The training loop of :func:`train` in its (locked) run directory."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if ckpt is None:
+    if ckpt is None and cfg.init_from:
+        agent = load_agent(cfg.init_from, device=device)[0]
+    elif ckpt is None:
         agent = PongAgent(cfg.arch, device=device)
     else:
         agent = build_agent(ckpt, ckpt_path)
@@ -756,6 +772,11 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="stop (with a checkpoint) after this "
                                                                                "wall time; 0 = no limit")
     p.add_argument("--runs-dir", default=d.runs_dir, help="directory of the new run directories")
+    p.add_argument("--sticky", type=float, default=d.sticky,
+                   help="training emulators' sticky-action (repeat) probability in [0, 1); evaluation uses 0.25")
+    p.add_argument("--init-from", default=d.init_from, metavar="CHECKPOINT",
+                   help="fine-tune: start a new run from this checkpoint's weights, architecture and device "
+                        "(fresh optimiser; --arch/--cell/--hidden/--device-preset are then ignored)")
     p.add_argument("--benchmark", type=int, default=0, metavar="UPDATES",
                    help="only measure agent steps/s of the training loop over UPDATES updates, then exit (0: train)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -788,7 +809,8 @@ def run_train(args: argparse.Namespace) -> int:
                       max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
                       env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, log_every=args.log_every,
-                      max_minutes=args.max_minutes, runs_dir=args.runs_dir)
+                      max_minutes=args.max_minutes, runs_dir=args.runs_dir, sticky=args.sticky,
+                      init_from=args.init_from or "")
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed)

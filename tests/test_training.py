@@ -202,6 +202,29 @@ def test_train_writes_logs_checkpoints_and_resumes(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1  # resuming never opens a second run
 
 
+def test_fine_tune_starts_from_the_checkpoint_with_sticky_actions(tmp_path):
+    """--init-from: a new run starts from the checkpoint's weights (drift 0 before the first step),
+    takes its architecture, records the sticky probability, and the weights then move."""
+    base = train(TrainConfig(arch=TINY, num_envs=2, rollout_len=5, total_steps=10, runs_dir=str(tmp_path / "a"),
+                             seed=3), echo=lambda s: None)
+    start, _ = load_agent(base / "checkpoint.pt")
+    cfg = TrainConfig(num_envs=2, rollout_len=5, total_steps=20, log_every=1, runs_dir=str(tmp_path / "b"),
+                      seed=4, sticky=0.25, init_from=str(base / "checkpoint.pt"))  # default arch: replaced
+    run = train(cfg, echo=lambda s: None)
+    saved = load_checkpoint(run / "checkpoint.pt")
+    assert saved["train_config"]["sticky"] == 0.25 and saved["arch"] == TINY.to_dict()
+    assert saved["train_config"]["init_from"] == str((base / "checkpoint.pt").resolve())
+    tuned, _ = load_agent(run / "checkpoint.pt")
+    moved = [n for n, p in tuned.state_dict().items() if not torch.equal(p, start.state_dict()[n])]
+    assert moved  # trained on from there
+    rows = _rows(run / "progress.csv")
+    assert 0.0 < float(rows[0]["W_drift"]) < 0.05  # drift is measured from the checkpoint, not a fresh init
+    with pytest.raises(ConfigError, match="sticky = 1"):
+        TrainConfig(sticky=1.0)
+    assert train_main(["--init-from", str(tmp_path / "missing.pt"), "--runs-dir", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
+
+
 def test_train_cli_reports_bad_config(capsys):
     assert train_main(["--envs", "0"]) == 2
     assert "num_envs = 0" in capsys.readouterr().err
