@@ -750,6 +750,10 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="plastic cell: the float STPN or the device-constrained m-STPN")
     p.add_argument("--hidden", type=int, default=a.hidden, help="cell units")
     p.add_argument("--bottleneck", type=int, default=a.bottleneck, help="width of the bottleneck layer (arch bottleneck)")
+    p.add_argument("--no-h-feedback", action="store_true",
+                   help="m-STPN variant: STP-only (the plastic layer sees only the encoder; its synapses are the memory)")
+    p.add_argument("--no-plasticity", action="store_true",
+                   help="m-STPN variant: plain recurrent baseline (Gamma fixed at 0)")
     p.add_argument("--device-preset", default=a.device_preset,
                    help="device preset of the m-STPN: a registered name, or module:factory (imports that module: "
                         "it runs code, docs/reliability.md §7)")
@@ -802,7 +806,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """Run parsed ``stoxbar train`` arguments; user errors are raised (ConfigError, CheckpointError, OSError)."""
     arch = ArchConfig(arch=args.arch, cell=args.cell, hidden=args.hidden, bottleneck=args.bottleneck,
-                      device_preset=args.device_preset)
+                      device_preset=args.device_preset, h_feedback=not args.no_h_feedback,
+                      plastic=not args.no_plasticity)
     cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=args.rollout, total_steps=args.steps,
                       lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
                       entropy_coef=args.entropy_coef, value_coef=args.value_coef,

@@ -38,7 +38,10 @@ class ArchConfig:
     arch: "paper" | "bottleneck"; cell: "stpn" (original) | "mstpn" (device-constrained);
     hidden: cell units; bottleneck: width of the FC layer of arch "bottleneck" (ignored by
     "paper"); device_preset: STO device preset of the m-STPN (devices.presets); dt_s: agent
-    step period (s), the decay interval of the m-STPN.
+    step period (s), the decay interval of the m-STPN. The m-STPN variants of the training
+    comparison (docs/stpn.md §9): h_feedback False = STP-only (the plastic layer sees only the
+    encoder, so the synapses' short-term state is the only memory); plastic False = a plain
+    recurrent baseline (Gamma fixed at 0: F stays 0, the time constants have nothing to act on).
     """
 
     arch: str = "paper"
@@ -48,6 +51,8 @@ class ArchConfig:
     n_actions: int = N_ACTIONS
     device_preset: str = "sto_2024"
     dt_s: float = STEP_PERIOD_S
+    h_feedback: bool = True
+    plastic: bool = True
 
     def __post_init__(self):
         check_choice("arch", self.arch, ("paper", "bottleneck"))
@@ -58,6 +63,11 @@ class ArchConfig:
         if not isinstance(self.device_preset, str) or not self.device_preset:
             raise ConfigError(f"device_preset = {self.device_preset!r}: must be a preset name")
         check_range("dt_s", self.dt_s, 0.0, 10.0, lo_open=True, unit="s")
+        for name in ("h_feedback", "plastic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: must be true or false")
+            if not getattr(self, name) and self.cell != "mstpn":
+                raise ConfigError(f"{name} = False: only the m-STPN cell has this variant (cell = {self.cell!r})")
 
     @property
     def n_in(self) -> int:
@@ -118,6 +128,11 @@ class PongAgent(nn.Module):
         else:
             self.device_model = device if device is not None else device_from_preset(arch.device_preset)
             self.cell = MSTPNCell(arch.n_in, arch.hidden, self.device_model, arch.dt_s)
+            self.cell.h_feedback = arch.h_feedback
+            if not arch.plastic:  # Gamma fixed at 0, never trained
+                with torch.no_grad():
+                    self.cell.gam.zero_()
+                self.cell.gam.requires_grad_(False)
         self.actor = _ortho(nn.Linear(arch.hidden, arch.n_actions), 0.01)
         self.critic = _ortho(nn.Linear(arch.hidden, 1), 1.0)
 

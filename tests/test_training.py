@@ -225,6 +225,30 @@ def test_fine_tune_starts_from_the_checkpoint_with_sticky_actions(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_training_variants_stp_only_and_no_plasticity(tmp_path):
+    """The comparison's m-STPN variants train and load back as themselves: STP-only (no h feedback:
+    the plastic layer's input ignores h) and the plain recurrent baseline (Gamma stays 0, F stays 0)."""
+    for variant in (dict(h_feedback=False), dict(plastic=False)):
+        arch = dataclasses.replace(TINY, **variant)
+        run = train(TrainConfig(arch=arch, num_envs=2, rollout_len=5, total_steps=20, runs_dir=str(tmp_path),
+                                seed=2), echo=lambda s: None)
+        agent, _ = load_agent(run / "checkpoint.pt", expected_arch=arch)
+        assert agent.arch == arch and agent.cell.h_feedback == arch.h_feedback
+        if not arch.plastic:
+            assert not agent.cell.gam.requires_grad and torch.count_nonzero(agent.cell.gam) == 0
+            _, (_, F) = agent.cell(torch.rand(2, arch.n_in), agent.initial_state(2))
+            assert torch.count_nonzero(F) == 0
+        else:  # h_prev does not reach the plastic layer
+            x, (h0, F0) = torch.rand(2, arch.n_in), agent.initial_state(2)
+            a, _ = agent.cell(x, (h0, F0))
+            b, _ = agent.cell(x, (torch.rand_like(h0), F0))
+            assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="plastic = False: only the m-STPN"):
+        ArchConfig(cell="stpn", plastic=False)
+    with pytest.raises(ConfigError, match="h_feedback = 'no'"):
+        ArchConfig(h_feedback="no")
+
+
 def test_train_cli_reports_bad_config(capsys):
     assert train_main(["--envs", "0"]) == 2
     assert "num_envs = 0" in capsys.readouterr().err
