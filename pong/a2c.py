@@ -31,7 +31,9 @@ stoxbar.pong.{agent,checkpoint,env}.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import math
 import dataclasses
 import io
 import json
@@ -86,6 +88,8 @@ class TrainConfig:
     runs_dir: str = "runs"
     sticky: float = REPEAT_ACTION_PROBABILITY  # training emulators' repeat-action probability (pong/env.py)
     init_from: str = ""  # checkpoint whose agent weights start this run (fine-tuning); "" = fresh initialisation
+    rollback_drop: float = 0.0  # stabilised A2C (CollapseGuard): 10-game mean this far below its best -> roll back; 0 = off
+    rollback_lr_factor: float = 0.5  # the learning rate is scaled by this at each rollback (assumption)
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -108,6 +112,8 @@ class TrainConfig:
         check_int("log_every", self.log_every, 1)
         check_range("max_minutes", self.max_minutes, 0.0, None)
         check_sticky(self.sticky, "sticky")
+        check_range("rollback_drop", self.rollback_drop, 0.0, 42.0)
+        check_range("rollback_lr_factor", self.rollback_lr_factor, 0.0, 1.0, lo_open=True)
         if not isinstance(self.init_from, str):
             raise ConfigError(f"init_from must be a checkpoint path (str), got {type(self.init_from).__name__}")
 
@@ -210,6 +216,38 @@ def param_drift(agent: PongAgent, init: Dict[str, Tensor]) -> Dict[str, float]:
         stacked = torch.stack([p.flatten().double(), p0.flatten().double()])
         out[f"{name}_corr0"] = float(torch.corrcoef(stacked)[0, 1])
     return out
+
+
+class CollapseGuard:
+    """Stabilised A2C: A2C on Pong can collapse (the shipped run fell from +16 to -15 in ~20 updates,
+    pong/checkpoints/pong_mstpn/README.md). At each checkpoint with a full 10-game window, the guard
+    keeps a copy of the weights and optimiser state if the window's mean is the best so far; when the
+    running mean falls ``drop`` points below that best, :meth:`rollback` restores the copy and scales
+    every group's learning rate by ``lr_factor`` (compounding over rollbacks). Off when ``drop`` is 0.
+    The copy lives in memory: a resumed run starts a new guard."""
+
+    def __init__(self, drop: float, lr_factor: float):
+        self.drop, self.lr_factor = drop, lr_factor
+        self.best = -math.inf
+        self._saved: Optional[Tuple[Dict[str, Any], Dict[str, Any]]] = None
+
+    def checkpointed(self, mean_return: float, agent: PongAgent, opt: torch.optim.Optimizer) -> None:
+        """Remember the weights and optimiser state if ``mean_return`` (a full window) is the best yet."""
+        if self.drop > 0 and mean_return >= self.best:
+            self.best = mean_return
+            self._saved = (copy.deepcopy(agent.state_dict()), copy.deepcopy(opt.state_dict()))
+
+    def collapsed(self, mean_return: float) -> bool:
+        return self.drop > 0 and self._saved is not None and mean_return < self.best - self.drop
+
+    def rollback(self, agent: PongAgent, opt: torch.optim.Optimizer) -> float:
+        """Restore the best copy with its learning rates scaled by ``lr_factor``; returns the new base lr."""
+        model, optim = self._saved
+        for group in optim["param_groups"]:
+            group["lr"] *= self.lr_factor
+        agent.load_state_dict(model)
+        opt.load_state_dict(copy.deepcopy(optim))
+        return float(opt.param_groups[0]["lr"])
 
 
 def make_optimizer(agent: PongAgent, cfg: TrainConfig) -> torch.optim.Adam:
@@ -522,7 +560,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     except ``total_steps``, ``threads``, ``env_threads`` and ``max_minutes`` taken from ``cfg``.
     ``echo`` receives the progress lines (also appended to RUN_DIR/train.log).
     """
-    counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0}
+    counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0, "rollbacks": 0}
     recent: deque = deque(maxlen=10)
     ckpt = None
     parent: Optional[Dict[str, Any]] = None
@@ -637,11 +675,14 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         save_checkpoint(run_dir / "checkpoint.pt", agent, **extra)
         if counters["checkpoints"] % cfg.snapshot_every == 0:
             save_checkpoint(run_dir / f"checkpoint-u{counters['update']:07d}.pt", agent, **extra)
+        if len(recent) == recent.maxlen:
+            guard.checkpointed(float(np.mean(recent)), agent, opt)
         try:  # a plotting problem must never stop training
             _plot_curve(run_dir)
         except Exception as exc:  # noqa: BLE001
             log(f"warning: curve.png not written ({type(exc).__name__}: {exc})")
 
+    guard = CollapseGuard(cfg.rollback_drop, cfg.rollback_lr_factor)
     init = initial_cell_params(cfg) if cfg.arch.cell == "mstpn" else {}
     runner = A2CRunner(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
     N = cfg.num_envs
@@ -685,6 +726,13 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                         f"ret10 {row['mean_return_10']:>7s} loss {row['loss']} vloss {row['value_loss']} "
                         f"ent {row['entropy']} theta drift {row.get('theta_drift', 'n/a')} {sps:.0f} steps/s")
                     acc, n_acc, t_log, steps_log = {}, 0, now, counters["steps"]
+                    if len(recent) == recent.maxlen and guard.collapsed(float(np.mean(recent))):
+                        lr = guard.rollback(agent, opt)
+                        counters["rollbacks"] += 1
+                        log(f"rollback {counters['rollbacks']}: 10-game mean {np.mean(recent):.2f} fell more than "
+                            f"{cfg.rollback_drop:g} below its best {guard.best:.2f}; restored the best checkpoint's "
+                            f"weights, lr now {lr:.3g}")
+                        recent.clear()  # those games were the collapsed policy's
                 if counters["update"] % cfg.checkpoint_every == 0:
                     checkpoint()
                 if cfg.max_minutes and (time.time() - t_start) > 60 * cfg.max_minutes:
@@ -778,6 +826,11 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--runs-dir", default=d.runs_dir, help="directory of the new run directories")
     p.add_argument("--sticky", type=float, default=d.sticky,
                    help="training emulators' sticky-action (repeat) probability in [0, 1); evaluation uses 0.25")
+    p.add_argument("--rollback-drop", type=float, default=d.rollback_drop, metavar="POINTS",
+                   help="stabilised A2C: when the 10-game mean falls this many points below its best at a "
+                        "checkpoint, restore that checkpoint's weights and scale the lr by --rollback-lr-factor (0: off)")
+    p.add_argument("--rollback-lr-factor", type=float, default=d.rollback_lr_factor,
+                   help="learning-rate factor applied at each rollback, in (0, 1]")
     p.add_argument("--init-from", default=d.init_from, metavar="CHECKPOINT",
                    help="fine-tune: start a new run from this checkpoint's weights, architecture and device "
                         "(fresh optimiser; --arch/--cell/--hidden/--device-preset are then ignored)")
@@ -815,7 +868,8 @@ def run_train(args: argparse.Namespace) -> int:
                       env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, log_every=args.log_every,
                       max_minutes=args.max_minutes, runs_dir=args.runs_dir, sticky=args.sticky,
-                      init_from=args.init_from or "")
+                      init_from=args.init_from or "", rollback_drop=args.rollback_drop,
+                      rollback_lr_factor=args.rollback_lr_factor)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed)

@@ -249,6 +249,30 @@ def test_training_variants_stp_only_and_no_plasticity(tmp_path):
         ArchConfig(h_feedback="no")
 
 
+def test_collapse_guard_restores_the_best_checkpoint_with_a_lower_lr():
+    from stoxbar.pong.a2c import CollapseGuard, make_optimizer
+
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    opt = make_optimizer(agent, TrainConfig(arch=TINY, lr=1e-3))
+    off = CollapseGuard(0.0, 0.5)
+    off.checkpointed(10.0, agent, opt)
+    assert not off.collapsed(-21.0)  # drop 0: never
+    guard = CollapseGuard(8.0, 0.5)
+    guard.checkpointed(5.0, agent, opt)
+    good = {k: v.clone() for k, v in agent.state_dict().items()}
+    guard.checkpointed(3.0, agent, opt)  # not better: the copy stays the +5 one
+    with torch.no_grad():
+        agent.actor.weight.add_(1.0)
+    assert not guard.collapsed(-2.9) and guard.collapsed(-3.1)  # 5 - 8 = -3
+    assert guard.rollback(agent, opt) == pytest.approx(5e-4)
+    assert all(torch.equal(v, good[k]) for k, v in agent.state_dict().items())
+    assert [g["lr"] for g in opt.param_groups][0] == pytest.approx(5e-4)
+    assert guard.rollback(agent, opt) == pytest.approx(2.5e-4)  # compounding
+    with pytest.raises(ConfigError, match="rollback_lr_factor = 0"):
+        TrainConfig(rollback_lr_factor=0.0)
+
+
 def test_train_cli_reports_bad_config(capsys):
     assert train_main(["--envs", "0"]) == 2
     assert "num_envs = 0" in capsys.readouterr().err
