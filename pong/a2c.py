@@ -328,7 +328,7 @@ class _Stop:
             signal.signal(sig, old)
 
 
-def _episodes(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
+def run_episodes(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
     """(frames, return) of every finished training game of a run (episodes.csv)."""
     path = run_dir / "episodes.csv"
     if not path.exists():
@@ -359,12 +359,12 @@ def _drift_log(run_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
     return np.array([float(r["frames"]) for r in rows]), np.array([float(r["theta_drift"]) for r in rows])
 
 
-def _running_mean(values: np.ndarray, k: int) -> np.ndarray:
+def running_mean(values: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(k, len(values)))
     return np.convolve(values, np.ones(k) / k, mode="valid")
 
 
-def _figure_bytes(fig) -> bytes:
+def figure_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -382,13 +382,13 @@ def _plot_curve(run_dir: Path) -> None:
 
     if not (run_dir / "episodes.csv").exists():
         return
-    frames, ret = _episodes(run_dir)
+    frames, ret = run_episodes(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(ret):
         ax.plot(frames, ret, ".", ms=3, alpha=0.3, label="game return")
         for k, style in ((10, "-"), (100, "-k")):
             if len(ret) >= k or k == 10:
-                mean = _running_mean(ret, k)
+                mean = running_mean(ret, k)
                 ax.plot(frames[len(ret) - len(mean):], mean, style, lw=1 if k <= 10 else 2,
                         label=f"mean of last {min(k, len(ret))}")
     ax.set_xlabel("emulator frames")
@@ -398,7 +398,7 @@ def _plot_curve(run_dir: Path) -> None:
     ax.legend(loc="upper left")
     ax.set_title(run_dir.name)
     fig.tight_layout()
-    atomic_write_bytes(run_dir / "curve.png", _figure_bytes(fig))
+    atomic_write_bytes(run_dir / "curve.png", figure_bytes(fig))
 
 
 def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 100,
@@ -426,14 +426,14 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
     summary = {}
     for d in map(Path, run_dirs):
         cfg = read_run_config(d)
-        frames, ret = _episodes(d)
+        frames, ret = run_episodes(d)
         if max_frames is not None:
             keep = frames <= max_frames
             frames, ret = frames[keep], ret[keep]
         if not len(ret):
             raise CheckpointError(f"{d}: no finished training games (episodes.csv)")
         label = f"{cfg['arch']['arch']}/{cfg['arch']['cell']} seed {cfg['seed']} ({d.name})"
-        mean = _running_mean(ret, window)
+        mean = running_mean(ret, window)
         ax.plot(frames[len(ret) - len(mean):], mean, lw=1.5, label=label)
         summary[str(d)] = {"label": label, "frames": float(frames[-1]), "games": int(len(ret)),
                            f"mean_return_last_{window}": float(ret[-window:].mean())}
@@ -453,7 +453,7 @@ def compare_curves(run_dirs: Sequence[PathLike], out: PathLike, window: int = 10
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
-    atomic_write_bytes(out, _figure_bytes(fig))
+    atomic_write_bytes(out, figure_bytes(fig))
     return summary
 
 

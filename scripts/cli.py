@@ -5,7 +5,8 @@ energy of a layer's MVM and short-term update), ``train`` (A2C training of the P
 ``play`` (the main job: Pong on the simulated STO chip, score + energy), ``sweep`` (run a study
 file: a grid or random sweep over device / periphery / agent parameters, locally or on Ray) and
 ``report`` (one self-contained HTML page from a study directory or a play report), ``curves``
-(learning curves of several training runs in one figure).
+(learning curves of several training runs in one figure), ``train-comparison`` (the four Pong
+agents x seeds, trained round-robin and resumable, with their learning-curve report).
 
 One error path for every subcommand: arguments are checked before any work starts, and a user
 error (a bad value, a missing or existing file, a locked directory, an unusable checkpoint)
@@ -212,6 +213,19 @@ def _curves_checked(args: argparse.Namespace) -> int:
     return _curves(args)
 
 
+def _train_comparison(args: argparse.Namespace) -> int:
+    from stoxbar.pong.a2c import TrainingInterrupted
+    from stoxbar.pong.comparison import run_main
+
+    try:
+        for line in run_main(args):
+            print(line)
+    except TrainingInterrupted as exc:
+        print(f"stoxbar train-comparison: {exc}; run the same command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
 def _train(argv: List[str]) -> int:
     from stoxbar.pong.a2c import TrainingInterrupted, build_parser as train_parser, run_train
 
@@ -286,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--window", type=int, default=100, help="games in the running mean")
     c.add_argument("--max-frames", type=float, default=None, help="compare up to this many frames (default: all)")
     c.set_defaults(func=_curves_checked)
+
+    tc = sub.add_parser("train-comparison", help="train and compare the four Pong agents x seeds (resumable)")
+    from stoxbar.pong.comparison import main_args as comparison_args
+
+    comparison_args(tc)
+    tc.set_defaults(func=_train_comparison)
 
     sub.add_parser("train", help="train the Pong m-STPN agent (A2C); see `stoxbar train -h`", add_help=False)
     return p

@@ -254,14 +254,14 @@ def test_fuzz_play_report(files, data):
 @FUZZ
 @given(name=st.sampled_from(["progress.csv", "episodes.csv", "config.json"]), data=st.data())
 def test_fuzz_training_run_files(files, name, data):
-    from stoxbar.pong.a2c import _episodes, _truncate_csv, read_run_config
+    from stoxbar.pong.a2c import run_episodes, _truncate_csv, read_run_config
 
     d = _scratch() / "run"
     try:
         shutil.copytree(files["run"], d, ignore=shutil.ignore_patterns("*.pt", "*.png", ".stoxbar.lock"))
         (d / name).write_bytes(data.draw(damaged((d / name).read_bytes())))
         readers = {"progress.csv": lambda: _truncate_csv(d / "progress.csv", "update", 1),
-                   "episodes.csv": lambda: (_episodes(d), _truncate_csv(d / "episodes.csv", "steps", 10)),
+                   "episodes.csv": lambda: (run_episodes(d), _truncate_csv(d / "episodes.csv", "steps", 10)),
                    "config.json": lambda: read_run_config(d)}
         try:
             readers[name]()

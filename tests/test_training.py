@@ -273,6 +273,30 @@ def test_collapse_guard_restores_the_best_checkpoint_with_a_lower_lr():
         TrainConfig(rollback_lr_factor=0.0)
 
 
+def test_training_comparison_round_robin_resumes_and_reports(tmp_path):
+    from stoxbar.pong.comparison import ComparisonConfig, comparison_report, run_comparison, run_of
+
+    cfg = ComparisonConfig(agents=("stp_only", "recurrent"), seeds=(0, 1), frames=4 * 80, arch="bottleneck",
+                           hidden=8, bottleneck=16, num_envs=2)
+    lines: list = []
+    assert run_comparison(tmp_path, cfg, chunk_minutes=1e-4, echo=lines.append)  # 1 update (40 steps) a turn
+    assert len(lines) == 8  # 4 runs x 2 turns: round-robin, each resumed in its own run directory
+    for agent, seed in (("stp_only", 0), ("stp_only", 1), ("recurrent", 0), ("recurrent", 1)):
+        run = run_of(tmp_path, agent, seed)
+        ck = load_checkpoint(run / "checkpoint.pt")
+        assert ck["counters"]["steps"] == 80 and ck["train_config"]["sticky"] == 0.25
+        assert ck["arch"]["h_feedback"] is (agent != "stp_only") and ck["arch"]["plastic"] is (agent != "recurrent")
+        assert len(list(run.parent.iterdir())) == 1
+    assert run_comparison(tmp_path, cfg, echo=lines.append) and len(lines) == 8  # all finished: nothing to do
+    with pytest.raises(ConfigError, match="other settings"):
+        run_comparison(tmp_path, dataclasses.replace(cfg, frames=800), echo=lines.append)
+    rows = comparison_report(tmp_path, window=2)
+    assert set(rows) == {"stp_only", "recurrent"} and rows["recurrent"]["seeds"] == 2
+    assert (tmp_path / "comparison.png").stat().st_size > 0 and "| recurrent | 2 |" in (tmp_path / "comparison.md").read_text()
+    with pytest.raises(ConfigError, match="agents: 'lstm' unknown"):
+        ComparisonConfig(agents=("lstm",))
+
+
 def test_train_cli_reports_bad_config(capsys):
     assert train_main(["--envs", "0"]) == 2
     assert "num_envs = 0" in capsys.readouterr().err

@@ -1,0 +1,226 @@
+"""The training comparison of issue 16: four agents x several seeds at one frame budget, resumable,
+and its report (learning curves with the spread across seeds, frames to +18, final scores).
+
+Agents (docs/stpn.md §9): ``mstpn`` (the paper's m-STPN), ``stp_only`` (no h feedback: the
+synapses' short-term state is the only memory of the plastic layer), ``stpn`` (the float STPN),
+``recurrent`` (Gamma fixed at 0: a plain recurrent network). Every run is an ordinary training run
+(:func:`stoxbar.pong.a2c.train`) in ``ROOT/AGENT/seedS/train-*``, trained with sticky actions
+(p = 0.25, the evaluation protocol, docs/stpn.md §8) and the collapse guard (stabilised A2C,
+``rollback_drop``). :func:`run_comparison` trains the unfinished runs round-robin, each for
+``chunk_minutes`` at a time, so that an interrupted session leaves every run at a similar budget
+and the next session resumes all of them (``ROOT/comparison.json`` holds the settings; a second
+call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
+(sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
+ablation rows come from ``stoxbar play`` on each run's checkpoint.
+
+May import: numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.{a2c,agent,checkpoint,env}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from stoxbar.core import fsio
+from stoxbar.core.validation import ConfigError, check_int, check_range
+from stoxbar.pong.a2c import TrainConfig, run_episodes, figure_bytes, running_mean, train
+from stoxbar.pong.agent import ArchConfig
+from stoxbar.pong.checkpoint import load_checkpoint
+from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
+
+AGENTS: Dict[str, Dict[str, Any]] = {  # ArchConfig fields of each agent (docs/stpn.md §9)
+    "mstpn": {},
+    "stp_only": {"h_feedback": False},
+    "stpn": {"cell": "stpn"},
+    "recurrent": {"plastic": False},
+}
+TARGET_SCORE = 18.0  # "frames to reach +18" (issue 16)
+SETTINGS = "comparison.json"
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """What the comparison trains: ``agents`` x ``seeds`` runs of ``frames`` emulator frames each."""
+
+    agents: Tuple[str, ...] = tuple(AGENTS)
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    frames: float = 10e6  # per run (issue 16: >= 10 M)
+    sticky: float = EVAL_STICKY  # training with the evaluation's sticky actions
+    rollback_drop: float = 10.0  # collapse guard (assumption: a 10-point fall of the 10-game mean is a collapse)
+    lr: float = 7e-4  # docs/stpn.md 5.4
+    arch: str = "paper"
+    hidden: int = 64  # cell units (ArchConfig)
+    bottleneck: int = 256  # arch "bottleneck" only (ArchConfig)
+    num_envs: int = 16  # docs/stpn.md 5.4
+
+    def __post_init__(self):
+        object.__setattr__(self, "agents", tuple(self.agents))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        if not self.agents:
+            raise ConfigError("agents: empty; allowed: " + ", ".join(AGENTS))
+        for a in self.agents:
+            if a not in AGENTS:
+                raise ConfigError(f"agents: {a!r} unknown; allowed: {', '.join(AGENTS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds = {list(self.seeds)}: give one or more distinct seeds")
+        for s in self.seeds:
+            check_int("seeds", s, 0, 2**31 - 1)
+        check_range("frames", self.frames, FRAMESKIP, 1e10)
+        check_range("rollback_drop", self.rollback_drop, 0.0, 42.0)
+        check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
+        ArchConfig(arch=self.arch, hidden=self.hidden, bottleneck=self.bottleneck)  # checks them
+        check_int("num_envs", self.num_envs, 1, 1024)
+
+    def train_config(self, agent: str, seed: int, runs_dir: Path, threads: int, env_threads: int,
+                     max_minutes: float) -> TrainConfig:
+        arch = ArchConfig(**{"arch": self.arch, "hidden": self.hidden, "bottleneck": self.bottleneck, **AGENTS[agent]})
+        return TrainConfig(arch=arch, num_envs=self.num_envs, total_steps=int(self.frames // FRAMESKIP), lr=self.lr,
+                           seed=seed,
+                           threads=threads, env_threads=env_threads, max_minutes=max_minutes,
+                           runs_dir=str(runs_dir), sticky=self.sticky, rollback_drop=self.rollback_drop)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(agents=list(self.agents), seeds=list(self.seeds))
+        return d
+
+
+def run_of(root: Path, agent: str, seed: int) -> Optional[Path]:
+    """The training run directory of (agent, seed) under ``root`` (None before its first chunk)."""
+    runs = sorted(p for p in (root / agent / f"seed{seed}").glob("train-*") if (p / "checkpoint.pt").is_file())
+    return runs[-1] if runs else None
+
+
+def _steps_done(run: Optional[Path]) -> int:
+    return 0 if run is None else int(load_checkpoint(run / "checkpoint.pt")["counters"]["steps"])
+
+
+def _settings(root: Path, cfg: ComparisonConfig) -> None:
+    """Write ROOT/comparison.json the first time; later calls must use the same settings."""
+    path = root / SETTINGS
+    if path.exists():
+        saved = fsio.read_json(path)
+        if saved != cfg.to_dict():
+            raise ConfigError(f"{path}: this comparison was started with other settings ({saved}); "
+                              "continue it with those, or choose a new directory")
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        fsio.atomic_write_json(path, cfg.to_dict())
+
+
+def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.0, threads: int = 1,
+                   env_threads: int = 1, echo: Callable[[str], None] = print) -> bool:
+    """Train every unfinished run for ``chunk_minutes`` in turn until all reach the budget (module
+    docstring); returns True when all are finished. A signal stops the run in progress with its
+    checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
+    check_range("chunk_minutes", chunk_minutes, 0.0, None, lo_open=True)
+    root = Path(root)
+    _settings(root, cfg)
+    total = int(cfg.frames // FRAMESKIP)
+    while True:
+        todo = [(a, s) for a in cfg.agents for s in cfg.seeds if _steps_done(run_of(root, a, s)) < total]
+        if not todo:
+            return True
+        for agent, seed in todo:
+            run = run_of(root, agent, seed)
+            echo(f"comparison: {agent} seed {seed}: {_steps_done(run) * FRAMESKIP / 1e6:.3g} of "
+                 f"{cfg.frames / 1e6:.3g} M frames; training {chunk_minutes:g} min")
+            tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes)
+            train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+
+
+def _curve(run: Path, window: int, grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
+    """(frames, running mean over ``window`` games, first frame where it reaches TARGET_SCORE)."""
+    frames, ret = run_episodes(run)
+    if len(ret) == 0:
+        return np.full_like(grid, np.nan), ret, None
+    mean = running_mean(ret, window)
+    f = frames[len(ret) - len(mean):]
+    hit = np.nonzero(mean >= TARGET_SCORE)[0]
+    on_grid = np.interp(grid, f, mean, left=np.nan, right=np.nan)
+    return on_grid, ret, (float(f[hit[0]]) if len(hit) else None)
+
+
+def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[str, Any]:
+    """Learning curves (``window``-game mean vs frames: mean across seeds, band = min..max) into
+    ROOT/comparison.png and a table into ROOT/comparison.md (both replaced); returns the numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    saved = fsio.read_json(root / SETTINGS)
+    cfg = ComparisonConfig(**saved)
+    grid = np.linspace(0, cfg.frames, points)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    rows: Dict[str, Any] = {}
+    for agent in cfg.agents:
+        curves, finals, hits, frames_done = [], [], [], []
+        for seed in cfg.seeds:
+            run = run_of(root, agent, seed)
+            if run is None:
+                continue
+            on_grid, ret, hit = _curve(run, window, grid)
+            curves.append(on_grid)
+            finals.append(float(ret[-window:].mean()) if len(ret) else float("nan"))
+            hits.append(hit)
+            frames_done.append(_steps_done(run) * FRAMESKIP)
+        if not curves:
+            continue
+        c = np.array(curves)
+        with np.errstate(all="ignore"):
+            ok = np.isfinite(c).any(0)
+            lo, hi = np.nanmin(np.where(ok, c, 0), 0), np.nanmax(np.where(ok, c, 0), 0)
+            mid = np.nanmean(np.where(ok, c, 0), 0)
+        line, = ax.plot(grid[ok], mid[ok], lw=2, label=f"{agent} ({len(curves)} seeds)")
+        ax.fill_between(grid[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2)
+        rows[agent] = {"seeds": len(curves), "frames_done": frames_done, "final_mean": float(np.mean(finals)),
+                       "final_per_seed": finals, "frames_to_target": hits}
+    ax.axhline(TARGET_SCORE, color="k", ls=":", lw=1)
+    ax.set_xlabel("emulator frames")
+    ax.set_ylabel(f"mean return of the last {window} training games")
+    ax.set_ylim(-21.5, 21.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"training comparison (sticky {cfg.sticky:g}; band: min..max over seeds)")
+    fig.tight_layout()
+    fsio.atomic_write_bytes(root / "comparison.png", figure_bytes(fig), overwrite=True)
+    lines = [f"| agent | seeds | frames done (M) | final {window}-game mean (per seed) | frames to +{TARGET_SCORE:g} (M) |",
+             "|---|---|---|---|---|"]
+    for agent, r in rows.items():
+        hits = ", ".join("not reached" if h is None else f"{h / 1e6:.1f}" for h in r["frames_to_target"])
+        lines.append(f"| {agent} | {r['seeds']} | {', '.join(f'{f / 1e6:.2f}' for f in r['frames_done'])} | "
+                     f"{r['final_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['final_per_seed'])}) | {hits} |")
+    fsio.atomic_write_text(root / "comparison.md", "\n".join(lines) + "\n", overwrite=True)
+    return rows
+
+
+def main_args(p) -> None:
+    """Options of ``stoxbar train-comparison`` (added to ``p``)."""
+    d = ComparisonConfig()
+    p.add_argument("root", help="comparison directory (created; an existing one is continued with its settings)")
+    p.add_argument("--agents", nargs="+", default=list(d.agents), help=f"agents, of: {', '.join(AGENTS)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="training seeds")
+    p.add_argument("--frames", type=float, default=d.frames, help="emulator frames per run")
+    p.add_argument("--chunk-minutes", type=float, default=20.0, help="minutes per run before the next one's turn")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--env-threads", type=int, default=1, help="emulator threads")
+    p.add_argument("--report-only", action="store_true", help="only (re)write comparison.png / comparison.md")
+
+
+def run_main(args) -> List[str]:
+    """Run parsed ``stoxbar train-comparison`` options; returns the lines to print."""
+    root = Path(args.root)
+    if not args.report_only:
+        cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames)
+        run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print)
+    elif not (root / SETTINGS).is_file():
+        raise ConfigError(f"{root}: not a training comparison (no {SETTINGS})")
+    rows = comparison_report(root)
+    return [f"wrote {root / 'comparison.png'} and {root / 'comparison.md'}"] + [
+        f"{a}: final {r['final_mean']:+.2f} over {r['seeds']} seeds" for a, r in rows.items()]
