@@ -81,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # torch threads (1 leaves the other core to others)
     env_threads: int = 1  # emulator threads
+    env_groups: int = 1  # emulator groups stepped asynchronously, each group's emulation overlapping the other's forward
     checkpoint_every: int = 250  # updates between checkpoints
     snapshot_every: int = 10  # every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt
     log_every: int = 10  # updates between CSV rows
@@ -107,6 +108,9 @@ class TrainConfig:
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_int("threads", self.threads, 1, 256)
         check_int("env_threads", self.env_threads, 1, 256)
+        check_int("env_groups", self.env_groups, 1, 2)
+        if self.num_envs % self.env_groups:
+            raise ConfigError(f"num_envs {self.num_envs} must be divisible by env_groups {self.env_groups}")
         check_int("checkpoint_every", self.checkpoint_every, 1)
         check_int("snapshot_every", self.snapshot_every, 1)
         check_int("log_every", self.log_every, 1)
@@ -492,51 +496,69 @@ def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
 
 
 class A2CRunner:
-    """The environments, the carried (h, F) and one A2C update (rollout with graph + step)."""
+    """The environments, the carried (h, F) and one A2C update (rollout with graph + step).
+
+    With ``cfg.env_groups`` 2 the environments are two vector envs of num_envs/2 games, stepped
+    asynchronously (ale-py's send/recv): each group's forward pass runs while the other group's
+    emulators play, so the emulator thread and the torch thread work at once. The update is the
+    same A2C update over all games (group 0's games first in the batch)."""
 
     def __init__(self, agent: PongAgent, opt: torch.optim.Optimizer, cfg: TrainConfig, env_seed: int):
         self.agent, self.opt, self.cfg = agent, opt, cfg
-        self.env = make_pong_env(cfg.num_envs, seed=env_seed, num_threads=cfg.env_threads, sticky=cfg.sticky)
-        self.obs = self.env.reset()
+        n = cfg.num_envs // cfg.env_groups
+        self.envs = [make_pong_env(n, seed=env_seed + g * n, num_threads=cfg.env_threads, sticky=cfg.sticky)
+                     for g in range(cfg.env_groups)]
+        self.obs = [env.reset() for env in self.envs]
         self.state = agent.initial_state(cfg.num_envs)
         self.ep_ret = np.zeros(cfg.num_envs)
         self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
+
+    def _finish_step(self, g: int, t: int, state, rewards, dones, finished):
+        """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games."""
+        n = self.cfg.num_envs // self.cfg.env_groups
+        self.obs[g], r, done, _ = self.envs[g].recv()
+        rewards[t][g], dones[t][g] = torch.from_numpy(r), torch.from_numpy(done)
+        sl = slice(g * n, (g + 1) * n)
+        self.ep_ret[sl] += r
+        self.ep_len[sl] += 1
+        for i in np.nonzero(done)[0] + g * n:
+            finished.append((t + 1, float(self.ep_ret[i]), int(self.ep_len[i])))
+            self.ep_ret[i], self.ep_len[i] = 0.0, 0
+        return self.agent.reset_state(state, done) if done.any() else state
 
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         """Roll out T steps in N envs, then one optimiser step. Returns (loss terms, finished
         games as (step of the rollout 1..T, return, length))."""
         agent, cfg = self.agent, self.cfg
-        state = detach_state(self.state)
+        G, T = cfg.env_groups, cfg.rollout_len
+        n = cfg.num_envs // G
+        states = [tuple(s[g * n:(g + 1) * n] for s in detach_state(self.state)) for g in range(G)]
         params = agent.step_params()
-        logps, values, ents, rewards, dones, sparsity, finished = [], [], [], [], [], [], []
-        for t in range(cfg.rollout_len):
-            logits, value, state = agent(self.obs, state, params)
-            logp_all = torch.log_softmax(logits, -1)
-            with torch.no_grad():
-                action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
-            logps.append(logp_all.gather(1, action.unsqueeze(1)).squeeze(1))
-            ents.append(-(logp_all.exp() * logp_all).sum(-1))
-            values.append(value)
-            self.obs, r, done, _ = self.env.step(action.numpy())
-            rewards.append(torch.from_numpy(r))
-            dones.append(torch.from_numpy(done))
-            self.ep_ret += r
-            self.ep_len += 1
-            for i in np.nonzero(done)[0]:
-                finished.append((t + 1, float(self.ep_ret[i]), int(self.ep_len[i])))
-                self.ep_ret[i], self.ep_len[i] = 0.0, 0
-            if done.any():
-                state = agent.reset_state(state, done)
-            sp = getattr(agent.cell, "last_sparsity", None)
-            if sp is not None:
-                sparsity.append(sp)
+        logps, values, ents, rewards, dones = ([[None] * G for _ in range(T)] for _ in range(5))
+        sparsity, finished = [], []
+        for t in range(T):
+            for g in range(G):
+                if t > 0:  # group g's emulators played step t-1 while the other group computed
+                    states[g] = self._finish_step(g, t - 1, states[g], rewards, dones, finished)
+                logits, values[t][g], states[g] = agent(self.obs[g], states[g], params)
+                logp_all = torch.log_softmax(logits, -1)
+                with torch.no_grad():
+                    action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
+                logps[t][g] = logp_all.gather(1, action.unsqueeze(1)).squeeze(1)
+                ents[t][g] = -(logp_all.exp() * logp_all).sum(-1)
+                self.envs[g].send(action.numpy())
+                sp = getattr(agent.cell, "last_sparsity", None)
+                if sp is not None:
+                    sparsity.append(sp)
+        for g in range(G):
+            states[g] = self._finish_step(g, T - 1, states[g], rewards, dones, finished)
         with torch.no_grad():
-            _, last_value, _ = agent(self.obs, state, params)
-        self.state = state
-        values_t = torch.stack(values)
-        adv, ret = gae(torch.stack(rewards), values_t, torch.stack(dones), last_value, cfg.gamma, cfg.gae_lambda)
-        loss, terms = a2c_loss(torch.stack(logps), values_t, torch.stack(ents), adv, ret, cfg.value_coef,
-                               cfg.entropy_coef)
+            last_value = torch.cat([agent(self.obs[g], states[g], params)[1] for g in range(G)])
+        self.state = tuple(torch.cat(parts) for parts in zip(*states))
+        cat = lambda rows: torch.stack([torch.cat(r) for r in rows])  # noqa: E731  [T][G] -> [T, N]
+        values_t = cat(values)
+        adv, ret = gae(cat(rewards), values_t, cat(dones), last_value, cfg.gamma, cfg.gae_lambda)
+        loss, terms = a2c_loss(cat(logps), values_t, cat(ents), adv, ret, cfg.value_coef, cfg.entropy_coef)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
@@ -550,14 +572,15 @@ class A2CRunner:
         return terms, finished
 
     def close(self) -> None:
-        self.env.close()
+        for env in self.envs:
+            env.close()
 
 
 def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     """Train (or resume training of) the Pong agent; returns the run directory.
 
     ``resume``: a run directory (or its checkpoint file) to continue; its saved config is used
-    except ``total_steps``, ``threads``, ``env_threads`` and ``max_minutes`` taken from ``cfg``.
+    except ``total_steps``, ``threads``, ``env_threads``, ``env_groups`` and ``max_minutes`` taken from ``cfg``.
     ``echo`` receives the progress lines (also appended to RUN_DIR/train.log).
     """
     counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0, "rollbacks": 0}
@@ -580,7 +603,8 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
         except (ConfigError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint {ckpt_path}: invalid train_config ({type(exc).__name__}: {exc})") from None
         cfg = dataclasses.replace(saved, total_steps=cfg.total_steps, threads=cfg.threads,
-                                  env_threads=cfg.env_threads, max_minutes=cfg.max_minutes)
+                                  env_threads=cfg.env_threads, env_groups=cfg.env_groups,
+                                  max_minutes=cfg.max_minutes)
         saved_counters = ckpt["counters"]
         if (not isinstance(saved_counters, dict) or set(saved_counters) - set(counters)
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in saved_counters.values())):
@@ -750,8 +774,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
 
 
 def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num_envs: int = 16,
-                       rollout_len: int = 20, threads: int = 1, env_threads: int = 1, seed: int = 0
-                       ) -> Dict[str, float]:
+                       rollout_len: int = 20, threads: int = 1, env_threads: int = 1, seed: int = 0,
+                       env_groups: int = 1) -> Dict[str, float]:
     """Agent steps per second of the real training loop (env + forward + BPTT + Adam).
 
     Sets torch's thread count to ``threads`` (not restored). Returns steps_per_s, ms_per_update.
@@ -759,7 +783,7 @@ def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num
     check_int("updates", updates, 1)
     check_int("warmup", warmup, 0)
     cfg = TrainConfig(arch=arch, num_envs=num_envs, rollout_len=rollout_len, threads=threads,
-                      env_threads=env_threads, seed=seed)
+                      env_threads=env_threads, seed=seed, env_groups=env_groups)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     agent = PongAgent(arch)
@@ -817,6 +841,9 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
+    p.add_argument("--env-groups", type=int, default=d.env_groups, choices=[1, 2],
+                   help="emulator groups stepped asynchronously (2: one group plays while the other's forward "
+                        "pass runs; use with --threads 2 on 2 cores)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="updates between checkpoints")
     p.add_argument("--snapshot-every", type=int, default=d.snapshot_every,
                    help="every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt")
@@ -865,17 +892,20 @@ def run_train(args: argparse.Namespace) -> int:
                       lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
                       entropy_coef=args.entropy_coef, value_coef=args.value_coef,
                       max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
-                      env_threads=args.env_threads, checkpoint_every=args.checkpoint_every,
+                      env_threads=args.env_threads, env_groups=args.env_groups,
+                      checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, log_every=args.log_every,
                       max_minutes=args.max_minutes, runs_dir=args.runs_dir, sticky=args.sticky,
                       init_from=args.init_from or "", rollback_drop=args.rollback_drop,
                       rollback_lr_factor=args.rollback_lr_factor)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
-                               threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed)
+                               threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,
+                               env_groups=cfg.env_groups)
         print(f"{arch.arch}/{arch.cell}: {r['steps_per_s']:.0f} agent steps/s "
               f"({r['ms_per_update']:.1f} ms per update of {cfg.num_envs}x{cfg.rollout_len} steps, "
-              f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s))")
+              f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s), "
+              f"{cfg.env_groups} emulator group(s))")
         return 0
     train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True))
     return 0

@@ -92,10 +92,20 @@ class PongVecEnv:
     def step(self, actions: np.ndarray):
         """Act; returns (obs, reward float32 [N], done bool [N], info). Finished games restart
         at once: ``obs`` of a done env is the first frame of its next game."""
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        """Start the step with ``actions`` [N] and return at once: the emulator threads play it while
+        the caller computes; ``recv`` waits for it (ale-py's asynchronous interface)."""
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):
             raise ConfigError(f"actions shape {actions.shape}; expected ({self.num_envs},)")
-        obs, reward, term, trunc, info = self._env.step(actions)
+        self._env.send(actions.astype(np.int64, copy=False))
+
+    def recv(self):
+        """Wait for the step started by ``send``; returns what ``step`` returns."""
+        obs, reward, term, trunc, info = self._env.recv()
         return (check_obs(obs, self.num_envs), np.asarray(reward, dtype=np.float32),
                 np.logical_or(term, trunc), info)
 
