@@ -8,7 +8,9 @@ forward, BPTT, Adam; ``pong.a2c.measure_throughput``):
 * ``2 threads``: 2 torch threads, one group;
 * ``2 groups``: 1 torch thread, two asynchronous emulator groups (each group's emulation overlaps
   the other group's forward pass);
-* ``2 threads + 2 groups``: both.
+* ``2 threads + 2 groups``: both;
+* ``2 group threads``: two groups, each rolled out and back-propagated by its own Python thread
+  (one intra-op thread each; the native kernels release the GIL).
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
@@ -29,6 +31,7 @@ CONFIGS = {
     "2 threads, 1 group": dict(threads=2, env_groups=1),
     "1 thread, 2 groups": dict(threads=1, env_groups=2),
     "2 threads, 2 groups": dict(threads=2, env_groups=2),
+    "2 group threads": dict(threads=1, env_groups=2, group_threads=True),
 }
 
 

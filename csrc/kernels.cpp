@@ -575,13 +575,16 @@ Tensor to_tiled(Tensor x, Tensor rows, int64_t X) {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  // The kernels touch only tensors: they release the GIL, so Python threads (the A2C runner's
+  // group threads) run them at once.
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.doc() = "stoxbar native CPU kernels (short-term step, m-STPN and STPN cell steps)";
-  m.def("short_term_step", &short_term_step, "decay, then the requested short-term change (in place)");
-  m.def("mstpn_forward", &mstpn_forward, "digital m-STPN step forward");
-  m.def("mstpn_backward", &mstpn_backward, "digital m-STPN step backward");
-  m.def("stpn_forward", &stpn_forward, "STPN step forward");
-  m.def("stpn_backward", &stpn_backward, "STPN step backward");
-  m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)");
-  m.def("to_tiled", &to_tiled, "[N, in] -> [N, T, X] with zero pad rows");
-  m.def("io_mvm_read", &io_mvm_read, "io_mvm with input/output finite checks and the read drive integral per tile");
+  m.def("short_term_step", &short_term_step, "decay, then the requested short-term change (in place)", nogil);
+  m.def("mstpn_forward", &mstpn_forward, "digital m-STPN step forward", nogil);
+  m.def("mstpn_backward", &mstpn_backward, "digital m-STPN step backward", nogil);
+  m.def("stpn_forward", &stpn_forward, "STPN step forward", nogil);
+  m.def("stpn_backward", &stpn_backward, "STPN step backward", nogil);
+  m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)", nogil);
+  m.def("to_tiled", &to_tiled, "[N, in] -> [N, T, X] with zero pad rows", nogil);
+  m.def("io_mvm_read", &io_mvm_read, "io_mvm with input/output finite checks and the read drive integral per tile", nogil);
 }

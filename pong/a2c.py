@@ -82,6 +82,7 @@ class TrainConfig:
     threads: int = 1  # torch threads (1 leaves the other core to others)
     env_threads: int = 1  # emulator threads
     env_groups: int = 1  # emulator groups stepped asynchronously, each group's emulation overlapping the other's forward
+    group_threads: bool = False  # env_groups > 1: each group rolls out and back-propagates in its own thread
     checkpoint_every: int = 250  # updates between checkpoints
     snapshot_every: int = 10  # every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt
     log_every: int = 10  # updates between CSV rows
@@ -109,6 +110,10 @@ class TrainConfig:
         check_int("threads", self.threads, 1, 256)
         check_int("env_threads", self.env_threads, 1, 256)
         check_int("env_groups", self.env_groups, 1, 2)
+        if not isinstance(self.group_threads, bool):
+            raise ConfigError(f"group_threads must be true or false, got {self.group_threads!r}")
+        if self.group_threads and self.env_groups < 2:
+            raise ConfigError("group_threads needs env_groups >= 2")
         if self.num_envs % self.env_groups:
             raise ConfigError(f"num_envs {self.num_envs} must be divisible by env_groups {self.env_groups}")
         check_int("checkpoint_every", self.checkpoint_every, 1)
@@ -512,12 +517,15 @@ class A2CRunner:
         self.state = agent.initial_state(cfg.num_envs)
         self.ep_ret = np.zeros(cfg.num_envs)
         self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
+        self._pool = None  # group_threads: the groups' worker threads
 
-    def _finish_step(self, g: int, t: int, state, rewards, dones, finished):
-        """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games."""
+    def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
+        """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games
+        (stored at ``rewards[t][slot]``, slot defaulting to ``g``)."""
         n = self.cfg.num_envs // self.cfg.env_groups
+        slot = g if slot is None else slot
         self.obs[g], r, done, _ = self.envs[g].recv()
-        rewards[t][g], dones[t][g] = torch.from_numpy(r), torch.from_numpy(done)
+        rewards[t][slot], dones[t][slot] = torch.from_numpy(r), torch.from_numpy(done)
         sl = slice(g * n, (g + 1) * n)
         self.ep_ret[sl] += r
         self.ep_len[sl] += 1
@@ -529,6 +537,8 @@ class A2CRunner:
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         """Roll out T steps in N envs, then one optimiser step. Returns (loss terms, finished
         games as (step of the rollout 1..T, return, length))."""
+        if self.cfg.group_threads:
+            return self._update_threaded()
         agent, cfg = self.agent, self.cfg
         G, T = cfg.env_groups, cfg.rollout_len
         n = cfg.num_envs // G
@@ -561,17 +571,72 @@ class A2CRunner:
         loss, terms = a2c_loss(cat(logps), values_t, cat(ents), adv, ret, cfg.value_coef, cfg.entropy_coef)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+        terms["sparsity"] = float(np.mean(sparsity)) if sparsity else float("nan")
+        return self._step(terms), finished
+
+    def _step(self, terms: Dict[str, float]) -> Dict[str, float]:
+        """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints."""
+        gn = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm)
         if not torch.isfinite(gn):
             raise FloatingPointError("non-finite gradient norm; resume from the last checkpoint with another "
                                      "seed or a lower lr")
         self.opt.step()
-        agent.apply_constraints()
+        self.agent.apply_constraints()
         terms["grad_norm"] = float(gn)
+        return terms
+
+    def _group_update(self, g: int, state, seed: int):
+        """Thread of group ``g`` (group_threads): its rollout, its share of the loss, its backward pass.
+        Actions are sampled from the group's own generator (seeded from the global one), so a run
+        is reproducible whatever the threads' interleaving; the gradients accumulate into .grad."""
+        agent, cfg, G, T = self.agent, self.cfg, self.cfg.env_groups, self.cfg.rollout_len
+        gen = torch.Generator().manual_seed(seed)
+        params = agent.step_params()  # each thread's own graph (no graph shared by two backward passes)
+        logps, values, ents, rewards, dones = ([[None] for _ in range(T)] for _ in range(5))
+        finished, sparsity = [], []
+        for t in range(T):
+            logits, values[t][0], state = agent(self.obs[g], state, params)
+            logp_all = torch.log_softmax(logits, -1)
+            with torch.no_grad():
+                action = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(1)
+            logps[t][0] = logp_all.gather(1, action.unsqueeze(1)).squeeze(1)
+            ents[t][0] = -(logp_all.exp() * logp_all).sum(-1)
+            sp = getattr(agent.cell, "last_sparsity", None)
+            if sp is not None:
+                sparsity.append(sp)
+            self.envs[g].send(action.numpy())
+            state = self._finish_step(g, t, state, rewards, dones, finished, slot=0)
+        with torch.no_grad():
+            last_value = agent(self.obs[g], state, params)[1]
+        cat = lambda rows: torch.stack([r[0] for r in rows])  # noqa: E731
+        values_t = cat(values)
+        adv, ret = gae(cat(rewards), values_t, cat(dones), last_value, cfg.gamma, cfg.gae_lambda)
+        loss, terms = a2c_loss(cat(logps), values_t, cat(ents), adv, ret, cfg.value_coef, cfg.entropy_coef)
+        (loss / G).backward()  # equal groups: the mean over all games is the mean of the groups' means
         terms["sparsity"] = float(np.mean(sparsity)) if sparsity else float("nan")
-        return terms, finished
+        return terms, finished, state
+
+    def _update_threaded(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
+        G, n = self.cfg.env_groups, self.cfg.num_envs // self.cfg.env_groups
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # one intra-op thread per group thread (OpenMP's thread count is per calling thread)
+            self._pool = ThreadPoolExecutor(G, thread_name_prefix="a2c-group", initializer=torch.set_num_threads,
+                                            initargs=(1,))
+        seeds = torch.randint(0, 2**62, (G,)).tolist()
+        states = [tuple(s[g * n:(g + 1) * n] for s in detach_state(self.state)) for g in range(G)]
+        self.opt.zero_grad(set_to_none=True)
+        futures = [self._pool.submit(self._group_update, g, states[g], seeds[g]) for g in range(G)]
+        results = [f.result() for f in futures]
+        self.state = tuple(torch.cat(parts) for parts in zip(*(r[2] for r in results)))
+        terms = {k: float(np.mean([r[0][k] for r in results])) for k in results[0][0]}
+        finished = sorted(f for r in results for f in r[1])
+        return self._step(terms), finished
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         for env in self.envs:
             env.close()
 
@@ -604,7 +669,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
             raise CheckpointError(f"checkpoint {ckpt_path}: invalid train_config ({type(exc).__name__}: {exc})") from None
         cfg = dataclasses.replace(saved, total_steps=cfg.total_steps, threads=cfg.threads,
                                   env_threads=cfg.env_threads, env_groups=cfg.env_groups,
-                                  max_minutes=cfg.max_minutes)
+                                  group_threads=cfg.group_threads, max_minutes=cfg.max_minutes)
         saved_counters = ckpt["counters"]
         if (not isinstance(saved_counters, dict) or set(saved_counters) - set(counters)
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in saved_counters.values())):
@@ -775,7 +840,7 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
 
 def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num_envs: int = 16,
                        rollout_len: int = 20, threads: int = 1, env_threads: int = 1, seed: int = 0,
-                       env_groups: int = 1) -> Dict[str, float]:
+                       env_groups: int = 1, group_threads: bool = False) -> Dict[str, float]:
     """Agent steps per second of the real training loop (env + forward + BPTT + Adam).
 
     Sets torch's thread count to ``threads`` (not restored). Returns steps_per_s, ms_per_update.
@@ -783,7 +848,7 @@ def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num
     check_int("updates", updates, 1)
     check_int("warmup", warmup, 0)
     cfg = TrainConfig(arch=arch, num_envs=num_envs, rollout_len=rollout_len, threads=threads,
-                      env_threads=env_threads, seed=seed, env_groups=env_groups)
+                      env_threads=env_threads, seed=seed, env_groups=env_groups, group_threads=group_threads)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     agent = PongAgent(arch)
@@ -843,7 +908,10 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
     p.add_argument("--env-groups", type=int, default=d.env_groups, choices=[1, 2],
                    help="emulator groups stepped asynchronously (2: one group plays while the other's forward "
-                        "pass runs; use with --threads 2 on 2 cores)")
+                        "pass runs)")
+    p.add_argument("--group-threads", action="store_true",
+                   help="with --env-groups 2: each group rolls out and back-propagates in its own thread (one "
+                        "intra-op thread each): the fastest setting on 2 cores (BENCHMARKS.md)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="updates between checkpoints")
     p.add_argument("--snapshot-every", type=int, default=d.snapshot_every,
                    help="every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt")
@@ -892,7 +960,7 @@ def run_train(args: argparse.Namespace) -> int:
                       lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
                       entropy_coef=args.entropy_coef, value_coef=args.value_coef,
                       max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
-                      env_threads=args.env_threads, env_groups=args.env_groups,
+                      env_threads=args.env_threads, env_groups=args.env_groups, group_threads=args.group_threads,
                       checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, log_every=args.log_every,
                       max_minutes=args.max_minutes, runs_dir=args.runs_dir, sticky=args.sticky,
@@ -901,11 +969,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,
-                               env_groups=cfg.env_groups)
+                               env_groups=cfg.env_groups, group_threads=cfg.group_threads)
         print(f"{arch.arch}/{arch.cell}: {r['steps_per_s']:.0f} agent steps/s "
               f"({r['ms_per_update']:.1f} ms per update of {cfg.num_envs}x{cfg.rollout_len} steps, "
               f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s), "
-              f"{cfg.env_groups} emulator group(s))")
+              f"{cfg.env_groups} emulator group(s){', one thread each' if cfg.group_threads else ''})")
         return 0
     train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True))
     return 0
