@@ -76,11 +76,12 @@ class ComparisonConfig:
         check_int("num_envs", self.num_envs, 1, 1024)
 
     def train_config(self, agent: str, seed: int, runs_dir: Path, threads: int, env_threads: int,
-                     max_minutes: float) -> TrainConfig:
+                     max_minutes: float, group_threads: bool = False) -> TrainConfig:
         arch = ArchConfig(**{"arch": self.arch, "hidden": self.hidden, "bottleneck": self.bottleneck, **AGENTS[agent]})
         return TrainConfig(arch=arch, num_envs=self.num_envs, total_steps=int(self.frames // FRAMESKIP), lr=self.lr,
                            seed=seed,
                            threads=threads, env_threads=env_threads, max_minutes=max_minutes,
+                           env_groups=2 if group_threads else 1, group_threads=group_threads,
                            runs_dir=str(runs_dir), sticky=self.sticky, rollback_drop=self.rollback_drop)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -113,7 +114,7 @@ def _settings(root: Path, cfg: ComparisonConfig) -> None:
 
 
 def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.0, threads: int = 1,
-                   env_threads: int = 1, echo: Callable[[str], None] = print) -> bool:
+                   env_threads: int = 1, echo: Callable[[str], None] = print, group_threads: bool = False) -> bool:
     """Train every unfinished run for ``chunk_minutes`` in turn until all reach the budget (module
     docstring); returns True when all are finished. A signal stops the run in progress with its
     checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
@@ -129,7 +130,8 @@ def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.
             run = run_of(root, agent, seed)
             echo(f"comparison: {agent} seed {seed}: {_steps_done(run) * FRAMESKIP / 1e6:.3g} of "
                  f"{cfg.frames / 1e6:.3g} M frames; training {chunk_minutes:g} min")
-            tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes)
+            tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes,
+                                  group_threads)
             train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
 
 
@@ -210,6 +212,8 @@ def main_args(p) -> None:
     p.add_argument("--chunk-minutes", type=float, default=20.0, help="minutes per run before the next one's turn")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--env-threads", type=int, default=1, help="emulator threads")
+    p.add_argument("--group-threads", action="store_true",
+                   help="two emulator groups, each with its own thread (stoxbar train --env-groups 2 --group-threads)")
     p.add_argument("--report-only", action="store_true", help="only (re)write comparison.png / comparison.md")
 
 
@@ -218,7 +222,8 @@ def run_main(args) -> List[str]:
     root = Path(args.root)
     if not args.report_only:
         cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames)
-        run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print)
+        run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print,
+                       group_threads=args.group_threads)
     elif not (root / SETTINGS).is_file():
         raise ConfigError(f"{root}: not a training comparison (no {SETTINGS})")
     rows = comparison_report(root)

@@ -279,12 +279,14 @@ def test_training_comparison_round_robin_resumes_and_reports(tmp_path):
     cfg = ComparisonConfig(agents=("stp_only", "recurrent"), seeds=(0, 1), frames=4 * 80, arch="bottleneck",
                            hidden=8, bottleneck=16, num_envs=2)
     lines: list = []
-    assert run_comparison(tmp_path, cfg, chunk_minutes=1e-4, echo=lines.append)  # 1 update (40 steps) a turn
+    # 1 update (40 steps) a turn; two emulator groups of one game, each in its own thread
+    assert run_comparison(tmp_path, cfg, chunk_minutes=1e-4, echo=lines.append, group_threads=True)
     assert len(lines) == 8  # 4 runs x 2 turns: round-robin, each resumed in its own run directory
     for agent, seed in (("stp_only", 0), ("stp_only", 1), ("recurrent", 0), ("recurrent", 1)):
         run = run_of(tmp_path, agent, seed)
         ck = load_checkpoint(run / "checkpoint.pt")
         assert ck["counters"]["steps"] == 80 and ck["train_config"]["sticky"] == 0.25
+        assert ck["train_config"]["group_threads"] is True and ck["train_config"]["env_groups"] == 2
         assert ck["arch"]["h_feedback"] is (agent != "stp_only") and ck["arch"]["plastic"] is (agent != "recurrent")
         assert len(list(run.parent.iterdir())) == 1
     assert run_comparison(tmp_path, cfg, echo=lines.append) and len(lines) == 8  # all finished: nothing to do
