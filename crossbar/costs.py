@@ -16,7 +16,10 @@ Components (ledger ``component`` field), per tile:
                        full physical tile width, active columns or not)
 ``cell_read``          the array itself: ``p(V_read) t_pass drive_g_s`` with ``p`` the device's read power
                        per siemens (``device.read_power_w``; ohmic: V^2), ``drive_g_s`` the sum over
-                       cells, vectors and rounds of G times the input's drive (input dependent, exact)
+                       cells, vectors and rounds of G times the input's drive (input dependent, exact);
+                       with line parasitics the delivered drive less the wires' part
+``wire_read``          line parasitics (``periphery.parasitics``, amplitude reads): the I^2 R of the row
+                       and column wires, ``V_read^2 t_pass wire_g_s`` from the read model's own solve
 ``adc``                conversions per vector, round and pass (``periphery.adc_columns``: one per
                        physical column with digital subtraction, one per output with analog)
 ``sense``              TIA/integrator (over the DAC's read window) + sample-and-hold per conversion
@@ -156,22 +159,24 @@ def _read_unit(p: PeripheryConfig, device: MemristiveDevice, cols: int, later_ro
     read, readout = _read_times(p, cols)
     p_read = float(device.read_power_w(1.0, v))  # W per siemens of drive (the device's law)
     return (passes, dac.energy_per_input_j, e_row, p_read * t_pass, conv_per_vr, p.adc.energy_per_conversion_j,
-            e_sense, e_sub, adds_per_v, e_add, read, readout)
+            e_sense, e_sub, adds_per_v, e_add, read, readout, v * v * t_pass)
 
 
 def _read(ev: Events, p: PeripheryConfig, device: MemristiveDevice) -> Cost:
     (passes, e_dac, e_row, v2t, conv_per_vr, e_adc, e_sense, e_sub, adds_per_v, e_add, read,
-     readout) = _unit("read", p, device, ev.cols, ev.row_tile > 0, ev.row_tiles)
+     readout, wire_v2t) = _unit("read", p, device, ev.cols, ev.row_tile > 0, ev.row_tiles)
     n, nr = ev.input_vectors, ev.vector_rounds
     rows_r = nr * ev.rows  # row drives (vector-rounds x rows)
     convs = nr * conv_per_vr
     parts = {
         "dac": (rows_r, rows_r * e_dac),
         "row_driver": (rows_r * passes, rows_r * passes * e_row),
-        "cell_read": (rows_r * 2 * ev.cols, v2t * ev.drive_g_s),
+        "cell_read": (rows_r * 2 * ev.cols, v2t * (ev.drive_g_s - ev.wire_g_s)),
         "adc": (convs, convs * e_adc),
         "sense": (convs, convs * e_sense),
     }
+    if ev.wire_g_s:  # line parasitics: the wires' I^2 R (ohmic: V^2 per siemens)
+        parts["wire_read"] = (rows_r * 2 * ev.cols, wire_v2t * ev.wire_g_s)
     if not nr:
         return Cost("mvm", parts, 0.0, "dac")
     if e_sub is not None:

@@ -15,7 +15,10 @@ Fields (all totals over the operation; dimensionless counts unless a unit is giv
 * read: ``reads`` (read operations), ``input_vectors`` (a conv over 1,352 patches reads 1,352
   vectors), ``vector_rounds`` (vectors x array reads each took: aihwkit's bound management repeats
   a clipped read), ``drive_g_s`` (S: sum over vectors, rounds and cells of the normalised row drive
-  of that round times the cell conductance; the cell-read energy is ``V_read^2 t drive_g_s``);
+  of that round times the cell conductance; the cell-read energy is ``V_read^2 t drive_g_s``; with
+  line parasitics the drive the row drivers deliver: the row voltage times the row's solved
+  current), ``wire_g_s`` (S: the part of ``drive_g_s`` dissipated in the line wires, I^2 R; 0 for
+  ideal wires);
 * short-term pulses: ``pulses_by_level`` (fired pulses per level, ascending pulse energy, both
   signs);
 * decay: ``dt_s`` (s), ``chip_s`` (chips x seconds: independent short-term states under the
@@ -51,6 +54,7 @@ class Events:
     input_vectors: int = 0
     vector_rounds: int = 0
     drive_g_s: float = 0.0
+    wire_g_s: float = 0.0
     pulses_by_level: Tuple[float, ...] = ()
     dt_s: float = 0.0
     chip_s: float = 0.0

@@ -136,8 +136,75 @@ def first_order_weight(state: "CrossbarState", par: "Parasitics") -> Tensor:
     return compute(state.g_st)
 
 
+def line_power(g: Tensor, v: Tensor, i_cell: Tensor, r_row: float, r_col: float) -> Tuple[Tensor, Tensor]:
+    """(power the row drivers deliver ``sum_i v_i I_i``, power in the cells ``sum G V_cell^2``), each
+    ``[...]`` summed over the tile ``[..., X, P]``, of cell currents ``i_cell`` solved for row voltages
+    ``v [..., X]`` (W; a row's current is the sum of its cells' currents). Their difference is the
+    wires' I^2 R."""
+    delivered = (v.unsqueeze(-1) * i_cell).sum((-2, -1))
+    v_cell = v.unsqueeze(-1) - wire_coupling(i_cell, r_row, r_col)
+    return delivered, (g * v_cell.square()).sum((-2, -1))
+
+
+PWM_QUADRATURE = 8  # midpoints over a PWM read window at which the wires' share is solved (docs/peripherals-energy.md §6)
+
+
+def wire_drive(state: "CrossbarState", x_t: Tensor, rounds: int, io_pars: Any, periphery: "PeripheryConfig",
+               drive: Tensor, wire: Tensor) -> None:
+    """The read drive on wires (:meth:`TiledAnalogMVM.record_drive`): per tile, the drive the row drivers
+    deliver, added to ``drive``, and the part the wires dissipate (delivered less ``sum G V_cell^2``),
+    added to ``wire`` (S, in units of V_read^2 as :func:`stoxbar.crossbar.read.read_drive`).
+
+    Amplitude reads (multibit DAC): exact, ``sum_i v_i I_i`` of the solved network. PWM reads: the row
+    set that is on changes during the window (row i is on at ``V_read sign(x_i)`` while ``|x_i| > tau``),
+    so the delivered and wire power are solved at ``PWM_QUADRATURE`` midpoints ``tau`` of the window
+    and their ratios to the ideal power at the same points scale the exact ideal drive (exact at zero
+    wire resistance). Bit-serial reads or other noise management: the ideal drive, wires not priced."""
+    from aihwkit.simulator.parameters.enums import NoiseManagementType
+
+    from stoxbar.crossbar.read import read_drive
+
+    par, mode = periphery.parasitics, periphery.dac.mode
+    if mode == "bit_serial" or io_pars.noise_management != NoiseManagementType.ABS_MAX:
+        read_drive(state, x_t, rounds, io_pars, periphery, out=drive)
+        return
+    dt = torch.float64
+    x = x_t.detach().to(dt)
+    x = x / x.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(dt).tiny)  # [N, T, X] in [-1, 1]
+    if mode == "multibit":
+        v, scale = x, None
+    else:  # pwm: the rows on at each quadrature point of the window
+        tau = (torch.arange(PWM_QUADRATURE, dtype=dt, device=x.device) + 0.5) / PWM_QUADRATURE
+        v = torch.sign(x) * (x.abs() > tau.view(-1, 1, 1, 1))  # [K, N, T, X]
+        scale = read_drive(state, x_t, rounds, io_pars, periphery)  # the exact ideal drive per tile
+    weight = (1.0 - 0.25 ** rounds) / 0.75  # multibit bound management: round r drives 1/4**r (read_drive)
+    tiles = _col_tiles(state)
+    for j, (o0, o1) in enumerate(tiles):
+        g = pair_columns(state.g_pos[..., o0:o1, :].to(dt), state.g_neg[..., o0:o1, :].to(dt),
+                         None if state.g_st is None else state.g_st[..., o0:o1, :].to(dt))  # [(B,) T, X, 2 o]
+        if g.ndim == 3:
+            g = g.unsqueeze(0)
+        i = solve_currents(g, v, par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
+        delivered, in_cells = line_power(g, v, i, par.r_row_ohm, par.r_col_ohm)
+        lead = tuple(range(delivered.ndim - 1))  # sum over vectors (and quadrature points): [T]
+        delivered, in_cells = delivered.sum(lead), in_cells.sum(lead)
+        idx = torch.arange(len(delivered), device=drive.device) * len(tiles) + j  # tile (t, j) at t * J + j
+        if scale is None:
+            d, w = weight * delivered, weight * (delivered - in_cells)
+        else:
+            ideal_q = (g * v.unsqueeze(-1).square()).sum(lead + (-2, -1))
+            ratio = scale[idx.to(scale.device)].to(dt) / ideal_q.clamp_min(torch.finfo(dt).tiny)
+            d, w = delivered * ratio, (delivered - in_cells) * ratio
+        drive.index_add_(0, idx, d.to(drive.device))
+        wire.index_add_(0, idx, w.to(drive.device))
+
+
 class FirstOrderParasiticMVM(TiledAnalogMVM):
     """The read with the first-order wire drop: the ideal read of the effective weights (module docstring)."""
+
+    @classmethod
+    def record_drive(cls, state, x_t, rounds, io_pars, periphery, drive, wire) -> None:
+        wire_drive(state, x_t, rounds, io_pars, periphery, drive, wire)
 
     @classmethod
     def array_weight(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Tensor:
@@ -146,6 +213,10 @@ class FirstOrderParasiticMVM(TiledAnalogMVM):
 
 class ParasiticMVM(TiledAnalogMVM):
     """The read model with line parasitics solved in full (module docstring): each tile's currents per input."""
+
+    @classmethod
+    def record_drive(cls, state, x_t, rounds, io_pars, periphery, drive, wire) -> None:
+        wire_drive(state, x_t, rounds, io_pars, periphery, drive, wire)
 
     @classmethod
     def read_physics(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Dict[str, Any]:

@@ -101,6 +101,19 @@ class TiledAnalogMVM(AnalogMVM):
         return cls.use_native and all(getattr(cls, m).__func__ is getattr(TiledAnalogMVM, m).__func__
                                       for m in _PHYSICS)
 
+    @classmethod
+    def record_drive(cls, state: CrossbarState, x_t: Tensor, rounds: int, io_pars: Any,
+                     periphery: "PeripheryConfig", drive: Tensor, wire: Tensor) -> None:
+        """Add one read's drive integral per tile to ``drive`` and the part of it the line wires
+        dissipate to ``wire`` (both float64 ``[T * J]``, S). Ideal wires: :func:`read_drive`, no wire
+        part. A read model with its own circuit (line parasitics) overrides this."""
+        read_drive(state, x_t, rounds, io_pars, periphery, out=drive)
+
+    @classmethod
+    def own_drive(cls) -> bool:
+        """True if this read model computes its drive itself (:meth:`record_drive` overridden)."""
+        return cls.record_drive.__func__ is not TiledAnalogMVM.record_drive.__func__
+
     # -- the pipeline (aihwkit's, with per-call physics as arguments) ---------------------------
     @classmethod
     def matmul(cls, weight: Tensor, input_: Tensor, io_pars: IOParameters, trans: bool = False,  # type: ignore[override]
@@ -353,7 +366,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
     noise_var = physics["noise_var"]
     rec = sink if sink is not None and sink.recording else None
     if weight_param is None and modifier is None and out_noise_values is None:
-        drive = rec._native_drive(io_pars) if rec is not None else None
+        drive = rec._native_drive(io_pars) if rec is not None and not mvm.own_drive() else None
         a = None if drive is None else rec._read_acc()
         got = mvm.native_read(
             w, x_t, io_pars, noise_var, None if a is None else state.abs_column_conductance().contiguous(),
@@ -366,7 +379,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
                 _overflow(x)
             if rec is not None:
                 if a is None:
-                    record_read(rec, x_t, rounds, io_pars)
+                    record_read(rec, x_t, rounds, io_pars, mvm)
                 else:
                     rec.count_read(x_t.shape[0], rounds)  # the native call added the drive itself
             return y, rounds
@@ -379,15 +392,16 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
     if not torch.isfinite(y).all():
         _overflow(x)
     if rec is not None:
-        record_read(rec, x_t.detach(), rounds, io_pars)
+        record_read(rec, x_t.detach(), rounds, io_pars, mvm)
     return y, rounds
 
 
-def record_read(sink: "EventSink", x_t: Tensor, rounds: int, io_pars: Any) -> None:
+def record_read(sink: "EventSink", x_t: Tensor, rounds: int, io_pars: Any, mvm: type = TiledAnalogMVM) -> None:
     """Record in ``sink`` one read of ``x_t [N, T, X]`` that took ``rounds`` array reads, with its drive
-    integral (:func:`read_drive`); an all-zero input aihwkit short-cuts (0 rounds) is still one read."""
+    integral (the read model's :meth:`TiledAnalogMVM.record_drive`); an all-zero input aihwkit
+    short-cuts (0 rounds) is still one read."""
     drive = sink.count_read(x_t.shape[0], rounds)
-    read_drive(sink.state, x_t, max(rounds, 1), io_pars, sink.periphery, out=drive)
+    mvm.record_drive(sink.state, x_t, max(rounds, 1), io_pars, sink.periphery, drive, sink.wire_acc())
 
 
 def _overflow(x: Tensor) -> None:

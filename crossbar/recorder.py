@@ -101,12 +101,20 @@ class EventSink:
 
     # -- accumulated events ----------------------------------------------------------------------
     def _read_acc(self) -> list:
-        """The read accumulator: [reads, vectors, vector-rounds, drive_g_s per tile (float64, state's device)]."""
+        """The read accumulator: [reads, vectors, vector-rounds, drive_g_s per tile (float64, state's device)
+        (, wire_g_s per tile once a read model with wires recorded)]."""
         a = self._acc.get("read")
         if a is None:
             a = self._acc["read"] = [0, 0, 0, torch.zeros(self.state.n_tiles, dtype=torch.float64,
                                                           device=self.state.g_pos.device)]
         return a
+
+    def wire_acc(self) -> Tensor:
+        """The per-tile accumulator of the drive the line wires dissipate (S, float64; line parasitics)."""
+        a = self._read_acc()
+        if len(a) == 4:
+            a.append(torch.zeros_like(a[3]))
+        return a[4]
 
     def count_read(self, vectors: int, rounds: int) -> Tensor:
         """Count one read of ``vectors`` input vectors that took ``rounds`` array reads; returns the
@@ -166,9 +174,10 @@ class EventSink:
         read = acc.get("read")
         if read is not None:
             drive = read[3].tolist()
+            wire = read[4].tolist() if len(read) > 4 else [0.0] * len(drive)
             for k, (key, rows, cols, i, t) in enumerate(blocks):
                 self._book_events(key, Events("read", rows, cols, i, t, reads=read[0], input_vectors=read[1],
-                                              vector_rounds=read[2], drive_g_s=drive[k]))
+                                              vector_rounds=read[2], drive_g_s=drive[k], wire_g_s=wire[k]))
         pulses = acc.get("short_term")
         if pulses is not None:
             for (key, rows, cols, i, t), counts in zip(blocks, pulses.tolist()):

@@ -134,10 +134,11 @@ def test_zero_wire_resistance_is_the_ideal_read_and_bad_values_are_refused():
                        tol=1e-12, max_iter=2)
 
 
-def _layer(mode, r=1.56, g_scale=1.0, rows=64):
+def _layer(mode, r=1.56, g_scale=1.0, rows=64, dac_mode="pwm"):
     dev = replace(ideal(), g_min_s=ideal().g_min_s * g_scale, g_max_s=ideal().g_max_s * g_scale,
                   lt_dg_s=ideal().lt_dg_s * g_scale, st_g_max_s=ideal().st_g_max_s * g_scale)
-    p = replace(PeripheryConfig(), parasitics=Parasitics(mode=mode, r_row_ohm=r, r_col_ohm=3 * r))
+    p = PeripheryConfig()
+    p = replace(p, parasitics=Parasitics(mode=mode, r_row_ohm=r, r_col_ohm=3 * r), dac=replace(p.dac, mode=dac_mode))
     cfg = STORPUConfig(device=dev, periphery=p)
     cfg.forward.is_perfect = True
     layer = AnalogLinear(rows, 8, bias=False, rpu_config=cfg)
@@ -227,3 +228,60 @@ def test_energy_command_reports_the_wire_error(tmp_path, capsys):
     assert "MVM error from the wires alone" in capsys.readouterr().out
     assert main(["energy", "--layer", "64x16", "--json", str(tmp_path / "off.json")]) == 0
     assert "parasitics" not in json.loads((tmp_path / "off.json").read_text())  # off: the table is unchanged
+
+
+def test_wire_power_matches_ngspice(tmp_path):
+    """The wires' I^2 R (delivered power less the cells'), from the solve, against ngspice's operating point."""
+    from stoxbar.crossbar.parasitics import line_power
+
+    gen = torch.Generator().manual_seed(5)
+    g = 1e-6 + 9e-6 * torch.rand(16, 16, generator=gen, dtype=F64)  # the 100x device: a visible wire loss
+    v = 0.2 * torch.rand(16, generator=gen, dtype=F64)
+    i_sp, vc_sp, _ = _ngspice(g, v, 10.0, 10.0, tmp_path)
+    delivered_sp = float((v * i_sp.sum(-1)).sum())
+    wire_sp = delivered_sp - float((g * vc_sp.square()).sum())
+    delivered, in_cells = line_power(g, v, solve_currents(g, v, 10.0, 10.0, "full", tol=1e-12), 10.0, 10.0)
+    assert float(delivered) == pytest.approx(delivered_sp, rel=1e-6)
+    assert float(delivered - in_cells) == pytest.approx(wire_sp, rel=1e-3)
+    assert 0 < wire_sp < 0.05 * delivered_sp
+    ideal_p = float((g * v.unsqueeze(-1).square()).sum())
+    assert delivered_sp < ideal_p  # the wires' resistance lowers the current the drivers deliver
+
+
+def test_the_ledger_books_the_wires_i2r_from_the_read_models_solve():
+    """PWM reads (the default DAC): the wires' share solved at quadrature points of the window."""
+    x = torch.rand(4, 64, generator=torch.Generator().manual_seed(2))
+    books = {}
+    for mode, r in (("off", 1.56), ("full", 1.56), ("full", 0.0), ("first_order", 1.56)):
+        layer = _layer(mode, r=r, g_scale=100.0)
+        ledger = attach_ledger(layer, EnergyLedger())
+        with torch.no_grad():
+            layer(x)
+        flush_events(layer)
+        books[(mode, r)] = ledger.by_component()
+    off, full, zero, first = books[("off", 1.56)], books[("full", 1.56)], books[("full", 0.0)], books[("first_order", 1.56)]
+    assert "wire_read" not in off and zero.get("wire_read", 0.0) == pytest.approx(0.0, abs=1e-12 * off["cell_read"])
+    assert zero["cell_read"] == pytest.approx(off["cell_read"], rel=1e-9)  # no wire: the ideal drive
+    w, c = full["wire_read"], full["cell_read"]
+    assert 0 < w < 0.2 * c and c + w < off["cell_read"]  # delivered < ideal; the wires take their share
+    assert first["wire_read"] == pytest.approx(w, rel=0.2)
+    assert w == pytest.approx(GOLDEN_WIRE_J, rel=1e-6), w  # golden: a changed wire or drive model fails here
+    assert sum(full.values()) == pytest.approx(math.fsum(full.values()))
+
+
+GOLDEN_WIRE_J = 4.681409780591424e-12
+
+
+def test_amplitude_reads_book_the_solved_wire_power():
+    """Multibit (amplitude) reads: the delivered and wire power of the solve itself, no quadrature."""
+    x = torch.rand(4, 64, generator=torch.Generator().manual_seed(2))
+    books = {}
+    for mode in ("off", "full"):
+        layer = _layer(mode, g_scale=100.0, dac_mode="multibit")
+        ledger = attach_ledger(layer, EnergyLedger())
+        with torch.no_grad():
+            layer(x)
+        flush_events(layer)
+        books[mode] = ledger.by_component()
+    w, c, c0 = books["full"]["wire_read"], books["full"]["cell_read"], books["off"]["cell_read"]
+    assert 0 < w < 0.2 * c and c + w < c0
