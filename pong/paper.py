@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V
+from stoxbar.peripherals.digital_accel import DigitalAccelSpec
 from stoxbar.peripherals.gpu_baseline import (
     DTYPE_BYTES, TIERS, GPUSpec, KernelOp, step_tiers, trace_kernels)
 from stoxbar.pong.env import STEP_PERIOD_S
@@ -169,8 +170,10 @@ def agent_kernels(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[KernelOp, ..
 
 
 def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = None,
-              step_period_s: float = STEP_PERIOD_S, cuda_graph: bool = False) -> Dict[str, Dict[str, Any]]:
-    """GPU energy of ``steps`` agent steps of ``arch`` (an ``ArchConfig``) in every tier, batch 1.
+              step_period_s: float = STEP_PERIOD_S, cuda_graph: bool = False,
+              accel: Optional[DigitalAccelSpec] = None) -> Dict[str, Dict[str, Any]]:
+    """GPU energy of ``steps`` agent steps of ``arch`` (an ``ArchConfig``) in every tier, batch 1, and
+    the digital-accelerator baseline beside them (``digital``: ``pong.accounting.digital_tier``).
 
     ``roofline``: today's first-principles model (``pong.accounting.gpu_baseline``: every operand
     once per step, no launch cost), the lower bound. ``latency`` / ``dedicated``: the kernels of
@@ -178,7 +181,7 @@ def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = N
     active power, plus host syncs; ``dedicated`` adds the idle power of a GPU held for the rest of
     each real-time step period. Returns {tier: {"total_j", "j_per_step", "by_component", ...}}.
     """
-    from stoxbar.pong.accounting import gpu_baseline
+    from stoxbar.pong.accounting import digital_tier, gpu_baseline
 
     check_int("steps", steps, 0, None)
     spec = GPUSpec() if spec is None else spec
@@ -200,6 +203,7 @@ def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = N
                     "s_per_step": whole.latency_s, "by_component": lat_parts, **common},
         "dedicated": {"total_j": whole.dedicated_j * steps, "j_per_step": whole.dedicated_j,
                       "step_period_s": step_period_s, "by_component": ded_parts, **common},
+        "digital": digital_tier(arch, steps, accel, step_period_s),
     }
 
 
@@ -416,7 +420,7 @@ def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch
         m = fixed + held * p / step_period_s
         t = gpu_tiers(arch, steps, dtype, spec, p)
         rows.append({"step_period_s": p, "memristive_j": m,
-                     **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in TIERS}})
+                     **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in t}})
     return rows
 
 
@@ -458,7 +462,7 @@ def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[
         ax.axvline(r, color="tab:red", lw=0.8, ls="--")
         ax.text(r, len(steps) - 0.4, f"paper {key.replace('_', ' ')}: {r:g}x", color="tab:red", fontsize=7,
                 rotation=90, va="top", ha="right")
-    for tier, style in zip(TIERS, ("-", "--", ":")):
+    for tier, style in zip((*TIERS, "digital"), ("-", "--", ":", "-.")):
         bx.loglog([r["step_period_s"] for r in period_rows], [r[f"ratio_{tier}"] for r in period_rows], style,
                   marker="o", label=tier)
     bx.axvline(STEP_PERIOD_S, color="0.5", lw=0.8)

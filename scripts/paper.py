@@ -164,7 +164,7 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     print("\nsystem ratio against the step period (bias held for the whole period):")
     for r in rows:
         print(f"  {r['step_period_s']:>8.4g} s: " + "  ".join(f"{t} {r[f'ratio_{t}']:.3g}x" for t in
-                                                         ("roofline", "latency", "dedicated")))
+                                                         ("roofline", "latency", "dedicated", "digital")))
     waterfall_figure(steps_wf, rows, args.waterfall)
     print(f"wrote {args.waterfall}")
     return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
