@@ -34,7 +34,7 @@ def tally_work(tallies: Iterable[OpTally]) -> Tuple[Dict[str, float], float, flo
     return dict(elements), moved, rows
 
 
-def baseline_cost(elements: Dict[str, float], values_moved: float, held_values: float, step_period_s: float,
+def baseline_cost(elements: Dict[str, float], values_moved: float, held_values: float, step_period_s: Optional[float],
                   spec: Optional[DigitalAccelSpec] = None, rows: float = 0.0) -> AccelCost:
     """The accelerator's cost of one step of counted work (module docstring); ``rows``: layer-norm
     rows, one 16-bit rsqrt each (as in the chip's digital costing)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 from stoxbar.core.validation import ConfigError, check_int, check_range
 from stoxbar.peripherals.digital import DigitalPeriphery
@@ -115,16 +115,18 @@ class AccelCost:
 
 
 def accelerator_cost(kind_j: Dict[str, float], elements: Dict[str, float], values_moved: float, held_values: float,
-                     step_period_s: float, spec: DigitalAccelSpec) -> AccelCost:
+                     step_period_s: Optional[float], spec: DigitalAccelSpec) -> AccelCost:
     """Cost of one step: ``kind_j`` (J per op kind at the spec's widths, priced by the caller's op
     table), ``elements`` (ops per kind; ``mac`` counts MACs), ``values_moved`` (operands read +
     results written), ``held_values`` (weights and state kept in SRAM), ``step_period_s`` (the real
-    time between steps, over which the SRAM leaks)."""
+    time between steps, over which the SRAM leaks; None: a one-off pass that leaks only while it computes)."""
     check_range("values_moved", values_moved, 0.0, None)
     check_range("held_values", held_values, 0.0, None)
-    check_range("step_period_s", step_period_s, 0.0, 3600.0, lo_open=True, unit="s")
     ops = math.fsum(elements.values())
     time_s = ops / (spec.mac_units * spec.clock_hz)
+    if step_period_s is None:
+        step_period_s = time_s
+    check_range("step_period_s", step_period_s, 0.0, 3600.0, unit="s")
     sram_bytes = values_moved * spec.bytes_per_value
     held_bits = held_values * spec.mac_bits
     leak_w = held_bits * spec.leak_w_per_bit
