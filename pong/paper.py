@@ -558,9 +558,9 @@ def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[
         ax.axvline(r, color="tab:red", lw=0.8, ls="--")
         ax.text(r, len(steps) - 0.4, f"paper {key.replace('_', ' ')}: {r:g}x", color="tab:red", fontsize=7,
                 rotation=90, va="top", ha="right")
-    for tier, style in zip((*TIERS, "digital"), ("-", "--", ":", "-.")):
+    for tier, style, color in zip((*TIERS, "digital"), ("-", "--", ":", "-."), ("C0", "C1", "C2", "tab:purple")):
         bx.loglog([r["step_period_s"] for r in period_rows], [r[f"ratio_{tier}"] for r in period_rows], style,
-                  marker="o", label=tier)
+                  marker="o", color=color, label=tier if tier != "digital" else "digital accelerator")
     for size, style in (("standard", "-"), ("optimal", "--")):
         key = f"latency_fp16_{size}"
         if hold_rows and key in hold_rows[0]:
