@@ -35,12 +35,13 @@ def tally_work(tallies: Iterable[OpTally]) -> Tuple[Dict[str, float], float, flo
 
 
 def baseline_cost(elements: Dict[str, float], values_moved: float, held_values: float, step_period_s: Optional[float],
-                  spec: Optional[DigitalAccelSpec] = None, rows: float = 0.0) -> AccelCost:
+                  spec: Optional[DigitalAccelSpec] = None, rows: float = 0.0, state_values: float = 0.0) -> AccelCost:
     """The accelerator's cost of one step of counted work (module docstring); ``rows``: layer-norm
-    rows, one 16-bit rsqrt each (as in the chip's digital costing)."""
+    rows, one 16-bit rsqrt each (as in the chip's digital costing); ``state_values``: the recurrent state
+    among the held values."""
     spec = DigitalAccelSpec() if spec is None else spec
     digital = replace(spec.digital, accumulate_bits=spec.acc_bits)
     kind_j = {kind: digital_energy(digital, kind, n, spec.mac_bits) for kind, n in sorted(elements.items()) if n}
     if rows:
         kind_j["rsqrt"] = kind_j.get("rsqrt", 0.0) + digital.energy_j("rsqrt", 16, rows)
-    return accelerator_cost(kind_j, elements, values_moved, held_values, step_period_s, spec)
+    return accelerator_cost(kind_j, elements, values_moved, held_values, step_period_s, spec, state_values)

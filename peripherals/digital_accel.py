@@ -6,16 +6,19 @@ the torch ops the network actually runs (the op counter of ``stoxbar.analysis``,
 elements per op kind, the values those ops move and the values the accelerator must hold); the
 energy per operation is the digital periphery's (:class:`~stoxbar.peripherals.DigitalPeriphery`,
 Horowitz ISSCC 2014 at the configured node), so the baseline and the chip's own digital work are
-priced by one model (docs/energy-model.md §6).
+priced by one model (docs/energy-model.md §9.1).
 
-Model (docs/energy-model.md §6 lists the assumptions):
+Model (docs/energy-model.md §9.1 lists the assumptions):
 
 * **compute**: every counted op kind at ``mac_bits`` operands and ``acc_bits`` accumulators
   (a MAC = one ``mac_bits`` multiply + one ``acc_bits`` accumulate);
-* **SRAM traffic (reuse model)**: every operand of every op is read from SRAM once and every
-  result written once (reuse inside an op -- a weight is read once per matmul, however many
-  outputs use it -- but none across ops), at ``ceil(mac_bits / 8)`` bytes per value and
-  Horowitz's 10 pJ per 64-bit word from 8 KB (a write costs what a read costs);
+* **SRAM traffic (reuse model, ``reuse``)**: ``"per_op"`` (default, the upper bound): every operand
+  of every op is read from SRAM once and every result written once (reuse inside an op -- a
+  weight is read once per matmul, however many outputs use it -- but none across ops);
+  ``"per_step"`` (the lower bound of a fully fused datapath): every held value is read once per
+  step and the recurrent state written back once, intermediates stay in registers. At
+  ``ceil(mac_bits / 8)`` bytes per value and Horowitz's 10 pJ per 64-bit word from 8 KB (a write
+  costs what a read costs);
 * **leakage**: ``sram_leak_w_per_bit`` x the bits held (weights and state at ``mac_bits``) x the
   step period; with ``power_gating`` the held SRAM sits at its retention voltage between steps
   (``retention_leak_factor`` of the leakage) and leaks in full only while it computes;
@@ -30,13 +33,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from stoxbar.core.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 from stoxbar.peripherals.digital import DigitalPeriphery
+
+
+REUSE_MODELS = ("per_op", "per_step")
 
 
 @dataclass(frozen=True)
 class DigitalAccelSpec:
-    """A small digital accelerator for the baseline (docs/energy-model.md §6).
+    """A small digital accelerator for the baseline (docs/energy-model.md §9.1).
 
     Attributes:
         name: label.
@@ -54,6 +60,7 @@ class DigitalAccelSpec:
             source biasing cuts SRAM leakage by ~85 % at 45 nm).
         mac_units: parallel MAC (op) units, 256 (assumption: a small edge accelerator).
         clock_hz: clock frequency, 1 GHz (assumption).
+        reuse: SRAM reuse model, "per_op" | "per_step" (module docstring).
     """
 
     name: str = "int8 SRAM accelerator"
@@ -65,6 +72,7 @@ class DigitalAccelSpec:
     retention_leak_factor: float = 0.1
     mac_units: int = 256
     clock_hz: float = 1e9
+    reuse: str = "per_op"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -79,6 +87,7 @@ class DigitalAccelSpec:
         check_range("digital_accel.retention_leak_factor", self.retention_leak_factor, 0.0, 1.0)
         check_int("digital_accel.mac_units", self.mac_units, 1, 10 ** 7)
         check_range("digital_accel.clock_hz", self.clock_hz, 0.0, 1e11, lo_open=True, unit="Hz")
+        check_choice("digital_accel.reuse", self.reuse, REUSE_MODELS)
 
     @property
     def bytes_per_value(self) -> int:
@@ -115,19 +124,23 @@ class AccelCost:
 
 
 def accelerator_cost(kind_j: Dict[str, float], elements: Dict[str, float], values_moved: float, held_values: float,
-                     step_period_s: Optional[float], spec: DigitalAccelSpec) -> AccelCost:
+                     step_period_s: Optional[float], spec: DigitalAccelSpec, state_values: float = 0.0) -> AccelCost:
     """Cost of one step: ``kind_j`` (J per op kind at the spec's widths, priced by the caller's op
     table), ``elements`` (ops per kind; ``mac`` counts MACs), ``values_moved`` (operands read +
     results written), ``held_values`` (weights and state kept in SRAM), ``step_period_s`` (the real
-    time between steps, over which the SRAM leaks; None: a one-off pass that leaks only while it computes)."""
+    time between steps, over which the SRAM leaks; None: a one-off pass that leaks only while it computes),
+    ``state_values`` (the recurrent state among the held values, written back once per step under
+    ``reuse="per_step"``)."""
     check_range("values_moved", values_moved, 0.0, None)
     check_range("held_values", held_values, 0.0, None)
+    check_range("state_values", state_values, 0.0, held_values)
     ops = math.fsum(elements.values())
     time_s = ops / (spec.mac_units * spec.clock_hz)
     if step_period_s is None:
         step_period_s = time_s
     check_range("step_period_s", step_period_s, 0.0, 3600.0, unit="s")
-    sram_bytes = values_moved * spec.bytes_per_value
+    traffic = values_moved if spec.reuse == "per_op" else held_values + state_values
+    sram_bytes = traffic * spec.bytes_per_value
     held_bits = held_values * spec.mac_bits
     leak_w = held_bits * spec.leak_w_per_bit
     busy = min(time_s, step_period_s)

@@ -167,8 +167,9 @@ def gpu_baseline(arch: ArchConfig, steps: int, dtype: str = "fp32", spec: GPUSpe
 
 
 @functools.lru_cache(maxsize=8)
-def agent_step_work(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[Dict[str, float], float, float, int]:
-    """(elements per op kind, values moved, layer-norm rows, values held) of one steady-state digital agent step.
+def agent_step_work(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[Dict[str, float], float, float, int, int]:
+    """(elements per op kind, values moved, layer-norm rows, values held, state values) of one steady-state
+    digital agent step.
 
     The float agent of ``arch`` (every op a torch op: the cell's fused CPU kernel off) runs
     ``PongAgent.act`` once to derive Lambda (a game does that once), then once more under the op
@@ -188,8 +189,9 @@ def agent_step_work(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[Dict[str, 
     with torch.no_grad(), counter:
         agent.act(obs, state)
     elements, moved, rows = tally_work(counter.tally.values())
-    held = sum(p.numel() for p in agent.parameters()) + sum(t.numel() for t in state)
-    return elements, moved, rows, held
+    state_values = sum(t.numel() for t in state)
+    held = sum(p.numel() for p in agent.parameters()) + state_values
+    return elements, moved, rows, held, state_values
 
 
 def digital_tier(arch: ArchConfig, steps: int, spec: Optional[DigitalAccelSpec] = None,
@@ -201,10 +203,11 @@ def digital_tier(arch: ArchConfig, steps: int, spec: Optional[DigitalAccelSpec] 
     ``j_per_step``, ``by_component``) plus the step's work.
     """
     spec = DigitalAccelSpec() if spec is None else spec
-    elements, moved, rows, held = agent_step_work(tuple(sorted(arch.to_dict().items())))
-    c = baseline_cost(elements, moved, held, step_period_s, spec, rows)
+    elements, moved, rows, held, state_values = agent_step_work(tuple(sorted(arch.to_dict().items())))
+    c = baseline_cost(elements, moved, held, step_period_s, spec, rows, state_values)
     parts = {"compute": c.compute_j * steps, "sram": c.sram_j * steps, "leakage": c.leakage_j * steps}
     return {"total_j": c.energy_j * steps, "j_per_step": c.energy_j, "s_per_step": c.time_s,
             "by_component": parts, "macs_per_step": c.macs, "ops_per_step": c.ops, "held_bits": c.held_bits,
             "step_period_s": step_period_s, "accelerator": spec.name, "mac_bits": spec.mac_bits,
-            "acc_bits": spec.acc_bits, "power_gating": spec.power_gating, "tech_node_nm": spec.digital.tech_node_nm}
+            "acc_bits": spec.acc_bits, "power_gating": spec.power_gating, "reuse": spec.reuse,
+            "tech_node_nm": spec.digital.tech_node_nm}

@@ -323,8 +323,8 @@ def ratio_vs_hold(a: PaperAssumptions, mem: Dict[str, Any], gpu: Dict[str, Dict[
 
 
 @lru_cache(maxsize=16)
-def ops_work(ops: str, hidden: int, presyn: int) -> Tuple[Tuple[Tuple[str, float], ...], float, float, int]:
-    """(elements per op kind, values moved, layer-norm rows, values held) of one step of ``ops`` at batch 1,
+def ops_work(ops: str, hidden: int, presyn: int) -> Tuple[Tuple[Tuple[str, float], ...], float, float, int, int]:
+    """(elements per op kind, values moved, layer-norm rows, values held, state values) of one step of ``ops`` at batch 1,
     counted by the op counter of ``analyze`` from the same torch code the GPU kernels are traced from."""
     from stoxbar.analysis import DigitalOpCounter
     from stoxbar.analysis.digital_baseline import tally_work
@@ -336,6 +336,7 @@ def ops_work(ops: str, hidden: int, presyn: int) -> Tuple[Tuple[Tuple[str, float
         shape = (1, hidden, presyn)
         W, F, lam, dF = (torch.rand(shape, generator=g) for _ in range(4))
         x = torch.rand(1, presyn, generator=g)
+        state = hidden * presyn  # F
         held = 3 * hidden * presyn + presyn  # W, F, Lambda and x (dF is the step's update, produced in place)
         with counter:
             paper_four_ops(x, W, F, lam, dF)
@@ -351,8 +352,9 @@ def ops_work(ops: str, hidden: int, presyn: int) -> Tuple[Tuple[Tuple[str, float
             with counter:
                 cell(x, state)
         held = sum(p.numel() for p in cell.parameters()) + sum(t.numel() for t in state)
+        state = sum(t.numel() for t in state)
     elements, moved, rows = tally_work(counter.tally.values())
-    return tuple(sorted(elements.items())), moved, rows, held
+    return tuple(sorted(elements.items())), moved, rows, held, state
 
 
 def paper_digital(a: PaperAssumptions, spec: Optional[DigitalAccelSpec] = None) -> Dict[str, Dict[str, Any]]:
@@ -364,8 +366,8 @@ def paper_digital(a: PaperAssumptions, spec: Optional[DigitalAccelSpec] = None) 
     spec = DigitalAccelSpec() if spec is None else spec
     out = {}
     for size, hidden in (("standard", a.hidden), ("optimal", a.optimal_hidden)):
-        elements, moved, rows, held = ops_work(a.ops, hidden, a.presyn)
-        c = baseline_cost(dict(elements), moved, held, STEP_PERIOD_S, spec, rows)
+        elements, moved, rows, held, state = ops_work(a.ops, hidden, a.presyn)
+        c = baseline_cost(dict(elements), moved, held, STEP_PERIOD_S, spec, rows, state)
         scale = a.synapses / (hidden * a.presyn)
         out[size] = {"j_per_game": c.energy_j * scale * a.steps_per_game, "j_per_step": c.energy_j,
                      "macs_per_step": c.macs, **{k: v for k, v in c.as_dict().items() if k.endswith("_j") and k != "energy_j"}}

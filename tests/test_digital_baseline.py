@@ -38,10 +38,15 @@ def test_digital_tier_hand_computed():
     # power gating: full leakage while busy, the retention share for the rest of the period
     g = baseline_cost(elements, moved, 16, 1e-3, DigitalAccelSpec(mac_units=4, power_gating=True))
     assert g.leakage_j == pytest.approx(16 * 8 * 10e-12 * (3e-9 + 0.1 * (1e-3 - 3e-9)), rel=1e-12)
+    # fused reuse: every held value read once, the state (here 3 values) written back once
+    fused = baseline_cost(elements, moved, 16, 1e-3, DigitalAccelSpec(reuse="per_step"), state_values=3)
+    assert fused.sram_j == pytest.approx((16 + 3) / 8 * 10e-12, rel=1e-12) and fused.compute_j == c.compute_j
+    with pytest.raises(ConfigError, match="state_values"):
+        baseline_cost(elements, moved, 16, 1e-3, state_values=17)
     # 16-bit operands: quadratic-ish multiply (Horowitz power law), two bytes per value
     w16 = baseline_cost(elements, moved, 16, 1e-3, DigitalAccelSpec(mac_bits=16))
     assert w16.sram_j == pytest.approx(2 * c.sram_j) and w16.compute_j > c.compute_j
-    # the node scales every energy, leakage included (docs/energy-model.md §6)
+    # the node scales every energy, leakage included (docs/energy-model.md §9.1)
     n22 = baseline_cost(elements, moved, 16, 1e-3, DigitalAccelSpec(digital=DigitalPeriphery(tech_node_nm=22.5)))
     assert n22.energy_j == pytest.approx(0.5 * baseline_cost(elements, moved, 16, 1e-3).energy_j, rel=1e-12)
 
@@ -49,7 +54,8 @@ def test_digital_tier_hand_computed():
 def test_digital_spec_rejects_bad_values():
     for kw, field in (({"mac_bits": 1}, "mac_bits"), ({"acc_bits": 4}, "acc_bits"),
                       ({"sram_leak_w_per_bit": -1.0}, "sram_leak_w_per_bit"), ({"clock_hz": 0.0}, "clock_hz"),
-                      ({"power_gating": 1}, "power_gating"), ({"retention_leak_factor": 2.0}, "retention_leak")):
+                      ({"power_gating": 1}, "power_gating"), ({"retention_leak_factor": 2.0}, "retention_leak"),
+                      ({"reuse": "never"}, "reuse")):
         with pytest.raises(ConfigError, match=field):
             DigitalAccelSpec(**kw)
 
@@ -62,10 +68,13 @@ def test_pong_digital_tier_beside_the_gpu_tiers():
     assert d["held_bits"] == 5_518_776
     assert math.fsum(d["by_component"].values()) == pytest.approx(d["total_j"])
     assert d["total_j"] == pytest.approx(100 * d["j_per_step"])
-    assert d["j_per_step"] == pytest.approx(1.4085096e-05, rel=1e-6)  # golden (docs/energy-model.md §6)
+    assert d["j_per_step"] == pytest.approx(1.4085096e-05, rel=1e-6)  # golden (docs/energy-model.md §9.1)
     assert d["by_component"]["leakage"] / 100 == pytest.approx(5_518_776 * 10e-12 * STEP_PERIOD_S, rel=1e-12)
     # the accelerator, not bound by launch latency, beats every batch-1 GPU tier
     assert d["total_j"] < min(t[k]["total_j"] for k in ("roofline", "latency", "dedicated"))
+    # the fused datapath with power gating, the lower end of the range (docs/energy-model.md §9.1)
+    low = gpu_tiers(ArchConfig(), 1, accel=DigitalAccelSpec(reuse="per_step", power_gating=True))["digital"]
+    assert low["j_per_step"] == pytest.approx(2.1552703e-06, rel=1e-6)
 
 
 @pytest.mark.parametrize("tier,dtype", [("latency", "fp16"), ("latency", "fp32"), ("roofline", "fp16"),
