@@ -156,6 +156,12 @@ class DigitalOpCounter(TorchDispatchMode):
                                                   and isinstance(args[2], Tensor)):
                 self.count(layer, "add", n_out)  # the bias add
             return
+        if base == "_scaled_dot_product_flash_attention_for_cpu":  # (no torch flop formula): Q K^T and P V
+            q, k, v = args[:3]
+            pairs = q.numel() // q.shape[-1] * k.shape[-2]  # (batch x heads x L) x S scores
+            self.count(layer, "mac", pairs * (q.shape[-1] + v.shape[-1]), moved, name)
+            self.count(layer, "softmax", pairs)
+            return
         if base in ("_softmax", "softmax", "_log_softmax", "log_softmax"):
             self.count(layer, "softmax", n_out, moved, name)
             return

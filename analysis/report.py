@@ -7,7 +7,14 @@ waiting and programming is one-off, so neither counts; the digital work is assum
 with the next read and adds none). Area is the tiles' area from the periphery model
 (:func:`tile_area_m2`, one call). Layers are listed in model order.
 
-May import: torch, stoxbar.crossbar, stoxbar.peripherals, stoxbar.analysis.ops.
+Per-MAC figures (docs/library.md §5): MACs = the arrays' (one per weight per input vector) + the
+digital ones the op counter saw; energy per MAC = inference energy / MACs; TOPS/W = 2 x MACs /
+inference energy; throughput = 1 / latency; TOPS/mm^2 = 2 x MACs x throughput / tile area.
+Inference and programming are reported apart: a layer's ``share`` is its share of the inference
+energy. The digital-accelerator baseline of the same work is
+:func:`~stoxbar.analysis.digital_baseline.baseline_cost`.
+
+May import: torch, stoxbar.crossbar, stoxbar.peripherals, stoxbar.analysis.{ops,digital_baseline}.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from stoxbar.analysis.digital_baseline import baseline_cost, tally_work
 from stoxbar.analysis.ops import DigitalOpCounter
 from stoxbar.crossbar import STOTileArray
 from stoxbar.crossbar.costs import area
 from stoxbar.peripherals import dense_layer_cost
+from stoxbar.peripherals.digital_accel import DigitalAccelSpec
 
 __all__ = ["AnalysisReport", "tile_area_m2", "build_report"]
 
@@ -51,11 +60,47 @@ class AnalysisReport:
     uncosted_ops: Dict[str, int]
     ledger: Any = field(repr=False, default=None)
     gpu_j: Optional[float] = None
+    analog_macs: float = 0.0
+    digital_macs: float = 0.0
+    digital_baseline: Optional[Dict[str, Any]] = None
+    inference_by_tile: Dict[str, float] = field(default_factory=dict)
+    inference_by_component: Dict[str, float] = field(default_factory=dict)
 
     @property
     def inference_j(self) -> float:
         """Energy of the forward pass alone (total minus programming), J."""
         return self.total_j - self.programming_j
+
+    @property
+    def macs(self) -> float:
+        """Multiply-accumulates of the forward pass: on the arrays and on the digital periphery."""
+        return self.analog_macs + self.digital_macs
+
+    @property
+    def energy_per_mac_j(self) -> Optional[float]:
+        return self.inference_j / self.macs if self.macs > 0 else None
+
+    @property
+    def tops_per_w(self) -> Optional[float]:
+        """Tera-operations (2 per MAC) per joule of inference."""
+        return 2.0 * self.macs / self.inference_j / 1e12 if self.inference_j > 0 and self.macs > 0 else None
+
+    @property
+    def throughput_per_s(self) -> Optional[float]:
+        """Forward passes per second, 1 / latency."""
+        return 1.0 / self.latency_s if self.latency_s > 0 else None
+
+    @property
+    def tops_per_mm2(self) -> Optional[float]:
+        """Tera-operations per second per mm^2 of tiles."""
+        t = self.throughput_per_s
+        return 2.0 * self.macs * t / (self.area_m2 * 1e6) / 1e12 if t and self.area_m2 > 0 else None
+
+    def figures(self) -> Dict[str, Any]:
+        """The per-MAC figures (module docstring), None where undefined."""
+        return {"macs": self.macs, "analog_macs": self.analog_macs, "digital_macs": self.digital_macs,
+                "energy_per_mac_j": self.energy_per_mac_j, "tops_per_w": self.tops_per_w,
+                "tops_per_mm2": self.tops_per_mm2, "throughput_per_s": self.throughput_per_s}
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready view (plain floats, strings, lists)."""
@@ -64,8 +109,12 @@ class AnalysisReport:
             "latency_s": self.latency_s, "area_m2": self.area_m2, "by_layer": dict(self.by_layer),
             "by_tile": dict(self.by_tile), "by_component": dict(self.by_component),
             "layers": {k: dict(v) for k, v in self.layers.items()}, "digital_ops": dict(self.digital_ops),
-            "input_shape": list(self.input_shape), "assumed_ops": dict(self.uncosted_ops),
+            "input_shape": list(self.input_shape), "assumed_ops": dict(self.uncosted_ops), **self.figures(),
         }
+        out["inference_by_tile"] = dict(self.inference_by_tile)
+        out["inference_by_component"] = dict(self.inference_by_component)
+        if self.digital_baseline is not None:
+            out["digital_baseline"] = dict(self.digital_baseline)
         if self.gpu_j is not None:
             out["gpu_j"] = self.gpu_j
         if self.ledger is not None:
@@ -73,24 +122,39 @@ class AnalysisReport:
         return out
 
     def table(self) -> str:
-        """Human-readable tables: per layer, per tile, per component."""
-        tot = self.total_j
-        share = (lambda j: 100.0 * j / tot) if tot > 0 else (lambda j: 0.0)
-        lines = [f"input {list(self.input_shape)}: {tot:.4g} J in total ({self.inference_j:.4g} J forward, "
-                 f"{self.programming_j:.4g} J programming), latency {self.latency_s * 1e9:.4g} ns, "
-                 f"area {self.area_m2 * 1e6:.4g} mm^2"]
+        """Human-readable tables: the per-MAC figures, per layer (inference), programming, per tile, per component
+        (shares of the inference energy; programming is its own section)."""
+        inf = self.inference_j
+        share = (lambda j: 100.0 * j / inf) if inf > 0 else (lambda j: 0.0)
+        fmt = lambda v, f=1.0: "n/a" if v is None else f"{v * f:.4g}"  # noqa: E731
+        lines = [f"input {list(self.input_shape)}: inference {inf:.4g} J, latency {self.latency_s * 1e9:.4g} ns, "
+                 f"area {self.area_m2 * 1e6:.4g} mm^2; programming {self.programming_j:.4g} J (one-off, below)",
+                 f"MACs {self.macs:.6g} ({self.analog_macs:.6g} on tiles, {self.digital_macs:.6g} digital); "
+                 f"{fmt(self.energy_per_mac_j, 1e12)} pJ/MAC, {fmt(self.tops_per_w)} TOPS/W, "
+                 f"{fmt(self.tops_per_mm2)} TOPS/mm^2, {fmt(self.throughput_per_s)} inferences/s"]
         if self.gpu_j is not None:
             lines.append(f"GPU baseline of the same forward: {self.gpu_j:.4g} J")
-        lines.append(f"  {'layer':<14}{'module':<16}{'kind':<9}{'tiles':>6}{'energy (J)':>13}{'share':>8}"
+        if self.digital_baseline is not None:
+            d = self.digital_baseline
+            lines.append(f"digital accelerator of the same forward ({d['accelerator']}, int{d['mac_bits']}): "
+                         f"{d['energy_j']:.4g} J = compute {d['compute_j']:.3g} + SRAM {d['sram_j']:.3g} + leakage "
+                         f"{d['leakage_j']:.3g} J ({d['energy_j'] / inf:.3g}x the inference energy)" if inf > 0 else
+                         f"digital accelerator of the same forward: {d['energy_j']:.4g} J")
+        lines.append(f"  {'layer':<14}{'module':<16}{'kind':<9}{'tiles':>6}{'MACs':>11}{'inference (J)':>15}{'share':>8}"
                      f"{'latency (ns)':>14}")
         for name, info in self.layers.items():
-            lines.append(f"  {name:<14}{info['module'][:15]:<16}{info['kind']:<9}{info['tiles']:>6}{info['energy_j']:>13.4g}"
-                         f"{share(info['energy_j']):>7.1f}%{info['latency_s'] * 1e9:>14.4g}")
-        lines.append(f"  {'tile':<31}{'energy (J)':>14}{'share':>8}")
-        for name, j in self.by_tile.items():
+            lines.append(f"  {name:<14}{info['module'][:15]:<16}{info['kind']:<9}{info['tiles']:>6}{info['macs']:>11.4g}"
+                         f"{info['inference_j']:>15.4g}{100 * info['share']:>7.1f}%{info['latency_s'] * 1e9:>14.4g}")
+        if self.programming_j > 0:
+            lines.append(f"  {'programming':<31}{'energy (J)':>14}")
+            for name, info in self.layers.items():
+                if info["programming_j"] > 0:
+                    lines.append(f"  {name:<31}{info['programming_j']:>14.4g}")
+        lines.append(f"  {'tile (inference)':<31}{'energy (J)':>14}{'share':>8}")
+        for name, j in self.inference_by_tile.items():
             lines.append(f"  {name:<31}{j:>14.4g}{share(j):>7.1f}%")
-        lines.append(f"  {'component':<31}{'energy (J)':>14}{'share':>8}")
-        for name, j in sorted(self.by_component.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {'component (inference)':<31}{'energy (J)':>14}{'share':>8}")
+        for name, j in sorted(self.inference_by_component.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {name:<31}{j:>14.4g}{share(j):>7.1f}%")
         if self.uncosted_ops:
             lines.append("  ops not in the digital table (costed as one add per output): "
@@ -104,11 +168,15 @@ def _tiles(module: nn.Module) -> int:
 
 def build_report(ledger: Any, layers: Sequence[Tuple[str, nn.Module]], periphery: Dict[str, Any],
                  counter: DigitalOpCounter, input_shape: Tuple[int, ...], gpu: Any, calls: Dict[str, List[int]],
-                 kinds: Dict[str, str]) -> AnalysisReport:
+                 kinds: Dict[str, str], held_digital: float = 0.0, accel: Any = None,
+                 dt_s: Optional[float] = None) -> AnalysisReport:
     """The :class:`AnalysisReport` of a run's ``ledger`` (see module docstring).
 
     ``layers``: (layer name, STO module); ``kinds``: layer name -> module class name, in model
-    order; ``calls``: per STO layer [input vectors, array MACs] (:class:`~stoxbar.analysis.ops.OpWatch`).
+    order; ``calls``: per STO layer [input vectors, array MACs] (:class:`~stoxbar.analysis.ops.OpWatch`);
+    ``held_digital``: parameters outside the tiles (for the digital baseline's SRAM); ``accel``: a
+    ``DigitalAccelSpec`` (default one); ``dt_s``: the step period the baseline's SRAM leaks over
+    (None: only while it computes).
     """
     order = {name: k for k, name in enumerate(kinds)}
     rank = lambda name: (order.get(name, len(order)), name)  # noqa: E731 - model order, then unknown ones by name
@@ -124,6 +192,12 @@ def build_report(ledger: Any, layers: Sequence[Tuple[str, nn.Module]], periphery
                sorted(ledger.totals(("layer", "tile")).items(), key=lambda kv: (rank(kv[0][0]), kv[0][1]))
                if tile != "digital"}
     by_component = {k[0]: e.energy_j for k, e in sorted(ledger.totals(("component",)).items())}
+    prog_tile = {f"{k[0]}/{k[1]}": e.energy_j for k, e in ledger.totals(("layer", "tile"), event="program").items()}
+    prog_comp = {k[0]: e.energy_j for k, e in ledger.totals(("component",), event="program").items()}
+    inference_by_tile = {k: j - prog_tile.get(k, 0.0) for k, j in by_tile.items()}
+    inference_by_component = {k: j - prog_comp.get(k, 0.0) for k, j in by_component.items()
+                              if k not in prog_comp or j - prog_comp[k] > 1e-12 * j}  # programming-only ones out
+    inference_total = ledger.total_j - math.fsum(programmed.values())
     analog = dict(layers)
     info: Dict[str, Dict[str, Any]] = {}
     for name in by_layer:
@@ -133,6 +207,11 @@ def build_report(ledger: Any, layers: Sequence[Tuple[str, nn.Module]], periphery
                       "tiles": tiles, "area_m2": tiles * tile_area_m2(periphery[name]) if m is not None else 0.0,
                       "energy_j": by_layer[name], "latency_s": layer_time[name],
                       "programming_j": programmed.get(name, 0.0),
+                      "inference_j": by_layer[name] - programmed.get(name, 0.0),
+                      "share": (by_layer[name] - programmed.get(name, 0.0)) / inference_total if inference_total > 0
+                      else 0.0,
+                      "macs": (calls[name][1] if name in calls else 0)
+                      + (counter.tally[name].elements.get("mac", 0.0) if name in counter.tally else 0.0),
                       "input_vectors": calls[name][0] if name in calls else 0}
     digital_ops: Dict[str, float] = defaultdict(float)
     for t in counter.tally.values():
@@ -145,9 +224,24 @@ def build_report(ledger: Any, layers: Sequence[Tuple[str, nn.Module]], periphery
                       else m.tile.x_size * m.tile.d_size for _, m in layers)
         gpu_j = dense_layer_cost(1, 1, 1, "fp32", gpu, flops=2.0 * macs, weight_bytes=4.0 * weights,
                                  label="analyzed model").energy_j
+    accel = DigitalAccelSpec() if accel is None else accel
+    analog_macs = float(sum(c[1] for c in calls.values()))
+    elements, moved, rows = tally_work(counter.tally.values())
+    weights_moved = 0.0  # the arrays' work on the accelerator: weights once per call, inputs and outputs once
+    for name, m in layers:
+        n_in, n_out = (m.in_size, m.out_size) if isinstance(m, STOTileArray) else (m.tile.x_size, m.tile.d_size)
+        if name in calls and calls[name][0]:
+            weights_moved += n_in * n_out + calls[name][0] * (n_in + n_out)
+    elements["mac"] = elements.get("mac", 0.0) + analog_macs
+    base = baseline_cost(elements, moved + weights_moved, held_digital + sum(
+        (m.in_size * m.out_size if isinstance(m, STOTileArray) else m.tile.x_size * m.tile.d_size) for _, m in layers),
+        dt_s, accel, rows)
+    baseline = dict(base.as_dict(), accelerator=accel.name, mac_bits=accel.mac_bits)
     return AnalysisReport(
         total_j=ledger.total_j, latency_s=math.fsum(layer_time.values()),
         area_m2=math.fsum(v["area_m2"] for v in info.values()),
         programming_j=math.fsum(programmed.values()), by_layer=by_layer, by_tile=by_tile,
         by_component=by_component, layers=info, digital_ops=dict(digital_ops), input_shape=input_shape,
-        uncosted_ops=dict(counter.unknown), ledger=ledger, gpu_j=gpu_j)
+        uncosted_ops=dict(counter.unknown), ledger=ledger, gpu_j=gpu_j, analog_macs=analog_macs,
+        digital_macs=float(digital_ops.get("mac", 0.0)), digital_baseline=baseline,
+        inference_by_tile=inference_by_tile, inference_by_component=inference_by_component)

@@ -20,19 +20,23 @@ program them from reset (``g_min``; the crossbar's own count,
 already holds programming events of that layer; programming history the tiles keep pending is
 left to the user's ledger (docs/library.md §4).
 
-May import: torch, aihwkit, stoxbar.core.validation, stoxbar.crossbar, stoxbar.analysis.{ops,digital_cost,report}.
+May import: torch, aihwkit, stoxbar.core.validation, stoxbar.crossbar, stoxbar.peripherals,
+stoxbar.analysis.{ops,digital_cost,digital_baseline,report,convert}.
 Used by ``stoxbar energy --model``, the studies' task entry points and ``examples/``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+import contextlib
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from aihwkit.nn.conversion import convert_to_analog
 from aihwkit.nn.modules.base import AnalogLayerBase
 from torch import Tensor, nn
 
+from stoxbar.analysis.convert import convert_layers, needs_conversion
 from stoxbar.analysis.digital_cost import book_tally
 from stoxbar.analysis.ops import DigitalOpCounter, OpWatch, layer_name
 from stoxbar.analysis.report import AnalysisReport, build_report
@@ -100,15 +104,18 @@ def _prepare_model(model: Any, rpu_config: Any) -> nn.Module:
                           "rpu_config=STORPUConfig(...) to convert its Linear/Conv layers with convert_to_analog")
     if not isinstance(rpu_config, STORPUConfig):
         raise ConfigError(f"rpu_config = {type(rpu_config).__name__}: expected an STORPUConfig")
+    if needs_conversion(model):  # nn.LSTM / nn.GRU / nn.MultiheadAttention, which convert_to_analog does not map
+        model = convert_layers(model, rpu_config)
     converted = convert_to_analog(model, rpu_config)
     if not _sto_layers(converted):
-        raise ConfigError("model has no Linear or Conv layers that convert_to_analog could map onto STO tiles")
+        raise ConfigError("model has no Linear or Conv layers (nor LSTM, GRU or MultiheadAttention) that could be "
+                          "mapped onto STO tiles")
     return converted
 
 
 def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, ledger: Any = None,
             dt_s: Optional[float] = None, gpu: Any = None, act_bits: int = 8,
-            programming: bool = True) -> AnalysisReport:
+            programming: bool = True, accel: Any = None) -> AnalysisReport:
     """Run ``model`` once on ``example_input`` on the chip and return its :class:`AnalysisReport`.
 
     Args:
@@ -123,7 +130,11 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
             forward pass (networks with short-term plasticity; booked as ``bias``/``bias_driver``).
         gpu: a :class:`~stoxbar.peripherals.GPUSpec`: also report a GPU baseline of the same MACs.
         act_bits: width of digital activations (bits) for the digital op and memory costs, 2..32.
-        programming: book the programming of the conductances (see module docstring).
+        programming: book the programming of the conductances (see module docstring); reported
+            apart from the inference energy either way.
+        accel: a :class:`~stoxbar.peripherals.digital_accel.DigitalAccelSpec` for the report's
+            digital-accelerator baseline of the same forward (default: the int8 one); its SRAM leaks
+            over ``dt_s`` when given, else only while it computes.
 
     Raises:
         ConfigError: not a module, no STO analog layers (and no ``rpu_config``), foreign analog
@@ -150,12 +161,16 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
     watch = OpWatch(model, counter)
     was_training = model.training
     model.eval()
+    # torch's fused CPU recurrent and attention paths hide their matmuls from every counter: run the
+    # plain ops (the same maths) so a digital LSTM/GRU or attention is counted as its MACs
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         # programming the tiles keep pending is the user's; analyze books the present conductances' own
         attach_ledger(model, ledger, book_pending=False)
         if programming:
             book_programming(model, ledger)
-        with torch.no_grad(), watch, counter:
+        with torch.no_grad(), _plain_cpu_ops(), watch, counter:
             try:
                 model(*inputs)
             except ConfigError:
@@ -174,6 +189,7 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
         book_tally(ledger, digital, counter.tally, act_bits)
         run = ledger.since(start)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for _, m in layers:
             led, name = before[id(m)]
             _reattach(m, led, name)
@@ -181,7 +197,19 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
     kinds: Dict[str, str] = {}  # layer name -> module class, in model order
     for n, m in model.named_modules():
         kinds.setdefault(layer_name(n), type(m).__name__ if n else "")
-    return build_report(run, layers, periphery, counter, tuple(inputs[0].shape), gpu, watch.calls, kinds)
+    inside = {id(p) for _, m in layers for p in m.parameters()}
+    held_digital = sum(p.numel() for p in model.parameters() if id(p) not in inside)
+    return build_report(run, layers, periphery, counter, tuple(inputs[0].shape), gpu, watch.calls, kinds,
+                        held_digital, accel, dt_s)
+
+
+@contextlib.contextmanager
+def _plain_cpu_ops() -> Iterator[None]:
+    """oneDNN off (its fused RNN op hides the matmuls); torch warns about oneDNN's TF32 on setting the flag."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def _periphery_of(module: nn.Module) -> Any:

@@ -38,10 +38,12 @@ import torch
 from torch import nn
 
 from stoxbar.analysis import DigitalOpCounter, OpWatch, tally_entries
+from stoxbar.analysis.digital_baseline import baseline_cost, tally_work
 from stoxbar.crossbar.ledger import EnergyLedger
 from stoxbar.peripherals import DigitalPeriphery, GPUSpec, dense_layer_cost
+from stoxbar.peripherals.digital_accel import DigitalAccelSpec
 from stoxbar.pong.agent import ArchConfig, build_encoder
-from stoxbar.pong.env import OBS_SHAPE
+from stoxbar.pong.env import OBS_SHAPE, STEP_PERIOD_S
 from stoxbar.stpn.gpu_cost import stpn_step_cost
 
 SYNAPSE_COMPONENTS = ("bias", "st_pulse", "cell_read")
@@ -162,3 +164,50 @@ def gpu_baseline(arch: ArchConfig, steps: int, dtype: str = "fp32", spec: GPUSpe
     parts = {"stp_step": stp.energy_j * steps, "encoder": enc.energy_j * steps, "heads": heads.energy_j * steps}
     return {"total_j": math.fsum(parts.values()), "by_component": parts, "gpu": spec.name, "dtype": dtype,
             "assumptions": stp.assumptions()}
+
+
+@functools.lru_cache(maxsize=8)
+def agent_step_work(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[Dict[str, float], float, float, int, int]:
+    """(elements per op kind, values moved, layer-norm rows, values held, state values) of one steady-state
+    digital agent step.
+
+    The float agent of ``arch`` (every op a torch op: the cell's fused CPU kernel off) runs
+    ``PongAgent.act`` once to derive Lambda (a game does that once), then once more under the op
+    counter. Held: every parameter (W, Lambda in place of theta, Gamma, gain, b, encoder, heads)
+    and the recurrent state (h, F).
+    """
+    from stoxbar.pong.agent import PongAgent
+
+    arch = ArchConfig(**dict(arch_items))
+    torch.manual_seed(0)
+    agent = PongAgent(arch)
+    if hasattr(agent.cell, "use_kernel"):
+        agent.cell.use_kernel = False
+    obs = torch.zeros(1, *OBS_SHAPE, dtype=torch.uint8)
+    _, state = agent.act(obs, agent.initial_state(1))
+    counter = DigitalOpCounter()
+    with torch.no_grad(), counter:
+        agent.act(obs, state)
+    elements, moved, rows = tally_work(counter.tally.values())
+    state_values = sum(t.numel() for t in state)
+    held = sum(p.numel() for p in agent.parameters()) + state_values
+    return elements, moved, rows, held, state_values
+
+
+def digital_tier(arch: ArchConfig, steps: int, spec: Optional[DigitalAccelSpec] = None,
+                 step_period_s: float = STEP_PERIOD_S) -> Dict[str, object]:
+    """The digital-accelerator baseline (``peripherals.digital_accel``) of ``steps`` agent steps of ``arch``.
+
+    The work of a step is counted from the torch ops the float agent runs (:func:`agent_step_work`);
+    the SRAM leaks over the real step period. Returns the same keys as a GPU tier (``total_j``,
+    ``j_per_step``, ``by_component``) plus the step's work.
+    """
+    spec = DigitalAccelSpec() if spec is None else spec
+    elements, moved, rows, held, state_values = agent_step_work(tuple(sorted(arch.to_dict().items())))
+    c = baseline_cost(elements, moved, held, step_period_s, spec, rows, state_values)
+    parts = {"compute": c.compute_j * steps, "sram": c.sram_j * steps, "leakage": c.leakage_j * steps}
+    return {"total_j": c.energy_j * steps, "j_per_step": c.energy_j, "s_per_step": c.time_s,
+            "by_component": parts, "macs_per_step": c.macs, "ops_per_step": c.ops, "held_bits": c.held_bits,
+            "step_period_s": step_period_s, "accelerator": spec.name, "mac_bits": spec.mac_bits,
+            "acc_bits": spec.acc_bits, "power_gating": spec.power_gating, "reuse": spec.reuse,
+            "tech_node_nm": spec.digital.tech_node_nm}

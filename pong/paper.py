@@ -10,7 +10,7 @@
   one assumption changed at a time (docs/paper-energy.md §3), and :func:`waterfall_figure`.
 
 May import: stoxbar.core.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.stpn,
-stoxbar.pong.{accounting,agent,env,evaluate}, torch, numpy, matplotlib (figures only).
+stoxbar.analysis, stoxbar.pong.{accounting,agent,env,evaluate}, torch, numpy, matplotlib (figures only).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V
+from stoxbar.peripherals.digital_accel import DigitalAccelSpec
 from stoxbar.peripherals.gpu_baseline import (
     DTYPE_BYTES, TIERS, GPUSpec, KernelOp, step_tiers, trace_kernels)
 from stoxbar.pong.env import STEP_PERIOD_S
@@ -34,6 +35,9 @@ PAPER_STEPS_PER_GAME = 6826  # docs/paper.md §3: energy rescaled to 6,826 agent
 PAPER_OPTIMAL_SYNAPSES = 2 ** 21  # docs/paper.md §3: "optimal" measured near 2^21 synapses
 PAPER_PULSE_FRACTION = 0.01  # issue 11: the paper's pulses are ~1 % of its memristive figure
 PAPER_HEADLINE_RATIOS = {"optimal_fp16": 96.0, "standard_fp16": 970.0}  # docs/paper.md §3 / issue 11 (measured A100)
+# the published ratio per GPU size, for every precision (docs/paper.md §3: ~970x standard in fp16 and fp32)
+PAPER_RATIO_BY_SIZE = {"optimal": 96.0, "standard": 970.0}
+HOLD_GRID_S = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, STEP_PERIOD_S, 0.3, 1.0)  # the ratio-vs-hold table
 OPS = ("four", "mstpn_step")
 
 
@@ -169,8 +173,10 @@ def agent_kernels(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[KernelOp, ..
 
 
 def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = None,
-              step_period_s: float = STEP_PERIOD_S, cuda_graph: bool = False) -> Dict[str, Dict[str, Any]]:
-    """GPU energy of ``steps`` agent steps of ``arch`` (an ``ArchConfig``) in every tier, batch 1.
+              step_period_s: float = STEP_PERIOD_S, cuda_graph: bool = False,
+              accel: Optional[DigitalAccelSpec] = None) -> Dict[str, Dict[str, Any]]:
+    """GPU energy of ``steps`` agent steps of ``arch`` (an ``ArchConfig``) in every tier, batch 1, and
+    the digital-accelerator baseline beside them (``digital``: ``pong.accounting.digital_tier``).
 
     ``roofline``: today's first-principles model (``pong.accounting.gpu_baseline``: every operand
     once per step, no launch cost), the lower bound. ``latency`` / ``dedicated``: the kernels of
@@ -178,7 +184,7 @@ def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = N
     active power, plus host syncs; ``dedicated`` adds the idle power of a GPU held for the rest of
     each real-time step period. Returns {tier: {"total_j", "j_per_step", "by_component", ...}}.
     """
-    from stoxbar.pong.accounting import gpu_baseline
+    from stoxbar.pong.accounting import digital_tier, gpu_baseline
 
     check_int("steps", steps, 0, None)
     spec = GPUSpec() if spec is None else spec
@@ -200,6 +206,7 @@ def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = N
                     "s_per_step": whole.latency_s, "by_component": lat_parts, **common},
         "dedicated": {"total_j": whole.dedicated_j * steps, "j_per_step": whole.dedicated_j,
                       "step_period_s": step_period_s, "by_component": ded_parts, **common},
+        "digital": digital_tier(arch, steps, accel, step_period_s),
     }
 
 
@@ -267,12 +274,104 @@ def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec]
             j_step *= a.optimal_hidden * a.presyn / a.synapses  # per step at the optimal size itself
         implied[key] = {"ratio": ratio, "gpu_j_per_game": j_game, "gpu_j_per_step_at_measured_size": j_step,
                         "s_per_step_at_active_power": j_step / spec.active_power_w if spec.active_power_w else None}
+        implied[key]["bias_hold_s"] = a.bias_held_s_per_step  # the hold this derivation assumes
     assumptions = asdict(a)
     assumptions["optimal_hidden"] = a.optimal_hidden
     assumptions["gpu_spec"] = asdict(spec)
-    return {"steps_per_game": a.steps_per_game, "synapses": a.synapses, "memristive": mem, "gpu": gpu,
+    digital = paper_digital(a)
+    for v in digital.values():
+        v["ratio"] = v["j_per_game"] / mem["energy_j_per_game"] if mem["energy_j_per_game"] > 0 else float("inf")
+    return {"steps_per_game": a.steps_per_game, "synapses": a.synapses, "bias_hold_s": a.bias_held_s_per_step,
+            "seconds_per_game": a.steps_per_game * STEP_PERIOD_S,
+            "bias_held_s_per_game": a.steps_per_game * a.bias_held_s_per_step,
+            "hold_for_ratio": hold_for_ratio(a, mem, gpu), "ratio_vs_hold": ratio_vs_hold(a, mem, gpu),
+            "digital": digital, "memristive": mem, "gpu": gpu,
             "ratios": ratios, "implied_by_paper_ratios": implied, "assumptions": assumptions,
             "sources": "docs/paper-energy.md §1 (assumptions), §2 (GPU tiers)"}
+
+
+def _j_per_hold_s(a: PaperAssumptions, mem: Dict[str, Any]) -> float:
+    """Memristive J per game per second of bias hold per step: the paper's memristive side is linear in
+    the hold (bias energy = P_bias x hold x steps; the pulses a fixed share of it)."""
+    return mem["bias_power_w"] * a.steps_per_game / (1.0 - a.pulse_fraction)
+
+
+def hold_for_ratio(a: PaperAssumptions, mem: Dict[str, Any], gpu: Dict[str, Dict[str, Dict[str, Any]]]
+                   ) -> Dict[str, Dict[str, Dict[str, Dict[str, Optional[float]]]]]:
+    """The bias hold per step (s) at which each GPU tier, precision and size reproduces the paper's
+    published ratio (:data:`PAPER_RATIO_BY_SIZE`): GPU J / (J per hold-second x hold) = ratio, solved
+    exactly (the memristive side is linear in the hold, the paper-mode GPU side does not depend on
+    it); None where no hold does (no bias power)."""
+    per_s = _j_per_hold_s(a, mem)
+    return {tier: {dt: {size: {"ratio": r, "bias_hold_s": v[f"{size}_j_per_game"] / (r * per_s) if per_s > 0 else None}
+                        for size, r in PAPER_RATIO_BY_SIZE.items()}
+                   for dt, v in by_dt.items()} for tier, by_dt in gpu.items()}
+
+
+def ratio_vs_hold(a: PaperAssumptions, mem: Dict[str, Any], gpu: Dict[str, Dict[str, Dict[str, Any]]],
+                  holds_s: Sequence[float] = HOLD_GRID_S) -> List[Dict[str, Any]]:
+    """The paper-mode ratio of every tier, precision and size at each bias hold per step in ``holds_s``."""
+    per_s = _j_per_hold_s(a, mem)
+    rows = []
+    for h in holds_s:
+        check_range("bias_hold_s", h, 0.0, 3600.0, lo_open=True, unit="s")
+        m = per_s * h
+        rows.append({"bias_hold_s": h, "memristive_j_per_game": m,
+                     **{f"{tier}_{dt}_{size}": (v[f"{size}_j_per_game"] / m if m > 0 else float("inf"))
+                        for tier, by_dt in gpu.items() for dt, v in by_dt.items() for size in PAPER_RATIO_BY_SIZE}})
+    return rows
+
+
+@lru_cache(maxsize=16)
+def ops_work(ops: str, hidden: int, presyn: int) -> Tuple[Tuple[Tuple[str, float], ...], float, float, int, int]:
+    """(elements per op kind, values moved, layer-norm rows, values held, state values) of one step of ``ops`` at batch 1,
+    counted by the op counter of ``analyze`` from the same torch code the GPU kernels are traced from."""
+    from stoxbar.analysis import DigitalOpCounter
+    from stoxbar.analysis.digital_baseline import tally_work
+
+    check_choice("ops", ops, OPS)
+    g = torch.Generator().manual_seed(0)
+    counter = DigitalOpCounter()
+    if ops == "four":
+        shape = (1, hidden, presyn)
+        W, F, lam, dF = (torch.rand(shape, generator=g) for _ in range(4))
+        x = torch.rand(1, presyn, generator=g)
+        state = hidden * presyn  # F
+        held = 3 * hidden * presyn + presyn  # W, F, Lambda and x (dF is the step's update, produced in place)
+        with counter:
+            paper_four_ops(x, W, F, lam, dF)
+    else:
+        from stoxbar.devices import presets
+        from stoxbar.stpn.cells import MSTPNCell
+
+        with torch.no_grad():
+            cell = MSTPNCell(presyn - hidden, hidden, presets.sto_2024(), STEP_PERIOD_S, use_kernel=False)
+            state = cell.initial_state(1)
+            x = torch.rand(1, presyn - hidden, generator=g)
+            cell.step_params()  # Lambda is derived once per game, not per step
+            with counter:
+                cell(x, state)
+        held = sum(p.numel() for p in cell.parameters()) + sum(t.numel() for t in state)
+        state = sum(t.numel() for t in state)
+    elements, moved, rows = tally_work(counter.tally.values())
+    return tuple(sorted(elements.items())), moved, rows, held, state
+
+
+def paper_digital(a: PaperAssumptions, spec: Optional[DigitalAccelSpec] = None) -> Dict[str, Dict[str, Any]]:
+    """The digital-accelerator baseline of the paper's GPU work (``a.ops``) at the standard and optimal
+    sizes, J per game (the optimal one scaled to the layer's synapses like the GPU's), the SRAM leaking
+    over the real step period."""
+    from stoxbar.analysis.digital_baseline import baseline_cost
+
+    spec = DigitalAccelSpec() if spec is None else spec
+    out = {}
+    for size, hidden in (("standard", a.hidden), ("optimal", a.optimal_hidden)):
+        elements, moved, rows, held, state = ops_work(a.ops, hidden, a.presyn)
+        c = baseline_cost(dict(elements), moved, held, STEP_PERIOD_S, spec, rows, state)
+        scale = a.synapses / (hidden * a.presyn)
+        out[size] = {"j_per_game": c.energy_j * scale * a.steps_per_game, "j_per_step": c.energy_j,
+                     "macs_per_step": c.macs, **{k: v for k, v in c.as_dict().items() if k.endswith("_j") and k != "energy_j"}}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +515,7 @@ def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch
         m = fixed + held * p / step_period_s
         t = gpu_tiers(arch, steps, dtype, spec, p)
         rows.append({"step_period_s": p, "memristive_j": m,
-                     **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in TIERS}})
+                     **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in t}})
     return rows
 
 
@@ -436,8 +535,11 @@ def game_inputs(agent, ledger_boundaries: Dict[str, Any]) -> Tuple[Dict[str, flo
     return (dict(ledger_boundaries["system"]["by_component"]), float(g_lt.sum()), float((v ** 2 * g_lt).sum()))
 
 
-def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[str, float]], path) -> None:
-    """Two panels: the ratio after each step (log scale), and the ratio against the step period."""
+def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[str, float]], path,
+                     hold_rows: Sequence[Dict[str, Any]] = ()) -> None:
+    """Two panels: the ratio after each step (log scale), and the ratio against the bias-held time per
+    step: the system boundary's (bias held for the whole step period) and, from ``hold_rows``
+    (:func:`ratio_vs_hold`), paper mode's latency tier in fp16, with the paper's published ratios marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -458,14 +560,23 @@ def waterfall_figure(steps: Sequence[WaterfallStep], period_rows: Sequence[Dict[
         ax.axvline(r, color="tab:red", lw=0.8, ls="--")
         ax.text(r, len(steps) - 0.4, f"paper {key.replace('_', ' ')}: {r:g}x", color="tab:red", fontsize=7,
                 rotation=90, va="top", ha="right")
-    for tier, style in zip(TIERS, ("-", "--", ":")):
+    for tier, style, color in zip((*TIERS, "digital"), ("-", "--", ":", "-."), ("C0", "C1", "C2", "tab:purple")):
         bx.loglog([r["step_period_s"] for r in period_rows], [r[f"ratio_{tier}"] for r in period_rows], style,
-                  marker="o", label=tier)
+                  marker="o", color=color, label=tier if tier != "digital" else "digital accelerator")
+    for size, style in (("standard", "-"), ("optimal", "--")):
+        key = f"latency_fp16_{size}"
+        if hold_rows and key in hold_rows[0]:
+            bx.loglog([r["bias_hold_s"] for r in hold_rows], [r[key] for r in hold_rows], style, color="tab:red",
+                      lw=1.0, label=f"paper mode, latency fp16, {size}")
+    for size, r in PAPER_RATIO_BY_SIZE.items():
+        bx.axhline(r, color="tab:red", lw=0.8, ls=":")
+        bx.text(period_rows[0]["step_period_s"] if period_rows else 1e-3, r, f"paper {size}: {r:g}x",
+                color="tab:red", fontsize=7, va="bottom")
     bx.axvline(STEP_PERIOD_S, color="0.5", lw=0.8)
     bx.axhline(1.0, color="0.5", lw=0.8)
-    bx.set_xlabel("step period = bias-held time per step (s)")
-    bx.set_ylabel("GPU / memristive (system boundary)")
-    bx.set_title("The ratio against the step period")
+    bx.set_xlabel("bias-held time per step (s) (system: = the step period)")
+    bx.set_ylabel("baseline / memristive")
+    bx.set_title("The ratio against the bias hold")
     bx.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

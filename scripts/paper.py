@@ -56,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "default 4.3 nW / 0.36 V^2")
     p.add_argument("--devices-per-synapse", type=int, default=d.devices_per_synapse,
                    help="memristors per synapse (a differential pair: 2)")
-    p.add_argument("--bias-held-s-per-step", type=_float_expr, default=d.bias_held_s_per_step,
+    p.add_argument("--bias-hold-s", "--bias-held-s-per-step", dest="bias_held_s_per_step", type=_float_expr,
+                   default=d.bias_held_s_per_step,
                    help="time the bias is held per agent step (s); not stated by the paper, default the "
-                        "real-time step period")
+                        "real-time step period (the output gives the hold that reproduces each published ratio)")
     p.add_argument("--steps-per-game", type=_int_expr, default=d.steps_per_game, help="agent steps per game")
     p.add_argument("--hidden", type=int, default=d.hidden, help="units of the plastic layer")
     p.add_argument("--presyn", type=int, default=d.presyn, help="presynaptic inputs per unit")
@@ -102,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     doc["command"] = ["stoxbar", *sys.argv[1:]]
     _print(doc)
     if args.waterfall:
-        doc["waterfall"] = _waterfall(args, a, spec)
+        doc["waterfall"] = _waterfall(args, a, spec, doc["ratio_vs_hold"])
     if args.json:
         write_json_atomic(args.json, doc)
         print(f"wrote {args.json}")
@@ -111,7 +112,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _print(doc: dict) -> None:
     m = doc["memristive"]
-    print(f"paper mode: {doc['synapses']} synapses, {doc['steps_per_game']} steps per game")
+    print(f"paper mode: {doc['synapses']} synapses, {doc['steps_per_game']} steps per game = "
+          f"{doc['seconds_per_game']:.4g} s of play; bias held {doc['bias_hold_s'] * 1e3:.4g} ms per step "
+          f"({doc['bias_held_s_per_game']:.4g} s per game; not stated by the paper, --bias-hold-s)")
     print(f"memristive: bias power {m['bias_power_w']:.4g} W, {m['energy_j_per_game']:.4g} J per game "
           f"(bias {m['by_component']['bias']:.4g} J, pulses {m['by_component']['pulses']:.4g} J)")
     print(f"{'GPU tier':<11}{'dtype':<6}{'standard J':>13}{'ratio':>10}{'optimal J':>13}{'ratio':>10}"
@@ -121,9 +124,20 @@ def _print(doc: dict) -> None:
             r = doc["ratios"][tier][dt]
             print(f"{tier:<11}{dt:<6}{v['standard_j_per_game']:>13.4g}{r['standard']:>9.3g}x"
                   f"{v['optimal_j_per_game']:>13.4g}{r['optimal']:>9.3g}x{100 * v['memory_share']:>13.1f}%")
+    for size, d in doc["digital"].items():
+        print(f"{'digital':<11}{'int8':<6}" if size == "standard" else f"{'':<17}", end="")
+        print(f"{size} {d['j_per_game']:.4g} J per game, ratio {d['ratio']:.3g}x (compute {d['compute_j']:.3g} + "
+              f"SRAM {d['sram_j']:.3g} + leakage {d['leakage_j']:.3g} J per step; docs/energy-model.md §6)")
+    print("bias hold per step (ms) that reproduces the paper's published ratios (the memristive side is linear "
+          "in the hold):")
+    for tier, by_dt in doc["hold_for_ratio"].items():
+        for dt, sizes in by_dt.items():
+            print(f"  {tier:<10}{dt:<6}" + "  ".join(
+                f"{size} {s['ratio']:g}x: " + (f"{s['bias_hold_s'] * 1e3:.4g} ms" if s["bias_hold_s"] is not None
+                                               else "none") for size, s in sizes.items()))
 
 
-def _waterfall(args: argparse.Namespace, a, spec) -> dict:
+def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
     import torch
 
     from stoxbar.crossbar import EnergyLedger
@@ -164,8 +178,8 @@ def _waterfall(args: argparse.Namespace, a, spec) -> dict:
     print("\nsystem ratio against the step period (bias held for the whole period):")
     for r in rows:
         print(f"  {r['step_period_s']:>8.4g} s: " + "  ".join(f"{t} {r[f'ratio_{t}']:.3g}x" for t in
-                                                         ("roofline", "latency", "dedicated")))
-    waterfall_figure(steps_wf, rows, args.waterfall)
+                                                         ("roofline", "latency", "dedicated", "digital")))
+    waterfall_figure(steps_wf, rows, args.waterfall, doc_hold_rows)
     print(f"wrote {args.waterfall}")
     return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
             "ratio_vs_step_period": rows, "pulses": pulses, "system_by_component_j_per_game": per_game,

@@ -136,14 +136,21 @@ def _print(report: dict) -> None:
               "scores and energies are of partial games")
     tiers = report.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
     print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>15}" for t in tiers))
+    # the last column is the digital-accelerator baseline (docs/energy-model.md §6), the others GPU tiers
     for name in ordered_boundaries(energy):
         e = energy[name]
         if name.startswith("gpu"):
             continue
         print(f"{name:<14}{e['total_j'] / games:>14.4g}" + "".join(
             f"{g['total_j'] / e['total_j']:>14.4g}x" if e["total_j"] > 0 else f"{'n/a':>15}" for g in tiers.values()))
-    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items())
+    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items() if t != "digital")
           + " per game; docs/paper-energy.md §2)")
+    if "digital" in tiers:
+        d = tiers["digital"]
+        print(f"digital accelerator ({d['accelerator']}, int{d['mac_bits']} MACs, {d['tech_node_nm']:g} nm): "
+              f"{d['total_j'] / games:.4g} J per game = compute {d['by_component']['compute'] / games:.3g} + SRAM "
+              f"{d['by_component']['sram'] / games:.3g} + leakage {d['by_component']['leakage'] / games:.3g} J "
+              "(docs/energy-model.md §6)")
     if "system" in energy:
         print("\nsystem energy by component (J per game, share):")
         tot = energy["system"]["total_j"]

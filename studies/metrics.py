@@ -141,6 +141,11 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         for b in BOUNDARIES:
             total = energy[b]["total_j"]
             out[f"gpu_ratio_{tier}_{b}"] = tiers[tier]["total_j"] / total if total > 0 else float("inf")
+    digital = tiers["digital"]["total_j"]  # the digital-accelerator baseline (docs/energy-model.md §6)
+    out["energy_digital_accel_j_per_game"] = digital / games
+    for b in BOUNDARIES:
+        total = energy[b]["total_j"]
+        out[f"digital_ratio_{b}"] = digital / total if total > 0 else float("inf")
     for comp, j in energy["system"]["by_component"].items():
         out[f"energy_system.{comp}_j_per_game"] = j / games
     return out

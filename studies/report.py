@@ -27,7 +27,7 @@ from stoxbar.core.validation import ConfigError
 
 SUMMARY_METRICS = ("score_mean", "energy_synapse_only_j_per_game", "energy_array_j_per_game",
                    "energy_system_j_per_game", "gpu_ratio_system", "gpu_ratio_latency_system",
-                   "gpu_ratio_dedicated_system", "energy_array_j_per_step",
+                   "gpu_ratio_dedicated_system", "digital_ratio_system", "energy_array_j_per_step",
                    "latency_mvm_s_per_step", "area_m2", "mvm_rel_error", "wall_s_per_step")
 BOUNDARY_ORDER = ("synapse_only", "array", "system", "gpu_baseline")  # inner -> outer, then the baseline
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -69,9 +69,15 @@ def ordered_boundaries(energy: Dict[str, Any]) -> List[str]:
 
 
 def gpu_tiers_of(rep: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """The GPU baseline tiers of a play report, roofline -> latency -> dedicated (older reports: roofline)."""
+    """The baseline tiers of a play report, GPU roofline -> latency -> dedicated, then the digital accelerator
+    (older reports: roofline)."""
     tiers = rep.get("gpu_tiers") or {"roofline": rep["energy"]["gpu_baseline"]}
-    return {t: tiers[t] for t in ("roofline", "latency", "dedicated") if t in tiers}
+    return {t: tiers[t] for t in ("roofline", "latency", "dedicated", "digital") if t in tiers}
+
+
+def tier_label(tier: str) -> str:
+    """A baseline tier's display name: "GPU latency", ..., "digital accelerator"."""
+    return "digital accelerator" if tier == "digital" else f"GPU {tier}"
 
 
 def _barh_png(plt, names: List[str], values: List[float], colors: Any, xlabel: str, title: str,
@@ -104,11 +110,13 @@ def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
 
     energy, games = rep["energy"], rep["games"]
     tiers = gpu_tiers_of(rep)
-    names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")] + [f"GPU {t}" for t in tiers]
-    per_game = [(energy[b]["total_j"] if b in energy else tiers[b[4:]]["total_j"]) / games for b in names]
+    names = [b for b in ordered_boundaries(energy) if not b.startswith("gpu")]
+    per_game = [energy[b]["total_j"] / games for b in names] + [g["total_j"] / games for g in tiers.values()]
+    names += [tier_label(t) for t in tiers]
+    colors = ["C0"] * (len(names) - len(tiers)) + ["0.5"] * len(tiers)
     out = [("energy_by_boundary.png", _barh_png(
-        plt, names, per_game, ["0.5" if b.startswith("GPU") else "C0" for b in names], "energy per game",
-        "energy per game by boundary; GPU baseline tiers (batch 1) in grey", 0.45))]
+        plt, names, per_game, colors, "energy per game",
+        "energy per game by boundary; GPU baseline tiers (batch 1) and the digital accelerator in grey", 0.45))]
     if "system" in energy and energy["system"]["total_j"] > 0:
         comps = sorted(energy["system"]["by_component"].items(), key=lambda kv: -kv[1])
         out.append(("system_by_component.png", _barh_png(
@@ -290,7 +298,7 @@ def _play_page(rep: Dict[str, Any], report_path: Path) -> str:
     rows = [[name, energy[name]["total_j"] / games * f]
             + [f"{g['total_j'] / energy[name]['total_j']:.4g}" if energy[name]["total_j"] > 0 else "n/a"
                for g in tiers.values()] for name in names]
-    rows += [[f"GPU {t}", g["total_j"] / games * f] + [""] * len(tiers) for t, g in tiers.items()]
+    rows += [[tier_label(t), g["total_j"] / games * f] + [""] * len(tiers) for t, g in tiers.items()]
     max_steps = rep.get("max_steps")
     cut = rep.get("truncated_games", [])
     score_rows = [[i, s, n, "yes (stopped at --max-steps)" if (i - 1) in cut else ""]
@@ -306,7 +314,7 @@ def _play_page(rep: Dict[str, Any], report_path: Path) -> str:
         sections.append(f"<p><b>{len(cut)} of {games} games were cut short</b> at --max-steps {max_steps}: "
                         "their scores and energies are of partial games.</p>")
     sections += ["<h2>Energy per game</h2>",
-                 _table(["boundary", f"{unit} per game"] + [f"GPU {t} / this" for t in tiers], rows),
+                 _table(["boundary", f"{unit} per game"] + [f"{tier_label(t)} / this" for t in tiers], rows),
                  "<h2>Figures</h2>", "".join(_img_bytes(png, name) for name, png in play_figures(rep))]
     if "system" in energy:
         tot = energy["system"]["total_j"]

@@ -45,6 +45,11 @@ def unit_of(column: str) -> Tuple[str, str]:
     """(unit, description) of a metric or parameter column."""
     if column in UNITS:
         return UNITS[column]
+    if column == "energy_digital_accel_j_per_game":
+        return "J", "digital-accelerator baseline energy per game (docs/energy-model.md §6)"
+    m = re.match(r"digital_ratio_(\w+)$", column)
+    if m:
+        return "1", f"digital-accelerator baseline energy / memristive energy at boundary {m.group(1)}"
     m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
     if m:
         return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"

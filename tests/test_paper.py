@@ -171,3 +171,9 @@ def test_study_metrics_carry_every_tier():
                 tiers[tier]["total_j"] / out[f"energy_{b}_j_per_game"])
             assert unit_of(f"gpu_ratio_{tier}_{b}")[0] == "1"
     assert out["gpu_ratio_system"] < out["gpu_ratio_latency_system"] < out["gpu_ratio_dedicated_system"]
+    # the digital-accelerator baseline beside them (issue 18.1)
+    assert out["energy_digital_accel_j_per_game"] == pytest.approx(tiers["digital"]["total_j"])
+    for b in ("synapse_only", "array", "system"):
+        assert out[f"digital_ratio_{b}"] == pytest.approx(tiers["digital"]["total_j"] / out[f"energy_{b}_j_per_game"])
+        assert unit_of(f"digital_ratio_{b}")[0] == "1"
+    assert unit_of("energy_digital_accel_j_per_game")[0] == "J"
