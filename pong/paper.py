@@ -255,8 +255,10 @@ def gpu_paper(a: PaperAssumptions, spec: Optional[GPUSpec] = None) -> Dict[str, 
     return out
 
 
-def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec] = None) -> Dict[str, Any]:
-    """The paper's estimate from our models (the ``stoxbar paper --json`` document)."""
+def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec] = None,
+                   accel: Optional[DigitalAccelSpec] = None) -> Dict[str, Any]:
+    """The paper's estimate from our models (the ``stoxbar paper --json`` document); ``accel``: the
+    digital-accelerator baseline's spec (default: the int8 one)."""
     a = PaperAssumptions() if a is None else a
     spec = GPUSpec() if spec is None else spec
     mem = memristive_paper(a)
@@ -278,7 +280,7 @@ def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec]
     assumptions = asdict(a)
     assumptions["optimal_hidden"] = a.optimal_hidden
     assumptions["gpu_spec"] = asdict(spec)
-    digital = paper_digital(a)
+    digital = paper_digital(a, accel)
     for v in digital.values():
         v["ratio"] = v["j_per_game"] / mem["energy_j_per_game"] if mem["energy_j_per_game"] > 0 else float("inf")
     return {"steps_per_game": a.steps_per_game, "synapses": a.synapses, "bias_hold_s": a.bias_held_s_per_step,
@@ -498,7 +500,8 @@ def waterfall_table(steps: Sequence[WaterfallStep]) -> List[Dict[str, Any]]:
 
 def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch, periods_s: Sequence[float],
                          spec: Optional[GPUSpec] = None, dtype: str = "fp32",
-                         step_period_s: float = STEP_PERIOD_S) -> List[Dict[str, float]]:
+                         step_period_s: float = STEP_PERIOD_S,
+                         accel: Optional[DigitalAccelSpec] = None) -> List[Dict[str, float]]:
     """The system ratio per tier if the step period (and so the bias-held time) were ``periods_s``.
 
     Bias and bias-driver energy grow in proportion to the time the bias is held (their ledger
@@ -513,7 +516,7 @@ def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch
     for p in periods_s:
         check_range("period_s", p, 0.0, 3600.0, lo_open=True, unit="s")
         m = fixed + held * p / step_period_s
-        t = gpu_tiers(arch, steps, dtype, spec, p)
+        t = gpu_tiers(arch, steps, dtype, spec, p, accel=accel)
         rows.append({"step_period_s": p, "memristive_j": m,
                      **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in t}})
     return rows

@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="latency tier with CUDA-graph launches")
     p.add_argument("--gpu-measured", default=None, metavar="FILE",
                    help="benchmarks/gpu_measure.py JSON: replaces the latency tier's constants")
+    from stoxbar.scripts.energy import add_accel_arguments
+
+    add_accel_arguments(p)
     p.add_argument("--waterfall", default=None, metavar="PNG",
                    help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
@@ -93,13 +96,14 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.crossbar import write_json_atomic
     from stoxbar.peripherals.gpu_baseline import GPUSpec
     from stoxbar.pong.paper import paper_estimate
+    from stoxbar.scripts.energy import accel_from_args
 
     for path in (args.json, args.waterfall):
         if path and os.path.exists(path):
             raise FileExistsError(f"{path} exists: results are never overwritten; choose a new path")
     a = assumptions_from_args(args)
     spec = GPUSpec.from_measured(args.gpu_measured) if args.gpu_measured else GPUSpec()
-    doc = paper_estimate(a, spec)
+    doc = paper_estimate(a, spec, accel_from_args(args))
     doc["command"] = ["stoxbar", *sys.argv[1:]]
     _print(doc)
     if args.waterfall:
@@ -127,7 +131,7 @@ def _print(doc: dict) -> None:
     for size, d in doc["digital"].items():
         print(f"{'digital':<11}{'int8':<6}" if size == "standard" else f"{'':<17}", end="")
         print(f"{size} {d['j_per_game']:.4g} J per game, ratio {d['ratio']:.3g}x (compute {d['compute_j']:.3g} + "
-              f"SRAM {d['sram_j']:.3g} + leakage {d['leakage_j']:.3g} J per step; docs/energy-model.md §6)")
+              f"SRAM {d['sram_j']:.3g} + leakage {d['leakage_j']:.3g} J per step; docs/energy-model.md §9.1)")
     print("bias hold per step (ms) that reproduces the paper's published ratios (the memristive side is linear "
           "in the hold):")
     for tier, by_dt in doc["hold_for_ratio"].items():
@@ -146,6 +150,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.env import REPEAT_ACTION_PROBABILITY
     from stoxbar.pong.evaluate import build_analog_cell, play_games
+    from stoxbar.scripts.energy import accel_from_args
     from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
                                     waterfall_figure, waterfall_table)
 
@@ -167,7 +172,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
     steps_wf = waterfall(per_game, steps, g_sum, v2g_sum, agent.arch, a, spec,
                          pulses_per_game=pulses["pulses"] / games)
     periods = (1e-3, 1e-2, 4 / 60, 0.3, 1.0, 10.0)
-    rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec)
+    rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec, accel=accel_from_args(args))
     print(f"\nwaterfall over {games} game(s) of the shipped checkpoint (scores {res.scores}, {steps} steps per game)")
     print(f"{'step':<58}{'memristive J':>13}{'GPU J':>11}{'factor':>9}{'ratio':>10}")
     for s in steps_wf:
