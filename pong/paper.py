@@ -492,6 +492,34 @@ def waterfall(system_by_component: Dict[str, float], steps: int, g_long_term_sum
     return out
 
 
+def gap_decomposition(paper: Dict[str, Any], system_j_per_game: float, steps: int,
+                      tiers: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The gap between each published ratio and ours, split into its memristive and its GPU side.
+
+    ``paper``: a :func:`paper_estimate` document (its memristive figure holds the bias
+    ``bias_hold_s`` per step); ``system_j_per_game`` over ``steps`` agent steps: our chip;
+    ``tiers``: :func:`gpu_tiers` of the same steps. Per published ratio R (standard: per step at
+    the layer's size) and per baseline tier: memristive factor = our chip's J per step / the
+    paper's; GPU factor = the GPU J per step R implies / the tier's; R / (memristive x GPU) = our
+    ratio (exact). At another paper hold h the memristive factor scales by ``bias_hold_s`` / h and
+    the GPU factor by h / ``bias_hold_s``.
+    """
+    check_int("steps", steps, 1, None)
+    m_paper = paper["memristive"]["energy_j_per_game"] / paper["steps_per_game"]
+    m_ours = system_j_per_game / steps
+    rows = []
+    for size in ("standard",):
+        r = PAPER_RATIO_BY_SIZE[size]
+        for tier, t in tiers.items():
+            g_ours = t["total_j"] / steps
+            rows.append({"published": size, "published_ratio": r, "tier": tier, "bias_hold_s": paper["bias_hold_s"],
+                         "memristive_j_per_step_paper": m_paper, "memristive_j_per_step_ours": m_ours,
+                         "gpu_j_per_step_implied": r * m_paper, "baseline_j_per_step_ours": g_ours,
+                         "memristive_factor": m_ours / m_paper, "gpu_factor": r * m_paper / g_ours,
+                         "our_ratio": g_ours / m_ours})
+    return rows
+
+
 def waterfall_table(steps: Sequence[WaterfallStep]) -> List[Dict[str, Any]]:
     """Rows (dicts) of the waterfall: label, side, memristive and GPU J per game, factor, ratio."""
     return [{"step": s.label, "side": s.side, "memristive_j": s.memristive_j, "gpu_j": s.gpu_j,

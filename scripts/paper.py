@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     doc["command"] = ["stoxbar", *sys.argv[1:]]
     _print(doc)
     if args.waterfall:
-        doc["waterfall"] = _waterfall(args, a, spec, doc["ratio_vs_hold"])
+        doc["waterfall"] = _waterfall(args, a, spec, doc)
     if args.json:
         write_json_atomic(args.json, doc)
         print(f"wrote {args.json}")
@@ -141,7 +141,7 @@ def _print(doc: dict) -> None:
                                                else "none") for size, s in sizes.items()))
 
 
-def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
+def _waterfall(args: argparse.Namespace, a, spec, doc: dict) -> dict:
     import torch
 
     from stoxbar.crossbar import EnergyLedger
@@ -151,8 +151,8 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
     from stoxbar.pong.env import REPEAT_ACTION_PROBABILITY
     from stoxbar.pong.evaluate import build_analog_cell, play_games
     from stoxbar.scripts.energy import accel_from_args
-    from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
-                                    waterfall_figure, waterfall_table)
+    from stoxbar.pong.paper import (gap_decomposition, game_inputs, gpu_tiers, pulse_statistics, ratio_vs_step_period,
+                                    waterfall, waterfall_figure, waterfall_table)
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
@@ -180,12 +180,19 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
         if s.note:
             print(f"    {s.note}")
     print(f"pulses: {pulses}")
+    gap = gap_decomposition(doc, math.fsum(per_game.values()), steps, gpu_tiers(agent.arch, steps, "fp32", spec,
+                                                                                 accel=accel_from_args(args)))
+    print(f"\nthe gap between the paper's {gap[0]['published_ratio']:g}x and ours, at a "
+          f"{gap[0]['bias_hold_s'] * 1e3:.4g} ms paper hold: ratio = published / (memristive side x GPU side)")
+    for g in gap:
+        print(f"  {g['tier']:<10} ours {g['our_ratio']:>9.4g}x = {g['published_ratio']:g} / "
+              f"({g['memristive_factor']:.3g} x {g['gpu_factor']:.3g})")
     print("\nsystem ratio against the step period (bias held for the whole period):")
     for r in rows:
         print(f"  {r['step_period_s']:>8.4g} s: " + "  ".join(f"{t} {r[f'ratio_{t}']:.3g}x" for t in
                                                          ("roofline", "latency", "dedicated", "digital")))
-    waterfall_figure(steps_wf, rows, args.waterfall, doc_hold_rows)
+    waterfall_figure(steps_wf, rows, args.waterfall, doc["ratio_vs_hold"])
     print(f"wrote {args.waterfall}")
     return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
-            "ratio_vs_step_period": rows, "pulses": pulses, "system_by_component_j_per_game": per_game,
+            "ratio_vs_step_period": rows, "gap_decomposition": gap, "pulses": pulses, "system_by_component_j_per_game": per_game,
             "g_long_term_sum_s": g_sum, "v2g_sum_w_per_v0": v2g_sum}
