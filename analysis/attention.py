@@ -6,8 +6,8 @@ replaces each with :class:`AnalogMultiheadAttention`, which holds the four proje
 layers with the same weights (``convert_to_analog`` then puts them on tiles) and computes the
 attention itself in plain torch ops, so the activation-activation matmuls (``Q K^T`` and the
 weighted sum over ``V``) and the softmax run on the digital periphery and are counted as digital
-MACs, not as one add per output. Outputs and masks follow torch's ``forward``; refused, with the
-reason: ``add_bias_kv`` and ``add_zero_attn``.
+MACs, not as one add per output. Outputs and masks follow torch's ``forward`` (inference: attention
+dropout is not applied); refused, with the reason: ``add_bias_kv`` and ``add_zero_attn``.
 
 May import: torch, stoxbar.core.validation.
 """

@@ -87,7 +87,7 @@ class AnalysisReport:
 
     @property
     def throughput_per_s(self) -> Optional[float]:
-        """Forward passes per second, 1 / latency."""
+        """Forward passes (of the example input, its whole batch) per second, 1 / latency."""
         return 1.0 / self.latency_s if self.latency_s > 0 else None
 
     @property
@@ -131,7 +131,7 @@ class AnalysisReport:
                  f"area {self.area_m2 * 1e6:.4g} mm^2; programming {self.programming_j:.4g} J (one-off, below)",
                  f"MACs {self.macs:.6g} ({self.analog_macs:.6g} on tiles, {self.digital_macs:.6g} digital); "
                  f"{fmt(self.energy_per_mac_j, 1e12)} pJ/MAC, {fmt(self.tops_per_w)} TOPS/W, "
-                 f"{fmt(self.tops_per_mm2)} TOPS/mm^2, {fmt(self.throughput_per_s)} inferences/s"]
+                 f"{fmt(self.tops_per_mm2)} TOPS/mm^2, {fmt(self.throughput_per_s)} forward passes/s"]
         if self.gpu_j is not None:
             lines.append(f"GPU baseline of the same forward: {self.gpu_j:.4g} J")
         if self.digital_baseline is not None:

@@ -24,6 +24,9 @@ Boundaries (nested by construction: each is a superset of the previous one's com
 * ``array`` - plus every peripheral of the STP layer (DAC, ADC, drivers, sense, digital periphery);
 * ``system`` - plus neuron operations, encoder, heads and the agent's frame conversion.
 
+The digital-accelerator baseline (:func:`digital_tier`, docs/energy-model.md §9.1) counts one
+steady-state step of the float agent with the same counter and prices it on an int8 SRAM datapath.
+
 May import: torch, stoxbar.analysis, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.{agent,env}.
 """
 

@@ -255,8 +255,10 @@ def gpu_paper(a: PaperAssumptions, spec: Optional[GPUSpec] = None) -> Dict[str, 
     return out
 
 
-def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec] = None) -> Dict[str, Any]:
-    """The paper's estimate from our models (the ``stoxbar paper --json`` document)."""
+def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec] = None,
+                   accel: Optional[DigitalAccelSpec] = None) -> Dict[str, Any]:
+    """The paper's estimate from our models (the ``stoxbar paper --json`` document); ``accel``: the
+    digital-accelerator baseline's spec (default: the int8 one)."""
     a = PaperAssumptions() if a is None else a
     spec = GPUSpec() if spec is None else spec
     mem = memristive_paper(a)
@@ -278,7 +280,7 @@ def paper_estimate(a: Optional[PaperAssumptions] = None, spec: Optional[GPUSpec]
     assumptions = asdict(a)
     assumptions["optimal_hidden"] = a.optimal_hidden
     assumptions["gpu_spec"] = asdict(spec)
-    digital = paper_digital(a)
+    digital = paper_digital(a, accel)
     for v in digital.values():
         v["ratio"] = v["j_per_game"] / mem["energy_j_per_game"] if mem["energy_j_per_game"] > 0 else float("inf")
     return {"steps_per_game": a.steps_per_game, "synapses": a.synapses, "bias_hold_s": a.bias_held_s_per_step,
@@ -490,6 +492,34 @@ def waterfall(system_by_component: Dict[str, float], steps: int, g_long_term_sum
     return out
 
 
+def gap_decomposition(paper: Dict[str, Any], system_j_per_game: float, steps: int,
+                      tiers: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The gap between each published ratio and ours, split into its memristive and its GPU side.
+
+    ``paper``: a :func:`paper_estimate` document (its memristive figure holds the bias
+    ``bias_hold_s`` per step); ``system_j_per_game`` over ``steps`` agent steps: our chip;
+    ``tiers``: :func:`gpu_tiers` of the same steps. Per published ratio R (standard: per step at
+    the layer's size) and per baseline tier: memristive factor = our chip's J per step / the
+    paper's; GPU factor = the GPU J per step R implies / the tier's; R / (memristive x GPU) = our
+    ratio (exact). At another paper hold h the memristive factor scales by ``bias_hold_s`` / h and
+    the GPU factor by h / ``bias_hold_s``.
+    """
+    check_int("steps", steps, 1, None)
+    m_paper = paper["memristive"]["energy_j_per_game"] / paper["steps_per_game"]
+    m_ours = system_j_per_game / steps
+    rows = []
+    for size in ("standard",):
+        r = PAPER_RATIO_BY_SIZE[size]
+        for tier, t in tiers.items():
+            g_ours = t["total_j"] / steps
+            rows.append({"published": size, "published_ratio": r, "tier": tier, "bias_hold_s": paper["bias_hold_s"],
+                         "memristive_j_per_step_paper": m_paper, "memristive_j_per_step_ours": m_ours,
+                         "gpu_j_per_step_implied": r * m_paper, "baseline_j_per_step_ours": g_ours,
+                         "memristive_factor": m_ours / m_paper, "gpu_factor": r * m_paper / g_ours,
+                         "our_ratio": g_ours / m_ours})
+    return rows
+
+
 def waterfall_table(steps: Sequence[WaterfallStep]) -> List[Dict[str, Any]]:
     """Rows (dicts) of the waterfall: label, side, memristive and GPU J per game, factor, ratio."""
     return [{"step": s.label, "side": s.side, "memristive_j": s.memristive_j, "gpu_j": s.gpu_j,
@@ -498,7 +528,8 @@ def waterfall_table(steps: Sequence[WaterfallStep]) -> List[Dict[str, Any]]:
 
 def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch, periods_s: Sequence[float],
                          spec: Optional[GPUSpec] = None, dtype: str = "fp32",
-                         step_period_s: float = STEP_PERIOD_S) -> List[Dict[str, float]]:
+                         step_period_s: float = STEP_PERIOD_S,
+                         accel: Optional[DigitalAccelSpec] = None) -> List[Dict[str, float]]:
     """The system ratio per tier if the step period (and so the bias-held time) were ``periods_s``.
 
     Bias and bias-driver energy grow in proportion to the time the bias is held (their ledger
@@ -513,7 +544,7 @@ def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch
     for p in periods_s:
         check_range("period_s", p, 0.0, 3600.0, lo_open=True, unit="s")
         m = fixed + held * p / step_period_s
-        t = gpu_tiers(arch, steps, dtype, spec, p)
+        t = gpu_tiers(arch, steps, dtype, spec, p, accel=accel)
         rows.append({"step_period_s": p, "memristive_j": m,
                      **{f"ratio_{tier}": t[tier]["total_j"] / m for tier in t}})
     return rows

@@ -72,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="sto_2024",
                    help="device preset: a registered name or module:factory (imports that module)")
     add_periphery_arguments(p)
+    add_accel_arguments(p)
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
@@ -100,6 +101,32 @@ def parse_layer(text: str, flag: str = "--layer", example: str = "2656x64") -> t
     if n_in < 1 or n_out < 1:
         raise ConfigError(f"{flag} = {text!r}: both sizes must be >= 1")
     return n_in, n_out
+
+
+def add_accel_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the digital-accelerator baseline (docs/energy-model.md §9.1)."""
+    p.add_argument("--accel-bits", type=int, default=None,
+                   help="digital-accelerator baseline: operand and stored width (bits; default 8)")
+    p.add_argument("--accel-reuse", default=None, help="digital-accelerator baseline: SRAM reuse model, per_op "
+                   "(every op's operands through SRAM, default) | per_step (a fused datapath)")
+    p.add_argument("--accel-power-gating", action="store_true",
+                   help="digital-accelerator baseline: SRAM at its retention voltage between steps")
+
+
+def accel_from_args(args: argparse.Namespace):
+    """The digital-accelerator spec with the command-line overrides (validated; errors name the flag)."""
+    from stoxbar.peripherals.digital_accel import DigitalAccelSpec
+
+    kw = {"power_gating": bool(args.accel_power_gating)}
+    if args.accel_bits is not None:
+        kw["mac_bits"] = args.accel_bits
+    if args.accel_reuse is not None:
+        kw["reuse"] = args.accel_reuse
+    try:
+        return DigitalAccelSpec(**kw)
+    except ConfigError as exc:
+        flag = "--accel-bits" if "mac_bits" in str(exc) else "--accel-reuse"
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def periphery_from_args(args: argparse.Namespace):
@@ -269,7 +296,7 @@ def model_main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     cfg = STORPUConfig(device=presets.get_preset(args.preset), periphery=periphery_from_args(args))
     try:
-        report = analyze(model, torch.randn(*shape), rpu_config=cfg)
+        report = analyze(model, torch.randn(*shape), rpu_config=cfg, accel=accel_from_args(args))
     except (RuntimeError, ValueError, IndexError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ConfigError):  # analyze's own message names the shape; say what the model expects

@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="latency tier with CUDA-graph launches")
     p.add_argument("--gpu-measured", default=None, metavar="FILE",
                    help="benchmarks/gpu_measure.py JSON: replaces the latency tier's constants")
+    from stoxbar.scripts.energy import add_accel_arguments
+
+    add_accel_arguments(p)
     p.add_argument("--waterfall", default=None, metavar="PNG",
                    help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
@@ -93,17 +96,18 @@ def main(args: argparse.Namespace) -> int:
     from stoxbar.crossbar import write_json_atomic
     from stoxbar.peripherals.gpu_baseline import GPUSpec
     from stoxbar.pong.paper import paper_estimate
+    from stoxbar.scripts.energy import accel_from_args
 
     for path in (args.json, args.waterfall):
         if path and os.path.exists(path):
             raise FileExistsError(f"{path} exists: results are never overwritten; choose a new path")
     a = assumptions_from_args(args)
     spec = GPUSpec.from_measured(args.gpu_measured) if args.gpu_measured else GPUSpec()
-    doc = paper_estimate(a, spec)
+    doc = paper_estimate(a, spec, accel_from_args(args))
     doc["command"] = ["stoxbar", *sys.argv[1:]]
     _print(doc)
     if args.waterfall:
-        doc["waterfall"] = _waterfall(args, a, spec, doc["ratio_vs_hold"])
+        doc["waterfall"] = _waterfall(args, a, spec, doc)
     if args.json:
         write_json_atomic(args.json, doc)
         print(f"wrote {args.json}")
@@ -127,7 +131,7 @@ def _print(doc: dict) -> None:
     for size, d in doc["digital"].items():
         print(f"{'digital':<11}{'int8':<6}" if size == "standard" else f"{'':<17}", end="")
         print(f"{size} {d['j_per_game']:.4g} J per game, ratio {d['ratio']:.3g}x (compute {d['compute_j']:.3g} + "
-              f"SRAM {d['sram_j']:.3g} + leakage {d['leakage_j']:.3g} J per step; docs/energy-model.md §6)")
+              f"SRAM {d['sram_j']:.3g} + leakage {d['leakage_j']:.3g} J per step; docs/energy-model.md §9.1)")
     print("bias hold per step (ms) that reproduces the paper's published ratios (the memristive side is linear "
           "in the hold):")
     for tier, by_dt in doc["hold_for_ratio"].items():
@@ -137,7 +141,7 @@ def _print(doc: dict) -> None:
                                                else "none") for size, s in sizes.items()))
 
 
-def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
+def _waterfall(args: argparse.Namespace, a, spec, doc: dict) -> dict:
     import torch
 
     from stoxbar.crossbar import EnergyLedger
@@ -146,8 +150,9 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.env import REPEAT_ACTION_PROBABILITY
     from stoxbar.pong.evaluate import build_analog_cell, play_games
-    from stoxbar.pong.paper import (game_inputs, pulse_statistics, ratio_vs_step_period, waterfall,
-                                    waterfall_figure, waterfall_table)
+    from stoxbar.scripts.energy import accel_from_args
+    from stoxbar.pong.paper import (gap_decomposition, game_inputs, gpu_tiers, pulse_statistics, ratio_vs_step_period,
+                                    waterfall, waterfall_figure, waterfall_table)
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
@@ -167,7 +172,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
     steps_wf = waterfall(per_game, steps, g_sum, v2g_sum, agent.arch, a, spec,
                          pulses_per_game=pulses["pulses"] / games)
     periods = (1e-3, 1e-2, 4 / 60, 0.3, 1.0, 10.0)
-    rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec)
+    rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec, accel=accel_from_args(args))
     print(f"\nwaterfall over {games} game(s) of the shipped checkpoint (scores {res.scores}, {steps} steps per game)")
     print(f"{'step':<58}{'memristive J':>13}{'GPU J':>11}{'factor':>9}{'ratio':>10}")
     for s in steps_wf:
@@ -175,12 +180,19 @@ def _waterfall(args: argparse.Namespace, a, spec, doc_hold_rows=()) -> dict:
         if s.note:
             print(f"    {s.note}")
     print(f"pulses: {pulses}")
+    gap = gap_decomposition(doc, math.fsum(per_game.values()), steps, gpu_tiers(agent.arch, steps, "fp32", spec,
+                                                                                 accel=accel_from_args(args)))
+    print(f"\nthe gap between the paper's {gap[0]['published_ratio']:g}x and ours, at a "
+          f"{gap[0]['bias_hold_s'] * 1e3:.4g} ms paper hold: ratio = published / (memristive side x GPU side)")
+    for g in gap:
+        print(f"  {g['tier']:<10} ours {g['our_ratio']:>9.4g}x = {g['published_ratio']:g} / "
+              f"({g['memristive_factor']:.3g} x {g['gpu_factor']:.3g})")
     print("\nsystem ratio against the step period (bias held for the whole period):")
     for r in rows:
         print(f"  {r['step_period_s']:>8.4g} s: " + "  ".join(f"{t} {r[f'ratio_{t}']:.3g}x" for t in
                                                          ("roofline", "latency", "dedicated", "digital")))
-    waterfall_figure(steps_wf, rows, args.waterfall, doc_hold_rows)
+    waterfall_figure(steps_wf, rows, args.waterfall, doc["ratio_vs_hold"])
     print(f"wrote {args.waterfall}")
     return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
-            "ratio_vs_step_period": rows, "pulses": pulses, "system_by_component_j_per_game": per_game,
+            "ratio_vs_step_period": rows, "gap_decomposition": gap, "pulses": pulses, "system_by_component_j_per_game": per_game,
             "g_long_term_sum_s": g_sum, "v2g_sum_w_per_v0": v2g_sum}

@@ -21,7 +21,7 @@ from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.pong.env import EVAL_STICKY, check_sticky
 from stoxbar.pong.scores import score_summary
-from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
+from stoxbar.scripts.energy import accel_from_args, add_accel_arguments, add_periphery_arguments, periphery_from_args
 from stoxbar.core.validation import ConfigError
 
 
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(imports that module; the checkpoint's own preset is never imported) (default: the one the "
                    "checkpoint was trained for)")
     add_periphery_arguments(p)
+    add_accel_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
     p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True,
                    help="take the most likely action (--no-greedy: sample from the policy)")
@@ -72,6 +73,7 @@ def main(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; train one with `stoxbar train`")
     periphery = periphery_from_args(args)
+    accel = accel_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     agent, ckpt = load_agent(args.checkpoint)
@@ -109,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": describe_periphery(periphery, device),
         "energy": energy_report(result, arch, analog=not args.digital),
-        "gpu_tiers": gpu_tiers(arch, result.agent_steps),
+        "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
     _print(report)
@@ -136,7 +138,7 @@ def _print(report: dict) -> None:
               "scores and energies are of partial games")
     tiers = report.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
     print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>15}" for t in tiers))
-    # the last column is the digital-accelerator baseline (docs/energy-model.md §6), the others GPU tiers
+    # the last column is the digital-accelerator baseline (docs/energy-model.md §9.1), the others GPU tiers
     for name in ordered_boundaries(energy):
         e = energy[name]
         if name.startswith("gpu"):
@@ -150,7 +152,7 @@ def _print(report: dict) -> None:
         print(f"digital accelerator ({d['accelerator']}, int{d['mac_bits']} MACs, {d['tech_node_nm']:g} nm): "
               f"{d['total_j'] / games:.4g} J per game = compute {d['by_component']['compute'] / games:.3g} + SRAM "
               f"{d['by_component']['sram'] / games:.3g} + leakage {d['by_component']['leakage'] / games:.3g} J "
-              "(docs/energy-model.md §6)")
+              "(docs/energy-model.md §9.1)")
     if "system" in energy:
         print("\nsystem energy by component (J per game, share):")
         tot = energy["system"]["total_j"]

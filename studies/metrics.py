@@ -141,7 +141,7 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         for b in BOUNDARIES:
             total = energy[b]["total_j"]
             out[f"gpu_ratio_{tier}_{b}"] = tiers[tier]["total_j"] / total if total > 0 else float("inf")
-    digital = tiers["digital"]["total_j"]  # the digital-accelerator baseline (docs/energy-model.md §6)
+    digital = tiers["digital"]["total_j"]  # the digital-accelerator baseline (docs/energy-model.md §9.1)
     out["energy_digital_accel_j_per_game"] = digital / games
     for b in BOUNDARIES:
         total = energy[b]["total_j"]

@@ -46,7 +46,7 @@ def unit_of(column: str) -> Tuple[str, str]:
     if column in UNITS:
         return UNITS[column]
     if column == "energy_digital_accel_j_per_game":
-        return "J", "digital-accelerator baseline energy per game (docs/energy-model.md §6)"
+        return "J", "digital-accelerator baseline energy per game (docs/energy-model.md §9.1)"
     m = re.match(r"digital_ratio_(\w+)$", column)
     if m:
         return "1", f"digital-accelerator baseline energy / memristive energy at boundary {m.group(1)}"

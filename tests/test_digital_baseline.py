@@ -118,3 +118,14 @@ def test_cli_paper_bias_hold(tmp_path, capsys):
     assert "digital" in text
     assert cli_main(["paper", "--bias-hold-s", "-1"]) == 2
     assert "bias_held_s_per_step" in capsys.readouterr().err
+    # the accelerator's options reach the baseline; a bad one is one line naming the flag
+    out2 = tmp_path / "p2.json"
+    assert cli_main(["paper", "--json", str(out2), "--tier", "latency", "--precision", "fp16", "--accel-reuse",
+                     "per_step", "--accel-power-gating"]) == 0
+    fused = json.loads(out2.read_text())["digital"]["standard"]
+    assert fused["sram_j"] < doc["digital"]["standard"]["sram_j"]
+    assert fused["leakage_j"] < doc["digital"]["standard"]["leakage_j"]
+    assert cli_main(["paper", "--accel-reuse", "cache"]) == 2
+    assert "--accel-reuse" in capsys.readouterr().err
+    assert cli_main(["paper", "--accel-bits", "1"]) == 2
+    assert "--accel-bits" in capsys.readouterr().err

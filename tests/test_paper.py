@@ -151,6 +151,14 @@ def test_cli_paper_waterfall_on_a_real_game(tmp_path):
     assert table[-1]["memristive_j"] == pytest.approx(math.fsum(wf["system_by_component_j_per_game"].values()))
     assert math.prod(r["factor"] for r in table[1:]) == pytest.approx(table[-1]["ratio"] / table[0]["ratio"])
     assert wf["pulses"]["pulses"] > 0 and 0 < wf["pulses"]["pulses_per_synapse_step"] < 1
+    # the gap to each published ratio, two-sided: published / (memristive x GPU) = ours, for every baseline
+    gap = wf["gap_decomposition"]
+    assert {g["tier"] for g in gap} == {"roofline", "latency", "dedicated", "digital"}
+    for g in gap:
+        assert g["published_ratio"] / (g["memristive_factor"] * g["gpu_factor"]) == pytest.approx(g["our_ratio"])
+        assert g["bias_hold_s"] == pytest.approx(STEP_PERIOD_S)
+    last = {g["tier"]: g for g in gap}["latency"]
+    assert last["our_ratio"] == pytest.approx(table[-2]["ratio"], rel=1e-9)  # the waterfall's latency row
 
 
 def test_study_metrics_carry_every_tier():
