@@ -148,10 +148,11 @@ class EventSink:
         a = self._acc.get("decay")
         if a is None:
             a = self._acc["decay"] = [0.0, 0.0, torch.zeros(bias_energy_j.shape, dtype=torch.float64,
-                                                            device=bias_energy_j.device)]
+                                                            device=bias_energy_j.device), 0.0]
         a[0] += dt_s
         a[1] += chips * dt_s
         a[2].add_(bias_energy_j)
+        a[3] += chips * dt_s * self.state.bias_duty  # chip-seconds the bias lines are held
 
     def flush(self) -> None:
         """Cost and book the accumulated events (per tile) in the attached ledger; nothing left accumulated.
@@ -177,8 +178,10 @@ class EventSink:
         if decay is not None:
             dt, chip_s, energy = decay[0], decay[1], decay[2].tolist()
             for k, (key, rows, cols, i, t) in enumerate(blocks):
+                load, drawn = energy[k] if isinstance(energy[k], list) else (energy[k], 0.0)
                 self._book_events(key, Events("decay", rows, cols, i, t, dt_s=dt, chip_s=chip_s,
-                                              bias_held_s=2 * rows * cols * chip_s, bias_energy_j=energy[k]))
+                                              bias_held_s=2 * rows * cols * decay[3], bias_energy_j=load,
+                                              bias_drawn_j=drawn, bias_line_s=decay[3]))
 
     def _book_events(self, key: str, events: Events) -> None:
         book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))

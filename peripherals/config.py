@@ -31,7 +31,7 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 from .adc import ADC
 from .dac import DAC
 from .digital import DigitalPeriphery
-from .drivers import BiasDriver, RowDriver, WriteDriver
+from .drivers import BIAS_ADDRESSINGS, BiasDriver, RowDriver, WriteDriver
 from .parasitics import Parasitics
 from .sense import TIA, SampleHold
 
@@ -81,6 +81,14 @@ class PeripheryConfig:
             |dG| / lt_dg_s) | "open_loop" (from reset at g_min, the number of LTP pulses the *mean*
             device needs, fired once without verify: each device's d2d factor and the c2c spread
             per pulse leave a programming error, ``devices.dynamics.apply_long_term``).
+        bias_addressing: how the decay bias reaches the cells (``crossbar/bias.py``): "per_cell"
+            (default: an access device and held control voltage per cell, any matrix) | "row_col"
+            (V_ij = a_i - b_j) | "per_row" | "per_column" | "global"; a requested matrix is
+            projected (least squares per physical tile) and the residual reported.
+        bias_rails_v: optional quantised bias rails (V); every line or cell takes the nearest.
+        bias_duty: fraction of each decay interval the bias is held, (0, 1]; the decay integrates
+            the biased phase (first) and the released phase (at the device's ``v_bias_min_v``)
+            exactly, and the bias, its drivers and refresh are paid for the held fraction only.
     """
 
     dac: DAC = field(default_factory=DAC)
@@ -103,6 +111,9 @@ class PeripheryConfig:
     nm_thres: float = 1.0
     cell_area_m2: float = CELL_AREA_M2
     programming: str = "write_verify"
+    bias_addressing: str = "per_cell"
+    bias_rails_v: tuple = ()
+    bias_duty: float = 1.0
 
     def __post_init__(self) -> None:
         for name, cls in _BLOCKS.items():
@@ -120,6 +131,12 @@ class PeripheryConfig:
         check_range("nm_thres", self.nm_thres, 0.0, 1e6, lo_open=True)
         check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
         check_choice("programming", self.programming, PROGRAMMINGS)
+        check_choice("bias_addressing", self.bias_addressing, BIAS_ADDRESSINGS)
+        if not isinstance(self.bias_rails_v, tuple) or len(self.bias_rails_v) > 256:
+            raise ConfigError(f"bias_rails_v = {self.bias_rails_v!r}: must be a tuple of 0..256 voltages (V)")
+        for k, r in enumerate(self.bias_rails_v):
+            check_range(f"bias_rails_v[{k}]", r, 0.0, 10.0, unit="V")
+        check_range("bias_duty", self.bias_duty, 0.0, 1.0, lo_open=True)
         # aihwkit's signed converters need >= 2 bits: res = 1/(2**bits - 2) (docs/aihwkit.md §2).
         check_int("dac.bits", self.dac.bits, 2, 16)
         check_int("adc.bits", self.adc.bits, 2, 16)
