@@ -42,8 +42,10 @@ class SubstrateOps:
         the projection's :class:`~stoxbar.crossbar.bias.BiasReport`."""
         p = self._sink().periphery
         linear = p.bias_addressing == "per_cell" or p.bias_driver.supply == "linear"
+        rail = p.bias_driver.v_rail_v
+        rail = self.state.device_model.v_bias_max_v if rail is None else rail
         report = self.state.set_bias(v_bias, p.bias_addressing, p.bias_rails_v, p.bias_duty,
-                                     p.bias_driver.v_rail_v if linear else None)
+                                     rail if linear else None)
         self._after_state_change()
         return report
 

