@@ -2,7 +2,7 @@
 
 A passive crossbar sets the voltage across cell (i, j) with its two lines: ``V_ij = a_i - b_j``
 (row line i at ``a_i``, column line j at ``b_j``). ``periphery.bias_addressing`` says how the
-lines (or the cells) are driven (docs/peripherals-energy.md §7):
+lines (or the cells) are driven (docs/peripherals-energy.md §8):
 
 * ``per_cell``: an access transistor and a held control voltage per cell (a 1T1C sample-and-hold,
   DRAM-like) set each cell's bias from one rail; any matrix in the device's range is held exactly.

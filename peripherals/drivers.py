@@ -125,7 +125,7 @@ class BiasDriver:
     switched-capacitor / buck-class bias generator; a linear regulator would be V_bias/V_dd),
     quiescent 100 nW per line driver (~100 nA at 1 V for a low-power buffer).
 
-    Supply models (docs/peripherals-energy.md §7): ``"switched"`` draws p_load/efficiency (a
+    Supply models (docs/peripherals-energy.md §8): ``"switched"`` draws p_load/efficiency (a
     switched-capacitor / buck-class converter per line; optimistic for many independent analog
     levels); ``"linear"`` regulates every line down from one rail ``v_rail_v``: the current a
     cell draws at V comes from the rail, so the supply delivers ``P_cell V_rail / |V|`` (loss
@@ -151,10 +151,10 @@ class BiasDriver:
     area_m2: float = 5e-12  # assumption
     supply: str = "switched"
     v_rail_v: Optional[float] = None  # None: the device's largest bias (sto_2024: 0.6 V), no dropout (assumption)
-    cell_c_store_f: float = 25e-15  # DRAM storage capacitor ~25 fF (docs/peripherals-energy.md §7)
+    cell_c_store_f: float = 25e-15  # DRAM storage capacitor ~25 fF (docs/peripherals-energy.md §8)
     cell_v_ctrl_v: float = 1.0  # assumption: control (gate) voltage written into each cell's hold node
-    cell_refresh_s: float = 64e-3  # JEDEC DRAM retention/refresh window 64 ms (docs/peripherals-energy.md §7)
-    cell_area_m2: float = 6 * (32e-9) ** 2  # 1T1C cell, 6 F^2 at F = 32 nm (docs/peripherals-energy.md §7)
+    cell_refresh_s: float = 64e-3  # JEDEC DRAM retention/refresh window 64 ms (docs/peripherals-energy.md §8)
+    cell_area_m2: float = 6 * (32e-9) ** 2  # 1T1C cell, 6 F^2 at F = 32 nm (docs/peripherals-energy.md §8)
 
     def __post_init__(self) -> None:
         check_choice("bias_driver.supply", self.supply, BIAS_SUPPLIES)
