@@ -32,6 +32,9 @@ Components (ledger ``component`` field), per tile:
                        exact per cell) + quiescent power of every driven line (``bias_addressing``:
                        rows, physical columns, both, or one rail per tile), over the held duty
 ``bias_refresh``       ``per_cell`` addressing: refresh of every cell's held control voltage
+``leakage``            static power of the tile's blocks over every decay interval, per chip (gated
+                       blocks at ``power_gating.residual``; peripherals/static.py)
+``power_gating_wake``  one wake-up of the gated blocks per chip and decay interval
 ``lt_program``         long-term (LTP/LTD) programming pulses + their write driver
 =====================  ==================================================================================
 
@@ -204,19 +207,34 @@ def _short_term(ev: Events, device: MemristiveDevice, p: PeripheryConfig) -> Cos
 
 
 def _decay(ev: Events, p: PeripheryConfig) -> Cost:
+    parts = _leakage(ev, p)
     if ev.bias_held_s <= 0:
-        return Cost("decay", {})
+        return Cost("decay", parts, ev.dt_s if parts else 0.0, "leakage")
     drv, ls = p.bias_driver, ev.bias_line_s  # chip-seconds the lines are held (duty included)
     lines = driven_lines(p.bias_addressing, ev.rows, p.physical_cols(ev.cols))  # drivers per chip
     if ev.bias_drawn_j > 0 or p.bias_addressing == "per_cell" or drv.supply == "linear":
         e_loss = max(ev.bias_drawn_j - ev.bias_energy_j, 0.0)  # the rail's drop (round-off only below 0)
     else:
         e_loss = ev.bias_energy_j * (1.0 / drv.efficiency - 1.0)  # switched supply
-    parts = {"bias": (ev.bias_held_s, ev.bias_energy_j),
-             "bias_driver": (lines * ls, e_loss + drv.p_quiescent_w * lines * ls)}
+    parts["bias"] = (ev.bias_held_s, ev.bias_energy_j)
+    parts["bias_driver"] = (lines * ls, e_loss + drv.p_quiescent_w * lines * ls)
     if p.bias_addressing == "per_cell":  # every physical cell's hold node, refreshed
         parts["bias_refresh"] = (ev.bias_held_s, drv.refresh_energy_j(ev.bias_held_s))
     return Cost("decay", parts, ev.dt_s, "bias")
+
+
+def _leakage(ev: Events, p: PeripheryConfig) -> Dict[str, Tuple[float, float]]:
+    """Static power of the tile over the interval, per chip (``peripherals/static.py``): the gateable
+    blocks at ``residual`` of their leakage when gated (plus one wake-up per chip and interval), the
+    bias references always."""
+    if ev.chip_s <= 0:
+        return {}
+    gated, always = p.static_power_w()
+    g = p.power_gating
+    parts = {"leakage": (ev.chip_s, (gated * (g.residual if g.enabled else 1.0) + always) * ev.chip_s)}
+    if g.enabled and ev.chip_intervals > 0:
+        parts["power_gating_wake"] = (ev.chip_intervals, ev.chip_intervals * gated * g.wake_ns * 1e-9)
+    return parts
 
 
 def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:

@@ -34,6 +34,7 @@ from .digital import DigitalPeriphery
 from .drivers import BIAS_ADDRESSINGS, BiasDriver, RowDriver, WriteDriver
 from .parasitics import Parasitics
 from .sense import TIA, SampleHold
+from .static import PowerGating, StaticPower
 
 MAX_TILE = 2048  # assumption: largest array side with tolerable IR drop / line RC (brief)
 SIGNED_MAPPINGS = ("differential", "reference")
@@ -49,7 +50,7 @@ CELL_AREA_M2 = 0.01e-12
 _BLOCKS = {
     "dac": DAC, "adc": ADC, "row_driver": RowDriver, "write_driver": WriteDriver,
     "bias_driver": BiasDriver, "tia": TIA, "sample_hold": SampleHold, "digital": DigitalPeriphery,
-    "parasitics": Parasitics,
+    "parasitics": Parasitics, "static": StaticPower, "power_gating": PowerGating,
 }
 
 
@@ -61,6 +62,8 @@ class PeripheryConfig:
         dac, adc, row_driver, write_driver, bias_driver, tia, sample_hold, digital: the blocks.
         parasitics: line wire resistance and how the read treats it (``peripherals/parasitics.py``;
             default off).
+        static, power_gating: leakage per block and its gating between steps
+            (``peripherals/static.py``); booked over every decay interval (the step period).
         tile_rows: max inputs per tile, 1..2048.
         tile_cols: max outputs per tile (logical), 1..2048.
         signed_mapping: "differential" | "reference".
@@ -100,6 +103,8 @@ class PeripheryConfig:
     sample_hold: SampleHold = field(default_factory=SampleHold)
     digital: DigitalPeriphery = field(default_factory=DigitalPeriphery)
     parasitics: Parasitics = field(default_factory=Parasitics)
+    static: StaticPower = field(default_factory=StaticPower)
+    power_gating: PowerGating = field(default_factory=PowerGating)
     tile_rows: int = 512  # aihwkit MappingParameter default max_input_size (docs/aihwkit.md §3)
     tile_cols: int = 512  # aihwkit default max_output_size; MNSIM uses 256 (docs/peripherals-energy.md §3.3)
     signed_mapping: str = "differential"
@@ -190,6 +195,16 @@ class PeripheryConfig:
         """
         check_range("g_weight_one_s", g_weight_one_s, 0.0, 1.0, lo_open=True, unit="S")
         return self.out_bound * self.dac.v_read_v * g_weight_one_s
+
+    def static_power_w(self) -> tuple:
+        """(gateable, always-on) leakage of one physical tile (W): ADCs, DACs, S+H and TIAs, read and
+        write drivers, the two I/O buffers (gateable); the bias references (always on).
+        ``peripherals/static.py``."""
+        s, rows, phys, n_conv = self.static, self.tile_rows, self.physical_cols(), self.adc_columns()
+        sense = s.sample_hold_w + (self.tia.power_w if s.tia_static else 0.0)
+        gated = (self.adcs_per_tile * s.adc_w + rows * s.dac_w + n_conv * sense
+                 + (rows + rows + phys) * s.driver_w + 2 * s.buffer_w)
+        return gated, s.bias_reference_w
 
     # ---- aihwkit -------------------------------------------------------------------------
     def io_parameters(self) -> Any:

@@ -199,7 +199,8 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     # drawing (1/efficiency - 1) of the toy's bias power plus their static draw on the tile's 12 rows and
     # 2 x 5 physical columns (row_col addressing, issue 17)
     comp = ledger.totals(("component",))
-    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("bias",), ("bias_driver",)}
+    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("bias",), ("bias_driver",),
+                         ("leakage",), ("power_gating_wake",)}  # the tile's static power (issue 17.4)
     assert comp[("st_pulse",)].count == comp[("st_write_driver",)].count == n
     v_pulse = max(a for a, _ in dev.st_pulse_levels)
     wd, bd = cfg.periphery.write_driver, cfg.periphery.bias_driver

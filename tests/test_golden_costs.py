@@ -107,35 +107,47 @@ ST_ENTRIES = {
     ('0.0', 'bias'): (3780.2666666666664, 1.1741374209346678e-05, 0.06666666666666667),
     ('0.0', 'bias_driver'): (0.06666666666666667, 1.1748040876013344e-05, 0.0),
     ('0.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('0.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('0.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('0.0', 'st_pulse'): (17446.0, 1.54215e-08, 0.0),
     ('0.0', 'st_write_driver'): (17446.0, 1.5910752000000002e-09, 0.0),
     ('1.0', 'bias'): (3780.2666666666664, 1.1715233900494275e-05, 0.06666666666666667),
     ('1.0', 'bias_driver'): (0.06666666666666667, 1.1721900567160941e-05, 0.0),
     ('1.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('1.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('1.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('1.0', 'st_pulse'): (17419.0, 1.51125e-08, 0.0),
     ('1.0', 'st_write_driver'): (17419.0, 1.5886128e-09, 0.0),
     ('2.0', 'bias'): (3780.2666666666664, 1.1737312001183949e-05, 0.06666666666666667),
     ('2.0', 'bias_driver'): (0.06666666666666667, 1.1743978667850615e-05, 0.0),
     ('2.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('2.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('2.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('2.0', 'st_pulse'): (17451.0, 1.5343e-08, 0.0),
     ('2.0', 'st_write_driver'): (17451.0, 1.5915312000000002e-09, 0.0),
     ('3.0', 'bias'): (3780.2666666666664, 1.1723347918723287e-05, 0.06666666666666667),
     ('3.0', 'bias_driver'): (0.06666666666666667, 1.1730014585389953e-05, 0.0),
     ('3.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('3.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('3.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('3.0', 'st_pulse'): (17445.0, 1.5311499999999998e-08, 0.0),
     ('3.0', 'st_write_driver'): (17445.0, 1.590984e-09, 0.0),
     ('4.0', 'bias'): (3771.733333333333, 1.1753314868076688e-05, 0.06666666666666667),
     ('4.0', 'bias_driver'): (0.06666666666666667, 1.1759981534743354e-05, 0.0),
     ('4.0', 'bias_refresh'): (3771.733333333333, 1.4733333333333332e-09, 0.0),
+    ('4.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('4.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('4.0', 'st_pulse'): (17534.0, 1.539e-08, 0.0),
     ('4.0', 'st_write_driver'): (17534.0, 1.5991008e-09, 0.0),
     ('5.0', 'bias'): (3771.733333333333, 1.169032310066858e-05, 0.06666666666666667),
     ('5.0', 'bias_driver'): (0.06666666666666667, 1.1696989767335246e-05, 0.0),
     ('5.0', 'bias_refresh'): (3771.733333333333, 1.4733333333333332e-09, 0.0),
+    ('5.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('5.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('5.0', 'st_pulse'): (17518.0, 1.5491e-08, 0.0),
     ('5.0', 'st_write_driver'): (17518.0, 1.5976416000000002e-09, 0.0),
 }
-ST_TOTAL_J = 0.00014087229377592023
+ST_TOTAL_J = 0.0003652839841408739
 MVM_LATENCY_S = 3.8778125e-07  # the busiest tile's read (all six tiles read in parallel)
 
 
@@ -255,6 +267,11 @@ def test_energy_2656x64_composes_the_documented_unit_costs(energy_run):
     _check("bias_driver events", st["bias_driver"][0], tiles * dt)
     _check("bias_driver", st["bias_driver"][1], st["bias"][1] * (0.6 / 0.3 - 1) + 100e-9 * tiles * dt, STATE)
     _check("bias_refresh", st["bias_refresh"][1], 2 * rows * cols * dt / 64e-3 * 25e-15 * 1.0**2)
+    # static power (issue 17.4): per 512 x 512 tile 128 ADCs x 0.2 mW, 512 DACs x 0.39 uW, 1024 x (S+H 0.97 nW +
+    # TIA 2 uW), 2048 drivers x 1 nW, 2 buffers x 0.075 mW, gated to 2 %, + 1 uW bias references; 20 ns wake-up
+    gated = 128 * 0.2e-3 + 512 * 0.390625e-6 + 1024 * (9.7e-10 + 2e-6) + 2048 * 1e-9 + 2 * 0.075e-3
+    _check("leakage", st["leakage"][1], tiles * (0.02 * gated + 1e-6) * dt)
+    _check("power_gating_wake", st["power_gating_wake"][1], tiles * gated * 20e-9)
     g_bias = st["bias"][1] / (0.3**2 * 2 * rows * cols * dt)  # mean conductance under the 0.3 V bias
     assert dev.g_min_s < g_bias < dev.g_max_s
     # the read latency by hand: per round the line rise (1 ns) + the PWM window; then one conversion
@@ -380,16 +397,16 @@ def test_analyze_small_cnn_is_deterministic_run_to_run():
 # the Pong ledger: the shipped m-STPN on the analog chip, 10 agent steps (greedy, seed 0)
 # golden: the calls of _pong_ledger below, energy_report(...) printed with repr
 PONG_STEPS = 10
-PONG_BOUNDARIES = {  # regenerated for per_cell bias addressing, the default since issue 17 (rail loss, refresh)
+PONG_BOUNDARIES = {  # regenerated for issue 17: per_cell bias addressing (rail loss, refresh) and static power
     'synapse_only': {'bias': 0.0007834705183664337, 'cell_read': 5.489116476614976e-11, 'st_pulse': 1.00765e-08},
-    'array': {'adc': 1.2e-08, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
-    'system': {'adc': 1.2e-08, 'agent.digital_divide': 2.8938918889240606e-07, 'agent.sram': 3.5279999999999993e-07, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'encoder.digital_add': 4.925121237086454e-09, 'encoder.digital_compare': 2.6976000000000003e-09, 'encoder.digital_mac': 2.734093558031784e-06, 'encoder.sram': 6.212000000000001e-07, 'heads.digital_add': 3.834057902536163e-12, 'heads.digital_mac': 1.1413797057623144e-09, 'heads.sram': 7.375e-09, 'neuron.digital_add': 3.56019662378358e-11, 'neuron.digital_compare': 1.5935999999999997e-09, 'neuron.digital_divide': 1.0893107790507801e-07, 'neuron.digital_mult': 1.28e-10, 'neuron.digital_nonlinear': 2.24e-10, 'neuron.sram': 2.3885e-07, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+    'array': {'adc': 1.2e-08, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'leakage': 0.0022440833024000005, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+    'system': {'adc': 1.2e-08, 'agent.digital_divide': 2.8938918889240606e-07, 'agent.sram': 3.5279999999999993e-07, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'encoder.digital_add': 4.925121237086454e-09, 'encoder.digital_compare': 2.6976000000000003e-09, 'encoder.digital_mac': 2.734093558031784e-06, 'encoder.sram': 6.212000000000001e-07, 'heads.digital_add': 3.834057902536163e-12, 'heads.digital_mac': 1.1413797057623144e-09, 'heads.sram': 7.375e-09, 'leakage': 0.0022440833024000005, 'neuron.digital_add': 3.56019662378358e-11, 'neuron.digital_compare': 1.5935999999999997e-09, 'neuron.digital_divide': 1.0893107790507801e-07, 'neuron.digital_mult': 1.28e-10, 'neuron.digital_nonlinear': 2.24e-10, 'neuron.sram': 2.3885e-07, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
 }
-PONG_TOTALS = {'array': 0.0012699472955622277, 'synapse_only': 0.0007834806497575986, 'system': 0.001274310683524024}
+PONG_TOTALS = {'array': 0.003514064199211764, 'synapse_only': 0.0007834806497575986, 'system': 0.0035184275871735604}
 PONG_GPU = {'stp_step': 0.0032967261318585213, 'encoder': 0.00017099583179487176, 'heads': 2.0302716623794214e-06}
 PONG_GPU_TOTAL_J = 0.0034697522353157725
 # (layer, component, event) -> count; 10 steps of the 2656 x 64 layer on 6 tiles
-PONG_COUNTS = {('agent', 'digital_divide', 'step'): 70560.0, ('agent', 'sram', 'step'): 35280.0, ('encoder', 'digital_add', 'step'): 89920.0, ('encoder', 'digital_compare', 'step'): 89920.0, ('encoder', 'digital_mac', 'step'): 10731520.0, ('encoder', 'sram', 'step'): 62120.0, ('heads', 'digital_add', 'step'): 70.0, ('heads', 'digital_mac', 'step'): 4480.0, ('heads', 'sram', 'step'): 737.5, ('neuron', 'digital_add', 'step'): 650.0, ('neuron', 'digital_compare', 'step'): 53120.0, ('neuron', 'digital_divide', 'step'): 26560.0, ('neuron', 'digital_mult', 'step'): 640.0, ('neuron', 'digital_nonlinear', 'step'): 640.0, ('neuron', 'sram', 'step'): 23885.0, ('stp', 'adc', 'mvm'): 7680.0, ('stp', 'bias', 'decay'): 226645.3333333333, ('stp', 'bias_driver', 'decay'): 3.9999999999999996, ('stp', 'bias_refresh', 'decay'): 226645.3333333333, ('stp', 'cell_read', 'mvm'): 3399680.0, ('stp', 'dac', 'mvm'): 26560.0, ('stp', 'digital_accum', 'mvm'): 3200.0, ('stp', 'digital_compare', 'step'): 1699840.0, ('stp', 'digital_mult', 'step'): 3399680.0, ('stp', 'digital_subtract', 'mvm'): 3840.0, ('stp', 'row_driver', 'mvm'): 26560.0, ('stp', 'sense', 'mvm'): 7680.0, ('stp', 'sram', 'step'): 215880.0, ('stp', 'st_pulse', 'short_term_update'): 6311.0, ('stp', 'st_write_driver', 'short_term_update'): 6311.0}
+PONG_COUNTS = {('agent', 'digital_divide', 'step'): 70560.0, ('agent', 'sram', 'step'): 35280.0, ('encoder', 'digital_add', 'step'): 89920.0, ('encoder', 'digital_compare', 'step'): 89920.0, ('encoder', 'digital_mac', 'step'): 10731520.0, ('encoder', 'sram', 'step'): 62120.0, ('heads', 'digital_add', 'step'): 70.0, ('heads', 'digital_mac', 'step'): 4480.0, ('heads', 'sram', 'step'): 737.5, ('neuron', 'digital_add', 'step'): 650.0, ('neuron', 'digital_compare', 'step'): 53120.0, ('neuron', 'digital_divide', 'step'): 26560.0, ('neuron', 'digital_mult', 'step'): 640.0, ('neuron', 'digital_nonlinear', 'step'): 640.0, ('neuron', 'sram', 'step'): 23885.0, ('stp', 'adc', 'mvm'): 7680.0, ('stp', 'bias', 'decay'): 226645.3333333333, ('stp', 'bias_driver', 'decay'): 3.9999999999999996, ('stp', 'bias_refresh', 'decay'): 226645.3333333333, ('stp', 'cell_read', 'mvm'): 3399680.0, ('stp', 'dac', 'mvm'): 26560.0, ('stp', 'digital_accum', 'mvm'): 3200.0, ('stp', 'digital_compare', 'step'): 1699840.0, ('stp', 'digital_mult', 'step'): 3399680.0, ('stp', 'digital_subtract', 'mvm'): 3840.0, ('stp', 'leakage', 'decay'): 3.9999999999999996, ('stp', 'power_gating_wake', 'decay'): 60.0, ('stp', 'row_driver', 'mvm'): 26560.0, ('stp', 'sense', 'mvm'): 7680.0, ('stp', 'sram', 'step'): 215880.0, ('stp', 'st_pulse', 'short_term_update'): 6311.0, ('stp', 'st_write_driver', 'short_term_update'): 6311.0}
 PONG_READ_LATENCY_S = 1.2978125e-06  # the stp layer's reads over the 10 steps (busiest tile)
 
 
