@@ -137,6 +137,8 @@ class PeripheryConfig:
         check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
         check_choice("programming", self.programming, PROGRAMMINGS)
         check_choice("bias_addressing", self.bias_addressing, BIAS_ADDRESSINGS)
+        if isinstance(self.bias_rails_v, list):  # a study file's TOML array
+            object.__setattr__(self, "bias_rails_v", tuple(self.bias_rails_v))
         if not isinstance(self.bias_rails_v, tuple) or len(self.bias_rails_v) > 256:
             raise ConfigError(f"bias_rails_v = {self.bias_rails_v!r}: must be a tuple of 0..256 voltages (V)")
         for k, r in enumerate(self.bias_rails_v):

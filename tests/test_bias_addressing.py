@@ -99,6 +99,9 @@ def test_rails_quantise_and_bad_rails_and_schemes_raise():
         PeripheryConfig(bias_addressing="rows")
     with pytest.raises(ConfigError, match="bias_driver.supply"):
         BiasDriver(supply="ldo")
+    assert PeripheryConfig(bias_rails_v=[0.0, 0.3]).bias_rails_v == (0.0, 0.3)  # a TOML array
+    with pytest.raises(ConfigError, match=r"bias_rails_v\[0\] = 'a'"):
+        PeripheryConfig(bias_rails_v=("a",))
 
 
 def test_duty_integrates_biased_then_released_phase_exactly():
