@@ -31,7 +31,13 @@ Components (ledger ``component`` field), per tile:
 ``st_pulse``           short-term pulses: the device energy of each level, times its count
 ``st_write_driver``    line charging of each short-term pulse (line = the tile's columns)
 ``bias``               decay-control bias held on the synapses (the device's exact integral)
-``bias_driver``        bias generation overhead and quiescent power of the tile's row + column lines
+``bias_driver``        bias supply loss (switched: efficiency; linear / per-cell: the rail's drop,
+                       exact per cell) + quiescent power of every driven line (``bias_addressing``:
+                       rows, physical columns, both, or one rail per tile), over the held duty
+``bias_refresh``       ``per_cell`` addressing: refresh of every cell's held control voltage
+``leakage``            static power of the tile's blocks over every decay interval, per chip (gated
+                       blocks at ``power_gating.residual``; peripherals/static.py)
+``power_gating_wake``  one wake-up of the gated blocks per chip and decay interval
 ``lt_program``         long-term (LTP/LTD) programming pulses + their write driver
 =====================  ==================================================================================
 
@@ -56,6 +62,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Uni
 from stoxbar.crossbar.events import Events
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.peripherals.config import PeripheryConfig
+from stoxbar.peripherals.drivers import driven_lines
 from stoxbar.core.validation import ConfigError, check_int
 
 if TYPE_CHECKING:
@@ -205,12 +212,34 @@ def _short_term(ev: Events, device: MemristiveDevice, p: PeripheryConfig) -> Cos
 
 
 def _decay(ev: Events, p: PeripheryConfig) -> Cost:
+    parts = _leakage(ev, p)
     if ev.bias_held_s <= 0:
-        return Cost("decay", {})
-    cs, lines = ev.chip_s, ev.rows + ev.cols  # the tile's row and column lines, per chip
-    e_drv = p.bias_driver.energy_j(cs, ev.bias_energy_j / cs if cs > 0 else 0.0, lines)
-    return Cost("decay", {"bias": (ev.bias_held_s, ev.bias_energy_j), "bias_driver": (lines * cs, e_drv)},
-                ev.dt_s, "bias")
+        return Cost("decay", parts, ev.dt_s if parts else 0.0, "leakage")
+    drv, ls = p.bias_driver, ev.bias_line_s  # chip-seconds the lines are held (duty included)
+    lines = driven_lines(p.bias_addressing, ev.rows, p.physical_cols(ev.cols))  # drivers per chip
+    if ev.bias_drawn_j > 0 or p.bias_addressing == "per_cell" or drv.supply == "linear":
+        e_loss = max(ev.bias_drawn_j - ev.bias_energy_j, 0.0)  # the rail's drop (round-off only below 0)
+    else:
+        e_loss = ev.bias_energy_j * (1.0 / drv.efficiency - 1.0)  # switched supply
+    parts["bias"] = (ev.bias_held_s, ev.bias_energy_j)
+    parts["bias_driver"] = (lines * ls, e_loss + drv.p_quiescent_w * lines * ls)
+    if p.bias_addressing == "per_cell":  # every physical cell's hold node, refreshed
+        parts["bias_refresh"] = (ev.bias_held_s, drv.refresh_energy_j(ev.bias_held_s))
+    return Cost("decay", parts, ev.dt_s, "bias")
+
+
+def _leakage(ev: Events, p: PeripheryConfig) -> Dict[str, Tuple[float, float]]:
+    """Static power of the tile over the interval, per chip (``peripherals/static.py``): the gateable
+    blocks at ``residual`` of their leakage when gated (plus one wake-up per chip and interval), the
+    bias references always."""
+    if ev.chip_s <= 0:
+        return {}
+    gated, always = p.static_power_w()
+    g = p.power_gating
+    parts = {"leakage": (ev.chip_s, (gated * (g.residual if g.enabled else 1.0) + always) * ev.chip_s)}
+    if g.enabled and ev.chip_intervals > 0:
+        parts["power_gating_wake"] = (ev.chip_intervals, ev.chip_intervals * gated * g.wake_ns * 1e-9)
+    return parts
 
 
 def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:
@@ -246,8 +275,9 @@ def area(layout: Layout, periphery: PeripheryConfig) -> Dict[str, float]:
     active blocks; each block occupies one full physical tile of ``periphery``).
 
     Per tile: one DAC and read driver per row; ADCs = ADC columns / share; one TIA and S+H per
-    ADC column; write and bias drivers on every row and physical column (assumption: the bias
-    across a device is set by its row and column lines); array = rows x physical cols x cell area.
+    ADC column; write drivers on every row and physical column; bias drivers on the lines
+    ``periphery.bias_addressing`` drives (``crossbar/bias.py``), plus a 1T1C hold node per cell for
+    ``per_cell``; array = rows x physical cols x cell area.
     """
     tiles = layout if isinstance(layout, int) else len(layout)
     check_int("tiles", tiles, 0, None)
@@ -262,8 +292,10 @@ def area(layout: Layout, periphery: PeripheryConfig) -> Dict[str, float]:
         "tia": n_conv * p.tia.area_m2,
         "sample_hold": n_conv * p.sample_hold.area_m2,
         "write_driver": lines * p.write_driver.area_m2,
-        "bias_driver": lines * p.bias_driver.area_m2,
+        "bias_driver": driven_lines(p.bias_addressing, rows, phys) * p.bias_driver.area_m2,
     }
+    if p.bias_addressing == "per_cell":
+        per["bias_cell_access"] = rows * phys * p.bias_driver.cell_area_m2
     out = {k: tiles * v for k, v in per.items()}
     out["total"] = math.fsum(out.values())
     return out

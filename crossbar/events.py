@@ -24,7 +24,9 @@ Fields (all totals over the operation; dimensionless counts unless a unit is giv
 * decay: ``dt_s`` (s), ``chip_s`` (chips x seconds: independent short-term states under the
   bias), ``bias_held_s`` (device-seconds under a held bias), ``bias_energy_j`` (J: the device's
   exact integral of ``V_bias^2 G(t)`` over the interval, the one quantity that needs the per-cell
-  state);
+  state); ``chip_intervals`` (chips x decay intervals: power-gating wake-ups); ``bias_line_s`` (chips x seconds the bias lines are held: ``chip_s`` times the bias
+  duty); ``bias_drawn_j`` (J: what a rail delivers for that bias, each cell's load times
+  ``V_rail / |V|``; 0 when the bias is not drawn from a rail, i.e. a switched supply);
 * programming: ``program_pulses`` and ``program_device_j`` (J, the device energy of those pulses,
   which for open-loop programming depends on each pulse's drawn step).
 
@@ -60,6 +62,9 @@ class Events:
     chip_s: float = 0.0
     bias_held_s: float = 0.0
     bias_energy_j: float = 0.0
+    bias_drawn_j: float = 0.0
+    bias_line_s: float = 0.0
+    chip_intervals: float = 0.0
     program_pulses: float = 0.0
     program_device_j: float = 0.0
 

@@ -150,16 +150,18 @@ class EventSink:
             a.add_(tile_counts)
 
     def record_decay(self, dt_s: float, chips: int, bias_energy_j: Optional[Tensor]) -> None:
-        """Accumulate a decay interval of ``chips`` chips under a held bias (None: no bias held, nothing to book)."""
-        if bias_energy_j is None:
-            return
+        """Accumulate a decay interval of ``chips`` chips (``bias_energy_j`` None: no bias held; the
+        interval still books the tiles' static power)."""
         a = self._acc.get("decay")
         if a is None:
-            a = self._acc["decay"] = [0.0, 0.0, torch.zeros(bias_energy_j.shape, dtype=torch.float64,
-                                                            device=bias_energy_j.device)]
+            n = len(self._blocks())
+            a = self._acc["decay"] = [0.0, 0.0, None, 0.0, 0.0, n]
+        if bias_energy_j is not None:
+            a[2] = bias_energy_j.double().clone() if a[2] is None else a[2] + bias_energy_j
+            a[3] += chips * dt_s * self.state.bias_duty  # chip-seconds the bias lines are held
         a[0] += dt_s
         a[1] += chips * dt_s
-        a[2].add_(bias_energy_j)
+        a[4] += chips
 
     def flush(self) -> None:
         """Cost and book the accumulated events (per tile) in the attached ledger; nothing left accumulated.
@@ -184,10 +186,14 @@ class EventSink:
                 self._book_events(key, Events("short_term", rows, cols, i, t, pulses_by_level=tuple(counts)))
         decay = acc.get("decay")
         if decay is not None:
-            dt, chip_s, energy = decay[0], decay[1], decay[2].tolist()
+            dt, chip_s = decay[0], decay[1]
+            energy = [0.0] * len(blocks) if decay[2] is None else decay[2].tolist()
             for k, (key, rows, cols, i, t) in enumerate(blocks):
+                load, drawn = energy[k] if isinstance(energy[k], list) else (energy[k], 0.0)
                 self._book_events(key, Events("decay", rows, cols, i, t, dt_s=dt, chip_s=chip_s,
-                                              bias_held_s=2 * rows * cols * chip_s, bias_energy_j=energy[k]))
+                                              bias_held_s=2 * rows * cols * decay[3], bias_energy_j=load,
+                                              bias_drawn_j=drawn, bias_line_s=decay[3],
+                                              chip_intervals=decay[4]))
 
     def _book_events(self, key: str, events: Events) -> None:
         book(self.ledger, self.layer_name, key, cost(events, self.device, self.periphery))

@@ -20,7 +20,8 @@ into :class:`~stoxbar.crossbar.events.Events` and the one cost model prices them
 no learning rule: a requested conductance change comes from its client. The fused operation
 runs as one pass over F (:mod:`~stoxbar.crossbar.fused`) where the native kernel exists.
 
-May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.core.native, stoxbar.core.validation.
+May import: stoxbar.devices, stoxbar.crossbar.fused, stoxbar.crossbar.bias, stoxbar.core.native,
+stoxbar.core.validation.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from stoxbar.core import native
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
-from stoxbar.core.validation import ConfigError, check_choice
+from stoxbar.core.validation import ConfigError, check_choice, check_range
+from stoxbar.crossbar.bias import BiasReport, check_rails, project
 
 
 def is_continuous(device: MemristiveDevice) -> bool:
@@ -93,6 +95,8 @@ class CrossbarState(nn.Module):
         self.register_buffer("g_st", None, persistent=False)
         self._st_cols: Optional[Tuple[Tensor, int, Tensor]] = None  # (g_st, its version, sum_o |g_st|)
         self.hold_bias = False
+        self.bias_duty, self.bias_rail_v = 1.0, None  # set with the bias (set_bias)
+        self.bias_report: Optional[BiasReport] = None
         self._cache: dict = {}
         self._version = 0  # bumped whenever conductances or biases are (re)programmed
         self._views: List["CrossbarState"] = []  # per-tile views of this state (tile arrays)
@@ -142,11 +146,14 @@ class CrossbarState(nn.Module):
             v.v_bias = self.v_bias[block]
             v.g_st = None if self.g_st is None else self.g_st[(slice(None),) + block]
             v.hold_bias = self.hold_bias
+            v.bias_duty, v.bias_rail_v = self.bias_duty, self.bias_rail_v
             v.invalidate()  # its tensors are new views: drop derived caches
 
     def __setstate__(self, state: dict) -> None:
         legacy = state.pop("g_st", None) if "g_st" in state else None  # pickled before g_st was a buffer
         super().__setstate__(state)
+        for name, value in (("bias_duty", 1.0), ("bias_rail_v", None), ("bias_report", None)):
+            self.__dict__.setdefault(name, value)  # pickled before bias addressing
         if "g_st" not in self._buffers:
             self.register_buffer("g_st", legacy, persistent=False)
         for v in self.__dict__.get("_views", ()):  # pickled before views knew their array state
@@ -319,9 +326,21 @@ class CrossbarState(nn.Module):
         else:
             self.g_st[done.bool()] = 0.0
 
-    def set_bias(self, v_bias: Tensor) -> None:
-        """Set the per-synapse decay bias ``[O, in]`` (V) and hold it; raises outside the device's range."""
+    def set_bias(self, v_bias: Tensor, addressing: str = "per_cell", rails_v: Sequence[float] = (),
+                 duty: float = 1.0, rail_v: Optional[float] = None) -> BiasReport:
+        """Set the decay bias ``[O, in]`` (V) the ``addressing`` scheme can hold nearest the request, and hold it.
+
+        Raises outside the device's range. The request is projected onto the scheme (and its
+        ``rails_v``) per physical tile, :func:`stoxbar.crossbar.bias.project`; the residual is
+        returned and kept in ``bias_report``. ``duty`` (0, 1] is the held fraction of every decay
+        interval; ``rail_v`` (V) the supply rail every cell's current is drawn from (linear supply,
+        per-cell access; None: no rail, the cost model's switched supply).
+        """
         dev = self.device_model
+        check_range("bias_duty", duty, 0.0, 1.0, lo_open=True)
+        if rail_v is not None:
+            check_range("bias rail_v", rail_v, dev.v_bias_max_v, 10.0, unit="V (>= the device's largest bias)")
+        check_rails(rails_v, dev.v_bias_min_v, dev.v_bias_max_v)
         check_finite("set_bias: v_bias", v_bias)
         lo, hi = float(v_bias.min()), float(v_bias.max())
         tol = 1e-6 * max(1.0, abs(dev.v_bias_max_v))  # float32 round-off of the bounds only
@@ -330,9 +349,14 @@ class CrossbarState(nn.Module):
                 f"v_bias range [{lo:.4g}, {hi:.4g}] V: allowed range is "
                 f"[{dev.v_bias_min_v:g}, {dev.v_bias_max_v:g}] V"
             )
-        self.v_bias.copy_(self.tiled_weight(v_bias.to(self.v_bias.dtype)) + dev.v_bias_min_v * (~self.mask))
+        want = self.tiled_weight(v_bias.to(self.v_bias.dtype)) + dev.v_bias_min_v * (~self.mask)
+        held, report = project(want, self.mask, self._col_bounds, addressing, rails_v, dev.v_bias_min_v,
+                               dev.v_bias_max_v)
+        self.v_bias.copy_(held)
+        self.bias_report, self.bias_duty, self.bias_rail_v = report, float(duty), rail_v
         self.hold_bias = True
         self._bump()
+        return report
 
     def hold(self, on: bool = True) -> None:
         """Hold (``True``) or release the decay bias; a released bias costs no energy."""
@@ -396,21 +420,47 @@ class CrossbarState(nn.Module):
         """(Lambda [T,O,X], bias energy per siemens of |F| [T,O,X] (J/S), long-term bias energy J per
         tile and chip [T * J] float64).
 
+        With a rail (``bias_rail_v``) each energy table is stacked with the energy the rail
+        *delivers* (each cell's load times ``V_rail / |V|``: the current a cell draws comes from
+        the rail): per_st ``[2, T, O, X]``, the long-term part ``[T * J, 2]`` (load, drawn).
+
+        Duty ``d`` (``bias_duty``): the bias is held for ``d dt`` first, then released (the device's
+        ``v_bias_min_v``) for ``(1 - d) dt``: ``Lambda = Lambda(d dt, V) Lambda((1 - d) dt, V_min)``
+        (exact: the decay is linear in F), and the bias energy is the integral over the held phase.
+
         Cached per dt until reprogramming: within a game only F changes, so a decay step is one
         multiply of F plus one weighted sum of |F|.
         """
         def compute():
             dev = self.device_model
             ones = torch.ones_like(self.g_pos)
-            lam = dynamics.decay(ones, self.v_bias, dt_s, dev) * self.mask
-            per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, dt_s, dev) * self.mask
-            lt = dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, dt_s, dev)
-            return lam, per_st, self.tile_sum(lt, torch.float64)
+            d = self.bias_duty
+            held_s = d * dt_s
+            lam = dynamics.decay(ones, self.v_bias, held_s, dev) * self.mask
+            if d < 1.0:
+                lam = lam * dynamics.decay(ones, dev.v_bias_min_v, dt_s - held_s, dev)
+            per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, held_s, dev) * self.mask
+            lt = dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, held_s, dev)
+            if self.bias_rail_v is None:
+                return lam, per_st, self.tile_sum(lt, torch.float64)
+            r = self._rail_factor()
+            return (lam, torch.stack([per_st, per_st * r]),
+                    torch.stack([self.tile_sum(lt, torch.float64), self.tile_sum(lt * r, torch.float64)], -1))
 
-        return self._cached(f"decay:{float(dt_s)!r}", compute)
+        return self._cached(f"decay:{float(dt_s)!r}:{self.bias_duty!r}:{self.bias_rail_v!r}", compute)
+
+    def _rail_factor(self):
+        """``V_rail / |V|`` per cell (0 where V = 0: no current), or 1 without a rail."""
+        if self.bias_rail_v is None:
+            return 1.0
+        v = self.v_bias.abs()
+        return torch.where(v > 0, self.bias_rail_v / v.clamp_min(1e-30), torch.zeros_like(v))
 
     def _st_bias(self, per_st: Tensor) -> Tensor:
-        """Short-term part of the bias energy per tile (J, [T * J] float64), all chips, from F at the interval start."""
+        """Short-term part of the bias energy per tile (J, [T * J] float64, or [T * J, 2] for a
+        stacked (load, drawn) table), all chips, from F at the interval start."""
+        if per_st.dim() == 4:
+            return torch.stack([self._st_bias(per_st[0]), self._st_bias(per_st[1])], -1)
         prod = self.g_st.abs() * per_st
         return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double())
 
@@ -479,7 +529,7 @@ class CrossbarState(nn.Module):
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
         hold = self.hold_bias and per_tile
         # several column-tiles: the kernel's per-row-tile figures are split by a sparse scan below
-        split = per_tile and self.col_tiles > 1
+        split = per_tile and (self.col_tiles > 1 or self.bias_rail_v is not None)  # (load, drawn): not fused
         st = self._st_bias(per_st) if self.hold_bias and split else None  # per tile, before the pass
         out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if hold and not split else None,
                                     scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s, True)  # by tile

@@ -36,10 +36,18 @@ class SubstrateOps:
         self.state.set_batch(batch)
         self._after_state_change()
 
-    def set_bias(self, v_bias: Tensor) -> None:
-        """Set and hold the per-synapse decay bias ``[out, in]`` (V)."""
-        self.state.set_bias(v_bias)
+    def set_bias(self, v_bias: Tensor) -> Any:
+        """Set and hold the decay bias ``[out, in]`` (V) as the periphery's ``bias_addressing`` can
+        hold it (its rails and duty; the rail of a linear supply or of per-cell access); returns
+        the projection's :class:`~stoxbar.crossbar.bias.BiasReport`."""
+        p = self._sink().periphery
+        linear = p.bias_addressing == "per_cell" or p.bias_driver.supply == "linear"
+        rail = p.bias_driver.v_rail_v
+        rail = self.state.device_model.v_bias_max_v if rail is None else rail
+        report = self.state.set_bias(v_bias, p.bias_addressing, p.bias_rails_v, p.bias_duty,
+                                     rail if linear else None)
         self._after_state_change()
+        return report
 
     def hold(self, on: bool = True) -> None:
         """Hold (or release) the decay bias."""

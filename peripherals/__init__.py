@@ -13,9 +13,10 @@ from stoxbar.peripherals.gpu_baseline import (
     TIERS, GPUCost, GPUSpec, KernelOp, dense_layer_cost, roofline_cost, step_tiers, trace_kernels)
 from stoxbar.peripherals.parasitics import Parasitics
 from stoxbar.peripherals.sense import TIA, SampleHold
+from stoxbar.peripherals.static import PowerGating, StaticPower
 
 __all__ = [
     "DAC", "DAC_MODES", "ADC", "RowDriver", "WriteDriver", "BiasDriver", "TIA", "SampleHold",
     "DigitalPeriphery", "Parasitics", "PeripheryConfig", "MAX_TILE", "GPUSpec", "GPUCost", "roofline_cost", "dense_layer_cost",
-    "TIERS", "KernelOp", "step_tiers", "trace_kernels",
+    "TIERS", "KernelOp", "step_tiers", "trace_kernels", "StaticPower", "PowerGating",
 ]

@@ -31,9 +31,10 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 from .adc import ADC
 from .dac import DAC
 from .digital import DigitalPeriphery
-from .drivers import BiasDriver, RowDriver, WriteDriver
+from .drivers import BIAS_ADDRESSINGS, BiasDriver, RowDriver, WriteDriver
 from .parasitics import Parasitics
 from .sense import TIA, SampleHold
+from .static import PowerGating, StaticPower
 
 MAX_TILE = 2048  # assumption: largest array side with tolerable IR drop / line RC (brief)
 SIGNED_MAPPINGS = ("differential", "reference")
@@ -49,7 +50,7 @@ CELL_AREA_M2 = 0.01e-12
 _BLOCKS = {
     "dac": DAC, "adc": ADC, "row_driver": RowDriver, "write_driver": WriteDriver,
     "bias_driver": BiasDriver, "tia": TIA, "sample_hold": SampleHold, "digital": DigitalPeriphery,
-    "parasitics": Parasitics,
+    "parasitics": Parasitics, "static": StaticPower, "power_gating": PowerGating,
 }
 
 
@@ -61,6 +62,8 @@ class PeripheryConfig:
         dac, adc, row_driver, write_driver, bias_driver, tia, sample_hold, digital: the blocks.
         parasitics: line wire resistance and how the read treats it (``peripherals/parasitics.py``;
             default off).
+        static, power_gating: leakage per block and its gating between steps
+            (``peripherals/static.py``); booked over every decay interval (the step period).
         tile_rows: max inputs per tile, 1..2048.
         tile_cols: max outputs per tile (logical), 1..2048.
         signed_mapping: "differential" | "reference".
@@ -81,6 +84,14 @@ class PeripheryConfig:
             |dG| / lt_dg_s) | "open_loop" (from reset at g_min, the number of LTP pulses the *mean*
             device needs, fired once without verify: each device's d2d factor and the c2c spread
             per pulse leave a programming error, ``devices.dynamics.apply_long_term``).
+        bias_addressing: how the decay bias reaches the cells (``crossbar/bias.py``): "per_cell"
+            (default: an access device and held control voltage per cell, any matrix) | "row_col"
+            (V_ij = a_i - b_j) | "per_row" | "per_column" | "global"; a requested matrix is
+            projected (least squares per physical tile) and the residual reported.
+        bias_rails_v: optional quantised bias rails (V); every line or cell takes the nearest.
+        bias_duty: fraction of each decay interval the bias is held, (0, 1]; the decay integrates
+            the biased phase (first) and the released phase (at the device's ``v_bias_min_v``)
+            exactly, and the bias, its drivers and refresh are paid for the held fraction only.
     """
 
     dac: DAC = field(default_factory=DAC)
@@ -92,6 +103,8 @@ class PeripheryConfig:
     sample_hold: SampleHold = field(default_factory=SampleHold)
     digital: DigitalPeriphery = field(default_factory=DigitalPeriphery)
     parasitics: Parasitics = field(default_factory=Parasitics)
+    static: StaticPower = field(default_factory=StaticPower)
+    power_gating: PowerGating = field(default_factory=PowerGating)
     tile_rows: int = 512  # aihwkit MappingParameter default max_input_size (docs/aihwkit.md §3)
     tile_cols: int = 512  # aihwkit default max_output_size; MNSIM uses 256 (docs/peripherals-energy.md §3.3)
     signed_mapping: str = "differential"
@@ -103,6 +116,9 @@ class PeripheryConfig:
     nm_thres: float = 1.0
     cell_area_m2: float = CELL_AREA_M2
     programming: str = "write_verify"
+    bias_addressing: str = "per_cell"
+    bias_rails_v: tuple = ()
+    bias_duty: float = 1.0
 
     def __post_init__(self) -> None:
         for name, cls in _BLOCKS.items():
@@ -120,6 +136,14 @@ class PeripheryConfig:
         check_range("nm_thres", self.nm_thres, 0.0, 1e6, lo_open=True)
         check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
         check_choice("programming", self.programming, PROGRAMMINGS)
+        check_choice("bias_addressing", self.bias_addressing, BIAS_ADDRESSINGS)
+        if isinstance(self.bias_rails_v, list):  # a study file's TOML array
+            object.__setattr__(self, "bias_rails_v", tuple(self.bias_rails_v))
+        if not isinstance(self.bias_rails_v, tuple) or len(self.bias_rails_v) > 256:
+            raise ConfigError(f"bias_rails_v = {self.bias_rails_v!r}: must be a tuple of 0..256 voltages (V)")
+        for k, r in enumerate(self.bias_rails_v):
+            check_range(f"bias_rails_v[{k}]", r, 0.0, 10.0, unit="V")
+        check_range("bias_duty", self.bias_duty, 0.0, 1.0, lo_open=True)
         # aihwkit's signed converters need >= 2 bits: res = 1/(2**bits - 2) (docs/aihwkit.md §2).
         check_int("dac.bits", self.dac.bits, 2, 16)
         check_int("adc.bits", self.adc.bits, 2, 16)
@@ -173,6 +197,16 @@ class PeripheryConfig:
         """
         check_range("g_weight_one_s", g_weight_one_s, 0.0, 1.0, lo_open=True, unit="S")
         return self.out_bound * self.dac.v_read_v * g_weight_one_s
+
+    def static_power_w(self) -> tuple:
+        """(gateable, always-on) leakage of one physical tile (W): ADCs, DACs, S+H and TIAs, read and
+        write drivers, the two I/O buffers (gateable); the bias references (always on).
+        ``peripherals/static.py``."""
+        s, rows, phys, n_conv = self.static, self.tile_rows, self.physical_cols(), self.adc_columns()
+        sense = s.sample_hold_w + (self.tia.power_w if s.tia_static else 0.0)
+        gated = (self.adcs_per_tile * s.adc_w + rows * s.dac_w + n_conv * sense
+                 + (rows + rows + phys) * s.driver_w + 2 * s.buffer_w)
+        return gated, s.bias_reference_w
 
     # ---- aihwkit -------------------------------------------------------------------------
     def io_parameters(self) -> Any:
@@ -241,6 +275,8 @@ class PeripheryConfig:
             f"aihwkit: inp_res 1/{2**d.bits - 2}, out_res 1/{2**a.bits - 2}, out_bound "
             f"{self.out_bound:g}, out_noise {self.out_noise:g}, BM {self.bound_management}, "
             f"NM {self.noise_management}",
+            f"bias: {self.bias_addressing} addressing, duty {self.bias_duty:g}, {self.bias_driver.supply} supply"
+            + (f", rails {', '.join(f'{r:g}' for r in self.bias_rails_v)} V" if self.bias_rails_v else ""),
         ]
         return "\n".join(lines)
 

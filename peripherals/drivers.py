@@ -15,12 +15,15 @@ May import: stoxbar.core.validation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from stoxbar.core.validation import check_int, check_range
+from stoxbar.core.validation import check_choice, check_int, check_range
 
 C_PER_CELL_F = 0.2e-15  # assumption (see module doc)
 C_WIRE_F = 5e-15  # assumption: driver output + routing
 DRIVER_AREA_M2 = 2e-12  # assumption: ~2 um^2 inverter-chain driver at 32 nm
+BIAS_SUPPLIES = ("switched", "linear")
+BIAS_ADDRESSINGS = ("per_cell", "row_col", "per_row", "per_column", "global")
 T_DRIVE_S = 1e-9  # assumption: line rise time ~1 ns (CiMLoop BASE_LATENCY 1 ns, §3.6)
 
 
@@ -122,8 +125,20 @@ class BiasDriver:
     switched-capacitor / buck-class bias generator; a linear regulator would be V_bias/V_dd),
     quiescent 100 nW per line driver (~100 nA at 1 V for a low-power buffer).
 
+    Supply models (docs/peripherals-energy.md §8): ``"switched"`` draws p_load/efficiency (a
+    switched-capacitor / buck-class converter per line; optimistic for many independent analog
+    levels); ``"linear"`` regulates every line down from one rail ``v_rail_v``: the current a
+    cell draws at V comes from the rail, so the supply delivers ``P_cell V_rail / |V|`` (loss
+    ``V_rail/V - 1``), exact per cell. ``per_cell`` addressing always uses the linear model (the
+    access transistor drops the rest of the rail).
+
     Attributes:
-        efficiency: bias generation efficiency, (0, 1].
+        supply: "switched" | "linear".
+        v_rail_v: the rail of the linear supply and of per-cell access (V); None: the device's
+            largest bias ``v_bias_max_v`` (a rail below it could not hold every bias).
+        cell_c_store_f, cell_v_ctrl_v, cell_refresh_s, cell_area_m2: the per-cell hold node of
+            ``per_cell`` addressing (storage capacitance, control voltage, refresh window, area).
+        efficiency: bias generation efficiency of the switched supply, (0, 1].
         p_quiescent_w: static power per driven line (W), leakage + buffer bias.
         c_per_cell_f, c_wire_f: line capacitance for re-targeting the bias (F).
         area_m2: area per bias driver (m^2).
@@ -134,13 +149,32 @@ class BiasDriver:
     c_per_cell_f: float = C_PER_CELL_F
     c_wire_f: float = C_WIRE_F
     area_m2: float = 5e-12  # assumption
+    supply: str = "switched"
+    v_rail_v: Optional[float] = None  # None: the device's largest bias (sto_2024: 0.6 V), no dropout (assumption)
+    cell_c_store_f: float = 25e-15  # DRAM storage capacitor ~25 fF (docs/peripherals-energy.md §8)
+    cell_v_ctrl_v: float = 1.0  # assumption: control (gate) voltage written into each cell's hold node
+    cell_refresh_s: float = 64e-3  # JEDEC DRAM retention/refresh window 64 ms (docs/peripherals-energy.md §8)
+    cell_area_m2: float = 6 * (32e-9) ** 2  # 1T1C cell, 6 F^2 at F = 32 nm (docs/peripherals-energy.md §8)
 
     def __post_init__(self) -> None:
+        check_choice("bias_driver.supply", self.supply, BIAS_SUPPLIES)
+        if self.v_rail_v is not None:
+            check_range("bias_driver.v_rail_v", self.v_rail_v, 0.0, 10.0, lo_open=True, unit="V")
+        check_range("bias_driver.cell_c_store_f", self.cell_c_store_f, 0.0, 1e-12, unit="F")
+        check_range("bias_driver.cell_v_ctrl_v", self.cell_v_ctrl_v, 0.0, 10.0, unit="V")
+        check_range("bias_driver.cell_refresh_s", self.cell_refresh_s, 0.0, 1e3, lo_open=True, unit="s")
+        check_range("bias_driver.cell_area_m2", self.cell_area_m2, 0.0, 1e-9, unit="m^2")
         check_range("bias_driver.efficiency", self.efficiency, 0.0, 1.0, lo_open=True)
         check_range("bias_driver.p_quiescent_w", self.p_quiescent_w, 0.0, 1e-3, unit="W")
         check_range("bias_driver.c_per_cell_f", self.c_per_cell_f, 0.0, 1e-12, unit="F")
         check_range("bias_driver.c_wire_f", self.c_wire_f, 0.0, 1e-9, unit="F")
         check_range("bias_driver.area_m2", self.area_m2, 0.0, 1e-6, unit="m^2")
+
+    def refresh_energy_j(self, cell_s: float) -> float:
+        """Per-cell hold refresh (``per_cell`` addressing): ``cell_s`` cell-seconds held, one
+        C_store V_ctrl**2 recharge per cell and refresh window (J)."""
+        check_range("cell_s", cell_s, 0.0, None, unit="s")
+        return cell_s / self.cell_refresh_s * self.cell_c_store_f * self.cell_v_ctrl_v**2
 
     def overhead_power_w(self, p_load_w: float = 0.0, n_lines: int = 1) -> float:
         """Driver overhead power (W) for ``n_lines`` lines delivering ``p_load_w`` in total."""
@@ -158,3 +192,17 @@ class BiasDriver:
         check_range("v_from_v", v_from_v, -10.0, 10.0, unit="V")
         check_range("v_to_v", v_to_v, -10.0, 10.0, unit="V")
         return _line_cap_f(self.c_per_cell_f, self.c_wire_f, cells) * abs(v_to_v**2 - v_from_v**2)
+
+
+def driven_lines(addressing: str, rows: int, phys_cols: int) -> int:
+    """Bias drivers a tile block of ``rows`` rows and ``phys_cols`` physical columns needs under
+    ``addressing`` (``periphery.bias_addressing``, crossbar/bias.py).
+
+    Lines held at the 0 V reference are tied to ground through the read path's switches (no
+    driver, assumption); ``per_cell`` and ``global`` need one rail driver per tile.
+    """
+    check_choice("bias_addressing", addressing, BIAS_ADDRESSINGS)
+    check_int("rows", rows, 0, None)
+    check_int("phys_cols", phys_cols, 0, None)
+    return {"per_cell": 1, "global": 1, "per_row": rows, "per_column": phys_cols,
+            "row_col": rows + phys_cols}[addressing]

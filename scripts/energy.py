@@ -90,6 +90,23 @@ def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parasitics", choices=("off", "first_order", "full"), default=None,
                    help="line parasitics in the read (wire resistance per cell at 32 nm, docs/peripherals-energy.md "
                         "§6) (default from the periphery preset: off)")
+    add_bias_arguments(p)
+
+
+def add_bias_arguments(p: argparse.ArgumentParser) -> None:
+    """How the decay bias reaches the cells (``periphery.bias_addressing``, crossbar/bias.py); shared
+    by ``energy``, ``play`` and ``paper``."""
+    from stoxbar.peripherals.drivers import BIAS_ADDRESSINGS, BIAS_SUPPLIES
+
+    p.add_argument("--bias-addressing", choices=BIAS_ADDRESSINGS, default=None,
+                   help="how the decay bias reaches the cells; a bias the scheme cannot hold is projected "
+                        "(least squares per tile) and the residual reported (default: per_cell)")
+    p.add_argument("--bias-duty", type=float, default=None,
+                   help="fraction of each step the decay bias is held, (0, 1] (default 1)")
+    p.add_argument("--bias-supply", choices=BIAS_SUPPLIES, default=None,
+                   help="line bias supply: switched (efficiency) or linear from the rail (default switched)")
+    p.add_argument("--bias-rails", default=None,
+                   help="comma-separated quantised bias rails in V, e.g. 0,0.2,0.4,0.6 (default: none)")
 
 
 def parse_layer(text: str, flag: str = "--layer", example: str = "2656x64") -> tuple[int, int]:
@@ -129,6 +146,22 @@ def accel_from_args(args: argparse.Namespace):
         raise ConfigError(f"{flag}: {exc}") from None
 
 
+def _rails(text: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--bias-rails = {text!r}: expected comma-separated voltages, e.g. 0,0.2,0.4,0.6") from None
+
+
+def bias_steps(args: argparse.Namespace) -> list:
+    """(flag, value, apply) of the bias options (``add_bias_arguments``)."""
+    return [("--bias-addressing", getattr(args, "bias_addressing", None), lambda q, v: replace(q, bias_addressing=v)),
+            ("--bias-duty", getattr(args, "bias_duty", None), lambda q, v: replace(q, bias_duty=v)),
+            ("--bias-supply", getattr(args, "bias_supply", None),
+             lambda q, v: replace(q, bias_driver=replace(q.bias_driver, supply=v))),
+            ("--bias-rails", getattr(args, "bias_rails", None), lambda q, v: replace(q, bias_rails_v=_rails(v)))]
+
+
 def periphery_from_args(args: argparse.Namespace):
     """Default periphery with the command-line overrides applied (validated)."""
     from stoxbar.peripherals import PeripheryConfig
@@ -140,7 +173,12 @@ def periphery_from_args(args: argparse.Namespace):
              ("--tile", args.tile, lambda q, v: q.with_tile(*parse_layer(v, "--tile", "256x64"))),
              ("--adc-share", args.adc_share, lambda q, v: q.with_adc_share(v)),
              ("--parasitics", getattr(args, "parasitics", None),
-              lambda q, v: replace(q, parasitics=replace(q.parasitics, mode=v)))]
+              lambda q, v: replace(q, parasitics=replace(q.parasitics, mode=v)))] + bias_steps(args)
+    return apply_steps(p, steps)
+
+
+def apply_steps(p, steps: list):
+    """Apply (flag, value, apply) overrides to the periphery ``p``; a ConfigError names the flag."""
     for flag, value, apply in steps:
         if value is None:
             continue

@@ -17,6 +17,7 @@ import os
 import sys
 
 from stoxbar.core.validation import ConfigError
+from stoxbar.scripts.energy import add_bias_arguments, apply_steps, bias_steps
 
 
 def _float_expr(text: str) -> float:
@@ -79,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
     p.add_argument("--seed", type=int, default=0, help="seed of the waterfall's games")
+    add_bias_arguments(p)  # the waterfall's chip (the analytic estimate takes --bias-v etc.)
 
 
 def assumptions_from_args(args: argparse.Namespace):
@@ -159,7 +161,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
-    periphery = PeripheryConfig()
+    periphery = apply_steps(PeripheryConfig(), bias_steps(args))
     ledger = EnergyLedger()
     build_analog_cell(agent, chip_device(agent, SHIPPED_CHECKPOINT), periphery).attach(ledger, "stp")
     # the waterfall's quoted numbers come from games without sticky actions (the training protocol, docs/stpn.md §8)

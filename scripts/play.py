@@ -84,8 +84,14 @@ def main(args: argparse.Namespace) -> int:
     # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
     device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
     ledger = EnergyLedger()
+    bias_report = None
     if not args.digital:
-        build_analog_cell(agent, device, periphery).attach(ledger, "stp")
+        cell = build_analog_cell(agent, device, periphery)
+        cell.attach(ledger, "stp")
+        bias_report = cell.chip.bias_report  # how far the held bias is from the trained one (V)
+        print(f"bias addressing {periphery.bias_addressing}, duty {periphery.bias_duty:g}: held bias - trained "
+              f"bias RMS {bias_report.rms_residual_v * 1e3:.4g} mV, max {bias_report.max_residual_v * 1e3:.4g} mV, "
+              f"{bias_report.clipped} cells clipped to the device window")
 
     bar = tqdm(total=args.games, desc="playing on the STO chip" if not args.digital else "playing (float)",
                unit="game")
@@ -110,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps, "truncated_games": cut,
         "simulated_seconds": result.simulated_s, "wall_seconds": result.wall_s, "greedy": args.greedy,
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": describe_periphery(periphery, device),
+        "bias_report": None if bias_report is None else vars(bias_report),
         "energy": energy_report(result, arch, analog=not args.digital),
         "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),

@@ -160,7 +160,7 @@ def test_forward_programming_and_window_use_the_toy_physics():
 
 
 def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
-    cfg = _config()
+    cfg = _config(bias_addressing="row_col")  # line drivers (the bias below varies along rows only: held exactly)
     dev = cfg.device
     layer = AnalogLinear(12, 5, bias=False, rpu_config=cfg)
     torch.manual_seed(1)
@@ -196,14 +196,16 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     bias_expected = float((v.double() ** 2 * (2 * g_lt * dt + g_st.abs().sum(0)[0].double() * held)).sum())
     assert ledger.by_component()["bias"] == pytest.approx(bias_expected, rel=1e-5)
     # the periphery around the toy's own laws: a write-driver charge per pulse fired, and bias drivers
-    # drawing (1/efficiency - 1) of the toy's bias power plus their static draw on the tile's 12 + 5 lines
+    # drawing (1/efficiency - 1) of the toy's bias power plus their static draw on the tile's 12 rows and
+    # 2 x 5 physical columns (row_col addressing, issue 17)
     comp = ledger.totals(("component",))
-    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("bias",), ("bias_driver",)}
+    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("bias",), ("bias_driver",),
+                         ("leakage",), ("power_gating_wake",)}  # the tile's static power (issue 17.4)
     assert comp[("st_pulse",)].count == comp[("st_write_driver",)].count == n
     v_pulse = max(a for a, _ in dev.st_pulse_levels)
     wd, bd = cfg.periphery.write_driver, cfg.periphery.bias_driver
     assert comp[("st_write_driver",)].energy_j == pytest.approx(n * wd.short_term_pulse_j(v_pulse, 5), rel=1e-9)
-    driver = comp[("bias",)].energy_j * (1 / bd.efficiency - 1) + bd.p_quiescent_w * (12 + 5) * 2 * dt
+    driver = comp[("bias",)].energy_j * (1 / bd.efficiency - 1) + bd.p_quiescent_w * (12 + 10) * 2 * dt
     assert comp[("bias_driver",)].energy_j == pytest.approx(driver, rel=1e-9)
 
 

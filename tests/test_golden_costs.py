@@ -105,31 +105,49 @@ MVM_ENTRIES = {
 MVM_TOTAL_J = 9.26402205356078e-09
 ST_ENTRIES = {
     ('0.0', 'bias'): (3780.2666666666664, 1.1741374209346678e-05, 0.06666666666666667),
-    ('0.0', 'bias_driver'): (33.8, 6.315343552336669e-06, 0.0),
+    ('0.0', 'bias_driver'): (0.06666666666666667, 1.1748040876013344e-05, 0.0),
+    ('0.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('0.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('0.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('0.0', 'st_pulse'): (17446.0, 1.54215e-08, 0.0),
     ('0.0', 'st_write_driver'): (17446.0, 1.5910752000000002e-09, 0.0),
     ('1.0', 'bias'): (3780.2666666666664, 1.1715233900494275e-05, 0.06666666666666667),
-    ('1.0', 'bias_driver'): (33.8, 6.3088084751235685e-06, 0.0),
+    ('1.0', 'bias_driver'): (0.06666666666666667, 1.1721900567160941e-05, 0.0),
+    ('1.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('1.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('1.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('1.0', 'st_pulse'): (17419.0, 1.51125e-08, 0.0),
     ('1.0', 'st_write_driver'): (17419.0, 1.5886128e-09, 0.0),
     ('2.0', 'bias'): (3780.2666666666664, 1.1737312001183949e-05, 0.06666666666666667),
-    ('2.0', 'bias_driver'): (33.8, 6.314328000295987e-06, 0.0),
+    ('2.0', 'bias_driver'): (0.06666666666666667, 1.1743978667850615e-05, 0.0),
+    ('2.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('2.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('2.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('2.0', 'st_pulse'): (17451.0, 1.5343e-08, 0.0),
     ('2.0', 'st_write_driver'): (17451.0, 1.5915312000000002e-09, 0.0),
     ('3.0', 'bias'): (3780.2666666666664, 1.1723347918723287e-05, 0.06666666666666667),
-    ('3.0', 'bias_driver'): (33.8, 6.3108369796808216e-06, 0.0),
+    ('3.0', 'bias_driver'): (0.06666666666666667, 1.1730014585389953e-05, 0.0),
+    ('3.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
+    ('3.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('3.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('3.0', 'st_pulse'): (17445.0, 1.5311499999999998e-08, 0.0),
     ('3.0', 'st_write_driver'): (17445.0, 1.590984e-09, 0.0),
     ('4.0', 'bias'): (3771.733333333333, 1.1753314868076688e-05, 0.06666666666666667),
-    ('4.0', 'bias_driver'): (33.733333333333334, 6.311662050352505e-06, 0.0),
+    ('4.0', 'bias_driver'): (0.06666666666666667, 1.1759981534743354e-05, 0.0),
+    ('4.0', 'bias_refresh'): (3771.733333333333, 1.4733333333333332e-09, 0.0),
+    ('4.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('4.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('4.0', 'st_pulse'): (17534.0, 1.539e-08, 0.0),
     ('4.0', 'st_write_driver'): (17534.0, 1.5991008e-09, 0.0),
     ('5.0', 'bias'): (3771.733333333333, 1.169032310066858e-05, 0.06666666666666667),
-    ('5.0', 'bias_driver'): (33.733333333333334, 6.295914108500478e-06, 0.0),
+    ('5.0', 'bias_driver'): (0.06666666666666667, 1.1696989767335246e-05, 0.0),
+    ('5.0', 'bias_refresh'): (3771.733333333333, 1.4733333333333332e-09, 0.0),
+    ('5.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
+    ('5.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('5.0', 'st_pulse'): (17518.0, 1.5491e-08, 0.0),
     ('5.0', 'st_write_driver'): (17518.0, 1.5976416000000002e-09, 0.0),
 }
-ST_TOTAL_J = 0.00010831942761038348
+ST_TOTAL_J = 0.0003652839841408739
 MVM_LATENCY_S = 3.8778125e-07  # the busiest tile's read (all six tiles read in parallel)
 
 
@@ -240,12 +258,20 @@ def test_energy_2656x64_composes_the_documented_unit_costs(energy_run):
     c_col = 0.2e-15 * cols + 5e-15
     _check("st_write_driver", st["st_write_driver"][1], n_pulses * (c_col * 2.0**2 + 20e-15))
     assert 0.5e-12 * n_pulses < st["st_pulse"][1] < 4e-12 * n_pulses  # levels 0.5, 1, 2, 4 pJ
-    # decay: bias held on every device of every pair for dt; drivers: 1/0.8 - 1 of it + 100 nW per line
+    # decay: bias held on every device of every pair for dt; per_cell addressing (the default since
+    # issue 17): every cell draws from the 0.6 V rail through its access device (loss 0.6/0.3 - 1 of the
+    # 0.3 V bias) + 100 nW for the one rail driver per tile; every cell's 25 fF hold node refreshed at
+    # 1 V every 64 ms
     dt = 4 / 60
     _check("bias device-seconds", st["bias"][0], 2 * rows * cols * dt)
-    lines = rows + tiles * cols  # each tile's row lines and column lines
-    _check("bias_driver events", st["bias_driver"][0], lines * dt)
-    _check("bias_driver", st["bias_driver"][1], st["bias"][1] * (1 / 0.8 - 1) + 100e-9 * lines * dt, STATE)
+    _check("bias_driver events", st["bias_driver"][0], tiles * dt)
+    _check("bias_driver", st["bias_driver"][1], st["bias"][1] * (0.6 / 0.3 - 1) + 100e-9 * tiles * dt, STATE)
+    _check("bias_refresh", st["bias_refresh"][1], 2 * rows * cols * dt / 64e-3 * 25e-15 * 1.0**2)
+    # static power (issue 17.4): per 512 x 512 tile 128 ADCs x 0.2 mW, 512 DACs x 0.39 uW, 1024 x (S+H 0.97 nW +
+    # TIA 2 uW), 2048 drivers x 1 nW, 2 buffers x 0.075 mW, gated to 2 %, + 1 uW bias references; 20 ns wake-up
+    gated = 128 * 0.2e-3 + 512 * 0.390625e-6 + 1024 * (9.7e-10 + 2e-6) + 2048 * 1e-9 + 2 * 0.075e-3
+    _check("leakage", st["leakage"][1], tiles * (0.02 * gated + 1e-6) * dt)
+    _check("power_gating_wake", st["power_gating_wake"][1], tiles * gated * 20e-9)
     g_bias = st["bias"][1] / (0.3**2 * 2 * rows * cols * dt)  # mean conductance under the 0.3 V bias
     assert dev.g_min_s < g_bias < dev.g_max_s
     # the read latency by hand: per round the line rise (1 ns) + the PWM window; then one conversion
@@ -257,9 +283,7 @@ def test_energy_2656x64_composes_the_documented_unit_costs(energy_run):
 # area and a full-scale tile read (crossbar.costs, the one cost model)
 # golden: costs.area(costs.layer_layout(2656, 64, p), p) and
 #         costs.cost(costs.full_scale_read(p, d), d, p) with p = PeripheryConfig(), d = sto_2024()
-AREA_2656X64_M2 = {'array': 3.145728e-08, 'dac': 5.09952e-10, 'row_driver': 6.144e-09, 'adc': 9.216e-07,
-                   'tia': 1.2288e-07, 'sample_hold': 2.4e-10, 'write_driver': 4.608e-08,
-                   'bias_driver': 4.608e-08, 'total': 1.174991232e-06}
+AREA_2656X64_M2 = {'array': 3.145728e-08, 'dac': 5.09952e-10, 'row_driver': 6.144e-09, 'adc': 9.216e-07, 'tia': 1.2288e-07, 'sample_hold': 2.4e-10, 'write_driver': 4.608e-08, 'bias_driver': 3e-11, 'bias_cell_access': 1.9327352832000003e-08, 'total': 1.148268584832e-06}
 FULL_SCALE_READ = {'dac': (512, 2.555904e-10), 'row_driver': (512, 3.8670336e-11),
                    'cell_read': (524288, 1.3522436095999999e-09), 'adc': (1024, 1.6e-09),
                    'sense': (1024, 2.63144e-10), 'digital_subtract': (512, 1.7014386790832106e-11)}
@@ -274,10 +298,11 @@ def test_area_and_full_scale_read_golden():
     _check_dict("area", a, AREA_2656X64_M2)
     # by hand, one 512 x 512 tile (1024 physical columns): 0.01 um^2 cells, ISAAC's 8-bit ADC 1200 um^2
     # (128 ADCs sharing 8 columns each), 0.166 um^2 DAC and 2 um^2 read driver per row, a 20 um^2 TIA and
-    # ISAAC's S+H per converted column, 5 um^2 write and bias drivers per row and column line
+    # ISAAC's S+H per converted column, 5 um^2 write drivers per row and column line
     per_tile = {"array": 512 * 1024 * 0.01e-12, "adc": 128 * 1200e-12, "dac": 512 * 0.166e-12,
                 "row_driver": 512 * 2e-12, "tia": 1024 * 20e-12, "sample_hold": 1024 * 0.00004e-6 / 1024,
-                "write_driver": 1536 * 5e-12, "bias_driver": 1536 * 5e-12}
+                "write_driver": 1536 * 5e-12, "bias_driver": 5e-12,  # per_cell: one rail driver per tile
+                "bias_cell_access": 512 * 1024 * 6 * 32e-9**2}  # a 6 F^2 1T1C hold node per cell, F = 32 nm
     for k, v in per_tile.items():
         _check(f"area {k} by hand", a[k], 6 * v)
     c = costs.cost(costs.full_scale_read(p, d), d, p)
@@ -305,7 +330,7 @@ CNN_TOTAL_J = 1.6466836853152798e-07
 CNN_INFERENCE_J = 4.983886931527975e-09
 CNN_PROGRAMMING_J = 1.596844816e-07
 CNN_LATENCY_S = 9.5475625e-06
-CNN_AREA_M2 = 3.91663744e-07
+CNN_AREA_M2 = 3.82756194944e-07  # per_cell bias addressing (issue 17): one rail driver + a hold node per cell
 CNN_BY_LAYER = {'0': 1.8019572682571364e-08, '1': 7.2864e-10, '2': 5.4648e-10, '3': 1.8e-10,
                 '4': 1.4505355398975645e-07, '5': 1.4012185920015943e-10}
 CNN_BY_TILE = {'0/0.0': 1.6249948272915217e-08, '4/0.0': 1.4498470854464147e-07}
@@ -317,7 +342,7 @@ CNN_BY_COMPONENT = {'adc': 9.625e-10, 'cell_read': 5.3382780027940455e-12, 'dac'
 CNN_LAYER_LATENCY_S = {'0': 9.28878125e-06, '4': 2.5878125e-07}
 CNN_LAYER_PROGRAMMING_J = {'0': 1.48151512e-08, '4': 1.448693304e-07}
 CNN_DIGITAL_OPS = {'mult': 308.0, 'add': 308.0, 'compare': 504.0, 'softmax': 20.0}
-CNN_TILE_AREA_M2 = 1.95831872e-07
+CNN_TILE_AREA_M2 = 1.91378097472e-07
 
 
 def _small_cnn_report():
@@ -372,51 +397,16 @@ def test_analyze_small_cnn_is_deterministic_run_to_run():
 # the Pong ledger: the shipped m-STPN on the analog chip, 10 agent steps (greedy, seed 0)
 # golden: the calls of _pong_ledger below, energy_report(...) printed with repr
 PONG_STEPS = 10
-PONG_BOUNDARIES = {  # regenerated after the op counter took over Pong's digital work (booking)
-    "synapse_only": {'bias': 0.0007834705185641577, 'cell_read': 5.4891164770813886e-11,
-        'st_pulse': 1.00765e-08},
-    "array": {'adc': 1.2e-08, 'bias': 0.0007834705185641577, 'bias_driver': 0.0003985342963077061,
-        'cell_read': 5.4891164770813886e-11, 'dac': 1.3258752000000002e-08,
-        'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08,
-        'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10,
-        'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06,
-        'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
-    "system": {'adc': 1.2e-08, 'agent.digital_divide': 2.8938918889240606e-07,
-        'agent.sram': 3.5279999999999993e-07, 'bias': 0.0007834705185641577,
-        'bias_driver': 0.0003985342963077061, 'cell_read': 5.4891164770813886e-11,
-        'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10,
-        'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07,
-        'digital_subtract': 1.276079009312408e-10, 'encoder.digital_add': 4.925121237086454e-09,
-        'encoder.digital_compare': 2.6976000000000003e-09,
-        'encoder.digital_mac': 2.734093558031784e-06, 'encoder.sram': 6.212000000000001e-07,
-        'heads.digital_add': 3.834057902536163e-12, 'heads.digital_mac': 1.1413797057623144e-09,
-        'heads.sram': 7.375e-09, 'neuron.digital_add': 3.56019662378358e-11,
-        'neuron.digital_compare': 1.5935999999999997e-09,
-        'neuron.digital_divide': 1.0893107790507801e-07, 'neuron.digital_mult': 1.28e-10,
-        'neuron.digital_nonlinear': 2.24e-10, 'neuron.sram': 2.3885e-07,
-        'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06,
-        'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+PONG_BOUNDARIES = {  # regenerated for issue 17: per_cell bias addressing (rail loss, refresh) and static power
+    'synapse_only': {'bias': 0.0007834705183664337, 'cell_read': 5.489116476614976e-11, 'st_pulse': 1.00765e-08},
+    'array': {'adc': 1.2e-08, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'leakage': 0.0022440833024000005, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+    'system': {'adc': 1.2e-08, 'agent.digital_divide': 2.8938918889240606e-07, 'agent.sram': 3.5279999999999993e-07, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'encoder.digital_add': 4.925121237086454e-09, 'encoder.digital_compare': 2.6976000000000003e-09, 'encoder.digital_mac': 2.734093558031784e-06, 'encoder.sram': 6.212000000000001e-07, 'heads.digital_add': 3.834057902536163e-12, 'heads.digital_mac': 1.1413797057623144e-09, 'heads.sram': 7.375e-09, 'leakage': 0.0022440833024000005, 'neuron.digital_add': 3.56019662378358e-11, 'neuron.digital_compare': 1.5935999999999997e-09, 'neuron.digital_divide': 1.0893107790507801e-07, 'neuron.digital_mult': 1.28e-10, 'neuron.digital_nonlinear': 2.24e-10, 'neuron.sram': 2.3885e-07, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
 }
-PONG_TOTALS = {"synapse_only": 0.0007834806499553226, "array": 0.0011849347455755385, "system": 0.001189298133537335}
+PONG_TOTALS = {'array': 0.003514064199211764, 'synapse_only': 0.0007834806497575986, 'system': 0.0035184275871735604}
 PONG_GPU = {'stp_step': 0.0032967261318585213, 'encoder': 0.00017099583179487176, 'heads': 2.0302716623794214e-06}
 PONG_GPU_TOTAL_J = 0.0034697522353157725
 # (layer, component, event) -> count; 10 steps of the 2656 x 64 layer on 6 tiles
-PONG_COUNTS = {('agent', 'digital_divide', 'step'): 70560.0, ('agent', 'sram', 'step'): 35280.0,
-    ('encoder', 'digital_add', 'step'): 89920.0, ('encoder', 'digital_compare', 'step'): 89920.0,
-    ('encoder', 'digital_mac', 'step'): 10731520.0, ('encoder', 'sram', 'step'): 62120.0,
-    ('heads', 'digital_add', 'step'): 70.0, ('heads', 'digital_mac', 'step'): 4480.0,
-    ('heads', 'sram', 'step'): 737.5, ('neuron', 'digital_add', 'step'): 650.0,
-    ('neuron', 'digital_compare', 'step'): 53120.0, ('neuron', 'digital_divide', 'step'): 26560.0,
-    ('neuron', 'digital_mult', 'step'): 640.0, ('neuron', 'digital_nonlinear', 'step'): 640.0,
-    ('neuron', 'sram', 'step'): 23885.0, ('stp', 'adc', 'mvm'): 7680.0,
-    ('stp', 'bias', 'decay'): 226645.3333333333,
-    ('stp', 'bias_driver', 'decay'): 2026.6666666666665, ('stp', 'cell_read', 'mvm'): 3399680.0,
-    ('stp', 'dac', 'mvm'): 26560.0, ('stp', 'digital_accum', 'mvm'): 3200.0,
-    ('stp', 'digital_compare', 'step'): 1699840.0, ('stp', 'digital_mult', 'step'): 3399680.0,
-    ('stp', 'digital_subtract', 'mvm'): 3840.0, ('stp', 'row_driver', 'mvm'): 26560.0,
-    ('stp', 'sense', 'mvm'): 7680.0, ('stp', 'sram', 'step'): 215880.0,
-    ('stp', 'st_pulse', 'short_term_update'): 6311.0,
-    ('stp', 'st_write_driver', 'short_term_update'): 6311.0}
+PONG_COUNTS = {('agent', 'digital_divide', 'step'): 70560.0, ('agent', 'sram', 'step'): 35280.0, ('encoder', 'digital_add', 'step'): 89920.0, ('encoder', 'digital_compare', 'step'): 89920.0, ('encoder', 'digital_mac', 'step'): 10731520.0, ('encoder', 'sram', 'step'): 62120.0, ('heads', 'digital_add', 'step'): 70.0, ('heads', 'digital_mac', 'step'): 4480.0, ('heads', 'sram', 'step'): 737.5, ('neuron', 'digital_add', 'step'): 650.0, ('neuron', 'digital_compare', 'step'): 53120.0, ('neuron', 'digital_divide', 'step'): 26560.0, ('neuron', 'digital_mult', 'step'): 640.0, ('neuron', 'digital_nonlinear', 'step'): 640.0, ('neuron', 'sram', 'step'): 23885.0, ('stp', 'adc', 'mvm'): 7680.0, ('stp', 'bias', 'decay'): 226645.3333333333, ('stp', 'bias_driver', 'decay'): 3.9999999999999996, ('stp', 'bias_refresh', 'decay'): 226645.3333333333, ('stp', 'cell_read', 'mvm'): 3399680.0, ('stp', 'dac', 'mvm'): 26560.0, ('stp', 'digital_accum', 'mvm'): 3200.0, ('stp', 'digital_compare', 'step'): 1699840.0, ('stp', 'digital_mult', 'step'): 3399680.0, ('stp', 'digital_subtract', 'mvm'): 3840.0, ('stp', 'leakage', 'decay'): 3.9999999999999996, ('stp', 'power_gating_wake', 'decay'): 60.0, ('stp', 'row_driver', 'mvm'): 26560.0, ('stp', 'sense', 'mvm'): 7680.0, ('stp', 'sram', 'step'): 215880.0, ('stp', 'st_pulse', 'short_term_update'): 6311.0, ('stp', 'st_write_driver', 'short_term_update'): 6311.0}
 PONG_READ_LATENCY_S = 1.2978125e-06  # the stp layer's reads over the 10 steps (busiest tile)
 
 
