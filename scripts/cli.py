@@ -244,9 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=CLIParser)
 
     d = sub.add_parser("device", help="print a device preset and plot its characteristic curves")
-    d.add_argument("--preset", default="sto_2024",
-                   help="device preset: a registered name (sto_2024, ideal, ...) or 'module:factory' "
-                        "(imports that module: it runs code, docs/reliability.md §7)")
+    from stoxbar.scripts.energy import add_device_argument
+
+    add_device_argument(d, "sto_2024")
     d.add_argument("--out", default=None,
                    help="PNG path for the figure (never overwritten; default: device.png, or device-N.png if taken)")
     d.set_defaults(func=_device)

@@ -15,6 +15,7 @@ import argparse
 import io
 import os
 from dataclasses import replace
+from typing import Optional
 
 import torch
 
@@ -69,13 +70,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "that file or module: it runs code (docs/reliability.md §7)")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="shape of the example input for --model, e.g. 1,1,28,28 (random normal values)")
-    p.add_argument("--preset", default="sto_2024",
-                   help="device preset: a registered name or module:factory (imports that module)")
+    add_device_argument(p, "sto_2024")
     add_periphery_arguments(p)
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
     p.add_argument("--plot", default=None, help="write a PNG bar chart here (never overwrites; default: none)")
+
+
+DEVICE_HELP = ("device: a registered preset (sto_2024, ideal, ...), a device file PATH.toml (data: stoxbar fit "
+               "writes one), or PATH.py:factory / module:factory (imports that file or module: it runs code, "
+               "docs/reliability.md §7)")
+
+
+def add_device_argument(p: argparse.ArgumentParser, default: Optional[str], extra: str = "") -> None:
+    """``--device`` (alias ``--preset``): one option, resolved by :func:`stoxbar.devices.presets.get_preset`."""
+    p.add_argument("--device", "--preset", dest="preset", default=default, metavar="DEVICE",
+                   help=DEVICE_HELP + extra + (f" (default: {default})" if default else ""))
 
 
 def add_periphery_arguments(p: argparse.ArgumentParser) -> None:

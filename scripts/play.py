@@ -21,7 +21,7 @@ from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.pong.env import EVAL_STICKY, check_sticky
 from stoxbar.pong.scores import score_summary
-from stoxbar.scripts.energy import add_periphery_arguments, periphery_from_args
+from stoxbar.scripts.energy import add_device_argument, add_periphery_arguments, periphery_from_args
 from stoxbar.core.validation import ConfigError
 
 
@@ -29,9 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar play``."""
     p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
-    p.add_argument("--preset", default=None, help="device preset of the chip: a registered name or module:factory "
-                   "(imports that module; the checkpoint's own preset is never imported) (default: the one the "
-                   "checkpoint was trained for)")
+    add_device_argument(p, None, "; the chip's device (default: the one the checkpoint was trained for; the "
+                        "checkpoint's own preset is never imported)")
     add_periphery_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
     p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True,
