@@ -17,7 +17,7 @@ import torch
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
 
-__all__ = ["describe", "device_figure"]
+__all__ = ["describe", "device_figure", "fit_figures"]
 
 
 def _fmt(x: float) -> str:
@@ -87,15 +87,80 @@ def device_figure(device: MemristiveDevice, path: str, seed: int = 0) -> str:
     _panel_decay(ax[1, 0], device)
     _panel_tau(ax[1, 1], device)
     fig.suptitle(f"{type(device).__name__} '{device.name}'")
-    fig.tight_layout()
+    return _save(fig, path, overwrite=True)
+
+
+def _save(fig, path: str, overwrite: bool) -> str:
+    """PNG of ``fig`` written through the one atomic writer (stoxbar.core.fsio)."""
     import io
 
     from stoxbar.core.fsio import atomic_write_bytes
 
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # the one atomic writer (stoxbar.core.fsio)
-    return path
+    atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+    return str(path)
+
+
+def _new_figure(size=(6, 4.5)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def fit_figures(dfit, prefix: str) -> List[str]:
+    """One PNG of data over model per fitted law (``PREFIX-decay-exp.png``, ``-tau_v``, ``-dg``, ``-retention``);
+    never overwrites. ``dfit``: a :class:`stoxbar.devices.fit.DeviceFit`. Returns the paths written."""
+    import numpy as np
+
+    from stoxbar.devices import laws
+    from stoxbar.devices.fit import best
+
+    written = []
+    for law in laws.DECAY_LAWS:
+        if not any(law.name in fits for fits in dfit.decay.values()):
+            continue
+        fig, ax = _new_figure()
+        for v, fits in sorted(dfit.decay.items()):
+            r = fits.get(law.name)
+            x, y = np.asarray(fits["exp"].x), np.asarray(fits["exp"].y)
+            line = ax.semilogx(x, y * 1e9, "o", ms=3, alpha=0.6, label=f"{v:g} V data")[0]
+            if r is not None:
+                xx = np.geomspace(max(x[x > 0].min(), 1e-12), x.max(), 200)
+                mark = " (AIC best)" if best(fits) == law.name else ""
+                ax.semilogx(xx, law.fn(xx, *r.values.values()) * 1e9, "-", color=line.get_color(),
+                            label=f"{law.name}: AIC {r.aic:.0f}{mark}")
+        ax.set(xlabel="t (s)", ylabel="G (nS)", title=f"decay law {law.name}: data over model")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, f"{prefix}-decay-{law.name}.png", overwrite=False))
+    if dfit.tau_v is not None:
+        fig, ax = _new_figure()
+        v = np.array(sorted(dfit.decay))
+        tau = np.array([dfit.decay[x]["exp"].values["tau_s"] for x in v])
+        err = np.array([dfit.decay[x]["exp"].errors["tau_s"] for x in v])
+        ax.errorbar(v, tau, yerr=err, fmt="o", label="exp fit per trace")
+        vv = np.linspace(v.min(), v.max(), 100)
+        ax.semilogy(vv, laws.tau_loglinear(vv, *dfit.tau_v[:2]), "-", label="log-linear tau(V)")
+        ax.set(xlabel="V_bias (V)", ylabel="tau (s)", title="bias law tau(V)")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, f"{prefix}-tau_v.png", overwrite=False))
+    for r, fn, xl, yl, name in ((dfit.dg, laws.dg_power, "E (J)", "dG (nS)", "dg"),
+                                (dfit.retention, laws.decay_kww, "t (s)", "G (nS)", "retention")):
+        if r is None:
+            continue
+        fig, ax = _new_figure()
+        x, y = np.asarray(r.x), np.asarray(r.y)
+        ax.loglog(x, y * 1e9, "o", ms=3, label="data") if name == "dg" else ax.semilogx(x, y * 1e9, "o", ms=3, label="data")
+        xx = np.geomspace(max(x[x > 0].min(), 1e-30), x.max(), 200)
+        ax.plot(xx, fn(xx, *r.values.values()) * 1e9, "-", label=f"{r.law}: R^2 {r.r2():.4f}")
+        ax.set(xlabel=xl, ylabel=yl, title=f"{name}: data over model")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, f"{prefix}-{name}.png", overwrite=False))
+    return written
 
 
 def _panel_ltp_ltd(ax, device: MemristiveDevice, seed: int) -> None:
