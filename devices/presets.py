@@ -4,7 +4,7 @@ Every value carries its source, ``docs/paper.md`` (Weilenmann et al., Nat. Commu
 summarised in docs/paper.md) or "assumption" with the reasoning. The same sources sit in the
 ``STODevice`` field metadata, so ``describe(device)`` prints them.
 
-May import: stoxbar.core (validation, entry_points), stoxbar.devices.{base,sto,files}.
+May import: stoxbar.core (validation, entry_points), stoxbar.devices.{base,sto,tiox,files}.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Dict
 from stoxbar.devices import files
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.files import as_tuple
+from stoxbar.devices.tiox import TiOxTaOyDevice, zhong_2021
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
 from stoxbar.core.validation import ConfigError
 
@@ -139,10 +140,11 @@ def ideal() -> STODevice:
     return IdealSTODevice(**fields)
 
 
-PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal}
+PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal, "zhong_2021": zhong_2021}
 # Device classes a stored device (a checkpoint's fields) may be rebuilt as, by class name. Filled by
 # register_preset with the class of each registered preset's device; nothing is ever imported to find one.
-DEVICE_CLASSES: Dict[str, type] = {"STODevice": STODevice, "IdealSTODevice": IdealSTODevice}
+DEVICE_CLASSES: Dict[str, type] = {"STODevice": STODevice, "IdealSTODevice": IdealSTODevice,
+                                   "TiOxTaOyDevice": TiOxTaOyDevice}
 
 
 def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_existing: bool = False) -> None:

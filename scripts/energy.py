@@ -113,11 +113,14 @@ def parse_layer(text: str, flag: str = "--layer", example: str = "2656x64") -> t
     return n_in, n_out
 
 
-def periphery_from_args(args: argparse.Namespace):
-    """Default periphery with the command-line overrides applied (validated)."""
+def periphery_from_args(args: argparse.Namespace, device=None):
+    """Default periphery with the command-line overrides applied (validated); with a ``device``, the DAC
+    drives that device's read voltage (``STORPUConfig`` checks they agree)."""
     from stoxbar.peripherals import PeripheryConfig
 
     p = PeripheryConfig()
+    if device is not None and p.dac.v_read_v != device.v_read_v:
+        p = replace(p, dac=replace(p.dac, v_read_v=device.v_read_v))
     steps = [("--adc-bits", args.adc_bits, lambda q, v: q.with_adc_bits(v)),
              ("--dac-bits", args.dac_bits, lambda q, v: q.with_dac_bits(v)),
              ("--dac-mode", args.dac_mode, lambda q, v: replace(q, dac=replace(q.dac, mode=v))),
@@ -278,7 +281,8 @@ def model_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {args.model}: the factory returned {type(model).__name__}; expected a "
                           "torch.nn.Module")
     torch.manual_seed(args.seed)
-    cfg = STORPUConfig(device=presets.get_preset(args.preset), periphery=periphery_from_args(args))
+    device = presets.get_preset(args.preset)
+    cfg = STORPUConfig(device=device, periphery=periphery_from_args(args, device))
     try:
         report = analyze(model, torch.randn(*shape), rpu_config=cfg)
     except (RuntimeError, ValueError, IndexError) as exc:
@@ -321,7 +325,7 @@ def main(args: argparse.Namespace) -> int:
         if path:
             check_new_file(path, flag)
     device = presets.get_preset(args.preset)
-    periphery = periphery_from_args(args)
+    periphery = periphery_from_args(args, device)
     mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed)
     print(f"layer {n_in}x{n_out} ({n_in * n_out} synapses), device {args.preset}, "
           f"tile {periphery.tile_rows}x{periphery.tile_cols}, DAC {periphery.dac.bits} b {periphery.dac.mode}, "

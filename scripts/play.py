@@ -70,7 +70,6 @@ def main(args: argparse.Namespace) -> int:
         check_new_file(args.json, "--json")
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; train one with `stoxbar train`")
-    periphery = periphery_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     agent, ckpt = load_agent(args.checkpoint)
@@ -80,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
     device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
+    periphery = periphery_from_args(args, device)
     ledger = EnergyLedger()
     if not args.digital:
         build_analog_cell(agent, device, periphery).attach(ledger, "stp")
