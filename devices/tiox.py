@@ -8,9 +8,10 @@ characteristic time 400 us. Everything else is an assumption, stated in each fie
 What differs from STO, as physics: the time constant is the device's own and is **not set by a
 bias** (the paper reports one relaxation time, measured between read pulses). ``tau_s(V)`` is the
 constant 400 us on the whole bias range, and :meth:`v_bias_for_tau` accepts that one time constant
-only: a network that learns a per-synapse decay (the m-STPN: Lambda = exp(-dt/tau) with dt = 1/15 s
-of an agent step) cannot be mapped onto this device, and says so (also: exp(-66.7 ms / 400 us) =
-e^-167, so any increment has vanished before the next agent step).
+only: a learned per-synapse decay (the m-STPN: Lambda = exp(-dt/tau), dt = 1/15 s per agent step)
+cannot be realised on it. ``stoxbar play --device zhong_2021`` runs (the m-STPN clamps each learned
+tau into the device's range, as for any narrower device), but exp(-66.7 ms / 400 us) = e^-167: every
+short-term increment has vanished before the next step, so the chip plays without plasticity.
 
 May import: torch, numpy, stoxbar.core.validation, stoxbar.devices.{base,sto}.
 """
@@ -49,7 +50,7 @@ class TiOxTaOyDevice(STODevice):
             shown = f"{lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
             raise ConfigError(f"tau_s = {shown} s: device {self.name!r} relaxes with its own time constant "
                               f"{self.tau_min_s:g} s, not set by a bias (Zhong et al. 2021); allowed: {self.tau_min_s:g} s "
-                              "only - a network that learns its decay (the m-STPN) cannot use this device")
+                              "only (a learned per-synapse decay cannot be realised on this device)")
         return tau_s * 0.0 + self.v_bias_min_v
 
 
