@@ -1,7 +1,7 @@
 """Device files: a device as a TOML file of data (``stoxbar fit`` writes one; ``--device FILE.toml`` reads one).
 
 A device file names a *registered* device class and gives its dataclass fields; nothing in it is
-ever imported or run (docs/reliability.md §7). Schema (docs/device-physics.md §10)::
+ever imported or run (docs/reliability.md §7). Schema (docs/device-physics.md §11)::
 
     format = "stoxbar-device/1"
     class = "STODevice"          # a registered device class (presets.DEVICE_CLASSES)

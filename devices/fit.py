@@ -1,6 +1,6 @@
 """``stoxbar fit``: fit the device laws (:mod:`stoxbar.devices.laws`) to measured CSV files with scipy.
 
-Files in ``DATA_DIR`` (each optional, at least one needed; docs/device-physics.md §10):
+Files in ``DATA_DIR`` (each optional, at least one needed; docs/device-physics.md §11):
 
 * ``decay*.csv``     columns ``t_s, g_s, v_bias_v``: relaxation of the short-term increment after a pulse,
                      one trace per bias (rows grouped by ``v_bias_v``, time increasing within a trace).

@@ -9,7 +9,7 @@ Short-term relaxation of a conductance trace ``G(t) = g_inf + dg0 * L(t)`` with 
 The bias law ``tau(V) = exp(c0 + c1 V)`` (log-linear, the form ``STODevice`` simulates), the
 short-term increment ``dG(E) = a E**b`` and the long-term retention ``G(t) = g_inf + (g0 - g_inf)
 exp(-(t / tau)**beta)`` (the form of :class:`stoxbar.devices.retention.RetentionModel`).
-docs/device-physics.md §10 gives the formulas and where each comes from.
+docs/device-physics.md §11 gives the formulas and where each comes from.
 
 May import: numpy.
 """

@@ -1,6 +1,6 @@
 """``TiOxTaOyDevice``: the volatile Ti/TiOx/TaOy/Pt dynamic memristor of Zhong et al. (Nat. Commun. 12, 408, 2021).
 
-A second device through the plug-in contract (docs/device-physics.md §11). What the paper reports
+A second device through the plug-in contract (docs/device-physics.md §12). What the paper reports
 (Fig. 1e-f, the only values taken from it): a write pulse of 3.0 V for 1 ms raises the conductance,
 read pulses of 1.9 V for 10 us probe it, and the current relaxes as a *single exponential* with
 characteristic time 400 us. Everything else is an assumption, stated in each field's source.

@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("fit", help="fit the device laws to measured CSV files; write a device file (TOML)")
     ft.add_argument("data_dir", metavar="DATA_DIR", help="folder of decay*.csv (t_s,g_s,v_bias_v), dg_energy.csv "
-                    "(energy_j,dg_s), retention.csv (t_s,g_s); docs/device-physics.md §10")
+                    "(energy_j,dg_s), retention.csv (t_s,g_s); docs/device-physics.md §11")
     ft.add_argument("--out", required=True, help="device file to write (.toml, never overwritten); figures go "
                     "next to it as OUT-fit-*.png")
     ft.add_argument("--based-on", default="sto_2024", help="device whose values fill what the data do not measure "
