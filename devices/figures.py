@@ -69,25 +69,60 @@ def describe(device: MemristiveDevice) -> str:
     return "\n".join(out)
 
 
-def device_figure(device: MemristiveDevice, path: str, seed: int = 0) -> str:
-    """Write a 4-panel PNG of the device's characteristics to ``path`` (atomically); returns ``path``.
+def device_figure(device: MemristiveDevice, path: str, seed: int = 0, retention=None) -> str:
+    """Write a 6-panel PNG of the device's characteristics to ``path`` (atomically); returns ``path``.
 
     Panels: LTP/LTD conductance vs pulse number (mean model and one noisy device); short-term dG
     vs pulse energy (log-log, discrete levels marked); decay of the largest short-term increment
-    at several biases; tau vs V_bias (log y).
+    at several biases; tau vs V_bias (log y); device-to-device step factors and one read's noise
+    at mid window (histograms, 10,000 devices); the long-term retention curve of ``retention``
+    (a :class:`~stoxbar.devices.retention.RetentionModel`; default: ``sto_2024_retention``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 8))
+    fig = Figure(figsize=(15, 8))
     FigureCanvasAgg(fig)
-    ax = fig.subplots(2, 2)
+    ax = fig.subplots(2, 3)
     _panel_ltp_ltd(ax[0, 0], device, seed)
     _panel_power_law(ax[0, 1], device)
+    _panel_spread(ax[0, 2], device, seed)
     _panel_decay(ax[1, 0], device)
     _panel_tau(ax[1, 1], device)
+    _panel_retention(ax[1, 2], device, retention)
     fig.suptitle(f"{type(device).__name__} '{device.name}'")
     return _save(fig, path, overwrite=True)
+
+
+def _panel_spread(ax, device: MemristiveDevice, seed: int, n: int = 10_000) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    d2d = device.draw_d2d((n,), generator=gen, dtype=torch.float64)
+    g_mid = torch.full((n,), 0.5 * (device.g_min_s + device.g_max_s), dtype=torch.float64)
+    rel = device.read_noise_var_s2(g_mid).sqrt() * torch.randn(n, generator=gen, dtype=torch.float64) / g_mid
+    for k, (x, what) in enumerate(((d2d, "d2d step factor"), (1.0 + rel, "one read / G at mid window"))):
+        label = f"{what} (std {float(x.std()):.3g})"
+        if float(x.std()) == 0.0:  # no spread: a line, not a one-bin histogram that hides the other
+            ax.axvline(float(x[0]), color=f"C{k}", label=label)
+        else:
+            ax.hist(x.numpy(), bins=60, alpha=0.6, color=f"C{k}", density=True, label=label)
+    ax.set_xlabel("relative value")
+    ax.set_ylabel(f"density ({n} devices)")
+    ax.set_title("device-to-device spread and read noise")
+    ax.legend(fontsize=7)
+
+
+def _panel_retention(ax, device: MemristiveDevice, retention) -> None:
+    from stoxbar.devices.retention import sto_2024_retention
+
+    ret = sto_2024_retention() if retention is None else retention
+    t = torch.logspace(0, 9, 200, dtype=torch.float64)
+    g0 = device.g_max_s
+    g = [ret.relax(torch.tensor(g0, dtype=torch.float64), device.g_min_s, float(x)) for x in t]
+    ax.semilogx(t, torch.stack(g) * 1e9, "C3")
+    ax.set_xlabel("time after programming (s)")
+    ax.set_ylabel("G (nS)")
+    which = "STORPUConfig default, docs/retention.md" if retention is None else "given"
+    ax.set_title(f"long-term retention ({which}): tau {ret.tau_s:.3g} s, beta {ret.beta:g}", fontsize=9)
 
 
 def _save(fig, path: str, overwrite: bool) -> str:
