@@ -83,8 +83,10 @@ def test_device_files_work_in_the_commands_and_in_storpuconfig(tmp_path, capsys)
     assert "device " + p in capsys.readouterr().out
     assert main(["device", "--device", p, "--out", str(tmp_path / "d.png")]) == 0
     assert "'filedev'" in capsys.readouterr().out
-    rc = main(["energy", "--layer", "8x8", "--device", str(tmp_path / "missing.toml")])
-    assert rc != 0 and re.search("missing.toml: not found", capsys.readouterr().err)
+    for argv in (["energy", "--layer", "8x8"], ["paper", "--waterfall", str(tmp_path / "w.png")]):
+        rc = main([*argv, "--device", str(tmp_path / "missing.toml")])
+        assert rc != 0 and re.search("missing.toml: not found", capsys.readouterr().err), argv
+    assert not (tmp_path / "w.png").exists()
 
 
 def test_a_study_file_names_a_device_file_relative_to_itself(tmp_path):
