@@ -148,7 +148,7 @@ def _new_figure(size=(6, 4.5)):
 
 
 def fit_figures(dfit, prefix: str) -> List[str]:
-    """One PNG of data over model per fitted law (``PREFIX-decay-exp.png``, ``-tau_v``, ``-dg``, ``-retention``);
+    """One PNG of data over model per fitted law (``PREFIX-decay-exp.png``, ``-tau_v``, ``-dg``, ``-retention``, ``-ltp``, ``-ltd``);
     never overwrites. ``dfit``: a :class:`stoxbar.devices.fit.DeviceFit`. Returns the paths written."""
     import numpy as np
 
@@ -184,13 +184,18 @@ def fit_figures(dfit, prefix: str) -> List[str]:
         ax.legend(fontsize=8)
         written.append(_save(fig, f"{prefix}-tau_v.png", overwrite=False))
     for r, fn, xl, yl, name in ((dfit.dg, laws.dg_power, "E (J)", "dG (nS)", "dg"),
-                                (dfit.retention, laws.decay_kww, "t (s)", "G (nS)", "retention")):
+                                (dfit.retention, laws.decay_kww, "t (s)", "G (nS)", "retention"),
+                                (dfit.ltp, laws.ltp_soft_bound, "LTP pulses", "G (nS)", "ltp"),
+                                (dfit.ltd, laws.ltp_soft_bound, "LTD pulses", "g_min + g_max - G (nS)", "ltd")):
         if r is None:
             continue
         fig, ax = _new_figure()
         x, y = np.asarray(r.x), np.asarray(r.y)
-        ax.loglog(x, y * 1e9, "o", ms=3, label="data") if name == "dg" else ax.semilogx(x, y * 1e9, "o", ms=3, label="data")
-        xx = np.geomspace(max(x[x > 0].min(), 1e-30), x.max(), 200)
+        scale = {"dg": ("log", "log"), "retention": ("log", "linear")}.get(name, ("linear", "linear"))
+        ax.set_xscale(scale[0])
+        ax.set_yscale(scale[1])
+        ax.plot(x, y * 1e9, "o", ms=3, label="data")
+        xx = np.geomspace(max(x[x > 0].min(), 1e-30), x.max(), 200) if scale[0] == "log" else np.linspace(x.min(), x.max(), 400)
         ax.plot(xx, fn(xx, *r.values.values()) * 1e9, "-", label=f"{r.law}: R^2 {r.r2():.4f}")
         ax.set(xlabel=xl, ylabel=yl, title=f"{name}: data over model")
         ax.legend(fontsize=8)

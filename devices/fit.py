@@ -9,6 +9,9 @@ Files in ``DATA_DIR`` (each optional, at least one needed; docs/device-physics.m
                      log-linear fit of the exponential law's time constants over the biases.
 * ``dg_energy.csv``  columns ``energy_j, dg_s``: the short-term increment of one pulse vs its energy (power law).
 * ``retention.csv``  columns ``t_s, g_s``: the long-term conductance after programming (stretched exponential).
+* ``pulses.csv``     columns ``index, amplitude_v, width_s, g_s``: a pulse train from the window's bottom, one row
+                     per pulse (G after it; amplitude > 0 LTP, < 0 LTD): its first LTP run and first LTD run are
+                     fitted by the soft-bound pulse-coordinate model (g_min, g_max, nonlinearity, step, asymmetry).
 
 Parameters come with one-sigma uncertainties from the covariance of ``scipy.optimize.curve_fit``.
 A bad file raises :class:`ConfigError` naming the file, line and column; a law that cannot be fitted
@@ -130,6 +133,8 @@ class DeviceFit:
     tau_v: Optional[Tuple[float, float, float, float]] = None  # c0, c1, sigma c0, sigma c1
     dg: Optional[FitResult] = None
     retention: Optional[FitResult] = None
+    ltp: Optional[FitResult] = None
+    ltd: Optional[FitResult] = None
     device: Optional[MemristiveDevice] = None
     sources: Dict[str, str] = field(default_factory=dict)
 
@@ -147,7 +152,7 @@ class DeviceFit:
         if self.tau_v:
             t.update(tau_v_c0=self.tau_v[0], tau_v_c1_per_v=self.tau_v[1], tau_v_c0_err=self.tau_v[2],
                      tau_v_c1_err=self.tau_v[3])
-        for name, r in (("dg", self.dg), ("retention", self.retention)):
+        for name, r in (("dg", self.dg), ("retention", self.retention), ("ltp", self.ltp), ("ltd", self.ltd)):
             if r is not None:
                 t[f"{name}_r2"] = r.r2()
                 for p, val in r.values.items():
@@ -219,14 +224,57 @@ def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str) -> DeviceF
             i = int(np.nonzero(np.diff(cols["t_s"]) <= 0)[0][0]) + 1
             raise ConfigError(f"{ret_path}: line {i + 2} t_s = {float(cols['t_s'][i])!r}: time must increase")
         out.retention = fit_law(laws.RETENTION_LAW, cols["t_s"], cols["g_s"], str(ret_path))
-    if not (out.decay or out.dg or out.retention):
-        raise ConfigError(f"{data_dir}: no decay*.csv, dg_energy.csv or retention.csv to fit")
+    pulse_path = data_dir / "pulses.csv"
+    if pulse_path.exists():
+        changes.update(_pulse_train(pulse_path, out))
+    if not (out.decay or out.dg or out.retention or out.ltp):
+        raise ConfigError(f"{data_dir}: no decay*.csv, dg_energy.csv, retention.csv or pulses.csv to fit")
     try:
         out.device = dataclasses.replace(based_on, **changes,
                                          notes=tuple(sorted({**dict(getattr(based_on, "notes", ())), **out.sources}.items())))
     except ConfigError as exc:
         raise ConfigError(f"{data_dir}: the fitted values do not make a valid device ({exc})") from None
     return out
+
+
+def _first_run(sel: np.ndarray) -> np.ndarray:
+    """Indices of the first contiguous run of True in ``sel``."""
+    idx = np.nonzero(sel)[0]
+    if idx.size == 0:
+        return idx
+    breaks = np.nonzero(np.diff(idx) > 1)[0]
+    return idx[: breaks[0] + 1] if breaks.size else idx
+
+
+def _pulse_train(path: Path, out: DeviceFit) -> Dict[str, Any]:
+    """Fit the LTP (and LTD) runs of a pulse train; the device fields they give."""
+    cols = read_columns(path, ("index", "amplitude_v", "width_s", "g_s"), positive=("width_s",), nonneg=("g_s",))
+    if np.any(np.diff(cols["index"]) <= 0):
+        i = int(np.nonzero(np.diff(cols["index"]) <= 0)[0][0]) + 1
+        raise ConfigError(f"{path}: line {i + 2} index = {float(cols['index'][i])!r}: the pulse index must increase")
+    if np.any(cols["amplitude_v"] == 0):
+        i = int(np.nonzero(cols["amplitude_v"] == 0)[0][0])
+        raise ConfigError(f"{path}: line {i + 2} amplitude_v = 0: allowed: > 0 (LTP) or < 0 (LTD)")
+    up = _first_run(cols["amplitude_v"] > 0)
+    if up.size == 0:
+        raise ConfigError(f"{path}: no LTP pulses (amplitude_v > 0); the train starts from the window's bottom with LTP")
+    g_up = cols["g_s"][up]
+    out.ltp = fit_law(laws.LTP_LAW, np.arange(1, up.size + 1, dtype=float), g_up, f"{path} (LTP run)")
+    g_min, g_max, nu, s_up = (out.ltp.values[k] for k in laws.LTP_LAW.params)
+    if not 0 <= g_min < g_max:
+        raise ConfigError(f"{path}: the LTP fit gives g_min = {g_min:g} S, g_max = {g_max:g} S; need 0 <= g_min < g_max")
+    centre_slope = (nu / 2) / math.tanh(nu / 2)  # dx/dp at the window centre (STODevice.lt_pulse_coordinate_step)
+    fields: Dict[str, Any] = dict(g_min_s=g_min, g_max_s=g_max, lt_nonlinearity=nu, lt_dg_s=s_up * (g_max - g_min) * centre_slope,
+                                  lt_pulse_v=float(np.median(cols["amplitude_v"][up])),
+                                  lt_pulse_width_s=float(np.median(cols["width_s"][up])))
+    dn = _first_run(cols["amplitude_v"] < 0)
+    if dn.size:  # LTD is the mirror image from g_max: fit g_min + g_max - G with the same law
+        out.ltd = fit_law(laws.LTP_LAW, np.arange(1, dn.size + 1, dtype=float), g_min + g_max - cols["g_s"][dn],
+                          f"{path} (LTD run)")
+        fields["lt_up_down"] = out.ltd.values["s"] / s_up
+    src = f"stoxbar fit: soft-bound pulse-coordinate model to {path.name}"
+    out.sources.update({k: src for k in fields})
+    return fields
 
 
 def _guess_power(e: np.ndarray, dg: np.ndarray) -> Tuple[list, list, list]:

@@ -7,7 +7,7 @@ Short-term relaxation of a conductance trace ``G(t) = g_inf + dg0 * L(t)`` with 
 * ``biexp``  ``L = a exp(-t / tau1) + (1 - a) exp(-t / tau2)``, 0 < a < 1, tau1 < tau2
 
 The bias law ``tau(V) = exp(c0 + c1 V)`` (log-linear, the form ``STODevice`` simulates), the
-short-term increment ``dG(E) = a E**b`` and the long-term retention ``G(t) = g_inf + (g0 - g_inf)
+short-term increment ``dG(E) = a E**b``, the LTP/LTD soft bounds of the pulse-coordinate model and the long-term retention ``G(t) = g_inf + (g0 - g_inf)
 exp(-(t / tau)**beta)`` (the form of :class:`stoxbar.devices.retention.RetentionModel`).
 docs/device-physics.md §11 gives the formulas and where each comes from.
 
@@ -21,7 +21,7 @@ from typing import Callable, Tuple
 
 import numpy as np
 
-__all__ = ["Law", "DECAY_LAWS", "RETENTION_LAW", "decay_exp", "decay_kww", "decay_biexp", "tau_loglinear",
+__all__ = ["Law", "DECAY_LAWS", "RETENTION_LAW", "LTP_LAW", "ltp_soft_bound", "decay_exp", "decay_kww", "decay_biexp", "tau_loglinear",
            "dg_power"]
 
 
@@ -44,6 +44,14 @@ def decay_biexp(t, g_inf, dg0, a, tau1, tau2):
 def tau_loglinear(v, c0, c1):
     """``tau(V) = exp(c0 + c1 V)`` (s)."""
     return np.exp(c0 + c1 * np.asarray(v))
+
+
+def ltp_soft_bound(n, g_min, g_max, nu, s):
+    """LTP of the pulse-coordinate model (``STODevice``): ``G = g_min + (g_max - g_min) expm1(-nu p)/expm1(-nu)``
+    after ``n`` pulses from ``g_min``, ``p = min(s n, 1)``; ``nu`` > 0 the nonlinearity, ``s`` the advance per pulse.
+    LTD is the mirror image from ``g_max`` (fit it with ``g_max - G + g_min`` as the data)."""
+    p = np.minimum(s * np.asarray(n, float), 1.0)
+    return g_min + (g_max - g_min) * np.expm1(-nu * p) / np.expm1(-nu)
 
 
 def dg_power(e, a, b):
@@ -87,6 +95,15 @@ def _guess_biexp(t, g):
     p0, lo, hi = _guess_exp(t, g)
     return p0[:2] + [0.5, p0[2] / 3, p0[2] * 3], lo[:2] + [1e-3, lo[2], lo[2]], hi[:2] + [1 - 1e-3, hi[2], hi[2]]
 
+
+def _guess_ltp(n, g):
+    span = float(g.max() - g.min()) or float(abs(g).max())
+    n_sat = float(n[np.argmax(g >= g.min() + 0.95 * span)]) or float(n.max())
+    big = 10 * float(abs(g).max())
+    return [float(g.min()), float(g.max()), 2.0, 1.0 / max(n_sat, 1.0)], [0.0, 0.0, 1e-3, 1e-6], [big, big, 20.0, 1.0]
+
+
+LTP_LAW = Law("ltp_soft_bound", ltp_soft_bound, ("g_min_s", "g_max_s", "nu", "s"), ("S", "S", "", ""), _guess_ltp)
 
 DECAY_LAWS = (
     Law("exp", decay_exp, ("g_inf_s", "dg0_s", "tau_s"), ("S", "S", "s"), _guess_exp),

@@ -127,7 +127,8 @@ def _fit(args: argparse.Namespace) -> int:
     if dfit.tau_v:
         print(f"tau(V) = exp(c0 + c1 V): c0 = {dfit.tau_v[0]:.4g} +- {dfit.tau_v[2]:.2g}, "
               f"c1 = {dfit.tau_v[1]:.4g} +- {dfit.tau_v[3]:.2g} /V")
-    for name, r in (("dG(E) = a E^b", dfit.dg), ("retention", dfit.retention)):
+    for name, r in (("dG(E) = a E^b", dfit.dg), ("retention", dfit.retention), ("LTP soft bound", dfit.ltp),
+                    ("LTD soft bound (mirrored)", dfit.ltd)):
         if r is not None:
             print(f"{name}: " + ", ".join(f"{p} = {r.values[p]:.4g} +- {r.errors[p]:.2g}" for p in r.values)
                   + f", R^2 = {r.r2():.4f}")
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("fit", help="fit the device laws to measured CSV files; write a device file (TOML)")
     ft.add_argument("data_dir", metavar="DATA_DIR", help="folder of decay*.csv (t_s,g_s,v_bias_v), dg_energy.csv "
-                    "(energy_j,dg_s), retention.csv (t_s,g_s); docs/device-physics.md §11")
+                    "(energy_j,dg_s), retention.csv (t_s,g_s), pulses.csv (index,amplitude_v,width_s,g_s); "
+                    "docs/device-physics.md §11")
     ft.add_argument("--out", required=True, help="device file to write (.toml, never overwritten); figures go "
                     "next to it as OUT-fit-*.png")
     ft.add_argument("--based-on", default="sto_2024", help="device whose values fill what the data do not measure "

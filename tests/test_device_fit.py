@@ -83,7 +83,7 @@ def test_fit_device_recovers_the_bias_law_and_stoxbar_fit_writes_a_device_file(t
     ("decay.csv", "t_s,g_s,v_bias_v\n0.1,1e-8,0\n0.2,0.9e-8,0\n0.3,0.8e-8,0\n", r"law 'exp' has 3 parameters and needs at least 5"),
     ("dg_energy.csv", "energy_j,dg_s\n0,1e-9\n", r"dg_energy.csv: line 2 energy_j = '0': allowed range is \(0, inf\)"),
     ("retention.csv", "t_s,g_s\n", r"retention.csv: no data rows"),
-    ("other.csv", "a,b\n1,2\n", r"no decay\*.csv, dg_energy.csv or retention.csv"),
+    ("other.csv", "a,b\n1,2\n", r"no decay\*.csv, dg_energy.csv, retention.csv or pulses.csv"),
 ])
 def test_a_bad_data_file_is_refused_naming_file_line_and_column(tmp_path, name, text, match):
     (tmp_path / name).write_text(text)
@@ -95,4 +95,24 @@ def test_a_decay_trace_that_does_not_decay_in_its_window_is_not_a_silent_device(
     rng = np.random.default_rng(1)
     _write_decay(tmp_path / "decay.csv", {0.0: 0.5}, rng)
     with pytest.raises(ConfigError, match="one bias"):
+        fit_device(tmp_path, presets.sto_2024(), "x")
+
+
+def test_a_pulse_train_recovers_the_soft_bound_ltp_ltd_model(tmp_path):
+    import torch
+
+    truth = presets.sto_2024().without_noise()  # g 11.9..100 nS, nonlinearity 2, 1 nS step, LTD/LTP 1.2
+    g, rows = torch.tensor([truth.g_min_s], dtype=torch.float64), []
+    for k in range(300):  # 150 LTP then 150 LTD pulses of 3 V x 10 us, read after each, 0.2 nS read noise
+        sign = 1.0 if k < 150 else -1.0
+        g = truth.long_term_response(g, torch.tensor([sign], dtype=torch.float64)).clamp(truth.g_min_s, truth.g_max_s)
+        rows.append(f"{k},{3.0 * sign},1e-05,{float(g) + np.random.default_rng(k).normal(0.0, 0.2e-9)!r}")
+    (tmp_path / "pulses.csv").write_text("index,amplitude_v,width_s,g_s\n" + "\n".join(rows) + "\n")
+    d = fit_device(tmp_path, presets.sto_2024(), "fitted").device
+    # stated tolerances: window ends 2 %, nonlinearity, step and LTD/LTP ratio 5 %
+    assert d.g_min_s == pytest.approx(truth.g_min_s, rel=0.02) and d.g_max_s == pytest.approx(truth.g_max_s, rel=0.02)
+    assert d.lt_nonlinearity == pytest.approx(2.0, rel=0.05) and d.lt_dg_s == pytest.approx(1e-9, rel=0.05)
+    assert d.lt_up_down == pytest.approx(1.2, rel=0.05) and (d.lt_pulse_v, d.lt_pulse_width_s) == (3.0, 1e-5)
+    (tmp_path / "pulses.csv").write_text("index,amplitude_v,width_s,g_s\n0,3,1e-5,1e-8\n1,0,1e-5,2e-8\n")
+    with pytest.raises(ConfigError, match=r"pulses.csv: line 3 amplitude_v = 0"):
         fit_device(tmp_path, presets.sto_2024(), "x")
