@@ -138,6 +138,15 @@ class DeviceFit:
     device: Optional[MemristiveDevice] = None
     sources: Dict[str, str] = field(default_factory=dict)
 
+    def retention_model(self):
+        """The fitted retention as a :class:`~stoxbar.devices.retention.RetentionModel` (for
+        ``STORPUConfig(retention=...)`` and aihwkit's ``drift_analog_weights``); ConfigError without retention.csv."""
+        from stoxbar.devices.retention import RetentionModel
+
+        if self.retention is None:
+            raise ConfigError("retention: no retention.csv was fitted")
+        return RetentionModel(tau_s=self.retention.values["tau_s"], beta=self.retention.values["beta"])
+
     def table(self) -> Dict[str, Any]:
         """Flat provenance for the device file's [fit] table (values, errors, AIC, chosen laws)."""
         t: Dict[str, Any] = {}

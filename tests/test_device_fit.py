@@ -3,6 +3,8 @@ naming the file, line and column (or the law and why)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,12 @@ def test_power_law_and_retention_recover_their_parameters():
     g = laws.decay_kww(t, 12e-9, 70e-9, 3e5, 0.5) + rng.normal(0.0, 0.2e-9, t.size)
     ret = fit_law(laws.RETENTION_LAW, t, g, "retention")
     assert ret.values["tau_s"] == pytest.approx(3e5, rel=0.05) and ret.values["beta"] == pytest.approx(0.5, abs=0.02)
+    from stoxbar.devices.fit import DeviceFit
+
+    model = DeviceFit(retention=ret).retention_model()  # the law drift_analog_weights applies
+    assert model.retained_fraction(3e5) == pytest.approx(math.exp(-1.0), rel=0.05)
+    with pytest.raises(ConfigError, match="no retention.csv"):
+        DeviceFit().retention_model()
 
 
 def _write_decay(path, taus, rng, t=T):
