@@ -48,6 +48,7 @@ from stoxbar.crossbar.parasitics import FirstOrderParasiticMVM, ParasiticMVM
 from stoxbar.crossbar.programming import UPDATE_MODES, WEIGHT_OVERFLOW
 from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
+from stoxbar.devices import presets
 from stoxbar.devices.presets import sto_2024
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.devices.retention import RetentionModel, sto_2024_retention
@@ -127,6 +128,8 @@ class STORPUConfig(TorchInferenceRPUConfig):
 
     def __post_init__(self) -> None:
         ensure_aihwkit()  # aihwkit's compiled core must match torch: checked once, before the first tile
+        if isinstance(self.device, str):  # a preset name, device file PATH.toml, or PATH.py:factory (user code)
+            self.device = presets.resolve_device(self.device, what="device")
         if not isinstance(self.device, MemristiveDevice):
             raise ConfigError(f"device = {self.device!r}: must be a MemristiveDevice such as STODevice (see stoxbar.devices.presets)")
         if not isinstance(self.periphery, PeripheryConfig):

@@ -17,7 +17,7 @@ import torch
 from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
 
-__all__ = ["describe", "device_figure"]
+__all__ = ["describe", "device_figure", "fit_figures"]
 
 
 def _fmt(x: float) -> str:
@@ -69,33 +69,138 @@ def describe(device: MemristiveDevice) -> str:
     return "\n".join(out)
 
 
-def device_figure(device: MemristiveDevice, path: str, seed: int = 0) -> str:
-    """Write a 4-panel PNG of the device's characteristics to ``path`` (atomically); returns ``path``.
+def device_figure(device: MemristiveDevice, path: str, seed: int = 0, retention=None) -> str:
+    """Write a 6-panel PNG of the device's characteristics to ``path`` (atomically); returns ``path``.
 
     Panels: LTP/LTD conductance vs pulse number (mean model and one noisy device); short-term dG
     vs pulse energy (log-log, discrete levels marked); decay of the largest short-term increment
-    at several biases; tau vs V_bias (log y).
+    at several biases; tau vs V_bias (log y); device-to-device step factors and one read's noise
+    at mid window (histograms, 10,000 devices); the long-term retention curve of ``retention``
+    (a :class:`~stoxbar.devices.retention.RetentionModel`; default: ``sto_2024_retention``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 8))
+    fig = Figure(figsize=(15, 8))
     FigureCanvasAgg(fig)
-    ax = fig.subplots(2, 2)
+    ax = fig.subplots(2, 3)
     _panel_ltp_ltd(ax[0, 0], device, seed)
     _panel_power_law(ax[0, 1], device)
+    _panel_spread(ax[0, 2], device, seed)
     _panel_decay(ax[1, 0], device)
     _panel_tau(ax[1, 1], device)
+    _panel_retention(ax[1, 2], device, retention)
     fig.suptitle(f"{type(device).__name__} '{device.name}'")
-    fig.tight_layout()
+    return _save(fig, path, overwrite=True)
+
+
+def _panel_spread(ax, device: MemristiveDevice, seed: int, n: int = 10_000) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    d2d = device.draw_d2d((n,), generator=gen, dtype=torch.float64)
+    g_mid = torch.full((n,), 0.5 * (device.g_min_s + device.g_max_s), dtype=torch.float64)
+    rel = device.read_noise_var_s2(g_mid).sqrt() * torch.randn(n, generator=gen, dtype=torch.float64) / g_mid
+    for k, (x, what) in enumerate(((d2d, "d2d step factor"), (1.0 + rel, "one read / G at mid window"))):
+        label = f"{what} (std {float(x.std()):.3g})"
+        if float(x.std()) == 0.0:  # no spread: a line, not a one-bin histogram that hides the other
+            ax.axvline(float(x[0]), color=f"C{k}", label=label)
+        else:
+            ax.hist(x.numpy(), bins=60, alpha=0.6, color=f"C{k}", density=True, label=label)
+    ax.set_xlabel("relative value")
+    ax.set_ylabel(f"density ({n} devices)")
+    ax.set_title("device-to-device spread and read noise")
+    ax.legend(fontsize=7)
+
+
+def _panel_retention(ax, device: MemristiveDevice, retention) -> None:
+    from stoxbar.devices.retention import sto_2024_retention
+
+    ret = sto_2024_retention() if retention is None else retention
+    t = torch.logspace(0, 9, 200, dtype=torch.float64)
+    g0 = device.g_max_s
+    g = [ret.relax(torch.tensor(g0, dtype=torch.float64), device.g_min_s, float(x)) for x in t]
+    ax.semilogx(t, torch.stack(g) * 1e9, "C3")
+    ax.set_xlabel("time after programming (s)")
+    ax.set_ylabel("G (nS)")
+    which = "STORPUConfig default, docs/retention.md" if retention is None else "given"
+    ax.set_title(f"long-term retention ({which}): tau {ret.tau_s:.3g} s, beta {ret.beta:g}", fontsize=9)
+
+
+def _save(fig, path: str, overwrite: bool) -> str:
+    """PNG of ``fig`` written through the one atomic writer (stoxbar.core.fsio)."""
     import io
 
     from stoxbar.core.fsio import atomic_write_bytes
 
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, buf.getvalue(), overwrite=True)  # the one atomic writer (stoxbar.core.fsio)
-    return path
+    atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+    return str(path)
+
+
+def _new_figure(size=(6, 4.5)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def fit_figures(dfit, prefix: str) -> List[str]:
+    """One PNG of data over model per fitted law (``PREFIX-decay-exp.png``, ``-tau_v``, ``-dg``, ``-retention``, ``-ltp``, ``-ltd``);
+    never overwrites. ``dfit``: a :class:`stoxbar.devices.fit.DeviceFit`. Returns the paths written."""
+    import numpy as np
+
+    from stoxbar.devices import laws
+    from stoxbar.devices.fit import best
+
+    written = []
+    for law in laws.DECAY_LAWS:
+        if not any(law.name in fits for fits in dfit.decay.values()):
+            continue
+        fig, ax = _new_figure()
+        for v, fits in sorted(dfit.decay.items()):
+            r = fits.get(law.name)
+            x, y = np.asarray(fits["exp"].x), np.asarray(fits["exp"].y)
+            line = ax.semilogx(x, y * 1e9, "o", ms=3, alpha=0.6, label=f"{v:g} V data")[0]
+            if r is not None:
+                xx = np.geomspace(max(x[x > 0].min(), 1e-12), x.max(), 200)
+                mark = " (AIC best)" if best(fits) == law.name else ""
+                ax.semilogx(xx, law.fn(xx, *r.values.values()) * 1e9, "-", color=line.get_color(),
+                            label=f"{law.name}: AIC {r.aic:.0f}{mark}")
+        ax.set(xlabel="t (s)", ylabel="G (nS)", title=f"decay law {law.name}: data over model")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, f"{prefix}-decay-{law.name}.png", overwrite=False))
+    if dfit.tau_v is not None:
+        fig, ax = _new_figure()
+        v = np.array(sorted(dfit.decay))
+        tau = np.array([dfit.decay[x]["exp"].values["tau_s"] for x in v])
+        err = np.array([dfit.decay[x]["exp"].errors["tau_s"] for x in v])
+        ax.errorbar(v, tau, yerr=err, fmt="o", label="exp fit per trace")
+        vv = np.linspace(v.min(), v.max(), 100)
+        ax.semilogy(vv, laws.tau_loglinear(vv, *dfit.tau_v[:2]), "-", label="log-linear tau(V)")
+        ax.set(xlabel="V_bias (V)", ylabel="tau (s)", title="bias law tau(V)")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, f"{prefix}-tau_v.png", overwrite=False))
+    for r, fn, xl, yl, name in ((dfit.dg, laws.dg_power, "E (J)", "dG (nS)", "dg"),
+                                (dfit.retention, laws.decay_kww, "t (s)", "G (nS)", "retention"),
+                                (dfit.ltp, laws.ltp_soft_bound, "LTP pulses", "G (nS)", "ltp"),
+                                (dfit.ltd, laws.ltp_soft_bound, "LTD pulses", "g_min + g_max - G (nS)", "ltd")):
+        if r is None:
+            continue
+        fig, ax = _new_figure()
+        x, y = np.asarray(r.x), np.asarray(r.y)
+        scale = {"dg": ("log", "log"), "retention": ("log", "linear")}.get(name, ("linear", "linear"))
+        ax.set_xscale(scale[0])
+        ax.set_yscale(scale[1])
+        ax.plot(x, y * 1e9, "o", ms=3, label="data")
+        xx = np.geomspace(max(x[x > 0].min(), 1e-30), x.max(), 200) if scale[0] == "log" else np.linspace(x.min(), x.max(), 400)
+        ax.plot(xx, fn(xx, *r.values.values()) * 1e9, "-", label=f"{r.law}: R^2 {r.r2():.4f}")
+        ax.set(xlabel=xl, ylabel=yl, title=f"{name}: data over model")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, f"{prefix}-{name}.png", overwrite=False))
+    return written
 
 
 def _panel_ltp_ltd(ax, device: MemristiveDevice, seed: int) -> None:

@@ -4,7 +4,7 @@ Every value carries its source, ``docs/paper.md`` (Weilenmann et al., Nat. Commu
 summarised in docs/paper.md) or "assumption" with the reasoning. The same sources sit in the
 ``STODevice`` field metadata, so ``describe(device)`` prints them.
 
-May import: stoxbar.core.validation, stoxbar.devices.{base,sto}.
+May import: stoxbar.core (validation, entry_points), stoxbar.devices.{base,sto,tiox,files}.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict
 
+from stoxbar.devices import files
 from stoxbar.devices.base import MemristiveDevice
+from stoxbar.devices.files import as_tuple
+from stoxbar.devices.tiox import TiOxTaOyDevice, zhong_2021
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
 from stoxbar.core.validation import ConfigError
 
 __all__ = ["sto_2024", "ideal", "IdealSTODevice", "PRESETS", "DEVICE_CLASSES", "get_preset", "get_registered",
-           "register_preset", "device_from_fields"]
+           "register_preset", "device_from_fields", "resolve_device"]
 
 
 def sto_2024() -> STODevice:
@@ -137,10 +140,11 @@ def ideal() -> STODevice:
     return IdealSTODevice(**fields)
 
 
-PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal}
+PRESETS: Dict[str, Callable[[], MemristiveDevice]] = {"sto_2024": sto_2024, "ideal": ideal, "zhong_2021": zhong_2021}
 # Device classes a stored device (a checkpoint's fields) may be rebuilt as, by class name. Filled by
 # register_preset with the class of each registered preset's device; nothing is ever imported to find one.
-DEVICE_CLASSES: Dict[str, type] = {"STODevice": STODevice, "IdealSTODevice": IdealSTODevice}
+DEVICE_CLASSES: Dict[str, type] = {"STODevice": STODevice, "IdealSTODevice": IdealSTODevice,
+                                   "TiOxTaOyDevice": TiOxTaOyDevice}
 
 
 def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_existing: bool = False) -> None:
@@ -166,18 +170,86 @@ def register_preset(name: str, factory: Callable[[], MemristiveDevice], replace_
 
 
 def get_registered(name: str, what: str = "preset") -> MemristiveDevice:
-    """A fresh device of a *registered* preset; never imports anything (a stored name is data).
+    """A fresh device of a registered preset or a device file; never imports anything (a stored name is data).
 
     Used for names read from files (checkpoints, study files, worker jobs): ``"module:factory"``
     there is refused with a :class:`ConfigError`, since importing it would run code named by a file
     (docs/reliability.md §7). The command line's ``--preset module:factory`` goes through
-    :func:`get_preset` instead.
+    :func:`get_preset` instead. Both are :func:`resolve_device`.
     """
-    if not isinstance(name, str) or name not in PRESETS:
-        hint = ("; a file never names code to import - register the preset (register_preset) in code you "
-                "run, or pass --preset module:factory on the command line") if isinstance(name, str) and ":" in name else ""
-        raise ConfigError(f"{what} = {name!r}: not a registered preset {tuple(PRESETS)}{hint}")
-    return PRESETS[name]()
+    return resolve_device(name, trusted=False, what=what)
+
+
+def resolve_device(spec: Any, trusted: bool = True, what: str = "preset") -> MemristiveDevice:
+    """The one resolver of a device named by the user or a file (``--preset``/``--device``, study files,
+    checkpoints' names, ``STORPUConfig(device="...")``).
+
+    ``spec``: a registered preset name; a device file ``PATH.toml`` (data only, :mod:`stoxbar.devices.files`);
+    and only when ``trusted`` (the user typed it on the command line or in Python): ``PATH.py:factory``
+    (a Python file from any directory) or ``package.module:factory``. Those two run code: the factory is
+    registered under ``spec`` and called. A :class:`ConfigError` says in one line what is wrong.
+    """
+    if isinstance(spec, MemristiveDevice):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"{what} = {spec!r}: must be a preset name, a device file PATH.toml or 'module:factory'")
+    if spec in PRESETS:
+        return PRESETS[spec]()
+    if files.is_device_file(spec):
+        return load_device_file(spec)
+    allowed = f"a registered preset {tuple(PRESETS)}, a device file PATH.toml"
+    if ":" not in spec:
+        raise ConfigError(f"{what} = {spec!r}: allowed values are {allowed}, PATH.py:factory or 'module:factory'")
+    if not trusted:
+        raise ConfigError(f"{what} = {spec!r}: not {allowed}; a file never names code to import - register the "
+                          "preset (register_preset) in code you run, or pass --preset module:factory on the "
+                          "command line")
+    factory = _load_factory(spec, what)
+    try:
+        register_preset(spec, factory)
+    except ConfigError:
+        raise
+    except Exception as exc:  # user code can fail in any way: one line naming the preset and why
+        raise ConfigError(f"{what} = {spec!r}: cannot load factory: it raised {type(exc).__name__}: {exc}") from None
+    return PRESETS[spec]()
+
+
+def load_device_file(path: Any) -> MemristiveDevice:
+    """The device a TOML device file describes (:mod:`stoxbar.devices.files`); a :class:`ConfigError` names the
+    file and the key, value and allowed range that do not fit. Data only: nothing is imported."""
+    cls_name, based_on, given, sources = files.read_device_file(path)
+    where = f"device file {path}"
+    cls = DEVICE_CLASSES.get(cls_name) if isinstance(cls_name, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}: class = {cls_name!r}; allowed: a registered device class {tuple(DEVICE_CLASSES)}")
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    values: Dict[str, Any] = {}
+    if based_on is not None:
+        if based_on not in PRESETS:
+            raise ConfigError(f"{where}: based_on = {based_on!r}; allowed: a registered preset {tuple(PRESETS)}")
+        base = PRESETS[based_on]()
+        if not isinstance(base, cls):
+            raise ConfigError(f"{where}: based_on = {based_on!r} is a {type(base).__name__}, not a {cls_name}")
+        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init and f.name != "notes"}
+    for table, keys in (("fields", given), ("sources", sources)):
+        bad = sorted(set(keys) - known)
+        if bad:
+            raise ConfigError(f"{where}: [{table}] unknown key(s) {bad}; allowed: the fields of {cls_name} {sorted(known)}")
+    values.update(given)
+    if sources and "notes" in known:
+        values["notes"] = tuple(sorted(sources.items()))
+    return device_from_fields(cls_name, values, where)
+
+
+def _load_factory(spec: str, what: str) -> Callable[[], MemristiveDevice]:
+    """The factory ``PATH.py:factory`` or ``module:factory`` names (imports it: trusted input only)."""
+    from stoxbar.core.entry_points import load_entry_point
+
+    try:
+        return load_entry_point(spec, what)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot load factory: {exc}; allowed: a registered preset {tuple(PRESETS)}, PATH.toml, "
+                          "PATH.py:factory or 'module:factory'") from None
 
 
 def device_from_fields(class_name: str, fields: Dict[str, Any], what: str = "device") -> MemristiveDevice:
@@ -193,7 +265,7 @@ def device_from_fields(class_name: str, fields: Dict[str, Any], what: str = "dev
     unknown = sorted(set(fields) - set(known))
     if unknown:
         raise ConfigError(f"{what} fields {unknown}: not fields of {class_name}")
-    values = {k: _as_tuple(v) if isinstance(v, list) else v for k, v in fields.items()}  # JSON-style lists
+    values = {k: as_tuple(v) if isinstance(v, list) else v for k, v in fields.items()}  # JSON-style lists
     try:
         return cls(**values)
     except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, AttributeError) as exc:
@@ -202,29 +274,13 @@ def device_from_fields(class_name: str, fields: Dict[str, Any], what: str = "dev
                           f"{exc})") from None
 
 
-def _as_tuple(v: Any) -> Any:
-    return tuple(_as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
 def get_preset(name: str) -> MemristiveDevice:
-    """A fresh preset device by name; raises :class:`ConfigError` listing the known names.
+    """A fresh device by a name the user typed (:func:`resolve_device` with ``trusted=True``).
 
-    ``name`` is a registered preset, or ``"package.module:factory"``: the module is imported, the
-    factory registered under that string (once) and called, so a device defined outside stoxbar
-    works wherever the *command line* takes a preset (``stoxbar device --preset mydevices:toy``).
-    This runs code: call it only with a name the user typed, never with one read from a file
-    (those go through :func:`get_registered`; docs/reliability.md §7).
+    ``name`` is a registered preset, a device file ``PATH.toml``, ``PATH.py:factory`` or
+    ``"package.module:factory"`` (imported, registered under that string once and called), so a device
+    defined outside stoxbar works wherever the *command line* takes a preset. This runs code: call it
+    only with a name the user typed, never with one read from a file (those go through
+    :func:`get_registered`; docs/reliability.md §7).
     """
-    if name not in PRESETS and isinstance(name, str) and ":" in name:
-        import importlib
-
-        mod_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"preset = {name!r}: cannot load factory {attr!r} from module {mod_name!r} "
-                              f"({exc}); allowed: a registered preset {tuple(PRESETS)} or 'module:factory'") from exc
-        register_preset(name, factory)
-    if name not in PRESETS:
-        raise ConfigError(f"preset = {name!r}: allowed values are {tuple(PRESETS)} or 'module:factory'")
-    return PRESETS[name]()
+    return resolve_device(name, trusted=True)

@@ -107,6 +107,39 @@ def _device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from stoxbar.core.validation import ConfigError
+    from stoxbar.core.fsio import check_new_file
+    from stoxbar.devices import presets
+    from stoxbar.devices.figures import describe, fit_figures
+    from stoxbar.devices.files import write_device_file
+    from stoxbar.devices.fit import best, fit_device
+
+    out = check_new_file(args.out, "--out")
+    if out.suffix.lower() != ".toml":
+        raise ConfigError(f"--out = {args.out!r}: a device file ends in .toml")
+    base = presets.get_preset(args.based_on)
+    dfit = fit_device(Path(args.data_dir), base, args.name or out.stem)
+    for v, fits in sorted(dfit.decay.items()):
+        print(f"decay at {v:g} V: " + "; ".join(
+            f"{k} AIC {r.aic:.1f} " + ", ".join(f"{p} = {r.values[p]:.4g} +- {r.errors[p]:.2g}" for p in r.values)
+            for k, r in fits.items()) + f"  -> {best(fits)}")
+    if dfit.tau_v:
+        print(f"tau(V) = exp(c0 + c1 V): c0 = {dfit.tau_v[0]:.4g} +- {dfit.tau_v[2]:.2g}, "
+              f"c1 = {dfit.tau_v[1]:.4g} +- {dfit.tau_v[3]:.2g} /V")
+    for name, r in (("dG(E) = a E^b", dfit.dg), ("retention", dfit.retention), ("LTP soft bound", dfit.ltp),
+                    ("LTD soft bound (mirrored)", dfit.ltd)):
+        if r is not None:
+            print(f"{name}: " + ", ".join(f"{p} = {r.values[p]:.4g} +- {r.errors[p]:.2g}" for p in r.values)
+                  + f", R^2 = {r.r2():.4f}")
+    figs = fit_figures(dfit, str(out.with_suffix("")) + "-fit")
+    write_device_file(dfit.device, out, fit=dfit.table(),
+                      comment=f"written by stoxbar fit {args.data_dir} (based on {args.based_on})")
+    print(describe(dfit.device))
+    print(f"\nwrote {out}" + "".join(f"\nwrote {f}" for f in figs))
+    return 0
+
+
 def _energy(args: argparse.Namespace) -> int:
     from stoxbar.scripts.energy import main as energy_main
 
@@ -244,12 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=CLIParser)
 
     d = sub.add_parser("device", help="print a device preset and plot its characteristic curves")
-    d.add_argument("--preset", default="sto_2024",
-                   help="device preset: a registered name (sto_2024, ideal, ...) or 'module:factory' "
-                        "(imports that module: it runs code, docs/reliability.md §7)")
+    from stoxbar.scripts.energy import add_device_argument
+
+    add_device_argument(d, "sto_2024")
     d.add_argument("--out", default=None,
                    help="PNG path for the figure (never overwritten; default: device.png, or device-N.png if taken)")
     d.set_defaults(func=_device)
+
+    ft = sub.add_parser("fit", help="fit the device laws to measured CSV files; write a device file (TOML)")
+    ft.add_argument("data_dir", metavar="DATA_DIR", help="folder of decay*.csv (t_s,g_s,v_bias_v), dg_energy.csv "
+                    "(energy_j,dg_s), retention.csv (t_s,g_s), pulses.csv (index,amplitude_v,width_s,g_s); "
+                    "docs/device-physics.md §11")
+    ft.add_argument("--out", required=True, help="device file to write (.toml, never overwritten); figures go "
+                    "next to it as OUT-fit-*.png")
+    ft.add_argument("--based-on", default="sto_2024", help="device whose values fill what the data do not measure "
+                    "(a preset, device file or PATH.py:factory; default: sto_2024)")
+    ft.add_argument("--name", default=None, help="the fitted device's name (default: the --out file's stem)")
+    ft.set_defaults(func=_fit)
 
     e = sub.add_parser("energy", help="energy breakdown of one MVM and one short-term update")
     from stoxbar.scripts.energy import add_arguments as energy_args

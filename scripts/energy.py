@@ -15,6 +15,7 @@ import argparse
 import io
 import os
 from dataclasses import replace
+from typing import Optional
 
 import torch
 
@@ -69,14 +70,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "that file or module: it runs code (docs/reliability.md §7)")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="shape of the example input for --model, e.g. 1,1,28,28 (random normal values)")
-    p.add_argument("--preset", default="sto_2024",
-                   help="device preset: a registered name or module:factory (imports that module)")
+    add_device_argument(p, "sto_2024")
     add_periphery_arguments(p)
     add_accel_arguments(p)
     p.add_argument("--dt", type=float, default=4 / 60, help="decay interval in s (default: one agent step)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", default=None, help="write the breakdown as JSON (never overwrites)")
     p.add_argument("--plot", default=None, help="write a PNG bar chart here (never overwrites; default: none)")
+
+
+DEVICE_HELP = ("device: a registered preset (sto_2024, ideal, ...), a device file PATH.toml (data: stoxbar fit "
+               "writes one), or PATH.py:factory / module:factory (imports that file or module: it runs code, "
+               "docs/reliability.md §7)")
+
+
+def add_device_argument(p: argparse.ArgumentParser, default: Optional[str], extra: str = "") -> None:
+    """``--device`` (alias ``--preset``): one option, resolved by :func:`stoxbar.devices.presets.get_preset`."""
+    p.add_argument("--device", "--preset", dest="preset", default=default, metavar="DEVICE",
+                   help=DEVICE_HELP + extra + (f" (default: {default})" if default else ""))
 
 
 def add_periphery_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,11 +173,14 @@ def bias_steps(args: argparse.Namespace) -> list:
             ("--bias-rails", getattr(args, "bias_rails", None), lambda q, v: replace(q, bias_rails_v=_rails(v)))]
 
 
-def periphery_from_args(args: argparse.Namespace):
-    """Default periphery with the command-line overrides applied (validated)."""
+def periphery_from_args(args: argparse.Namespace, device=None):
+    """Default periphery with the command-line overrides applied (validated); with a ``device``, the DAC
+    drives that device's read voltage (``STORPUConfig`` checks they agree)."""
     from stoxbar.peripherals import PeripheryConfig
 
     p = PeripheryConfig()
+    if device is not None and p.dac.v_read_v != device.v_read_v:
+        p = replace(p, dac=replace(p.dac, v_read_v=device.v_read_v))
     steps = [("--adc-bits", args.adc_bits, lambda q, v: q.with_adc_bits(v)),
              ("--dac-bits", args.dac_bits, lambda q, v: q.with_dac_bits(v)),
              ("--dac-mode", args.dac_mode, lambda q, v: replace(q, dac=replace(q.dac, mode=v))),
@@ -332,7 +346,8 @@ def model_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {args.model}: the factory returned {type(model).__name__}; expected a "
                           "torch.nn.Module")
     torch.manual_seed(args.seed)
-    cfg = STORPUConfig(device=presets.get_preset(args.preset), periphery=periphery_from_args(args))
+    device = presets.get_preset(args.preset)
+    cfg = STORPUConfig(device=device, periphery=periphery_from_args(args, device))
     try:
         report = analyze(model, torch.randn(*shape), rpu_config=cfg, accel=accel_from_args(args))
     except (RuntimeError, ValueError, IndexError) as exc:
@@ -375,7 +390,7 @@ def main(args: argparse.Namespace) -> int:
         if path:
             check_new_file(path, flag)
     device = presets.get_preset(args.preset)
-    periphery = periphery_from_args(args)
+    periphery = periphery_from_args(args, device)
     mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed)
     print(f"layer {n_in}x{n_out} ({n_in * n_out} synapses), device {args.preset}, "
           f"tile {periphery.tile_rows}x{periphery.tile_cols}, DAC {periphery.dac.bits} b {periphery.dac.mode}, "

@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--waterfall", default=None, metavar="PNG",
                    help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
+    from stoxbar.scripts.energy import add_device_argument
+
+    add_device_argument(p, None, "; the chip of the waterfall's games (default: the shipped checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the waterfall's games")
     add_bias_arguments(p)  # the waterfall's chip (the analytic estimate takes --bias-v etc.)
 
@@ -104,12 +107,17 @@ def main(args: argparse.Namespace) -> int:
         if path and os.path.exists(path):
             raise FileExistsError(f"{path} exists: results are never overwritten; choose a new path")
     a = assumptions_from_args(args)
+    device = None
+    if args.preset:  # checked before any work (the waterfall's chip)
+        from stoxbar.devices import presets
+
+        device = presets.get_preset(args.preset)
     spec = GPUSpec.from_measured(args.gpu_measured) if args.gpu_measured else GPUSpec()
     doc = paper_estimate(a, spec, accel_from_args(args))
     doc["command"] = ["stoxbar", *sys.argv[1:]]
     _print(doc)
     if args.waterfall:
-        doc["waterfall"] = _waterfall(args, a, spec, doc)
+        doc["waterfall"] = _waterfall(args, a, spec, doc, device)
     if args.json:
         write_json_atomic(args.json, doc)
         print(f"wrote {args.json}")
@@ -143,8 +151,10 @@ def _print(doc: dict) -> None:
                                                else "none") for size, s in sizes.items()))
 
 
-def _waterfall(args: argparse.Namespace, a, spec, doc: dict) -> dict:
+def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dict:
     import torch
+
+    from dataclasses import replace
 
     from stoxbar.crossbar import EnergyLedger
     from stoxbar.peripherals import PeripheryConfig
@@ -161,9 +171,12 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
-    periphery = apply_steps(PeripheryConfig(), bias_steps(args))
+    device = device if device is not None else chip_device(agent, SHIPPED_CHECKPOINT)
+    periphery = PeripheryConfig()
+    periphery = replace(periphery, dac=replace(periphery.dac, v_read_v=device.v_read_v))  # the DAC drives the device's read
+    periphery = apply_steps(periphery, bias_steps(args))
     ledger = EnergyLedger()
-    build_analog_cell(agent, chip_device(agent, SHIPPED_CHECKPOINT), periphery).attach(ledger, "stp")
+    build_analog_cell(agent, device, periphery).attach(ledger, "stp")
     # the waterfall's quoted numbers come from games without sticky actions (the training protocol, docs/stpn.md §8)
     res = play_games(agent, args.games, args.seed, True, 27000, periphery, ledger, sticky=REPEAT_ACTION_PROBABILITY)
     games = len(res.scores)

@@ -21,7 +21,8 @@ from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
 from stoxbar.pong.env import EVAL_STICKY, check_sticky
 from stoxbar.pong.scores import score_summary
-from stoxbar.scripts.energy import accel_from_args, add_accel_arguments, add_periphery_arguments, periphery_from_args
+from stoxbar.scripts.energy import (accel_from_args, add_accel_arguments, add_device_argument,
+                                    add_periphery_arguments, periphery_from_args)
 from stoxbar.core.validation import ConfigError
 
 
@@ -29,9 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar play``."""
     p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
-    p.add_argument("--preset", default=None, help="device preset of the chip: a registered name or module:factory "
-                   "(imports that module; the checkpoint's own preset is never imported) (default: the one the "
-                   "checkpoint was trained for)")
+    add_device_argument(p, None, "; the chip's device (default: the one the checkpoint was trained for; the "
+                        "checkpoint's own preset is never imported)")
     add_periphery_arguments(p)
     add_accel_arguments(p)
     p.add_argument("--digital", action="store_true", help="play in float (no chip) for comparison")
@@ -72,7 +72,6 @@ def main(args: argparse.Namespace) -> int:
         check_new_file(args.json, "--json")
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; train one with `stoxbar train`")
-    periphery = periphery_from_args(args)
     accel = accel_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -83,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
     device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
+    periphery = periphery_from_args(args, device)
     ledger = EnergyLedger()
     bias_report = None
     if not args.digital:

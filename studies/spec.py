@@ -275,7 +275,7 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
     from stoxbar.devices import presets
     from stoxbar.peripherals import PeripheryConfig
 
-    # a study's device is data: a registered preset only, never a module to import (docs/reliability.md §7)
+    # a study's device is data: a registered preset or a device file, never a module to import (docs/reliability.md §7)
     cfg = {"device": presets.get_registered(device_preset, "device"), "periphery": PeripheryConfig(),
            "agent": checkpoint_arch}
     if checkpoint_arch is None and any(k.startswith("agent.") for k in {**base, **params}):
@@ -495,7 +495,14 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
     arch = None if task else ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt, check_weights=True)
     device_preset = base_t.get("device", "sto_2024" if task else arch.device_preset)
     if not isinstance(device_preset, str):
-        raise StudyError(f"{where} [base] device = {device_preset!r}: must be a registered preset name")
+        raise StudyError(f"{where} [base] device = {device_preset!r}: must be a registered preset name or a "
+                         "device file PATH.toml")
+    if device_preset.lower().endswith(".toml"):  # a device file is data; its path is relative to the study file
+        dev = Path(device_preset) if Path(device_preset).is_absolute() else (base_dir / device_preset)
+        if not dev.is_file():
+            raise StudyError(f"{where} [base] device = {device_preset!r}: file {dev} not found (a path in a study "
+                             "file is relative to the study file)")
+        device_preset = str(dev.resolve())
     base = base_t.get("set", {})
     if not isinstance(base, dict):
         raise StudyError(f"{where} [base] set: must be a table of parameter paths")

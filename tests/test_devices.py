@@ -415,7 +415,7 @@ def test_ideal_preset_properties():
 
 
 def test_get_preset():
-    assert set(PRESETS) == {"sto_2024", "ideal"}
+    assert set(PRESETS) == {"sto_2024", "ideal", "zhong_2021"}  # zhong_2021: the second device (issue 19)
     assert get_preset("ideal") == ideal() and get_preset("sto_2024") == sto_2024()
     with pytest.raises(ConfigError, match=r"preset = 'pcm'.*sto_2024.*ideal"):
         get_preset("pcm")
