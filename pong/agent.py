@@ -194,4 +194,4 @@ class PongAgent(nn.Module):
             a = logits.argmax(-1)
         else:
             a = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-        return a.numpy(), state
+        return a.cpu().numpy(), state

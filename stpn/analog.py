@@ -89,6 +89,18 @@ class AnalogMSTPNCell(MSTPNCell):
         self._gam_tiled = self.chip.tiled_weight(self.gam.detach())
         self._params = (self.lambda_().detach(), self.gam.detach())
 
+    @torch.no_grad()
+    def program_chips(self, chips: int, slots_per_chip: int, generator: Optional[torch.Generator] = None) -> list:
+        """Program the learned W onto ``chips`` chip instances at once (each its own programming draws,
+        ``CrossbarState.program_chips``), ``slots_per_chip`` games per chip; call after :meth:`program`
+        (the biases and Gamma are the same on every chip). Returns (pulses, J) per chip."""
+        if self._params is None:
+            raise RuntimeError("program() the analog cell before program_chips()")
+        costs = self.chip.program_chips(self.W.detach(), chips, slots_per_chip,
+                                        self.rpu_config.periphery.programming, generator)
+        self.array._after_state_change()
+        return costs
+
     def v_bias(self, device=None) -> Tensor:
         """Bias (V) realising each learned tau on the chip's device (default), clamped to its range.
 
