@@ -143,7 +143,7 @@ class PongAgent(nn.Module):
 
     def reset_state(self, state: State, done: Any) -> State:
         """Zero (h, F) of the environments whose game ended (``done`` [B] bool)."""
-        return self.cell.reset_state(state, torch.as_tensor(np.asarray(done), dtype=torch.bool))
+        return self.cell.reset_state(state, torch.as_tensor(np.asarray(done), dtype=torch.bool, device=state[0].device))
 
     def step_params(self):
         """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""

@@ -1,0 +1,127 @@
+"""Batched chips: G Pong games on C simulated chip instances, all stepped together in one process.
+
+One ale-py vector env holds the G games (env ``i`` seeded ``seed + i``, as :func:`play_games`
+seeds game ``i``); the analog STP layer holds C chip instances in one crossbar state whose
+long-term conductances carry a leading chip-slot dimension (``CrossbarState.program_chips``):
+game ``i`` runs on chip ``i // (G / C)``. Each chip is programmed with its own draws (open-loop
+programming: its own d2d factors and c2c error); each game has its own short-term state F and its
+own read-noise draws. Every read, decay and pulse of all chips is one batched torch operation
+(the native CPU kernels where they apply, torch elsewhere, on any torch device).
+
+A game's record ends at its first episode end (or at ``max_steps``: flagged truncated). The
+vector env restarts a finished game at once; until the last game ends the finished ones keep
+stepping (their actions and events are not part of any game's record, but their reads, pulses and
+bias are booked: the ledger is the chip's, it counts all it did). The energy is therefore reported
+per agent step (``ledger / stepped slots``) as well as in total; per-game energy is the sequential
+path's (``stoxbar play --chips 1`` plays the games one after another, see below).
+
+``chips = 1`` keeps today's sequential path (:func:`~stoxbar.pong.evaluate.play_games`): one chip,
+games one after another, the same scores for the same seed.
+
+May import: numpy, torch, stoxbar.core.validation, stoxbar.crossbar, stoxbar.peripherals, stoxbar.pong.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from stoxbar.core.validation import ConfigError, check_int
+from stoxbar.crossbar import EnergyLedger, flush_events
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.pong.accounting import StepCounter
+from stoxbar.pong.agent import PongAgent
+from stoxbar.pong.env import EVAL_STICKY, make_pong_env
+
+MAX_CHIPS = 1024  # assumption: the vector env's limit on games (PongVecEnv num_envs <= 1024) bounds the chips
+
+
+def check_games_chips(games: int, chips: int, games_flag: str = "--games", chips_flag: str = "--chips") -> int:
+    """Games per chip, after checking ``chips`` in [1, MAX_CHIPS] and that it divides ``games``."""
+    check_int(chips_flag, chips, 1, MAX_CHIPS)
+    check_int(games_flag, games, 1, MAX_CHIPS)
+    if games % chips:
+        raise ConfigError(f"{games_flag} = {games}, {chips_flag} = {chips}: {games_flag} must be a multiple of "
+                          f"{chips_flag} (each chip plays the same number of games); allowed {chips_flag}: "
+                          f"the divisors of {games} in [1, {MAX_CHIPS}]")
+    return games // chips
+
+
+@dataclass
+class ChipsResult:
+    """Per-game scores, lengths, truncation flags and chip of each game, the agent steps stepped in all
+    (including finished games' restarts), wall time (s) and the ledger."""
+
+    scores: List[float] = field(default_factory=list)
+    steps: List[int] = field(default_factory=list)
+    truncated: List[bool] = field(default_factory=list)
+    chip: List[int] = field(default_factory=list)
+    slot_steps: int = 0
+    wall_s: float = 0.0
+    ledger: EnergyLedger = field(default_factory=EnergyLedger)
+
+    def chip_means(self) -> List[float]:
+        """Mean score of each chip's games."""
+        n = max(self.chip) + 1 if self.chip else 0
+        return [float(np.mean([s for s, c in zip(self.scores, self.chip) if c == k])) for k in range(n)]
+
+
+def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool, max_steps: int,
+               periphery: Optional[PeripheryConfig] = None, ledger: Optional[EnergyLedger] = None,
+               sticky: float = EVAL_STICKY, device: str = "cpu", env_threads: int = 1) -> ChipsResult:
+    """Play ``games`` games on ``chips`` chip instances together (module docstring).
+
+    ``agent``'s cell is the analog one (already programmed, attached to ``ledger``) or a float cell
+    (``periphery`` None: float play, no energy). The chips are programmed here from the torch seed
+    ``seed`` (``AnalogMSTPNCell.program_chips``), after the agent was moved to ``device``.
+    """
+    per_chip = check_games_chips(games, chips)
+    result = ChipsResult(ledger=ledger if ledger is not None else EnergyLedger())
+    tdev = torch.device(device)
+    agent.to(tdev)
+    if hasattr(agent.cell, "program_chips"):
+        gen = torch.Generator(device=tdev).manual_seed(seed)
+        agent.cell.program_chips(chips, per_chip, gen)
+    digital = StepCounter(agent, periphery.digital) if periphery is not None else None
+    gen = torch.Generator(device=tdev).manual_seed(seed)
+    env = make_pong_env(games, seed=seed, num_threads=env_threads, sticky=sticky)
+    t0 = time.perf_counter()
+    scores = np.zeros(games)
+    steps = np.zeros(games, dtype=np.int64)
+    alive = np.ones(games, dtype=bool)
+    try:
+        obs = env.reset()
+        state = agent.initial_state(games)
+        with torch.no_grad(), (digital if digital is not None else nullcontext()):
+            while alive.any() and int(steps.max()) < max_steps:
+                actions, state = agent.act(torch.from_numpy(obs).to(tdev), state, greedy=greedy, generator=gen)
+                obs, reward, done, _ = env.step(actions)
+                result.slot_steps += games
+                scores += np.where(alive, reward, 0.0)
+                steps += alive
+                alive &= ~done
+                if done.any():  # a restarted game starts from zero (h, F), as a new game on that chip would
+                    state = agent.reset_state(state, torch.as_tensor(done, device=tdev))
+    finally:
+        env.close()
+        flush_events(agent)
+        if digital is not None:
+            digital.book(result.ledger)
+    result.scores = [float(s) for s in scores]
+    result.steps = [int(n) for n in steps]
+    result.truncated = [bool(a) for a in alive]
+    result.chip = [i // per_chip for i in range(games)]
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def energy_per_step(ledger: EnergyLedger, slot_steps: int) -> Dict[str, float]:
+    """J per agent step at each boundary (the ledger's totals over the steps stepped)."""
+    from stoxbar.pong.accounting import boundaries
+
+    return {name: float(b["total_j"]) / max(slot_steps, 1) for name, b in boundaries(ledger).items()}
