@@ -308,6 +308,20 @@ class CrossbarState(nn.Module):
         self.invalidate()
         return costs
 
+    @torch.no_grad()
+    def keep_slots(self, keep: Tensor) -> None:
+        """Keep only the batch slots where ``keep [B]`` (bool) is true: their short-term state and, with
+        one long-term state per chip slot, their conductances (finished games leave the batch)."""
+        g_st = self._need_st("keep_slots")
+        keep = keep.to(device=g_st.device, dtype=torch.bool)
+        if keep.shape != g_st.shape[:1] or not bool(keep.any()):
+            raise ConfigError(f"keep_slots: mask of shape {tuple(keep.shape)} with {int(keep.sum())} kept; "
+                              f"allowed: [{g_st.shape[0]}] with at least one kept")
+        self.g_st = g_st[keep]
+        if self.per_chip:
+            self.g_pos, self.g_neg = self.g_pos[keep], self.g_neg[keep]
+        self.invalidate()
+
     def programming_from_reset(self) -> Tuple[float, float]:
         """(pulses, device energy J) of write-verify programming the present conductances from reset
         (every device at ``g_min``): the count :meth:`program` makes for that change."""

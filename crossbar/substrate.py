@@ -36,6 +36,11 @@ class SubstrateOps:
         self.state.set_batch(batch)
         self._after_state_change()
 
+    def keep_slots(self, keep: Tensor) -> None:
+        """Keep only the batch slots where ``keep [B]`` is true (``CrossbarState.keep_slots``)."""
+        self.state.keep_slots(keep)
+        self._after_state_change()
+
     def set_bias(self, v_bias: Tensor) -> None:
         """Set and hold the per-synapse decay bias ``[out, in]`` (V)."""
         self.state.set_bias(v_bias)

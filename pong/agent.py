@@ -145,6 +145,13 @@ class PongAgent(nn.Module):
         """Zero (h, F) of the environments whose game ended (``done`` [B] bool)."""
         return self.cell.reset_state(state, torch.as_tensor(np.asarray(done), dtype=torch.bool, device=state[0].device))
 
+    def keep_slots(self, state: State, keep: Tensor) -> State:
+        """The state of the environments where ``keep [B]`` (bool) is true, the others dropped from the
+        batch (the analog cell drops their chip slots too)."""
+        keep = keep.to(device=state[0].device, dtype=torch.bool)
+        own = getattr(self.cell, "keep_slots", None)
+        return own(state, keep) if own is not None else tuple(t[keep] for t in state)
+
     def step_params(self):
         """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""
         return self.cell.step_params()

@@ -9,11 +9,11 @@ own read-noise draws. Every read, decay and pulse of all chips is one batched to
 (the native CPU kernels where they apply, torch elsewhere, on any torch device).
 
 A game's record ends at its first episode end (or at ``max_steps``: flagged truncated). The
-vector env restarts a finished game at once; until the last game ends the finished ones keep
-stepping (their actions and events are not part of any game's record, but their reads, pulses and
-bias are booked: the ledger is the chip's, it counts all it did). The energy is therefore reported
-per agent step (``ledger / stepped slots``) as well as in total; per-game energy is the sequential
-path's (``stoxbar play --chips 1`` plays the games one after another, see below).
+vector env would restart a finished game at once; instead the finished game leaves the batch
+(``PongAgent.keep_slots``: its chip slot stops reading, pulsing and holding bias; its emulator
+gets NOOPs, unrecorded), so the ledger holds exactly the games' own events and the energy per
+game at each boundary is ``ledger total / games`` (the mean; the per-game spread needs per-slot
+events, which the tiles do not record: the sequential path, ``--chips`` left out, reports it).
 
 ``chips = 1`` keeps today's sequential path (:func:`~stoxbar.pong.evaluate.play_games`): one chip,
 games one after another, the same scores for the same seed.
@@ -54,14 +54,13 @@ def check_games_chips(games: int, chips: int, games_flag: str = "--games", chips
 
 @dataclass
 class ChipsResult:
-    """Per-game scores, lengths, truncation flags and chip of each game, the agent steps stepped in all
-    (including finished games' restarts), wall time (s) and the ledger."""
+    """Per-game scores, lengths, truncation flags and chip of each game, the agent steps run (the sum of
+    the games' lengths), wall time (s) and the ledger."""
 
     scores: List[float] = field(default_factory=list)
     steps: List[int] = field(default_factory=list)
     truncated: List[bool] = field(default_factory=list)
     chip: List[int] = field(default_factory=list)
-    slot_steps: int = 0
     wall_s: float = 0.0
     ledger: EnergyLedger = field(default_factory=EnergyLedger)
 
@@ -93,20 +92,25 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
     t0 = time.perf_counter()
     scores = np.zeros(games)
     steps = np.zeros(games, dtype=np.int64)
-    alive = np.ones(games, dtype=bool)
     try:
         obs = env.reset()
         state = agent.initial_state(games)
+        live = np.arange(games)  # the games still playing, in batch order
+        actions = np.zeros(games, dtype=np.int64)  # finished games' emulators get NOOP (0)
         with torch.no_grad(), (digital if digital is not None else nullcontext()):
-            while alive.any() and int(steps.max()) < max_steps:
-                actions, state = agent.act(torch.from_numpy(obs).to(tdev), state, greedy=greedy, generator=gen)
+            while live.size and int(steps[live].max()) < max_steps:
+                a, state = agent.act(torch.from_numpy(obs[live]).to(tdev), state, greedy=greedy, generator=gen)
+                actions[:] = 0
+                actions[live] = a
                 obs, reward, done, _ = env.step(actions)
-                result.slot_steps += games
-                scores += np.where(alive, reward, 0.0)
-                steps += alive
-                alive &= ~done
-                if done.any():  # a restarted game starts from zero (h, F), as a new game on that chip would
-                    state = agent.reset_state(state, torch.as_tensor(done, device=tdev))
+                scores[live] += reward[live]
+                steps[live] += 1
+                ended = done[live]
+                if ended.all():
+                    live = live[:0]
+                elif ended.any():  # finished games leave the batch: their chip slots stop reading and pulsing
+                    state = agent.keep_slots(state, torch.from_numpy(~ended))
+                    live = live[~ended]
     finally:
         env.close()
         flush_events(agent)
@@ -114,14 +118,14 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
             digital.book(result.ledger)
     result.scores = [float(s) for s in scores]
     result.steps = [int(n) for n in steps]
-    result.truncated = [bool(a) for a in alive]
+    result.truncated = [bool(t) for t in np.isin(np.arange(games), live)]  # still playing at max_steps
     result.chip = [i // per_chip for i in range(games)]
     result.wall_s = time.perf_counter() - t0
     return result
 
 
-def energy_per_step(ledger: EnergyLedger, slot_steps: int) -> Dict[str, float]:
-    """J per agent step at each boundary (the ledger's totals over the steps stepped)."""
+def energy_per_game(ledger: EnergyLedger, games: int) -> Dict[str, float]:
+    """Mean J per game at each boundary: the ledger's totals (exactly the games' events) over ``games``."""
     from stoxbar.pong.accounting import boundaries
 
-    return {name: float(b["total_j"]) / max(slot_steps, 1) for name, b in boundaries(ledger).items()}
+    return {name: float(b["total_j"]) / games for name, b in boundaries(ledger).items()}

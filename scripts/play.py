@@ -149,7 +149,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     from stoxbar.crossbar import write_json_atomic
     from stoxbar.crossbar.costs import describe as describe_periphery
     from stoxbar.pong.accounting import boundaries, gpu_baseline
-    from stoxbar.pong.chips import energy_per_step, play_chips
+    from stoxbar.pong.chips import energy_per_game, play_chips
 
     result = play_chips(agent, args.games, args.chips, args.seed, args.greedy, args.max_steps,
                         None if args.digital else periphery, ledger, sticky=args.sticky, device=args.device)
@@ -163,9 +163,9 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
         "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
         "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.device,
         "score": score_summary(result.scores), "chip_means": result.chip_means(), "per_game": per_game,
-        "games": args.games, "agent_steps": sum(result.steps), "stepped_slots": result.slot_steps,
+        "games": args.games, "agent_steps": sum(result.steps),
         "max_steps": args.max_steps, "truncated_games": cut, "wall_seconds": result.wall_s,
-        "energy_per_agent_step_j": energy_per_step(result.ledger, result.slot_steps) if not args.digital else {},
+        "energy_per_game_j": energy_per_game(result.ledger, args.games) if not args.digital else {},
         "energy": energy, "greedy": args.greedy, "seed": args.seed, "synapses": arch.n_synapses,
         "periphery": describe_periphery(periphery, device),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
@@ -179,9 +179,8 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     if cut:
         print(f"warning: {len(cut)} of {args.games} games cut short at --max-steps {args.max_steps} "
               f"(game {', '.join(str(i + 1) for i in cut)}): their scores are of partial games")
-    for name, j in report["energy_per_agent_step_j"].items():
-        print(f"{name:<14}{j:>12.4g} J per agent step ({result.slot_steps} steps stepped, finished games' "
-              "restarts included)")
+    for name, j in report["energy_per_game_j"].items():
+        print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {sum(result.steps)} agent steps)")
     if args.json:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")

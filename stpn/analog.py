@@ -128,13 +128,22 @@ class AnalogMSTPNCell(MSTPNCell):
         """Zero h; one zeroed chip (short-term state) per environment."""
         self.array.set_batch(batch)
         # F lives on the chips; the state carries a zero-stride placeholder of F's shape.
-        return torch.zeros(batch, self.hidden), torch.zeros(1).expand(batch, self.hidden, self.n_pre)
+        dev = self.chip.g_pos.device
+        return (torch.zeros(batch, self.hidden, device=dev),
+                torch.zeros(1, device=dev).expand(batch, self.hidden, self.n_pre))
 
     def reset_state(self, state: State, done: Tensor) -> State:  # type: ignore[override]
         """Zero h and the chips' F where ``done``."""
         h, f = state
         self.chip.reset_short_term(done)
         return h * (~done.bool()).to(h.dtype).unsqueeze(1), f
+
+    def keep_slots(self, state: State, keep: Tensor) -> State:
+        """Keep the environments where ``keep [B]``: their h and their chip slots (F and, per chip, G)."""
+        h, _ = state
+        self.array.keep_slots(keep)
+        h = h[keep]
+        return h, torch.zeros(1, device=h.device).expand(h.shape[0], self.hidden, self.n_pre)
 
     def mvm(self, z_hat: Tensor, F: Tensor) -> Tensor:
         """Analog read of (G_W + G_F) z_hat on the tiles (F lives on the chips)."""

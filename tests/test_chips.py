@@ -59,6 +59,21 @@ def test_each_game_slot_reads_with_its_own_noise_and_chip():
         agent.initial_state(4)
 
 
+def test_finished_games_leave_the_batch_with_their_chip_slots():
+    agent, cell = _chips(seed=2, chips=3, per_chip=1)
+    state = agent.initial_state(3)
+    g_before = cell.chip.g_pos.clone()
+    state = agent.keep_slots(state, torch.tensor([True, False, True]))
+    assert state[0].shape[0] == 2 and cell.chip.g_st.shape[0] == 2
+    assert torch.equal(cell.chip.g_pos, g_before[[0, 2]])
+    obs = torch.zeros(2, 1, 84, 84, dtype=torch.uint8)
+    with torch.no_grad():
+        logits, _, _ = agent(obs, state)
+    assert logits.shape == (2, TINY.n_actions)
+    with pytest.raises(ConfigError, match="keep_slots"):
+        agent.keep_slots(state, torch.tensor([False, False]))
+
+
 def test_per_chip_energy_is_the_sum_of_single_chips():
     """Bias and read energy of C chips in one batched state = the sum over C single-chip states."""
     from stoxbar.crossbar import flush_events
@@ -103,10 +118,10 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     assert set(rep["score"]) >= {"mean", "ci95", "min", "std", "per_game"}
     assert [g["chip"] for g in rep["per_game"]] == [0, 0, 1, 1]
     assert all(g["truncated"] for g in rep["per_game"]) and rep["truncated_games"] == [0, 1, 2, 3]
-    assert rep["stepped_slots"] == 4 * 30
-    e = rep["energy_per_agent_step_j"]
+    assert rep["agent_steps"] == 4 * 30
+    e = rep["energy_per_game_j"]
     assert 0 < e["synapse_only"] <= e["array"] <= e["system"]
-    assert e["array"] * rep["stepped_slots"] == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
+    assert e["array"] * 4 == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
     assert "cut short" in capsys.readouterr().out
 
 
