@@ -37,6 +37,7 @@ from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.accounting import StepCounter
 from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
+from stoxbar.pong.evaluate import PlayResult
 
 MAX_CHIPS = 1024  # assumption: the vector env's limit on games (PongVecEnv num_envs <= 1024) bounds the chips
 
@@ -52,17 +53,18 @@ def check_games_chips(games: int, chips: int, games_flag: str = "--games", chips
     return games // chips
 
 
-@dataclass
-class ChipsResult:
-    """Per-game scores, lengths, truncation flags and chip of each game, the agent steps run (the sum of
-    the games' lengths), wall time (s) and the ledger."""
+def default_chips(games: int, at_most: int = 5) -> int:
+    """The chips a study trial spreads ``games`` over by default: the largest divisor of ``games`` not
+    above ``at_most`` (assumption: 5, so the default 20 games run as 4 games on each of 5 chips)."""
+    return max(c for c in range(1, min(games, at_most) + 1) if games % c == 0)
 
-    scores: List[float] = field(default_factory=list)
-    steps: List[int] = field(default_factory=list)
-    truncated: List[bool] = field(default_factory=list)
+
+@dataclass
+class ChipsResult(PlayResult):
+    """A :class:`~stoxbar.pong.evaluate.PlayResult` (no per-game energy: see the module docstring) with
+    the chip of each game."""
+
     chip: List[int] = field(default_factory=list)
-    wall_s: float = 0.0
-    ledger: EnergyLedger = field(default_factory=EnergyLedger)
 
     def chip_means(self) -> List[float]:
         """Mean score of each chip's games."""

@@ -141,3 +141,42 @@ def test_play_chips_bad_input_is_one_line(argv, text, capsys):
 
 def test_games_per_chip():
     assert check_games_chips(100, 10) == 10 and check_games_chips(3, 1) == 3
+
+
+TINY_STUDY = """
+name = "tiny_chips"
+seeds = [0]
+[base]
+checkpoint = "random"
+set = {{ "agent.arch" = "bottleneck", "agent.hidden" = 8, "agent.bottleneck" = 16 }}
+[[grid]]
+"periphery.adc.bits" = [6, 8]
+[metrics]
+games = 4
+chips = {chips}
+max_steps = 25
+mvm_error_samples = 0
+"""
+
+
+def test_a_tiny_study_plays_its_games_over_chips_with_statistics(tmp_path):
+    from stoxbar.studies import load_study
+    from stoxbar.studies.plots import make_plots
+    from stoxbar.studies.runner import run_study
+    from stoxbar.studies.spec import StudyError
+    from stoxbar.studies.table import read_table
+
+    path = tmp_path / "s.toml"
+    path.write_text(TINY_STUDY.format(chips=3))
+    with pytest.raises(StudyError, match=r"chips = 3: allowed: 0 \(automatic\) or a divisor of games = 4"):
+        load_study(str(path), str(tmp_path / "bad"))
+    path.write_text(TINY_STUDY.format(chips=2))
+    study = load_study(str(path), str(tmp_path / "out"))
+    assert run_study(study, workers=1, progress=False)["ok"] == 2
+    rows = read_table(study.output / "results.csv")
+    for r in rows:
+        assert r["chips"] == 2 and r["games"] == 4 and r["truncated_games"] == 4
+        assert r["score_ci95_lower"] <= r["score_mean"] <= r["score_ci95_upper"] and r["score_min"] <= r["score_mean"]
+        assert r["energy_synapse_only_j_per_game"] <= r["energy_array_j_per_game"]
+    written = [p.name for p in make_plots(study, study.output)]
+    assert "score_mean_vs_adc.bits.png" in written or any(n.startswith("score_mean_vs_") for n in written)
