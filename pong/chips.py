@@ -91,12 +91,12 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
     digital = StepCounter(agent, periphery.digital) if periphery is not None else None
     gen = torch.Generator(device=tdev).manual_seed(seed)
     env = make_pong_env(games, seed=seed, num_threads=env_threads, sticky=sticky)
-    t0 = time.perf_counter()
     scores = np.zeros(games)
     steps = np.zeros(games, dtype=np.int64)
     try:
         obs = env.reset()
         state = agent.initial_state(games)
+        t0 = time.perf_counter()  # wall time of the steps (the emulators' noop-start reset is before it)
         live = np.arange(games)  # the games still playing, in batch order
         actions = np.zeros(games, dtype=np.int64)  # finished games' emulators get NOOP (0)
         with torch.no_grad(), (digital if digital is not None else nullcontext()):
