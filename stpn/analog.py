@@ -99,6 +99,9 @@ class AnalogMSTPNCell(MSTPNCell):
         costs = self.chip.program_chips(self.W.detach(), chips, slots_per_chip,
                                         self.rpu_config.periphery.programming, generator)
         self.array._after_state_change()
+        dev = self.chip.g_pos.device  # the fixed step tensors follow the chips' torch device
+        self._gam_tiled = self._gam_tiled.to(dev)
+        self._params = tuple(p.to(dev) for p in self._params)
         return costs
 
     def v_bias(self, device=None) -> Tensor:
