@@ -180,3 +180,29 @@ def test_a_tiny_study_plays_its_games_over_chips_with_statistics(tmp_path):
         assert r["energy_synapse_only_j_per_game"] <= r["energy_array_j_per_game"]
     written = [p.name for p in make_plots(study, study.output)]
     assert "score_mean_vs_adc.bits.png" in written or any(n.startswith("score_mean_vs_") for n in written)
+
+
+def test_chips_on_the_torch_path_match_the_native_kernels(monkeypatch):
+    """The torch ops (what another torch device runs) give the native path's outputs and energy."""
+    from stoxbar.core import native
+    from stoxbar.crossbar import flush_events
+
+    def run(kernels: bool):
+        monkeypatch.setattr(native, "_state", {} if kernels else {"module": None, "error": "test"})
+        agent, cell = _chips(seed=6, chips=2, per_chip=2)
+        ledger = EnergyLedger()
+        cell.attach(ledger, "stp")
+        state = agent.initial_state(4)
+        torch.manual_seed(9)
+        obs = torch.randint(0, 255, (4, 1, 84, 84), dtype=torch.uint8)
+        with torch.no_grad():
+            for _ in range(3):
+                logits, _, state = agent(obs, state)
+        flush_events(agent)
+        return logits, cell.chip.g_st.clone(), ledger.by_component(layer="stp")
+
+    got, ref = run(False), run(True)
+    assert torch.allclose(got[0], ref[0], rtol=1e-4, atol=1e-5) and torch.allclose(got[1], ref[1], atol=1e-12)
+    assert got[2].keys() == ref[2].keys()
+    for comp, j in ref[2].items():
+        assert got[2][comp] == pytest.approx(j, rel=1e-4), comp
