@@ -150,6 +150,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     from stoxbar.crossbar.costs import describe as describe_periphery
     from stoxbar.pong.accounting import boundaries, gpu_baseline
     from stoxbar.pong.chips import energy_per_game, play_chips
+    from stoxbar.pong.paper import gpu_tiers
 
     result = play_chips(agent, args.games, args.chips, args.seed, args.greedy, args.max_steps,
                         None if args.digital else periphery, ledger, sticky=args.sticky, device=args.device)
@@ -157,13 +158,14 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     per_game = [{"game": i, "env_seed": args.seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
                 for i, (s, n, t, c) in enumerate(zip(result.scores, result.steps, result.truncated, result.chip))]
     energy = boundaries(result.ledger) if not args.digital else {}
-    energy["gpu_baseline"] = gpu_baseline(arch, sum(result.steps))
+    energy["gpu_baseline"] = gpu_baseline(arch, result.agent_steps)
     report = {
         "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
         "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
         "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.device,
         "score": score_summary(result.scores), "chip_means": result.chip_means(), "per_game": per_game,
-        "games": args.games, "agent_steps": sum(result.steps),
+        "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
+        "simulated_seconds": result.simulated_s, "gpu_tiers": gpu_tiers(arch, result.agent_steps),
         "max_steps": args.max_steps, "truncated_games": cut, "wall_seconds": result.wall_s,
         "energy_per_game_j": energy_per_game(result.ledger, args.games) if not args.digital else {},
         "energy": energy, "greedy": args.greedy, "seed": args.seed, "synapses": arch.n_synapses,
@@ -180,7 +182,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
         print(f"warning: {len(cut)} of {args.games} games cut short at --max-steps {args.max_steps} "
               f"(game {', '.join(str(i + 1) for i in cut)}): their scores are of partial games")
     for name, j in report["energy_per_game_j"].items():
-        print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {sum(result.steps)} agent steps)")
+        print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {result.agent_steps} agent steps)")
     if args.json:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")

@@ -123,6 +123,9 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     assert 0 < e["synapse_only"] <= e["array"] <= e["system"]
     assert e["array"] * 4 == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
     assert "cut short" in capsys.readouterr().out
+    from stoxbar.studies.report import check_play_report
+
+    check_play_report(rep, out)  # the report tools read it as any `stoxbar play --json` report
 
 
 @pytest.mark.parametrize("argv, text", [
