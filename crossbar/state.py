@@ -141,8 +141,8 @@ class CrossbarState(nn.Module):
         self._views = [v for v, _ in views]
         for v, block in views:
             v.__dict__["_parent"] = self  # a plain reference (not a submodule): its version bumps reach this state
-            v.g_pos = self.g_pos[block]
-            v.g_neg = self.g_neg[block]
+            v.g_pos = self.g_pos[(Ellipsis,) + block]  # per-chip long-term state [B, T, O, X] too
+            v.g_neg = self.g_neg[(Ellipsis,) + block]
             v.v_bias = self.v_bias[block]
             v.g_st = None if self.g_st is None else self.g_st[(slice(None),) + block]
             v.hold_bias = self.hold_bias
@@ -280,6 +280,55 @@ class CrossbarState(nn.Module):
         self._bump()
         return pulses, energy
 
+    @property
+    def per_chip(self) -> bool:
+        """True if the long-term state holds one copy per chip slot, ``[B, T, O, X]`` (:meth:`program_chips`)."""
+        return self.g_pos.dim() == 4
+
+    @torch.no_grad()
+    def program_chips(self, weight: Tensor, chips: int, slots_per_chip: int, mode: str = "write_verify",
+                      generator: Optional[torch.Generator] = None) -> List[Tuple[float, float]]:
+        """Program ``weight [O, in]`` onto ``chips`` independent chip instances, each with its own draws
+        (``open_loop``: its own d2d factors and c2c programming error, :meth:`program`), and lay the
+        long-term state out per chip slot, ``[chips * slots_per_chip, T, O, X]``: slot ``b`` is on chip
+        ``b // slots_per_chip`` (the games a chip plays at once share its programmed conductances; each
+        keeps its own short-term state F, allocated by :meth:`set_batch` with the same batch).
+
+        Each chip is programmed from reset (every device at ``g_min``). Returns (pulses, device J) per chip.
+        The chips are drawn one after another from ``generator`` (or torch's default), so a seed
+        reproduces them. The short-term state is dropped (call :meth:`set_batch`).
+        """
+        from stoxbar.core.validation import check_int
+
+        check_int("chips", chips, 1)
+        check_int("slots_per_chip", slots_per_chip, 1)
+        reset = self.device_model.g_min_s * self.mask.to(self.v_bias.dtype).expand_as(self.v_bias)
+        pos, neg, costs = [], [], []
+        for _ in range(chips):  # a one-off cost per chip (programming), not per step
+            self.g_pos, self.g_neg = reset.clone(), reset.clone()
+            costs.append(self.program(weight, mode, generator))
+            pos.append(self.g_pos)
+            neg.append(self.g_neg)
+        slot_chip = torch.arange(chips, device=reset.device).repeat_interleave(slots_per_chip)
+        self.g_pos, self.g_neg = torch.stack(pos)[slot_chip], torch.stack(neg)[slot_chip]
+        self.g_st = None
+        self.invalidate()
+        return costs
+
+    @torch.no_grad()
+    def keep_slots(self, keep: Tensor) -> None:
+        """Keep only the batch slots where ``keep [B]`` (bool) is true: their short-term state and, with
+        one long-term state per chip slot, their conductances (finished games leave the batch)."""
+        g_st = self._need_st("keep_slots")
+        keep = keep.to(device=g_st.device, dtype=torch.bool)
+        if keep.shape != g_st.shape[:1] or not bool(keep.any()):
+            raise ConfigError(f"keep_slots: mask of shape {tuple(keep.shape)} with {int(keep.sum())} kept; "
+                              f"allowed: [{g_st.shape[0]}] with at least one kept")
+        self.g_st = g_st[keep]
+        if self.per_chip:
+            self.g_pos, self.g_neg = self.g_pos[keep], self.g_neg[keep]
+        self.invalidate()
+
     def programming_from_reset(self) -> Tuple[float, float]:
         """(pulses, device energy J) of write-verify programming the present conductances from reset
         (every device at ``g_min``): the count :meth:`program` makes for that change."""
@@ -314,7 +363,10 @@ class CrossbarState(nn.Module):
         """Allocate (zeroed) short-term state for ``batch`` independent chips."""
         if batch < 1:
             raise ConfigError(f"batch = {batch}: allowed range is [1, inf)")
-        self.g_st = self.g_pos.new_zeros(batch, *self.g_pos.shape)
+        if self.per_chip and self.g_pos.shape[0] != batch:
+            raise ConfigError(f"batch = {batch}: this state holds {self.g_pos.shape[0]} chip slots "
+                              "(program_chips); allowed: exactly that many")
+        self.g_st = self.g_pos.new_zeros(batch, *self.g_pos.shape[-3:])
         self._st_cols = None
 
     def reset_short_term(self, done: Optional[Tensor] = None) -> None:
@@ -389,7 +441,7 @@ class CrossbarState(nn.Module):
         else:
             nz = flat.nonzero().squeeze(1)
             k = flat[nz].abs().long()
-        t, o, x = self.g_pos.shape
+        t, o, x = self.g_pos.shape[-3:]
         cell = nz % (t * o * x)
         tile = (cell // (o * x)) * self.col_tiles
         if self.col_tiles > 1:
@@ -433,7 +485,7 @@ class CrossbarState(nn.Module):
         """
         def compute():
             dev = self.device_model
-            ones = torch.ones_like(self.g_pos)
+            ones = torch.ones_like(self.v_bias)
             d = self.bias_duty
             held_s = d * dt_s
             lam = dynamics.decay(ones, self.v_bias, held_s, dev) * self.mask
@@ -441,11 +493,15 @@ class CrossbarState(nn.Module):
                 lam = lam * dynamics.decay(ones, dev.v_bias_min_v, dt_s - held_s, dev)
             per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, held_s, dev) * self.mask
             lt = dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, held_s, dev)
+
+            def tsum(x: Tensor) -> Tensor:  # [T * J]: per tile, summed over the chip slots of a per-chip state
+                s = self.tile_sum(x, torch.float64)
+                return s.sum(0) if self.per_chip else s
+
             if self.bias_rail_v is None:
-                return lam, per_st, self.tile_sum(lt, torch.float64)
+                return lam, per_st, tsum(lt)
             r = self._rail_factor()
-            return (lam, torch.stack([per_st, per_st * r]),
-                    torch.stack([self.tile_sum(lt, torch.float64), self.tile_sum(lt * r, torch.float64)], -1))
+            return lam, torch.stack([per_st, per_st * r]), torch.stack([tsum(lt), tsum(lt * r)], -1)
 
         return self._cached(f"decay:{float(dt_s)!r}:{self.bias_duty!r}:{self.bias_rail_v!r}", compute)
 
@@ -489,7 +545,7 @@ class CrossbarState(nn.Module):
         """Bias energy per tile (J) from the long-term part per chip and the short-term part (None: no bias held)."""
         if not self.hold_bias:
             return None
-        e = lt * self.chips
+        e = lt if self.per_chip else lt * self.chips  # per-chip tables already sum every chip
         return e if st is None else e + st
 
     def _check_scale(self, scale: Tensor) -> Tensor:
@@ -517,9 +573,9 @@ class CrossbarState(nn.Module):
         """
         g_st = self._need_st("decay_and_outer_update")
         b = g_st.shape[0]
-        if scale.shape != self.g_pos.shape or u.shape != (b, self.out_size) or v.shape != (b, self.tiles, self.rows):
+        if scale.shape != self.v_bias.shape or u.shape != (b, self.out_size) or v.shape != (b, self.tiles, self.rows):
             raise ConfigError(f"decay_and_outer_update shapes scale {tuple(scale.shape)}, u {tuple(u.shape)}, v "
-                              f"{tuple(v.shape)}: expected {tuple(self.g_pos.shape)}, [{b}, {self.out_size}], "
+                              f"{tuple(v.shape)}: expected {tuple(self.v_bias.shape)}, [{b}, {self.out_size}], "
                               f"[{b}, {self.tiles}, {self.rows}]")
         scale = self._check_scale(scale)
         check_finite("decay_and_outer_update: u", u)
@@ -556,7 +612,8 @@ class CrossbarState(nn.Module):
             b = self._col_bounds
             return torch.stack([x[..., b[j]:b[j + 1], :].sum(-2) for j in range(self.col_tiles)], -2)
 
-        g = self._cached("col_g", lambda: per_col(self.g_pos + self.g_neg).unsqueeze(0))
+        g = self._cached("col_g", lambda: per_col(self.g_pos + self.g_neg) if self.per_chip
+                         else per_col(self.g_pos + self.g_neg).unsqueeze(0))
         if self.g_st is not None:
             kept = self._st_cols  # from the last fused step, valid while g_st is unchanged since
             fresh = kept is None or kept[0] is not self.g_st or kept[1] != self.g_st._version or self.col_tiles > 1

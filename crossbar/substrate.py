@@ -36,6 +36,11 @@ class SubstrateOps:
         self.state.set_batch(batch)
         self._after_state_change()
 
+    def keep_slots(self, keep: Tensor) -> None:
+        """Keep only the batch slots where ``keep [B]`` is true (``CrossbarState.keep_slots``)."""
+        self.state.keep_slots(keep)
+        self._after_state_change()
+
     def set_bias(self, v_bias: Tensor) -> Any:
         """Set and hold the decay bias ``[out, in]`` (V) as the periphery's ``bias_addressing`` can
         hold it (its rails and duty; the rail of a linear supply or of per-cell access); returns

@@ -143,7 +143,14 @@ class PongAgent(nn.Module):
 
     def reset_state(self, state: State, done: Any) -> State:
         """Zero (h, F) of the environments whose game ended (``done`` [B] bool)."""
-        return self.cell.reset_state(state, torch.as_tensor(np.asarray(done), dtype=torch.bool))
+        return self.cell.reset_state(state, torch.as_tensor(np.asarray(done), dtype=torch.bool, device=state[0].device))
+
+    def keep_slots(self, state: State, keep: Tensor) -> State:
+        """The state of the environments where ``keep [B]`` (bool) is true, the others dropped from the
+        batch (the analog cell drops their chip slots too)."""
+        keep = keep.to(device=state[0].device, dtype=torch.bool)
+        own = getattr(self.cell, "keep_slots", None)
+        return own(state, keep) if own is not None else tuple(t[keep] for t in state)
 
     def step_params(self):
         """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""
@@ -194,4 +201,4 @@ class PongAgent(nn.Module):
             a = logits.argmax(-1)
         else:
             a = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-        return a.numpy(), state
+        return a.cpu().numpy(), state

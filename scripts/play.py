@@ -19,6 +19,7 @@ import torch
 from stoxbar.core.fsio import check_new_file
 from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+from stoxbar.pong.chips import MAX_CHIPS, check_games_chips
 from stoxbar.pong.env import EVAL_STICKY, check_sticky
 from stoxbar.pong.scores import score_summary
 from stoxbar.scripts.energy import (accel_from_args, add_accel_arguments, add_device_argument,
@@ -28,7 +29,12 @@ from stoxbar.core.validation import ConfigError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stoxbar play``."""
-    p.add_argument("--games", type=int, default=1, help="number of games (played one after another)")
+    p.add_argument("--games", type=int, default=1,
+                   help="number of games (one after another; with --chips all together)")
+    p.add_argument("--chips", type=int, default=None, metavar="C",
+                   help=f"play the games together on C independent chip instances (batched, one vector env; "
+                        f"--games a multiple of C, C in [1, {MAX_CHIPS}]; default: one chip, games one after another)")
+    p.add_argument("--device", default="cpu", help="torch device of the batched chips (--chips): cpu, cuda, cuda:1, ...")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
     add_device_argument(p, None, "; the chip's device (default: the one the checkpoint was trained for; the "
                         "checkpoint's own preset is never imported)")
@@ -67,6 +73,11 @@ def main(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ConfigError(f"--seed = {args.seed}: allowed range is [0, inf)")
     check_sticky(args.sticky, "--sticky")
+    if args.chips is not None:
+        check_games_chips(args.games, args.chips)
+        check_torch_device(args.device, "--device")
+    elif args.device != "cpu":
+        raise ConfigError(f"--device = {args.device!r}: only the batched chips (--chips) run on another device")
     check_ablation(args.ablate, "--ablate")
     if args.json:
         check_new_file(args.json, "--json")
@@ -93,6 +104,8 @@ def main(args: argparse.Namespace) -> int:
               f"bias RMS {bias_report.rms_residual_v * 1e3:.4g} mV, max {bias_report.max_residual_v * 1e3:.4g} mV, "
               f"{bias_report.clipped} cells clipped to the device window")
 
+    if args.chips is not None:
+        return _main_chips(args, agent, arch, device, periphery, ledger)
     bar = tqdm(total=args.games, desc="playing on the STO chip" if not args.digital else "playing (float)",
                unit="game")
 
@@ -127,6 +140,62 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     return 0
 
+
+def check_torch_device(name: str, flag: str) -> str:
+    """``name`` if torch can place tensors there, else a ConfigError naming ``flag``."""
+    try:
+        dev = torch.device(name)
+        torch.zeros(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        raise ConfigError(f"{flag} = {name!r}: not a usable torch device here ({str(exc).splitlines()[0]}); "
+                          "allowed: cpu, or cuda[:N] where CUDA exists") from None
+    return name
+
+
+def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger) -> int:
+    """``stoxbar play --chips C``: the games together on C chip instances (stoxbar.pong.chips)."""
+    from stoxbar.core.compat import versions
+    from stoxbar.crossbar import write_json_atomic
+    from stoxbar.crossbar.costs import describe as describe_periphery
+    from stoxbar.pong.accounting import boundaries, gpu_baseline
+    from stoxbar.pong.chips import energy_per_game, play_chips
+    from stoxbar.pong.paper import gpu_tiers
+
+    result = play_chips(agent, args.games, args.chips, args.seed, args.greedy, args.max_steps,
+                        None if args.digital else periphery, ledger, sticky=args.sticky, device=args.device)
+    cut = [i for i, t in enumerate(result.truncated) if t]
+    per_game = [{"game": i, "env_seed": args.seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
+                for i, (s, n, t, c) in enumerate(zip(result.scores, result.steps, result.truncated, result.chip))]
+    energy = boundaries(result.ledger) if not args.digital else {}
+    energy["gpu_baseline"] = gpu_baseline(arch, result.agent_steps)
+    report = {
+        "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
+        "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
+        "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.device,
+        "score": score_summary(result.scores), "chip_means": result.chip_means(), "per_game": per_game,
+        "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
+        "simulated_seconds": result.simulated_s, "gpu_tiers": gpu_tiers(arch, result.agent_steps),
+        "max_steps": args.max_steps, "truncated_games": cut, "wall_seconds": result.wall_s,
+        "energy_per_game_j": energy_per_game(result.ledger, args.games) if not args.digital else {},
+        "energy": energy, "greedy": args.greedy, "seed": args.seed, "synapses": arch.n_synapses,
+        "periphery": describe_periphery(periphery, device),
+        "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
+    }
+    s = report["score"]
+    print(f"score mean {s['mean']:+.2f}, 95 % CI [{s['ci95']['lower']:+.2f}, {s['ci95']['upper']:+.2f}] (bootstrap), "
+          f"std {s['std']:.2f}, min {s['min']:+.0f} over {s['n']} games on {args.chips} chips "
+          f"({report['mode']}, sticky p = {args.sticky}, ablation {args.ablate}, {result.wall_s:.1f} s wall)")
+    print("per game " + " ".join(f"{v:+.0f}" for v in s["per_game"]))
+    print("per chip mean " + " ".join(f"{v:+.2f}" for v in report["chip_means"]))
+    if cut:
+        print(f"warning: {len(cut)} of {args.games} games cut short at --max-steps {args.max_steps} "
+              f"(game {', '.join(str(i + 1) for i in cut)}): their scores are of partial games")
+    for name, j in report["energy_per_game_j"].items():
+        print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {result.agent_steps} agent steps)")
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _print(report: dict) -> None:

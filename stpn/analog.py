@@ -89,6 +89,21 @@ class AnalogMSTPNCell(MSTPNCell):
         self._gam_tiled = self.chip.tiled_weight(self.gam.detach())
         self._params = (self.lambda_().detach(), self.gam.detach())
 
+    @torch.no_grad()
+    def program_chips(self, chips: int, slots_per_chip: int, generator: Optional[torch.Generator] = None) -> list:
+        """Program the learned W onto ``chips`` chip instances at once (each its own programming draws,
+        ``CrossbarState.program_chips``), ``slots_per_chip`` games per chip; call after :meth:`program`
+        (the biases and Gamma are the same on every chip). Returns (pulses, J) per chip."""
+        if self._params is None:
+            raise RuntimeError("program() the analog cell before program_chips()")
+        costs = self.chip.program_chips(self.W.detach(), chips, slots_per_chip,
+                                        self.rpu_config.periphery.programming, generator)
+        self.array._after_state_change()
+        dev = self.chip.g_pos.device  # the fixed step tensors follow the chips' torch device
+        self._gam_tiled = self._gam_tiled.to(dev)
+        self._params = tuple(p.to(dev) for p in self._params)
+        return costs
+
     def v_bias(self, device=None) -> Tensor:
         """Bias (V) realising each learned tau on the chip's device (default), clamped to its range.
 
@@ -116,13 +131,22 @@ class AnalogMSTPNCell(MSTPNCell):
         """Zero h; one zeroed chip (short-term state) per environment."""
         self.array.set_batch(batch)
         # F lives on the chips; the state carries a zero-stride placeholder of F's shape.
-        return torch.zeros(batch, self.hidden), torch.zeros(1).expand(batch, self.hidden, self.n_pre)
+        dev = self.chip.g_pos.device
+        return (torch.zeros(batch, self.hidden, device=dev),
+                torch.zeros(1, device=dev).expand(batch, self.hidden, self.n_pre))
 
     def reset_state(self, state: State, done: Tensor) -> State:  # type: ignore[override]
         """Zero h and the chips' F where ``done``."""
         h, f = state
         self.chip.reset_short_term(done)
         return h * (~done.bool()).to(h.dtype).unsqueeze(1), f
+
+    def keep_slots(self, state: State, keep: Tensor) -> State:
+        """Keep the environments where ``keep [B]``: their h and their chip slots (F and, per chip, G)."""
+        h, _ = state
+        self.array.keep_slots(keep)
+        h = h[keep]
+        return h, torch.zeros(1, device=h.device).expand(h.shape[0], self.hidden, self.n_pre)
 
     def mvm(self, z_hat: Tensor, F: Tensor) -> Tensor:
         """Analog read of (G_W + G_F) z_hat on the tiles (F lives on the chips)."""

@@ -105,11 +105,13 @@ def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any
 # -- Pong on the chip --------------------------------------------------------------------------------
 def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
     """Play ``metrics.games`` games on this point's chip; score, speed and energy columns."""
-    from stoxbar.pong.evaluate import build_analog_cell, energy_report, play_games
+    from stoxbar.pong.chips import default_chips, play_chips
+    from stoxbar.pong.evaluate import build_analog_cell, energy_report
 
     ledger = EnergyLedger()
     build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")
-    res = play_games(agent, metrics.games, seed, metrics.greedy, metrics.max_steps, cfg.periphery, ledger,
+    chips = metrics.chips or default_chips(metrics.games)
+    res = play_chips(agent, metrics.games, chips, seed, metrics.greedy, metrics.max_steps, cfg.periphery, ledger,
                      sticky=metrics.sticky)
     energy = energy_report(res, agent.arch, analog=True)
     steps, games = res.agent_steps, len(res.scores)
@@ -117,7 +119,7 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
     out: Dict[str, Any] = {
         "score_mean": stats["mean"], "score_std": stats["std"], "score_ci95_lower": stats["ci95"]["lower"],
         "score_ci95_upper": stats["ci95"]["upper"], "score_min": stats["min"], "games": games,
-        "truncated_games": sum(res.truncated),
+        "truncated_games": sum(res.truncated), "chips": chips,
         "agent_steps": steps, "steps_per_game": steps / games,
         "wall_s_per_step": res.wall_s / steps, "speed_vs_real_time": res.simulated_s / res.wall_s,
     }

@@ -171,6 +171,27 @@ def point_stats(table: List[Dict[str, Any]], params: Sequence[str], metric: str
     return out
 
 
+def point_ci(table: List[Dict[str, Any]], params: Sequence[str], metric: str
+             ) -> Dict[Tuple[Any, ...], Tuple[float, float]]:
+    """95 % CI (lower, upper) of ``metric``'s mean at each combination of ``params``: over seeds
+    (:func:`point_stats`) where a point has several, else the trial's own interval over its games
+    (``X_ci95_lower`` / ``X_ci95_upper`` of a metric ``X_mean``, e.g. the score's bootstrap CI) where the
+    table has it, else zero width. Always contains the mean (non-negative error bars)."""
+    stats = point_stats(table, params, metric)
+    prefix = metric[:-len("_mean")] if metric.endswith("_mean") else None
+    own = {}
+    if prefix is not None:
+        lo_k, hi_k = f"{prefix}_ci95_lower", f"{prefix}_ci95_upper"
+        for row in table:
+            if row["status"] == "ok" and row.get(lo_k, "") != "" and row.get(hi_k, "") != "":
+                own[tuple(row[p] for p in params)] = (float(row[lo_k]), float(row[hi_k]))
+    out = {}
+    for k, st in stats.items():
+        lo, hi = own[k] if st["n"] == 1 and k in own else (st["ci95_lower"], st["ci95_upper"])
+        out[k] = (min(lo, st["mean"]), max(hi, st["mean"]))
+    return out
+
+
 def summary_rows(study: Study, table: List[Dict[str, Any]], metrics: Sequence[str]) -> List[Dict[str, Any]]:
     """One row per point and metric: the varied parameters, then n, mean, std, ci95_lower, ci95_upper, min
     over seeds (:func:`point_stats`)."""
@@ -277,6 +298,7 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
     stats = point_means(rows, keys, metric)
     if not stats:
         return None
+    ci = point_ci(rows, keys, metric)
     y_unit, y_f = display_unit(units.get(metric, unit_of(metric))[0], [v[0] for v in stats.values()])
     x_all = sorted({k[0] for k in stats}, key=sort_key)
     categorical = not _numeric(x_all)
@@ -290,7 +312,8 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
         xs = [x for x, _ in pts]
         x_plot = [x_all.index(x) for x in xs] if categorical else [x * x_f for x in xs]
         mean = np.array([v[0] for _, v in pts]) * y_f
-        err = np.array([[v[0] - v[1] for _, v in pts], [v[2] - v[0] for _, v in pts]]) * y_f
+        err = np.array([[v[0] - ci[(x,) if series_key is None else (x, s)][0] for x, v in pts],
+                        [ci[(x,) if series_key is None else (x, s)][1] - v[0] for x, v in pts]]) * y_f
         ax.errorbar(x_plot, mean, yerr=err, marker="o", capsize=3, linestyle="none" if categorical else "-",
                     label=f"{series_key.split('.', 1)[-1]} = {s}" if series_key else None)
     if categorical:
@@ -304,8 +327,8 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
         ax.set_xscale("log")
     ax.set_xlabel(axis_label(p, x_unit, units))
     ax.set_ylabel(axis_label(metric, y_unit, units, named=True))
-    lows = [v[1] * y_f for v in stats.values()]
-    highs = [v[2] * y_f for v in stats.values()]
+    lows = [min(v[1], ci[k][0]) * y_f for k, v in stats.items()]
+    highs = [max(v[2], ci[k][1]) * y_f for k, v in stats.items()]
     if spans_decades(lows + highs):
         ax.set_yscale("log")
     else:
@@ -314,7 +337,7 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
     no_offset(ax.yaxis)
     if series_key:
         ax.legend(fontsize=7)
-    ax.set_title(f"{title}: mean over seeds, bars = min..max over seeds", fontsize=8)
+    ax.set_title(f"{title}: mean, bars = 95 % CI (over seeds, or over a trial's games)", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -27,7 +27,8 @@ trained agent's plasticity, :mod:`stoxbar.pong.ablate`, e.g. the built-in ``plas
     "device.read_noise_std" = { uniform = [0.0, 0.05] }   # uniform | loguniform | choice | randint
 
     [metrics]
-    games = 1                          # Pong games per trial on the chip (0: none)
+    games = 20                         # Pong games per trial (0: none), played together over the chips
+    chips = 0                          # chip instances per trial (0: the largest divisor of games <= 5)
     max_steps = 27000                  # agent steps per game at most
     greedy = true
     sticky = 0.25                      # sticky-action probability (Machado et al. 2018; ALE v5 default)
@@ -113,11 +114,12 @@ class StudyError(ConfigError):
 class Metrics:
     """What each trial measures (see the module docstring)."""
 
-    games: int = 1
+    games: int = 20
     max_steps: int = 27000
     greedy: bool = True
     mvm_error_samples: int = 32
     sticky: float = 0.25  # sticky-action probability of evaluation games (stoxbar.pong.env.EVAL_STICKY)
+    chips: int = 0  # chip instances the games are spread over, played together (0: pong.chips.default_chips)
 
 
 @dataclass(frozen=True)
@@ -541,6 +543,9 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
                          f"(got {metrics})")
     if not 0.0 <= metrics.sticky < 1.0:
         raise StudyError(f"{where} [metrics] sticky = {metrics.sticky!r}: allowed range is [0, 1)")
+    if metrics.chips < 0 or (metrics.games and metrics.chips and metrics.games % metrics.chips):
+        raise StudyError(f"{where} [metrics] chips = {metrics.chips!r}: allowed: 0 (automatic) or a divisor of "
+                         f"games = {metrics.games} in [1, {metrics.games}]")
 
     plots_t = _table(doc, "plots", where)
     _no_unknown(plots_t, ("metrics", "pareto", "breakdown"), f"{where} [plots]")

@@ -74,3 +74,17 @@ def test_grids_sharing_an_axis_keep_their_own_plots_and_the_summary_table(tmp_pa
     assert {"metric", "n", "mean", "std", "ci95_lower", "ci95_upper", "min"} <= set(summary[0])
     tiles = [r for r in summary if r["metric"] == "tiles"]
     assert len(tiles) == 4 and all(r["n"] == "2" and float(r["std"]) == 0.0 for r in tiles)
+
+
+def test_error_bars_are_the_95_ci_over_seeds_or_the_trials_own_games():
+    from stoxbar.studies.plots import point_ci
+
+    rows = _rows([4, 4, 4], [1.0, 2.0, 3.0])  # three seeds: Student t interval over them
+    lo, hi = point_ci(rows, ["periphery.adc.bits"], "score_mean")[(4,)]
+    assert lo == pytest.approx(2.0 - 4.302653 / 3 ** 0.5, rel=1e-5) and hi == pytest.approx(4.0 - lo, rel=1e-9)
+    one = [{"status": "ok", "periphery.adc.bits": 6, "score_mean": 3.0, "score_ci95_lower": 1.5,
+            "score_ci95_upper": 4.0}]  # one seed: the trial's bootstrap interval over its games
+    assert point_ci(one, ["periphery.adc.bits"], "score_mean") == {(6,): (1.5, 4.0)}
+    fig = metric_figure(plt, rows + one, "periphery.adc.bits", None, "score_mean", "t")
+    assert "95 % CI" in fig.axes[0].get_title()
+    plt.close(fig)

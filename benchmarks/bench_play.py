@@ -1,0 +1,88 @@
+"""Batched play (``stoxbar play --games G --chips C``) against the bare vector env, in one process.
+
+Reports (issue 16, performance): the throughput of G games on C chips (agent steps per second:
+the shipped agent on the STO chip, ledger and digital counting on, as ``stoxbar play``) over the
+first ``--steps`` steps, the throughput of the bare ale-py vector env stepping the same G games with
+random actions, and their ratio (goal >= 60 %: the emulator is the limit); repeats interleaved,
+medians. With ``--full``, the wall time of G full games (goal: 100 games <= 3 min on 2 cores).
+Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from stoxbar.crossbar import EnergyLedger
+from stoxbar.peripherals import PeripheryConfig
+from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
+from stoxbar.pong.chips import play_chips
+from stoxbar.pong.env import EVAL_STICKY, make_pong_env
+from stoxbar.pong.evaluate import build_analog_cell
+
+
+def chip_agent():
+    """The shipped agent on its chip, attached to a fresh ledger (as ``stoxbar play``)."""
+    agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
+    periphery = PeripheryConfig()
+    ledger = EnergyLedger()
+    build_analog_cell(agent, chip_device(agent, str(SHIPPED_CHECKPOINT)), periphery).attach(ledger, "stp")
+    return agent, periphery, ledger
+
+
+def batched(games: int, chips: int, steps: int, device: str) -> tuple:
+    """(agent steps per second, result) of ``games`` games on ``chips`` chips for at most ``steps`` steps."""
+    agent, periphery, ledger = chip_agent()
+    res = play_chips(agent, games, chips, 0, True, steps, periphery, ledger, sticky=EVAL_STICKY, device=device)
+    return sum(res.steps) / res.wall_s, res
+
+
+def bare(games: int, steps: int) -> float:
+    """Env steps per second of the bare vector env stepping ``games`` games with random actions."""
+    env = make_pong_env(games, seed=0, sticky=EVAL_STICKY)
+    rng = np.random.default_rng(0)
+    try:
+        env.reset()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            env.step(rng.integers(0, 6, games))
+        return games * steps / (time.perf_counter() - t0)
+    finally:
+        env.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--games", type=int, default=100)
+    ap.add_argument("--chips", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=100, help="steps of the throughput window (games last longer)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--full", action="store_true", help="also time the G full games")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    chip, env = [], []
+    for _ in range(args.repeats):  # interleaved
+        env.append(bare(args.games, args.steps))
+        chip.append(batched(args.games, args.chips, args.steps, args.device)[0])
+    c, e = statistics.median(chip), statistics.median(env)
+    print(f"{args.games} games on {args.chips} chips ({args.device}, {args.threads} torch thread(s)): "
+          f"{c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
+          f"ratio {100 * c / e:.1f} % (goal >= 60 %)  [runs: chips {[round(x) for x in chip]}, "
+          f"env {[round(x) for x in env]}]")
+    if args.full:
+        t0 = time.perf_counter()
+        _, res = batched(args.games, args.chips, 27000, args.device)
+        wall = time.perf_counter() - t0
+        print(f"{args.games} full games on {args.chips} chips: {wall:.1f} s wall (goal <= 180 s for 100), "
+              f"{sum(res.steps)} agent steps, mean score {np.mean(res.scores):+.2f}, "
+              f"{sum(res.truncated)} cut at max steps")
+
+
+if __name__ == "__main__":
+    main()
