@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="steps of the throughput window (games last longer)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--torch-device", dest="device", default="cpu")
     ap.add_argument("--full", action="store_true", help="also time the G full games")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chips", type=int, default=None, metavar="C",
                    help=f"play the games together on C independent chip instances (batched, one vector env; "
                         f"--games a multiple of C, C in [1, {MAX_CHIPS}]; default: one chip, games one after another)")
-    p.add_argument("--device", default="cpu", help="torch device of the batched chips (--chips): cpu, cuda, cuda:1, ...")
+    p.add_argument("--torch-device", dest="torch_device", default="cpu", metavar="TORCH_DEVICE",
+                   help="torch device of the batched chips (--chips): cpu, cuda, cuda:1, ... (--device names the "
+                        "memristive device)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="agent checkpoint (.pt)")
     add_device_argument(p, None, "; the chip's device (default: the one the checkpoint was trained for; the "
                         "checkpoint's own preset is never imported)")
@@ -75,9 +77,10 @@ def main(args: argparse.Namespace) -> int:
     check_sticky(args.sticky, "--sticky")
     if args.chips is not None:
         check_games_chips(args.games, args.chips)
-        check_torch_device(args.device, "--device")
-    elif args.device != "cpu":
-        raise ConfigError(f"--device = {args.device!r}: only the batched chips (--chips) run on another device")
+        check_torch_device(args.torch_device, "--torch-device")
+    elif args.torch_device != "cpu":
+        raise ConfigError(f"--torch-device = {args.torch_device!r}: only the batched chips (--chips) run on another "
+                          "torch device")
     check_ablation(args.ablate, "--ablate")
     if args.json:
         check_new_file(args.json, "--json")
@@ -162,7 +165,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     from stoxbar.pong.paper import gpu_tiers
 
     result = play_chips(agent, args.games, args.chips, args.seed, args.greedy, args.max_steps,
-                        None if args.digital else periphery, ledger, sticky=args.sticky, device=args.device)
+                        None if args.digital else periphery, ledger, sticky=args.sticky, device=args.torch_device)
     cut = [i for i, t in enumerate(result.truncated) if t]
     per_game = [{"game": i, "env_seed": args.seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
                 for i, (s, n, t, c) in enumerate(zip(result.scores, result.steps, result.truncated, result.chip))]
@@ -171,7 +174,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     report = {
         "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
         "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
-        "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.device,
+        "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.torch_device,
         "score": score_summary(result.scores), "chip_means": result.chip_means(), "per_game": per_game,
         "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
         "simulated_seconds": result.simulated_s, "gpu_tiers": gpu_tiers(arch, result.agent_steps),

@@ -133,8 +133,8 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     (["--games", "4", "--chips", "0"], f"--chips = 0: allowed range is [1, {MAX_CHIPS}]"),
     (["--games", "4", "--chips", str(MAX_CHIPS + 1)], f"--chips = {MAX_CHIPS + 1}: allowed range is [1, {MAX_CHIPS}]"),
     (["--chips", "1", "--sticky", "1"], "--sticky = 1.0: allowed range is [0, 1)"),
-    (["--chips", "1", "--device", "nowhere"], "--device = 'nowhere': not a usable torch device"),
-    (["--device", "cuda"], "--device = 'cuda': only the batched chips (--chips)"),
+    (["--chips", "1", "--torch-device", "nowhere"], "--torch-device = 'nowhere': not a usable torch device"),
+    (["--torch-device", "cuda"], "--torch-device = 'cuda': only the batched chips (--chips)"),
 ])
 def test_play_chips_bad_input_is_one_line(argv, text, capsys):
     assert main(["play", *argv]) == 2
