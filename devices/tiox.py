@@ -8,10 +8,10 @@ characteristic time 400 us. Everything else is an assumption, stated in each fie
 What differs from STO, as physics: the time constant is the device's own and is **not set by a
 bias** (the paper reports one relaxation time, measured between read pulses). ``tau_s(V)`` is the
 constant 400 us on the whole bias range, and :meth:`v_bias_for_tau` accepts that one time constant
-only: a learned per-synapse decay (the m-STPN: Lambda = exp(-dt/tau), dt = 1/15 s per agent step)
-cannot be realised on it. ``stoxbar play --device zhong_2021`` runs (the m-STPN clamps each learned
-tau into the device's range, as for any narrower device), but exp(-66.7 ms / 400 us) = e^-167: every
-short-term increment has vanished before the next step, so the chip plays without plasticity.
+only: a learned per-synapse decay (Lambda = exp(-dt/tau) per client step, e.g. dt = 1/15 s) cannot be
+realised on it. A client that asks for a longer tau gets the device's range (as for any narrower
+device), and exp(-66.7 ms / 400 us) = e^-167: every short-term increment has vanished before the
+next step of such a client (docs/device-physics.md §12 says what this means for the game agent).
 
 May import: torch, numpy, stoxbar.core.validation, stoxbar.devices.{base,sto}.
 """
