@@ -519,6 +519,21 @@ class A2CRunner:
         self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
         self._pool = None  # group_threads: the groups' worker threads
 
+    def _act(self, g: int, state, params, sparsity: List[float], generator: Optional[torch.Generator] = None):
+        """Group ``g``'s forward step: sample its actions and send them to its emulators (they play while
+        the caller goes on); returns (value, new state, log-prob of the actions, entropy) and appends the
+        cell's pulse sparsity to ``sparsity``."""
+        logits, value, state = self.agent(self.obs[g], state, params)
+        logp_all = torch.log_softmax(logits, -1)
+        with torch.no_grad():
+            action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
+        sp = getattr(self.agent.cell, "last_sparsity", None)
+        if sp is not None:
+            sparsity.append(sp)
+        self.envs[g].send(action.numpy())
+        return (value, state, logp_all.gather(1, action.unsqueeze(1)).squeeze(1),
+                -(logp_all.exp() * logp_all).sum(-1))
+
     def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
         """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games
         (stored at ``rewards[t][slot]``, slot defaulting to ``g``)."""
@@ -550,16 +565,7 @@ class A2CRunner:
             for g in range(G):
                 if t > 0:  # group g's emulators played step t-1 while the other group computed
                     states[g] = self._finish_step(g, t - 1, states[g], rewards, dones, finished)
-                logits, values[t][g], states[g] = agent(self.obs[g], states[g], params)
-                logp_all = torch.log_softmax(logits, -1)
-                with torch.no_grad():
-                    action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
-                logps[t][g] = logp_all.gather(1, action.unsqueeze(1)).squeeze(1)
-                ents[t][g] = -(logp_all.exp() * logp_all).sum(-1)
-                self.envs[g].send(action.numpy())
-                sp = getattr(agent.cell, "last_sparsity", None)
-                if sp is not None:
-                    sparsity.append(sp)
+                values[t][g], states[g], logps[t][g], ents[t][g] = self._act(g, states[g], params, sparsity)
         for g in range(G):
             states[g] = self._finish_step(g, T - 1, states[g], rewards, dones, finished)
         with torch.no_grad():
@@ -595,16 +601,7 @@ class A2CRunner:
         logps, values, ents, rewards, dones = ([[None] for _ in range(T)] for _ in range(5))
         finished, sparsity = [], []
         for t in range(T):
-            logits, values[t][0], state = agent(self.obs[g], state, params)
-            logp_all = torch.log_softmax(logits, -1)
-            with torch.no_grad():
-                action = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(1)
-            logps[t][0] = logp_all.gather(1, action.unsqueeze(1)).squeeze(1)
-            ents[t][0] = -(logp_all.exp() * logp_all).sum(-1)
-            sp = getattr(agent.cell, "last_sparsity", None)
-            if sp is not None:
-                sparsity.append(sp)
-            self.envs[g].send(action.numpy())
+            values[t][0], state, logps[t][0], ents[t][0] = self._act(g, state, params, sparsity, gen)
             state = self._finish_step(g, t, state, rewards, dones, finished, slot=0)
         with torch.no_grad():
             last_value = agent(self.obs[g], state, params)[1]
