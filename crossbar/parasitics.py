@@ -118,6 +118,14 @@ def _col_tiles(state: "CrossbarState"):
     return [(b[j], b[j + 1]) for j in range(len(b) - 1)]
 
 
+def _physical_tiles(state: "CrossbarState", dtype: torch.dtype):
+    """Per column-tile j, the physical conductances ``[1 or B, T, X, 2 o]`` (``pair_columns``) in ``dtype``."""
+    for o0, o1 in _col_tiles(state):
+        g = pair_columns(state.g_pos[..., o0:o1, :].to(dtype), state.g_neg[..., o0:o1, :].to(dtype),
+                         None if state.g_st is None else state.g_st[..., o0:o1, :].to(dtype))
+        yield g.unsqueeze(0) if g.ndim == 3 else g
+
+
 def first_order_weight(state: "CrossbarState", par: "Parasitics") -> Tensor:
     """Effective weights ``[(B,) T, O, X]`` (weight units) of the first-order wire drop: ``M = G (1 - R G)``
     per physical tile, ``(M+ - M-) / g_range`` per pair (module docstring)."""
@@ -178,17 +186,13 @@ def wire_drive(state: "CrossbarState", x_t: Tensor, rounds: int, io_pars: Any, p
         v = torch.sign(x) * (x.abs() > tau.view(-1, 1, 1, 1))  # [K, N, T, X]
         scale = read_drive(state, x_t, rounds, io_pars, periphery)  # the exact ideal drive per tile
     weight = (1.0 - 0.25 ** rounds) / 0.75  # multibit bound management: round r drives 1/4**r (read_drive)
-    tiles = _col_tiles(state)
-    for j, (o0, o1) in enumerate(tiles):
-        g = pair_columns(state.g_pos[..., o0:o1, :].to(dt), state.g_neg[..., o0:o1, :].to(dt),
-                         None if state.g_st is None else state.g_st[..., o0:o1, :].to(dt))  # [(B,) T, X, 2 o]
-        if g.ndim == 3:
-            g = g.unsqueeze(0)
+    n_col_tiles = len(_col_tiles(state))
+    for j, g in enumerate(_physical_tiles(state, dt)):
         i = solve_currents(g, v, par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
         delivered, in_cells = line_power(g, v, i, par.r_row_ohm, par.r_col_ohm)
         lead = tuple(range(delivered.ndim - 1))  # sum over vectors (and quadrature points): [T]
         delivered, in_cells = delivered.sum(lead), in_cells.sum(lead)
-        idx = torch.arange(len(delivered), device=drive.device) * len(tiles) + j  # tile (t, j) at t * J + j
+        idx = torch.arange(len(delivered), device=drive.device) * n_col_tiles + j  # tile (t, j) at t * J + j
         if scale is None:
             d, w = weight * delivered, weight * (delivered - in_cells)
         else:
@@ -243,14 +247,9 @@ def parasitic_outputs(state: "CrossbarState", par: "Parasitics", x: Tensor) -> T
     """Outputs ``[B, T, O]`` in weight units (column-pair current difference / g_range at unit voltage) of
     tiled inputs ``x [B, T, X]`` on ``state`` with the wires of ``par``; one solve per physical tile
     (row-tile x column-tile), in float64."""
-    dt = torch.float64
-    outs = []
-    for o0, o1 in _col_tiles(state):
-        g = pair_columns(state.g_pos[..., o0:o1, :].to(dt), state.g_neg[..., o0:o1, :].to(dt),
-                         None if state.g_st is None else state.g_st[..., o0:o1, :].to(dt))  # [(B,) T, X, 2 o]
-        if g.ndim == 3:
-            g = g.unsqueeze(0)
-        i = solve_currents(g, x.to(dt), par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
+    outs, x = [], x.to(torch.float64)
+    for g in _physical_tiles(state, torch.float64):
+        i = solve_currents(g, x, par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
         col = i.sum(-2)  # [B, T, 2 o]: the current into each sense amplifier
         outs.append((col[..., 0::2] - col[..., 1::2]) / state.device_model.g_range_s)
     return torch.cat(outs, -1) if len(outs) > 1 else outs[0]
