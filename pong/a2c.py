@@ -52,12 +52,13 @@ from torch import Tensor
 from stoxbar.core import fsio
 from stoxbar.core.fsio import DirLock
 from stoxbar.pong.agent import ArchConfig, PongAgent, device_from_preset
+from stoxbar.stpn.cells import DECAY_ADDRESSINGS
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_agent,
                                      load_checkpoint, new_run_dir, save_checkpoint)
 from stoxbar.pong.env import FRAMESKIP, REPEAT_ACTION_PROBABILITY, check_sticky, make_pong_env
-from stoxbar.core.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
-DRIFT_PARAMS = ("theta", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
+DRIFT_PARAMS = ("theta", "theta_row", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
               "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
@@ -90,6 +91,9 @@ class TrainConfig:
     runs_dir: str = "runs"
     sticky: float = REPEAT_ACTION_PROBABILITY  # training emulators' repeat-action probability (pong/env.py)
     init_from: str = ""  # checkpoint whose agent weights start this run (fine-tuning); "" = fresh initialisation
+    # with init_from: the m-STPN's decay addressing to fine-tune under ("" = the checkpoint's); the start's
+    # biases are fitted to it (MSTPNCell.fit_decay_to_bias)
+    init_decay_addressing: str = ""
     rollback_drop: float = 0.0  # stabilised A2C (CollapseGuard): 10-game mean this far below its best -> roll back; 0 = off
     rollback_lr_factor: float = 0.5  # the learning rate is scaled by this at each rollback (assumption)
 
@@ -125,6 +129,10 @@ class TrainConfig:
         check_range("rollback_lr_factor", self.rollback_lr_factor, 0.0, 1.0, lo_open=True)
         if not isinstance(self.init_from, str):
             raise ConfigError(f"init_from must be a checkpoint path (str), got {type(self.init_from).__name__}")
+        if self.init_decay_addressing:
+            check_choice("init_decay_addressing", self.init_decay_addressing, DECAY_ADDRESSINGS)
+            if not self.init_from:
+                raise ConfigError("init_decay_addressing needs init_from (a fresh run takes arch.decay_addressing)")
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -207,12 +215,30 @@ def initial_cell_params(cfg: TrainConfig) -> Dict[str, Tensor]:
     checkpoint a fine-tuning run starts from); the global torch RNG is left as it was.
     """
     if cfg.init_from:  # a fine-tuning run starts from the checkpoint's weights
-        cell = load_agent(cfg.init_from)[0].cell
+        cell = start_agent(cfg)[0].cell
         return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         cell = PongAgent(cfg.arch).cell
     return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
+
+
+def start_agent(cfg: TrainConfig, device: Any = None) -> Tuple[PongAgent, Dict[str, Any]]:
+    """The agent a fine-tuning run starts from: ``cfg.init_from``'s, moved to ``cfg.init_decay_addressing``
+    if that is set and differs (the checkpoint's biases fitted to the scheme; every other weight kept)."""
+    agent, ckpt = load_agent(cfg.init_from, device=device)
+    want = cfg.init_decay_addressing
+    if not want or want == agent.arch.decay_addressing:
+        return agent, ckpt
+    if agent.arch.cell != "mstpn":
+        raise ConfigError(f"init_decay_addressing = {want!r}: checkpoint {cfg.init_from} is not an m-STPN")
+    moved = PongAgent(dataclasses.replace(agent.arch, decay_addressing=want), device=agent.device_model)
+    decay = {f"cell.{n}" for n in agent.cell.decay_parameters()} | {f"cell.{n}" for n in moved.cell.decay_parameters()}
+    moved.load_state_dict({k: v for k, v in agent.state_dict().items() if k not in decay}, strict=False)
+    moved.cell.fit_decay_to_bias(agent.cell.trained_v_bias().detach())
+    moved.cell.h_feedback = agent.cell.h_feedback
+    moved.eval()
+    return moved, ckpt
 
 
 def param_drift(agent: PongAgent, init: Dict[str, Tensor]) -> Dict[str, float]:
@@ -698,7 +724,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
     else:
         # check what can be checked before a run directory exists (a refused preset leaves nothing behind)
         if cfg.init_from:  # fine-tuning: the checkpoint's architecture and device, checked before any run dir
-            start, _ = load_agent(cfg.init_from)
+            start, _ = start_agent(cfg)
             cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()))
             device = start.device_model
         else:
@@ -730,7 +756,7 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     if ckpt is None and cfg.init_from:
-        agent = load_agent(cfg.init_from, device=device)[0]
+        agent = start_agent(cfg, device=device)[0]
     elif ckpt is None:
         agent = PongAgent(cfg.arch, device=device)
     else:
@@ -888,6 +914,11 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="m-STPN variant: STP-only (the plastic layer sees only the encoder; its synapses are the memory)")
     p.add_argument("--no-plasticity", action="store_true",
                    help="m-STPN variant: plain recurrent baseline (Gamma fixed at 0)")
+    p.add_argument("--decay-addressing", default=None, choices=list(DECAY_ADDRESSINGS),
+                   help="m-STPN: what the decay biases may depend on, one of the crossbar's bias schemes "
+                        "(per_cell: one tau per synapse; row_col: V_ij = a_i - b_j; per_row; per_column; global). "
+                        "With --init-from: fine-tune under this scheme, the checkpoint's biases fitted to it "
+                        "(default: the checkpoint's; a fresh run: per_cell)")
     p.add_argument("--device-preset", default=a.device_preset,
                    help="device preset of the m-STPN: a registered name, or module:factory (imports that module: "
                         "it runs code, docs/reliability.md §7)")
@@ -952,7 +983,9 @@ def run_train(args: argparse.Namespace) -> int:
     """Run parsed ``stoxbar train`` arguments; user errors are raised (ConfigError, CheckpointError, OSError)."""
     arch = ArchConfig(arch=args.arch, cell=args.cell, hidden=args.hidden, bottleneck=args.bottleneck,
                       device_preset=args.device_preset, h_feedback=not args.no_h_feedback,
-                      plastic=not args.no_plasticity)
+                      plastic=not args.no_plasticity,
+                      decay_addressing=(args.decay_addressing if args.decay_addressing and not args.init_from
+                                        else "per_cell"))
     cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=args.rollout, total_steps=args.steps,
                       lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
                       entropy_coef=args.entropy_coef, value_coef=args.value_coef,
@@ -962,6 +995,7 @@ def run_train(args: argparse.Namespace) -> int:
                       snapshot_every=args.snapshot_every, log_every=args.log_every,
                       max_minutes=args.max_minutes, runs_dir=args.runs_dir, sticky=args.sticky,
                       init_from=args.init_from or "", rollback_drop=args.rollback_drop,
+                      init_decay_addressing=(args.decay_addressing or "") if args.init_from else "",
                       rollback_lr_factor=args.rollback_lr_factor)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,

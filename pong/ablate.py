@@ -54,14 +54,29 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
             raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
                               "initialisation (its seed) cannot be rebuilt")
         cfg = TrainConfig.from_dict(ckpt["train_config"])
-        cell.theta.copy_(initial_cell_params(cfg)["theta"])
+        init = initial_cell_params(cfg)
+        for theta in _decay_params(cell):
+            theta.copy_(init[_name(cell, theta)])
     elif name == "tau_shuffled":
         gen = torch.Generator().manual_seed(SHUFFLE_SEED)
-        flat = cell.theta.detach().flatten()
-        cell.theta.copy_(flat[torch.randperm(flat.numel(), generator=gen)].view_as(cell.theta))
-    elif name == "tau_min":
-        cell.theta.fill_(-THETA_SATURATED)
-    elif name == "tau_max":
-        cell.theta.fill_(THETA_SATURATED)
+        for theta in _decay_params(cell):
+            flat = theta.detach().flatten()
+            theta.copy_(flat[torch.randperm(flat.numel(), generator=gen)].view_as(theta))
+    elif name in ("tau_min", "tau_max"):  # every decay parameter saturated: tau (or the bias) at its end
+        sat = THETA_SATURATED if name == "tau_max" else -THETA_SATURATED
+        dev = cell.device  # row_col learns the bias itself: its top end is tau_max only if tau rises with V
+        if cell.decay_addressing == "row_col" and float(dev.tau_s(dev.v_bias_max_v)) < float(dev.tau_s(dev.v_bias_min_v)):
+            sat = -sat
+        for theta in _decay_params(cell):
+            theta.fill_(sat)
     elif name == "no_h_feedback":
         cell.h_feedback = False
+
+
+def _decay_params(cell: Any) -> list:
+    """The parameters that set ``cell``'s decay biases (theta; theta_row too under row_col addressing)."""
+    return [getattr(cell, n) for n in cell.decay_parameters()]
+
+
+def _name(cell: Any, param: Any) -> str:
+    return next(n for n in cell.decay_parameters() if getattr(cell, n) is param)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stoxbar.stpn.cells import MSTPNCell, STPNCell, State
+from stoxbar.stpn.cells import DECAY_ADDRESSINGS, MSTPNCell, STPNCell, State
 from stoxbar.pong.env import N_ACTIONS, OBS_SHAPE, STEP_PERIOD_S, check_obs
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
@@ -42,6 +42,10 @@ class ArchConfig:
     comparison (docs/stpn.md §9): h_feedback False = STP-only (the plastic layer sees only the
     encoder, so the synapses' short-term state is the only memory); plastic False = a plain
     recurrent baseline (Gamma fixed at 0: F stays 0, the time constants have nothing to act on).
+    decay_addressing: what the m-STPN's decay biases may depend on, one of the crossbar's bias
+    schemes (crossbar/bias.py): "per_cell" (one tau per synapse), "row_col" (V_ij = a_i - b_j),
+    "per_row", "per_column", "global" (docs/stpn.md §10); the network learns only biases the
+    scheme can hold.
     """
 
     arch: str = "paper"
@@ -53,6 +57,7 @@ class ArchConfig:
     dt_s: float = STEP_PERIOD_S
     h_feedback: bool = True
     plastic: bool = True
+    decay_addressing: str = "per_cell"
 
     def __post_init__(self):
         check_choice("arch", self.arch, ("paper", "bottleneck"))
@@ -63,6 +68,10 @@ class ArchConfig:
         if not isinstance(self.device_preset, str) or not self.device_preset:
             raise ConfigError(f"device_preset = {self.device_preset!r}: must be a preset name")
         check_range("dt_s", self.dt_s, 0.0, 10.0, lo_open=True, unit="s")
+        check_choice("decay_addressing", self.decay_addressing, DECAY_ADDRESSINGS)
+        if self.decay_addressing != "per_cell" and self.cell != "mstpn":
+            raise ConfigError(f"decay_addressing = {self.decay_addressing!r}: only the m-STPN cell has decay biases "
+                              f"(cell = {self.cell!r})")
         for name in ("h_feedback", "plastic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: must be true or false")
@@ -127,7 +136,8 @@ class PongAgent(nn.Module):
             self.cell: nn.Module = STPNCell(arch.n_in, arch.hidden)
         else:
             self.device_model = device if device is not None else device_from_preset(arch.device_preset)
-            self.cell = MSTPNCell(arch.n_in, arch.hidden, self.device_model, arch.dt_s)
+            self.cell = MSTPNCell(arch.n_in, arch.hidden, self.device_model, arch.dt_s,
+                                  decay_addressing=arch.decay_addressing)
             self.cell.h_feedback = arch.h_feedback
             if not arch.plastic:  # Gamma fixed at 0, never trained
                 with torch.no_grad():

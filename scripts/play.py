@@ -11,6 +11,7 @@ May import: everything in stoxbar (the top of the dependency order).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import os
 import sys
 
@@ -97,6 +98,9 @@ def main(args: argparse.Namespace) -> int:
     # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
     device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
     periphery = periphery_from_args(args, device)
+    if getattr(args, "bias_addressing", None) is None and arch.decay_addressing != periphery.bias_addressing:
+        # an agent that learned its decay under a scheme is played on a chip wired for it
+        periphery = replace(periphery, bias_addressing=arch.decay_addressing)
     ledger = EnergyLedger()
     bias_report = None
     if not args.digital:

@@ -52,8 +52,8 @@ class AnalogMSTPNCell(MSTPNCell):
     """m-STPN cell on STO tiles (see module docstring). Inference only (no gradients)."""
 
     def __init__(self, n_in: int, hidden: int, device, dt_s: float, periphery: Optional[PeripheryConfig] = None,
-                 perfect_io: bool = False, chip_device=None):
-        super().__init__(n_in, hidden, device, dt_s, use_kernel=False)
+                 perfect_io: bool = False, chip_device=None, decay_addressing: str = "per_cell"):
+        super().__init__(n_in, hidden, device, dt_s, use_kernel=False, decay_addressing=decay_addressing)
         self.chip_device = chip_device if chip_device is not None else device
         # no drift compensation: a game lasts minutes, the long-term state does not drift within it, and
         # the chip has no compensation circuit to book (aihwkit would scale every output by alpha)
@@ -115,7 +115,8 @@ class AnalogMSTPNCell(MSTPNCell):
     @classmethod
     def from_cell(cls, cell: MSTPNCell, periphery: PeripheryConfig, chip_device=None) -> "AnalogMSTPNCell":
         """A programmed analog copy of a trained m-STPN cell on tiles of ``chip_device`` (default: its own)."""
-        analog = cls(cell.n_in, cell.hidden, cell.device, cell.dt_s, periphery, chip_device=chip_device)
+        analog = cls(cell.n_in, cell.hidden, cell.device, cell.dt_s, periphery, chip_device=chip_device,
+                     decay_addressing=cell.decay_addressing)
         analog.load_state_dict(cell.state_dict(), strict=False)
         analog.h_feedback = cell.h_feedback
         analog.program()

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from stoxbar.core import native
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
-from stoxbar.core.validation import ConfigError, check_int, check_range
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
     from stoxbar.devices.sto import STODevice
@@ -87,6 +87,12 @@ W_INIT = 0.5  # m-STPN: W ~ U(-0.5, 0.5) weight units at init; assumption (modul
 # theta's Adam eps relative to the base eps: 1e-5 x 1e-3 = 1e-8 (torch's default), below the measured
 # mean per-synapse |dL/dtheta| of 2e-8..1.3e-7 (docs/stpn.md §5.5); assumption, chosen from that measurement
 THETA_EPS_SCALE = 1e-3
+# what the decay biases may depend on, one per bias-addressing scheme of the crossbar (crossbar/bias.py):
+# theta's shape [H, P] per synapse, [1, P] one per row (presynaptic input), [H, 1] one per column (unit),
+# [1, 1] one for the layer; row_col learns a row part theta_row [1, P] and a column part theta [H, 1]
+DECAY_ADDRESSINGS = ("per_cell", "row_col", "per_row", "per_column", "global")
+_THETA_SHAPE = {"per_cell": lambda h, p: (h, p), "row_col": lambda h, p: (h, 1), "per_row": lambda h, p: (1, p),
+                "per_column": lambda h, p: (h, 1), "global": lambda h, p: (1, 1)}
 
 # ----------------------------------------------------------------------------------------------
 # pure-torch reference steps (also the fallback path)
@@ -274,8 +280,9 @@ class MSTPNCell(_CellBase):
     """m-STPN on STO synapses (see module docstring); ``dt_s`` = agent step period (s)."""
 
     def __init__(self, n_in: int, hidden: int, device: "STODevice", dt_s: float, use_kernel: bool = True,
-                 record_levels: bool = False):
+                 record_levels: bool = False, decay_addressing: str = "per_cell"):
         super().__init__()
+        self.decay_addressing = check_choice("decay_addressing", decay_addressing, DECAY_ADDRESSINGS)
         self.n_in, self.hidden = check_int("n_in", n_in, 1), check_int("hidden", hidden, 1)
         self.dt_s = check_range("dt_s", dt_s, 0.0, None, lo_open=True, unit="s")
         self.device = device
@@ -298,7 +305,10 @@ class MSTPNCell(_CellBase):
         self.gain = nn.Parameter(torch.full((hidden,), gain0))
         self.w_lr_scale = 1.0 / gain0  # W's Adam lr multiplier (see param_groups)
         self.b = nn.Parameter(torch.empty(hidden).uniform_(-stdv, stdv))
-        self.theta = nn.Parameter(torch.empty(hidden, P).uniform_(-2.0, 2.0))
+        # the decay parameters: one per what the bias scheme drives (decay_parameters(); docs/stpn.md §10)
+        self.theta = nn.Parameter(torch.empty(_THETA_SHAPE[self.decay_addressing](hidden, P)).uniform_(-2.0, 2.0))
+        if self.decay_addressing == "row_col":
+            self.theta_row = nn.Parameter(torch.empty(1, P).uniform_(-2.0, 2.0))
         l1 = float(lv[0])
         self.gam = nn.Parameter(torch.empty(hidden, P).uniform_(-l1, l1))
         self.last_level_counts: Optional[Tensor] = None
@@ -307,17 +317,71 @@ class MSTPNCell(_CellBase):
         self.h_feedback = True  # False: the layer sees only the encoder (h part of z zeroed; an ablation)
 
     # -- decay: Lambda through the bias voltage ------------------------------------------------
+    def decay_parameters(self) -> Tuple[str, ...]:
+        """Names of the parameters that set the decay biases (``theta``, and ``theta_row`` for row_col)."""
+        return ("theta", "theta_row") if self.decay_addressing == "row_col" else ("theta",)
+
     def tau_s(self) -> Tensor:
-        """Per-synapse decay time constant (s), always in [tau_min_s, tau_max_s]."""
+        """Per-synapse decay time constant (s) [H, P], always in [tau_min_s, tau_max_s]."""
+        if self.decay_addressing == "row_col":
+            return self.device.tau_s(self.trained_v_bias())
         log_ratio = math.log(self.tau_max_s / self.tau_min_s)
-        return self.tau_min_s * torch.exp(torch.sigmoid(self.theta) * log_ratio)
+        tau = self.tau_min_s * torch.exp(torch.sigmoid(self.theta) * log_ratio)
+        return tau.expand(self.hidden, self.n_pre)
+
+    @torch.no_grad()
+    def fit_decay_to_bias(self, v_bias: Tensor) -> None:
+        """Set the decay parameters to the least-squares fit (in volts) of a bias matrix ``v_bias`` [H, P]
+        that this cell's addressing can express: the whole matrix (per_cell), its row or column means
+        (per_row, per_column), its mean (global), the two-way additive fit m + r_i + c_j (row_col).
+
+        How a network trained with one scheme starts fine-tuning under another (``stoxbar train
+        --init-from CKPT --decay-addressing S``); for the STO law log tau is linear in V, so this is
+        also the least-squares fit in log tau. Values the parametrisation cannot reach (sigmoid ends)
+        are brought to within 1e-4 of its range.
+        """
+        v = torch.as_tensor(v_bias, dtype=torch.float64)
+        if tuple(v.shape) != (self.hidden, self.n_pre):
+            raise ConfigError(f"v_bias has shape {tuple(v.shape)}: expected ({self.hidden}, {self.n_pre})")
+        lo, hi = float(self.device.v_bias_min_v), float(self.device.v_bias_max_v)
+
+        def logit(frac: Tensor) -> Tensor:
+            return torch.logit(frac.clamp(1e-4, 1.0 - 1e-4))
+
+        if self.decay_addressing == "row_col":
+            half = 0.5 * (hi - lo)
+            m = v.mean()
+            row, col = v.mean(0, keepdim=True) - m, v.mean(1, keepdim=True) - m  # [1, P], [H, 1]
+            # V - lo = (row - min row + alpha) + (col - min col + beta): split the offset so both parts lie
+            # in [0, half] where possible (centred between the parts' spans)
+            off = float(m - lo + row.min() + col.min())
+            s_r, s_c = float(row.max() - row.min()), float(col.max() - col.min())
+            alpha = min(max(0.5 * (off + 0.5 * (s_c - s_r)), off - (half - s_c), 0.0), max(half - s_r, 0.0), max(off, 0.0))
+            self.theta_row.copy_(logit((row - row.min() + alpha) / half))
+            self.theta.copy_(logit((col - col.min() + off - alpha) / half))
+            return
+        dims = {"per_cell": (), "per_row": (0,), "per_column": (1,), "global": (0, 1)}[self.decay_addressing]
+        v = v.mean(dims, keepdim=True) if dims else v
+        tau = torch.as_tensor(self.device.tau_s(v.clamp(lo, hi)), dtype=torch.float64)
+        frac = torch.log(tau / self.tau_min_s) / math.log(self.tau_max_s / self.tau_min_s)
+        self.theta.copy_(logit(frac))
 
     def trained_v_bias(self) -> Tensor:
-        """Per-synapse bias (V) on the device the network is trained for: ``device.v_bias_for_tau(tau)``.
+        """Per-synapse bias (V) [H, P] on the device the network is trained for.
 
-        Differentiable (torch ops of the device contract); computed in float64 so the round trip
-        through the device law adds no float32 rounding.
+        ``device.v_bias_for_tau(tau)``; under ``row_col`` addressing the bias itself is the learned
+        quantity, ``V_ij = a_i - b_j`` with row voltage ``a_i = v_min + (R/2) sigmoid(theta_row_i)``
+        and column voltage ``b_j = -(R/2) sigmoid(theta_j)`` (R the device's bias range), so every
+        learned matrix is one the crossbar's lines can hold, inside the device's range. Rows are the
+        presynaptic inputs (crossbar rows), columns the units. Differentiable (torch ops of the
+        device contract); computed in float64 so the round trip through the device law adds no
+        float32 rounding.
         """
+        if self.decay_addressing == "row_col":
+            half = 0.5 * (float(self.device.v_bias_max_v) - float(self.device.v_bias_min_v))
+            v = (float(self.device.v_bias_min_v) + half * torch.sigmoid(self.theta_row.double())
+                 + half * torch.sigmoid(self.theta.double()))
+            return v.clamp(float(self.device.v_bias_min_v), float(self.device.v_bias_max_v))
         return self.device.v_bias_for_tau(self.tau_s().double())
 
     def lambda_(self) -> Tensor:
@@ -351,7 +415,7 @@ class MSTPNCell(_CellBase):
         """
         if torch.is_grad_enabled():
             return self.lambda_(), self.gam
-        key = (self.theta._version, self.theta.data_ptr(), self.theta.dtype)
+        key = tuple((p._version, p.data_ptr(), p.dtype) for p in (getattr(self, n) for n in self.decay_parameters()))
         if self._lam_cache is None or self._lam_cache[0] != key:
             self._lam_cache = (key, self.lambda_())
         return self._lam_cache[1], self.gam
@@ -416,8 +480,9 @@ class MSTPNCell(_CellBase):
         """Optimiser groups: the rest at ``lr``; W (device units, scale W_INIT) at lr * w_lr_scale, so
         that gain * W moves as fast as a conventional weight of scale 1/sqrt(P) under ``lr``; theta
         at ``lr`` with Adam eps ``eps * THETA_EPS_SCALE`` (module docstring; only if ``eps`` given)."""
-        rest = [p for n, p in self.named_parameters() if n not in ("W", "theta")]
-        theta = {"params": [self.theta], "lr": lr}
+        decay = self.decay_parameters()
+        rest = [p for n, p in self.named_parameters() if n != "W" and n not in decay]
+        theta = {"params": [getattr(self, n) for n in decay], "lr": lr}
         if eps is not None:
             theta["eps"] = eps * THETA_EPS_SCALE
         return [{"params": rest, "lr": lr}, {"params": [self.W], "lr": lr * self.w_lr_scale}, theta]
