@@ -180,6 +180,13 @@ class TiledAnalogMVM(AnalogMVM):
         return v.clamp_min(0).sqrt() * torch.randn_like(out)
 
     @classmethod
+    def for_state(cls, state: CrossbarState, periphery: "PeripheryConfig", vectors: int) -> type:
+        """The read model that serves a read of ``vectors`` inputs on ``state``: this class (default). A read
+        model whose best method depends on the state (e.g. the full wire solve, which switches to its
+        cached transfer matrix once the state has served enough reads) returns another class here."""
+        return cls
+
+    @classmethod
     def array_weight(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Tensor:
         """The weight the array presents to the read, ``[T, O, X]`` or ``[B, T, O, X]`` (weight units): the
         conductances' own (ideal wires). A read model whose array law is a linear map of other
@@ -361,6 +368,7 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
     read's drive integral come out of the same call).
     """
     x_t = state.to_tiled(x)
+    mvm = mvm.for_state(state, periphery, x_t.shape[0])
     w = mvm.array_weight(state, periphery)
     physics = mvm.read_physics(state, periphery)
     noise_var = physics["noise_var"]

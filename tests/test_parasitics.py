@@ -149,6 +149,7 @@ def _layer(mode, r=1.56, g_scale=1.0, rows=64, dac_mode="pwm"):
 
 
 def test_the_parasitic_read_model_is_chosen_by_the_periphery_and_reads_through_the_solver():
+    torch.manual_seed(0)  # fixed weights and inputs: the ratio check below divides by the ideal outputs
     x = torch.rand(5, 64)
     ideal_layer = _layer("off")
     assert ideal_layer.analog_module.tile._analog_mvm.__name__ == "TiledAnalogMVM"
@@ -177,6 +178,39 @@ def test_the_parasitic_read_model_is_chosen_by_the_periphery_and_reads_through_t
         big = _layer("full", g_scale=100.0)
         err_big = float((big(x) - y0).abs().max() / y0.abs().max())
         assert err_big > 20 * errs["full"]
+
+
+def test_full_reads_switch_to_the_cached_transfer_matrix_after_as_many_vectors_as_rows():
+    """The full solve is linear in the row voltages: after a tile's row count of input vectors the read goes
+    through the transfer matrix (X unit-drive solves, cached), natively, and gives the per-input solve's
+    outputs to the solver's tolerance; reprogramming drops it (2 row-tiles x 2 column-tiles, 100x STO)."""
+    from stoxbar.crossbar.parasitics import ParasiticTransferMVM, transfer_weight
+
+    dev = replace(ideal(), g_min_s=1e-6, g_max_s=11e-6, lt_dg_s=1e-9, st_g_max_s=2e-6)
+    p = replace(PeripheryConfig().with_tile(32, 4), parasitics=Parasitics(mode="full", r_row_ohm=1.0, r_col_ohm=3.0))
+    cfg = STORPUConfig(device=dev, periphery=p)
+    cfg.forward.is_perfect = True
+    layer = AnalogLinear(64, 8, bias=False, rpu_config=cfg)
+    layer.eval()
+    torch.manual_seed(2)
+    layer.set_weights(torch.rand(8, 64) * 2 - 1)
+    st = layer.analog_module.state
+    x = torch.rand(40, 64) * 2 - 1
+    with torch.no_grad():
+        y_solved = layer(x[:20])  # 20 vectors <= 32 rows: solved per input
+        assert ParasiticMVM.for_state(st, p, 1) is ParasiticMVM  # 21 served
+        y_more = layer(x[20:])  # 41 >= 32: the transfer matrix from this read on
+        assert ParasiticMVM.for_state(st, p, 1) is ParasiticTransferMVM and ParasiticTransferMVM.native_capable()
+        y_transfer = layer(x[:20])
+        assert transfer_weight(st, p.parasitics).shape == (2, 8, 32)  # [row-tiles, outputs, rows per tile]
+        ideal_w = st.effective_weight()  # the same conductances without wires
+        y_ideal = torch.einsum("btx,tox->bo", st.to_tiled(x[:20]), ideal_w)
+    scale = float(y_solved.abs().max())
+    assert torch.allclose(y_transfer, y_solved, rtol=1e-5, atol=1e-6 * scale)
+    assert float((y_solved - y_ideal).abs().max()) > 1e-3 * scale  # the wires do change the read
+    assert y_more.shape == (20, 8)
+    layer.set_weights(torch.rand(8, 64) * 2 - 1)  # reprogrammed: solved per input again until it pays
+    assert ParasiticMVM.for_state(layer.analog_module.state, p, 1) is ParasiticMVM
 
 
 def test_gradients_flow_through_the_parasitic_read():
