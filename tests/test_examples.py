@@ -61,3 +61,22 @@ def test_examples_run_as_scripts(name):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "accuracy" in res.stdout and "component" in res.stdout
+
+
+def test_tile_height_errors_grow_with_the_line_and_the_conductance():
+    """examples/tile_height.py: the wires' MVM error and the held bias's tau error grow with the tile's
+    height and with the device's conductance (first order in r G N^2), and the limits follow from them."""
+    mod = load("tile_height")
+    rows = mod.run(small=True)
+    for dev in ("sto_2024", "sto_2024 x100 G"):
+        mine = [r for r in rows if r["device"] == dev]
+        for key in ("mvm_err", "bias_err_max_v", "tau_err_max"):
+            vals = [r[key] for r in mine]
+            assert all(0 < a < b for a, b in zip(vals, vals[1:])), (dev, key, vals)
+    sto = {r["rows"]: r for r in rows if r["device"] == "sto_2024"}
+    big = {r["rows"]: r for r in rows if r["device"] != "sto_2024"}
+    assert all(big[n]["mvm_err"] > 20 * sto[n]["mvm_err"] for n in sto)
+    # ~11.5 e-folds of tau per volt for sto_2024: the tau error follows the bias error through the law
+    assert sto[64]["tau_err_max"] == pytest.approx(math.expm1(11.51 * sto[64]["bias_err_max_v"]), rel=0.05)
+    lim = mod.limits(rows)
+    assert lim["sto_2024"]["mvm"] == 128 and lim["sto_2024 x100 G"]["tau"] < lim["sto_2024"]["tau"]
