@@ -49,6 +49,11 @@ class BiasReport:
     rms_residual_v: float
     max_residual_v: float
     clipped: int
+    # with line parasitics: what the wires take from the held voltages (line voltage - cell voltage, V),
+    # and the largest relative change of tau it causes (crossbar/parasitics.py held_bias_cells)
+    wire_drop_max_v: float = 0.0
+    wire_drop_rms_v: float = 0.0
+    wire_tau_err_max: float = 0.0
 
 
 def _masked_mean(v: Tensor, m: Tensor, dims: Tuple[int, ...]) -> Tensor:

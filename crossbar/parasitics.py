@@ -57,12 +57,17 @@ def wire_coupling(i_cell: Tensor, r_row: float, r_col: float) -> Tensor:
 
 
 def solve_currents(g: Tensor, v: Tensor, r_row: float, r_col: float, mode: str = "full", tol: float = 1e-7,
-                   max_iter: int = 500, v_col: Optional[Tensor] = None) -> Tensor:
+                   max_iter: int = 500, v_col: Optional[Tensor] = None, per_cell: bool = False) -> Tensor:
     """Cell currents ``[..., X, P]`` (A) of tiles of conductances ``g [..., X, P]`` (S, >= 0) whose rows are
     driven at ``v [..., X]`` (V) and whose column ends sit at ``v_col [..., P]`` (V; default 0: the sense
     amplifiers' virtual ground; a held bias drives them). Cells with ``g = 0`` carry none.
+    ``per_cell``: ``v [..., X, P]`` is the line-voltage difference ``a_i - b_j`` each cell would see with
+    ideal wires (any held bias matrix; the wires' drops are the same sums, ``U - D = V_ij - R I``).
     ``mode``: "first_order" | "full"."""
-    drive = v.unsqueeze(-1) if v_col is None else v.unsqueeze(-1) - v_col.unsqueeze(-2)
+    if per_cell:
+        drive = v
+    else:
+        drive = v.unsqueeze(-1) if v_col is None else v.unsqueeze(-1) - v_col.unsqueeze(-2)
     g, vv = torch.broadcast_tensors(g, drive)
     i0 = g * vv
     if mode == "first_order":
@@ -100,6 +105,25 @@ def solve_currents(g: Tensor, v: Tensor, r_row: float, r_col: float, mode: str =
         rz = rz_new
     raise ConfigError(f"parasitics: the network solve did not reach tol = {tol:g} in max_iter = {max_iter} "
                       "iterations: raise parasitics.max_iter or parasitics.tol")
+
+
+def held_bias_cells(state: "CrossbarState", held: Tensor, par: "Parasitics", addressing: str) -> Tensor:
+    """The voltages ``[T, O, X]`` (V) the cells hold when the lines hold ``held [T, O, X]`` through wires
+    of ``par``: each physical tile's network solved in full with the cells' bias currents (the
+    long-term conductances plus any short-term increment present; per-chip conductances averaged over
+    the chips), both columns of a pair at the pair's voltage, the pair's two cells averaged.
+    Line schemes: rows driven at their first cell, columns held at their far end (where the sense
+    amplifier sits), so ``U - D = V_ij - R I`` with both wires. ``per_cell``: the hold node sits at
+    its cell and regulates the cell's top node (assumption), so only the column wire's drop counts."""
+    r_row = 0.0 if addressing == "per_cell" else par.r_row_ohm
+    out = []
+    for (o0, o1), g in zip(_col_tiles(state), _physical_tiles(state, torch.float64)):
+        g = g.mean(0)  # [T, X, 2 o]
+        v = held[:, o0:o1, :].to(torch.float64).transpose(-1, -2).repeat_interleave(2, -1)  # [T, X, 2 o]
+        i = solve_currents(g, v, r_row, par.r_col_ohm, "full", par.tol, par.max_iter, per_cell=True)
+        cell = v - wire_coupling(i, r_row, par.r_col_ohm)
+        out.append((0.5 * (cell[..., 0::2] + cell[..., 1::2])).transpose(-1, -2))
+    return (torch.cat(out, -2) if len(out) > 1 else out[0]).to(held.dtype)
 
 
 def pair_columns(g_pos: Tensor, g_neg: Tensor, g_st: Optional[Tensor]) -> Tensor:

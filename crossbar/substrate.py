@@ -50,7 +50,7 @@ class SubstrateOps:
         rail = p.bias_driver.v_rail_v
         rail = self.state.device_model.v_bias_max_v if rail is None else rail
         report = self.state.set_bias(v_bias, p.bias_addressing, p.bias_rails_v, p.bias_duty,
-                                     rail if linear else None)
+                                     rail if linear else None, wires=p.parasitics)
         self._after_state_change()
         return report
 

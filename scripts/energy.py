@@ -204,8 +204,9 @@ def apply_steps(p, steps: list):
     return p
 
 
-def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed: int = 0):
-    """Ledgers of one MVM and of one short-term update + decay interval on an ``n_in x n_out`` layer."""
+def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed: int = 0, reports: Optional[list] = None):
+    """Ledgers of one MVM and of one short-term update + decay interval on an ``n_in x n_out`` layer
+    (the held bias's :class:`~stoxbar.crossbar.bias.BiasReport` appended to ``reports`` if given)."""
     from aihwkit.nn import AnalogLinear
 
     from stoxbar.crossbar import EnergyLedger, STORPUConfig, attach_ledger, flush_events
@@ -222,7 +223,9 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
         layer(torch.rand(1, n_in, generator=gen) * 2 - 1)
     attach_ledger(layer, update, book_pending=False)  # nor of one short-term update
     v = torch.full((n_out, n_in), 0.5 * (device.v_bias_min_v + device.v_bias_max_v))
-    module.set_bias(v)
+    report = module.set_bias(v)
+    if reports is not None:
+        reports.append(report)
     levels = device.short_term_levels()[1]
     delta = torch.randn(1, n_out, n_in, generator=gen) * float(levels[0]) / device.g_range_s
     module.apply_short_term(delta)
@@ -391,7 +394,8 @@ def main(args: argparse.Namespace) -> int:
             check_new_file(path, flag)
     device = presets.get_preset(args.preset)
     periphery = periphery_from_args(args, device)
-    mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed)
+    bias_reports: list = []
+    mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed, bias_reports)
     print(f"layer {n_in}x{n_out} ({n_in * n_out} synapses), device {args.preset}, "
           f"tile {periphery.tile_rows}x{periphery.tile_cols}, DAC {periphery.dac.bits} b {periphery.dac.mode}, "
           f"ADC {periphery.adc.bits} b shared by {periphery.adc.share}")
@@ -401,9 +405,15 @@ def main(args: argparse.Namespace) -> int:
     if periphery.parasitics.mode != "off":
         par = periphery.parasitics
         extra = {"parasitics": {"mode": par.mode, "r_row_ohm": par.r_row_ohm, "r_col_ohm": par.r_col_ohm,
-                                "ir_drop_rel_error": ir_drop_rel_error(n_in, n_out, device, periphery, args.seed)}}
+                                "ir_drop_rel_error": ir_drop_rel_error(n_in, n_out, device, periphery, args.seed),
+                                "bias_wire_drop_max_v": bias_reports[0].wire_drop_max_v,
+                                "bias_wire_drop_rms_v": bias_reports[0].wire_drop_rms_v,
+                                "bias_tau_rel_error_max": bias_reports[0].wire_tau_err_max}}
         print(f"line parasitics ({par.mode}, {par.r_row_ohm:g} / {par.r_col_ohm:g} ohm per cell, row / column): "
-              f"MVM error from the wires alone {extra['parasitics']['ir_drop_rel_error']:.3g} (relative, L2)")
+              f"MVM error from the wires alone {extra['parasitics']['ir_drop_rel_error']:.3g} (relative, L2); "
+              f"held bias ({periphery.bias_addressing}) dropped by up to {1e3 * bias_reports[0].wire_drop_max_v:.3g} mV "
+              f"(RMS {1e3 * bias_reports[0].wire_drop_rms_v:.3g} mV): tau off by up to "
+              f"{100 * bias_reports[0].wire_tau_err_max:.3g} %")
     if args.json:
         write_json_atomic(args.json, {"layer": [n_in, n_out], "preset": args.preset,
                                       "mvm": mvm.to_dict(), "short_term_step": update.to_dict(), **extra})

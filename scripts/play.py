@@ -109,7 +109,10 @@ def main(args: argparse.Namespace) -> int:
         bias_report = cell.chip.bias_report  # how far the held bias is from the trained one (V)
         print(f"bias addressing {periphery.bias_addressing}, duty {periphery.bias_duty:g}: held bias - trained "
               f"bias RMS {bias_report.rms_residual_v * 1e3:.4g} mV, max {bias_report.max_residual_v * 1e3:.4g} mV, "
-              f"{bias_report.clipped} cells clipped to the device window")
+              f"{bias_report.clipped} cells clipped to the device window"
+              + (f"; the wires drop the held bias by up to {bias_report.wire_drop_max_v * 1e3:.4g} mV "
+                 f"(tau off by up to {100 * bias_report.wire_tau_err_max:.3g} %)"
+                 if periphery.parasitics.mode != "off" else ""))
 
     if args.chips is not None:
         return _main_chips(args, agent, arch, device, periphery, ledger)

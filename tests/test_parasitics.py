@@ -116,6 +116,52 @@ def test_held_bias_network_matches_ngspice(tmp_path):
     vc = v - wire_coupling(i, 2.0, 6.0)
     assert float(((vc - vc_sp).abs() / vc_sp.abs()).max()) <= 1e-6
     assert float((v - vc_sp).abs().max()) > 0  # the wires drop a little of the bias
+    # the same network driven by its cells' line differences a_i - b_c (the form the crossbar state uses)
+    i_cells = solve_currents(g, v, 2.0, 6.0, "full", tol=1e-12, per_cell=True)
+    assert torch.allclose(i_cells, i, rtol=1e-9, atol=1e-18)
+
+
+def _bias_layer(mode, addressing="row_col"):
+    dev = replace(ideal(), g_min_s=1e-6, g_max_s=11e-6, lt_dg_s=1e-9, st_g_max_s=2e-6,
+                  v_bias_min_v=0.0, v_bias_max_v=0.6, tau_min_s=0.1, tau_max_s=100.0)  # 100x STO, STO's tau law
+    p = replace(PeripheryConfig().with_tile(32, 4), bias_addressing=addressing,
+                parasitics=Parasitics(mode=mode, r_row_ohm=1.0, r_col_ohm=3.0))
+    layer = AnalogLinear(64, 8, bias=False, rpu_config=STORPUConfig(device=dev, periphery=p))
+    layer.eval()
+    torch.manual_seed(4)
+    layer.set_weights(torch.rand(8, 64) * 2 - 1)
+    return layer, dev
+
+
+@pytest.mark.parametrize("addressing", ["row_col", "per_cell"])
+def test_the_held_bias_drops_along_its_wires_and_the_decay_follows_the_cells_voltage(addressing):
+    """With parasitics on, set_bias holds what the wires leave of the lines' voltages (solved in full), the
+    drop is reported, and the decay runs at the cells' voltages: a shorter-biased cell decays slower
+    (tau falls with V here), exactly as tau(V_cell) says."""
+    v = torch.full((8, 64), 0.4)
+    held = {}
+    for mode in ("off", "full"):
+        layer, dev = _bias_layer(mode, addressing)
+        tile = layer.analog_module
+        rep = tile.set_bias(v)
+        held[mode] = (tile.state.v_bias[tile.state.mask.expand_as(tile.state.v_bias)].clone(), rep)
+        tile.set_batch(1)
+        tile.apply_short_term(torch.full((1, 8, 64), 0.1))
+        f0 = tile.state.g_st.clone()
+        tile.decay(0.05)
+        ratio = tile.state.g_st[f0 != 0] / f0[f0 != 0]
+        cells = tile.state.v_bias.expand_as(f0[0])[f0[0] != 0]
+        assert torch.allclose(ratio, torch.exp(-0.05 / torch.as_tensor(dev.tau_s(cells.double()))).to(ratio.dtype),
+                              rtol=1e-4)
+    off, full = held["off"], held["full"]
+    assert off[1].wire_drop_max_v == 0 and torch.allclose(off[0], torch.full_like(off[0], 0.4))
+    drop = 0.4 - full[0]
+    assert float(drop.min()) >= 0 and float(drop.max()) == pytest.approx(full[1].wire_drop_max_v, rel=1e-4)
+    assert full[1].wire_drop_max_v > 1e-4 and full[1].wire_tau_err_max > 0
+    # the largest tau error is the largest drop through the device's tau(V) law
+    dev = _bias_layer("off")[1]
+    want = float(dev.tau_s(0.4 - full[1].wire_drop_max_v)) / float(dev.tau_s(0.4)) - 1.0
+    assert full[1].wire_tau_err_max == pytest.approx(abs(want), rel=1e-3)
 
 
 def test_zero_wire_resistance_is_the_ideal_read_and_bad_values_are_refused():
