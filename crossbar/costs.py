@@ -29,7 +29,10 @@ Components (ledger ``component`` field), per tile:
                        one add per output and vector, + bit-serial shift-adds (passes - 1 per
                        converted column and vector)
 ``st_pulse``           short-term pulses: the device energy of each level, times its count
-``st_write_driver``    line charging of each short-term pulse (line = the tile's columns)
+``st_write_driver``    each short-term pulse's driver: the selected row line (every physical column of the
+                       tile) charged to V, the selected column line swung by the write scheme's level
+                       (``periphery.write_scheme``), + a fixed overhead; its time is the write phase
+``half_select``        the half-selected cells of each pulse at V/2 (or V/3), by the device's pulse law
 ``bias``               decay-control bias held on the synapses (the device's exact integral)
 ``bias_driver``        bias supply loss (switched: efficiency; linear / per-cell: the rail's drop,
                        exact per cell) + quiescent power of every driven line (``bias_addressing``:
@@ -47,8 +50,9 @@ active columns in turn (``adc.share`` columns per ADC at most). The sample-and-h
 the two, so the K = vectors x rounds x passes passes pipeline:
 ``read + (K - 1) max(read, readout) + readout``. Tiles of a layer run in parallel: a layer's
 latency is the largest of its tiles' (:meth:`~stoxbar.crossbar.ledger.EnergyLedger.latency_s`).
-Short-term pulses and the decay interval carry no read latency (the decay interval's ``dt_s``
-is booked as the bias entry's time).
+Short-term pulses are written one at a time: each takes its width plus the write driver's set-up
+time, booked on ``st_write_driver`` (the write phase of the step; a conservative schedule); the
+decay interval carries no read latency (its ``dt_s`` is booked as the bias entry's time).
 
 May import: stoxbar.core.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.crossbar.events (not torch tensors).
 """
@@ -144,7 +148,7 @@ def _unit(kind: str, p: PeripheryConfig, device: MemristiveDevice, *shape) -> tu
         return hit[2]
     if len(_UNITS) > 4096:
         _UNITS.clear()
-    value = _read_unit(p, device, *shape) if kind == "read" else _pulse_unit(p, device, *shape)
+    value = _read_unit(p, device, *shape) if kind == "read" else write_pulse_unit(p, device)
     _UNITS[key] = (p, device, value)
     return value
 
@@ -195,20 +199,42 @@ def _read(ev: Events, p: PeripheryConfig, device: MemristiveDevice) -> Cost:
     return Cost("mvm", parts, _pipelined(read, readout, ev.reads, nr * passes), "dac")
 
 
-def _pulse_unit(p: PeripheryConfig, device: MemristiveDevice, cols: int) -> tuple:
-    energies, _ = device.short_term_levels()
-    v = max(a for a, _ in device.st_pulse_levels)
-    return energies, p.write_driver.short_term_pulse_j(v, cols)
+def write_pulse_unit(p: PeripheryConfig, device: MemristiveDevice) -> tuple:
+    """Per short-term level (ascending energy): (device energy J, driver energy J, half-select energy J,
+    time s) of one pulse on a physical tile of this configuration (docs/peripherals-energy.md §10).
+
+    A pulse drives its row line (every physical column of the tile, unused ones included) to the
+    pulse voltage V and its column line to 0 while every other line sits at the scheme's level
+    (``periphery.write_scheme``): the driver charges the selected row line (C V^2) and the selected
+    column line by the scheme's swing (V/2 or 2V/3), plus its fixed overhead; the half-selected cells
+    conduct for the pulse width at the scheme's voltage (V/2: the selected lines' other
+    ``rows - 1 + columns - 1`` cells; V/3: every other cell of the tile), each taking the device's
+    own pulse-energy law at that voltage. Pulses are written one at a time (a conservative
+    schedule), each taking its width plus the driver's set-up time.
+    """
+    rows, cols = p.tile_rows, p.physical_cols()
+    wd = p.write_driver
+    out = []
+    for (v, width), e in zip(device.sorted_pulse_levels(), device.short_term_levels()[0]):
+        if p.write_scheme == "v2":
+            v_half, n_half, swing = 0.5 * v, rows - 1 + cols - 1, 0.5 * v
+        else:
+            v_half, n_half, swing = v / 3.0, rows * cols - 1, 2.0 * v / 3.0
+        e_drv = wd.short_term_pulse_j(v, cols) + wd.line_capacitance_f(rows) * swing * swing
+        e_half = n_half * float(device.st_pulse_energy_j(v_half, width))
+        out.append((float(e), e_drv, e_half, wd.latency_s(width)))
+    return tuple(out)
 
 
 def _short_term(ev: Events, device: MemristiveDevice, p: PeripheryConfig) -> Cost:
-    energies, e_drv = _unit("pulse", p, device, ev.cols)
+    units = _unit("pulse", p, device)
     counts = ev.pulses_by_level
-    if len(counts) > len(energies):
-        raise ConfigError(f"events.pulses_by_level has {len(counts)} levels: the device has {len(energies)}")
+    if len(counts) > len(units):
+        raise ConfigError(f"events.pulses_by_level has {len(counts)} levels: the device has {len(units)}")
     n = float(sum(counts))
-    e_dev = math.fsum(c * e for c, e in zip(counts, energies))
-    return Cost("short_term_update", {"st_pulse": (n, e_dev), "st_write_driver": (n, n * e_drv)})
+    e_dev, e_drv, e_half, t = (math.fsum(c * u[k] for c, u in zip(counts, units)) for k in range(4))
+    return Cost("short_term_update", {"st_pulse": (n, e_dev), "st_write_driver": (n, e_drv), "half_select": (n, e_half)},
+                latency_s=t, time_component="st_write_driver")
 
 
 def _decay(ev: Events, p: PeripheryConfig) -> Cost:

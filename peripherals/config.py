@@ -32,6 +32,8 @@ from .adc import ADC
 from .dac import DAC
 from .digital import DigitalPeriphery
 from .drivers import BIAS_ADDRESSINGS, BiasDriver, RowDriver, WriteDriver
+
+WRITE_SCHEMES = ("v2", "v3")
 from .parasitics import Parasitics
 from .sense import TIA, SampleHold
 from .static import PowerGating, StaticPower
@@ -84,6 +86,9 @@ class PeripheryConfig:
             |dG| / lt_dg_s) | "open_loop" (from reset at g_min, the number of LTP pulses the *mean*
             device needs, fired once without verify: each device's d2d factor and the c2c spread
             per pulse leave a programming error, ``devices.dynamics.apply_long_term``).
+        write_scheme: how unselected lines are biased while a pulse is written (docs/peripherals-energy.md
+            §10): "v2" (the other rows and columns at V/2: the selected row's and column's other cells
+            see V/2) or "v3" (other rows at V/3, other columns at 2V/3: every other cell sees V/3).
         bias_addressing: how the decay bias reaches the cells (``crossbar/bias.py``): "per_cell"
             (default: an access device and held control voltage per cell, any matrix) | "row_col"
             (V_ij = a_i - b_j) | "per_row" | "per_column" | "global"; a requested matrix is
@@ -119,6 +124,7 @@ class PeripheryConfig:
     bias_addressing: str = "per_cell"
     bias_rails_v: tuple = ()
     bias_duty: float = 1.0
+    write_scheme: str = "v2"
 
     def __post_init__(self) -> None:
         for name, cls in _BLOCKS.items():
@@ -137,6 +143,7 @@ class PeripheryConfig:
         check_range("cell_area_m2", self.cell_area_m2, 0.0, 1e-9, lo_open=True, unit="m^2")
         check_choice("programming", self.programming, PROGRAMMINGS)
         check_choice("bias_addressing", self.bias_addressing, BIAS_ADDRESSINGS)
+        check_choice("write_scheme", self.write_scheme, WRITE_SCHEMES)
         if isinstance(self.bias_rails_v, list):  # a study file's TOML array
             object.__setattr__(self, "bias_rails_v", tuple(self.bias_rails_v))
         if not isinstance(self.bias_rails_v, tuple) or len(self.bias_rails_v) > 256:

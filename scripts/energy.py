@@ -401,6 +401,8 @@ def main(args: argparse.Namespace) -> int:
           f"ADC {periphery.adc.bits} b shared by {periphery.adc.share}")
     print(_table("one MVM (batch 1)", mvm))
     print(_table(f"one short-term update + {args.dt:.4g} s decay", update))
+    print(f"write phase of that update: {update.latency_s(event='short_term_update'):.4g} s (pulses one at a time "
+          f"per tile, {periphery.write_scheme} scheme; tiles in parallel)")
     extra = {}
     if periphery.parasitics.mode != "off":
         par = periphery.parasitics

@@ -110,44 +110,50 @@ ST_ENTRIES = {
     ('0.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
     ('0.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('0.0', 'st_pulse'): (17446.0, 1.54215e-08, 0.0),
-    ('0.0', 'st_write_driver'): (17446.0, 1.5910752000000002e-09, 0.0),
+    ('0.0', 'half_select'): (17446.0, 5.9141452499999994e-06, 0.0),
+    ('0.0', 'st_write_driver'): (17446.0, 6.280078949999999e-09, 0.21793744600000003),
     ('1.0', 'bias'): (3780.2666666666664, 1.1715233900494275e-05, 0.06666666666666667),
     ('1.0', 'bias_driver'): (0.06666666666666667, 1.1721900567160941e-05, 0.0),
     ('1.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
     ('1.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
     ('1.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('1.0', 'st_pulse'): (17419.0, 1.51125e-08, 0.0),
-    ('1.0', 'st_write_driver'): (17419.0, 1.5886128e-09, 0.0),
+    ('1.0', 'half_select'): (17419.0, 5.79564375e-06, 0.0),
+    ('1.0', 'st_write_driver'): (17419.0, 6.170916599999999e-09, 0.21763741900000003),
     ('2.0', 'bias'): (3780.2666666666664, 1.1737312001183949e-05, 0.06666666666666667),
     ('2.0', 'bias_driver'): (0.06666666666666667, 1.1743978667850615e-05, 0.0),
     ('2.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
     ('2.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
     ('2.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('2.0', 'st_pulse'): (17451.0, 1.5343e-08, 0.0),
-    ('2.0', 'st_write_driver'): (17451.0, 1.5915312000000002e-09, 0.0),
+    ('2.0', 'half_select'): (17451.0, 5.884040499999999e-06, 0.0),
+    ('2.0', 'st_write_driver'): (17451.0, 6.270712949999999e-09, 0.21819745100000001),
     ('3.0', 'bias'): (3780.2666666666664, 1.1723347918723287e-05, 0.06666666666666667),
     ('3.0', 'bias_driver'): (0.06666666666666667, 1.1730014585389953e-05, 0.0),
     ('3.0', 'bias_refresh'): (3780.2666666666664, 1.4766666666666667e-09, 0.0),
     ('3.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
     ('3.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('3.0', 'st_pulse'): (17445.0, 1.5311499999999998e-08, 0.0),
-    ('3.0', 'st_write_driver'): (17445.0, 1.590984e-09, 0.0),
+    ('3.0', 'half_select'): (17445.0, 5.8719602499999994e-06, 0.0),
+    ('3.0', 'st_write_driver'): (17445.0, 6.24361485e-09, 0.217957445),
     ('4.0', 'bias'): (3771.733333333333, 1.1753314868076688e-05, 0.06666666666666667),
     ('4.0', 'bias_driver'): (0.06666666666666667, 1.1759981534743354e-05, 0.0),
     ('4.0', 'bias_refresh'): (3771.733333333333, 1.4733333333333332e-09, 0.0),
     ('4.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
     ('4.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('4.0', 'st_pulse'): (17534.0, 1.539e-08, 0.0),
-    ('4.0', 'st_write_driver'): (17534.0, 1.5991008e-09, 0.0),
+    ('4.0', 'half_select'): (17534.0, 5.902065e-06, 0.0),
+    ('4.0', 'st_write_driver'): (17534.0, 6.267166649999999e-09, 0.219647534),
     ('5.0', 'bias'): (3771.733333333333, 1.169032310066858e-05, 0.06666666666666667),
     ('5.0', 'bias_driver'): (0.06666666666666667, 1.1696989767335246e-05, 0.0),
     ('5.0', 'bias_refresh'): (3771.733333333333, 1.4733333333333332e-09, 0.0),
     ('5.0', 'leakage'): (0.06666666666666667, 3.740138837333334e-05, 0.0),
     ('5.0', 'power_gating_wake'): (1.0, 5.600208256000002e-10, 0.0),
     ('5.0', 'st_pulse'): (17518.0, 1.5491e-08, 0.0),
-    ('5.0', 'st_write_driver'): (17518.0, 1.5976416000000002e-09, 0.0),
+    ('5.0', 'half_select'): (17518.0, 5.940798499999999e-06, 0.0),
+    ('5.0', 'st_write_driver'): (17518.0, 6.309916949999999e-09, 0.21917751800000002),
 }
-ST_TOTAL_J = 0.0003652839841408739
+ST_TOTAL_J = 0.0004006206208522239
 MVM_LATENCY_S = 3.8778125e-07  # the busiest tile's read (all six tiles read in parallel)
 
 
@@ -255,8 +261,15 @@ def test_energy_2656x64_composes_the_documented_unit_costs(energy_run):
     # short-term update: pulse energies V^2 G t on 50 nS, plus the write driver per pulse
     n_pulses = st["st_pulse"][0]
     assert n_pulses == st["st_write_driver"][0] == 104813
-    c_col = 0.2e-15 * cols + 5e-15
-    _check("st_write_driver", st["st_write_driver"][1], n_pulses * (c_col * 2.0**2 + 20e-15))
+    # issue 17 pt 5: a pulse charges its row line (all 1024 physical columns of the 512 x 512 tile) to V
+    # and swings its column line (512 rows) by V/2 (the V/2 scheme), + 20 fJ; levels are 1 V and 2 V
+    c_row, c_col = 0.2e-15 * 1024 + 5e-15, 0.2e-15 * 512 + 5e-15
+    per_volt2 = c_row + c_col / 4
+    assert n_pulses * (per_volt2 * 1.0 + 20e-15) < st["st_write_driver"][1] < n_pulses * (per_volt2 * 4.0 + 20e-15)
+    # half-selected cells: the selected row's 1023 other cells and the column's 511 other cells at V/2 take
+    # (1/2)^2 of the pulse's own V^2 G t each: exactly 1534 / 4 times the pulses' device energy
+    assert st["half_select"][0] == n_pulses
+    _check("half_select", st["half_select"][1], st["st_pulse"][1] * 1534 / 4)
     assert 0.5e-12 * n_pulses < st["st_pulse"][1] < 4e-12 * n_pulses  # levels 0.5, 1, 2, 4 pJ
     # decay: bias held on every device of every pair for dt; per_cell addressing (the default since
     # issue 17): every cell draws from the 0.6 V rail through its access device (loss 0.6/0.3 - 1 of the
@@ -397,17 +410,19 @@ def test_analyze_small_cnn_is_deterministic_run_to_run():
 # the Pong ledger: the shipped m-STPN on the analog chip, 10 agent steps (greedy, seed 0)
 # golden: the calls of _pong_ledger below, energy_report(...) printed with repr
 PONG_STEPS = 10
-PONG_BOUNDARIES = {  # regenerated for issue 17: per_cell bias addressing (rail loss, refresh) and static power
+PONG_BOUNDARIES = {  # regenerated for issue 17: per_cell bias addressing (rail loss, refresh), static power, the write
+    # path (full physical lines, V/2 half-select: st_write_driver and half_select changed, the rest did not)
     'synapse_only': {'bias': 0.0007834705183664337, 'cell_read': 5.489116476614976e-11, 'st_pulse': 1.00765e-08},
-    'array': {'adc': 1.2e-08, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'leakage': 0.0022440833024000005, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
-    'system': {'adc': 1.2e-08, 'agent.digital_divide': 2.8938918889240606e-07, 'agent.sram': 3.5279999999999993e-07, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'encoder.digital_add': 4.925121237086454e-09, 'encoder.digital_compare': 2.6976000000000003e-09, 'encoder.digital_mac': 2.734093558031784e-06, 'encoder.sram': 6.212000000000001e-07, 'heads.digital_add': 3.834057902536163e-12, 'heads.digital_mac': 1.1413797057623144e-09, 'heads.sram': 7.375e-09, 'leakage': 0.0022440833024000005, 'neuron.digital_add': 3.56019662378358e-11, 'neuron.digital_compare': 1.5935999999999997e-09, 'neuron.digital_divide': 1.0893107790507801e-07, 'neuron.digital_mult': 1.28e-10, 'neuron.digital_nonlinear': 2.24e-10, 'neuron.sram': 2.3885e-07, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 5.755632e-10},
+    'array': {'adc': 1.2e-08, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'leakage': 0.0022440833024000005, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 3.1830280499999997e-09, 'half_select': 3.8643377499999995e-06},
+    'system': {'adc': 1.2e-08, 'agent.digital_divide': 2.8938918889240606e-07, 'agent.sram': 3.5279999999999993e-07, 'bias': 0.0007834705183664337, 'bias_driver': 0.0004834583131587858, 'bias_refresh': 8.853333333333333e-08, 'cell_read': 5.489116476614976e-11, 'dac': 1.3258752000000002e-08, 'digital_accum': 1.2658572904728897e-10, 'digital_compare': 5.099519999999999e-08, 'digital_mult': 6.79936e-07, 'digital_subtract': 1.276079009312408e-10, 'encoder.digital_add': 4.925121237086454e-09, 'encoder.digital_compare': 2.6976000000000003e-09, 'encoder.digital_mac': 2.734093558031784e-06, 'encoder.sram': 6.212000000000001e-07, 'heads.digital_add': 3.834057902536163e-12, 'heads.digital_mac': 1.1413797057623144e-09, 'heads.sram': 7.375e-09, 'leakage': 0.0022440833024000005, 'neuron.digital_add': 3.56019662378358e-11, 'neuron.digital_compare': 1.5935999999999997e-09, 'neuron.digital_divide': 1.0893107790507801e-07, 'neuron.digital_mult': 1.28e-10, 'neuron.digital_nonlinear': 2.24e-10, 'neuron.sram': 2.3885e-07, 'power_gating_wake': 3.360124953600001e-08, 'row_driver': 2.00602368e-09, 'sense': 1.97358e-09, 'sram': 2.1588e-06, 'st_pulse': 1.00765e-08, 'st_write_driver': 3.1830280499999997e-09, 'half_select': 3.8643377499999995e-06},
 }
-PONG_TOTALS = {'array': 0.003514064199211764, 'synapse_only': 0.0007834806497575986, 'system': 0.0035184275871735604}
+PONG_TOTALS = {'array': 0.003517931144426614, 'synapse_only': 0.0007834806497575986, 'system': 0.0035222945323884103}
 PONG_GPU = {'stp_step': 0.0032967261318585213, 'encoder': 0.00017099583179487176, 'heads': 2.0302716623794214e-06}
 PONG_GPU_TOTAL_J = 0.0034697522353157725
 # (layer, component, event) -> count; 10 steps of the 2656 x 64 layer on 6 tiles
-PONG_COUNTS = {('agent', 'digital_divide', 'step'): 70560.0, ('agent', 'sram', 'step'): 35280.0, ('encoder', 'digital_add', 'step'): 89920.0, ('encoder', 'digital_compare', 'step'): 89920.0, ('encoder', 'digital_mac', 'step'): 10731520.0, ('encoder', 'sram', 'step'): 62120.0, ('heads', 'digital_add', 'step'): 70.0, ('heads', 'digital_mac', 'step'): 4480.0, ('heads', 'sram', 'step'): 737.5, ('neuron', 'digital_add', 'step'): 650.0, ('neuron', 'digital_compare', 'step'): 53120.0, ('neuron', 'digital_divide', 'step'): 26560.0, ('neuron', 'digital_mult', 'step'): 640.0, ('neuron', 'digital_nonlinear', 'step'): 640.0, ('neuron', 'sram', 'step'): 23885.0, ('stp', 'adc', 'mvm'): 7680.0, ('stp', 'bias', 'decay'): 226645.3333333333, ('stp', 'bias_driver', 'decay'): 3.9999999999999996, ('stp', 'bias_refresh', 'decay'): 226645.3333333333, ('stp', 'cell_read', 'mvm'): 3399680.0, ('stp', 'dac', 'mvm'): 26560.0, ('stp', 'digital_accum', 'mvm'): 3200.0, ('stp', 'digital_compare', 'step'): 1699840.0, ('stp', 'digital_mult', 'step'): 3399680.0, ('stp', 'digital_subtract', 'mvm'): 3840.0, ('stp', 'leakage', 'decay'): 3.9999999999999996, ('stp', 'power_gating_wake', 'decay'): 60.0, ('stp', 'row_driver', 'mvm'): 26560.0, ('stp', 'sense', 'mvm'): 7680.0, ('stp', 'sram', 'step'): 215880.0, ('stp', 'st_pulse', 'short_term_update'): 6311.0, ('stp', 'st_write_driver', 'short_term_update'): 6311.0}
+PONG_COUNTS = {('agent', 'digital_divide', 'step'): 70560.0, ('agent', 'sram', 'step'): 35280.0, ('encoder', 'digital_add', 'step'): 89920.0, ('encoder', 'digital_compare', 'step'): 89920.0, ('encoder', 'digital_mac', 'step'): 10731520.0, ('encoder', 'sram', 'step'): 62120.0, ('heads', 'digital_add', 'step'): 70.0, ('heads', 'digital_mac', 'step'): 4480.0, ('heads', 'sram', 'step'): 737.5, ('neuron', 'digital_add', 'step'): 650.0, ('neuron', 'digital_compare', 'step'): 53120.0, ('neuron', 'digital_divide', 'step'): 26560.0, ('neuron', 'digital_mult', 'step'): 640.0, ('neuron', 'digital_nonlinear', 'step'): 640.0, ('neuron', 'sram', 'step'): 23885.0, ('stp', 'adc', 'mvm'): 7680.0, ('stp', 'bias', 'decay'): 226645.3333333333, ('stp', 'bias_driver', 'decay'): 3.9999999999999996, ('stp', 'bias_refresh', 'decay'): 226645.3333333333, ('stp', 'cell_read', 'mvm'): 3399680.0, ('stp', 'dac', 'mvm'): 26560.0, ('stp', 'digital_accum', 'mvm'): 3200.0, ('stp', 'digital_compare', 'step'): 1699840.0, ('stp', 'digital_mult', 'step'): 3399680.0, ('stp', 'digital_subtract', 'mvm'): 3840.0, ('stp', 'leakage', 'decay'): 3.9999999999999996, ('stp', 'power_gating_wake', 'decay'): 60.0, ('stp', 'row_driver', 'mvm'): 26560.0, ('stp', 'sense', 'mvm'): 7680.0, ('stp', 'sram', 'step'): 215880.0, ('stp', 'st_pulse', 'short_term_update'): 6311.0, ('stp', 'st_write_driver', 'short_term_update'): 6311.0, ('stp', 'half_select', 'short_term_update'): 6311.0}
 PONG_READ_LATENCY_S = 1.2978125e-06  # the stp layer's reads over the 10 steps (busiest tile)
+PONG_WRITE_LATENCY_S = 0.077825535  # its write phases: the busiest tile's pulses, one at a time (~7.8 ms per step)
 
 
 def _pong_ledger():
@@ -438,6 +453,7 @@ def test_pong_ledger_10_steps_golden():
     counts = {k: e.count for k, e in result.ledger.totals(("layer", "component", "event")).items()}
     _check_dict("counts", counts, PONG_COUNTS)
     _check("stp read latency", result.ledger.latency_s(layer="stp", event="mvm"), PONG_READ_LATENCY_S)
+    _check("stp write latency", result.ledger.latency_s(layer="stp", event="short_term_update"), PONG_WRITE_LATENCY_S)
     # per step, the same 2656 x 64 layer as the README's `stoxbar energy` table: its one-MVM components
     # per read round are that table's (10 steps x 1 round here, 3 rounds there)
     arr = energy["array"]["by_component"]
