@@ -121,16 +121,24 @@ def test_held_bias_network_matches_ngspice(tmp_path):
     assert torch.allclose(i_cells, i, rtol=1e-9, atol=1e-18)
 
 
-def _bias_layer(mode, addressing="row_col"):
-    dev = replace(ideal(), g_min_s=1e-6, g_max_s=11e-6, lt_dg_s=1e-9, st_g_max_s=2e-6,
-                  v_bias_min_v=0.0, v_bias_max_v=0.6, tau_min_s=0.1, tau_max_s=100.0)  # 100x STO, STO's tau law
-    p = replace(PeripheryConfig().with_tile(32, 4), bias_addressing=addressing,
-                parasitics=Parasitics(mode=mode, r_row_ohm=1.0, r_col_ohm=3.0))
-    layer = AnalogLinear(64, 8, bias=False, rpu_config=STORPUConfig(device=dev, periphery=p))
+DEV_100X = replace(ideal(), g_min_s=1e-6, g_max_s=11e-6, lt_dg_s=1e-9, st_g_max_s=2e-6)  # 100x STO: visible drop
+
+
+def _tiled_layer(mode, seed, perfect=True, **periphery):
+    """A 64 -> 8 layer on 2 row-tiles x 2 column-tiles (32 x 4) of the 100x device, wires 1 / 3 ohm per cell."""
+    p = replace(PeripheryConfig().with_tile(32, 4), parasitics=Parasitics(mode=mode, r_row_ohm=1.0, r_col_ohm=3.0),
+                **periphery)
+    cfg = STORPUConfig(device=DEV_100X, periphery=p)
+    cfg.forward.is_perfect = perfect
+    layer = AnalogLinear(64, 8, bias=False, rpu_config=cfg)
     layer.eval()
-    torch.manual_seed(4)
+    torch.manual_seed(seed)
     layer.set_weights(torch.rand(8, 64) * 2 - 1)
-    return layer, dev
+    return layer, p
+
+
+def _bias_layer(mode, addressing="row_col"):
+    return _tiled_layer(mode, 4, False, bias_addressing=addressing)[0], DEV_100X
 
 
 @pytest.mark.parametrize("addressing", ["row_col", "per_cell"])
@@ -232,14 +240,7 @@ def test_full_reads_switch_to_the_cached_transfer_matrix_after_as_many_vectors_a
     outputs to the solver's tolerance; reprogramming drops it (2 row-tiles x 2 column-tiles, 100x STO)."""
     from stoxbar.crossbar.parasitics import ParasiticTransferMVM, transfer_weight
 
-    dev = replace(ideal(), g_min_s=1e-6, g_max_s=11e-6, lt_dg_s=1e-9, st_g_max_s=2e-6)
-    p = replace(PeripheryConfig().with_tile(32, 4), parasitics=Parasitics(mode="full", r_row_ohm=1.0, r_col_ohm=3.0))
-    cfg = STORPUConfig(device=dev, periphery=p)
-    cfg.forward.is_perfect = True
-    layer = AnalogLinear(64, 8, bias=False, rpu_config=cfg)
-    layer.eval()
-    torch.manual_seed(2)
-    layer.set_weights(torch.rand(8, 64) * 2 - 1)
+    layer, p = _tiled_layer("full", 2)
     st = layer.analog_module.state
     x = torch.rand(40, 64) * 2 - 1
     with torch.no_grad():
@@ -270,16 +271,9 @@ def test_gradients_flow_through_the_parasitic_read():
 
 def test_first_order_and_full_agree_on_a_tiled_array_with_short_term_state():
     """2 row-tiles x 2 column-tiles (each physical tile has its own wires), a per-sample short-term state."""
-    dev = replace(ideal(), g_min_s=1e-6, g_max_s=11e-6, lt_dg_s=1e-9, st_g_max_s=2e-6)  # 100x STO: visible drop
     outs = {}
     for mode in ("off", "first_order", "full"):
-        p = replace(PeripheryConfig().with_tile(32, 4), parasitics=Parasitics(mode=mode, r_row_ohm=1.0, r_col_ohm=3.0))
-        cfg = STORPUConfig(device=dev, periphery=p)
-        cfg.forward.is_perfect = True
-        layer = AnalogLinear(64, 8, bias=False, rpu_config=cfg)
-        layer.eval()
-        torch.manual_seed(1)
-        layer.set_weights(torch.rand(8, 64) * 2 - 1)
+        layer, _ = _tiled_layer(mode, 1)
         tile = layer.analog_module
         tile.set_batch(3)
         tile.apply_short_term((torch.rand(3, 8, 64) * 2 - 1) * 0.15)
