@@ -4,7 +4,12 @@ Reports (issue 16, performance): the throughput of G games on C chips (agent ste
 the shipped agent on the STO chip, ledger and digital counting on, as ``stoxbar play``) over the
 first ``--steps`` steps, the throughput of the bare ale-py vector env stepping the same G games with
 random actions, and their ratio (goal >= 60 %: the emulator is the limit); repeats interleaved,
-medians. With ``--full``, the wall time of G full games (goal: 100 games <= 3 min on 2 cores).
+medians; and the time of 100 full games extrapolated from the measured throughput
+(``--steps-per-game`` agent steps per game, default 2,623: ``stoxbar play --games 20 --chips 4``
+played 52,453 steps, BENCHMARKS.md; the batch shrinking as games end is not modelled). With
+``--full``, the measured wall time of G full games (goal: 100 games <= 3 min on 2 cores).
+torch imports its compiler lazily at the first ``Tensor.float()`` of an agent step (~2 s, once per
+process); it is imported before the timed windows so a short window measures the steps only.
 Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]``.
 """
 
@@ -16,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401  (a one-off lazy import of torch's, kept out of the timed windows)
 
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.peripherals import PeripheryConfig
@@ -63,6 +69,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--torch-device", dest="device", default="cpu")
+    ap.add_argument("--steps-per-game", type=float, default=2623.0,
+                    help="agent steps of a full game for the extrapolation (BENCHMARKS.md: 52,453 steps / 20 games)")
     ap.add_argument("--full", action="store_true", help="also time the G full games")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,6 +83,9 @@ def main() -> None:
           f"{c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
           f"ratio {100 * c / e:.1f} % (goal >= 60 %)  [runs: chips {[round(x) for x in chip]}, "
           f"env {[round(x) for x in env]}]")
+    full_s = 100 * args.steps_per_game / c
+    print(f"100 full games (x {args.steps_per_game:.0f} agent steps) at {c:.0f} agent steps/s: ~{full_s:.0f} s "
+          f"({full_s / 60:.1f} min; goal <= 180 s), extrapolated")
     if args.full:
         t0 = time.perf_counter()
         _, res = batched(args.games, args.chips, 27000, args.device)

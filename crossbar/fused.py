@@ -72,7 +72,9 @@ def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optio
     The request is ``scale [T, O, X] * u [B, O] * v [B, T, X] * g_range`` (S), quantised with
     ``thresholds [L]`` to the levels of ``dg_table [L + 1]`` (S) and saturated at ``+-g_max``;
     ``rows [T]`` (int64) are each tile's real rows (pad rows are never pulsed). ``per_st`` (J/S
-    per cell, None: no bias held) gives the bias energy of the interval, from F at its start.
+    per cell, None: no bias held) gives the bias energy of the interval, from F at its start; a
+    stacked ``per_st [S, T, O, X]`` (S <= 2: the load and what a rail delivers) gives ``[B, T, S]``
+    in the same pass.
     Returns (signed level int8 [B, T, O, X], ``[B, T, L]`` number of cells of each chip and
     row-tile with ``|request| >= threshold m``, column sums ``sum_o |F|`` [B, T, X] (S) after the
     step, bias energy per chip and row-tile [B, T] float64 J, or None without ``per_st``). Runs
@@ -91,7 +93,13 @@ def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optio
             g_st, rows if rows.dtype == torch.long else rows.to(torch.long), lam, per_st, scale, u, v,
             float(g_range), thresholds, dg_table, float(g_max))
         return level, ge, col, None if per_st is None else e_bias
-    e_bias = None if per_st is None else (g_st.abs() * per_st).sum((2, 3), dtype=torch.float64)
+    if per_st is None:
+        e_bias = None
+    elif per_st.dim() == 4:  # stacked tables [S, T, O, X]: [B, T, S]
+        a = g_st.abs()
+        e_bias = torch.stack([(a * p).sum((2, 3), dtype=torch.float64) for p in per_st], -1)
+    else:
+        e_bias = (g_st.abs() * per_st).sum((2, 3), dtype=torch.float64)
     mask = _row_mask(rows, x)
     if mask is not None:
         scale = scale * mask

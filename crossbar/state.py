@@ -601,8 +601,9 @@ class CrossbarState(nn.Module):
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
         hold = self.hold_bias and per_tile
-        # several column-tiles: the kernel's per-row-tile figures are split by a sparse scan below
-        split = per_tile and (self.col_tiles > 1 or self.bias_rail_v is not None)  # (load, drawn): not fused
+        # several column-tiles: the kernel's per-row-tile figures are split by a sparse scan below; a
+        # rail's stacked (load, drawn) table is summed in the same pass ([B, T, 2])
+        split = per_tile and self.col_tiles > 1
         st = self._st_bias(per_st) if self.hold_bias and split else None  # per tile, before the pass
         out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if hold and not split else None,
                                     scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s, True)  # by tile

@@ -44,9 +44,12 @@ void check_cpu_float(const Tensor& t, const char* name, at::ScalarType dtype) {
 // ------------------------------------------------------------------------------------------------
 template <typename T>
 STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64_t X, const int64_t* rows, T* F, const T* lam,
-                          const T* per_st, const T* scale, const T* u, const T* v, T g_range, const T* thr,
+                          const T* per_st, int S, const T* scale, const T* u, const T* v, T g_range, const T* thr,
                           const T* dg, int L, T g_max, int8_t* level, int64_t* ge, T* col, double* e_bias,
                           T* scratch, int nth) {
+  // per_st: S (1 or 2) stacked tables [S, T, O, X] (e.g. the bias load and what the rail delivers):
+  // e_bias [B, T, S], each table's weighted sum of |F| at the interval start, in the same pass
+  const int64_t cells = TT * O * X;
 #pragma omp parallel for num_threads(nth) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     T* d = scratch + (int64_t)omp_get_thread_num() * 3 * X;
@@ -54,7 +57,7 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
     T* step = d + 2 * X;
     for (int64_t t = 0; t < TT; ++t) {
       int64_t* g = ge + (b * TT + t) * L;  // per (chip, row-tile): the substrate books events per tile
-      double eb = 0;
+      double eb[2] = {0, 0};
       for (int m = 0; m < L; ++m) g[m] = 0;
       const int64_t n = rows[t];
       const T* vt = v + (b * TT + t) * X;
@@ -64,16 +67,16 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
         const int64_t off = (t * O + o) * X;
         T* f = F + b * TT * O * X + off;
         stoxbar::st_request_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, d, k, step, g);
-        if (per_st) {
-          const T* pe = per_st + off;
+        for (int si = 0; si < S; ++si) {
+          const T* pe = per_st + si * cells + off;
           double s = 0;
 #pragma omp simd reduction(+ : s)
           for (int64_t x = 0; x < X; ++x) s += (double)(pe[x] * std::fabs(f[x]));
-          eb += s;
+          eb[si] += s;
         }
         stoxbar::st_apply_row<T>(X, f, f, lam + off, d, k, step, g_max, level + b * TT * O * X + off, ct);
       }
-      e_bias[b * TT + t] = eb;
+      for (int si = 0; si < S; ++si) e_bias[(b * TT + t) * S + si] = eb[si];
     }
   }
 }
@@ -94,17 +97,23 @@ std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::opti
   for (auto* p : {&lam, &scale, &u, &v, &thr, &dg}) check_cpu_float(*p, "operand", dt);
   if (per_st) {
     check_cpu_float(*per_st, "per_st", dt);
-    TORCH_CHECK(per_st->numel() == TT * O * X, "short_term_step: per_st shape does not match");
+    TORCH_CHECK(per_st->numel() == TT * O * X || (per_st->dim() == 4 && per_st->size(0) <= 2 &&
+                                                   per_st->numel() == per_st->size(0) * TT * O * X),
+                "short_term_step: per_st must be [T, O, X] or stacked [S <= 2, T, O, X]");
   }
+  // stacked tables [S, T, O, X]: bias energy [B, T, S]; one table: [B, T]
+  const bool stacked = per_st && per_st->dim() == 4;
+  const int S = per_st ? (int)(per_st->numel() / (TT * O * X)) : 0;
   auto level = torch::empty(F.sizes(), F.options().dtype(at::kChar));
   auto ge = torch::empty({B, TT, L}, F.options().dtype(at::kLong));
   auto col = torch::empty({B, TT, X}, F.options());
-  auto e_bias = torch::empty({B, TT}, F.options().dtype(at::kDouble));
+  auto e_bias = stacked ? torch::empty({B, TT, (int64_t)S}, F.options().dtype(at::kDouble))
+                        : torch::empty({B, TT}, F.options().dtype(at::kDouble));
   const int nth = threads_for(F.numel());
   auto scratch = torch::empty({nth * 3 * X}, F.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "short_term_step", [&] {
     short_term_step_impl<scalar_t>(B, TT, O, X, rows.data_ptr<int64_t>(), F.data_ptr<scalar_t>(),
-                                   lam.data_ptr<scalar_t>(), per_st ? per_st->data_ptr<scalar_t>() : nullptr,
+                                   lam.data_ptr<scalar_t>(), per_st ? per_st->data_ptr<scalar_t>() : nullptr, S,
                                    scale.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                                    (scalar_t)g_range, thr.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), L,
                                    (scalar_t)g_max, level.data_ptr<int8_t>(), ge.data_ptr<int64_t>(),

@@ -108,6 +108,32 @@ def test_short_term_step_per_row_tile_native_equals_torch_path(dtype, torch_path
                                        dev.st_g_max_s)[3] is None
 
 
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_short_term_step_stacked_bias_tables_native_equals_torch_path(dtype, torch_path):
+    """Stacked bias tables [2, T, O, X] (a rail's load and drawn energy) in one pass: [B, T, 2], each
+    column the single-table figure (native and torch), the same F, levels and counts."""
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(dtype, rows=(7, 6, 7))
+    stacked = torch.stack([per_st, per_st * 3.5])
+    states = [f0.clone() for _ in range(4)]
+    for _ in range(3):
+        post = torch.rand(3, 5, generator=g, dtype=dtype) * 2 - 1
+        pre = torch.rand(3, 3, 7, generator=g, dtype=dtype) * 2 - 1
+        out = []
+        for i, (s, table) in enumerate(zip(states, (stacked, stacked, per_st, stacked[1]))):
+            torch_path(i == 1)
+            out.append(fused.short_term_step_tiles(s, rows, lam, table, gam, post, pre, dev.g_range_s, thr, dg,
+                                                   dev.st_g_max_s))
+        torch_path(False)
+        (lv_n, ge_n, _, e_n), (lv_t, ge_t, _, e_t), (lv_1, ge_1, _, e_load), (_, _, _, e_drawn) = out
+        assert all(torch.equal(states[0], s) for s in states[1:])
+        assert torch.equal(lv_n, lv_t) and torch.equal(lv_n, lv_1) and torch.equal(ge_n, ge_t) and torch.equal(ge_n, ge_1)
+        assert e_n.shape == e_t.shape == (3, 3, 2) and e_n.dtype == torch.float64
+        torch.testing.assert_close(e_n, e_t, rtol=1e-6, atol=0)
+        assert torch.equal(e_n[..., 0], e_load) and torch.equal(e_n[..., 1], e_drawn)  # same order of summation
+        assert bool((e_n[..., 1] > e_n[..., 0]).all())
+
+
 @pytest.mark.parametrize("use_kernel", [False, True] if native.available() else [False])
 def test_digital_cell_update_is_the_substrate_step(use_kernel):
     """The m-STPN's F update is the substrate's short-term step with g_range = 1, bit for bit."""
