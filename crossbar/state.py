@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -380,16 +380,17 @@ class CrossbarState(nn.Module):
             self.g_st[done.bool()] = 0.0
 
     def set_bias(self, v_bias: Tensor, addressing: str = "per_cell", rails_v: Sequence[float] = (),
-                 duty: float = 1.0, rail_v: Optional[float] = None, wires: Optional[Any] = None) -> BiasReport:
+                 duty: float = 1.0, rail_v: Optional[float] = None,
+                 wire_drop: Optional[Callable[["CrossbarState", Tensor], Tensor]] = None) -> BiasReport:
         """Set the decay bias ``[O, in]`` (V) the ``addressing`` scheme can hold nearest the request, and hold it.
 
         Raises outside the device's range. The request is projected onto the scheme (and its
         ``rails_v``) per physical tile, :func:`stoxbar.crossbar.bias.project`; the residual is
         returned and kept in ``bias_report``. ``duty`` (0, 1] is the held fraction of every decay
         interval; ``rail_v`` (V) the supply rail every cell's current is drawn from (linear supply,
-        per-cell access; None: no rail, the cost model's switched supply). ``wires``: the
-        periphery's ``Parasitics`` when its mode is not "off": the cells then hold what is left of
-        the lines' voltages after the wires' drop (the held bias's network solved in full,
+        per-cell access; None: no rail, the cost model's switched supply). ``wire_drop``: with line
+        parasitics, a function of (this state, the held line voltages) giving the voltages the cells
+        hold after the wires' drop (the substrate passes the held bias's network solved in full,
         :func:`stoxbar.crossbar.parasitics.held_bias_cells`), so the decay and the bias energy use
         the dropped voltages; the drop is reported in ``bias_report``.
         """
@@ -409,11 +410,8 @@ class CrossbarState(nn.Module):
         want = self.tiled_weight(v_bias.to(self.v_bias.dtype)) + dev.v_bias_min_v * (~self.mask)
         held, report = project(want, self.mask, self._col_bounds, addressing, rails_v, dev.v_bias_min_v,
                                dev.v_bias_max_v)
-        if wires is not None and wires.mode != "off":
-            from stoxbar.crossbar.parasitics import held_bias_cells
-
-            cells = held_bias_cells(self, held, wires, addressing)
-            cells = torch.where(self.mask, cells.clamp(dev.v_bias_min_v, dev.v_bias_max_v), held)
+        if wire_drop is not None:
+            cells = torch.where(self.mask, wire_drop(self, held).clamp(dev.v_bias_min_v, dev.v_bias_max_v), held)
             drop = (held - cells)[self.mask.expand_as(held)].double()
             tau_err = (torch.as_tensor(dev.tau_s(cells[self.mask.expand_as(held)].double()))
                        / torch.as_tensor(dev.tau_s(held[self.mask.expand_as(held)].double())) - 1.0).abs()

@@ -5,7 +5,7 @@
 send what happened (pulses per tile and level, bias energy) to its event sink
 (``_sink()``: the simulator tile of a tile module, or the array itself).
 
-May import: torch, stoxbar.crossbar.state.
+May import: torch, stoxbar.crossbar.{state,parasitics}.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Optional, Tuple
 
 from torch import Tensor
 
+from stoxbar.crossbar.parasitics import held_bias_cells
 from stoxbar.crossbar.state import CrossbarState
 
 
@@ -49,8 +50,12 @@ class SubstrateOps:
         linear = p.bias_addressing == "per_cell" or p.bias_driver.supply == "linear"
         rail = p.bias_driver.v_rail_v
         rail = self.state.device_model.v_bias_max_v if rail is None else rail
+        drop = None
+        if p.parasitics.mode != "off":  # the held bias's network solved in full: the cells hold what the wires leave
+            def drop(state, held):
+                return held_bias_cells(state, held, p.parasitics, p.bias_addressing)
         report = self.state.set_bias(v_bias, p.bias_addressing, p.bias_rails_v, p.bias_duty,
-                                     rail if linear else None, wires=p.parasitics)
+                                     rail if linear else None, wire_drop=drop)
         self._after_state_change()
         return report
 
