@@ -199,12 +199,18 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     # drawing (1/efficiency - 1) of the toy's bias power plus their static draw on the tile's 12 rows and
     # 2 x 5 physical columns (row_col addressing, issue 17)
     comp = ledger.totals(("component",))
-    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("bias",), ("bias_driver",),
-                         ("leakage",), ("power_gating_wake",)}  # the tile's static power (issue 17.4)
-    assert comp[("st_pulse",)].count == comp[("st_write_driver",)].count == n
-    v_pulse = max(a for a, _ in dev.st_pulse_levels)
-    wd, bd = cfg.periphery.write_driver, cfg.periphery.bias_driver
-    assert comp[("st_write_driver",)].energy_j == pytest.approx(n * wd.short_term_pulse_j(v_pulse, 5), rel=1e-9)
+    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("half_select",), ("bias",),
+                         ("bias_driver",), ("leakage",), ("power_gating_wake",)}  # static power (issue 17.4)
+    assert comp[("st_pulse",)].count == comp[("st_write_driver",)].count == comp[("half_select",)].count == n
+    # the write path (issue 17.5): both levels are 1 V pulses; each charges the full physical row line of the
+    # 512 x 512 tile (1024 columns) and swings its 512-cell column line by V/2; 1534 cells half-selected at
+    # V/2 take the toy's own pulse law there (V^2 G t: a quarter of the pulse's)
+    p = cfg.periphery
+    wd, bd = p.write_driver, p.bias_driver
+    per_pulse = wd.short_term_pulse_j(1.0, p.physical_cols()) + wd.line_capacitance_f(p.tile_rows) * 0.25
+    assert comp[("st_write_driver",)].energy_j == pytest.approx(n * per_pulse, rel=1e-9)
+    quarter = float(dev.st_pulse_energy_j(0.5, 1e-6)) / float(dev.st_pulse_energy_j(1.0, 1e-6))
+    assert comp[("half_select",)].energy_j == pytest.approx(comp[("st_pulse",)].energy_j * 1534 * quarter, rel=1e-9)
     driver = comp[("bias",)].energy_j * (1 / bd.efficiency - 1) + bd.p_quiescent_w * (12 + 10) * 2 * dt
     assert comp[("bias_driver",)].energy_j == pytest.approx(driver, rel=1e-9)
 
