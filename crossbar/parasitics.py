@@ -268,6 +268,11 @@ def transfer_weight(state: "CrossbarState", par: "Parasitics", chunk_elems: int 
     return w.div_(state.device_model.g_range_s).to(state.g_pos.dtype)
 
 
+def _transfer_key(par: "Parasitics") -> str:
+    """The crossbar state's cache key of the transfer matrix for the wires of ``par``."""
+    return f"transfer:{par.r_row_ohm!r}:{par.r_col_ohm!r}:{par.tol!r}"
+
+
 class ParasiticTransferMVM(TiledAnalogMVM):
     """The full solve through its cached transfer matrix (:func:`transfer_weight`): the ideal read of those
     effective weights, natively; what :class:`ParasiticMVM` delegates to once it pays (``for_state``)."""
@@ -279,8 +284,7 @@ class ParasiticTransferMVM(TiledAnalogMVM):
     @classmethod
     def array_weight(cls, state: "CrossbarState", periphery: "PeripheryConfig") -> Tensor:
         par = periphery.parasitics
-        return state._cached(f"transfer:{par.r_row_ohm!r}:{par.r_col_ohm!r}:{par.tol!r}",
-                             lambda: transfer_weight(state, par))
+        return state._cached(_transfer_key(par), lambda: transfer_weight(state, par))
 
 
 class ParasiticMVM(TiledAnalogMVM):
@@ -295,9 +299,7 @@ class ParasiticMVM(TiledAnalogMVM):
     def for_state(cls, state: "CrossbarState", periphery: "PeripheryConfig", vectors: int) -> type:
         if state.g_st is not None or state.per_chip:
             return cls
-        par = periphery.parasitics
-        key = f"transfer:{par.r_row_ohm!r}:{par.r_col_ohm!r}:{par.tol!r}"
-        hit = state._cache.get(key)
+        hit = state._cache.get(_transfer_key(periphery.parasitics))
         if hit is not None and hit[0] == state._version:
             return ParasiticTransferMVM
         served = state._cache.get("transfer-served")

@@ -412,9 +412,10 @@ class CrossbarState(nn.Module):
                                dev.v_bias_max_v)
         if wire_drop is not None:
             cells = torch.where(self.mask, wire_drop(self, held).clamp(dev.v_bias_min_v, dev.v_bias_max_v), held)
-            drop = (held - cells)[self.mask.expand_as(held)].double()
-            tau_err = (torch.as_tensor(dev.tau_s(cells[self.mask.expand_as(held)].double()))
-                       / torch.as_tensor(dev.tau_s(held[self.mask.expand_as(held)].double())) - 1.0).abs()
+            real = self.mask.expand_as(held)
+            drop = (held - cells)[real].double()
+            tau_err = (torch.as_tensor(dev.tau_s(cells[real].double()))
+                       / torch.as_tensor(dev.tau_s(held[real].double())) - 1.0).abs()
             report = replace(report, wire_drop_max_v=float(drop.abs().max()) if drop.numel() else 0.0,
                              wire_drop_rms_v=float(drop.square().mean().sqrt()) if drop.numel() else 0.0,
                              wire_tau_err_max=float(tau_err.max()) if tau_err.numel() else 0.0)

@@ -31,9 +31,7 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 from .adc import ADC
 from .dac import DAC
 from .digital import DigitalPeriphery
-from .drivers import BIAS_ADDRESSINGS, BiasDriver, RowDriver, WriteDriver
-
-WRITE_SCHEMES = ("v2", "v3")
+from .drivers import BIAS_ADDRESSINGS, WRITE_SCHEMES, BiasDriver, RowDriver, WriteDriver
 from .parasitics import Parasitics
 from .sense import TIA, SampleHold
 from .static import PowerGating, StaticPower

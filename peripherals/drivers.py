@@ -24,6 +24,7 @@ C_WIRE_F = 5e-15  # assumption: driver output + routing
 DRIVER_AREA_M2 = 2e-12  # assumption: ~2 um^2 inverter-chain driver at 32 nm
 BIAS_SUPPLIES = ("switched", "linear")
 BIAS_ADDRESSINGS = ("per_cell", "row_col", "per_row", "per_column", "global")
+WRITE_SCHEMES = ("v2", "v3")  # how unselected lines sit while a pulse is written (PeripheryConfig.write_scheme)
 T_DRIVE_S = 1e-9  # assumption: line rise time ~1 ns (CiMLoop BASE_LATENCY 1 ns, §3.6)
 
 

@@ -55,11 +55,11 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
                               "initialisation (its seed) cannot be rebuilt")
         cfg = TrainConfig.from_dict(ckpt["train_config"])
         init = initial_cell_params(cfg)
-        for theta in _decay_params(cell):
-            theta.copy_(init[_name(cell, theta)])
+        for n in cell.decay_parameters():
+            getattr(cell, n).copy_(init[n])
     elif name == "tau_shuffled":
         gen = torch.Generator().manual_seed(SHUFFLE_SEED)
-        for theta in _decay_params(cell):
+        for theta in (getattr(cell, n) for n in cell.decay_parameters()):
             flat = theta.detach().flatten()
             theta.copy_(flat[torch.randperm(flat.numel(), generator=gen)].view_as(theta))
     elif name in ("tau_min", "tau_max"):  # every decay parameter saturated: tau (or the bias) at its end
@@ -67,16 +67,8 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
         dev = cell.device  # row_col learns the bias itself: its top end is tau_max only if tau rises with V
         if cell.decay_addressing == "row_col" and float(dev.tau_s(dev.v_bias_max_v)) < float(dev.tau_s(dev.v_bias_min_v)):
             sat = -sat
-        for theta in _decay_params(cell):
-            theta.fill_(sat)
+        for n in cell.decay_parameters():
+            getattr(cell, n).fill_(sat)
     elif name == "no_h_feedback":
         cell.h_feedback = False
 
-
-def _decay_params(cell: Any) -> list:
-    """The parameters that set ``cell``'s decay biases (theta; theta_row too under row_col addressing)."""
-    return [getattr(cell, n) for n in cell.decay_parameters()]
-
-
-def _name(cell: Any, param: Any) -> str:
-    return next(n for n in cell.decay_parameters() if getattr(cell, n) is param)

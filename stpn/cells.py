@@ -61,7 +61,8 @@ path. MSTPNCell's step is split into overridable `presynaptic`, `mvm`, `activati
 `plastic_update`; a subclass that overrides any
 of the last three (e.g. the analog one) automatically uses the composed path.
 
-May import: torch, stoxbar.core.validation, stoxbar.core.native, stoxbar.devices, stoxbar.crossbar.fused.
+May import: torch, stoxbar.core.validation, stoxbar.core.native, stoxbar.devices, stoxbar.crossbar.fused,
+stoxbar.peripherals.drivers.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ from torch import Tensor, nn
 from stoxbar.core import native
 from stoxbar.crossbar import fused
 from stoxbar.devices import dynamics
+from stoxbar.peripherals.drivers import BIAS_ADDRESSINGS as DECAY_ADDRESSINGS
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,10 +89,9 @@ W_INIT = 0.5  # m-STPN: W ~ U(-0.5, 0.5) weight units at init; assumption (modul
 # theta's Adam eps relative to the base eps: 1e-5 x 1e-3 = 1e-8 (torch's default), below the measured
 # mean per-synapse |dL/dtheta| of 2e-8..1.3e-7 (docs/stpn.md §5.5); assumption, chosen from that measurement
 THETA_EPS_SCALE = 1e-3
-# what the decay biases may depend on, one per bias-addressing scheme of the crossbar (crossbar/bias.py):
+# what the decay biases may depend on: the crossbar's bias-addressing schemes (DECAY_ADDRESSINGS, crossbar/bias.py):
 # theta's shape [H, P] per synapse, [1, P] one per row (presynaptic input), [H, 1] one per column (unit),
 # [1, 1] one for the layer; row_col learns a row part theta_row [1, P] and a column part theta [H, 1]
-DECAY_ADDRESSINGS = ("per_cell", "row_col", "per_row", "per_column", "global")
 _THETA_SHAPE = {"per_cell": lambda h, p: (h, p), "row_col": lambda h, p: (h, 1), "per_row": lambda h, p: (1, p),
                 "per_column": lambda h, p: (h, 1), "global": lambda h, p: (1, 1)}
 

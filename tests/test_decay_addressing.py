@@ -17,7 +17,6 @@ import torch
 from stoxbar.core.validation import ConfigError
 from stoxbar.devices import presets
 from stoxbar.peripherals import PeripheryConfig
-from stoxbar.peripherals.drivers import BIAS_ADDRESSINGS
 from stoxbar.pong.a2c import TrainConfig, param_drift, initial_cell_params, start_agent, train
 from stoxbar.pong.ablate import apply_ablation
 from stoxbar.pong.agent import ArchConfig
@@ -37,10 +36,6 @@ def _cell(scheme, n_in=7, hidden=5, seed=0):
 
 def _additive_residual(v):
     return (v - v.mean(0, keepdim=True) - v.mean(1, keepdim=True) + v.mean()).abs().max()
-
-
-def test_the_cell_knows_the_crossbar_schemes():
-    assert DECAY_ADDRESSINGS == BIAS_ADDRESSINGS
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
