@@ -235,3 +235,26 @@ def _first_in_features(model: nn.Module) -> str:
             if isinstance(getattr(m, attr, None), int):
                 return f" (its first layer takes {getattr(m, attr)} {label})"
     return ""
+
+
+def ir_drop_rel_error(n_in: int, n_out: int, device, periphery, seed: int = 0) -> float:
+    """MVM error from the line parasitics alone: ``||y - y_ideal|| / ||y_ideal||`` of the layer's read with
+    ``periphery.parasitics`` against the same read with ideal wires (the noise-free device, perfect
+    converters, the same random weights and input as ``stoxbar energy``'s layer breakdown)."""
+    from dataclasses import replace
+
+    from aihwkit.nn import AnalogLinear
+
+    from stoxbar.crossbar import STORPUConfig
+
+    ys = []
+    for p in (periphery, replace(periphery, parasitics=replace(periphery.parasitics, mode="off"))):
+        gen = torch.Generator().manual_seed(seed)
+        cfg = STORPUConfig(device=device.without_noise(), periphery=p)
+        cfg.forward.is_perfect = True
+        layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
+        layer.eval()
+        layer.set_weights((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * 0.5)
+        with torch.no_grad():
+            ys.append(layer(torch.rand(1, n_in, generator=gen) * 2 - 1).double())
+    return float((ys[0] - ys[1]).norm() / ys[1].norm().clamp_min(1e-300))

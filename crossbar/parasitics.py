@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 
 def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
-    return x.flip(dim).cumsum(dim).flip(dim)
+    """Sum from each element to the end of ``dim`` (total - prefix + self: no flips, which copy on CPU)."""
+    c = x.cumsum(dim)
+    return c.narrow(dim, -1, 1) - c + x
 
 
 def wire_coupling(i_cell: Tensor, r_row: float, r_col: float) -> Tensor:
@@ -178,6 +180,21 @@ def line_power(g: Tensor, v: Tensor, i_cell: Tensor, r_row: float, r_col: float)
     return delivered, (g * v_cell.square()).sum((-2, -1))
 
 
+def first_order_line_power(g: Tensor, v: Tensor, r_row: float, r_col: float) -> Tuple[Tensor, Tensor]:
+    """:func:`line_power` of the first-order model without a per-cell solve: the wires carry the ideal
+    currents, so their I^2 R is ``r_row sum_i v_i^2 sum_k (sum_{j>=k} G_ij)^2`` (row segment k carries the
+    cells beyond it) plus ``r_col sum_j sum_k (sum_{i<=k} v_i G_ij)^2`` (column segment k carries the rows
+    above it), the drivers deliver the ideal power less it (``sum v G (v - R I)``, exact to this order)
+    and the cells take the ideal power less twice it. Of ``g [..., X, P]`` and ``v [..., X]``: each
+    ``[...]``; the column sum is one pass over the cells per vector (docs/peripherals-energy.md §6)."""
+    row_load = _rev_cumsum(g, -1).square().sum(-1)  # [..., X]: per unit v_i^2
+    v2 = v.square()
+    ideal = (v2 * g.sum(-1)).sum(-1)
+    wire = r_row * (v2 * row_load).sum(-1)
+    wire = wire + r_col * (v.unsqueeze(-1) * g).cumsum(-2).square().sum((-2, -1))
+    return ideal - wire, ideal - 2.0 * wire
+
+
 PWM_QUADRATURE = 8  # midpoints over a PWM read window at which the wires' share is solved (docs/peripherals-energy.md §6)
 
 
@@ -212,8 +229,11 @@ def wire_drive(state: "CrossbarState", x_t: Tensor, rounds: int, io_pars: Any, p
     weight = (1.0 - 0.25 ** rounds) / 0.75  # multibit bound management: round r drives 1/4**r (read_drive)
     n_col_tiles = len(_col_tiles(state))
     for j, g in enumerate(_physical_tiles(state, dt)):
-        i = solve_currents(g, v, par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
-        delivered, in_cells = line_power(g, v, i, par.r_row_ohm, par.r_col_ohm)
+        if par.mode == "first_order":
+            delivered, in_cells = first_order_line_power(g, v, par.r_row_ohm, par.r_col_ohm)
+        else:
+            i = solve_currents(g, v, par.r_row_ohm, par.r_col_ohm, par.mode, par.tol, par.max_iter)
+            delivered, in_cells = line_power(g, v, i, par.r_row_ohm, par.r_col_ohm)
         lead = tuple(range(delivered.ndim - 1))  # sum over vectors (and quadrature points): [T]
         delivered, in_cells = delivered.sum(lead), in_cells.sum(lead)
         idx = torch.arange(len(delivered), device=drive.device) * n_col_tiles + j  # tile (t, j) at t * J + j

@@ -30,7 +30,7 @@ import torch
 from stoxbar.crossbar.parasitics import solve_currents, wire_coupling
 from stoxbar.devices import sto_2024
 from stoxbar.peripherals import Parasitics, PeripheryConfig
-from stoxbar.scripts.energy import ir_drop_rel_error
+from stoxbar.analysis.run import ir_drop_rel_error
 
 HEIGHTS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 OUTPUTS = 64

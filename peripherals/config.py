@@ -6,7 +6,8 @@ the events a tile records; this module holds the configuration those functions r
 
 Conventions
 -----------
-* ``tile_rows`` inputs x ``tile_cols`` outputs per tile (logical), each <= 2048 (MAX_TILE).
+* ``tile_rows`` inputs x ``tile_cols`` outputs per tile (logical); every physical line <= 2048 cells
+  (MAX_TILE): rows <= 2048, physical columns (2 x cols differential, cols + 1 reference) <= 2048.
 * ``signed_mapping="differential"``: a weight is a pair G+ / G-, physical columns = 2 x cols.
   ``"reference"``: one shared reference column, physical columns = cols + 1.
 * ``subtraction="digital"``: every physical column (pair member or reference) is converted and the
@@ -65,7 +66,8 @@ class PeripheryConfig:
         static, power_gating: leakage per block and its gating between steps
             (``peripherals/static.py``); booked over every decay interval (the step period).
         tile_rows: max inputs per tile, 1..2048.
-        tile_cols: max outputs per tile (logical), 1..2048.
+        tile_cols: max outputs per tile (logical), 1..1024 differential, 1..2047 reference (physical
+            columns <= MAX_TILE).
         signed_mapping: "differential" | "reference".
         subtraction: "digital" | "analog" (where G+ - G- or G - G_ref is formed).
         out_bound: ADC range in aihwkit units of "fully-on inputs x max weight" (weights normalised
@@ -132,6 +134,11 @@ class PeripheryConfig:
         check_int("tile_rows", self.tile_rows, 1, MAX_TILE)
         check_int("tile_cols", self.tile_cols, 1, MAX_TILE)
         check_choice("signed_mapping", self.signed_mapping, SIGNED_MAPPINGS)
+        physical = 2 * self.tile_cols if self.signed_mapping == "differential" else self.tile_cols + 1
+        if physical > MAX_TILE:  # the line limit holds for the wires, not for logical outputs
+            most = MAX_TILE // 2 if self.signed_mapping == "differential" else MAX_TILE - 1
+            raise ConfigError(f"tile_cols = {self.tile_cols}: a {self.signed_mapping} tile has {physical} physical "
+                              f"columns, more than the {MAX_TILE}-line limit; allowed range is [1, {most}]")
         check_choice("subtraction", self.subtraction, SUBTRACTIONS)
         check_range("out_bound", self.out_bound, 0.0, 1e4, lo_open=True)
         check_range("out_noise", self.out_noise, 0.0, 10.0)

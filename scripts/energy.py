@@ -234,27 +234,6 @@ def layer_breakdown(n_in: int, n_out: int, device, periphery, dt_s: float, seed:
     return mvm, update
 
 
-def ir_drop_rel_error(n_in: int, n_out: int, device, periphery, seed: int = 0) -> float:
-    """MVM error from the line parasitics alone: ``||y - y_ideal|| / ||y_ideal||`` of the layer's read with
-    ``periphery.parasitics`` against the same read with ideal wires (the noise-free device, perfect
-    converters, the same random weights and input as :func:`layer_breakdown`)."""
-    from aihwkit.nn import AnalogLinear
-
-    from stoxbar.crossbar import STORPUConfig
-
-    ys = []
-    for p in (periphery, replace(periphery, parasitics=replace(periphery.parasitics, mode="off"))):
-        gen = torch.Generator().manual_seed(seed)
-        cfg = STORPUConfig(device=device.without_noise(), periphery=p)
-        cfg.forward.is_perfect = True
-        layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
-        layer.eval()
-        layer.set_weights((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * 0.5)
-        with torch.no_grad():
-            ys.append(layer(torch.rand(1, n_in, generator=gen) * 2 - 1).double())
-    return float((ys[0] - ys[1]).norm() / ys[1].norm().clamp_min(1e-300))
-
-
 def _table(title: str, ledger) -> str:
     total = ledger.total_j
     lines = [f"{title}: {total:.4g} J", f"  {'component':<18}{'energy (J)':>14}{'share':>9}{'events':>14}"]
@@ -406,6 +385,8 @@ def main(args: argparse.Namespace) -> int:
     extra = {}
     if periphery.parasitics.mode != "off":
         par = periphery.parasitics
+        from stoxbar.analysis.run import ir_drop_rel_error
+
         extra = {"parasitics": {"mode": par.mode, "r_row_ohm": par.r_row_ohm, "r_col_ohm": par.r_col_ohm,
                                 "ir_drop_rel_error": ir_drop_rel_error(n_in, n_out, device, periphery, args.seed),
                                 "bias_wire_drop_max_v": bias_reports[0].wire_drop_max_v,

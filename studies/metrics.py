@@ -1,6 +1,7 @@
 """What one study trial measures, and the unit of every metric column.
 
 * static: synapses, tiles, area of the STP layer, MVM latency (from the periphery model);
+* ``wires`` (``[metrics] wires = true``): the tiles' line parasitics solved in full (:func:`wire_metrics`);
 * ``mvm_error_*``: the analog STP layer's MVM against float on layer inputs recorded while the
   digital agent plays (each sample: z_hat and the short-term state F of that step);
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
@@ -102,6 +103,28 @@ def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any
             "mvm_samples": len(errors)}
 
 
+# -- line parasitics ------------------------------------------------------------------------------------
+def wire_metrics(agent, cfg: PointConfig) -> Dict[str, Any]:
+    """What the wires of this point's tiles do, solved in full (``periphery.parasitics`` with mode "full",
+    validated against ngspice) whatever mode the games use: ``ir_drop_rel_error``, the MVM error of the
+    wires alone on a random read of the STP layer's shape (:func:`stoxbar.analysis.run.ir_drop_rel_error`),
+    and the agent's trained decay bias held through the wires under this point's bias addressing: the
+    largest and RMS drop (V) and the largest relative error of tau it causes."""
+    from dataclasses import replace
+
+    from stoxbar.analysis.run import ir_drop_rel_error
+    from stoxbar.stpn.analog import AnalogMSTPNCell
+
+    p = cfg.periphery
+    p = replace(p, parasitics=replace(p.parasitics, mode="full"))
+    # a chip of its own: the agent keeps its cell (the games build theirs from this point's periphery)
+    report = AnalogMSTPNCell.from_cell(agent.cell, p, cfg.device).chip.bias_report
+    arch = cfg.arch
+    return {"ir_drop_rel_error": ir_drop_rel_error(arch.n_in + arch.hidden, arch.hidden, cfg.device, p),
+            "bias_wire_drop_max_v": report.wire_drop_max_v, "bias_wire_drop_rms_v": report.wire_drop_rms_v,
+            "bias_tau_rel_error_max": report.wire_tau_err_max}
+
+
 # -- Pong on the chip --------------------------------------------------------------------------------
 def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
     """Play ``metrics.games`` games on this point's chip; score, speed and energy columns."""
@@ -178,11 +201,13 @@ def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, 
     """Every metric of one trial (see module docstring); ``ckpt`` None = untrained agent."""
     t0 = time.perf_counter()
     out = static_metrics(cfg)
-    if metrics.mvm_error_samples or metrics.games:
+    if metrics.mvm_error_samples or metrics.games or metrics.wires:
         agent = build_agent(ckpt, cfg, seed)
         apply_ablation(agent, cfg.ablate, ckpt)
         if metrics.mvm_error_samples:
             out.update(mvm_error(agent, cfg, metrics.mvm_error_samples, seed))
+        if metrics.wires:
+            out.update(wire_metrics(agent, cfg))
         if metrics.games:
             out.update(pong_metrics(agent, cfg, metrics, seed))
     out["trial_wall_s"] = time.perf_counter() - t0

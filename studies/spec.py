@@ -33,6 +33,7 @@ trained agent's plasticity, :mod:`stoxbar.pong.ablate`, e.g. the built-in ``plas
     greedy = true
     sticky = 0.25                      # sticky-action probability (Machado et al. 2018; ALE v5 default)
     mvm_error_samples = 32             # recorded layer inputs for the MVM error (0: none)
+    wires = false                      # true: each point's wires solved in full (ir_drop_rel_error, held-bias drop)
 
     [plots]
     metrics = ["score_mean", "energy_array_j_per_game"]
@@ -120,6 +121,7 @@ class Metrics:
     mvm_error_samples: int = 32
     sticky: float = 0.25  # sticky-action probability of evaluation games (stoxbar.pong.env.EVAL_STICKY)
     chips: int = 0  # chip instances the games are spread over, played together (0: pong.chips.default_chips)
+    wires: bool = False  # also solve the point's tiles with full wire parasitics (studies.metrics.wire_metrics)
 
 
 @dataclass(frozen=True)

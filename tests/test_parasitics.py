@@ -359,3 +359,26 @@ def test_amplitude_reads_book_the_solved_wire_power():
         books[mode] = ledger.by_component()
     w, c, c0 = books["full"]["wire_read"], books["full"]["cell_read"], books["off"]["cell_read"]
     assert 0 < w < 0.2 * c and c + w < c0
+
+
+def test_first_order_wire_power_is_the_solves_to_second_order_in_the_wire():
+    """The first-order model's wire I^2 R (ideal currents in the wires, no per-cell solve) against the full
+    solve: the relative error falls with r (second order), and it is the old per-cell formula's to its order."""
+    from stoxbar.crossbar.parasitics import first_order_line_power, line_power
+
+    gen = torch.Generator().manual_seed(7)
+    g = 1e-6 * torch.rand(3, 24, 20, generator=gen, dtype=F64)
+    v = 0.2 * (torch.rand(5, 3, 24, generator=gen, dtype=F64) * 2 - 1)
+    errs = []
+    for r in (10.0, 1.0):
+        d_full, c_full = line_power(g, v, solve_currents(g, v, r, 3 * r, "full", tol=1e-13), r, 3 * r)
+        d_first, c_first = first_order_line_power(g, v, r, 3 * r)
+        assert d_first.shape == (5, 3)
+        w_full, w_first = d_full - c_full, d_first - c_first
+        assert (w_first > 0).all() and (d_first < (g * v.unsqueeze(-1).square()).sum((-2, -1))).all()
+        errs.append(float(((w_first - w_full) / w_full).abs().max()))
+        d_old, c_old = line_power(g, v, solve_currents(g, v, r, 3 * r, "first_order"), r, 3 * r)
+        assert torch.allclose(d_first, d_old, rtol=1e-12)  # the drivers' power: the same expression
+    assert errs[1] < 0.2 * errs[0] and errs[1] < 1e-3, errs
+    zero = first_order_line_power(g, v, 0.0, 0.0)
+    assert torch.equal(zero[0], zero[1])  # no wire: delivered = in the cells

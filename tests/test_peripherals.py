@@ -63,6 +63,8 @@ def tile_area_m2(p):
     (lambda: DigitalPeriphery(tanh_segments=1), "digital.tanh_segments"),
     (lambda: PeripheryConfig(tile_rows=4096), "tile_rows"),
     (lambda: PeripheryConfig(tile_cols=0), "tile_cols"),
+    (lambda: PeripheryConfig(tile_cols=1025), "tile_cols"),
+    (lambda: PeripheryConfig(tile_cols=2048, signed_mapping="reference"), "tile_cols"),
     (lambda: PeripheryConfig(signed_mapping="offset"), "signed_mapping"),
     (lambda: PeripheryConfig(adc=ADC(share=3)), "adc.share"),
     (lambda: PeripheryConfig(dac=DAC(bits=1)), "dac.bits"),
@@ -75,6 +77,15 @@ def test_validation_names_field(factory, field):
     with pytest.raises(ConfigError) as err:
         factory()
     assert str(err.value).startswith(field + " = ")
+
+
+def test_the_tile_limit_holds_for_physical_lines():
+    """A differential output is two wires: 1024 outputs fill 2048 physical columns, 1025 do not fit."""
+    assert PeripheryConfig(tile_rows=2048, tile_cols=1024).tile_cols == 1024
+    with pytest.raises(ConfigError, match=r"tile_cols = 1025: a differential tile has 2050 physical columns.*\[1, 1024\]"):
+        PeripheryConfig(tile_cols=1025)
+    with pytest.raises(ConfigError, match=r"reference tile has 2049 physical columns.*\[1, 2047\]"):
+        PeripheryConfig(tile_cols=2048, signed_mapping="reference")
 
 
 def test_share_must_divide_adc_columns_and_message_lists_allowed():
@@ -311,8 +322,8 @@ def periphery_configs(draw):
               v_read_v=draw(st.floats(1e-3, 2.0)), t_cycle_s=draw(st.floats(1e-10, 1e-5)),
               f_pwm_hz=draw(st.floats(1e6, 1e10)))
     rows = draw(st.integers(1, 2048))
-    cols = draw(st.integers(1, 2048))
     mapping = draw(st.sampled_from(["differential", "reference"]))
+    cols = draw(st.integers(1, 1024 if mapping == "differential" else 2047))  # physical lines <= 2048
     subtraction = draw(st.sampled_from(["digital", "analog"]))
     n_conv = {("differential", "digital"): 2 * cols, ("reference", "digital"): cols + 1}.get(
         (mapping, subtraction), cols)

@@ -210,3 +210,29 @@ def test_ray_backend_on_a_local_instance(tmp_path):
         assert {k: v for k, v in a.items() if k not in strip} == {k: v for k, v in b.items() if k not in strip}
     line = json.loads((study.output / "invocations.jsonl").read_text().splitlines()[-1])
     assert line["backend"] == "ray:local"
+
+
+def test_wire_metrics_solve_the_points_tiles_and_leave_the_games_chip_alone():
+    """``[metrics] wires = true``: the wires of a taller tile drop the held bias more (full solve), and the
+    agent keeps its own cell (the games build their chip from the point's periphery, ideal wires here)."""
+    from stoxbar.devices import presets
+    import torch
+
+    from stoxbar.pong.agent import ArchConfig as Arch, PongAgent
+    from stoxbar.studies.metrics import wire_metrics
+    from stoxbar.studies.spec import PointConfig
+    from stoxbar.peripherals import PeripheryConfig
+
+    torch.manual_seed(0)
+    arch = Arch(hidden=16)
+    agent = PongAgent(arch)
+    cell = agent.cell
+    out = {}
+    for rows in (128, 512):
+        cfg = PointConfig(device=presets.get_preset("sto_2024"), periphery=PeripheryConfig(tile_rows=rows), arch=arch)
+        out[rows] = wire_metrics(agent, cfg)
+        assert agent.cell is cell
+    assert set(out[128]) == {"ir_drop_rel_error", "bias_wire_drop_max_v", "bias_wire_drop_rms_v", "bias_tau_rel_error_max"}
+    assert 0 < out[128]["ir_drop_rel_error"] < out[512]["ir_drop_rel_error"] < 0.05
+    assert 0 < out[128]["bias_wire_drop_max_v"] < out[512]["bias_wire_drop_max_v"]
+    assert 0 < out[128]["bias_tau_rel_error_max"] < out[512]["bias_tau_rel_error_max"]
