@@ -31,24 +31,30 @@ class Programmed(NamedTuple):
     g_neg: Tensor
     g_st: Optional[Tensor]
     tau: Tensor
+    g_modes: Optional[Tensor] = None  # F's part per decay mode (a device with several modes)
 
 
 @torch.no_grad()
 def snapshot(st: CrossbarState, retention: RetentionModel) -> Programmed:
     """Keep ``st`` as programmed now (t = 0), drawing the devices' retention time constants."""
     return Programmed(st.g_pos.clone(), st.g_neg.clone(), None if st.g_st is None else st.g_st.clone(),
-                      retention.draw_tau(st.g_pos.shape, st.g_pos.dtype).to(st.g_pos.device))
+                      retention.draw_tau(st.g_pos.shape, st.g_pos.dtype).to(st.g_pos.device),
+                      None if st.g_modes is None else st.g_modes.clone())
 
 
 @torch.no_grad()
 def drift(st: CrossbarState, programmed: Programmed, retention: RetentionModel, t_s: float) -> None:
     """Set ``st`` to its state ``t_s`` seconds after ``programmed`` (absolute time, like aihwkit's)."""
     check_range("t_inference", t_s, 0.0, None, unit="s")
-    g_pos0, g_neg0, g_st0, tau = (None if v is None else v.to(st.g_pos.device) for v in programmed)
+    g_pos0, g_neg0, g_st0, tau, modes0 = (None if v is None else v.to(st.g_pos.device) for v in programmed)
     dev = st.device_model
     m = st.mask.to(st.g_pos.dtype)
     st.g_pos.copy_(retention.relax(g_pos0, dev.g_min_s, t_s, tau) * m)
     st.g_neg.copy_(retention.relax(g_neg0, dev.g_min_s, t_s, tau) * m)
-    if g_st0 is not None and st.g_st is not None and st.g_st.shape == g_st0.shape:
+    if modes0 is not None and st.g_modes is not None and st.g_modes.shape == modes0.shape:
+        lams = torch.stack(dev.mode_decay_factors(torch.as_tensor(t_s, dtype=st.v_bias.dtype), st.v_bias))
+        st.g_modes.copy_(modes0 * lams.unsqueeze(1))  # each mode decays exactly from t = 0
+        st.g_st.copy_(st.g_modes.sum(0))
+    elif g_st0 is not None and st.g_st is not None and st.g_st.shape == g_st0.shape:
         st.g_st.copy_(dynamics.decay(g_st0, st.v_bias, t_s, dev))
     st.invalidate()

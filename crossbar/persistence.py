@@ -39,13 +39,16 @@ def require_sto_config(rpu_config: Any) -> None:
 
 def extra_state(st: CrossbarState) -> Dict[str, Any]:
     """What torch does not save of ``st``: the short-term state and the bias-hold flag (copies)."""
-    return {"g_st": None if st.g_st is None else st.g_st.detach().clone(), "hold_bias": st.hold_bias}
+    out = {"g_st": None if st.g_st is None else st.g_st.detach().clone(), "hold_bias": st.hold_bias}
+    if st.g_modes is not None:  # a device with several decay modes: F's part in each
+        out["g_modes"] = st.g_modes.detach().clone()
+    return out
 
 
 def load_extra_state(st: CrossbarState, extra: Optional[Dict[str, Any]]) -> None:
     """Restore what :func:`extra_state` saved (None or a non-dict, from older checkpoints: nothing)."""
     if isinstance(extra, dict):
-        st.load_short_term(extra.get("g_st"), bool(extra.get("hold_bias", st.hold_bias)))
+        st.load_short_term(extra.get("g_st"), bool(extra.get("hold_bias", st.hold_bias)), extra.get("g_modes"))
 
 
 def state_for_device(old: CrossbarState, device: Any) -> CrossbarState:

@@ -10,6 +10,11 @@ tile height, pad rows masked out (they are no cells: zero conductance, zero ener
   element (per environment). A positive value sits on the G+ device, a negative one on G-; both
   decay with the pair's time constant, so the signed value decays exactly exponentially.
 * ``v_bias`` [T, O, X] (V): decay-control bias per synapse, ``tau = device.tau_s(v_bias)``.
+* ``g_modes`` [K, B, T, O, X] (S) or None: for a device whose decay law has K > 1 exponential
+  modes (``device.decay_modes()``: bi-exponential, stretched), the part of F in each mode; F is
+  their sum. A pulse's increment splits by the modes' weights, each mode decays exactly with its
+  own time constant ``s_k tau(V)``, so the law holds over any step. None for one mode (the
+  exponential: F alone, unchanged paths).
 
 The layer's physical tiles are its row-tiles x column-tiles (``out_sizes`` split O); tile
 ``k = i * J + j`` is aihwkit's ``array[i][j]`` (key ``"i.j"``). The generic substrate operations
@@ -94,6 +99,7 @@ class CrossbarState(nn.Module):
         # a (non-persistent) buffer, so .to()/.cuda() move it with the module; saved through the
         # tiles' and arrays' extra state (crossbar/persistence.py)
         self.register_buffer("g_st", None, persistent=False)
+        self.register_buffer("g_modes", None, persistent=False)
         self._st_cols: Optional[Tuple[Tensor, int, Tensor]] = None  # (g_st, its version, sum_o |g_st|)
         self.hold_bias = False
         self.bias_duty, self.bias_rail_v = 1.0, None  # set with the bias (set_bias)
@@ -127,11 +133,30 @@ class CrossbarState(nn.Module):
         if parent is not None:
             parent._version += 1
 
-    def load_short_term(self, g_st: Optional[Tensor], hold_bias: bool) -> None:
-        """Replace the short-term state (``[B, T, O, X]`` or None) and the bias-hold flag (loading)."""
+    def load_short_term(self, g_st: Optional[Tensor], hold_bias: bool, g_modes: Optional[Tensor] = None) -> None:
+        """Replace the short-term state (``[B, T, O, X]`` or None), its modes (``[K, B, T, O, X]``, for a
+        device with K > 1 decay modes; None: F split by the modes' weights, as if written now) and the
+        bias-hold flag (loading)."""
         self.g_st = None if g_st is None else g_st.to(self.g_pos.device, self.g_pos.dtype).clone()
+        self.g_modes = None
+        k = self.n_modes
+        if self.g_st is not None and k > 1:
+            if g_modes is not None and tuple(g_modes.shape) == (k,) + tuple(self.g_st.shape):
+                self.g_modes = g_modes.to(self.g_st).clone()
+            else:
+                self.g_modes = self._mode_weights().view(k, *[1] * self.g_st.dim()) * self.g_st
+            self.g_st = self.g_modes.sum(0)
         self.hold_bias = bool(hold_bias)
         self.invalidate()
+
+    @property
+    def n_modes(self) -> int:
+        """Exponential modes of the device's decay law (1: the exponential; ``g_modes`` is then None)."""
+        return len(self.device_model.decay_modes())
+
+    def _mode_weights(self) -> Tensor:
+        return torch.tensor([w for w, _ in self.device_model.decay_modes()], dtype=self.g_pos.dtype,
+                            device=self.g_pos.device)
 
     def bind_views(self, views: Sequence[Tuple["CrossbarState", Tuple[slice, slice, slice]]]) -> None:
         """Make each ``(state, block)`` of ``views`` a view of this state's ``block`` ``[T, O, X]``.
@@ -146,6 +171,7 @@ class CrossbarState(nn.Module):
             v.g_neg = self.g_neg[(Ellipsis,) + block]
             v.v_bias = self.v_bias[block]
             v.g_st = None if self.g_st is None else self.g_st[(slice(None),) + block]
+            v.g_modes = None if self.g_modes is None else self.g_modes[(slice(None), slice(None)) + block]
             v.hold_bias = self.hold_bias
             v.bias_duty, v.bias_rail_v = self.bias_duty, self.bias_rail_v
             v.invalidate()  # its tensors are new views: drop derived caches
@@ -157,6 +183,8 @@ class CrossbarState(nn.Module):
             self.__dict__.setdefault(name, value)  # pickled before bias addressing
         if "g_st" not in self._buffers:
             self.register_buffer("g_st", legacy, persistent=False)
+        if "g_modes" not in self._buffers:  # pickled before decay modes
+            self.register_buffer("g_modes", None, persistent=False)
         for v in self.__dict__.get("_views", ()):  # pickled before views knew their array state
             v.__dict__.setdefault("_parent", self)
 
@@ -312,7 +340,7 @@ class CrossbarState(nn.Module):
             neg.append(self.g_neg)
         slot_chip = torch.arange(chips, device=reset.device).repeat_interleave(slots_per_chip)
         self.g_pos, self.g_neg = torch.stack(pos)[slot_chip], torch.stack(neg)[slot_chip]
-        self.g_st = None
+        self.g_st = self.g_modes = None
         self.invalidate()
         return costs
 
@@ -326,6 +354,8 @@ class CrossbarState(nn.Module):
             raise ConfigError(f"keep_slots: mask of shape {tuple(keep.shape)} with {int(keep.sum())} kept; "
                               f"allowed: [{g_st.shape[0]}] with at least one kept")
         self.g_st = g_st[keep]
+        if self.g_modes is not None:
+            self.g_modes = self.g_modes[:, keep]
         if self.per_chip:
             self.g_pos, self.g_neg = self.g_pos[keep], self.g_neg[keep]
         self.invalidate()
@@ -368,6 +398,8 @@ class CrossbarState(nn.Module):
             raise ConfigError(f"batch = {batch}: this state holds {self.g_pos.shape[0]} chip slots "
                               "(program_chips); allowed: exactly that many")
         self.g_st = self.g_pos.new_zeros(batch, *self.g_pos.shape[-3:])
+        k = self.n_modes
+        self.g_modes = self.g_pos.new_zeros(k, batch, *self.g_pos.shape[-3:]) if k > 1 else None
         self._st_cols = None
 
     def reset_short_term(self, done: Optional[Tensor] = None) -> None:
@@ -376,8 +408,12 @@ class CrossbarState(nn.Module):
             return
         if done is None:
             self.g_st.zero_()
+            if self.g_modes is not None:
+                self.g_modes.zero_()
         else:
             self.g_st[done.bool()] = 0.0
+            if self.g_modes is not None:
+                self.g_modes[:, done.bool()] = 0.0
 
     def set_bias(self, v_bias: Tensor, addressing: str = "per_cell", rails_v: Sequence[float] = (),
                  duty: float = 1.0, rail_v: Optional[float] = None,
@@ -481,6 +517,10 @@ class CrossbarState(nn.Module):
             level = level * self.mask  # no pulses on pad rows (they are no cells)
         # the state only ever changes through these calls, so it is in its window by construction
         new, _ = dynamics.apply_short_term(g_st, level, dev, validate=False)
+        if self.g_modes is not None:  # the achieved change (after saturation) splits by the modes' weights
+            k = self.n_modes
+            self.g_modes.add_(self._mode_weights().view(k, *[1] * new.dim()) * (new - g_st))
+            new = self.g_modes.sum(0)
         g_st.copy_(new)
         return level, self.tile_level_counts(level)
 
@@ -521,6 +561,33 @@ class CrossbarState(nn.Module):
 
         return self._cached(f"decay:{float(dt_s)!r}:{self.bias_duty!r}:{self.bias_rail_v!r}", compute)
 
+    def _mode_tables(self, dt_s: float) -> Tuple[Tensor, List[Tensor]]:
+        """(Lambda per mode [K, 1, T, O, X], bias energy per siemens of each mode's |F_k| (J/S), K tables
+        as in :meth:`_decay_tables`) for a device with K > 1 decay modes.
+
+        Mode k decays as ``exp(-t / (s_k tau(V)))`` (held phase, then the released phase at
+        ``v_bias_min_v`` for a duty below 1); its bias energy is ``p(V) s_k tau (1 - exp(-d dt / (s_k tau)))``
+        per siemens of its part of F at the interval start. Summed over the modes this is the exact
+        integral when the modes share a sign (every increment of a cell had one sign), an upper bound
+        otherwise (|sum| <= sum |.|).
+        """
+        def compute():
+            dev = self.device_model
+            d = self.bias_duty
+            held_s = d * dt_s
+            lams = torch.stack(dev.mode_decay_factors(held_s, self.v_bias)) * self.mask
+            if d < 1.0:
+                vmin = torch.full_like(self.v_bias, dev.v_bias_min_v)
+                lams = lams * torch.stack(dev.mode_decay_factors(dt_s - held_s, vmin))
+            p = dev.bias_power_w(1.0, self.v_bias) * self.mask
+            per = [p * i for i in dev.mode_decay_integrals_s(held_s, self.v_bias)]
+            if self.bias_rail_v is not None:
+                r = self._rail_factor()
+                per = [torch.stack([x, x * r]) for x in per]
+            return lams.unsqueeze(1), per
+
+        return self._cached(f"modes:{float(dt_s)!r}:{self.bias_duty!r}:{self.bias_rail_v!r}", compute)
+
     def _rail_factor(self):
         """``V_rail / |V|`` per cell (0 where V = 0: no current), or 1 without a rail."""
         if self.bias_rail_v is None:
@@ -528,12 +595,12 @@ class CrossbarState(nn.Module):
         v = self.v_bias.abs()
         return torch.where(v > 0, self.bias_rail_v / v.clamp_min(1e-30), torch.zeros_like(v))
 
-    def _st_bias(self, per_st: Tensor) -> Tensor:
+    def _st_bias(self, per_st: Tensor, g: Optional[Tensor] = None) -> Tensor:
         """Short-term part of the bias energy per tile (J, [T * J] float64, or [T * J, 2] for a
-        stacked (load, drawn) table), all chips, from F at the interval start."""
+        stacked (load, drawn) table), all chips, from F (or ``g``, one mode's part) at the interval start."""
         if per_st.dim() == 4:
-            return torch.stack([self._st_bias(per_st[0]), self._st_bias(per_st[1])], -1)
-        prod = self.g_st.abs() * per_st
+            return torch.stack([self._st_bias(per_st[0], g), self._st_bias(per_st[1], g)], -1)
+        prod = (self.g_st if g is None else g).abs() * per_st
         return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double())
 
     @property
@@ -551,7 +618,13 @@ class CrossbarState(nn.Module):
         """
         lam, per_st, lt = self._decay_tables(dt_s)
         st = None
-        if self.g_st is not None:
+        if self.g_modes is not None:
+            lams, per = self._mode_tables(dt_s)
+            if self.hold_bias:
+                st = sum(self._st_bias(pk, gk) for pk, gk in zip(per, self.g_modes))
+            self.g_modes.mul_(lams)
+            self.g_st.copy_(self.g_modes.sum(0))
+        elif self.g_st is not None:
             if self.hold_bias:
                 st = self._st_bias(per_st)
             self.g_st.mul_(lam)
@@ -596,6 +669,8 @@ class CrossbarState(nn.Module):
         scale = self._check_scale(scale)
         check_finite("decay_and_outer_update: u", u)
         check_finite("decay_and_outer_update: v", v)
+        if self.g_modes is not None:
+            return self._modes_decay_and_update(dt_s, scale, u, v, per_tile)
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
@@ -620,6 +695,16 @@ class CrossbarState(nn.Module):
         if hold:
             st = bias_bt.sum(0) if b > 1 else bias_bt[0]
         return level, counts, self._bias_energy(lt, st), per_bt.sum(0) if b > 1 else per_bt[0]
+
+    def _modes_decay_and_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool):
+        """:meth:`decay_and_outer_update` for a device with several decay modes: :meth:`decay`, then
+        :meth:`apply_short_term` of the same request (the same quantiser and saturation as the fused pass)."""
+        energy = self.decay(dt_s)
+        level, per_tile_counts = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
+        counts = dynamics.level_counts(level, len(self.device_model.st_pulse_levels))
+        if not per_tile:
+            return level, counts, None, None
+        return level, counts, energy, per_tile_counts
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip, row-tile, column-tile and row, [B or 1, T, J, X] (S), for read energy."""

@@ -49,8 +49,12 @@ decaying increment an exact integral; an ohmic device (``f(V) = V``) may be read
 amplitude-coded DAC, a non-ohmic one with pulse-width or bit-serial inputs only (an amplitude-coded
 input would make the MVM itself non-linear, which the read model does not simulate).
 
+Decay modes: :meth:`decay_modes` writes the decay law as a sum of exponentials in ``t / tau(V)``
+(default one mode, the exponential); the crossbar keeps one short-term state per mode, so any such
+law decays exactly over any step.
+
 Defaults supplied here (override when the device differs): exponential decay
-``Lambda = exp(-dt / tau(V))``, ohmic bias and read power ``V**2 G``, multiplicative Gaussian read
+``Lambda = exp(-dt / tau(V))`` (or the sum over :meth:`decay_modes`), ohmic bias and read power ``V**2 G``, multiplicative Gaussian read
 noise, no device-to-device spread, discrete level tables.
 
 May import: torch, numpy, stoxbar.core.validation.
@@ -159,30 +163,76 @@ class MemristiveDevice:
         """Bias (V) that sets the time constant ``tau_s`` (s): the inverse of :meth:`tau_s`."""
         raise NotImplementedError(f"{type(self).__name__} must implement v_bias_for_tau")
 
+    def decay_modes(self) -> Tuple[Tuple[float, float], ...]:
+        """The decay law as exponential modes ``((w_1, s_1), ...)``: ``Lambda(dt, V) = sum_k w_k exp(-dt / (s_k tau(V)))``.
+
+        Weights > 0 summing to 1, scales > 0. Default: one mode ``((1.0, 1.0),)``, the exponential.
+        A device with K > 1 modes (bi-exponential: two; stretched: :func:`stoxbar.devices.laws.kww_modes`)
+        is simulated with one short-term state per mode, each decaying exactly, so the decay does not
+        depend on the step size. A device that overrides :meth:`decay_factor` with another law and
+        declares no modes is simulated step by step with ``Lambda(dt)`` per step: exact only for a law
+        with ``Lambda(a + b) = Lambda(a) Lambda(b)``.
+        """
+        return ((1.0, 1.0),)
+
+    def _single_exponential(self) -> bool:
+        m = self.decay_modes()
+        return len(m) == 1 and m[0] == (1.0, 1.0)
+
+    def mode_decay_factors(self, dt_s: Any, v_bias: Any) -> list:
+        """``[exp(-dt / (s_k tau(V)))]`` per mode of :meth:`decay_modes` (same type as the inputs)."""
+        tau = self.tau_s(v_bias)
+        return [exp_(-dt_s / (s * tau)) for _, s in self.decay_modes()]
+
+    def mode_decay_integrals_s(self, dt_s: Any, v_bias: Any) -> list:
+        """``[s_k tau (1 - exp(-dt / (s_k tau)))]`` (s) per mode: each mode's integral of its decay over ``dt``."""
+        tau = self.tau_s(v_bias)
+        return [-(s * tau) * expm1_(-dt_s / (s * tau)) for _, s in self.decay_modes()]
+
     def decay_factor(self, dt_s: Any, v_bias: Any) -> Any:
         """Lambda(dt, V): factor on the volatile increment after ``dt_s`` s at ``v_bias`` V (no checks on dt).
 
-        Default: exponential relaxation ``exp(-dt / tau(V))``. A device with another law
-        overrides this and :meth:`decay_integral_s` together.
+        Default: the modes of :meth:`decay_modes`, ``sum_k w_k exp(-dt / (s_k tau(V)))`` (one mode:
+        ``exp(-dt / tau(V))``). A device with another law overrides this, :meth:`decay_integral_s` and
+        :meth:`tau_for_decay_factor` together.
         """
-        return exp_(-dt_s / self.tau_s(v_bias))
+        if self._single_exponential():
+            return exp_(-dt_s / self.tau_s(v_bias))
+        return sum(w * f for (w, _), f in zip(self.decay_modes(), self.mode_decay_factors(dt_s, v_bias)))
 
     def decay_integral_s(self, dt_s: Any, v_bias: Any) -> Any:
         """Integral of Lambda(t, V) over ``[0, dt_s]`` (s): how long the increment is 'held' (bias energy).
 
-        Default (exponential): ``tau (1 - exp(-dt/tau))``, written with ``expm1`` so it stays exact
-        for ``dt << tau``.
+        Default: per mode ``s tau (1 - exp(-dt/(s tau)))``, weighted, written with ``expm1`` so it stays
+        exact for ``dt << tau``.
         """
-        tau = self.tau_s(v_bias)
-        return -tau * expm1_(-dt_s / tau)
+        if self._single_exponential():
+            tau = self.tau_s(v_bias)
+            return -tau * expm1_(-dt_s / tau)
+        return sum(w * f for (w, _), f in zip(self.decay_modes(), self.mode_decay_integrals_s(dt_s, v_bias)))
 
     def tau_for_decay_factor(self, lam: Any, dt_s: Any) -> Any:
         """Time constant (s) whose :meth:`decay_factor` over ``dt_s`` is ``lam`` (0 < lam < 1).
 
         The inverse a network needs to turn a learned per-step decay Lambda into a bias:
-        ``v_bias_for_tau(tau_for_decay_factor(lam, dt))``. Default (exponential): ``-dt / log(lam)``.
+        ``v_bias_for_tau(tau_for_decay_factor(lam, dt))``. One mode: ``-dt / log(lam)``; several:
+        bisection in ``log tau`` (Lambda rises monotonically with tau), to float64 round-off.
         """
-        return -dt_s / log_(lam)
+        if self._single_exponential():
+            return -dt_s / log_(lam)
+        lam_t = lam.detach().to(torch.float64) if torch.is_tensor(lam) else torch.as_tensor(lam, dtype=torch.float64)
+        dt = torch.as_tensor(dt_s, dtype=torch.float64)
+        lo = torch.log(dt).expand_as(lam_t) - 60.0
+        hi = lo + 120.0
+        for _ in range(120):
+            mid = 0.5 * (lo + hi)
+            f = sum(w * torch.exp(-dt / (s * torch.exp(mid))) for w, s in self.decay_modes())
+            below = f < lam_t
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        tau = torch.exp(0.5 * (lo + hi))
+        if torch.is_tensor(lam):
+            return tau.to(dtype=lam.dtype if lam.is_floating_point() else torch.float64, device=lam.device)
+        return tau.numpy() if isinstance(lam, np.ndarray) else float(tau)
 
     def decay_lambda(self, dt_s: Any, v_bias: Any) -> Any:
         """Lambda(dt, V) with ``dt_s`` checked to be finite and non-negative."""
@@ -280,6 +330,27 @@ class MemristiveDevice:
         if dg[-1] > self.st_g_max_s:
             raise ConfigError(f"st_g_max_s = {self.st_g_max_s!r}: allowed range is [{dg[-1]:g}, inf) S "
                               "(the largest short-term level's dG must fit the short-term window)")
+        self._check_modes()
+
+    def _check_modes(self) -> None:
+        """The modes are positive weights summing to 1 with positive scales, and :meth:`decay_factor` is their sum."""
+        modes = self.decay_modes()
+        ok = isinstance(modes, tuple) and len(modes) >= 1 and all(
+            isinstance(m, tuple) and len(m) == 2 and all(isinstance(x, float) and math.isfinite(x) for x in m)
+            and m[0] > 0 and m[1] > 0 for m in modes)
+        if not ok or not math.isclose(sum(m[0] for m in modes), 1.0, rel_tol=1e-9):
+            raise ConfigError(f"{type(self).__name__}.decay_modes() = {modes!r}: must be a tuple of (weight, scale) "
+                              "float pairs, weights > 0 summing to 1, scales > 0")
+        if type(self).decay_modes is MemristiveDevice.decay_modes:
+            return  # no modes declared: decay_factor is the law (simulated step by step if overridden)
+        v = self.v_bias_max_v
+        tau = float(self.tau_s(v))
+        for dt in (0.1 * tau, tau, 10 * tau):
+            want = sum(w * math.exp(-dt / (s * tau)) for w, s in modes)
+            got = float(self.decay_factor(dt, v))
+            if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
+                raise ConfigError(f"{type(self).__name__}: decay_factor({dt:g} s) = {got:.6g} but its decay_modes() "
+                                  f"give {want:.6g}; a device's decay law and its modes must agree")
 
 
 def _check_nonneg_any(name: str, x: Any, unit: str) -> None:

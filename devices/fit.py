@@ -5,8 +5,11 @@ Files in ``DATA_DIR`` (each optional, at least one needed; docs/device-physics.m
 * ``decay*.csv``     columns ``t_s, g_s, v_bias_v``: relaxation of the short-term increment after a pulse,
                      one trace per bias (rows grouped by ``v_bias_v``, time increasing within a trace).
                      Each trace is fitted by every decay law (exp, kww, biexp); the Akaike information
-                     criterion (least squares: ``n ln(RSS/n) + 2k``) picks the law. ``tau(V)`` is the
-                     log-linear fit of the exponential law's time constants over the biases.
+                     criterion (least squares: ``n ln(RSS/n) + 2k``), summed over the traces, picks the
+                     device's law (``decay_law``; kww's beta, biexp's weight and time-constant ratio are the
+                     medians over the traces). ``tau(V)`` is the log-linear fit of that law's time constants
+                     (biexp: the fast one) over the biases. A stretched fit below ``laws.KWW_BETA_MIN`` cannot
+                     be simulated: the next law by AIC is used, and the device's source says so.
 * ``dg_energy.csv``  columns ``energy_j, dg_s``: the short-term increment of one pulse vs its energy (power law).
 * ``retention.csv``  columns ``t_s, g_s``: the long-term conductance after programming (stretched exponential).
 * ``pulses.csv``     columns ``index, amplitude_v, width_s, g_s``: a pulse train from the window's bottom, one row
@@ -130,6 +133,7 @@ class DeviceFit:
     """Everything ``fit_device`` found: per-bias decay fits, tau(V), dG(E), retention, and the device."""
 
     decay: Dict[float, Dict[str, FitResult]] = field(default_factory=dict)
+    decay_law: str = ""  # the law the device simulates (lowest AIC summed over the traces)
     tau_v: Optional[Tuple[float, float, float, float]] = None  # c0, c1, sigma c0, sigma c1
     dg: Optional[FitResult] = None
     retention: Optional[FitResult] = None
@@ -149,7 +153,7 @@ class DeviceFit:
 
     def table(self) -> Dict[str, Any]:
         """Flat provenance for the device file's [fit] table (values, errors, AIC, chosen laws)."""
-        t: Dict[str, Any] = {}
+        t: Dict[str, Any] = {"decay_law": self.decay_law} if self.decay_law else {}
         for v, fits in sorted(self.decay.items()):
             key = f"decay_v{v:g}".replace(".", "p").replace("-", "m")
             t[f"{key}_law"] = best(fits)
@@ -185,11 +189,37 @@ def _decay_files(data_dir: Path, out: DeviceFit) -> None:
             out.decay[float(v)] = fit_decay_trace(t, g, f"{path} (v_bias_v = {v:g} V)")
 
 
+_TAU_PARAM = {"exp": "tau_s", "kww": "tau_s", "biexp": "tau1_s"}
+
+
+def _decay_law(out: DeviceFit) -> Tuple[str, Dict[str, float], str]:
+    """(law, its shape fields for STODevice, a note) from the decay fits: lowest summed AIC among the laws
+    fitted to every trace and simulatable."""
+    fits = list(out.decay.values())
+    common = [name for name in _TAU_PARAM if all(name in f for f in fits)]
+    ranked = sorted(common, key=lambda name: sum(f[name].aic for f in fits))
+    note = ""
+    for name in ranked:
+        if name == "kww":
+            beta = float(np.median([f["kww"].values["beta"] for f in fits]))
+            if beta < laws.KWW_BETA_MIN:
+                note = f"; the stretched fit (beta {beta:.3g} < {laws.KWW_BETA_MIN}) cannot be simulated"
+                continue
+            return name, {"decay_beta": min(beta, 1.0)}, note
+        if name == "biexp":
+            a = float(np.median([f["biexp"].values["a"] for f in fits]))
+            r = float(np.median([f["biexp"].values["tau2_s"] / f["biexp"].values["tau1_s"] for f in fits]))
+            return name, {"decay_weight": a, "decay_tau_ratio": max(r, 1.0)}, note
+        return name, {}, note
+    return "exp", {}, note
+
+
 def _tau_v(out: DeviceFit) -> Tuple[float, float, float, float]:
     v = np.array(sorted(out.decay))
-    fits = [out.decay[x]["exp"] for x in v]
-    log_tau = np.log([r.values["tau_s"] for r in fits])
-    w = np.array([r.values["tau_s"] / max(r.errors["tau_s"], 1e-12 * r.values["tau_s"]) for r in fits])  # 1/sigma(ln tau)
+    key = _TAU_PARAM[out.decay_law or "exp"]
+    fits = [out.decay[x][out.decay_law or "exp"] for x in v]
+    log_tau = np.log([r.values[key] for r in fits])
+    w = np.array([r.values[key] / max(r.errors[key], 1e-12 * r.values[key]) for r in fits])  # 1/sigma(ln tau)
     if len(v) == 1:
         return float(log_tau[0]), 0.0, float("nan"), float("nan")
     if len(v) == 2:
@@ -208,6 +238,7 @@ def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str) -> DeviceF
     changes: Dict[str, Any] = {"name": name}
     _decay_files(data_dir, out)
     if out.decay:
+        out.decay_law, shape, note = _decay_law(out)
         c0, c1, e0, e1 = out.tau_v = _tau_v(out)
         vs = sorted(out.decay)
         if len(vs) < 2:
@@ -216,9 +247,13 @@ def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str) -> DeviceF
         tau_lo, tau_hi = math.exp(c0 + c1 * vs[0]), math.exp(c0 + c1 * vs[-1])
         changes.update(v_bias_min_v=vs[0], v_bias_max_v=vs[-1], tau_min_s=min(tau_lo, tau_hi),
                        tau_max_s=max(tau_lo, tau_hi), tau_increases_with_bias=bool(c1 > 0))
-        src = f"stoxbar fit: log-linear tau(V) through the exponential fits of {len(vs)} decay traces"
+        changes.update(decay_law=out.decay_law, **shape)
+        src = f"stoxbar fit: log-linear tau(V) through the {out.decay_law} fits of {len(vs)} decay traces"
         out.sources.update({k: src for k in ("v_bias_min_v", "v_bias_max_v", "tau_min_s", "tau_max_s",
                                              "tau_increases_with_bias")})
+        law_src = (f"stoxbar fit: lowest AIC summed over {len(vs)} decay traces{note}"
+                   + (" (shape: median over the traces)" if shape else ""))
+        out.sources.update({k: law_src for k in ("decay_law", *shape)})
     dg_path = data_dir / "dg_energy.csv"
     if dg_path.exists():
         cols = read_columns(dg_path, ("energy_j", "dg_s"), positive=("energy_j", "dg_s"))

@@ -11,18 +11,32 @@ short-term increment ``dG(E) = a E**b``, the LTP/LTD soft bounds of the pulse-co
 exp(-(t / tau)**beta)`` (the form of :class:`stoxbar.devices.retention.RetentionModel`).
 docs/device-physics.md §11 gives the formulas and where each comes from.
 
-May import: numpy.
+A simulated decay law is a sum of exponential *modes* in ``t / tau(V)`` (``MemristiveDevice.decay_modes``),
+so the state of each mode decays exactly over any step and results do not depend on the step size:
+the exponential is one mode, the bi-exponential two, and the stretched exponential the series of
+:func:`kww_modes` (its error bound ``KWW_MODE_TOL`` is tested).
+
+May import: numpy, scipy (inside :func:`kww_modes`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
 import numpy as np
 
 __all__ = ["Law", "DECAY_LAWS", "RETENTION_LAW", "LTP_LAW", "ltp_soft_bound", "decay_exp", "decay_kww", "decay_biexp", "tau_loglinear",
-           "dg_power"]
+           "dg_power", "kww_modes", "KWW_MODE_TOL", "KWW_BETA_MIN", "KWW_MAX_MODES"]
+
+#: largest |exp(-x**beta) - sum_k w_k exp(-x / s_k)| over all x >= 0 that :func:`kww_modes` accepts
+KWW_MODE_TOL = 2e-3
+#: smallest stretching exponent simulated (below it the series needs more than KWW_MAX_MODES modes)
+KWW_BETA_MIN = 0.3
+#: most modes a stretched exponential may use (each is one more short-term state per cell)
+KWW_MAX_MODES = 12
+_KWW_BETA_ONE = 0.999  # beta above this: one mode (|exp(-x**0.999) - exp(-x)| < KWW_MODE_TOL)
 
 
 def decay_exp(t, g_inf, dg0, tau):
@@ -57,6 +71,64 @@ def ltp_soft_bound(n, g_min, g_max, nu, s):
 def dg_power(e, a, b):
     """``dG(E) = a E**b`` (S) for a pulse energy ``E`` (J)."""
     return a * np.asarray(e) ** b
+
+
+def _mode_sum(x: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        return np.exp(-x[:, None] / s[None, :]) @ w
+
+
+def kww_max_error(beta: float, modes: Tuple[Tuple[float, float], ...]) -> float:
+    """Largest |KWW - mode series| on a dense log grid of ``x = t / tau`` over 21 decades (and at 0)."""
+    w = np.array([m[0] for m in modes])
+    s = np.array([m[1] for m in modes])
+    x = np.concatenate([[0.0], np.logspace(-14, 7, 20000)])
+    return float(np.abs(_mode_sum(x, s, w) - np.exp(-x ** beta)).max())
+
+
+@functools.lru_cache(maxsize=64)
+def kww_modes(beta: float) -> Tuple[Tuple[float, float], ...]:
+    """The stretched exponential ``exp(-x**beta)`` (``x = t / tau``) as ``((weight, scale), ...)`` with
+    ``sum_k weight_k exp(-x / scale_k)`` within ``KWW_MODE_TOL`` of it for every ``x >= 0``; weights
+    positive, summing to 1 (the series starts at 1, as the law).
+
+    KWW is completely monotone for 0 < beta <= 1 (a positive mixture of exponentials), so a short
+    positive series approximates it uniformly. Fitted once per beta (deterministic): the fewest modes
+    (2..KWW_MAX_MODES) whose least-squares fit (log-spaced start, non-negative weights by NNLS, then
+    scales and weights refined together) meets the tolerance on x in [(1e-3)**(1/beta)/10,
+    (ln 1e6)**(1/beta) 3]; beyond that range both sides are within 1e-3 of 1 or of 0.
+    """
+    from scipy.optimize import least_squares, nnls
+
+    beta = float(beta)
+    if not KWW_BETA_MIN <= beta <= 1.0:
+        raise ValueError(f"beta = {beta!r}: allowed range is [{KWW_BETA_MIN}, 1]")
+    if beta >= _KWW_BETA_ONE:
+        return ((1.0, 1.0),)
+    lo, hi = 1e-3 ** (1.0 / beta), np.log(1e6) ** (1.0 / beta)
+    x = np.logspace(np.log10(lo) - 1, np.log10(hi) + 0.5, 400)
+    y = np.exp(-x ** beta)
+    for k in range(2, KWW_MAX_MODES + 1):
+        s0 = np.logspace(np.log10(lo), np.log10(hi), k)
+        w0, _ = nnls(np.vstack([np.exp(-x[:, None] / s0), 1e3 * np.ones(k)]), np.append(y, 1e3))
+        w0 = np.maximum(w0, 1e-6)
+
+        def unpack(p):
+            ls = np.clip(p[:k], -60.0, 60.0)
+            w = np.exp(p[k:] - p[k:].max())
+            return np.exp(ls), w / w.sum()
+
+        def resid(p):
+            return _mode_sum(x, *unpack(p)) - y
+
+        fit = least_squares(resid, np.concatenate([np.log(s0), np.log(w0 / w0.sum())]), method="lm", max_nfev=4000)
+        s, w = unpack(fit.x)
+        keep = w > 1e-9  # a vanishing mode is no state worth keeping
+        s, w = s[keep], w[keep] / w[keep].sum()
+        modes = tuple(sorted((float(wi), float(si)) for wi, si in zip(w, s)))
+        if kww_max_error(beta, modes) <= KWW_MODE_TOL:
+            return modes
+    raise ValueError(f"beta = {beta!r}: no series of <= {KWW_MAX_MODES} modes within {KWW_MODE_TOL}")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,17 @@ Models (all assumptions about *form* are documented here and in ``dynamics.py``)
   is ``lt_dg_s`` for LTP and ``lt_up_down * lt_dg_s`` for LTD.
 * Short-term increment per pulse: ``dG = st_a * E**st_b`` with the pulse energy
   ``E = V**2 * st_pulse_conductance_s * t`` (J). Pulses come in a few discrete (V, t) levels.
-* Decay of the short-term increment: ``F(t) = F(0) exp(-t / tau)``, ``tau`` set by the bias:
+* Decay of the short-term increment: ``F(t) = F(0) L(t / tau)``, ``tau`` set by the bias, with the
+  law ``decay_law``: ``exp`` (``L = exp(-x)``, the ``sto_2024`` assumption), ``kww`` (stretched,
+  ``exp(-x**decay_beta)``, simulated as the mode series of ``laws.kww_modes``) or ``biexp``
+  (``a exp(-x) + (1 - a) exp(-x / r)``, ``a = decay_weight``, ``r = decay_tau_ratio``); the
+  crossbar keeps one short-term state per mode (``decay_modes``), so the decay is exact over any step.
+  ``tau`` depends on the bias as:
   ``log(tau)`` linear in ``V_bias`` between ``(v_bias_min_v, tau_min_s)`` and
   ``(v_bias_max_v, tau_max_s)`` (or reversed, ``tau_increases_with_bias=False``).
 * Bias power ``V_bias**2 * G`` (ohmic), read energy ``V_read**2 * G * t_read``.
 
-May import: torch, numpy, stoxbar.core.validation, stoxbar.devices.base.
+May import: torch, numpy, stoxbar.core.validation, stoxbar.devices.{base,laws}.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 from torch import Tensor
 
 from stoxbar.devices.base import MemristiveDevice
+from stoxbar.devices.laws import KWW_BETA_MIN, kww_modes
 from stoxbar.core.validation import ConfigError, check_order, check_range
 
 __all__ = ["STODevice", "MAX_ST_LEVELS"]
@@ -125,6 +131,16 @@ class STODevice(MemristiveDevice):
         "unit": "", "scale": 1.0, "source": "assumption: a larger bias holds the volatile state longer "
         "(tau_max at v_bias_max_v); log(tau) linear in V_bias between the ends (assumption)"})
 
+    decay_law: str = field(default="exp", metadata={
+        "unit": "", "scale": 1.0, "source": "assumption: single-exponential relaxation (docs/paper.md §1 gives "
+        "time constants, not the law's form); 'kww' or 'biexp' from a fit of measured traces (stoxbar fit)"})
+    decay_beta: float = _p(1.0, "", 1.0, "stretching exponent of decay_law = 'kww' (1 with the other laws)",
+                           KWW_BETA_MIN, 1.0)
+    decay_weight: float = _p(1.0, "", 1.0, "weight a of the tau(V) mode of decay_law = 'biexp' (1 with the "
+                             "other laws)", 0.0, 1.0, lo_open=True)
+    decay_tau_ratio: float = _p(1.0, "", 1.0, "slow / fast time constant of decay_law = 'biexp' (1 with the "
+                                "other laws)", 1.0, 1e6)
+
     # -- read ---------------------------------------------------------------------------------
     v_read_v: float = _p(0.6, "V", 1.0, "assumption: read at the bias level the paper holds on every "
                          "synapse (non-disturbing); = peripherals DAC default", 0.0, 10.0, lo_open=True)
@@ -145,6 +161,7 @@ class STODevice(MemristiveDevice):
             if "lo" in m:
                 check_range(f.name, getattr(self, f.name), m["lo"], m["hi"], lo_open=m["lo_open"],
                             hi_open=m["hi_open"], unit=_SI_UNIT.get(m["unit"], ""))
+        self._check_decay_law()
         if not isinstance(self.tau_increases_with_bias, bool):
             raise ConfigError(f"tau_increases_with_bias = {self.tau_increases_with_bias!r}: must be True or False")
         check_order("g_min_s", self.g_min_s, "g_max_s", self.g_max_s)
@@ -154,6 +171,26 @@ class STODevice(MemristiveDevice):
         self._check_levels()
         self._check_notes()
         self.check_contract()
+
+    def _check_decay_law(self) -> None:
+        laws_ = ("exp", "kww", "biexp")
+        if self.decay_law not in laws_:
+            raise ConfigError(f"decay_law = {self.decay_law!r}: allowed values are {laws_}")
+        unused = {"kww": ("decay_weight", "decay_tau_ratio"), "biexp": ("decay_beta",),
+                  "exp": ("decay_beta", "decay_weight", "decay_tau_ratio")}[self.decay_law]
+        for name in unused:
+            if getattr(self, name) != 1.0:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: not used by decay_law = {self.decay_law!r}; "
+                                  "allowed: 1.0 (or choose the law that uses it)")
+
+    def decay_modes(self) -> Tuple[Tuple[float, float], ...]:
+        """The decay law's exponential modes ((weight, tau factor), ...): one for ``exp``, two for ``biexp``,
+        the series of :func:`stoxbar.devices.laws.kww_modes` for ``kww`` (within its tested tolerance)."""
+        if self.decay_law == "kww":
+            return kww_modes(self.decay_beta)
+        if self.decay_law == "biexp" and self.decay_weight < 1.0:
+            return ((float(self.decay_weight), 1.0), (float(1.0 - self.decay_weight), float(self.decay_tau_ratio)))
+        return ((1.0, 1.0),)
 
     def _check_levels(self) -> None:
         levels = self.st_pulse_levels
@@ -229,9 +266,9 @@ class STODevice(MemristiveDevice):
         return self.v_bias_min_v + frac * (self.v_bias_max_v - self.v_bias_min_v)
 
     def decay_lambda(self, dt_s: Any, v_bias: Any) -> Any:
-        """Decay factor over ``dt_s`` seconds, ``Lambda = exp(-dt / tau(V_bias))``."""
+        """Decay factor over ``dt_s`` seconds, ``Lambda(dt, V_bias)`` (``exp(-dt / tau(V_bias))`` for ``exp``)."""
         _check_nonneg("dt_s", dt_s, "s")
-        return _exp(-dt_s / self.tau_s(v_bias))
+        return self.decay_factor(dt_s, v_bias)
 
     lambda_for = decay_lambda  # alias named in the shared spec
 
