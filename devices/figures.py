@@ -24,6 +24,14 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _fmt_seq(v) -> str:
+    """A (nested) tuple of numbers in one short line: ``(0, 0.1) (0.2, 0.5)``."""
+    if isinstance(v, (tuple, list)):
+        inner = [_fmt_seq(x) for x in v]
+        return "(" + ", ".join(inner) + ")" if all(not isinstance(x, (tuple, list)) for x in v) else " ".join(inner)
+    return _fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 def describe(device: MemristiveDevice) -> str:
     """Table of every parameter (value in human units, unit, source) plus derived quantities."""
     rows: List[tuple] = []
@@ -39,6 +47,8 @@ def describe(device: MemristiveDevice) -> str:
             continue
         if isinstance(v, bool) or isinstance(v, str):
             val = str(v)
+        elif isinstance(v, (tuple, list)):  # a table field (e.g. tau_table), shown in SI units
+            val = _fmt_seq(v) if v else "-"
         else:
             val = _fmt(v * scale)
         rows.append((f.name, val, unit, device.source(f.name)))
@@ -175,11 +185,15 @@ def fit_figures(dfit, prefix: str) -> List[str]:
     if dfit.tau_v is not None:
         fig, ax = _new_figure()
         v = np.array(sorted(dfit.decay))
-        tau = np.array([dfit.decay[x]["exp"].values["tau_s"] for x in v])
-        err = np.array([dfit.decay[x]["exp"].errors["tau_s"] for x in v])
-        ax.errorbar(v, tau, yerr=err, fmt="o", label="exp fit per trace")
+        law = dfit.decay_law or "exp"
+        key = "tau1_s" if law == "biexp" else "tau_s"
+        tau = np.array([dfit.decay[x][law].values[key] for x in v])
+        err = np.array([dfit.decay[x][law].errors[key] for x in v])
+        ax.errorbar(v, tau, yerr=err, fmt="o", label=f"{law} fit per trace")
         vv = np.linspace(v.min(), v.max(), 100)
         ax.semilogy(vv, laws.tau_loglinear(vv, *dfit.tau_v[:2]), "-", label="log-linear tau(V)")
+        if dfit.tau_table and dfit.device is not None:
+            ax.semilogy(vv, dfit.device.tau_s(vv), "--", label="tabulated tau(V) (PCHIP), simulated")
         ax.set(xlabel="V_bias (V)", ylabel="tau (s)", title="bias law tau(V)")
         ax.legend(fontsize=8)
         written.append(_save(fig, f"{prefix}-tau_v.png", overwrite=False))

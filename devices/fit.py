@@ -8,7 +8,10 @@ Files in ``DATA_DIR`` (each optional, at least one needed; docs/device-physics.m
                      criterion (least squares: ``n ln(RSS/n) + 2k``), summed over the traces, picks the
                      device's law (``decay_law``; kww's beta, biexp's weight and time-constant ratio are the
                      medians over the traces). ``tau(V)`` is the log-linear fit of that law's time constants
-                     (biexp: the fast one) over the biases. A stretched fit below ``laws.KWW_BETA_MIN`` cannot
+                     (biexp: the fast one) over the biases; with 3 or more biases where that line misses
+                     the time constants (reduced chi^2 above ``TAU_TABLE_CHI2``, weighted by their errors)
+                     and they are monotone, the device takes them as ``tau_table`` (PCHIP in log tau)
+                     instead. A stretched fit below ``laws.KWW_BETA_MIN`` cannot
                      be simulated: the next law by AIC is used, and the device's source says so.
 * ``dg_energy.csv``  columns ``energy_j, dg_s``: the short-term increment of one pulse vs its energy (power law).
 * ``retention.csv``  columns ``t_s, g_s``: the long-term conductance after programming (stretched exponential).
@@ -134,6 +137,8 @@ class DeviceFit:
 
     decay: Dict[float, Dict[str, FitResult]] = field(default_factory=dict)
     decay_law: str = ""  # the law the device simulates (lowest AIC summed over the traces)
+    tau_v_chi2: float = float("nan")  # reduced chi^2 of the log-linear tau(V) (3 or more biases)
+    tau_table: Tuple[Tuple[float, float], ...] = ()  # the tabulated tau(V) the device took, if any
     tau_v: Optional[Tuple[float, float, float, float]] = None  # c0, c1, sigma c0, sigma c1
     dg: Optional[FitResult] = None
     retention: Optional[FitResult] = None
@@ -164,7 +169,9 @@ class DeviceFit:
                     t[f"{key}_{name}_{p}_err"] = r.errors[p]
         if self.tau_v:
             t.update(tau_v_c0=self.tau_v[0], tau_v_c1_per_v=self.tau_v[1], tau_v_c0_err=self.tau_v[2],
-                     tau_v_c1_err=self.tau_v[3])
+                     tau_v_c1_err=self.tau_v[3], tau_v_law="table" if self.tau_table else "loglinear")
+            if math.isfinite(self.tau_v_chi2):
+                t["tau_v_loglinear_chi2"] = self.tau_v_chi2
         for name, r in (("dg", self.dg), ("retention", self.retention), ("ltp", self.ltp), ("ltd", self.ltd)):
             if r is not None:
                 t[f"{name}_r2"] = r.r2()
@@ -190,6 +197,9 @@ def _decay_files(data_dir: Path, out: DeviceFit) -> None:
 
 
 _TAU_PARAM = {"exp": "tau_s", "kww": "tau_s", "biexp": "tau1_s"}
+#: reduced chi^2 of the log-linear tau(V) above which the fitted time constants are tabulated instead
+#: (assumption: 4, i.e. the line misses the points by 2 sigma RMS)
+TAU_TABLE_CHI2 = 4.0
 
 
 def _decay_law(out: DeviceFit) -> Tuple[str, Dict[str, float], str]:
@@ -226,6 +236,7 @@ def _tau_v(out: DeviceFit) -> Tuple[float, float, float, float]:
         c1 = float((log_tau[1] - log_tau[0]) / (v[1] - v[0]))
         return float(log_tau[0] - c1 * v[0]), c1, float("nan"), float("nan")
     (c1, c0), cov = np.polyfit(v, log_tau, 1, w=w, cov="unscaled" if len(v) == 3 else True)
+    out.tau_v_chi2 = float((((log_tau - (c0 + c1 * v)) * w) ** 2).sum() / (len(v) - 2))
     return float(c0), float(c1), float(math.sqrt(abs(cov[1, 1]))), float(math.sqrt(abs(cov[0, 0])))
 
 
@@ -249,8 +260,16 @@ def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str) -> DeviceF
                        tau_max_s=max(tau_lo, tau_hi), tau_increases_with_bias=bool(c1 > 0))
         changes.update(decay_law=out.decay_law, **shape)
         src = f"stoxbar fit: log-linear tau(V) through the {out.decay_law} fits of {len(vs)} decay traces"
+        taus = [out.decay[v][out.decay_law].values[_TAU_PARAM[out.decay_law]] for v in vs]
+        steps = np.diff(taus)
+        if len(vs) >= 3 and out.tau_v_chi2 > TAU_TABLE_CHI2 and (np.all(steps > 0) or np.all(steps < 0)):
+            out.tau_table = tuple((float(v), float(t)) for v, t in zip(vs, taus))
+            changes.update(tau_table=out.tau_table, tau_min_s=min(taus), tau_max_s=max(taus),
+                           tau_increases_with_bias=bool(taus[-1] > taus[0]))
+            src = (f"stoxbar fit: tau(V) tabulated (PCHIP in log tau) through the {out.decay_law} fits of {len(vs)} "
+                   f"decay traces (log-linear reduced chi^2 {out.tau_v_chi2:.3g} > {TAU_TABLE_CHI2:g})")
         out.sources.update({k: src for k in ("v_bias_min_v", "v_bias_max_v", "tau_min_s", "tau_max_s",
-                                             "tau_increases_with_bias")})
+                                             "tau_increases_with_bias") + (("tau_table",) if out.tau_table else ())})
         law_src = (f"stoxbar fit: lowest AIC summed over {len(vs)} decay traces{note}"
                    + (" (shape: median over the traces)" if shape else ""))
         out.sources.update({k: law_src for k in ("decay_law", *shape)})

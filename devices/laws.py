@@ -28,7 +28,8 @@ from typing import Callable, Tuple
 import numpy as np
 
 __all__ = ["Law", "DECAY_LAWS", "RETENTION_LAW", "LTP_LAW", "ltp_soft_bound", "decay_exp", "decay_kww", "decay_biexp", "tau_loglinear",
-           "dg_power", "kww_modes", "KWW_MODE_TOL", "KWW_BETA_MIN", "KWW_MAX_MODES"]
+           "dg_power", "kww_modes", "KWW_MODE_TOL", "KWW_BETA_MIN", "KWW_MAX_MODES",
+           "pchip_slopes"]
 
 #: largest |exp(-x**beta) - sum_k w_k exp(-x / s_k)| over all x >= 0 that :func:`kww_modes` accepts
 KWW_MODE_TOL = 2e-3
@@ -58,6 +59,35 @@ def decay_biexp(t, g_inf, dg0, a, tau1, tau2):
 def tau_loglinear(v, c0, c1):
     """``tau(V) = exp(c0 + c1 V)`` (s)."""
     return np.exp(c0 + c1 * np.asarray(v))
+
+
+@functools.lru_cache(maxsize=64)
+def pchip_slopes(x: Tuple[float, ...], y: Tuple[float, ...]) -> Tuple[float, ...]:
+    """Knot slopes of the monotone piecewise-cubic Hermite interpolant (PCHIP, Fritsch-Carlson; the rule of
+    ``scipy.interpolate.PchipInterpolator``) through strictly increasing ``x``: interior slopes the weighted
+    harmonic mean of the neighbouring secants (0 where they differ in sign), end slopes the one-sided
+    three-point estimate kept to the data's direction. Two points: the straight line."""
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    h, d = np.diff(xa), np.diff(ya) / np.diff(xa)
+    if len(xa) == 2:
+        return (float(d[0]), float(d[0]))
+    m = np.zeros_like(xa)
+    w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+    same = d[:-1] * d[1:] > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m[1:-1] = np.where(same, (w1 + w2) / (w1 / d[:-1] + w2 / d[1:]), 0.0)
+
+    def end(h0, h1, d0, d1):
+        e = ((2 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
+        if np.sign(e) != np.sign(d0):
+            return 0.0
+        if np.sign(d0) != np.sign(d1) and abs(e) > abs(3 * d0):
+            return 3 * d0
+        return e
+
+    m[0] = end(h[0], h[1], d[0], d[1])
+    m[-1] = end(h[-1], h[-2], d[-1], d[-2])
+    return tuple(float(v) for v in m)
 
 
 def ltp_soft_bound(n, g_min, g_max, nu, s):

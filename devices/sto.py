@@ -24,7 +24,9 @@ Models (all assumptions about *form* are documented here and in ``dynamics.py``)
   crossbar keeps one short-term state per mode (``decay_modes``), so the decay is exact over any step.
   ``tau`` depends on the bias as:
   ``log(tau)`` linear in ``V_bias`` between ``(v_bias_min_v, tau_min_s)`` and
-  ``(v_bias_max_v, tau_max_s)`` (or reversed, ``tau_increases_with_bias=False``).
+  ``(v_bias_max_v, tau_max_s)`` (or reversed, ``tau_increases_with_bias=False``); or tabulated,
+  ``tau_table`` = ((V, tau), ...): ``log(tau)`` the monotone cubic (PCHIP) through the points, its
+  inverse solved on the cubic (bisection, then one Newton step that carries the gradient).
 * Bias power ``V_bias**2 * G`` (ohmic), read energy ``V_read**2 * G * t_read``.
 
 May import: torch, numpy, stoxbar.core.validation, stoxbar.devices.{base,laws}.
@@ -41,7 +43,7 @@ import torch
 from torch import Tensor
 
 from stoxbar.devices.base import MemristiveDevice
-from stoxbar.devices.laws import KWW_BETA_MIN, kww_modes
+from stoxbar.devices.laws import KWW_BETA_MIN, kww_modes, pchip_slopes
 from stoxbar.core.validation import ConfigError, check_order, check_range
 
 __all__ = ["STODevice", "MAX_ST_LEVELS"]
@@ -141,6 +143,10 @@ class STODevice(MemristiveDevice):
     decay_tau_ratio: float = _p(1.0, "", 1.0, "slow / fast time constant of decay_law = 'biexp' (1 with the "
                                 "other laws)", 1.0, 1e6)
 
+    tau_table: Tuple[Tuple[float, float], ...] = field(default=(), metadata={
+        "unit": "(V, s)", "scale": 1.0, "source": "empty: log-linear tau(V) between the range's ends "
+        "(assumption); else measured (V_bias, tau) points, log(tau) interpolated by PCHIP (monotone)"})
+
     # -- read ---------------------------------------------------------------------------------
     v_read_v: float = _p(0.6, "V", 1.0, "assumption: read at the bias level the paper holds on every "
                          "synapse (non-disturbing); = peripherals DAC default", 0.0, 10.0, lo_open=True)
@@ -162,6 +168,7 @@ class STODevice(MemristiveDevice):
                 check_range(f.name, getattr(self, f.name), m["lo"], m["hi"], lo_open=m["lo_open"],
                             hi_open=m["hi_open"], unit=_SI_UNIT.get(m["unit"], ""))
         self._check_decay_law()
+        self._check_tau_table()
         if not isinstance(self.tau_increases_with_bias, bool):
             raise ConfigError(f"tau_increases_with_bias = {self.tau_increases_with_bias!r}: must be True or False")
         check_order("g_min_s", self.g_min_s, "g_max_s", self.g_max_s)
@@ -182,6 +189,38 @@ class STODevice(MemristiveDevice):
             if getattr(self, name) != 1.0:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: not used by decay_law = {self.decay_law!r}; "
                                   "allowed: 1.0 (or choose the law that uses it)")
+
+    def _check_tau_table(self) -> None:
+        tab = self.tau_table
+        if tab == ():
+            return
+        ok = isinstance(tab, tuple) and len(tab) >= 2 and all(
+            isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         and math.isfinite(x) for x in p) for p in tab)
+        if not ok:
+            raise ConfigError(f"tau_table = {tab!r}: must be 2 or more (V_bias V, tau s) pairs of finite numbers")
+        v = [float(p[0]) for p in tab]
+        tau = [float(p[1]) for p in tab]
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ConfigError(f"tau_table biases {v}: must increase strictly (V)")
+        if not (math.isclose(v[0], self.v_bias_min_v, abs_tol=1e-12) and math.isclose(v[-1], self.v_bias_max_v, abs_tol=1e-12)):
+            raise ConfigError(f"tau_table biases span [{v[0]:g}, {v[-1]:g}] V: must span the bias range "
+                              f"[{self.v_bias_min_v:g}, {self.v_bias_max_v:g}] V (v_bias_min_v, v_bias_max_v)")
+        up = all(b > a for a, b in zip(tau, tau[1:]))
+        if not (up or all(b < a for a, b in zip(tau, tau[1:]))) or min(tau) <= 0:
+            raise ConfigError(f"tau_table time constants {tau}: must be > 0 and strictly monotone in the bias (s)")
+        if up != self.tau_increases_with_bias:
+            raise ConfigError(f"tau_table time constants {'rise' if up else 'fall'} with the bias: set "
+                              f"tau_increases_with_bias = {up}")
+        if not (math.isclose(min(tau), self.tau_min_s, rel_tol=1e-9) and math.isclose(max(tau), self.tau_max_s, rel_tol=1e-9)):
+            raise ConfigError(f"tau_table time constants span [{min(tau):g}, {max(tau):g}] s: must equal "
+                              f"[tau_min_s, tau_max_s] = [{self.tau_min_s:g}, {self.tau_max_s:g}] s")
+
+    def _table_knots(self) -> Tuple[Tuple[float, ...], Tuple[float, ...], Tuple[float, ...]]:
+        """(V knots, log tau knots, PCHIP slopes) of ``tau_table``."""
+        v = tuple(float(p[0]) for p in self.tau_table)
+        y = tuple(math.log(float(p[1])) for p in self.tau_table)
+        return v, y, pchip_slopes(v, y)
 
     def decay_modes(self) -> Tuple[Tuple[float, float], ...]:
         """The decay law's exponential modes ((weight, tau factor), ...): one for ``exp``, two for ``biexp``,
@@ -248,6 +287,8 @@ class STODevice(MemristiveDevice):
         """
         lo, hi = self.v_bias_min_v, self.v_bias_max_v
         _check_in_range("v_bias", v_bias, lo, hi, _REL_TOL * max(hi, 1.0), "V")
+        if self.tau_table:
+            return _exp(_hermite(v_bias, *self._table_knots())[0])
         frac = _clip01((v_bias - lo) / (hi - lo))
         if not self.tau_increases_with_bias:
             frac = 1.0 - frac
@@ -260,6 +301,8 @@ class STODevice(MemristiveDevice):
         outside ``[tau_min_s, tau_max_s]`` (beyond a 1e-6 relative round-off tolerance) or NaN.
         """
         _check_in_range("tau_s", tau_s, self.tau_min_s, self.tau_max_s, None, "s")
+        if self.tau_table:
+            return _hermite_inverse(_log(tau_s), *self._table_knots())
         frac = _clip01(_log(tau_s / self.tau_min_s) / self._log_tau_ratio)
         if not self.tau_increases_with_bias:
             frac = 1.0 - frac
@@ -330,6 +373,55 @@ class STODevice(MemristiveDevice):
         return g_min + torch.where(up, u1, 1.0 - u1) * rng
 
 # -- array helpers (float / numpy / torch) ------------------------------------------------------
+def _hermite(x: Any, xk: Sequence[float], yk: Sequence[float], mk: Sequence[float], seg: Any = None) -> Tuple[Any, Any]:
+    """(value, derivative) of the cubic Hermite interpolant with knots ``xk``, values ``yk``, slopes ``mk``
+    at ``x`` (float, numpy array or torch tensor; clipped to the knots' span), on segment ``seg`` if given."""
+    if torch.is_tensor(x):
+        kx = torch.tensor(xk, dtype=x.dtype, device=x.device)
+        ky = torch.tensor(yk, dtype=x.dtype, device=x.device)
+        km = torch.tensor(mk, dtype=x.dtype, device=x.device)
+        i = torch.searchsorted(kx, x.detach().contiguous(), right=True).sub(1).clamp(0, len(xk) - 2) if seg is None else seg
+    else:
+        kx, ky, km = np.asarray(xk), np.asarray(yk), np.asarray(mk)
+        i = np.clip(np.searchsorted(kx, x, side="right") - 1, 0, len(xk) - 2) if seg is None else seg
+    h = kx[i + 1] - kx[i]
+    t = _clip01((x - kx[i]) / h)
+    t2, t3 = t * t, t * t * t
+    val = (2 * t3 - 3 * t2 + 1) * ky[i] + (t3 - 2 * t2 + t) * h * km[i] + (3 * t2 - 2 * t3) * ky[i + 1] \
+        + (t3 - t2) * h * km[i + 1]
+    der = (6 * t2 - 6 * t) / h * (ky[i] - ky[i + 1]) + (3 * t2 - 4 * t + 1) * km[i] + (3 * t2 - 2 * t) * km[i + 1]
+    if not torch.is_tensor(x) and np.ndim(x) == 0:
+        return float(val), float(der)
+    return val, der
+
+
+def _hermite_inverse(y: Any, xk: Sequence[float], yk: Sequence[float], mk: Sequence[float]) -> Any:
+    """The ``x`` in the knots' span where the monotone Hermite interpolant equals ``y`` (float, numpy or
+    torch). Bisection on the segment to float64 round-off, then one Newton step written with ``y`` so a
+    tensor's gradient is the inverse's, ``dx/dy = 1 / f'(x)``."""
+    rising = yk[-1] > yk[0]
+    order = yk if rising else tuple(reversed(yk))
+    yt = (y.detach().to(torch.float64) if torch.is_tensor(y) else torch.as_tensor(np.asarray(y, float)))
+    ky = torch.tensor(order, dtype=torch.float64)
+    j = torch.searchsorted(ky, yt.contiguous(), right=True).sub(1).clamp(0, len(yk) - 2)
+    seg = j if rising else len(yk) - 2 - j
+    kx = torch.tensor(xk, dtype=torch.float64)
+    lo, hi = kx[seg], kx[seg + 1]
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        f, _ = _hermite(mid, xk, yk, mk, seg)
+        left = (f < yt) if rising else (f > yt)
+        lo, hi = torch.where(left, mid, lo), torch.where(left, hi, mid)
+    x0 = 0.5 * (lo + hi)
+    if torch.is_tensor(y):
+        x0 = x0.to(y.dtype if y.is_floating_point() else torch.float64).to(y.device)
+        f, d = _hermite(x0, xk, yk, mk, seg.to(y.device))
+        d = torch.where(d.abs() > 1e-12, d, torch.full_like(d, 1e-12))
+        return x0 + (y - f.detach()) / d.detach()
+    return float(x0) if np.ndim(y) == 0 else x0.numpy()
+
+
+
 def _exp(x: Any) -> Any:
     return torch.exp(x) if torch.is_tensor(x) else (np.exp(x) if isinstance(x, np.ndarray) else math.exp(x))
 

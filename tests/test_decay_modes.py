@@ -173,3 +173,65 @@ def test_fit_device_simulates_the_law_the_traces_were_made_with(tmp_path, law, f
         assert getattr(d, name) == pytest.approx(want, abs=tol), name
     assert d.tau_min_s == pytest.approx(0.1, rel=0.1) and d.tau_max_s == pytest.approx(100.0, rel=0.1)
     assert "lowest AIC" in d.source("decay_law") and len(d.decay_modes()) > 1
+
+
+TABLE = ((0.0, 0.1), (0.2, 0.5), (0.4, 20.0), (0.6, 100.0))
+
+
+def test_a_tabulated_bias_law_is_monotone_pchip_and_its_inverse_carries_the_gradient():
+    from scipy.interpolate import PchipInterpolator
+
+    d = replace(BASE, tau_table=TABLE)
+    v = np.linspace(0.0, 0.6, 61)
+    ref = PchipInterpolator([p[0] for p in TABLE], np.log([p[1] for p in TABLE]))(v)
+    assert np.abs(np.log(d.tau_s(v)) - ref).max() < 1e-12
+    assert np.all(np.diff(d.tau_s(v)) > 0)
+    for vb, tau in TABLE:
+        assert d.tau_s(vb) == pytest.approx(tau, rel=1e-12) and d.v_bias_for_tau(tau) == pytest.approx(vb, abs=1e-12)
+    assert np.abs(d.v_bias_for_tau(d.tau_s(v)) - v).max() < 1e-12
+    tau = torch.tensor([0.3, 5.0, 50.0], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(d.v_bias_for_tau(tau).sum(), tau)
+    eps = 1e-6
+    fd = (d.v_bias_for_tau(tau.detach() + eps) - d.v_bias_for_tau(tau.detach() - eps)) / (2 * eps)
+    assert torch.allclose(g, fd, rtol=1e-6)
+    down = replace(BASE, tau_increases_with_bias=False, tau_table=tuple((v, t) for (v, _), (_, t) in zip(TABLE, TABLE[::-1])))
+    assert np.all(np.diff(down.tau_s(v)) < 0) and np.abs(down.v_bias_for_tau(down.tau_s(v)) - v).max() < 1e-12
+
+
+@pytest.mark.parametrize("table, match", [
+    (((0.0, 0.1), (0.6, 100.0), (0.4, 20.0)), r"tau_table biases \[0.0, 0.6, 0.4\]: must increase strictly"),
+    (((0.0, 0.1), (0.5, 100.0)), r"must span the bias range \[0, 0.6\] V"),
+    (((0.0, 0.1), (0.3, 200.0), (0.6, 100.0)), r"must be > 0 and strictly monotone"),
+    (((0.0, 0.2), (0.6, 100.0)), r"must equal \[tau_min_s, tau_max_s\] = \[0.1, 100\] s"),
+    (((0.0, 100.0), (0.6, 0.1)), r"fall with the bias: set tau_increases_with_bias = False"),
+])
+def test_a_bad_tau_table_names_what_is_wrong(table, match):
+    with pytest.raises(ConfigError, match=match):
+        replace(BASE, tau_table=table)
+
+
+def test_fit_tabulates_tau_v_where_the_log_linear_law_misses(tmp_path):
+    from stoxbar.devices.fit import fit_device
+
+    truth = replace(BASE, tau_table=TABLE)  # log tau kinks: a line through it misses by far more than the errors
+    lines = ["t_s,g_s,v_bias_v"]
+    rng = np.random.default_rng(2)
+    t = np.geomspace(1e-3, 1000.0, 120)
+    for v, _ in TABLE:
+        g = laws.decay_exp(t, 12e-9, 8e-9, float(truth.tau_s(v))) + rng.normal(0.0, 0.02e-9, t.size)
+        lines += [f"{float(a)!r},{float(b)!r},{v}" for a, b in zip(t, g)]
+    (tmp_path / "decay.csv").write_text("\n".join(lines) + "\n")
+    fit = fit_device(tmp_path, BASE, "tabled")
+    assert fit.tau_v_chi2 > 4.0 and fit.table()["tau_v_law"] == "table"
+    d = fit.device
+    assert [p[0] for p in d.tau_table] == [p[0] for p in TABLE]
+    for (_, got), (_, want) in zip(d.tau_table, TABLE):
+        assert got == pytest.approx(want, rel=0.02)
+    assert "tabulated" in d.source("tau_table")
+
+
+def test_describe_shows_a_table_field():
+    from stoxbar.devices.figures import describe
+
+    line = next(x for x in describe(replace(BASE, tau_table=TABLE)).splitlines() if x.startswith("tau_table"))
+    assert "(0, 0.1) (0.2, 0.5) (0.4, 20) (0.6, 100)" in line and "PCHIP" in line
