@@ -27,6 +27,8 @@ def _fmt(x: float) -> str:
 def _fmt_seq(v) -> str:
     """A (nested) tuple of numbers in one short line: ``(0, 0.1) (0.2, 0.5)``."""
     if isinstance(v, (tuple, list)):
+        if len(v) > 8 and all(not isinstance(x, (tuple, list)) for x in v):  # a long curve: its ends
+            return f"({', '.join(_fmt(x) for x in v[:3])}, ..., {', '.join(_fmt(x) for x in v[-2:])}; {len(v)} points)"
         inner = [_fmt_seq(x) for x in v]
         return "(" + ", ".join(inner) + ")" if all(not isinstance(x, (tuple, list)) for x in v) else " ".join(inner)
     return _fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)

@@ -240,8 +240,10 @@ def _tau_v(out: DeviceFit) -> Tuple[float, float, float, float]:
     return float(c0), float(c1), float(math.sqrt(abs(cov[1, 1]))), float(math.sqrt(abs(cov[0, 0])))
 
 
-def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str) -> DeviceFit:
-    """Fit every law the files in ``data_dir`` allow; ``based_on`` supplies the fields no file measures."""
+def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str, lt_table: bool = False) -> DeviceFit:
+    """Fit every law the files in ``data_dir`` allow; ``based_on`` supplies the fields no file measures.
+    ``lt_table``: the device takes the measured LTP/LTD curves of ``pulses.csv`` as lookup tables
+    (``STODevice.lt_table``) instead of the soft-bound law (which is still fitted and reported)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ConfigError(f"DATA_DIR = {str(data_dir)!r}: not a directory")
@@ -289,7 +291,7 @@ def fit_device(data_dir: Path, based_on: MemristiveDevice, name: str) -> DeviceF
         out.retention = fit_law(laws.RETENTION_LAW, cols["t_s"], cols["g_s"], str(ret_path))
     pulse_path = data_dir / "pulses.csv"
     if pulse_path.exists():
-        changes.update(_pulse_train(pulse_path, out))
+        changes.update(_pulse_train(pulse_path, out, lt_table))
     if not (out.decay or out.dg or out.retention or out.ltp):
         raise ConfigError(f"{data_dir}: no decay*.csv, dg_energy.csv, retention.csv or pulses.csv to fit")
     try:
@@ -309,8 +311,19 @@ def _first_run(sel: np.ndarray) -> np.ndarray:
     return idx[: breaks[0] + 1] if breaks.size else idx
 
 
-def _pulse_train(path: Path, out: DeviceFit) -> Dict[str, Any]:
-    """Fit the LTP (and LTD) runs of a pulse train; the device fields they give."""
+def _lookup_table(g: np.ndarray, start: float, rising: bool) -> Tuple[float, ...]:
+    """A measured run as a lookup table: ``|G_n - start|`` normalised to its end, made non-decreasing
+    (a running maximum: noise that moves a conductance back is not a device property), 0 first, 1 last."""
+    depth = np.maximum.accumulate(np.abs(np.asarray(g) - start) if rising else np.abs(start - np.asarray(g)))
+    if depth[-1] <= 0:
+        raise ConfigError("pulses.csv: a pulse run that does not move the conductance cannot be a lookup table")
+    x = np.clip(depth / depth[-1], 0.0, 1.0)
+    return (0.0,) + tuple(float(v) for v in x[:-1]) + (1.0,)
+
+
+def _pulse_train(path: Path, out: DeviceFit, lt_table: bool = False) -> Dict[str, Any]:
+    """Fit the LTP (and LTD) runs of a pulse train; the device fields they give (the measured runs as
+    lookup tables with ``lt_table``)."""
     cols = read_columns(path, ("index", "amplitude_v", "width_s", "g_s"), positive=("width_s",), nonneg=("g_s",))
     if np.any(np.diff(cols["index"]) <= 0):
         i = int(np.nonzero(np.diff(cols["index"]) <= 0)[0][0]) + 1
@@ -337,6 +350,18 @@ def _pulse_train(path: Path, out: DeviceFit) -> Dict[str, Any]:
         fields["lt_up_down"] = out.ltd.values["s"] / s_up
     src = f"stoxbar fit: soft-bound pulse-coordinate model to {path.name}"
     out.sources.update({k: src for k in fields})
+    if lt_table:  # the window from the LTP run itself: its top, and its bottom one step before the first pulse
+        top = float(np.max(g_up))
+        bottom = max(0.0, float(2 * g_up[0] - g_up[1]))  # the file holds G after each pulse: extrapolate G_0
+        fields.update(g_min_s=bottom, g_max_s=top, lt_nonlinearity=0.0, lt_table=_lookup_table(g_up, bottom, True))
+        win = f"stoxbar fit: the LTP run of {path.name}: its top; its bottom extrapolated linearly from the first two pulses"
+        out.sources.update(g_min_s=win, g_max_s=win, lt_nonlinearity="stoxbar fit: 0, the lookup table is the curve",
+                           lt_table=f"stoxbar fit: the first LTP run of {path.name} ({up.size} pulses), normalised "
+                                    "to the window, running maximum")
+        if dn.size:
+            fields["lt_table_ltd"] = _lookup_table(cols["g_s"][dn], top, False)
+            out.sources["lt_table_ltd"] = (f"stoxbar fit: the first LTD run of {path.name} ({dn.size} pulses), "
+                                           "normalised to its last point, running maximum of the depth")
     return fields
 
 

@@ -10,11 +10,17 @@ Models (all assumptions about *form* are documented here and in ``dynamics.py``)
 
 * Long-term state ``g`` (S) lives in the window ``[g_min_s, g_max_s]``. Signed weights map onto
   differential pairs, ``w = (G+ - G-) / g_range_s``.
-* LTP/LTD step response: a pulse-coordinate model (NeuroSim-style exponential saturation).
+* LTP/LTD step response: a pulse-coordinate model (NeuroSim-style exponential saturation, or a
+  lookup table of the measured curve: ``lt_table``, ``lt_table_ltd``).
   Normalised state ``x = (g - g_min)/g_range``; LTP follows ``x(p) = expm1(-nu p)/expm1(-nu)``
   along a pulse coordinate ``p in [0, 1]``, LTD the mirror image. ``nu = lt_nonlinearity`` is
   ``ln(step at g_min / step at g_max)`` for LTP (0 = linear). The mean step at the window centre
-  is ``lt_dg_s`` for LTP and ``lt_up_down * lt_dg_s`` for LTD.
+  is ``lt_dg_s`` for LTP and ``lt_up_down * lt_dg_s`` for LTD. Lookup-table device: ``lt_table`` =
+  ``(x_0 = 0, x_1, ..., x_N = 1)``, the normalised conductance after n LTP pulses from ``g_min``; the
+  curve ``x(p)`` is the piecewise-linear interpolation through ``(n / N, x_n)`` and a pulse advances
+  ``p`` by ``1 / N``; ``lt_table_ltd`` the same for the depth ``(g_max - G) / g_range`` after n LTD
+  pulses from ``g_max`` (empty: the mirror of LTP, advance ``lt_up_down / N``). d2d and c2c act on
+  the advance as for the analytic curve; ``lt_dg_s`` stays the write-verify loop's nominal step.
 * Short-term increment per pulse: ``dG = st_a * E**st_b`` with the pulse energy
   ``E = V**2 * st_pulse_conductance_s * t`` (J). Pulses come in a few discrete (V, t) levels.
 * Decay of the short-term increment: ``F(t) = F(0) L(t / tau)``, ``tau`` set by the bias, with the
@@ -95,6 +101,12 @@ class STODevice(MemristiveDevice):
                            "mild asymmetry, LTD slightly steeper (not in the paper)", 0.0, 100.0, lo_open=True)
     lt_nonlinearity: float = _p(2.0, "", 1.0, "assumption: ln(LTP step at g_min / step at g_max) = 2 "
                                 "(step shrinks 7.4x toward the bound), NeuroSim-style saturation", 0.0, 20.0)
+    lt_table: Tuple[float, ...] = field(default=(), metadata={
+        "unit": "(G - g_min)/g_range", "scale": 1.0, "source": "empty: the analytic curve of lt_nonlinearity "
+        "(assumption); else the measured LTP curve after 0..N pulses from g_min (lookup-table device)"})
+    lt_table_ltd: Tuple[float, ...] = field(default=(), metadata={
+        "unit": "(g_max - G)/g_range", "scale": 1.0, "source": "empty: LTD mirrors LTP (lt_up_down); else the "
+        "measured LTD curve after 0..M pulses from g_max"})
     lt_c2c_std: float = _p(0.3, "rel", 1.0, "assumption: relative cycle-to-cycle spread per pulse "
                            "(aihwkit-style dw_min_std ~0.3)", 0.0, 5.0)
     lt_d2d_std: float = _p(0.3, "rel", 1.0, "assumption: relative device-to-device spread of the step; "
@@ -168,6 +180,7 @@ class STODevice(MemristiveDevice):
                 check_range(f.name, getattr(self, f.name), m["lo"], m["hi"], lo_open=m["lo_open"],
                             hi_open=m["hi_open"], unit=_SI_UNIT.get(m["unit"], ""))
         self._check_decay_law()
+        self._check_lt_tables()
         self._check_tau_table()
         if not isinstance(self.tau_increases_with_bias, bool):
             raise ConfigError(f"tau_increases_with_bias = {self.tau_increases_with_bias!r}: must be True or False")
@@ -189,6 +202,34 @@ class STODevice(MemristiveDevice):
             if getattr(self, name) != 1.0:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: not used by decay_law = {self.decay_law!r}; "
                                   "allowed: 1.0 (or choose the law that uses it)")
+
+    def _check_lt_tables(self) -> None:
+        for name in ("lt_table", "lt_table_ltd"):
+            tab = getattr(self, name)
+            if tab == ():
+                continue
+            ok = isinstance(tab, tuple) and 3 <= len(tab) <= MAX_LT_TABLE and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in tab)
+            if not ok:
+                raise ConfigError(f"{name}: must be 3..{MAX_LT_TABLE} finite numbers (normalised conductance after "
+                                  f"0, 1, ..., N pulses), got {_short(tab)}")
+            if not (tab[0] == 0.0 and tab[-1] == 1.0):
+                raise ConfigError(f"{name}: must start at 0 and end at 1 (the window's ends), got {tab[0]!r} .. {tab[-1]!r}")
+            drop = next((k for k in range(1, len(tab)) if tab[k] < tab[k - 1]), None)
+            if drop is not None:
+                raise ConfigError(f"{name}[{drop}] = {tab[drop]!r} < {name}[{drop - 1}] = {tab[drop - 1]!r}: a pulse "
+                                  "train must not move the conductance back (allowed: non-decreasing)")
+        if self.lt_table_ltd and not self.lt_table:
+            raise ConfigError("lt_table_ltd is given without lt_table: give the LTP table too (or neither)")
+        if self.lt_table and self.lt_nonlinearity != 0.0:
+            raise ConfigError(f"lt_nonlinearity = {self.lt_nonlinearity!r}: not used with lt_table (the table is the "
+                              "curve); allowed: 0")
+
+    def _lt_knots(self, like: Tensor, ltd: bool) -> Tuple[Tensor, Tensor]:
+        """(pulse coordinate p_n = n / N, normalised x_n) of the LTP table, or of the LTD one (LTP's mirror if none)."""
+        tab = self.lt_table_ltd if ltd and self.lt_table_ltd else self.lt_table
+        x = torch.tensor(tab, dtype=like.dtype, device=like.device)
+        return torch.linspace(0.0, 1.0, len(tab), dtype=like.dtype, device=like.device), x
 
     def _check_tau_table(self) -> None:
         tab = self.tau_table
@@ -317,7 +358,11 @@ class STODevice(MemristiveDevice):
 
     # -- long-term pulses (pulse-coordinate model, see the module docstring) -------------------
     def lt_pulse_coordinate_step(self) -> Tuple[float, float]:
-        """(LTP, LTD) pulse-coordinate advance per pulse, so the mean centre steps are the device's."""
+        """(LTP, LTD) pulse-coordinate advance per pulse, so the mean centre steps are the device's
+        (lookup table: ``1 / N`` per pulse, LTD ``1 / M`` or ``lt_up_down / N`` when it mirrors LTP)."""
+        if self.lt_table:
+            s_up = 1.0 / (len(self.lt_table) - 1)
+            return s_up, (1.0 / (len(self.lt_table_ltd) - 1) if self.lt_table_ltd else s_up * self.lt_up_down)
         nu = self.lt_nonlinearity
         centre_slope = 1.0 if nu < 1e-6 else (nu / 2) / math.tanh(nu / 2)  # dx/dp at x = 1/2
         s_up = self.lt_dg_s / self.g_range_s / centre_slope
@@ -336,6 +381,9 @@ class STODevice(MemristiveDevice):
     def ltp_pulses_for(self, g_target: Tensor) -> Tensor:
         """LTP pulses (whole numbers >= 0) taking the mean device from ``g_min`` to ``g_target`` (S)."""
         x = ((g_target - self.g_min_s) / self.g_range_s).clamp(0.0, 1.0)
+        if self.lt_table:
+            p, xk = self._lt_knots(x, ltd=False)
+            return torch.round(_interp(x, xk, p) * (len(self.lt_table) - 1))
         nu = self.lt_nonlinearity
         if nu < 1e-6:
             return torch.round(x * self.g_range_s / self.lt_dg_s)
@@ -359,6 +407,8 @@ class STODevice(MemristiveDevice):
             adv = mag + self.lt_c2c_std * mag.sqrt() * xi
         if d2d is not None:
             adv = adv * d2d.to(g.dtype)
+        if self.lt_table:
+            return self._table_response(g, adv, up)
         nu = self.lt_nonlinearity
         if nu < 1e-6:  # linear: work in conductance units (exact n * lt_dg_s without noise)
             return g + torch.where(up, adv * self.lt_dg_s, adv * (-self.lt_dg_s * self.lt_up_down))
@@ -371,6 +421,38 @@ class STODevice(MemristiveDevice):
         p1 = (p0 + torch.where(up, adv * s_up, adv * s_dn)).clamp(0.0, 1.0)
         u1 = torch.expm1(-nu * p1) / em
         return g_min + torch.where(up, u1, 1.0 - u1) * rng
+
+    def _table_response(self, g: Tensor, adv: Tensor, up: Tensor) -> Tensor:
+        """Lookup-table device: the pulse coordinate of ``g`` on its curve, advanced by ``adv`` pulses."""
+        s_up, s_dn = self.lt_pulse_coordinate_step()
+        g_min, rng = self.g_min_s, self.g_range_s
+        x = ((g - g_min) / rng).clamp(0.0, 1.0)
+        u = torch.where(up, x, 1.0 - x)
+        p_up, x_up = self._lt_knots(g, ltd=False)
+        p_dn, x_dn = self._lt_knots(g, ltd=True)
+        p0 = torch.where(up, _interp(u, x_up, p_up), _interp(u, x_dn, p_dn))
+        p1 = (p0 + torch.where(up, adv * s_up, adv * s_dn)).clamp(0.0, 1.0)
+        u1 = torch.where(up, _interp(p1, p_up, x_up), _interp(p1, p_dn, x_dn))
+        return g_min + torch.where(up, u1, 1.0 - u1) * rng
+
+
+MAX_LT_TABLE = 100_000  # pulses in a lookup-table curve
+
+
+def _short(tab: Any) -> str:
+    text = repr(tab)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear interpolation of ``(xp, fp)`` at ``x`` (``xp`` non-decreasing; a flat run of
+    ``xp`` maps to its last point: the plateau's end), clipped to the ends."""
+    i = torch.searchsorted(xp, x.detach().contiguous(), right=True).sub(1).clamp(0, len(xp) - 2)
+    x0, x1 = xp[i], xp[i + 1]
+    h = x1 - x0
+    t = torch.where(h > 0, (x - x0) / torch.where(h > 0, h, torch.ones_like(h)), torch.zeros_like(x)).clamp(0.0, 1.0)
+    return fp[i] + t * (fp[i + 1] - fp[i])
+
 
 # -- array helpers (float / numpy / torch) ------------------------------------------------------
 def _hermite(x: Any, xk: Sequence[float], yk: Sequence[float], mk: Sequence[float], seg: Any = None) -> Tuple[Any, Any]:

@@ -119,7 +119,7 @@ def _fit(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".toml":
         raise ConfigError(f"--out = {args.out!r}: a device file ends in .toml")
     base = presets.get_preset(args.based_on)
-    dfit = fit_device(Path(args.data_dir), base, args.name or out.stem)
+    dfit = fit_device(Path(args.data_dir), base, args.name or out.stem, lt_table=args.lt_table)
     for v, fits in sorted(dfit.decay.items()):
         print(f"decay at {v:g} V: " + "; ".join(
             f"{k} AIC {r.aic:.1f} " + ", ".join(f"{p} = {r.values[p]:.4g} +- {r.errors[p]:.2g}" for p in r.values)
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--based-on", default="sto_2024", help="device whose values fill what the data do not measure "
                     "(a preset, device file or PATH.py:factory; default: sto_2024)")
     ft.add_argument("--name", default=None, help="the fitted device's name (default: the --out file's stem)")
+    ft.add_argument("--lt-table", action="store_true", help="take the measured LTP/LTD runs of pulses.csv as "
+                    "lookup tables (a lookup-table device) instead of the soft-bound law")
     ft.set_defaults(func=_fit)
 
     e = sub.add_parser("energy", help="energy breakdown of one MVM and one short-term update")
