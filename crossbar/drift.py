@@ -52,9 +52,10 @@ def drift(st: CrossbarState, programmed: Programmed, retention: RetentionModel, 
     st.g_pos.copy_(retention.relax(g_pos0, dev.g_min_s, t_s, tau) * m)
     st.g_neg.copy_(retention.relax(g_neg0, dev.g_min_s, t_s, tau) * m)
     if modes0 is not None and st.g_modes is not None and st.g_modes.shape == modes0.shape:
-        lams = torch.stack(dev.mode_decay_factors(torch.as_tensor(t_s, dtype=st.v_bias.dtype), st.v_bias))
+        t = torch.as_tensor(t_s, dtype=st.v_bias.dtype)
+        lams = torch.stack(dev.mode_decay_factors(t if st.tau_factor is None else t / st.tau_factor, st.v_bias))
         st.g_modes.copy_(modes0 * lams.unsqueeze(1))  # each mode decays exactly from t = 0
         st.g_st.copy_(st.g_modes.sum(0))
     elif g_st0 is not None and st.g_st is not None and st.g_st.shape == g_st0.shape:
-        st.g_st.copy_(dynamics.decay(g_st0, st.v_bias, t_s, dev))
+        st.g_st.copy_(dynamics.decay(g_st0, st.v_bias, t_s if st.tau_factor is None else t_s / st.tau_factor, dev))
     st.invalidate()

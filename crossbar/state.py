@@ -10,6 +10,9 @@ tile height, pad rows masked out (they are no cells: zero conductance, zero ener
   element (per environment). A positive value sits on the G+ device, a negative one on G-; both
   decay with the pair's time constant, so the signed value decays exactly exponentially.
 * ``v_bias`` [T, O, X] (V): decay-control bias per synapse, ``tau = device.tau_s(v_bias)``.
+* ``tau_factor`` [T, O, X] (or [B, T, O, X], one per chip slot) or None: each device's own factor on
+  its time constant (``device.draw_tau_d2d``, drawn once per array at its first programming; None
+  without spread). The laws are functions of ``t / tau``: a device decays by ``Lambda(dt / f, V)``.
 * ``g_modes`` [K, B, T, O, X] (S) or None: for a device whose decay law has K > 1 exponential
   modes (``device.decay_modes()``: bi-exponential, stretched), the part of F in each mode; F is
   their sum. A pulse's increment splits by the modes' weights, each mode decays exactly with its
@@ -44,6 +47,11 @@ from stoxbar.devices import dynamics
 from stoxbar.devices.base import MemristiveDevice
 from stoxbar.core.validation import ConfigError, check_choice, check_range
 from stoxbar.crossbar.bias import BiasReport, check_rails, project
+
+
+def _over(dt_s: float, f: Optional[Tensor]):
+    """``dt / f``: the time a device whose time constant is ``f tau`` sees (``dt`` when no spread)."""
+    return dt_s if f is None else dt_s / f
 
 
 def is_continuous(device: MemristiveDevice) -> bool:
@@ -100,6 +108,7 @@ class CrossbarState(nn.Module):
         # tiles' and arrays' extra state (crossbar/persistence.py)
         self.register_buffer("g_st", None, persistent=False)
         self.register_buffer("g_modes", None, persistent=False)
+        self.register_buffer("tau_factor", None, persistent=False)
         self._st_cols: Optional[Tuple[Tensor, int, Tensor]] = None  # (g_st, its version, sum_o |g_st|)
         self.hold_bias = False
         self.bias_duty, self.bias_rail_v = 1.0, None  # set with the bias (set_bias)
@@ -172,6 +181,7 @@ class CrossbarState(nn.Module):
             v.v_bias = self.v_bias[block]
             v.g_st = None if self.g_st is None else self.g_st[(slice(None),) + block]
             v.g_modes = None if self.g_modes is None else self.g_modes[(slice(None), slice(None)) + block]
+            v.tau_factor = None if self.tau_factor is None else self.tau_factor[(Ellipsis,) + block]
             v.hold_bias = self.hold_bias
             v.bias_duty, v.bias_rail_v = self.bias_duty, self.bias_rail_v
             v.invalidate()  # its tensors are new views: drop derived caches
@@ -183,8 +193,9 @@ class CrossbarState(nn.Module):
             self.__dict__.setdefault(name, value)  # pickled before bias addressing
         if "g_st" not in self._buffers:
             self.register_buffer("g_st", legacy, persistent=False)
-        if "g_modes" not in self._buffers:  # pickled before decay modes
-            self.register_buffer("g_modes", None, persistent=False)
+        for name in ("g_modes", "tau_factor"):  # pickled before decay modes / tau spread
+            if name not in self._buffers:
+                self.register_buffer(name, None, persistent=False)
         for v in self.__dict__.get("_views", ()):  # pickled before views knew their array state
             v.__dict__.setdefault("_parent", self)
 
@@ -276,6 +287,9 @@ class CrossbarState(nn.Module):
                 "set mapping.weight_scaling_omega > 0 so aihwkit rescales weights digitally"
             )
         dev = self.device_model
+        if self.tau_factor is None or self.tau_factor.shape[-3:] != self.v_bias.shape:  # once per array
+            f = dev.draw_tau_d2d(self.v_bias.shape, generator, self.v_bias.dtype, self.v_bias.device)
+            self.tau_factor = None if f is None else torch.where(self.mask, f, torch.ones_like(f))
         w = weight.to(self.g_pos.dtype)
         if w_abs > 1.0:
             w = w.clamp(-1.0, 1.0)  # float round-off only
@@ -332,14 +346,17 @@ class CrossbarState(nn.Module):
         check_int("chips", chips, 1)
         check_int("slots_per_chip", slots_per_chip, 1)
         reset = self.device_model.g_min_s * self.mask.to(self.v_bias.dtype).expand_as(self.v_bias)
-        pos, neg, costs = [], [], []
+        pos, neg, costs, taus = [], [], [], []
         for _ in range(chips):  # a one-off cost per chip (programming), not per step
             self.g_pos, self.g_neg = reset.clone(), reset.clone()
+            self.tau_factor = None  # each chip's devices draw their own time-constant spread
             costs.append(self.program(weight, mode, generator))
             pos.append(self.g_pos)
             neg.append(self.g_neg)
+            taus.append(self.tau_factor)
         slot_chip = torch.arange(chips, device=reset.device).repeat_interleave(slots_per_chip)
         self.g_pos, self.g_neg = torch.stack(pos)[slot_chip], torch.stack(neg)[slot_chip]
+        self.tau_factor = None if taus[0] is None else torch.stack(taus)[slot_chip]
         self.g_st = self.g_modes = None
         self.invalidate()
         return costs
@@ -358,6 +375,8 @@ class CrossbarState(nn.Module):
             self.g_modes = self.g_modes[:, keep]
         if self.per_chip:
             self.g_pos, self.g_neg = self.g_pos[keep], self.g_neg[keep]
+            if self.tau_factor is not None and self.tau_factor.dim() == 4:
+                self.tau_factor = self.tau_factor[keep]
         self.invalidate()
 
     def programming_from_reset(self) -> Tuple[float, float]:
@@ -544,10 +563,13 @@ class CrossbarState(nn.Module):
             ones = torch.ones_like(self.v_bias)
             d = self.bias_duty
             held_s = d * dt_s
-            lam = dynamics.decay(ones, self.v_bias, held_s, dev) * self.mask
+            f = self.tau_factor  # a device with tau = f tau(V) decays by Lambda(dt / f): its own time
+            lam = dynamics.decay(ones, self.v_bias, _over(held_s, f), dev) * self.mask
             if d < 1.0:
-                lam = lam * dynamics.decay(ones, dev.v_bias_min_v, dt_s - held_s, dev)
-            per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, held_s, dev) * self.mask
+                lam = lam * dynamics.decay(ones, dev.v_bias_min_v, _over(dt_s - held_s, f), dev)
+            per_st = dynamics.bias_energy_j(torch.zeros_like(ones), ones, self.v_bias, _over(held_s, f), dev) * self.mask
+            if f is not None:
+                per_st = per_st * f
             lt = dynamics.bias_energy_j(self.g_pos + self.g_neg, torch.zeros_like(ones), self.v_bias, held_s, dev)
 
             def tsum(x: Tensor) -> Tensor:  # [T * J]: per tile, summed over the chip slots of a per-chip state
@@ -575,16 +597,19 @@ class CrossbarState(nn.Module):
             dev = self.device_model
             d = self.bias_duty
             held_s = d * dt_s
-            lams = torch.stack(dev.mode_decay_factors(held_s, self.v_bias)) * self.mask
+            f = self.tau_factor
+            lams = torch.stack(dev.mode_decay_factors(_over(held_s, f), self.v_bias)) * self.mask
             if d < 1.0:
                 vmin = torch.full_like(self.v_bias, dev.v_bias_min_v)
-                lams = lams * torch.stack(dev.mode_decay_factors(dt_s - held_s, vmin))
+                lams = lams * torch.stack(dev.mode_decay_factors(_over(dt_s - held_s, f), vmin))
             p = dev.bias_power_w(1.0, self.v_bias) * self.mask
-            per = [p * i for i in dev.mode_decay_integrals_s(held_s, self.v_bias)]
+            if f is not None:
+                p = p * f
+            per = [p * i for i in dev.mode_decay_integrals_s(_over(held_s, f), self.v_bias)]
             if self.bias_rail_v is not None:
                 r = self._rail_factor()
                 per = [torch.stack([x, x * r]) for x in per]
-            return lams.unsqueeze(1), per
+            return (lams if f is not None and f.dim() == 4 else lams.unsqueeze(1)), per  # [K, B or 1, T, O, X]
 
         return self._cached(f"modes:{float(dt_s)!r}:{self.bias_duty!r}:{self.bias_rail_v!r}", compute)
 
@@ -595,11 +620,11 @@ class CrossbarState(nn.Module):
         v = self.v_bias.abs()
         return torch.where(v > 0, self.bias_rail_v / v.clamp_min(1e-30), torch.zeros_like(v))
 
-    def _st_bias(self, per_st: Tensor, g: Optional[Tensor] = None) -> Tensor:
+    def _st_bias(self, per_st: Tensor, g: Optional[Tensor] = None, stacked: Optional[bool] = None) -> Tensor:
         """Short-term part of the bias energy per tile (J, [T * J] float64, or [T * J, 2] for a
-        stacked (load, drawn) table), all chips, from F (or ``g``, one mode's part) at the interval start."""
-        if per_st.dim() == 4:
-            return torch.stack([self._st_bias(per_st[0], g), self._st_bias(per_st[1], g)], -1)
+        stacked (load, drawn) table: with a rail), all chips, from F (or ``g``, one mode's part) at the interval start."""
+        if self.bias_rail_v is not None if stacked is None else stacked:
+            return torch.stack([self._st_bias(per_st[0], g, False), self._st_bias(per_st[1], g, False)], -1)
         prod = (self.g_st if g is None else g).abs() * per_st
         return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double())
 
@@ -669,8 +694,8 @@ class CrossbarState(nn.Module):
         scale = self._check_scale(scale)
         check_finite("decay_and_outer_update: u", u)
         check_finite("decay_and_outer_update: v", v)
-        if self.g_modes is not None:
-            return self._modes_decay_and_update(dt_s, scale, u, v, per_tile)
+        if self.g_modes is not None or (self.tau_factor is not None and self.tau_factor.dim() == 4):
+            return self._unfused_decay_and_update(dt_s, scale, u, v, per_tile)  # no per-chip Lambda in the kernel
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
@@ -696,8 +721,9 @@ class CrossbarState(nn.Module):
             st = bias_bt.sum(0) if b > 1 else bias_bt[0]
         return level, counts, self._bias_energy(lt, st), per_bt.sum(0) if b > 1 else per_bt[0]
 
-    def _modes_decay_and_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool):
-        """:meth:`decay_and_outer_update` for a device with several decay modes: :meth:`decay`, then
+    def _unfused_decay_and_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool):
+        """:meth:`decay_and_outer_update` for a device with several decay modes or per-chip time-constant
+        spread: :meth:`decay`, then
         :meth:`apply_short_term` of the same request (the same quantiser and saturation as the fused pass)."""
         energy = self.decay(dt_s)
         level, per_tile_counts = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])

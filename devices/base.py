@@ -133,6 +133,13 @@ class MemristiveDevice:
         """Per-device factors on the long-term step (drawn once per array); default: all 1 (no spread)."""
         return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
 
+    def draw_tau_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                     dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Optional[Tensor]:
+        """Per-device factors on the decay time constant (each device's ``tau = f tau(V)``), drawn once
+        per array; default None: every device has the bias law's tau. The decay laws are functions of
+        ``t / tau``, so a factor ``f`` is the law at ``dt / f`` (and ``f`` times its integral)."""
+        return None
+
     # -- short-term increment ---------------------------------------------------------------
     def st_pulse_energy_j(self, v_pulse_v: Any, width_s: Any) -> Any:
         """Device energy (J) of a short-term pulse of amplitude ``v_pulse_v`` (V) and width ``width_s`` (s)."""

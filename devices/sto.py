@@ -83,7 +83,7 @@ class STODevice(MemristiveDevice):
     use it so that ``describe()`` shows where *their* values come from).
     """
 
-    noise_fields: ClassVar[Tuple[str, ...]] = ("read_noise_std", "lt_c2c_std", "lt_d2d_std")
+    noise_fields: ClassVar[Tuple[str, ...]] = ("read_noise_std", "lt_c2c_std", "lt_d2d_std", "tau_d2d_std")
 
     name: str = field(default="sto_2024", metadata={"unit": "", "scale": 1.0, "source": "preset name"})
 
@@ -155,6 +155,8 @@ class STODevice(MemristiveDevice):
     decay_tau_ratio: float = _p(1.0, "", 1.0, "slow / fast time constant of decay_law = 'biexp' (1 with the "
                                 "other laws)", 1.0, 1e6)
 
+    tau_d2d_std: float = _p(0.0, "rel", 1.0, "assumption: no data on the device-to-device spread of STO's "
+                            "time constant; 0 = every device follows tau(V) (set it to study the spread)", 0.0, 5.0)
     tau_table: Tuple[Tuple[float, float], ...] = field(default=(), metadata={
         "unit": "(V, s)", "scale": 1.0, "source": "empty: log-linear tau(V) between the range's ends "
         "(assumption); else measured (V_bias, tau) points, log(tau) interpolated by PCHIP (monotone)"})
@@ -374,6 +376,16 @@ class STODevice(MemristiveDevice):
         s = self.lt_d2d_std
         if s == 0:
             return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
+        sig = math.sqrt(math.log1p(s * s))
+        xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
+        return torch.exp(sig * xi - 0.5 * sig * sig)
+
+    def draw_tau_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                     dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Optional[Tensor]:
+        """Per-device time-constant factors: lognormal, mean 1, relative std ``tau_d2d_std`` (None when 0)."""
+        s = self.tau_d2d_std
+        if s == 0:
+            return None
         sig = math.sqrt(math.log1p(s * s))
         xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
         return torch.exp(sig * xi - 0.5 * sig * sig)

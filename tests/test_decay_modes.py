@@ -235,3 +235,61 @@ def test_describe_shows_a_table_field():
 
     line = next(x for x in describe(replace(BASE, tau_table=TABLE)).splitlines() if x.startswith("tau_table"))
     assert "(0, 0.1) (0.2, 0.5) (0.4, 20) (0.6, 100)" in line and "PCHIP" in line
+
+
+SPREAD = replace(BASE, tau_d2d_std=0.5)
+
+
+def test_each_device_has_its_own_time_constant_drawn_once_per_array():
+    st = _chip(SPREAD)
+    f = st.tau_factor
+    real = st.mask.expand_as(f)
+    assert bool((f[~real] == 1).all()) and float(f.min()) > 0
+    big = SPREAD.draw_tau_d2d((200_000,), torch.Generator().manual_seed(0), torch.float64)
+    assert float(big.mean()) == pytest.approx(1.0, abs=0.01) and float(big.std()) == pytest.approx(0.5, rel=0.03)
+    st.program(torch.zeros(4, 11, dtype=torch.float64))  # reprogramming keeps the devices
+    assert st.tau_factor is f
+    assert _chip(BASE).tau_factor is None and BASE.draw_tau_d2d((3,)) is None
+    lt = float(st.decay(2.0).sum())  # F is 0 still: the long-term part alone
+    g0 = _pulse(st)
+    e = [float(st.decay(0.2).sum()) for _ in range(10)]
+    tau = float(SPREAD.tau_s(V))
+    assert torch.allclose(st.g_st, g0 * torch.exp(-2.0 / (tau * f)), rtol=1e-12, atol=1e-24)
+    st_part = float((g0.abs() * V * V * f * tau * -torch.expm1(-2.0 / (tau * f))).sum())
+    assert sum(e) == pytest.approx(lt + st_part, rel=1e-12)
+
+
+def test_chips_draw_their_own_time_constants_and_play_the_unfused_step():
+    from stoxbar.crossbar.persistence import extra_state, load_extra_state
+
+    for dev in (SPREAD, replace(SPREAD, decay_law="biexp", decay_weight=0.5, decay_tau_ratio=4.0)):
+        st = CrossbarState([6, 5], 4, dev, dtype=torch.float64)
+        st.program_chips(torch.rand(4, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64) - 0.5,
+                         chips=2, slots_per_chip=2, generator=torch.Generator().manual_seed(2))
+        f = st.tau_factor
+        assert f.shape == (4, 2, 4, 6) and torch.equal(f[0], f[1]) and not torch.equal(f[0], f[2])
+        st.set_batch(4)
+        st.set_bias(torch.full((4, 11), V, dtype=torch.float64))
+        ref = CrossbarState([6, 5], 4, dev, dtype=torch.float64)
+        load_extra_state(ref, extra_state(st))
+        assert torch.equal(ref.tau_factor, f)
+        gen = torch.Generator().manual_seed(3)
+        scale = torch.rand(st.v_bias.shape, generator=gen, dtype=torch.float64) * 0.1 * st.mask
+        u = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+        v = torch.randn(4, 2, 6, generator=gen, dtype=torch.float64)
+        level, counts, _, _ = st.decay_and_outer_update(0.5, scale, u, v)
+        assert int(counts.sum()) > 0 and torch.equal(counts, dynamics_counts(level, dev))
+        after_pulse = st.g_st.clone()
+        st.decay(3.0)
+        tau = float(dev.tau_s(V))
+        if dev.decay_law == "exp":
+            assert torch.allclose(st.g_st, after_pulse * torch.exp(-3.0 / (tau * f)), rtol=1e-12, atol=1e-24)
+        else:  # F was 0 before the pulse: each mode holds its weight of it and decays with s_k f tau
+            modes = [w * after_pulse * torch.exp(-3.0 / (s * tau * f)) for w, s in dev.decay_modes()]
+            assert torch.allclose(st.g_st, sum(modes), rtol=1e-12, atol=1e-24)
+
+
+def dynamics_counts(level, dev):
+    from stoxbar.devices import dynamics
+
+    return dynamics.level_counts(level, len(dev.st_pulse_levels))
