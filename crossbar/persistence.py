@@ -44,17 +44,19 @@ def extra_state(st: CrossbarState) -> Dict[str, Any]:
     out = {"g_st": None if st.g_st is None else st.g_st.detach().clone(), "hold_bias": st.hold_bias}
     if st.g_modes is not None:  # a device with several decay modes: F's part in each
         out["g_modes"] = st.g_modes.detach().clone()
-    if st.tau_factor is not None:  # each device's own time constant (drawn once per array)
-        out["tau_factor"] = st.tau_factor.detach().clone()
+    for name in ("tau_factor", "st_d2d"):  # each device's own law spreads (drawn once per array)
+        if getattr(st, name) is not None:
+            out[name] = getattr(st, name).detach().clone()
     return out
 
 
 def load_extra_state(st: CrossbarState, extra: Optional[Dict[str, Any]]) -> None:
     """Restore what :func:`extra_state` saved (None or a non-dict, from older checkpoints: nothing)."""
     if isinstance(extra, dict):
-        f = extra.get("tau_factor")
-        if f is not None and torch.is_tensor(f) and f.shape[-3:] == st.v_bias.shape:
-            st.tau_factor = f.to(st.v_bias)
+        for name in ("tau_factor", "st_d2d"):
+            f = extra.get(name)
+            if f is not None and torch.is_tensor(f) and f.shape[-3:] == st.v_bias.shape:
+                setattr(st, name, f.to(st.v_bias))
         st.load_short_term(extra.get("g_st"), bool(extra.get("hold_bias", st.hold_bias)), extra.get("g_modes"))
 
 

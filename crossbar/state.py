@@ -13,6 +13,9 @@ tile height, pad rows masked out (they are no cells: zero conductance, zero ener
 * ``tau_factor`` [T, O, X] (or [B, T, O, X], one per chip slot) or None: each device's own factor on
   its time constant (``device.draw_tau_d2d``, drawn once per array at its first programming; None
   without spread). The laws are functions of ``t / tau``: a device decays by ``Lambda(dt / f, V)``.
+* ``st_d2d`` [2, T, O, X] (or [2, B, T, O, X]) or None: each device's (G+, G-) spread of the short-term
+  increment (``device.draw_st_d2d``, drawn with ``tau_factor``); with the device's dependence on its
+  conductance (``device.st_dg_factor``) it scales the level's increment per device.
 * ``g_modes`` [K, B, T, O, X] (S) or None: for a device whose decay law has K > 1 exponential
   modes (``device.decay_modes()``: bi-exponential, stretched), the part of F in each mode; F is
   their sum. A pulse's increment splits by the modes' weights, each mode decays exactly with its
@@ -109,6 +112,7 @@ class CrossbarState(nn.Module):
         self.register_buffer("g_st", None, persistent=False)
         self.register_buffer("g_modes", None, persistent=False)
         self.register_buffer("tau_factor", None, persistent=False)
+        self.register_buffer("st_d2d", None, persistent=False)
         self._st_cols: Optional[Tuple[Tensor, int, Tensor]] = None  # (g_st, its version, sum_o |g_st|)
         self.hold_bias = False
         self.bias_duty, self.bias_rail_v = 1.0, None  # set with the bias (set_bias)
@@ -182,6 +186,7 @@ class CrossbarState(nn.Module):
             v.g_st = None if self.g_st is None else self.g_st[(slice(None),) + block]
             v.g_modes = None if self.g_modes is None else self.g_modes[(slice(None), slice(None)) + block]
             v.tau_factor = None if self.tau_factor is None else self.tau_factor[(Ellipsis,) + block]
+            v.st_d2d = None if self.st_d2d is None else self.st_d2d[(Ellipsis,) + block]
             v.hold_bias = self.hold_bias
             v.bias_duty, v.bias_rail_v = self.bias_duty, self.bias_rail_v
             v.invalidate()  # its tensors are new views: drop derived caches
@@ -193,7 +198,7 @@ class CrossbarState(nn.Module):
             self.__dict__.setdefault(name, value)  # pickled before bias addressing
         if "g_st" not in self._buffers:
             self.register_buffer("g_st", legacy, persistent=False)
-        for name in ("g_modes", "tau_factor"):  # pickled before decay modes / tau spread
+        for name in ("g_modes", "tau_factor", "st_d2d"):  # pickled before decay modes / law spreads
             if name not in self._buffers:
                 self.register_buffer(name, None, persistent=False)
         for v in self.__dict__.get("_views", ()):  # pickled before views knew their array state
@@ -287,9 +292,7 @@ class CrossbarState(nn.Module):
                 "set mapping.weight_scaling_omega > 0 so aihwkit rescales weights digitally"
             )
         dev = self.device_model
-        if self.tau_factor is None or self.tau_factor.shape[-3:] != self.v_bias.shape:  # once per array
-            f = dev.draw_tau_d2d(self.v_bias.shape, generator, self.v_bias.dtype, self.v_bias.device)
-            self.tau_factor = None if f is None else torch.where(self.mask, f, torch.ones_like(f))
+        self._draw_law_spreads(generator)
         w = weight.to(self.g_pos.dtype)
         if w_abs > 1.0:
             w = w.clamp(-1.0, 1.0)  # float round-off only
@@ -346,17 +349,19 @@ class CrossbarState(nn.Module):
         check_int("chips", chips, 1)
         check_int("slots_per_chip", slots_per_chip, 1)
         reset = self.device_model.g_min_s * self.mask.to(self.v_bias.dtype).expand_as(self.v_bias)
-        pos, neg, costs, taus = [], [], [], []
+        pos, neg, costs, taus, sts = [], [], [], [], []
         for _ in range(chips):  # a one-off cost per chip (programming), not per step
             self.g_pos, self.g_neg = reset.clone(), reset.clone()
-            self.tau_factor = None  # each chip's devices draw their own time-constant spread
+            self.tau_factor = self.st_d2d = None  # each chip's devices draw their own law spreads
             costs.append(self.program(weight, mode, generator))
             pos.append(self.g_pos)
             neg.append(self.g_neg)
             taus.append(self.tau_factor)
+            sts.append(self.st_d2d)
         slot_chip = torch.arange(chips, device=reset.device).repeat_interleave(slots_per_chip)
         self.g_pos, self.g_neg = torch.stack(pos)[slot_chip], torch.stack(neg)[slot_chip]
         self.tau_factor = None if taus[0] is None else torch.stack(taus)[slot_chip]
+        self.st_d2d = None if sts[0] is None else torch.stack(sts, 1)[:, slot_chip]
         self.g_st = self.g_modes = None
         self.invalidate()
         return costs
@@ -377,7 +382,30 @@ class CrossbarState(nn.Module):
             self.g_pos, self.g_neg = self.g_pos[keep], self.g_neg[keep]
             if self.tau_factor is not None and self.tau_factor.dim() == 4:
                 self.tau_factor = self.tau_factor[keep]
+            if self.st_d2d is not None and self.st_d2d.dim() == 5:
+                self.st_d2d = self.st_d2d[:, keep]
         self.invalidate()
+
+    def _draw_law_spreads(self, generator: Optional[torch.Generator]) -> None:
+        """Draw the devices' own time constants and short-term spreads, once per array (first programming)."""
+        dev, shape = self.device_model, self.v_bias.shape
+        drawn = self.tau_factor is not None or self.st_d2d is not None
+        if drawn and (self.tau_factor if self.tau_factor is not None else self.st_d2d).shape[-3:] == shape:
+            return
+        f = dev.draw_tau_d2d(shape, generator, self.v_bias.dtype, self.v_bias.device)
+        self.tau_factor = None if f is None else torch.where(self.mask, f, torch.ones_like(f))
+        s = dev.draw_st_d2d((2, *shape), generator, self.v_bias.dtype, self.v_bias.device)
+        self.st_d2d = None if s is None else torch.where(self.mask, s, torch.ones_like(s))
+
+    def _st_scale(self) -> Optional[Tuple[Tensor, Tensor]]:
+        """(G+ device, G- device) factors on the short-term increment, or None (every device the level's dG)."""
+        def compute():
+            dev = self.device_model
+            d = (None, None) if self.st_d2d is None else (self.st_d2d[0], self.st_d2d[1])
+            fp, fn = dev.st_dg_factor(self.g_pos, d[0]), dev.st_dg_factor(self.g_neg, d[1])
+            return None if fp is None and fn is None else (fp, fn)
+
+        return self._cached("st_scale", compute)
 
     def programming_from_reset(self) -> Tuple[float, float]:
         """(pulses, device energy J) of write-verify programming the present conductances from reset
@@ -535,7 +563,7 @@ class CrossbarState(nn.Module):
         if self.padded:
             level = level * self.mask  # no pulses on pad rows (they are no cells)
         # the state only ever changes through these calls, so it is in its window by construction
-        new, _ = dynamics.apply_short_term(g_st, level, dev, validate=False)
+        new, _ = dynamics.apply_short_term(g_st, level, dev, validate=False, dg_scale=self._st_scale())
         if self.g_modes is not None:  # the achieved change (after saturation) splits by the modes' weights
             k = self.n_modes
             self.g_modes.add_(self._mode_weights().view(k, *[1] * new.dim()) * (new - g_st))
@@ -694,8 +722,9 @@ class CrossbarState(nn.Module):
         scale = self._check_scale(scale)
         check_finite("decay_and_outer_update: u", u)
         check_finite("decay_and_outer_update: v", v)
-        if self.g_modes is not None or (self.tau_factor is not None and self.tau_factor.dim() == 4):
-            return self._unfused_decay_and_update(dt_s, scale, u, v, per_tile)  # no per-chip Lambda in the kernel
+        if (self.g_modes is not None or (self.tau_factor is not None and self.tau_factor.dim() == 4)
+                or self._st_scale() is not None):  # the kernel has one Lambda per cell and one dG per level
+            return self._unfused_decay_and_update(dt_s, scale, u, v, per_tile)
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
@@ -722,8 +751,8 @@ class CrossbarState(nn.Module):
         return level, counts, self._bias_energy(lt, st), per_bt.sum(0) if b > 1 else per_bt[0]
 
     def _unfused_decay_and_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool):
-        """:meth:`decay_and_outer_update` for a device with several decay modes or per-chip time-constant
-        spread: :meth:`decay`, then
+        """:meth:`decay_and_outer_update` for a device with several decay modes, per-chip time-constant
+        spread or per-device short-term increments: :meth:`decay`, then
         :meth:`apply_short_term` of the same request (the same quantiser and saturation as the fused pass)."""
         energy = self.decay(dt_s)
         level, per_tile_counts = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])

@@ -141,6 +141,17 @@ class MemristiveDevice:
         return None
 
     # -- short-term increment ---------------------------------------------------------------
+    def st_dg_factor(self, g_s: Tensor, d2d: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Per-device factor on the short-term increment of a device whose long-term conductance is
+        ``g_s`` (S), times its spread ``d2d`` (:meth:`draw_st_d2d`); default None: every device's
+        increment is the level's ``st_dg_s(E)``."""
+        return None
+
+    def draw_st_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                    dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Optional[Tensor]:
+        """Per-device factors on the short-term increment, drawn once per array; default None (no spread)."""
+        return None
+
     def st_pulse_energy_j(self, v_pulse_v: Any, width_s: Any) -> Any:
         """Device energy (J) of a short-term pulse of amplitude ``v_pulse_v`` (V) and width ``width_s`` (s)."""
         raise NotImplementedError(f"{type(self).__name__} must implement st_pulse_energy_j")

@@ -184,8 +184,8 @@ def level_counts(level_idx: Tensor, n_levels: int) -> Tensor:
     return counts.scatter_add_(1, k, torch.ones_like(k))[:, 1:]
 
 
-def apply_short_term(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice, validate: bool = True
-                     ) -> Tuple[Tensor, Tensor]:
+def apply_short_term(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice, validate: bool = True,
+                     dg_scale: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     """Fire the short-term pulses ``level_idx`` (signed, 0 = none) on the state ``g_st`` (S).
 
     Returns ``(new g_st, energy_j)``: the state saturates at ``+-st_g_max_s`` (a device near the
@@ -193,6 +193,9 @@ def apply_short_term(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice, 
     ``V**2 G_pulse t`` (J), per element. ``g_st`` must lie in the window; ``|level_idx| <= L``.
     ``validate=False`` skips those two checks (two extra passes over the state) for callers whose
     state only ever comes from this function and whose levels come from ``quantise_short_term``.
+    ``dg_scale``: per-device factors (G+ device, G- device) on the level's increment
+    (``device.st_dg_factor``: its dependence on the device's conductance and its spread), broadcast
+    against ``g_st``; the pulse and its energy are the level's.
     """
     m = device.st_g_max_s
     if validate:
@@ -200,7 +203,10 @@ def apply_short_term(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice, 
     dg_table, e_table = _level_tables(device, g_st)
     a = level_idx.abs().long()
     dg = dg_table[a]
-    new = (g_st + torch.where(level_idx < 0, -dg, dg)).clamp(-m, m)
+    if dg_scale is None:
+        new = (g_st + torch.where(level_idx < 0, -dg, dg)).clamp(-m, m)
+    else:
+        new = (g_st + torch.where(level_idx < 0, -dg * dg_scale[1], dg * dg_scale[0])).clamp(-m, m)
     return new, e_table[a]
 
 

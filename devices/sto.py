@@ -83,7 +83,8 @@ class STODevice(MemristiveDevice):
     use it so that ``describe()`` shows where *their* values come from).
     """
 
-    noise_fields: ClassVar[Tuple[str, ...]] = ("read_noise_std", "lt_c2c_std", "lt_d2d_std", "tau_d2d_std")
+    noise_fields: ClassVar[Tuple[str, ...]] = ("read_noise_std", "lt_c2c_std", "lt_d2d_std", "tau_d2d_std",
+                                                "st_d2d_std")
 
     name: str = field(default="sto_2024", metadata={"unit": "", "scale": 1.0, "source": "preset name"})
 
@@ -123,6 +124,10 @@ class STODevice(MemristiveDevice):
                      "window) at E = 1 pJ; docs/paper.md §1 gives the power-law form, not a, b", 0.0, None, lo_open=True)
     st_b: float = _p(0.5, "", 1.0, "assumption: sub-linear exponent 0.5 (docs/paper.md §1: power law, "
                      "b not available)", 0.0, 3.0, lo_open=True)
+    st_g_exponent: float = _p(0.0, "", 1.0, "assumption: the increment does not depend on the device's "
+                              "conductance (0); gamma != 0: dG(E, G) = st_a E^b (G / g_max_s)^gamma", -3.0, 3.0)
+    st_d2d_std: float = _p(0.0, "rel", 1.0, "assumption: no data on the device-to-device spread of the short-term "
+                           "increment; 0 = every device gets the level's dG", 0.0, 5.0)
     st_pulse_levels: Tuple[Tuple[float, float], ...] = field(
         default=((1.0, 10e-6), (1.0, 20e-6), (2.0, 10e-6), (2.0, 20e-6)),
         metadata={"unit": "(V, us)", "scale": 1.0, "source": "assumption: two write rails (1 V, 2 V) x two "
@@ -317,6 +322,18 @@ class STODevice(MemristiveDevice):
         """Short-term conductance increment for a pulse of ``energy_j`` (S): ``st_a * E**st_b``."""
         return self.st_a * energy_j**self.st_b
 
+    def st_dg_factor(self, g_s: Tensor, d2d: Optional[Tensor] = None) -> Optional[Tensor]:
+        """``(G / g_max_s)**st_g_exponent`` times the device's spread ``d2d``; None when neither applies."""
+        f = None if self.st_g_exponent == 0.0 else (g_s.clamp_min(1e-30) / self.g_max_s) ** self.st_g_exponent
+        if d2d is not None:
+            f = d2d if f is None else f * d2d
+        return f
+
+    def draw_st_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                    dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Optional[Tensor]:
+        """Per-device factors on the short-term increment: lognormal, mean 1, relative std ``st_d2d_std``."""
+        return _lognormal(self.st_d2d_std, shape, generator, dtype, tdevice)
+
     # -- decay law ----------------------------------------------------------------------------
     @property
     def _log_tau_ratio(self) -> float:
@@ -373,22 +390,13 @@ class STODevice(MemristiveDevice):
     def draw_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                  dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Tensor:
         """Per-device step factors: lognormal, mean 1, relative std ``lt_d2d_std`` (always positive)."""
-        s = self.lt_d2d_std
-        if s == 0:
-            return torch.ones(tuple(shape), dtype=dtype, device=tdevice)
-        sig = math.sqrt(math.log1p(s * s))
-        xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
-        return torch.exp(sig * xi - 0.5 * sig * sig)
+        f = _lognormal(self.lt_d2d_std, shape, generator, dtype, tdevice)
+        return torch.ones(tuple(shape), dtype=dtype, device=tdevice) if f is None else f
 
     def draw_tau_d2d(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                      dtype: torch.dtype = torch.float32, tdevice: Optional[torch.device] = None) -> Optional[Tensor]:
         """Per-device time-constant factors: lognormal, mean 1, relative std ``tau_d2d_std`` (None when 0)."""
-        s = self.tau_d2d_std
-        if s == 0:
-            return None
-        sig = math.sqrt(math.log1p(s * s))
-        xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
-        return torch.exp(sig * xi - 0.5 * sig * sig)
+        return _lognormal(self.tau_d2d_std, shape, generator, dtype, tdevice)
 
     def ltp_pulses_for(self, g_target: Tensor) -> Tensor:
         """LTP pulses (whole numbers >= 0) taking the mean device from ``g_min`` to ``g_target`` (S)."""
@@ -449,6 +457,16 @@ class STODevice(MemristiveDevice):
 
 
 MAX_LT_TABLE = 100_000  # pulses in a lookup-table curve
+
+
+def _lognormal(s: float, shape: Sequence[int], generator: Optional[torch.Generator], dtype: torch.dtype,
+               tdevice: Optional[torch.device]) -> Optional[Tensor]:
+    """Lognormal factors, mean 1, relative std ``s`` (always positive); None for ``s == 0``."""
+    if s == 0:
+        return None
+    sig = math.sqrt(math.log1p(s * s))
+    xi = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=tdevice)
+    return torch.exp(sig * xi - 0.5 * sig * sig)
 
 
 def _short(tab: Any) -> str:

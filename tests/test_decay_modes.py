@@ -293,3 +293,40 @@ def dynamics_counts(level, dev):
     from stoxbar.devices import dynamics
 
     return dynamics.level_counts(level, len(dev.st_pulse_levels))
+
+
+def test_the_short_term_increment_follows_the_devices_conductance_and_spread():
+    from stoxbar.devices import dynamics
+
+    dev = replace(BASE, st_g_exponent=1.0)
+    st = _chip(dev)
+    dg1 = dev.short_term_levels()[1][0]
+    level = torch.zeros(2, *st.g_pos.shape[-3:], dtype=torch.int8)
+    level[0], level[1] = 1, -1  # chip 0 pulses every G+ device, chip 1 every G- device once, level 1
+    level = level * st.mask
+    before = st.g_st.clone()
+    new, _ = dynamics.apply_short_term(before, level, dev, validate=False, dg_scale=st._st_scale())
+    m = st.mask.expand_as(st.g_pos)
+    assert torch.allclose(new[0][m], (dg1 * st.g_pos / dev.g_max_s)[m], rtol=1e-12)
+    assert torch.allclose(new[1][m], (-dg1 * st.g_neg / dev.g_max_s)[m], rtol=1e-12)
+    assert _chip(BASE)._st_scale() is None  # sto_2024: every device the level's dG (fused path)
+    spread = replace(BASE, st_d2d_std=0.4)
+    st = CrossbarState([6, 5], 4, spread, dtype=torch.float64)
+    st.program_chips(torch.zeros(4, 11, dtype=torch.float64), chips=2, slots_per_chip=1,
+                     generator=torch.Generator().manual_seed(4))
+    d = st.st_d2d
+    assert d.shape == (2, 2, 2, 4, 6) and not torch.equal(d[:, 0], d[:, 1]) and not torch.equal(d[0], d[1])
+    fp, fn = st._st_scale()
+    assert torch.equal(fp, d[0]) and torch.equal(fn, d[1])
+    big = spread.draw_st_d2d((200_000,), torch.Generator().manual_seed(0), torch.float64)
+    assert float(big.mean()) == pytest.approx(1.0, abs=0.01) and float(big.std()) == pytest.approx(0.4, rel=0.03)
+    st.set_batch(2)
+    st.set_bias(torch.full((4, 11), V, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(3)
+    scale = torch.rand(st.v_bias.shape, generator=gen, dtype=torch.float64) * 0.1 * st.mask
+    level, counts, _, _ = st.decay_and_outer_update(0.1, scale, torch.randn(2, 4, generator=gen, dtype=torch.float64),
+                                                    torch.randn(2, 2, 6, generator=gen, dtype=torch.float64))
+    dg_table = torch.tensor((0.0,) + spread.short_term_levels()[1], dtype=torch.float64)
+    k = level.abs().long()
+    want = torch.where(level < 0, -dg_table[k] * d[1], dg_table[k] * d[0])
+    assert int(counts.sum()) > 0 and torch.allclose(st.g_st, want.clamp(-spread.st_g_max_s, spread.st_g_max_s), rtol=1e-12)
