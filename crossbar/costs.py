@@ -60,7 +60,7 @@ May import: stoxbar.core.validation, stoxbar.devices, stoxbar.peripherals, stoxb
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from stoxbar.crossbar.events import Events
@@ -80,13 +80,15 @@ _TIME_COMPONENT = {"read": "dac", "decay": "bias"}
 class Cost:
     """Cost of one operation on one tile: ``parts`` component -> (count, energy J), latency (s).
 
-    ``event`` is the ledger event name, ``time_component`` the part that carries the time.
+    ``event`` is the ledger event name, ``time_component`` the part that carries the time; ``times``
+    gives other parts their own busy time (s), e.g. the power-gating wake-up before a step.
     """
 
     event: str
     parts: Dict[str, Tuple[float, float]]
     latency_s: float = 0.0
     time_component: str = ""
+    times: Dict[str, float] = field(default_factory=dict)
 
     @property
     def energy_j(self) -> float:
@@ -239,8 +241,10 @@ def _short_term(ev: Events, device: MemristiveDevice, p: PeripheryConfig) -> Cos
 
 def _decay(ev: Events, p: PeripheryConfig) -> Cost:
     parts = _leakage(ev, p)
+    g = p.power_gating  # every wake-up delays the step that follows it by wake_time_s
+    times = {"power_gating_wake": ev.chip_intervals * g.wake_time_s} if "power_gating_wake" in parts else {}
     if ev.bias_held_s <= 0:
-        return Cost("decay", parts, ev.dt_s if parts else 0.0, "leakage")
+        return Cost("decay", parts, ev.dt_s if parts else 0.0, "leakage", times)
     drv, ls = p.bias_driver, ev.bias_line_s  # chip-seconds the lines are held (duty included)
     lines = driven_lines(p.bias_addressing, ev.rows, p.physical_cols(ev.cols))  # drivers per chip
     if ev.bias_drawn_j > 0 or p.bias_addressing == "per_cell" or drv.supply == "linear":
@@ -251,7 +255,7 @@ def _decay(ev: Events, p: PeripheryConfig) -> Cost:
     parts["bias_driver"] = (lines * ls, e_loss + drv.p_quiescent_w * lines * ls)
     if p.bias_addressing == "per_cell":  # every physical cell's hold node, refreshed
         parts["bias_refresh"] = (ev.bias_held_s, drv.refresh_energy_j(ev.bias_held_s))
-    return Cost("decay", parts, ev.dt_s, "bias")
+    return Cost("decay", parts, ev.dt_s, "bias", times)
 
 
 def _leakage(ev: Events, p: PeripheryConfig) -> Dict[str, Tuple[float, float]]:
@@ -271,7 +275,8 @@ def _leakage(ev: Events, p: PeripheryConfig) -> Dict[str, Tuple[float, float]]:
 def book(ledger: "EnergyLedger", layer: str, tile: str, c: Cost) -> None:
     """Add ``c`` to ``ledger`` under (layer, tile, component, c.event); the latency on ``c.time_component``."""
     for comp, (count, energy) in c.parts.items():
-        ledger.add(layer, tile, comp, c.event, count, energy, c.latency_s if comp == c.time_component else 0.0)
+        ledger.add(layer, tile, comp, c.event, count, energy,
+                   c.latency_s if comp == c.time_component else c.times.get(comp, 0.0))
 
 
 # -- full-scale figures and area -------------------------------------------------------------------

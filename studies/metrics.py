@@ -151,6 +151,8 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         out["latency_mvm_s_per_step"] = ledger.latency_s(layer="stp", event="mvm") / steps
         # the write phase of the short-term updates (pulses one at a time per tile, crossbar/costs.py)
         out["latency_write_s_per_step"] = ledger.latency_s(layer="stp", event="short_term_update") / steps
+        # the power-gated blocks' wake-up before each step (peripherals/static.py)
+        out["latency_wake_s_per_step"] = ledger.latency_s(layer="stp", component="power_gating_wake") / steps
         out["read_rounds_per_step"] = mvm.count / (steps * (agent.arch.n_in + agent.arch.hidden))
     gpu = energy["gpu_baseline"]["total_j"]
     out["energy_gpu_baseline_j_per_game"] = gpu / games

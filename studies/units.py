@@ -29,6 +29,7 @@ UNITS: Dict[str, Tuple[str, str]] = {
     "bias_wire_drop_rms_v": ("V", "RMS drop of the held decay bias along its wires (full solve)"),
     "bias_tau_rel_error_max": ("1", "largest relative error of tau the held bias's wire drop causes"),
     "latency_write_s_per_step": ("s", "write phase of the short-term updates per agent step (ledger)"),
+    "latency_wake_s_per_step": ("s", "wake-up of the power-gated blocks before each agent step (ledger)"),
     "score_mean": ("points", "agent points - opponent points per game, mean over games"),
     "score_std": ("points", "standard deviation of the score over games"),
     "score_ci95_lower": ("points", "lower end of the 95 % bootstrap CI of the mean score"),

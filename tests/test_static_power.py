@@ -55,6 +55,19 @@ def test_leakage_is_booked_over_the_interval_gated_or_not_and_is_additive():
     assert {"bias", "bias_driver", "leakage"} <= set(both.parts)
 
 
+def test_each_wake_up_delays_the_step_by_its_wake_time():
+    from stoxbar.crossbar.ledger import EnergyLedger
+
+    p = replace(PeripheryConfig(), power_gating=PowerGating(wake_time_s=25e-9))
+    for bias in (False, True):
+        led = EnergyLedger()
+        costs.book(led, "stp", "0.0", costs.cost(_events(chips=2, intervals=3, bias=bias), DEV, p))
+        assert led.latency_s(component="power_gating_wake") == pytest.approx(6 * 25e-9, rel=1e-12)  # 2 chips x 3
+    led = EnergyLedger()
+    costs.book(led, "stp", "0.0", costs.cost(_events(chips=2), DEV, replace(p, power_gating=PowerGating(enabled=False))))
+    assert led.latency_s(component="power_gating_wake") == 0.0
+
+
 def test_static_power_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"power_gating.residual = 1.5: allowed range is \[0, 1\]"):
         PowerGating(residual=1.5)
