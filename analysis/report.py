@@ -156,6 +156,17 @@ class AnalysisReport:
         lines.append(f"  {'component (inference)':<31}{'energy (J)':>14}{'share':>8}")
         for name, j in sorted(self.inference_by_component.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {name:<31}{j:>14.4g}{share(j):>7.1f}%")
+        for name, info in self.layers.items():
+            w = info.get("wires")
+            if w:
+                worst = max(w["ir_drop_rel_error_per_tile"].items(), key=lambda kv: kv[1])
+                text = (f"  wires of {name} ({w['mode']}): MVM error of the wires alone {100 * w['ir_drop_rel_error']:.3g} %, "
+                        f"worst tile {worst[0]} {100 * worst[1]:.3g} %")
+                if "bias_wire_drop_max_v_per_tile" in w:
+                    drop = max(w["bias_wire_drop_max_v_per_tile"].items(), key=lambda kv: kv[1])
+                    tau = max(w["bias_tau_rel_error_max_per_tile"].values())
+                    text += f"; held bias drops up to {1e3 * drop[1]:.3g} mV (tile {drop[0]}), tau off up to {100 * tau:.3g} %"
+                lines.append(text)
         if self.uncosted_ops:
             lines.append("  ops not in the digital table (costed as one add per output): "
                          + ", ".join(f"{k} x{v}" for k, v in sorted(self.uncosted_ops.items())))

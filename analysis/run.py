@@ -199,8 +199,13 @@ def analyze(model: nn.Module, example_input: Any, *, rpu_config: Any = None, led
         kinds.setdefault(layer_name(n), type(m).__name__ if n else "")
     inside = {id(p) for _, m in layers for p in m.parameters()}
     held_digital = sum(p.numel() for p in model.parameters() if id(p) not in inside)
-    return build_report(run, layers, periphery, counter, tuple(inputs[0].shape), gpu, watch.calls, kinds,
-                        held_digital, accel, dt_s)
+    report = build_report(run, layers, periphery, counter, tuple(inputs[0].shape), gpu, watch.calls, kinds,
+                          held_digital, accel, dt_s)
+    for name, m in layers:  # the wires of each layer, per tile (only with line parasitics on)
+        wires = wire_report(m.state, periphery[name])
+        if wires is not None and name in report.layers:
+            report.layers[name]["wires"] = wires
+    return report
 
 
 @contextlib.contextmanager
@@ -235,6 +240,39 @@ def _first_in_features(model: nn.Module) -> str:
             if isinstance(getattr(m, attr, None), int):
                 return f" (its first layer takes {getattr(m, attr)} {label})"
     return ""
+
+
+def wire_report(state: Any, periphery: Any, seed: int = 0) -> Optional[Dict[str, Any]]:
+    """What a layer's line parasitics do, per physical tile (key ``"i.j"``, aihwkit's ``array[i][j]``):
+    the MVM error of the wires alone (``||y - y_ideal|| / ||y_ideal||`` of one random input in [-1, 1]
+    on the tile's present conductances, ``periphery.parasitics`` against ideal wires) and, when a decay
+    bias is held, the largest drop of the held bias along its wires and the tau error it causes
+    (``CrossbarState.bias_report``). None with ``parasitics.mode = "off"``."""
+    from stoxbar.crossbar.parasitics import parasitic_outputs
+
+    if periphery.parasitics.mode == "off":
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(1, state.tiles, state.rows, generator=gen, dtype=torch.float64) * 2 - 1) * state.mask[:, 0, :]
+    y = parasitic_outputs(state, periphery.parasitics, x)[0]  # [T, O]
+    w = state.effective_weight().double()
+    w = w[0] if w.dim() == 4 else w  # the first chip's state: the one the solve reads
+    ideal = torch.einsum("tox,tx->to", w, x[0])
+    b, cols = state._col_bounds, state.col_tiles
+    err = {}
+    for i in range(state.tiles):
+        for j in range(cols):
+            d, r = y[i, b[j]:b[j + 1]] - ideal[i, b[j]:b[j + 1]], ideal[i, b[j]:b[j + 1]]
+            err[f"{i}.{j}"] = float(d.norm() / r.norm().clamp_min(1e-300))
+    out: Dict[str, Any] = {"mode": periphery.parasitics.mode,
+                           "ir_drop_rel_error": float((y - ideal).norm() / ideal.norm().clamp_min(1e-300)),
+                           "ir_drop_rel_error_per_tile": err}
+    rep = state.bias_report
+    if rep is not None and rep.wire_drop_max_v_per_tile:
+        keys = list(err)
+        out["bias_wire_drop_max_v_per_tile"] = dict(zip(keys, rep.wire_drop_max_v_per_tile))
+        out["bias_tau_rel_error_max_per_tile"] = dict(zip(keys, rep.wire_tau_err_max_per_tile))
+    return out
 
 
 def ir_drop_rel_error(n_in: int, n_out: int, device, periphery, seed: int = 0) -> float:

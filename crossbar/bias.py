@@ -54,6 +54,9 @@ class BiasReport:
     wire_drop_max_v: float = 0.0
     wire_drop_rms_v: float = 0.0
     wire_tau_err_max: float = 0.0
+    # the same two maxima per physical tile k = i * J + j (row-tile i, column-tile j)
+    wire_drop_max_v_per_tile: Tuple[float, ...] = ()
+    wire_tau_err_max_per_tile: Tuple[float, ...] = ()
 
 
 def _masked_mean(v: Tensor, m: Tensor, dims: Tuple[int, ...]) -> Tensor:

@@ -499,15 +499,26 @@ class CrossbarState(nn.Module):
             drop = (held - cells)[real].double()
             tau_err = (torch.as_tensor(dev.tau_s(cells[real].double()))
                        / torch.as_tensor(dev.tau_s(held[real].double())) - 1.0).abs()
+            drop_cell = torch.where(real, held - cells, torch.zeros_like(held)).double().abs()
+            err_cell = torch.zeros_like(drop_cell)
+            err_cell[real] = tau_err
             report = replace(report, wire_drop_max_v=float(drop.abs().max()) if drop.numel() else 0.0,
                              wire_drop_rms_v=float(drop.square().mean().sqrt()) if drop.numel() else 0.0,
-                             wire_tau_err_max=float(tau_err.max()) if tau_err.numel() else 0.0)
+                             wire_tau_err_max=float(tau_err.max()) if tau_err.numel() else 0.0,
+                             wire_drop_max_v_per_tile=self._tile_max(drop_cell),
+                             wire_tau_err_max_per_tile=self._tile_max(err_cell))
             held = cells
         self.v_bias.copy_(held)
         self.bias_report, self.bias_duty, self.bias_rail_v = report, float(duty), rail_v
         self.hold_bias = True
         self._bump()
         return report
+
+    def _tile_max(self, x: Tensor) -> Tuple[float, ...]:
+        """Largest value of ``x [T, O, X]`` per physical tile, in tile order ``k = i * J + j``."""
+        b = self._col_bounds
+        per = torch.stack([x[:, b[j]:b[j + 1], :].amax((1, 2)) for j in range(self.col_tiles)], 1)  # [T, J]
+        return tuple(float(v) for v in per.reshape(-1))
 
     def hold(self, on: bool = True) -> None:
         """Hold (``True``) or release the decay bias; a released bias costs no energy."""

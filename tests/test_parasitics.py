@@ -166,6 +166,10 @@ def test_the_held_bias_drops_along_its_wires_and_the_decay_follows_the_cells_vol
     drop = 0.4 - full[0]
     assert float(drop.min()) >= 0 and float(drop.max()) == pytest.approx(full[1].wire_drop_max_v, rel=1e-4)
     assert full[1].wire_drop_max_v > 1e-4 and full[1].wire_tau_err_max > 0
+    # per physical tile: the layer's maxima are the largest of the tiles'
+    assert max(full[1].wire_drop_max_v_per_tile) == pytest.approx(full[1].wire_drop_max_v, rel=1e-12)
+    assert max(full[1].wire_tau_err_max_per_tile) == pytest.approx(full[1].wire_tau_err_max, rel=1e-12)
+    assert len(full[1].wire_drop_max_v_per_tile) == layer.analog_module.state.n_tiles
     # the largest tau error is the largest drop through the device's tau(V) law
     dev = _bias_layer("off")[1]
     want = float(dev.tau_s(0.4 - full[1].wire_drop_max_v)) / float(dev.tau_s(0.4)) - 1.0
@@ -382,3 +386,31 @@ def test_first_order_wire_power_is_the_solves_to_second_order_in_the_wire():
     assert errs[1] < 0.2 * errs[0] and errs[1] < 1e-3, errs
     zero = first_order_line_power(g, v, 0.0, 0.0)
     assert torch.equal(zero[0], zero[1])  # no wire: delivered = in the cells
+
+
+def test_analyze_reports_the_wires_per_tile_as_the_layers_own_read_sees_them(capsys):
+    """``wire_report`` (what ``analyze`` adds per layer) equals the layer's read with and without the wires
+    on the same input, scales with the wire resistance to first order, and is absent with the wires off."""
+    from stoxbar.analysis import analyze
+    from stoxbar.analysis.run import wire_report
+
+    full, off = _layer("full"), _layer("off")
+    state, periphery = full.analog_module.state, full.analog_module.rpu_config.periphery
+    rep = wire_report(state, periphery, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(1, 1, 64, generator=gen, dtype=F64) * 2 - 1)[0].float()
+    with torch.no_grad():
+        y, y0 = full(x).double(), off(x).double()
+    assert rep["ir_drop_rel_error_per_tile"]["0.0"] == pytest.approx(float((y - y0).norm() / y0.norm()), rel=2e-3)
+    twice = wire_report(_layer("full", r=3.12).analog_module.state, replace(periphery, parasitics=Parasitics(
+        mode="full", r_row_ohm=3.12, r_col_ohm=3 * 3.12)), seed=3)
+    assert twice["ir_drop_rel_error"] / rep["ir_drop_rel_error"] == pytest.approx(2.0, rel=0.05)
+    assert wire_report(off.analog_module.state, off.analog_module.rpu_config.periphery) is None
+    p = replace(PeripheryConfig(), tile_rows=32, tile_cols=16,
+                parasitics=Parasitics(mode="full", r_row_ohm=1.56, r_col_ohm=4.68))
+    cfg = STORPUConfig(device=ideal(), periphery=p)
+    report = analyze(torch.nn.Sequential(torch.nn.Linear(64, 24, bias=False)), torch.rand(1, 64), rpu_config=cfg)
+    (wires,) = [info["wires"] for info in report.layers.values() if "wires" in info]
+    assert sorted(wires["ir_drop_rel_error_per_tile"]) == ["0.0", "0.1", "1.0", "1.1"]
+    assert all(0 < e < 0.1 for e in wires["ir_drop_rel_error_per_tile"].values())
+    assert "MVM error of the wires alone" in report.table()
