@@ -52,6 +52,14 @@ from stoxbar.core.validation import ConfigError, check_choice, check_range
 from stoxbar.crossbar.bias import BiasReport, check_rails, project
 
 
+def _level_counts(ge: Tensor) -> Tuple[Tensor, Tensor]:
+    """(pulses per chip, row-tile and level [B, T, L], per chip and level [B, L]) from the kernel's counts of
+    cells at or above each level's threshold: cells at level m = cells >= m minus cells >= m + 1."""
+    per_bt = ge.clone()
+    per_bt[..., :-1] -= ge[..., 1:]
+    return per_bt, per_bt.sum(1)
+
+
 def _over(dt_s: float, f: Optional[Tensor]):
     """``dt / f``: the time a device whose time constant is ``f tau`` sees (``dt`` when no spread)."""
     return dt_s if f is None else dt_s / f
@@ -749,10 +757,7 @@ class CrossbarState(nn.Module):
         level, ge, cols, bias_bt = out
         if not g_st.is_inference():
             self._st_cols = (g_st, g_st._version, cols)
-        # pulses per (chip, row-tile, level): cells at level m = cells >= threshold m minus cells >= m + 1
-        per_bt = ge.clone()
-        per_bt[..., :-1] -= ge[..., 1:]
-        counts = per_bt.sum(1)
+        per_bt, counts = _level_counts(ge)
         if not per_tile:
             return level, counts, None, None
         if split:
@@ -763,14 +768,33 @@ class CrossbarState(nn.Module):
 
     def _unfused_decay_and_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool):
         """:meth:`decay_and_outer_update` for a device with several decay modes, per-chip time-constant
-        spread or per-device short-term increments: :meth:`decay`, then
-        :meth:`apply_short_term` of the same request (the same quantiser and saturation as the fused pass)."""
+        spread or per-device short-term increments: :meth:`decay` (each mode and device exactly), then the
+        request on the decayed F: the fused pass with Lambda = 1 (the same quantiser, update and counts in
+        one pass; the achieved change splits over the modes), or, with per-device increments,
+        :meth:`apply_short_term`."""
         energy = self.decay(dt_s)
-        level, per_tile_counts = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
-        counts = dynamics.level_counts(level, len(self.device_model.st_pulse_levels))
+        b = self.g_st.shape[0]
+        if self._st_scale() is not None:  # one dG per device: the kernel has one per level
+            level, per_tile_counts = self.apply_short_term(scale.unsqueeze(0) * u[:, None, :, None] * v[:, :, None, :])
+            counts = dynamics.level_counts(level, len(self.device_model.st_pulse_levels))
+            return (level, counts, None, None) if not per_tile else (level, counts, energy, per_tile_counts)
+        g_st, dev = self.g_st, self.device_model
+        before = g_st.clone() if self.g_modes is not None else None
+        dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
+        keep = self._cached("keep_lam", lambda: self.mask.to(self.v_bias.dtype).expand_as(self.v_bias).contiguous())
+        level, ge, cols, _ = fused.short_term_step(g_st, self.row_sizes, keep, None, scale, u, v, dev.g_range_s, thr,
+                                                   dg, dev.st_g_max_s, True)
+        if before is not None:
+            k = self.n_modes
+            self.g_modes.add_(self._mode_weights().view(k, *[1] * g_st.dim()) * (g_st - before))
+            g_st.copy_(self.g_modes.sum(0))
+        elif not g_st.is_inference():
+            self._st_cols = (g_st, g_st._version, cols)
+        per_bt, counts = _level_counts(ge)
         if not per_tile:
             return level, counts, None, None
-        return level, counts, energy, per_tile_counts
+        tiles = self.tile_level_counts(level) if self.col_tiles > 1 else (per_bt.sum(0) if b > 1 else per_bt[0])
+        return level, counts, energy, tiles
 
     def abs_column_conductance(self) -> Tensor:
         """``sum_o (G+ + G- + |F|)`` per chip, row-tile, column-tile and row, [B or 1, T, J, X] (S), for read energy."""

@@ -125,7 +125,7 @@ class STODevice(MemristiveDevice):
     st_b: float = _p(0.5, "", 1.0, "assumption: sub-linear exponent 0.5 (docs/paper.md §1: power law, "
                      "b not available)", 0.0, 3.0, lo_open=True)
     st_g_exponent: float = _p(0.0, "", 1.0, "assumption: the increment does not depend on the device's "
-                              "conductance (0); gamma != 0: dG(E, G) = st_a E^b (G / g_max_s)^gamma", -3.0, 3.0)
+                              "conductance (0); otherwise dG(E, G) = st_a E^b (G / g_max_s)^st_g_exponent", -3.0, 3.0)
     st_d2d_std: float = _p(0.0, "rel", 1.0, "assumption: no data on the device-to-device spread of the short-term "
                            "increment; 0 = every device gets the level's dG", 0.0, 5.0)
     st_pulse_levels: Tuple[Tuple[float, float], ...] = field(
