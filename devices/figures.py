@@ -111,7 +111,12 @@ def _panel_spread(ax, device: MemristiveDevice, seed: int, n: int = 10_000) -> N
     d2d = device.draw_d2d((n,), generator=gen, dtype=torch.float64)
     g_mid = torch.full((n,), 0.5 * (device.g_min_s + device.g_max_s), dtype=torch.float64)
     rel = device.read_noise_var_s2(g_mid).sqrt() * torch.randn(n, generator=gen, dtype=torch.float64) / g_mid
-    for k, (x, what) in enumerate(((d2d, "d2d step factor"), (1.0 + rel, "one read / G at mid window"))):
+    series = [(d2d, "d2d step factor"), (1.0 + rel, "one read / G at mid window")]
+    for draw, what in ((device.draw_tau_d2d, "d2d tau factor"), (device.draw_st_d2d, "d2d short-term dG factor")):
+        x = draw((n,), generator=gen, dtype=torch.float64)  # the law spreads a device defines (None: none)
+        if x is not None:
+            series.append((x, what))
+    for k, (x, what) in enumerate(series):
         label = f"{what} (std {float(x.std()):.3g})"
         if float(x.std()) == 0.0:  # no spread: a line, not a one-bin histogram that hides the other
             ax.axvline(float(x[0]), color=f"C{k}", label=label)
