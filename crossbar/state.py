@@ -175,6 +175,18 @@ class CrossbarState(nn.Module):
         """Exponential modes of the device's decay law (1: the exponential; ``g_modes`` is then None)."""
         return len(self.device_model.decay_modes())
 
+    def _sum_modes(self) -> None:
+        """F = the sum of its modes, written in place (a tile's view of F included)."""
+        if self.g_st.is_contiguous():
+            torch.sum(self.g_modes, 0, out=self.g_st)
+        else:
+            self.g_st.copy_(self.g_modes.sum(0))
+
+    def _split_change(self, delta: Tensor) -> None:
+        """Add a change of F to the modes by their weights (one pass per mode, no [K, ...] temporary)."""
+        for k, (w, _) in enumerate(self.device_model.decay_modes()):
+            self.g_modes[k].add_(delta, alpha=w)
+
     def _mode_weights(self) -> Tensor:
         return torch.tensor([w for w, _ in self.device_model.decay_modes()], dtype=self.g_pos.dtype,
                             device=self.g_pos.device)
@@ -584,8 +596,7 @@ class CrossbarState(nn.Module):
         # the state only ever changes through these calls, so it is in its window by construction
         new, _ = dynamics.apply_short_term(g_st, level, dev, validate=False, dg_scale=self._st_scale())
         if self.g_modes is not None:  # the achieved change (after saturation) splits by the modes' weights
-            k = self.n_modes
-            self.g_modes.add_(self._mode_weights().view(k, *[1] * new.dim()) * (new - g_st))
+            self._split_change(new - g_st)
             new = self.g_modes.sum(0)
         g_st.copy_(new)
         return level, self.tile_level_counts(level)
@@ -695,7 +706,7 @@ class CrossbarState(nn.Module):
             if self.hold_bias:
                 st = sum(self._st_bias(pk, gk) for pk, gk in zip(per, self.g_modes))
             self.g_modes.mul_(lams)
-            self.g_st.copy_(self.g_modes.sum(0))
+            self._sum_modes()
         elif self.g_st is not None:
             if self.hold_bias:
                 st = self._st_bias(per_st)
@@ -785,9 +796,8 @@ class CrossbarState(nn.Module):
         level, ge, cols, _ = fused.short_term_step(g_st, self.row_sizes, keep, None, scale, u, v, dev.g_range_s, thr,
                                                    dg, dev.st_g_max_s, True)
         if before is not None:
-            k = self.n_modes
-            self.g_modes.add_(self._mode_weights().view(k, *[1] * g_st.dim()) * (g_st - before))
-            g_st.copy_(self.g_modes.sum(0))
+            self._split_change(before.neg_().add_(g_st))  # the achieved change, in place of the copy
+            self._sum_modes()
         elif not g_st.is_inference():
             self._st_cols = (g_st, g_st._version, cols)
         per_bt, counts = _level_counts(ge)
