@@ -678,12 +678,28 @@ class CrossbarState(nn.Module):
         v = self.v_bias.abs()
         return torch.where(v > 0, self.bias_rail_v / v.clamp_min(1e-30), torch.zeros_like(v))
 
-    def _st_bias(self, per_st: Tensor, g: Optional[Tensor] = None, stacked: Optional[bool] = None) -> Tensor:
+    def _st_bias(self, per_st: Tensor, stacked: Optional[bool] = None) -> Tensor:
         """Short-term part of the bias energy per tile (J, [T * J] float64, or [T * J, 2] for a
-        stacked (load, drawn) table: with a rail), all chips, from F (or ``g``, one mode's part) at the interval start."""
+        stacked (load, drawn) table: with a rail), all chips, from F at the interval start."""
         if self.bias_rail_v is not None if stacked is None else stacked:
-            return torch.stack([self._st_bias(per_st[0], g, False), self._st_bias(per_st[1], g, False)], -1)
-        prod = (self.g_st if g is None else g).abs() * per_st
+            return torch.stack([self._st_bias(per_st[0], False), self._st_bias(per_st[1], False)], -1)
+        return self._chips_tile_sum(self.g_st.abs() * per_st)
+
+    def _modes_bias(self, per: List[Tensor]) -> Tensor:
+        """:meth:`_st_bias` of a K-mode state: ``sum_k |F_k| per_k``, summed over the modes in the state's
+        dtype before the one float64 reduction per tile."""
+        def weighted(tables: List[Tensor]) -> Tensor:  # in place: one buffer for |F_k|, one accumulator
+            buf, acc = torch.empty_like(self.g_st), torch.zeros_like(self.g_st)
+            for g, p in zip(self.g_modes, tables):
+                acc.addcmul_(torch.abs(g, out=buf), p)
+            return self._chips_tile_sum(acc)
+
+        if self.bias_rail_v is not None:
+            return torch.stack([weighted([p[i] for p in per]) for i in (0, 1)], -1)
+        return weighted(per)
+
+    def _chips_tile_sum(self, prod: Tensor) -> Tensor:
+        """Per tile, summed over the chips of ``prod [B, T, O, X]``, in float64 ([T * J])."""
         return self.tile_sum(prod.sum(0, dtype=torch.float64) if prod.shape[0] > 1 else prod[0].double())
 
     @property
@@ -704,7 +720,7 @@ class CrossbarState(nn.Module):
         if self.g_modes is not None:
             lams, per = self._mode_tables(dt_s)
             if self.hold_bias:
-                st = sum(self._st_bias(pk, gk) for pk, gk in zip(per, self.g_modes))
+                st = self._modes_bias(per)
             self.g_modes.mul_(lams)
             self._sum_modes()
         elif self.g_st is not None:
