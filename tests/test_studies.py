@@ -109,7 +109,7 @@ def test_study_parses_grid_random_and_base(tmp_path):
 
 def test_builtin_studies_validate():
     names = sorted(p.stem for p in resolve_study_path("scaling").parent.glob("*.toml"))
-    assert names == ["array_architecture", "bias_addressing", "converter_resolution", "device_nonidealities",
+    assert names == ["array_architecture", "bias_addressing", "converter_resolution", "decay_law", "device_nonidealities",
                      "peripheral_overhead", "plasticity_ablation", "scaling"]
     for name in names:
         assert load_study(name).trials()
