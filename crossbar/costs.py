@@ -41,7 +41,8 @@ Components (ledger ``component`` field), per tile:
 ``leakage``            static power of the tile's blocks over every decay interval, per chip (gated
                        blocks at ``power_gating.residual``; peripherals/static.py)
 ``power_gating_wake``  one wake-up of the gated blocks per chip and decay interval
-``lt_program``         long-term (LTP/LTD) programming pulses + their write driver
+``lt_program``         long-term (LTP/LTD) programming pulses + their write driver (full row line, column swing)
+``lt_half_select``     the half-selected cells of the programmed lines, at the write scheme's voltage
 =====================  ==================================================================================
 
 Latency of a read (docs/peripherals-energy.md §5, docs/substrate.md §3): per pass, read = line
@@ -110,9 +111,10 @@ def cost(events: Events, device: MemristiveDevice, periphery: PeripheryConfig) -
     if op == "decay":
         return _decay(events, periphery)
     if op == "program":
-        e_drv = periphery.write_driver.long_term_pulse_j(device.lt_pulse_v, 1)
+        e_drv, e_half = lt_pulse_unit(periphery, device)
         n = events.program_pulses
-        return Cost("program", {"lt_program": (n, events.program_device_j + n * e_drv)})
+        return Cost("program", {"lt_program": (n, events.program_device_j + n * e_drv),
+                                "lt_half_select": (n, n * e_half)})
     raise ConfigError(f"events.op = {op!r}: allowed values are {tuple(LEDGER_EVENT)}")
 
 
@@ -201,6 +203,26 @@ def _read(ev: Events, p: PeripheryConfig, device: MemristiveDevice) -> Cost:
     return Cost("mvm", parts, _pipelined(read, readout, ev.reads, nr * passes), "dac")
 
 
+def _scheme(p: PeripheryConfig, v: float) -> Tuple[float, int, float]:
+    """(half-selected cells' voltage, how many there are, the selected column's swing) of a pulse of ``v``
+    on a physical tile under ``periphery.write_scheme`` (docs/peripherals-energy.md §10)."""
+    rows, cols = p.tile_rows, p.physical_cols()
+    if p.write_scheme == "v2":
+        return 0.5 * v, rows - 1 + cols - 1, 0.5 * v
+    return v / 3.0, rows * cols - 1, 2.0 * v / 3.0
+
+
+def lt_pulse_unit(p: PeripheryConfig, device: MemristiveDevice) -> Tuple[float, float]:
+    """(driver energy J, half-select energy J) of one long-term programming pulse: like a short-term pulse
+    (:func:`write_pulse_unit`) it drives its full row line and swings its column line, and the half-selected
+    cells take the device's long-term pulse law at the scheme's voltage (``lt_pulse_energy_at_j``)."""
+    v = device.lt_pulse_v
+    v_half, n_half, swing = _scheme(p, v)
+    wd = p.write_driver
+    e_drv = wd.long_term_pulse_j(v, p.physical_cols()) + wd.line_capacitance_f(p.tile_rows) * swing * swing
+    return e_drv, n_half * float(device.lt_pulse_energy_at_j(v_half))
+
+
 def write_pulse_unit(p: PeripheryConfig, device: MemristiveDevice) -> tuple:
     """Per short-term level (ascending energy): (device energy J, driver energy J, half-select energy J,
     time s) of one pulse on a physical tile of this configuration (docs/peripherals-energy.md §10).
@@ -218,10 +240,7 @@ def write_pulse_unit(p: PeripheryConfig, device: MemristiveDevice) -> tuple:
     wd = p.write_driver
     out = []
     for (v, width), e in zip(device.sorted_pulse_levels(), device.short_term_levels()[0]):
-        if p.write_scheme == "v2":
-            v_half, n_half, swing = 0.5 * v, rows - 1 + cols - 1, 0.5 * v
-        else:
-            v_half, n_half, swing = v / 3.0, rows * cols - 1, 2.0 * v / 3.0
+        v_half, n_half, swing = _scheme(p, v)
         e_drv = wd.short_term_pulse_j(v, cols) + wd.line_capacitance_f(rows) * swing * swing
         e_half = n_half * float(device.st_pulse_energy_j(v_half, width))
         out.append((float(e), e_drv, e_half, wd.latency_s(width)))

@@ -113,6 +113,11 @@ class MemristiveDevice:
         """Device energy (J) of one long-term programming pulse."""
         raise NotImplementedError(f"{type(self).__name__} must define lt_pulse_energy_j")
 
+    def lt_pulse_energy_at_j(self, v_v: float) -> float:
+        """Device energy (J) of a long-term pulse's width at ``v_v`` (V) instead of ``lt_pulse_v``: what a
+        half-selected cell of a programmed line takes. Default: ohmic, ``lt_pulse_energy_j (v / lt_pulse_v)**2``."""
+        return self.lt_pulse_energy_j * (v_v / self.lt_pulse_v) ** 2
+
     def long_term_response(self, g: Tensor, n_pulses: Tensor, generator: Optional[torch.Generator] = None,
                            d2d: Optional[Tensor] = None) -> Tensor:
         """Long-term conductance (S) after ``n_pulses`` (signed float tensor: + LTP, - LTD) on ``g``.

@@ -199,8 +199,11 @@ def test_short_term_pulses_decay_and_bias_energy_follow_the_toy_laws():
     # drawing (1/efficiency - 1) of the toy's bias power plus their static draw on the tile's 12 rows and
     # 2 x 5 physical columns (row_col addressing, issue 17)
     comp = ledger.totals(("component",))
-    assert set(comp) == {("lt_program",), ("st_pulse",), ("st_write_driver",), ("half_select",), ("bias",),
-                         ("bias_driver",), ("leakage",), ("power_gating_wake",)}  # static power (issue 17.4)
+    assert set(comp) == {("lt_program",), ("lt_half_select",), ("st_pulse",), ("st_write_driver",), ("half_select",),
+                         ("bias",), ("bias_driver",), ("leakage",), ("power_gating_wake",)}  # static power (issue 17.4)
+    # a programming pulse's half-selected cells take the toy's long-term pulse law at V/2 (ohmic default)
+    assert comp[("lt_half_select",)].energy_j == pytest.approx(
+        comp[("lt_half_select",)].count * (511 + 1023) * dev.lt_pulse_energy_j / 4, rel=1e-9)
     assert comp[("st_pulse",)].count == comp[("st_write_driver",)].count == comp[("half_select",)].count == n
     # the write path (issue 17.5): both levels are 1 V pulses; each charges the full physical row line of the
     # 512 x 512 tile (1024 columns) and swings its 512-cell column line by V/2; 1534 cells half-selected at

@@ -339,21 +339,22 @@ def test_sto_device_defaults_are_the_sto_2024_preset():
 # ------------------------------------------------------------------------------------------------------
 # one analyze report of a small CNN
 # golden: _small_cnn_report() below (analyze of the CNN on STORPUConfig()), printed with repr
-CNN_TOTAL_J = 1.6466836853152798e-07
+CNN_TOTAL_J = 6.098917304513152e-05  # issue 17: programming pulses drive full lines, half-selected cells
 CNN_INFERENCE_J = 4.983886931527975e-09
-CNN_PROGRAMMING_J = 1.596844816e-07
+CNN_PROGRAMMING_J = 6.09841891582e-05
 CNN_LATENCY_S = 9.5475625e-06
 CNN_AREA_M2 = 3.82756194944e-07  # per_cell bias addressing (issue 17): one rail driver + a hold node per cell
-CNN_BY_LAYER = {'0': 1.8019572682571364e-08, '1': 7.2864e-10, '2': 5.4648e-10, '3': 1.8e-10,
-                '4': 1.4505355398975645e-07, '5': 1.4012185920015943e-10}
-CNN_BY_TILE = {'0/0.0': 1.6249948272915217e-08, '4/0.0': 1.4498470854464147e-07}
+CNN_BY_LAYER = {'0': 5.6611742763825704e-06, '1': 7.2864e-10, '2': 5.4648e-10, '3': 1.8e-10,
+                '4': 5.532640352688975e-05, '5': 1.4012185920015943e-10}
+CNN_BY_TILE = {'0/0.0': 5.659404651972914e-06, '4/0.0': 5.532633468144464e-05}
 CNN_BY_COMPONENT = {'adc': 9.625e-10, 'cell_read': 5.3382780027940455e-12, 'dac': 3.59424e-10,
                     'digital_add': 1.6869854771159116e-11, 'digital_compare': 1.512e-11, 'digital_mult': 6.16e-11,
                     'digital_softmax': 9.012185920015943e-11, 'digital_subtract': 1.023521705385994e-11,
-                    'lt_program': 1.596844816e-07, 'row_driver': 5.438016e-11, 'sense': 1.582975625e-10,
+                    'lt_half_select': 6.0787818e-05, 'lt_program': 1.9637115819999999e-07, 'row_driver': 5.438016e-11,
+                    'sense': 1.582975625e-10,
                     'sram': 3.2499999999999993e-09}
 CNN_LAYER_LATENCY_S = {'0': 9.28878125e-06, '4': 2.5878125e-07}
-CNN_LAYER_PROGRAMMING_J = {'0': 1.48151512e-08, '4': 1.448693304e-07}
+CNN_LAYER_PROGRAMMING_J = {'0': 5.6579698549e-06, '4': 5.53262193033e-05}
 CNN_DIGITAL_OPS = {'mult': 308.0, 'add': 308.0, 'compare': 504.0, 'softmax': 20.0}
 CNN_TILE_AREA_M2 = 1.91378097472e-07
 
@@ -394,10 +395,15 @@ def test_analyze_small_cnn_golden():
     # the conv's latency: 72 patch reads, the first of each round pipelined; the linear layer: 2 vectors.
     # Each read is >= 1 round of (1 ns line rise + 128 ns PWM window)
     assert CNN_LAYER_LATENCY_S["0"] >= 72 * 129e-9 and CNN_LAYER_LATENCY_S["4"] >= 2 * 129e-9
-    # programming: write-verify from g_min, 9 pJ device energy (3 V x 100 nS x 10 us) + driver per pulse
-    per_pulse = 3.0**2 * 100e-9 * 10e-6 + (0.2e-15 * 1 + 5e-15) * 3.0**2 + 20e-15
+    # programming: write-verify from g_min, per pulse 9 pJ device energy (3 V x 100 nS x 10 us) + the driver
+    # charging the full row line (1024 physical columns) to 3 V, swinging the 512-cell column line by V/2, 20 fJ
+    # fixed, + the 511 + 1023 half-selected cells at 1.5 V for the pulse's 10 us on 100 nS (V/2 scheme)
+    drv = (0.2e-15 * 1024 + 5e-15) * 3.0**2 + (0.2e-15 * 512 + 5e-15) * 1.5**2 + 20e-15
+    half = (511 + 1023) * 1.5**2 * 100e-9 * 10e-6
+    per_pulse = 3.0**2 * 100e-9 * 10e-6 + drv + half
     pulses = CNN_PROGRAMMING_J / per_pulse
-    assert abs(pulses - round(pulses)) < 1e-6 * pulses
+    assert abs(pulses - round(pulses)) < 1e-6 * pulses and pulses > 1000
+    _check("lt_half_select by hand", CNN_BY_COMPONENT["lt_half_select"], round(pulses) * half)
 
 
 def test_analyze_small_cnn_is_deterministic_run_to_run():
