@@ -124,10 +124,16 @@ def test_programming_energy_booked_through_convert_to_analog():
     sim = model[0].analog_module.tile
     st = sim.state
     pulses = math.ceil(float(((st.g_pos - dev.g_min_s).abs() + (st.g_neg - dev.g_min_s).abs()).sum()) / dev.lt_dg_s)
-    e_drv = cfg.periphery.write_driver.long_term_pulse_j(dev.lt_pulse_v, 1)
-    booked = rep.ledger.totals(("layer", "event"), layer="0")[("0", "program")]
-    assert booked.count == pulses > 0
+    # the driver charges the full row line (2 x 16 physical columns) and swings the 32-cell column line by
+    # V/2; the pulse half-selects the line's other 31 + 31 cells at V/2 (issue 17: the write path)
+    wd, v = cfg.periphery.write_driver, dev.lt_pulse_v
+    e_drv = wd.long_term_pulse_j(v, 32) + wd.line_capacitance_f(32) * (v / 2) ** 2
+    e_half = (31 + 31) * dev.lt_pulse_energy_j / 4
+    parts = rep.ledger.totals(("layer", "component"), layer="0")
+    booked, half = parts[("0", "lt_program")], parts[("0", "lt_half_select")]
+    assert booked.count == half.count == pulses > 0
     assert math.isclose(booked.energy_j, pulses * (dev.lt_pulse_energy_j + e_drv), rel_tol=1e-9)
+    assert math.isclose(half.energy_j, pulses * e_half, rel_tol=1e-9)
     # a second analysis into the same ledger does not book programming again
     shared = EnergyLedger()
     first = analyze(model, torch.rand(2, 20), ledger=shared)
