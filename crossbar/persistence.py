@@ -66,6 +66,7 @@ def state_for_device(old: CrossbarState, device: Any) -> CrossbarState:
     new = new.to(old.g_pos.device)
     for name in ("g_pos", "g_neg", "v_bias"):
         getattr(new, name).copy_(getattr(old, name))
+    new.draw_law_spreads(None)  # the new device's own spreads (a checkpoint's saved ones replace them on load)
     new.hold_bias = old.hold_bias
     new.invalidate()
     return new

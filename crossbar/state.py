@@ -312,7 +312,7 @@ class CrossbarState(nn.Module):
                 "set mapping.weight_scaling_omega > 0 so aihwkit rescales weights digitally"
             )
         dev = self.device_model
-        self._draw_law_spreads(generator)
+        self.draw_law_spreads(generator)
         w = weight.to(self.g_pos.dtype)
         if w_abs > 1.0:
             w = w.clamp(-1.0, 1.0)  # float round-off only
@@ -406,7 +406,7 @@ class CrossbarState(nn.Module):
                 self.st_d2d = self.st_d2d[:, keep]
         self.invalidate()
 
-    def _draw_law_spreads(self, generator: Optional[torch.Generator]) -> None:
+    def draw_law_spreads(self, generator: Optional[torch.Generator]) -> None:
         """Draw the devices' own time constants and short-term spreads, once per array (first programming)."""
         dev, shape = self.device_model, self.v_bias.shape
         drawn = self.tau_factor is not None or self.st_d2d is not None

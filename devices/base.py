@@ -364,13 +364,13 @@ class MemristiveDevice:
         if not ok or not math.isclose(sum(m[0] for m in modes), 1.0, rel_tol=1e-9):
             raise ConfigError(f"{type(self).__name__}.decay_modes() = {modes!r}: must be a tuple of (weight, scale) "
                               "float pairs, weights > 0 summing to 1, scales > 0")
-        if type(self).decay_modes is MemristiveDevice.decay_modes:
-            return  # no modes declared: decay_factor is the law (simulated step by step if overridden)
-        v = self.v_bias_max_v
+        if len(modes) == 1:
+            return  # one mode: the crossbar decays F by decay_factor itself (any law, step by step)
+        v = torch.tensor(self.v_bias_max_v, dtype=torch.float64)
         tau = float(self.tau_s(v))
         for dt in (0.1 * tau, tau, 10 * tau):
             want = sum(w * math.exp(-dt / (s * tau)) for w, s in modes)
-            got = float(self.decay_factor(dt, v))
+            got = float(self.decay_factor(torch.tensor(dt, dtype=torch.float64), v))
             if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
                 raise ConfigError(f"{type(self).__name__}: decay_factor({dt:g} s) = {got:.6g} but its decay_modes() "
                                   f"give {want:.6g}; a device's decay law and its modes must agree")

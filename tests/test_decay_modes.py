@@ -330,3 +330,18 @@ def test_the_short_term_increment_follows_the_devices_conductance_and_spread():
     k = level.abs().long()
     want = torch.where(level < 0, -dg_table[k] * d[1], dg_table[k] * d[0])
     assert int(counts.sum()) > 0 and torch.allclose(st.g_st, want.clamp(-spread.st_g_max_s, spread.st_g_max_s), rtol=1e-12)
+
+
+def test_a_device_whose_law_disagrees_with_its_modes_is_refused():
+    from dataclasses import dataclass
+
+    from stoxbar.devices.sto import STODevice
+
+    @dataclass(frozen=True)
+    class Inconsistent(STODevice):
+        def decay_factor(self, dt_s, v_bias):  # the exponential, while its fields declare two modes
+            return torch.exp(-dt_s / self.tau_s(v_bias))
+
+    with pytest.raises(ConfigError, match="a device's decay law and its modes must agree"):
+        Inconsistent(decay_law="biexp", decay_weight=0.5, decay_tau_ratio=4.0)
+    Inconsistent()  # one mode: its decay_factor is the law the crossbar runs, step by step
