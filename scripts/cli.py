@@ -127,6 +127,16 @@ def _fit(args: argparse.Namespace) -> int:
     if dfit.tau_v:
         print(f"tau(V) = exp(c0 + c1 V): c0 = {dfit.tau_v[0]:.4g} +- {dfit.tau_v[2]:.2g}, "
               f"c1 = {dfit.tau_v[1]:.4g} +- {dfit.tau_v[3]:.2g} /V")
+    if dfit.decay_law:
+        d = dfit.device
+        shape = {"kww": f" (beta {d.decay_beta:.3g}, {len(d.decay_modes())} modes)",
+                 "biexp": f" (a {d.decay_weight:.3g}, tau2/tau1 {d.decay_tau_ratio:.3g})"}.get(dfit.decay_law, "")
+        print(f"the device simulates decay law {dfit.decay_law}{shape}; tau(V) "
+              + (f"tabulated at {len(dfit.tau_table)} biases (PCHIP; log-linear reduced chi^2 {dfit.tau_v_chi2:.3g})"
+                 if dfit.tau_table else "log-linear"))
+    if dfit.device is not None and getattr(dfit.device, "lt_table", ()):
+        print(f"lookup-table device: LTP curve of {len(dfit.device.lt_table) - 1} pulses"
+              + (f", LTD curve of {len(dfit.device.lt_table_ltd) - 1} pulses" if dfit.device.lt_table_ltd else ""))
     for name, r in (("dG(E) = a E^b", dfit.dg), ("retention", dfit.retention), ("LTP soft bound", dfit.ltp),
                     ("LTD soft bound (mirrored)", dfit.ltd)):
         if r is not None:
