@@ -76,6 +76,7 @@ def zhong_2021() -> TiOxTaOyDevice:
         "st_pulse_conductance_s": a + "2 uS under the write pulse (E = V^2 G t)",
         "st_g_max_s": a + "the increment saturates at 5 uS (half the window)",
         "tau_min_s": z + "single-exponential current decay, t0 = 400 us",
+        "decay_law": z + "the current decays as a single exponential",
         "tau_max_s": "= tau_min_s (1 + 1e-9): the contract's range; the time constant is not bias-controlled",
         "v_bias_min_v": a + "no bias held (0 V); the relaxation is the device's own",
         "v_bias_max_v": a + "0.1 V nominal upper end; tau does not depend on it",
