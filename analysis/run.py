@@ -258,14 +258,11 @@ def wire_report(state: Any, periphery: Any, seed: int = 0) -> Optional[Dict[str,
     w = state.effective_weight().double()
     w = w[0] if w.dim() == 4 else w  # the first chip's state: the one the solve reads
     ideal = torch.einsum("tox,tx->to", w, x[0])
-    b, cols = state._col_bounds, state.col_tiles
-    err = {}
-    for i in range(state.tiles):
-        for j in range(cols):
-            d, r = y[i, b[j]:b[j + 1]] - ideal[i, b[j]:b[j + 1]], ideal[i, b[j]:b[j + 1]]
-            err[f"{i}.{j}"] = float(d.norm() / r.norm().clamp_min(1e-300))
-    out: Dict[str, Any] = {"mode": periphery.parasitics.mode,
-                           "ir_drop_rel_error": float((y - ideal).norm() / ideal.norm().clamp_min(1e-300)),
+    err, start = {}, [sum(state.out_sizes[:j]) for j in range(len(state.out_sizes))]
+    for key, i, j, _, cols in state.tile_blocks():  # tile order i * J + j, as the bias report's
+        o = slice(start[j], start[j] + cols)
+        err[key] = _rel_l2(y[i, o], ideal[i, o])
+    out: Dict[str, Any] = {"mode": periphery.parasitics.mode, "ir_drop_rel_error": _rel_l2(y, ideal),
                            "ir_drop_rel_error_per_tile": err}
     rep = state.bias_report
     if rep is not None and rep.wire_drop_max_v_per_tile:
@@ -295,4 +292,9 @@ def ir_drop_rel_error(n_in: int, n_out: int, device, periphery, seed: int = 0) -
         layer.set_weights((torch.rand(n_out, n_in, generator=gen) * 2 - 1) * 0.5)
         with torch.no_grad():
             ys.append(layer(torch.rand(1, n_in, generator=gen) * 2 - 1).double())
-    return float((ys[0] - ys[1]).norm() / ys[1].norm().clamp_min(1e-300))
+    return _rel_l2(ys[0], ys[1])
+
+
+def _rel_l2(y: Tensor, ref: Tensor) -> float:
+    """``||y - ref|| / ||ref||`` (0 / 0 -> 0)."""
+    return float((y - ref).norm() / ref.norm().clamp_min(1e-300))

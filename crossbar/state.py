@@ -165,7 +165,8 @@ class CrossbarState(nn.Module):
             if g_modes is not None and tuple(g_modes.shape) == (k,) + tuple(self.g_st.shape):
                 self.g_modes = g_modes.to(self.g_st).clone()
             else:
-                self.g_modes = self._mode_weights().view(k, *[1] * self.g_st.dim()) * self.g_st
+                self.g_modes = self.g_st.new_zeros(k, *self.g_st.shape)
+                self._split_change(self.g_st)
             self.g_st = self.g_modes.sum(0)
         self.hold_bias = bool(hold_bias)
         self.invalidate()
@@ -186,10 +187,6 @@ class CrossbarState(nn.Module):
         """Add a change of F to the modes by their weights (one pass per mode, no [K, ...] temporary)."""
         for k, (w, _) in enumerate(self.device_model.decay_modes()):
             self.g_modes[k].add_(delta, alpha=w)
-
-    def _mode_weights(self) -> Tensor:
-        return torch.tensor([w for w, _ in self.device_model.decay_modes()], dtype=self.g_pos.dtype,
-                            device=self.g_pos.device)
 
     def bind_views(self, views: Sequence[Tuple["CrossbarState", Tuple[slice, slice, slice]]]) -> None:
         """Make each ``(state, block)`` of ``views`` a view of this state's ``block`` ``[T, O, X]``.
