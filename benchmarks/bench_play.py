@@ -10,7 +10,11 @@ played 52,453 steps, BENCHMARKS.md; the batch shrinking as games end is not mode
 ``--full``, the measured wall time of G full games (goal: 100 games <= 3 min on 2 cores).
 torch imports its compiler lazily at the first ``Tensor.float()`` of an agent step (~2 s, once per
 process); it is imported before the timed windows so a short window measures the steps only.
-Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]``.
+``--fresh-read-weight`` adds, interleaved, the read as it was before the state's reused read buffer
+(``CrossbarState.effective_weight(scratch=True)``): a fresh W + F tensor per read, the baseline of that
+change in the same process.
+Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]
+[--fresh-read-weight]``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 import torch._dynamo  # noqa: F401  (a one-off lazy import of torch's, kept out of the timed windows)
 
 from stoxbar.crossbar import EnergyLedger
+from stoxbar.crossbar.read import TiledAnalogMVM
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
 from stoxbar.pong.chips import play_chips
@@ -40,10 +45,17 @@ def chip_agent():
     return agent, periphery, ledger
 
 
-def batched(games: int, chips: int, steps: int, device: str) -> tuple:
-    """(agent steps per second, result) of ``games`` games on ``chips`` chips for at most ``steps`` steps."""
+def batched(games: int, chips: int, steps: int, device: str, fresh_read_weight: bool = False) -> tuple:
+    """(agent steps per second, result) of ``games`` games on ``chips`` chips for at most ``steps`` steps;
+    ``fresh_read_weight``: each read builds a fresh W + F tensor (the read before its reused buffer)."""
     agent, periphery, ledger = chip_agent()
-    res = play_chips(agent, games, chips, 0, True, steps, periphery, ledger, sticky=EVAL_STICKY, device=device)
+    saved = TiledAnalogMVM.__dict__["array_weight"]
+    if fresh_read_weight:
+        TiledAnalogMVM.array_weight = classmethod(lambda cls, state, periphery: state.effective_weight())
+    try:
+        res = play_chips(agent, games, chips, 0, True, steps, periphery, ledger, sticky=EVAL_STICKY, device=device)
+    finally:
+        TiledAnalogMVM.array_weight = saved
     return sum(res.steps) / res.wall_s, res
 
 
@@ -72,13 +84,21 @@ def main() -> None:
     ap.add_argument("--steps-per-game", type=float, default=2623.0,
                     help="agent steps of a full game for the extrapolation (BENCHMARKS.md: 52,453 steps / 20 games)")
     ap.add_argument("--full", action="store_true", help="also time the G full games")
+    ap.add_argument("--fresh-read-weight", action="store_true",
+                    help="also the read with a fresh W + F tensor per read (the baseline of the reused buffer)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    chip, env = [], []
+    chip, env, fresh = [], [], []
     for _ in range(args.repeats):  # interleaved
         env.append(bare(args.games, args.steps))
         chip.append(batched(args.games, args.chips, args.steps, args.device)[0])
+        if args.fresh_read_weight:
+            fresh.append(batched(args.games, args.chips, args.steps, args.device, fresh_read_weight=True)[0])
     c, e = statistics.median(chip), statistics.median(env)
+    if fresh:
+        f = statistics.median(fresh)
+        print(f"fresh W + F tensor per read: {f:.0f} agent steps/s ({100 * f / e:.1f} % of the env); the reused "
+              f"read buffer: {c / f:.2f}x that  [runs: {[round(x) for x in fresh]}]")
     print(f"{args.games} games on {args.chips} chips ({args.device}, {args.threads} torch thread(s)): "
           f"{c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
           f"ratio {100 * c / e:.1f} % (goal >= 60 %)  [runs: chips {[round(x) for x in chip]}, "

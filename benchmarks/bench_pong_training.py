@@ -1,4 +1,4 @@
-"""Agent steps per second of the Pong m-STPN's A2C training loop: today's loop vs both cores.
+"""Agent steps per second of the Pong m-STPN's training loop (A2C; PPO): today's loop vs both cores.
 
 Configs (paper architecture, m-STPN, 16 envs x 20-step rollouts, the real loop: emulators,
 forward, BPTT, Adam; ``pong.a2c.measure_throughput``):
@@ -11,6 +11,11 @@ forward, BPTT, Adam; ``pong.a2c.measure_throughput``):
 * ``2 threads + 2 groups``: both;
 * ``2 group threads``: two groups, each rolled out and back-propagated by its own Python thread
   (one intra-op thread each; the native kernels release the GIL).
+
+``--ppo`` adds the recurrent PPO loop (pong/ppo.py; docs/stpn.md §11) with two group threads: the
+fine-tune's settings (16 envs x 64 steps, 2 epochs x 4 minibatches) and the defaults (16 x 128,
+4 x 4). A PPO update re-runs every step ``epochs`` times with BPTT, so its agent steps/s are those of
+several A2C updates' worth of compute per step (ratios against the same baseline).
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
@@ -33,20 +38,32 @@ CONFIGS = {
     "2 threads, 2 groups": dict(threads=2, env_groups=2),
     "2 group threads": dict(threads=1, env_groups=2, group_threads=True),
 }
+PPO_CONFIGS = {
+    "PPO 16x64, 2x4, 2 group threads": dict(threads=1, env_groups=2, group_threads=True, algo="ppo", rollout_len=64,
+                                              ppo_epochs=2, ppo_minibatches=4),
+    "PPO 16x128, 4x4, 2 group threads": dict(threads=1, env_groups=2, group_threads=True, algo="ppo",
+                                               rollout_len=128, ppo_epochs=4, ppo_minibatches=4),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="round-robin repeats per config")
     ap.add_argument("--updates", type=int, default=15, help="timed updates per measurement (320 steps each)")
+    ap.add_argument("--ppo", action="store_true", help="also the PPO loop (PPO_CONFIGS)")
+    ap.add_argument("--ppo-updates", type=int, default=3, help="timed PPO updates per measurement (1-2 k steps each)")
     args = ap.parse_args()
     arch = ArchConfig()
-    runs = {name: [] for name in CONFIGS}
+    configs = {**CONFIGS, **(PPO_CONFIGS if args.ppo else {})}
+    runs = {name: [] for name in configs}
     for _ in range(args.repeats):
-        for name, kw in CONFIGS.items():
-            runs[name].append(measure_throughput(arch, updates=args.updates, warmup=2, env_threads=1, **kw)["steps_per_s"])
+        for name, kw in configs.items():
+            ppo = kw.get("algo") == "ppo"
+            runs[name].append(measure_throughput(arch, updates=args.ppo_updates if ppo else args.updates,
+                                                 warmup=1 if ppo else 2, env_threads=1, **kw)["steps_per_s"])
+            print(f"  {name}: {runs[name][-1]:.0f} steps/s", flush=True)
     base = statistics.median(runs["baseline (1 thread, 1 group)"])
-    print(f"Pong m-STPN A2C training, {os.cpu_count()} CPUs, median of {args.repeats} interleaved runs "
+    print(f"Pong m-STPN training, {os.cpu_count()} CPUs, median of {args.repeats} interleaved runs "
           f"of {args.updates} updates")
     print(f"{'config':32s} {'steps/s':>9s} {'vs baseline':>12s}  runs")
     for name, v in runs.items():

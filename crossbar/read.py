@@ -189,9 +189,10 @@ class TiledAnalogMVM(AnalogMVM):
     @classmethod
     def array_weight(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Tensor:
         """The weight the array presents to the read, ``[T, O, X]`` or ``[B, T, O, X]`` (weight units): the
-        conductances' own (ideal wires). A read model whose array law is a linear map of other
-        weights (e.g. first-order wire drop) overrides this and keeps the native read."""
-        return state.effective_weight()
+        conductances' own (ideal wires), in the state's reused read buffer (the read consumes it at once).
+        A read model whose array law is a linear map of other weights (e.g. first-order wire drop)
+        overrides this and keeps the native read."""
+        return state.effective_weight(scratch=True)
 
     @classmethod
     def read_physics(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Dict[str, Any]:

@@ -208,6 +208,12 @@ class CrossbarState(nn.Module):
             v.bias_duty, v.bias_rail_v = self.bias_duty, self.bias_rail_v
             v.invalidate()  # its tensors are new views: drop derived caches
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_read_scratch", None)  # a read buffer (effective_weight(scratch=True)), not state
+        return state
+
     def __setstate__(self, state: dict) -> None:
         legacy = state.pop("g_st", None) if "g_st" in state else None  # pickled before g_st was a buffer
         super().__setstate__(state)
@@ -541,12 +547,25 @@ class CrossbarState(nn.Module):
         """Hold (``True``) or release the decay bias; a released bias costs no energy."""
         self.hold_bias = bool(on)
 
-    def effective_weight(self) -> Tensor:
-        """Weight the array reads: ``[T, O, X]`` or ``[B, T, O, X]`` with short-term state."""
+    def effective_weight(self, scratch: bool = False) -> Tensor:
+        """Weight the array reads: ``[T, O, X]`` or ``[B, T, O, X]`` with short-term state.
+
+        ``scratch``: write W + F into a buffer the state keeps and reuses (valid until the next
+        ``effective_weight(scratch=True)``), for a read that consumes it at once without a graph: a
+        fresh [B, T, O, X] tensor per read costs its page faults (glibc maps every block above 32 MiB
+        anew), measured ~8x the add itself for 100 games of the paper's layer (BENCHMARKS.md)."""
         w = self.weights()
         if self.g_st is None:
             return w
-        return torch.add(w, self.g_st, alpha=1.0 / self.device_model.g_range_s)
+        alpha = 1.0 / self.device_model.g_range_s
+        if not scratch or torch.is_grad_enabled() and (w.requires_grad or self.g_st.requires_grad):
+            return torch.add(w, self.g_st, alpha=alpha)
+        shape = torch.broadcast_shapes(w.shape, self.g_st.shape)
+        buf = self.__dict__.get("_read_scratch")
+        if buf is None or buf.shape != shape or buf.dtype != self.g_st.dtype or buf.device != self.g_st.device:
+            buf = torch.empty(shape, dtype=self.g_st.dtype, device=self.g_st.device)
+            self.__dict__["_read_scratch"] = buf
+        return torch.add(w, self.g_st, alpha=alpha, out=buf)
 
     def _need_st(self, op: str) -> Tensor:
         if self.g_st is None:

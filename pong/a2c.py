@@ -1,4 +1,5 @@
-"""A2C training of the Pong agent with truncated BPTT through the short-term state F.
+"""A2C training of the Pong agent with truncated BPTT through the short-term state F (PPO: pong/ppo.py,
+``algo = "ppo"``, the same loop, checkpoints and logs).
 
 Per update (docs/stpn.md 2; ikostrikov/pytorch-a3c; docs/training-notes.md): N envs step T agent steps with
 the graph kept (T = 20 = RLlib's max_seq_len, the truncation window of the STPN paper). (h, F)
@@ -25,7 +26,7 @@ the run's CSVs and config.json as data: damage is one ConfigError naming the fil
 directory is created only after the arguments (the device preset included) are checked.
 
 May import: torch, numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.devices, stoxbar.stpn,
-stoxbar.pong.{agent,checkpoint,env}.
+stoxbar.pong.{agent,checkpoint,env,ppo,rollout}.
 """
 
 from __future__ import annotations
@@ -55,13 +56,21 @@ from stoxbar.pong.agent import ArchConfig, PongAgent, device_from_preset
 from stoxbar.stpn.cells import DECAY_ADDRESSINGS
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_agent,
                                      load_checkpoint, new_run_dir, save_checkpoint)
-from stoxbar.pong.env import FRAMESKIP, REPEAT_ACTION_PROBABILITY, check_sticky, make_pong_env
+from stoxbar.pong.env import FRAMESKIP, REPEAT_ACTION_PROBABILITY, check_sticky
+from stoxbar.pong.ppo import PPORunner
+from stoxbar.pong.rollout import EnvRunner, detach_state, evaluate_actions, gae  # noqa: F401  (re-exported)
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 
 DRIFT_PARAMS = ("theta", "theta_row", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
-              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s"] + [
+              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s", "approx_kl", "clip_frac", "lr"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
+
+
+# the CLI's per-algorithm defaults (TrainConfig's own defaults are A2C's); PPO's are CleanRL's
+# ppo_atari_lstm.py settings (num_steps 128, learning_rate 2.5e-4, gae_lambda 0.95, max_grad_norm 0.5)
+ALGO_DEFAULTS = {"a2c": {"rollout_len": 20, "lr": 7e-4, "gae_lambda": 1.0, "max_grad_norm": 40.0},
+                 "ppo": {"rollout_len": 128, "lr": 2.5e-4, "gae_lambda": 0.95, "max_grad_norm": 0.5}}
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,10 @@ class TrainConfig:
     init_decay_addressing: str = ""
     rollback_drop: float = 0.0  # stabilised A2C (CollapseGuard): 10-game mean this far below its best -> roll back; 0 = off
     rollback_lr_factor: float = 0.5  # the learning rate is scaled by this at each rollback (assumption)
+    algo: str = "a2c"  # "a2c" (this module) or "ppo" (pong/ppo.py: recurrent PPO, CleanRL's ppo_atari_lstm)
+    ppo_epochs: int = 4  # PPO: passes over each rollout (CleanRL update_epochs)
+    ppo_minibatches: int = 4  # PPO: minibatches of whole env sequences per pass (CleanRL num_minibatches)
+    clip_coef: float = 0.1  # PPO: ratio and value clip (CleanRL clip_coef)
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -127,6 +140,10 @@ class TrainConfig:
         check_sticky(self.sticky, "sticky")
         check_range("rollback_drop", self.rollback_drop, 0.0, 42.0)
         check_range("rollback_lr_factor", self.rollback_lr_factor, 0.0, 1.0, lo_open=True)
+        check_choice("algo", self.algo, ("a2c", "ppo"))
+        check_int("ppo_epochs", self.ppo_epochs, 1, 100)
+        check_int("ppo_minibatches", self.ppo_minibatches, 1, self.num_envs if self.algo == "ppo" else None)
+        check_range("clip_coef", self.clip_coef, 0.0, 1.0, lo_open=True)
         if not isinstance(self.init_from, str):
             raise ConfigError(f"init_from must be a checkpoint path (str), got {type(self.init_from).__name__}")
         if self.init_decay_addressing:
@@ -155,26 +172,6 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float
-        ) -> Tuple[Tensor, Tensor]:
-    """Generalised advantage estimation over [T, N] (dones[t]: the game ended after step t).
-
-    Returns (advantages, returns = advantages + values), both detached.
-    """
-    values, last_value = values.detach(), last_value.detach()
-    T = rewards.shape[0]
-    adv = torch.zeros_like(rewards)
-    running = torch.zeros_like(last_value)
-    next_value = last_value
-    for t in range(T - 1, -1, -1):
-        nonterminal = 1.0 - dones[t].to(rewards.dtype)
-        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
-        running = delta + gamma * lam * nonterminal * running
-        adv[t] = running
-        next_value = values[t]
-    return adv, adv + values
-
-
 def a2c_loss(logps: Tensor, values: Tensor, entropies: Tensor, advantages: Tensor, returns: Tensor,
              value_coef: float, entropy_coef: float) -> Tuple[Tensor, Dict[str, float]]:
     """A2C loss over [T, N]: -mean(logp * A) + value_coef * mean((R - V)^2) - entropy_coef * mean(H)."""
@@ -184,28 +181,6 @@ def a2c_loss(logps: Tensor, values: Tensor, entropies: Tensor, advantages: Tenso
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     terms = {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
     return loss, {k: float(v.detach()) for k, v in terms.items()}
-
-
-def evaluate_actions(agent: PongAgent, obs: Sequence[Any], actions: Tensor, dones: Tensor, state) -> Tuple[
-        Tensor, Tensor, Tensor, Any]:
-    """Re-run the agent over a stored sequence (obs [T] of [N,1,84,84], actions/dones [T, N]).
-
-    Returns (logps, values, entropies) [T, N] with the graph, and the final state.
-    """
-    params = agent.step_params()
-    logps, values, ents = [], [], []
-    for t in range(len(obs)):
-        logits, value, state = agent(obs[t], state, params)
-        logp_all = torch.log_softmax(logits, -1)
-        logps.append(logp_all.gather(1, actions[t].long().unsqueeze(1)).squeeze(1))
-        ents.append(-(logp_all.exp() * logp_all).sum(-1))
-        values.append(value)
-        state = agent.reset_state(state, dones[t])
-    return torch.stack(logps), torch.stack(values), torch.stack(ents), state
-
-
-def detach_state(state):
-    return tuple(s.detach() for s in state)
 
 
 def initial_cell_params(cfg: TrainConfig) -> Dict[str, Tensor]:
@@ -526,24 +501,13 @@ def _append_csv(path: Path, fields: List[str], row: Dict[str, Any]) -> None:
         fh.flush()
 
 
-class A2CRunner:
+class A2CRunner(EnvRunner):
     """The environments, the carried (h, F) and one A2C update (rollout with graph + step).
 
     With ``cfg.env_groups`` 2 the environments are two vector envs of num_envs/2 games, stepped
     asynchronously (ale-py's send/recv): each group's forward pass runs while the other group's
     emulators play, so the emulator thread and the torch thread work at once. The update is the
     same A2C update over all games (group 0's games first in the batch)."""
-
-    def __init__(self, agent: PongAgent, opt: torch.optim.Optimizer, cfg: TrainConfig, env_seed: int):
-        self.agent, self.opt, self.cfg = agent, opt, cfg
-        n = cfg.num_envs // cfg.env_groups
-        self.envs = [make_pong_env(n, seed=env_seed + g * n, num_threads=cfg.env_threads, sticky=cfg.sticky)
-                     for g in range(cfg.env_groups)]
-        self.obs = [env.reset() for env in self.envs]
-        self.state = agent.initial_state(cfg.num_envs)
-        self.ep_ret = np.zeros(cfg.num_envs)
-        self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
-        self._pool = None  # group_threads: the groups' worker threads
 
     def _act(self, g: int, state, params, sparsity: List[float], generator: Optional[torch.Generator] = None):
         """Group ``g``'s forward step: sample its actions and send them to its emulators (they play while
@@ -559,21 +523,6 @@ class A2CRunner:
         self.envs[g].send(action.numpy())
         return (value, state, logp_all.gather(1, action.unsqueeze(1)).squeeze(1),
                 -(logp_all.exp() * logp_all).sum(-1))
-
-    def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
-        """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games
-        (stored at ``rewards[t][slot]``, slot defaulting to ``g``)."""
-        n = self.cfg.num_envs // self.cfg.env_groups
-        slot = g if slot is None else slot
-        self.obs[g], r, done, _ = self.envs[g].recv()
-        rewards[t][slot], dones[t][slot] = torch.from_numpy(r), torch.from_numpy(done)
-        sl = slice(g * n, (g + 1) * n)
-        self.ep_ret[sl] += r
-        self.ep_len[sl] += 1
-        for i in np.nonzero(done)[0] + g * n:
-            finished.append((t + 1, float(self.ep_ret[i]), int(self.ep_len[i])))
-            self.ep_ret[i], self.ep_len[i] = 0.0, 0
-        return self.agent.reset_state(state, done) if done.any() else state
 
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         """Roll out T steps in N envs, then one optimiser step. Returns (loss terms, finished
@@ -605,17 +554,6 @@ class A2CRunner:
         loss.backward()
         terms["sparsity"] = float(np.mean(sparsity)) if sparsity else float("nan")
         return self._step(terms), finished
-
-    def _step(self, terms: Dict[str, float]) -> Dict[str, float]:
-        """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints."""
-        gn = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm)
-        if not torch.isfinite(gn):
-            raise FloatingPointError("non-finite gradient norm; resume from the last checkpoint with another "
-                                     "seed or a lower lr")
-        self.opt.step()
-        self.agent.apply_constraints()
-        terms["grad_norm"] = float(gn)
-        return terms
 
     def _group_update(self, g: int, state, seed: int):
         """Thread of group ``g`` (group_threads): its rollout, its share of the loss, its backward pass.
@@ -657,11 +595,10 @@ class A2CRunner:
         finished = sorted(f for r in results for f in r[1])
         return self._step(terms), finished
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-        for env in self.envs:
-            env.close()
+
+def runner_for(cfg: TrainConfig) -> type:
+    """The runner class of ``cfg.algo``: :class:`A2CRunner` or :class:`~stoxbar.pong.ppo.PPORunner`."""
+    return PPORunner if cfg.algo == "ppo" else A2CRunner
 
 
 def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
@@ -796,7 +733,7 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
 
     guard = CollapseGuard(cfg.rollback_drop, cfg.rollback_lr_factor)
     init = initial_cell_params(cfg) if cfg.arch.cell == "mstpn" else {}
-    runner = A2CRunner(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
+    runner = runner_for(cfg)(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
     N = cfg.num_envs
     t_start = time.time()
     t_log, steps_log = time.time(), counters["steps"]
@@ -831,7 +768,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                     row.update(update=counters["update"], steps=counters["steps"],
                                frames=counters["steps"] * FRAMESKIP, episodes=counters["episodes"],
                                mean_return_10=f"{np.mean(recent):.3f}" if recent else "nan",
-                               steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}")
+                               steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}",
+                               lr=f"{opt.param_groups[0]['lr']:.4g}")
                     row.update({k: f"{v:.6g}" for k, v in param_drift(agent, init).items()})
                     _append_csv(run_dir / "progress.csv", CSV_FIELDS, row)
                     log(f"upd {counters['update']:6d} steps {counters['steps']:9d} eps {counters['episodes']:5d} "
@@ -863,19 +801,20 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
 
 def measure_throughput(arch: ArchConfig, updates: int = 10, warmup: int = 2, num_envs: int = 16,
                        rollout_len: int = 20, threads: int = 1, env_threads: int = 1, seed: int = 0,
-                       env_groups: int = 1, group_threads: bool = False) -> Dict[str, float]:
-    """Agent steps per second of the real training loop (env + forward + BPTT + Adam).
+                       env_groups: int = 1, group_threads: bool = False, **more: Any) -> Dict[str, float]:
+    """Agent steps per second of the real training loop (env + forward + BPTT + Adam); ``more``: other
+    TrainConfig fields (e.g. ``algo="ppo"``, ``ppo_epochs``).
 
     Sets torch's thread count to ``threads`` (not restored). Returns steps_per_s, ms_per_update.
     """
     check_int("updates", updates, 1)
     check_int("warmup", warmup, 0)
     cfg = TrainConfig(arch=arch, num_envs=num_envs, rollout_len=rollout_len, threads=threads,
-                      env_threads=env_threads, seed=seed, env_groups=env_groups, group_threads=group_threads)
+                      env_threads=env_threads, seed=seed, env_groups=env_groups, group_threads=group_threads, **more)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     agent = PongAgent(arch)
-    runner = A2CRunner(agent, make_optimizer(agent, cfg), cfg, seed)
+    runner = runner_for(cfg)(agent, make_optimizer(agent, cfg), cfg, seed)
     try:
         for _ in range(warmup):
             runner.update()
@@ -903,7 +842,7 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     """The ``stoxbar train`` parser; every option has help text (``stoxbar train -h`` shows the defaults)."""
     d, a = TrainConfig(), ArchConfig()
     kw = {} if parser_class is not argparse.ArgumentParser else {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-    p = parser_class(prog="stoxbar train", description="A2C training of the Pong (m-)STPN agent.", **kw)
+    p = parser_class(prog="stoxbar train", description="A2C or PPO training of the Pong (m-)STPN agent.", **kw)
     p.add_argument("--arch", default=a.arch, choices=["paper", "bottleneck"],
                    help="network: the paper's, or the CPU-friendly bottleneck variant")
     p.add_argument("--cell", default=a.cell, choices=["stpn", "mstpn"],
@@ -923,14 +862,22 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="device preset of the m-STPN: a registered name, or module:factory (imports that module: "
                         "it runs code, docs/reliability.md §7)")
     p.add_argument("--envs", type=int, default=d.num_envs, help="parallel Pong emulators")
-    p.add_argument("--rollout", type=int, default=d.rollout_len, help="TBPTT window (agent steps)")
+    p.add_argument("--algo", default=d.algo, choices=["a2c", "ppo"],
+                   help="a2c, or ppo (recurrent PPO, pong/ppo.py); the defaults of --rollout, --lr, --gae-lambda "
+                        "and --grad-clip follow it (A2C: " + ", ".join(f"{k} {v}" for k, v in ALGO_DEFAULTS["a2c"].items())
+                        + "; PPO, CleanRL's: " + ", ".join(f"{k} {v}" for k, v in ALGO_DEFAULTS["ppo"].items()) + ")")
+    p.add_argument("--ppo-epochs", type=int, default=d.ppo_epochs, help="PPO: passes over each rollout")
+    p.add_argument("--ppo-minibatches", type=int, default=d.ppo_minibatches,
+                   help="PPO: minibatches (of whole env sequences) per pass")
+    p.add_argument("--clip-coef", type=float, default=d.clip_coef, help="PPO: ratio and value clip")
+    p.add_argument("--rollout", type=int, default=None, help="TBPTT window (agent steps; default by --algo)")
     p.add_argument("--steps", type=int, default=d.total_steps, help="total agent steps (1 step = 4 frames)")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default by --algo)")
     p.add_argument("--gamma", type=float, default=d.gamma, help="discount factor")
-    p.add_argument("--gae-lambda", type=float, default=d.gae_lambda, help="GAE lambda (1: n-step returns)")
+    p.add_argument("--gae-lambda", type=float, default=None, help="GAE lambda (1: n-step returns; default by --algo)")
     p.add_argument("--entropy-coef", type=float, default=d.entropy_coef, help="entropy bonus coefficient")
     p.add_argument("--value-coef", type=float, default=d.value_coef, help="value loss coefficient")
-    p.add_argument("--grad-clip", type=float, default=d.max_grad_norm, help="global gradient-norm clip")
+    p.add_argument("--grad-clip", type=float, default=None, help="global gradient-norm clip (default by --algo)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
@@ -986,10 +933,15 @@ def run_train(args: argparse.Namespace) -> int:
                       plastic=not args.no_plasticity,
                       decay_addressing=(args.decay_addressing if args.decay_addressing and not args.init_from
                                         else "per_cell"))
-    cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=args.rollout, total_steps=args.steps,
-                      lr=args.lr, gamma=args.gamma, gae_lambda=args.gae_lambda,
+    algo = ALGO_DEFAULTS[args.algo]
+    pick = lambda given, key: algo[key] if given is None else given  # noqa: E731
+    cfg = TrainConfig(arch=arch, num_envs=args.envs, rollout_len=pick(args.rollout, "rollout_len"),
+                      total_steps=args.steps, lr=pick(args.lr, "lr"), gamma=args.gamma,
+                      gae_lambda=pick(args.gae_lambda, "gae_lambda"),
                       entropy_coef=args.entropy_coef, value_coef=args.value_coef,
-                      max_grad_norm=args.grad_clip, seed=args.seed, threads=args.threads,
+                      max_grad_norm=pick(args.grad_clip, "max_grad_norm"), seed=args.seed, threads=args.threads,
+                      algo=args.algo, ppo_epochs=args.ppo_epochs, ppo_minibatches=args.ppo_minibatches,
+                      clip_coef=args.clip_coef,
                       env_threads=args.env_threads, env_groups=args.env_groups, group_threads=args.group_threads,
                       checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, log_every=args.log_every,
@@ -1000,8 +952,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,
-                               env_groups=cfg.env_groups, group_threads=cfg.group_threads)
-        print(f"{arch.arch}/{arch.cell}: {r['steps_per_s']:.0f} agent steps/s "
+                               env_groups=cfg.env_groups, group_threads=cfg.group_threads, algo=cfg.algo,
+                               ppo_epochs=cfg.ppo_epochs, ppo_minibatches=cfg.ppo_minibatches)
+        print(f"{arch.arch}/{arch.cell} ({cfg.algo}): {r['steps_per_s']:.0f} agent steps/s "
               f"({r['ms_per_update']:.1f} ms per update of {cfg.num_envs}x{cfg.rollout_len} steps, "
               f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s), "
               f"{cfg.env_groups} emulator group(s){', one thread each' if cfg.group_threads else ''})")

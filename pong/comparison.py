@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from stoxbar.core import fsio
-from stoxbar.core.validation import ConfigError, check_int, check_range
-from stoxbar.pong.a2c import TrainConfig, run_episodes, figure_bytes, running_mean, train
+from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
+from stoxbar.pong.a2c import ALGO_DEFAULTS, TrainConfig, run_episodes, figure_bytes, running_mean, train
 from stoxbar.pong.agent import ArchConfig
 from stoxbar.pong.checkpoint import load_checkpoint
 from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
@@ -56,6 +56,7 @@ class ComparisonConfig:
     hidden: int = 64  # cell units (ArchConfig)
     bottleneck: int = 256  # arch "bottleneck" only (ArchConfig)
     num_envs: int = 16  # docs/stpn.md 5.4
+    algo: str = "a2c"  # "a2c" or "ppo" (docs/stpn.md §11: rollout, GAE lambda and grad clip then PPO's defaults)
 
     def __post_init__(self):
         object.__setattr__(self, "agents", tuple(self.agents))
@@ -74,6 +75,7 @@ class ComparisonConfig:
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         ArchConfig(arch=self.arch, hidden=self.hidden, bottleneck=self.bottleneck)  # checks them
         check_int("num_envs", self.num_envs, 1, 1024)
+        check_choice("algo", self.algo, tuple(ALGO_DEFAULTS))
 
     def train_config(self, agent: str, seed: int, runs_dir: Path, threads: int, env_threads: int,
                      max_minutes: float, group_threads: bool = False) -> TrainConfig:
@@ -82,7 +84,10 @@ class ComparisonConfig:
                            seed=seed,
                            threads=threads, env_threads=env_threads, max_minutes=max_minutes,
                            env_groups=2 if group_threads else 1, group_threads=group_threads,
-                           runs_dir=str(runs_dir), sticky=self.sticky, rollback_drop=self.rollback_drop)
+                           runs_dir=str(runs_dir), sticky=self.sticky, rollback_drop=self.rollback_drop,
+                           algo=self.algo, rollout_len=ALGO_DEFAULTS[self.algo]["rollout_len"],
+                           gae_lambda=ALGO_DEFAULTS[self.algo]["gae_lambda"],
+                           max_grad_norm=ALGO_DEFAULTS[self.algo]["max_grad_norm"])
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -105,6 +110,10 @@ def _settings(root: Path, cfg: ComparisonConfig) -> None:
     path = root / SETTINGS
     if path.exists():
         saved = fsio.read_json(path)
+        try:  # a comparison saved before a field existed has that field's default
+            saved = ComparisonConfig(**saved).to_dict()
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"{path}: not a comparison's settings ({exc})") from None
         if saved != cfg.to_dict():
             raise ConfigError(f"{path}: this comparison was started with other settings ({saved}); "
                               "continue it with those, or choose a new directory")
@@ -209,6 +218,9 @@ def main_args(p) -> None:
     p.add_argument("--agents", nargs="+", default=list(d.agents), help=f"agents, of: {', '.join(AGENTS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="training seeds")
     p.add_argument("--frames", type=float, default=d.frames, help="emulator frames per run")
+    p.add_argument("--algo", default=d.algo, choices=list(ALGO_DEFAULTS),
+                   help="training algorithm of every run (a new comparison directory per algorithm)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the algorithm's, stoxbar train -h)")
     p.add_argument("--chunk-minutes", type=float, default=20.0, help="minutes per run before the next one's turn")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--env-threads", type=int, default=1, help="emulator threads")
@@ -221,7 +233,9 @@ def run_main(args) -> List[str]:
     """Run parsed ``stoxbar train-comparison`` options; returns the lines to print."""
     root = Path(args.root)
     if not args.report_only:
-        cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames)
+        lr = ALGO_DEFAULTS[args.algo]["lr"] if args.lr is None else args.lr
+        cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames,
+                               algo=args.algo, lr=lr)
         run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print,
                        group_threads=args.group_threads)
     elif not (root / SETTINGS).is_file():

@@ -1,0 +1,110 @@
+"""What the Pong training runners share: the environments and the carried (h, F), finishing an
+emulator step, the optimiser step, the advantage estimate and the replay of a stored sequence.
+
+:class:`EnvRunner` is the base of the A2C runner (pong/a2c.py) and the PPO runner (pong/ppo.py); both
+loops, checkpoints and logs are pong/a2c.py's ``train``.
+
+May import: numpy, torch, stoxbar.pong.{agent,env}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stoxbar.pong.agent import PongAgent
+from stoxbar.pong.env import make_pong_env
+
+
+def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float
+        ) -> Tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over [T, N] (dones[t]: the game ended after step t).
+
+    Returns (advantages, returns = advantages + values), both detached.
+    """
+    values, last_value = values.detach(), last_value.detach()
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in range(T - 1, -1, -1):
+        nonterminal = 1.0 - dones[t].to(rewards.dtype)
+        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
+        running = delta + gamma * lam * nonterminal * running
+        adv[t] = running
+        next_value = values[t]
+    return adv, adv + values
+
+
+def evaluate_actions(agent: PongAgent, obs: Sequence[Any], actions: Tensor, dones: Tensor, state) -> Tuple[
+        Tensor, Tensor, Tensor, Any]:
+    """Re-run the agent over a stored sequence (obs [T] of [N,1,84,84], actions/dones [T, N]).
+
+    Returns (logps, values, entropies) [T, N] with the graph, and the final state.
+    """
+    params = agent.step_params()
+    logps, values, ents = [], [], []
+    for t in range(len(obs)):
+        logits, value, state = agent(obs[t], state, params)
+        logp_all = torch.log_softmax(logits, -1)
+        logps.append(logp_all.gather(1, actions[t].long().unsqueeze(1)).squeeze(1))
+        ents.append(-(logp_all.exp() * logp_all).sum(-1))
+        values.append(value)
+        state = agent.reset_state(state, dones[t])
+    return torch.stack(logps), torch.stack(values), torch.stack(ents), state
+
+
+def detach_state(state):
+    return tuple(s.detach() for s in state)
+
+
+class EnvRunner:
+    """The environments (``cfg.env_groups`` vector envs of num_envs/env_groups games, stepped
+    asynchronously with ale-py's send/recv), the carried (h, F), the game records and the
+    optimiser step; a subclass adds ``update() -> (loss terms, finished games)``."""
+
+    def __init__(self, agent: PongAgent, opt: torch.optim.Optimizer, cfg: Any, env_seed: int):
+        self.agent, self.opt, self.cfg = agent, opt, cfg
+        n = cfg.num_envs // cfg.env_groups
+        self.envs = [make_pong_env(n, seed=env_seed + g * n, num_threads=cfg.env_threads, sticky=cfg.sticky)
+                     for g in range(cfg.env_groups)]
+        self.obs = [env.reset() for env in self.envs]
+        self.state = agent.initial_state(cfg.num_envs)
+        self.ep_ret = np.zeros(cfg.num_envs)
+        self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
+        self._pool = None  # group_threads: the groups' worker threads
+
+    def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
+        """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games
+        (stored at ``rewards[t][slot]``, slot defaulting to ``g``)."""
+        n = self.cfg.num_envs // self.cfg.env_groups
+        slot = g if slot is None else slot
+        self.obs[g], r, done, _ = self.envs[g].recv()
+        rewards[t][slot], dones[t][slot] = torch.from_numpy(r), torch.from_numpy(done)
+        sl = slice(g * n, (g + 1) * n)
+        self.ep_ret[sl] += r
+        self.ep_len[sl] += 1
+        for i in np.nonzero(done)[0] + g * n:
+            finished.append((t + 1, float(self.ep_ret[i]), int(self.ep_len[i])))
+            self.ep_ret[i], self.ep_len[i] = 0.0, 0
+        return self.agent.reset_state(state, done) if done.any() else state
+
+    def _step(self, terms: Dict[str, float]) -> Dict[str, float]:
+        """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints."""
+        gn = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm)
+        if not torch.isfinite(gn):
+            raise FloatingPointError("non-finite gradient norm; resume from the last checkpoint with another "
+                                     "seed or a lower lr")
+        self.opt.step()
+        self.agent.apply_constraints()
+        terms["grad_norm"] = float(gn)
+        return terms
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        for env in self.envs:
+            env.close()

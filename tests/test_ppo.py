@@ -1,0 +1,173 @@
+"""Recurrent PPO (pong/ppo.py): the clipped loss by hand, replay equals rollout, learning on real frames,
+the training loop (logs, resume, threads) and bad input."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from stoxbar.core.validation import ConfigError
+from stoxbar.pong.a2c import TrainConfig, evaluate_actions, make_optimizer, train, train_main
+from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.checkpoint import load_checkpoint
+from stoxbar.pong.ppo import PPORunner, ppo_loss
+
+TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
+
+
+def test_ppo_loss_matches_hand_computation():
+    """Two samples: one ratio inside the clip range, one outside (its gradient is cut)."""
+    old = torch.log(torch.tensor([[0.5, 0.5]]))
+    new = torch.log(torch.tensor([[0.55, 0.8]])).requires_grad_(True)  # ratios 1.1, 1.6
+    adv = torch.tensor([[1.0, 3.0]])  # normalised: (-1/sqrt2, +1/sqrt2) (std of two values = sqrt 2)
+    v_old = torch.tensor([[0.0, 0.0]])
+    v_new = torch.tensor([[0.5, 0.05]])
+    ret = torch.tensor([[1.0, 1.0]])
+    ent = torch.tensor([[1.0, 2.0]])
+    loss, terms = ppo_loss(new, old, v_new, v_old, ent, adv, ret, clip_coef=0.2, value_coef=0.5, entropy_coef=0.01)
+    a = np.array([-1.0, 1.0]) / np.sqrt(2.0)
+    r = np.array([1.1, 1.6])
+    pg = np.maximum(-a * r, -a * np.clip(r, 0.8, 1.2)).mean()
+    # value clip 0.2: 0.5 -> 0.2 (error 0.8^2 larger than 0.5^2), 0.05 stays (0.95^2 both)
+    vl = 0.5 * np.mean([max(0.5 ** 2, 0.8 ** 2), 0.95 ** 2])
+    assert terms["policy_loss"] == pytest.approx(pg, rel=1e-6)
+    assert terms["value_loss"] == pytest.approx(vl, rel=1e-6)
+    assert terms["entropy"] == pytest.approx(1.5)
+    assert terms["loss"] == pytest.approx(pg + 0.5 * vl - 0.01 * 1.5, rel=1e-6)
+    assert terms["clip_frac"] == pytest.approx(0.5)
+    assert terms["approx_kl"] == pytest.approx(np.mean((r - 1) - np.log(r)), rel=1e-5)
+    loss.backward()
+    assert new.grad[0, 1] == 0.0 and new.grad[0, 0] != 0.0  # the clipped sample gives no policy gradient
+
+
+def test_rollout_replay_reproduces_the_rollouts_log_probs():
+    """The update re-runs each env from its stored (h, F): before any step, the replayed
+    log-probabilities and values equal the rollout's (so the first ratio is 1)."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=12, algo="ppo", env_groups=2)
+    agent = PongAgent(TINY)
+    runner = PPORunner(agent, make_optimizer(agent, cfg), cfg, env_seed=7)
+    try:
+        runner._rollout()  # a non-zero starting state for the second rollout
+        buf, _, _ = runner._rollout()
+        assert any(s.abs().sum() > 0 for s in buf["state0"])
+        idx = torch.tensor([2, 0])
+        with torch.no_grad():
+            logp, v, _, _ = evaluate_actions(agent, [buf["obs"][t, idx] for t in range(cfg.rollout_len)],
+                                             buf["actions"][:, idx], buf["dones"][:, idx],
+                                             tuple(s[idx] for s in buf["state0"]))
+        torch.testing.assert_close(logp, buf["logps"][:, idx], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v, buf["values"][:, idx], rtol=1e-5, atol=1e-5)
+    finally:
+        runner.close()
+
+
+def _real_frames(T=24, N=4, seed=11):
+    from stoxbar.pong.env import make_pong_env
+
+    env = make_pong_env(N, seed=seed)
+    rng = np.random.default_rng(seed)
+    obs = env.reset()
+    for _ in range(60):
+        obs, *_ = env.step(rng.integers(0, 6, N))
+    frames, actions, rewards, dones = [], [], [], []
+    for _ in range(T):
+        a = rng.integers(0, 6, N)
+        frames.append(torch.from_numpy(obs))
+        obs, r, d, _ = env.step(a)
+        actions.append(a), rewards.append(r), dones.append(d)
+    env.close()
+    return (torch.stack(frames), torch.tensor(np.array(actions)), torch.tensor(np.array(rewards)),
+            torch.tensor(np.array(dones)))
+
+
+def test_ppo_steps_raise_the_probability_of_advantaged_actions():
+    """On a fixed batch of real frames, PPO steps raise the log-probability of actions with positive
+    advantages and lower the others', and the clip bounds how far one update moves them (ratio <= ~1 + clip)."""
+    frames, actions, rewards, dones = _real_frames()
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    state0 = agent.initial_state(4)
+    with torch.no_grad():
+        logp0, v0, _, _ = evaluate_actions(agent, list(frames), actions, dones, state0)
+    adv = torch.ones_like(logp0)
+    adv[:, 2:] = -1.0  # envs 0, 1: favoured actions; envs 2, 3: disfavoured (normalisation keeps the signs)
+    opt = torch.optim.Adam(agent.param_groups(5e-3), lr=5e-3)
+    kls = []
+    for _ in range(30):
+        logp, v, ent, _ = evaluate_actions(agent, list(frames), actions, dones, state0)
+        loss, terms = ppo_loss(logp, logp0, v, v0, ent, adv, v0 + adv, 0.1, 0.5, 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        agent.apply_constraints()
+        kls.append(terms["approx_kl"])
+    with torch.no_grad():
+        logp1, _, _, _ = evaluate_actions(agent, list(frames), actions, dones, state0)
+    up, down = float((logp1 - logp0)[:, :2].mean()), float((logp1 - logp0)[:, 2:].mean())
+    assert up > 0.01 and down < -0.01, (up, down)  # a sign error in the surrogate reverses both
+    assert float((logp1 - logp0)[:, :2].exp().mean()) < 1.35  # the clip stops the push at about 1 + 0.1
+    assert all(np.isfinite(kls))
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_ppo_training_run_logs_and_resumes(tmp_path, threads):
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=8, total_steps=64, checkpoint_every=1, log_every=1,
+                      runs_dir=str(tmp_path), seed=2, algo="ppo", ppo_epochs=2, ppo_minibatches=2,
+                      max_grad_norm=0.5, gae_lambda=0.95, lr=2.5e-4, env_groups=2, group_threads=threads)
+    run = train(cfg, echo=lambda s: None)
+    rows = _rows(run / "progress.csv")
+    assert [int(r["update"]) for r in rows] == [1, 2]
+    for r in rows:
+        assert float(r["approx_kl"]) >= 0.0 and 0.0 <= float(r["clip_frac"]) <= 1.0
+        assert float(r["grad_norm"]) > 0 and np.isfinite(float(r["loss"]))
+        assert float(r["lr"]) == pytest.approx(2.5e-4)
+    assert float(rows[-1]["W_drift"]) > 0.0  # the plastic layer's weights moved
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["train_config"]["algo"] == "ppo" and ckpt["counters"]["steps"] == 64
+    train(dataclasses.replace(cfg, total_steps=96), resume=str(run), echo=lambda s: None)
+    assert load_checkpoint(run / "checkpoint.pt")["counters"]["update"] == 3
+
+
+def test_ppo_bad_input(capsys):
+    with pytest.raises(ConfigError, match="algo"):
+        TrainConfig(algo="dqn")
+    with pytest.raises(ConfigError, match="ppo_minibatches = 5"):
+        TrainConfig(num_envs=4, algo="ppo", ppo_minibatches=5)
+    with pytest.raises(ConfigError, match="clip_coef"):
+        TrainConfig(algo="ppo", clip_coef=0.0)
+    assert train_main(["--algo", "ppo", "--ppo-epochs", "0"]) == 2
+    assert "ppo_epochs = 0" in capsys.readouterr().err
+
+
+def test_comparison_with_ppo_and_settings_saved_before_algo_existed(tmp_path):
+    """``train-comparison --algo ppo`` trains PPO runs (PPO's rollout, lambda, clip); a comparison whose
+    comparison.json predates the ``algo`` field continues as A2C, and switching it to PPO is refused."""
+    import json
+
+    from stoxbar.pong.comparison import ComparisonConfig, run_comparison, run_of
+
+    cfg = ComparisonConfig(agents=("stp_only",), seeds=(0,), frames=4 * 512, arch="bottleneck", hidden=8,
+                           bottleneck=16, num_envs=4, algo="ppo", lr=2.5e-4)
+    assert run_comparison(tmp_path / "ppo", cfg, chunk_minutes=1e-4, echo=lambda s: None)
+    tc = load_checkpoint(run_of(tmp_path / "ppo", "stp_only", 0) / "checkpoint.pt")["train_config"]
+    assert (tc["algo"], tc["rollout_len"], tc["gae_lambda"], tc["max_grad_norm"]) == ("ppo", 128, 0.95, 0.5)
+    old = dataclasses.replace(cfg, algo="a2c", lr=7e-4, frames=4 * 80)
+    (tmp_path / "old").mkdir()
+    saved = old.to_dict()
+    del saved["algo"]
+    (tmp_path / "old" / "comparison.json").write_text(json.dumps(saved))
+    assert run_comparison(tmp_path / "old", old, chunk_minutes=1e-4, echo=lambda s: None)
+    with pytest.raises(ConfigError, match="other settings"):
+        run_comparison(tmp_path / "old", dataclasses.replace(old, algo="ppo"), echo=lambda s: None)
+    with pytest.raises(ConfigError, match="algo"):
+        ComparisonConfig(algo="sac")
