@@ -13,7 +13,7 @@ read, not copied), adapted to this agent:
   env sequences (the recurrent state forbids mixing steps of one env across minibatches), re-runs
   the agent over each group's T steps from its stored starting (h, F) (resets at game ends, as in the
   rollout: BPTT through the whole window) and takes one Adam step on the clipped surrogate
-  ``max(-A r, -A clip(r, 1 - c, 1 + c))`` (advantages normalised per minibatch) + ``value_coef`` x
+  ``max(-A r, -A clip(r, 1 - c, 1 + c))`` (advantages normalised over the minibatch) + ``value_coef`` x
   clipped value loss (CleanRL's ``clip_vloss``, 0.5 (R - V)^2 at the larger of the clipped and
   unclipped errors) - ``entropy_coef`` x entropy, global grad-norm clip ``max_grad_norm``, then the
   device constraints. With ``group_threads`` each minibatch is split between two threads (one
@@ -41,16 +41,15 @@ from stoxbar.pong.env import OBS_SHAPE
 
 
 def ppo_loss(new_logp: Tensor, old_logp: Tensor, values: Tensor, old_values: Tensor, entropies: Tensor,
-             advantages: Tensor, returns: Tensor, clip_coef: float, value_coef: float, entropy_coef: float
-             ) -> Tuple[Tensor, Dict[str, float]]:
+             advantages: Tensor, returns: Tensor, clip_coef: float, value_coef: float, entropy_coef: float,
+             normalize: bool = True) -> Tuple[Tensor, Dict[str, float]]:
     """The clipped PPO loss over one minibatch (module docstring); every tensor [T, n].
 
-    Advantages are normalised over the minibatch (mean 0, std 1; a single element is only centred).
+    ``normalize``: the advantages are normalised here over the given tensor (:func:`normalized`);
+    False when the caller normalised them over the whole minibatch (a minibatch split between threads).
     Returns (loss, terms) with terms loss, policy_loss, value_loss, entropy, approx_kl, clip_frac.
     """
-    adv = advantages - advantages.mean()
-    if adv.numel() > 1:
-        adv = adv / (advantages.std() + 1e-8)
+    adv = normalized(advantages) if normalize else advantages
     log_ratio = new_logp - old_logp
     ratio = log_ratio.exp()
     policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)).mean()
@@ -64,6 +63,12 @@ def ppo_loss(new_logp: Tensor, old_logp: Tensor, values: Tensor, old_values: Ten
     terms = {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
              "approx_kl": approx_kl, "clip_frac": clip_frac}
     return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def normalized(advantages: Tensor) -> Tensor:
+    """Advantages with mean 0 and std 1 over all elements (a single element is only centred)."""
+    adv = advantages - advantages.mean()
+    return adv / (advantages.std() + 1e-8) if adv.numel() > 1 else adv
 
 
 class PPORunner(EnvRunner):
@@ -113,35 +118,39 @@ class PPORunner(EnvRunner):
         return buf, sorted(finished), (float(np.mean(sparsity)) if sparsity else float("nan"))
 
     # -- update ----------------------------------------------------------------------------------
-    def _minibatch_loss(self, buf, idx: Tensor, scale: float) -> Dict[str, float]:
-        """Replay envs ``idx`` over the rollout from their starting state; backward of ``scale`` x loss."""
+    def _minibatch_loss(self, buf, idx: Tensor, adv: Tensor, scale: float) -> Dict[str, float]:
+        """Replay envs ``idx`` over the rollout from their starting state; backward of ``scale`` x loss;
+        ``adv`` [T, len(idx)]: their advantages, normalised over the minibatch."""
         cfg = self.cfg
         T = cfg.rollout_len
         state = tuple(s[idx] for s in buf["state0"])
         obs = [buf["obs"][t, idx] for t in range(T)]
         new_logp, new_v, ents, _ = evaluate_actions(self.agent, obs, buf["actions"][:, idx], buf["dones"][:, idx],
                                                     state)
-        loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, buf["adv"][:, idx],
-                               buf["ret"][:, idx], cfg.clip_coef, cfg.value_coef, cfg.entropy_coef)
+        loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, adv,
+                               buf["ret"][:, idx], cfg.clip_coef, cfg.value_coef, cfg.entropy_coef, normalize=False)
         (loss * scale).backward()
         return terms
 
     def _minibatch_step(self, buf, idx: Tensor) -> Dict[str, float]:
         """One optimiser step on envs ``idx`` (split between the pool's threads with group_threads)."""
         self.opt.zero_grad(set_to_none=True)
+        adv = normalized(buf["adv"][:, idx])  # over the whole minibatch, before any split
         if self.cfg.group_threads and len(idx) > 1:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(2, thread_name_prefix="ppo-half", initializer=torch.set_num_threads,
                                                 initargs=(1,))
-            halves = [h for h in idx.tensor_split(2) if len(h)]
-            futures = [self._pool.submit(self._minibatch_loss, buf, h, len(h) / len(idx)) for h in halves]
+            cols = [c for c in torch.arange(len(idx)).tensor_split(2) if len(c)]
+            halves = [idx[c] for c in cols]
+            futures = [self._pool.submit(self._minibatch_loss, buf, h, adv[:, c], len(h) / len(idx))
+                       for h, c in zip(halves, cols)]
             parts = [f.result() for f in futures]
             w = [len(h) / len(idx) for h in halves]
             terms = {k: float(sum(wi * p[k] for wi, p in zip(w, parts))) for k in parts[0]}
         else:
-            terms = self._minibatch_loss(buf, idx, 1.0)
+            terms = self._minibatch_loss(buf, idx, adv, 1.0)
         return self._step(terms)  # clip, Adam step, device constraints (EnvRunner)
 
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:

@@ -171,3 +171,28 @@ def test_comparison_with_ppo_and_settings_saved_before_algo_existed(tmp_path):
         run_comparison(tmp_path / "old", dataclasses.replace(old, algo="ppo"), echo=lambda s: None)
     with pytest.raises(ConfigError, match="algo"):
         ComparisonConfig(algo="sac")
+
+
+def test_minibatch_split_between_threads_takes_the_same_step():
+    """With group threads a minibatch is split between two threads: the advantages are normalised over
+    the whole minibatch first, so the summed gradient (and the step) equals the unsplit one."""
+    import copy
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=6, algo="ppo", env_groups=2)
+    agent = PongAgent(TINY)
+    runner = PPORunner(agent, torch.optim.SGD(agent.parameters(), lr=1.0), cfg, env_seed=5)
+    try:
+        buf, _, _ = runner._rollout()
+        split = PPORunner.__new__(PPORunner)  # the same update code on a copy, without emulators
+        split.agent = copy.deepcopy(agent)
+        split.opt = torch.optim.SGD(split.agent.parameters(), lr=1.0)
+        split.cfg, split._pool = dataclasses.replace(cfg, group_threads=True), None
+        idx = torch.tensor([3, 0, 2])
+        t1, t2 = runner._minibatch_step(buf, idx), split._minibatch_step(buf, idx)
+        split._pool.shutdown()
+    finally:
+        runner.close()
+    assert t1["loss"] == pytest.approx(t2["loss"], rel=1e-5) and t1["grad_norm"] == pytest.approx(t2["grad_norm"], rel=1e-4)
+    for (name, p1), p2 in zip(agent.named_parameters(), split.agent.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-6, msg=name)
