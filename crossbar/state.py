@@ -551,14 +551,15 @@ class CrossbarState(nn.Module):
         """Weight the array reads: ``[T, O, X]`` or ``[B, T, O, X]`` with short-term state.
 
         ``scratch``: write W + F into a buffer the state keeps and reuses (valid until the next
-        ``effective_weight(scratch=True)``), for a read that consumes it at once without a graph: a
-        fresh [B, T, O, X] tensor per read costs its page faults (glibc maps every block above 32 MiB
-        anew), measured ~8x the add itself for 100 games of the paper's layer (BENCHMARKS.md)."""
+        ``effective_weight(scratch=True)``) when no graph is recorded (grad mode off), for a read that
+        consumes it at once: a fresh [B, T, O, X] tensor per read costs its page faults (glibc maps
+        every block above 32 MiB anew), measured ~8x the add itself for 100 games of the paper's
+        layer (BENCHMARKS.md)."""
         w = self.weights()
         if self.g_st is None:
             return w
         alpha = 1.0 / self.device_model.g_range_s
-        if not scratch or torch.is_grad_enabled() and (w.requires_grad or self.g_st.requires_grad):
+        if not scratch or torch.is_grad_enabled():  # a graph may keep the weight until its backward pass
             return torch.add(w, self.g_st, alpha=alpha)
         shape = torch.broadcast_shapes(w.shape, self.g_st.shape)
         buf = self.__dict__.get("_read_scratch")

@@ -348,7 +348,5 @@ def test_read_weight_buffer_is_reused_equal_and_not_pickled():
     arr.set_batch(2)
     with torch.no_grad():
         assert st.effective_weight(scratch=True).shape[0] == 2
-    g = st.g_st.clone().requires_grad_(True)
-    st.g_st = g
-    fresh = st.effective_weight(scratch=True)
-    assert fresh.requires_grad and fresh.data_ptr() != st.__dict__["_read_scratch"].data_ptr()
+    fresh = st.effective_weight(scratch=True)  # grad mode on: a graph may keep it, so never the buffer
+    assert fresh.data_ptr() != st.__dict__["_read_scratch"].data_ptr()
