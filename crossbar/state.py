@@ -209,8 +209,7 @@ class CrossbarState(nn.Module):
             v.invalidate()  # its tensors are new views: drop derived caches
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("_read_scratch", None)  # a read buffer (effective_weight(scratch=True)), not state
         return state
 

@@ -67,12 +67,6 @@ CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss",
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
 
-# the CLI's per-algorithm defaults (TrainConfig's own defaults are A2C's); PPO's are CleanRL's
-# ppo_atari_lstm.py settings (num_steps 128, learning_rate 2.5e-4, gae_lambda 0.95, max_grad_norm 0.5)
-ALGO_DEFAULTS = {"a2c": {"rollout_len": 20, "lr": 7e-4, "gae_lambda": 1.0, "max_grad_norm": 40.0},
-                 "ppo": {"rollout_len": 128, "lr": 2.5e-4, "gae_lambda": 0.95, "max_grad_norm": 0.5}}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """A2C hyper-parameters and bookkeeping (module docstring); steps are agent steps."""
@@ -140,7 +134,7 @@ class TrainConfig:
         check_sticky(self.sticky, "sticky")
         check_range("rollback_drop", self.rollback_drop, 0.0, 42.0)
         check_range("rollback_lr_factor", self.rollback_lr_factor, 0.0, 1.0, lo_open=True)
-        check_choice("algo", self.algo, ("a2c", "ppo"))
+        check_choice("algo", self.algo, tuple(ALGO_DEFAULTS))
         check_int("ppo_epochs", self.ppo_epochs, 1, 100)
         check_int("ppo_minibatches", self.ppo_minibatches, 1, self.num_envs if self.algo == "ppo" else None)
         check_range("clip_coef", self.clip_coef, 0.0, 1.0, lo_open=True)
@@ -165,6 +159,14 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**d)
+
+
+# the CLI's per-algorithm defaults of these TrainConfig fields: A2C's are TrainConfig's own; PPO's are
+# CleanRL's ppo_atari_lstm.py settings (num_steps 128, learning_rate 2.5e-4, gae_lambda 0.95, max_grad_norm 0.5;
+# docs/stpn.md §11)
+ALGO_DEFAULTS = {"a2c": {k: TrainConfig.__dataclass_fields__[k].default
+                         for k in ("rollout_len", "lr", "gae_lambda", "max_grad_norm")},
+                 "ppo": {"rollout_len": 128, "lr": 2.5e-4, "gae_lambda": 0.95, "max_grad_norm": 0.5}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -862,7 +864,7 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="device preset of the m-STPN: a registered name, or module:factory (imports that module: "
                         "it runs code, docs/reliability.md §7)")
     p.add_argument("--envs", type=int, default=d.num_envs, help="parallel Pong emulators")
-    p.add_argument("--algo", default=d.algo, choices=["a2c", "ppo"],
+    p.add_argument("--algo", default=d.algo, choices=list(ALGO_DEFAULTS),
                    help="a2c, or ppo (recurrent PPO, pong/ppo.py); the defaults of --rollout, --lr, --gae-lambda "
                         "and --grad-clip follow it (A2C: " + ", ".join(f"{k} {v}" for k, v in ALGO_DEFAULTS["a2c"].items())
                         + "; PPO, CleanRL's: " + ", ".join(f"{k} {v}" for k, v in ALGO_DEFAULTS["ppo"].items()) + ")")

@@ -15,6 +15,7 @@ from stoxbar.pong.a2c import TrainConfig, evaluate_actions, make_optimizer, trai
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import load_checkpoint
 from stoxbar.pong.ppo import PPORunner, ppo_loss
+from test_training import _real_pong_batch  # random-play frames of real Pong, as the A2C tests use
 
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 
@@ -66,40 +67,21 @@ def test_rollout_replay_reproduces_the_rollouts_log_probs():
         runner.close()
 
 
-def _real_frames(T=24, N=4, seed=11):
-    from stoxbar.pong.env import make_pong_env
-
-    env = make_pong_env(N, seed=seed)
-    rng = np.random.default_rng(seed)
-    obs = env.reset()
-    for _ in range(60):
-        obs, *_ = env.step(rng.integers(0, 6, N))
-    frames, actions, rewards, dones = [], [], [], []
-    for _ in range(T):
-        a = rng.integers(0, 6, N)
-        frames.append(torch.from_numpy(obs))
-        obs, r, d, _ = env.step(a)
-        actions.append(a), rewards.append(r), dones.append(d)
-    env.close()
-    return (torch.stack(frames), torch.tensor(np.array(actions)), torch.tensor(np.array(rewards)),
-            torch.tensor(np.array(dones)))
-
-
 def test_ppo_steps_raise_the_probability_of_advantaged_actions():
     """On a fixed batch of real frames, PPO steps raise the log-probability of actions with positive
     advantages and lower the others', and the clip bounds how far one update moves them (ratio <= ~1 + clip)."""
-    frames, actions, rewards, dones = _real_frames()
+    frames, actions, rewards, dones = _real_pong_batch(T=24)
     torch.manual_seed(0)
     agent = PongAgent(TINY)
     state0 = agent.initial_state(4)
     with torch.no_grad():
-        logp0, v0, _, _ = evaluate_actions(agent, list(frames), actions, dones, state0)
+        logp0, v0, _, _ = evaluate_actions(agent, frames, actions, dones, state0)
     adv = torch.ones_like(logp0)
     adv[:, 2:] = -1.0  # envs 0, 1: favoured actions; envs 2, 3: disfavoured (normalisation keeps the signs)
     opt = torch.optim.Adam(agent.param_groups(5e-3), lr=5e-3)
     kls = []
     for _ in range(30):
-        logp, v, ent, _ = evaluate_actions(agent, list(frames), actions, dones, state0)
+        logp, v, ent, _ = evaluate_actions(agent, frames, actions, dones, state0)
         loss, terms = ppo_loss(logp, logp0, v, v0, ent, adv, v0 + adv, 0.1, 0.5, 0.0)
         opt.zero_grad()
         loss.backward()
@@ -107,7 +89,7 @@ def test_ppo_steps_raise_the_probability_of_advantaged_actions():
         agent.apply_constraints()
         kls.append(terms["approx_kl"])
     with torch.no_grad():
-        logp1, _, _, _ = evaluate_actions(agent, list(frames), actions, dones, state0)
+        logp1, _, _, _ = evaluate_actions(agent, frames, actions, dones, state0)
     up, down = float((logp1 - logp0)[:, :2].mean()), float((logp1 - logp0)[:, 2:].mean())
     assert up > 0.01 and down < -0.01, (up, down)  # a sign error in the surrogate reverses both
     assert float((logp1 - logp0)[:, :2].exp().mean()) < 1.35  # the clip stops the push at about 1 + 0.1
