@@ -7,6 +7,8 @@
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
   boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios (roofline,
   latency and dedicated tiers, docs/paper-energy.md §2);
+* ``agent.backend = "float"``: the same games with the agent in float32 (score, steps, speed only;
+  no static, MVM-error, wire or energy columns: those describe a chip);
 * any other task (a study's ``task`` entry point): whatever metrics the task returns
   (:func:`measure_task`), units read from the name's suffix (``_j``, ``_s``, ``_m2``, ...).
 
@@ -127,16 +129,18 @@ def wire_metrics(agent, cfg: PointConfig) -> Dict[str, Any]:
 
 # -- Pong on the chip --------------------------------------------------------------------------------
 def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
-    """Play ``metrics.games`` games on this point's chip; score, speed and energy columns."""
+    """Play ``metrics.games`` games on this point's chip; score, speed and energy columns (score and speed
+    only for ``cfg.backend`` "float": the agent in float32, its games played together as on the chips)."""
     from stoxbar.pong.chips import default_chips, play_chips
     from stoxbar.pong.evaluate import build_analog_cell, energy_report
 
+    chip = cfg.backend == "chip"
     ledger = EnergyLedger()
-    build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")
+    if chip:
+        build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")
     chips = metrics.chips or default_chips(metrics.games)
-    res = play_chips(agent, metrics.games, chips, seed, metrics.greedy, metrics.max_steps, cfg.periphery, ledger,
-                     sticky=metrics.sticky)
-    energy = energy_report(res, agent.arch, analog=True)
+    res = play_chips(agent, metrics.games, chips, seed, metrics.greedy, metrics.max_steps,
+                     cfg.periphery if chip else None, ledger, sticky=metrics.sticky)
     steps, games = res.agent_steps, len(res.scores)
     stats = score_summary(res.scores)
     out: Dict[str, Any] = {
@@ -146,6 +150,9 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
         "agent_steps": steps, "steps_per_game": steps / games,
         "wall_s_per_step": res.wall_s / steps, "speed_vs_real_time": res.simulated_s / res.wall_s,
     }
+    if not chip:
+        return out
+    energy = energy_report(res, agent.arch, analog=True)
     mvm = ledger.totals(("layer", "component", "event"), layer="stp").get(("stp", "dac", "mvm"))
     if mvm is not None:
         out["latency_mvm_s_per_step"] = ledger.latency_s(layer="stp", event="mvm") / steps
@@ -202,13 +209,14 @@ def measure_task(task: str, task_args: Dict[str, Any], cfg: PointConfig, seed: i
 def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
     """Every metric of one trial (see module docstring); ``ckpt`` None = untrained agent."""
     t0 = time.perf_counter()
-    out = static_metrics(cfg)
+    chip = cfg.backend == "chip"  # "float": the games in float32, no chip metrics (studies.spec.BACKENDS)
+    out = static_metrics(cfg) if chip else {}
     if metrics.mvm_error_samples or metrics.games or metrics.wires:
         agent = build_agent(ckpt, cfg, seed)
         apply_ablation(agent, cfg.ablate, ckpt)
-        if metrics.mvm_error_samples:
+        if metrics.mvm_error_samples and chip:
             out.update(mvm_error(agent, cfg, metrics.mvm_error_samples, seed))
-        if metrics.wires:
+        if metrics.wires and chip:
             out.update(wire_metrics(agent, cfg))
         if metrics.games:
             out.update(pong_metrics(agent, cfg, metrics, seed))

@@ -317,7 +317,10 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
         ax.errorbar(x_plot, mean, yerr=err, marker="o", capsize=3, linestyle="none" if categorical else "-",
                     label=f"{series_key.split('.', 1)[-1]} = {s}" if series_key else None)
     if categorical:
-        ax.set_xticks(range(len(x_all)), [str(x) for x in x_all])
+        labels = [str(x) for x in x_all]
+        long = sum(len(t) for t in labels) > 40  # would overlap side by side at this width
+        ax.set_xticks(range(len(x_all)), labels, rotation=30 if long else 0, ha="right" if long else "center",
+                      fontsize=8 if long else None)
         ax.set_xlim(-0.5, len(x_all) - 0.5)
     elif _powers_of_two(x_all) and max(x_all) >= 4 * min(x_all):  # tile sizes, shares: evenly spaced
         ax.set_xscale("log", base=2)
@@ -337,7 +340,7 @@ def metric_figure(plt, rows, p: str, series_key, metric: str, title: str,
     no_offset(ax.yaxis)
     if series_key:
         ax.legend(fontsize=7)
-    ax.set_title(f"{title}: mean, bars = 95 % CI (over seeds, or over a trial's games)", fontsize=8)
+    ax.set_title(f"{title}:\nmean, bars = 95 % CI (over seeds, or over a trial's games)", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -56,7 +56,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from stoxbar.core import fsio
 from stoxbar.core.compat import versions
 from stoxbar.studies.records import CHECKSUM_KEY, load_records, read_study_meta, record_checksum, record_problem
-from stoxbar.studies.spec import Study, StudyError, Trial
+from stoxbar.studies.spec import Metrics, Study, StudyError, Trial
 from stoxbar.studies.table import write_table
 from stoxbar.studies.worker import RESULT_PREFIX
 
@@ -109,6 +109,8 @@ def _prepare(study: Study, out: Path) -> None:
     meta = out / "study.json"
     if meta.exists() or meta.is_symlink():
         saved = read_study_meta(out)["identity"]
+        if isinstance(saved.get("metrics"), dict):  # a field added to Metrics since: that study ran at its default
+            saved["metrics"] = {**json.loads(json.dumps(asdict(Metrics()))), **saved["metrics"]}
         mine = json.loads(json.dumps(study.identity()))
         diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
         if diff:

@@ -4,7 +4,9 @@ A study is a small TOML file; every parameter is named by its dotted path into t
 that drives both behaviour and cost (``device.*`` = :class:`~stoxbar.devices.STODevice`,
 ``periphery.*`` = :class:`~stoxbar.peripherals.PeripheryConfig` and its blocks, ``agent.*`` =
 :class:`~stoxbar.pong.ArchConfig` for untrained agents; ``agent.ablate`` = an ablation of the
-trained agent's plasticity, :mod:`stoxbar.pong.ablate`, e.g. the built-in ``plasticity_ablation``)::
+trained agent's plasticity, :mod:`stoxbar.pong.ablate`, e.g. the built-in ``plasticity_ablation``;
+``agent.backend`` = ``"chip"`` (default: the games on the simulated chips) or ``"float"`` (the same
+agent in float32, as ``stoxbar play --digital``: score columns only, no chip metrics))::
 
     name = "converter_resolution"
     description = "ADC bits x DAC bits vs Pong score and array energy per game"
@@ -99,8 +101,11 @@ import numpy as np
 from stoxbar.core.validation import ConfigError
 
 ROOTS = ("device", "periphery", "agent")
-AGENT_KEYS = ("arch", "hidden", "bottleneck", "ablate")  # architecture knobs of an untrained (random) agent;
-# agent.ablate names an ablation of the trained agent (stoxbar.pong.ablate), applied before play
+AGENT_KEYS = ("arch", "hidden", "bottleneck", "ablate", "backend")  # architecture knobs of an untrained (random)
+# agent; agent.ablate names an ablation of the trained agent (stoxbar.pong.ablate), applied before play;
+# agent.backend where the agent plays (BACKENDS)
+AGENT_PLAY_KEYS = ("agent.ablate", "agent.backend")  # allowed with a trained checkpoint too
+BACKENDS = ("chip", "float")
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 MAX_TRIALS = 10_000  # a larger study needs an explicit max_trials (a typo in a grid can ask for 10^6)
@@ -132,6 +137,7 @@ class PointConfig:
     periphery: Any
     arch: Any
     ablate: str = "none"  # ablation of the trained agent (``agent.ablate``; stoxbar.pong.ablate)
+    backend: str = "chip"  # where the games run (``agent.backend``, BACKENDS): the chips or float32
 
     def rpu_config(self, **kwargs: Any) -> Any:
         """An ``STORPUConfig`` of this point's device and periphery (``kwargs``: further fields)."""
@@ -284,7 +290,7 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
            "agent": checkpoint_arch}
     if checkpoint_arch is None and any(k.startswith("agent.") for k in {**base, **params}):
         raise StudyError("agent.* parameters belong to the Pong task")
-    ablate = "none"
+    ablate, backend = "none", "chip"
     for path, value in {**base, **params}.items():
         parts = check_path(path)
         if path == "agent.ablate":
@@ -292,8 +298,13 @@ def build_point(checkpoint_arch: Any, device_preset: str, base: Dict[str, Any], 
 
             ablate = check_ablation(value, path)
             continue
+        if path == "agent.backend":
+            if value not in BACKENDS:
+                raise StudyError(f"{path} = {value!r}: unknown backend; allowed: {', '.join(BACKENDS)}")
+            backend = value
+            continue
         cfg[parts[0]] = set_path(cfg[parts[0]], path, parts[1:], value)
-    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"], ablate)
+    return PointConfig(cfg["device"], cfg["periphery"], cfg["agent"], ablate, backend)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -575,7 +586,7 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
         where_p = f"{where}: point {params}"
         if task and any(k.startswith("agent.") for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters belong to the Pong task, not to task = {doc['task']!r}")
-        if not task and ckpt != "random" and any(k.startswith("agent.") and k != "agent.ablate"
+        if not task and ckpt != "random" and any(k.startswith("agent.") and k not in AGENT_PLAY_KEYS
                                                  for k in {**base, **params}):
             raise StudyError(f"{where_p}: agent.* parameters need checkpoint = 'random' (a trained checkpoint "
                              "fixes its architecture)")

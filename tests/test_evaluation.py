@@ -123,7 +123,8 @@ def test_study_ablation_path_and_sticky_are_validated(tmp_path):
 
     study = load_study("plasticity_ablation")
     assert study.metrics.sticky == 0.25
-    assert sorted(p["agent.ablate"] for _, p in study.points) == sorted(ABLATIONS)
+    assert sorted(p["agent.ablate"] for _, p in study.points) == sorted(ABLATIONS * 2)
+    assert [p.get("agent.backend", "chip") for _, p in study.points] == ["chip"] * 7 + ["float"] * 7
     body = ('name = "a"\nseeds = [0]\n[base]\ncheckpoint = "shipped"\n[[grid]]\n"agent.ablate" = [{v}]\n'
             '[metrics]\ngames = 1\nmvm_error_samples = 0\nsticky = {s}\n')
     path = tmp_path / "a.toml"
@@ -132,4 +133,7 @@ def test_study_ablation_path_and_sticky_are_validated(tmp_path):
         load_study(str(path))
     path.write_text(body.format(v='"gamma0"', s=1.0))
     with pytest.raises(StudyError, match=r"sticky = 1.0: allowed range is \[0, 1\)"):
+        load_study(str(path))
+    path.write_text(body.format(v='"gamma0"', s=0.25) .replace('[metrics]', '"agent.backend" = ["analog"]\n[metrics]'))
+    with pytest.raises(StudyError, match="agent.backend = 'analog': unknown backend; allowed: chip, float"):
         load_study(str(path))

@@ -41,7 +41,7 @@ def test_built_extension_loads():
                 "io_mvm"} <= set(dir(native.extension()))
 
 
-def _step_inputs(dtype, rows=(7, 6), o=5, b=3, seed=0):
+def _step_inputs(dtype, rows=(7, 6), o=5, b=3, seed=0, levels=None):
     dev = presets.sto_2024()
     g = torch.Generator().manual_seed(seed)
     t, x = len(rows), max(rows)
@@ -52,14 +52,18 @@ def _step_inputs(dtype, rows=(7, 6), o=5, b=3, seed=0):
     sign = torch.randint(0, 2, (b, t, o, x), generator=g).to(dtype) * 2 - 1
     f0 = sign * (0.9 + 0.1 * torch.rand(b, t, o, x, generator=g, dtype=dtype)) * dev.st_g_max_s * mask  # near the window
     dg, _, thr = dynamics.short_term_tables(dev, f0)
+    if levels is not None:  # another pulse table over the same range: ``levels`` levels
+        thr = torch.linspace(float(thr[0]), float(thr[-1]), levels, dtype=dtype)
+        dg = torch.cat([dg[:1], torch.linspace(float(dg[1]), float(dg[-1]), levels, dtype=dtype)])
     return dev, torch.tensor(rows), lam, per_st, gam, f0, dg, thr, g
 
 
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hold_bias", [False, True])
-def test_short_term_step_native_equals_torch_path(dtype, hold_bias, torch_path):
-    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(dtype)
+@pytest.mark.parametrize("levels", [None, 1, 11])  # the device's 4, one, eleven
+def test_short_term_step_native_equals_torch_path(dtype, hold_bias, levels, torch_path):
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(dtype, levels=levels)
     states = [f0.clone(), f0.clone()]
     for _ in range(5):
         post = torch.rand(3, 5, generator=g, dtype=dtype) * 2 - 1

@@ -159,7 +159,19 @@ def test_local_run_table_resume_and_report(tmp_path):
     assert run_study(study, workers=1, progress=False) == {"trials": 4, "skipped": 3, "ok": 1, "failed": 0}
     assert {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.json") if p.name != lost} == {
         k: v for k, v in stamps.items() if k != lost}
-    assert len((out / "invocations.jsonl").read_text().splitlines()) == 3
+    assert len((out / "invocations.jsonl").read_text().splitlines()) == 3  # before the metrics checks below
+    # a study saved before a Metrics field existed resumes (it ran at that field's default) ...
+    meta = json.loads((out / "study.json").read_text())
+    del meta["identity"]["metrics"]["wires"]
+    (out / "study.json").write_text(json.dumps(meta))
+    assert run_study(study, workers=1, progress=False)["skipped"] == 4
+    # ... one that ran at another value does not
+    games, meta["identity"]["metrics"]["games"] = meta["identity"]["metrics"]["games"], 7
+    (out / "study.json").write_text(json.dumps(meta))
+    with pytest.raises(StudyError, match=r"holds another study \(differs in \['metrics'\]\)"):
+        run_study(study, progress=False)
+    meta["identity"]["metrics"]["games"] = games
+    (out / "study.json").write_text(json.dumps(meta))
     # another study cannot resume into this directory
     other = dataclasses.replace(study, base={"periphery.adc.share": 8})
     with pytest.raises(StudyError, match="holds another study"):
