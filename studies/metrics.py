@@ -128,9 +128,13 @@ def wire_metrics(agent, cfg: PointConfig) -> Dict[str, Any]:
 
 
 # -- Pong on the chip --------------------------------------------------------------------------------
-def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
+def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
+                 games_out: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Play ``metrics.games`` games on this point's chip; score, speed and energy columns (score and speed
-    only for ``cfg.backend`` "float": the agent in float32, its games played together as on the chips)."""
+    only for ``cfg.backend`` "float": the agent in float32, its games played together as on the chips).
+    ``games_out`` (a list) receives one record per game: its env seed, chip, score, agent steps and whether
+    ``max_steps`` cut it short (game ``i`` has env seed ``seed + i`` at every point of a study seed, so two
+    points' games pair up)."""
     from stoxbar.pong.chips import default_chips, play_chips
     from stoxbar.pong.evaluate import build_analog_cell, energy_report
 
@@ -142,6 +146,9 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[s
     res = play_chips(agent, metrics.games, chips, seed, metrics.greedy, metrics.max_steps,
                      cfg.periphery if chip else None, ledger, sticky=metrics.sticky)
     steps, games = res.agent_steps, len(res.scores)
+    if games_out is not None:
+        games_out.extend({"env_seed": seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
+                         for i, (c, s, n, t) in enumerate(zip(res.chip, res.scores, res.steps, res.truncated)))
     stats = score_summary(res.scores)
     out: Dict[str, Any] = {
         "score_mean": stats["mean"], "score_std": stats["std"], "score_ci95_lower": stats["ci95"]["lower"],
@@ -206,8 +213,10 @@ def measure_task(task: str, task_args: Dict[str, Any], cfg: PointConfig, seed: i
     return metrics
 
 
-def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, seed: int) -> Dict[str, Any]:
-    """Every metric of one trial (see module docstring); ``ckpt`` None = untrained agent."""
+def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, seed: int,
+            games_out: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """Every metric of one trial (see module docstring); ``ckpt`` None = untrained agent; ``games_out``: see
+    :func:`pong_metrics`."""
     t0 = time.perf_counter()
     chip = cfg.backend == "chip"  # "float": the games in float32, no chip metrics (studies.spec.BACKENDS)
     out = static_metrics(cfg) if chip else {}
@@ -219,6 +228,6 @@ def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, 
         if metrics.wires and chip:
             out.update(wire_metrics(agent, cfg))
         if metrics.games:
-            out.update(pong_metrics(agent, cfg, metrics, seed))
+            out.update(pong_metrics(agent, cfg, metrics, seed, games_out))
     out["trial_wall_s"] = time.perf_counter() - t0
     return out

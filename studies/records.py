@@ -23,7 +23,9 @@ from stoxbar.studies.spec import StudyError
 
 CHECKSUM_KEY = "sha256"
 RECORD_KEYS = frozenset({"trial_id", "point_id", "group", "params", "seed", "study", "host", "pid", "started",
-                         "versions", "status", "metrics", "error", "traceback", CHECKSUM_KEY})
+                         "versions", "status", "metrics", "per_game", "error", "traceback", CHECKSUM_KEY})
+# "per_game": a Pong trial's per-game records (game seed, chip, score, agent steps, cut short), for paired
+# comparisons between points that play the same game seeds (studies.metrics.pong_metrics)
 
 
 def record_checksum(record: Dict[str, Any]) -> str:
@@ -71,6 +73,9 @@ def record_problem(rec: Any, stem: Optional[str] = None) -> Optional[str]:
                 return f"energy {k} = {v!r} is negative"
         if rec.get("error"):
             return "status ok but an error is recorded"
+        games = rec.get("per_game", [])
+        if not isinstance(games, list) or not all(isinstance(g, dict) for g in games):
+            return "per_game is not a list of per-game tables"
     elif status == "failed":
         if not isinstance(rec.get("error"), str) or not rec["error"]:
             return "status failed but no error message"

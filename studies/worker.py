@@ -54,7 +54,10 @@ def run_trial(job: Dict[str, Any]) -> Dict[str, Any]:
         ckpt = None if job["checkpoint"] == "random" else load_checkpoint(job["checkpoint"])
         arch = ArchConfig() if ckpt is None else ArchConfig.from_dict(dict(ckpt["arch"]))
         cfg = build_point(arch, job["device_preset"], job["base"], trial["params"])
-        record["metrics"] = _finite(measure(ckpt, cfg, Metrics(**job["metrics"]), trial["seed"]))
+        games: list = []
+        record["metrics"] = _finite(measure(ckpt, cfg, Metrics(**job["metrics"]), trial["seed"], games))
+        if games:
+            record["per_game"] = games
         record["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, the study goes on
         record["status"] = "failed"

@@ -190,6 +190,10 @@ def test_a_tiny_study_plays_its_games_over_chips_with_statistics(tmp_path):
     for r in rows:
         assert r["chips"] == 2 and r["games"] == 4 and r["truncated_games"] == 4
         assert r["score_ci95_lower"] <= r["score_mean"] <= r["score_ci95_upper"] and r["score_min"] <= r["score_mean"]
+        rec = json.loads((study.output / "trials" / f"{r['trial_id']}.json").read_text())  # per-game records
+        assert [g["env_seed"] for g in rec["per_game"]] == [0, 1, 2, 3] and [g["chip"] for g in rec["per_game"]] == [0, 0, 1, 1]
+        assert sum(g["score"] for g in rec["per_game"]) / 4 == pytest.approx(r["score_mean"])
+        assert all(g["steps"] == 25 and g["truncated"] for g in rec["per_game"])
         if r["agent.backend"] == "float":  # the float agent's games: no chip, so no chip columns
             assert r["energy_array_j_per_game"] in ("", None) and r["tiles"] in ("", None) and r["agent_steps"] == 100
         else:

@@ -326,6 +326,17 @@ def test_a_worker_record_with_a_negative_energy_is_a_failed_trial_not_a_row(tmp_
     assert "InvalidRecord: energy energy_per_image_j = -1e-09 is negative" in rows[4]["error"]
 
 
+def test_per_game_records_must_be_a_list_of_tables(tmp_path, finished_study_dir):
+    from stoxbar.studies.records import record_problem
+
+    _, paths = _finished_study(tmp_path, finished_study_dir)
+    r = {k: v for k, v in json.loads(paths[0].read_text()).items() if k != "sha256"}
+    assert record_problem({**r, "per_game": [{"env_seed": 0, "score": -21.0}]}) is None
+    for bad in ("-21", [1, 2]):
+        rec = {**r, "per_game": bad}
+        assert record_problem({**rec, "sha256": record_checksum(rec)}) == "per_game is not a list of per-game tables"
+
+
 def test_a_nan_in_a_record_is_refused(tmp_path, finished_study_dir):
     study, paths = _finished_study(tmp_path, finished_study_dir)
     paths[0].write_text(paths[0].read_text().replace('"tiles": ', '"tiles": NaN, "x": '))
