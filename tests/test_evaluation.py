@@ -134,6 +134,6 @@ def test_study_ablation_path_and_sticky_are_validated(tmp_path):
     path.write_text(body.format(v='"gamma0"', s=1.0))
     with pytest.raises(StudyError, match=r"sticky = 1.0: allowed range is \[0, 1\)"):
         load_study(str(path))
-    path.write_text(body.format(v='"gamma0"', s=0.25) .replace('[metrics]', '"agent.backend" = ["analog"]\n[metrics]'))
+    path.write_text(body.format(v='"gamma0"', s=0.25).replace('[metrics]', '"agent.backend" = ["analog"]\n[metrics]'))
     with pytest.raises(StudyError, match="agent.backend = 'analog': unknown backend; allowed: chip, float"):
         load_study(str(path))
