@@ -581,16 +581,11 @@ class A2CRunner(EnvRunner):
 
     def _update_threaded(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         G, n = self.cfg.env_groups, self.cfg.num_envs // self.cfg.env_groups
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            # one intra-op thread per group thread (OpenMP's thread count is per calling thread)
-            self._pool = ThreadPoolExecutor(G, thread_name_prefix="a2c-group", initializer=torch.set_num_threads,
-                                            initargs=(1,))
+        pool = self._threads(G, "a2c-group")
         seeds = torch.randint(0, 2**62, (G,)).tolist()
         states = [tuple(s[g * n:(g + 1) * n] for s in detach_state(self.state)) for g in range(G)]
         self.opt.zero_grad(set_to_none=True)
-        futures = [self._pool.submit(self._group_update, g, states[g], seeds[g]) for g in range(G)]
+        futures = [pool.submit(self._group_update, g, states[g], seeds[g]) for g in range(G)]
         results = [f.result() for f in futures]
         self.state = tuple(torch.cat(parts) for parts in zip(*(r[2] for r in results)))
         terms = {k: float(np.mean([r[0][k] for r in results])) for k in results[0][0]}

@@ -137,14 +137,10 @@ class PPORunner(EnvRunner):
         self.opt.zero_grad(set_to_none=True)
         adv = normalized(buf["adv"][:, idx])  # over the whole minibatch, before any split
         if self.cfg.group_threads and len(idx) > 1:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(2, thread_name_prefix="ppo-half", initializer=torch.set_num_threads,
-                                                initargs=(1,))
+            pool = self._threads(2, "ppo-half")
             cols = [c for c in torch.arange(len(idx)).tensor_split(2) if len(c)]
             halves = [idx[c] for c in cols]
-            futures = [self._pool.submit(self._minibatch_loss, buf, h, adv[:, c], len(h) / len(idx))
+            futures = [pool.submit(self._minibatch_loss, buf, h, adv[:, c], len(h) / len(idx))
                        for h, c in zip(halves, cols)]
             parts = [f.result() for f in futures]
             w = [len(h) / len(idx) for h in halves]

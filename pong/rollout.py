@@ -92,6 +92,16 @@ class EnvRunner:
             self.ep_ret[i], self.ep_len[i] = 0.0, 0
         return self.agent.reset_state(state, done) if done.any() else state
 
+    def _threads(self, n: int, name: str):
+        """The runner's pool of ``n`` worker threads (made at first use, shut down by :meth:`close`), each
+        with one intra-op thread (OpenMP's thread count is per calling thread)."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix=name, initializer=torch.set_num_threads,
+                                            initargs=(1,))
+        return self._pool
+
     def _step(self, terms: Dict[str, float]) -> Dict[str, float]:
         """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints."""
         gn = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm)
