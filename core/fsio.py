@@ -15,6 +15,9 @@
 * :func:`open_append` (append-only logs and CSVs) and :class:`DirLock` never follow a symbolic link
   (``O_NOFOLLOW``) and refuse anything but a plain file of one link; :func:`check_not_link` refuses
   a linked output directory. A lock file is only ever truncated when it is a stoxbar lock file.
+* :func:`sigint_handler` (the ``stoxbar`` command's Ctrl-C handler): records the interrupt and raises
+  KeyboardInterrupt. A library that swallows it (a bare ``except`` in an import) cannot make a
+  result appear after it: an atomic write refuses to commit once an interrupt is recorded.
 * :func:`read_csv` / :func:`read_json` / :func:`read_jsonl`: readers of damaged files raise one
   :class:`~stoxbar.core.validation.ConfigError` naming the file; :func:`lock_holder` tells whether a live
   process holds a directory's lock, without taking it.
@@ -45,6 +48,25 @@ from stoxbar.core.validation import ConfigError
 PathLike = Union[str, os.PathLike]
 TMP_PREFIX = ".tmp-"
 LOCK_NAME = ".stoxbar.lock"
+
+
+_INTERRUPTS: list = []  # signals recorded by sigint_handler since clear_interrupts()
+
+
+def sigint_handler(signum: int, frame: Any) -> None:
+    """SIGINT handler: record the interrupt, then raise KeyboardInterrupt (Python's default)."""
+    _INTERRUPTS.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """True once :func:`sigint_handler` ran (since :func:`clear_interrupts`)."""
+    return bool(_INTERRUPTS)
+
+
+def clear_interrupts() -> None:
+    """Forget recorded interrupts (at the start and end of a command)."""
+    _INTERRUPTS.clear()
 
 
 class LockedError(ConfigError):
@@ -98,6 +120,8 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     try:
+        if _INTERRUPTS:  # Ctrl-C came and something swallowed it: no result appears after it
+            raise KeyboardInterrupt
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions

@@ -12,16 +12,20 @@ stoxbar.crossbar.* (it re-exports the layer's API).
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from torch import nn
 
-from stoxbar.crossbar.array import STOTileArray
-from stoxbar.crossbar.config import STORPUConfig
-from stoxbar.crossbar.costs import Cost, area, book, cost
-from stoxbar.crossbar.events import Events
-from stoxbar.crossbar.ledger import EnergyLedger, write_json_atomic
-from stoxbar.crossbar.recorder import EventSink, flush_events
-from stoxbar.crossbar.state import CrossbarState
-from stoxbar.crossbar.tile import STOSimulatorTile, STOTile
+# The layer's API, imported on first use (PEP 562): a client of the digital path (``crossbar.fused``,
+# ``crossbar.ledger``, a network in float) runs without aihwkit, e.g. on a GPU machine that has
+# torch but not aihwkit's compiled core (benchmarks/gpu_measure.py).
+_LAZY = {
+    "STOTileArray": "array", "STORPUConfig": "config", "Cost": "costs", "area": "costs", "book": "costs",
+    "cost": "costs", "Events": "events", "EnergyLedger": "ledger", "write_json_atomic": "ledger",
+    "EventSink": "recorder", "flush_events": "recorder", "CrossbarState": "state", "STOSimulatorTile": "tile",
+    "STOTile": "tile",
+}
 
 __all__ = [
     "STORPUConfig", "STOTile", "STOSimulatorTile", "STOTileArray", "CrossbarState", "Events", "Cost", "cost",
@@ -30,8 +34,23 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def sto_modules(model: nn.Module):
     """Yield (layer name, module) for every STO tile array or stand-alone STO tile in ``model``."""
+    from stoxbar.crossbar.array import STOTileArray
+    from stoxbar.crossbar.tile import STOTile
+
     arrays = [m for m in model.modules() if isinstance(m, STOTileArray)]
     inside = {id(t) for a in arrays for t in a.modules() if isinstance(t, STOTile)}
     for name, module in model.named_modules():

@@ -180,8 +180,20 @@ def short_term_tables(device: MemristiveDevice, like: Tensor) -> Tuple[Tensor, T
 def level_counts(level_idx: Tensor, n_levels: int) -> Tensor:
     """Pulses per level (both signs) of each batch element, ``[B, L]``, from signed level indices ``[B, ...]``."""
     k = level_idx.abs().reshape(level_idx.shape[0], -1).long()
+    if k.is_cuda:
+        return _level_counts_bincount(k, n_levels)
     counts = torch.zeros(k.shape[0], n_levels + 1, dtype=torch.int64, device=k.device)
     return counts.scatter_add_(1, k, torch.ones_like(k))[:, 1:]
+
+
+def _level_counts_bincount(k: Tensor, n_levels: int) -> Tensor:
+    """:func:`level_counts` of level magnitudes ``k [B, N]`` (int64) as one bincount: on a GPU a
+    scatter-add onto L + 1 bins serialises on its atomics (measured on an H200: 123 us of a 250 us
+    agent step at batch 1, docs/paper-energy.md §2.3), a bincount keeps per-block histograms. On
+    a CPU the scatter-add stays: 1.2-4.3x faster than a bincount at 10-64 chips."""
+    b = k.shape[0]
+    offset = torch.arange(b, device=k.device).unsqueeze(1) * (n_levels + 1)
+    return torch.bincount((k + offset).reshape(-1), minlength=b * (n_levels + 1)).view(b, n_levels + 1)[:, 1:]
 
 
 def apply_short_term(g_st: Tensor, level_idx: Tensor, device: MemristiveDevice, validate: bool = True,

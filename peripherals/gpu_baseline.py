@@ -448,7 +448,7 @@ def step_tiers(kernels: Sequence[KernelOp], dtype: str = "fp32", spec: GPUSpec |
 # Measurement file schema (benchmarks/gpu_measure.py writes it, GPUSpec.from_measured reads it)
 # ---------------------------------------------------------------------------------------------
 MEASUREMENT_SCHEMA = "stoxbar.gpu_measure/1"
-WORKLOADS = ("paper_four_ops", "mstpn_step")
+WORKLOADS = ("paper_four_ops", "mstpn_step", "agent_step")
 MODES = ("eager", "cuda_graph")
 _RESULT_KEYS = {"workload": str, "units": int, "presyn": int, "dtype": str, "mode": str, "kernels_per_step": int,
                 "runs": int, "time_s_per_step": float, "energy_j_per_step": float}
@@ -460,7 +460,8 @@ def validate_measurement(data: Any) -> Dict[str, Any]:
     Top level: ``schema`` (= MEASUREMENT_SCHEMA), ``gpu`` {``name``: str, ...}, ``idle_power_w``
     (float or null), ``results``: a non-empty list of {``workload`` in WORKLOADS, ``units``,
     ``presyn``, ``dtype`` in fp16/fp32, ``mode`` in eager/cuda_graph, ``kernels_per_step`` >= 1,
-    ``runs`` >= 1, ``time_s_per_step`` > 0, ``energy_j_per_step`` >= 0 (medians over ``runs``)}.
+    ``runs`` >= 1, ``time_s_per_step`` > 0, ``energy_j_per_step`` >= 0 (medians over ``runs``),
+    optionally ``batch`` >= 1 (games side by side, ``agent_step``; 1 if absent)}.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"measurement = {type(data).__name__}: must be a JSON object")
@@ -488,6 +489,8 @@ def validate_measurement(data: Any) -> Dict[str, Any]:
         check_choice(f"measurement results[{k}].mode", r["mode"], MODES)
         for key in ("units", "presyn", "kernels_per_step", "runs"):
             check_int(f"measurement results[{k}].{key}", r[key], 1, None)
+        if "batch" in r:
+            check_int(f"measurement results[{k}].batch", r["batch"], 1, None)
         check_range(f"measurement results[{k}].time_s_per_step", r["time_s_per_step"], 0.0, 3600.0, lo_open=True,
                     unit="s")
         check_range(f"measurement results[{k}].energy_j_per_step", r["energy_j_per_step"], 0.0, 1e6, unit="J")

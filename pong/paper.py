@@ -9,13 +9,14 @@
 * :func:`waterfall` - from the paper's assumptions to stoxbar's ``system`` figure of a real game,
   one assumption changed at a time (docs/paper-energy.md §3), and :func:`waterfall_figure`.
 
-May import: stoxbar.core.validation, stoxbar.devices, stoxbar.peripherals, stoxbar.stpn,
+May import: stoxbar.core.validation, stoxbar.core.fsio (a measurement file), stoxbar.devices, stoxbar.peripherals, stoxbar.stpn,
 stoxbar.analysis, stoxbar.pong.{accounting,agent,env,evaluate}, torch, numpy, matplotlib (figures only).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -39,6 +40,9 @@ PAPER_HEADLINE_RATIOS = {"optimal_fp16": 96.0, "standard_fp16": 970.0}  # docs/p
 PAPER_RATIO_BY_SIZE = {"optimal": 96.0, "standard": 970.0}
 HOLD_GRID_S = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, STEP_PERIOD_S, 0.3, 1.0)  # the ratio-vs-hold table
 OPS = ("four", "mstpn_step")
+# The GPU measurement shipped with stoxbar (benchmarks/gpu_measure.py on an NVIDIA H200, 2026-12-04,
+# docs/paper-energy.md §2.3): `stoxbar play` puts its measured agent step beside the modelled tiers.
+DEFAULT_GPU_MEASUREMENT = str(Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "h200-2026-12-04.json")
 
 
 @dataclass(frozen=True)
@@ -174,9 +178,11 @@ def agent_kernels(arch_items: Tuple[Tuple[str, Any], ...]) -> Tuple[KernelOp, ..
 
 def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = None,
               step_period_s: float = STEP_PERIOD_S, cuda_graph: bool = False,
-              accel: Optional[DigitalAccelSpec] = None) -> Dict[str, Dict[str, Any]]:
+              accel: Optional[DigitalAccelSpec] = None, measured: Any = None) -> Dict[str, Dict[str, Any]]:
     """GPU energy of ``steps`` agent steps of ``arch`` (an ``ArchConfig``) in every tier, batch 1, and
     the digital-accelerator baseline beside them (``digital``: ``pong.accounting.digital_tier``).
+    With ``measured`` (a ``benchmarks/gpu_measure.py`` file or dict) the measured agent step joins them
+    (:func:`measured_agent_tiers`: ``measured_b1``, ``measured_b<N>``).
 
     ``roofline``: today's first-principles model (``pong.accounting.gpu_baseline``: every operand
     once per step, no launch cost), the lower bound. ``latency`` / ``dedicated``: the kernels of
@@ -206,8 +212,51 @@ def gpu_tiers(arch, steps: int, dtype: str = "fp32", spec: Optional[GPUSpec] = N
                     "s_per_step": whole.latency_s, "by_component": lat_parts, **common},
         "dedicated": {"total_j": whole.dedicated_j * steps, "j_per_step": whole.dedicated_j,
                       "step_period_s": step_period_s, "by_component": ded_parts, **common},
+        **(measured_agent_tiers(measured, arch, steps) if measured is not None else {}),
         "digital": digital_tier(arch, steps, accel, step_period_s),
     }
+
+
+def measured_agent_tiers(measurement: Any, arch, steps: int) -> Dict[str, Dict[str, Any]]:
+    """Measured GPU tiers of ``steps`` agent steps of ``arch`` from a ``benchmarks/gpu_measure.py`` file.
+
+    ``measurement``: its path or its (validated) dict. Its ``agent_step`` rows of the same layer
+    (``units`` = hidden, ``presyn`` = n_in + hidden, fp32) give ``measured_b1`` (one game at a time)
+    and ``measured_b<N>`` (the largest batch measured: N games side by side, energy shared), each in
+    the cheaper of its modes (a CUDA graph, where it was measured). Board energy: the GPU's whole
+    draw while it steps back to back, split into ``idle_floor`` (the idle power with a context held,
+    measured in the same file, over the step time) and ``above_idle``; no idle time between steps is
+    added (the ``dedicated`` tier's real-time hold). ``{}`` if the file has no row for this layer.
+    """
+    from stoxbar.core.fsio import read_json
+    from stoxbar.peripherals.gpu_baseline import validate_measurement
+
+    check_int("steps", steps, 0, None)
+    src = "<dict>" if isinstance(measurement, dict) else str(measurement)
+    root = Path(__file__).resolve().parent.parent
+    if not isinstance(measurement, dict) and Path(src).resolve().is_relative_to(root):
+        src = Path(src).resolve().relative_to(root).as_posix()  # the shipped file: the same name on every machine
+    data = validate_measurement(measurement if isinstance(measurement, dict) else read_json(measurement))
+    rows = [r for r in data["results"] if r["workload"] == "agent_step" and r["dtype"] == "fp32"
+            and r["units"] == arch.hidden and r["presyn"] == arch.n_in + arch.hidden]
+    if not rows:
+        return {}
+    idle_w = float(data["idle_power_w"] or 0.0)
+    out: Dict[str, Dict[str, Any]] = {}
+    for batch in sorted({1, max(r.get("batch", 1) for r in rows)}):
+        cands = [r for r in rows if r.get("batch", 1) == batch]
+        if not cands:
+            continue
+        r = min(cands, key=lambda r: r["energy_j_per_step"])
+        t_game_step = r["time_s_per_step"] / batch  # GPU time per game-step
+        j = r["energy_j_per_step"] / batch
+        floor = min(j, idle_w * t_game_step)
+        out[f"measured_b{batch}"] = {
+            "total_j": j * steps, "j_per_step": j, "s_per_step": t_game_step, "batch": batch, "mode": r["mode"],
+            "gpu": data["gpu"]["name"], "dtype": "fp32", "kernels_per_step": r["kernels_per_step"],
+            "idle_power_w": idle_w, "power_w": r["energy_j_per_step"] / r["time_s_per_step"], "measured_from": src,
+            "by_component": {"idle_floor": floor * steps, "above_idle": (j - floor) * steps}}
+    return out
 
 
 def _no_syncs(spec: GPUSpec) -> GPUSpec:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import List, Optional
@@ -374,22 +376,51 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     cmd = next((a for a in argv if not a.startswith("-")), None)
     prog = f"stoxbar {cmd}" if cmd else "stoxbar"
+    from stoxbar.core import fsio
+
+    # Ctrl-C is recorded as well as raised: a library that swallows the KeyboardInterrupt (a bare
+    # except in an import) or is left half-imported by it and fails afterwards still ends the
+    # command as interrupted, and no result file appears after it (fsio.atomic_write_bytes)
+    fsio.clear_interrupts()
+    old_handler = _install_sigint(fsio.sigint_handler)
     try:
         if argv and argv[0] == "train":
-            return _train(argv[1:])
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+            rc = _train(argv[1:])
+        else:
+            args = build_parser().parse_args(argv)
+            rc = args.func(args)
+        if fsio.interrupted():
+            raise KeyboardInterrupt
+        return rc
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _user_errors() as exc:
+    except Exception as exc:  # noqa: BLE001 - sorted below: interrupted, a user's mistake, or a bug (raised)
+        if fsio.interrupted():
+            if debug:
+                traceback.print_exc()
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if not isinstance(exc, _user_errors()):
+            raise
         if debug:
             traceback.print_exc()
         text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         print(f"{prog}: error: {text}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        _install_sigint(old_handler)
+        fsio.clear_interrupts()
+
+
+def _install_sigint(handler):
+    """Install ``handler`` for SIGINT and return the previous one (None, and nothing done, off the main
+    thread or for None)."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, handler)
 
 
 if __name__ == "__main__":

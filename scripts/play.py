@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: 1 for games one after another, whose per-step tensors are small; "
                         "with --chips, one per core: 1.46x faster batched play on 2 cores, BENCHMARKS.md)")
+    p.add_argument("--gpu-measured", dest="gpu_measured", default=None, metavar="FILE",
+                   help="a benchmarks/gpu_measure.py file whose measured agent step is put beside the modelled GPU "
+                        "tiers (default: the shipped NVIDIA H200 measurement, benchmarks/gpu/; 'none': leave it out)")
     p.add_argument("--json", default=None, help="write the report here (never overwrites)")
 
 
@@ -91,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; train one with `stoxbar train`")
     accel = accel_from_args(args)
+    measured = gpu_measurement_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     agent, ckpt = load_agent(args.checkpoint)
@@ -118,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
                  if periphery.parasitics.mode != "off" else ""))
 
     if args.chips is not None:
-        return _main_chips(args, agent, arch, device, periphery, ledger)
+        return _main_chips(args, agent, arch, device, periphery, ledger, accel, measured)
     bar = tqdm(total=args.games, desc="playing on the STO chip" if not args.digital else "playing (float)",
                unit="game")
 
@@ -144,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": describe_periphery(periphery, device),
         "bias_report": None if bias_report is None else vars(bias_report),
         "energy": energy_report(result, arch, analog=not args.digital),
-        "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel),
+        "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel, measured=measured),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
     _print(report)
@@ -152,6 +156,25 @@ def main(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")
     return 0
+
+
+def gpu_measurement_from_args(args: argparse.Namespace):
+    """The GPU measurement of ``--gpu-measured`` (validated; None for 'none'), or the shipped one."""
+    from stoxbar.core.fsio import read_json
+    from stoxbar.peripherals.gpu_baseline import validate_measurement
+    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT
+
+    path = args.gpu_measured or DEFAULT_GPU_MEASUREMENT
+    if path == "none":
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(f"--gpu-measured = {path!r}: no such file; allowed: a benchmarks/gpu_measure.py JSON "
+                          "or 'none'")
+    try:
+        validate_measurement(read_json(path))
+    except ConfigError as exc:  # damaged JSON or not the schema
+        raise ConfigError(f"--gpu-measured = {path!r}: {exc}") from None
+    return path
 
 
 def check_torch_device(name: str, flag: str) -> str:
@@ -165,7 +188,8 @@ def check_torch_device(name: str, flag: str) -> str:
     return name
 
 
-def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger) -> int:
+def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger, accel=None,
+                measured=None) -> int:
     """``stoxbar play --chips C``: the games together on C chip instances (stoxbar.pong.chips)."""
     from stoxbar.core.compat import versions
     from stoxbar.crossbar import write_json_atomic
@@ -187,7 +211,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
         "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.torch_device,
         "score": score_summary(result.scores), "chip_means": result.chip_means(), "per_game": per_game,
         "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
-        "simulated_seconds": result.simulated_s, "gpu_tiers": gpu_tiers(arch, result.agent_steps),
+        "simulated_seconds": result.simulated_s, "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel, measured=measured),
         "max_steps": args.max_steps, "truncated_games": cut, "wall_seconds": result.wall_s, "threads": args.threads,
         "energy_per_game_j": energy_per_game(result.ledger, args.games) if not args.digital else {},
         "energy": energy, "greedy": args.greedy, "seed": args.seed, "synapses": arch.n_synapses,
@@ -226,16 +250,25 @@ def _print(report: dict) -> None:
               f"{report['max_steps']} (game {', '.join(str(i + 1) for i in report['truncated_games'])}): "
               "scores and energies are of partial games")
     tiers = report.get("gpu_tiers") or {"roofline": energy["gpu_baseline"]}
-    print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>15}" for t in tiers))
+    widths = {t: max(15, len(t) + 5) for t in tiers}
+    print(f"{'boundary':<14}{'J per game':>14}" + "".join(f"{'vs ' + t:>{widths[t]}}" for t in tiers))
     # the last column is the digital-accelerator baseline (docs/energy-model.md §9.1), the others GPU tiers
     for name in ordered_boundaries(energy):
         e = energy[name]
         if name.startswith("gpu"):
             continue
         print(f"{name:<14}{e['total_j'] / games:>14.4g}" + "".join(
-            f"{g['total_j'] / e['total_j']:>14.4g}x" if e["total_j"] > 0 else f"{'n/a':>15}" for g in tiers.values()))
-    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items() if t != "digital")
+            f"{g['total_j'] / e['total_j']:>{widths[t] - 1}.4g}x" if e["total_j"] > 0 else f"{'n/a':>{widths[t]}}"
+            for t, g in tiers.items()))
+    print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items()
+                                   if t != "digital" and not t.startswith("measured"))
           + " per game; docs/paper-energy.md §2)")
+    for name, m in tiers.items():
+        if name.startswith("measured"):
+            print(f"GPU measured, {m['gpu']}, {m['batch']} game{'s' if m['batch'] > 1 else ''} at a time "
+                  f"({m['mode'].replace('_', ' ')}, fp32): {m['total_j'] / games:.4g} J per game = idle floor "
+                  f"{m['by_component']['idle_floor'] / games:.4g} + above idle {m['by_component']['above_idle'] / games:.4g}"
+                  f" J, {m['s_per_step'] * 1e6:.4g} us per step ({m['measured_from']}; docs/paper-energy.md §2.3)")
     if "digital" in tiers:
         d = tiers["digital"]
         print(f"digital accelerator ({d['accelerator']}, int{d['mac_bits']} MACs, {d['tech_node_nm']:g} nm): "

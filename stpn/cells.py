@@ -312,7 +312,8 @@ class MSTPNCell(_CellBase):
             self.theta_row = nn.Parameter(torch.empty(1, P).uniform_(-2.0, 2.0))
         l1 = float(lv[0])
         self.gam = nn.Parameter(torch.empty(hidden, P).uniform_(-l1, l1))
-        self.last_level_counts: Optional[Tensor] = None
+        self._level_counts: Optional[Tensor] = None
+        self._uncounted_idx: Optional[Tensor] = None  # the last update's levels, counted when asked
         self.last_level_idx: Optional[Tensor] = None
         self._lam_cache: Optional[Tuple[tuple, Tensor]] = None
         self.h_feedback = True  # False: the layer sees only the encoder (h part of z zeroed; an ablation)
@@ -460,14 +461,27 @@ class MSTPNCell(_CellBase):
         if not self._composed() and self._fused_ok(zh, F, self.W, self.gain, self.b, *params):
             h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
                                                      self.levels, self.f_max, self.record_levels)
+            self._uncounted_idx = None
         else:
             a = self.mvm(zh, F)
             h = self.activation(a)
             F_new, idx = self.plastic_update(F, h, zh, params)
-            counts = self.level_counts(idx)
+            counts, self._uncounted_idx = None, idx
             idx = idx if self.record_levels else None
-        self.last_level_counts, self.last_level_idx = counts, idx
+        self._level_counts, self.last_level_idx = counts, idx
         return h, (h, F_new)
+
+    @property
+    def last_level_counts(self) -> Optional[Tensor]:
+        """Pulses per level (both signs) of the last step, [B, L] (None before the first step).
+
+        The native kernel counts while it pulses; the torch path counts here, on first reading: a
+        histogram is bookkeeping, not part of the network's step (a GPU playing the agent never
+        reads it, and a contended scatter-add was most of a GPU step, docs/paper-energy.md §2.3).
+        """
+        if self._uncounted_idx is not None:
+            self._level_counts, self._uncounted_idx = self.level_counts(self._uncounted_idx), None
+        return self._level_counts
 
     @property
     def last_sparsity(self) -> float:

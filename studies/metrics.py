@@ -138,7 +138,7 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
     from stoxbar.pong.chips import default_chips, play_chips
     from stoxbar.pong.evaluate import build_analog_cell, energy_report
 
-    chip = cfg.backend == "chip"
+    chip = cfg.on_chip
     ledger = EnergyLedger()
     if chip:
         build_analog_cell(agent, cfg.device, cfg.periphery).attach(ledger, "stp")
@@ -218,7 +218,7 @@ def measure(ckpt: Optional[Dict[str, Any]], cfg: PointConfig, metrics: Metrics, 
     """Every metric of one trial (see module docstring); ``ckpt`` None = untrained agent; ``games_out``: see
     :func:`pong_metrics`."""
     t0 = time.perf_counter()
-    chip = cfg.backend == "chip"  # "float": the games in float32, no chip metrics (studies.spec.BACKENDS)
+    chip = cfg.on_chip  # "float": the games in float32, no chip metrics (studies.spec.BACKENDS)
     out = static_metrics(cfg) if chip else {}
     if metrics.mvm_error_samples or metrics.games or metrics.wires:
         agent = build_agent(ckpt, cfg, seed)

@@ -72,11 +72,15 @@ def gpu_tiers_of(rep: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     """The baseline tiers of a play report, GPU roofline -> latency -> dedicated, then the digital accelerator
     (older reports: roofline)."""
     tiers = rep.get("gpu_tiers") or {"roofline": rep["energy"]["gpu_baseline"]}
-    return {t: tiers[t] for t in ("roofline", "latency", "dedicated", "digital") if t in tiers}
+    measured = sorted((t for t in tiers if t.startswith("measured_b") and t[len("measured_b"):].isdigit()),
+                      key=lambda t: int(t[len("measured_b"):]))
+    return {t: tiers[t] for t in ("roofline", "latency", "dedicated", *measured, "digital") if t in tiers}
 
 
 def tier_label(tier: str) -> str:
-    """A baseline tier's display name: "GPU latency", ..., "digital accelerator"."""
+    """A baseline tier's display name: "GPU latency", ..., "GPU measured, batch 1", "digital accelerator"."""
+    if tier.startswith("measured_b"):
+        return f"GPU measured, batch {tier[len('measured_b'):]}"
     return "digital accelerator" if tier == "digital" else f"GPU {tier}"
 
 

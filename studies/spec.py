@@ -139,6 +139,11 @@ class PointConfig:
     ablate: str = "none"  # ablation of the trained agent (``agent.ablate``; stoxbar.pong.ablate)
     backend: str = "chip"  # where the games run (``agent.backend``, BACKENDS): the chips or float32
 
+    @property
+    def on_chip(self) -> bool:
+        """True if the games run on the chips (``backend`` "chip"), False in float32 (no chip metrics)."""
+        return self.backend == "chip"
+
     def rpu_config(self, **kwargs: Any) -> Any:
         """An ``STORPUConfig`` of this point's device and periphery (``kwargs``: further fields)."""
         from stoxbar.crossbar import STORPUConfig

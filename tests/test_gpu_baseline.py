@@ -143,3 +143,35 @@ def test_gpu_measure_workloads_run_the_real_code_on_cpu():
         step, k = mod._workload(name, 8, 40, torch.float32, torch.device("cpu"))
         assert step().shape == (1, 8)
         assert k == kernels if kernels else k > 10
+    step, k, arch = mod._agent_workload(2, torch.device("cpu"))  # the shipped agent's whole greedy step
+    actions = step()
+    assert actions.shape == (2,) and actions.dtype == torch.int64 and 0 <= int(actions.min()) <= int(actions.max()) < 6
+    assert k == 42 and arch.hidden == 64
+
+
+def test_shipped_h200_measurement_is_pinned():
+    """The committed H200 measurement (docs/paper-energy.md §2.3): its constants and the agent's measured
+    tiers, golden, so a re-measured or edited file shows up here."""
+    from stoxbar.pong.agent import ArchConfig
+    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT, gpu_tiers, measured_agent_tiers
+
+    spec = GPUSpec.from_measured(DEFAULT_GPU_MEASUREMENT)
+    assert spec.name == "NVIDIA H200 (measured)" and spec.idle_power_w == pytest.approx(126.7518)
+    assert spec.launch_latency_s == pytest.approx(66.38e-6 / 4, rel=1e-3)  # fp16 four ops, 64 units, eager
+    assert spec.graph_launch_latency_s == pytest.approx(17.31e-6 / 4, rel=1e-3)
+    steps = 263116  # the 100-game acceptance run (studies/results/play_100)
+    t = measured_agent_tiers(DEFAULT_GPU_MEASUREMENT, ArchConfig(), steps)
+    assert set(t) == {"measured_b1", "measured_b256"}
+    b1, b256 = t["measured_b1"], t["measured_b256"]
+    assert b1["mode"] == b256["mode"] == "cuda_graph" and b1["measured_from"] == "benchmarks/gpu/h200-2026-12-04.json"
+    assert b1["j_per_step"] == pytest.approx(17.2973e-3, rel=1e-5) and b1["s_per_step"] == pytest.approx(118.70e-6, rel=1e-4)
+    assert b256["j_per_step"] == pytest.approx(1023.835e-3 / 256, rel=1e-5)
+    assert b1["total_j"] / 100 == pytest.approx(45.51, rel=1e-3) and b256["total_j"] / 100 == pytest.approx(10.52, rel=1e-3)
+    for tier in t.values():  # the split is additive and non-negative
+        parts = tier["by_component"]
+        assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(tier["total_j"])
+        assert parts["idle_floor"] == pytest.approx(tier["idle_power_w"] * tier["s_per_step"] * steps)
+    assert measured_agent_tiers(DEFAULT_GPU_MEASUREMENT, ArchConfig(hidden=32), steps) == {}  # no such layer measured
+    assert not any(k.startswith("measured") for k in gpu_tiers(ArchConfig(), 10))
+    assert gpu_tiers(ArchConfig(), 10, measured=DEFAULT_GPU_MEASUREMENT)["measured_b1"]["total_j"] == \
+        pytest.approx(10 * b1["j_per_step"])

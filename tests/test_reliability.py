@@ -301,6 +301,8 @@ def _bad_inputs(tmp: Path) -> dict:
         "play --json no dir": (["play", "--json", str(tmp / "no" / "r.json")], "does not exist"),
         "play --checkpoint liar": (["play", "--checkpoint", str(tmp / "liar.pt")], "weight shapes do not match"),
         "play --tile 0x5": (["play", "--tile", "0x5", "--max-steps", "1"], "--tile = '0x5'"),
+        "play --gpu-measured missing": (["play", "--gpu-measured", str(tmp / "no.json")], "--gpu-measured"),
+        "play --gpu-measured not one": (["play", "--gpu-measured", str(tmp / "taken.json")], "measurement schema"),
         "energy --plot taken": (["energy", "--layer", "8x8", "--plot", str(taken)], "never overwritten"),
         "energy --tile 0x5": (["energy", "--tile", "0x5"], "--tile = '0x5'"),
         "energy --adc-bits 1": (["energy", "--adc-bits", "1"], "--adc-bits 1: adc.bits = 1"),
@@ -393,6 +395,8 @@ def test_play_flags_games_cut_short_and_never_prints_inf(tmp_path, capsys):
     page = (tmp_path / "p.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "cut short" in page and "\\n" not in page
     order = [page.index(f"<td>{b}</td>") for b in ("synapse_only", "array", "system", "GPU roofline")]
+    assert set(rep["gpu_tiers"]) == {"roofline", "latency", "dedicated", "measured_b1", "measured_b256", "digital"}
+    assert "GPU measured, NVIDIA H200, 1 game at a time" in text and "<td>GPU measured, batch 256</td>" in page
     assert order == sorted(order)
 
 

@@ -509,6 +509,33 @@ def test_a_wrong_cnn_input_shape_names_the_expected_shape(tmp_path, capsys):
               "its first layer expects an input of shape N,3,H,W", "energy")
 
 
+@pytest.mark.parametrize("after", ["swallowed", "a library broken by it"])
+def test_a_ctrl_c_that_a_library_swallows_still_ends_the_command(tmp_path, capsys, monkeypatch, after):
+    """Ctrl-C during a third-party import can be caught by a bare except there, or leave that library
+    half-imported so that it fails later (seen: RecursionError, ImportError): the command still ends
+    as interrupted (130, one line) and writes no result."""
+    from stoxbar.devices import figures
+
+    real = figures.describe
+
+    def describe(device):
+        try:
+            fsio.sigint_handler(signal.SIGINT, None)  # what the command's handler does on Ctrl-C
+        except KeyboardInterrupt:
+            if after != "swallowed":
+                raise RecursionError("maximum recursion depth exceeded") from None
+        return real(device)
+
+    monkeypatch.setattr(figures, "describe", describe)
+    out = tmp_path / "d.png"
+    assert main(["device", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["stoxbar device: interrupted"]
+    assert not out.exists() and not list(tmp_path.iterdir())  # no result, no stray temporary file
+    assert not fsio.interrupted()  # forgotten when the command ends
+    monkeypatch.setattr(figures, "describe", real)
+    assert main(["device", "--out", str(out)]) == 0 and out.exists()  # the next command writes as usual
+
+
 @pytest.mark.parametrize("how", ["console script", "python -m"])
 def test_ctrl_c_while_the_command_imports_is_one_line_and_130(tmp_path, how):
     exe = Path(sys.executable).parent / "stoxbar"

@@ -245,3 +245,26 @@ def test_presynaptic_normalisation_in_dac_range():
     assert float(zh.abs().max()) == pytest.approx(1.0, abs=1e-6)
     assert float(zh[0, 2]) == pytest.approx(-1.0, abs=1e-6)
     assert not cell.presynaptic(torch.zeros(1, 5), torch.zeros(1, 2)).any()
+
+
+def test_level_counts_gpu_form_and_lazy_counting():
+    """The GPU's bincount form counts as the CPU's scatter-add; the torch path counts on first reading,
+    and what it reads is the last step's histogram (never an earlier one)."""
+    from stoxbar.devices import dynamics
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(-4, 5, (3, 8, 40), generator=g).to(torch.int8)
+    want = torch.stack([(idx.abs() == k).sum((1, 2)) for k in range(1, 5)], 1)
+    assert torch.equal(dynamics.level_counts(idx, 4), want)
+    assert torch.equal(dynamics._level_counts_bincount(idx.abs().reshape(3, -1).long(), 4), want)
+    torch.manual_seed(5)
+    cell = MSTPNCell(40, 8, _device(), DT, use_kernel=False, record_levels=True)
+    with torch.no_grad():
+        cell.gam.mul_(20)
+    state, x = cell.initial_state(2), torch.rand(2, 40)
+    assert cell.last_level_counts is None
+    for _ in range(3):
+        _, state = cell(x, state)
+    last = cell.last_level_idx
+    assert torch.equal(cell.last_level_counts, torch.stack([(last.abs() == k).sum((1, 2)) for k in range(1, 5)], 1))
+    assert int(cell.last_level_counts.sum()) > 0
