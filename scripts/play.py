@@ -167,6 +167,9 @@ def gpu_measurement_from_args(args: argparse.Namespace):
     path = args.gpu_measured or DEFAULT_GPU_MEASUREMENT
     if path == "none":
         return None
+    if args.gpu_measured is None and not os.path.isfile(path):  # an install without the source tree's benchmarks/
+        print(f"note: no GPU measurement beside this install ({path}); the GPU tiers are models only")
+        return None
     if not os.path.isfile(path):
         raise ConfigError(f"--gpu-measured = {path!r}: no such file; allowed: a benchmarks/gpu_measure.py JSON "
                           "or 'none'")
@@ -229,6 +232,12 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
               f"(game {', '.join(str(i + 1) for i in cut)}): their scores are of partial games")
     for name, j in report["energy_per_game_j"].items():
         print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {result.agent_steps} agent steps)")
+    system = report["energy_per_game_j"].get("system")
+    for name, m in report["gpu_tiers"].items():
+        if name.startswith("measured") and system:
+            print(f"GPU measured, {m['gpu']}, {m['batch']} game{'s' if m['batch'] > 1 else ''} at a time "
+                  f"({m['mode'].replace('_', ' ')}): {m['total_j'] / args.games:.4g} J per game, "
+                  f"{m['total_j'] / args.games / system:.4g}x the system (docs/paper-energy.md §2.3)")
     if args.json:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")

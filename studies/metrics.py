@@ -6,7 +6,8 @@
   digital agent plays (each sample: z_hat and the short-term state F of that step);
 * Pong on the chip: score, steps, simulation speed, energy per game and per step at the three
   boundaries and per component, the GPU baseline and the memristive-vs-GPU ratios (roofline,
-  latency and dedicated tiers, docs/paper-energy.md §2);
+  latency and dedicated tiers, docs/paper-energy.md §2, and the shipped H200 measurement of the
+  agent's step, ``measured_b1`` / ``measured_b256``, §2.3);
 * ``agent.backend = "float"``: the same games with the agent in float32 (score, steps, speed only;
   no static, MVM-error, wire or energy columns: those describe a chip);
 * any other task (a study's ``task`` entry point): whatever metrics the task returns
@@ -18,6 +19,7 @@ stoxbar.pong, stoxbar.studies.spec.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -176,10 +178,12 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
-    from stoxbar.pong.paper import gpu_tiers
+    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT, gpu_tiers
 
-    tiers = gpu_tiers(agent.arch, steps)
-    for tier in ("latency", "dedicated"):
+    # the shipped GPU measurement (docs/paper-energy.md §2.3), where this install has it and it holds the layer
+    tiers = gpu_tiers(agent.arch, steps, measured=DEFAULT_GPU_MEASUREMENT if os.path.isfile(DEFAULT_GPU_MEASUREMENT)
+                      else None)
+    for tier in ("latency", "dedicated", *(t for t in tiers if t.startswith("measured_b"))):
         out[f"energy_gpu_{tier}_j_per_game"] = tiers[tier]["total_j"] / games
         for b in BOUNDARIES:
             total = energy[b]["total_j"]

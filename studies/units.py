@@ -56,6 +56,9 @@ def unit_of(column: str) -> Tuple[str, str]:
     m = re.match(r"digital_ratio_(\w+)$", column)
     if m:
         return "1", f"digital-accelerator baseline energy / memristive energy at boundary {m.group(1)}"
+    m = re.match(r"energy_gpu_measured_b(\d+)_j_per_game$", column)
+    if m:
+        return "J", f"GPU energy per game measured at {m.group(1)} game(s) at a time (docs/paper-energy.md §2.3)"
     m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
     if m:
         return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
@@ -65,6 +68,10 @@ def unit_of(column: str) -> Tuple[str, str]:
     m = re.match(r"energy_system\.(.+)_j_per_game$", column)
     if m:
         return "J", f"system energy of component {m.group(1)} per game"
+    m = re.match(r"gpu_ratio_measured_b(\d+)_(\w+)$", column)
+    if m:
+        return "1", (f"measured GPU energy ({m.group(1)} game(s) at a time) / memristive energy at boundary "
+                     f"{m.group(2)} (docs/paper-energy.md §2.3)")
     m = re.match(r"gpu_ratio_(latency|dedicated)_(\w+)$", column)
     if m:
         return "1", f"GPU {m.group(1)}-tier energy / memristive energy at boundary {m.group(2)}"

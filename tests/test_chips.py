@@ -123,7 +123,11 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     e = rep["energy_per_game_j"]
     assert 0 < e["synapse_only"] <= e["array"] <= e["system"]
     assert e["array"] * 4 == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
-    assert "cut short" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "cut short" in text
+    b1 = rep["gpu_tiers"]["measured_b1"]  # the shipped H200 measurement beside the chip (docs/paper-energy.md §2.3)
+    assert b1["total_j"] == pytest.approx(120 * b1["j_per_step"]) and b1["gpu"] == "NVIDIA H200"
+    assert f"{b1['total_j'] / 4 / e['system']:.4g}x the system" in text
     from stoxbar.studies.report import check_play_report
 
     check_play_report(rep, out)  # the report tools read it as any `stoxbar play --json` report

@@ -171,9 +171,12 @@ def test_study_metrics_carry_every_tier():
 
     cfg = PointConfig(device=presets.sto_2024(), periphery=PeripheryConfig(), arch=ArchConfig())
     out = pong_metrics(build_agent(None, cfg, 0), cfg, Metrics(games=1, max_steps=5, mvm_error_samples=0), 0)
-    tiers = gpu_tiers(cfg.arch, out["agent_steps"])
-    for tier in ("latency", "dedicated"):
+    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT
+
+    tiers = gpu_tiers(cfg.arch, out["agent_steps"], measured=DEFAULT_GPU_MEASUREMENT)
+    for tier in ("latency", "dedicated", "measured_b1", "measured_b256"):  # measured: the shipped H200 file
         assert out[f"energy_gpu_{tier}_j_per_game"] == pytest.approx(tiers[tier]["total_j"])
+        assert unit_of(f"energy_gpu_{tier}_j_per_game")[0] == "J"
         for b in ("synapse_only", "array", "system"):
             assert out[f"gpu_ratio_{tier}_{b}"] == pytest.approx(
                 tiers[tier]["total_j"] / out[f"energy_{b}_j_per_game"])
