@@ -16,9 +16,9 @@ stoxbar.analysis, stoxbar.pong.{accounting,agent,env,evaluate}, torch, numpy, ma
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch

@@ -180,6 +180,20 @@ def gpu_measurement_from_args(args: argparse.Namespace):
     return path
 
 
+def _print_measured(tiers: dict, games: int, system_j: float | None = None) -> None:
+    """One line per measured GPU tier (docs/paper-energy.md §2.3): J per game, its split, and the ratio
+    to ``system_j`` (J per game) where given."""
+    for name, m in tiers.items():
+        if not name.startswith("measured"):
+            continue
+        j = m["total_j"] / games
+        ratio = f", {j / system_j:.4g}x the system" if system_j else ""
+        print(f"GPU measured, {m['gpu']}, {m['batch']} game{'s' if m['batch'] > 1 else ''} at a time "
+              f"({m['mode'].replace('_', ' ')}, fp32): {j:.4g} J per game{ratio} = idle floor "
+              f"{m['by_component']['idle_floor'] / games:.4g} + above idle {m['by_component']['above_idle'] / games:.4g}"
+              f" J, {m['s_per_step'] * 1e6:.4g} us per step ({m['measured_from']}; docs/paper-energy.md §2.3)")
+
+
 def check_torch_device(name: str, flag: str) -> str:
     """``name`` if torch can place tensors there, else a ConfigError naming ``flag``."""
     try:
@@ -232,12 +246,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
               f"(game {', '.join(str(i + 1) for i in cut)}): their scores are of partial games")
     for name, j in report["energy_per_game_j"].items():
         print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {result.agent_steps} agent steps)")
-    system = report["energy_per_game_j"].get("system")
-    for name, m in report["gpu_tiers"].items():
-        if name.startswith("measured") and system:
-            print(f"GPU measured, {m['gpu']}, {m['batch']} game{'s' if m['batch'] > 1 else ''} at a time "
-                  f"({m['mode'].replace('_', ' ')}): {m['total_j'] / args.games:.4g} J per game, "
-                  f"{m['total_j'] / args.games / system:.4g}x the system (docs/paper-energy.md §2.3)")
+    _print_measured(report["gpu_tiers"], args.games, report["energy_per_game_j"].get("system"))
     if args.json:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")
@@ -272,12 +281,7 @@ def _print(report: dict) -> None:
     print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items()
                                    if t != "digital" and not t.startswith("measured"))
           + " per game; docs/paper-energy.md §2)")
-    for name, m in tiers.items():
-        if name.startswith("measured"):
-            print(f"GPU measured, {m['gpu']}, {m['batch']} game{'s' if m['batch'] > 1 else ''} at a time "
-                  f"({m['mode'].replace('_', ' ')}, fp32): {m['total_j'] / games:.4g} J per game = idle floor "
-                  f"{m['by_component']['idle_floor'] / games:.4g} + above idle {m['by_component']['above_idle'] / games:.4g}"
-                  f" J, {m['s_per_step'] * 1e6:.4g} us per step ({m['measured_from']}; docs/paper-energy.md §2.3)")
+    _print_measured(tiers, games)
     if "digital" in tiers:
         d = tiers["digital"]
         print(f"digital accelerator ({d['accelerator']}, int{d['mac_bits']} MACs, {d['tech_node_nm']:g} nm): "
