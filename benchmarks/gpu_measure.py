@@ -274,20 +274,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--presyn", type=int, default=2656)
     p.add_argument("--idle-s", type=float, default=5.0, help="seconds of idle-power measurement")
     args = p.parse_args(argv)
-    ok, why = gpu_available()
-    if not ok:
-        print(f"gpu_measure: nothing measured: {why}. Run it on a machine with an NVIDIA GPU and pynvml.")
-        return 0
-    if os.path.exists(args.out):
-        print(f"gpu_measure: {args.out} exists: measurements are never overwritten; choose a new --out")
+    # every argument is checked first, with or without a GPU: one line naming the option and its range
+    target = args.profile or args.out
+    if os.path.exists(target):
+        print(f"gpu_measure: {target} exists: measurements are never overwritten; choose a new "
+              f"{'--profile' if args.profile else '--out'}")
         return 2
     for name in ("runs", "steps", "presyn"):
         if getattr(args, name) < 1:
             print(f"gpu_measure: --{name} = {getattr(args, name)}: allowed range is [1, inf)")
             return 2
-    if not 0.0 <= args.min_run_s <= 60.0:
-        print(f"gpu_measure: --min-run-s = {args.min_run_s}: allowed range is [0, 60]")
-        return 2
+    for flag, value, hi in (("--min-run-s", args.min_run_s, 60.0), ("--idle-s", args.idle_s, 600.0)):
+        if not 0.0 <= value <= hi:
+            print(f"gpu_measure: {flag} = {value}: allowed range is [0, {hi:g}]")
+            return 2
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         batches = tuple(int(b) for b in args.agent_batches.split(",") if b.strip())
@@ -297,6 +297,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(v < 1 for v in (*sizes, *batches)):
         print(f"gpu_measure: --sizes = {args.sizes!r}, --agent-batches = {args.agent_batches!r}: allowed range is [1, inf)")
         return 2
+    ok, why = gpu_available()
+    if not ok:
+        print(f"gpu_measure: nothing measured: {why}. Run it on a machine with an NVIDIA GPU and pynvml.")
+        return 0
     if args.profile:
         from stoxbar.core.fsio import atomic_write_text
 

@@ -132,6 +132,25 @@ def test_gpu_measure_without_gpu_exits_cleanly(tmp_path):
     assert "nothing measured" in r.stdout and not out.exists()
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--runs", "0"], "--runs = 0: allowed range is [1, inf)"),
+    (["--min-run-s", "nan"], "--min-run-s = nan: allowed range is [0, 60]"),
+    (["--idle-s", "-1"], "--idle-s = -1.0: allowed range is [0, 600]"),
+    (["--agent-batches", "1,x"], "comma-separated whole numbers"),
+    (["--sizes", "64,0"], "allowed range is [1, inf)"),
+])
+def test_gpu_measure_refuses_bad_input_in_one_line_without_a_gpu(tmp_path, args, needle):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_measure.py"), "--out", str(tmp_path / "m.json"),
+                        *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stdout.strip().splitlines()) == 1 and r.stdout.startswith("gpu_measure: ")
+    assert needle in r.stdout and "Traceback" not in r.stderr and not list(tmp_path.iterdir())
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_measure.py"), "--profile", str(taken)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "exists: measurements are never overwritten; choose a new --profile" in r.stdout
+
+
 def test_gpu_measure_workloads_run_the_real_code_on_cpu():
     """The measured step functions are the paper's four ops and our m-STPN cell (run here on CPU)."""
     import importlib.util
