@@ -194,3 +194,20 @@ def test_shipped_h200_measurement_is_pinned():
     assert not any(k.startswith("measured") for k in gpu_tiers(ArchConfig(), 10))
     assert gpu_tiers(ArchConfig(), 10, measured=DEFAULT_GPU_MEASUREMENT)["measured_b1"]["total_j"] == \
         pytest.approx(10 * b1["j_per_step"])
+
+
+def test_gpu_plot_draws_the_shipped_measurement_and_refuses_bad_input(tmp_path):
+    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT
+
+    script = str(ROOT / "benchmarks" / "gpu_plot.py")
+    out = tmp_path / "f.png"
+    r = subprocess.run([sys.executable, script, DEFAULT_GPU_MEASUREMENT, "--out", str(out)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for args, needle in ((["--out", str(out)], "exists"), (["--chip-j", "0", "--out", str(tmp_path / "g.png")],
+                                                            "--chip-j = 0.0: allowed range is (0, inf)")):
+        r = subprocess.run([sys.executable, script, DEFAULT_GPU_MEASUREMENT, *args], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and needle in r.stdout and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
