@@ -69,8 +69,8 @@ def ordered_boundaries(energy: Dict[str, Any]) -> List[str]:
 
 
 def gpu_tiers_of(rep: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """The baseline tiers of a play report, GPU roofline -> latency -> dedicated, then the digital accelerator
-    (older reports: roofline)."""
+    """The baseline tiers of a play report, GPU roofline -> latency -> dedicated -> measured (by batch), then the
+    digital accelerator (older reports: roofline)."""
     tiers = rep.get("gpu_tiers") or {"roofline": rep["energy"]["gpu_baseline"]}
     measured = sorted((t for t in tiers if t.startswith("measured_b") and t[len("measured_b"):].isdigit()),
                       key=lambda t: int(t[len("measured_b"):]))
@@ -120,7 +120,7 @@ def play_figures(rep: Dict[str, Any]) -> List[Tuple[str, bytes]]:
     colors = ["C0"] * (len(names) - len(tiers)) + ["0.5"] * len(tiers)
     out = [("energy_by_boundary.png", _barh_png(
         plt, names, per_game, colors, "energy per game",
-        "energy per game by boundary; GPU baseline tiers (batch 1) and the digital accelerator in grey", 0.45))]
+        "energy per game by boundary; GPU baselines (modelled at batch 1, measured) and the digital accelerator in grey", 0.45))]
     if "system" in energy and energy["system"]["total_j"] > 0:
         comps = sorted(energy["system"]["by_component"].items(), key=lambda kv: -kv[1])
         out.append(("system_by_component.png", _barh_png(
