@@ -284,10 +284,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, name) < 1:
             print(f"gpu_measure: --{name} = {getattr(args, name)}: allowed range is [1, inf)")
             return 2
-    for flag, value, hi in (("--min-run-s", args.min_run_s, 60.0), ("--idle-s", args.idle_s, 600.0)):
-        if not 0.0 <= value <= hi:
-            print(f"gpu_measure: {flag} = {value}: allowed range is [0, {hi:g}]")
-            return 2
+    if not 0.0 <= args.min_run_s <= 60.0:
+        print(f"gpu_measure: --min-run-s = {args.min_run_s}: allowed range is [0, 60]")
+        return 2
+    if not 0.0 < args.idle_s <= 600.0:  # the idle power divides by it
+        print(f"gpu_measure: --idle-s = {args.idle_s}: allowed range is (0, 600]")
+        return 2
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         batches = tuple(int(b) for b in args.agent_batches.split(",") if b.strip())

@@ -135,7 +135,7 @@ def test_gpu_measure_without_gpu_exits_cleanly(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--runs", "0"], "--runs = 0: allowed range is [1, inf)"),
     (["--min-run-s", "nan"], "--min-run-s = nan: allowed range is [0, 60]"),
-    (["--idle-s", "-1"], "--idle-s = -1.0: allowed range is [0, 600]"),
+    (["--idle-s", "0"], "--idle-s = 0.0: allowed range is (0, 600]"),
     (["--agent-batches", "1,x"], "comma-separated whole numbers"),
     (["--sizes", "64,0"], "allowed range is [1, inf)"),
 ])
