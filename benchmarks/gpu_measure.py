@@ -88,11 +88,11 @@ def _agent_workload(batch: int, device, checkpoint: str = AGENT_CHECKPOINT) -> T
 
 
 def _workload(name: str, hidden: int, presyn: int, dtype, device) -> Tuple[Callable[[], Any], int]:
-    """(step function, kernels per step as traced on CPU) of one workload."""
+    """(step function, kernels per step, traced on ``device`` itself) of one workload."""
     import torch
 
     from stoxbar.peripherals.gpu_baseline import trace_kernels
-    from stoxbar.pong.paper import ops_kernels, paper_four_ops
+    from stoxbar.pong.paper import paper_four_ops
 
     g = torch.Generator(device=device).manual_seed(0)
     if name == "paper_four_ops":
@@ -100,21 +100,23 @@ def _workload(name: str, hidden: int, presyn: int, dtype, device) -> Tuple[Calla
         W, F, lam, dF = (torch.rand(shape, generator=g, device=device, dtype=dtype) * 0.01 for _ in range(4))
         lam.fill_(0.99)
         x = torch.rand(1, presyn, generator=g, device=device, dtype=dtype)
-        return (lambda: paper_four_ops(x, W, F, lam, dF)), sum(1 for k in ops_kernels("four", hidden, presyn))
-    from stoxbar.devices import presets
-    from stoxbar.stpn.cells import MSTPNCell
 
-    cell = MSTPNCell(presyn - hidden, hidden, presets.sto_2024(), 4 / 60, use_kernel=False).to(device, dtype)
-    params = cell.step_params()
-    x = torch.rand(1, presyn - hidden, generator=g, device=device, dtype=dtype)
-    holder = {"state": tuple(t.to(device, dtype) for t in cell.initial_state(1))}
+        def step() -> Any:
+            return paper_four_ops(x, W, F, lam, dF)
+    else:
+        from stoxbar.devices import presets
+        from stoxbar.stpn.cells import MSTPNCell
 
-    def step() -> Any:
-        with torch.no_grad():
-            h, holder["state"] = cell(x, holder["state"], params)
-        return h
+        cell = MSTPNCell(presyn - hidden, hidden, presets.sto_2024(), 4 / 60, use_kernel=False).to(device, dtype)
+        params = cell.step_params()  # Lambda precomputed, as in play
+        x = torch.rand(1, presyn - hidden, generator=g, device=device, dtype=dtype)
+        holder = {"state": tuple(t.to(device, dtype) for t in cell.initial_state(1))}
 
-    # the kernels of the step as measured (Lambda precomputed, as in play), traced on the device itself
+        def step() -> Any:
+            with torch.no_grad():
+                h, holder["state"] = cell(x, holder["state"], params)
+            return h
+
     return step, sum(1 for k in trace_kernels(step)[0] if not k.sync)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -65,6 +65,12 @@ class ChipsResult(PlayResult):
     the chip of each game."""
 
     chip: List[int] = field(default_factory=list)
+
+    def per_game(self, seed: int) -> List[Dict[str, Any]]:
+        """One record per game, in game order: its env seed (``seed + i``, as :func:`play_chips` seeds them),
+        chip, score, agent steps and whether ``max_steps`` cut it short."""
+        return [{"env_seed": seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
+                for i, (c, s, n, t) in enumerate(zip(self.chip, self.scores, self.steps, self.truncated))]
 
     def chip_means(self) -> List[float]:
         """Mean score of each chip's games."""

@@ -42,7 +42,13 @@ HOLD_GRID_S = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, STEP_PERIOD_S, 0.3, 1.0)  # t
 OPS = ("four", "mstpn_step")
 # The GPU measurement shipped with stoxbar (benchmarks/gpu_measure.py on an NVIDIA H200, 2026-12-04,
 # docs/paper-energy.md §2.3): `stoxbar play` puts its measured agent step beside the modelled tiers.
-DEFAULT_GPU_MEASUREMENT = str(Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "h200-2026-12-04.json")
+_ROOT = Path(__file__).resolve().parent.parent  # the source tree (the package's root)
+DEFAULT_GPU_MEASUREMENT = str(_ROOT / "benchmarks" / "gpu" / "h200-2026-12-04.json")
+
+
+def shipped_gpu_measurement() -> Optional[str]:
+    """:data:`DEFAULT_GPU_MEASUREMENT` if this install has it (a source tree), else None."""
+    return DEFAULT_GPU_MEASUREMENT if Path(DEFAULT_GPU_MEASUREMENT).is_file() else None
 
 
 @dataclass(frozen=True)
@@ -233,9 +239,8 @@ def measured_agent_tiers(measurement: Any, arch, steps: int) -> Dict[str, Dict[s
 
     check_int("steps", steps, 0, None)
     src = "<dict>" if isinstance(measurement, dict) else str(measurement)
-    root = Path(__file__).resolve().parent.parent
-    if not isinstance(measurement, dict) and Path(src).resolve().is_relative_to(root):
-        src = Path(src).resolve().relative_to(root).as_posix()  # the shipped file: the same name on every machine
+    if not isinstance(measurement, dict) and Path(src).resolve().is_relative_to(_ROOT):
+        src = Path(src).resolve().relative_to(_ROOT).as_posix()  # the shipped file: the same name on every machine
     data = validate_measurement(measurement if isinstance(measurement, dict) else read_json(measurement))
     rows = [r for r in data["results"] if r["workload"] == "agent_step" and r["dtype"] == "fp32"
             and r["units"] == arch.hidden and r["presyn"] == arch.n_in + arch.hidden]

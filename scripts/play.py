@@ -162,14 +162,18 @@ def gpu_measurement_from_args(args: argparse.Namespace):
     """The GPU measurement of ``--gpu-measured`` (validated; None for 'none'), or the shipped one."""
     from stoxbar.core.fsio import read_json
     from stoxbar.peripherals.gpu_baseline import validate_measurement
-    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT
+    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT, shipped_gpu_measurement
 
-    path = args.gpu_measured or DEFAULT_GPU_MEASUREMENT
-    if path == "none":
+    if args.gpu_measured is None:
+        path = shipped_gpu_measurement()
+        if path is None:  # an install without the source tree's benchmarks/
+            print(f"note: no GPU measurement beside this install ({DEFAULT_GPU_MEASUREMENT}); the GPU tiers are "
+                  "models only")
+            return None
+    elif args.gpu_measured == "none":
         return None
-    if args.gpu_measured is None and not os.path.isfile(path):  # an install without the source tree's benchmarks/
-        print(f"note: no GPU measurement beside this install ({path}); the GPU tiers are models only")
-        return None
+    else:
+        path = args.gpu_measured
     if not os.path.isfile(path):
         raise ConfigError(f"--gpu-measured = {path!r}: no such file; allowed: a benchmarks/gpu_measure.py JSON "
                           "or 'none'")
@@ -218,8 +222,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     result = play_chips(agent, args.games, args.chips, args.seed, args.greedy, args.max_steps,
                         None if args.digital else periphery, ledger, sticky=args.sticky, device=args.torch_device)
     cut = [i for i, t in enumerate(result.truncated) if t]
-    per_game = [{"game": i, "env_seed": args.seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
-                for i, (s, n, t, c) in enumerate(zip(result.scores, result.steps, result.truncated, result.chip))]
+    per_game = [{"game": i, **g} for i, g in enumerate(result.per_game(args.seed))]
     energy = boundaries(result.ledger) if not args.digital else {}
     energy["gpu_baseline"] = gpu_baseline(arch, result.agent_steps)
     report = {

@@ -19,7 +19,6 @@ stoxbar.pong, stoxbar.studies.spec.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -149,8 +148,7 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
                      cfg.periphery if chip else None, ledger, sticky=metrics.sticky)
     steps, games = res.agent_steps, len(res.scores)
     if games_out is not None:
-        games_out.extend({"env_seed": seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
-                         for i, (c, s, n, t) in enumerate(zip(res.chip, res.scores, res.steps, res.truncated)))
+        games_out.extend(res.per_game(seed))
     stats = score_summary(res.scores)
     out: Dict[str, Any] = {
         "score_mean": stats["mean"], "score_std": stats["std"], "score_ci95_lower": stats["ci95"]["lower"],
@@ -178,11 +176,10 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
-    from stoxbar.pong.paper import DEFAULT_GPU_MEASUREMENT, gpu_tiers
+    from stoxbar.pong.paper import gpu_tiers, shipped_gpu_measurement
 
     # the shipped GPU measurement (docs/paper-energy.md §2.3), where this install has it and it holds the layer
-    tiers = gpu_tiers(agent.arch, steps, measured=DEFAULT_GPU_MEASUREMENT if os.path.isfile(DEFAULT_GPU_MEASUREMENT)
-                      else None)
+    tiers = gpu_tiers(agent.arch, steps, measured=shipped_gpu_measurement())
     for tier in ("latency", "dedicated", *(t for t in tiers if t.startswith("measured_b"))):
         out[f"energy_gpu_{tier}_j_per_game"] = tiers[tier]["total_j"] / games
         for b in BOUNDARIES:
