@@ -202,6 +202,24 @@ class PongAgent(nn.Module):
         h, state = self.cell(self.encode(obs), state, params)
         return self.actor(h), self.critic(h).squeeze(-1), state
 
+    def unroll(self, obs: Tensor, state: State, dones: Tensor, params=None) -> Tuple[Tensor, Tensor, State]:
+        """Replay a stored sequence: frames ``obs`` [T, B, 1, 84, 84], ``dones`` [T, B] (the game
+        ended after step t: that environment's state is zeroed after it). The same numbers as T calls
+        of :meth:`forward`, but the encoder and the heads, which carry no state, run once over all
+        T x B frames; only the cell steps. Returns (logits [T, B, A], values [T, B], final state)."""
+        if obs.dim() != 5:
+            raise ConfigError(f"observation sequence has shape {tuple(obs.shape)}; expected [T, B, 1, 84, 84]")
+        T, B = obs.shape[:2]
+        x = self.encode(obs.reshape((T * B,) + tuple(obs.shape[2:]))).reshape(T, B, -1)
+        params = self.step_params() if params is None else params
+        hs = []
+        for t, xt in enumerate(x.unbind(0)):  # one backward for all steps (x[t] would add T zero-padded grads)
+            h, state = self.cell(xt, state, params)
+            hs.append(h)
+            state = self.reset_state(state, dones[t])
+        h = torch.stack(hs)
+        return self.actor(h), self.critic(h).squeeze(-1), state
+
     @torch.no_grad()
     def act(self, obs: Any, state: State, greedy: bool = True, generator: Optional[torch.Generator] = None
             ) -> Tuple[np.ndarray, State]:

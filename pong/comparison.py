@@ -6,8 +6,8 @@ synapses' short-term state is the only memory of the plastic layer), ``stpn`` (t
 ``recurrent`` (Gamma fixed at 0: a plain recurrent network). Every run is an ordinary training run
 (:func:`stoxbar.pong.a2c.train`) in ``ROOT/AGENT/seedS/train-*``, trained with sticky actions
 (p = 0.25, the evaluation protocol, docs/stpn.md §8) and the collapse guard (stabilised A2C,
-``rollback_drop``). :func:`run_comparison` trains the unfinished runs round-robin, each for
-``chunk_minutes`` at a time, so that an interrupted session leaves every run at a similar budget
+``rollback_drop``). :func:`run_comparison` trains the unfinished runs in turns of
+``chunk_minutes``, the run with the fewest frames first, so that an interrupted session leaves every run at a similar budget
 and the next session resumes all of them (``ROOT/comparison.json`` holds the settings; a second
 call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
 (sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
@@ -124,7 +124,8 @@ def _settings(root: Path, cfg: ComparisonConfig) -> None:
 
 def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.0, threads: int = 1,
                    env_threads: int = 1, echo: Callable[[str], None] = print, group_threads: bool = False) -> bool:
-    """Train every unfinished run for ``chunk_minutes`` in turn until all reach the budget (module
+    """Train the unfinished run with the fewest frames for ``chunk_minutes``, again and again, until
+    all reach the budget (module
     docstring); returns True when all are finished. A signal stops the run in progress with its
     checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
     check_range("chunk_minutes", chunk_minutes, 0.0, None, lo_open=True)
@@ -132,16 +133,19 @@ def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.
     _settings(root, cfg)
     total = int(cfg.frames // FRAMESKIP)
     while True:
-        todo = [(a, s) for a in cfg.agents for s in cfg.seeds if _steps_done(run_of(root, a, s)) < total]
+        done = {(a, s): _steps_done(run_of(root, a, s)) for a in cfg.agents for s in cfg.seeds}
+        todo = [k for k, n in done.items() if n < total]
         if not todo:
             return True
-        for agent, seed in todo:
-            run = run_of(root, agent, seed)
-            echo(f"comparison: {agent} seed {seed}: {_steps_done(run) * FRAMESKIP / 1e6:.3g} of "
-                 f"{cfg.frames / 1e6:.3g} M frames; training {chunk_minutes:g} min")
-            tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes,
-                                  group_threads)
-            train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+        # the run furthest behind goes next (ties: the listed order), so that sessions which stop
+        # at any point leave the runs at nearly equal budgets
+        agent, seed = min(todo, key=lambda k: done[k])
+        run = run_of(root, agent, seed)
+        echo(f"comparison: {agent} seed {seed}: {done[agent, seed] * FRAMESKIP / 1e6:.3g} of "
+             f"{cfg.frames / 1e6:.3g} M frames; training {chunk_minutes:g} min")
+        tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes,
+                              group_threads)
+        train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
 
 
 def _curve(run: Path, window: int, grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:

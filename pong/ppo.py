@@ -122,9 +122,8 @@ class PPORunner(EnvRunner):
         """Replay envs ``idx`` over the rollout from their starting state; backward of ``scale`` x loss;
         ``adv`` [T, len(idx)]: their advantages, normalised over the minibatch."""
         cfg = self.cfg
-        T = cfg.rollout_len
         state = tuple(s[idx] for s in buf["state0"])
-        obs = [buf["obs"][t, idx] for t in range(T)]
+        obs = buf["obs"][:, idx]
         new_logp, new_v, ents, _ = evaluate_actions(self.agent, obs, buf["actions"][:, idx], buf["dones"][:, idx],
                                                     state)
         loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, adv,

@@ -9,7 +9,7 @@ May import: numpy, torch, stoxbar.pong.{agent,env}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,22 +39,20 @@ def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamm
     return adv, adv + values
 
 
-def evaluate_actions(agent: PongAgent, obs: Sequence[Any], actions: Tensor, dones: Tensor, state) -> Tuple[
+def evaluate_actions(agent: PongAgent, obs: Any, actions: Tensor, dones: Tensor, state) -> Tuple[
         Tensor, Tensor, Tensor, Any]:
-    """Re-run the agent over a stored sequence (obs [T] of [N,1,84,84], actions/dones [T, N]).
+    """Re-run the agent over a stored sequence (obs: [T, N, 1, 84, 84] or T frames of [N, 1, 84, 84];
+    actions/dones [T, N]) with :meth:`PongAgent.unroll`.
 
     Returns (logps, values, entropies) [T, N] with the graph, and the final state.
     """
-    params = agent.step_params()
-    logps, values, ents = [], [], []
-    for t in range(len(obs)):
-        logits, value, state = agent(obs[t], state, params)
-        logp_all = torch.log_softmax(logits, -1)
-        logps.append(logp_all.gather(1, actions[t].long().unsqueeze(1)).squeeze(1))
-        ents.append(-(logp_all.exp() * logp_all).sum(-1))
-        values.append(value)
-        state = agent.reset_state(state, dones[t])
-    return torch.stack(logps), torch.stack(values), torch.stack(ents), state
+    if not isinstance(obs, Tensor):
+        obs = torch.stack([o if isinstance(o, Tensor) else torch.from_numpy(np.ascontiguousarray(o)) for o in obs])
+    logits, values, state = agent.unroll(obs, state, dones)
+    logp_all = torch.log_softmax(logits, -1)
+    logps = logp_all.gather(2, actions.long().unsqueeze(2)).squeeze(2)
+    ents = -(logp_all.exp() * logp_all).sum(-1)
+    return logps, values, ents, state
 
 
 def detach_state(state):

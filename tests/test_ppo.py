@@ -58,8 +58,7 @@ def test_rollout_replay_reproduces_the_rollouts_log_probs():
         assert any(s.abs().sum() > 0 for s in buf["state0"])
         idx = torch.tensor([2, 0])
         with torch.no_grad():
-            logp, v, _, _ = evaluate_actions(agent, [buf["obs"][t, idx] for t in range(cfg.rollout_len)],
-                                             buf["actions"][:, idx], buf["dones"][:, idx],
+            logp, v, _, _ = evaluate_actions(agent, buf["obs"][:, idx], buf["actions"][:, idx], buf["dones"][:, idx],
                                              tuple(s[idx] for s in buf["state0"]))
         torch.testing.assert_close(logp, buf["logps"][:, idx], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(v, buf["values"][:, idx], rtol=1e-5, atol=1e-5)

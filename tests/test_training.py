@@ -85,6 +85,35 @@ def _real_pong_batch(T=32, N=4, warm=60, seed=11):
 
 
 @pytest.mark.parametrize("cell", ["mstpn", "stpn"])
+def test_unroll_equals_step_by_step_forward_with_a_reset(cell):
+    """PongAgent.unroll (encoder and heads batched over the sequence) gives the numbers and the
+    gradients of T calls of forward with the state reset after a finished game."""
+    frames, _, _, dones = _real_pong_batch(T=6, N=3, warm=20)
+    dones[2, 1] = True  # env 1's game ends after step 2: its (h, F) restart from zero
+    torch.manual_seed(3)
+    agent = PongAgent(ArchConfig(arch="bottleneck", cell=cell, hidden=8, bottleneck=16))
+    state0 = tuple(torch.rand_like(s) for s in agent.initial_state(3))
+    logits, values, state = agent.unroll(torch.from_numpy(np.stack(frames)), state0, dones)
+    (logits.square().sum() + values.sum()).backward()
+    grads = [p.grad.clone() for p in agent.parameters()]
+    agent.zero_grad()
+    ref, st = [], state0
+    for t in range(len(frames)):
+        lg, v, st = agent(frames[t], st)
+        ref.append((lg, v))
+        st = agent.reset_state(st, dones[t])
+    (sum(lg.square().sum() + v.sum() for lg, v in ref)).backward()
+    torch.testing.assert_close(logits, torch.stack([lg for lg, _ in ref]))
+    torch.testing.assert_close(values, torch.stack([v for _, v in ref]))
+    for a, b in zip(state, st):
+        torch.testing.assert_close(a, b)
+    for g, p in zip(grads, agent.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"expected \[T, B, 1, 84, 84\]"):
+        agent.unroll(torch.zeros(3, 1, 84, 84, dtype=torch.uint8), state0, dones)
+
+
+@pytest.mark.parametrize("cell", ["mstpn", "stpn"])
 def test_a2c_updates_fit_the_value_of_real_pong_frames(cell):
     """Deterministic: 50 A2C updates on one fixed batch of real Pong frames must explain most of
     the variance of the returns (a constant predictor scores 1.0; broken gradients stay >= 1)."""
@@ -281,7 +310,9 @@ def test_training_comparison_round_robin_resumes_and_reports(tmp_path):
     lines: list = []
     # 1 update (40 steps) a turn; two emulator groups of one game, each in its own thread
     assert run_comparison(tmp_path, cfg, chunk_minutes=1e-4, echo=lines.append, group_threads=True)
-    assert len(lines) == 8  # 4 runs x 2 turns: round-robin, each resumed in its own run directory
+    assert len(lines) == 8  # 4 runs x 2 turns, each resumed in its own run directory
+    order = [" ".join(line.split(":")[1].split()) for line in lines]
+    assert order == ["stp_only seed 0", "stp_only seed 1", "recurrent seed 0", "recurrent seed 1"] * 2
     for agent, seed in (("stp_only", 0), ("stp_only", 1), ("recurrent", 0), ("recurrent", 1)):
         run = run_of(tmp_path, agent, seed)
         ck = load_checkpoint(run / "checkpoint.pt")
@@ -292,6 +323,14 @@ def test_training_comparison_round_robin_resumes_and_reports(tmp_path):
     assert run_comparison(tmp_path, cfg, echo=lines.append) and len(lines) == 8  # all finished: nothing to do
     with pytest.raises(ConfigError, match="other settings"):
         run_comparison(tmp_path, dataclasses.replace(cfg, frames=800), echo=lines.append)
+    # the run furthest behind goes first: one started elsewhere waits until the others catch up
+    ahead = tmp_path / "ahead"
+    train(cfg.train_config("recurrent", 1, ahead / "recurrent" / "seed1", 1, 1, 1e-4, False), echo=lambda s: None)
+    lines.clear()
+    assert run_comparison(ahead, cfg, chunk_minutes=1e-4, echo=lines.append)
+    assert [" ".join(line.split(":")[1].split()) for line in lines] == [
+        "stp_only seed 0", "stp_only seed 1", "recurrent seed 0", "stp_only seed 0", "stp_only seed 1",
+        "recurrent seed 0", "recurrent seed 1"]
     rows = comparison_report(tmp_path, window=2)
     assert set(rows) == {"stp_only", "recurrent"} and rows["recurrent"]["seeds"] == 2
     assert (tmp_path / "comparison.png").stat().st_size > 0 and "| recurrent | 2 |" in (tmp_path / "comparison.md").read_text()
