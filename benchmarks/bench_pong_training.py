@@ -15,7 +15,9 @@ forward, BPTT, Adam; ``pong.a2c.measure_throughput``):
 ``--ppo`` adds the recurrent PPO loop (pong/ppo.py; docs/stpn.md §11) with two group threads: the
 fine-tune's settings (16 envs x 64 steps, 2 epochs x 4 minibatches) and the defaults (16 x 128,
 4 x 4). A PPO update re-runs every step ``epochs`` times with BPTT, so its agent steps/s are those of
-several A2C updates' worth of compute per step (ratios against the same baseline).
+several A2C updates' worth of compute per step (ratios against the same baseline). The last PPO
+config replays step by step (encoder, cell and heads per step, as before ``PongAgent.unroll``
+batched the encoder and heads over the rollout): the replay speed-up in the same process.
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
@@ -28,9 +30,13 @@ import argparse
 import os
 import statistics
 
+import torch
+
+from stoxbar.pong import ppo
 from stoxbar.pong.a2c import measure_throughput
 from stoxbar.pong.agent import ArchConfig
 
+STEPWISE = "PPO 16x128, 4x4, 2 group threads, step-by-step replay (before unroll)"
 CONFIGS = {
     "baseline (1 thread, 1 group)": dict(threads=1, env_groups=1),
     "2 threads, 1 group": dict(threads=2, env_groups=1),
@@ -43,7 +49,35 @@ PPO_CONFIGS = {
                                               ppo_epochs=2, ppo_minibatches=4),
     "PPO 16x128, 4x4, 2 group threads": dict(threads=1, env_groups=2, group_threads=True, algo="ppo",
                                                rollout_len=128, ppo_epochs=4, ppo_minibatches=4),
+    STEPWISE: dict(threads=1, env_groups=2, group_threads=True, algo="ppo", rollout_len=128, ppo_epochs=4,
+                   ppo_minibatches=4),
 }
+
+
+def stepwise_evaluate_actions(agent, obs, actions, dones, state):
+    """The PPO replay as it was before ``PongAgent.unroll``: encoder, cell and heads one step at a
+    time (the baseline of the replay's speed-up; same numbers, tests/test_training.py)."""
+    params = agent.step_params()
+    logps, values, ents = [], [], []
+    for t in range(obs.shape[0]):
+        logits, value, state = agent(obs[t], state, params)
+        logp_all = torch.log_softmax(logits, -1)
+        logps.append(logp_all.gather(1, actions[t].long().unsqueeze(1)).squeeze(1))
+        ents.append(-(logp_all.exp() * logp_all).sum(-1))
+        values.append(value)
+        state = agent.reset_state(state, dones[t])
+    return torch.stack(logps), torch.stack(values), torch.stack(ents), state
+
+
+def _measure(arch, kw, updates, warmup):
+    """Agent steps/s of one config (STEPWISE: with the step-by-step replay swapped in for this call)."""
+    saved = ppo.evaluate_actions
+    if kw is PPO_CONFIGS[STEPWISE]:
+        ppo.evaluate_actions = stepwise_evaluate_actions
+    try:
+        return measure_throughput(arch, updates=updates, warmup=warmup, env_threads=1, **kw)["steps_per_s"]
+    finally:
+        ppo.evaluate_actions = saved
 
 
 def main() -> None:
@@ -59,16 +93,16 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, kw in configs.items():
             ppo = kw.get("algo") == "ppo"
-            runs[name].append(measure_throughput(arch, updates=args.ppo_updates if ppo else args.updates,
-                                                 warmup=1 if ppo else 2, env_threads=1, **kw)["steps_per_s"])
+            runs[name].append(_measure(arch, kw, args.ppo_updates if ppo else args.updates, 1 if ppo else 2))
             print(f"  {name}: {runs[name][-1]:.0f} steps/s", flush=True)
     base = statistics.median(runs["baseline (1 thread, 1 group)"])
     print(f"Pong m-STPN training, {os.cpu_count()} CPUs, median of {args.repeats} interleaved runs "
           f"of {args.updates} updates")
-    print(f"{'config':32s} {'steps/s':>9s} {'vs baseline':>12s}  runs")
+    w = max(map(len, runs))
+    print(f"{'config':{w}s} {'steps/s':>9s} {'vs baseline':>12s}  runs")
     for name, v in runs.items():
         m = statistics.median(v)
-        print(f"{name:32s} {m:9.0f} {m / base:11.2f}x  {' '.join(f'{x:.0f}' for x in v)}")
+        print(f"{name:{w}s} {m:9.0f} {m / base:11.2f}x  {' '.join(f'{x:.0f}' for x in v)}")
 
 
 if __name__ == "__main__":
