@@ -580,18 +580,25 @@ def waterfall_table(steps: Sequence[WaterfallStep]) -> List[Dict[str, Any]]:
              "factor": s.factor, "ratio": s.ratio, "note": s.note} for s in steps]
 
 
+# the chip's ledger components booked per unit of time (crossbar/costs.py: bias held, chip on-time)
+PER_TIME_COMPONENTS = ("bias", "bias_driver", "bias_refresh", "leakage")
+
+
 def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch, periods_s: Sequence[float],
                          spec: Optional[GPUSpec] = None, dtype: str = "fp32",
                          step_period_s: float = STEP_PERIOD_S,
                          accel: Optional[DigitalAccelSpec] = None) -> List[Dict[str, float]]:
     """The system ratio per tier if the step period (and so the bias-held time) were ``periods_s``.
 
-    Bias and bias-driver energy grow in proportion to the time the bias is held (their ledger
-    values are for ``step_period_s``); every other memristive cost is per step. The roofline and
-    latency GPU figures do not depend on the period; the dedicated one idles for the rest of it.
+    What is booked per unit of time grows in proportion to the period (the ledger's values are for
+    ``step_period_s``): the bias, its drivers and its refresh (held for the step) and the tiles'
+    static power (``leakage``, booked over the chip's on-time, crossbar/costs.py); every other
+    memristive cost (reads, converters, pulses, digital work, the power-gating wake-ups) is per step.
+    The roofline and latency GPU figures do not depend on the period; the dedicated one idles for
+    the rest of it.
     """
     spec = GPUSpec() if spec is None else spec
-    timed = ("bias", "bias_driver")
+    timed = PER_TIME_COMPONENTS
     fixed = math.fsum(v for c, v in system_by_component.items() if c not in timed)
     held = math.fsum(system_by_component.get(c, 0.0) for c in timed)
     rows = []

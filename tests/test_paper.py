@@ -110,6 +110,11 @@ def test_waterfall_factors_multiply_to_the_end_to_end_ratio():
     per = ratio_vs_step_period(system, steps, arch, [1e-3, STEP_PERIOD_S, 1.0])
     assert per[0]["ratio_latency"] > per[1]["ratio_latency"] > per[2]["ratio_latency"]
     assert per[1]["memristive_j"] == pytest.approx(math.fsum(system.values()))
+    # so do the static power and the bias refresh (booked over time); reads and digital work do not
+    timed = dict(system, leakage=0.4, bias_refresh=2e-5, power_gating_wake=7e-6)
+    per = ratio_vs_step_period(timed, steps, arch, [1.0])[0]
+    per_time = 0.15 + 0.08 + 0.4 + 2e-5
+    assert per["memristive_j"] == pytest.approx(math.fsum(timed.values()) - per_time + per_time / STEP_PERIOD_S)
 
 
 def test_cli_paper_json(tmp_path, capsys):
