@@ -13,9 +13,12 @@ stoxbar.crossbar.* (it re-exports the layer's API).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from stoxbar.crossbar.ledger import EnergyLedger
 
 # The layer's API, imported on first use (PEP 562): a client of the digital path (``crossbar.fused``,
 # ``crossbar.ledger``, a network in float) runs without aihwkit, e.g. on a GPU machine that has
@@ -72,6 +75,8 @@ def attach_ledger(model: nn.Module, ledger: EnergyLedger | None, prefix: str = "
     Programming done before (``convert_to_analog``, layer constructors, ``set_weights``) is booked
     now unless ``book_pending`` is False (it then stays pending: :func:`pending_events`).
     """
+    from stoxbar.crossbar.array import STOTileArray  # a lazy name is not a global until first asked for
+
     for name, module in sto_modules(model):
         layer = layer_key(name, prefix)
         if isinstance(module, STOTileArray):
