@@ -15,9 +15,10 @@ forward, BPTT, Adam; ``pong.a2c.measure_throughput``):
 ``--ppo`` adds the recurrent PPO loop (pong/ppo.py; docs/stpn.md §11) with two group threads: the
 fine-tune's settings (16 envs x 64 steps, 2 epochs x 4 minibatches) and the defaults (16 x 128,
 4 x 4). A PPO update re-runs every step ``epochs`` times with BPTT, so its agent steps/s are those of
-several A2C updates' worth of compute per step (ratios against the same baseline). The last PPO
-config replays step by step (encoder, cell and heads per step, as before ``PongAgent.unroll``
-batched the encoder and heads over the rollout): the replay speed-up in the same process.
+several A2C updates' worth of compute per step (ratios against the same baseline). Two more PPO
+configs take session 13's changes back, in the same process: the minibatch split between two
+threads of one intra-op thread each (before the update ran on both cores as intra-op threads), and
+that with the step-by-step replay (encoder, cell and heads per step, before ``PongAgent.unroll``).
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
@@ -36,7 +37,6 @@ from stoxbar.pong import ppo
 from stoxbar.pong.a2c import measure_throughput
 from stoxbar.pong.agent import ArchConfig
 
-STEPWISE = "PPO 16x128, 4x4, 2 group threads, step-by-step replay (before unroll)"
 CONFIGS = {
     "baseline (1 thread, 1 group)": dict(threads=1, env_groups=1),
     "2 threads, 1 group": dict(threads=2, env_groups=1),
@@ -44,19 +44,21 @@ CONFIGS = {
     "2 threads, 2 groups": dict(threads=2, env_groups=2),
     "2 group threads": dict(threads=1, env_groups=2, group_threads=True),
 }
+_PPO128 = dict(threads=1, env_groups=2, group_threads=True, algo="ppo", rollout_len=128, ppo_epochs=4,
+               ppo_minibatches=4)
 PPO_CONFIGS = {
     "PPO 16x64, 2x4, 2 group threads": dict(threads=1, env_groups=2, group_threads=True, algo="ppo", rollout_len=64,
                                               ppo_epochs=2, ppo_minibatches=4),
-    "PPO 16x128, 4x4, 2 group threads": dict(threads=1, env_groups=2, group_threads=True, algo="ppo",
-                                               rollout_len=128, ppo_epochs=4, ppo_minibatches=4),
-    STEPWISE: dict(threads=1, env_groups=2, group_threads=True, algo="ppo", rollout_len=128, ppo_epochs=4,
-                   ppo_minibatches=4),
+    "PPO 16x128, 4x4, 2 group threads": _PPO128,
+    # the same loop with this session's changes taken back, one at a time (same-process baselines)
+    "PPO 16x128, 4x4, minibatch split between 2 threads (before the 2-core update)": dict(_PPO128, variant="split"),
+    "PPO 16x128, 4x4, split, step-by-step replay (before unroll)": dict(_PPO128, variant="split+stepwise"),
 }
 
 
 def stepwise_evaluate_actions(agent, obs, actions, dones, state):
     """The PPO replay as it was before ``PongAgent.unroll``: encoder, cell and heads one step at a
-    time (the baseline of the replay's speed-up; same numbers, tests/test_training.py)."""
+    time (same numbers, tests/test_training.py)."""
     params = agent.step_params()
     logps, values, ents = [], [], []
     for t in range(obs.shape[0]):
@@ -69,15 +71,35 @@ def stepwise_evaluate_actions(agent, obs, actions, dones, state):
     return torch.stack(logps), torch.stack(values), torch.stack(ents), state
 
 
+def split_minibatch_step(self, buf, idx):
+    """The PPO optimiser step as it was before the update took both cores as intra-op threads: the
+    minibatch split between two threads of one intra-op thread each, each back-propagating its half
+    (advantages normalised over the whole minibatch), the gradients summed with the halves' weights."""
+    self.opt.zero_grad(set_to_none=True)
+    adv = ppo.normalized(buf["adv"][:, idx])
+    pool = self._threads(2, "ppo-half")
+    cols = [c for c in torch.arange(len(idx)).tensor_split(2) if len(c)]
+    parts = [f.result() for f in [pool.submit(self._minibatch_loss, buf, idx[c], adv[:, c]) for c in cols]]
+    w = [len(c) / len(idx) for c in cols]
+    for p in self.agent.parameters():
+        if p.grad is not None:
+            p.grad.mul_(w[0])  # equal halves (minibatches of 4 envs): each half's loss weighted by 1/2
+    return self._step({k: float(sum(wi * part[k] for wi, part in zip(w, parts))) for k in parts[0]})
+
+
 def _measure(arch, kw, updates, warmup):
-    """Agent steps/s of one config (STEPWISE: with the step-by-step replay swapped in for this call)."""
-    saved = ppo.evaluate_actions
-    if kw is PPO_CONFIGS[STEPWISE]:
+    """Agent steps/s of one config, with a ``variant``'s older code swapped in for this call."""
+    kw = dict(kw)
+    variant = kw.pop("variant", "")
+    saved = ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS
+    if "split" in variant:
+        ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS = split_minibatch_step, None
+    if "stepwise" in variant:
         ppo.evaluate_actions = stepwise_evaluate_actions
     try:
         return measure_throughput(arch, updates=updates, warmup=warmup, env_threads=1, **kw)["steps_per_s"]
     finally:
-        ppo.evaluate_actions = saved
+        ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS = saved
 
 
 def main() -> None:
@@ -92,8 +114,8 @@ def main() -> None:
     runs = {name: [] for name in configs}
     for _ in range(args.repeats):
         for name, kw in configs.items():
-            ppo = kw.get("algo") == "ppo"
-            runs[name].append(_measure(arch, kw, args.ppo_updates if ppo else args.updates, 1 if ppo else 2))
+            is_ppo = kw.get("algo") == "ppo"
+            runs[name].append(_measure(arch, kw, args.ppo_updates if is_ppo else args.updates, 1 if is_ppo else 2))
             print(f"  {name}: {runs[name][-1]:.0f} steps/s", flush=True)
     base = statistics.median(runs["baseline (1 thread, 1 group)"])
     print(f"Pong m-STPN training, {os.cpu_count()} CPUs, median of {args.repeats} interleaved runs "

@@ -16,8 +16,10 @@ read, not copied), adapted to this agent:
   ``max(-A r, -A clip(r, 1 - c, 1 + c))`` (advantages normalised over the minibatch) + ``value_coef`` x
   clipped value loss (CleanRL's ``clip_vloss``, 0.5 (R - V)^2 at the larger of the clipped and
   unclipped errors) - ``entropy_coef`` x entropy, global grad-norm clip ``max_grad_norm``, then the
-  device constraints. With ``group_threads`` each minibatch is split between two threads (one
-  intra-op thread each, gradients summed), the setting that uses both cores.
+  device constraints. With ``group_threads`` (the setting that uses both cores) the update runs with
+  ``UPDATE_THREADS`` intra-op threads: the emulators are idle then, and one replay of the whole
+  minibatch on both cores was 1.4x faster than two threads replaying half of it each (the layout
+  before, BENCHMARKS.md).
 * The (h, F) carried into the next rollout is the rollout's, computed with the pre-update policy
   (CleanRL's convention).
 
@@ -30,7 +32,8 @@ May import: torch, numpy, stoxbar.pong.{env,rollout}.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,6 +41,22 @@ from torch import Tensor
 
 from stoxbar.pong.rollout import EnvRunner, detach_state, evaluate_actions, gae
 from stoxbar.pong.env import OBS_SHAPE
+
+UPDATE_THREADS = 2  # intra-op threads of a group-threads update: the two cores of the machines we train on
+
+
+@contextmanager
+def intra_op_threads(n: Optional[int]) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads in this thread (None: unchanged), then restore."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def ppo_loss(new_logp: Tensor, old_logp: Tensor, values: Tensor, old_values: Tensor, entropies: Tensor,
@@ -118,8 +137,8 @@ class PPORunner(EnvRunner):
         return buf, sorted(finished), (float(np.mean(sparsity)) if sparsity else float("nan"))
 
     # -- update ----------------------------------------------------------------------------------
-    def _minibatch_loss(self, buf, idx: Tensor, adv: Tensor, scale: float) -> Dict[str, float]:
-        """Replay envs ``idx`` over the rollout from their starting state; backward of ``scale`` x loss;
+    def _minibatch_loss(self, buf, idx: Tensor, adv: Tensor) -> Dict[str, float]:
+        """Replay envs ``idx`` over the rollout from their starting state and back-propagate the loss;
         ``adv`` [T, len(idx)]: their advantages, normalised over the minibatch."""
         cfg = self.cfg
         state = tuple(s[idx] for s in buf["state0"])
@@ -128,38 +147,32 @@ class PPORunner(EnvRunner):
                                                     state)
         loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, adv,
                                buf["ret"][:, idx], cfg.clip_coef, cfg.value_coef, cfg.entropy_coef, normalize=False)
-        (loss * scale).backward()
+        loss.backward()
         return terms
 
     def _minibatch_step(self, buf, idx: Tensor) -> Dict[str, float]:
-        """One optimiser step on envs ``idx`` (split between the pool's threads with group_threads)."""
+        """One optimiser step on envs ``idx``."""
         self.opt.zero_grad(set_to_none=True)
-        adv = normalized(buf["adv"][:, idx])  # over the whole minibatch, before any split
-        if self.cfg.group_threads and len(idx) > 1:
-            pool = self._threads(2, "ppo-half")
-            cols = [c for c in torch.arange(len(idx)).tensor_split(2) if len(c)]
-            halves = [idx[c] for c in cols]
-            futures = [pool.submit(self._minibatch_loss, buf, h, adv[:, c], len(h) / len(idx))
-                       for h, c in zip(halves, cols)]
-            parts = [f.result() for f in futures]
-            w = [len(h) / len(idx) for h in halves]
-            terms = {k: float(sum(wi * p[k] for wi, p in zip(w, parts))) for k in parts[0]}
-        else:
-            terms = self._minibatch_loss(buf, idx, adv, 1.0)
-        return self._step(terms)  # clip, Adam step, device constraints (EnvRunner)
+        adv = normalized(buf["adv"][:, idx])  # over the whole minibatch
+        return self._step(self._minibatch_loss(buf, idx, adv))  # clip, Adam step, device constraints
+
+    def learn(self, buf) -> Dict[str, float]:
+        """The PPO epochs on one rollout's buffers; returns the loss terms averaged over the steps."""
+        cfg = self.cfg
+        acc: Dict[str, float] = {}
+        steps = 0
+        with intra_op_threads(UPDATE_THREADS if cfg.group_threads else None):
+            for _ in range(cfg.ppo_epochs):
+                for idx in torch.randperm(cfg.num_envs).tensor_split(cfg.ppo_minibatches):
+                    for k, v in self._minibatch_step(buf, idx).items():
+                        acc[k] = acc.get(k, 0.0) + v
+                    steps += 1
+        return {k: v / steps for k, v in acc.items()}
 
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         """One rollout and its PPO epochs. Returns (mean loss terms over the optimiser steps, finished
         games as (step of the rollout 1..T, return, length))."""
         buf, finished, sparsity = self._rollout()
-        cfg = self.cfg
-        acc: Dict[str, float] = {}
-        steps = 0
-        for _ in range(cfg.ppo_epochs):
-            for idx in torch.randperm(cfg.num_envs).tensor_split(cfg.ppo_minibatches):
-                for k, v in self._minibatch_step(buf, idx).items():
-                    acc[k] = acc.get(k, 0.0) + v
-                steps += 1
-        terms = {k: v / steps for k, v in acc.items()}
+        terms = self.learn(buf)
         terms["sparsity"] = sparsity
         return terms, finished

@@ -154,26 +154,38 @@ def test_comparison_with_ppo_and_settings_saved_before_algo_existed(tmp_path):
         ComparisonConfig(algo="sac")
 
 
-def test_minibatch_split_between_threads_takes_the_same_step():
-    """With group threads a minibatch is split between two threads: the advantages are normalised over
-    the whole minibatch first, so the summed gradient (and the step) equals the unsplit one."""
+def test_group_threads_update_uses_both_cores_and_takes_the_same_steps(monkeypatch):
+    """With group threads the PPO epochs run with two intra-op threads (the emulators are idle then):
+    the same optimiser steps as one thread, the thread count restored afterwards."""
     import copy
 
     torch.manual_seed(0)
-    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=6, algo="ppo", env_groups=2)
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=6, algo="ppo", env_groups=2, ppo_epochs=2,
+                      ppo_minibatches=2)
     agent = PongAgent(TINY)
     runner = PPORunner(agent, torch.optim.SGD(agent.parameters(), lr=1.0), cfg, env_seed=5)
     try:
         buf, _, _ = runner._rollout()
-        split = PPORunner.__new__(PPORunner)  # the same update code on a copy, without emulators
-        split.agent = copy.deepcopy(agent)
-        split.opt = torch.optim.SGD(split.agent.parameters(), lr=1.0)
-        split.cfg, split._pool = dataclasses.replace(cfg, group_threads=True), None
-        idx = torch.tensor([3, 0, 2])
-        t1, t2 = runner._minibatch_step(buf, idx), split._minibatch_step(buf, idx)
-        split._pool.shutdown()
     finally:
         runner.close()
+    both = PPORunner.__new__(PPORunner)  # the same update code on a copy, without emulators
+    both.agent = copy.deepcopy(agent)
+    both.opt = torch.optim.SGD(both.agent.parameters(), lr=1.0)
+    both.cfg, both._pool = dataclasses.replace(cfg, group_threads=True), None
+    seen = []
+    loss = PPORunner._minibatch_loss
+    monkeypatch.setattr(PPORunner, "_minibatch_loss", lambda self, *a: seen.append(torch.get_num_threads())
+                        or loss(self, *a))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # the training loop's default (--threads 1)
+    try:
+        torch.manual_seed(1)
+        t1 = runner.learn(buf)
+        torch.manual_seed(1)
+        t2 = both.learn(buf)
+        assert seen == [1] * 4 + [2] * 4 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)
     assert t1["loss"] == pytest.approx(t2["loss"], rel=1e-5) and t1["grad_norm"] == pytest.approx(t2["grad_norm"], rel=1e-4)
-    for (name, p1), p2 in zip(agent.named_parameters(), split.agent.parameters()):
+    for (name, p1), p2 in zip(agent.named_parameters(), both.agent.parameters()):
         torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-6, msg=name)
