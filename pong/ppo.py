@@ -17,9 +17,9 @@ read, not copied), adapted to this agent:
   clipped value loss (CleanRL's ``clip_vloss``, 0.5 (R - V)^2 at the larger of the clipped and
   unclipped errors) - ``entropy_coef`` x entropy, global grad-norm clip ``max_grad_norm``, then the
   device constraints. With ``group_threads`` (the setting that uses both cores) the update runs with
-  ``UPDATE_THREADS`` intra-op threads: the emulators are idle then, and one replay of the whole
-  minibatch on both cores was 1.4x faster than two threads replaying half of it each (the layout
-  before, BENCHMARKS.md).
+  ``UPDATE_THREADS`` intra-op threads: the emulators are idle then, and the epochs on one real
+  rollout took 5.66 s this way against 6.19 s with each minibatch split between two threads of one
+  intra-op thread each (the layout before; quiet machine, BENCHMARKS.md).
 * The (h, F) carried into the next rollout is the rollout's, computed with the pre-update policy
   (CleanRL's convention).
 
