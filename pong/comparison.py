@@ -7,9 +7,9 @@ synapses' short-term state is the only memory of the plastic layer), ``stpn`` (t
 (:func:`stoxbar.pong.a2c.train`) in ``ROOT/AGENT/seedS/train-*``, trained with sticky actions
 (p = 0.25, the evaluation protocol, docs/stpn.md §8) and the collapse guard (stabilised A2C,
 ``rollback_drop``). :func:`run_comparison` trains the unfinished runs in turns of
-``chunk_minutes``, the run with the fewest frames first, so that an interrupted session leaves every run at a similar budget
-and the next session resumes all of them (``ROOT/comparison.json`` holds the settings; a second
-call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
+``chunk_minutes``, the run with the fewest frames first, so that an interrupted session leaves every
+run at a similar budget and the next session resumes all of them (``ROOT/comparison.json`` holds
+the settings; a second call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
 (sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
 ablation rows come from ``stoxbar play`` on each run's checkpoint.
 
@@ -125,9 +125,8 @@ def _settings(root: Path, cfg: ComparisonConfig) -> None:
 def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.0, threads: int = 1,
                    env_threads: int = 1, echo: Callable[[str], None] = print, group_threads: bool = False) -> bool:
     """Train the unfinished run with the fewest frames for ``chunk_minutes``, again and again, until
-    all reach the budget (module
-    docstring); returns True when all are finished. A signal stops the run in progress with its
-    checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
+    all reach the budget (module docstring); returns True when all are finished. A signal stops the
+    run in progress with its checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
     check_range("chunk_minutes", chunk_minutes, 0.0, None, lo_open=True)
     root = Path(root)
     _settings(root, cfg)

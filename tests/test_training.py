@@ -302,7 +302,7 @@ def test_collapse_guard_restores_the_best_checkpoint_with_a_lower_lr():
         TrainConfig(rollback_lr_factor=0.0)
 
 
-def test_training_comparison_round_robin_resumes_and_reports(tmp_path):
+def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(tmp_path):
     from stoxbar.pong.comparison import ComparisonConfig, comparison_report, run_comparison, run_of
 
     cfg = ComparisonConfig(agents=("stp_only", "recurrent"), seeds=(0, 1), frames=4 * 80, arch="bottleneck",
