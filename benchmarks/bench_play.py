@@ -13,8 +13,10 @@ process); it is imported before the timed windows so a short window measures the
 ``--fresh-read-weight`` adds, interleaved, the read as it was before the state's reused read buffer
 (``CrossbarState.effective_weight(scratch=True)``): a fresh W + F tensor per read, the baseline of that
 change in the same process.
+``--env-threads 1,2`` measures the vector env with one and with two emulator threads, interleaved
+(``stoxbar play --chips`` plays with one emulator thread per core).
 Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]
-[--fresh-read-weight]``.
+[--fresh-read-weight] [--threads T] [--env-threads 1,2]``.
 """
 
 from __future__ import annotations
@@ -45,23 +47,26 @@ def chip_agent():
     return agent, periphery, ledger
 
 
-def batched(games: int, chips: int, steps: int, device: str, fresh_read_weight: bool = False) -> tuple:
+def batched(games: int, chips: int, steps: int, device: str, fresh_read_weight: bool = False,
+            env_threads: int = 1) -> tuple:
     """(agent steps per second, result) of ``games`` games on ``chips`` chips for at most ``steps`` steps;
-    ``fresh_read_weight``: each read builds a fresh W + F tensor (the read before its reused buffer)."""
+    ``fresh_read_weight``: each read builds a fresh W + F tensor (the read before its reused buffer);
+    ``env_threads``: the vector env's emulator threads."""
     agent, periphery, ledger = chip_agent()
     saved = TiledAnalogMVM.__dict__["array_weight"]
     if fresh_read_weight:
         TiledAnalogMVM.array_weight = classmethod(lambda cls, state, periphery: state.effective_weight())
     try:
-        res = play_chips(agent, games, chips, 0, True, steps, periphery, ledger, sticky=EVAL_STICKY, device=device)
+        res = play_chips(agent, games, chips, 0, True, steps, periphery, ledger, sticky=EVAL_STICKY, device=device,
+                         env_threads=env_threads)
     finally:
         TiledAnalogMVM.array_weight = saved
     return sum(res.steps) / res.wall_s, res
 
 
-def bare(games: int, steps: int) -> float:
+def bare(games: int, steps: int, env_threads: int = 1) -> float:
     """Env steps per second of the bare vector env stepping ``games`` games with random actions."""
-    env = make_pong_env(games, seed=0, sticky=EVAL_STICKY)
+    env = make_pong_env(games, seed=0, sticky=EVAL_STICKY, num_threads=env_threads)
     rng = np.random.default_rng(0)
     try:
         env.reset()
@@ -86,29 +91,37 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="also time the G full games")
     ap.add_argument("--fresh-read-weight", action="store_true",
                     help="also the read with a fresh W + F tensor per read (the baseline of the reused buffer)")
+    ap.add_argument("--env-threads", default="1",
+                    help="emulator threads of the vector env, one or a comma list measured interleaved (e.g. 1,2)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    chip, env, fresh = [], [], []
+    env_threads = [int(x) for x in args.env_threads.split(",")]
+    chip = {n: [] for n in env_threads}
+    env = {n: [] for n in env_threads}
+    fresh = []
     for _ in range(args.repeats):  # interleaved
-        env.append(bare(args.games, args.steps))
-        chip.append(batched(args.games, args.chips, args.steps, args.device)[0])
+        for n in env_threads:
+            env[n].append(bare(args.games, args.steps, n))
+            chip[n].append(batched(args.games, args.chips, args.steps, args.device, env_threads=n)[0])
         if args.fresh_read_weight:
-            fresh.append(batched(args.games, args.chips, args.steps, args.device, fresh_read_weight=True)[0])
-    c, e = statistics.median(chip), statistics.median(env)
+            fresh.append(batched(args.games, args.chips, args.steps, args.device, fresh_read_weight=True,
+                                 env_threads=env_threads[0])[0])
+    for n in env_threads:
+        c, e = statistics.median(chip[n]), statistics.median(env[n])
+        print(f"{args.games} games on {args.chips} chips ({args.device}, {args.threads} torch thread(s), {n} emulator "
+              f"thread(s)): {c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
+              f"ratio {100 * c / e:.1f} % (goal >= 60 %)  [runs: chips {[round(x) for x in chip[n]]}, "
+              f"env {[round(x) for x in env[n]]}]")
+        full_s = 100 * args.steps_per_game / c
+        print(f"  100 full games (x {args.steps_per_game:.0f} agent steps) at {c:.0f} agent steps/s: ~{full_s:.0f} s "
+              f"({full_s / 60:.1f} min; goal <= 180 s), extrapolated")
     if fresh:
-        f = statistics.median(fresh)
-        print(f"fresh W + F tensor per read: {f:.0f} agent steps/s ({100 * f / e:.1f} % of the env); the reused "
-              f"read buffer: {c / f:.2f}x that  [runs: {[round(x) for x in fresh]}]")
-    print(f"{args.games} games on {args.chips} chips ({args.device}, {args.threads} torch thread(s)): "
-          f"{c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
-          f"ratio {100 * c / e:.1f} % (goal >= 60 %)  [runs: chips {[round(x) for x in chip]}, "
-          f"env {[round(x) for x in env]}]")
-    full_s = 100 * args.steps_per_game / c
-    print(f"100 full games (x {args.steps_per_game:.0f} agent steps) at {c:.0f} agent steps/s: ~{full_s:.0f} s "
-          f"({full_s / 60:.1f} min; goal <= 180 s), extrapolated")
+        f, c = statistics.median(fresh), statistics.median(chip[env_threads[0]])
+        print(f"fresh W + F tensor per read: {f:.0f} agent steps/s; the reused read buffer: {c / f:.2f}x that  "
+              f"[runs: {[round(x) for x in fresh]}]")
     if args.full:
         t0 = time.perf_counter()
-        _, res = batched(args.games, args.chips, 27000, args.device)
+        _, res = batched(args.games, args.chips, 27000, args.device, env_threads=env_threads[-1])
         wall = time.perf_counter() - t0
         print(f"{args.games} full games on {args.chips} chips: {wall:.1f} s wall (goal <= 180 s for 100), "
               f"{sum(res.steps)} agent steps, mean score {np.mean(res.scores):+.2f}, "

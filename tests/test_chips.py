@@ -131,12 +131,14 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     from stoxbar.studies.report import check_play_report
 
     check_play_report(rep, out)  # the report tools read it as any `stoxbar play --json` report
-    # batched play uses every core by default; the threads change no result (the same draws, the same sums)
+    # batched play uses every core by default, for torch and for the emulators; the threads change no
+    # result (the same games, the same draws, the same sums)
     out2 = tmp_path / "chips-1thread.json"
-    assert main(["play", "--games", "4", "--chips", "2", "--max-steps", "30", "--threads", "1", "--json", str(out2)]) == 0
+    assert main(["play", "--games", "4", "--chips", "2", "--max-steps", "30", "--threads", "1", "--env-threads", "1",
+                 "--json", str(out2)]) == 0
     rep2 = json.loads(out2.read_text())
-    assert rep["threads"] == (os.cpu_count() or 1) and rep2["threads"] == 1
-    skip = ("command", "wall_seconds", "threads")
+    assert rep["threads"] == rep["env_threads"] == (os.cpu_count() or 1) and rep2["threads"] == rep2["env_threads"] == 1
+    skip = ("command", "wall_seconds", "threads", "env_threads")
     assert {k: v for k, v in rep.items() if k not in skip} == {k: v for k, v in rep2.items() if k not in skip}
 
 
@@ -147,6 +149,7 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     (["--chips", "1", "--sticky", "1"], "--sticky = 1.0: allowed range is [0, 1)"),
     (["--chips", "1", "--torch-device", "nowhere"], "--torch-device = 'nowhere': not a usable torch device"),
     (["--torch-device", "cuda"], "--torch-device = 'cuda': only the batched chips (--chips)"),
+    (["--chips", "1", "--env-threads", "0"], "--env-threads = 0: allowed range is [1, inf)"),
 ])
 def test_play_chips_bad_input_is_one_line(argv, text, capsys):
     assert main(["play", *argv]) == 2
