@@ -598,9 +598,8 @@ def ratio_vs_step_period(system_by_component: Dict[str, float], steps: int, arch
     the rest of it.
     """
     spec = GPUSpec() if spec is None else spec
-    timed = PER_TIME_COMPONENTS
-    fixed = math.fsum(v for c, v in system_by_component.items() if c not in timed)
-    held = math.fsum(system_by_component.get(c, 0.0) for c in timed)
+    fixed = math.fsum(v for c, v in system_by_component.items() if c not in PER_TIME_COMPONENTS)
+    held = math.fsum(system_by_component.get(c, 0.0) for c in PER_TIME_COMPONENTS)
     rows = []
     for p in periods_s:
         check_range("period_s", p, 0.0, 3600.0, lo_open=True, unit="s")
