@@ -211,3 +211,47 @@ def test_gpu_plot_draws_the_shipped_measurement_and_refuses_bad_input(tmp_path):
                            timeout=120)
         assert r.returncode == 2 and needle in r.stdout and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+
+
+def _bench_chips_cuda():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_chips_cuda", ROOT / "benchmarks" / "bench_chips_cuda.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_chips_cuda_sim_runs_the_batched_chips_and_is_reproducible():
+    """The 1,000-chip benchmark's step is stoxbar play's batched step (run here on the CPU at 4 chips):
+    seeded, two runs book the same energy; boundaries nest; a wrong games/chips split is refused."""
+    from stoxbar.core.validation import ConfigError as CE
+
+    mod = _bench_chips_cuda()
+    frames = mod.record_frames(4, 3, 1)
+    assert frames.shape == (3, 4, 1, 84, 84) and frames.dtype == torch.uint8
+    a = mod.sim(frames, 4, "cpu", steps=2, warmup=1)
+    b = mod.sim(frames, 2, "cpu", steps=2, warmup=1)  # 2 games on each of 2 chips
+    again = mod.sim(frames, 4, "cpu", steps=2, warmup=1)
+    assert a["energy_per_agent_step_j"] == again["energy_per_agent_step_j"]
+    e = a["energy_per_agent_step_j"]
+    assert 0 < e["synapse_only"] < e["array"] <= e["system"]
+    assert a["agent_steps_per_s"] > 0 and a["games"] == b["games"] == 4 and b["chips"] == 2
+    with pytest.raises(CE, match="--chips"):
+        mod.sim(frames, 3, "cpu", steps=1, warmup=0)
+
+
+def test_shipped_h200_chips_measurement_is_pinned():
+    """The committed 1,000-chip measurement (BENCHMARKS.md): every size on both devices, the same model
+    (energy per agent step within 0.1 %), and the numbers the table quotes."""
+    d = json.loads((ROOT / "benchmarks" / "gpu" / "h200-2026-12-04-chips.json").read_text())
+    assert d["schema"] == "stoxbar.bench_chips_cuda/1" and d["gpu"] == "NVIDIA H200" and not d.get("errors")
+    rows = {(r["chips"], r["device"]): r for r in d["sim"]}
+    assert set(rows) == {(c, dev) for c in (10, 100, 1000) for dev in ("cpu", "cuda")}
+    for c in (10, 100, 1000):
+        cpu, cuda = rows[(c, "cpu")]["energy_per_agent_step_j"], rows[(c, "cuda")]["energy_per_agent_step_j"]
+        for k in cpu:
+            assert cuda[k] == pytest.approx(cpu[k], rel=1e-3)
+    top = rows[(1000, "cuda")]
+    assert top["agent_steps_per_s"] == pytest.approx(13456.4, rel=1e-4) and top["ms_per_batched_step"] == pytest.approx(74.31, rel=1e-3)
+    assert top["agent_steps_per_s"] / rows[(1000, "cpu")]["agent_steps_per_s"] == pytest.approx(31.6, abs=0.05)
