@@ -159,9 +159,19 @@ def _curve(run: Path, window: int, grid: np.ndarray) -> Tuple[np.ndarray, np.nda
     return on_grid, ret, (float(f[hit[0]]) if len(hit) else None)
 
 
+def mean_at_budget(run: Path, window: int, budget: float) -> float:
+    """Mean return of the last ``window`` training games that ended by ``budget`` frames (nan if none)."""
+    frames, ret = run_episodes(run)
+    last = ret[frames <= budget][-window:]
+    return float(last.mean()) if len(last) else float("nan")
+
+
 def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[str, Any]:
     """Learning curves (``window``-game mean vs frames: mean across seeds, band = min..max) into
-    ROOT/comparison.png and a table into ROOT/comparison.md (both replaced); returns the numbers."""
+    ROOT/comparison.png and a table into ROOT/comparison.md (both replaced); returns the numbers.
+
+    Runs stopped at different frames are compared at the equal budget too: every run's ``window``-game
+    mean at the fewest frames any run has done (``equal_budget_frames``; ``at_budget`` per agent)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,10 +183,13 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
     grid = np.linspace(0, cfg.frames, points)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rows: Dict[str, Any] = {}
+    done = {(a, sd): run_of(root, a, sd) for a in cfg.agents for sd in cfg.seeds}
+    budget = min((_steps_done(r) * FRAMESKIP for r in done.values() if r is not None), default=0)
     for agent in cfg.agents:
         curves, finals, hits, frames_done = [], [], [], []
+        at_budget = []
         for seed in cfg.seeds:
-            run = run_of(root, agent, seed)
+            run = done[(agent, seed)]
             if run is None:
                 continue
             on_grid, ret, hit = _curve(run, window, grid)
@@ -184,6 +197,7 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
             finals.append(float(ret[-window:].mean()) if len(ret) else float("nan"))
             hits.append(hit)
             frames_done.append(_steps_done(run) * FRAMESKIP)
+            at_budget.append(mean_at_budget(run, window, budget))
         if not curves:
             continue
         c = np.array(curves)
@@ -194,7 +208,8 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
         line, = ax.plot(grid[ok], mid[ok], lw=2, label=f"{agent} ({len(curves)} seeds)")
         ax.fill_between(grid[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2)
         rows[agent] = {"seeds": len(curves), "frames_done": frames_done, "final_mean": float(np.mean(finals)),
-                       "final_per_seed": finals, "frames_to_target": hits}
+                       "final_per_seed": finals, "frames_to_target": hits, "equal_budget_frames": budget,
+                       "at_budget_per_seed": at_budget, "at_budget_mean": float(np.mean(at_budget))}
     ax.axhline(TARGET_SCORE, color="k", ls=":", lw=1)
     ax.set_xlabel("emulator frames")
     ax.set_ylabel(f"mean return of the last {window} training games")
@@ -204,12 +219,14 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
     ax.set_title(f"training comparison (sticky {cfg.sticky:g}; band: min..max over seeds)")
     fig.tight_layout()
     fsio.atomic_write_bytes(root / "comparison.png", figure_bytes(fig), overwrite=True)
-    lines = [f"| agent | seeds | frames done (M) | final {window}-game mean (per seed) | frames to +{TARGET_SCORE:g} (M) |",
-             "|---|---|---|---|---|"]
+    lines = [f"| agent | seeds | frames done (M) | final {window}-game mean (per seed) | {window}-game mean at the "
+             f"equal budget of {budget / 1e6:.2f} M frames (per seed) | frames to +{TARGET_SCORE:g} (M) |",
+             "|---|---|---|---|---|---|"]
     for agent, r in rows.items():
         hits = ", ".join("not reached" if h is None else f"{h / 1e6:.1f}" for h in r["frames_to_target"])
         lines.append(f"| {agent} | {r['seeds']} | {', '.join(f'{f / 1e6:.2f}' for f in r['frames_done'])} | "
-                     f"{r['final_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['final_per_seed'])}) | {hits} |")
+                     f"{r['final_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['final_per_seed'])}) | "
+                     f"{r['at_budget_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['at_budget_per_seed'])}) | {hits} |")
     fsio.atomic_write_text(root / "comparison.md", "\n".join(lines) + "\n", overwrite=True)
     return rows
 

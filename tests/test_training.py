@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, new_run_dir, save_checkpoint
 from stoxbar.pong.env import STEP_PERIOD_S, check_obs, make_pong_env
 from stoxbar.core.validation import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 
@@ -333,9 +337,27 @@ def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(
         "recurrent seed 0", "recurrent seed 1"]
     rows = comparison_report(tmp_path, window=2)
     assert set(rows) == {"stp_only", "recurrent"} and rows["recurrent"]["seeds"] == 2
+    assert rows["recurrent"]["equal_budget_frames"] == 320 and "equal budget of 0.00 M frames" in (
+        tmp_path / "comparison.md").read_text()
     assert (tmp_path / "comparison.png").stat().st_size > 0 and "| recurrent | 2 |" in (tmp_path / "comparison.md").read_text()
     with pytest.raises(ConfigError, match="agents: 'lstm' unknown"):
         ComparisonConfig(agents=("lstm",))
+
+
+def test_mean_at_budget_reads_a_committed_run_at_an_earlier_budget():
+    """The equal-budget column of the comparison report: the last games that ended by the budget, read
+    from a committed run's episodes.csv (append-only, so the value at 1 M frames stays), checked against
+    the CSV read here independently."""
+    from stoxbar.pong.comparison import mean_at_budget, run_of
+
+    run = run_of(ROOT / "training" / "comparison_ppo", "stp_only", 0)
+    with open(run / "episodes.csv") as f:
+        rows = [(float(r["frames"]), float(r["return"])) for r in csv.DictReader(f)]
+    by_1m = [ret for fr, ret in rows if fr <= 1e6][-100:]
+    assert len(by_1m) == 100 and mean_at_budget(run, 100, 1e6) == pytest.approx(sum(by_1m) / 100)
+    assert mean_at_budget(run, 100, 1e6) == pytest.approx(-20.56)  # golden: the run at 1 M frames
+    assert mean_at_budget(run, 100, 4e6) > mean_at_budget(run, 100, 1e6) + 4  # the run that learns
+    assert math.isnan(mean_at_budget(run, 100, 0))  # no game ended by then
 
 
 def test_train_cli_reports_bad_config(capsys):
