@@ -77,22 +77,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sim(frames: torch.Tensor, chips: int, device: str, steps: int, warmup: int) -> Dict[str, Any]:
-    """Time ``steps`` batched agent steps of ``frames.shape[1]`` games on ``chips`` chips on ``device``."""
+def sim(frames: torch.Tensor, chips: int, device: str, steps: int, warmup: int, seed: int = 0) -> Dict[str, Any]:
+    """Time ``steps`` batched agent steps of ``frames.shape[1]`` games on ``chips`` chips on ``device``
+    (``seed``: the chips' programming draws and the read noise)."""
     games = frames.shape[1]
     per_chip = check_games_chips(games, chips)
     dev = torch.device(device)
-    torch.manual_seed(0)  # the read noise draws from the global stream (of ``device``)
-    if dev.type == "cuda":
-        torch.cuda.manual_seed_all(0)
+    torch.manual_seed(seed)  # the read noise draws from the global stream (of ``device``; CUDA's too)
     agent, periphery, ledger = chip_agent()
     agent.to(dev)
     t0 = time.perf_counter()
-    agent.cell.program_chips(chips, per_chip, torch.Generator(device=dev).manual_seed(0))
+    agent.cell.program_chips(chips, per_chip, torch.Generator(device=dev).manual_seed(seed))
     sync(dev)
     program_s = time.perf_counter() - t0
     frames_dev = frames.to(dev)  # copied once: the timed loop is the step, not the host-to-device copy of a recording
-    gen = torch.Generator(device=dev).manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     digital = StepCounter(agent, periphery.digital)
     state = agent.initial_state(games)
     with torch.no_grad(), digital:
@@ -107,10 +106,13 @@ def sim(frames: torch.Tensor, chips: int, device: str, steps: int, warmup: int) 
     flush_events(agent)
     digital.book(ledger)
     n = games * (warmup + steps)  # the ledger holds the warm-up steps too
-    per_step = {name: float(b["total_j"]) / n for name, b in boundaries(ledger).items()}
-    out = {"device": device, "games": games, "chips": chips, "steps": steps, "warmup": warmup,
+    bounds = boundaries(ledger)
+    per_step = {name: float(b["total_j"]) / n for name, b in bounds.items()}
+    by_component = {c: float(j) / n for c, j in bounds["system"]["by_component"].items()}
+    out = {"device": device, "games": games, "chips": chips, "steps": steps, "warmup": warmup, "seed": seed,
            "agent_steps_per_s": games * steps / wall, "ms_per_batched_step": 1e3 * wall / steps,
-           "program_s": program_s, "energy_per_agent_step_j": per_step}
+           "program_s": program_s, "energy_per_agent_step_j": per_step,
+           "system_per_agent_step_by_component_j": by_component}
     if dev.type == "cuda":
         out["cuda_max_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
         torch.cuda.reset_peak_memory_stats(dev)
