@@ -11,9 +11,18 @@ own read-noise draws. Every read, decay and pulse of all chips is one batched to
 A game's record ends at its first episode end (or at ``max_steps``: flagged truncated). The
 vector env would restart a finished game at once; instead the finished game leaves the batch
 (``PongAgent.keep_slots``: its chip slot stops reading, pulsing and holding bias; its emulator
-gets NOOPs, unrecorded), so the ledger holds exactly the games' own events and the energy per
-game at each boundary is ``ledger total / games`` (the mean; the per-game spread needs per-slot
-events, which the tiles do not record: the sequential path, ``--chips`` left out, reports it).
+gets NOOPs, unrecorded), so the ledger holds exactly the games' own events and the mean energy per
+game at each boundary is ``ledger total / games``.
+
+Each game's own energy (``energy_per_game``, analog play): the tiles record events summed over the
+batch, not per slot, so the run is cut into segments at the steps where games end (the set of
+games playing is constant within one); at each cut the events are booked and the segment's energy
+is split equally among the games that played it. A game's energy is the sum over its segments, so
+the per-game energies add up to the ledger's total exactly. The split is exact for the parts that
+every playing game incurs alike (leakage and bias held per chip slot and interval, the periphery
+of each input vector's read, the digital work per step: over 99.8 % of the shipped agent's system
+energy, measured) and a segment mean for the data-dependent parts (short-term pulses and the
+half-selected cells, the read drive, the bias on |F|). The spread across games therefore comes from their lengths, which is what sets it.
 
 ``chips = 1`` keeps today's sequential path (:func:`~stoxbar.pong.evaluate.play_games`): one chip,
 games one after another, the same scores for the same seed.
@@ -37,7 +46,7 @@ from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.accounting import StepCounter
 from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
-from stoxbar.pong.evaluate import PlayResult
+from stoxbar.pong.evaluate import PlayResult, _boundary_totals
 
 MAX_CHIPS = 1024  # assumption: the vector env's limit on games (PongVecEnv num_envs <= 1024) bounds the chips
 
@@ -69,8 +78,10 @@ class ChipsResult(PlayResult):
     def per_game(self, seed: int) -> List[Dict[str, Any]]:
         """One record per game, in game order: its env seed (``seed + i``, as :func:`play_chips` seeds them),
         chip, score, agent steps and whether ``max_steps`` cut it short."""
-        return [{"env_seed": seed + i, "chip": c, "score": s, "steps": n, "truncated": t}
-                for i, (c, s, n, t) in enumerate(zip(self.chip, self.scores, self.steps, self.truncated))]
+        energy = self.energy_per_game or [None] * len(self.scores)
+        return [{"env_seed": seed + i, "chip": c, "score": s, "steps": n, "truncated": t,
+                 **({"energy_j": e} if e else {})}
+                for i, (c, s, n, t, e) in enumerate(zip(self.chip, self.scores, self.steps, self.truncated, energy))]
 
     def chip_means(self) -> List[float]:
         """Mean score of each chip's games."""
@@ -99,6 +110,18 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
     env = make_pong_env(games, seed=seed, num_threads=env_threads, sticky=sticky)
     scores = np.zeros(games)
     steps = np.zeros(games, dtype=np.int64)
+    own: Dict[str, np.ndarray] = {}  # boundary -> each game's energy so far (J)
+    booked = {"before": _boundary_totals(result.ledger)}
+
+    def settle(members: np.ndarray) -> None:
+        """Book the segment that ``members`` played and split its energy equally among them."""
+        flush_events(agent)
+        digital.book(result.ledger)
+        after = _boundary_totals(result.ledger)
+        for k, v in after.items():
+            own.setdefault(k, np.zeros(games))[members] += (v - booked["before"].get(k, 0.0)) / len(members)
+        booked["before"] = after
+
     try:
         obs = env.reset()
         state = agent.initial_state(games)
@@ -114,11 +137,15 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
                 scores[live] += reward[live]
                 steps[live] += 1
                 ended = done[live]
+                if ended.any() and digital is not None:
+                    settle(live)  # a segment ends: the games that played it share its energy
                 if ended.all():
                     live = live[:0]
                 elif ended.any():  # finished games leave the batch: their chip slots stop reading and pulsing
                     state = agent.keep_slots(state, torch.from_numpy(~ended))
                     live = live[~ended]
+            if live.size and digital is not None:
+                settle(live)  # the games cut at max_steps
     finally:
         env.close()
         flush_events(agent)
@@ -128,6 +155,8 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
     result.steps = [int(n) for n in steps]
     result.truncated = [bool(t) for t in np.isin(np.arange(games), live)]  # still playing at max_steps
     result.chip = [i // per_chip for i in range(games)]
+    if own:
+        result.energy_per_game = [{k: float(v[i]) for k, v in own.items()} for i in range(games)]
     result.wall_s = time.perf_counter() - t0
     return result
 

@@ -14,7 +14,9 @@ import argparse
 from dataclasses import replace
 import os
 import sys
+from typing import Dict, List
 
+import numpy as np
 import torch
 
 from stoxbar.core.fsio import check_new_file
@@ -204,6 +206,18 @@ def _print_measured(tiers: dict, games: int, system_j: float | None = None) -> N
               f" J, {m['s_per_step'] * 1e6:.4g} us per step ({m['measured_from']}; docs/paper-energy.md §2.3)")
 
 
+def energy_spread(per_game: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """Per boundary: mean, std (sample; 0 for one game), min and max of the games' own energies (J)."""
+    if not per_game:
+        return {}
+    out = {}
+    for k in per_game[0]:
+        x = np.array([g[k] for g in per_game])
+        out[k] = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+                  "min": float(x.min()), "max": float(x.max())}
+    return out
+
+
 def check_torch_device(name: str, flag: str) -> str:
     """``name`` if torch can place tensors there, else a ConfigError naming ``flag``."""
     try:
@@ -242,6 +256,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
         "max_steps": args.max_steps, "truncated_games": cut, "wall_seconds": result.wall_s, "threads": args.threads,
         "env_threads": args.env_threads,
         "energy_per_game_j": energy_per_game(result.ledger, args.games) if not args.digital else {},
+        "energy_per_game_spread_j": energy_spread(result.energy_per_game),
         "energy": energy, "greedy": args.greedy, "seed": args.seed, "synapses": arch.n_synapses,
         "periphery": describe_periphery(periphery, device),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
@@ -255,8 +270,11 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     if cut:
         print(f"warning: {len(cut)} of {args.games} games cut short at --max-steps {args.max_steps} "
               f"(game {', '.join(str(i + 1) for i in cut)}): their scores are of partial games")
+    spread = report["energy_per_game_spread_j"]
     for name, j in report["energy_per_game_j"].items():
-        print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {result.agent_steps} agent steps)")
+        sp = spread.get(name)
+        extra = f"; per game std {sp['std']:.3g}, min {sp['min']:.4g}, max {sp['max']:.4g}" if sp else ""
+        print(f"{name:<14}{j:>12.4g} J per game (mean over {args.games} games, {result.agent_steps} agent steps{extra})")
     _print_measured(report["gpu_tiers"], args.games, report["energy_per_game_j"].get("system"))
     if args.json:
         write_json_atomic(args.json, report)

@@ -11,6 +11,7 @@ import torch
 
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.peripherals import PeripheryConfig
+from stoxbar.pong.accounting import boundaries
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.chips import MAX_CHIPS, check_games_chips, play_chips
 from stoxbar.pong.evaluate import build_analog_cell, play_games
@@ -102,6 +103,37 @@ def test_per_chip_energy_is_the_sum_of_single_chips():
             assert three[comp] >= 0.0
 
 
+def test_each_games_energy_adds_up_to_the_ledger_and_follows_its_length():
+    """Games that end at different steps: each game's own energy (the segments it played, split among
+    the games playing them) sums to the ledger's total at every boundary, is positive, and is longer
+    for a longer game; a game cut at max_steps gets its last segment too; float play has none."""
+    agent, cell = _analog()
+    ledger = EnergyLedger()
+    cell.attach(ledger, "stp")
+    res = play_chips(agent, 3, 3, seed=0, greedy=True, max_steps=3000, periphery=PeripheryConfig(), ledger=ledger)
+    assert len(set(res.steps)) > 1 and not any(res.truncated)  # games of different lengths: several segments
+    totals = {k: float(b["total_j"]) for k, b in boundaries(ledger).items()}
+    for k, total in totals.items():
+        assert sum(g[k] for g in res.energy_per_game) == pytest.approx(total, rel=1e-12)
+    system = [g["system"] for g in res.energy_per_game]
+    assert min(system) > 0
+    for i in range(3):  # same length: the same segments, the same energy; longer: more
+        for j in range(3):
+            if res.steps[i] == res.steps[j]:
+                assert system[i] == system[j]
+            elif res.steps[i] < res.steps[j]:
+                assert system[i] < system[j]
+    assert all("energy_j" in g for g in res.per_game(0))
+    # a game cut short keeps its last segment: 2 games stopped together at 200 steps share it equally
+    agent, cell = _analog()
+    ledger = EnergyLedger()
+    cell.attach(ledger, "stp")
+    cut = play_chips(agent, 2, 1, seed=0, greedy=True, max_steps=200, periphery=PeripheryConfig(), ledger=ledger)
+    assert cut.truncated == [True, True] and cut.energy_per_game[0] == cut.energy_per_game[1]
+    assert 2 * cut.energy_per_game[0]["system"] == pytest.approx(float(boundaries(ledger)["system"]["total_j"]))
+    assert play_chips(PongAgent(TINY), 2, 1, seed=0, greedy=True, max_steps=50).energy_per_game == []
+
+
 def test_one_chip_batched_scores_match_the_sequential_path_in_float():
     torch.manual_seed(2)
     agent = PongAgent(TINY)
@@ -123,6 +155,9 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     e = rep["energy_per_game_j"]
     assert 0 < e["synapse_only"] <= e["array"] <= e["system"]
     assert e["array"] * 4 == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
+    spread = rep["energy_per_game_spread_j"]  # the games' own energies: equal here (all cut together)
+    assert spread["system"]["mean"] == pytest.approx(e["system"]) and spread["system"]["std"] == pytest.approx(0, abs=1e-15)
+    assert [g["energy_j"]["system"] for g in rep["per_game"]] == pytest.approx([e["system"]] * 4)
     text = capsys.readouterr().out
     assert "cut short" in text
     b1 = rep["gpu_tiers"]["measured_b1"]  # the shipped H200 measurement beside the chip (docs/paper-energy.md §2.3)
