@@ -19,6 +19,7 @@ stoxbar.pong, stoxbar.studies.spec.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -176,6 +177,8 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
+        own = [g[b] for g in res.energy_per_game]  # each game's own energy (pong/chips.py)
+        out[f"energy_{b}_j_per_game_std"] = statistics.stdev(own) if len(own) > 1 else 0.0
     from stoxbar.pong.paper import gpu_tiers, shipped_gpu_measurement
 
     # the shipped GPU measurement (docs/paper-energy.md §2.3), where this install has it and it holds the layer

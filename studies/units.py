@@ -62,6 +62,9 @@ def unit_of(column: str) -> Tuple[str, str]:
     m = re.match(r"energy_gpu_(latency|dedicated)_j_per_game$", column)
     if m:
         return "J", f"GPU {m.group(1)}-tier energy per game (docs/paper-energy.md §2)"
+    m = re.match(r"energy_(\w+?)_j_per_game_std$", column)
+    if m:
+        return "J", f"standard deviation across the trial's games of each game's energy at boundary {m.group(1)}"
     m = re.match(r"energy_(\w+?)_j_per_(game|step)$", column)
     if m:
         return "J", f"energy at boundary {m.group(1)} per {m.group(2)}"
