@@ -21,8 +21,8 @@ is split equally among the games that played it. A game's energy is the sum over
 the per-game energies add up to the ledger's total exactly. The split is exact for the parts that
 every playing game incurs alike (leakage and bias held per chip slot and interval, the periphery
 of each input vector's read, the digital work per step: over 99.8 % of the shipped agent's system
-energy, measured) and a segment mean for the data-dependent parts (short-term pulses and the
-half-selected cells, the read drive, the bias on |F|). The spread across games therefore comes from their lengths, which is what sets it.
+energy, measured, docs/stpn.md §8.1) and a segment mean for the data-dependent parts (short-term
+pulses and the half-selected cells, the read drive, the bias on |F|). The spread across games therefore comes from their lengths, which is what sets it.
 
 ``chips = 1`` keeps today's sequential path (:func:`~stoxbar.pong.evaluate.play_games`): one chip,
 games one after another, the same scores for the same seed.
