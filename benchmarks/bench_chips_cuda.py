@@ -33,30 +33,22 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_play import bare, chip_agent  # noqa: E402  (the same agent set-up and bare env as bench_play)
+
 from stoxbar.core import native
-from stoxbar.crossbar import EnergyLedger, flush_events
-from stoxbar.peripherals import PeripheryConfig
+from stoxbar.crossbar import flush_events
 from stoxbar.pong.accounting import StepCounter, boundaries
-from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
 from stoxbar.pong.chips import check_games_chips, energy_per_game, play_chips
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
-from stoxbar.pong.evaluate import build_analog_cell
 from stoxbar.pong.scores import score_summary
-
-
-def chip_agent():
-    """The shipped agent on its chip, attached to a fresh ledger (as ``stoxbar play``)."""
-    agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
-    periphery = PeripheryConfig()
-    ledger = EnergyLedger()
-    build_analog_cell(agent, chip_device(agent, str(SHIPPED_CHECKPOINT)), periphery).attach(ledger, "stp")
-    return agent, periphery, ledger
 
 
 def record_frames(games: int, steps: int, env_threads: int) -> torch.Tensor:
@@ -117,20 +109,6 @@ def sim(frames: torch.Tensor, chips: int, device: str, steps: int, warmup: int, 
         out["cuda_max_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
         torch.cuda.reset_peak_memory_stats(dev)
     return out
-
-
-def bare(games: int, steps: int, env_threads: int) -> float:
-    """Env steps per second of the bare vector env stepping ``games`` games with random actions."""
-    env = make_pong_env(games, seed=0, sticky=EVAL_STICKY, num_threads=env_threads)
-    rng = np.random.default_rng(0)
-    try:
-        env.reset()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            env.step(rng.integers(0, 6, games))
-        return games * steps / (time.perf_counter() - t0)
-    finally:
-        env.close()
 
 
 def play(games: int, chips: int, device: str, steps: int, env_threads: int) -> Dict[str, Any]:
