@@ -10,8 +10,9 @@ Issue 16, point 3: "where CUDA exists, a benchmark of 1,000 chips". Parts, each 
    pulses they cause), no emulator in the timed loop. Per device (``--devices``: CPU with
    ``--cpu-threads`` torch threads, CUDA) and per chip count (``--chips``): agent steps per second
    (games x steps / s) and ms per batched step, after ``--warmup`` untimed steps (CUDA synchronised
-   before and after the window). Also the energy per agent step at each boundary from each run's
-   ledger: the same model on both devices (their random streams differ), so they agree to sampling.
+   before and after the window). Also the energy per agent step at each boundary (and per component)
+   from each run's ledger: the same model on both devices, so they must agree (on the H200 to 0.08 %,
+   BENCHMARKS.md).
 2. ``play``: ``play_chips`` (the loop of ``stoxbar play --chips``) with G = C games on C chips on
    ``--play-device`` for ``--play-steps`` steps with ``--env-threads`` emulator threads, beside the
    bare vector env stepping the same G games with random actions; ratio (the emulator bound).
@@ -20,7 +21,7 @@ Issue 16, point 3: "where CUDA exists, a benchmark of 1,000 chips". Parts, each 
    game each on the project's VM, one game after another; BENCHMARKS.md).
 3. ``full`` (``--full``): G full games on C chips on ``--play-device``: wall time, the score
    statistics (``score_summary``: mean, bootstrap 95 % CI, min), games cut at ``--max-steps``, and
-   the energy per game at each boundary.
+   the energy per game at each boundary with its spread across games.
 
 Without CUDA (``torch.cuda.is_available()`` false) the CUDA rows are skipped with the reason printed.
 Usage: ``python benchmarks/bench_chips_cuda.py --out FILE.json [--chips 10,100,1000] [--devices cpu,cuda]
@@ -49,6 +50,7 @@ from stoxbar.pong.accounting import StepCounter, boundaries
 from stoxbar.pong.chips import check_games_chips, energy_per_game, play_chips
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
 from stoxbar.pong.scores import score_summary
+from stoxbar.scripts.play import energy_spread
 
 
 def record_frames(games: int, steps: int, env_threads: int) -> torch.Tensor:
@@ -121,7 +123,8 @@ def play(games: int, chips: int, device: str, steps: int, env_threads: int) -> D
     chip_rate = sum(res.steps) / res.wall_s
     env_rate = bare(games, steps, env_threads)
     return {"device": device, "games": games, "chips": chips, "steps": steps, "env_threads": env_threads,
-            "agent_steps_per_s": chip_rate, "setup_s": setup_s, "bare_env_steps_per_s": env_rate, "ratio_to_env": chip_rate / env_rate}
+            "agent_steps_per_s": chip_rate, "setup_s": setup_s, "bare_env_steps_per_s": env_rate,
+            "ratio_to_env": chip_rate / env_rate}
 
 
 def full(games: int, chips: int, device: str, max_steps: int, env_threads: int) -> Dict[str, Any]:
@@ -134,7 +137,8 @@ def full(games: int, chips: int, device: str, max_steps: int, env_threads: int) 
     return {"device": device, "games": games, "chips": chips, "env_threads": env_threads, "wall_s": wall,
             "play_wall_s": res.wall_s, "agent_steps": sum(res.steps), "score": score_summary(res.scores),
             "truncated_games": sum(res.truncated), "chip_means": res.chip_means(),
-            "energy_per_game_j": energy_per_game(res.ledger, games), "per_game": res.per_game(0)}
+            "energy_per_game_j": energy_per_game(res.ledger, games),
+            "energy_per_game_spread_j": energy_spread(res.energy_per_game), "per_game": res.per_game(0)}
 
 
 def main() -> None:
