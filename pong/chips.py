@@ -22,7 +22,8 @@ the per-game energies add up to the ledger's total exactly. The split is exact f
 every playing game incurs alike (leakage and bias held per chip slot and interval, the periphery
 of each input vector's read, the digital work per step: over 99.8 % of the shipped agent's system
 energy, measured, docs/stpn.md §8.1) and a segment mean for the data-dependent parts (short-term
-pulses and the half-selected cells, the read drive, the bias on |F|). The spread across games therefore comes from their lengths, which is what sets it.
+pulses and the half-selected cells, the read drive, the bias on |F|): the spread across games comes
+from their lengths.
 
 ``chips = 1`` keeps today's sequential path (:func:`~stoxbar.pong.evaluate.play_games`): one chip,
 games one after another, the same scores for the same seed.
@@ -46,7 +47,7 @@ from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.accounting import StepCounter
 from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
-from stoxbar.pong.evaluate import PlayResult, _boundary_totals
+from stoxbar.pong.evaluate import PlayResult, boundary_totals
 
 MAX_CHIPS = 1024  # assumption: the vector env's limit on games (PongVecEnv num_envs <= 1024) bounds the chips
 
@@ -77,7 +78,8 @@ class ChipsResult(PlayResult):
 
     def per_game(self, seed: int) -> List[Dict[str, Any]]:
         """One record per game, in game order: its env seed (``seed + i``, as :func:`play_chips` seeds them),
-        chip, score, agent steps and whether ``max_steps`` cut it short."""
+        chip, score, agent steps, whether ``max_steps`` cut it short and (analog play) its own energy
+        per boundary (``energy_j``, module docstring)."""
         energy = self.energy_per_game or [None] * len(self.scores)
         return [{"env_seed": seed + i, "chip": c, "score": s, "steps": n, "truncated": t,
                  **({"energy_j": e} if e else {})}
@@ -111,13 +113,13 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
     scores = np.zeros(games)
     steps = np.zeros(games, dtype=np.int64)
     own: Dict[str, np.ndarray] = {}  # boundary -> each game's energy so far (J)
-    booked = {"before": _boundary_totals(result.ledger)}
+    booked = {"before": boundary_totals(result.ledger)}
 
     def settle(members: np.ndarray) -> None:
         """Book the segment that ``members`` played and split its energy equally among them."""
         flush_events(agent)
         digital.book(result.ledger)
-        after = _boundary_totals(result.ledger)
+        after = boundary_totals(result.ledger)
         for k, v in after.items():
             own.setdefault(k, np.zeros(games))[members] += (v - booked["before"].get(k, 0.0)) / len(members)
         booked["before"] = after

@@ -91,7 +91,7 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
     digital = StepCounter(agent, periphery.digital) if periphery is not None else None
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    before = _boundary_totals(result.ledger) if periphery is not None else {}
+    before = boundary_totals(result.ledger) if periphery is not None else {}
     for game in range(games):
         env = make_pong_env(1, seed=seed + game, sticky=sticky)
         try:
@@ -106,7 +106,7 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
         result.steps.append(steps)
         result.truncated.append(cut)
         if periphery is not None:
-            after = _boundary_totals(result.ledger)
+            after = boundary_totals(result.ledger)
             result.energy_per_game.append({k: after[k] - before.get(k, 0.0) for k in after})
             before = after
         if after_game is not None:
@@ -115,7 +115,7 @@ def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps:
     return result
 
 
-def _boundary_totals(ledger: EnergyLedger) -> Dict[str, float]:
+def boundary_totals(ledger: EnergyLedger) -> Dict[str, float]:
     """Energy (J) booked so far at each boundary (per-game energies are differences of these)."""
     return {name: float(b["total_j"]) for name, b in boundaries(ledger).items()}
 
