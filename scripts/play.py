@@ -156,6 +156,7 @@ def main(args: argparse.Namespace) -> int:
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": describe_periphery(periphery, device),
         "bias_report": None if bias_report is None else vars(bias_report),
         "energy": energy_report(result, arch, analog=not args.digital),
+        "energy_per_game_spread_j": energy_spread(result.energy_per_game),
         "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel, measured=measured),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
@@ -310,6 +311,8 @@ def _print(report: dict) -> None:
     print("GPU, batch 1 (" + ", ".join(f"{t} {g['total_j'] / games:.4g} J" for t, g in tiers.items()
                                    if t != "digital" and not t.startswith("measured"))
           + " per game; docs/paper-energy.md §2)")
+    for name, sp in report.get("energy_per_game_spread_j", {}).items():
+        print(f"{name:<14}per game: std {sp['std']:.3g} J, min {sp['min']:.4g} J, max {sp['max']:.4g} J")
     _print_measured(tiers, games)
     if "digital" in tiers:
         d = tiers["digital"]

@@ -99,11 +99,15 @@ def test_play_reports_per_game_records_and_statistics(tmp_path, capsys):
         assert set(g["energy_j"]) == {"synapse_only", "array", "system"}
     total = sum(g["energy_j"]["array"] for g in games)
     assert total == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)
+    sp = rep["energy_per_game_spread_j"]["array"]  # the spread of the games' own energies, as the batched path
+    assert sp["mean"] == pytest.approx(total / 2) and sp["min"] <= sp["mean"] <= sp["max"] and sp["std"] >= 0
+    assert sp["min"] == pytest.approx(min(g["energy_j"]["array"] for g in games))
     # the digital-accelerator baseline beside the GPU tiers (issue 18.1): 80 steps of its per-step cost
     d = rep["gpu_tiers"]["digital"]
     assert d["total_j"] == pytest.approx(80 * d["j_per_step"], rel=1e-12) and d["mac_bits"] == 8
     text = capsys.readouterr().out
     assert "95 % CI" in text and "vs digital" in text and "digital accelerator" in text
+    assert "array         per game: std" in text
 
 
 @pytest.mark.parametrize("argv, text", [
