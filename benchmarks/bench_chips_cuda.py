@@ -17,8 +17,8 @@ Issue 16, point 3: "where CUDA exists, a benchmark of 1,000 chips". Parts, each 
    ``--play-device`` for ``--play-steps`` steps with ``--env-threads`` emulator threads, beside the
    bare vector env stepping the same G games with random actions; ratio (the emulator bound).
    ``setup_s``: the part of the call before the first step (programming, and the G emulators'
-   construction and seeded reset: ale-py rebuilds each emulator's colour palette on both, ~0.13 s per
-   game each on the project's VM, one game after another; BENCHMARKS.md).
+   construction and seeded reset: ale-py rebuilds each emulator's colour palette on both, 0.16 s per
+   game on the quiet project VM, mostly one game after another; BENCHMARKS.md).
 3. ``full`` (``--full``): G full games on C chips on ``--play-device``: wall time, the score
    statistics (``score_summary``: mean, bootstrap 95 % CI, min), games cut at ``--max-steps``, and
    the energy per game at each boundary with its spread across games.
