@@ -50,7 +50,6 @@ from stoxbar.pong.accounting import StepCounter, boundaries
 from stoxbar.pong.chips import check_games_chips, energy_per_game, play_chips
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
 from stoxbar.pong.scores import score_summary
-from stoxbar.scripts.play import energy_spread
 
 
 def record_frames(games: int, steps: int, env_threads: int) -> torch.Tensor:
@@ -138,7 +137,7 @@ def full(games: int, chips: int, device: str, max_steps: int, env_threads: int) 
             "play_wall_s": res.wall_s, "agent_steps": sum(res.steps), "score": score_summary(res.scores),
             "truncated_games": sum(res.truncated), "chip_means": res.chip_means(),
             "energy_per_game_j": energy_per_game(res.ledger, games),
-            "energy_per_game_spread_j": energy_spread(res.energy_per_game), "per_game": res.per_game(0)}
+            "energy_per_game_spread_j": res.energy_spread(), "per_game": res.per_game(0)}
 
 
 def main() -> None:

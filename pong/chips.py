@@ -113,16 +113,17 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
     scores = np.zeros(games)
     steps = np.zeros(games, dtype=np.int64)
     own: Dict[str, np.ndarray] = {}  # boundary -> each game's energy so far (J)
-    booked = {"before": boundary_totals(result.ledger)}
+    before = boundary_totals(result.ledger)
 
     def settle(members: np.ndarray) -> None:
         """Book the segment that ``members`` played and split its energy equally among them."""
+        nonlocal before
         flush_events(agent)
         digital.book(result.ledger)
         after = boundary_totals(result.ledger)
         for k, v in after.items():
-            own.setdefault(k, np.zeros(games))[members] += (v - booked["before"].get(k, 0.0)) / len(members)
-        booked["before"] = after
+            own.setdefault(k, np.zeros(games))[members] += (v - before.get(k, 0.0)) / len(members)
+        before = after
 
     try:
         obs = env.reset()

@@ -147,23 +147,27 @@ def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.
         train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
 
 
-def _curve(run: Path, window: int, grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
-    """(frames, running mean over ``window`` games, first frame where it reaches TARGET_SCORE)."""
-    frames, ret = run_episodes(run)
+def _curve(frames: np.ndarray, ret: np.ndarray, window: int, grid: np.ndarray
+           ) -> Tuple[np.ndarray, Optional[float]]:
+    """(running mean over ``window`` games of a run's (frames, return) on ``grid``, first frame where it
+    reaches TARGET_SCORE)."""
     if len(ret) == 0:
-        return np.full_like(grid, np.nan), ret, None
+        return np.full_like(grid, np.nan), None
     mean = running_mean(ret, window)
     f = frames[len(ret) - len(mean):]
     hit = np.nonzero(mean >= TARGET_SCORE)[0]
     on_grid = np.interp(grid, f, mean, left=np.nan, right=np.nan)
-    return on_grid, ret, (float(f[hit[0]]) if len(hit) else None)
+    return on_grid, (float(f[hit[0]]) if len(hit) else None)
+
+
+def _mean_by(frames: np.ndarray, ret: np.ndarray, window: int, budget: float) -> float:
+    last = ret[frames <= budget][-window:]
+    return float(last.mean()) if len(last) else float("nan")
 
 
 def mean_at_budget(run: Path, window: int, budget: float) -> float:
     """Mean return of the last ``window`` training games that ended by ``budget`` frames (nan if none)."""
-    frames, ret = run_episodes(run)
-    last = ret[frames <= budget][-window:]
-    return float(last.mean()) if len(last) else float("nan")
+    return _mean_by(*run_episodes(run), window, budget)
 
 
 def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[str, Any]:
@@ -183,21 +187,23 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
     grid = np.linspace(0, cfg.frames, points)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rows: Dict[str, Any] = {}
-    done = {(a, sd): run_of(root, a, sd) for a in cfg.agents for sd in cfg.seeds}
-    budget = min((_steps_done(r) * FRAMESKIP for r in done.values() if r is not None), default=0)
+    runs = {(a, sd): run_of(root, a, sd) for a in cfg.agents for sd in cfg.seeds}
+    done = {key: _steps_done(r) * FRAMESKIP for key, r in runs.items() if r is not None}  # frames
+    budget = min(done.values(), default=0)
     for agent in cfg.agents:
         curves, finals, hits, frames_done = [], [], [], []
         at_budget = []
         for seed in cfg.seeds:
-            run = done[(agent, seed)]
+            run = runs[(agent, seed)]
             if run is None:
                 continue
-            on_grid, ret, hit = _curve(run, window, grid)
+            frames, ret = run_episodes(run)
+            on_grid, hit = _curve(frames, ret, window, grid)
             curves.append(on_grid)
             finals.append(float(ret[-window:].mean()) if len(ret) else float("nan"))
             hits.append(hit)
-            frames_done.append(_steps_done(run) * FRAMESKIP)
-            at_budget.append(mean_at_budget(run, window, budget))
+            frames_done.append(done[(agent, seed)])
+            at_budget.append(_mean_by(frames, ret, window, budget))
         if not curves:
             continue
         c = np.array(curves)

@@ -6,7 +6,7 @@ trained agent, play N games, book the digital work of every step (counted by the
 game), and turn the ledger into the ``synapse_only`` / ``array`` / ``system`` boundaries plus the
 GPU baseline.
 
-May import: torch, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.
+May import: numpy, torch, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn, stoxbar.pong.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from stoxbar.crossbar import EnergyLedger, flush_events
@@ -74,6 +75,16 @@ class PlayResult:
     def simulated_s(self) -> float:
         """Seconds of play simulated (agent steps x step period)."""
         return self.agent_steps * STEP_PERIOD_S
+
+    def energy_spread(self) -> Dict[str, Dict[str, float]]:
+        """Per boundary: mean, std (sample; 0 for one game), min and max of the games' own energies (J);
+        empty without per-game energies (float play)."""
+        out = {}
+        for k in (self.energy_per_game[0] if self.energy_per_game else ()):
+            x = np.array([g[k] for g in self.energy_per_game])
+            out[k] = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+                      "min": float(x.min()), "max": float(x.max())}
+        return out
 
 
 def play_games(agent: PongAgent, games: int, seed: int, greedy: bool, max_steps: int,

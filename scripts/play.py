@@ -14,9 +14,7 @@ import argparse
 from dataclasses import replace
 import os
 import sys
-from typing import Dict, List
 
-import numpy as np
 import torch
 
 from stoxbar.core.fsio import check_new_file
@@ -156,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
         "seed": args.seed, "synapses": arch.n_synapses, "periphery": describe_periphery(periphery, device),
         "bias_report": None if bias_report is None else vars(bias_report),
         "energy": energy_report(result, arch, analog=not args.digital),
-        "energy_per_game_spread_j": energy_spread(result.energy_per_game),
+        "energy_per_game_spread_j": result.energy_spread(),
         "gpu_tiers": gpu_tiers(arch, result.agent_steps, accel=accel, measured=measured),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),
     }
@@ -207,18 +205,6 @@ def _print_measured(tiers: dict, games: int, system_j: float | None = None) -> N
               f" J, {m['s_per_step'] * 1e6:.4g} us per step ({m['measured_from']}; docs/paper-energy.md §2.3)")
 
 
-def energy_spread(per_game: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-    """Per boundary: mean, std (sample; 0 for one game), min and max of the games' own energies (J)."""
-    if not per_game:
-        return {}
-    out = {}
-    for k in per_game[0]:
-        x = np.array([g[k] for g in per_game])
-        out[k] = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-                  "min": float(x.min()), "max": float(x.max())}
-    return out
-
-
 def check_torch_device(name: str, flag: str) -> str:
     """``name`` if torch can place tensors there, else a ConfigError naming ``flag``."""
     try:
@@ -257,7 +243,7 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
         "max_steps": args.max_steps, "truncated_games": cut, "wall_seconds": result.wall_s, "threads": args.threads,
         "env_threads": args.env_threads,
         "energy_per_game_j": energy_per_game(result.ledger, args.games) if not args.digital else {},
-        "energy_per_game_spread_j": energy_spread(result.energy_per_game),
+        "energy_per_game_spread_j": result.energy_spread(),
         "energy": energy, "greedy": args.greedy, "seed": args.seed, "synapses": arch.n_synapses,
         "periphery": describe_periphery(periphery, device),
         "command": ["stoxbar", *sys.argv[1:]], "versions": versions(),

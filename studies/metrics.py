@@ -19,7 +19,6 @@ stoxbar.pong, stoxbar.studies.spec.
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -172,13 +171,13 @@ def pong_metrics(agent, cfg: PointConfig, metrics: Metrics, seed: int,
     gpu = energy["gpu_baseline"]["total_j"]
     out["energy_gpu_baseline_j_per_game"] = gpu / games
     out["energy_gpu_baseline_j_per_step"] = gpu / steps
+    spread = res.energy_spread()  # of each game's own energy (pong/chips.py)
     for b in BOUNDARIES:
         total = energy[b]["total_j"]
         out[f"energy_{b}_j_per_game"] = total / games
         out[f"energy_{b}_j_per_step"] = total / steps
         out[f"gpu_ratio_{b}"] = gpu / total if total > 0 else float("inf")
-        own = [g[b] for g in res.energy_per_game]  # each game's own energy (pong/chips.py)
-        out[f"energy_{b}_j_per_game_std"] = statistics.stdev(own) if len(own) > 1 else 0.0
+        out[f"energy_{b}_j_per_game_std"] = spread[b]["std"]
     from stoxbar.pong.paper import gpu_tiers, shipped_gpu_measurement
 
     # the shipped GPU measurement (docs/paper-energy.md §2.3), where this install has it and it holds the layer

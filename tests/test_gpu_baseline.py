@@ -151,13 +151,19 @@ def test_gpu_measure_refuses_bad_input_in_one_line_without_a_gpu(tmp_path, args,
     assert r.returncode == 2 and "exists: measurements are never overwritten; choose a new --profile" in r.stdout
 
 
-def test_gpu_measure_workloads_run_the_real_code_on_cpu():
-    """The measured step functions are the paper's four ops and our m-STPN cell (run here on CPU)."""
+def _benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` loaded as a module (benchmarks are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("gpu_measure", ROOT / "benchmarks" / "gpu_measure.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_measure_workloads_run_the_real_code_on_cpu():
+    """The measured step functions are the paper's four ops and our m-STPN cell (run here on CPU)."""
+    mod = _benchmark("gpu_measure")
     for name, kernels in (("paper_four_ops", 4), ("mstpn_step", None)):
         step, k = mod._workload(name, 8, 40, torch.float32, torch.device("cpu"))
         assert step().shape == (1, 8)
@@ -213,21 +219,12 @@ def test_gpu_plot_draws_the_shipped_measurement_and_refuses_bad_input(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
 
 
-def _bench_chips_cuda():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_chips_cuda", ROOT / "benchmarks" / "bench_chips_cuda.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_bench_chips_cuda_sim_runs_the_batched_chips_and_is_reproducible():
     """The 1,000-chip benchmark's step is stoxbar play's batched step (run here on the CPU at 4 chips):
     seeded, two runs book the same energy; boundaries nest; a wrong games/chips split is refused."""
     from stoxbar.core.validation import ConfigError as CE
 
-    mod = _bench_chips_cuda()
+    mod = _benchmark("bench_chips_cuda")
     frames = mod.record_frames(4, 3, 1)
     assert frames.shape == (3, 4, 1, 84, 84) and frames.dtype == torch.uint8
     a = mod.sim(frames, 4, "cpu", steps=2, warmup=1)

@@ -15,10 +15,10 @@
 #   ln -sfn $PWD /tmp/p/stoxbar && export PYTHONPATH=/tmp/p:$PWD/.aihw:/tmp/site STOXBAR_SKIP_AIHWKIT_CHECK=1 &&
 #   python3 benchmarks/bench_chips_cuda.py --out $OUT/chips_cuda.json --play-chips 200 [--full]
 # Budget: ale-py builds each emulator one after another and again on its seeded reset (0.16-0.27 s per
-# game here, quiet to loaded, BENCHMARKS.md), so every part at 1,000 games spends minutes before its first step (the sim part's
-# frame recording too): on 2026-12-04 one 570 s call finished the sim part (10/100/1,000 chips) and not the
-# play part after it; a second call, 170 s, did not get the play part past its set-up. Run the play and full
-# parts at 100-200 games, in a call of their own.
+# game here, quiet to loaded, BENCHMARKS.md), so every part at 1,000 games spends minutes before its
+# first step (the sim part's frame recording too): on 2026-12-04 one 570 s call finished the sim part
+# (10/100/1,000 chips) and not the play part after it; a second call, 170 s, did not get the play part
+# past its set-up. Run the play and full parts at 100-200 games, in a call of their own.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >>.git/info/exclude
