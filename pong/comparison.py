@@ -8,7 +8,8 @@ synapses' short-term state is the only memory of the plastic layer), ``stpn`` (t
 (p = 0.25, the evaluation protocol, docs/stpn.md §8) and the collapse guard (stabilised A2C,
 ``rollback_drop``). :func:`run_comparison` trains the unfinished runs in turns of
 ``chunk_minutes``, the run with the fewest frames first, so that an interrupted session leaves every
-run at a similar budget and the next session resumes all of them (``ROOT/comparison.json`` holds
+run at a similar budget and the next session resumes all of them (``--first AGENT:SEED`` trains
+chosen runs to the budget before the others; ``ROOT/comparison.json`` holds
 the settings; a second call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
 (sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
 ablation rows come from ``stoxbar play`` on each run's checkpoint.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -122,10 +123,25 @@ def _settings(root: Path, cfg: ComparisonConfig) -> None:
         fsio.atomic_write_json(path, cfg.to_dict())
 
 
+def parse_runs(cfg: ComparisonConfig, names: Sequence[str]) -> List[Tuple[str, int]]:
+    """``AGENT:SEED`` names (``--first``) as (agent, seed) pairs of the comparison ``cfg``."""
+    runs = []
+    for name in names:
+        agent, _, seed = str(name).partition(":")
+        if agent not in cfg.agents or not seed.isdigit() or int(seed) not in cfg.seeds:
+            raise ConfigError(f"first: {name!r} is not a run of this comparison; allowed: AGENT:SEED with AGENT of "
+                              f"{', '.join(cfg.agents)} and SEED of {', '.join(map(str, cfg.seeds))}")
+        runs.append((agent, int(seed)))
+    return runs
+
+
 def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.0, threads: int = 1,
-                   env_threads: int = 1, echo: Callable[[str], None] = print, group_threads: bool = False) -> bool:
+                   env_threads: int = 1, echo: Callable[[str], None] = print, group_threads: bool = False,
+                   first: Sequence[Tuple[str, int]] = ()) -> bool:
     """Train the unfinished run with the fewest frames for ``chunk_minutes``, again and again, until
-    all reach the budget (module docstring); returns True when all are finished. A signal stops the
+    all reach the budget (module docstring); returns True when all are finished. The runs in ``first``
+    ((agent, seed) pairs) are trained to the budget before the others, in that order (a scheduling
+    choice, not a setting: the runs and their budgets stay those of ``cfg``). A signal stops the
     run in progress with its checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
     check_range("chunk_minutes", chunk_minutes, 0.0, None, lo_open=True)
     root = Path(root)
@@ -136,9 +152,9 @@ def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.
         todo = [k for k, n in done.items() if n < total]
         if not todo:
             return True
-        # the run furthest behind goes next (ties: the listed order), so that sessions which stop
-        # at any point leave the runs at nearly equal budgets
-        agent, seed = min(todo, key=lambda k: done[k])
+        # the first-listed unfinished run of ``first``; else the run furthest behind (ties: the listed
+        # order), so that sessions which stop at any point leave the runs at nearly equal budgets
+        agent, seed = next((k for k in first if k in todo), None) or min(todo, key=lambda k: done[k])
         run = run_of(root, agent, seed)
         echo(f"comparison: {agent} seed {seed}: {done[agent, seed] * FRAMESKIP / 1e6:.3g} of "
              f"{cfg.frames / 1e6:.3g} M frames; training {chunk_minutes:g} min")
@@ -252,6 +268,9 @@ def main_args(p) -> None:
     p.add_argument("--env-threads", type=int, default=1, help="emulator threads")
     p.add_argument("--group-threads", action="store_true",
                    help="two emulator groups, each with its own thread (stoxbar train --env-groups 2 --group-threads)")
+    p.add_argument("--first", nargs="+", default=[], metavar="AGENT:SEED",
+                   help="train these runs to the budget before the others, in this order (e.g. stp_only:0); "
+                        "without it, the run with the fewest frames goes next")
     p.add_argument("--report-only", action="store_true", help="only (re)write comparison.png / comparison.md")
 
 
@@ -263,7 +282,7 @@ def run_main(args) -> List[str]:
         cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames,
                                algo=args.algo, lr=lr)
         run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print,
-                       group_threads=args.group_threads)
+                       group_threads=args.group_threads, first=parse_runs(cfg, args.first))
     elif not (root / SETTINGS).is_file():
         raise ConfigError(f"{root}: not a training comparison (no {SETTINGS})")
     rows = comparison_report(root)

@@ -307,7 +307,7 @@ def test_collapse_guard_restores_the_best_checkpoint_with_a_lower_lr():
 
 
 def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(tmp_path):
-    from stoxbar.pong.comparison import ComparisonConfig, comparison_report, run_comparison, run_of
+    from stoxbar.pong.comparison import ComparisonConfig, comparison_report, parse_runs, run_comparison, run_of
 
     cfg = ComparisonConfig(agents=("stp_only", "recurrent"), seeds=(0, 1), frames=4 * 80, arch="bottleneck",
                            hidden=8, bottleneck=16, num_envs=2)
@@ -335,6 +335,16 @@ def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(
     assert [" ".join(line.split(":")[1].split()) for line in lines] == [
         "stp_only seed 0", "stp_only seed 1", "recurrent seed 0", "stp_only seed 0", "stp_only seed 1",
         "recurrent seed 0", "recurrent seed 1"]
+    # --first: the chosen runs go to the budget before the others, in the order given
+    lines.clear()
+    assert run_comparison(tmp_path / "first", cfg, chunk_minutes=1e-4, echo=lines.append,
+                          first=parse_runs(cfg, ["recurrent:1", "stp_only:1"]))
+    assert [" ".join(line.split(":")[1].split()) for line in lines] == [
+        "recurrent seed 1", "recurrent seed 1", "stp_only seed 1", "stp_only seed 1", "stp_only seed 0",
+        "recurrent seed 0", "stp_only seed 0", "recurrent seed 0"]
+    for bad in ("mstpn:0", "stp_only:2", "stp_only", "stp_only:x"):
+        with pytest.raises(ConfigError, match=f"first: '{bad}' is not a run of this comparison; allowed: AGENT:SEED"):
+            parse_runs(cfg, [bad])
     rows = comparison_report(tmp_path, window=2)
     assert set(rows) == {"stp_only", "recurrent"} and rows["recurrent"]["seeds"] == 2
     assert rows["recurrent"]["equal_budget_frames"] == 320 and "equal budget of 0.00 M frames" in (
