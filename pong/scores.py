@@ -1,4 +1,5 @@
-"""Statistics of game scores: mean, standard deviation, bootstrap 95 % confidence interval, minimum.
+"""Statistics of game scores: mean, standard deviation, bootstrap 95 % confidence interval, minimum;
+and the paired difference of two agents (or configurations) that played the same game seeds.
 
 Used by ``stoxbar play`` and the studies' Pong metrics so both report the same numbers. The
 interval is scipy's bootstrap (BCa is unstable on the few distinct values of Pong scores, so the
@@ -37,3 +38,20 @@ def score_summary(scores: Sequence[float]) -> Dict[str, object]:
     return {"mean": mean, "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
             "ci95": {"lower": lower, "upper": upper}, "min": float(x.min()), "max": float(x.max()),
             "n": int(x.size), "per_game": [float(v) for v in x]}
+
+
+def paired_summary(scores: Sequence[float], reference: Sequence[float]) -> Dict[str, object]:
+    """The paired difference ``scores - reference`` of two sets of games played game by game on the same
+    seeds (same length, same order): :func:`score_summary` of the differences (its ``mean``, ``std``,
+    ``ci95``, ``min``, ``max``, ``n``) plus ``better`` / ``worse`` / ``equal``, the games in which
+    ``scores`` beat, lost to or tied with ``reference``. Pairing removes the spread the game seeds
+    share, so its interval is narrower than the difference of two unpaired means' intervals."""
+    a = np.asarray(list(scores), dtype=np.float64)
+    b = np.asarray(list(reference), dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired_summary needs two equally long, non-empty score lists (got {a.size} and {b.size})")
+    d = a - b
+    out = score_summary(d)
+    del out["per_game"]
+    out.update(better=int((d > 0).sum()), worse=int((d < 0).sum()), equal=int((d == 0).sum()))
+    return out

@@ -177,7 +177,8 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.ray and args.timeout is not None:
         raise _config_error("--timeout is supported by the local backend only (not with --ray)")
     # --dry-run runs no user code: a task's file is checked to exist, not imported (docs/reliability.md §7)
-    study = load_study(args.study, args.out, max_trials=args.max_trials, import_task=not args.dry_run)
+    study = load_study(args.study, args.out, max_trials=args.max_trials, import_task=not args.dry_run,
+                       checkpoint=args.checkpoint)
     trials = study.trials()
     print(f"study {study.name}: {len({t.point_id for t in trials})} points x {len(study.seeds)} seeds = "
           f"{len(trials)} trials -> {study.output}")
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "`task` is code and is imported (docs/reliability.md §7), nothing else in it is")
     sw.add_argument("--out", default=None, help="output directory (default: the study's own output, else "
                                                 "runs/studies/NAME)")
+    sw.add_argument("--checkpoint", default=None, metavar="PATH",
+                    help="play this agent instead of the study's [base] checkpoint: a checkpoint file, 'shipped' or "
+                         "'random' (e.g. a built-in study on your own trained agent; use a new --out)")
     sw.add_argument("--workers", type=positive_int, default=None, help="parallel trials, >= 1 (default: CPU count)")
     sw.add_argument("--ray", default=None, metavar="ADDRESS",
                     help="run on Ray: 'local' (start one here), 'auto' or a cluster address (default: local worker "

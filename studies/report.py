@@ -19,7 +19,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from stoxbar.core.fsio import atomic_write_bytes, check_new_file, free_name, lock_holder, read_json, read_jsonl
+from stoxbar.core.fsio import (atomic_write_bytes, check_new_file, free_name, lock_holder, read_csv_header, read_json,
+                               read_jsonl)
 from stoxbar.studies.units import unit_of
 from stoxbar.studies.plots import display_unit, no_offset, spans_decades
 from stoxbar.studies.records import read_study_meta, scan_records
@@ -212,6 +213,11 @@ def study_page(run_dir: Path) -> str:
         "<h2>Figures</h2>", "".join(_img(p) for p in sorted((run_dir / "plots").glob("*.png")))
         if (run_dir / "plots").exists() else "<p>none</p>",
     ]
+    paired = run_dir / "paired.csv"
+    if paired.is_file():  # studies.paired: each point's games against its reference point's
+        head, prows = read_csv_header(paired)
+        sections += ["<h2>Paired against the reference point (score difference per game, same game seeds)</h2>",
+                     _table(head, prows)]
     if failed:
         sections += ["<h2>Failed trials</h2>", _table(["trial", *varied, "seed", "error"],
                                                       [[r["trial_id"], *(r[p] for p in varied), r["seed"], r["error"]]

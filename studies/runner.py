@@ -7,6 +7,7 @@ Output directory layout (``study.output``)::
     trials/ID.json      one record per finished trial (status ok or failed, metrics or error)
     trials/failed/      earlier failed attempts of trials that were retried (kept, never overwritten)
     results.csv         the tidy table (one row per point x seed), ``columns.csv`` its units
+    paired.csv          with [paired]: each point's games against its reference point's (studies.paired)
     plots/*.png         figures made from the table
     .stoxbar.lock       advisory lock held while a sweep runs here (stoxbar.core.fsio.DirLock)
 
@@ -31,7 +32,7 @@ process each), results come back to this process, which alone writes the directo
 
 Design: docs/reliability.md §4.
 
-May import: stoxbar.core.fsio, stoxbar.core.compat, stoxbar.studies.{spec,records,worker,table,plots}.
+May import: stoxbar.core.fsio, stoxbar.core.compat, stoxbar.studies.{spec,records,worker,table,plots,paired}.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from stoxbar.core import fsio
 from stoxbar.core.compat import versions
 from stoxbar.studies.records import CHECKSUM_KEY, load_records, read_study_meta, record_checksum, record_problem
 from stoxbar.studies.spec import Metrics, Study, StudyError, Trial
+from stoxbar.studies.paired import write_paired
 from stoxbar.studies.table import write_table
 from stoxbar.studies.worker import RESULT_PREFIX
 
@@ -373,6 +375,7 @@ def run_study(study: Study, workers: int = 1, ray_address: Optional[str] = None,
                 bar.close()
             signum = stop.signum
         write_table(study, out)
+        write_paired(study, out)
         line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
                 "backend": f"ray:{ray_address}" if ray_address else "local", "workers": workers, **counts}
         if signum is not None:

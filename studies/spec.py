@@ -42,6 +42,10 @@ agent in float32, as ``stoxbar play --digital``: score columns only, no chip met
     pareto = ["energy_array_j_per_game", "score_mean"]    # x (minimised), y (maximised)
     breakdown = true                   # stacked bars: share of each component per point
 
+    [paired]                           # optional: each point's games against its reference point's
+    reference = { "agent.ablate" = "none" }   # the same point with these values, same study seed
+                                              # and game seeds -> paired.csv (studies.paired)
+
 **Any task.** Instead of the Pong agent (the built-in task), a study may name a Python entry point
 that builds its own model, data and metric::
 
@@ -185,6 +189,7 @@ class Study:
     breakdown: bool = False
     task: str = ""  # "" = the built-in Pong task, else a resolved entry point FILE.py:NAME / module:NAME
     task_args: Tuple[Tuple[str, Any], ...] = ()
+    paired: Tuple[Tuple[str, Any], ...] = ()  # [paired] reference: (varied parameter, reference value)
 
     @property
     def varied(self) -> Tuple[str, ...]:
@@ -459,8 +464,12 @@ def check_output(out: Any, where: str) -> str:
 
 
 def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int = MAX_TRIALS,
-               import_task: bool = True) -> Study:
+               import_task: bool = True, checkpoint: Optional[str] = None) -> Study:
     """Parse and fully validate a study file (see module docstring); ``output`` overrides its own.
+
+    ``checkpoint``: the agent to play instead of the file's ``[base] checkpoint`` (``stoxbar sweep
+    --checkpoint``: e.g. a built-in study on one's own trained agent); a path relative to the working
+    directory, or "shipped" / "random".
 
     ``max_trials``: refuse a study of more trials (points x seeds) than this, before any point is built.
     ``import_task=False``: check that a task's file exists but do not import it (``--dry-run``: run
@@ -485,7 +494,7 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
         raise StudyError(f"{where}: not valid TOML (nested too deeply)") from None
     base_dir = path.resolve().parent
     _no_unknown(doc, ("name", "description", "seeds", "output", "base", "grid", "random", "metrics", "plots", "task",
-                      "task_args"), where)
+                      "task_args", "paired"), where)
     task, task_args = _task(doc, where, base_dir, import_task)
     name = check_name(doc.get("name", path.stem), where)
     seeds = doc.get("seeds", [0])
@@ -500,17 +509,23 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
         raise StudyError(f"{where}: [base] checkpoint and [metrics] belong to the Pong task; with task = "
                          f"{doc['task']!r} pass the task's options in [task_args]")
     ckpt = base_t.get("checkpoint", "shipped") if not task else "none"
+    ck_where, ck_dir = f"{where} [base] checkpoint", base_dir
+    if checkpoint is not None:
+        if task:
+            raise StudyError(f"--checkpoint {checkpoint!r}: study {path} runs task = {doc['task']!r}, which plays "
+                             "no Pong agent")
+        ckpt, ck_where, ck_dir = checkpoint, "--checkpoint", Path.cwd()
     if not isinstance(ckpt, str) or not ckpt:
-        raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: 'shipped', 'random' or a path")
+        raise StudyError(f"{ck_where} = {ckpt!r}: 'shipped', 'random' or a path")
     if ckpt == "shipped":
         ckpt = str(SHIPPED_CHECKPOINT)
     elif ckpt not in ("random", "none"):
         if any(ord(c) < 32 for c in ckpt):
-            raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: control characters in a path")
-        ck = Path(ckpt) if Path(ckpt).is_absolute() else (base_dir / ckpt)
-        if not ck.exists():
-            raise StudyError(f"{where} [base] checkpoint = {ckpt!r}: file {ck} not found (a path in a study file "
-                             "is relative to the study file)")
+            raise StudyError(f"{ck_where} = {ckpt!r}: control characters in a path")
+        ck = Path(ckpt) if Path(ckpt).is_absolute() else (ck_dir / ckpt)
+        if not ck.is_file():
+            raise StudyError(f"{ck_where} = {ckpt!r}: file {ck} not found" + (
+                " (a path in a study file is relative to the study file)" if checkpoint is None else ""))
         ckpt = str(ck.resolve())
     arch = None if task else ArchConfig() if ckpt == "random" else checkpoint_arch(ckpt, check_weights=True)
     device_preset = base_t.get("device", "sto_2024" if task else arch.device_preset)
@@ -586,6 +601,8 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
         for m in pareto:
             check_measured(m, metrics, f"{where} [plots] pareto")
 
+    paired = _paired(doc, where, groups, bool(task) or metrics.games == 0)
+
     # every point's full configuration, before anything runs
     for group, params in groups:
         where_p = f"{where}: point {params}"
@@ -606,7 +623,33 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
     return Study(name=name, description=str(doc.get("description", "")), source=text, output=Path(out),
                  seeds=tuple(seeds), checkpoint=ckpt, checkpoint_sha256=sha, device_preset=device_preset, base=dict(base),
                  points=tuple(points), metrics=metrics, plot_metrics=plot_metrics, pareto=pareto, breakdown=breakdown,
-                 task=task, task_args=task_args)
+                 task=task, task_args=task_args, paired=paired)
+
+
+def _paired(doc: Dict[str, Any], where: str, groups: List[Tuple[str, Dict[str, Any]]], no_games: bool
+            ) -> Tuple[Tuple[str, Any], ...]:
+    """The ``[paired] reference`` table, checked: varied parameters, each value one that a point has."""
+    paired_t = _table(doc, "paired", where)
+    _no_unknown(paired_t, ("reference",), f"{where} [paired]")
+    if not paired_t:
+        return ()
+    if no_games:
+        raise StudyError(f"{where} [paired]: paired comparisons pair the Pong games of two points; this study "
+                         "plays none (a task study, or [metrics] games = 0)")
+    ref = paired_t.get("reference")
+    if not isinstance(ref, dict) or not ref:
+        raise StudyError(f"{where} [paired] reference = {ref!r}: give a table of varied parameter -> reference "
+                         'value, e.g. { "agent.ablate" = "none" }')
+    varied = list(dict.fromkeys(k for _, p in groups for k in p))
+    for key, value in ref.items():
+        if key not in varied:
+            raise StudyError(f"{where} [paired] reference: {key!r} is not a varied parameter; allowed: "
+                             f"{', '.join(varied)}")
+        values = list(dict.fromkeys(repr(p[key]) for _, p in groups if key in p))
+        if not any(key in p and p[key] == value and type(p[key]) is type(value) for _, p in groups):
+            raise StudyError(f"{where} [paired] reference {key} = {value!r}: no point has this value; allowed: "
+                             f"{', '.join(values)}")
+    return tuple(ref.items())
 
 
 def _task(doc: Dict[str, Any], where: str, base_dir: Path, import_task: bool = True

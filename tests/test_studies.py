@@ -248,3 +248,79 @@ def test_wire_metrics_solve_the_points_tiles_and_leave_the_games_chip_alone():
     assert 0 < out[128]["ir_drop_rel_error"] < out[512]["ir_drop_rel_error"] < 0.05
     assert 0 < out[128]["bias_wire_drop_max_v"] < out[512]["bias_wire_drop_max_v"]
     assert 0 < out[128]["bias_tau_rel_error_max"] < out[512]["bias_tau_rel_error_max"]
+
+
+def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_path):
+    """``[paired]``: each trial against the trial of the same seed with the reference value, its games paired by
+    env seed (paired.csv, checked here against the records' own per-game scores), shown in the report; a
+    reference that is not varied, or that no point has, is named when the file is loaded."""
+    from stoxbar.pong.scores import paired_summary
+
+    body = """
+    name = "paired"
+    seeds = [0]
+    [base]
+    checkpoint = "random"
+    set = {{ "agent.hidden" = 8 }}
+    [[grid]]
+    "agent.ablate" = ["none", "gamma0", "tau_min"]
+    "agent.backend" = ["float"]
+    [metrics]
+    games = 4
+    chips = 2
+    max_steps = 200
+    mvm_error_samples = 0
+    [paired]
+    reference = {ref}
+    """
+    study = load_study(str(write_study(tmp_path, body.format(ref='{ "agent.ablate" = "none" }'))), str(tmp_path / "out"))
+    assert study.paired == (("agent.ablate", "none"),)
+    assert run_study(study, workers=2, progress=False)["ok"] == 3
+    records = {r["params"]["agent.ablate"]: r for r in load_records(study.output).values()}
+    per_game = {k: {g["env_seed"]: g["score"] for g in r["per_game"]} for k, r in records.items()}
+    assert sorted(per_game["none"]) == [0, 1, 2, 3] and any(per_game["none"].values())  # points were lost
+    with open(study.output / "paired.csv", newline="") as fh:
+        rows = {r["agent.ablate"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"gamma0", "tau_min"}  # the reference point has no row of its own
+    for name, row in rows.items():
+        mine, ref = per_game[name], per_game["none"]
+        diffs = [mine[s] - ref[s] for s in range(4)]
+        assert row["reference_point_id"] == records["none"]["point_id"] and int(row["pairs"]) == 4
+        assert float(row["diff_mean"]) == pytest.approx(sum(diffs) / 4)
+        assert (int(row["better"]), int(row["worse"]), int(row["equal"])) == (
+            sum(d > 0 for d in diffs), sum(d < 0 for d in diffs), sum(d == 0 for d in diffs))
+        assert float(row["diff_ci95_lower"]) <= float(row["diff_mean"]) <= float(row["diff_ci95_upper"])
+    assert "Paired against the reference point" in write_report(str(study.output)).read_text()
+    # the paired interval of identical games is a point; of shifted games, the shift
+    assert paired_summary([1, -2, 3], [1, -2, 3])["ci95"] == {"lower": 0.0, "upper": 0.0}
+    st = paired_summary([2, -1, 4, 0], [1, -2, 3, -1])
+    assert (st["mean"], st["ci95"]["lower"], st["ci95"]["upper"], st["better"]) == (1.0, 1.0, 1.0, 4)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_summary([1, 2], [1])
+    for ref, match in [('{ "agent.backend" = "chip" }', r"agent.backend = 'chip': no point has this value; allowed: 'float'"),
+                       ('{ "device.tau_max_s" = 1.0 }', r"'device.tau_max_s' is not a varied parameter; allowed: agent.ablate"),
+                       ('"none"', r"\[paired\] reference = 'none': give a table")]:
+        with pytest.raises(StudyError, match=match):
+            load_study(str(write_study(tmp_path, body.format(ref=ref), "bad.toml")))
+    with pytest.raises(StudyError, match=r"\[paired\]: paired comparisons pair the Pong games.*games = 0"):
+        load_study(str(write_study(tmp_path, body.format(ref='{ "agent.ablate" = "none" }').replace(
+            "games = 4", "games = 0"), "bad.toml")))
+
+
+def test_sweep_checkpoint_option_plays_another_agent(tmp_path, monkeypatch, capsys):
+    """``stoxbar sweep STUDY --checkpoint PATH``: a built-in study on another agent (path relative to the working
+    directory, its sha256 in the study's identity); a missing file is one line naming the option."""
+    import shutil
+
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+    from stoxbar.scripts.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(SHIPPED_CHECKPOINT, tmp_path / "mine.pt")
+    shipped = load_study("plasticity_ablation")
+    mine = load_study("plasticity_ablation", checkpoint="mine.pt")
+    assert mine.checkpoint == str(tmp_path / "mine.pt") and mine.checkpoint_sha256 == shipped.checkpoint_sha256
+    assert mine.points == shipped.points and load_study("plasticity_ablation", checkpoint="random").checkpoint == "random"
+    assert main(["sweep", "plasticity_ablation", "--checkpoint", "nope.pt", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--checkpoint = 'nope.pt': file" in err and "not found" in err and "\n" not in err
