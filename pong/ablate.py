@@ -70,5 +70,8 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
         for n in cell.decay_parameters():
             getattr(cell, n).fill_(sat)
     elif name == "no_h_feedback":
+        if not cell.h_feedback:
+            raise ConfigError("ablate = 'no_h_feedback': this agent has no h feedback to cut (arch h_feedback = "
+                              "false, e.g. an STP-only agent); its games would replay the intact agent's")
         cell.h_feedback = False
 

@@ -80,6 +80,8 @@ def test_ablations_change_what_they_name():
     apply_ablation(agent, "no_h_feedback")
     zh = cell.presynaptic(x, torch.ones(2, 8))
     assert float(zh[:, 16:].abs().max()) == 0.0 and float(zh[:, :16].abs().max()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="no_h_feedback': this agent has no h feedback to cut"):
+        apply_ablation(agent, "no_h_feedback")  # nothing left to cut: not a silent replay of the intact agent
     with pytest.raises(ConfigError, match="tau_frozen_init.*train_config"):
         apply_ablation(agent, "tau_frozen_init", {})
     with pytest.raises(ConfigError, match="allowed: " + ", ".join(ABLATIONS)):
