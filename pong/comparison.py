@@ -12,9 +12,10 @@ run at a similar budget and the next session resumes all of them (``--first AGEN
 chosen runs to the budget before the others; ``ROOT/comparison.json`` holds
 the settings; a second call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
 (sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
-ablation rows come from ``stoxbar play`` on each run's checkpoint.
+ablation rows come from ``stoxbar play`` / ``stoxbar sweep plasticity_ablation --checkpoint`` on each run's
+checkpoint (a study in ``ROOT/ablation/AGENT/seedS`` is added to the table: :func:`ablation_lines`).
 
-May import: numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.{a2c,agent,checkpoint,env}.
+May import: numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.{a2c,ablate,agent,checkpoint,env}.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stoxbar.core import fsio
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
 from stoxbar.pong.a2c import ALGO_DEFAULTS, TrainConfig, run_episodes, figure_bytes, running_mean, train
 from stoxbar.pong.agent import ArchConfig
+from stoxbar.pong.ablate import ABLATIONS
 from stoxbar.pong.checkpoint import load_checkpoint
 from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
 
@@ -249,8 +251,57 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
         lines.append(f"| {agent} | {r['seeds']} | {', '.join(f'{f / 1e6:.2f}' for f in r['frames_done'])} | "
                      f"{r['final_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['final_per_seed'])}) | "
                      f"{r['at_budget_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['at_budget_per_seed'])}) | {hits} |")
+    lines += ablation_lines(root, cfg)
     fsio.atomic_write_text(root / "comparison.md", "\n".join(lines) + "\n", overwrite=True)
     return rows
+
+
+ABLATION_DIR = "ablation"  # ROOT/ablation/AGENT/seedS: a plasticity_ablation study of that run's checkpoint
+ABLATION_COLUMNS = tuple(a for a in ABLATIONS if a != "none")
+
+
+def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
+    """The report's ablation rows: for each run with a finished ablation study in ROOT/ablation/AGENT/seedS
+    (``stoxbar sweep plasticity_ablation --checkpoint RUN/checkpoint.pt --out ...``, with ``[paired]``), its
+    intact greedy score and each ablation's paired score difference (ablated - intact, 95 % CI) per backend;
+    [] when no run has one. The frames are those of the checkpoint the study played (its sha256 checked)."""
+    import hashlib
+
+    table = []
+    for agent in cfg.agents:
+        for seed in cfg.seeds:
+            d = root / ABLATION_DIR / agent / f"seed{seed}"
+            if not (d / "results.csv").is_file() or not (d / "paired.csv").is_file():
+                continue
+            meta = fsio.read_json(d / "study.json")
+            ck = Path(str(meta.get("checkpoint", "")))
+            frames = "?"
+            if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == meta["identity"]["checkpoint_sha256"]:
+                frames = f"{int(load_checkpoint(ck)['counters']['steps']) * FRAMESKIP / 1e6:.2f}"
+            res = [r for r in fsio.read_csv(d / "results.csv") if r["status"] == "ok"]
+            paired = fsio.read_csv(d / "paired.csv")
+            for backend in dict.fromkeys(r.get("agent.backend") or "chip" for r in res):
+                def by_ablation(rows: List[Dict[str, str]]) -> Dict[str, Dict[str, str]]:
+                    return {r["agent.ablate"]: r for r in rows if (r.get("agent.backend") or "chip") == backend}
+
+                intact, diffs = by_ablation(res).get("none"), by_ablation(paired)
+                if intact is None:
+                    continue
+                cells = [f"{float(intact['score_mean']):+.2f} [{float(intact['score_ci95_lower']):+.2f}, "
+                         f"{float(intact['score_ci95_upper']):+.2f}] ({intact['games']} games)"]
+                for name in ABLATION_COLUMNS:
+                    r = diffs.get(name)
+                    cells.append("-" if r is None else f"{float(r['diff_mean']):+.2f} [{float(r['diff_ci95_lower']):+.2f}, "
+                                                       f"{float(r['diff_ci95_upper']):+.2f}]")
+                table.append(f"| {agent} | {seed} | {frames} | {backend} | " + " | ".join(cells) + " |")
+    if not table:
+        return []
+    return ["", "Ablation rows (`plasticity_ablation` on each run's checkpoint: greedy, sticky 0.25, the same game "
+            "seeds in every row; each ablation's paired score difference to the intact agent, ablated - intact, "
+            "bootstrap 95 % CI; `ablation/AGENT/seedS/`):", "",
+            "| agent | seed | frames (M) | backend | intact score [95 % CI] | "
+            + " | ".join(ABLATION_COLUMNS) + " |", "|---|---|---|---|---|" + "---|" * len(ABLATION_COLUMNS), *table]
+
 
 
 def main_args(p) -> None:

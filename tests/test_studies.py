@@ -291,6 +291,20 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
             sum(d > 0 for d in diffs), sum(d < 0 for d in diffs), sum(d == 0 for d in diffs))
         assert float(row["diff_ci95_lower"]) <= float(row["diff_mean"]) <= float(row["diff_ci95_upper"])
     assert "Paired against the reference point" in write_report(str(study.output)).read_text()
+    # the training comparison's report carries a run's ablation study (ROOT/ablation/AGENT/seedS) as one row
+    import shutil
+
+    from stoxbar.pong.comparison import ComparisonConfig, ablation_lines
+
+    cfg = ComparisonConfig(agents=("stp_only",), seeds=(0,))
+    assert ablation_lines(tmp_path / "cmp", cfg) == []
+    shutil.copytree(study.output, tmp_path / "cmp" / "ablation" / "stp_only" / "seed0")
+    lines = ablation_lines(tmp_path / "cmp", cfg)
+    none = records["none"]["metrics"]
+    assert lines[-1].startswith(f"| stp_only | 0 | ? | float | {none['score_mean']:+.2f} [{none['score_ci95_lower']:+.2f}, ")
+    cells = lines[-1].split(" | ")
+    assert cells[5] == f"{float(rows['gamma0']['diff_mean']):+.2f} [{float(rows['gamma0']['diff_ci95_lower']):+.2f}, " \
+        f"{float(rows['gamma0']['diff_ci95_upper']):+.2f}]" and cells[6] == "-"  # gamma0 played, tau_frozen_init not
     # the paired interval of identical games is a point; of shifted games, the shift
     assert paired_summary([1, -2, 3], [1, -2, 3])["ci95"] == {"lower": 0.0, "upper": 0.0}
     st = paired_summary([2, -1, 4, 0], [1, -2, 3, -1])
