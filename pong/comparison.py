@@ -274,10 +274,12 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
             if not (d / "results.csv").is_file() or not (d / "paired.csv").is_file():
                 continue
             meta = fsio.read_json(d / "study.json")
-            ck = Path(str(meta.get("checkpoint", "")))
-            frames = "?"
-            if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == meta["identity"]["checkpoint_sha256"]:
-                frames = f"{int(load_checkpoint(ck)['counters']['steps']) * FRAMESKIP / 1e6:.2f}"
+            run = run_of(root, agent, seed)
+            frames = "an earlier checkpoint"  # the run has trained on since (its frames are not recorded)
+            for ck in ([run / "checkpoint.pt"] if run is not None else []) + [Path(str(meta.get("checkpoint", "")))]:
+                if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == meta["identity"]["checkpoint_sha256"]:
+                    frames = f"{int(load_checkpoint(ck)['counters']['steps']) * FRAMESKIP / 1e6:.2f}"
+                    break
             res = [r for r in fsio.read_csv(d / "results.csv") if r["status"] == "ok"]
             paired = fsio.read_csv(d / "paired.csv")
             for backend in dict.fromkeys(r.get("agent.backend") or "chip" for r in res):
@@ -301,7 +303,6 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
             "bootstrap 95 % CI; `ablation/AGENT/seedS/`):", "",
             "| agent | seed | frames (M) | backend | intact score [95 % CI] | "
             + " | ".join(ABLATION_COLUMNS) + " |", "|---|---|---|---|---|" + "---|" * len(ABLATION_COLUMNS), *table]
-
 
 
 def main_args(p) -> None:

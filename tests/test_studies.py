@@ -301,8 +301,8 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     shutil.copytree(study.output, tmp_path / "cmp" / "ablation" / "stp_only" / "seed0")
     lines = ablation_lines(tmp_path / "cmp", cfg)
     none = records["none"]["metrics"]
-    assert lines[-1].startswith(f"| stp_only | 0 | ? | float | {none['score_mean']:+.2f} [{none['score_ci95_lower']:+.2f}, ")
-    cells = lines[-1].split(" | ")
+    assert lines[-1].startswith(f"| stp_only | 0 | an earlier checkpoint | float | {none['score_mean']:+.2f} [{none['score_ci95_lower']:+.2f}, ")
+    cells = lines[-1].split(" | ")  # a random agent: no checkpoint file to read its frames from
     assert cells[5] == f"{float(rows['gamma0']['diff_mean']):+.2f} [{float(rows['gamma0']['diff_ci95_lower']):+.2f}, " \
         f"{float(rows['gamma0']['diff_ci95_upper']):+.2f}]" and cells[6] == "-"  # gamma0 played, tau_frozen_init not
     # the paired interval of identical games is a point; of shifted games, the shift
