@@ -47,6 +47,10 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
     cell = agent.cell
     if not hasattr(cell, "theta"):
         raise ConfigError(f"ablate = {name!r}: needs an m-STPN agent (cell {type(cell).__name__})")
+    if name != "no_h_feedback" and not getattr(getattr(agent, "arch", None), "plastic", True):
+        raise ConfigError(f"ablate = {name!r}: this agent has no plasticity to ablate (arch plastic = false: Gamma "
+                          "fixed at 0, so F stays 0 and the time constants act on nothing); allowed: none, "
+                          "no_h_feedback")
     if name == "gamma0":
         cell.gam.zero_()
     elif name == "tau_frozen_init":

@@ -3,6 +3,8 @@ statistics, ablations of the plasticity, and their command-line errors. Real ALE
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
@@ -82,6 +84,13 @@ def test_ablations_change_what_they_name():
     assert float(zh[:, 16:].abs().max()) == 0.0 and float(zh[:, :16].abs().max()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="no_h_feedback': this agent has no h feedback to cut"):
         apply_ablation(agent, "no_h_feedback")  # nothing left to cut: not a silent replay of the intact agent
+    recurrent = PongAgent(dataclasses.replace(TINY, plastic=False))  # Gamma fixed at 0: nothing plastic to ablate
+    for name in ("gamma0", "tau_shuffled", "tau_min"):
+        with pytest.raises(ConfigError, match=f"'{name}': this agent has no plasticity to ablate.*allowed: none, "
+                                              "no_h_feedback"):
+            apply_ablation(recurrent, name)
+    apply_ablation(recurrent, "no_h_feedback")
+    assert recurrent.cell.h_feedback is False
     with pytest.raises(ConfigError, match="tau_frozen_init.*train_config"):
         apply_ablation(agent, "tau_frozen_init", {})
     with pytest.raises(ConfigError, match="allowed: " + ", ".join(ABLATIONS)):
