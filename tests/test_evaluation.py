@@ -4,7 +4,6 @@ statistics, ablations of the plasticity, and their command-line errors. Real ALE
 from __future__ import annotations
 
 import dataclasses
-
 import json
 
 import numpy as np
