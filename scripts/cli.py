@@ -4,7 +4,8 @@ Subcommands: ``device`` (device parameters + characteristic curves), ``energy`` 
 energy of a layer's MVM and short-term update), ``train`` (A2C training of the Pong agent),
 ``play`` (the main job: Pong on the simulated STO chip, score + energy), ``sweep`` (run a study
 file: a grid or random sweep over device / periphery / agent parameters, locally or on Ray) and
-``report`` (one self-contained HTML page from a study directory or a play report), ``curves``
+``report`` (one self-contained HTML page from a study directory or a play report), ``compare`` (two
+play reports game by game: the paired score difference), ``curves``
 (learning curves of several training runs in one figure), ``train-comparison`` (the four Pong
 agents x seeds, trained round-robin and resumable, with their learning-curve report).
 
@@ -228,6 +229,36 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from stoxbar.core.fsio import atomic_write_json, check_new_file
+    from stoxbar.studies.compare import compare_play_reports
+
+    if args.json:
+        check_new_file(args.json, "--json")
+    rep = compare_play_reports(args.a, args.b)
+
+    def line(tag: str, s: dict) -> str:
+        sc = s["score"]
+        return (f"{tag}: {s['file']} ({s['mode']}, ablate {s['ablate']}): {sc['mean']:+.2f} "
+                f"[{sc['ci95']['lower']:+.2f}, {sc['ci95']['upper']:+.2f}], min {sc['min']:+.0f}")
+
+    d = rep["difference"]
+    seeds = rep["env_seeds"]
+    print(line("A", rep["a"]))
+    print(line("B", rep["b"]))
+    print(f"A - B, paired over {rep['pairs']} games (env seeds {seeds[0]}-{seeds[-1]}, "
+          + ", ".join(f"{k} {v}" for k, v in rep["protocol"].items()) + f"): {d['mean']:+.2f} "
+          f"[{d['ci95']['lower']:+.2f}, {d['ci95']['upper']:+.2f}] (95 % CI, bootstrap); A better in "
+          f"{d['better']}, worse in {d['worse']}, equal in {d['equal']}")
+    for bnd, e in rep["energy_per_game_j"].items():
+        ratio = "-" if e["a_over_b"] is None else f"{e['a_over_b']:.3f}"
+        print(f"energy per game, {bnd}: A {e['a']:.4g} J, B {e['b']:.4g} J (A / B {ratio})")
+    if args.json:
+        atomic_write_json(args.json, rep)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _curves(args: argparse.Namespace) -> int:
     from stoxbar.pong.a2c import compare_curves
 
@@ -355,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "play report .json, or a directory holding one")
     r.add_argument("--out", default=None, help="HTML path (default: beside the run; never overwrites)")
     r.set_defaults(func=_report)
+
+    cm = sub.add_parser("compare", help="two `stoxbar play --json` reports compared game by game (paired score "
+                                        "difference with its CI, energy per game)")
+    cm.add_argument("a", help="play report A (.json)")
+    cm.add_argument("b", help="play report B (.json), played with the same --seed, --sticky and --max-steps")
+    cm.add_argument("--json", default=None, help="also write the comparison here (never overwritten)")
+    cm.set_defaults(func=_compare)
 
     c = sub.add_parser("curves", help="overlay the learning curves of training runs (e.g. STPN vs m-STPN)")
     c.add_argument("runs", nargs="+", help="training run directories")

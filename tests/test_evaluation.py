@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from stoxbar.pong.scores import score_summary
 from stoxbar.scripts.cli import main
 from stoxbar.core.validation import ConfigError
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 
 
@@ -151,3 +153,39 @@ def test_study_ablation_path_and_sticky_are_validated(tmp_path):
     path.write_text(body.format(v='"gamma0"', s=0.25).replace('[metrics]', '"agent.backend" = ["analog"]\n[metrics]'))
     with pytest.raises(StudyError, match="agent.backend = 'analog': unknown backend; allowed: chip, float"):
         load_study(str(path))
+
+
+def test_compare_pairs_two_play_reports_game_by_game(tmp_path, capsys):
+    """``stoxbar compare A.json B.json``: the intact agent against its gamma0 ablation on the same game seeds, the
+    paired difference checked against the reports' own per-game scores; reports of another protocol, a missing
+    file and an existing --json are one line each."""
+    a, b, c = (str(tmp_path / f"{n}.json") for n in "abc")
+    for path, extra in ((a, []), (b, ["--ablate", "gamma0"]), (c, ["--sticky", "0"])):
+        assert main(["play", "--games", "3", "--max-steps", "150", "--json", path, *extra]) == 0
+    capsys.readouterr()
+    out = str(tmp_path / "cmp.json")
+    assert main(["compare", a, b, "--json", out]) == 0
+    text = capsys.readouterr().out
+    rep = json.loads(open(out).read())
+    ga, gb = ({g["env_seed"]: g for g in json.loads(open(p).read())["per_game"]} for p in (a, b))
+    diffs = [ga[s]["score"] - gb[s]["score"] for s in (0, 1, 2)]
+    assert rep["pairs"] == 3 and rep["env_seeds"] == [0, 1, 2] and rep["protocol"]["sticky"] == 0.25
+    assert rep["difference"]["mean"] == pytest.approx(sum(diffs) / 3) and rep["b"]["ablate"] == "gamma0"
+    assert rep["difference"]["better"] + rep["difference"]["worse"] + rep["difference"]["equal"] == 3
+    sys_a = sum(ga[s]["energy_j"]["system"] for s in (0, 1, 2)) / 3
+    assert rep["energy_per_game_j"]["system"]["a"] == pytest.approx(sys_a, rel=1e-12)
+    assert "A - B, paired over 3 games (env seeds 0-2" in text and "energy per game, system" in text
+    # golden: the committed interim ablation of the PPO comparison's STP-only agent (its NOTES.md: paired loss
+    # 4.60 [2.55, 6.60] over 20 games, 15 better, 3 worse, 2 equal)
+    from stoxbar.studies.compare import compare_play_reports
+
+    interim = ROOT / "studies" / "results" / "comparison_ppo_interim"
+    g = compare_play_reports(str(interim / "stp_only_seed0.json"), str(interim / "stp_only_seed0_gamma0.json"))
+    d = g["difference"]
+    assert (g["pairs"], d["better"], d["worse"], d["equal"]) == (20, 15, 3, 2)
+    assert (d["mean"], d["ci95"]["lower"], d["ci95"]["upper"]) == pytest.approx((4.60, 2.55, 6.60), abs=1e-9)
+    for argv, msg in ([a, c], "sticky = 0.25 vs 0.0; a paired comparison needs the same protocol"), \
+                     ([a, str(tmp_path / "none.json")], "none.json"), ([a, b, "--json", out], "--json"):
+        assert main(["compare", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("stoxbar compare: error:") and msg in err and "\n" not in err
