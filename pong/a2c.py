@@ -185,19 +185,20 @@ def a2c_loss(logps: Tensor, values: Tensor, entropies: Tensor, advantages: Tenso
     return loss, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def initial_cell_params(cfg: TrainConfig) -> Dict[str, Tensor]:
-    """The plastic layer's parameters at initialisation of a run with ``cfg`` (its seed), for drift logs.
+def initial_cell_params(cfg: TrainConfig, names: Sequence[str] = DRIFT_PARAMS) -> Dict[str, Tensor]:
+    """The plastic layer's parameters ``names`` at initialisation of a run with ``cfg`` (its seed), for drift
+    logs (default: ``DRIFT_PARAMS``) and ablations.
 
     Rebuilt from the seed as :func:`train` builds a fresh agent (or read from ``cfg.init_from``, the
     checkpoint a fine-tuning run starts from); the global torch RNG is left as it was.
     """
     if cfg.init_from:  # a fine-tuning run starts from the checkpoint's weights
         cell = start_agent(cfg)[0].cell
-        return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
+        return {n: p.detach().clone() for n, p in cell.named_parameters() if n in names}
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         cell = PongAgent(cfg.arch).cell
-    return {n: p.detach().clone() for n, p in cell.named_parameters() if n in DRIFT_PARAMS}
+    return {n: p.detach().clone() for n, p in cell.named_parameters() if n in names}
 
 
 def start_agent(cfg: TrainConfig, device: Any = None) -> Tuple[PongAgent, Dict[str, Any]]:

@@ -13,6 +13,13 @@ ablated parameters):
 * ``no_h_feedback`` - the STP layer sees only the encoder: the h part of its input z is zeroed
   (the actor and critic still read h).
 
+The float STPN (``--cell stpn``, played in float only) has a free per-synapse decay factor Lambda
+in place of a device time constant: ``gamma0`` and ``tau_frozen_init`` / ``tau_shuffled`` act on
+its Gamma and Lambda alike; ``tau_min`` sets Lambda = 0 (F forgets each step: the shortest memory)
+and ``tau_max`` Lambda = 1 (F never decays); ``no_h_feedback`` is an m-STPN option and is refused.
+An agent without plasticity (``plastic`` false) refuses every ablation but ``no_h_feedback``, and an
+agent without h feedback refuses that one: their rows would replay the intact agent.
+
 May import: torch, stoxbar.core.validation, stoxbar.pong (a2c, agent).
 """
 
@@ -45,20 +52,23 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
     if name == "none":
         return
     cell = agent.cell
-    if not hasattr(cell, "theta"):
+    stpn = not hasattr(cell, "theta") and hasattr(cell, "lam")  # the float STPN: a free Lambda per synapse
+    if (not hasattr(cell, "theta") and not stpn) or (stpn and name == "no_h_feedback"):
         raise ConfigError(f"ablate = {name!r}: needs an m-STPN agent (cell {type(cell).__name__})")
     if name != "no_h_feedback" and not getattr(getattr(agent, "arch", None), "plastic", True):
         raise ConfigError(f"ablate = {name!r}: this agent has no plasticity to ablate (arch plastic = false: Gamma "
                           "fixed at 0, so F stays 0 and the time constants act on nothing); allowed: none, "
                           "no_h_feedback")
-    if name == "gamma0":
+    if stpn:
+        _ablate_stpn(cell, name, ckpt)
+    elif name == "gamma0":
         cell.gam.zero_()
     elif name == "tau_frozen_init":
         if not ckpt or "train_config" not in ckpt:
             raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
                               "initialisation (its seed) cannot be rebuilt")
         cfg = TrainConfig.from_dict(ckpt["train_config"])
-        init = initial_cell_params(cfg)
+        init = initial_cell_params(cfg, cell.decay_parameters())
         for n in cell.decay_parameters():
             getattr(cell, n).copy_(init[n])
     elif name == "tau_shuffled":
@@ -79,3 +89,20 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
                               "false, e.g. an STP-only agent); its games would replay the intact agent's")
         cell.h_feedback = False
 
+
+
+def _ablate_stpn(cell: Any, name: str, ckpt: Optional[Dict[str, Any]]) -> None:
+    """The ablations of the float STPN's cell (module docstring): Gamma, or its decay factor Lambda."""
+    if name == "gamma0":
+        cell.gam.zero_()
+    elif name == "tau_frozen_init":
+        if not ckpt or "train_config" not in ckpt:
+            raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
+                              "initialisation (its seed) cannot be rebuilt")
+        cell.lam.copy_(initial_cell_params(TrainConfig.from_dict(ckpt["train_config"]), ("lam",))["lam"])
+    elif name == "tau_shuffled":
+        flat = cell.lam.detach().flatten()
+        perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(SHUFFLE_SEED))
+        cell.lam.copy_(flat[perm].view_as(cell.lam))
+    elif name in ("tau_min", "tau_max"):
+        cell.lam.fill_(1.0 if name == "tau_max" else 0.0)

@@ -616,8 +616,9 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
             cfg = build_point(arch, device_preset, base, params)
         except ConfigError as exc:
             raise StudyError(f"{where_p}: {exc}") from None
-        if not task and cfg.arch.cell != "mstpn":
-            raise StudyError(f"{where_p}: cell = {cfg.arch.cell!r}; only an m-STPN maps onto the STO chip")
+        if not task and cfg.arch.cell != "mstpn" and cfg.on_chip:
+            raise StudyError(f"{where_p}: cell = {cfg.arch.cell!r}; only an m-STPN maps onto the STO chip (play "
+                             "this agent in float: agent.backend = 'float')")
     points = groups
     sha = "" if ckpt in ("random", "none") else hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
     return Study(name=name, description=str(doc.get("description", "")), source=text, output=Path(out),

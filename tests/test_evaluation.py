@@ -85,6 +85,27 @@ def test_ablations_change_what_they_name():
     assert float(zh[:, 16:].abs().max()) == 0.0 and float(zh[:, :16].abs().max()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="no_h_feedback': this agent has no h feedback to cut"):
         apply_ablation(agent, "no_h_feedback")  # nothing left to cut: not a silent replay of the intact agent
+    # the float STPN: Gamma and its free decay factor Lambda (no device time constant)
+    stpn_arch = dataclasses.replace(TINY, cell="stpn")
+    torch.manual_seed(3)
+    stpn = PongAgent(stpn_arch)
+    lam0 = stpn.cell.lam.detach().clone()
+    with torch.no_grad():
+        stpn.cell.lam.mul_(0.5)  # "trained"
+    trained = stpn.cell.lam.detach().clone()
+    apply_ablation(stpn, "tau_shuffled")
+    assert torch.equal(stpn.cell.lam.flatten().sort().values, trained.flatten().sort().values)
+    assert not torch.equal(stpn.cell.lam, trained)
+    apply_ablation(stpn, "tau_frozen_init", {"train_config": {"arch": stpn_arch.to_dict(), "seed": 3}})
+    assert torch.equal(stpn.cell.lam, lam0)  # the seed's initialisation
+    apply_ablation(stpn, "tau_min")
+    assert float(stpn.cell.lam.detach().abs().max()) == 0.0
+    apply_ablation(stpn, "tau_max")
+    assert bool((stpn.cell.lam == 1.0).all())
+    apply_ablation(stpn, "gamma0")
+    assert float(stpn.cell.gam.detach().abs().max()) == 0.0
+    with pytest.raises(ConfigError, match="'no_h_feedback': needs an m-STPN agent"):
+        apply_ablation(stpn, "no_h_feedback")
     recurrent = PongAgent(dataclasses.replace(TINY, plastic=False))  # Gamma fixed at 0: nothing plastic to ablate
     for name in ("gamma0", "tau_shuffled", "tau_min"):
         with pytest.raises(ConfigError, match=f"'{name}': this agent has no plasticity to ablate.*allowed: none, "

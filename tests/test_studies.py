@@ -115,6 +115,13 @@ def test_builtin_studies_validate():
         assert load_study(name).trials()
     with pytest.raises(StudyError, match="built-in"):
         resolve_study_path("no_such_study")
+    # the training comparison's ablation studies, one per kind of agent, on their committed seed-0 checkpoints
+    comparison = Path(__file__).resolve().parents[1] / "training" / "comparison_ppo"
+    kinds = {"stp_only": (12, "chip"), "stpn": (6, "float"), "recurrent": (4, "chip")}
+    for agent, (trials, first_backend) in kinds.items():
+        study = load_study(str(comparison / f"ablation_{agent}.toml"))
+        assert len(study.trials()) == trials and study.paired == (("agent.ablate", "none"),)
+        assert f"/{agent}/seed0/" in study.checkpoint and study.points[0][1].get("agent.backend", "chip") == first_backend
 
 
 def test_sweep_command_dry_run_lists_points(tmp_path, capsys):
@@ -338,3 +345,42 @@ def test_sweep_checkpoint_option_plays_another_agent(tmp_path, monkeypatch, caps
     assert main(["sweep", "plasticity_ablation", "--checkpoint", "nope.pt", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--checkpoint = 'nope.pt': file" in err and "not found" in err and "\n" not in err
+
+
+def test_float_stpn_agent_is_ablated_in_float_and_refused_on_the_chip(tmp_path):
+    """A float STPN checkpoint (the comparison's agent c): its ablation study runs with agent.backend = float
+    (played, paired with the intact agent and tabulated); on the chip it is refused when the file is loaded,
+    naming the backend to use."""
+    import torch
+
+    from stoxbar.pong.agent import PongAgent
+    from stoxbar.pong.checkpoint import save_checkpoint
+
+    arch = ArchConfig(arch="bottleneck", cell="stpn", hidden=8, bottleneck=16)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "stpn.pt", PongAgent(arch), train_config={"arch": arch.to_dict(), "seed": 0})
+    body = """
+    name = "stpn_ablation"
+    seeds = [0]
+    [base]
+    checkpoint = "stpn.pt"
+    [[grid]]
+    "agent.ablate" = ["none", "gamma0", "tau_frozen_init", "tau_max"]
+    "agent.backend" = [{backend}]
+    [metrics]
+    games = 2
+    chips = 2
+    max_steps = 60
+    mvm_error_samples = 0
+    [paired]
+    reference = {{ "agent.ablate" = "none" }}
+    """
+    with pytest.raises(StudyError, match=r"cell = 'stpn'; only an m-STPN maps onto the STO chip.*agent.backend = 'float'"):
+        load_study(str(write_study(tmp_path, body.format(backend='"chip"'))))
+    study = load_study(str(write_study(tmp_path, body.format(backend='"float"'))), str(tmp_path / "out"))
+    assert run_study(study, workers=2, progress=False)["ok"] == 4
+    with open(study.output / "paired.csv", newline="") as fh:
+        rows = {r["agent.ablate"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"gamma0", "tau_frozen_init", "tau_max"} and all(int(r["pairs"]) == 2 for r in rows.values())
+    # an untrained agent's Lambda is its initialisation: that ablation replays the intact games exactly
+    assert rows["tau_frozen_init"]["diff_mean"] == "0.0" and rows["tau_frozen_init"]["equal"] == "2"
