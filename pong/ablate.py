@@ -64,11 +64,7 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
     elif name == "gamma0":
         cell.gam.zero_()
     elif name == "tau_frozen_init":
-        if not ckpt or "train_config" not in ckpt:
-            raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
-                              "initialisation (its seed) cannot be rebuilt")
-        cfg = TrainConfig.from_dict(ckpt["train_config"])
-        init = initial_cell_params(cfg, cell.decay_parameters())
+        init = _initial(ckpt, cell.decay_parameters())
         for n in cell.decay_parameters():
             getattr(cell, n).copy_(init[n])
     elif name == "tau_shuffled":
@@ -90,16 +86,20 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
         cell.h_feedback = False
 
 
+def _initial(ckpt: Optional[Dict[str, Any]], names: Any) -> Dict[str, Any]:
+    """The cell parameters ``names`` at the initialisation of the checkpoint's training run (its seed)."""
+    if not ckpt or "train_config" not in ckpt:
+        raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
+                          "initialisation (its seed) cannot be rebuilt")
+    return initial_cell_params(TrainConfig.from_dict(ckpt["train_config"]), names)
+
 
 def _ablate_stpn(cell: Any, name: str, ckpt: Optional[Dict[str, Any]]) -> None:
     """The ablations of the float STPN's cell (module docstring): Gamma, or its decay factor Lambda."""
     if name == "gamma0":
         cell.gam.zero_()
     elif name == "tau_frozen_init":
-        if not ckpt or "train_config" not in ckpt:
-            raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
-                              "initialisation (its seed) cannot be rebuilt")
-        cell.lam.copy_(initial_cell_params(TrainConfig.from_dict(ckpt["train_config"]), ("lam",))["lam"])
+        cell.lam.copy_(_initial(ckpt, ("lam",))["lam"])
     elif name == "tau_shuffled":
         flat = cell.lam.detach().flatten()
         perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(SHUFFLE_SEED))

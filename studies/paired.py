@@ -29,10 +29,6 @@ from stoxbar.pong.scores import paired_summary
 from stoxbar.studies.records import load_records
 from stoxbar.studies.spec import Study, point_id
 
-STATS = ("pairs", "diff_mean", "diff_std", "diff_ci95_lower", "diff_ci95_upper", "diff_min", "diff_max",
-         "better", "worse", "equal")
-
-
 def _scores(rec: Optional[Dict[str, Any]]) -> Optional[Dict[int, float]]:
     """env seed -> score of an ok record's games (None if it has none)."""
     if rec is None or rec.get("status") != "ok" or not rec.get("per_game"):
