@@ -52,8 +52,9 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
     if name == "none":
         return
     cell = agent.cell
-    stpn = not hasattr(cell, "theta") and hasattr(cell, "lam")  # the float STPN: a free Lambda per synapse
-    if (not hasattr(cell, "theta") and not stpn) or (stpn and name == "no_h_feedback"):
+    mstpn = hasattr(cell, "theta")
+    stpn = not mstpn and hasattr(cell, "lam")  # the float STPN: a free Lambda per synapse
+    if not (mstpn or stpn) or (stpn and name == "no_h_feedback"):
         raise ConfigError(f"ablate = {name!r}: needs an m-STPN agent (cell {type(cell).__name__})")
     if name != "no_h_feedback" and not getattr(getattr(agent, "arch", None), "plastic", True):
         raise ConfigError(f"ablate = {name!r}: this agent has no plasticity to ablate (arch plastic = false: Gamma "

@@ -260,6 +260,11 @@ ABLATION_DIR = "ablation"  # ROOT/ablation/AGENT/seedS: a plasticity_ablation st
 ABLATION_COLUMNS = tuple(a for a in ABLATIONS if a != "none")
 
 
+def _backend(row: Dict[str, str]) -> str:
+    """A study table row's backend (``agent.backend``; empty for the chip rows, which do not set it)."""
+    return row.get("agent.backend") or "chip"
+
+
 def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
     """The report's ablation rows: for each run with a finished ablation study in ROOT/ablation/AGENT/seedS
     (``stoxbar sweep plasticity_ablation --checkpoint RUN/checkpoint.pt --out ...``, with ``[paired]``), its
@@ -282,11 +287,9 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
                     break
             res = [r for r in fsio.read_csv(d / "results.csv") if r["status"] == "ok"]
             paired = fsio.read_csv(d / "paired.csv")
-            for backend in dict.fromkeys(r.get("agent.backend") or "chip" for r in res):
-                def by_ablation(rows: List[Dict[str, str]]) -> Dict[str, Dict[str, str]]:
-                    return {r["agent.ablate"]: r for r in rows if (r.get("agent.backend") or "chip") == backend}
-
-                intact, diffs = by_ablation(res).get("none"), by_ablation(paired)
+            for backend in dict.fromkeys(_backend(r) for r in res):
+                intact = next((r for r in res if _backend(r) == backend and r["agent.ablate"] == "none"), None)
+                diffs = {r["agent.ablate"]: r for r in paired if _backend(r) == backend}
                 if intact is None:
                     continue
                 cells = [f"{float(intact['score_mean']):+.2f} [{float(intact['score_ci95_lower']):+.2f}, "
