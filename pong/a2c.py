@@ -103,6 +103,8 @@ class TrainConfig:
     ppo_epochs: int = 4  # PPO: passes over each rollout (CleanRL update_epochs)
     ppo_minibatches: int = 4  # PPO: minibatches of whole env sequences per pass (CleanRL num_minibatches)
     clip_coef: float = 0.1  # PPO: ratio and value clip (CleanRL clip_coef)
+    # the m-STPN's theta at lr x this (docs/stpn.md §9.1: theta's scale is ~30x W's relative to its lr)
+    theta_lr_scale: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -138,6 +140,10 @@ class TrainConfig:
         check_int("ppo_epochs", self.ppo_epochs, 1, 100)
         check_int("ppo_minibatches", self.ppo_minibatches, 1, self.num_envs if self.algo == "ppo" else None)
         check_range("clip_coef", self.clip_coef, 0.0, 1.0, lo_open=True)
+        check_range("theta_lr_scale", self.theta_lr_scale, 0.0, 1e4, lo_open=True)
+        if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
+            raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
+                              f"allowed for cell {self.arch.cell!r}: 1")
         if not isinstance(self.init_from, str):
             raise ConfigError(f"init_from must be a checkpoint path (str), got {type(self.init_from).__name__}")
         if self.init_decay_addressing:
@@ -265,7 +271,7 @@ class CollapseGuard:
 
 def make_optimizer(agent: PongAgent, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam over the agent's parameter groups (per-group lr and eps, cells.py) at ``cfg.lr``, ``cfg.adam_eps``."""
-    return torch.optim.Adam(agent.param_groups(cfg.lr, cfg.adam_eps), lr=cfg.lr, eps=cfg.adam_eps)
+    return torch.optim.Adam(agent.param_groups(cfg.lr, cfg.adam_eps, cfg.theta_lr_scale), lr=cfg.lr, eps=cfg.adam_eps)
 
 
 def _legacy_param_order(agent: PongAgent) -> List[torch.nn.Parameter]:
@@ -873,6 +879,8 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default by --algo)")
     p.add_argument("--gamma", type=float, default=d.gamma, help="discount factor")
     p.add_argument("--gae-lambda", type=float, default=None, help="GAE lambda (1: n-step returns; default by --algo)")
+    p.add_argument("--theta-lr-scale", type=float, default=d.theta_lr_scale,
+                   help="the m-STPN's time constants (theta) at lr x this (docs/stpn.md §9.1)")
     p.add_argument("--entropy-coef", type=float, default=d.entropy_coef, help="entropy bonus coefficient")
     p.add_argument("--value-coef", type=float, default=d.value_coef, help="value loss coefficient")
     p.add_argument("--grad-clip", type=float, default=None, help="global gradient-norm clip (default by --algo)")
@@ -939,7 +947,7 @@ def run_train(args: argparse.Namespace) -> int:
                       entropy_coef=args.entropy_coef, value_coef=args.value_coef,
                       max_grad_norm=pick(args.grad_clip, "max_grad_norm"), seed=args.seed, threads=args.threads,
                       algo=args.algo, ppo_epochs=args.ppo_epochs, ppo_minibatches=args.ppo_minibatches,
-                      clip_coef=args.clip_coef,
+                      clip_coef=args.clip_coef, theta_lr_scale=args.theta_lr_scale,
                       env_threads=args.env_threads, env_groups=args.env_groups, group_threads=args.group_threads,
                       checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, log_every=args.log_every,

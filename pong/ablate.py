@@ -8,15 +8,18 @@ ablated parameters):
 * ``tau_frozen_init`` - every time constant (theta) reset to its initialisation, rebuilt from the
   training run's seed (the checkpoint's ``train_config``; a checkpoint without one cannot be
   ablated this way: ConfigError);
+* ``gamma_frozen_init`` - Gamma (the Hebbian update's per-synapse gain) reset to its
+  initialisation, the same way: did training give Gamma values the agent needs, or does any draw of
+  its initial distribution do as well?
 * ``tau_shuffled`` - the time constants permuted across all synapses (seed ``SHUFFLE_SEED``);
 * ``tau_min`` / ``tau_max`` - every time constant at the device's shortest / longest;
 * ``no_h_feedback`` - the STP layer sees only the encoder: the h part of its input z is zeroed
   (the actor and critic still read h).
 
 The float STPN (``--cell stpn``, played in float only) has a free per-synapse decay factor Lambda
-in place of a device time constant: ``gamma0`` and ``tau_frozen_init`` / ``tau_shuffled`` act on
-its Gamma and Lambda alike; ``tau_min`` sets Lambda = 0 (F forgets each step: the shortest memory)
-and ``tau_max`` Lambda = 1 (F never decays); ``no_h_feedback`` is an m-STPN option and is refused.
+in place of a device time constant: ``gamma0`` / ``gamma_frozen_init`` act on its Gamma and
+``tau_frozen_init`` / ``tau_shuffled`` on its Lambda; ``tau_min`` sets Lambda = 0 (F forgets each
+step: the shortest memory) and ``tau_max`` Lambda = 1 (F never decays); ``no_h_feedback`` is an m-STPN option and is refused.
 An agent without plasticity (``plastic`` false) refuses every ablation but ``no_h_feedback``, and an
 agent without h feedback refuses that one: their rows would replay the intact agent.
 
@@ -32,7 +35,8 @@ import torch
 from stoxbar.pong.a2c import TrainConfig, initial_cell_params
 from stoxbar.core.validation import ConfigError
 
-ABLATIONS = ("none", "gamma0", "tau_frozen_init", "tau_shuffled", "tau_min", "tau_max", "no_h_feedback")
+ABLATIONS = ("none", "gamma0", "gamma_frozen_init", "tau_frozen_init", "tau_shuffled", "tau_min", "tau_max",
+             "no_h_feedback")
 SHUFFLE_SEED = 0  # fixed permutation of tau_shuffled (any seed; fixed so the ablation is reproducible)
 THETA_SATURATED = 40.0  # |theta| at which sigmoid(theta) is 0 or 1 in float32: tau at its end of the range
 
@@ -47,7 +51,7 @@ def check_ablation(name: Any, option: str = "ablate") -> str:
 @torch.no_grad()
 def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None) -> None:
     """Ablate ``agent``'s m-STPN cell in place (module docstring); ``ckpt`` the loaded checkpoint
-    (needed by ``tau_frozen_init`` for the training seed)."""
+    (needed by ``tau_frozen_init`` and ``gamma_frozen_init`` for the training seed)."""
     check_ablation(name)
     if name == "none":
         return
@@ -64,8 +68,10 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
         _ablate_stpn(cell, name, ckpt)
     elif name == "gamma0":
         cell.gam.zero_()
+    elif name == "gamma_frozen_init":
+        cell.gam.copy_(_initial(ckpt, ("gam",), name)["gam"])
     elif name == "tau_frozen_init":
-        init = _initial(ckpt, cell.decay_parameters())
+        init = _initial(ckpt, cell.decay_parameters(), name)
         for n in cell.decay_parameters():
             getattr(cell, n).copy_(init[n])
     elif name == "tau_shuffled":
@@ -87,10 +93,10 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
         cell.h_feedback = False
 
 
-def _initial(ckpt: Optional[Dict[str, Any]], names: Any) -> Dict[str, Any]:
+def _initial(ckpt: Optional[Dict[str, Any]], names: Any, ablation: str) -> Dict[str, Any]:
     """The cell parameters ``names`` at the initialisation of the checkpoint's training run (its seed)."""
     if not ckpt or "train_config" not in ckpt:
-        raise ConfigError("ablate = 'tau_frozen_init': the checkpoint has no train_config, so the "
+        raise ConfigError(f"ablate = {ablation!r}: the checkpoint has no train_config, so the "
                           "initialisation (its seed) cannot be rebuilt")
     return initial_cell_params(TrainConfig.from_dict(ckpt["train_config"]), names)
 
@@ -99,8 +105,10 @@ def _ablate_stpn(cell: Any, name: str, ckpt: Optional[Dict[str, Any]]) -> None:
     """The ablations of the float STPN's cell (module docstring): Gamma, or its decay factor Lambda."""
     if name == "gamma0":
         cell.gam.zero_()
+    elif name == "gamma_frozen_init":
+        cell.gam.copy_(_initial(ckpt, ("gam",), name)["gam"])
     elif name == "tau_frozen_init":
-        cell.lam.copy_(_initial(ckpt, ("lam",))["lam"])
+        cell.lam.copy_(_initial(ckpt, ("lam",), name)["lam"])
     elif name == "tau_shuffled":
         flat = cell.lam.detach().flatten()
         perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(SHUFFLE_SEED))

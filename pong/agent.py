@@ -166,10 +166,15 @@ class PongAgent(nn.Module):
         """Per-rollout precomputation of the cell's (Lambda, Gamma); pass to ``forward``."""
         return self.cell.step_params()
 
-    def param_groups(self, lr: float, eps: Optional[float] = None) -> list:
+    def param_groups(self, lr: float, eps: Optional[float] = None, decay_lr_scale: float = 1.0) -> list:
         """Optimiser parameter groups at base ``lr`` and Adam ``eps`` (the m-STPN's W gets a scaled lr,
-        its theta a smaller eps, cells.py); the first group holds every parameter outside the cell."""
-        cell_groups = self.cell.param_groups(lr, eps)
+        its theta a smaller eps and ``decay_lr_scale`` x lr, cells.py); the first group holds every
+        parameter outside the cell."""
+        if decay_lr_scale != 1.0 and not hasattr(self.cell, "decay_parameters"):
+            raise ConfigError(f"theta_lr_scale = {decay_lr_scale}: only an m-STPN has time constants (theta) to "
+                              f"scale; allowed for cell {self.arch.cell!r}: 1")
+        cell_groups = (self.cell.param_groups(lr, eps, decay_lr_scale) if decay_lr_scale != 1.0
+                       else self.cell.param_groups(lr, eps))
         cell_ids = {id(p) for p in self.cell.parameters()}
         rest = [p for p in self.parameters() if id(p) not in cell_ids]
         cell_groups[0]["params"] = rest + list(cell_groups[0]["params"])

@@ -257,6 +257,7 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
 
 
 ABLATION_DIR = "ablation"  # ROOT/ablation/AGENT/seedS: a plasticity_ablation study of that run's checkpoint
+# (ROOT/ablation/AGENT/seedS+NAME: a later study of the same checkpoint adding ablations, e.g. one added since)
 ABLATION_COLUMNS = tuple(a for a in ABLATIONS if a != "none")
 
 
@@ -269,7 +270,8 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
     """The report's ablation rows: for each run with a finished ablation study in ROOT/ablation/AGENT/seedS
     (``stoxbar sweep plasticity_ablation --checkpoint RUN/checkpoint.pt --out ...``, with ``[paired]``), its
     intact greedy score and each ablation's paired score difference (ablated - intact, 95 % CI) per backend;
-    [] when no run has one. The frames are those of the checkpoint the study played (its sha256 checked)."""
+    [] when no run has one. The frames are those of the checkpoint the study played (its sha256 checked).
+    Studies in ``seedS+NAME`` of the same checkpoint (same sha256) add the ablations the first one lacks."""
     import hashlib
 
     table = []
@@ -285,11 +287,17 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
                 if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == meta["identity"]["checkpoint_sha256"]:
                     frames = f"{int(load_checkpoint(ck)['counters']['steps']) * FRAMESKIP / 1e6:.2f}"
                     break
-            res = [r for r in fsio.read_csv(d / "results.csv") if r["status"] == "ok"]
-            paired = fsio.read_csv(d / "paired.csv")
+            sha = meta["identity"]["checkpoint_sha256"]
+            dirs = [d] + [x for x in sorted(d.parent.glob(f"seed{seed}+*")) if (x / "paired.csv").is_file()
+                          and fsio.read_json(x / "study.json")["identity"]["checkpoint_sha256"] == sha]
+            res = [r for x in dirs for r in fsio.read_csv(x / "results.csv") if r["status"] == "ok"]
+            paired = [r for x in dirs for r in fsio.read_csv(x / "paired.csv")]
             for backend in dict.fromkeys(_backend(r) for r in res):
                 intact = next((r for r in res if _backend(r) == backend and r["agent.ablate"] == "none"), None)
-                diffs = {r["agent.ablate"]: r for r in paired if _backend(r) == backend}
+                diffs: Dict[str, Dict[str, str]] = {}
+                for r in paired:  # the first study's row of an ablation wins
+                    if _backend(r) == backend:
+                        diffs.setdefault(r["agent.ablate"], r)
                 if intact is None:
                     continue
                 cells = [f"{float(intact['score_mean']):+.2f} [{float(intact['score_ci95_lower']):+.2f}, "

@@ -259,6 +259,38 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradients(args: argparse.Namespace) -> int:
+    import torch
+
+    from stoxbar.core.fsio import atomic_write_json, check_new_file
+    from stoxbar.core.validation import check_int
+    from stoxbar.pong.a2c import TrainConfig
+    from stoxbar.pong.checkpoint import CheckpointError, load_agent
+    from stoxbar.pong.gradients import format_rows, gradient_directions
+
+    if args.json:
+        check_new_file(args.json, "--json")
+    agent, ckpt = load_agent(args.checkpoint)
+    if "train_config" not in ckpt:
+        raise CheckpointError(f"checkpoint {args.checkpoint}: no train_config (a training run's checkpoint is needed)")
+    check_int("--threads", args.threads, 1, 256)
+    torch.set_num_threads(args.threads)
+
+    def progress(i: int, n: int) -> None:
+        print(f"\rgradient sample {i}/{n}", end="", file=sys.stderr, flush=True)
+
+    res = gradient_directions(agent, TrainConfig.from_dict(ckpt["train_config"]), rollouts=args.rollouts,
+                              envs=args.envs, minibatches=args.minibatches, rollout_len=args.rollout_len,
+                              seed=args.seed, flips=args.flips, progress=progress)
+    print(file=sys.stderr)
+    res["checkpoint"] = str(args.checkpoint)
+    print("\n".join(format_rows(res, args.only)))
+    if args.json:
+        atomic_write_json(args.json, res)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _curves(args: argparse.Namespace) -> int:
     from stoxbar.pong.a2c import compare_curves
 
@@ -393,6 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("b", help="play report B (.json), played with the same --seed, --sticky and --max-steps")
     cm.add_argument("--json", default=None, help="also write the comparison here (never overwritten)")
     cm.set_defaults(func=_compare)
+
+    gr = sub.add_parser("gradients", help="does each parameter's loss gradient have a direction? t statistics over "
+                                          "minibatch gradients at a checkpoint (docs/stpn.md §9.1)")
+    gr.add_argument("checkpoint", help="a training run's checkpoint.pt")
+    gr.add_argument("--rollouts", type=int, default=8, help="rollouts of the checkpoint's policy")
+    gr.add_argument("--envs", type=int, default=16, help="emulators per rollout")
+    gr.add_argument("--minibatches", type=int, default=4, help="env minibatches per rollout (gradient samples each)")
+    gr.add_argument("--rollout-len", type=int, default=128, help="agent steps per rollout")
+    gr.add_argument("--seed", type=int, default=100_000, help="first env seed")
+    gr.add_argument("--flips", type=int, default=100, help="sign-flip draws of the null")
+    gr.add_argument("--threads", type=int, default=1, help="torch threads")
+    gr.add_argument("--only", nargs="*", default=[], help="print only rows starting with these names (e.g. cell.)")
+    gr.add_argument("--json", default=None, help="also write the statistics here (never overwritten)")
+    gr.set_defaults(func=_gradients)
 
     c = sub.add_parser("curves", help="overlay the learning curves of training runs (e.g. STPN vs m-STPN)")
     c.add_argument("runs", nargs="+", help="training run directories")

@@ -491,13 +491,14 @@ class MSTPNCell(_CellBase):
         total = self.last_level_counts.shape[0] * self.hidden * self.n_pre
         return 1.0 - float(self.last_level_counts.sum()) / total
 
-    def param_groups(self, lr: float, eps: Optional[float] = None) -> list:
+    def param_groups(self, lr: float, eps: Optional[float] = None, decay_lr_scale: float = 1.0) -> list:
         """Optimiser groups: the rest at ``lr``; W (device units, scale W_INIT) at lr * w_lr_scale, so
         that gain * W moves as fast as a conventional weight of scale 1/sqrt(P) under ``lr``; theta
-        at ``lr`` with Adam eps ``eps * THETA_EPS_SCALE`` (module docstring; only if ``eps`` given)."""
+        at ``lr * decay_lr_scale`` with Adam eps ``eps * THETA_EPS_SCALE`` (module docstring; only if
+        ``eps`` given)."""
         decay = self.decay_parameters()
         rest = [p for n, p in self.named_parameters() if n != "W" and n not in decay]
-        theta = {"params": [getattr(self, n) for n in decay], "lr": lr}
+        theta = {"params": [getattr(self, n) for n in decay], "lr": lr * decay_lr_scale}
         if eps is not None:
             theta["eps"] = eps * THETA_EPS_SCALE
         return [{"params": rest, "lr": lr}, {"params": [self.W], "lr": lr * self.w_lr_scale}, theta]

@@ -75,6 +75,10 @@ def test_ablations_change_what_they_name():
     apply_ablation(agent, "tau_max")
     assert torch.allclose(cell.tau_s(), torch.full_like(cell.theta, cell.tau_max_s), rtol=1e-5)
     cell.v_bias()  # the extremes are biases the device can hold
+    with torch.no_grad():
+        cell.gam.mul_(3.0)  # "trained"
+    apply_ablation(agent, "gamma_frozen_init", ckpt)
+    assert torch.equal(cell.gam, gam0) and torch.equal(cell.theta, torch.full_like(cell.theta, 40.0))  # only Gamma
     apply_ablation(agent, "gamma0")
     assert float(cell.gam.detach().abs().max()) == 0.0 and float(gam0.abs().max()) > 0
     x, state = torch.randn(2, 16), cell.initial_state(2)
@@ -89,15 +93,18 @@ def test_ablations_change_what_they_name():
     stpn_arch = dataclasses.replace(TINY, cell="stpn")
     torch.manual_seed(3)
     stpn = PongAgent(stpn_arch)
-    lam0 = stpn.cell.lam.detach().clone()
+    lam0, sgam0 = stpn.cell.lam.detach().clone(), stpn.cell.gam.detach().clone()
     with torch.no_grad():
         stpn.cell.lam.mul_(0.5)  # "trained"
+        stpn.cell.gam.mul_(2.0)
     trained = stpn.cell.lam.detach().clone()
     apply_ablation(stpn, "tau_shuffled")
     assert torch.equal(stpn.cell.lam.flatten().sort().values, trained.flatten().sort().values)
     assert not torch.equal(stpn.cell.lam, trained)
     apply_ablation(stpn, "tau_frozen_init", {"train_config": {"arch": stpn_arch.to_dict(), "seed": 3}})
     assert torch.equal(stpn.cell.lam, lam0)  # the seed's initialisation
+    apply_ablation(stpn, "gamma_frozen_init", {"train_config": {"arch": stpn_arch.to_dict(), "seed": 3}})
+    assert torch.equal(stpn.cell.gam, sgam0) and torch.equal(stpn.cell.lam, lam0)
     apply_ablation(stpn, "tau_min")
     assert float(stpn.cell.lam.detach().abs().max()) == 0.0
     apply_ablation(stpn, "tau_max")
@@ -113,8 +120,9 @@ def test_ablations_change_what_they_name():
             apply_ablation(recurrent, name)
     apply_ablation(recurrent, "no_h_feedback")
     assert recurrent.cell.h_feedback is False
-    with pytest.raises(ConfigError, match="tau_frozen_init.*train_config"):
-        apply_ablation(agent, "tau_frozen_init", {})
+    for name in ("tau_frozen_init", "gamma_frozen_init"):
+        with pytest.raises(ConfigError, match=f"{name}.*train_config"):
+            apply_ablation(agent, name, {})
     with pytest.raises(ConfigError, match="allowed: " + ", ".join(ABLATIONS)):
         check_ablation("gamma_0")
 
@@ -161,7 +169,7 @@ def test_study_ablation_path_and_sticky_are_validated(tmp_path):
     study = load_study("plasticity_ablation")
     assert study.metrics.sticky == 0.25
     assert sorted(p["agent.ablate"] for _, p in study.points) == sorted(ABLATIONS * 2)
-    assert [p.get("agent.backend", "chip") for _, p in study.points] == ["chip"] * 7 + ["float"] * 7
+    assert [p.get("agent.backend", "chip") for _, p in study.points] == ["chip"] * 8 + ["float"] * 8
     body = ('name = "a"\nseeds = [0]\n[base]\ncheckpoint = "shipped"\n[[grid]]\n"agent.ablate" = [{v}]\n'
             '[metrics]\ngames = 1\nmvm_error_samples = 0\nsticky = {s}\n')
     path = tmp_path / "a.toml"

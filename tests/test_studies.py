@@ -311,7 +311,20 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     assert lines[-1].startswith(f"| stp_only | 0 | an earlier checkpoint | float | {none['score_mean']:+.2f} [{none['score_ci95_lower']:+.2f}, ")
     cells = lines[-1].split(" | ")  # a random agent: no checkpoint file to read its frames from
     assert cells[5] == f"{float(rows['gamma0']['diff_mean']):+.2f} [{float(rows['gamma0']['diff_ci95_lower']):+.2f}, " \
-        f"{float(rows['gamma0']['diff_ci95_upper']):+.2f}]" and cells[6] == "-"  # gamma0 played, tau_frozen_init not
+        f"{float(rows['gamma0']['diff_ci95_upper']):+.2f}]" and cells[6] == "-"  # gamma0 played, gamma_frozen_init not
+    # a later study of the same checkpoint in seed0+NAME adds its ablations; one of another checkpoint is ignored
+    for name, sha in (("seed0+more", None), ("seed0+other", "0" * 64)):
+        extra = shutil.copytree(study.output, tmp_path / "cmp" / "ablation" / "stp_only" / name)
+        text = (extra / "paired.csv").read_text()
+        (extra / "paired.csv").write_text(text.replace("gamma0", "gamma_frozen_init").replace(
+            "tau_min", "gamma_frozen_init" if sha else "tau_min"))
+        if sha:
+            meta = json.loads((extra / "study.json").read_text())
+            meta["identity"]["checkpoint_sha256"] = sha
+            (extra / "study.json").write_text(json.dumps(meta))
+    merged = ablation_lines(tmp_path / "cmp", cfg)[-1].split(" | ")
+    assert merged[5] == cells[5] and merged[6] == cells[5]  # gamma_frozen_init from seed0+more (there: gamma0's games)
+    assert merged[9] == cells[9] != "-"  # tau_min, in both studies: the first one's row
     # the paired interval of identical games is a point; of shifted games, the shift
     assert paired_summary([1, -2, 3], [1, -2, 3])["ci95"] == {"lower": 0.0, "upper": 0.0}
     st = paired_summary([2, -1, 4, 0], [1, -2, 3, -1])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from stoxbar.core.validation import ConfigError
 from stoxbar.devices import presets
 from stoxbar.devices.sto import STODevice
 from stoxbar.pong.a2c import (A2CRunner, TrainConfig, _append_csv, initial_cell_params, load_optimizer_state,
@@ -137,6 +138,16 @@ def test_an_optimiser_state_of_the_earlier_two_group_layout_loads():
     for p in agent.parameters():
         torch.testing.assert_close(new.state[p]["exp_avg_sq"], old.state[p]["exp_avg_sq"], rtol=0, atol=0)
     assert [g["lr"] for g in new.param_groups] == [7e-4, pytest.approx(7e-4 * agent.cell.w_lr_scale), 7e-4]
+    # theta_lr_scale: theta's group alone at lr x scale (its eps unchanged); a cell without theta refuses it
+    scaled = make_optimizer(agent, TrainConfig(arch=agent.arch, theta_lr_scale=30.0))
+    assert [g["lr"] for g in scaled.param_groups] == [7e-4, pytest.approx(7e-4 * agent.cell.w_lr_scale),
+                                                      pytest.approx(2.1e-2)]
+    assert scaled.param_groups[2]["params"] == [agent.cell.theta] and scaled.param_groups[2]["eps"] == pytest.approx(1e-8)
+    stpn = ArchConfig(arch="bottleneck", cell="stpn", hidden=4, bottleneck=8)
+    for bad, msg in (({"arch": stpn, "theta_lr_scale": 2.0}, "only an m-STPN has time constants"),
+                     ({"theta_lr_scale": 0.0}, "theta_lr_scale")):
+        with pytest.raises(ConfigError, match=msg):
+            TrainConfig(**bad)
 
 
 @pytest.mark.skipif(not SHIPPED_CHECKPOINT.exists(), reason="no shipped checkpoint")

@@ -1,0 +1,78 @@
+"""Gradient directions (pong/gradients.py, `stoxbar gradients`): the statistics by hand and against known
+signals, their sign-flip null, the tied decay rows, and a real run on the shipped agent with real Pong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stoxbar.pong.a2c import TrainConfig
+from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
+from stoxbar.pong.gradients import direction_stats, gradient_directions, tied_views
+from stoxbar.scripts.cli import main
+
+
+def test_direction_stats_by_hand():
+    """Two samples of two entries: mean (2, 3), unbiased variance (2, 2), t = (2, 3); the two-sided 5 % critical
+    value of t with 1 degree of freedom is 12.71, so nothing is significant; signal power (13 - 4/2) / 4."""
+    r = direction_stats(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), flips=0)
+    assert (r["entries"], r["live"], r["significant"]) == (2, 2, 0.0)
+    assert r["median_abs_t"] == pytest.approx(2.0)  # torch's median of two values is the lower one
+    assert r["signal_power"] == pytest.approx(2.75)
+    assert r["rms_gradient"] == pytest.approx(((1 + 9) / 2 + (4 + 16) / 2) ** 0.5 / 2 ** 0.5)
+    assert "null_significant" not in r
+
+
+def test_noise_has_no_direction_and_a_signal_has_one():
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(32, 4000, generator=gen)
+    r = direction_stats(noise, flips=50, generator=gen)
+    assert 0.035 < r["significant"] < 0.065 and 0.035 < r["null_significant"] < 0.065  # the test's level, 5 %
+    assert r["median_abs_t"] == pytest.approx(0.682, abs=0.04)  # median |t| of Student's t, 31 dof
+    assert abs(r["signal_power"]) < 0.02 and abs(r["null_signal_power"]) < 0.02
+    # mean 0.5 per entry, noise 1: signal power 0.25, t ~ 0.5 sqrt(32) = 2.8 -> most entries significant
+    r = direction_stats(noise + 0.5, flips=50, generator=gen)
+    assert r["signal_power"] == pytest.approx(0.25, abs=0.03)
+    assert r["significant"] > 0.6 and r["null_significant"] < 0.08 and r["null_signal_power_q95"] < 0.03
+    assert r["p_significant"] == r["p_signal_power"] == pytest.approx(1 / 51)  # no null draw reaches a real direction
+    # entries that never receive a gradient are counted but left out of the t statistics
+    sparse = torch.cat([noise + 0.5, torch.zeros(32, 4000)], dim=1)
+    s = direction_stats(sparse, flips=0)
+    assert (s["entries"], s["live"]) == (8000, 4000) and s["significant"] == pytest.approx(r["significant"])
+
+
+def test_tied_rows_sum_the_decay_gradient_over_units_inputs_and_all():
+    agent = PongAgent(ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16))
+    views = tied_views(agent)
+    assert set(views) == {"cell.theta[unit]", "cell.theta[input]", "cell.theta[all]"}
+    g = torch.randn(agent.cell.theta.shape)
+    assert torch.equal(views["cell.theta[unit]"][1](g), g.sum(1))
+    assert torch.equal(views["cell.theta[input]"][1](g), g.sum(0))
+    assert views["cell.theta[all]"][1](g).item() == pytest.approx(float(g.sum()), rel=1e-6)
+    stpn = PongAgent(ArchConfig(arch="bottleneck", cell="stpn", hidden=8, bottleneck=16))
+    assert set(tied_views(stpn)) == {"cell.lam[unit]", "cell.lam[input]", "cell.lam[all]"}
+
+
+def test_gradient_directions_of_the_shipped_agent_on_real_pong_are_reproducible(tmp_path, capsys):
+    agent, ckpt = load_agent(SHIPPED_CHECKPOINT)
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    kw = dict(rollouts=2, envs=4, minibatches=2, rollout_len=12, seed=7, flips=20)
+    a = gradient_directions(agent, cfg, **kw)
+    b = gradient_directions(agent, cfg, **kw)
+    assert a == b and a["samples"] == 4
+    rows = a["rows"]
+    assert {"cell.W", "cell.gam", "cell.theta", "cell.theta[unit]", "cell.theta[all]", "actor.weight"} <= set(rows)
+    assert rows["cell.theta"]["entries"] == agent.cell.theta.numel() and rows["cell.theta[unit]"]["entries"] == 64
+    assert rows["cell.W"]["rms_gradient"] > 0 and 0 < rows["cell.theta"]["live"] <= rows["cell.theta"]["entries"]
+    out = tmp_path / "g.json"
+    assert main(["gradients", str(SHIPPED_CHECKPOINT), "--rollouts", "1", "--envs", "2", "--minibatches", "2",
+                 "--rollout-len", "4", "--flips", "5", "--only", "cell.theta", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cell.theta[all]" in text and "cell.W " not in text and out.exists()
+    for argv, msg in ((["--rollouts", "0"], "rollouts = 0"), (["--envs", "4", "--minibatches", "5"], "minibatches = 5"),
+                      (["--rollouts", "1", "--minibatches", "1"], "rollouts x minibatches = 1"),
+                      (["--json", str(out)], "--json")):
+        assert main(["gradients", str(SHIPPED_CHECKPOINT), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("stoxbar gradients: error:") and msg in err and "\n" not in err
