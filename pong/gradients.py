@@ -12,7 +12,7 @@ This module asks the question at the parameters themselves (``stoxbar gradients 
   from ``seed``), each split into ``minibatches`` groups of whole env sequences, as the training
   splits them. No optimiser step is taken: every sample is a gradient at the same parameters, and the
   global-norm clip (one factor per step for all entries) is left out.
-* **Per entry** j of a parameter (``live``: the entries whose gradient varies over the samples;
+* **Per entry** j of a parameter (``live``: the entries with a non-zero gradient in some sample;
   the others, e.g. the synapses of an input that stayed 0, are left out of the t statistics), over
   the K samples: mean ``m_j``, standard deviation ``s_j``,
   ``t_j = m_j / (s_j / sqrt(K))``. With no direction, t_j follows Student's t with K - 1 degrees of
@@ -51,7 +51,9 @@ from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.ppo import PPORunner, normalized
 
 NULL_SIGNIFICANT = 0.05  # two-sided test level of `significant` (its expectation with no direction)
-MAX_SAMPLES = 4096  # assumption: a bound on rollouts x minibatches that keeps a call within hours
+# assumption: a bound on rollouts x minibatches; every sample is kept (float32, ~2 MB per sample of the paper
+# agent), so 512 samples hold ~1 GB, and their float64 statistics one parameter at a time ~0.7 GB more
+MAX_SAMPLES = 512
 
 
 def _stats(m: Tensor, s2: Tensor, k: int, live: Tensor) -> Dict[str, float]:
