@@ -117,11 +117,18 @@ def test_builtin_studies_validate():
         resolve_study_path("no_such_study")
     # the training comparison's ablation studies, one per kind of agent, on their committed seed-0 checkpoints
     comparison = Path(__file__).resolve().parents[1] / "training" / "comparison_ppo"
-    kinds = {"stp_only": (12, "chip"), "stpn": (6, "float"), "recurrent": (4, "chip")}
+    kinds = {"stp_only": (14, "chip"), "stpn": (7, "float"), "recurrent": (4, "chip")}
     for agent, (trials, first_backend) in kinds.items():
         study = load_study(str(comparison / f"ablation_{agent}.toml"))
         assert len(study.trials()) == trials and study.paired == (("agent.ablate", "none"),)
         assert f"/{agent}/seed0/" in study.checkpoint and study.points[0][1].get("agent.backend", "chip") == first_backend
+    # the supplementary studies of session 16: each names an existing checkpoint and pairs against its reference
+    for path, trials, ref in ((comparison / "ablation_gamma_init.toml", 4, ("agent.ablate", "none")),
+                              (comparison / "bias_addressing_stp_only.toml", 5, ("periphery.bias_addressing", "per_cell")),
+                              (comparison.parent / "theta_lr" / "ablation.toml", 5, ("agent.ablate", "none")),
+                              (comparison.parent / "theta_lr" / "ablation_chip.toml", 2, ("agent.ablate", "none"))):
+        study = load_study(str(path))
+        assert len(study.trials()) == trials and study.paired == (ref,) and Path(study.checkpoint).is_file()
 
 
 def test_sweep_command_dry_run_lists_points(tmp_path, capsys):
