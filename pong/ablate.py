@@ -19,7 +19,8 @@ ablated parameters):
 The float STPN (``--cell stpn``, played in float only) has a free per-synapse decay factor Lambda
 in place of a device time constant: ``gamma0`` / ``gamma_frozen_init`` act on its Gamma and
 ``tau_frozen_init`` / ``tau_shuffled`` on its Lambda; ``tau_min`` sets Lambda = 0 (F forgets each
-step: the shortest memory) and ``tau_max`` Lambda = 1 (F never decays); ``no_h_feedback`` is an m-STPN option and is refused.
+step: the shortest memory) and ``tau_max`` Lambda = 1 (F never decays); ``no_h_feedback`` is an
+m-STPN option and is refused.
 An agent without plasticity (``plastic`` false) refuses every ablation but ``no_h_feedback``, and an
 agent without h feedback refuses that one: their rows would replay the intact agent.
 

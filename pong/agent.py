@@ -170,11 +170,7 @@ class PongAgent(nn.Module):
         """Optimiser parameter groups at base ``lr`` and Adam ``eps`` (the m-STPN's W gets a scaled lr,
         its theta a smaller eps and ``decay_lr_scale`` x lr, cells.py); the first group holds every
         parameter outside the cell."""
-        if decay_lr_scale != 1.0 and not hasattr(self.cell, "decay_parameters"):
-            raise ConfigError(f"theta_lr_scale = {decay_lr_scale}: only an m-STPN has time constants (theta) to "
-                              f"scale; allowed for cell {self.arch.cell!r}: 1")
-        cell_groups = (self.cell.param_groups(lr, eps, decay_lr_scale) if decay_lr_scale != 1.0
-                       else self.cell.param_groups(lr, eps))
+        cell_groups = self.cell.param_groups(lr, eps, decay_lr_scale)
         cell_ids = {id(p) for p in self.cell.parameters()}
         rest = [p for p in self.parameters() if id(p) not in cell_ids]
         cell_groups[0]["params"] = rest + list(cell_groups[0]["params"])

@@ -281,13 +281,13 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
             if not (d / "results.csv").is_file() or not (d / "paired.csv").is_file():
                 continue
             meta = fsio.read_json(d / "study.json")
+            sha = meta["identity"]["checkpoint_sha256"]
             run = run_of(root, agent, seed)
             frames = "an earlier checkpoint"  # the run has trained on since (its frames are not recorded)
             for ck in ([run / "checkpoint.pt"] if run is not None else []) + [Path(str(meta.get("checkpoint", "")))]:
-                if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == meta["identity"]["checkpoint_sha256"]:
+                if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == sha:
                     frames = f"{int(load_checkpoint(ck)['counters']['steps']) * FRAMESKIP / 1e6:.2f}"
                     break
-            sha = meta["identity"]["checkpoint_sha256"]
             dirs = [d] + [x for x in sorted(d.parent.glob(f"seed{seed}+*")) if (x / "paired.csv").is_file()
                           and fsio.read_json(x / "study.json")["identity"]["checkpoint_sha256"] == sha]
             res = [r for x in dirs for r in fsio.read_csv(x / "results.csv") if r["status"] == "ok"]

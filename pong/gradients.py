@@ -79,10 +79,11 @@ def direction_stats(samples: Tensor, flips: int = 100, generator: torch.Generato
     g = samples.reshape(k, -1).double()
     s2 = (g * g).sum(0)
     live = s2 > 0  # entries that received a gradient (an input that stayed 0 leaves its synapses none)
+    m = g.mean(0)
     out: Dict[str, Any] = {"entries": int(g.shape[1]), "live": int(live.sum()),
                            "rms_gradient": float((s2 / k).mean().sqrt()),
-                           "rms_mean_gradient": float(g.mean(0).pow(2).mean().sqrt()),
-                           **_stats(g.mean(0), s2, k, live)}
+                           "rms_mean_gradient": float(m.pow(2).mean().sqrt()),
+                           **_stats(m, s2, k, live)}
     if flips:
         signs = torch.randint(0, 2, (flips, k), generator=generator, dtype=torch.float64) * 2 - 1
         null = [_stats((sg[:, None] * g).mean(0), s2, k, live) for sg in signs]
@@ -138,6 +139,7 @@ def gradient_directions(agent: PongAgent, cfg: TrainConfig, rollouts: int = 8, e
         torch.manual_seed(seed)
         runner = PPORunner(agent, None, cfg, env_seed=seed)
         try:
+            done = 0
             for _ in range(rollouts):
                 buf, _, _ = runner._rollout()
                 for idx in torch.arange(envs).tensor_split(minibatches):
@@ -146,7 +148,8 @@ def gradient_directions(agent: PongAgent, cfg: TrainConfig, rollouts: int = 8, e
                     for row, (name, view) in views.items():
                         g = params[name].grad
                         samples[row].append(view(torch.zeros_like(params[name]) if g is None else g.detach()).clone())
-                    progress(sum(len(v) for v in samples.values()) // len(views), k)
+                    done += 1
+                    progress(done, k)
         finally:
             agent.zero_grad(set_to_none=True)
             runner.close()

@@ -269,8 +269,12 @@ class STPNCell(_CellBase):
             h, F_new = stpn_step_reference(z, F, self.W, self.b, lam, gam)
         return h, (h, F_new)
 
-    def param_groups(self, lr: float, eps: Optional[float] = None) -> list:
-        """One optimiser group: every parameter at ``lr`` (the optimiser's own eps)."""
+    def param_groups(self, lr: float, eps: Optional[float] = None, decay_lr_scale: float = 1.0) -> list:
+        """One optimiser group: every parameter at ``lr`` (the optimiser's own eps); the STPN has no
+        device time constants, so ``decay_lr_scale`` (the m-STPN's theta lr factor) must be 1."""
+        if decay_lr_scale != 1.0:
+            raise ConfigError(f"theta_lr_scale = {decay_lr_scale}: only an m-STPN has time constants (theta) to "
+                              "scale; allowed for cell 'stpn': 1")
         return [{"params": list(self.parameters()), "lr": lr}]
 
     def apply_constraints(self) -> None:
