@@ -222,7 +222,7 @@ def _print_failures(failures: List[str]) -> None:
 def _report(args: argparse.Namespace) -> int:
     from stoxbar.studies.report import study_status, write_report
 
-    path = write_report(args.run, args.out)
+    path = write_report(args.run, args.out, args.markdown)
     if Path(args.run).is_dir() and (Path(args.run) / "study.json").exists():
         print(f"study {args.run}: {study_status(Path(args.run))}")
     print(f"wrote {path}")
@@ -416,7 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="self-contained HTML report of a study directory or a play report")
     r.add_argument("run", help="study directory (also a running or interrupted one: its trial records are read), "
                                "play report .json, or a directory holding one")
-    r.add_argument("--out", default=None, help="HTML path (default: beside the run; never overwrites)")
+    r.add_argument("--out", default=None, help="output path (default: beside the run; never overwrites)")
+    r.add_argument("--markdown", action="store_true",
+                   help="a study's table as markdown (report.md: per point the games, score mean, 95 %% CI, std, "
+                        "min, the paired difference to the reference point, steps per game, the plotted metrics)")
     r.set_defaults(func=_report)
 
     cm = sub.add_parser("compare", help="two `stoxbar play --json` reports compared game by game (paired score "

@@ -235,6 +235,95 @@ def study_page(run_dir: Path) -> str:
     return _page(f"stoxbar study: {ident['name']}", sections)
 
 
+MARKDOWN_SCORE = ("games", "score_mean", "score_ci95", "score_std", "score_min")
+
+
+def _md_num(v: Any, digits: int = 4) -> str:
+    return f"{v:.{digits}g}" if _number(v) else "-"
+
+
+def _md_fixed(v: Any) -> str:
+    return f"{v:.2f}" if _number(v) else "-"
+
+
+def _md_signed(v: Any) -> str:
+    return f"{v:+.2f}" if _number(v) else "-"
+
+
+def _point_key(params: Dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _grid_order(source: str) -> Dict[str, int]:
+    """Each ``[[grid]]`` point's position in the study file (its tables in order, each full factorial in
+    the order its values are listed), keyed by :func:`_point_key`; {} for a file that does not parse."""
+    import itertools
+    import tomllib
+
+    try:
+        grids = tomllib.loads(source).get("grid", [])
+    except (tomllib.TOMLDecodeError, TypeError):
+        return {}
+    order: Dict[str, int] = {}
+    for grid in grids if isinstance(grids, list) else [grids]:
+        if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+            continue
+        for combo in itertools.product(*grid.values()):
+            order.setdefault(_point_key(dict(zip(grid, combo))), len(order))
+    return order
+
+
+def study_markdown(run_dir: Path) -> str:
+    """A GitHub-markdown table of a study directory, one row per trial (point x seed), as a study's notes
+    quote it: the varied parameters, the games, the score's mean, 95 % CI, std and min, with ``[paired]``
+    the score difference to the reference point (mean, 95 % CI, better / worse / equal games,
+    ``paired.csv``), the agent steps per game and the study's plotted metrics other than the score (in
+    the plots' human units, named in the header). Trials that failed are listed under the table."""
+    meta = read_study_meta(run_dir)
+    records, bad = scan_records(run_dir)
+    varied = list(meta.get("varied", []))
+    order = _grid_order(meta.get("source", ""))
+    recs = sorted(records.values(), key=lambda r: (order.get(_point_key(r.get("params", {})), len(order)),
+                                                     r.get("seed", 0), r["trial_id"]))
+    rows = [_record_row(r, varied) for r in recs]
+    ok = [r for r in rows if r["status"] == "ok"]
+    seeds = len({r["seed"] for r in ok}) > 1
+    paired: Dict[str, Dict[str, str]] = {}
+    if (run_dir / "paired.csv").is_file():
+        head, prows = read_csv_header(run_dir / "paired.csv")
+        paired = {dict(zip(head, r))["trial_id"]: dict(zip(head, r)) for r in prows}
+    extra = [m for m in dict.fromkeys(("steps_per_game", *meta.get("plot_metrics", ())))
+             if isinstance(m, str) and not m.startswith("score_") and any(_number(r.get(m)) for r in ok)]
+    header = [*varied, *(["seed"] if seeds else []), "games", "mean", "95 % CI", "std", "min"]
+    if paired:
+        header += ["paired diff, 95 % CI", "better / worse / equal"]
+    factors = []
+    for m in extra:
+        unit, f = display_unit(unit_of(m)[0], [r.get(m) for r in ok])
+        factors.append(f)
+        header.append(f"{m} [{unit}]" if unit not in ("", "1") else m)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in ok:
+        cells = [str(r[p]) if r[p] != "" else "default" for p in varied] + ([str(r["seed"])] if seeds else [])
+        lo, hi = r.get("score_ci95_lower"), r.get("score_ci95_upper")
+        cells += [_md_num(r.get("games")), _md_signed(r.get("score_mean")),
+                  f"[{_md_signed(lo)}, {_md_signed(hi)}]", _md_fixed(r.get("score_std")), _md_num(r.get("score_min"))]
+        if paired:
+            d = paired.get(r["trial_id"])
+            cells += ([f"{float(d['diff_mean']):+.2f} [{float(d['diff_ci95_lower']):+.2f}, "
+                       f"{float(d['diff_ci95_upper']):+.2f}]", f"{d['better']} / {d['worse']} / {d['equal']}"]
+                      if d else ["", ""])
+        cells += [_md_num(r[m] * f if _number(r.get(m)) else None) for m, f in zip(extra, factors)]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["status"] != "ok"]
+    text = "\n".join(lines) + "\n"
+    if failed or bad:
+        text += "\nNot tabulated: " + "; ".join(
+            [f"{r['trial_id']} failed ({r['error']})" for r in failed]
+            + [f"{p.name} damaged ({why})" for p, why in bad.items()]) + "\n"
+    return text
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -342,12 +431,18 @@ def _play_page(rep: Dict[str, Any], report_path: Path) -> str:
     return _page(f"stoxbar play: {report_path.name}", sections)
 
 
-def write_report(run: str, out: Optional[str] = None) -> Path:
-    """Write the report of ``run`` (study dir, play JSON, or a dir holding one); never overwrites."""
+def write_report(run: str, out: Optional[str] = None, markdown: bool = False) -> Path:
+    """Write the report of ``run`` (study dir, play JSON, or a dir holding one); never overwrites.
+    ``markdown``: a study's table as markdown (:func:`study_markdown`) instead of the HTML page."""
     path = Path(run)
     if out:
         check_new_file(out, "--out")  # before any work
-    if path.is_dir() and (path / "study.json").exists():
+    if markdown and not (path.is_dir() and (path / "study.json").exists()):
+        raise ConfigError(f"report {run!r} --markdown: expected a study directory (with study.json); a play "
+                          "report has only the HTML page")
+    if markdown:
+        text, default = study_markdown(path), path / "report.md"
+    elif path.is_dir() and (path / "study.json").exists():
         text, default = study_page(path), path / "report.html"
     elif path.is_file() and path.suffix == ".json":
         text, default = play_page(path), path.with_suffix(".html")

@@ -16,6 +16,7 @@ from stoxbar.crossbar.costs import area
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.studies import StudyError, load_study
 from stoxbar.studies.plots import pareto_front
+from stoxbar.core.validation import ConfigError
 from stoxbar.studies.report import write_report
 from stoxbar.studies.records import load_records
 from stoxbar.studies.runner import run_study
@@ -305,6 +306,21 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
             sum(d > 0 for d in diffs), sum(d < 0 for d in diffs), sum(d == 0 for d in diffs))
         assert float(row["diff_ci95_lower"]) <= float(row["diff_mean"]) <= float(row["diff_ci95_upper"])
     assert "Paired against the reference point" in write_report(str(study.output)).read_text()
+    # the markdown table: one row per point in the study file's order, the score's numbers and the paired diff
+    md = write_report(str(study.output), markdown=True)
+    assert md.name == "report.md" and write_report(str(study.output), markdown=True).name == "report-2.md"
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| agent.ablate | agent.backend | games | mean | 95 % CI | std | min | paired diff")
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| none", "| gamma0", "| tau_min"]
+    for ln in lines[2:]:
+        name, m = ln.split(" | ")[0][2:], records[ln.split(" | ")[0][2:]]["metrics"]
+        cells = ln.split(" | ")
+        assert cells[2:7] == ["4", f"{m['score_mean']:+.2f}", f"[{m['score_ci95_lower']:+.2f}, "
+                              f"{m['score_ci95_upper']:+.2f}]", f"{m['score_std']:.2f}", f"{m['score_min']:.4g}"]
+        assert cells[7] == ("" if name == "none" else f"{float(rows[name]['diff_mean']):+.2f} "
+                            f"[{float(rows[name]['diff_ci95_lower']):+.2f}, {float(rows[name]['diff_ci95_upper']):+.2f}]")
+    with pytest.raises(ConfigError, match="--markdown: expected a study directory"):
+        write_report(str(next((study.output / "trials").glob("*.json"))), markdown=True)
     # the training comparison's report carries a run's ablation study (ROOT/ablation/AGENT/seedS) as one row
     import shutil
 
