@@ -15,7 +15,7 @@ the settings; a second call with other settings is refused). :func:`comparison_r
 ablation rows come from ``stoxbar play`` / ``stoxbar sweep plasticity_ablation --checkpoint`` on each run's
 checkpoint (a study in ``ROOT/ablation/AGENT/seedS`` is added to the table: :func:`ablation_lines`).
 
-May import: numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.{a2c,ablate,agent,checkpoint,env}.
+May import: numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.{a2c,ablate,agent,checkpoint,env,scores}.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from stoxbar.pong.agent import ArchConfig
 from stoxbar.pong.ablate import ABLATIONS
 from stoxbar.pong.checkpoint import load_checkpoint
 from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
+from stoxbar.pong.scores import paired_summary
 
 AGENTS: Dict[str, Dict[str, Any]] = {  # ArchConfig fields of each agent (docs/stpn.md §9)
     "mstpn": {},
@@ -269,7 +270,8 @@ def _backend(row: Dict[str, str]) -> str:
 def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
     """The report's ablation rows: for each run with a finished ablation study in ROOT/ablation/AGENT/seedS
     (``stoxbar sweep plasticity_ablation --checkpoint RUN/checkpoint.pt --out ...``, with ``[paired]``), its
-    intact greedy score and each ablation's paired score difference (ablated - intact, 95 % CI) per backend;
+    intact greedy score and each ablation's paired score difference (ablated - intact, 95 % CI) per backend,
+    the chip row also the intact agent's chip - float difference (:func:`_chip_cost`);
     [] when no run has one. The frames are those of the checkpoint the study played (its sha256 checked).
     Studies in ``seedS+NAME`` of the same checkpoint (same sha256) add the ablations the first one lacks."""
     import hashlib
@@ -292,6 +294,7 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
                           and fsio.read_json(x / "study.json")["identity"]["checkpoint_sha256"] == sha]
             res = [r for x in dirs for r in fsio.read_csv(x / "results.csv") if r["status"] == "ok"]
             paired = [r for x in dirs for r in fsio.read_csv(x / "paired.csv")]
+            chip_cost = _chip_cost(dirs)
             for backend in dict.fromkeys(_backend(r) for r in res):
                 intact = next((r for r in res if _backend(r) == backend and r["agent.ablate"] == "none"), None)
                 diffs: Dict[str, Dict[str, str]] = {}
@@ -306,14 +309,44 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
                     r = diffs.get(name)
                     cells.append("-" if r is None else f"{float(r['diff_mean']):+.2f} [{float(r['diff_ci95_lower']):+.2f}, "
                                                        f"{float(r['diff_ci95_upper']):+.2f}]")
+                cells.append(chip_cost if backend == "chip" else "-")
                 table.append(f"| {agent} | {seed} | {frames} | {backend} | " + " | ".join(cells) + " |")
     if not table:
         return []
     return ["", "Ablation rows (`plasticity_ablation` on each run's checkpoint: greedy, sticky 0.25, the same game "
             "seeds in every row; each ablation's paired score difference to the intact agent, ablated - intact, "
-            "bootstrap 95 % CI; `ablation/AGENT/seedS/`):", "",
+            "bootstrap 95 % CI; `ablation/AGENT/seedS/`; chip - float: the intact agent on the chip against the "
+            "same agent in float32 over the same game seeds, what the chip itself costs):", "",
             "| agent | seed | frames (M) | backend | intact score [95 % CI] | "
-            + " | ".join(ABLATION_COLUMNS) + " |", "|---|---|---|---|---|" + "---|" * len(ABLATION_COLUMNS), *table]
+            + " | ".join(ABLATION_COLUMNS) + " | chip - float |",
+            "|---|---|---|---|---|" + "---|" * (len(ABLATION_COLUMNS) + 1), *table]
+
+
+def _intact_games(dirs: Sequence[Path], backend: str) -> Optional[Dict[int, float]]:
+    """env seed -> score of the first ok intact (``agent.ablate = none``) trial record of ``backend`` in the
+    study directories ``dirs`` (their ``trials/*.json``, read as data), None if there is none."""
+    for x in dirs:
+        for path in sorted((x / "trials").glob("*.json")):
+            if path.name.startswith(".tmp-"):
+                continue
+            rec = fsio.read_json(path)
+            params = rec.get("params") if isinstance(rec, dict) else None
+            if (isinstance(params, dict) and rec.get("status") == "ok" and params.get("agent.ablate") == "none"
+                    and _backend(params) == backend and rec.get("per_game")):
+                return {int(g["env_seed"]): float(g["score"]) for g in rec["per_game"]}
+    return None
+
+
+def _chip_cost(dirs: Sequence[Path]) -> str:
+    """The report's chip - float cell: the intact agent's paired score difference, chip minus float, over
+    the game seeds both played (mean and bootstrap 95 % CI, better / worse / equal games); "-" without both."""
+    chip, flt = _intact_games(dirs, "chip"), _intact_games(dirs, "float")
+    seeds = sorted(set(chip) & set(flt)) if chip and flt else []
+    if not seeds:
+        return "-"
+    st = paired_summary([chip[s] for s in seeds], [flt[s] for s in seeds])
+    return (f"{st['mean']:+.2f} [{st['ci95']['lower']:+.2f}, {st['ci95']['upper']:+.2f}] "
+            f"({st['better']} / {st['worse']} / {st['equal']})")
 
 
 def main_args(p) -> None:

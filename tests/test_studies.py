@@ -348,6 +348,19 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     merged = ablation_lines(tmp_path / "cmp", cfg)[-1].split(" | ")
     assert merged[5] == cells[5] and merged[6] == cells[5]  # gamma_frozen_init from seed0+more (there: gamma0's games)
     assert merged[9] == cells[9] != "-"  # tau_min, in both studies: the first one's row
+    # chip - float: the intact agent on the chip against the same agent in float, game by game (this study
+    # played float only: "-"; a chip record of the intact agent beside it, one game a point better, pairs up)
+    from stoxbar.pong.comparison import _chip_cost
+
+    d0 = tmp_path / "cmp" / "ablation" / "stp_only" / "seed0"
+    assert cells[-1] == "- |" and _chip_cost([d0]) == "-"
+    chip = json.loads((d0 / "trials" / f"{records['none']['trial_id']}.json").read_text())
+    chip["params"].pop("agent.backend")
+    chip["per_game"] = [{**g, "score": g["score"] + (g["env_seed"] == 2)} for g in chip["per_game"]]
+    (d0 / "trials" / "pchip-s0.json").write_text(json.dumps(chip))
+    st = paired_summary([per_game["none"][s] + (s == 2) for s in range(4)], [per_game["none"][s] for s in range(4)])
+    assert st["mean"] == 0.25 and _chip_cost([d0]) == (
+        f"+0.25 [{st['ci95']['lower']:+.2f}, {st['ci95']['upper']:+.2f}] (1 / 0 / 3)")
     # the paired interval of identical games is a point; of shifted games, the shift
     assert paired_summary([1, -2, 3], [1, -2, 3])["ci95"] == {"lower": 0.0, "upper": 0.0}
     st = paired_summary([2, -1, 4, 0], [1, -2, 3, -1])
