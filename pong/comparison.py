@@ -333,7 +333,11 @@ def _intact_games(dirs: Sequence[Path], backend: str) -> Optional[Dict[int, floa
             params = rec.get("params") if isinstance(rec, dict) else None
             if (isinstance(params, dict) and rec.get("status") == "ok" and params.get("agent.ablate") == "none"
                     and _backend(params) == backend and rec.get("per_game")):
-                return {int(g["env_seed"]): float(g["score"]) for g in rec["per_game"]}
+                try:
+                    return {int(g["env_seed"]): float(g["score"]) for g in rec["per_game"]}
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ConfigError(f"{path}: per_game is not a list of games with env_seed and score "
+                                      f"({type(exc).__name__}: {exc}); the record is damaged") from None
     return None
 
 

@@ -361,6 +361,10 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     st = paired_summary([per_game["none"][s] + (s == 2) for s in range(4)], [per_game["none"][s] for s in range(4)])
     assert st["mean"] == 0.25 and _chip_cost([d0]) == (
         f"+0.25 [{st['ci95']['lower']:+.2f}, {st['ci95']['upper']:+.2f}] (1 / 0 / 3)")
+    chip["per_game"][0] = {"score": 1.0}  # a damaged record: one line naming it
+    (d0 / "trials" / "pchip-s0.json").write_text(json.dumps(chip))
+    with pytest.raises(ConfigError, match=r"pchip-s0.json: per_game is not a list of games.*KeyError"):
+        _chip_cost([d0])
     # the paired interval of identical games is a point; of shifted games, the shift
     assert paired_summary([1, -2, 3], [1, -2, 3])["ci95"] == {"lower": 0.0, "upper": 0.0}
     st = paired_summary([2, -1, 4, 0], [1, -2, 3, -1])
