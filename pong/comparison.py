@@ -34,7 +34,7 @@ from stoxbar.pong.agent import ArchConfig
 from stoxbar.pong.ablate import ABLATIONS
 from stoxbar.pong.checkpoint import load_checkpoint
 from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
-from stoxbar.pong.scores import paired_summary
+from stoxbar.pong.scores import paired_summary, scores_by_seed
 
 AGENTS: Dict[str, Dict[str, Any]] = {  # ArchConfig fields of each agent (docs/stpn.md §9)
     "mstpn": {},
@@ -322,30 +322,33 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
             "|---|---|---|---|---|" + "---|" * (len(ABLATION_COLUMNS) + 1), *table]
 
 
-def _intact_games(dirs: Sequence[Path], backend: str) -> Optional[Dict[int, float]]:
-    """env seed -> score of the first ok intact (``agent.ablate = none``) trial record of ``backend`` in the
-    study directories ``dirs`` (their ``trials/*.json``, read as data), None if there is none."""
+def _intact_games(dirs: Sequence[Path]) -> Dict[str, Dict[int, float]]:
+    """backend -> (env seed -> score) of the first ok intact (``agent.ablate = none``) trial record of each
+    backend in the study directories ``dirs`` (their ``trials/*.json``, read once, as data)."""
+    games: Dict[str, Dict[int, float]] = {}
     for x in dirs:
         for path in sorted((x / "trials").glob("*.json")):
             if path.name.startswith(".tmp-"):
                 continue
             rec = fsio.read_json(path)
             params = rec.get("params") if isinstance(rec, dict) else None
-            if (isinstance(params, dict) and rec.get("status") == "ok" and params.get("agent.ablate") == "none"
-                    and _backend(params) == backend and rec.get("per_game")):
-                try:
-                    return {int(g["env_seed"]): float(g["score"]) for g in rec["per_game"]}
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ConfigError(f"{path}: per_game is not a list of games with env_seed and score "
-                                      f"({type(exc).__name__}: {exc}); the record is damaged") from None
-    return None
+            if not (isinstance(params, dict) and rec.get("status") == "ok" and params.get("agent.ablate") == "none"
+                    and rec.get("per_game")) or _backend(params) in games:
+                continue
+            try:
+                games[_backend(params)] = scores_by_seed(rec["per_game"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}: per_game is not a list of games with env_seed and score "
+                                  f"({type(exc).__name__}: {exc}); the record is damaged") from None
+    return games
 
 
 def _chip_cost(dirs: Sequence[Path]) -> str:
     """The report's chip - float cell: the intact agent's paired score difference, chip minus float, over
     the game seeds both played (mean and bootstrap 95 % CI, better / worse / equal games); "-" without both."""
-    chip, flt = _intact_games(dirs, "chip"), _intact_games(dirs, "float")
-    seeds = sorted(set(chip) & set(flt)) if chip and flt else []
+    games = _intact_games(dirs)
+    chip, flt = games.get("chip", {}), games.get("float", {})
+    seeds = sorted(set(chip) & set(flt))
     if not seeds:
         return "-"
     st = paired_summary([chip[s] for s in seeds], [flt[s] for s in seeds])

@@ -11,13 +11,19 @@ May import: numpy, scipy.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 10_000  # assumption: enough for a stable 2.5/97.5 % percentile at n >= 10 games
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
+
+
+def scores_by_seed(per_game: Sequence[Dict[str, Any]]) -> Dict[int, float]:
+    """env seed -> score of a trial record's ``per_game`` games (each with ``env_seed`` and ``score``), the key
+    on which two sets of games played on the same seeds pair up (:func:`paired_summary`)."""
+    return {int(g["env_seed"]): float(g["score"]) for g in per_game}
 
 
 def score_summary(scores: Sequence[float]) -> Dict[str, object]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from stoxbar.core.fsio import atomic_write_bytes
-from stoxbar.pong.scores import paired_summary
+from stoxbar.pong.scores import paired_summary, scores_by_seed
 from stoxbar.studies.records import load_records
 from stoxbar.studies.spec import Study, point_id
 
@@ -33,7 +33,7 @@ def _scores(rec: Optional[Dict[str, Any]]) -> Optional[Dict[int, float]]:
     """env seed -> score of an ok record's games (None if it has none)."""
     if rec is None or rec.get("status") != "ok" or not rec.get("per_game"):
         return None
-    return {int(g["env_seed"]): float(g["score"]) for g in rec["per_game"]}
+    return scores_by_seed(rec["per_game"])
 
 
 def paired_rows(study: Study, out: Path) -> List[Dict[str, Any]]:
