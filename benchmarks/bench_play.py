@@ -15,8 +15,11 @@ process); it is imported before the timed windows so a short window measures the
 change in the same process.
 ``--env-threads 1,2`` measures the vector env with one and with two emulator threads, interleaved
 (``stoxbar play --chips`` plays with one emulator thread per core).
+``--baseline-native PATH`` adds, interleaved (and with ``--full`` the full games too), the same play with the
+native kernels loaded from ``PATH`` (an older build's ``_native*.so``, e.g. ``git worktree add /tmp/old REV``
+and ``python setup.py build_ext --inplace`` there): the baseline of a kernel change in the same process.
 Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]
-[--fresh-read-weight] [--threads T] [--env-threads 1,2]``.
+[--fresh-read-weight] [--threads T] [--env-threads 1,2] [--baseline-native PATH]``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import time
 import numpy as np
 import torch
 import torch._dynamo  # noqa: F401  (a one-off lazy import of torch's, kept out of the timed windows)
+
+import _kernels  # benchmarks/_kernels.py (the script's folder is on sys.path)
 
 from stoxbar.crossbar import EnergyLedger
 from stoxbar.crossbar.read import TiledAnalogMVM
@@ -93,16 +98,22 @@ def main() -> None:
                     help="also the read with a fresh W + F tensor per read (the baseline of the reused buffer)")
     ap.add_argument("--env-threads", default="1",
                     help="emulator threads of the vector env, one or a comma list measured interleaved (e.g. 1,2)")
+    ap.add_argument("--baseline-native", default=None,
+                    help="also play with the native kernels of this older build's _native*.so (interleaved)")
     args = ap.parse_args()
+    base = _kernels.load(args.baseline_native) if args.baseline_native else None
     torch.set_num_threads(args.threads)
     env_threads = [int(x) for x in args.env_threads.split(",")]
     chip = {n: [] for n in env_threads}
     env = {n: [] for n in env_threads}
-    fresh = []
+    fresh, old = [], []
     for _ in range(args.repeats):  # interleaved
         for n in env_threads:
             env[n].append(bare(args.games, args.steps, n))
             chip[n].append(batched(args.games, args.chips, args.steps, args.device, env_threads=n)[0])
+        if base is not None:
+            with _kernels.use(base):
+                old.append(batched(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1])[0])
         if args.fresh_read_weight:
             fresh.append(batched(args.games, args.chips, args.steps, args.device, fresh_read_weight=True,
                                  env_threads=env_threads[0])[0])
@@ -119,13 +130,19 @@ def main() -> None:
         f, c = statistics.median(fresh), statistics.median(chip[env_threads[0]])
         print(f"fresh W + F tensor per read: {f:.0f} agent steps/s; the reused read buffer: {c / f:.2f}x that  "
               f"[runs: {[round(x) for x in fresh]}]")
+    if old:
+        o, c = statistics.median(old), statistics.median(chip[env_threads[-1]])
+        print(f"baseline kernels ({args.baseline_native}): {o:.0f} agent steps/s; these kernels: {c / o:.2f}x that  "
+              f"[runs: {[round(x) for x in old]}]")
     if args.full:
-        t0 = time.perf_counter()
-        _, res = batched(args.games, args.chips, 27000, args.device, env_threads=env_threads[-1])
-        wall = time.perf_counter() - t0
-        print(f"{args.games} full games on {args.chips} chips: {wall:.1f} s wall (goal <= 180 s for 100), "
-              f"{sum(res.steps)} agent steps, mean score {np.mean(res.scores):+.2f}, "
-              f"{sum(res.truncated)} cut at max steps")
+        for label, module in ((("baseline kernels", base),) if base is not None else ()) + (("these kernels", None),):
+            with _kernels.use(module):
+                t0 = time.perf_counter()
+                _, res = batched(args.games, args.chips, 27000, args.device, env_threads=env_threads[-1])
+                wall = time.perf_counter() - t0
+            print(f"{args.games} full games on {args.chips} chips, {label}: {wall:.1f} s wall (goal <= 180 s for 100), "
+                  f"{sum(res.steps)} agent steps, mean score {np.mean(res.scores):+.2f}, "
+                  f"{sum(res.truncated)} cut at max steps")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ configs take session 13's changes back, in the same process: the minibatch split
 threads of one intra-op thread each (before the update ran on both cores as intra-op threads), and
 that with the step-by-step replay (encoder, cell and heads per step, before ``PongAgent.unroll``).
 
+``--baseline-native PATH`` adds the baseline, the two-group-thread A2C loop and (with ``--ppo``) the 16 x 128
+PPO loop with the native kernels of an older build (``benchmarks/_kernels.py``): the code before a kernel
+change, side by side.
+
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
 Usage: ``python benchmarks/bench_pong_training.py [--repeats N] [--updates U]``.
@@ -33,6 +37,7 @@ import statistics
 
 import torch
 
+import _kernels  # benchmarks/_kernels.py (the script's folder is on sys.path)
 from stoxbar.pong import ppo
 from stoxbar.pong.a2c import measure_throughput
 from stoxbar.pong.agent import ArchConfig
@@ -91,13 +96,15 @@ def _measure(arch, kw, updates, warmup):
     """Agent steps/s of one config, with a ``variant``'s older code swapped in for this call."""
     kw = dict(kw)
     variant = kw.pop("variant", "")
+    kernels = kw.pop("kernels", None)
     saved = ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS
     if "split" in variant:
         ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS = split_minibatch_step, None
     if "stepwise" in variant:
         ppo.evaluate_actions = stepwise_evaluate_actions
     try:
-        return measure_throughput(arch, updates=updates, warmup=warmup, env_threads=1, **kw)["steps_per_s"]
+        with _kernels.use(kernels):
+            return measure_throughput(arch, updates=updates, warmup=warmup, env_threads=1, **kw)["steps_per_s"]
     finally:
         ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS = saved
 
@@ -108,9 +115,16 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=15, help="timed updates per measurement (320 steps each)")
     ap.add_argument("--ppo", action="store_true", help="also the PPO loop (PPO_CONFIGS)")
     ap.add_argument("--ppo-updates", type=int, default=3, help="timed PPO updates per measurement (1-2 k steps each)")
+    ap.add_argument("--baseline-native", default=None,
+                    help="also the baseline, 2 group threads and PPO 16x128 with this older build's _native*.so")
     args = ap.parse_args()
     arch = ArchConfig()
     configs = {**CONFIGS, **(PPO_CONFIGS if args.ppo else {})}
+    if args.baseline_native:
+        old = _kernels.load(args.baseline_native)
+        for name in ("baseline (1 thread, 1 group)", "2 group threads") + (
+                ("PPO 16x128, 4x4, 2 group threads",) if args.ppo else ()):
+            configs[f"{name}, older kernels"] = dict(configs[name], kernels=old)
     runs = {name: [] for name in configs}
     for _ in range(args.repeats):
         for name, kw in configs.items():
@@ -125,6 +139,10 @@ def main() -> None:
     for name, v in runs.items():
         m = statistics.median(v)
         print(f"{name:{w}s} {m:9.0f} {m / base:11.2f}x  {' '.join(f'{x:.0f}' for x in v)}")
+    if args.baseline_native:
+        old_base = statistics.median(runs["baseline (1 thread, 1 group), older kernels"])
+        print(f"against the baseline with the older kernels ({old_base:.0f} steps/s): " + ", ".join(
+            f"{name} {statistics.median(v) / old_base:.2f}x" for name, v in runs.items()))
 
 
 if __name__ == "__main__":

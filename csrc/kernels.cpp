@@ -49,12 +49,16 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
                           T* scratch, int nth) {
   // per_st: S (1 or 2) stacked tables [S, T, O, X] (e.g. the bias load and what the rail delivers):
   // e_bias [B, T, S], each table's weighted sum of |F| at the interval start, in the same pass
+  // A presynaptic row-tile with few nonzero inputs pulses only those cells and decays the rest in
+  // a plain pass (the same bits: st_pulse_sparse); the thresholds must be > 0 for a zero input to be no pulse.
   const int64_t cells = TT * O * X;
+  const bool sparse_ok = stoxbar::st_sparse_ok<T>(thr, L);
 #pragma omp parallel for num_threads(nth) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
-    T* d = scratch + (int64_t)omp_get_thread_num() * 3 * X;
+    T* d = scratch + (int64_t)omp_get_thread_num() * 4 * X;
     int32_t* k = (int32_t*)(d + X);  // int32 fits in a T slot (T is float or double)
     T* step = d + 2 * X;
+    int32_t* nz = (int32_t*)(d + 3 * X);
     for (int64_t t = 0; t < TT; ++t) {
       int64_t* g = ge + (b * TT + t) * L;  // per (chip, row-tile): the substrate books events per tile
       double eb[2] = {0, 0};
@@ -63,10 +67,17 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
       const T* vt = v + (b * TT + t) * X;
       T* ct = col + (b * TT + t) * X;
       std::fill(ct, ct + X, T(0));
+      const int64_t nnz = sparse_ok ? stoxbar::st_nonzero<T>(n, vt, nz) : n;
+      const bool sparse = stoxbar::st_is_sparse(nnz, n);
       for (int64_t o = 0; o < O; ++o) {
         const int64_t off = (t * O + o) * X;
         T* f = F + b * TT * O * X + off;
-        stoxbar::st_request_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, d, k, step, g);
+        int8_t* lv = level + b * TT * O * X + off;
+        if (sparse)  // d: the pulsed cells' new F, k: their levels, step: their col entries before the row
+          stoxbar::st_pulse_sparse<T>(nnz, nz, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, lam + off,
+                                      g_max, ct, d, (int8_t*)k, step, g);
+        else
+          stoxbar::st_request_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, d, k, step, g);
         for (int si = 0; si < S; ++si) {
           const T* pe = per_st + si * cells + off;
           double s = 0;
@@ -74,7 +85,12 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
           for (int64_t x = 0; x < X; ++x) s += (double)(pe[x] * std::fabs(f[x]));
           eb[si] += s;
         }
-        stoxbar::st_apply_row<T>(X, f, f, lam + off, d, k, step, g_max, level + b * TT * O * X + off, ct);
+        if (sparse) {
+          stoxbar::st_decay_row<T>(X, f, f, lam + off, g_max, lv, ct);
+          stoxbar::st_place_sparse<T>(nnz, nz, d, (const int8_t*)k, step, f, lv, ct);
+        } else {
+          stoxbar::st_apply_row<T>(X, f, f, lam + off, d, k, step, g_max, lv, ct);
+        }
       }
       for (int si = 0; si < S; ++si) e_bias[(b * TT + t) * S + si] = eb[si];
     }
@@ -110,7 +126,7 @@ std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::opti
   auto e_bias = stacked ? torch::empty({B, TT, (int64_t)S}, F.options().dtype(at::kDouble))
                         : torch::empty({B, TT}, F.options().dtype(at::kDouble));
   const int nth = threads_for(F.numel());
-  auto scratch = torch::empty({nth * 3 * X}, F.options());
+  auto scratch = torch::empty({nth * 4 * X}, F.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "short_term_step", [&] {
     short_term_step_impl<scalar_t>(B, TT, O, X, rows.data_ptr<int64_t>(), F.data_ptr<scalar_t>(),
                                    lam.data_ptr<scalar_t>(), per_st ? per_st->data_ptr<scalar_t>() : nullptr, S,
@@ -130,6 +146,11 @@ template <typename T>
 STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
                     const T* bias, const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, T* Fo,
                     T* h, T* u, int64_t* cnt, int8_t* idx, T* scratch, int nth) {
+  // a sparse input zh[b] (the encoder's ReLU features) pulses only its nonzero cells (st_pulse_sparse:
+  // the same bits), the rest decay in a plain pass; the thresholds must be > 0
+  int32_t* nz = (int32_t*)(scratch + (int64_t)nth * 3 * P);  // [B, P] positions, then [B] counts
+  int32_t* nnz = nz + B * P;
+  stoxbar::st_nonzero_batch<T>(B, P, zh, stoxbar::st_sparse_ok<T>(thr, L), nz, nnz);
 #pragma omp parallel num_threads(nth)
   {
     T* d = scratch + (int64_t)omp_get_thread_num() * 3 * P;
@@ -145,9 +166,16 @@ STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
       const T hh = std::tanh(gain[i] * su + bias[i]);
       int64_t* c = cnt + bi * L;
       for (int m = 0; m < L; ++m) c[m] = 0;
-      stoxbar::st_request_row<T>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, d, k, step, c);
-      stoxbar::st_apply_row<T>(P, Fr, Fo + bi * P, lam + i * P, d, k, step, fmax, idx ? idx + bi * P : nullptr,
-                               nullptr);
+      int8_t* lv = idx ? idx + bi * P : nullptr;
+      if (stoxbar::st_is_sparse(nnz[b], P)) {  // d: the pulsed cells' new F, k: their levels
+        stoxbar::st_pulse_sparse<T>(nnz[b], nz + b * P, gam + i * P, hh, zb, T(1), thr, dg, L, Fr, lam + i * P, fmax,
+                                    nullptr, d, (int8_t*)k, nullptr, c);
+        stoxbar::st_decay_row<T>(P, Fr, Fo + bi * P, lam + i * P, fmax, lv, nullptr);
+        stoxbar::st_place_sparse<T>(nnz[b], nz + b * P, d, (const int8_t*)k, nullptr, Fo + bi * P, lv, nullptr);
+      } else {
+        stoxbar::st_request_row<T>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, d, k, step, c);
+        stoxbar::st_apply_row<T>(P, Fr, Fo + bi * P, lam + i * P, d, k, step, fmax, lv, nullptr);
+      }
       h[bi] = hh;
       u[bi] = su;
     }
@@ -155,19 +183,26 @@ STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
 }
 
 // Backward (straight-through quantiser, clamp mask recomputed, inclusive like torch.clamp).
-// gFo, gF may be null. scratch: (B P + 3 P) per thread.
+// gFo, gF may be null. scratch: (B P + 4 P) per thread, then (B P + B) for the nonzero positions.
 template <typename T>
 STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
                     const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, const T* h, const T* u,
                     const T* gFo, const T* gh, T* gF, T* gzh, T* gW, T* glam, T* ggam, T* ggain, T* gbias,
                     T* scratch, int nth) {
-  const int64_t per = B * P + 3 * P;
+  const int64_t per = B * P + 4 * P;
+  // a sparse zh[b] requests only its nonzero cells (st_request_sparse: the same bits; thresholds > 0),
+  // into request arrays that hold 0 elsewhere
+  int32_t* nz = (int32_t*)(scratch + (int64_t)nth * per);  // [B, P] positions, then [B] counts
+  int32_t* nnz = nz + B * P;
+  stoxbar::st_nonzero_batch<T>(B, P, zh, stoxbar::st_sparse_ok<T>(thr, L), nz, nnz);
 #pragma omp parallel num_threads(nth)
   {
     T* gzl = scratch + (int64_t)omp_get_thread_num() * per;
-    T* d = gzl + B * P;  // request, reused as the masked upstream gradient of the row
+    T* d = gzl + B * P;  // request (0 outside a sparse row's nonzeros between rows)
     int32_t* k = (int32_t*)(d + P);
     T* step = d + 2 * P;
+    T* gm = d + 3 * P;  // the masked upstream gradient of the row
+    std::fill(d, d + 3 * P, T(0));
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < H; ++i) {
       const T *Wi = W + i * P, *li = lam + i * P, *gi = gam + i * P;
@@ -180,15 +215,23 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         const T* go = gFo ? gFo + bi * P : nullptr;
         T r1 = 0;
         if (go) {
-          stoxbar::st_request_row<T>(P, P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
+          const bool sparse = stoxbar::st_is_sparse(nnz[b], P);
+          if (sparse)
+            stoxbar::st_request_sparse<T>(nnz[b], nz + b * P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
+          else
+            stoxbar::st_request_row<T>(P, P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
 #pragma omp simd reduction(+ : r1)
           for (int64_t j = 0; j < P; ++j) {
             T pre = Fr[j] * li[j];
             pre = pre + stoxbar::st_signed_step(d[j], k[j], step[j]);
             const T g = (pre >= -fmax && pre <= fmax) ? go[j] : T(0);
-            d[j] = g;
+            gm[j] = g;
             r1 += g * gi[j] * zb[j];
           }
+          if (sparse)
+            stoxbar::st_clear_sparse<T>(nnz[b], nz + b * P, d, k, step);
+          else
+            std::fill(d, d + 3 * P, T(0));
         }
         const T ga = (gh[bi] + r1) * (T(1) - hh * hh);
         gbias[i] += ga;
@@ -198,7 +241,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         if (go && gFr) {
 #pragma omp simd
           for (int64_t j = 0; j < P; ++j) {
-            const T g = d[j], gz_ = gu * zb[j];
+            const T g = gm[j], gz_ = gu * zb[j];
             gFr[j] = g * li[j] + gz_;
             gWi[j] += gz_;
             gli[j] += g * Fr[j];
@@ -208,7 +251,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         } else if (go) {
 #pragma omp simd
           for (int64_t j = 0; j < P; ++j) {
-            const T g = d[j], gz_ = gu * zb[j];
+            const T g = gm[j], gz_ = gu * zb[j];
             gWi[j] += gz_;
             gli[j] += g * Fr[j];
             ggi[j] += g * (hh * zb[j]);
@@ -242,7 +285,9 @@ std::vector<Tensor> mstpn_forward(Tensor zh, Tensor F, Tensor W, Tensor gain, Te
   const int L = (int)thr.numel();
   TORCH_CHECK(dg.numel() == L + 1, "mstpn_forward: dg table must have one entry more than thresholds");
   const int nth = threads_for(F.numel());
-  auto scratch = torch::empty({nth * 3 * P}, F.options());
+  // per thread 3 P (request, levels, steps), then the nonzero positions of every zh[b] and their counts
+  // (int32 in T slots)
+  auto scratch = torch::empty({nth * 3 * P + B * P + B}, F.options());
   auto Fo = torch::empty_like(F);
   auto h = torch::empty({B, H}, F.options());
   auto u = torch::empty({B, H}, F.options());
@@ -269,7 +314,9 @@ std::vector<Tensor> mstpn_backward(Tensor zh, Tensor F, Tensor W, Tensor gain, T
   auto gF = need_gF ? torch::empty_like(F) : torch::empty({0}, F.options());
   auto gzh = torch::zeros_like(zh), gW = torch::zeros_like(W), glam = torch::zeros_like(lam);
   auto ggam = torch::zeros_like(gam), ggain = torch::zeros_like(gain), gb = torch::zeros_like(gain);
-  auto scratch = torch::zeros({nth * (B * P + 3 * P)}, F.options());
+  // per thread: B P (zh gradient), 4 P (request, levels, steps, masked gradient); then the nonzero
+  // positions of every zh[b] and their counts (int32 in T slots)
+  auto scratch = torch::zeros({nth * (B * P + 4 * P) + B * P + B}, F.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "mstpn_backward", [&] {
     mstpn_bwd_impl<scalar_t>(B, H, P, W.data_ptr<scalar_t>(), F.data_ptr<scalar_t>(), zh.data_ptr<scalar_t>(),
                              gain.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(), gam.data_ptr<scalar_t>(),

@@ -55,6 +55,141 @@ inline void st_request_row(int64_t n, int64_t X, const T* scale, T u, const T* v
   }
 }
 
+// Sparse presynaptic vectors (the encoder's ReLU output is ~94 % zeros in Pong): with every threshold
+// > 0 a zero input requests no pulse, so the sparse forms below touch the nonzero cells only and give
+// the same bits. st_sparse_ok: the thresholds allow it; st_is_sparse: worth it (<= 1 nonzero in 8).
+template <typename T>
+inline bool st_sparse_ok(const T* thr, int L) {
+  bool ok = true;
+  for (int m = 0; m < L; ++m) ok = ok && thr[m] > T(0);
+  return ok;
+}
+
+inline bool st_is_sparse(int64_t nnz, int64_t n) { return nnz * 8 <= n; }
+
+// The positions x < n where v[x] != 0 (NaN included) into idx; returns how many.
+template <typename T>
+inline int64_t st_nonzero(int64_t n, const T* v, int32_t* idx) {
+  int64_t c = 0;
+  for (int64_t x = 0; x < n; ++x)
+    if (v[x] != T(0)) idx[c++] = (int32_t)x;
+  return c;
+}
+
+// st_nonzero of each of B vectors z[b] of length P: positions into nz [B, P], counts into nnz [B]
+// (P, i.e. dense, unless ok).
+template <typename T>
+inline void st_nonzero_batch(int64_t B, int64_t P, const T* z, bool ok, int32_t* nz, int32_t* nnz) {
+  for (int64_t b = 0; b < B; ++b) nnz[b] = ok ? (int32_t)st_nonzero<T>(P, z + b * P, nz + b * P) : (int32_t)P;
+}
+
+// The new F of one cell: clamp(f * lam + signed step, +-g_max) for its signed level l.
+template <typename T>
+inline T st_apply_one(T f, T lam, int32_t l, T step, T g_max) {
+  T r = f * lam;
+  r = r + (l < 0 ? -step : step);
+  return r > g_max ? g_max : (r < -g_max ? -g_max : r);
+}
+
+// The request of one cell and its level count k and step (the level loop of st_request_row, for one
+// cell); ge[m] += 1 where |request| >= thr[m] (ge may be null).
+template <typename T>
+inline T st_request_one(T scale, T u, T v, T g_range, const T* thr, const T* dg, int L, int32_t& k, T& step,
+                        int64_t* ge) {
+  T r = scale * u;
+  r = r * v;
+  r = r * g_range;
+  const T a = std::fabs(r);
+  k = 0;
+  step = 0;
+  for (int m = 0; m < L; ++m) {
+    const int32_t q = a >= thr[m];
+    k += q;
+    if (ge) ge[m] += q;
+    step = q ? dg[m + 1] : step;
+  }
+  return r;
+}
+
+// The pulses of a row whose input is sparse (idx[0..nnz): st_nonzero of its v; thresholds > 0, so a
+// zero v, which requests 0 (or NaN for an infinite scale or u), is no pulse and its cell only decays,
+// st_decay_row). For each idx[i], what st_request_row + st_apply_row_t give that cell, computed from
+// f and col before the row's decay: val[i] = its new F, lev[i] its signed level, cs[i] its col entry
+// before the row (the caller writes them back after st_decay_row: st_place_sparse); ge[m] counted.
+template <typename T>
+inline void st_pulse_sparse(int64_t nnz, const int32_t* idx, const T* scale, T u, const T* v, T g_range,
+                            const T* thr, const T* dg, int L, const T* f, const T* lam, T g_max, const T* col,
+                            T* val, int8_t* lev, T* cs, int64_t* ge) {
+  for (int64_t i = 0; i < nnz; ++i) {
+    const int32_t x = idx[i];
+    int32_t k;
+    T step;
+    const T r = st_request_one<T>(scale[x], u, v[x], g_range, thr, dg, L, k, step, ge);
+    const int32_t l = r > 0 ? k : (r < 0 ? -k : 0);
+    const T y = st_apply_one<T>(f[x], lam[x], l, step, g_max);
+    val[i] = y;
+    lev[i] = (int8_t)l;
+    if (col) cs[i] = col[x];
+  }
+}
+
+// st_request_row at the positions idx[0..nnz) only (st_nonzero of the row's v; thresholds > 0): there a
+// zero v requests no pulse, so d, k and step keep the 0 they must hold elsewhere (st_clear_sparse
+// restores it after the row) and the counts are the same.
+template <typename T>
+inline void st_request_sparse(int64_t nnz, const int32_t* idx, const T* scale, T u, const T* v, T g_range,
+                              const T* thr, const T* dg, int L, T* d, int32_t* k, T* step, int64_t* ge) {
+  for (int64_t i = 0; i < nnz; ++i) {
+    const int32_t x = idx[i];
+    d[x] = st_request_one<T>(scale[x], u, v[x], g_range, thr, dg, L, k[x], step[x], ge);
+  }
+}
+
+template <typename T>
+inline void st_clear_sparse(int64_t nnz, const int32_t* idx, T* d, int32_t* k, T* step) {
+  for (int64_t i = 0; i < nnz; ++i) {
+    d[idx[i]] = 0;
+    k[idx[i]] = 0;
+    step[idx[i]] = 0;
+  }
+}
+
+// A row with no pulse: st_apply_row_t where every level is 0 (f_out = clamp(f_in * lam + 0, +-g_max): the
+// + 0 turns a -0 into +0 as there), level = 0, col += |f_out|.
+template <typename T>
+inline void st_decay_row(int64_t X, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col) {
+  if (col) {
+#pragma omp simd
+    for (int64_t x = 0; x < X; ++x) {
+      T r = f_in[x] * lam[x];
+      r = r + T(0);
+      r = r > g_max ? g_max : (r < -g_max ? -g_max : r);
+      f_out[x] = r;
+      col[x] += std::fabs(r);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t x = 0; x < X; ++x) {
+      T r = f_in[x] * lam[x];
+      r = r + T(0);
+      f_out[x] = r > g_max ? g_max : (r < -g_max ? -g_max : r);
+    }
+  }
+  if (level) std::fill(level, level + X, int8_t(0));
+}
+
+// Write st_pulse_sparse's cells over the decayed row.
+template <typename T>
+inline void st_place_sparse(int64_t nnz, const int32_t* idx, const T* val, const int8_t* lev, const T* cs, T* f,
+                            int8_t* level, T* col) {
+  for (int64_t i = 0; i < nnz; ++i) {
+    const int32_t x = idx[i];
+    f[x] = val[i];
+    if (level) level[x] = lev[i];
+    if (col) col[x] = cs[i] + std::fabs(val[i]);
+  }
+}
+
 // The signed change of one cell, given its request d, level count k and step.
 template <typename T>
 inline T st_signed_step(T d, int32_t k, T step) {
@@ -70,9 +205,7 @@ inline void st_apply_row_t(int64_t X, const T* f_in, T* f_out, const T* lam, con
 #pragma omp simd
   for (int64_t x = 0; x < X; ++x) {
     const int32_t l = d[x] > 0 ? k[x] : (d[x] < 0 ? -k[x] : 0);
-    T r = f_in[x] * lam[x];
-    r = r + (l < 0 ? -step[x] : step[x]);
-    r = r > g_max ? g_max : (r < -g_max ? -g_max : r);
+    const T r = st_apply_one<T>(f_in[x], lam[x], l, step[x], g_max);
     f_out[x] = r;
     if (kLevel) level[x] = (int8_t)l;
     if (kCol) col[x] += std::fabs(r);

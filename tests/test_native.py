@@ -85,6 +85,35 @@ def test_short_term_step_native_equals_torch_path(dtype, hold_bias, levels, torc
 
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_short_term_step_sparse_input_native_equals_torch_path(dtype, torch_path):
+    """A sparse presynaptic input (most of v zero, as the encoder's ReLU output) takes the kernel's sparse
+    request: the same F, levels, counts and energies as the torch path, row-tiles of every kind in one
+    call (all zero, a few nonzeros, dense)."""
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(dtype, rows=(40, 37, 40), o=6)
+    states = [f0.clone(), f0.clone()]
+    for _ in range(4):
+        post = torch.rand(3, 6, generator=g, dtype=dtype) * 2 - 1
+        pre = torch.rand(3, 3, 40, generator=g, dtype=dtype) * 2 - 1
+        keep = torch.rand(3, 3, 40, generator=g) < 0.08
+        keep[:, 2] = True  # row-tile 2 dense
+        keep[1, 0] = False  # chip 1, row-tile 0: all zero
+        pre = pre * keep
+        out = []
+        for i, s in enumerate(states):
+            torch_path(i == 1)
+            out.append(fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg,
+                                                   dev.st_g_max_s))
+        torch_path(False)
+        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = out
+        assert torch.equal(states[0], states[1]) and torch.equal(lv_n, lv_t) and torch.equal(ge_n, ge_t)
+        torch.testing.assert_close(col_n, col_t, rtol=1e-6, atol=0)
+        torch.testing.assert_close(e_n, e_t, rtol=1e-6, atol=0)
+        assert int(ge_n[:, :2].sum()) > 0 and not lv_n[1, 0].any()  # sparse tiles pulse; an all-zero one does not
+        assert not lv_n[:, :2][~keep[:, :2, None, :].expand(3, 2, 6, 40)].any()  # never where the input is 0
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_short_term_step_per_row_tile_native_equals_torch_path(dtype, torch_path):
     """Pulse counts per (chip, row-tile, level) and bias energy per (chip, row-tile): native == torch,
     and they are the per-tile split of the step's totals (one call gives every tile's events)."""
@@ -139,10 +168,13 @@ def test_short_term_step_stacked_bias_tables_native_equals_torch_path(dtype, tor
 
 
 @pytest.mark.parametrize("use_kernel", [False, True] if native.available() else [False])
-def test_digital_cell_update_is_the_substrate_step(use_kernel):
-    """The m-STPN's F update is the substrate's short-term step with g_range = 1, bit for bit."""
+@pytest.mark.parametrize("sparse", [False, True])
+def test_digital_cell_update_is_the_substrate_step(use_kernel, sparse):
+    """The m-STPN's F update is the substrate's short-term step with g_range = 1, bit for bit; with a
+    sparse input (most of x zero, the kernels' sparse request) too."""
+    n_in = 200 if sparse else 10
     torch.manual_seed(1)
-    cell = MSTPNCell(10, 6, presets.sto_2024(), DT, use_kernel=use_kernel, record_levels=True).double()
+    cell = MSTPNCell(n_in, 6, presets.sto_2024(), DT, use_kernel=use_kernel, record_levels=True).double()
     with torch.no_grad():
         cell.gam.uniform_(-3, 3)
     state = cell.initial_state(4)
@@ -151,19 +183,22 @@ def test_digital_cell_update_is_the_substrate_step(use_kernel):
     thr = dynamics.short_term_thresholds(table)
     with torch.no_grad():
         for _ in range(6):
-            x = torch.rand(4, 10, dtype=torch.float64)
+            x = torch.rand(4, n_in, dtype=torch.float64)
+            if sparse:
+                x = x * (torch.rand(4, n_in) < 0.04)
             zh = cell.presynaptic(x, state[0])
             F = state[1]
             h, state = cell(x, state)
             want, idx = mstpn_plastic_reference(F, h, zh, lam, gam, cell.levels, cell.f_max)
             assert torch.equal(state[1], want) and torch.equal(cell.last_level_idx, idx)
             chip = F.unsqueeze(1).clone()  # the same update as an in-place substrate op on one tile
-            level, ge, _, _ = fused.short_term_step(chip, torch.tensor([16]), lam.unsqueeze(0), None,
+            level, ge, _, _ = fused.short_term_step(chip, torch.tensor([n_in + 6]), lam.unsqueeze(0), None,
                                                     gam.unsqueeze(0), h, zh.unsqueeze(1), 1.0, thr, table,
                                                     cell.f_max)
             assert torch.equal(chip.squeeze(1), want) and torch.equal(level.squeeze(1), idx)
             assert torch.equal(ge[:, 0], cell.last_level_counts.sum(1))
-    assert bool((state[1].abs() == cell.f_max).any())
+            assert int(ge.sum()) > 0  # cells were pulsed
+    assert sparse or bool((state[1].abs() == cell.f_max).any())
 
 
 def test_one_quantiser_device_and_table_forms_agree():

@@ -97,13 +97,18 @@ def _run(cell, xs, weight_f=0.1):
 
 
 @pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
-def test_fused_kernels_match_reference_values_and_gradients():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fused_kernels_match_reference_values_and_gradients(sparse):
+    """Values and gradients of the kernels = the torch reference; ``sparse``: most inputs zero (the ReLU
+    features' case), so the m-STPN kernels request only the nonzero cells."""
     torch.manual_seed(2)
-    xs = [torch.rand(3, 6, dtype=torch.float64) for _ in range(8)]
-    stpn = STPNCell(6, 4).double()
+    n_in = 200 if sparse else 6
+    xs = [torch.rand(3, n_in, dtype=torch.float64) * ((torch.rand(3, n_in) < 0.04) if sparse else 1)
+          for _ in range(8)]
+    stpn = STPNCell(n_in, 4).double()
     with torch.no_grad():
         stpn.gam.uniform_(-0.3, 0.3)
-    m = MSTPNCell(6, 4, _device(), DT).double()
+    m = MSTPNCell(n_in, 4, _device(), DT).double()
     with torch.no_grad():
         m.gam.uniform_(-3.0, 3.0)  # large: many pulses and a saturated window (clamp masks)
         m.theta.uniform_(-6, 6)
@@ -117,7 +122,7 @@ def test_fused_kernels_match_reference_values_and_gradients():
         for a, b in zip(g_k, g_r):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
         if counts_k is not None:
-            assert torch.equal(counts_k, cell.last_level_counts)
+            assert torch.equal(counts_k, cell.last_level_counts) and int(counts_k.sum()) > 0
     assert (F_k.abs() == m.f_max).any()  # the clamp was exercised
 
 
