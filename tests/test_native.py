@@ -83,6 +83,20 @@ def test_short_term_step_native_equals_torch_path(dtype, hold_bias, levels, torc
     assert bool((states[0].abs() == torch.tensor(dev.st_g_max_s, dtype=dtype)).any())  # saturation happened
 
 
+def _tiles_both_paths(torch_path, states, rows, lam, per_st, gam, post, pre, dev, thr, dg):
+    """One ``short_term_step_tiles`` on ``states[0]`` natively and on ``states[1]`` through torch; the states,
+    levels and counts must be equal. Returns both outputs."""
+    out = []
+    for i, s in enumerate(states):
+        torch_path(i == 1)
+        out.append(fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg,
+                                               dev.st_g_max_s))
+    torch_path(False)
+    (lv_n, ge_n, _, _), (lv_t, ge_t, _, _) = out
+    assert torch.equal(states[0], states[1]) and torch.equal(lv_n, lv_t) and torch.equal(ge_n, ge_t)
+    return out
+
+
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_short_term_step_sparse_input_native_equals_torch_path(dtype, torch_path):
@@ -98,14 +112,8 @@ def test_short_term_step_sparse_input_native_equals_torch_path(dtype, torch_path
         keep[:, 2] = True  # row-tile 2 dense
         keep[1, 0] = False  # chip 1, row-tile 0: all zero
         pre = pre * keep
-        out = []
-        for i, s in enumerate(states):
-            torch_path(i == 1)
-            out.append(fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg,
-                                                   dev.st_g_max_s))
-        torch_path(False)
-        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = out
-        assert torch.equal(states[0], states[1]) and torch.equal(lv_n, lv_t) and torch.equal(ge_n, ge_t)
+        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = _tiles_both_paths(
+            torch_path, states, rows, lam, per_st, gam, post, pre, dev, thr, dg)
         torch.testing.assert_close(col_n, col_t, rtol=1e-6, atol=0)
         torch.testing.assert_close(e_n, e_t, rtol=1e-6, atol=0)
         assert int(ge_n[:, :2].sum()) > 0 and not lv_n[1, 0].any()  # sparse tiles pulse; an all-zero one does not
@@ -122,14 +130,8 @@ def test_short_term_step_per_row_tile_native_equals_torch_path(dtype, torch_path
     for _ in range(4):
         post = torch.rand(3, 5, generator=g, dtype=dtype) * 2 - 1
         pre = torch.rand(3, 3, 7, generator=g, dtype=dtype) * 2 - 1
-        out = []
-        for i, s in enumerate(states):
-            torch_path(i == 1)
-            out.append(fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg,
-                                                   dev.st_g_max_s))
-        torch_path(False)
-        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = out
-        assert torch.equal(states[0], states[1]) and torch.equal(lv_n, lv_t) and torch.equal(ge_n, ge_t)
+        (lv_n, ge_n, col_n, e_n), (lv_t, ge_t, col_t, e_t) = _tiles_both_paths(
+            torch_path, states, rows, lam, per_st, gam, post, pre, dev, thr, dg)
         assert ge_n.shape == (3, 3, thr.numel()) and e_n.shape == e_t.shape == (3, 3) and e_n.dtype == torch.float64
         torch.testing.assert_close(e_n, e_t, rtol=1e-6, atol=0)
         for t in range(3):  # each tile's counts are those of its own levels
