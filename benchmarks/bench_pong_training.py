@@ -26,7 +26,8 @@ change, side by side.
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
-Usage: ``python benchmarks/bench_pong_training.py [--repeats N] [--updates U]``.
+Usage: ``python benchmarks/bench_pong_training.py [--repeats N] [--updates U] [--ppo] [--ppo-updates U]
+[--baseline-native PATH]``.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
     int32_t* k = (int32_t*)(d + P);
     T* step = d + 2 * P;
     T* gm = d + 3 * P;  // the masked upstream gradient of the row
-    std::fill(d, d + 3 * P, T(0));
+    bool dirty = false;  // a dense request left d, k, step nonzero (the scratch starts zeroed)
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < H; ++i) {
       const T *Wi = W + i * P, *li = lam + i * P, *gi = gam + i * P;
@@ -216,10 +216,14 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         T r1 = 0;
         if (go) {
           const bool sparse = stoxbar::st_is_sparse(nnz[b], P);
-          if (sparse)
+          if (sparse) {
+            if (dirty) std::fill(d, d + 3 * P, T(0));
+            dirty = false;
             stoxbar::st_request_sparse<T>(nnz[b], nz + b * P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
-          else
+          } else {
             stoxbar::st_request_row<T>(P, P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
+            dirty = true;
+          }
 #pragma omp simd reduction(+ : r1)
           for (int64_t j = 0; j < P; ++j) {
             T pre = Fr[j] * li[j];
@@ -228,10 +232,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
             gm[j] = g;
             r1 += g * gi[j] * zb[j];
           }
-          if (sparse)
-            stoxbar::st_clear_sparse<T>(nnz[b], nz + b * P, d, k, step);
-          else
-            std::fill(d, d + 3 * P, T(0));
+          if (sparse) stoxbar::st_clear_sparse<T>(nnz[b], nz + b * P, d, k, step);
         }
         const T ga = (gh[bi] + r1) * (T(1) - hh * hh);
         gbias[i] += ga;

@@ -333,10 +333,13 @@ def _intact_games(dirs: Sequence[Path]) -> Dict[str, Dict[int, float]]:
             rec = fsio.read_json(path)
             params = rec.get("params") if isinstance(rec, dict) else None
             if not (isinstance(params, dict) and rec.get("status") == "ok" and params.get("agent.ablate") == "none"
-                    and rec.get("per_game")) or _backend(params) in games:
+                    and rec.get("per_game")):
+                continue
+            backend = _backend(params)
+            if backend in games:
                 continue
             try:
-                games[_backend(params)] = scores_by_seed(rec["per_game"])
+                games[backend] = scores_by_seed(rec["per_game"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{path}: per_game is not a list of games with env_seed and score "
                                   f"({type(exc).__name__}: {exc}); the record is damaged") from None

@@ -100,11 +100,14 @@ def _run(cell, xs, weight_f=0.1):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_fused_kernels_match_reference_values_and_gradients(sparse):
     """Values and gradients of the kernels = the torch reference; ``sparse``: most inputs zero (the ReLU
-    features' case), so the m-STPN kernels request only the nonzero cells."""
+    features' case, one env dense), so the m-STPN kernels request only the nonzero cells of the sparse ones."""
     torch.manual_seed(2)
     n_in = 200 if sparse else 6
     xs = [torch.rand(3, n_in, dtype=torch.float64) * ((torch.rand(3, n_in) < 0.04) if sparse else 1)
           for _ in range(8)]
+    if sparse:  # env 1 dense between two sparse ones: the kernels switch forms within a call
+        for x in xs:
+            x[1] = torch.rand(n_in, dtype=torch.float64)
     stpn = STPNCell(n_in, 4).double()
     with torch.no_grad():
         stpn.gam.uniform_(-0.3, 0.3)
