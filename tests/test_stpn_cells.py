@@ -276,3 +276,36 @@ def test_level_counts_gpu_form_and_lazy_counting():
     last = cell.last_level_idx
     assert torch.equal(cell.last_level_counts, torch.stack([(last.abs() == k).sum((1, 2)) for k in range(1, 5)], 1))
     assert int(cell.last_level_counts.sum()) > 0
+
+
+@pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
+def test_mstpn_backward_sparse_row_after_dense_row_at_saturation():
+    """The backward requests a sparse env's nonzero cells only, into arrays a dense env before it has
+    filled: they must be zeroed in between. Env 0 dense (a pulse at every cell), env 1 sparse with its F
+    just inside the window, where a stale pulse would push the clamp mask shut: gradients = the reference."""
+    torch.manual_seed(5)
+    n_in, H = 64, 3
+    m = MSTPNCell(n_in, H, _device(), DT).double()
+    with torch.no_grad():
+        m.theta.fill_(8.0)  # tau near tau_max: lam F stays within one level of f_max
+        m.gam.copy_(torch.sign(torch.randn(H, m.n_pre)) * 50 * float(m.levels[-1]))  # every dense cell pulses
+    x = torch.zeros(2, n_in, dtype=torch.float64)
+    x[0] = torch.rand(n_in, dtype=torch.float64) + 0.5
+    x[1, 3] = 0.7  # 1 nonzero in 67 presynaptic cells: the sparse form
+    lam = m.lambda_().detach()
+    gap = float((m.f_max * (1 - lam)).max())
+    assert gap < float(m.levels[0])  # one stale level step crosses the window's edge
+    F0 = (torch.sign(torch.randn(2, H, m.n_pre, generator=torch.Generator().manual_seed(1))) * m.f_max).double()
+    w = torch.randn(2, H, m.n_pre, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for use_kernel in (True, False):
+        m.use_kernel = use_kernel
+        m.zero_grad()
+        F = F0.clone().requires_grad_()
+        h, (_, F1) = m(x, (torch.zeros(2, H, dtype=torch.float64), F))
+        (h.sum() + (F1 * w).sum()).backward()
+        grads.append([F.grad.clone(), m.theta.grad.clone(), m.gam.grad.clone(), m.W.grad.clone()])
+        counts = m.last_level_counts.sum(dim=1)
+        assert int(counts[0]) == H * n_in and 0 < int(counts[1]) <= H  # h_prev 0: no h pulses
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
