@@ -20,6 +20,11 @@ configs take session 13's changes back, in the same process: the minibatch split
 threads of one intra-op thread each (before the update ran on both cores as intra-op threads), and
 that with the step-by-step replay (encoder, cell and heads per step, before ``PongAgent.unroll``).
 
+``--agents`` measures, besides the baseline and instead of the other configs, the PPO 16 x 128 loop of
+each agent of the PPO comparison (``pong.comparison.AGENTS``, training/README.md), and the plain
+recurrent baseline again with its plastic step forced (before the still step: Gamma frozen at 0 keeps
+F at 0, so the cell skips it, ``MSTPNCell._still``).
+
 ``--baseline-native PATH`` adds the baseline, the two-group-thread A2C loop and (with ``--ppo``) the 16 x 128
 PPO loop with the native kernels of an older build (``benchmarks/_kernels.py``): the code before a kernel
 change, side by side.
@@ -27,7 +32,7 @@ change, side by side.
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
 Usage: ``python benchmarks/bench_pong_training.py [--repeats N] [--updates U] [--ppo] [--ppo-updates U]
-[--baseline-native PATH]``.
+[--agents] [--baseline-native PATH]``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import _kernels  # benchmarks/_kernels.py (the script's folder is on sys.path)
 from stoxbar.pong import ppo
 from stoxbar.pong.a2c import measure_throughput
 from stoxbar.pong.agent import ArchConfig
+from stoxbar.pong.comparison import AGENTS
+from stoxbar.stpn.cells import MSTPNCell
 
 CONFIGS = {
     "baseline (1 thread, 1 group)": dict(threads=1, env_groups=1),
@@ -98,7 +105,10 @@ def _measure(arch, kw, updates, warmup):
     kw = dict(kw)
     variant = kw.pop("variant", "")
     kernels = kw.pop("kernels", None)
-    saved = ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS
+    arch = kw.pop("arch", arch)
+    saved = ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS, MSTPNCell._still
+    if "plastic step" in variant:
+        MSTPNCell._still = lambda self, F, gam: False
     if "split" in variant:
         ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS = split_minibatch_step, None
     if "stepwise" in variant:
@@ -107,7 +117,7 @@ def _measure(arch, kw, updates, warmup):
         with _kernels.use(kernels):
             return measure_throughput(arch, updates=updates, warmup=warmup, env_threads=1, **kw)["steps_per_s"]
     finally:
-        ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS = saved
+        ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS, MSTPNCell._still = saved
 
 
 def main() -> None:
@@ -118,9 +128,17 @@ def main() -> None:
     ap.add_argument("--ppo-updates", type=int, default=3, help="timed PPO updates per measurement (1-2 k steps each)")
     ap.add_argument("--baseline-native", default=None,
                     help="also the baseline, 2 group threads and PPO 16x128 with this older build's _native*.so")
+    ap.add_argument("--agents", action="store_true",
+                    help="also PPO 16x128 for each comparison agent, and the recurrent one with its plastic step")
     args = ap.parse_args()
     arch = ArchConfig()
     configs = {**CONFIGS, **(PPO_CONFIGS if args.ppo else {})}
+    if args.agents:  # the baseline and the agents only
+        configs = {"baseline (1 thread, 1 group)": CONFIGS["baseline (1 thread, 1 group)"]}
+        for name, fields in AGENTS.items():
+            configs[f"PPO 16x128, agent {name}"] = dict(_PPO128, arch=ArchConfig(**fields))
+        configs["PPO 16x128, agent recurrent, plastic step (before the still step)"] = dict(
+            _PPO128, arch=ArchConfig(**AGENTS["recurrent"]), variant="plastic step")
     if args.baseline_native:
         old = _kernels.load(args.baseline_native)
         for name in ("baseline (1 thread, 1 group)", "2 group threads") + (

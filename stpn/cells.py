@@ -320,6 +320,7 @@ class MSTPNCell(_CellBase):
         self._uncounted_idx: Optional[Tensor] = None  # the last update's levels, counted when asked
         self.last_level_idx: Optional[Tensor] = None
         self._lam_cache: Optional[Tuple[tuple, Tensor]] = None
+        self._known_zero: Optional[Tuple[Tensor, int]] = None  # the F the still step returned (_still)
         self.h_feedback = True  # False: the layer sees only the encoder (h part of z zeroed; an ablation)
 
     # -- decay: Lambda through the bias voltage ------------------------------------------------
@@ -462,6 +463,15 @@ class MSTPNCell(_CellBase):
         h_prev, F = state
         params = params if params is not None else self.step_params()
         zh = self.presynaptic(x, h_prev)
+        if not self._composed() and self._still(F, params[1]):
+            # Gamma frozen at 0 on a zero F: no pulse (below every threshold), Lambda * 0 = 0, so F stays 0
+            # exactly and the step is a plain recurrent layer h = tanh(gain W z_hat + b); F_new is F
+            h = self.activation(zh @ self.W.t())
+            self._uncounted_idx = None
+            self._level_counts = F.new_zeros(F.shape[0], self.levels.numel(), dtype=torch.long)
+            self.last_level_idx = F.new_zeros(F.shape, dtype=torch.int8) if self.record_levels else None
+            self._known_zero = (F, F._version)
+            return h, (h, F)
         if not self._composed() and self._fused_ok(zh, F, self.W, self.gain, self.b, *params):
             h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
                                                      self.levels, self.f_max, self.record_levels)
@@ -474,6 +484,15 @@ class MSTPNCell(_CellBase):
             idx = idx if self.record_levels else None
         self._level_counts, self.last_level_idx = counts, idx
         return h, (h, F_new)
+
+    def _still(self, F: Tensor, gam: Tensor) -> bool:
+        """True if this step cannot change F: Gamma frozen (no gradient) and all 0, F all 0 and not a
+        leaf of a gradient (dF_new/dF = Lambda would be lost). F's check is skipped for the F this path
+        returned last, unchanged since (its version counter)."""
+        if gam.requires_grad or F.requires_grad or bool(gam.any()):
+            return False
+        known = self._known_zero
+        return (known is not None and known[0] is F and known[1] == F._version) or not bool(F.any())
 
     @property
     def last_level_counts(self) -> Optional[Tensor]:

@@ -309,3 +309,43 @@ def test_mstpn_backward_sparse_row_after_dense_row_at_saturation():
         assert int(counts[0]) == H * n_in and 0 < int(counts[1]) <= H  # h_prev 0: no h pulses
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("use_kernel", KERNEL)
+def test_mstpn_with_frozen_zero_gamma_is_a_plain_recurrent_layer(use_kernel):
+    """Gamma frozen at 0 (the comparison's recurrent baseline): F stays exactly 0 and the step is
+    h = tanh(gain W z_hat + b), taken without the plastic step; values and gradients = the plastic
+    step's (the torch reference with Gamma 0 as a trainable zero), resets included; a nonzero F or a
+    Gamma that trains takes the plastic step."""
+    torch.manual_seed(4)
+    xs = [torch.rand(3, 5, dtype=torch.float64) for _ in range(6)]
+    dones = [torch.tensor([False, t == 2, False]) for t in range(6)]
+
+    def run(frozen):
+        torch.manual_seed(5)
+        m = MSTPNCell(5, 4, _device(), DT, use_kernel=use_kernel, record_levels=True).double()
+        with torch.no_grad():
+            m.gam.zero_()
+        if frozen:
+            m.gam.requires_grad_(False)
+        else:
+            m.use_kernel = False
+        state, loss = m.initial_state(3), 0
+        for x, d in zip(xs, dones):
+            h, state = m(x, state)
+            assert not state[1].any() and int(m.last_level_counts.sum()) == 0 and not m.last_level_idx.any()
+            loss = loss + (h * torch.linspace(-1, 1, 4, dtype=h.dtype)).sum()
+            state = m.reset_state(state, d)
+        loss.backward()
+        return m, state, [m.W.grad, m.gain.grad, m.b.grad]
+
+    fast, s_f, g_f = run(True)
+    ref, s_r, g_r = run(False)
+    assert fast._known_zero is not None and fast._known_zero[0] is s_f[1]  # the still step ran
+    torch.testing.assert_close(s_f[0], s_r[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_f, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert fast.theta.grad is None and not ref.theta.grad.any()  # theta moves nothing while F is 0
+    F = torch.full((3, 4, 9), 0.01, dtype=torch.float64)  # a nonzero F decays: the plastic step
+    _, (_, F1) = fast(xs[0], (torch.zeros(3, 4, dtype=torch.float64), F))
+    torch.testing.assert_close(F1, F * fast.lambda_().detach())
