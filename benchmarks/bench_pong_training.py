@@ -26,7 +26,7 @@ recurrent baseline again with its plastic step forced (before the still step: Ga
 F at 0, so the cell skips it, ``MSTPNCell._still``).
 
 ``--baseline-native PATH`` adds the baseline, the two-group-thread A2C loop and (with ``--ppo``) the 16 x 128
-PPO loop with the native kernels of an older build (``benchmarks/_kernels.py``): the code before a kernel
+PPO loop (with ``--agents``: the two m-STPN agents' PPO loops) with the native kernels of an older build (``benchmarks/_kernels.py``): the code before a kernel
 change, side by side.
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
@@ -142,7 +142,10 @@ def main() -> None:
     if args.baseline_native:
         old = _kernels.load(args.baseline_native)
         for name in ("baseline (1 thread, 1 group)", "2 group threads") + (
-                ("PPO 16x128, 4x4, 2 group threads",) if args.ppo else ()):
+                ("PPO 16x128, 4x4, 2 group threads",) if args.ppo else ()) + (
+                ("PPO 16x128, agent mstpn", "PPO 16x128, agent stp_only") if args.agents else ()):
+            if name not in configs:
+                continue
             configs[f"{name}, older kernels"] = dict(configs[name], kernels=old)
     runs = {name: [] for name in configs}
     for _ in range(args.repeats):

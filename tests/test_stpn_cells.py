@@ -349,3 +349,32 @@ def test_mstpn_with_frozen_zero_gamma_is_a_plain_recurrent_layer(use_kernel):
     F = torch.full((3, 4, 9), 0.01, dtype=torch.float64)  # a nonzero F decays: the plastic step
     _, (_, F1) = fast(xs[0], (torch.zeros(3, 4, dtype=torch.float64), F))
     torch.testing.assert_close(F1, F * fast.lambda_().detach())
+
+
+@pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
+@pytest.mark.parametrize("n_levels", [1, 3, 9, 16])
+def test_mstpn_kernel_forward_equals_reference_for_each_level_count(n_levels):
+    """The forward kernel's level loop for devices with 1 to 16 pulse levels: the new F, the recorded
+    levels and the per-level counts equal the torch reference's bits, every level and the window reached."""
+    import dataclasses
+
+    dev = dataclasses.replace(_device(), st_pulse_levels=tuple((1.0 + 0.1 * k, 10e-6) for k in range(n_levels)))
+    torch.manual_seed(n_levels)
+    cell = MSTPNCell(30, 5, dev, DT, record_levels=True)
+    assert cell.levels.numel() == n_levels
+    with torch.no_grad():
+        cell.gam.uniform_(-1.0, 1.0).mul_(2 * float(cell.levels[-1]))  # every level and the clamp reached
+        cell.theta.uniform_(4, 8)  # slow decay: the window fills
+    x = torch.rand(3, 30)
+    state = cell.initial_state(3)
+    for _ in range(int(cell.f_max / float(cell.levels[0])) + 3):
+        out = []
+        for use_kernel in (True, False):
+            cell.use_kernel = use_kernel
+            h, new = cell(x, state)
+            out.append((h, new[1], cell.last_level_idx.clone(), cell.last_level_counts.clone()))
+        (h_k, F_k, i_k, c_k), (h_r, F_r, i_r, c_r) = out
+        assert torch.equal(F_k, F_r) and torch.equal(i_k, i_r) and torch.equal(c_k, c_r)
+        torch.testing.assert_close(h_k, h_r)
+        state = new
+    assert int(i_k.abs().max()) == n_levels and bool((F_k.abs() == cell.f_max).any())
