@@ -26,8 +26,8 @@ recurrent baseline again with its plastic step forced (before the still step: Ga
 F at 0, so the cell skips it, ``MSTPNCell._still``).
 
 ``--baseline-native PATH`` adds the baseline, the two-group-thread A2C loop and (with ``--ppo``) the 16 x 128
-PPO loop (with ``--agents``: the two m-STPN agents' PPO loops) with the native kernels of an older build (``benchmarks/_kernels.py``): the code before a kernel
-change, side by side.
+PPO loop (with ``--agents``: the two m-STPN agents' PPO loops) with the native kernels of an older build
+(``benchmarks/_kernels.py``): the code before a kernel change, side by side.
 
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
@@ -127,7 +127,8 @@ def main() -> None:
     ap.add_argument("--ppo", action="store_true", help="also the PPO loop (PPO_CONFIGS)")
     ap.add_argument("--ppo-updates", type=int, default=3, help="timed PPO updates per measurement (1-2 k steps each)")
     ap.add_argument("--baseline-native", default=None,
-                    help="also the baseline, 2 group threads and PPO 16x128 with this older build's _native*.so")
+                    help="also the baseline, 2 group threads and PPO 16x128 (with --agents: the m-STPN agents' PPO) "
+                         "with this older build's _native*.so")
     ap.add_argument("--agents", action="store_true",
                     help="also PPO 16x128 for each comparison agent, and the recurrent one with its plastic step")
     args = ap.parse_args()

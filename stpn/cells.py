@@ -57,7 +57,9 @@ maths). The m-STPN's F update is the substrate's short-term step with g_range = 
 are its conductance units): one C++ implementation (csrc/short_term.h) and one torch
 implementation (:func:`stoxbar.crossbar.fused.short_term_change`), one quantiser
 (:func:`stoxbar.devices.dynamics.quantise_short_term`). STOXBAR_NO_KERNEL=1 forces the torch
-path. MSTPNCell's step is split into overridable `presynaptic`, `mvm`, `activation`,
+path. With Gamma frozen at 0 (no gradient) on a zero F, the m-STPN step cannot pulse and F stays 0
+exactly: it runs as the plain recurrent layer it is (`MSTPNCell._still`; the comparison's recurrent
+baseline). MSTPNCell's step is split into overridable `presynaptic`, `mvm`, `activation`,
 `plastic_update`; a subclass that overrides any
 of the last three (e.g. the analog one) automatically uses the composed path.
 
