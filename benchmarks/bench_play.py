@@ -13,13 +13,16 @@ process); it is imported before the timed windows so a short window measures the
 ``--fresh-read-weight`` adds, interleaved, the read as it was before the state's reused read buffer
 (``CrossbarState.effective_weight(scratch=True)``): a fresh W + F tensor per read, the baseline of that
 change in the same process.
+``--per-slot-read`` adds, interleaved (and with ``--full`` the full games too), the read of each game slot's
+own W + F (``TiledAnalogMVM.chip_read`` off: every slot's W + F formed in the reused buffer, then the
+per-slot GEMMs), the baseline of the chip-form read in the same process.
 ``--env-threads 1,2`` measures the vector env with one and with two emulator threads, interleaved
 (``stoxbar play --chips`` plays with one emulator thread per core).
 ``--baseline-native PATH`` adds, interleaved (and with ``--full`` the full games too), the same play with the
 native kernels loaded from ``PATH`` (an older build's ``_native*.so``, e.g. ``git worktree add /tmp/old REV``
 and ``python setup.py build_ext --inplace`` there): the baseline of a kernel change in the same process.
 Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]
-[--fresh-read-weight] [--threads T] [--env-threads 1,2] [--baseline-native PATH]``.
+[--fresh-read-weight] [--per-slot-read] [--threads T] [--env-threads 1,2] [--baseline-native PATH]``.
 """
 
 from __future__ import annotations
@@ -53,19 +56,22 @@ def chip_agent():
 
 
 def batched(games: int, chips: int, steps: int, device: str, fresh_read_weight: bool = False,
-            env_threads: int = 1) -> tuple:
+            env_threads: int = 1, per_slot_read: bool = False) -> tuple:
     """(agent steps per second, result) of ``games`` games on ``chips`` chips for at most ``steps`` steps;
     ``fresh_read_weight``: each read builds a fresh W + F tensor (the read before its reused buffer);
-    ``env_threads``: the vector env's emulator threads."""
+    ``env_threads``: the vector env's emulator threads; ``per_slot_read``: the read without its chip form
+    (each slot's W + F formed, as before it)."""
     agent, periphery, ledger = chip_agent()
-    saved = TiledAnalogMVM.__dict__["array_weight"]
+    saved = TiledAnalogMVM.__dict__["array_weight"], TiledAnalogMVM.__dict__["chip_read"]
     if fresh_read_weight:
         TiledAnalogMVM.array_weight = classmethod(lambda cls, state, periphery: state.effective_weight())
+    if fresh_read_weight or per_slot_read:
+        TiledAnalogMVM.chip_read = classmethod(lambda cls, state, periphery: None)
     try:
         res = play_chips(agent, games, chips, 0, True, steps, periphery, ledger, sticky=EVAL_STICKY, device=device,
                          env_threads=env_threads)
     finally:
-        TiledAnalogMVM.array_weight = saved
+        TiledAnalogMVM.array_weight, TiledAnalogMVM.chip_read = saved
     return sum(res.steps) / res.wall_s, res
 
 
@@ -96,6 +102,8 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="also time the G full games")
     ap.add_argument("--fresh-read-weight", action="store_true",
                     help="also the read with a fresh W + F tensor per read (the baseline of the reused buffer)")
+    ap.add_argument("--per-slot-read", action="store_true",
+                    help="also the read of each slot's own W + F (the baseline of the chip-form read), interleaved")
     ap.add_argument("--env-threads", default="1",
                     help="emulator threads of the vector env, one or a comma list measured interleaved (e.g. 1,2)")
     ap.add_argument("--baseline-native", default=None,
@@ -106,7 +114,7 @@ def main() -> None:
     env_threads = [int(x) for x in args.env_threads.split(",")]
     chip = {n: [] for n in env_threads}
     env = {n: [] for n in env_threads}
-    fresh, old = [], []
+    fresh, old, slot = [], [], []
     for _ in range(args.repeats):  # interleaved
         for n in env_threads:
             env[n].append(bare(args.games, args.steps, n))
@@ -114,6 +122,9 @@ def main() -> None:
         if base is not None:
             with _kernels.use(base):
                 old.append(batched(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1])[0])
+        if args.per_slot_read:
+            slot.append(batched(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1],
+                                per_slot_read=True)[0])
         if args.fresh_read_weight:
             fresh.append(batched(args.games, args.chips, args.steps, args.device, fresh_read_weight=True,
                                  env_threads=env_threads[0])[0])
@@ -130,15 +141,22 @@ def main() -> None:
         f, c = statistics.median(fresh), statistics.median(chip[env_threads[0]])
         print(f"fresh W + F tensor per read: {f:.0f} agent steps/s; the reused read buffer: {c / f:.2f}x that  "
               f"[runs: {[round(x) for x in fresh]}]")
+    if slot:
+        o, c = statistics.median(slot), statistics.median(chip[env_threads[-1]])
+        print(f"per-slot read (each slot's W + F): {o:.0f} agent steps/s; the chip-form read: {c / o:.2f}x that  "
+              f"[runs: {[round(x) for x in slot]}]")
     if old:
         o, c = statistics.median(old), statistics.median(chip[env_threads[-1]])
         print(f"baseline kernels ({args.baseline_native}): {o:.0f} agent steps/s; these kernels: {c / o:.2f}x that  "
               f"[runs: {[round(x) for x in old]}]")
     if args.full:
-        for label, module in ((("baseline kernels", base),) if base is not None else ()) + (("these kernels", None),):
+        runs = ((("baseline kernels", base, False),) if base is not None else ()) + \
+            ((("per-slot read", None, True),) if args.per_slot_read else ()) + (("these kernels", None, False),)
+        for label, module, per_slot in runs:
             with _kernels.use(module):
                 t0 = time.perf_counter()
-                _, res = batched(args.games, args.chips, 27000, args.device, env_threads=env_threads[-1])
+                _, res = batched(args.games, args.chips, 27000, args.device, env_threads=env_threads[-1],
+                                 per_slot_read=per_slot)
                 wall = time.perf_counter() - t0
             print(f"{args.games} full games on {args.chips} chips, {label}: {wall:.1f} s wall (goal <= 180 s for 100), "
                   f"{sum(res.steps)} agent steps, mean score {np.mean(res.scores):+.2f}, "

@@ -31,7 +31,9 @@ order, so the result is bit-identical to the aihwkit path, tested); it saves the
 autograd overhead of ~60 small tensor operations. ``TiledAnalogMVM.use_native = False`` (or
 ``STOXBAR_NO_KERNEL=1``) keeps every read on aihwkit's ``AnalogMVM``, the reference. Settings the
 native call does not cover (stochastic rounding, other noise/bound management or MVM types) take
-the aihwkit path.
+the aihwkit path. Per-chip-slot state (batched chips) reads in its chip form where the slots of a chip
+share their conductances (:meth:`TiledAnalogMVM.chip_read`): each chip's W and noise variance once and
+the slots' F in one native pass, the same read up to the order of the sums (docs/native.md §2).
 
 The read's energy events: :func:`read_drive` (the cells' drive integral, per tile) is recorded by
 the sink (:mod:`~stoxbar.crossbar.tile`'s ``EventSink``) and priced by the one cost model.
@@ -195,6 +197,23 @@ class TiledAnalogMVM(AnalogMVM):
         return state.effective_weight(scratch=True)
 
     @classmethod
+    def chip_read(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Optional[Tuple[Tensor, ...]]:
+        """The read of per-chip-slot state in its chip form for the native kernel: ``(long-term weights per
+        chip [C, T, O, X], their read-noise variance or None, each slot's chip [B], the slots' short-term
+        state [B, T, O, X])`` (:meth:`CrossbarState.chip_weights`), or None (no such state, a read model
+        with its own :meth:`array_weight` or :meth:`read_physics`, a gradient to keep). The kernel forms no
+        slot's W + F (each slot a copy of its chip's W): the same read as :meth:`array_weight`'s up to the
+        order of the sums."""
+        own = (cls.array_weight.__func__ is not TiledAnalogMVM.array_weight.__func__
+               or cls.read_physics.__func__ is not TiledAnalogMVM.read_physics.__func__)
+        g_st = state.g_st
+        if (own or g_st is None or g_st.requires_grad or not g_st.is_contiguous() or not cls.native_capable()
+                or not native.usable(g_st)):
+            return None
+        chips = state.chip_weights()
+        return None if chips is None else (*chips, g_st)
+
+    @classmethod
     def read_physics(cls, state: CrossbarState, periphery: "PeripheryConfig") -> Dict[str, Any]:
         """The per-call physics this read model takes from the crossbar state (keyword arguments of
         :meth:`tiled_matmul` / :meth:`native_read`): here the device's read-noise variance. A read model
@@ -218,9 +237,11 @@ class TiledAnalogMVM(AnalogMVM):
     @classmethod
     def native_read(cls, weight: Tensor, x_tiled: Tensor, io_pars: IOParameters, noise_var: Optional[Tensor] = None,
                     g_col: Optional[Tensor] = None, drive: Optional[Tensor] = None, drive_mode: int = 0,
-                    shrink: float = 0.25) -> Optional[tuple]:
+                    shrink: float = 0.25, chip: Optional[Tuple[Tensor, Tensor, float]] = None) -> Optional[tuple]:
         """One inference read in one native call, with its checks and its recorded event, or None when the
-        native read does not cover it (gradient, other IO settings or physics, no kernel).
+        native read does not cover it (gradient, other IO settings or physics, no kernel). ``chip``: ``(each
+        slot's chip [B], the slots' short-term state [B, T, O, X], its scale to weight units)`` when ``weight``
+        and ``noise_var`` are per chip (:meth:`chip_read`).
 
         Returns ``(partial outputs [B, T, O], rounds, status)``: status 1 = the input holds NaN or inf
         (nothing read, no random draw), 2 = the output overflowed, 0 = fine; then, with ``g_col``
@@ -228,10 +249,12 @@ class TiledAnalogMVM(AnalogMVM):
         (:func:`read_drive`; ``drive_mode`` 0 amplitude, 1 PWM) was added to ``drive``.
         """
         pars = cls._native_pars(weight, x_tiled, noise_var, io_pars)
-        if pars is None:
+        if pars is None or (chip is not None and not native.usable(weight, chip[1])):
             return None
+        slot_chip, st, alpha = chip if chip is not None else (None, None, 1.0)
         out, rounds, status = native.extension().io_mvm_read(weight, x_tiled.contiguous(), noise_var, *pars, g_col,
-                                                             drive, int(drive_mode), float(shrink))
+                                                             drive, int(drive_mode), float(shrink), st, slot_chip,
+                                                             float(alpha))
         return out, rounds, status
 
     @classmethod
@@ -365,21 +388,26 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
     straight-through gradient path; ``modifier`` and ``out_noise_values`` are aihwkit's
     training-read perturbations. NaN/inf inputs and an output that overflows raise ``ConfigError``
     (nothing is recorded). An inference read runs in one native call where it can
-    (:meth:`TiledAnalogMVM.native_read`: the same result as aihwkit's path; the checks and the
-    read's drive integral come out of the same call).
+    (:meth:`TiledAnalogMVM.native_read`: the same result as aihwkit's path, bit for bit, except the chip
+    form of per-chip-slot state, :meth:`TiledAnalogMVM.chip_read`, equal up to the order of the sums;
+    the checks and the read's drive integral come out of the same call).
     """
     x_t = state.to_tiled(x)
     mvm = mvm.for_state(state, periphery, x_t.shape[0])
-    w = mvm.array_weight(state, periphery)
-    physics = mvm.read_physics(state, periphery)
-    noise_var = physics["noise_var"]
     rec = sink if sink is not None and sink.recording else None
+    w = physics = None
     if weight_param is None and modifier is None and out_noise_values is None:
         drive = rec._native_drive(io_pars) if rec is not None and not mvm.own_drive() else None
         a = None if drive is None else rec._read_acc()
+        chip = mvm.chip_read(state, periphery)
+        if chip is not None:  # per-chip W and noise variance, the slots' F: no slot's W + F formed
+            args, chip = chip[:2], (chip[2], chip[3], 1.0 / state.device_model.g_range_s)
+        else:
+            w, physics = mvm.array_weight(state, periphery), mvm.read_physics(state, periphery)
+            args = (w, physics["noise_var"])
         got = mvm.native_read(
-            w, x_t, io_pars, noise_var, None if a is None else state.abs_column_conductance().contiguous(),
-            None if a is None else a[3], *(drive or (0, 0.25)))
+            args[0], x_t, io_pars, args[1], None if a is None else state.abs_column_conductance().contiguous(),
+            None if a is None else a[3], *(drive or (0, 0.25)), chip=chip)
         if got is not None:
             y, rounds, status = got
             if status == 1:
@@ -393,6 +421,8 @@ def analog_read(state: CrossbarState, x: Tensor, io_pars: Any, mvm: type, periph
                     rec.count_read(x_t.shape[0], rounds)  # the native call added the drive itself
             return y, rounds
     check_finite("forward: tile input", x)
+    if w is None:
+        w, physics = mvm.array_weight(state, periphery), mvm.read_physics(state, periphery)
     if weight_param is not None:
         w = straight_through(w, weight_param)
     if modifier is not None:  # aihwkit weight modifier, training reads only

@@ -285,7 +285,33 @@ class CrossbarState(nn.Module):
     # -- long-term weights ---------------------------------------------------------------
     def weights(self) -> Tensor:
         """Long-term weights ``[T, O, X]`` in weight units (pads are 0); cached until reprogrammed."""
-        return self._cached("weights", lambda: torch.sub(self.g_pos, self.g_neg).div_(self.device_model.g_range_s))
+        return self._cached("weights", lambda: self._weights_of(self.g_pos, self.g_neg))
+
+    def _weights_of(self, g_pos: Tensor, g_neg: Tensor) -> Tensor:
+        return torch.sub(g_pos, g_neg).div_(self.device_model.g_range_s)
+
+    def chip_weights(self) -> Optional[Tuple[Tensor, Optional[Tensor], Tensor]]:
+        """With one long-term state per chip slot (:meth:`program_chips`) whose slots share conductances:
+        ``(weights [C, T, O, X], read-noise variance [C, T, O, X] or None, each slot's chip [B] int64)``,
+        C < B, else None; cached until reprogrammed.
+
+        The chips are the runs of consecutive slots holding equal ``g_pos`` and ``g_neg`` (the layout
+        :meth:`program_chips` and :meth:`keep_slots` keep; found from the values, so slots that were
+        changed apart, e.g. by drift, count as chips of their own). The values equal :meth:`weights` and
+        :meth:`read_noise_var` at each chip's slots; a read that takes them never materialises a slot's
+        W + F (the native read, :meth:`~stoxbar.crossbar.read.TiledAnalogMVM.chip_read`)."""
+        def compute():
+            if not self.per_chip or self.g_pos.shape[0] < 2:
+                return None
+            same = ((self.g_pos[1:] == self.g_pos[:-1]) & (self.g_neg[1:] == self.g_neg[:-1])).flatten(1).all(1)
+            if not bool(same.any()):
+                return None
+            slot_chip = torch.cat([same.new_zeros(1, dtype=torch.long), (~same).long().cumsum(0)])
+            first = torch.cat([same.new_ones(1), ~same]).nonzero().squeeze(1)
+            gp, gn = self.g_pos[first].contiguous(), self.g_neg[first].contiguous()
+            return self._weights_of(gp, gn), self._noise_var_of(gp, gn), slot_chip
+
+        return self._cached("chip_weights", compute)
 
     @torch.no_grad()
     def program(self, weight: Tensor, mode: str = "write_verify",
@@ -440,14 +466,13 @@ class CrossbarState(nn.Module):
         """Per-cell read-noise variance of the pair in weight units squared (the device's law,
         ``device.read_noise_var_s2`` of each side, over ``g_range^2``), or None without noise
         (then the read draws no random numbers)."""
+        return self._cached("noise_var", lambda: self._noise_var_of(self.g_pos, self.g_neg))
+
+    def _noise_var_of(self, g_pos: Tensor, g_neg: Tensor) -> Optional[Tensor]:
         dev = self.device_model
-
-        def compute() -> Optional[Tensor]:
-            var = dev.read_noise_var_s2(self.g_pos).add_(dev.read_noise_var_s2(self.g_neg))
-            var = var.mul_(self.mask).div_(dev.g_range_s ** 2)
-            return var if bool(var.any()) else None
-
-        return self._cached("noise_var", compute)
+        var = dev.read_noise_var_s2(g_pos).add_(dev.read_noise_var_s2(g_neg))
+        var = var.mul_(self.mask).div_(dev.g_range_s ** 2)
+        return var if bool(var.any()) else None
 
     def _cached(self, name: str, compute):
         """Value derived from the programmed state, recomputed only after (re)programming."""

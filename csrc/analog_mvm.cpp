@@ -10,6 +10,7 @@
 // the Python path (the caller checks). No gradient (inference reads only).
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -188,9 +189,37 @@ STOXBAR_CLONES int64_t finalize_rows_noisy(int64_t n, T* yp, const T* vp, const 
   return outside;
 }
 
+// The chip form's read (ChipWeight): out[b, t, o] = sum_x (W[c, t, o, x] + alpha F[b, t, o, x]) s[b, t, x] and
+// v[b, t, o] = sum_x var[c, t, o, x] sq[b, t, x], c = chip[b], in one pass over F: the values of the
+// per-slot GEMMs up to the order of the sums (W + alpha F is formed per element as torch.add does).
+template <typename T>
+STOXBAR_CLONES void chip_gemv(int64_t B, int64_t TT, int64_t O, int64_t X, const T* w, const T* st, const int64_t* chip,
+                              T alpha, const T* s, const T* var, const T* sq, T* out, T* v) {
+  const int nth = (int)std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B * TT * O * X / 250000));
+#pragma omp parallel for schedule(static) num_threads(nth)
+  for (int64_t bt = 0; bt < B * TT; ++bt) {
+    const int64_t b = bt / TT, t = bt % TT, cell0 = (chip[b] * TT + t) * O * X;
+    const T* xr = s + bt * X;
+    for (int64_t o = 0; o < O; ++o) {
+      const T *wr = w + cell0 + o * X, *fr = st + (bt * O + o) * X;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t j = 0; j < X; ++j) acc += (wr[j] + alpha * fr[j]) * xr[j];
+      out[bt * O + o] = acc;
+      if (var) {
+        const T *vr = var + cell0 + o * X, *qr = sq + bt * X;
+        T acc2 = 0;
+#pragma omp simd reduction(+ : acc2)
+        for (int64_t j = 0; j < X; ++j) acc2 += vr[j] * qr[j];
+        v[bt * O + o] = acc2;
+      }
+    }
+  }
+}
+
 template <typename T>
 std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& input, const std::optional<Tensor>& var,
-                                        const IOPars& p) {
+                                        const IOPars& p, const ChipWeight* chip) {
   const int64_t B = input.size(0), TT = input.size(1), X = input.size(2), O = weight.size(-2), rows = B * TT;
   auto x = input.contiguous();
   const T* xp = x.data_ptr<T>();
@@ -312,7 +341,13 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
       if (outside == 0) break;  // passed
       continue;
     }
-    if (weight.dim() == 3) {
+    if (chip) {
+      out = torch::empty({B, TT, O}, x.options());
+      if (var) v = torch::empty({B, TT, O}, x.options());
+      chip_gemv<T>(B, TT, O, X, weight.data_ptr<T>(), chip->st.data_ptr<T>(), chip->slot_chip.data_ptr<int64_t>(),
+                   (T)chip->alpha, s.data_ptr<T>(), var ? var->data_ptr<T>() : nullptr, var ? sq.data_ptr<T>() : nullptr,
+                   out.data_ptr<T>(), var ? v.data_ptr<T>() : nullptr);
+    } else if (weight.dim() == 3) {
       out = at::bmm(s.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1).contiguous();
       if (var) v = at::bmm(sq.transpose(0, 1), var->transpose(1, 2)).transpose(0, 1).contiguous();
     } else {
@@ -349,15 +384,38 @@ std::tuple<Tensor, int64_t> io_mvm_fast(const Tensor& weight, const Tensor& inpu
 
 }  // namespace
 
-std::tuple<Tensor, int64_t> io_mvm(const Tensor& weight, const Tensor& input, const std::optional<Tensor>& noise_var,
-                                   const IOPars& p) {
+std::tuple<Tensor, int64_t> io_mvm(const Tensor& weight_in, const Tensor& input,
+                                   const std::optional<Tensor>& noise_var_in, const IOPars& p, const ChipWeight* chip) {
   at::NoGradGuard no_grad;
-  const int64_t O = weight.size(-2);
+  const int64_t O = weight_in.size(-2);
+  if (chip) {
+    const int64_t C = weight_in.size(0);
+    TORCH_CHECK(weight_in.dim() == 4 && weight_in.is_contiguous() && chip->st.dim() == 4 && chip->st.is_contiguous() &&
+                    chip->st.size(0) == input.size(0) && chip->st.sizes().slice(1) == weight_in.sizes().slice(1) &&
+                    chip->st.scalar_type() == weight_in.scalar_type() && input.dim() == 3 &&
+                    chip->slot_chip.scalar_type() == at::kLong && chip->slot_chip.dim() == 1 &&
+                    chip->slot_chip.is_contiguous() && chip->slot_chip.size(0) == input.size(0) &&
+                    (!noise_var_in || (noise_var_in->sizes() == weight_in.sizes() && noise_var_in->is_contiguous())),
+                "io_mvm: the chip form needs contiguous chip weights [C, T, O, X], short-term state [B, T, O, X], "
+                "chips int64 [B] and variance [C, T, O, X]");
+    const int64_t lo = chip->slot_chip.min().item<int64_t>(), hi = chip->slot_chip.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < C, "io_mvm: a slot's chip is outside [0, ", C, ")");
+  }
+  const bool fast = !p.perfect && p.inp_noise <= 0.0 && p.inp_asymmetry == 0.0 && p.out_asymmetry == 0.0 &&
+                    input.dim() == 3;
+  if (chip && !fast) {  // the other paths read per slot: form the slots' W + F as the torch path does
+    auto w = at::add(weight_in.index_select(0, chip->slot_chip), chip->st, chip->alpha);
+    std::optional<Tensor> v;
+    if (noise_var_in) v = noise_var_in->index_select(0, chip->slot_chip);
+    return io_mvm(w, input, v, p);
+  }
+  const Tensor& weight = weight_in;
+  const std::optional<Tensor>& noise_var = noise_var_in;
   if (p.perfect) return {tiled_matmul_noisy(weight, input, noise_var), 0};
-  if (p.inp_noise <= 0.0 && p.inp_asymmetry == 0.0 && p.out_asymmetry == 0.0 && input.dim() == 3) {
+  if (fast) {
     std::tuple<Tensor, int64_t> result;
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "io_mvm", [&] {
-      result = io_mvm_fast<scalar_t>(weight, input, noise_var, p);
+      result = io_mvm_fast<scalar_t>(weight, input, noise_var, p, chip);
     });
     return result;
   }

@@ -22,9 +22,19 @@ struct IOPars {
   double max_bm_factor = 1000.0, max_bm_res = 0.25;
 };
 
-// Per-tile partial outputs [B, T, O] of weight [T, O, X] or [B, T, O, X] read with x [B, T, X],
-// and the number of reads bound management took.
+// A per-slot weight [B, T, O, X] given as its chips' long-term weights [C, T, O, X] (the io_mvm
+// weight) plus alpha * st [B, T, O, X] (the slots' short-term state; slot b is on chip slot_chip[b],
+// int64 [B]), the read-noise variance per chip [C, T, O, X]: the fast read forms no slot's W + F
+// (CrossbarState.chip_weights). Both contiguous, of the input's dtype.
+struct ChipWeight {
+  torch::Tensor st, slot_chip;
+  double alpha = 1.0;
+};
+
+// Per-tile partial outputs [B, T, O] of weight [T, O, X] or [B, T, O, X] (or the chip form, chip
+// given) read with x [B, T, X], and the number of reads bound management took.
 std::tuple<torch::Tensor, int64_t> io_mvm(const torch::Tensor& weight, const torch::Tensor& input,
-                                          const std::optional<torch::Tensor>& noise_var, const IOPars& p);
+                                          const std::optional<torch::Tensor>& noise_var, const IOPars& p,
+                                          const ChipWeight* chip = nullptr);
 
 }  // namespace stoxbar

@@ -469,11 +469,10 @@ std::vector<Tensor> stpn_backward(Tensor z, Tensor F, Tensor W, Tensor lam, Tens
   return {gz, gF, gW, gb, glam, ggam};
 }
 
-std::tuple<Tensor, int64_t> io_mvm(Tensor weight, Tensor x, std::optional<Tensor> noise_var, bool perfect,
-                                   int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res, double inp_bound,
-                                   double inp_noise, double inp_asymmetry, double out_res, double out_bound,
-                                   double out_noise, double out_asymmetry, double out_scale, double max_bm_factor,
-                                   double max_bm_res) {
+stoxbar::IOPars io_pars(bool perfect, int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res,
+                        double inp_bound, double inp_noise, double inp_asymmetry, double out_res, double out_bound,
+                        double out_noise, double out_asymmetry, double out_scale, double max_bm_factor,
+                        double max_bm_res) {
   stoxbar::IOPars p;
   p.perfect = perfect;
   p.nm_type = nm_type;
@@ -490,7 +489,17 @@ std::tuple<Tensor, int64_t> io_mvm(Tensor weight, Tensor x, std::optional<Tensor
   p.out_scale = out_scale;
   p.max_bm_factor = max_bm_factor;
   p.max_bm_res = max_bm_res;
-  return stoxbar::io_mvm(weight, x, noise_var, p);
+  return p;
+}
+
+std::tuple<Tensor, int64_t> io_mvm(Tensor weight, Tensor x, std::optional<Tensor> noise_var, bool perfect,
+                                   int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res, double inp_bound,
+                                   double inp_noise, double inp_asymmetry, double out_res, double out_bound,
+                                   double out_noise, double out_asymmetry, double out_scale, double max_bm_factor,
+                                   double max_bm_res) {
+  return stoxbar::io_mvm(weight, x, noise_var,
+                         io_pars(perfect, nm_type, nm_thres, bm_type, inp_res, inp_bound, inp_noise, inp_asymmetry,
+                                 out_res, out_bound, out_noise, out_asymmetry, out_scale, max_bm_factor, max_bm_res));
 }
 
 // Finite test of a tensor's values (NaN or inf anywhere: false), one vectorised pass.
@@ -560,23 +569,31 @@ STOXBAR_CLONES void add_read_drive(int64_t N, int64_t TT, int64_t X, const T* x,
 // io_mvm with the checks and the event a recorded read needs, in one call: status 1 (input not
 // finite: nothing read, nothing drawn), 2 (output overflowed: nothing booked), else 0 and, with
 // g_col [A, T, J, X] and drive [T * J] given, the read drive integral added to drive (drive_mode
-// 0 amplitude, 1 PWM; bound-management round r drives shrink^r of the first).
+// 0 amplitude, 1 PWM; bound-management round r drives shrink^r of the first). With st and slot_chip
+// given, weight and noise_var are per chip and the read is the chip form (stoxbar::ChipWeight).
 std::tuple<Tensor, int64_t, int64_t> io_mvm_read(Tensor weight, Tensor x, std::optional<Tensor> noise_var, bool perfect,
                                                  int64_t nm_type, double nm_thres, int64_t bm_type, double inp_res,
                                                  double inp_bound, double inp_noise, double inp_asymmetry,
                                                  double out_res, double out_bound, double out_noise,
                                                  double out_asymmetry, double out_scale, double max_bm_factor,
                                                  double max_bm_res, std::optional<Tensor> g_col,
-                                                 std::optional<Tensor> drive, int64_t drive_mode, double shrink) {
+                                                 std::optional<Tensor> drive, int64_t drive_mode, double shrink,
+                                                 std::optional<Tensor> st, std::optional<Tensor> slot_chip,
+                                                 double alpha) {
+  TORCH_CHECK(st.has_value() == slot_chip.has_value(), "io_mvm_read: st and slot_chip come together");
   TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "io_mvm_read: input must be contiguous [N, T, X]");
   bool finite = true;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "io_mvm_read", [&] {
     finite = all_finite<scalar_t>(x.numel(), x.data_ptr<scalar_t>());
   });
   if (!finite) return {Tensor(), 0, 1};
-  auto [out, rounds] = io_mvm(weight, x, noise_var, perfect, nm_type, nm_thres, bm_type, inp_res, inp_bound,
-                              inp_noise, inp_asymmetry, out_res, out_bound, out_noise, out_asymmetry, out_scale,
-                              max_bm_factor, max_bm_res);
+  stoxbar::ChipWeight chip;
+  if (st) chip = stoxbar::ChipWeight{*st, *slot_chip, alpha};
+  auto [out, rounds] = stoxbar::io_mvm(weight, x, noise_var,
+                                       io_pars(perfect, nm_type, nm_thres, bm_type, inp_res, inp_bound, inp_noise,
+                                               inp_asymmetry, out_res, out_bound, out_noise, out_asymmetry, out_scale,
+                                               max_bm_factor, max_bm_res),
+                                       st ? &chip : nullptr);
   if (!out.is_contiguous()) out = out.contiguous();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "io_mvm_read", [&] {
     finite = all_finite<scalar_t>(out.numel(), out.data_ptr<scalar_t>());

@@ -50,12 +50,20 @@ def test_chips_have_their_own_programming_draws_and_a_seed_reproduces_them():
     assert not torch.equal(other.chip.g_pos, g)
 
 
-def test_each_game_slot_reads_with_its_own_noise_and_chip():
+def test_each_game_slot_reads_with_its_own_noise_and_chip(monkeypatch):
+    from stoxbar.core import native
+
     agent, cell = _chips(seed=1)
     state = agent.initial_state(6)
     obs = torch.randint(0, 255, (1, 1, 84, 84), dtype=torch.uint8).expand(6, 1, 84, 84)
+    assert torch.equal(cell.chip.chip_weights()[2], torch.tensor([0, 0, 1, 1, 2, 2]))
+    forms = []
+    if native.available():  # the native read takes the chip form: each chip's W once, no slot's W + F
+        ext, real = native.extension(), native.extension().io_mvm_read
+        monkeypatch.setattr(ext, "io_mvm_read", lambda *a: forms.append(a[-2] is not None) or real(*a))
     with torch.no_grad():
         logits, _, _ = agent(obs, state)
+    assert forms == ([True] * len(forms) if native.available() else []) and (forms or not native.available())
     assert not torch.equal(logits[0], logits[1])  # same chip, same frame: own read-noise draws
     with pytest.raises(ConfigError, match="batch = 4: this state holds 6 chip slots"):
         agent.initial_state(4)

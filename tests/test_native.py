@@ -386,3 +386,99 @@ def test_fast_read_stopping_a_clipped_round_early_draws_the_same(batch, clipping
     (y_n, r_n, after_n), (y_a, r_a, after_a) = got
     assert r_n == r_a and r_n > 2
     assert torch.equal(y_n, y_a) and torch.equal(after_n, after_a)
+
+
+def _chip_read_pair(io, w_chip, var_chip, slot_chip, st, alpha, x, g_col):
+    """The native read in its chip form and of the same slots' W + alpha F formed per slot, under one seed:
+    ((y, rounds, status, drive, draws after), the same per slot)."""
+    from stoxbar.crossbar.read import _native_io
+
+    pars = _native_io(io)
+    got = []
+    for chip in (True, False):
+        torch.manual_seed(5)
+        drive = torch.zeros(g_col.shape[1] * g_col.shape[2], dtype=torch.float64)
+        if chip:
+            args = (w_chip, x, var_chip, *pars, g_col, drive, 0, 0.25, st, slot_chip, alpha)
+        else:
+            w = torch.add(w_chip[slot_chip], st, alpha=alpha)
+            args = (w, x, None if var_chip is None else var_chip[slot_chip], *pars, g_col, drive, 0, 0.25,
+                    None, None, 1.0)
+        y, rounds, status = native.extension().io_mvm_read(*args)
+        got.append((y, rounds, status, drive, torch.rand(3)))
+    return got
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(IO_CASES))
+def test_chip_form_read_is_the_per_slot_read(case):
+    """The chip form (each chip's W and noise variance once, the slots' F: no slot's W + F formed) reads
+    what the slots' own W + alpha F read, with the same random draws: bit for bit where every sum is
+    exact (dyadic values, no DAC rounding, so the order of the sums cannot matter), and where the
+    read takes the per-slot path anyway (perfect IO, input noise: the slots' W + F formed as torch does)."""
+    io = _io(**IO_CASES[case], inp_res=-1.0)
+    g = torch.Generator().manual_seed(1)
+    slot_chip = torch.tensor([0, 0, 1, 1, 1, 2])
+    w_chip = torch.randint(-16, 17, (3, 2, 8, 120), generator=g).float() / 16 * 0.5
+    st = torch.randint(-4, 5, (6, 2, 8, 120), generator=g).float() / 16
+    var_chip = torch.randint(0, 4, (3, 2, 8, 120), generator=g).float() / 256
+    x = torch.randint(-16, 17, (6, 2, 120), generator=g).float() / 16
+    x[:, :, 0] = 1.0  # every row's abs-max 1: the noise-management scale is exact
+    x[3, 1] = 0.0  # an all-zero tile input
+    g_col = torch.rand(6, 2, 1, 120, generator=g)
+    for var in (var_chip, None):
+        (y_c, r_c, s_c, d_c, after_c), (y_s, r_s, s_s, d_s, after_s) = _chip_read_pair(
+            io, w_chip, var, slot_chip, st, 0.5, x, g_col)
+        assert s_c == s_s == 0 and r_c == r_s
+        assert torch.equal(y_c, y_s), f"max diff {(y_c - y_s).abs().max():.3g}"
+        assert torch.equal(d_c, d_s) and torch.equal(after_c, after_s)
+
+
+@needs_native
+def test_chip_form_read_of_real_values_differs_by_the_order_of_the_sums_only():
+    """Real-valued W, F and inputs through the default IO (8-bit DAC and ADC, noise management, read
+    and output noise): the chip form gives the per-slot read's rounds and draws; its outputs before
+    the ADC differ by float rounding, so after it a few land one ADC step apart, no more."""
+    io = _io()
+    g = torch.Generator().manual_seed(2)
+    slot_chip = torch.arange(4).repeat_interleave(5)
+    w_chip = torch.rand(4, 6, 64, 443, generator=g) * 0.2 - 0.1
+    st = (torch.rand(20, 6, 64, 443, generator=g) - 0.5) * 2e-6
+    var_chip = (0.05 * w_chip) ** 2
+    x = torch.relu(torch.randn(20, 6, 443, generator=g))
+    g_col = torch.rand(20, 6, 1, 443, generator=g)
+    alpha = 1.0 / presets.sto_2024().g_range_s
+    (y_c, r_c, _, d_c, after_c), (y_s, r_s, _, d_s, after_s) = _chip_read_pair(
+        io, w_chip, var_chip, slot_chip, st, alpha, x, g_col)
+    assert r_c == r_s and torch.equal(d_c, d_s) and torch.equal(after_c, after_s)
+    step = 2 * io.out_bound / (io.out_res if io.out_res > 1 else 1 / io.out_res) * x.abs().amax(-1, keepdim=True)
+    diff = (y_c - y_s).abs()
+    assert bool((diff <= step * 1.0001 * 2 ** (r_c - 1)).all())
+    assert float((diff > 0).float().mean()) < 0.01
+    # without the ADC's rounding: the same values up to float round-off
+    (y_c, r_c, *_), (y_s, r_s, *_) = _chip_read_pair(_io(out_res=-1.0), w_chip, var_chip, slot_chip, st, alpha, x,
+                                                     g_col)
+    assert r_c == r_s and torch.allclose(y_c, y_s, rtol=1e-5, atol=1e-6 * float(y_s.abs().max()))
+
+
+def test_chip_weights_are_the_runs_of_slots_that_share_conductances():
+    dev = presets.sto_2024()
+    st = CrossbarState([7, 6], 5, dev)
+    w = torch.rand(5, 13) * 2 - 1
+    assert st.chip_weights() is None  # one shared long-term state, no chip slots
+    st.program_chips(w, 3, 2, "open_loop", torch.Generator().manual_seed(0))
+    w_c, var_c, slot_chip = st.chip_weights()
+    assert torch.equal(slot_chip, torch.tensor([0, 0, 1, 1, 2, 2])) and w_c.shape == (3, 2, 5, 7)
+    assert torch.equal(w_c[slot_chip], st.weights())
+    assert (var_c is None and st.read_noise_var() is None) or torch.equal(var_c[slot_chip], st.read_noise_var())
+    st.set_batch(6)
+    st.keep_slots(torch.tensor([True, True, False, False, True, True]))  # chip 1 finished its games
+    w_c, _, slot_chip = st.chip_weights()
+    assert torch.equal(slot_chip, torch.tensor([0, 0, 1, 1])) and torch.equal(w_c[slot_chip], st.weights())
+    st.g_pos[3, 0, 0, 0] += 1e-9  # a slot changed apart (e.g. its own drift): a chip of its own
+    st.invalidate()
+    assert torch.equal(st.chip_weights()[2], torch.tensor([0, 0, 1, 2]))
+    assert torch.equal(st.chip_weights()[0][2], st.weights()[3])
+    st.g_pos[1, 0, 0, 0] += 1e-9
+    st.invalidate()
+    assert st.chip_weights() is None  # no slots share: the per-slot read
