@@ -16,13 +16,16 @@ change in the same process.
 ``--per-slot-read`` adds, interleaved (and with ``--full`` the full games too), the read of each game slot's
 own W + F (``TiledAnalogMVM.chip_read`` off: every slot's W + F formed in the reused buffer, then the
 per-slot GEMMs), the baseline of the chip-form read in the same process.
+``--keep-levels`` adds, interleaved, the play with the chip's short-term step writing its signed pulse levels
+(the cell's ``record_levels``: what every step did before the step learned to skip them when only their
+counts are used), the baseline of that change in the same process.
 ``--env-threads 1,2`` measures the vector env with one and with two emulator threads, interleaved
 (``stoxbar play --chips`` plays with one emulator thread per core).
 ``--baseline-native PATH`` adds, interleaved (and with ``--full`` the full games too), the same play with the
 native kernels loaded from ``PATH`` (an older build's ``_native*.so``, e.g. ``git worktree add /tmp/old REV``
 and ``python setup.py build_ext --inplace`` there): the baseline of a kernel change in the same process.
 Usage: ``python benchmarks/bench_play.py [--games 100] [--chips 10] [--steps 100] [--repeats 2] [--full]
-[--fresh-read-weight] [--per-slot-read] [--threads T] [--env-threads 1,2] [--baseline-native PATH]``.
+[--fresh-read-weight] [--per-slot-read] [--keep-levels] [--threads T] [--env-threads 1,2] [--baseline-native PATH]``.
 """
 
 from __future__ import annotations
@@ -56,12 +59,13 @@ def chip_agent():
 
 
 def batched(games: int, chips: int, steps: int, device: str, fresh_read_weight: bool = False,
-            env_threads: int = 1, per_slot_read: bool = False) -> tuple:
+            env_threads: int = 1, per_slot_read: bool = False, keep_levels: bool = False) -> tuple:
     """(agent steps per second, result) of ``games`` games on ``chips`` chips for at most ``steps`` steps;
     ``fresh_read_weight``: each read builds a fresh W + F tensor (the read before its reused buffer);
     ``env_threads``: the vector env's emulator threads; ``per_slot_read``: the read without its chip form
-    (each slot's W + F formed, as before it)."""
+    (each slot's W + F formed, as before it); ``keep_levels``: the short-term step writes its levels."""
     agent, periphery, ledger = chip_agent()
+    agent.cell.record_levels = keep_levels
     saved = TiledAnalogMVM.__dict__["array_weight"], TiledAnalogMVM.__dict__["chip_read"]
     if fresh_read_weight:
         TiledAnalogMVM.array_weight = classmethod(lambda cls, state, periphery: state.effective_weight())
@@ -104,6 +108,8 @@ def main() -> None:
                     help="also the read with a fresh W + F tensor per read (the baseline of the reused buffer)")
     ap.add_argument("--per-slot-read", action="store_true",
                     help="also the read of each slot's own W + F (the baseline of the chip-form read), interleaved")
+    ap.add_argument("--keep-levels", action="store_true",
+                    help="also the play whose short-term step writes its levels (the baseline of skipping them)")
     ap.add_argument("--env-threads", default="1",
                     help="emulator threads of the vector env, one or a comma list measured interleaved (e.g. 1,2)")
     ap.add_argument("--baseline-native", default=None,
@@ -114,7 +120,7 @@ def main() -> None:
     env_threads = [int(x) for x in args.env_threads.split(",")]
     chip = {n: [] for n in env_threads}
     env = {n: [] for n in env_threads}
-    fresh, old, slot = [], [], []
+    fresh, old, slot, kept = [], [], [], []
     for _ in range(args.repeats):  # interleaved
         for n in env_threads:
             env[n].append(bare(args.games, args.steps, n))
@@ -125,6 +131,9 @@ def main() -> None:
         if args.per_slot_read:
             slot.append(batched(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1],
                                 per_slot_read=True)[0])
+        if args.keep_levels:
+            kept.append(batched(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1],
+                                keep_levels=True)[0])
         if args.fresh_read_weight:
             fresh.append(batched(args.games, args.chips, args.steps, args.device, fresh_read_weight=True,
                                  env_threads=env_threads[0])[0])
@@ -145,6 +154,10 @@ def main() -> None:
         o, c = statistics.median(slot), statistics.median(chip[env_threads[-1]])
         print(f"per-slot read (each slot's W + F): {o:.0f} agent steps/s; the chip-form read: {c / o:.2f}x that  "
               f"[runs: {[round(x) for x in slot]}]")
+    if kept:
+        o, c = statistics.median(kept), statistics.median(chip[env_threads[-1]])
+        print(f"short-term step writing its levels: {o:.0f} agent steps/s; without: {c / o:.2f}x that  "
+              f"[runs: {[round(x) for x in kept]}]")
     if old:
         o, c = statistics.median(old), statistics.median(chip[env_threads[-1]])
         print(f"baseline kernels ({args.baseline_native}): {o:.0f} agent steps/s; these kernels: {c / o:.2f}x that  "

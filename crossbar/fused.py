@@ -65,8 +65,8 @@ def _row_mask(rows: Tensor, x: int) -> Optional[Tensor]:
 
 @torch.no_grad()
 def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], scale: Tensor,
-                          u: Tensor, v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float
-                          ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+                          u: Tensor, v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float,
+                          levels: bool = True) -> Tuple[Optional[Tensor], Tensor, Tensor, Optional[Tensor]]:
     """Decay ``g_st [B, T, O, X]`` (S, in place) by ``lam``, then pulse the requested change, per row-tile.
 
     The request is ``scale [T, O, X] * u [B, O] * v [B, T, X] * g_range`` (S), quantised with
@@ -79,7 +79,8 @@ def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optio
     row-tile with ``|request| >= threshold m``, column sums ``sum_o |F|`` [B, T, X] (S) after the
     step, bias energy per chip and row-tile [B, T] float64 J, or None without ``per_st``). Runs
     the native kernel for a contiguous float32/float64 CPU state, else the torch path (same F,
-    levels and counts).
+    levels and counts). ``levels=False``: no level tensor (None; the native pass writes none), for a
+    caller that needs the counts only.
     """
     b, t, o, x = g_st.shape
     if native.usable(g_st) and g_st.is_contiguous():
@@ -91,8 +92,8 @@ def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optio
             per_st = per_st.to(dt).contiguous()
         level, ge, col, e_bias = native.extension().short_term_step(
             g_st, rows if rows.dtype == torch.long else rows.to(torch.long), lam, per_st, scale, u, v,
-            float(g_range), thresholds, dg_table, float(g_max))
-        return level, ge, col, None if per_st is None else e_bias
+            float(g_range), thresholds, dg_table, float(g_max), bool(levels))
+        return level if levels else None, ge, col, None if per_st is None else e_bias
     if per_st is None:
         e_bias = None
     elif per_st.dim() == 4:  # stacked tables [S, T, O, X]: [B, T, S]
@@ -107,18 +108,19 @@ def short_term_step_tiles(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optio
     g_st.copy_(new)
     counts = dynamics.level_counts(level.reshape(b * t, o * x), thresholds.numel()).view(b, t, -1)
     ge = counts.flip(-1).cumsum(-1).flip(-1)  # cells with |request| >= threshold m
-    return level, ge, g_st.abs().sum(2), e_bias
+    return level if levels else None, ge, g_st.abs().sum(2), e_bias
 
 
 def short_term_step(g_st: Tensor, rows: Tensor, lam: Tensor, per_st: Optional[Tensor], scale: Tensor, u: Tensor,
                     v: Tensor, g_range: float, thresholds: Tensor, dg_table: Tensor, g_max: float,
-                    by_tile: bool = False) -> Tuple[Tensor, Tensor, Tensor, object]:
+                    by_tile: bool = False, levels: bool = True) -> Tuple[Optional[Tensor], Tensor, Tensor, object]:
     """:func:`short_term_step_tiles` summed over row-tiles: (level, ``[B, L]`` cells with ``|request| >=
     threshold m``, column sums [B, T, X], bias energy J of all chips and tiles, 0 without ``per_st``).
 
-    ``by_tile=True`` returns :func:`short_term_step_tiles`' per-(chip, row-tile) figures unsummed.
+    ``by_tile=True`` returns :func:`short_term_step_tiles`' per-(chip, row-tile) figures unsummed; ``levels``:
+    as there.
     """
-    out = short_term_step_tiles(g_st, rows, lam, per_st, scale, u, v, g_range, thresholds, dg_table, g_max)
+    out = short_term_step_tiles(g_st, rows, lam, per_st, scale, u, v, g_range, thresholds, dg_table, g_max, levels)
     if by_tile:
         return out
     level, ge, col, e_bias = out

@@ -787,8 +787,8 @@ class CrossbarState(nn.Module):
         return self._checked[3]
 
     @torch.no_grad()
-    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool = True
-                               ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor, per_tile: bool = True,
+                               levels: bool = True) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor], Optional[Tensor]]:
         """Let ``dt_s`` seconds of decay pass, then apply the requested change ``scale * (u v^T)``.
 
         A crossbar outer-product update: ``u [B, O]`` drives the columns, ``v [B, T, X]`` (tiled)
@@ -799,6 +799,8 @@ class CrossbarState(nn.Module):
         next read. Returns (signed levels int8 [B, T, O, X], pulses per level [B, L], bias energy per
         tile J [T * J] or None without a held bias, pulses per tile and level [T * J, L]).
         ``per_tile=False`` (nobody records the events) skips the per-tile split: the last two are None.
+        ``levels=False`` (a client that needs the counts only): the fused pass writes no levels, the first is
+        None (the same F, counts and energies).
         """
         g_st = self._need_st("decay_and_outer_update")
         b = g_st.shape[0]
@@ -811,7 +813,8 @@ class CrossbarState(nn.Module):
         check_finite("decay_and_outer_update: v", v)
         if (self.g_modes is not None or (self.tau_factor is not None and self.tau_factor.dim() == 4)
                 or self._st_scale() is not None):  # the kernel has one Lambda per cell and one dG per level
-            return self._unfused_decay_and_update(dt_s, scale, u, v, per_tile)
+            level, *rest = self._unfused_decay_and_update(dt_s, scale, u, v, per_tile)
+            return (level if levels else None, *rest)
         dev = self.device_model
         lam, per_st, lt = self._decay_tables(dt_s)
         dg, _, thr = self._cached("st_tables", lambda: dynamics.short_term_tables(dev, self.g_pos))
@@ -821,15 +824,16 @@ class CrossbarState(nn.Module):
         split = per_tile and self.col_tiles > 1
         st = self._st_bias(per_st) if self.hold_bias and split else None  # per tile, before the pass
         out = fused.short_term_step(g_st, self.row_sizes, lam, per_st if hold and not split else None,
-                                    scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s, True)  # by tile
+                                    scale, u, v, dev.g_range_s, thr, dg, dev.st_g_max_s, True,  # by tile
+                                    levels or split)  # several column-tiles: the split reads the levels
         level, ge, cols, bias_bt = out
         if not g_st.is_inference():
             self._st_cols = (g_st, g_st._version, cols)
         per_bt, counts = _level_counts(ge)
         if not per_tile:
-            return level, counts, None, None
+            return level if levels else None, counts, None, None
         if split:
-            return level, counts, self._bias_energy(lt, st), self.tile_level_counts(level)
+            return level if levels else None, counts, self._bias_energy(lt, st), self.tile_level_counts(level)
         if hold:
             st = bias_bt.sum(0) if b > 1 else bias_bt[0]
         return level, counts, self._bias_energy(lt, st), per_bt.sum(0) if b > 1 else per_bt[0]

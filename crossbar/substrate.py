@@ -88,13 +88,16 @@ class SubstrateOps:
         """Let ``dt_s`` seconds of decay pass under the held bias."""
         self._emit_decay(dt_s, self.state.decay(dt_s))
 
-    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+    def decay_and_outer_update(self, dt_s: float, scale: Tensor, u: Tensor, v: Tensor,
+                               levels: bool = True) -> Tuple[Optional[Tensor], Tensor]:
         """Decay for ``dt_s`` s, then apply ``scale * (u v^T)`` (tiled; ``CrossbarState.decay_and_outer_update``).
 
-        Returns (signed levels [B, T, O, X], pulses per level [B, L]).
+        Returns (signed levels [B, T, O, X], pulses per level [B, L]); ``levels=False``: the levels are not
+        kept (None; the counts and the events are the same).
         """
         recording = self._sink().recording
-        level, counts, bias_j, tiles = self.state.decay_and_outer_update(dt_s, scale, u, v, per_tile=recording)
+        level, counts, bias_j, tiles = self.state.decay_and_outer_update(dt_s, scale, u, v, per_tile=recording,
+                                                                         levels=levels)
         if recording:
             self._emit_decay(dt_s, bias_j)
             self._emit_pulses(tiles)

@@ -72,7 +72,7 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
       for (int64_t o = 0; o < O; ++o) {
         const int64_t off = (t * O + o) * X;
         T* f = F + b * TT * O * X + off;
-        int8_t* lv = level + b * TT * O * X + off;
+        int8_t* lv = level ? level + b * TT * O * X + off : nullptr;
         if (sparse)  // d: the pulsed cells' new F, k: their levels, step: their col entries before the row
           stoxbar::st_pulse_sparse<T>(nnz, nz, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, lam + off,
                                       g_max, ct, d, (int8_t*)k, step, g);
@@ -97,8 +97,11 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
   }
 }
 
+// want_level false: no level tensor (an empty one is returned), the pass writes none (the caller needs only
+// the counts).
 std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::optional<Tensor> per_st, Tensor scale,
-                                    Tensor u, Tensor v, double g_range, Tensor thr, Tensor dg, double g_max) {
+                                    Tensor u, Tensor v, double g_range, Tensor thr, Tensor dg, double g_max,
+                                    bool want_level) {
   TORCH_CHECK(F.dim() == 4, "short_term_step: state must be [B, T, O, X]");
   const auto dt = F.scalar_type();
   const int64_t B = F.size(0), TT = F.size(1), O = F.size(2), X = F.size(3);
@@ -120,7 +123,8 @@ std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::opti
   // stacked tables [S, T, O, X]: bias energy [B, T, S]; one table: [B, T]
   const bool stacked = per_st && per_st->dim() == 4;
   const int S = per_st ? (int)(per_st->numel() / (TT * O * X)) : 0;
-  auto level = torch::empty(F.sizes(), F.options().dtype(at::kChar));
+  auto level = want_level ? torch::empty(F.sizes(), F.options().dtype(at::kChar))
+                          : torch::empty({0}, F.options().dtype(at::kChar));
   auto ge = torch::empty({B, TT, L}, F.options().dtype(at::kLong));
   auto col = torch::empty({B, TT, X}, F.options());
   auto e_bias = stacked ? torch::empty({B, TT, (int64_t)S}, F.options().dtype(at::kDouble))
@@ -132,7 +136,8 @@ std::vector<Tensor> short_term_step(Tensor F, Tensor rows, Tensor lam, std::opti
                                    lam.data_ptr<scalar_t>(), per_st ? per_st->data_ptr<scalar_t>() : nullptr, S,
                                    scale.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                                    (scalar_t)g_range, thr.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), L,
-                                   (scalar_t)g_max, level.data_ptr<int8_t>(), ge.data_ptr<int64_t>(),
+                                   (scalar_t)g_max, want_level ? level.data_ptr<int8_t>() : nullptr,
+                                   ge.data_ptr<int64_t>(),
                                    col.data_ptr<scalar_t>(), e_bias.data_ptr<double>(), scratch.data_ptr<scalar_t>(),
                                    nth);
   });

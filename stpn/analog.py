@@ -162,10 +162,10 @@ class AnalogMSTPNCell(MSTPNCell):
         if self._gam_tiled is None:
             raise RuntimeError("program() the analog cell before running it")
         level, self._counts = self.array.decay_and_outer_update(self.dt_s, self._gam_tiled, h,
-                                                                self.chip.to_tiled(z_hat))
-        return F, level
+                                                                self.chip.to_tiled(z_hat), levels=self.record_levels)
+        return F, level  # level None unless recorded: the chip counted the pulses (level_counts)
 
-    def level_counts(self, idx: Tensor) -> Tensor:
+    def level_counts(self, idx: Optional[Tensor]) -> Tensor:
         """Pulses per level of the last update, [B, L], as the chip counted them while pulsing."""
         return self._counts
 

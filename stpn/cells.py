@@ -446,11 +446,13 @@ class MSTPNCell(_CellBase):
 
     def plastic_update(self, F: Tensor, h: Tensor, z_hat: Tensor, params: Optional[Tuple[Tensor, Tensor]] = None
                        ) -> Tuple[Tensor, Tensor]:
-        """F_new = clamp(Lambda*F + Q(Gamma * h z_hat^T), +-f_max); returns (F_new, level_idx int8)."""
+        """F_new = clamp(Lambda*F + Q(Gamma * h z_hat^T), +-f_max); returns (F_new, level_idx int8). A subclass
+        that keeps no levels (e.g. a chip that counts its pulses while pulsing) returns None for them and
+        answers ``level_counts(None)``."""
         lam, gam = params if params is not None else self.step_params()
         return mstpn_plastic_reference(F, h, z_hat, lam, gam, self.levels.to(F.dtype), self.f_max)
 
-    def level_counts(self, idx: Tensor) -> Tensor:
+    def level_counts(self, idx: Optional[Tensor]) -> Tensor:
         """Pulses per level (both signs) of the update ``plastic_update`` just made, [B, L]."""
         return dynamics.level_counts(idx, self.levels.numel())
 
@@ -482,7 +484,10 @@ class MSTPNCell(_CellBase):
             a = self.mvm(zh, F)
             h = self.activation(a)
             F_new, idx = self.plastic_update(F, h, zh, params)
-            counts, self._uncounted_idx = None, idx
+            if idx is None:  # a plastic_update that keeps no levels has counted them: level_counts(None)
+                counts, self._uncounted_idx = self.level_counts(None), None
+            else:
+                counts, self._uncounted_idx = None, idx
             idx = idx if self.record_levels else None
         self._level_counts, self.last_level_idx = counts, idx
         return h, (h, F_new)

@@ -216,19 +216,22 @@ def test_fused_decay_and_outer_update_equals_decay_then_apply(dtype):
     v = dev.v_bias_min_v + torch.rand(5, 13, dtype=dtype) * (dev.v_bias_max_v - dev.v_bias_min_v)
     f0 = (torch.rand(3, 5, 13, dtype=dtype) * 2 - 1) * dev.st_g_max_s  # near the window: saturation happens
     chips = []
-    for _ in range(2):  # [fused kernel, torch reference]; two row-tiles of 7 and 6 rows (one pad row)
+    for _ in range(3):  # [fused kernel, torch reference, fused without levels]; row-tiles of 7 and 6 rows (a pad row)
         s = CrossbarState([7, 6], 5, dev, dtype=dtype)
         s.program(w)
         s.set_bias(v)
         s.set_batch(3)
         s.g_st.copy_(s.tiled_weight(f0))
         chips.append(s)
-    fast, ref = chips
+    fast, ref, counted = chips
     gam = fast.tiled_weight((torch.rand(5, 13, dtype=dtype) * 2 - 1) * 0.1)  # requests span every level
     for _ in range(6):
         post = torch.rand(3, 5, dtype=dtype) * 2 - 1
         pre = fast.to_tiled(torch.rand(3, 13, dtype=dtype) * 2 - 1)
         got = fast.decay_and_outer_update(0.05, gam, post, pre)
+        only = counted.decay_and_outer_update(0.05, gam, post, pre, levels=False)  # the counts, no level tensor
+        assert only[0] is None and torch.equal(counted.g_st, fast.g_st)
+        assert all(torch.equal(a, b) for a, b in zip(only[1:], got[1:]))
         # the reference: the two substrate operations one after the other
         decayed = ref.decay(0.05)
         level, tiles = ref.apply_short_term(gam.unsqueeze(0) * post[:, None, :, None] * pre[:, :, None, :])

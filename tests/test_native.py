@@ -97,6 +97,25 @@ def _tiles_both_paths(torch_path, states, rows, lam, per_st, gam, post, pre, dev
     return out
 
 
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_short_term_step_without_levels_is_the_same_step(use_kernel, torch_path):
+    """``levels=False``: no level tensor (the kernel writes none), the same F, counts, column sums and bias energy."""
+    if use_kernel and not native.available():
+        pytest.skip(f"native kernels not built: {native.why_unavailable()}")
+    torch_path(not use_kernel)
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(torch.float32)
+    post = torch.rand(3, 5, generator=g) * 2 - 1
+    pre = torch.rand(3, 2, 7, generator=g) * 2 - 1
+    out = []
+    for levels in (True, False):
+        s = f0.clone()
+        out.append((s, fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg,
+                                                   dev.st_g_max_s, levels=levels)))
+    (s_a, (lev, *a)), (s_b, (none, *b)) = out
+    assert lev is not None and lev.dtype == torch.int8 and none is None
+    assert torch.equal(s_a, s_b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_short_term_step_sparse_input_native_equals_torch_path(dtype, torch_path):
