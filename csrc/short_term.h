@@ -175,7 +175,7 @@ inline void st_decay_row(int64_t X, const T* f_in, T* f_out, const T* lam, T g_m
       f_out[x] = r > g_max ? g_max : (r < -g_max ? -g_max : r);
     }
   }
-  if (level) std::fill(level, level + X, int8_t(0));
+  if (level && X > 0) std::fill(level, level + X, int8_t(0));
 }
 
 // Write st_pulse_sparse's cells over the decayed row.
