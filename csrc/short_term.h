@@ -12,6 +12,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 // Hot loops are compiled for AVX-512, AVX2 and baseline x86-64, and picked at load time
 // (portable builds, no -march=native); fp contraction stays off, so both give the same bits.
@@ -91,15 +93,48 @@ inline T st_apply_one(T f, T lam, int32_t l, T step, T g_max) {
   return r > g_max ? g_max : (r < -g_max ? -g_max : r);
 }
 
+// -v if neg, else v, by flipping the sign bit (what negation does): no branch for a scalar cell whose
+// sign is data (a branch there mispredicts half the time).
+template <typename T>
+inline T st_negate_if(T v, bool neg) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  U bits;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits ^= (U)neg << (8 * sizeof(T) - 1);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+// True if the thresholds do not decrease (every device's: the midpoints of increasing levels).
+template <typename T>
+inline bool st_thr_sorted(const T* thr, int L) {
+  bool ok = true;
+  for (int m = 1; m < L; ++m) ok = ok && thr[m - 1] <= thr[m];
+  return ok;
+}
+
 // The request of one cell and its level count k and step (the level loop of st_request_row, for one
-// cell); ge[m] += 1 where |request| >= thr[m] (ge may be null).
+// cell); ge[m] += 1 where |request| >= thr[m] (ge may be null). With sorted thresholds the cells at or
+// above thr[m] are a prefix m < k, so the step is dg[k]: one load after the loop, no branch per level
+// (a data-dependent branch there mispredicts on about every level of a scattered cell); the same value.
 template <typename T>
 inline T st_request_one(T scale, T u, T v, T g_range, const T* thr, const T* dg, int L, int32_t& k, T& step,
-                        int64_t* ge) {
+                        int64_t* ge, bool sorted) {
   T r = scale * u;
   r = r * v;
   r = r * g_range;
   const T a = std::fabs(r);
+  if (sorted) {
+    int32_t c = 0;
+    for (int m = 0; m < L; ++m) {
+      const int32_t q = a >= thr[m];
+      c += q;
+      if (ge) ge[m] += q;
+    }
+    k = c;
+    step = dg[c];
+    return r;
+  }
   k = 0;
   step = 0;
   for (int m = 0; m < L; ++m) {
@@ -120,13 +155,16 @@ template <typename T>
 inline void st_pulse_sparse(int64_t nnz, const int32_t* idx, const T* scale, T u, const T* v, T g_range,
                             const T* thr, const T* dg, int L, const T* f, const T* lam, T g_max, const T* col,
                             T* val, int8_t* lev, T* cs, int64_t* ge) {
+  const bool sorted = st_thr_sorted<T>(thr, L);
   for (int64_t i = 0; i < nnz; ++i) {
     const int32_t x = idx[i];
     int32_t k;
     T step;
-    const T r = st_request_one<T>(scale[x], u, v[x], g_range, thr, dg, L, k, step, ge);
-    const int32_t l = r > 0 ? k : (r < 0 ? -k : 0);
-    const T y = st_apply_one<T>(f[x], lam[x], l, step, g_max);
+    const T r = st_request_one<T>(scale[x], u, v[x], g_range, thr, dg, L, k, step, ge, sorted);
+    const int32_t l = k * ((int32_t)(r > 0) - (int32_t)(r < 0));  // sign(r) k, without a branch
+    T y = f[x] * lam[x];  // st_apply_one, the step's sign without a branch
+    y = y + st_negate_if<T>(step, l < 0);
+    y = y > g_max ? g_max : (y < -g_max ? -g_max : y);
     val[i] = y;
     lev[i] = (int8_t)l;
     if (col) cs[i] = col[x];
@@ -139,9 +177,10 @@ inline void st_pulse_sparse(int64_t nnz, const int32_t* idx, const T* scale, T u
 template <typename T>
 inline void st_request_sparse(int64_t nnz, const int32_t* idx, const T* scale, T u, const T* v, T g_range,
                               const T* thr, const T* dg, int L, T* d, int32_t* k, T* step, int64_t* ge) {
+  const bool sorted = st_thr_sorted<T>(thr, L);
   for (int64_t i = 0; i < nnz; ++i) {
     const int32_t x = idx[i];
-    d[x] = st_request_one<T>(scale[x], u, v[x], g_range, thr, dg, L, k[x], step[x], ge);
+    d[x] = st_request_one<T>(scale[x], u, v[x], g_range, thr, dg, L, k[x], step[x], ge, sorted);
   }
 }
 

@@ -117,6 +117,30 @@ def test_short_term_step_without_levels_is_the_same_step(use_kernel, torch_path)
 
 
 @needs_native
+def test_sparse_and_dense_requests_agree_for_thresholds_out_of_order():
+    """The sparse request takes the step as dg[k] (one load, no branch per level) only for thresholds that
+    do not decrease; others keep the level loop's choice (the last threshold reached), as the dense form
+    does: a sparse and a dense row-tile with the same nonzero inputs give the same pulses."""
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(torch.float32, rows=(40, 40), o=6)
+    thr = thr.flip(0).contiguous()  # decreasing
+    assert not bool((thr[1:] >= thr[:-1]).all())
+    post = torch.rand(3, 6, generator=g) * 2 - 1
+    pre = torch.zeros(3, 2, 40)
+    pre[:, :, :4] = (torch.rand(3, 2, 4, generator=g) * 2 - 1) * 4  # 4 of 40 nonzero: the sparse form
+    out = []
+    for dense in (False, True):
+        s, v = f0.clone(), pre.clone()
+        if dense:  # the same requests through the dense form: tile 1 gets 4 more nonzeros, then compare tile 0
+            v[:, :, 4:12] = 1e-30  # nonzero, far below every threshold: no pulse, 12 of 40 nonzero
+        out.append((s, fused.short_term_step_tiles(s, rows, lam, None, gam, post, v, dev.g_range_s, thr, dg,
+                                                   dev.st_g_max_s)))
+    (s_a, (lev_a, ge_a, _, _)), (s_b, (lev_b, ge_b, _, _)) = out
+    k = lev_a.abs()
+    assert bool(((k > 0) & (k < thr.numel())).any())  # cells past some thresholds but not all: dg[k] would differ
+    assert torch.equal(s_a, s_b) and torch.equal(lev_a, lev_b) and torch.equal(ge_a, ge_b)
+
+
+@needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_short_term_step_sparse_input_native_equals_torch_path(dtype, torch_path):
     """A sparse presynaptic input (most of v zero, as the encoder's ReLU output) takes the kernel's sparse
