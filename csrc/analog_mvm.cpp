@@ -10,7 +10,6 @@
 // the Python path (the caller checks). No gradient (inference reads only).
 #include <torch/extension.h>
 
-#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -195,8 +194,7 @@ STOXBAR_CLONES int64_t finalize_rows_noisy(int64_t n, T* yp, const T* vp, const 
 template <typename T>
 STOXBAR_CLONES void chip_gemv(int64_t B, int64_t TT, int64_t O, int64_t X, const T* w, const T* st, const int64_t* chip,
                               T alpha, const T* s, const T* var, const T* sq, T* out, T* v) {
-  const int nth = (int)std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B * TT * O * X / 250000));
-#pragma omp parallel for schedule(static) num_threads(nth)
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * TT * O * X))
   for (int64_t bt = 0; bt < B * TT; ++bt) {
     const int64_t b = bt / TT, t = bt % TT, cell0 = (chip[b] * TT + t) * O * X;
     const T* xr = s + bt * X;

@@ -3,10 +3,16 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 
 namespace stoxbar {
+
+// Threads of a kernel's parallel loop: torch's setting, but 1 for small problems (fork/join would dominate).
+inline int threads_for(int64_t n_elements) {
+  return (int)std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_elements / 250000));
+}
 
 enum NoiseManagement : int64_t { NM_NONE = 0, NM_ABS_MAX = 1, NM_MAX = 2, NM_CONSTANT = 3 };
 enum BoundManagement : int64_t { BM_NONE = 0, BM_ITERATIVE = 1 };

@@ -28,10 +28,7 @@ namespace {
 
 using torch::Tensor;
 
-// Threads: torch's setting, but 1 for small problems (fork/join would dominate).
-int threads_for(int64_t n_elements) {
-  return (int)std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_elements / 250000));
-}
+using stoxbar::threads_for;
 
 void check_cpu_float(const Tensor& t, const char* name, at::ScalarType dtype) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
