@@ -25,6 +25,12 @@ each agent of the PPO comparison (``pong.comparison.AGENTS``, training/README.md
 recurrent baseline again with its plastic step forced (before the still step: Gamma frozen at 0 keeps
 F at 0, so the cell skips it, ``MSTPNCell._still``).
 
+``--two-runs`` measures, for each comparison agent, the PPO 16 x 128 loop with two group threads (one
+process on both cores, how ``stoxbar train-comparison --group-threads`` trains one run at a time) against
+two such training processes running at once, each with one torch thread and one emulator group (how
+``--workers 2`` trains two runs at once; their agent steps/s summed). The two processes run this script
+with ``--single AGENT``.
+
 ``--baseline-native PATH`` adds the baseline, the two-group-thread A2C loop and (with ``--ppo``) the 16 x 128
 PPO loop (with ``--agents``: the two m-STPN agents' PPO loops) with the native kernels of an older build
 (``benchmarks/_kernels.py``): the code before a kernel change, side by side.
@@ -32,7 +38,7 @@ PPO loop (with ``--agents``: the two m-STPN agents' PPO loops) with the native k
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
 Usage: ``python benchmarks/bench_pong_training.py [--repeats N] [--updates U] [--ppo] [--ppo-updates U]
-[--agents] [--baseline-native PATH]``.
+[--agents] [--two-runs] [--baseline-native PATH]``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 
 import torch
 
@@ -120,6 +128,24 @@ def _measure(arch, kw, updates, warmup):
         ppo.evaluate_actions, ppo.PPORunner._minibatch_step, ppo.UPDATE_THREADS, MSTPNCell._still = saved
 
 
+def _single(agent: str, updates: int) -> float:
+    """Agent steps/s of one training process of ``agent`` on one core (``--workers``' layout)."""
+    torch.set_num_threads(1)
+    return measure_throughput(ArchConfig(**AGENTS[agent]), updates=updates, warmup=1, env_threads=1,
+                              **dict(_PPO128, env_groups=1, group_threads=False))["steps_per_s"]
+
+
+def _two_runs(agent: str, updates: int) -> float:
+    """Summed agent steps/s of two ``--single`` processes of ``agent`` started together."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--single", agent, "--ppo-updates", str(updates)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a --single process failed: {[p.returncode for p in procs]}")
+    return sum(float(o.strip().splitlines()[-1]) for o in outs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="round-robin repeats per config")
@@ -131,7 +157,28 @@ def main() -> None:
                          "with this older build's _native*.so")
     ap.add_argument("--agents", action="store_true",
                     help="also PPO 16x128 for each comparison agent, and the recurrent one with its plastic step")
+    ap.add_argument("--two-runs", action="store_true",
+                    help="per comparison agent: one run on both cores (group threads) vs two one-core runs at once")
+    ap.add_argument("--single", default=None, choices=list(AGENTS), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.single:
+        print(f"{_single(args.single, args.ppo_updates):.3f}")
+        return
+    if args.two_runs:
+        runs2 = {}
+        for _ in range(args.repeats):
+            for agent, fields in AGENTS.items():
+                one = _measure(ArchConfig(), dict(_PPO128, arch=ArchConfig(**fields)), args.ppo_updates, 1)
+                two = _two_runs(agent, args.ppo_updates)
+                runs2.setdefault(agent, []).append((one, two))
+                print(f"  {agent}: one run, 2 group threads {one:.0f}; two runs at once {two:.0f} steps/s", flush=True)
+        print(f"PPO 16x128 training, {os.cpu_count()} CPUs, median of {args.repeats} interleaved runs of "
+              f"{args.ppo_updates} updates: agent steps/s")
+        print(f"{'agent':10s} {'one run':>9s} {'two runs':>9s} {'ratio':>7s}  runs (one / two)")
+        for agent, v in runs2.items():
+            one, two = statistics.median(x for x, _ in v), statistics.median(y for _, y in v)
+            print(f"{agent:10s} {one:9.0f} {two:9.0f} {two / one:6.2f}x  " + " ".join(f"{x:.0f}/{y:.0f}" for x, y in v))
+        return
     arch = ArchConfig()
     configs = {**CONFIGS, **(PPO_CONFIGS if args.ppo else {})}
     if args.agents:  # the baseline and the agents only

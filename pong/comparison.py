@@ -9,30 +9,39 @@ synapses' short-term state is the only memory of the plastic layer), ``stpn`` (t
 ``rollback_drop``). :func:`run_comparison` trains the unfinished runs in turns of
 ``chunk_minutes``, the run with the fewest frames first, so that an interrupted session leaves every
 run at a similar budget and the next session resumes all of them (``--first AGENT:SEED`` trains
-chosen runs to the budget before the others; ``ROOT/comparison.json`` holds
-the settings; a second call with other settings is refused). :func:`comparison_report` reads the runs' ``episodes.csv``
+chosen runs to the budget before the others; ``--workers N`` trains N runs at once, each in a worker
+process of its own; ``ROOT/comparison.json`` holds the settings; a second call with other settings is
+refused). :func:`comparison_report` reads the runs' ``episodes.csv``
 (sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
 ablation rows come from ``stoxbar play`` / ``stoxbar sweep plasticity_ablation --checkpoint`` on each run's
 checkpoint (a study in ``ROOT/ablation/AGENT/seedS`` is added to the table: :func:`ablation_lines`).
 
-May import: numpy, stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.{a2c,ablate,agent,checkpoint,env,scores}.
+May import: numpy, torch, stoxbar.core.{fsio,procs,validation}, stoxbar.pong.{a2c,ablate,agent,checkpoint,env,scores}.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
-from stoxbar.core import fsio
+from stoxbar.core import fsio, procs
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
-from stoxbar.pong.a2c import ALGO_DEFAULTS, TrainConfig, run_episodes, figure_bytes, running_mean, train
+from stoxbar.pong.a2c import (ALGO_DEFAULTS, TrainConfig, TrainingInterrupted, run_episodes, figure_bytes,
+                             running_mean, train)
 from stoxbar.pong.agent import ArchConfig
 from stoxbar.pong.ablate import ABLATIONS
-from stoxbar.pong.checkpoint import load_checkpoint
+from stoxbar.pong.checkpoint import CheckpointError, load_checkpoint
 from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
 from stoxbar.pong.scores import paired_summary, scores_by_seed
 
@@ -44,6 +53,9 @@ AGENTS: Dict[str, Dict[str, Any]] = {  # ArchConfig fields of each agent (docs/s
 }
 TARGET_SCORE = 18.0  # "frames to reach +18" (issue 16)
 SETTINGS = "comparison.json"
+MAX_WORKERS = 16  # runs trained at once (--workers); assumption: no more than a machine's cores
+WORKER_POLL_S = 1.0  # how often the driver looks at its workers
+WORKER_INTERRUPTED = 130  # a worker's exit code after a signal (its checkpoint written), as stoxbar train's
 
 
 @dataclass(frozen=True)
@@ -140,30 +152,164 @@ def parse_runs(cfg: ComparisonConfig, names: Sequence[str]) -> List[Tuple[str, i
 
 def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.0, threads: int = 1,
                    env_threads: int = 1, echo: Callable[[str], None] = print, group_threads: bool = False,
-                   first: Sequence[Tuple[str, int]] = ()) -> bool:
+                   first: Sequence[Tuple[str, int]] = (), workers: int = 1) -> bool:
     """Train the unfinished run with the fewest frames for ``chunk_minutes``, again and again, until
     all reach the budget (module docstring); returns True when all are finished. The runs in ``first``
     ((agent, seed) pairs) are trained to the budget before the others, in that order (a scheduling
     choice, not a setting: the runs and their budgets stay those of ``cfg``). A signal stops the
-    run in progress with its checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates)."""
+    run in progress with its checkpoint (:class:`stoxbar.pong.a2c.TrainingInterrupted` propagates).
+
+    ``workers`` > 1: that many runs train at once, each in a worker process of its own (``threads``
+    torch threads, one emulator group), the next run in the order above starting as soon as one
+    ends its turn (:func:`_run_workers`)."""
     check_range("chunk_minutes", chunk_minutes, 0.0, None, lo_open=True)
+    check_int("workers", workers, 1, MAX_WORKERS)
+    if workers > 1 and group_threads:
+        raise ConfigError(f"group_threads: with workers = {workers} each run trains in a process of its own; "
+                          "give --workers or --group-threads, not both")
     root = Path(root)
     _settings(root, cfg)
-    total = int(cfg.frames // FRAMESKIP)
+    if workers > 1:
+        return _run_workers(root, cfg, chunk_minutes, threads, env_threads, echo, first, workers)
     while True:
-        done = {(a, s): _steps_done(run_of(root, a, s)) for a in cfg.agents for s in cfg.seeds}
-        todo = [k for k, n in done.items() if n < total]
-        if not todo:
+        pick = _next_run(root, cfg, first, busy=())
+        if pick is None:
             return True
-        # the first-listed unfinished run of ``first``; else the run furthest behind (ties: the listed
-        # order), so that sessions which stop at any point leave the runs at nearly equal budgets
-        agent, seed = next((k for k in first if k in todo), None) or min(todo, key=lambda k: done[k])
+        agent, seed, steps = pick
         run = run_of(root, agent, seed)
-        echo(f"comparison: {agent} seed {seed}: {done[agent, seed] * FRAMESKIP / 1e6:.3g} of "
-             f"{cfg.frames / 1e6:.3g} M frames; training {chunk_minutes:g} min")
+        echo(_turn_line(cfg, agent, seed, steps, chunk_minutes))
         tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes,
                               group_threads)
         train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+
+
+def _next_run(root: Path, cfg: ComparisonConfig, first: Sequence[Tuple[str, int]],
+              busy: Sequence[Tuple[str, int]]) -> Optional[Tuple[str, int, int]]:
+    """(agent, seed, steps done) of the run to train next among the unfinished runs not in ``busy``:
+    the first-listed of ``first``, else the run furthest behind (ties: the listed order), so that
+    sessions which stop at any point leave the runs at nearly equal budgets. None if there is none."""
+    total = int(cfg.frames // FRAMESKIP)
+    done = {(a, s): _steps_done(run_of(root, a, s)) for a in cfg.agents for s in cfg.seeds if (a, s) not in busy}
+    todo = [k for k, n in done.items() if n < total]
+    if not todo:
+        return None
+    key = next((k for k in first if k in todo), None) or min(todo, key=lambda k: done[k])
+    return key[0], key[1], done[key]
+
+
+def _turn_line(cfg: ComparisonConfig, agent: str, seed: int, steps: int, minutes: float) -> str:
+    return (f"comparison: {agent} seed {seed}: {steps * FRAMESKIP / 1e6:.3g} of {cfg.frames / 1e6:.3g} M frames; "
+            f"training {minutes:g} min")
+
+
+class ComparisonInterrupted(TrainingInterrupted):
+    """``run_comparison`` with workers stopped by SIGINT / SIGTERM after its runs in progress wrote their
+    checkpoints (``runs``: (agent, seed) pairs)."""
+
+    def __init__(self, signum: int, runs: Sequence[Tuple[str, int]]):
+        self.run_dir, self.signum, self.update, self.runs = None, signum, None, list(runs)
+        Exception.__init__(self, f"interrupted by {signal.Signals(signum).name}; the runs in progress ("
+                                 + (", ".join(f"{a} seed {s}" for a, s in runs) or "none")
+                                 + ") finished their update and saved their checkpoints")
+
+
+def _run_workers(root: Path, cfg: ComparisonConfig, chunk_minutes: float, threads: int, env_threads: int,
+                 echo: Callable[[str], None], first: Sequence[Tuple[str, int]], workers: int) -> bool:
+    """``run_comparison`` with ``workers`` runs at once: each turn is ``python -m stoxbar.pong.comparison``
+    reading its job (JSON on stdin: data, no code) and training one run for ``chunk_minutes``. Each
+    worker has its own process group (Ctrl-C in a terminal reaches only this driver) and receives SIGINT
+    if the driver dies (``kill -9`` included: it finishes its update and checkpoints). On SIGINT /
+    SIGTERM the driver starts no new turn, passes SIGINT to its workers once, waits for their
+    checkpoints and raises :class:`ComparisonInterrupted`; a second signal passes a second SIGINT (a
+    worker then stops at once, losing the update in progress, as ``stoxbar train`` does)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    prctl, me = procs.pdeathsig(), os.getpid()
+    running: Dict[Tuple[str, int], subprocess.Popen] = {}
+    caught: List[int] = []
+    stopped: List[Tuple[str, int]] = []
+
+    def on_signal(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            while True:
+                while len(running) < workers:
+                    pick = _next_run(root, cfg, first, busy=tuple(running))
+                    if pick is None:
+                        break
+                    agent, seed, steps = pick
+                    echo(_turn_line(cfg, agent, seed, steps, chunk_minutes) + f" (worker {len(running) + 1})")
+                    job = {"root": str(root), "settings": cfg.to_dict(), "agent": agent, "seed": seed,
+                           "threads": threads, "env_threads": env_threads, "minutes": chunk_minutes}
+                    proc = subprocess.Popen([sys.executable, "-m", "stoxbar.pong.comparison"], stdin=subprocess.PIPE,
+                                            env=env, process_group=0,
+                                            preexec_fn=procs.child_setup(prctl, me, signal.SIGINT))
+                    running[agent, seed] = proc
+                    try:
+                        proc.stdin.write(json.dumps(job).encode())
+                        proc.stdin.close()
+                    except BrokenPipeError:  # died at once: its exit code and message come next
+                        pass
+                if not running:
+                    return True
+                time.sleep(WORKER_POLL_S)
+                for (agent, seed), proc in list(running.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    del running[agent, seed]
+                    if code == WORKER_INTERRUPTED:  # a signal sent to the worker itself: stop the others too
+                        stopped.append((agent, seed))
+                        caught.append(signal.SIGINT)
+                        raise KeyboardInterrupt
+                    if code != 0:
+                        raise RuntimeError(f"comparison: the worker training {agent} seed {seed} exited with code "
+                                           f"{code} (its message above); its last checkpoint is kept")
+        except KeyboardInterrupt:
+            for proc in running.values():
+                procs.signal_group(proc, signal.SIGINT)
+            try:
+                for proc in running.values():
+                    proc.wait()
+            except KeyboardInterrupt:  # a second signal: the workers stop at once
+                for proc in running.values():
+                    procs.signal_group(proc, signal.SIGINT)
+                for proc in running.values():
+                    proc.wait()
+            raise ComparisonInterrupted(caught[0] if caught else signal.SIGINT, stopped + list(running)) from None
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for proc in running.values():  # an error above: no worker outlives the driver
+            if proc.poll() is None:
+                procs.signal_group(proc, signal.SIGINT)
+                proc.wait()
+
+
+def _worker_main() -> int:
+    """One turn of :func:`_run_workers` (``python -m stoxbar.pong.comparison``, the job on stdin);
+    exit 0 after the turn, 130 if interrupted (checkpoint written), 2 on a bad job."""
+    try:
+        job = json.loads(sys.stdin.read())
+        cfg = ComparisonConfig(**job["settings"])
+        agent, seed = job["agent"], int(job["seed"])
+        if agent not in cfg.agents or seed not in cfg.seeds:
+            raise ConfigError(f"job: {agent} seed {seed} is not a run of this comparison")
+        root, threads = Path(job["root"]), int(job["threads"])
+        torch.set_num_threads(threads)
+        run = run_of(root, agent, seed)
+        tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, int(job["env_threads"]),
+                              float(job["minutes"]))
+        train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+    except TrainingInterrupted:
+        return WORKER_INTERRUPTED
+    except (ConfigError, CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"stoxbar train-comparison worker: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _curve(frames: np.ndarray, ret: np.ndarray, window: int, grid: np.ndarray
@@ -374,6 +520,10 @@ def main_args(p) -> None:
     p.add_argument("--env-threads", type=int, default=1, help="emulator threads")
     p.add_argument("--group-threads", action="store_true",
                    help="two emulator groups, each with its own thread (stoxbar train --env-groups 2 --group-threads)")
+    p.add_argument("--workers", type=int, default=1,
+                   help=f"runs trained at once, each in a process of its own with --threads torch threads and one "
+                        f"emulator group (1-{MAX_WORKERS}; 2 on a 2-core machine: 1.2-1.4x the frames per hour of "
+                        f"--group-threads, BENCHMARKS.md)")
     p.add_argument("--first", nargs="+", default=[], metavar="AGENT:SEED",
                    help="train these runs to the budget before the others, in this order (e.g. stp_only:0); "
                         "without it, the run with the fewest frames goes next")
@@ -388,9 +538,13 @@ def run_main(args) -> List[str]:
         cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames,
                                algo=args.algo, lr=lr)
         run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print,
-                       group_threads=args.group_threads, first=parse_runs(cfg, args.first))
+                       group_threads=args.group_threads, first=parse_runs(cfg, args.first), workers=args.workers)
     elif not (root / SETTINGS).is_file():
         raise ConfigError(f"{root}: not a training comparison (no {SETTINGS})")
     rows = comparison_report(root)
     return [f"wrote {root / 'comparison.png'} and {root / 'comparison.md'}"] + [
         f"{a}: final {r['final_mean']:+.2f} over {r['seeds']} seeds" for a, r in rows.items()]
+
+
+if __name__ == "__main__":  # a worker of run_comparison(workers > 1)
+    sys.exit(_worker_main())

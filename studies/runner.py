@@ -32,13 +32,11 @@ process each), results come back to this process, which alone writes the directo
 
 Design: docs/reliability.md §4.
 
-May import: stoxbar.core.fsio, stoxbar.core.compat, stoxbar.studies.{spec,records,worker,table,plots,paired}.
+May import: stoxbar.core.{fsio,procs,compat}, stoxbar.studies.{spec,records,worker,table,plots,paired}.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import math
 import os
@@ -54,7 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from stoxbar.core import fsio
+from stoxbar.core import fsio, procs
 from stoxbar.core.compat import versions
 from stoxbar.studies.records import CHECKSUM_KEY, load_records, read_study_meta, record_checksum, record_problem
 from stoxbar.studies.spec import Metrics, Study, StudyError, Trial
@@ -149,37 +147,8 @@ def _failed(job: Dict[str, Any], error: str) -> Dict[str, Any]:
 
 
 # -- local backend -------------------------------------------------------------------------------
-def _pdeathsig():
-    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` bound in the parent (Linux), or None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    return prctl
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup(prctl, driver_pid: int) -> Callable[[], None]:
-    """preexec_fn: die with the driver (SIGKILL on its death); if it is already gone, exit now."""
-    def setup() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != driver_pid:
-            os._exit(1)
-    return setup
-
-
 def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    procs.signal_group(proc, sig)
 
 
 class _Running:
@@ -212,14 +181,14 @@ def run_local(jobs: List[Dict[str, Any]], workers: int, timeout_s: Optional[floa
     Whatever ends this generator (exhaustion, close, an exception), no worker outlives it.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    prctl, me = _pdeathsig(), os.getpid()
+    prctl, me = procs.pdeathsig(), os.getpid()
     queue, running = deque(jobs), []  # type: ignore[var-annotated]
 
     def launch(job: Dict[str, Any]) -> _Running:
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, "-m", "stoxbar.studies.worker"], stdin=subprocess.PIPE,
                                 stdout=out, stderr=err, env=env, process_group=0,
-                                preexec_fn=_child_setup(prctl, me))
+                                preexec_fn=procs.child_setup(prctl, me))
         try:
             proc.stdin.write(json.dumps(job).encode())
             proc.stdin.close()

@@ -354,6 +354,107 @@ def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(
         ComparisonConfig(agents=("lstm",))
 
 
+def test_training_comparison_with_workers_trains_runs_in_processes_of_their_own(tmp_path):
+    """``workers`` 2: two runs train at once, each in a worker process (one emulator group, no group
+    threads), each turn resumed in the run's own directory, the run furthest behind starting as soon as a
+    worker is free; the same budgets and report as one at a time."""
+    from stoxbar.pong.comparison import ComparisonConfig, run_comparison, run_of
+
+    cfg = ComparisonConfig(agents=("stp_only", "recurrent"), seeds=(0,), frames=4 * 80, arch="bottleneck",
+                           hidden=8, bottleneck=16, num_envs=2)
+    lines: list = []
+    assert run_comparison(tmp_path, cfg, chunk_minutes=1e-4, echo=lines.append, workers=2)
+    assert len(lines) == 4 and all("(worker " in line for line in lines)  # 2 runs x 2 turns of one update
+    assert sorted(" ".join(line.split(":")[1].split()) for line in lines) == ["recurrent seed 0"] * 2 + [
+        "stp_only seed 0"] * 2
+    for agent in cfg.agents:
+        run = run_of(tmp_path, agent, 0)
+        ck = load_checkpoint(run / "checkpoint.pt")
+        assert ck["counters"]["steps"] == 80 and ck["train_config"]["threads"] == 1
+        assert ck["train_config"]["env_groups"] == 1 and ck["train_config"]["group_threads"] is False
+        assert len(list(run.parent.iterdir())) == 1
+    assert run_comparison(tmp_path, cfg, echo=lines.append, workers=2) and len(lines) == 4  # nothing left
+    with pytest.raises(ConfigError, match="group_threads: with workers = 2 each run trains in a process of its own"):
+        run_comparison(tmp_path, cfg, echo=lines.append, workers=2, group_threads=True)
+    with pytest.raises(ConfigError, match="workers = 0"):
+        run_comparison(tmp_path, cfg, echo=lines.append, workers=0)
+
+
+_DRIVER = """
+import sys
+from stoxbar.pong.comparison import ComparisonConfig, ComparisonInterrupted, run_comparison
+cfg = ComparisonConfig(agents=("stp_only", "recurrent"), seeds=(0,), frames=1e7, arch="bottleneck", hidden=8,
+                       bottleneck=16, num_envs=2)
+try:
+    run_comparison(sys.argv[1], cfg, chunk_minutes=30, echo=print, workers=2)
+except ComparisonInterrupted as exc:  # as the CLI (scripts/cli.py) reports it
+    print(exc, file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def _comparison_driver(root: Path):
+    """A comparison of two small runs trained by two workers (the CLI's comparison is the paper agent's:
+    too slow to start for a test)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _DRIVER, str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_runs(root: Path, agents, timeout_s: float = 120.0) -> list:
+    """The run directories of ``agents`` once each is locked by a live worker that has logged an update."""
+    import time
+
+    from stoxbar.core import fsio
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [next(iter(sorted((root / a / "seed0").glob("train-*"))), None) for a in agents]
+        if all(r is not None and fsio.lock_holder(r) and (r / "progress.csv").is_file() for r in runs):
+            return runs
+        time.sleep(0.5)
+    raise AssertionError("the comparison's workers did not start")
+
+
+def test_training_comparison_workers_survive_ctrl_c_and_a_killed_driver(tmp_path):
+    """SIGINT to the driver alone (its workers have process groups of their own): each worker finishes
+    its update and checkpoints, the driver exits 130 naming the runs. ``kill -9`` of the driver: the
+    kernel sends each worker SIGINT (PR_SET_PDEATHSIG), which checkpoints and exits; nothing is left
+    holding a run, and the next call resumes both runs from those checkpoints."""
+    import signal
+    import time
+
+    from stoxbar.core import fsio
+    from stoxbar.pong.comparison import run_of
+
+    agents = ("stp_only", "recurrent")
+    drv = _comparison_driver(tmp_path / "int")
+    runs = _wait_for_runs(tmp_path / "int", agents)
+    drv.send_signal(signal.SIGINT)
+    out, err = drv.communicate(timeout=180)
+    assert drv.returncode == 130, err
+    assert "interrupted by SIGINT; the runs in progress (" in err and "stp_only seed 0" in err and \
+        "recurrent seed 0" in err and "finished their update and saved their checkpoints" in err
+    for run in runs:
+        assert fsio.lock_holder(run) is None
+        assert load_checkpoint(run / "checkpoint.pt")["counters"]["steps"] > 0
+
+    drv = _comparison_driver(tmp_path / "kill")
+    runs = _wait_for_runs(tmp_path / "kill", agents)
+    drv.kill()
+    drv.communicate(timeout=30)
+    deadline = time.monotonic() + 180
+    while any(fsio.lock_holder(r) for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    steps = []
+    for run in runs:
+        assert fsio.lock_holder(run) is None, "a worker outlived its driver"
+        steps.append(load_checkpoint(run / "checkpoint.pt")["counters"]["steps"])
+    assert min(steps) > 0
+    assert [run_of(tmp_path / "kill", a, 0) for a in agents] == runs  # what the next call resumes
+
+
 def test_mean_at_budget_reads_a_committed_run_at_an_earlier_budget():
     """The equal-budget column of the comparison report: the last games that ended by the budget, read
     from a committed run's episodes.csv (append-only, so the value at 1 M frames stays), checked against
