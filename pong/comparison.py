@@ -241,13 +241,13 @@ def _run_workers(root: Path, cfg: ComparisonConfig, chunk_minutes: float, thread
                     if pick is None:
                         break
                     agent, seed, steps = pick
-                    echo(_turn_line(cfg, agent, seed, steps, chunk_minutes) + f" (worker {len(running) + 1})")
                     job = {"root": str(root), "settings": cfg.to_dict(), "agent": agent, "seed": seed,
                            "threads": threads, "env_threads": env_threads, "minutes": chunk_minutes}
                     proc = subprocess.Popen([sys.executable, "-m", "stoxbar.pong.comparison"], stdin=subprocess.PIPE,
                                             env=env, process_group=0,
                                             preexec_fn=procs.child_setup(prctl, me, signal.SIGINT))
                     running[agent, seed] = proc
+                    echo(_turn_line(cfg, agent, seed, steps, chunk_minutes) + f" (worker process {proc.pid})")
                     try:
                         proc.stdin.write(json.dumps(job).encode())
                         proc.stdin.close()
