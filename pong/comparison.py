@@ -266,8 +266,8 @@ def _run_workers(root: Path, cfg: ComparisonConfig, chunk_minutes: float, thread
                         caught.append(signal.SIGINT)
                         raise KeyboardInterrupt
                     if code != 0:
-                        raise RuntimeError(f"comparison: the worker training {agent} seed {seed} exited with code "
-                                           f"{code} (its message above); its last checkpoint is kept")
+                        raise ConfigError(f"comparison: the worker training {agent} seed {seed} exited with code "
+                                          f"{code} (its message above); its last checkpoint is kept")
         except KeyboardInterrupt:
             for proc in running.values():
                 procs.signal_group(proc, signal.SIGINT)
