@@ -16,7 +16,7 @@ refused). :func:`comparison_report` reads the runs' ``episodes.csv``
 ablation rows come from ``stoxbar play`` / ``stoxbar sweep plasticity_ablation --checkpoint`` on each run's
 checkpoint (a study in ``ROOT/ablation/AGENT/seedS`` is added to the table: :func:`ablation_lines`).
 
-May import: numpy, torch, stoxbar.core.{fsio,procs,validation}, stoxbar.pong.{a2c,ablate,agent,checkpoint,env,scores}.
+May import: numpy, stoxbar.core.{fsio,procs,validation}, stoxbar.pong.{a2c,ablate,agent,checkpoint,env,scores}.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from stoxbar.core import fsio, procs
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
@@ -176,11 +175,16 @@ def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.
         if pick is None:
             return True
         agent, seed, steps = pick
-        run = run_of(root, agent, seed)
         echo(_turn_line(cfg, agent, seed, steps, chunk_minutes))
-        tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, chunk_minutes,
-                              group_threads)
-        train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+        _train_turn(root, cfg, agent, seed, threads, env_threads, chunk_minutes, group_threads)
+
+
+def _train_turn(root: Path, cfg: ComparisonConfig, agent: str, seed: int, threads: int, env_threads: int,
+                minutes: float, group_threads: bool = False) -> None:
+    """Train run (agent, seed) for ``minutes``, resuming its run directory if it has one."""
+    run = run_of(root, agent, seed)
+    tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, minutes, group_threads)
+    train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
 
 
 def _next_run(root: Path, cfg: ComparisonConfig, first: Sequence[Tuple[str, int]],
@@ -298,12 +302,8 @@ def _worker_main() -> int:
         agent, seed = job["agent"], int(job["seed"])
         if agent not in cfg.agents or seed not in cfg.seeds:
             raise ConfigError(f"job: {agent} seed {seed} is not a run of this comparison")
-        root, threads = Path(job["root"]), int(job["threads"])
-        torch.set_num_threads(threads)
-        run = run_of(root, agent, seed)
-        tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, int(job["env_threads"]),
-                              float(job["minutes"]))
-        train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+        _train_turn(Path(job["root"]), cfg, agent, seed, int(job["threads"]), int(job["env_threads"]),
+                    float(job["minutes"]))
     except TrainingInterrupted:
         return WORKER_INTERRUPTED
     except (ConfigError, CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
