@@ -38,7 +38,7 @@ PPO loop (with ``--agents``: the two m-STPN agents' PPO loops) with the native k
 Ratios are measured in one process, interleaved (round-robin repeats, median per config), so the
 machine load affects all configs alike. The issue's goal: >= 2x the baseline, using both cores.
 Usage: ``python benchmarks/bench_pong_training.py [--repeats N] [--updates U] [--ppo] [--ppo-updates U]
-[--agents] [--two-runs] [--baseline-native PATH]``.
+[--agents [AGENT ...]] [--two-runs] [--baseline-native PATH]``.
 """
 
 from __future__ import annotations
@@ -155,8 +155,9 @@ def main() -> None:
     ap.add_argument("--baseline-native", default=None,
                     help="also the baseline, 2 group threads and PPO 16x128 (with --agents: the m-STPN agents' PPO) "
                          "with this older build's _native*.so")
-    ap.add_argument("--agents", action="store_true",
-                    help="also PPO 16x128 for each comparison agent, and the recurrent one with its plastic step")
+    ap.add_argument("--agents", nargs="*", default=None, choices=list(AGENTS), metavar="AGENT",
+                    help="also PPO 16x128 for each comparison agent (or those named), and the recurrent one with its "
+                         "plastic step")
     ap.add_argument("--two-runs", action="store_true",
                     help="per comparison agent: one run on both cores (group threads) vs two one-core runs at once")
     ap.add_argument("--single", default=None, choices=list(AGENTS), help=argparse.SUPPRESS)
@@ -181,17 +182,19 @@ def main() -> None:
         return
     arch = ArchConfig()
     configs = {**CONFIGS, **(PPO_CONFIGS if args.ppo else {})}
-    if args.agents:  # the baseline and the agents only
+    if args.agents is not None:  # the baseline and the agents only
         configs = {"baseline (1 thread, 1 group)": CONFIGS["baseline (1 thread, 1 group)"]}
-        for name, fields in AGENTS.items():
-            configs[f"PPO 16x128, agent {name}"] = dict(_PPO128, arch=ArchConfig(**fields))
-        configs["PPO 16x128, agent recurrent, plastic step (before the still step)"] = dict(
-            _PPO128, arch=ArchConfig(**AGENTS["recurrent"]), variant="plastic step")
+        names = args.agents or list(AGENTS)
+        for name in names:
+            configs[f"PPO 16x128, agent {name}"] = dict(_PPO128, arch=ArchConfig(**AGENTS[name]))
+        if "recurrent" in names:
+            configs["PPO 16x128, agent recurrent, plastic step (before the still step)"] = dict(
+                _PPO128, arch=ArchConfig(**AGENTS["recurrent"]), variant="plastic step")
     if args.baseline_native:
         old = _kernels.load(args.baseline_native)
         for name in ("baseline (1 thread, 1 group)", "2 group threads") + (
                 ("PPO 16x128, 4x4, 2 group threads",) if args.ppo else ()) + (
-                ("PPO 16x128, agent mstpn", "PPO 16x128, agent stp_only") if args.agents else ()):
+                ("PPO 16x128, agent mstpn", "PPO 16x128, agent stp_only") if args.agents is not None else ()):
             if name not in configs:
                 continue
             configs[f"{name}, older kernels"] = dict(configs[name], kernels=old)

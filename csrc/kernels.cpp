@@ -73,8 +73,6 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
         if (sparse)  // d: the pulsed cells' new F, k: their levels, step: their col entries before the row
           stoxbar::st_pulse_sparse<T>(nnz, nz, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, lam + off,
                                       g_max, ct, d, (int8_t*)k, step, g);
-        else
-          stoxbar::st_request_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, d, k, step, g);
         for (int si = 0; si < S; ++si) {
           const T* pe = per_st + si * cells + off;
           double s = 0;
@@ -85,8 +83,9 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
         if (sparse) {
           stoxbar::st_decay_row<T>(X, f, f, lam + off, g_max, lv, ct);
           stoxbar::st_place_sparse<T>(nnz, nz, d, (const int8_t*)k, step, f, lv, ct);
-        } else {
-          stoxbar::st_apply_row<T>(X, f, f, lam + off, d, k, step, g_max, lv, ct);
+        } else {  // after the bias energy, which reads F before the change
+          stoxbar::st_update_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, f, lam + off, g_max,
+                                    lv, ct, g, d, k, step);
         }
       }
       for (int si = 0; si < S; ++si) e_bias[(b * TT + t) * S + si] = eb[si];
@@ -175,8 +174,8 @@ STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         stoxbar::st_decay_row<T>(P, Fr, Fo + bi * P, lam + i * P, fmax, lv, nullptr);
         stoxbar::st_place_sparse<T>(nnz[b], nz + b * P, d, (const int8_t*)k, nullptr, Fo + bi * P, lv, nullptr);
       } else {
-        stoxbar::st_request_row<T>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, d, k, step, c);
-        stoxbar::st_apply_row<T>(P, Fr, Fo + bi * P, lam + i * P, d, k, step, fmax, lv, nullptr);
+        stoxbar::st_update_row<T>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, Fr, Fo + bi * P, lam + i * P, fmax,
+                                  lv, nullptr, c, d, k, step);
       }
       h[bi] = hh;
       u[bi] = su;
@@ -218,21 +217,26 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         T r1 = 0;
         if (go) {
           const bool sparse = stoxbar::st_is_sparse(nnz[b], P);
+          // a dense row with L <= 8 levels: its request and mask in one pass (st_mask_row)
+          const bool masked =
+              !sparse && stoxbar::st_mask_row<T>(P, gi, hh, zb, T(1), thr, dg, L, Fr, li, fmax, go, gm, r1);
           if (sparse) {
             if (dirty) std::fill(d, d + 3 * P, T(0));
             dirty = false;
             stoxbar::st_request_sparse<T>(nnz[b], nz + b * P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
-          } else {
+          } else if (!masked) {
             stoxbar::st_request_row<T>(P, P, gi, hh, zb, T(1), thr, dg, L, d, k, step, nullptr);
             dirty = true;
           }
+          if (!masked) {
 #pragma omp simd reduction(+ : r1)
-          for (int64_t j = 0; j < P; ++j) {
-            T pre = Fr[j] * li[j];
-            pre = pre + stoxbar::st_signed_step(d[j], k[j], step[j]);
-            const T g = (pre >= -fmax && pre <= fmax) ? go[j] : T(0);
-            gm[j] = g;
-            r1 += g * gi[j] * zb[j];
+            for (int64_t j = 0; j < P; ++j) {
+              T pre = Fr[j] * li[j];
+              pre = pre + stoxbar::st_signed_step(d[j], k[j], step[j]);
+              const T g = (pre >= -fmax && pre <= fmax) ? go[j] : T(0);
+              gm[j] = g;
+              r1 += g * gi[j] * zb[j];
+            }
           }
           if (sparse) stoxbar::st_clear_sparse<T>(nnz[b], nz + b * P, d, k, step);
         }

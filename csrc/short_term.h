@@ -22,6 +22,13 @@
 #else
 #define STOXBAR_CLONES
 #endif
+// Forced inlining for the one-pass row helpers: each of their L-unrolled loops must be compiled inside
+// the caller's clone (AVX-512, AVX2); left out of line (their size), the baseline x86-64 copy would run.
+#if defined(__GNUC__)
+#define STOXBAR_INLINE inline __attribute__((always_inline))
+#else
+#define STOXBAR_INLINE inline
+#endif
 
 namespace stoxbar {
 
@@ -263,6 +270,157 @@ inline void st_apply_row(int64_t X, const T* f_in, T* f_out, const T* lam, const
     st_apply_row_t<T, false, true>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
   else
     st_apply_row_t<T, false, false>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
+}
+
+// st_request_row + st_apply_row_t of one row in one pass, the level loop unrolled for a compile-time L:
+// each cell's request, level count and step stay in registers (the two passes store and reload them, and
+// loop over the levels once each). Every value is the same operation on the same operands as there, so
+// the same bits; ge[m] += the cells with |d| >= thr[m] (counted in int32 per row; ge may be null).
+// Slots n..X-1 (padding) request nothing: they decay as st_apply_row_t's 0 levels do.
+template <typename T, int L, bool kLevel, bool kCol>
+STOXBAR_INLINE void st_update_row_L(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
+                            const T* dg, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col,
+                            int64_t* ge) {
+  T tm[L], dm[L];
+  int32_t cm[L];
+  for (int m = 0; m < L; ++m) {
+    tm[m] = thr[m];
+    dm[m] = dg[m + 1];
+    cm[m] = 0;
+  }
+#pragma omp simd reduction(+ : cm[:L])
+  for (int64_t x = 0; x < n; ++x) {
+    T r = scale[x] * u;
+    r = r * v[x];
+    r = r * g_range;
+    const T a = std::fabs(r);
+    int32_t k = 0;
+    T step = 0;
+    for (int m = 0; m < L; ++m) {
+      const int32_t q = a >= tm[m];
+      k += q;
+      cm[m] += q;
+      step = q ? dm[m] : step;
+    }
+    const int32_t l = r > 0 ? k : (r < 0 ? -k : 0);
+    const T y = st_apply_one<T>(f_in[x], lam[x], l, step, g_max);
+    f_out[x] = y;
+    if (kLevel) level[x] = (int8_t)l;
+    if (kCol) col[x] += std::fabs(y);
+  }
+#pragma omp simd
+  for (int64_t x = n; x < X; ++x) {
+    const T y = st_apply_one<T>(f_in[x], lam[x], 0, T(0), g_max);
+    f_out[x] = y;
+    if (kLevel) level[x] = 0;
+    if (kCol) col[x] += std::fabs(y);
+  }
+  if (ge)
+    for (int m = 0; m < L; ++m) ge[m] += cm[m];
+}
+
+template <typename T, bool kLevel, bool kCol>
+STOXBAR_INLINE bool st_update_row_t(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
+                            const T* dg, int L, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level,
+                            T* col, int64_t* ge) {
+  switch (L) {
+#define STOXBAR_ST_CASE(NL)                                                                                      \
+  case NL:                                                                                                       \
+    st_update_row_L<T, NL, kLevel, kCol>(n, X, scale, u, v, g_range, thr, dg, f_in, f_out, lam, g_max, level, \
+                                         col, ge);                                                              \
+    return true;
+    STOXBAR_ST_CASE(1)
+    STOXBAR_ST_CASE(2)
+    STOXBAR_ST_CASE(3)
+    STOXBAR_ST_CASE(4)
+    STOXBAR_ST_CASE(5)
+    STOXBAR_ST_CASE(6)
+    STOXBAR_ST_CASE(7)
+    STOXBAR_ST_CASE(8)
+#undef STOXBAR_ST_CASE
+    default:
+      return false;
+  }
+}
+
+// One dense row's short-term change (request, levels, decay and pulse; level and col nullable): one pass for
+// L <= 8 levels (st_update_row_L), else st_request_row then st_apply_row through the scratch d, k, step [X].
+template <typename T>
+STOXBAR_INLINE void st_update_row(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
+                          const T* dg, int L, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col,
+                          int64_t* ge, T* d, int32_t* k, T* step) {
+  bool done;
+  if (level && col)
+    done = st_update_row_t<T, true, true>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
+                                          col, ge);
+  else if (level)
+    done = st_update_row_t<T, true, false>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
+                                           col, ge);
+  else if (col)
+    done = st_update_row_t<T, false, true>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
+                                           col, ge);
+  else
+    done = st_update_row_t<T, false, false>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
+                                            col, ge);
+  if (done) return;
+  st_request_row<T>(n, X, scale, u, v, g_range, thr, dg, L, d, k, step, ge);
+  st_apply_row<T>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
+}
+
+// The backward's clamp mask of one dense row with its request recomputed in registers (st_request_row's
+// request, level count and step; the level loop unrolled for a compile-time L): gm[x] = go[x] where
+// f_in * lam + the signed step lies in [-g_max, g_max] (inclusive, as torch.clamp), else 0; returns
+// sum_x gm[x] * scale[x] * v[x].
+template <typename T, int L>
+STOXBAR_INLINE T st_mask_row_L(int64_t n, const T* scale, T u, const T* v, T g_range, const T* thr, const T* dg,
+                       const T* f_in, const T* lam, T g_max, const T* go, T* gm) {
+  T tm[L], dm[L];
+  for (int m = 0; m < L; ++m) {
+    tm[m] = thr[m];
+    dm[m] = dg[m + 1];
+  }
+  T r1 = 0;
+#pragma omp simd reduction(+ : r1)
+  for (int64_t x = 0; x < n; ++x) {
+    T r = scale[x] * u;
+    r = r * v[x];
+    r = r * g_range;
+    const T a = std::fabs(r);
+    T step = 0;
+    for (int m = 0; m < L; ++m) step = a >= tm[m] ? dm[m] : step;
+    T pre = f_in[x] * lam[x];
+    // the signed step (a -0 where r < 0 requests nothing: the same sum up to its zero's sign, which no
+    // comparison below sees)
+    pre = pre + (r < 0 ? -step : step);
+    const bool in = (pre >= -g_max) & (pre <= g_max);  // & not &&: no branch, so the loop vectorises
+    const T g = in ? go[x] : T(0);
+    gm[x] = g;
+    r1 += g * scale[x] * v[x];
+  }
+  return r1;
+}
+
+// st_mask_row_L for L <= 8 levels (r1 = its sum); false for more (the caller requests the row first).
+template <typename T>
+STOXBAR_INLINE bool st_mask_row(int64_t n, const T* scale, T u, const T* v, T g_range, const T* thr, const T* dg, int L,
+                        const T* f_in, const T* lam, T g_max, const T* go, T* gm, T& r1) {
+  switch (L) {
+#define STOXBAR_ST_CASE(NL)                                                                    \
+  case NL:                                                                                     \
+    r1 = st_mask_row_L<T, NL>(n, scale, u, v, g_range, thr, dg, f_in, lam, g_max, go, gm); \
+    return true;
+    STOXBAR_ST_CASE(1)
+    STOXBAR_ST_CASE(2)
+    STOXBAR_ST_CASE(3)
+    STOXBAR_ST_CASE(4)
+    STOXBAR_ST_CASE(5)
+    STOXBAR_ST_CASE(6)
+    STOXBAR_ST_CASE(7)
+    STOXBAR_ST_CASE(8)
+#undef STOXBAR_ST_CASE
+    default:
+      return false;
+  }
 }
 
 }  // namespace stoxbar

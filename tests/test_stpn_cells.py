@@ -378,3 +378,26 @@ def test_mstpn_kernel_forward_equals_reference_for_each_level_count(n_levels):
         torch.testing.assert_close(h_k, h_r)
         state = new
     assert int(i_k.abs().max()) == n_levels and bool((F_k.abs() == cell.f_max).any())
+
+
+@pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
+@pytest.mark.parametrize("n_levels", [1, 3, 9])
+def test_mstpn_kernel_gradients_equal_reference_for_each_level_count(n_levels):
+    """Training's dense rows (no level record): the kernels' one-pass request for up to 8 levels and the
+    two-pass form above give the reference's F and gradients, the clamp mask included."""
+    import dataclasses
+
+    dev = dataclasses.replace(_device(), st_pulse_levels=tuple((1.0 + 0.1 * k, 10e-6) for k in range(n_levels)))
+    torch.manual_seed(10 + n_levels)
+    cell = MSTPNCell(12, 4, dev, DT).double()
+    with torch.no_grad():
+        cell.gam.uniform_(-1.0, 1.0).mul_(8 * float(cell.levels[-1]))
+        cell.theta.uniform_(4, 8)
+    xs = [torch.rand(3, 12, dtype=torch.float64) for _ in range(2 * int(cell.f_max / float(cell.levels[0])) + 3)]
+    cell.use_kernel = True
+    F_k, g_k = _run(cell, xs)
+    cell.use_kernel = False
+    F_r, g_r = _run(cell, xs)
+    assert torch.equal(F_k, F_r) and bool((F_k.abs() == cell.f_max).any())
+    for a, b in zip(g_k, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
