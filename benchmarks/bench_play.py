@@ -1,7 +1,7 @@
 """Batched play (``stoxbar play --games G --chips C``) against the bare vector env, in one process.
 
 Reports (issue 16, performance): the throughput of G games on C chips (agent steps per second:
-the shipped agent on the STO chip, ledger and digital counting on, as ``stoxbar play``) over the
+the shipped agent, or ``--checkpoint``'s, on the STO chip, ledger and digital counting on, as ``stoxbar play``) over the
 first ``--steps`` steps, the throughput of the bare ale-py vector env stepping the same G games with
 random actions, and their ratio (goal >= 60 %: the emulator is the limit); repeats interleaved,
 medians; and the time of 100 full games extrapolated from the measured throughput
@@ -49,12 +49,16 @@ from stoxbar.pong.env import EVAL_STICKY, make_pong_env
 from stoxbar.pong.evaluate import build_analog_cell
 
 
+CHECKPOINT = {"path": str(SHIPPED_CHECKPOINT)}  # --checkpoint
+
+
 def chip_agent():
-    """The shipped agent on its chip, attached to a fresh ledger (as ``stoxbar play``)."""
-    agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
+    """The agent (the shipped one, or ``--checkpoint``'s) on its chip, attached to a fresh ledger (as ``stoxbar
+    play``)."""
+    agent, _ = load_agent(CHECKPOINT["path"])
     periphery = PeripheryConfig()
     ledger = EnergyLedger()
-    build_analog_cell(agent, chip_device(agent, str(SHIPPED_CHECKPOINT)), periphery).attach(ledger, "stp")
+    build_analog_cell(agent, chip_device(agent, CHECKPOINT["path"]), periphery).attach(ledger, "stp")
     return agent, periphery, ledger
 
 
@@ -114,7 +118,11 @@ def main() -> None:
                     help="emulator threads of the vector env, one or a comma list measured interleaved (e.g. 1,2)")
     ap.add_argument("--baseline-native", default=None,
                     help="also play with the native kernels of this older build's _native*.so (interleaved)")
+    ap.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT),
+                    help="the agent to play (default: the shipped one; e.g. a comparison run's checkpoint.pt, whose "
+                         "dense encoder features take the short-term step's dense rows)")
     args = ap.parse_args()
+    CHECKPOINT["path"] = args.checkpoint
     base = _kernels.load(args.baseline_native) if args.baseline_native else None
     torch.set_num_threads(args.threads)
     env_threads = [int(x) for x in args.env_threads.split(",")]
