@@ -84,8 +84,8 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
           stoxbar::st_decay_row<T>(X, f, f, lam + off, g_max, lv, ct);
           stoxbar::st_place_sparse<T>(nnz, nz, d, (const int8_t*)k, step, f, lv, ct);
         } else {  // after the bias energy, which reads F before the change
-          stoxbar::st_update_row<T>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, f, lam + off, g_max,
-                                    lv, ct, g, d, k, step);
+          stoxbar::st_update_row<T, true>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, f, lam + off,
+                                          g_max, lv, ct, g, d, k, step);
         }
       }
       for (int si = 0; si < S; ++si) e_bias[(b * TT + t) * S + si] = eb[si];
@@ -174,8 +174,8 @@ STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
         stoxbar::st_decay_row<T>(P, Fr, Fo + bi * P, lam + i * P, fmax, lv, nullptr);
         stoxbar::st_place_sparse<T>(nnz[b], nz + b * P, d, (const int8_t*)k, nullptr, Fo + bi * P, lv, nullptr);
       } else {
-        stoxbar::st_update_row<T>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, Fr, Fo + bi * P, lam + i * P, fmax,
-                                  lv, nullptr, c, d, k, step);
+        stoxbar::st_update_row<T, false>(P, P, gam + i * P, hh, zb, T(1), thr, dg, L, Fr, Fo + bi * P, lam + i * P,
+                                         fmax, lv, nullptr, c, d, k, step);
       }
       h[bi] = hh;
       u[bi] = su;

@@ -343,28 +343,21 @@ STOXBAR_INLINE bool st_update_row_t(int64_t n, int64_t X, const T* scale, T u, c
   }
 }
 
-// One dense row's short-term change (request, levels, decay and pulse; level and col nullable): one pass for
-// L <= 8 levels (st_update_row_L), else st_request_row then st_apply_row through the scratch d, k, step [X].
-template <typename T>
+// One dense row's short-term change (request, levels, decay and pulse; level nullable; col written iff kCol,
+// as the caller knows): one pass for L <= 8 levels (st_update_row_L), else st_request_row then st_apply_row
+// through the scratch d, k, step [X].
+template <typename T, bool kCol>
 STOXBAR_INLINE void st_update_row(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
-                          const T* dg, int L, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col,
-                          int64_t* ge, T* d, int32_t* k, T* step) {
-  bool done;
-  if (level && col)
-    done = st_update_row_t<T, true, true>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
-                                          col, ge);
-  else if (level)
-    done = st_update_row_t<T, true, false>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
-                                           col, ge);
-  else if (col)
-    done = st_update_row_t<T, false, true>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
-                                           col, ge);
-  else
-    done = st_update_row_t<T, false, false>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
-                                            col, ge);
+                                  const T* dg, int L, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level,
+                                  T* col, int64_t* ge, T* d, int32_t* k, T* step) {
+  const bool done =
+      level ? st_update_row_t<T, true, kCol>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
+                                             col, ge)
+            : st_update_row_t<T, false, kCol>(n, X, scale, u, v, g_range, thr, dg, L, f_in, f_out, lam, g_max, level,
+                                              col, ge);
   if (done) return;
   st_request_row<T>(n, X, scale, u, v, g_range, thr, dg, L, d, k, step, ge);
-  st_apply_row<T>(X, f_in, f_out, lam, d, k, step, g_max, level, col);
+  st_apply_row<T>(X, f_in, f_out, lam, d, k, step, g_max, level, kCol ? col : nullptr);
 }
 
 // The backward's clamp mask of one dense row with its request recomputed in registers (st_request_row's
