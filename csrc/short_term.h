@@ -26,8 +26,10 @@
 // the caller's clone (AVX-512, AVX2); left out of line (their size), the baseline x86-64 copy would run.
 #if defined(__GNUC__)
 #define STOXBAR_INLINE inline __attribute__((always_inline))
+#define STOXBAR_LAMBDA __attribute__((always_inline))
 #else
 #define STOXBAR_INLINE inline
+#define STOXBAR_LAMBDA
 #endif
 
 namespace stoxbar {
@@ -279,8 +281,8 @@ inline void st_apply_row(int64_t X, const T* f_in, T* f_out, const T* lam, const
 // Slots n..X-1 (padding) request nothing: they decay as st_apply_row_t's 0 levels do.
 template <typename T, int L, bool kLevel, bool kCol>
 STOXBAR_INLINE void st_update_row_L(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
-                            const T* dg, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col,
-                            int64_t* ge) {
+                                    const T* dg, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col,
+                                    int64_t* ge) {
   T tm[L], dm[L];
   int32_t cm[L];
   for (int m = 0; m < L; ++m) {
@@ -319,15 +321,14 @@ STOXBAR_INLINE void st_update_row_L(int64_t n, int64_t X, const T* scale, T u, c
     for (int m = 0; m < L; ++m) ge[m] += cm[m];
 }
 
-template <typename T, bool kLevel, bool kCol>
-STOXBAR_INLINE bool st_update_row_t(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
-                            const T* dg, int L, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level,
-                            T* col, int64_t* ge) {
+// f(std::integral_constant<int, L>{}) for L = 1..8 (the one-pass helpers' unrolled level counts); false for
+// another L. f must be a STOXBAR_LAMBDA, so that its loop too is compiled inside the caller's clone.
+template <typename F>
+STOXBAR_INLINE bool st_with_levels(int L, F&& f) {
   switch (L) {
-#define STOXBAR_ST_CASE(NL)                                                                                      \
-  case NL:                                                                                                       \
-    st_update_row_L<T, NL, kLevel, kCol>(n, X, scale, u, v, g_range, thr, dg, f_in, f_out, lam, g_max, level, \
-                                         col, ge);                                                              \
+#define STOXBAR_ST_CASE(NL)                \
+  case NL:                                 \
+    f(std::integral_constant<int, NL>{}); \
     return true;
     STOXBAR_ST_CASE(1)
     STOXBAR_ST_CASE(2)
@@ -341,6 +342,16 @@ STOXBAR_INLINE bool st_update_row_t(int64_t n, int64_t X, const T* scale, T u, c
     default:
       return false;
   }
+}
+
+template <typename T, bool kLevel, bool kCol>
+STOXBAR_INLINE bool st_update_row_t(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
+                                    const T* dg, int L, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level,
+                                    T* col, int64_t* ge) {
+  return st_with_levels(L, [&](auto nl) STOXBAR_LAMBDA {
+    st_update_row_L<T, decltype(nl)::value, kLevel, kCol>(n, X, scale, u, v, g_range, thr, dg, f_in, f_out, lam,
+                                                          g_max, level, col, ge);
+  });
 }
 
 // One dense row's short-term change (request, levels, decay and pulse; level nullable; col written iff kCol,
@@ -366,7 +377,7 @@ STOXBAR_INLINE void st_update_row(int64_t n, int64_t X, const T* scale, T u, con
 // sum_x gm[x] * scale[x] * v[x].
 template <typename T, int L>
 STOXBAR_INLINE T st_mask_row_L(int64_t n, const T* scale, T u, const T* v, T g_range, const T* thr, const T* dg,
-                       const T* f_in, const T* lam, T g_max, const T* go, T* gm) {
+                               const T* f_in, const T* lam, T g_max, const T* go, T* gm) {
   T tm[L], dm[L];
   for (int m = 0; m < L; ++m) {
     tm[m] = thr[m];
@@ -396,24 +407,10 @@ STOXBAR_INLINE T st_mask_row_L(int64_t n, const T* scale, T u, const T* v, T g_r
 // st_mask_row_L for L <= 8 levels (r1 = its sum); false for more (the caller requests the row first).
 template <typename T>
 STOXBAR_INLINE bool st_mask_row(int64_t n, const T* scale, T u, const T* v, T g_range, const T* thr, const T* dg, int L,
-                        const T* f_in, const T* lam, T g_max, const T* go, T* gm, T& r1) {
-  switch (L) {
-#define STOXBAR_ST_CASE(NL)                                                                    \
-  case NL:                                                                                     \
-    r1 = st_mask_row_L<T, NL>(n, scale, u, v, g_range, thr, dg, f_in, lam, g_max, go, gm); \
-    return true;
-    STOXBAR_ST_CASE(1)
-    STOXBAR_ST_CASE(2)
-    STOXBAR_ST_CASE(3)
-    STOXBAR_ST_CASE(4)
-    STOXBAR_ST_CASE(5)
-    STOXBAR_ST_CASE(6)
-    STOXBAR_ST_CASE(7)
-    STOXBAR_ST_CASE(8)
-#undef STOXBAR_ST_CASE
-    default:
-      return false;
-  }
+                                const T* f_in, const T* lam, T g_max, const T* go, T* gm, T& r1) {
+  return st_with_levels(L, [&](auto nl) STOXBAR_LAMBDA {
+    r1 = st_mask_row_L<T, decltype(nl)::value>(n, scale, u, v, g_range, thr, dg, f_in, lam, g_max, go, gm);
+  });
 }
 
 }  // namespace stoxbar
