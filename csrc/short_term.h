@@ -34,6 +34,14 @@
 
 namespace stoxbar {
 
+// The request of one cell, d = ((scale u) v) g_range, in this order (the torch reference's).
+template <typename T>
+inline T st_request(T scale, T u, T v, T g_range) {
+  T r = scale * u;
+  r = r * v;
+  return r * g_range;
+}
+
 // Request, level count and step of one row. ge[m] += number of cells with |d| >= thr[m] (ge may
 // be null). Levels are looped outside so every inner loop vectorises (no gathers).
 template <typename T>
@@ -41,9 +49,7 @@ inline void st_request_row(int64_t n, int64_t X, const T* scale, T u, const T* v
                            const T* thr, const T* dg, int L, T* d, int32_t* k, T* step, int64_t* ge) {
 #pragma omp simd
   for (int64_t x = 0; x < n; ++x) {
-    T r = scale[x] * u;
-    r = r * v[x];
-    d[x] = r * g_range;
+    d[x] = st_request<T>(scale[x], u, v[x], g_range);
     k[x] = 0;
     step[x] = 0;
   }
@@ -129,9 +135,7 @@ inline bool st_thr_sorted(const T* thr, int L) {
 template <typename T>
 inline T st_request_one(T scale, T u, T v, T g_range, const T* thr, const T* dg, int L, int32_t& k, T& step,
                         int64_t* ge, bool sorted) {
-  T r = scale * u;
-  r = r * v;
-  r = r * g_range;
+  const T r = st_request<T>(scale, u, v, g_range);
   const T a = std::fabs(r);
   if (sorted) {
     int32_t c = 0;
@@ -278,7 +282,7 @@ inline void st_apply_row(int64_t X, const T* f_in, T* f_out, const T* lam, const
 // each cell's request, level count and step stay in registers (the two passes store and reload them, and
 // loop over the levels once each). Every value is the same operation on the same operands as there, so
 // the same bits; ge[m] += the cells with |d| >= thr[m] (counted in int32 per row; ge may be null).
-// Slots n..X-1 (padding) request nothing: they decay as st_apply_row_t's 0 levels do.
+// Slots n..X-1 (padding) request nothing: they only decay (st_decay_row, as st_apply_row_t's 0 levels).
 template <typename T, int L, bool kLevel, bool kCol>
 STOXBAR_INLINE void st_update_row_L(int64_t n, int64_t X, const T* scale, T u, const T* v, T g_range, const T* thr,
                                     const T* dg, const T* f_in, T* f_out, const T* lam, T g_max, int8_t* level, T* col,
@@ -292,9 +296,7 @@ STOXBAR_INLINE void st_update_row_L(int64_t n, int64_t X, const T* scale, T u, c
   }
 #pragma omp simd reduction(+ : cm[:L])
   for (int64_t x = 0; x < n; ++x) {
-    T r = scale[x] * u;
-    r = r * v[x];
-    r = r * g_range;
+    const T r = st_request<T>(scale[x], u, v[x], g_range);
     const T a = std::fabs(r);
     int32_t k = 0;
     T step = 0;
@@ -310,13 +312,8 @@ STOXBAR_INLINE void st_update_row_L(int64_t n, int64_t X, const T* scale, T u, c
     if (kLevel) level[x] = (int8_t)l;
     if (kCol) col[x] += std::fabs(y);
   }
-#pragma omp simd
-  for (int64_t x = n; x < X; ++x) {
-    const T y = st_apply_one<T>(f_in[x], lam[x], 0, T(0), g_max);
-    f_out[x] = y;
-    if (kLevel) level[x] = 0;
-    if (kCol) col[x] += std::fabs(y);
-  }
+  if (X > n) st_decay_row<T>(X - n, f_in + n, f_out + n, lam + n, g_max, kLevel ? level + n : nullptr,
+                            kCol ? col + n : nullptr);
   if (ge)
     for (int m = 0; m < L; ++m) ge[m] += cm[m];
 }
@@ -386,9 +383,7 @@ STOXBAR_INLINE T st_mask_row_L(int64_t n, const T* scale, T u, const T* v, T g_r
   T r1 = 0;
 #pragma omp simd reduction(+ : r1)
   for (int64_t x = 0; x < n; ++x) {
-    T r = scale[x] * u;
-    r = r * v[x];
-    r = r * g_range;
+    const T r = st_request<T>(scale[x], u, v[x], g_range);
     const T a = std::fabs(r);
     T step = 0;
     for (int m = 0; m < L; ++m) step = a >= tm[m] ? dm[m] : step;
