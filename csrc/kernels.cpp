@@ -284,8 +284,11 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
   }
 }
 
+// out: where the new F goes (None: a fresh tensor); it may be F itself (each row of F is read, for the read
+// and the pulses, before that row is written), which spares a caller without a gradient, e.g. batched
+// play, a fresh [B, H, P] tensor per step (at 100 games 68 MB, whose pages the kernel faults in anew).
 std::vector<Tensor> mstpn_forward(Tensor zh, Tensor F, Tensor W, Tensor gain, Tensor bias, Tensor lam, Tensor gam,
-                                  Tensor thr, Tensor dg, double fmax, bool record) {
+                                  Tensor thr, Tensor dg, double fmax, bool record, std::optional<Tensor> out) {
   const auto dt = F.scalar_type();
   for (auto* p : {&zh, &F, &W, &gain, &bias, &lam, &gam, &thr, &dg}) check_cpu_float(*p, "m-STPN operand", dt);
   const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
@@ -295,7 +298,11 @@ std::vector<Tensor> mstpn_forward(Tensor zh, Tensor F, Tensor W, Tensor gain, Te
   // per thread 3 P (request, levels, steps), then the nonzero positions of every zh[b] and their counts
   // (int32 in T slots)
   auto scratch = torch::empty({nth * 3 * P + B * P + B}, F.options());
-  auto Fo = torch::empty_like(F);
+  if (out) {
+    check_cpu_float(*out, "mstpn_forward out", dt);
+    TORCH_CHECK(out->sizes() == F.sizes(), "mstpn_forward: out must have F's shape");
+  }
+  auto Fo = out ? *out : torch::empty_like(F);
   auto h = torch::empty({B, H}, F.options());
   auto u = torch::empty({B, H}, F.options());
   auto cnt = torch::empty({B, H, L}, F.options().dtype(at::kLong));
@@ -439,12 +446,18 @@ STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
   }
 }
 
-std::vector<Tensor> stpn_forward(Tensor z, Tensor F, Tensor W, Tensor bias, Tensor lam, Tensor gam) {
+// out: as mstpn_forward's (each row of F is read, for the norm and the read, before that row is written).
+std::vector<Tensor> stpn_forward(Tensor z, Tensor F, Tensor W, Tensor bias, Tensor lam, Tensor gam,
+                                 std::optional<Tensor> out) {
   const auto dt = F.scalar_type();
   for (auto* p : {&z, &F, &W, &bias, &lam, &gam}) check_cpu_float(*p, "STPN operand", dt);
   const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
   const int nth = threads_for(F.numel());
-  auto Fo = torch::empty_like(F);
+  if (out) {
+    check_cpu_float(*out, "stpn_forward out", dt);
+    TORCH_CHECK(out->sizes() == F.sizes(), "stpn_forward: out must have F's shape");
+  }
+  auto Fo = out ? *out : torch::empty_like(F);
   auto h = torch::empty({B, H}, F.options()), n = torch::empty({B, H}, F.options()), u = torch::empty({B, H}, F.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "stpn_forward", [&] {
     stpn_fwd_impl<scalar_t>(B, H, P, W.data_ptr<scalar_t>(), F.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
@@ -660,9 +673,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.doc() = "stoxbar native CPU kernels (short-term step, m-STPN and STPN cell steps)";
   m.def("short_term_step", &short_term_step, "decay, then the requested short-term change (in place)", nogil);
-  m.def("mstpn_forward", &mstpn_forward, "digital m-STPN step forward", nogil);
+  m.def("mstpn_forward", &mstpn_forward, "digital m-STPN step forward (out: the new F's tensor, may be F)",
+        py::arg("zh"), py::arg("F"), py::arg("W"), py::arg("gain"), py::arg("bias"), py::arg("lam"), py::arg("gam"),
+        py::arg("thr"), py::arg("dg"), py::arg("fmax"), py::arg("record"), py::arg("out") = py::none(), nogil);
   m.def("mstpn_backward", &mstpn_backward, "digital m-STPN step backward", nogil);
-  m.def("stpn_forward", &stpn_forward, "STPN step forward", nogil);
+  m.def("stpn_forward", &stpn_forward, "STPN step forward (out: the new F's tensor, may be F)", py::arg("z"),
+        py::arg("F"), py::arg("W"), py::arg("bias"), py::arg("lam"), py::arg("gam"), py::arg("out") = py::none(),
+        nogil);
   m.def("stpn_backward", &stpn_backward, "STPN step backward", nogil);
   m.def("io_mvm", &io_mvm, "IO-managed tiled analog MVM (aihwkit AnalogMVM ONE_PASS + read noise)", nogil);
   m.def("to_tiled", &to_tiled, "[N, in] -> [N, T, X] with zero pad rows", nogil);

@@ -25,10 +25,14 @@ energy, measured, docs/stpn.md §8.1) and a segment mean for the data-dependent 
 pulses and the half-selected cells, the read drive, the bias on |F|): the spread across games comes
 from their lengths.
 
+A float cell (``periphery`` None) steps its F in place (:func:`~stoxbar.stpn.cells.state_in_place`): the loop
+keeps no earlier state, and a fresh F per step (68 MB at 100 games) cost more than the step's arithmetic.
+
 ``chips = 1`` keeps today's sequential path (:func:`~stoxbar.pong.evaluate.play_games`): one chip,
 games one after another, the same scores for the same seed.
 
-May import: numpy, torch, stoxbar.core.validation, stoxbar.crossbar, stoxbar.peripherals, stoxbar.pong.
+May import: numpy, torch, stoxbar.core.validation, stoxbar.crossbar, stoxbar.peripherals, stoxbar.stpn,
+stoxbar.pong.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from stoxbar.pong.accounting import StepCounter
 from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.env import EVAL_STICKY, make_pong_env
 from stoxbar.pong.evaluate import PlayResult, boundary_totals
+from stoxbar.stpn.cells import state_in_place
 
 MAX_CHIPS = 1024  # assumption: the vector env's limit on games (PongVecEnv num_envs <= 1024) bounds the chips
 
@@ -131,7 +136,8 @@ def play_chips(agent: PongAgent, games: int, chips: int, seed: int, greedy: bool
         t0 = time.perf_counter()  # wall time of the steps (the emulators' noop-start reset is before it)
         live = np.arange(games)  # the games still playing, in batch order
         actions = np.zeros(games, dtype=np.int64)  # finished games' emulators get NOOP (0)
-        with torch.no_grad(), (digital if digital is not None else nullcontext()):
+        # the loop keeps no earlier state: a float cell's native step overwrites F in place (stpn/cells.py)
+        with torch.no_grad(), state_in_place(agent.cell), (digital if digital is not None else nullcontext()):
             while live.size and int(steps[live].max()) < max_steps:
                 a, state = agent.act(torch.from_numpy(obs[live]).to(tdev), state, greedy=greedy, generator=gen)
                 actions[:] = 0

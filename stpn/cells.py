@@ -51,7 +51,8 @@ MSTPNCell -- the m-STPN: the STPN restricted to what the SrTiO3 device can do (d
     ascending as device.short_term_levels()), sign = device of the pair (+ on G+, - on G-).
 
 Both cells run a native CPU kernel (csrc/kernels.cpp, built at install; one pass over F per step
-forward, two reading passes and one write in backward, no temporaries of F's size) when it is
+forward, two reading passes and one write in backward, no temporaries of F's size; within
+`state_in_place`, without a gradient, F_new overwrites the F given: batched play) when it is
 built, else the pure-torch reference (`stpn_step_reference`, `mstpn_plastic_reference`; same
 maths). The m-STPN's F update is the substrate's short-term step with g_range = 1 (weight units
 are its conductance units): one C++ implementation (csrc/short_term.h) and one torch
@@ -70,10 +71,12 @@ stoxbar.peripherals.drivers.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Tuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import increment_version
 
 from stoxbar.core import native
 from stoxbar.crossbar import fused
@@ -144,7 +147,7 @@ class _STPNStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, F, W, b, lam, gam):
         z, F, W, b, lam, gam = (t.contiguous() for t in (z, F, W, b, lam, gam))
-        h, Fo, n, u = native.extension().stpn_forward(z, F, W, b, lam, gam)
+        h, Fo, n, u = native.extension().stpn_forward(z, F, W, b, lam, gam, None)
         ctx.save_for_backward(z, F, W, lam, gam, h, n, u)
         ctx.set_materialize_grads(False)
         return h, Fo
@@ -159,6 +162,17 @@ class _STPNStep(torch.autograd.Function):
         return gz, (gF if ctx.needs_input_grad[1] else None), gW, gb, glam, ggam
 
 
+def _mstpn_native(zh, F, W, gain, b, lam, gam, levels, f_max, record, out=None):
+    """The native m-STPN step on contiguous operands: (h, F_new, counts [B, L], idx or None, u, dg, thr);
+    ``out``: the new F's tensor (None: a fresh one; F itself: in place)."""
+    dg = _level_table(levels, F.dtype).contiguous()
+    thr = dynamics.short_term_thresholds(dg).contiguous()
+    Fo, h, u, cnt, idx = native.extension().mstpn_forward(zh, F, W, gain, b, lam, gam, thr, dg, f_max, record, out)
+    ge = cnt.sum(1)  # [B, L]: synapses with |d| >= thr[m]
+    counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(F.shape[0], 1)], dim=1)
+    return h, Fo, counts, (idx if record else None), u, dg, thr
+
+
 class _MSTPNStep(torch.autograd.Function):
     """Native m-STPN step: (zh, F, W, gain, b, lam, gam, levels, f_max, record) -> (h, F_new, cnt, idx).
 
@@ -168,13 +182,7 @@ class _MSTPNStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, zh, F, W, gain, b, lam, gam, levels, f_max, record):
         zh, F, W, gain, b, lam, gam = (t.contiguous() for t in (zh, F, W, gain, b, lam, gam))
-        B = F.shape[0]
-        dg = _level_table(levels, F.dtype).contiguous()
-        thr = dynamics.short_term_thresholds(dg).contiguous()
-        Fo, h, u, cnt, idx = native.extension().mstpn_forward(zh, F, W, gain, b, lam, gam, thr, dg, f_max, record)
-        ge = cnt.sum(1)  # [B, L]: synapses with |d| >= thr[m]
-        counts = ge - torch.cat([ge[:, 1:], ge.new_zeros(B, 1)], dim=1)
-        idx = idx if record else None
+        h, Fo, counts, idx, u, dg, thr = _mstpn_native(zh, F, W, gain, b, lam, gam, levels, f_max, record)
         ctx.save_for_backward(zh, F, W, gain, lam, gam, h, u, dg, thr)
         ctx.f_max = f_max
         ctx.set_materialize_grads(False)
@@ -239,6 +247,30 @@ class _CellBase(nn.Module):
     def _fused_ok(self, *tensors: Tensor) -> bool:
         return self.use_kernel and native.usable(*tensors)
 
+    # True (set by :func:`state_in_place`): without a gradient the native step writes F_new into the F it was
+    # given, for a caller that keeps no earlier state (batched play); False: a fresh F_new each step
+    state_in_place = False
+
+    def _in_place(self, F: Tensor) -> bool:
+        return self.state_in_place and not torch.is_grad_enabled() and F.is_contiguous()
+
+
+@contextmanager
+def state_in_place(cell: nn.Module) -> Iterator[None]:
+    """Within the block, ``cell``'s native step (STPN or m-STPN, no gradient recorded) overwrites the F it is
+    given with F_new instead of allocating it: the same numbers, no fresh [B, H, P] tensor per step (68 MB at
+    100 games, its pages faulted in anew by every step). For a caller that keeps no earlier state; a cell
+    without the option (e.g. the analog one, whose crossbar holds F) is left as it is."""
+    if not isinstance(cell, _CellBase):
+        yield
+        return
+    old = cell.state_in_place
+    cell.state_in_place = True
+    try:
+        yield
+    finally:
+        cell.state_in_place = old
+
 
 class STPNCell(_CellBase):
     """Original STPN (docs/stpn.md 1.1, Pong config) with ``hidden`` units over z = [x ; h_prev]."""
@@ -265,7 +297,11 @@ class STPNCell(_CellBase):
         h_prev, F = state
         lam, gam = params if params is not None else self.step_params()
         z = torch.cat([x, h_prev], dim=1)
-        if self._fused_ok(z, F, self.W, self.b, lam, gam):
+        if self._fused_ok(z, F, self.W, self.b, lam, gam) and self._in_place(F):
+            ops = (t.contiguous() for t in (z, F, self.W, self.b, lam, gam))
+            h, F_new = native.extension().stpn_forward(*ops, F)[:2]
+            increment_version(F)
+        elif self._fused_ok(z, F, self.W, self.b, lam, gam):
             h, F_new = _STPNStep.apply(z, F, self.W, self.b, lam, gam)
         else:
             h, F_new = stpn_step_reference(z, F, self.W, self.b, lam, gam)
@@ -477,8 +513,13 @@ class MSTPNCell(_CellBase):
             self._known_zero = (F, F._version)
             return h, (h, F)
         if not self._composed() and self._fused_ok(zh, F, self.W, self.gain, self.b, *params):
-            h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
-                                                     self.levels, self.f_max, self.record_levels)
+            if self._in_place(F):
+                ops = (t.contiguous() for t in (zh, F, self.W, self.gain, self.b, *params))
+                h, F_new, counts, idx = _mstpn_native(*ops, self.levels, self.f_max, self.record_levels, out=F)[:4]
+                increment_version(F)  # the kernel wrote F's memory: what keys on F's version sees the change
+            else:
+                h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
+                                                         self.levels, self.f_max, self.record_levels)
             self._uncounted_idx = None
         else:
             a = self.mvm(zh, F)

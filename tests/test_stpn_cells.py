@@ -129,6 +129,45 @@ def test_fused_kernels_match_reference_values_and_gradients(sparse):
     assert (F_k.abs() == m.f_max).any()  # the clamp was exercised
 
 
+@pytest.mark.skipif(not cells.kernel_available(), reason="native kernels not built (setup.py)")
+@pytest.mark.parametrize("kind", ["stpn", "mstpn"])
+def test_state_in_place_gives_the_same_bits_in_the_given_memory(kind):
+    """``state_in_place`` (batched play): without a gradient the native step writes F_new into the F it was
+    given; h, F and the pulse counts are bit for bit those of the fresh-tensor step, over sparse and dense
+    inputs (both kernel forms) and several steps. With a gradient recorded, or outside the block, F is new."""
+    torch.manual_seed(5)
+    n_in = 120
+    xs = [torch.rand(3, n_in) * (torch.rand(3, n_in) < 0.05) for _ in range(6)]
+    for x in xs:
+        x[2] = torch.rand(n_in)  # one dense game beside two sparse ones
+    cell = STPNCell(n_in, 8) if kind == "stpn" else MSTPNCell(n_in, 8, _device(), DT)
+    with torch.no_grad():
+        cell.gam.uniform_(-3.0, 3.0) if kind == "mstpn" else cell.gam.uniform_(-0.3, 0.3)
+    counts = lambda: cell.last_level_counts.clone() if kind == "mstpn" else None  # noqa: E731
+
+    def run(in_place):
+        state, out = cell.initial_state(3), []
+        with torch.no_grad(), (cells.state_in_place(cell) if in_place else torch.enable_grad()):
+            for x in xs:
+                F_in, version = state[1], state[1]._version
+                h, state = cell(x, state)
+                assert (state[1] is F_in) == in_place  # the given memory, or a new tensor
+                assert (state[1]._version > version) == in_place
+                out.append((h.clone(), state[1].clone(), counts()))
+        return out
+
+    fresh, inplace = run(False), run(True)
+    assert not cell.state_in_place  # restored after the block
+    for (h0, F0, c0), (h1, F1, c1) in zip(fresh, inplace):
+        assert torch.equal(h0, h1) and torch.equal(F0, F1)
+        assert c0 is None or torch.equal(c0, c1)
+    assert bool(fresh[-1][1].ne(0).any())
+    with cells.state_in_place(cell):  # a gradient recorded: no in-place write
+        state = cell.initial_state(3)
+        _, new = cell(xs[0], state)
+        assert new[1] is not state[1] and not bool(state[1].any())
+
+
 @pytest.mark.parametrize("make", [lambda: STPNCell(3, 2), lambda: MSTPNCell(3, 2, _device(), DT)])
 def test_reset_on_done_zeroes_only_finished_envs(make):
     torch.manual_seed(0)
