@@ -892,7 +892,9 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                         "pass runs)")
     p.add_argument("--group-threads", action="store_true",
                    help="with --env-groups 2: each group rolls out and back-propagates in its own thread (one "
-                        "intra-op thread each): the fastest setting on 2 cores (BENCHMARKS.md)")
+                        "intra-op thread each): the fastest setting on 2 cores for a run alone on the machine; "
+                        "beside another training process its OpenMP threads spin on the shared cores, ~1.5x slower "
+                        "than one thread (BENCHMARKS.md)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="updates between checkpoints")
     p.add_argument("--snapshot-every", type=int, default=d.snapshot_every,
                    help="every k-th checkpoint is also kept as checkpoint-uNNNNNNN.pt")
