@@ -56,9 +56,9 @@ from stoxbar.pong.env import EVAL_STICKY, make_pong_env
 from stoxbar.pong.evaluate import build_analog_cell
 
 
-def make_agent(checkpoint: str, float_agent: bool):
-    """(agent, periphery, ledger): ``checkpoint``'s agent on its chip, attached to a fresh ledger (as ``stoxbar
-    play``), or in float32 (``float_agent``: periphery and ledger None)."""
+def chip_agent(checkpoint: str = str(SHIPPED_CHECKPOINT), float_agent: bool = False):
+    """(agent, periphery, ledger): ``checkpoint``'s agent (default: the shipped one) on its chip, attached to a
+    fresh ledger (as ``stoxbar play``), or in float32 (``float_agent``: periphery and ledger None)."""
     agent, _ = load_agent(checkpoint)
     if float_agent:
         return agent, None, None
@@ -76,7 +76,7 @@ def batched(games: int, chips: int, steps: int, device: str, fresh_read_weight: 
     ``env_threads``: the vector env's emulator threads; ``per_slot_read``: the read without its chip form
     (each slot's W + F formed, as before it); ``keep_levels``: the short-term step writes its levels;
     ``float_agent``: the agent in float32; ``fresh_state``: its cell allocates F_new each step (no in-place step)."""
-    agent, periphery, ledger = make_agent(checkpoint, float_agent)
+    agent, periphery, ledger = chip_agent(checkpoint, float_agent)
     agent.cell.record_levels = keep_levels
     saved = (TiledAnalogMVM.__dict__["array_weight"], TiledAnalogMVM.__dict__["chip_read"],
              chips_mod.state_in_place)
