@@ -153,20 +153,21 @@ def main() -> None:
                 old.append(play(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1])[0])
         if args.per_slot_read:
             slot.append(play(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1],
-                                per_slot_read=True)[0])
+                             per_slot_read=True)[0])
         if args.keep_levels:
             kept.append(play(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1],
-                                keep_levels=True)[0])
+                             keep_levels=True)[0])
         if args.fresh_read_weight:
             fresh.append(play(args.games, args.chips, args.steps, args.device, fresh_read_weight=True,
-                                 env_threads=env_threads[0])[0])
+                              env_threads=env_threads[0])[0])
         if args.fresh_state:
             fstate.append(play(args.games, args.chips, args.steps, args.device, env_threads=env_threads[-1],
-                                  fresh_state=True)[0])
+                               fresh_state=True)[0])
     for n in env_threads:
         c, e = statistics.median(chip[n]), statistics.median(env[n])
-        print(f"{args.games} games on {args.chips} chips ({'float32, ' if args.float_agent else ''}{args.device}, {args.threads} torch thread(s), {n} emulator "
-              f"thread(s)): {c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
+        kind = "float32, " if args.float_agent else ""
+        print(f"{args.games} games on {args.chips} chips ({kind}{args.device}, {args.threads} torch thread(s), {n} "
+              f"emulator thread(s)): {c:.0f} agent steps/s; bare vector env, random actions: {e:.0f} env steps/s; "
               f"ratio {100 * c / e:.1f} % (goal >= 60 %)  [runs: chips {[round(x) for x in chip[n]]}, "
               f"env {[round(x) for x in env[n]]}]")
         full_s = 100 * args.steps_per_game / c
@@ -200,7 +201,7 @@ def main() -> None:
             with _kernels.use(module):
                 t0 = time.perf_counter()
                 _, res = play(args.games, args.chips, 27000, args.device, env_threads=env_threads[-1],
-                                 per_slot_read=per_slot, fresh_state=label == "fresh F per step")
+                              per_slot_read=per_slot, fresh_state=label == "fresh F per step")
                 wall = time.perf_counter() - t0
             print(f"{args.games} full games on {args.chips} chips, {label}: {wall:.1f} s wall (goal <= 180 s for 100), "
                   f"{sum(res.steps)} agent steps, mean score {np.mean(res.scores):+.2f}, "
