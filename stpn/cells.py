@@ -259,8 +259,9 @@ class _CellBase(nn.Module):
 def state_in_place(cell: nn.Module) -> Iterator[None]:
     """Within the block, ``cell``'s native step (STPN or m-STPN, no gradient recorded) overwrites the F it is
     given with F_new instead of allocating it: the same numbers, no fresh [B, H, P] tensor per step (68 MB at
-    100 games, its pages faulted in anew by every step). For a caller that keeps no earlier state; a cell
-    without the option (e.g. the analog one, whose crossbar holds F) is left as it is."""
+    100 games, its pages faulted in anew by every step). For a caller that keeps no earlier state. A cell whose step does not run these
+    kernels (the analog one, whose crossbar holds F and steps it in place) is unaffected; another module is
+    left as it is."""
     if not isinstance(cell, _CellBase):
         yield
         return
@@ -297,12 +298,13 @@ class STPNCell(_CellBase):
         h_prev, F = state
         lam, gam = params if params is not None else self.step_params()
         z = torch.cat([x, h_prev], dim=1)
-        if self._fused_ok(z, F, self.W, self.b, lam, gam) and self._in_place(F):
-            ops = (t.contiguous() for t in (z, F, self.W, self.b, lam, gam))
-            h, F_new = native.extension().stpn_forward(*ops, F)[:2]
-            increment_version(F)
-        elif self._fused_ok(z, F, self.W, self.b, lam, gam):
-            h, F_new = _STPNStep.apply(z, F, self.W, self.b, lam, gam)
+        if self._fused_ok(z, F, self.W, self.b, lam, gam):
+            if self._in_place(F):
+                ops = (t.contiguous() for t in (z, F, self.W, self.b, lam, gam))
+                h, F_new = native.extension().stpn_forward(*ops, F)[:2]
+                increment_version(F)
+            else:
+                h, F_new = _STPNStep.apply(z, F, self.W, self.b, lam, gam)
         else:
             h, F_new = stpn_step_reference(z, F, self.W, self.b, lam, gam)
         return h, (h, F_new)
