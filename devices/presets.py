@@ -10,6 +10,7 @@ May import: stoxbar.core (validation, entry_points), stoxbar.devices.{base,sto,t
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict
 
@@ -19,6 +20,9 @@ from stoxbar.devices.files import as_tuple
 from stoxbar.devices.tiox import TiOxTaOyDevice, zhong_2021
 from stoxbar.devices.sto import PAPER_BIAS_POWER_W, PAPER_V_BIAS_MAX_V, STODevice
 from stoxbar.core.validation import ConfigError
+
+# torch device strings (a user who knows torch may type one for --device, which names the memristive device)
+_TORCH_DEVICE = re.compile(r"(cpu|cuda|mps|xpu|meta)(:\d+)?")
 
 __all__ = ["sto_2024", "ideal", "IdealSTODevice", "PRESETS", "DEVICE_CLASSES", "get_preset", "get_registered",
            "register_preset", "device_from_fields", "resolve_device"]
@@ -198,6 +202,10 @@ def resolve_device(spec: Any, trusted: bool = True, what: str = "preset") -> Mem
     if files.is_device_file(spec):
         return load_device_file(spec)
     allowed = f"a registered preset {tuple(PRESETS)}, a device file PATH.toml"
+    if _TORCH_DEVICE.fullmatch(spec):
+        raise ConfigError(f"{what} = {spec!r}: that is a torch device, not a memristive device (stoxbar play takes "
+                          f"the torch device of its batched chips as --torch-device); allowed values are {allowed}, "
+                          "PATH.py:factory or 'module:factory'")
     if ":" not in spec:
         raise ConfigError(f"{what} = {spec!r}: allowed values are {allowed}, PATH.py:factory or 'module:factory'")
     if not trusted:
@@ -274,13 +282,13 @@ def device_from_fields(class_name: str, fields: Dict[str, Any], what: str = "dev
                           f"{exc})") from None
 
 
-def get_preset(name: str) -> MemristiveDevice:
+def get_preset(name: str, what: str = "preset") -> MemristiveDevice:
     """A fresh device by a name the user typed (:func:`resolve_device` with ``trusted=True``).
 
     ``name`` is a registered preset, a device file ``PATH.toml``, ``PATH.py:factory`` or
     ``"package.module:factory"`` (imported, registered under that string once and called), so a device
     defined outside stoxbar works wherever the *command line* takes a preset. This runs code: call it
     only with a name the user typed, never with one read from a file (those go through
-    :func:`get_registered`; docs/reliability.md §7).
+    :func:`get_registered`; docs/reliability.md §7). ``what`` names the option in errors (``--device``).
     """
-    return resolve_device(name, trusted=True)
+    return resolve_device(name, trusted=True, what=what)

@@ -103,7 +103,7 @@ def _device(args: argparse.Namespace) -> int:
     from stoxbar.core.fsio import check_new_file, free_name
 
     out = check_new_file(args.out, "--out") if args.out else free_name("device.png")
-    device = presets.get_preset(args.preset)
+    device = presets.get_preset(args.preset, "--device")
     print(describe(device))
     device_figure(device, str(out))
     print(f"\nwrote {out}")
@@ -121,7 +121,7 @@ def _fit(args: argparse.Namespace) -> int:
     out = check_new_file(args.out, "--out")
     if out.suffix.lower() != ".toml":
         raise ConfigError(f"--out = {args.out!r}: a device file ends in .toml")
-    base = presets.get_preset(args.based_on)
+    base = presets.get_preset(args.based_on, "--based-on")
     dfit = fit_device(Path(args.data_dir), base, args.name or out.stem, lt_table=args.lt_table)
     for v, fits in sorted(dfit.decay.items()):
         print(f"decay at {v:g} V: " + "; ".join(

@@ -328,7 +328,7 @@ def model_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {args.model}: the factory returned {type(model).__name__}; expected a "
                           "torch.nn.Module")
     torch.manual_seed(args.seed)
-    device = presets.get_preset(args.preset)
+    device = presets.get_preset(args.preset, "--device")
     cfg = STORPUConfig(device=device, periphery=periphery_from_args(args, device))
     try:
         report = analyze(model, torch.randn(*shape), rpu_config=cfg, accel=accel_from_args(args))
@@ -371,7 +371,7 @@ def main(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_new_file(path, flag)
-    device = presets.get_preset(args.preset)
+    device = presets.get_preset(args.preset, "--device")
     periphery = periphery_from_args(args, device)
     bias_reports: list = []
     mvm, update = layer_breakdown(n_in, n_out, device, periphery, args.dt, args.seed, bias_reports)

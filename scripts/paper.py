@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
     if args.preset:  # checked before any work (the waterfall's chip)
         from stoxbar.devices import presets
 
-        device = presets.get_preset(args.preset)
+        device = presets.get_preset(args.preset, "--device")
     spec = GPUSpec.from_measured(args.gpu_measured) if args.gpu_measured else GPUSpec()
     doc = paper_estimate(a, spec, accel_from_args(args))
     doc["command"] = ["stoxbar", *sys.argv[1:]]

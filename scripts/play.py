@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     if arch.cell != "mstpn" and not args.digital:
         raise ConfigError(f"checkpoint cell = {arch.cell!r}: only an m-STPN maps onto the STO chip (use --digital)")
     # --preset is named on the command line (may be module:factory); the checkpoint's is data (never imported)
-    device = presets.get_preset(args.preset) if args.preset else chip_device(agent, args.checkpoint)
+    device = presets.get_preset(args.preset, "--device") if args.preset else chip_device(agent, args.checkpoint)
     periphery = periphery_from_args(args, device)
     if getattr(args, "bias_addressing", None) is None and arch.decay_addressing != periphery.bias_addressing:
         # an agent that learned its decay under a scheme is played on a chip wired for it

@@ -193,6 +193,9 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     (["--chips", "1", "--torch-device", "nowhere"], "--torch-device = 'nowhere': not a usable torch device"),
     (["--torch-device", "cuda"], "--torch-device = 'cuda': only the batched chips (--chips)"),
     (["--chips", "1", "--env-threads", "0"], "--env-threads = 0: allowed range is [1, inf)"),
+    # --device names the memristive device; a torch device typed there says where the torch device goes
+    (["--chips", "1", "--device", "cuda:0"], "--device = 'cuda:0': that is a torch device, not a memristive device"),
+    (["--device", "pcm"], "--device = 'pcm': allowed values are a registered preset"),
 ])
 def test_play_chips_bad_input_is_one_line(argv, text, capsys):
     assert main(["play", *argv]) == 2

@@ -419,6 +419,8 @@ def test_get_preset():
     assert get_preset("ideal") == ideal() and get_preset("sto_2024") == sto_2024()
     with pytest.raises(ConfigError, match=r"preset = 'pcm'.*sto_2024.*ideal"):
         get_preset("pcm")
+    with pytest.raises(ConfigError, match=r"^--device = 'cuda': that is a torch device.*--torch-device"):
+        get_preset("cuda", "--device")  # never imported as a module (no ':factory')
 
 
 # ---- figures ----------------------------------------------------------------------------------
