@@ -171,6 +171,10 @@ MAX_READ_BYTES = 256 * 2**20  # assumption: no JSON/CSV file stoxbar writes come
 
 def _read_text(path: Path, what: str) -> str:
     """The UTF-8 text of a (not oversized) file; a :class:`ConfigError` naming it otherwise."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file (expected {what})")
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not {what}")
     size = path.stat().st_size
     if size > MAX_READ_BYTES:
         raise ConfigError(f"{path}: {size} bytes is larger than the limit of {MAX_READ_BYTES} bytes for {what}; "
@@ -194,8 +198,9 @@ def read_json(path: PathLike) -> Any:
     Non-finite numbers (``NaN``, ``Infinity``, which stoxbar never writes) are refused as damage.
     """
     path = Path(path)
+    text = _read_text(path, "a JSON file")
     try:
-        return json.loads(_read_text(path, "a JSON file"), parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ConfigError(f"{path}: not valid JSON ({exc}); the file is damaged - move it away "
                           "(its work is redone)") from None

@@ -315,6 +315,9 @@ def model_main(args: argparse.Namespace) -> int:
     if args.layer is not None:
         raise ConfigError(f"--layer = {args.layer!r}: not with --model (the model's own layers are analysed); give one "
                           "of them")
+    if args.input_shape is None:
+        raise ConfigError(f"--model = {args.model!r} needs --input-shape N,C,H,W (the example input's shape, e.g. "
+                          "1,1,28,28)")
     shape = parse_shape(args.input_shape)
     factory = load_entry_point(args.model, "--model")
     try:

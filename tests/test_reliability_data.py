@@ -493,6 +493,7 @@ def test_a_nul_in_the_output_is_refused(tmp_path, capsys):
     (["energy", "--layer", "100000x100000"], "GiB of memory, more than the limit of"),
     (["energy", "--model", "x.py:f", "--input-shape", "100000000,8"], "more than the limit of 268435456 elements"),
     (["energy", "--model", "x.py:f", "--layer", "8x8"], "--layer = '8x8': not with --model"),
+    (["energy", "--model", "x.py:f"], "--model = 'x.py:f' needs --input-shape N,C,H,W"),
 ])
 def test_non_finite_and_oversized_numbers_are_one_line(capsys, argv, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
