@@ -155,7 +155,7 @@ def test_real_a2c_updates_move_theta_of_the_shipped_agent():
     """Ten real A2C updates (real Pong, the shipped agent and its Adam state): a few percent of the
     synapses' theta move by more than half an Adam step (lr) -- those where pulses landed. A2C with 2 envs x
     20 steps whatever algorithm trained the shipped agent (its own settings otherwise; measured also on a
-    PPO-trained m-STPN, the comparison's seed 1 at 13 M frames: 19 % moved, max 24 lr)."""
+    PPO-trained m-STPN, the comparison's seed 1 at 12.3 M frames: 19 % moved, max 24 lr)."""
     torch.manual_seed(0)
     agent, ckpt = load_agent(SHIPPED_CHECKPOINT)
     cfg = dataclasses.replace(TrainConfig.from_dict(ckpt["train_config"]), algo="a2c", num_envs=2, rollout_len=20)
