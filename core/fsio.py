@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -190,6 +191,15 @@ def _read_text(path: Path, what: str) -> str:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
+
+
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex (which version of a checkpoint or source a result came from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: PathLike) -> Any:

@@ -248,3 +248,15 @@ def load_agent(path: PathLike, expected_arch: Optional[ArchConfig] = None, devic
     agent = build_agent(ckpt, path, device)
     agent.eval()
     return agent, ckpt
+
+
+def checkpoint_source(path: PathLike, ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """Which state of a checkpoint file a result came from: the file's SHA-256 and its training counters
+    (``update``, ``steps``, ...; None for a checkpoint without them). A run's ``checkpoint.pt`` is replaced as
+    the run trains on, so its path alone does not say which agent was played. Read after ``load_agent``: a
+    file replaced in between gives a hash that does not match the counters' state (no run replaces it
+    more often than once per update)."""
+    counters = ckpt.get("counters")
+    kept = ({k: v for k, v in counters.items() if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)}
+            if isinstance(counters, dict) else None)
+    return {"checkpoint_sha256": fsio.file_sha256(path), "checkpoint_counters": kept}

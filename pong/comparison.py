@@ -420,8 +420,6 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
     the chip row also the intact agent's chip - float difference (:func:`_chip_cost`);
     [] when no run has one. The frames are those of the checkpoint the study played (its sha256 checked).
     Studies in ``seedS+NAME`` of the same checkpoint (same sha256) add the ablations the first one lacks."""
-    import hashlib
-
     table = []
     for agent in cfg.agents:
         for seed in cfg.seeds:
@@ -433,7 +431,7 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
             run = run_of(root, agent, seed)
             frames = "an earlier checkpoint"  # the run has trained on since (its frames are not recorded)
             for ck in ([run / "checkpoint.pt"] if run is not None else []) + [Path(str(meta.get("checkpoint", "")))]:
-                if ck.is_file() and hashlib.sha256(ck.read_bytes()).hexdigest() == sha:
+                if ck.is_file() and fsio.file_sha256(ck) == sha:
                     frames = f"{int(load_checkpoint(ck)['counters']['steps']) * FRAMESKIP / 1e6:.2f}"
                     break
             dirs = [d] + [x for x in sorted(d.parent.glob(f"seed{seed}+*")) if (x / "paired.csv").is_file()

@@ -19,7 +19,7 @@ import torch
 
 from stoxbar.core.fsio import check_new_file
 from stoxbar.pong.ablate import ABLATIONS, apply_ablation, check_ablation
-from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, checkpoint_source
 from stoxbar.pong.chips import MAX_CHIPS, check_games_chips
 from stoxbar.pong.env import EVAL_STICKY, check_sticky
 from stoxbar.pong.scores import score_summary
@@ -104,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     agent, ckpt = load_agent(args.checkpoint)
+    source = checkpoint_source(args.checkpoint, ckpt)  # which state of the file was played
     arch = agent.arch
     apply_ablation(agent, args.ablate, ckpt)
     if arch.cell != "mstpn" and not args.digital:
@@ -128,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
                  if periphery.parasitics.mode != "off" else ""))
 
     if args.chips is not None:
-        return _main_chips(args, agent, arch, device, periphery, ledger, accel, measured)
+        return _main_chips(args, agent, arch, device, periphery, ledger, source, accel, measured)
     bar = tqdm(total=args.games, desc="playing on the STO chip" if not args.digital else "playing (float)",
                unit="game")
 
@@ -145,7 +146,8 @@ def main(args: argparse.Namespace) -> int:
                 for i, (s, n, t, e) in enumerate(zip(result.scores, result.steps, result.truncated,
                                                      result.energy_per_game or [{}] * len(result.scores)))]
     report = {
-        "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
+        "checkpoint": str(args.checkpoint), **source, "arch": arch.to_dict(),
+        "mode": "digital" if args.digital else "analog",
         "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
         "score": score_summary(result.scores), "per_game": per_game,
         "games": args.games, "agent_steps": result.agent_steps, "steps_per_game": result.steps,
@@ -216,7 +218,7 @@ def check_torch_device(name: str, flag: str) -> str:
     return name
 
 
-def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger, accel=None,
+def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger, source, accel=None,
                 measured=None) -> int:
     """``stoxbar play --chips C``: the games together on C chip instances (stoxbar.pong.chips)."""
     from stoxbar.core.compat import versions
@@ -234,7 +236,8 @@ def _main_chips(args: argparse.Namespace, agent, arch, device, periphery, ledger
     energy = boundaries(result.ledger) if not args.digital else {}
     energy["gpu_baseline"] = gpu_baseline(arch, result.agent_steps)
     report = {
-        "checkpoint": str(args.checkpoint), "arch": arch.to_dict(), "mode": "digital" if args.digital else "analog",
+        "checkpoint": str(args.checkpoint), **source, "arch": arch.to_dict(),
+        "mode": "digital" if args.digital else "analog",
         "device_preset": args.preset or arch.device_preset, "sticky": args.sticky, "ablate": args.ablate,
         "chips": args.chips, "games_per_chip": args.games // args.chips, "torch_device": args.torch_device,
         "score": score_summary(result.scores), "chip_means": result.chip_means(), "per_game": per_game,

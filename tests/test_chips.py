@@ -3,6 +3,7 @@ Real aihwkit tiles, real ALE Pong; small agents and a few hundred steps."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -13,6 +14,7 @@ from stoxbar.crossbar import EnergyLedger
 from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.accounting import boundaries
 from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.checkpoint import load_checkpoint
 from stoxbar.pong.chips import MAX_CHIPS, check_games_chips, play_chips
 from stoxbar.pong.evaluate import build_analog_cell, play_games
 from stoxbar.scripts.cli import main
@@ -160,6 +162,10 @@ def test_play_chips_cli_reports_statistics_per_game_and_per_chip(tmp_path, capsy
     assert [g["chip"] for g in rep["per_game"]] == [0, 0, 1, 1]
     assert all(g["truncated"] for g in rep["per_game"]) and rep["truncated_games"] == [0, 1, 2, 3]
     assert rep["agent_steps"] == 4 * 30
+    # which state of the checkpoint file was played: its bytes' SHA-256 and its training counters
+    assert rep["checkpoint_sha256"] == hashlib.sha256(open(rep["checkpoint"], "rb").read()).hexdigest()
+    assert rep["checkpoint_counters"] == load_checkpoint(rep["checkpoint"])["counters"]
+    assert rep["checkpoint_counters"]["steps"] > 0
     e = rep["energy_per_game_j"]
     assert 0 < e["synapse_only"] <= e["array"] <= e["system"]
     assert e["array"] * 4 == pytest.approx(rep["energy"]["array"]["total_j"], rel=1e-9)

@@ -132,6 +132,7 @@ def test_play_reports_per_game_records_and_statistics(tmp_path, capsys):
     assert main(["play", "--games", "2", "--max-steps", "40", "--ablate", "no_h_feedback", "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
     assert rep["sticky"] == 0.25 and rep["ablate"] == "no_h_feedback"
+    assert len(rep["checkpoint_sha256"]) == 64 and rep["checkpoint_counters"]["update"] > 0  # the state played
     assert set(rep["score"]) >= {"mean", "ci95", "min", "per_game", "std"}
     assert set(rep["score"]["ci95"]) == {"lower", "upper"}
     games = rep["per_game"]
