@@ -63,8 +63,12 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 
 DRIFT_PARAMS = ("theta", "theta_row", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
-              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s", "approx_kl", "clip_frac", "lr"] + [
+              "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s", "approx_kl", "clip_frac", "lr",
+              "grad_norm_max", "grad_skips"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
+
+# TrainConfig fields a resumed run takes from the command line when given there (the others stay the run's own)
+RESUME_OVERRIDES = ("grad_spike",)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class TrainConfig:
     clip_coef: float = 0.1  # PPO: ratio and value clip (CleanRL clip_coef)
     # the m-STPN's theta at lr x this (docs/stpn.md §9.1: theta's scale is ~30x W's relative to its lr)
     theta_lr_scale: float = 1.0
+    # skip an optimiser step whose pre-clip gradient norm exceeds this many times the median of the last 100
+    # applied steps (exploding BPTT gradients through (h, F), docs/stpn.md §11.1); 0 = off (assumption: 20)
+    grad_spike: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -141,6 +148,10 @@ class TrainConfig:
         check_int("ppo_minibatches", self.ppo_minibatches, 1, self.num_envs if self.algo == "ppo" else None)
         check_range("clip_coef", self.clip_coef, 0.0, 1.0, lo_open=True)
         check_range("theta_lr_scale", self.theta_lr_scale, 0.0, 1e4, lo_open=True)
+        check_range("grad_spike", self.grad_spike, 0.0, 1e6)
+        if 0 < self.grad_spike < 2:
+            raise ConfigError(f"grad_spike = {self.grad_spike!r}: allowed: 0 (off) or [2, 1e+06] (a factor over the "
+                              "median gradient norm)")
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
             raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
                               f"allowed for cell {self.arch.cell!r}: 1")
@@ -605,11 +616,12 @@ def runner_for(cfg: TrainConfig) -> type:
     return PPORunner if cfg.algo == "ppo" else A2CRunner
 
 
-def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
+def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_overrides: Sequence[str] = ()) -> Path:
     """Train (or resume training of) the Pong agent; returns the run directory.
 
     ``resume``: a run directory (or its checkpoint file) to continue; its saved config is used
-    except ``total_steps``, ``threads``, ``env_threads``, ``env_groups`` and ``max_minutes`` taken from ``cfg``.
+    except ``total_steps``, ``threads``, ``env_threads``, ``env_groups`` and ``max_minutes`` taken from ``cfg``,
+    and the fields named in ``resume_overrides`` (of RESUME_OVERRIDES: what the user gave on the command line).
     ``echo`` receives the progress lines (also appended to RUN_DIR/train.log).
     """
     counters = {"update": 0, "steps": 0, "episodes": 0, "checkpoints": 0, "rollbacks": 0}
@@ -631,9 +643,13 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
             saved = TrainConfig.from_dict(ckpt["train_config"])
         except (ConfigError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint {ckpt_path}: invalid train_config ({type(exc).__name__}: {exc})") from None
+        unknown = set(resume_overrides) - set(RESUME_OVERRIDES)
+        if unknown:
+            raise ConfigError(f"resume_overrides = {sorted(unknown)}: allowed: {list(RESUME_OVERRIDES)}")
         cfg = dataclasses.replace(saved, total_steps=cfg.total_steps, threads=cfg.threads,
                                   env_threads=cfg.env_threads, env_groups=cfg.env_groups,
-                                  group_threads=cfg.group_threads, max_minutes=cfg.max_minutes)
+                                  group_threads=cfg.group_threads, max_minutes=cfg.max_minutes,
+                                  **{k: getattr(cfg, k) for k in resume_overrides})
         saved_counters = ckpt["counters"]
         if (not isinstance(saved_counters, dict) or set(saved_counters) - set(counters)
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in saved_counters.values())):
@@ -644,6 +660,10 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print) -> Path:
         if not isinstance(returns, list) or not all(isinstance(v, (int, float)) for v in returns):
             raise CheckpointError(f"checkpoint {ckpt_path}: recent_returns is not a list of numbers")
         recent.extend(returns)
+        norms = ckpt.get("grad_norms", [])  # the spike guard's window (absent before it existed)
+        if not isinstance(norms, list) or not all(isinstance(v, (int, float)) and np.isfinite(v) and v >= 0
+                                                  for v in norms):
+            raise CheckpointError(f"checkpoint {ckpt_path}: grad_norms is not a list of finite numbers >= 0")
         if ckpt_path.name == "checkpoint.pt":  # the run's latest state: continue in place
             run_dir = ckpt_path.parent
             lock = DirLock(run_dir, "training run", command).acquire()
@@ -724,7 +744,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
     def checkpoint() -> None:
         counters["checkpoints"] += 1
         extra = dict(optimizer=opt.state_dict(), train_config=cfg.to_dict(), counters=dict(counters),
-                     recent_returns=list(recent), rng={"torch": torch.get_rng_state()})
+                     recent_returns=list(recent), rng={"torch": torch.get_rng_state()},
+                     grad_norms=list(runner.spikes.norms))
         save_checkpoint(run_dir / "checkpoint.pt", agent, **extra)
         if counters["checkpoints"] % cfg.snapshot_every == 0:
             save_checkpoint(run_dir / f"checkpoint-u{counters['update']:07d}.pt", agent, **extra)
@@ -738,6 +759,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
     guard = CollapseGuard(cfg.rollback_drop, cfg.rollback_lr_factor)
     init = initial_cell_params(cfg) if cfg.arch.cell == "mstpn" else {}
     runner = runner_for(cfg)(agent, opt, cfg, env_seed=cfg.seed * 100_003 + counters["update"])
+    if ckpt is not None:
+        runner.spikes.norms.extend(ckpt.get("grad_norms", []))  # checked by train()
     N = cfg.num_envs
     t_start = time.time()
     t_log, steps_log = time.time(), counters["steps"]
@@ -775,10 +798,13 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                                steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}",
                                lr=f"{opt.param_groups[0]['lr']:.4g}")
                     row.update({k: f"{v:.6g}" for k, v in param_drift(agent, init).items()})
+                    row.update({k: f"{v:.6g}" for k, v in runner.spikes.stats().items()})
                     _append_csv(run_dir / "progress.csv", CSV_FIELDS, row)
                     log(f"upd {counters['update']:6d} steps {counters['steps']:9d} eps {counters['episodes']:5d} "
                         f"ret10 {row['mean_return_10']:>7s} loss {row['loss']} vloss {row['value_loss']} "
-                        f"ent {row['entropy']} theta drift {row.get('theta_drift', 'n/a')} {sps:.0f} steps/s")
+                        f"ent {row['entropy']} theta drift {row.get('theta_drift', 'n/a')} {sps:.0f} steps/s"
+                        + (f"; {row['grad_skips']} optimiser steps skipped as gradient spikes (max norm "
+                           f"{row['grad_norm_max']})" if float(row["grad_skips"]) else ""))
                     acc, n_acc, t_log, steps_log = {}, 0, now, counters["steps"]
                     if len(recent) == recent.maxlen and guard.collapsed(float(np.mean(recent))):
                         lr = guard.rollback(agent, opt)
@@ -884,6 +910,10 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--entropy-coef", type=float, default=d.entropy_coef, help="entropy bonus coefficient")
     p.add_argument("--value-coef", type=float, default=d.value_coef, help="value loss coefficient")
     p.add_argument("--grad-clip", type=float, default=None, help="global gradient-norm clip (default by --algo)")
+    p.add_argument("--grad-spike", type=float, default=None, metavar="FACTOR",
+                   help="skip an optimiser step whose pre-clip gradient norm exceeds FACTOR x the median of the last "
+                        "100 applied steps: exploding BPTT gradients through (h, F) (docs/stpn.md §11.1; e.g. 20; "
+                        "0: off, the default; with --resume it replaces the run's own setting)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
@@ -916,7 +946,7 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="only measure agent steps/s of the training loop over UPDATES updates, then exit (0: train)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
-                        "--steps/--threads/--env-threads/--max-minutes apply); a snapshot "
+                        "--steps/--threads/--env-threads/--max-minutes and a given --grad-spike apply); a snapshot "
                         "RUN_DIR/checkpoint-uNNNNNNN.pt branches into a new run directory instead (default: a new run)")
     return p
 
@@ -956,7 +986,8 @@ def run_train(args: argparse.Namespace) -> int:
                       max_minutes=args.max_minutes, runs_dir=args.runs_dir, sticky=args.sticky,
                       init_from=args.init_from or "", rollback_drop=args.rollback_drop,
                       init_decay_addressing=(args.decay_addressing or "") if args.init_from else "",
-                      rollback_lr_factor=args.rollback_lr_factor)
+                      rollback_lr_factor=args.rollback_lr_factor,
+                      grad_spike=0.0 if args.grad_spike is None else args.grad_spike)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,
@@ -967,7 +998,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"{cfg.threads} torch thread(s), {cfg.env_threads} emulator thread(s), "
               f"{cfg.env_groups} emulator group(s){', one thread each' if cfg.group_threads else ''})")
         return 0
-    train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True))
+    train(cfg, resume=args.resume, echo=lambda s: print(s, flush=True),
+          resume_overrides=() if args.grad_spike is None else ("grad_spike",))
     return 0
 
 

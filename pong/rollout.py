@@ -9,7 +9,8 @@ May import: numpy, torch, stoxbar.pong.{agent,env}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from collections import deque
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -59,6 +60,50 @@ def detach_state(state):
     return tuple(s.detach() for s in state)
 
 
+GRAD_WINDOW = 100  # the spike guard's window of applied steps' gradient norms (assumption: ~6 PPO updates)
+GRAD_WARMUP = 20  # applied steps before the guard judges (assumption)
+
+
+class SpikeGuard:
+    """Refuses optimiser steps whose pre-clip gradient norm is a spike: above ``factor`` x the median norm of
+    the last GRAD_WINDOW applied steps, once GRAD_WARMUP of them are known (``factor`` 0: off). Exploding
+    gradients through the recurrent state (h, F) over the BPTT window show as norms 10^2-10^6 x the median for
+    a few steps before a collapse (docs/stpn.md §11.1); the global clip bounds such a step's size but not its
+    direction, and Adam keeps it in its moments. ``norms`` is the window (a checkpoint keeps it, so a resumed
+    run is guarded from its first step); GRAD_WINDOW refusals in a row raise (the gradients exploded for good)."""
+
+    def __init__(self, factor: float, norms: Sequence[float] = ()):
+        self.factor = float(factor)
+        self.norms: deque = deque((float(v) for v in norms), maxlen=GRAD_WINDOW)
+        self.skips = self._in_a_row = 0
+        self.norm_max = 0.0
+
+    def median(self) -> float:
+        return float(np.median(self.norms)) if self.norms else float("nan")
+
+    def skip(self, gn: float) -> bool:
+        """Judge one step of pre-clip norm ``gn``: True = skip it (counted); False = apply it (joins the window)."""
+        self.norm_max = max(self.norm_max, gn)
+        if self.factor > 0 and len(self.norms) >= GRAD_WARMUP and gn > self.factor * self.median():
+            self.skips += 1
+            self._in_a_row += 1
+            if self._in_a_row >= GRAD_WINDOW:
+                raise FloatingPointError(
+                    f"{GRAD_WINDOW} optimiser steps in a row had gradient norms above grad_spike = {self.factor:g} x "
+                    f"the median of the last applied ones ({self.median():.3g}): the gradients exploded for good; "
+                    "resume from an earlier snapshot (checkpoint-uNNNNNNN.pt)")
+            return True
+        self._in_a_row = 0
+        self.norms.append(gn)
+        return False
+
+    def stats(self) -> Dict[str, float]:
+        """Steps skipped and the largest pre-clip norm since the last call (for the progress log)."""
+        out = {"grad_skips": float(self.skips), "grad_norm_max": self.norm_max}
+        self.skips, self.norm_max = 0, 0.0
+        return out
+
+
 class EnvRunner:
     """The environments (``cfg.env_groups`` vector envs of num_envs/env_groups games, stepped
     asynchronously with ale-py's send/recv), the carried (h, F), the game records and the
@@ -74,6 +119,7 @@ class EnvRunner:
         self.ep_ret = np.zeros(cfg.num_envs)
         self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
         self._pool = None  # group_threads: the groups' worker threads
+        self.spikes = SpikeGuard(cfg.grad_spike)
 
     def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
         """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games
@@ -101,14 +147,19 @@ class EnvRunner:
         return self._pool
 
     def _step(self, terms: Dict[str, float]) -> Dict[str, float]:
-        """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints."""
-        gn = torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm)
-        if not torch.isfinite(gn):
+        """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints; a step the
+        spike guard refuses (``cfg.grad_spike``, :class:`SpikeGuard`) is skipped: no parameter and no optimiser
+        state changes (Adam would otherwise keep the spike in its moments for ~1,000 steps)."""
+        gn = float(torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm))
+        if not np.isfinite(gn):
             raise FloatingPointError("non-finite gradient norm; resume from the last checkpoint with another "
                                      "seed or a lower lr")
+        terms["grad_norm"] = gn
+        if self.spikes.skip(gn):
+            self.opt.zero_grad(set_to_none=True)
+            return terms
         self.opt.step()
         self.agent.apply_constraints()
-        terms["grad_norm"] = float(gn)
         return terms
 
     def close(self) -> None:

@@ -13,8 +13,9 @@ import torch
 from stoxbar.core.validation import ConfigError
 from stoxbar.pong.a2c import TrainConfig, evaluate_actions, make_optimizer, train, train_main
 from stoxbar.pong.agent import ArchConfig, PongAgent
-from stoxbar.pong.checkpoint import load_checkpoint
+from stoxbar.pong.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stoxbar.pong.ppo import PPORunner, ppo_loss
+from stoxbar.pong.rollout import GRAD_WARMUP, GRAD_WINDOW, SpikeGuard
 from test_training import _real_pong_batch  # random-play frames of real Pong, as the A2C tests use
 
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
@@ -115,8 +116,80 @@ def test_ppo_training_run_logs_and_resumes(tmp_path, threads):
     assert float(rows[-1]["W_drift"]) > 0.0  # the plastic layer's weights moved
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["train_config"]["algo"] == "ppo" and ckpt["counters"]["steps"] == 64
+    # every optimiser step's pre-clip norm is logged (max per interval) and, applied, kept for the spike guard
+    assert all(float(r["grad_norm_max"]) >= float(r["grad_norm"]) > 0 and r["grad_skips"] == "0" for r in rows)
+    assert len(ckpt["grad_norms"]) == 2 * 2 * 2 and ckpt["train_config"]["grad_spike"] == 0.0  # updates x epochs x mb
     train(dataclasses.replace(cfg, total_steps=96), resume=str(run), echo=lambda s: None)
     assert load_checkpoint(run / "checkpoint.pt")["counters"]["update"] == 3
+    # --resume keeps the run's own grad_spike unless the command line gives one (resume_overrides)
+    train(dataclasses.replace(cfg, total_steps=128, grad_spike=50.0), resume=str(run), echo=lambda s: None)
+    assert load_checkpoint(run / "checkpoint.pt")["train_config"]["grad_spike"] == 0.0
+    train(dataclasses.replace(cfg, total_steps=160, grad_spike=50.0), resume=str(run), echo=lambda s: None,
+          resume_overrides=("grad_spike",))
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["train_config"]["grad_spike"] == 50.0 and len(ckpt["grad_norms"]) == 5 * 2 * 2
+    with pytest.raises(ConfigError, match="resume_overrides"):
+        train(cfg, resume=str(run), echo=lambda s: None, resume_overrides=("lr",))
+
+
+def test_spike_guard_skips_norms_far_above_the_median_of_the_applied_ones():
+    g = SpikeGuard(20.0)
+    assert [g.skip(1.0 + 0.01 * i) for i in range(GRAD_WARMUP - 1)] == [False] * (GRAD_WARMUP - 1)
+    assert not g.skip(1e6)  # before GRAD_WARMUP applied steps nothing is judged (the spike is applied)
+    assert g.skip(1e6) and g.skip(40.0)  # now: > 20 x the median (~1.1) is skipped ...
+    assert not g.skip(15.0) and len(g.norms) == GRAD_WARMUP + 1  # ... a larger but ordinary norm is applied
+    assert g.stats() == {"grad_skips": 2.0, "grad_norm_max": 1e6} and g.stats() == {"grad_skips": 0.0, "grad_norm_max": 0.0}
+    assert not any(SpikeGuard(0.0, [1.0] * 50).skip(1e9) for _ in range(3))  # factor 0: off
+    g = SpikeGuard(20.0, [1.0] * GRAD_WINDOW)  # a checkpoint's window: guarded from the first step
+    assert len(g.norms) == GRAD_WINDOW and g.skip(21.0) and not g.skip(19.0)
+    for _ in range(GRAD_WINDOW - 1):
+        g.skip(1e3)
+    with pytest.raises(FloatingPointError, match=f"{GRAD_WINDOW} optimiser steps in a row"):
+        g.skip(1e3)
+
+
+def test_a_spiking_gradient_changes_neither_the_weights_nor_adam(tmp_path):
+    """A real PPO update on real Pong whose policy-head gradient is blown up 1e6x by a hook: every optimiser
+    step is a spike and is skipped (weights and Adam's moments as before); without the hook the next update
+    applies its steps."""
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=8, algo="ppo", ppo_epochs=2, ppo_minibatches=2,
+                      max_grad_norm=0.5, gae_lambda=0.95, lr=2.5e-4, grad_spike=20.0)
+    opt = make_optimizer(agent, cfg)
+    runner = PPORunner(agent, opt, cfg, env_seed=1)
+    try:
+        runner.update()  # 4 applied steps: Adam has state
+        runner.spikes.norms.extend([runner.spikes.median()] * GRAD_WARMUP)  # past the warm-up
+        runner.spikes.stats()
+        before = {n: p.detach().clone() for n, p in agent.named_parameters()}
+        moments = {n: opt.state[p]["exp_avg_sq"].clone() for n, p in agent.named_parameters() if p in opt.state}
+        head = next(p for n, p in agent.named_parameters() if n.startswith("actor") and n.endswith("weight"))
+        hook = head.register_hook(lambda g: g * 1e6)
+        terms, _ = runner.update()
+        hook.remove()
+        assert runner.spikes.stats()["grad_skips"] == 4 and terms["grad_norm"] > 1e3
+        assert all(torch.equal(p, before[n]) for n, p in agent.named_parameters())
+        assert all(torch.equal(opt.state[p]["exp_avg_sq"], moments[n]) for n, p in agent.named_parameters()
+                   if p in opt.state)
+        runner.update()
+        assert runner.spikes.stats()["grad_skips"] == 0
+        assert any(not torch.equal(p, before[n]) for n, p in agent.named_parameters())
+    finally:
+        runner.close()
+
+
+def test_a_checkpoint_with_a_damaged_spike_window_is_refused(tmp_path):
+    cfg = TrainConfig(arch=TINY, num_envs=2, rollout_len=4, total_steps=8, runs_dir=str(tmp_path), algo="ppo",
+                      ppo_minibatches=1)
+    run = train(cfg, echo=lambda s: None)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    agent = PongAgent(TINY)
+    agent.load_state_dict(ckpt["model"])
+    extra = {k: ckpt[k] for k in ("optimizer", "train_config", "counters", "recent_returns", "rng")}
+    save_checkpoint(run / "checkpoint.pt", agent, **extra, grad_norms=[1.0, float("nan")])
+    with pytest.raises(CheckpointError, match="grad_norms is not a list of finite numbers"):
+        train(dataclasses.replace(cfg, total_steps=16), resume=str(run), echo=lambda s: None)
 
 
 def test_ppo_bad_input(capsys):
@@ -126,6 +199,10 @@ def test_ppo_bad_input(capsys):
         TrainConfig(num_envs=4, algo="ppo", ppo_minibatches=5)
     with pytest.raises(ConfigError, match="clip_coef"):
         TrainConfig(algo="ppo", clip_coef=0.0)
+    with pytest.raises(ConfigError, match=r"grad_spike = 1.5: allowed: 0 \(off\) or \[2, 1e\+06\]"):
+        TrainConfig(grad_spike=1.5)
+    assert train_main(["--algo", "ppo", "--grad-spike", "-1"]) == 2
+    assert "grad_spike = -1.0: allowed range is [0, 1e+06]" in capsys.readouterr().err
     assert train_main(["--algo", "ppo", "--ppo-epochs", "0"]) == 2
     assert "ppo_epochs = 0" in capsys.readouterr().err
 
@@ -172,6 +249,7 @@ def test_group_threads_update_uses_both_cores_and_takes_the_same_steps(monkeypat
     both.agent = copy.deepcopy(agent)
     both.opt = torch.optim.SGD(both.agent.parameters(), lr=1.0)
     both.cfg, both._pool = dataclasses.replace(cfg, group_threads=True), None
+    both.spikes = SpikeGuard(both.cfg.grad_spike)
     seen = []
     loss = PPORunner._minibatch_loss
     monkeypatch.setattr(PPORunner, "_minibatch_loss", lambda self, *a: seen.append(torch.get_num_threads())
