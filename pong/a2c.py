@@ -67,6 +67,15 @@ CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss",
               "grad_norm_max", "grad_skips"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
+def check_grad_spike(value: float, field: str = "grad_spike") -> float:
+    """The spike guard's factor (TrainConfig.grad_spike): 0 (off) or in [2, 1e6]."""
+    check_range(field, value, 0.0, 1e6)
+    if 0 < value < 2:
+        raise ConfigError(f"{field} = {value!r}: allowed: 0 (off) or [2, 1e+06] (a factor over the median gradient "
+                          "norm)")
+    return value
+
+
 # TrainConfig fields a resumed run takes from the command line when given there (the others stay the run's own)
 RESUME_OVERRIDES = ("grad_spike",)
 
@@ -148,10 +157,7 @@ class TrainConfig:
         check_int("ppo_minibatches", self.ppo_minibatches, 1, self.num_envs if self.algo == "ppo" else None)
         check_range("clip_coef", self.clip_coef, 0.0, 1.0, lo_open=True)
         check_range("theta_lr_scale", self.theta_lr_scale, 0.0, 1e4, lo_open=True)
-        check_range("grad_spike", self.grad_spike, 0.0, 1e6)
-        if 0 < self.grad_spike < 2:
-            raise ConfigError(f"grad_spike = {self.grad_spike!r}: allowed: 0 (off) or [2, 1e+06] (a factor over the "
-                              "median gradient norm)")
+        check_grad_spike(self.grad_spike)
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
             raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
                               f"allowed for cell {self.arch.cell!r}: 1")

@@ -11,7 +11,7 @@ synapses' short-term state is the only memory of the plastic layer), ``stpn`` (t
 run at a similar budget and the next session resumes all of them (``--first AGENT:SEED`` trains
 chosen runs to the budget before the others; ``--workers N`` trains N runs at once, each in a worker
 process of its own; ``ROOT/comparison.json`` holds the settings; a second call with other settings is
-refused). :func:`comparison_report` reads the runs' ``episodes.csv``
+refused, but for the spike guard ``grad_spike``, which each run takes at its next turn). :func:`comparison_report` reads the runs' ``episodes.csv``
 (sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
 ablation rows come from ``stoxbar play`` / ``stoxbar sweep plasticity_ablation --checkpoint`` on each run's
 checkpoint (a study in ``ROOT/ablation/AGENT/seedS`` is added to the table: :func:`ablation_lines`).
@@ -36,8 +36,8 @@ import numpy as np
 
 from stoxbar.core import fsio, procs
 from stoxbar.core.validation import ConfigError, check_choice, check_int, check_range
-from stoxbar.pong.a2c import (ALGO_DEFAULTS, TrainConfig, TrainingInterrupted, run_episodes, figure_bytes,
-                             running_mean, train)
+from stoxbar.pong.a2c import (ALGO_DEFAULTS, TrainConfig, TrainingInterrupted, check_grad_spike, figure_bytes,
+                              run_episodes, running_mean, train)
 from stoxbar.pong.agent import ArchConfig
 from stoxbar.pong.ablate import ABLATIONS
 from stoxbar.pong.checkpoint import CheckpointError, load_checkpoint
@@ -72,6 +72,9 @@ class ComparisonConfig:
     bottleneck: int = 256  # arch "bottleneck" only (ArchConfig)
     num_envs: int = 16  # docs/stpn.md 5.4
     algo: str = "a2c"  # "a2c" or "ppo" (docs/stpn.md §11: rollout, GAE lambda and grad clip then PPO's defaults)
+    # the spike guard of every run (TrainConfig.grad_spike, docs/stpn.md §11.1); the one setting a comparison may
+    # change as it goes: each run takes it at its next turn (its progress.csv logs what the guard skipped)
+    grad_spike: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "agents", tuple(self.agents))
@@ -91,6 +94,7 @@ class ComparisonConfig:
         ArchConfig(arch=self.arch, hidden=self.hidden, bottleneck=self.bottleneck)  # checks them
         check_int("num_envs", self.num_envs, 1, 1024)
         check_choice("algo", self.algo, tuple(ALGO_DEFAULTS))
+        check_grad_spike(self.grad_spike)
 
     def train_config(self, agent: str, seed: int, runs_dir: Path, threads: int, env_threads: int,
                      max_minutes: float, group_threads: bool = False) -> TrainConfig:
@@ -102,7 +106,7 @@ class ComparisonConfig:
                            runs_dir=str(runs_dir), sticky=self.sticky, rollback_drop=self.rollback_drop,
                            algo=self.algo, rollout_len=ALGO_DEFAULTS[self.algo]["rollout_len"],
                            gae_lambda=ALGO_DEFAULTS[self.algo]["gae_lambda"],
-                           max_grad_norm=ALGO_DEFAULTS[self.algo]["max_grad_norm"])
+                           max_grad_norm=ALGO_DEFAULTS[self.algo]["max_grad_norm"], grad_spike=self.grad_spike)
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -120,18 +124,30 @@ def _steps_done(run: Optional[Path]) -> int:
     return 0 if run is None else int(load_checkpoint(run / "checkpoint.pt")["counters"]["steps"])
 
 
-def _settings(root: Path, cfg: ComparisonConfig) -> None:
-    """Write ROOT/comparison.json the first time; later calls must use the same settings."""
+def saved_settings(root: Path) -> Optional[ComparisonConfig]:
+    """ROOT/comparison.json as a ComparisonConfig (None before the comparison's first start)."""
+    path = Path(root) / SETTINGS
+    if not path.exists():
+        return None
+    try:  # a comparison saved before a field existed has that field's default
+        return ComparisonConfig(**fsio.read_json(path))
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"{path}: not a comparison's settings ({exc})") from None
+
+
+def _settings(root: Path, cfg: ComparisonConfig, echo: Callable[[str], None] = print) -> None:
+    """Write ROOT/comparison.json the first time; later calls must use the same settings, but for
+    ``grad_spike`` (written anew; each run takes it at its next turn)."""
     path = root / SETTINGS
-    if path.exists():
-        saved = fsio.read_json(path)
-        try:  # a comparison saved before a field existed has that field's default
-            saved = ComparisonConfig(**saved).to_dict()
-        except (TypeError, ConfigError) as exc:
-            raise ConfigError(f"{path}: not a comparison's settings ({exc})") from None
-        if saved != cfg.to_dict():
+    saved_cfg = saved_settings(root)
+    if saved_cfg is not None:
+        saved = saved_cfg.to_dict()
+        if dict(saved, grad_spike=cfg.grad_spike) != cfg.to_dict():
             raise ConfigError(f"{path}: this comparison was started with other settings ({saved}); "
                               "continue it with those, or choose a new directory")
+        if saved_cfg.grad_spike != cfg.grad_spike:
+            fsio.atomic_write_json(path, cfg.to_dict(), overwrite=True)  # the settings file, not a result
+            echo(f"comparison: grad_spike {saved_cfg.grad_spike:g} -> {cfg.grad_spike:g} (each run from its next turn)")
     else:
         root.mkdir(parents=True, exist_ok=True)
         fsio.atomic_write_json(path, cfg.to_dict())
@@ -167,7 +183,7 @@ def run_comparison(root: Path, cfg: ComparisonConfig, chunk_minutes: float = 20.
         raise ConfigError(f"group_threads: with workers = {workers} each run trains in a process of its own; "
                           "give --workers or --group-threads, not both")
     root = Path(root)
-    _settings(root, cfg)
+    _settings(root, cfg, echo)
     if workers > 1:
         return _run_workers(root, cfg, chunk_minutes, threads, env_threads, echo, first, workers)
     while True:
@@ -184,7 +200,7 @@ def _train_turn(root: Path, cfg: ComparisonConfig, agent: str, seed: int, thread
     """Train run (agent, seed) for ``minutes``, resuming its run directory if it has one."""
     run = run_of(root, agent, seed)
     tc = cfg.train_config(agent, seed, root / agent / f"seed{seed}", threads, env_threads, minutes, group_threads)
-    train(tc, resume=str(run) if run is not None else None, echo=lambda s: None)
+    train(tc, resume=str(run) if run is not None else None, echo=lambda s: None, resume_overrides=("grad_spike",))
 
 
 def _next_run(root: Path, cfg: ComparisonConfig, first: Sequence[Tuple[str, int]],
@@ -525,6 +541,10 @@ def main_args(p) -> None:
     p.add_argument("--first", nargs="+", default=[], metavar="AGENT:SEED",
                    help="train these runs to the budget before the others, in this order (e.g. stp_only:0); "
                         "without it, the run with the fewest frames goes next")
+    p.add_argument("--grad-spike", type=float, default=None, metavar="FACTOR",
+                   help="every run's spike guard (stoxbar train --grad-spike; docs/stpn.md §11.1): the one setting "
+                        "an existing comparison may change, each run taking it at its next turn (default: the "
+                        "comparison's own; 0, off, for a new one)")
     p.add_argument("--report-only", action="store_true", help="only (re)write comparison.png / comparison.md")
 
 
@@ -533,8 +553,10 @@ def run_main(args) -> List[str]:
     root = Path(args.root)
     if not args.report_only:
         lr = ALGO_DEFAULTS[args.algo]["lr"] if args.lr is None else args.lr
+        saved = saved_settings(root)
+        spike = args.grad_spike if args.grad_spike is not None else (saved.grad_spike if saved is not None else 0.0)
         cfg = ComparisonConfig(agents=tuple(args.agents), seeds=tuple(args.seeds), frames=args.frames,
-                               algo=args.algo, lr=lr)
+                               algo=args.algo, lr=lr, grad_spike=spike)
         run_comparison(root, cfg, args.chunk_minutes, args.threads, args.env_threads, echo=print,
                        group_threads=args.group_threads, first=parse_runs(cfg, args.first), workers=args.workers)
     elif not (root / SETTINGS).is_file():

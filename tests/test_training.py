@@ -327,6 +327,20 @@ def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(
     assert run_comparison(tmp_path, cfg, echo=lines.append) and len(lines) == 8  # all finished: nothing to do
     with pytest.raises(ConfigError, match="other settings"):
         run_comparison(tmp_path, dataclasses.replace(cfg, frames=800), echo=lines.append)
+    # the spike guard is the one setting a comparison may change: saved, and each run takes it at its next turn
+    from stoxbar.pong.comparison import _train_turn, saved_settings
+
+    spiky = dataclasses.replace(cfg, grad_spike=20.0)
+    assert run_comparison(tmp_path, spiky, echo=lines.append) and lines[-1].startswith("comparison: grad_spike 0 -> 20")
+    assert saved_settings(tmp_path) == spiky
+    _train_turn(tmp_path, spiky, "stp_only", 0, 1, 1, 1e-4)
+    ck = load_checkpoint(run_of(tmp_path, "stp_only", 0) / "checkpoint.pt")
+    assert ck["train_config"]["grad_spike"] == 20.0 and ck["counters"]["steps"] == 80
+    with pytest.raises(ConfigError, match="other settings"):
+        run_comparison(tmp_path, dataclasses.replace(spiky, lr=1e-3), echo=lines.append)
+    with pytest.raises(ConfigError, match="grad_spike = 1.0: allowed: 0"):
+        dataclasses.replace(cfg, grad_spike=1.0)
+    lines = lines[:8]
     # the run furthest behind goes first: one started elsewhere waits until the others catch up
     ahead = tmp_path / "ahead"
     train(cfg.train_config("recurrent", 1, ahead / "recurrent" / "seed1", 1, 1, 1e-4, False), echo=lambda s: None)
