@@ -51,6 +51,7 @@ AGENTS: Dict[str, Dict[str, Any]] = {  # ArchConfig fields of each agent (docs/s
     "recurrent": {"plastic": False},
 }
 TARGET_SCORE = 18.0  # "frames to reach +18" (issue 16)
+SPIKE_FACTOR = 20.0  # a logged interval whose mean pre-clip gradient norm is this far above the run's median: a spike
 SETTINGS = "comparison.json"
 MAX_WORKERS = 16  # runs trained at once (--workers); assumption: no more than a machine's cores
 WORKER_POLL_S = 1.0  # how often the driver looks at its workers
@@ -351,6 +352,19 @@ def mean_at_budget(run: Path, window: int, budget: float) -> float:
     return _mean_by(*run_episodes(run), window, budget)
 
 
+def gradient_spikes(run: Path) -> Tuple[int, int]:
+    """(logged intervals whose mean pre-clip gradient norm exceeds SPIKE_FACTOR x the run's median, optimiser steps
+    the spike guard skipped) of a run's progress.csv (docs/stpn.md §11.1; the skips are logged since session 26)."""
+    path = run / "progress.csv"
+    if not path.exists():
+        return 0, 0
+    rows = fsio.read_csv(path, required=("grad_norm",), torn_tail_ok=True)
+    norms = np.array([fsio.csv_number(path, r, "grad_norm", i) for i, r in enumerate(rows, 2)])
+    skips = sum(fsio.csv_number(path, r, "grad_skips", i) for i, r in enumerate(rows, 2) if r.get("grad_skips"))
+    spikes = int((norms > SPIKE_FACTOR * np.median(norms)).sum()) if len(norms) else 0
+    return spikes, int(skips)
+
+
 def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[str, Any]:
     """Learning curves (``window``-game mean vs frames: mean across seeds, band = min..max) into
     ROOT/comparison.png and a table into ROOT/comparison.md (both replaced); returns the numbers.
@@ -373,7 +387,7 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
     budget = min(done.values(), default=0)
     for agent in cfg.agents:
         curves, finals, hits, frames_done = [], [], [], []
-        at_budget = []
+        at_budget, spikes = [], []
         for seed in cfg.seeds:
             run = runs[(agent, seed)]
             if run is None:
@@ -385,6 +399,7 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
             hits.append(hit)
             frames_done.append(done[(agent, seed)])
             at_budget.append(_mean_by(frames, ret, window, budget))
+            spikes.append(gradient_spikes(run))
         if not curves:
             continue
         c = np.array(curves)
@@ -396,7 +411,8 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
         ax.fill_between(grid[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2)
         rows[agent] = {"seeds": len(curves), "frames_done": frames_done, "final_mean": float(np.mean(finals)),
                        "final_per_seed": finals, "frames_to_target": hits, "equal_budget_frames": budget,
-                       "at_budget_per_seed": at_budget, "at_budget_mean": float(np.mean(at_budget))}
+                       "at_budget_per_seed": at_budget, "at_budget_mean": float(np.mean(at_budget)),
+                       "gradient_spikes_per_seed": spikes}
     ax.axhline(TARGET_SCORE, color="k", ls=":", lw=1)
     ax.set_xlabel("emulator frames")
     ax.set_ylabel(f"mean return of the last {window} training games")
@@ -407,13 +423,15 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
     fig.tight_layout()
     fsio.atomic_write_bytes(root / "comparison.png", figure_bytes(fig), overwrite=True)
     lines = [f"| agent | seeds | frames done (M) | final {window}-game mean (per seed) | {window}-game mean at the "
-             f"equal budget of {budget / 1e6:.2f} M frames (per seed) | frames to +{TARGET_SCORE:g} (M) |",
-             "|---|---|---|---|---|---|"]
+             f"equal budget of {budget / 1e6:.2f} M frames (per seed) | frames to +{TARGET_SCORE:g} (M) | gradient "
+             f"spikes: logged intervals > {SPIKE_FACTOR:g}x the median norm / steps skipped (per seed) |",
+             "|---|---|---|---|---|---|---|"]
     for agent, r in rows.items():
         hits = ", ".join("not reached" if h is None else f"{h / 1e6:.1f}" for h in r["frames_to_target"])
         lines.append(f"| {agent} | {r['seeds']} | {', '.join(f'{f / 1e6:.2f}' for f in r['frames_done'])} | "
                      f"{r['final_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['final_per_seed'])}) | "
-                     f"{r['at_budget_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['at_budget_per_seed'])}) | {hits} |")
+                     f"{r['at_budget_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['at_budget_per_seed'])}) | {hits} | "
+                     f"{', '.join(f'{n} / {k}' for n, k in r['gradient_spikes_per_seed'])} |")
     lines += ablation_lines(root, cfg)
     fsio.atomic_write_text(root / "comparison.md", "\n".join(lines) + "\n", overwrite=True)
     return rows

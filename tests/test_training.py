@@ -364,8 +364,21 @@ def test_training_comparison_trains_the_run_furthest_behind_resumes_and_reports(
     assert rows["recurrent"]["equal_budget_frames"] == 320 and "equal budget of 0.00 M frames" in (
         tmp_path / "comparison.md").read_text()
     assert (tmp_path / "comparison.png").stat().st_size > 0 and "| recurrent | 2 |" in (tmp_path / "comparison.md").read_text()
+    # gradient spikes per run: logged intervals far above the run's median norm, steps the guard skipped
+    assert rows["recurrent"]["gradient_spikes_per_seed"] == [(0, 0), (0, 0)]
+    assert "gradient spikes: logged intervals > 20x the median norm / steps skipped" in (tmp_path / "comparison.md").read_text()
     with pytest.raises(ConfigError, match="agents: 'lstm' unknown"):
         ComparisonConfig(agents=("lstm",))
+
+
+def test_gradient_spikes_counts_intervals_far_above_the_median_and_the_skipped_steps(tmp_path):
+    from stoxbar.pong.comparison import gradient_spikes
+
+    norms = [1.0, 0.8, 1.2, 0.9, 25.0, 1e6, 1.1]  # median 1.1: two intervals above 20x
+    rows = ["update,grad_norm,grad_skips"] + [f"{10 * i},{g},{'' if i < 3 else 2}" for i, g in enumerate(norms)]
+    (tmp_path / "progress.csv").write_text("\n".join(rows) + "\n")
+    assert gradient_spikes(tmp_path) == (2, 8)  # skips logged since session 26 (empty before)
+    assert gradient_spikes(tmp_path / "nowhere") == (0, 0)
 
 
 def test_training_comparison_with_workers_trains_runs_in_processes_of_their_own(tmp_path):
