@@ -67,6 +67,7 @@ CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss",
               "grad_norm_max", "grad_skips"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
+
 def check_grad_spike(value: float, field: str = "grad_spike") -> float:
     """The spike guard's factor (TrainConfig.grad_spike): 0 (off) or in [2, 1e6]."""
     check_range(field, value, 0.0, 1e6)
