@@ -11,8 +11,9 @@ synapses' short-term state is the only memory of the plastic layer), ``stpn`` (t
 run at a similar budget and the next session resumes all of them (``--first AGENT:SEED`` trains
 chosen runs to the budget before the others; ``--workers N`` trains N runs at once, each in a worker
 process of its own; ``ROOT/comparison.json`` holds the settings; a second call with other settings is
-refused, but for the spike guard ``grad_spike``, which each run takes at its next turn). :func:`comparison_report` reads the runs' ``episodes.csv``
-(sampled actions, as in training) and writes one figure and one table; greedy evaluation and the
+refused, but for the spike guard ``grad_spike``, which each run takes at its next turn).
+:func:`comparison_report` reads the runs' ``episodes.csv`` (sampled actions, as in training) and writes one
+figure and one table; greedy evaluation and the
 ablation rows come from ``stoxbar play`` / ``stoxbar sweep plasticity_ablation --checkpoint`` on each run's
 checkpoint (a study in ``ROOT/ablation/AGENT/seedS`` is added to the table: :func:`ablation_lines`).
 
@@ -430,8 +431,8 @@ def comparison_report(root: Path, window: int = 100, points: int = 200) -> Dict[
         hits = ", ".join("not reached" if h is None else f"{h / 1e6:.1f}" for h in r["frames_to_target"])
         lines.append(f"| {agent} | {r['seeds']} | {', '.join(f'{f / 1e6:.2f}' for f in r['frames_done'])} | "
                      f"{r['final_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['final_per_seed'])}) | "
-                     f"{r['at_budget_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['at_budget_per_seed'])}) | {hits} | "
-                     f"{', '.join(f'{n} / {k}' for n, k in r['gradient_spikes_per_seed'])} |")
+                     f"{r['at_budget_mean']:+.2f} ({', '.join(f'{v:+.1f}' for v in r['at_budget_per_seed'])}) | "
+                     f"{hits} | {', '.join(f'{n} / {k}' for n, k in r['gradient_spikes_per_seed'])} |")
     lines += ablation_lines(root, cfg)
     fsio.atomic_write_text(root / "comparison.md", "\n".join(lines) + "\n", overwrite=True)
     return rows
