@@ -259,9 +259,9 @@ class _CellBase(nn.Module):
 def state_in_place(cell: nn.Module) -> Iterator[None]:
     """Within the block, ``cell``'s native step (STPN or m-STPN, no gradient recorded) overwrites the F it is
     given with F_new instead of allocating it: the same numbers, no fresh [B, H, P] tensor per step (68 MB at
-    100 games, its pages faulted in anew by every step). For a caller that keeps no earlier state. A cell whose step does not run these
-    kernels (the analog one, whose crossbar holds F and steps it in place) is unaffected; another module is
-    left as it is."""
+    100 games, its pages faulted in anew by every step). For a caller that keeps no earlier state. A cell whose
+    step does not run these kernels (the analog one, whose crossbar holds F and steps it in place) is unaffected;
+    another module is left as it is."""
     if not isinstance(cell, _CellBase):
         yield
         return

@@ -84,8 +84,8 @@ checkpoint whose weights do not fit its architecture, the study's size (at most
 every point's full configuration (so a value out of its field's range, or an ADC sharing that
 does not divide a tile, is named with its point).
 
-May import: stoxbar.core.validation, stoxbar.core.entry_points, stoxbar.analysis, stoxbar.crossbar, stoxbar.devices,
-stoxbar.peripherals, stoxbar.pong, stoxbar.studies.units.
+May import: stoxbar.core.validation, stoxbar.core.entry_points, stoxbar.core.fsio, stoxbar.analysis,
+stoxbar.crossbar, stoxbar.devices, stoxbar.peripherals, stoxbar.pong, stoxbar.studies.units.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from stoxbar.core.fsio import file_sha256
 from stoxbar.core.validation import ConfigError
 
 ROOTS = ("device", "periphery", "agent")
@@ -229,7 +230,7 @@ def task_source_sha256(task: str) -> str:
         if found is None or not found.origin or not Path(found.origin).is_file():
             raise StudyError(f"task = {task!r}: cannot find the source file of {target!r}")
         path = Path(found.origin)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def point_id(params: Dict[str, Any]) -> str:
@@ -620,7 +621,7 @@ def load_study(path_or_name: str, output: Optional[str] = None, max_trials: int 
             raise StudyError(f"{where_p}: cell = {cfg.arch.cell!r}; only an m-STPN maps onto the STO chip (play "
                              "this agent in float: agent.backend = 'float')")
     points = groups
-    sha = "" if ckpt in ("random", "none") else hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
+    sha = "" if ckpt in ("random", "none") else file_sha256(ckpt)
     return Study(name=name, description=str(doc.get("description", "")), source=text, output=Path(out),
                  seeds=tuple(seeds), checkpoint=ckpt, checkpoint_sha256=sha, device_preset=device_preset, base=dict(base),
                  points=tuple(points), metrics=metrics, plot_metrics=plot_metrics, pareto=pareto, breakdown=breakdown,
