@@ -31,6 +31,41 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 CONV_FEATURES = 32 * 9 * 9  # 2592 = output of the two convs on 84x84
 
 
+class _ClipStateGrad(torch.autograd.Function):
+    """Identity forward; backward scales each sample's gradient (row of dim 0) to a norm of at most ``clip.norm``
+    and counts the rows it scaled in ``clip``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, clip: "StateGradClip") -> Tensor:  # noqa: D102
+        ctx.clip = clip
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        clip = ctx.clip
+        norm = g.reshape(g.shape[0], -1).norm(dim=1)
+        over = norm > clip.norm
+        clip.clipped += int(over.sum())
+        clip.total += norm.numel()
+        scale = torch.where(over, clip.norm / norm.clamp_min(1e-30), torch.ones_like(norm))
+        return g * scale.reshape((-1,) + (1,) * (g.dim() - 1)), None
+
+
+class StateGradClip:
+    """Clips the gradient each sample's carried state tensor (h, F) passes back to the step before to ``norm``
+    (the forward is unchanged): bounds the growth of the BPTT gradient through an unstable stretch of the
+    recurrence (docs/stpn.md §11.2). ``clipped`` / ``total``: the (sample, step, tensor) gradients it scaled,
+    of those it saw, since it was made."""
+
+    def __init__(self, norm: float):
+        check_range("state_grad_clip", norm, 0.0, None, lo_open=True)
+        self.norm = float(norm)
+        self.clipped = self.total = 0
+
+    def __call__(self, state: State) -> State:
+        return tuple(_ClipStateGrad.apply(s, self) if s.requires_grad else s for s in state)
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     """Network architecture (saved in checkpoints; a checkpoint loads only into the same one).
@@ -203,11 +238,13 @@ class PongAgent(nn.Module):
         h, state = self.cell(self.encode(obs), state, params)
         return self.actor(h), self.critic(h).squeeze(-1), state
 
-    def unroll(self, obs: Tensor, state: State, dones: Tensor, params=None) -> Tuple[Tensor, Tensor, State]:
+    def unroll(self, obs: Tensor, state: State, dones: Tensor, params=None,
+               state_grad_clip: Optional[StateGradClip] = None) -> Tuple[Tensor, Tensor, State]:
         """Replay a stored sequence: frames ``obs`` [T, B, 1, 84, 84], ``dones`` [T, B] (the game
         ended after step t: that environment's state is zeroed after it). The same numbers as T calls
         of :meth:`forward`, but the encoder and the heads, which carry no state, run once over all
-        T x B frames; only the cell steps. Returns (logits [T, B, A], values [T, B], final state)."""
+        T x B frames; only the cell steps. ``state_grad_clip``: applied to the state each step carries
+        to the next (backward only). Returns (logits [T, B, A], values [T, B], final state)."""
         if obs.dim() != 5:
             raise ConfigError(f"observation sequence has shape {tuple(obs.shape)}; expected [T, B, 1, 84, 84]")
         T, B = obs.shape[:2]
@@ -218,6 +255,8 @@ class PongAgent(nn.Module):
             h, state = self.cell(xt, state, params)
             hs.append(h)
             state = self.reset_state(state, dones[t])
+            if state_grad_clip is not None:
+                state = state_grad_clip(state)
         h = torch.stack(hs)
         return self.actor(h), self.critic(h).squeeze(-1), state
 

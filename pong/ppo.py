@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stoxbar.pong.agent import StateGradClip
 from stoxbar.pong.rollout import EnvRunner, detach_state, evaluate_actions, gae
 from stoxbar.pong.env import OBS_SHAPE
 
@@ -143,11 +144,14 @@ class PPORunner(EnvRunner):
         cfg = self.cfg
         state = tuple(s[idx] for s in buf["state0"])
         obs = buf["obs"][:, idx]
+        clip = StateGradClip(cfg.state_grad_clip) if cfg.state_grad_clip else None
         new_logp, new_v, ents, _ = evaluate_actions(self.agent, obs, buf["actions"][:, idx], buf["dones"][:, idx],
-                                                    state)
+                                                    state, clip)
         loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, adv,
                                buf["ret"][:, idx], cfg.clip_coef, cfg.value_coef, cfg.entropy_coef, normalize=False)
         loss.backward()
+        if clip is not None:  # the share of the state gradients the clip scaled (docs/stpn.md §11.2)
+            terms["state_clip_frac"] = clip.clipped / max(clip.total, 1)
         return terms
 
     def _minibatch_step(self, buf, idx: Tensor) -> Dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar.pong.agent import PongAgent
+from stoxbar.pong.agent import PongAgent, StateGradClip
 from stoxbar.pong.env import make_pong_env
 
 
@@ -40,16 +40,16 @@ def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamm
     return adv, adv + values
 
 
-def evaluate_actions(agent: PongAgent, obs: Any, actions: Tensor, dones: Tensor, state) -> Tuple[
-        Tensor, Tensor, Tensor, Any]:
+def evaluate_actions(agent: PongAgent, obs: Any, actions: Tensor, dones: Tensor, state,
+                     state_grad_clip: Optional[StateGradClip] = None) -> Tuple[Tensor, Tensor, Tensor, Any]:
     """Re-run the agent over a stored sequence (obs: [T, N, 1, 84, 84] or T frames of [N, 1, 84, 84];
-    actions/dones [T, N]) with :meth:`PongAgent.unroll`.
+    actions/dones [T, N]) with :meth:`PongAgent.unroll` (``state_grad_clip`` passed on).
 
     Returns (logps, values, entropies) [T, N] with the graph, and the final state.
     """
     if not isinstance(obs, Tensor):
         obs = torch.stack([o if isinstance(o, Tensor) else torch.from_numpy(np.ascontiguousarray(o)) for o in obs])
-    logits, values, state = agent.unroll(obs, state, dones)
+    logits, values, state = agent.unroll(obs, state, dones, state_grad_clip=state_grad_clip)
     logp_all = torch.log_softmax(logits, -1)
     logps = logp_all.gather(2, actions.long().unsqueeze(2)).squeeze(2)
     ents = -(logp_all.exp() * logp_all).sum(-1)

@@ -12,7 +12,7 @@ import torch
 
 from stoxbar.core.validation import ConfigError
 from stoxbar.pong.a2c import TrainConfig, evaluate_actions, make_optimizer, train, train_main
-from stoxbar.pong.agent import ArchConfig, PongAgent
+from stoxbar.pong.agent import ArchConfig, PongAgent, StateGradClip
 from stoxbar.pong.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stoxbar.pong.ppo import PPORunner, ppo_loss
 from stoxbar.pong.rollout import GRAD_WARMUP, GRAD_WINDOW, SpikeGuard
@@ -96,6 +96,57 @@ def test_ppo_steps_raise_the_probability_of_advantaged_actions():
     assert all(np.isfinite(kls))
 
 
+def test_state_grad_clip_bounds_each_samples_gradient_and_passes_the_state_unchanged():
+    x = torch.randn(3, 4, 5, requires_grad=True)
+    clip = StateGradClip(1.0)
+    (y, z) = clip((x, torch.zeros(3)))
+    assert torch.equal(y, x) and not z.requires_grad
+    g = torch.randn(3, 4, 5)
+    g[0] *= 10.0 / g[0].norm()  # above the clip: scaled to norm 1, same direction
+    g[1] *= 0.1 / g[1].norm()  # below: unchanged
+    g[2] = 0.0
+    y.backward(g)
+    assert float(x.grad[0].norm()) == pytest.approx(1.0, rel=1e-6)
+    torch.testing.assert_close(x.grad[0], g[0] / 10.0)
+    assert torch.equal(x.grad[1], g[1]) and torch.equal(x.grad[2], g[2])
+    assert (clip.clipped, clip.total) == (1, 3)
+    with pytest.raises(ConfigError, match="state_grad_clip = 0"):
+        StateGradClip(0.0)
+
+
+def test_ppo_state_grad_clip_between_full_and_truncated_bptt():
+    """On real frames: a clip far above the state gradients changes no parameter gradient; a clip near 0 gives
+    the gradient of a BPTT cut at every step (each step's state detached)."""
+    frames, actions, rewards, dones = _real_pong_batch(T=16)
+    frames = torch.from_numpy(np.stack(frames))
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    state0 = tuple(torch.rand_like(s) for s in agent.initial_state(4))
+    params = [p for p in agent.parameters() if p.requires_grad]
+
+    def grads(c=0.0, cut=False):
+        agent.zero_grad(set_to_none=True)
+        if cut:  # the truncated reference, step by step
+            x = agent.encode(frames.reshape((-1,) + tuple(frames.shape[2:]))).reshape(16, 4, -1)
+            state, hs = state0, []
+            for t in range(16):
+                h, state = agent.cell(x[t], tuple(s.detach() for s in state), agent.step_params())
+                hs.append(h)
+                state = agent.reset_state(state, dones[t])
+            logits = agent.actor(torch.stack(hs))
+            logp = torch.log_softmax(logits, -1).gather(2, actions.unsqueeze(2)).squeeze(2)
+        else:
+            logp = evaluate_actions(agent, frames, actions, dones, state0, StateGradClip(c) if c else None)[0]
+        (-logp.sum()).backward()
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+
+    full = grads()
+    torch.testing.assert_close(grads(1e6), full, rtol=0, atol=0)
+    cut, tiny = grads(cut=True), grads(1e-12)
+    torch.testing.assert_close(tiny, cut, rtol=1e-4, atol=1e-7)
+    assert float((full - cut).norm()) > 1e-3 * float(full.norm())  # the BPTT through (h, F) is not nothing here
+
+
 def _rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -128,6 +179,11 @@ def test_ppo_training_run_logs_and_resumes(tmp_path, threads):
           resume_overrides=("grad_spike",))
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["train_config"]["grad_spike"] == 50.0 and len(ckpt["grad_norms"]) == 5 * 2 * 2
+    train(dataclasses.replace(cfg, total_steps=192, state_grad_clip=0.3), resume=str(run), echo=lambda s: None,
+          resume_overrides=("state_grad_clip",))
+    assert load_checkpoint(run / "checkpoint.pt")["train_config"]["state_grad_clip"] == 0.3
+    rows = _rows(run / "progress.csv")
+    assert rows[0]["state_clip_frac"] == "" and 0.0 <= float(rows[-1]["state_clip_frac"]) <= 1.0
     with pytest.raises(ConfigError, match="resume_overrides"):
         train(cfg, resume=str(run), echo=lambda s: None, resume_overrides=("lr",))
 
@@ -203,6 +259,12 @@ def test_ppo_bad_input(capsys):
         TrainConfig(grad_spike=1.5)
     assert train_main(["--algo", "ppo", "--grad-spike", "-1"]) == 2
     assert "grad_spike = -1.0: allowed range is [0, 1e+06]" in capsys.readouterr().err
+    assert train_main(["--algo", "ppo", "--state-grad-clip", "-0.5"]) == 2
+    assert "state_grad_clip = -0.5: allowed range is [0, 1e+06]" in capsys.readouterr().err
+    assert train_main(["--algo", "a2c", "--state-grad-clip", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "state_grad_clip = 0.5: clips PPO's replayed BPTT; allowed for algo 'a2c': 0" in err and len(
+        err.strip().splitlines()) == 1
     assert train_main(["--algo", "ppo", "--ppo-epochs", "0"]) == 2
     assert "ppo_epochs = 0" in capsys.readouterr().err
 
