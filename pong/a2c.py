@@ -64,7 +64,7 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 DRIFT_PARAMS = ("theta", "theta_row", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
               "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s", "approx_kl", "clip_frac", "lr",
-              "grad_norm_max", "grad_skips", "state_clip_frac"] + [
+              "grad_norm_max", "grad_skips", "state_clip_frac", "kl_stop"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
 
@@ -78,7 +78,7 @@ def check_grad_spike(value: float, field: str = "grad_spike") -> float:
 
 
 # TrainConfig fields a resumed run takes from the command line when given there (the others stay the run's own)
-RESUME_OVERRIDES = ("grad_spike", "state_grad_clip")
+RESUME_OVERRIDES = ("grad_spike", "state_grad_clip", "target_kl")
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,9 @@ class TrainConfig:
     # PPO: each env's gradient through the carried state (h, F) clipped to this norm at every step of the BPTT
     # (pong/agent.py clip_state_grad, docs/stpn.md §11.2); 0 = off
     state_grad_clip: float = 0.0
+    # PPO: stop an update at the first minibatch whose approx_kl exceeds this (SB3's target_kl, docs/stpn.md
+    # §11.3); 0 = off
+    target_kl: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -163,6 +166,7 @@ class TrainConfig:
         check_range("theta_lr_scale", self.theta_lr_scale, 0.0, 1e4, lo_open=True)
         check_grad_spike(self.grad_spike)
         check_range("state_grad_clip", self.state_grad_clip, 0.0, 1e6)  # PPO only: checked by train()
+        check_range("target_kl", self.target_kl, 0.0, 10.0)  # PPO only: checked by train()
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
             raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
                               f"allowed for cell {self.arch.cell!r}: 1")
@@ -705,9 +709,9 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         lock = DirLock(run_dir, "training run", command).acquire()
     fresh = ckpt is None or parent is not None
     try:
-        if cfg.state_grad_clip and cfg.algo != "ppo":  # here: a resumed run's algo is its own
-            raise ConfigError(f"state_grad_clip = {cfg.state_grad_clip!r}: clips PPO's replayed BPTT; allowed for "
-                              f"algo {cfg.algo!r}: 0")
+        for name in ("state_grad_clip", "target_kl"):  # PPO's options; here: a resumed run's algo is its own
+            if getattr(cfg, name) and cfg.algo != "ppo":
+                raise ConfigError(f"{name} = {getattr(cfg, name)!r}: a PPO option; allowed for algo {cfg.algo!r}: 0")
         return _train_in(run_dir, cfg, ckpt, ckpt_path if ckpt is not None else None, counters, recent, parent, echo,
                          device if ckpt is None else None)
     except BaseException:
@@ -819,7 +823,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                         f"ent {row['entropy']} theta drift {row.get('theta_drift', 'n/a')} {sps:.0f} steps/s"
                         + (f"; {row['grad_skips']} optimiser steps skipped as gradient spikes (max norm "
                            f"{row['grad_norm_max']})" if float(row["grad_skips"]) else "")
-                        + (f"; state gradients clipped: {row['state_clip_frac']}" if "state_clip_frac" in row else ""))
+                        + (f"; state gradients clipped: {row['state_clip_frac']}" if "state_clip_frac" in row else "")
+                        + (f"; updates stopped by target_kl: {row['kl_stop']}" if "kl_stop" in row else ""))
                     acc, n_acc, t_log, steps_log = {}, 0, now, counters["steps"]
                     if len(recent) == recent.maxlen and guard.collapsed(float(np.mean(recent))):
                         lr = guard.rollback(agent, opt)
@@ -933,6 +938,10 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="PPO: clip each env's gradient through the carried state (h, F) to NORM at every BPTT step "
                         "(docs/stpn.md §11.2; e.g. 0.5; 0: off, the default; with --resume it replaces the run's own "
                         "setting)")
+    p.add_argument("--target-kl", type=float, default=None, metavar="KL",
+                   help="PPO: stop an update at the first minibatch whose approx_kl exceeds KL, before its step "
+                        "(Stable-Baselines3's target_kl; docs/stpn.md §11.3; e.g. 0.02; 0: off, the default; with "
+                        "--resume it replaces the run's own setting)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
@@ -965,7 +974,7 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="only measure agent steps/s of the training loop over UPDATES updates, then exit (0: train)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
-                        "--steps/--threads/--env-threads/--max-minutes and a given --grad-spike/--state-grad-clip apply); a snapshot "
+                        "--steps/--threads/--env-threads/--max-minutes and a given --grad-spike/--state-grad-clip/--target-kl apply); a snapshot "
                         "RUN_DIR/checkpoint-uNNNNNNN.pt branches into a new run directory instead (default: a new run)")
     return p
 
@@ -1007,7 +1016,8 @@ def run_train(args: argparse.Namespace) -> int:
                       init_decay_addressing=(args.decay_addressing or "") if args.init_from else "",
                       rollback_lr_factor=args.rollback_lr_factor,
                       grad_spike=0.0 if args.grad_spike is None else args.grad_spike,
-                      state_grad_clip=0.0 if args.state_grad_clip is None else args.state_grad_clip)
+                      state_grad_clip=0.0 if args.state_grad_clip is None else args.state_grad_clip,
+                      target_kl=0.0 if args.target_kl is None else args.target_kl)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,

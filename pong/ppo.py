@@ -23,9 +23,14 @@ read, not copied), adapted to this agent:
 * The (h, F) carried into the next rollout is the rollout's, computed with the pre-update policy
   (CleanRL's convention).
 
+* With ``target_kl`` (default off) the update stops at the first minibatch whose ``approx_kl`` (measured
+  before its step, against the rollout's policy) exceeds it, without that step: Stable-Baselines3's PPO
+  ``target_kl`` early stop (SB3 stops at 1.5 x its target; here at the value given). It bounds how far
+  one update moves the policy whatever its gradients say (docs/stpn.md §11.3).
+
 Logged per update (progress.csv): the loss terms of the last minibatch step averaged over the update,
-``approx_kl`` (CleanRL's ``(r - 1) - log r`` estimator) and ``clip_frac`` (share of ratios outside
-the clip range).
+``approx_kl`` (CleanRL's ``(r - 1) - log r`` estimator), ``clip_frac`` (share of ratios outside
+the clip range) and, with ``target_kl``, ``kl_stop`` (the share of updates it stopped).
 
 May import: torch, numpy, stoxbar.pong.{env,rollout}.
 """
@@ -155,23 +160,41 @@ class PPORunner(EnvRunner):
         return terms
 
     def _minibatch_step(self, buf, idx: Tensor) -> Dict[str, float]:
-        """One optimiser step on envs ``idx``."""
+        """One optimiser step on envs ``idx``; none where the policy has already moved more than
+        ``cfg.target_kl`` from the rollout's (``kl_stop`` 1 in the returned terms: the update stops)."""
         self.opt.zero_grad(set_to_none=True)
         adv = normalized(buf["adv"][:, idx])  # over the whole minibatch
-        return self._step(self._minibatch_loss(buf, idx, adv))  # clip, Adam step, device constraints
+        terms = self._minibatch_loss(buf, idx, adv)
+        if self.cfg.target_kl and terms["approx_kl"] > self.cfg.target_kl:
+            self.opt.zero_grad(set_to_none=True)
+            return dict(terms, kl_stop=1.0)
+        return self._step(terms)  # clip, Adam step, device constraints
 
     def learn(self, buf) -> Dict[str, float]:
         """The PPO epochs on one rollout's buffers; returns the loss terms averaged over the steps."""
         cfg = self.cfg
         acc: Dict[str, float] = {}
         steps = 0
+        stop = False
         with intra_op_threads(UPDATE_THREADS if cfg.group_threads else None):
             for _ in range(cfg.ppo_epochs):
                 for idx in torch.randperm(cfg.num_envs).tensor_split(cfg.ppo_minibatches):
-                    for k, v in self._minibatch_step(buf, idx).items():
+                    terms = self._minibatch_step(buf, idx)
+                    stop = bool(terms.pop("kl_stop", 0.0))
+                    for k, v in terms.items():
                         acc[k] = acc.get(k, 0.0) + v
                     steps += 1
-        return {k: v / steps for k, v in acc.items()}
+                    if stop:
+                        break
+                if stop:
+                    break
+        out = {k: v / steps for k, v in acc.items() if k != "grad_norm"}
+        applied = steps - stop  # the stopping minibatch took no step (and has no grad_norm)
+        if "grad_norm" in acc:
+            out["grad_norm"] = acc["grad_norm"] / applied
+        if cfg.target_kl:  # per update: 1 if the KL stopped it (the log's mean: the share of updates stopped)
+            out["kl_stop"] = float(stop)
+        return out
 
     def update(self) -> Tuple[Dict[str, float], List[Tuple[int, float, int]]]:
         """One rollout and its PPO epochs. Returns (mean loss terms over the optimiser steps, finished

@@ -147,6 +147,27 @@ def test_ppo_state_grad_clip_between_full_and_truncated_bptt():
     assert float((full - cut).norm()) > 1e-3 * float(full.norm())  # the BPTT through (h, F) is not nothing here
 
 
+def test_target_kl_stops_the_update_before_the_step_that_exceeds_it():
+    """The first minibatch sees the rollout's own policy (approx_kl 0) and steps; with a target near 0 the
+    second exceeds it and the update stops there, without its step. Off, every minibatch of every epoch steps."""
+    torch.manual_seed(0)
+    steps = {}
+    for target in (0.0, 1e-12):
+        cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=8, algo="ppo", ppo_epochs=2, ppo_minibatches=2,
+                          target_kl=target, max_grad_norm=0.5, lr=1e-3)
+        agent = PongAgent(TINY)
+        opt = make_optimizer(agent, cfg)
+        runner = PPORunner(agent, opt, cfg, env_seed=3)
+        try:
+            terms, _ = runner.update()
+        finally:
+            runner.close()
+        steps[target] = max(int(st["step"]) for st in opt.state.values())
+        assert np.isfinite(terms["grad_norm"]) and terms["grad_norm"] > 0
+        assert terms.get("kl_stop", 0.0) == (1.0 if target else 0.0) and ("kl_stop" in terms) == bool(target)
+    assert steps == {0.0: 4, 1e-12: 1}
+
+
 def _rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -263,8 +284,10 @@ def test_ppo_bad_input(capsys):
     assert "state_grad_clip = -0.5: allowed range is [0, 1e+06]" in capsys.readouterr().err
     assert train_main(["--algo", "a2c", "--state-grad-clip", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert "state_grad_clip = 0.5: clips PPO's replayed BPTT; allowed for algo 'a2c': 0" in err and len(
+    assert "state_grad_clip = 0.5: a PPO option; allowed for algo 'a2c': 0" in err and len(
         err.strip().splitlines()) == 1
+    assert train_main(["--algo", "ppo", "--target-kl", "-0.01"]) == 2
+    assert "target_kl = -0.01: allowed range is [0, 10]" in capsys.readouterr().err
     assert train_main(["--algo", "ppo", "--ppo-epochs", "0"]) == 2
     assert "ppo_epochs = 0" in capsys.readouterr().err
 
