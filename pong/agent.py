@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -239,12 +239,12 @@ class PongAgent(nn.Module):
         return self.actor(h), self.critic(h).squeeze(-1), state
 
     def unroll(self, obs: Tensor, state: State, dones: Tensor, params=None,
-               state_grad_clip: Optional[StateGradClip] = None) -> Tuple[Tensor, Tensor, State]:
+               state_grad_clip: Optional[Callable[[State], State]] = None) -> Tuple[Tensor, Tensor, State]:
         """Replay a stored sequence: frames ``obs`` [T, B, 1, 84, 84], ``dones`` [T, B] (the game
         ended after step t: that environment's state is zeroed after it). The same numbers as T calls
         of :meth:`forward`, but the encoder and the heads, which carry no state, run once over all
         T x B frames; only the cell steps. ``state_grad_clip``: applied to the state each step carries
-        to the next (backward only). Returns (logits [T, B, A], values [T, B], final state)."""
+        to the next (a :class:`StateGradClip`, or a probe such as gradients.StateGradProbe). Returns (logits [T, B, A], values [T, B], final state)."""
         if obs.dim() != 5:
             raise ConfigError(f"observation sequence has shape {tuple(obs.shape)}; expected [T, B, 1, 84, 84]")
         T, B = obs.shape[:2]

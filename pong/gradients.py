@@ -33,13 +33,21 @@ This module asks the question at the parameters themselves (``stoxbar gradients 
   receives), over the units (``NAME[input]``, P entries: per row) and over all (``NAME[all]``: one
   global shift). A direction too weak to show per synapse can show in these sums.
 
+Where does a spiking gradient come from (``stoxbar gradients CHECKPOINT --state-profile``,
+:func:`state_gradient_profile`, docs/stpn.md §11.2)? Per minibatch of the same PPO loss: the pre-clip
+parameter-gradient norm; by a hook on the state each replayed step carries (:class:`StateGradProbe`), each
+env's norm of the loss gradient reaching its h_t and F_t (together); for the env with the largest, the step
+of its peak and the peak over that env's median over the window (an unstable stretch of the recurrence shows
+as a peak 10^2-10^3 x the median, docs/stpn.md §11.2); and, for each ``--clips`` NORM, the parameter gradient with the state gradient clipped
+per step to NORM (``StateGradClip``): its norm and its cosine with the unclipped one.
+
 May import: scipy, torch, stoxbar.core.validation, stoxbar.pong.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from scipy import stats
@@ -47,7 +55,7 @@ from torch import Tensor
 
 from stoxbar.core.validation import ConfigError, check_int
 from stoxbar.pong.a2c import TrainConfig
-from stoxbar.pong.agent import PongAgent
+from stoxbar.pong.agent import PongAgent, StateGradClip
 from stoxbar.pong.ppo import PPORunner, normalized
 
 NULL_SIGNIFICANT = 0.05  # two-sided test level of `significant` (its expectation with no direction)
@@ -177,4 +185,103 @@ def format_rows(result: Dict[str, Any], only: List[str] = ()) -> List[str]:
         lines.append(f"{name:<22} {r['entries']:>7d} {r['live']:>7d} {r['rms_gradient']:>9.3g} "
                      f"{pair('significant', '.3f'):>13} {p('significant'):>5} {pair('median_abs_t', '.3f'):>13} "
                      f"{pair('signal_power', '.4f'):>17} {p('signal_power'):>5}")
+    return lines
+
+
+class StateGradProbe:
+    """Applied to the state each replayed step carries (``PongAgent.unroll``'s ``state_grad_clip``): applies
+    ``clip`` (if any), then records, in backward, each sample's norm of the gradient reaching each carried
+    tensor (before the clip of that step passes it on). ``norms()``: [T, B, tensors], 0 where none arrived."""
+
+    def __init__(self, clip: Optional[StateGradClip] = None):
+        self.clip = clip
+        self._rows: List[List[Optional[Tensor]]] = []
+
+    def __call__(self, state):
+        state = self.clip(state) if self.clip is not None else state
+        row: List[Optional[Tensor]] = [None] * len(state)
+        self._rows.append(row)
+        for i, s in enumerate(state):
+            if s.requires_grad:
+                s.register_hook(lambda g, i=i, row=row: row.__setitem__(
+                    i, None if g is None else g.detach().reshape(g.shape[0], -1).norm(dim=1)))
+        return state
+
+    def norms(self, batch: int) -> Tensor:
+        zero = torch.zeros(batch)
+        return torch.stack([torch.stack([zero if v is None else v for v in row], dim=1) for row in self._rows])
+
+
+def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3, envs: int = 16,
+                           minibatches: int = 4, rollout_len: int = 128, seed: int = 100_000,
+                           clips: Sequence[float] = (), progress: Callable[[int, int], None] = lambda i, n: None
+                           ) -> Dict[str, Any]:
+    """Profile the BPTT gradient through the carried state (module docstring) over ``rollouts`` rollouts of
+    ``envs`` emulators split into ``minibatches`` (the sampling of :func:`gradient_directions`; the run's own
+    ``state_grad_clip`` is left out, ``clips`` are measured instead). Returns ``{"settings": ...,
+    "minibatches": [{"rollout", "minibatch", "grad_norm", "state_grad_max", "env", "peak_step",
+    "peak_over_median", "trace" (that env's norm per step), "clipped": {NORM: {"grad_norm", "cosine"}}}, ...]}``."""
+    check_int("rollouts", rollouts, 1, MAX_SAMPLES)
+    check_int("envs", envs, 2, 1024)
+    check_int("minibatches", minibatches, 1, envs)
+    check_int("rollout_len", rollout_len, 2, 1000)
+    check_int("seed", seed, 0, 2**31 - 1 - envs)
+    clips = [float(c) for c in clips]
+    for c in clips:
+        StateGradClip(c)  # checks the value (> 0)
+    cfg = dataclasses.replace(cfg, algo="ppo", num_envs=envs, rollout_len=rollout_len, ppo_minibatches=minibatches,
+                              env_groups=1, group_threads=False, ppo_epochs=1, state_grad_clip=0.0)
+    params = [p for p in agent.parameters() if p.requires_grad]
+
+    def grad(runner, buf, idx, carry) -> Tensor:
+        agent.zero_grad(set_to_none=True)
+        runner._minibatch_loss(buf, idx, normalized(buf["adv"][:, idx]), carry=carry)
+        return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+
+    out: List[Dict[str, Any]] = []
+    agent.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        runner = PPORunner(agent, None, cfg, env_seed=seed)
+        try:
+            for r in range(rollouts):
+                buf, _, _ = runner._rollout()
+                for m, idx in enumerate(torch.arange(envs).tensor_split(minibatches)):
+                    probe = StateGradProbe()
+                    g0 = grad(runner, buf, idx, probe)
+                    norms = probe.norms(len(idx))  # [T, B, tensors]
+                    per_env = norms.norm(dim=2)  # [T, B]: h and F together
+                    b = int(per_env.max(dim=0).values.argmax())
+                    peak, median = per_env[:, b].max(), per_env[:, b].median()
+                    rec = {"rollout": r, "minibatch": m, "grad_norm": float(g0.norm()),
+                           "state_grad_max": float(peak), "env": int(idx[b]), "peak_step": int(per_env[:, b].argmax()),
+                           "peak_over_median": float(peak / median) if median > 0 else float("inf"),
+                           "trace": [float(v) for v in per_env[:, b]], "clipped": {}}
+                    for c in clips:
+                        g = grad(runner, buf, idx, StateGradClip(c))
+                        rec["clipped"][f"{c:g}"] = {"grad_norm": float(g.norm()), "cosine": float(
+                            torch.nn.functional.cosine_similarity(g.double(), g0.double(), dim=0))}
+                    out.append(rec)
+                    progress(len(out), rollouts * minibatches)
+        finally:
+            agent.zero_grad(set_to_none=True)
+            runner.close()
+    return {"settings": {"rollouts": rollouts, "envs": envs, "minibatches": minibatches, "rollout_len": rollout_len,
+                         "seed": seed, "sticky": cfg.sticky, "clips": clips},
+            "minibatches": out}
+
+
+def format_profile(result: Dict[str, Any]) -> List[str]:
+    """:func:`state_gradient_profile` as text lines, one per minibatch."""
+    clips = result["settings"]["clips"]
+    lines = [f"state-gradient profile: {result['settings']['envs']} envs x {result['settings']['rollout_len']} steps "
+             f"per rollout, {result['settings']['minibatches']} minibatches; max |dL/ds|: the largest norm of one env's "
+             "gradient reaching its carried (h, F), at step 'peak'; peak/median: over that env's median in the window",
+             f"{'rollout':>7} {'mb':>3} {'grad norm':>10} {'max |dL/ds|':>11} {'env':>4} {'peak':>5} {'peak/median':>11}"
+             + "".join(f" {'clip ' + format(c, 'g') + ': norm, cos':>22}" for c in clips)]
+    for rec in result["minibatches"]:
+        lines.append(f"{rec['rollout']:>7d} {rec['minibatch']:>3d} {rec['grad_norm']:>10.3g} "
+                     f"{rec['state_grad_max']:>11.3g} {rec['env']:>4d} {rec['peak_step']:>5d} "
+                     f"{rec['peak_over_median']:>11.3g}"
+                     + "".join(f" {v['grad_norm']:>13.3g}, {v['cosine']:6.3f}" for v in rec["clipped"].values()))
     return lines

@@ -143,15 +143,16 @@ class PPORunner(EnvRunner):
         return buf, sorted(finished), (float(np.mean(sparsity)) if sparsity else float("nan"))
 
     # -- update ----------------------------------------------------------------------------------
-    def _minibatch_loss(self, buf, idx: Tensor, adv: Tensor) -> Dict[str, float]:
+    def _minibatch_loss(self, buf, idx: Tensor, adv: Tensor, carry=None) -> Dict[str, float]:
         """Replay envs ``idx`` over the rollout from their starting state and back-propagate the loss;
-        ``adv`` [T, len(idx)]: their advantages, normalised over the minibatch."""
+        ``adv`` [T, len(idx)]: their advantages, normalised over the minibatch; ``carry``: applied to the state
+        each step carries (default: the state-gradient clip of ``cfg.state_grad_clip``, if any)."""
         cfg = self.cfg
         state = tuple(s[idx] for s in buf["state0"])
         obs = buf["obs"][:, idx]
         clip = StateGradClip(cfg.state_grad_clip) if cfg.state_grad_clip else None
         new_logp, new_v, ents, _ = evaluate_actions(self.agent, obs, buf["actions"][:, idx], buf["dones"][:, idx],
-                                                    state, clip)
+                                                    state, clip if carry is None else carry)
         loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, adv,
                                buf["ret"][:, idx], cfg.clip_coef, cfg.value_coef, cfg.entropy_coef, normalize=False)
         loss.backward()

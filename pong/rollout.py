@@ -10,13 +10,13 @@ May import: numpy, torch, stoxbar.pong.{agent,env}.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar.pong.agent import PongAgent, StateGradClip
+from stoxbar.pong.agent import PongAgent
 from stoxbar.pong.env import make_pong_env
 
 
@@ -41,7 +41,7 @@ def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamm
 
 
 def evaluate_actions(agent: PongAgent, obs: Any, actions: Tensor, dones: Tensor, state,
-                     state_grad_clip: Optional[StateGradClip] = None) -> Tuple[Tensor, Tensor, Tensor, Any]:
+                     state_grad_clip: Optional[Callable[[Any], Any]] = None) -> Tuple[Tensor, Tensor, Tensor, Any]:
     """Re-run the agent over a stored sequence (obs: [T, N, 1, 84, 84] or T frames of [N, 1, 84, 84];
     actions/dones [T, N]) with :meth:`PongAgent.unroll` (``state_grad_clip`` passed on).
 

@@ -263,10 +263,10 @@ def _gradients(args: argparse.Namespace) -> int:
     import torch
 
     from stoxbar.core.fsio import atomic_write_json, check_new_file
-    from stoxbar.core.validation import check_int
+    from stoxbar.core.validation import ConfigError, check_int
     from stoxbar.pong.a2c import TrainConfig
     from stoxbar.pong.checkpoint import CheckpointError, load_agent
-    from stoxbar.pong.gradients import format_rows, gradient_directions
+    from stoxbar.pong.gradients import format_profile, format_rows, gradient_directions, state_gradient_profile
 
     if args.json:
         check_new_file(args.json, "--json")
@@ -279,12 +279,21 @@ def _gradients(args: argparse.Namespace) -> int:
     def progress(i: int, n: int) -> None:
         print(f"\rgradient sample {i}/{n}", end="", file=sys.stderr, flush=True)
 
-    res = gradient_directions(agent, TrainConfig.from_dict(ckpt["train_config"]), rollouts=args.rollouts,
-                              envs=args.envs, minibatches=args.minibatches, rollout_len=args.rollout_len,
-                              seed=args.seed, flips=args.flips, progress=progress)
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    if args.clips and not args.state_profile:
+        raise ConfigError("--clips needs --state-profile")
+    if args.state_profile:
+        res = state_gradient_profile(agent, cfg, rollouts=args.rollouts, envs=args.envs, minibatches=args.minibatches,
+                                     rollout_len=args.rollout_len, seed=args.seed, clips=args.clips,
+                                     progress=progress)
+        lines = format_profile(res)
+    else:
+        res = gradient_directions(agent, cfg, rollouts=args.rollouts, envs=args.envs, minibatches=args.minibatches,
+                                  rollout_len=args.rollout_len, seed=args.seed, flips=args.flips, progress=progress)
+        lines = format_rows(res, args.only)
     print(file=sys.stderr)
     res["checkpoint"] = str(args.checkpoint)
-    print("\n".join(format_rows(res, args.only)))
+    print("\n".join(lines))
     if args.json:
         atomic_write_json(args.json, res)
         print(f"wrote {args.json}")
@@ -440,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--flips", type=int, default=100, help="sign-flip draws of the null")
     gr.add_argument("--threads", type=int, default=1, help="torch threads")
     gr.add_argument("--only", nargs="*", default=[], help="print only rows starting with these names (e.g. cell.)")
+    gr.add_argument("--state-profile", action="store_true",
+                    help="instead: where the BPTT gradient through (h, F) grows, per minibatch (docs/stpn.md §11.2)")
+    gr.add_argument("--clips", type=float, nargs="*", default=[], metavar="NORM",
+                    help="with --state-profile: also the gradient with the state gradient clipped per step to NORM")
     gr.add_argument("--json", default=None, help="also write the statistics here (never overwritten)")
     gr.set_defaults(func=_gradients)
 

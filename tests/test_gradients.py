@@ -9,7 +9,9 @@ import torch
 from stoxbar.pong.a2c import TrainConfig
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
-from stoxbar.pong.gradients import direction_stats, gradient_directions, tied_views
+from stoxbar.pong.gradients import (StateGradProbe, direction_stats, gradient_directions, state_gradient_profile,
+                                    tied_views)
+from stoxbar.pong.rollout import evaluate_actions
 from stoxbar.scripts.cli import main
 
 
@@ -73,6 +75,60 @@ def test_gradient_directions_of_the_shipped_agent_on_real_pong_are_reproducible(
     for argv, msg in ((["--rollouts", "0"], "rollouts = 0"), (["--envs", "4", "--minibatches", "5"], "minibatches = 5"),
                       (["--rollouts", "1", "--minibatches", "1"], "rollouts x minibatches = 1"),
                       (["--json", str(out)], "--json")):
+        assert main(["gradients", str(SHIPPED_CHECKPOINT), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("stoxbar gradients: error:") and msg in err and "\n" not in err
+
+
+def test_state_grad_probe_records_the_gradient_reaching_each_carried_state():
+    """The probe's per-step norms equal the gradients autograd keeps on the carried states themselves."""
+    from test_training import _real_pong_batch
+
+    frames, actions, _, dones = _real_pong_batch(T=10, N=3, warm=20)
+    frames = torch.from_numpy(__import__("numpy").stack(frames))
+    torch.manual_seed(1)
+    agent = PongAgent(ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16))
+    state0 = tuple(torch.rand_like(s) for s in agent.initial_state(3))
+    kept = []
+
+    class Keep(StateGradProbe):
+        def __call__(self, state):
+            state = super().__call__(state)
+            for x in state:
+                if x.requires_grad:
+                    x.retain_grad()
+            kept.append(state)
+            return state
+
+    probe = Keep()
+    logp = evaluate_actions(agent, frames, actions, dones, state0, probe)[0]
+    (-logp.sum()).backward()
+    norms = probe.norms(3)  # [T, B, 2]
+    assert norms.shape == (10, 3, 2) and float(norms[:-1].min()) > 0
+    for t, state in enumerate(kept[:-1]):
+        for i, x in enumerate(state):
+            torch.testing.assert_close(norms[t, :, i], x.grad.reshape(3, -1).norm(dim=1))
+
+
+def test_state_gradient_profile_on_real_pong(tmp_path, capsys):
+    agent, ckpt = load_agent(SHIPPED_CHECKPOINT)
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    kw = dict(rollouts=1, envs=4, minibatches=2, rollout_len=12, seed=7)
+    a = state_gradient_profile(agent, cfg, clips=(1e6, 1e-9), **kw)
+    assert a == state_gradient_profile(agent, cfg, clips=(1e6, 1e-9), **kw)  # reproducible
+    assert len(a["minibatches"]) == 2
+    for rec in a["minibatches"]:
+        assert rec["grad_norm"] > 0 and rec["state_grad_max"] > 0 and rec["peak_over_median"] >= 1.0
+        assert 0 <= rec["peak_step"] < 12
+        assert rec["clipped"]["1e+06"]["grad_norm"] == pytest.approx(rec["grad_norm"], rel=1e-6)
+        assert rec["clipped"]["1e+06"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+        assert rec["clipped"]["1e-09"]["cosine"] < 0.9999  # ~no BPTT through (h, F) is another gradient
+    out = tmp_path / "p.json"
+    assert main(["gradients", str(SHIPPED_CHECKPOINT), "--state-profile", "--clips", "0.3", "--rollouts", "1",
+                 "--envs", "2", "--minibatches", "2", "--rollout-len", "4", "--json", str(out)]) == 0
+    assert "clip 0.3: norm, cos" in capsys.readouterr().out and out.exists()
+    for argv, msg in ((["--state-profile", "--clips", "0"], "state_grad_clip = 0"),
+                      (["--clips", "0.3"], "--clips needs --state-profile")):
         assert main(["gradients", str(SHIPPED_CHECKPOINT), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("stoxbar gradients: error:") and msg in err and "\n" not in err
