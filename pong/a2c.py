@@ -123,7 +123,7 @@ class TrainConfig:
     # applied steps (exploding BPTT gradients through (h, F), docs/stpn.md §11.1); 0 = off (assumption: 20)
     grad_spike: float = 0.0
     # PPO: each env's gradient through the carried state (h, F) clipped to this norm at every step of the BPTT
-    # (pong/agent.py clip_state_grad, docs/stpn.md §11.2); 0 = off
+    # (pong/agent.py StateGradClip, docs/stpn.md §11.2); 0 = off
     state_grad_clip: float = 0.0
     # PPO: stop an update at the first minibatch whose approx_kl exceeds this (SB3's target_kl, docs/stpn.md
     # §11.3); 0 = off
@@ -974,7 +974,8 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="only measure agent steps/s of the training loop over UPDATES updates, then exit (0: train)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its checkpoint.pt (its saved hyper-parameters are kept; "
-                        "--steps/--threads/--env-threads/--max-minutes and a given --grad-spike/--state-grad-clip/--target-kl apply); a snapshot "
+                        "--steps/--threads/--env-threads/--max-minutes and a given --grad-spike/--state-grad-clip/"
+                        "--target-kl apply); a snapshot "
                         "RUN_DIR/checkpoint-uNNNNNNN.pt branches into a new run directory instead (default: a new run)")
     return p
 

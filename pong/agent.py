@@ -244,7 +244,8 @@ class PongAgent(nn.Module):
         ended after step t: that environment's state is zeroed after it). The same numbers as T calls
         of :meth:`forward`, but the encoder and the heads, which carry no state, run once over all
         T x B frames; only the cell steps. ``state_grad_clip``: applied to the state each step carries
-        to the next (a :class:`StateGradClip`, or a probe such as gradients.StateGradProbe). Returns (logits [T, B, A], values [T, B], final state)."""
+        to the next (a :class:`StateGradClip`, or a probe such as gradients.StateGradProbe). Returns
+        (logits [T, B, A], values [T, B], final state)."""
         if obs.dim() != 5:
             raise ConfigError(f"observation sequence has shape {tuple(obs.shape)}; expected [T, B, 1, 84, 84]")
         T, B = obs.shape[:2]

@@ -38,8 +38,9 @@ Where does a spiking gradient come from (``stoxbar gradients CHECKPOINT --state-
 parameter-gradient norm; by a hook on the state each replayed step carries (:class:`StateGradProbe`), each
 env's norm of the loss gradient reaching its h_t and F_t (together); for the env with the largest, the step
 of its peak and the peak over that env's median over the window (an unstable stretch of the recurrence shows
-as a peak 10^2-10^3 x the median, docs/stpn.md §11.2); and, for each ``--clips`` NORM, the parameter gradient with the state gradient clipped
-per step to NORM (``StateGradClip``): its norm and its cosine with the unclipped one.
+as a peak 10^2-10^3 x the median, docs/stpn.md §11.2); and, for each ``--clips`` NORM, the parameter
+gradient with the state gradient clipped per step to NORM (``StateGradClip``): its norm and its cosine with
+the unclipped one.
 
 May import: scipy, torch, stoxbar.core.validation, stoxbar.pong.
 """

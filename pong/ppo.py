@@ -22,7 +22,6 @@ read, not copied), adapted to this agent:
   intra-op thread each (the layout before; quiet machine, BENCHMARKS.md).
 * The (h, F) carried into the next rollout is the rollout's, computed with the pre-update policy
   (CleanRL's convention).
-
 * With ``target_kl`` (default off) the update stops at the first minibatch whose ``approx_kl`` (measured
   before its step, against the rollout's policy) exceeds it, without that step: Stable-Baselines3's PPO
   ``target_kl`` early stop (SB3 stops at 1.5 x its target; here at the value given). It bounds how far
