@@ -213,6 +213,20 @@ class StateGradProbe:
         return torch.stack([torch.stack([zero if v is None else v for v in row], dim=1) for row in self._rows])
 
 
+def recurrent_gain(agent: PongAgent) -> Optional[Dict[str, float]]:
+    """The m-STPN's long-term h -> h map, gain x W[:, h inputs] (F's short-term part and tanh' left out):
+    its largest singular value and spectral radius. Above 1, the linearised recurrence expands along some
+    direction wherever the units are off saturation: the stretches of docs/stpn.md §11.2. None for a cell
+    without the digital gain (the STPN normalises its weights per unit) or with the h feedback cut."""
+    cell = agent.cell
+    if not hasattr(cell, "gain") or not getattr(cell, "h_feedback", True):
+        return None
+    with torch.no_grad():
+        m = (cell.gain[:, None] * cell.W)[:, cell.n_pre - cell.hidden:].double()
+        return {"sigma_max": float(torch.linalg.svdvals(m)[0]),
+                "spectral_radius": float(torch.linalg.eigvals(m).abs().max())}
+
+
 def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3, envs: int = 16,
                            minibatches: int = 4, rollout_len: int = 128, seed: int = 100_000,
                            clips: Sequence[float] = (), progress: Callable[[int, int], None] = lambda i, n: None
@@ -269,7 +283,7 @@ def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3
             runner.close()
     return {"settings": {"rollouts": rollouts, "envs": envs, "minibatches": minibatches, "rollout_len": rollout_len,
                          "seed": seed, "sticky": cfg.sticky, "clips": clips},
-            "minibatches": out}
+            "recurrent_gain": recurrent_gain(agent), "minibatches": out}
 
 
 def format_profile(result: Dict[str, Any]) -> List[str]:
@@ -277,9 +291,13 @@ def format_profile(result: Dict[str, Any]) -> List[str]:
     clips = result["settings"]["clips"]
     lines = [f"state-gradient profile: {result['settings']['envs']} envs x {result['settings']['rollout_len']} steps "
              f"per rollout, {result['settings']['minibatches']} minibatches; max |dL/ds|: the largest norm of one env's "
-             "gradient reaching its carried (h, F), at step 'peak'; peak/median: over that env's median in the window",
-             f"{'rollout':>7} {'mb':>3} {'grad norm':>10} {'max |dL/ds|':>11} {'env':>4} {'peak':>5} {'peak/median':>11}"
-             + "".join(f" {'clip ' + format(c, 'g') + ': norm, cos':>22}" for c in clips)]
+             "gradient reaching its carried (h, F), at step 'peak'; peak/median: over that env's median in the window"]
+    rg = result.get("recurrent_gain")
+    if rg is not None:
+        lines.append(f"long-term h -> h map (gain x W_hh): largest singular value {rg['sigma_max']:.3f}, spectral radius "
+                     f"{rg['spectral_radius']:.3f}")
+    lines.append(f"{'rollout':>7} {'mb':>3} {'grad norm':>10} {'max |dL/ds|':>11} {'env':>4} {'peak':>5} "
+                 f"{'peak/median':>11}" + "".join(f" {'clip ' + format(c, 'g') + ': norm, cos':>22}" for c in clips))
     for rec in result["minibatches"]:
         lines.append(f"{rec['rollout']:>7d} {rec['minibatch']:>3d} {rec['grad_norm']:>10.3g} "
                      f"{rec['state_grad_max']:>11.3g} {rec['env']:>4d} {rec['peak_step']:>5d} "

@@ -9,8 +9,8 @@ import torch
 from stoxbar.pong.a2c import TrainConfig
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
-from stoxbar.pong.gradients import (StateGradProbe, direction_stats, gradient_directions, state_gradient_profile,
-                                    tied_views)
+from stoxbar.pong.gradients import (StateGradProbe, direction_stats, gradient_directions, recurrent_gain,
+                                    state_gradient_profile, tied_views)
 from stoxbar.pong.rollout import evaluate_actions
 from stoxbar.scripts.cli import main
 
@@ -126,9 +126,25 @@ def test_state_gradient_profile_on_real_pong(tmp_path, capsys):
     out = tmp_path / "p.json"
     assert main(["gradients", str(SHIPPED_CHECKPOINT), "--state-profile", "--clips", "0.3", "--rollouts", "1",
                  "--envs", "2", "--minibatches", "2", "--rollout-len", "4", "--json", str(out)]) == 0
-    assert "clip 0.3: norm, cos" in capsys.readouterr().out and out.exists()
+    text = capsys.readouterr().out
+    assert "clip 0.3: norm, cos" in text and "spectral radius" in text and out.exists()
     for argv, msg in ((["--state-profile", "--clips", "0"], "state_grad_clip = 0"),
                       (["--clips", "0.3"], "--clips needs --state-profile")):
         assert main(["gradients", str(SHIPPED_CHECKPOINT), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("stoxbar gradients: error:") and msg in err and "\n" not in err
+
+
+def test_recurrent_gain_of_the_m_stpn_h_to_h_map():
+    torch.manual_seed(0)
+    agent = PongAgent(ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16))
+    c = agent.cell
+    with torch.no_grad():
+        c.W.zero_()
+        c.W[torch.arange(8), c.n_in + torch.arange(8)] = 0.5  # h -> h: 0.5 x identity; the x inputs: 0
+        c.gain.fill_(3.0)
+    g = recurrent_gain(agent)
+    assert g["sigma_max"] == pytest.approx(1.5) and g["spectral_radius"] == pytest.approx(1.5)
+    c.h_feedback = False
+    assert recurrent_gain(agent) is None
+    assert recurrent_gain(PongAgent(ArchConfig(arch="bottleneck", cell="stpn", hidden=8, bottleneck=16))) is None
