@@ -128,6 +128,9 @@ class TrainConfig:
     # PPO: stop an update at the first minibatch whose approx_kl exceeds this (SB3's target_kl, docs/stpn.md
     # §11.3); 0 = off
     target_kl: float = 0.0
+    # the m-STPN's long-term h -> h map (gain x W_hh) projected to this largest singular value after every optimiser
+    # step and at the start (MSTPNCell.limit_recurrent_norm, docs/stpn.md §11.4); 0 = off
+    recurrent_norm_max: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -167,6 +170,10 @@ class TrainConfig:
         check_grad_spike(self.grad_spike)
         check_range("state_grad_clip", self.state_grad_clip, 0.0, 1e6)  # PPO only: checked by train()
         check_range("target_kl", self.target_kl, 0.0, 10.0)  # PPO only: checked by train()
+        check_range("recurrent_norm_max", self.recurrent_norm_max, 0.0, 100.0)
+        if self.recurrent_norm_max and (self.arch.cell != "mstpn" or not self.arch.h_feedback) and not self.init_from:
+            raise ConfigError(f"recurrent_norm_max = {self.recurrent_norm_max!r}: bounds the m-STPN's h -> h map; "
+                              f"allowed for cell {self.arch.cell!r} (h_feedback {self.arch.h_feedback}): 0")
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
             raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
                               f"allowed for cell {self.arch.cell!r}: 1")
@@ -942,6 +949,9 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="PPO: stop an update at the first minibatch whose approx_kl exceeds KL, before its step "
                         "(Stable-Baselines3's target_kl; docs/stpn.md §11.3; e.g. 0.02; 0: off, the default; with "
                         "--resume it replaces the run's own setting)")
+    p.add_argument("--recurrent-norm-max", type=float, default=d.recurrent_norm_max, metavar="S",
+                   help="m-STPN: project the long-term h -> h map (gain x W_hh) to a largest singular value <= S after "
+                        "every optimiser step and at the start (docs/stpn.md §11.4; 1: contractive; 0: off, the default)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
@@ -1018,7 +1028,8 @@ def run_train(args: argparse.Namespace) -> int:
                       rollback_lr_factor=args.rollback_lr_factor,
                       grad_spike=0.0 if args.grad_spike is None else args.grad_spike,
                       state_grad_clip=0.0 if args.state_grad_clip is None else args.state_grad_clip,
-                      target_kl=0.0 if args.target_kl is None else args.target_kl)
+                      target_kl=0.0 if args.target_kl is None else args.target_kl,
+                      recurrent_norm_max=args.recurrent_norm_max)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,

@@ -580,3 +580,17 @@ class MSTPNCell(_CellBase):
     def apply_constraints(self) -> None:
         """Clamp W to the device window [-1, 1] (call after every optimiser step)."""
         self.W.clamp_(-1.0, 1.0)
+
+    @torch.no_grad()
+    def limit_recurrent_norm(self, s_max: float) -> float:
+        """Scale W's h columns so that the long-term h -> h map, gain x W[:, h inputs], has a largest singular
+        value of at most ``s_max`` (a projection onto a contractive recurrence for ``s_max`` <= 1: with
+        |tanh'| <= 1 one step then stretches no direction of h through W; docs/stpn.md §11.4). The x columns,
+        gain, Gamma and theta are left as they are; scaling down keeps W in its window. Returns the largest
+        singular value before (no change where it is at most ``s_max``)."""
+        check_range("s_max", s_max, 0.0, None, lo_open=True)
+        h = slice(self.n_in, self.n_pre)
+        sigma = float(torch.linalg.svdvals((self.gain[:, None] * self.W[:, h]).double())[0])
+        if sigma > s_max:
+            self.W[:, h] *= s_max / sigma
+        return sigma

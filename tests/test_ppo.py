@@ -168,6 +168,37 @@ def test_target_kl_stops_the_update_before_the_step_that_exceeds_it():
     assert steps == {0.0: 4, 1e-12: 1}
 
 
+def test_recurrent_norm_limit_projects_the_h_to_h_map_and_holds_through_training(tmp_path):
+    """MSTPNCell.limit_recurrent_norm scales W's h columns to the bound (x columns untouched; a no-op below it);
+    a run with recurrent_norm_max starts projected and stays within the bound after its optimiser steps."""
+    from stoxbar.pong.gradients import recurrent_gain
+
+    torch.manual_seed(0)
+    agent = PongAgent(TINY)
+    c = agent.cell
+    with torch.no_grad():
+        c.gain.mul_(40.0)  # sigma_max well above 1
+    before = recurrent_gain(agent)["sigma_max"]
+    x_cols = c.W[:, :c.n_in].clone()
+    assert before > 1.0 and c.limit_recurrent_norm(0.5) == pytest.approx(before)
+    assert recurrent_gain(agent)["sigma_max"] == pytest.approx(0.5, rel=1e-6)
+    assert torch.equal(c.W[:, :c.n_in], x_cols)
+    w = c.W.clone()
+    c.limit_recurrent_norm(0.6)  # already below: unchanged
+    assert torch.equal(c.W, w)
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=8, total_steps=64, checkpoint_every=1, log_every=1,
+                      runs_dir=str(tmp_path), seed=2, algo="ppo", ppo_epochs=2, ppo_minibatches=2, lr=1e-2,
+                      recurrent_norm_max=0.05)
+    run = train(cfg, echo=lambda s: None)
+    trained = PongAgent(TINY)
+    trained.load_state_dict(load_checkpoint(run / "checkpoint.pt")["model"])
+    assert recurrent_gain(trained)["sigma_max"] <= 0.05 * (1 + 1e-6)
+    with pytest.raises(ConfigError, match="recurrent_norm_max = 1.0: bounds the m-STPN's h -> h map"):
+        TrainConfig(arch=dataclasses.replace(TINY, cell="stpn"), recurrent_norm_max=1.0)
+    with pytest.raises(ConfigError, match="recurrent_norm_max"):
+        TrainConfig(recurrent_norm_max=-1.0)
+
+
 def _rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
