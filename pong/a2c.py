@@ -672,6 +672,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
                                   env_threads=cfg.env_threads, env_groups=cfg.env_groups,
                                   group_threads=cfg.group_threads, max_minutes=cfg.max_minutes,
                                   **{k: getattr(cfg, k) for k in resume_overrides})
+        _check_ppo_options(cfg)  # with the run's own algo
         saved_counters = ckpt["counters"]
         if (not isinstance(saved_counters, dict) or set(saved_counters) - set(counters)
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in saved_counters.values())):
@@ -706,6 +707,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
             _truncate_csv(src / "episodes.csv", "steps", counters["steps"], run_dir / "episodes.csv")
     else:
         # check what can be checked before a run directory exists (a refused preset leaves nothing behind)
+        _check_ppo_options(cfg)
         if cfg.init_from:  # fine-tuning: the checkpoint's architecture and device, checked before any run dir
             start, _ = start_agent(cfg)
             cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()))
@@ -716,9 +718,6 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         lock = DirLock(run_dir, "training run", command).acquire()
     fresh = ckpt is None or parent is not None
     try:
-        for name in ("state_grad_clip", "target_kl"):  # PPO's options; here: a resumed run's algo is its own
-            if getattr(cfg, name) and cfg.algo != "ppo":
-                raise ConfigError(f"{name} = {getattr(cfg, name)!r}: a PPO option; allowed for algo {cfg.algo!r}: 0")
         return _train_in(run_dir, cfg, ckpt, ckpt_path if ckpt is not None else None, counters, recent, parent, echo,
                          device if ckpt is None else None)
     except BaseException:
@@ -729,6 +728,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         raise
     finally:
         lock.release()
+
+
+def _check_ppo_options(cfg: TrainConfig) -> None:
+    for name in ("state_grad_clip", "target_kl"):
+        if getattr(cfg, name) and cfg.algo != "ppo":
+            raise ConfigError(f"{name} = {getattr(cfg, name)!r}: a PPO option; allowed for algo {cfg.algo!r}: 0")
 
 
 def _only_lock(run_dir: Path) -> bool:
