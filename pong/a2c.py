@@ -52,7 +52,7 @@ from torch import Tensor
 
 from stoxbar.core import fsio
 from stoxbar.core.fsio import DirLock
-from stoxbar.pong.agent import ArchConfig, PongAgent, device_from_preset
+from stoxbar.pong.agent import ArchConfig, PongAgent, check_recurrent_norm_max, device_from_preset
 from stoxbar.stpn.cells import DECAY_ADDRESSINGS
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_agent,
                                      load_checkpoint, new_run_dir, save_checkpoint)
@@ -171,9 +171,8 @@ class TrainConfig:
         check_range("state_grad_clip", self.state_grad_clip, 0.0, 1e6)  # PPO only: checked by train()
         check_range("target_kl", self.target_kl, 0.0, 10.0)  # PPO only: checked by train()
         check_range("recurrent_norm_max", self.recurrent_norm_max, 0.0, 100.0)
-        if self.recurrent_norm_max and (self.arch.cell != "mstpn" or not self.arch.h_feedback) and not self.init_from:
-            raise ConfigError(f"recurrent_norm_max = {self.recurrent_norm_max!r}: bounds the m-STPN's h -> h map; "
-                              f"allowed for cell {self.arch.cell!r} (h_feedback {self.arch.h_feedback}): 0")
+        if not self.init_from:  # a fine-tune's agent is checked by its runner (its arch is the checkpoint's)
+            check_recurrent_norm_max(self.recurrent_norm_max, self.arch)
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
             raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
                               f"allowed for cell {self.arch.cell!r}: 1")
@@ -711,6 +710,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         if cfg.init_from:  # fine-tuning: the checkpoint's architecture and device, checked before any run dir
             start, _ = start_agent(cfg)
             cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()))
+            check_recurrent_norm_max(cfg.recurrent_norm_max, cfg.arch)  # the checkpoint's arch
             device = start.device_model
         else:
             device = device_from_preset(cfg.arch.device_preset) if cfg.arch.cell == "mstpn" else None

@@ -66,6 +66,14 @@ class StateGradClip:
         return tuple(_ClipStateGrad.apply(s, self) if s.requires_grad else s for s in state)
 
 
+def check_recurrent_norm_max(value: float, arch: "ArchConfig") -> None:
+    """A bound on the h -> h map (TrainConfig.recurrent_norm_max, MSTPNCell.limit_recurrent_norm) needs an
+    m-STPN with its h feedback."""
+    if value and (arch.cell != "mstpn" or not arch.h_feedback):
+        raise ConfigError(f"recurrent_norm_max = {value!r}: bounds the m-STPN's h -> h map; allowed for cell "
+                          f"{arch.cell!r} (h_feedback {arch.h_feedback}): 0")
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     """Network architecture (saved in checkpoints; a checkpoint loads only into the same one).

@@ -48,7 +48,7 @@ May import: scipy, torch, stoxbar.core.validation, stoxbar.pong.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from scipy import stats
@@ -119,6 +119,36 @@ def tied_views(agent: PongAgent) -> Dict[str, Tuple[str, Callable[[Tensor], Tens
     return out
 
 
+def _minibatches(agent: PongAgent, cfg: TrainConfig, rollouts: int, envs: int, minibatches: int, rollout_len: int,
+                 seed: int, **overrides) -> Iterator[Tuple[int, int, PPORunner, Dict[str, Any], Tensor]]:
+    """The minibatches both analyses replay: ``rollouts`` rollouts of ``rollout_len`` steps of the checkpoint's
+    sampled policy in ``envs`` fresh emulators (env i: ``seed`` + i; torch seeded with ``seed`` in a forked RNG),
+    each split into ``minibatches`` groups of whole env sequences, as the training splits them. ``cfg``: the run's
+    training configuration, with PPO, one emulator group, these sizes and ``overrides``. Yields (rollout,
+    minibatch, runner, buffers, env indices); the emulators are closed and the gradients cleared at the end."""
+    check_int("envs", envs, 2, 1024)  # checked here, before the first sample is asked for
+    check_int("minibatches", minibatches, 1, envs)
+    check_int("seed", seed, 0, 2**31 - 1 - envs)
+    cfg = dataclasses.replace(cfg, algo="ppo", num_envs=envs, rollout_len=rollout_len, ppo_minibatches=minibatches,
+                              env_groups=1, group_threads=False, ppo_epochs=1, **overrides)
+
+    def samples():
+        agent.train()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            runner = PPORunner(agent, None, cfg, env_seed=seed)
+            try:
+                for r in range(rollouts):
+                    buf, _, _ = runner._rollout()
+                    for m, idx in enumerate(torch.arange(envs).tensor_split(minibatches)):
+                        yield r, m, runner, buf, idx
+            finally:
+                agent.zero_grad(set_to_none=True)
+                runner.close()
+
+    return samples()
+
+
 def gradient_directions(agent: PongAgent, cfg: TrainConfig, rollouts: int = 8, envs: int = 16,
                         minibatches: int = 4, rollout_len: int = 128, seed: int = 100_000, flips: int = 100,
                         progress: Callable[[int, int], None] = lambda i, n: None) -> Dict[str, Any]:
@@ -131,37 +161,23 @@ def gradient_directions(agent: PongAgent, cfg: TrainConfig, rollouts: int = 8, e
     row per trainable parameter of ``agent`` and the tied rows of :func:`tied_views`.
     """
     check_int("rollouts", rollouts, 1)
-    check_int("envs", envs, 2, 1024)
-    check_int("minibatches", minibatches, 1, envs)
     check_int("rollout_len", rollout_len, 1, 1000)
-    check_int("seed", seed, 0, 2**31 - 1 - envs)
+    batches = _minibatches(agent, cfg, rollouts, envs, minibatches, rollout_len, seed)
     k = rollouts * minibatches
     if k < 2 or k > MAX_SAMPLES:
         raise ConfigError(f"rollouts x minibatches = {k}: must be in [2, {MAX_SAMPLES}] (gradient samples)")
-    cfg = dataclasses.replace(cfg, algo="ppo", num_envs=envs, rollout_len=rollout_len, ppo_minibatches=minibatches,
-                              env_groups=1, group_threads=False, ppo_epochs=1)
     params = {n: p for n, p in agent.named_parameters() if p.requires_grad}
     views = {n: (n, lambda g: g) for n in params} | tied_views(agent)
     samples: Dict[str, List[Tensor]] = {row: [] for row in views}
-    agent.train()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        runner = PPORunner(agent, None, cfg, env_seed=seed)
-        try:
-            done = 0
-            for _ in range(rollouts):
-                buf, _, _ = runner._rollout()
-                for idx in torch.arange(envs).tensor_split(minibatches):
-                    agent.zero_grad(set_to_none=True)
-                    runner._minibatch_loss(buf, idx, normalized(buf["adv"][:, idx]))
-                    for row, (name, view) in views.items():
-                        g = params[name].grad
-                        samples[row].append(view(torch.zeros_like(params[name]) if g is None else g.detach()).clone())
-                    done += 1
-                    progress(done, k)
-        finally:
-            agent.zero_grad(set_to_none=True)
-            runner.close()
+    done = 0
+    for _, _, runner, buf, idx in batches:
+        agent.zero_grad(set_to_none=True)
+        runner._minibatch_loss(buf, idx, normalized(buf["adv"][:, idx]))
+        for row, (name, view) in views.items():
+            g = params[name].grad
+            samples[row].append(view(torch.zeros_like(params[name]) if g is None else g.detach()).clone())
+        done += 1
+        progress(done, k)
     gen = torch.Generator().manual_seed(seed)
     rows = {row: {"shape": list(v[0].shape), **direction_stats(torch.stack(v), flips, gen)}
             for row, v in samples.items()}
@@ -237,15 +253,11 @@ def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3
     "minibatches": [{"rollout", "minibatch", "grad_norm", "state_grad_max", "env", "peak_step",
     "peak_over_median", "trace" (that env's norm per step), "clipped": {NORM: {"grad_norm", "cosine"}}}, ...]}``."""
     check_int("rollouts", rollouts, 1, MAX_SAMPLES)
-    check_int("envs", envs, 2, 1024)
-    check_int("minibatches", minibatches, 1, envs)
     check_int("rollout_len", rollout_len, 2, 1000)
-    check_int("seed", seed, 0, 2**31 - 1 - envs)
+    batches = _minibatches(agent, cfg, rollouts, envs, minibatches, rollout_len, seed, state_grad_clip=0.0)
     clips = [float(c) for c in clips]
     for c in clips:
         StateGradClip(c)  # checks the value (> 0)
-    cfg = dataclasses.replace(cfg, algo="ppo", num_envs=envs, rollout_len=rollout_len, ppo_minibatches=minibatches,
-                              env_groups=1, group_threads=False, ppo_epochs=1, state_grad_clip=0.0)
     params = [p for p in agent.parameters() if p.requires_grad]
 
     def grad(runner, buf, idx, carry) -> Tensor:
@@ -254,33 +266,23 @@ def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3
         return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
 
     out: List[Dict[str, Any]] = []
-    agent.train()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        runner = PPORunner(agent, None, cfg, env_seed=seed)
-        try:
-            for r in range(rollouts):
-                buf, _, _ = runner._rollout()
-                for m, idx in enumerate(torch.arange(envs).tensor_split(minibatches)):
-                    probe = StateGradProbe()
-                    g0 = grad(runner, buf, idx, probe)
-                    norms = probe.norms(len(idx))  # [T, B, tensors]
-                    per_env = norms.norm(dim=2)  # [T, B]: h and F together
-                    b = int(per_env.max(dim=0).values.argmax())
-                    peak, median = per_env[:, b].max(), per_env[:, b].median()
-                    rec = {"rollout": r, "minibatch": m, "grad_norm": float(g0.norm()),
-                           "state_grad_max": float(peak), "env": int(idx[b]), "peak_step": int(per_env[:, b].argmax()),
-                           "peak_over_median": float(peak / median) if median > 0 else float("inf"),
-                           "trace": [float(v) for v in per_env[:, b]], "clipped": {}}
-                    for c in clips:
-                        g = grad(runner, buf, idx, StateGradClip(c))
-                        rec["clipped"][f"{c:g}"] = {"grad_norm": float(g.norm()), "cosine": float(
-                            torch.nn.functional.cosine_similarity(g.double(), g0.double(), dim=0))}
-                    out.append(rec)
-                    progress(len(out), rollouts * minibatches)
-        finally:
-            agent.zero_grad(set_to_none=True)
-            runner.close()
+    for r, m, runner, buf, idx in batches:
+        probe = StateGradProbe()
+        g0 = grad(runner, buf, idx, probe)
+        norms = probe.norms(len(idx))  # [T, B, tensors]
+        per_env = norms.norm(dim=2)  # [T, B]: h and F together
+        b = int(per_env.max(dim=0).values.argmax())
+        peak, median = per_env[:, b].max(), per_env[:, b].median()
+        rec = {"rollout": r, "minibatch": m, "grad_norm": float(g0.norm()),
+               "state_grad_max": float(peak), "env": int(idx[b]), "peak_step": int(per_env[:, b].argmax()),
+               "peak_over_median": float(peak / median) if median > 0 else float("inf"),
+               "trace": [float(v) for v in per_env[:, b]], "clipped": {}}
+        for c in clips:
+            g = grad(runner, buf, idx, StateGradClip(c))
+            rec["clipped"][f"{c:g}"] = {"grad_norm": float(g.norm()), "cosine": float(
+                torch.nn.functional.cosine_similarity(g.double(), g0.double(), dim=0))}
+        out.append(rec)
+        progress(len(out), rollouts * minibatches)
     return {"settings": {"rollouts": rollouts, "envs": envs, "minibatches": minibatches, "rollout_len": rollout_len,
                          "seed": seed, "sticky": cfg.sticky, "clips": clips},
             "recurrent_gain": recurrent_gain(agent), "minibatches": out}

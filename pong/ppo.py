@@ -149,7 +149,7 @@ class PPORunner(EnvRunner):
         cfg = self.cfg
         state = tuple(s[idx] for s in buf["state0"])
         obs = buf["obs"][:, idx]
-        clip = StateGradClip(cfg.state_grad_clip) if cfg.state_grad_clip else None
+        clip = StateGradClip(cfg.state_grad_clip) if carry is None and cfg.state_grad_clip else None
         new_logp, new_v, ents, _ = evaluate_actions(self.agent, obs, buf["actions"][:, idx], buf["dones"][:, idx],
                                                     state, clip if carry is None else carry)
         loss, terms = ppo_loss(new_logp, buf["logps"][:, idx], new_v, buf["values"][:, idx], ents, adv,

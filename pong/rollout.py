@@ -4,7 +4,7 @@ emulator step, the optimiser step, the advantage estimate and the replay of a st
 :class:`EnvRunner` is the base of the A2C runner (pong/a2c.py) and the PPO runner (pong/ppo.py); both
 loops, checkpoints and logs are pong/a2c.py's ``train``.
 
-May import: numpy, torch, stoxbar.core.validation, stoxbar.pong.{agent,env}.
+May import: numpy, torch, stoxbar.pong.{agent,env}.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar.core.validation import ConfigError
-from stoxbar.pong.agent import PongAgent
+from stoxbar.pong.agent import PongAgent, check_recurrent_norm_max
 from stoxbar.pong.env import make_pong_env
 
 
@@ -121,6 +120,7 @@ class EnvRunner:
         self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
         self._pool = None  # group_threads: the groups' worker threads
         self.spikes = SpikeGuard(cfg.grad_spike)
+        check_recurrent_norm_max(cfg.recurrent_norm_max, agent.arch)
         self._limit_recurrent_norm()  # a start above the bound is projected before its first rollout
 
     def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
@@ -167,12 +167,8 @@ class EnvRunner:
 
     def _limit_recurrent_norm(self) -> None:
         """``cfg.recurrent_norm_max`` (if set): the m-STPN's h -> h map projected to it (docs/stpn.md §11.4)."""
-        s_max = getattr(self.cfg, "recurrent_norm_max", 0.0)
-        if s_max:
-            if not hasattr(self.agent.cell, "limit_recurrent_norm") or not self.agent.arch.h_feedback:
-                raise ConfigError(f"recurrent_norm_max = {s_max!r}: bounds the m-STPN's h -> h map; allowed for this "
-                                  f"agent (cell {self.agent.arch.cell!r}, h_feedback {self.agent.arch.h_feedback}): 0")
-            self.agent.cell.limit_recurrent_norm(s_max)
+        if self.cfg.recurrent_norm_max:
+            self.agent.cell.limit_recurrent_norm(self.cfg.recurrent_norm_max)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -197,6 +197,14 @@ def test_recurrent_norm_limit_projects_the_h_to_h_map_and_holds_through_training
         TrainConfig(arch=dataclasses.replace(TINY, cell="stpn"), recurrent_norm_max=1.0)
     with pytest.raises(ConfigError, match="recurrent_norm_max"):
         TrainConfig(recurrent_norm_max=-1.0)
+    # a fine-tune's agent is the checkpoint's: an STPN start is refused before any run directory exists
+    stpn = tmp_path / "stpn.pt"
+    save_checkpoint(stpn, PongAgent(dataclasses.replace(TINY, cell="stpn")))
+    runs = tmp_path / "finetune"
+    with pytest.raises(ConfigError, match="allowed for cell 'stpn'"):
+        train(dataclasses.replace(cfg, init_from=str(stpn), runs_dir=str(runs), recurrent_norm_max=1.0),
+              echo=lambda s: None)
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def _rows(path):
