@@ -189,7 +189,7 @@ template <typename T>
 STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* zh, const T* gain,
                     const T* lam, const T* gam, const T* thr, const T* dg, int L, T fmax, const T* h, const T* u,
                     const T* gFo, const T* gh, T* gF, T* gzh, T* gW, T* glam, T* ggam, T* ggain, T* gbias,
-                    T* scratch, int nth) {
+                    T* scratch, int nth, bool hebb_act) {
   const int64_t per = B * P + 4 * P;
   // a sparse zh[b] requests only its nonzero cells (st_request_sparse: the same bits; thresholds > 0),
   // into request arrays that hold 0 elsewhere
@@ -240,7 +240,9 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
           }
           if (sparse) stoxbar::st_clear_sparse<T>(nnz[b], nz + b * P, d, k, step);
         }
-        const T ga = (gh[bi] + r1) * (T(1) - hh * hh);
+        // hebb_act false: the Hebbian update's activity factors (h, zh) pass no gradient back (Gamma's does)
+        const T ga = (gh[bi] + (hebb_act ? r1 : T(0))) * (T(1) - hh * hh);
+        const T hz = hebb_act ? hh : T(0);
         gbias[i] += ga;
         ggain[i] += ga * uu;
         const T gu = ga * gain[i];
@@ -253,7 +255,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
             gWi[j] += gz_;
             gli[j] += g * Fr[j];
             ggi[j] += g * (hh * zb[j]);
-            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
+            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hz;
           }
         } else if (go) {
 #pragma omp simd
@@ -262,7 +264,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
             gWi[j] += gz_;
             gli[j] += g * Fr[j];
             ggi[j] += g * (hh * zb[j]);
-            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hh;
+            gzb[j] += gu * (Wi[j] + Fr[j]) + g * gi[j] * hz;
           }
         } else {
 #pragma omp simd
@@ -320,7 +322,7 @@ std::vector<Tensor> mstpn_forward(Tensor zh, Tensor F, Tensor W, Tensor gain, Te
 
 std::vector<Tensor> mstpn_backward(Tensor zh, Tensor F, Tensor W, Tensor gain, Tensor lam, Tensor gam, Tensor thr,
                                    Tensor dg, double fmax, Tensor h, Tensor u, std::optional<Tensor> gFo, Tensor gh,
-                                   bool need_gF) {
+                                   bool need_gF, bool hebb_act) {
   const auto dt = F.scalar_type();
   const int64_t B = F.size(0), H = F.size(1), P = F.size(2);
   const int L = (int)thr.numel();
@@ -339,7 +341,7 @@ std::vector<Tensor> mstpn_backward(Tensor zh, Tensor F, Tensor W, Tensor gain, T
                              gh.data_ptr<scalar_t>(), need_gF ? gF.data_ptr<scalar_t>() : nullptr,
                              gzh.data_ptr<scalar_t>(), gW.data_ptr<scalar_t>(), glam.data_ptr<scalar_t>(),
                              ggam.data_ptr<scalar_t>(), ggain.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
-                             scratch.data_ptr<scalar_t>(), nth);
+                             scratch.data_ptr<scalar_t>(), nth, hebb_act);
   });
   return {gzh, gF, gW, ggain, gb, glam, ggam};
 }

@@ -52,7 +52,7 @@ from torch import Tensor
 
 from stoxbar.core import fsio
 from stoxbar.core.fsio import DirLock
-from stoxbar.pong.agent import ArchConfig, PongAgent, check_recurrent_norm_max, device_from_preset
+from stoxbar.pong.agent import HEBBIAN_GRADS, ArchConfig, PongAgent, check_mstpn_training, device_from_preset
 from stoxbar.stpn.cells import DECAY_ADDRESSINGS
 from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_agent,
                                      load_checkpoint, new_run_dir, save_checkpoint)
@@ -131,6 +131,10 @@ class TrainConfig:
     # the m-STPN's long-term h -> h map (gain x W_hh) projected to this largest singular value after every optimiser
     # step and at the start (MSTPNCell.limit_recurrent_norm, docs/stpn.md §11.4); 0 = off
     recurrent_norm_max: float = 0.0
+    # the m-STPN's Hebbian update Gamma * (h z^T) in backward: "full", or "stop_activity": no gradient to its
+    # activity factors h and z (Gamma's stays), cutting the loop F -> h -> F' through which BPTT explodes
+    # (MSTPNCell.hebbian_activity_grad, docs/stpn.md §11.5)
+    hebbian_grad: str = "full"
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -171,8 +175,9 @@ class TrainConfig:
         check_range("state_grad_clip", self.state_grad_clip, 0.0, 1e6)  # PPO only: checked by train()
         check_range("target_kl", self.target_kl, 0.0, 10.0)  # PPO only: checked by train()
         check_range("recurrent_norm_max", self.recurrent_norm_max, 0.0, 100.0)
+        check_choice("hebbian_grad", self.hebbian_grad, HEBBIAN_GRADS)
         if not self.init_from:  # a fine-tune's agent is checked by its runner (its arch is the checkpoint's)
-            check_recurrent_norm_max(self.recurrent_norm_max, self.arch)
+            check_mstpn_training(self, self.arch)
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
             raise ConfigError(f"theta_lr_scale = {self.theta_lr_scale}: only an m-STPN has time constants (theta); "
                               f"allowed for cell {self.arch.cell!r}: 1")
@@ -710,7 +715,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         if cfg.init_from:  # fine-tuning: the checkpoint's architecture and device, checked before any run dir
             start, _ = start_agent(cfg)
             cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()))
-            check_recurrent_norm_max(cfg.recurrent_norm_max, cfg.arch)  # the checkpoint's arch
+            check_mstpn_training(cfg, cfg.arch)  # the checkpoint's arch
             device = start.device_model
         else:
             device = device_from_preset(cfg.arch.device_preset) if cfg.arch.cell == "mstpn" else None
@@ -957,6 +962,10 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     p.add_argument("--recurrent-norm-max", type=float, default=d.recurrent_norm_max, metavar="S",
                    help="m-STPN: project the long-term h -> h map (gain x W_hh) to a largest singular value <= S after "
                         "every optimiser step and at the start (docs/stpn.md §11.4; 1: contractive; 0: off, the default)")
+    p.add_argument("--hebbian-grad", default=d.hebbian_grad, choices=HEBBIAN_GRADS,
+                   help="m-STPN: the gradient of the Hebbian update Gamma (h z^T) in backward: full, or stop_activity "
+                        "(none to h and z, Gamma's kept: cuts the loop F -> h -> F' through which the BPTT gradient "
+                        "explodes; docs/stpn.md §11.5)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
@@ -1034,7 +1043,7 @@ def run_train(args: argparse.Namespace) -> int:
                       grad_spike=0.0 if args.grad_spike is None else args.grad_spike,
                       state_grad_clip=0.0 if args.state_grad_clip is None else args.state_grad_clip,
                       target_kl=0.0 if args.target_kl is None else args.target_kl,
-                      recurrent_norm_max=args.recurrent_norm_max)
+                      recurrent_norm_max=args.recurrent_norm_max, hebbian_grad=args.hebbian_grad)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,

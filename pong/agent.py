@@ -66,12 +66,20 @@ class StateGradClip:
         return tuple(_ClipStateGrad.apply(s, self) if s.requires_grad else s for s in state)
 
 
-def check_recurrent_norm_max(value: float, arch: "ArchConfig") -> None:
-    """A bound on the h -> h map (TrainConfig.recurrent_norm_max, MSTPNCell.limit_recurrent_norm) needs an
-    m-STPN with its h feedback."""
-    if value and (arch.cell != "mstpn" or not arch.h_feedback):
-        raise ConfigError(f"recurrent_norm_max = {value!r}: bounds the m-STPN's h -> h map; allowed for cell "
-                          f"{arch.cell!r} (h_feedback {arch.h_feedback}): 0")
+HEBBIAN_GRADS = ("full", "stop_activity")  # TrainConfig.hebbian_grad (MSTPNCell.hebbian_activity_grad)
+
+
+def check_mstpn_training(cfg: Any, arch: "ArchConfig") -> None:
+    """The m-STPN's training settings of ``cfg`` (a TrainConfig) against the agent's ``arch``: a bound on the
+    h -> h map (``recurrent_norm_max``, MSTPNCell.limit_recurrent_norm) needs an m-STPN with its h feedback; a
+    stopped Hebbian activity gradient (``hebbian_grad``, MSTPNCell.hebbian_activity_grad) an m-STPN."""
+    if cfg.recurrent_norm_max and (arch.cell != "mstpn" or not arch.h_feedback):
+        raise ConfigError(f"recurrent_norm_max = {cfg.recurrent_norm_max!r}: bounds the m-STPN's h -> h map; allowed "
+                          f"for cell {arch.cell!r} (h_feedback {arch.h_feedback}): 0")
+    check_choice("hebbian_grad", cfg.hebbian_grad, HEBBIAN_GRADS)
+    if cfg.hebbian_grad != "full" and arch.cell != "mstpn":
+        raise ConfigError(f"hebbian_grad = {cfg.hebbian_grad!r}: a setting of the m-STPN's Hebbian update; allowed "
+                          f"for cell {arch.cell!r}: 'full'")
 
 
 @dataclass(frozen=True)

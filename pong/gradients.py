@@ -40,7 +40,9 @@ env's norm of the loss gradient reaching its h_t and F_t (together); for the env
 of its peak and the peak over that env's median over the window (an unstable stretch of the recurrence shows
 as a peak 10^2-10^3 x the median, docs/stpn.md §11.2); and, for each ``--clips`` NORM, the parameter
 gradient with the state gradient clipped per step to NORM (``StateGradClip``): its norm and its cosine with
-the unclipped one.
+the unclipped one. ``--cut-state h`` or ``F`` detaches that part of the carried state at every step (the BPTT
+then runs through the other only): which path carries a spike (docs/stpn.md §11.5); ``--hebbian-grad`` measures
+under another setting of the m-STPN's Hebbian gradient than the run's.
 
 May import: scipy, torch, stoxbar.core.validation, stoxbar.pong.
 """
@@ -54,7 +56,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from stoxbar.core.validation import ConfigError, check_int
+from stoxbar.core.validation import ConfigError, check_choice, check_int
 from stoxbar.pong.a2c import TrainConfig
 from stoxbar.pong.agent import PongAgent, StateGradClip
 from stoxbar.pong.ppo import PPORunner, normalized
@@ -205,16 +207,23 @@ def format_rows(result: Dict[str, Any], only: List[str] = ()) -> List[str]:
     return lines
 
 
-class StateGradProbe:
-    """Applied to the state each replayed step carries (``PongAgent.unroll``'s ``state_grad_clip``): applies
-    ``clip`` (if any), then records, in backward, each sample's norm of the gradient reaching each carried
-    tensor (before the clip of that step passes it on). ``norms()``: [T, B, tensors], 0 where none arrived."""
+STATE_PARTS = ("h", "F")  # the carried state's tensors, in order (a cut names one)
 
-    def __init__(self, clip: Optional[StateGradClip] = None):
+
+class StateGradProbe:
+    """Applied to the state each replayed step carries (``PongAgent.unroll``'s ``state_grad_clip``): detaches
+    the part named by ``cut`` (``STATE_PARTS``; the BPTT runs through the rest), applies ``clip`` (if any), then
+    records, in backward, each sample's norm of the gradient reaching each carried tensor (before the clip of that
+    step passes it on). ``norms()``: [T, B, tensors], 0 where none arrived."""
+
+    def __init__(self, clip: Optional[StateGradClip] = None, cut: Optional[str] = None):
         self.clip = clip
+        self.cut = None if cut is None else STATE_PARTS.index(check_choice("cut_state", cut, STATE_PARTS))
         self._rows: List[List[Optional[Tensor]]] = []
 
     def __call__(self, state):
+        if self.cut is not None:
+            state = tuple(s.detach() if i == self.cut else s for i, s in enumerate(state))
         state = self.clip(state) if self.clip is not None else state
         row: List[Optional[Tensor]] = [None] * len(state)
         self._rows.append(row)
@@ -245,15 +254,17 @@ def recurrent_gain(agent: PongAgent) -> Optional[Dict[str, float]]:
 
 def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3, envs: int = 16,
                            minibatches: int = 4, rollout_len: int = 128, seed: int = 100_000,
-                           clips: Sequence[float] = (), progress: Callable[[int, int], None] = lambda i, n: None
-                           ) -> Dict[str, Any]:
+                           clips: Sequence[float] = (), cut: Optional[str] = None,
+                           progress: Callable[[int, int], None] = lambda i, n: None) -> Dict[str, Any]:
     """Profile the BPTT gradient through the carried state (module docstring) over ``rollouts`` rollouts of
     ``envs`` emulators split into ``minibatches`` (the sampling of :func:`gradient_directions`; the run's own
-    ``state_grad_clip`` is left out, ``clips`` are measured instead). Returns ``{"settings": ...,
+    ``state_grad_clip`` is left out, ``clips`` are measured instead; ``cut``: the state part detached at every
+    step, in all of them, :class:`StateGradProbe`). Returns ``{"settings": ...,
     "minibatches": [{"rollout", "minibatch", "grad_norm", "state_grad_max", "env", "peak_step",
     "peak_over_median", "trace" (that env's norm per step), "clipped": {NORM: {"grad_norm", "cosine"}}}, ...]}``."""
     check_int("rollouts", rollouts, 1, MAX_SAMPLES)
     check_int("rollout_len", rollout_len, 2, 1000)
+    StateGradProbe(cut=cut)  # checks the cut before any emulator starts
     batches = _minibatches(agent, cfg, rollouts, envs, minibatches, rollout_len, seed, state_grad_clip=0.0)
     clips = [float(c) for c in clips]
     for c in clips:
@@ -267,7 +278,7 @@ def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3
 
     out: List[Dict[str, Any]] = []
     for r, m, runner, buf, idx in batches:
-        probe = StateGradProbe()
+        probe = StateGradProbe(cut=cut)
         g0 = grad(runner, buf, idx, probe)
         norms = probe.norms(len(idx))  # [T, B, tensors]
         per_env = norms.norm(dim=2)  # [T, B]: h and F together
@@ -278,13 +289,14 @@ def state_gradient_profile(agent: PongAgent, cfg: TrainConfig, rollouts: int = 3
                "peak_over_median": float(peak / median) if median > 0 else float("inf"),
                "trace": [float(v) for v in per_env[:, b]], "clipped": {}}
         for c in clips:
-            g = grad(runner, buf, idx, StateGradClip(c))
+            g = grad(runner, buf, idx, StateGradProbe(StateGradClip(c), cut=cut))
             rec["clipped"][f"{c:g}"] = {"grad_norm": float(g.norm()), "cosine": float(
                 torch.nn.functional.cosine_similarity(g.double(), g0.double(), dim=0))}
         out.append(rec)
         progress(len(out), rollouts * minibatches)
     return {"settings": {"rollouts": rollouts, "envs": envs, "minibatches": minibatches, "rollout_len": rollout_len,
-                         "seed": seed, "sticky": cfg.sticky, "clips": clips},
+                         "seed": seed, "sticky": cfg.sticky, "clips": clips, "cut_state": cut,
+                         "hebbian_grad": cfg.hebbian_grad},
             "recurrent_gain": recurrent_gain(agent), "minibatches": out}
 
 
@@ -294,6 +306,11 @@ def format_profile(result: Dict[str, Any]) -> List[str]:
     lines = [f"state-gradient profile: {result['settings']['envs']} envs x {result['settings']['rollout_len']} steps "
              f"per rollout, {result['settings']['minibatches']} minibatches; max |dL/ds|: the largest norm of one env's "
              "gradient reaching its carried (h, F), at step 'peak'; peak/median: over that env's median in the window"]
+    st = result["settings"]
+    cut = st.get("cut_state")
+    lines.append(f"BPTT through: {'h and F' if cut is None else ' and '.join(p for p in STATE_PARTS if p != cut)}"
+                 f" (the carried {cut} detached at every step)" * (cut is not None)
+                 + f"; the m-STPN's Hebbian gradient: {st.get('hebbian_grad', 'full')}")
     rg = result.get("recurrent_gain")
     if rg is not None:
         lines.append(f"long-term h -> h map (gain x W_hh): largest singular value {rg['sigma_max']:.3f}, spectral radius "

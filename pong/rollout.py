@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stoxbar.pong.agent import PongAgent, check_recurrent_norm_max
+from stoxbar.pong.agent import PongAgent, check_mstpn_training
 from stoxbar.pong.env import make_pong_env
 
 
@@ -120,8 +120,10 @@ class EnvRunner:
         self.ep_len = np.zeros(cfg.num_envs, dtype=np.int64)
         self._pool = None  # group_threads: the groups' worker threads
         self.spikes = SpikeGuard(cfg.grad_spike)
-        check_recurrent_norm_max(cfg.recurrent_norm_max, agent.arch)
+        check_mstpn_training(cfg, agent.arch)
         self._limit_recurrent_norm()  # a start above the bound is projected before its first rollout
+        if agent.arch.cell == "mstpn":  # the run's setting, on the agent it trains (docs/stpn.md §11.5)
+            agent.cell.hebbian_activity_grad = cfg.hebbian_grad == "full"
 
     def _finish_step(self, g: int, t: int, state, rewards, dones, finished, slot: Optional[int] = None):
         """Receive group ``g``'s step ``t`` (sent earlier): observations, rewards, finished games

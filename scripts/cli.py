@@ -262,6 +262,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _gradients(args: argparse.Namespace) -> int:
     import torch
 
+    import dataclasses
+
     from stoxbar.core.fsio import atomic_write_json, check_new_file
     from stoxbar.core.validation import ConfigError, check_int
     from stoxbar.pong.a2c import TrainConfig
@@ -280,12 +282,15 @@ def _gradients(args: argparse.Namespace) -> int:
         print(f"\rgradient sample {i}/{n}", end="", file=sys.stderr, flush=True)
 
     cfg = TrainConfig.from_dict(ckpt["train_config"])
-    if args.clips and not args.state_profile:
-        raise ConfigError("--clips needs --state-profile")
+    if args.hebbian_grad is not None:
+        cfg = dataclasses.replace(cfg, hebbian_grad=args.hebbian_grad)
+    for name, given in (("--clips", args.clips), ("--cut-state", args.cut_state)):
+        if given and not args.state_profile:
+            raise ConfigError(f"{name} needs --state-profile")
     if args.state_profile:
         res = state_gradient_profile(agent, cfg, rollouts=args.rollouts, envs=args.envs, minibatches=args.minibatches,
                                      rollout_len=args.rollout_len, seed=args.seed, clips=args.clips,
-                                     progress=progress)
+                                     cut=args.cut_state, progress=progress)
         lines = format_profile(res)
     else:
         res = gradient_directions(agent, cfg, rollouts=args.rollouts, envs=args.envs, minibatches=args.minibatches,
@@ -453,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instead: where the BPTT gradient through (h, F) grows, per minibatch (docs/stpn.md §11.2)")
     gr.add_argument("--clips", type=float, nargs="*", default=[], metavar="NORM",
                     help="with --state-profile: also the gradient with the state gradient clipped per step to NORM")
+    gr.add_argument("--cut-state", default=None, metavar="PART",
+                    help="with --state-profile: detach this part of the carried state (h or F) at every step, so the "
+                         "BPTT runs through the other only (docs/stpn.md §11.5)")
+    gr.add_argument("--hebbian-grad", default=None, metavar="MODE",
+                    help="the m-STPN's Hebbian gradient setting to measure with: full or stop_activity (stoxbar train "
+                         "--hebbian-grad; default: the run's own)")
     gr.add_argument("--json", default=None, help="also write the statistics here (never overwritten)")
     gr.set_defaults(func=_gradients)
 

@@ -180,11 +180,11 @@ class _MSTPNStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, zh, F, W, gain, b, lam, gam, levels, f_max, record):
+    def forward(ctx, zh, F, W, gain, b, lam, gam, levels, f_max, record, hebbian_activity_grad=True):
         zh, F, W, gain, b, lam, gam = (t.contiguous() for t in (zh, F, W, gain, b, lam, gam))
         h, Fo, counts, idx, u, dg, thr = _mstpn_native(zh, F, W, gain, b, lam, gam, levels, f_max, record)
         ctx.save_for_backward(zh, F, W, gain, lam, gam, h, u, dg, thr)
-        ctx.f_max = f_max
+        ctx.f_max, ctx.hebbian_activity_grad = f_max, hebbian_activity_grad
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(counts)
         if idx is not None:
@@ -197,8 +197,9 @@ class _MSTPNStep(torch.autograd.Function):
         gh = torch.zeros_like(h) if gh is None else gh.contiguous()
         gFo = None if gFo is None else gFo.contiguous()
         gzh, gF, gW, ggain, gb, glam, ggam = native.extension().mstpn_backward(
-            zh, F, W, gain, lam, gam, thr, dg, ctx.f_max, h, u, gFo, gh, ctx.needs_input_grad[1])
-        return gzh, (gF if ctx.needs_input_grad[1] else None), gW, ggain, gb, glam, ggam, None, None, None
+            zh, F, W, gain, lam, gam, thr, dg, ctx.f_max, h, u, gFo, gh, ctx.needs_input_grad[1],
+            ctx.hebbian_activity_grad)
+        return gzh, (gF if ctx.needs_input_grad[1] else None), gW, ggain, gb, glam, ggam, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,6 +363,10 @@ class MSTPNCell(_CellBase):
         self._lam_cache: Optional[Tuple[tuple, Tensor]] = None
         self._known_zero: Optional[Tuple[Tensor, int]] = None  # the F the still step returned (_still)
         self.h_feedback = True  # False: the layer sees only the encoder (h part of z zeroed; an ablation)
+        # False: in backward, the Hebbian update Gamma * (h z_hat^T) passes no gradient to its activity factors
+        # h and z_hat (Gamma's gradient stays); the forward is unchanged. Cuts the loop F -> h -> F' through
+        # which the BPTT gradient explodes (docs/stpn.md §11.5); a training setting (TrainConfig.hebbian_grad)
+        self.hebbian_activity_grad = True
 
     # -- decay: Lambda through the bias voltage ------------------------------------------------
     def decay_parameters(self) -> Tuple[str, ...]:
@@ -521,12 +526,14 @@ class MSTPNCell(_CellBase):
                 increment_version(F)  # the kernel wrote F's memory: what keys on F's version sees the change
             else:
                 h, F_new, counts, idx = _MSTPNStep.apply(zh, F, self.W, self.gain, self.b, params[0], params[1],
-                                                         self.levels, self.f_max, self.record_levels)
+                                                         self.levels, self.f_max, self.record_levels,
+                                                         self.hebbian_activity_grad)
             self._uncounted_idx = None
         else:
             a = self.mvm(zh, F)
             h = self.activation(a)
-            F_new, idx = self.plastic_update(F, h, zh, params)
+            hebb = (h, zh) if self.hebbian_activity_grad else (h.detach(), zh.detach())
+            F_new, idx = self.plastic_update(F, *hebb, params)
             if idx is None:  # a plastic_update that keeps no levels has counted them: level_counts(None)
                 counts, self._uncounted_idx = self.level_counts(None), None
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stoxbar.core.validation import ConfigError
 from stoxbar.pong.a2c import TrainConfig
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
@@ -109,6 +110,24 @@ def test_state_grad_probe_records_the_gradient_reaching_each_carried_state():
         for i, x in enumerate(state):
             torch.testing.assert_close(norms[t, :, i], x.grad.reshape(3, -1).norm(dim=1))
 
+    # a cut: F detached at every step, the BPTT runs through h only: no gradient reaches a carried F, and the
+    # parameters' gradient is that of a carry that detaches F itself, and not the full BPTT's
+    g_full = [p.grad.clone() for p in agent.parameters() if p.grad is not None]
+    agent.zero_grad()
+    cut = StateGradProbe(cut="F")
+    logp = evaluate_actions(agent, frames, actions, dones, state0, cut)[0]
+    (-logp.sum()).backward()
+    g_cut = [p.grad.clone() for p in agent.parameters() if p.grad is not None]
+    assert float(cut.norms(3)[..., 1].abs().max()) == 0.0 and float(cut.norms(3)[:-1, :, 0].min()) > 0
+    agent.zero_grad()
+    logp = evaluate_actions(agent, frames, actions, dones, state0, lambda s: (s[0], s[1].detach()))[0]
+    (-logp.sum()).backward()
+    for a, b in zip(g_cut, [p.grad for p in agent.parameters() if p.grad is not None]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not all(torch.allclose(a, b) for a, b in zip(g_cut, g_full))
+    with pytest.raises(ConfigError, match="cut_state = 'G'"):
+        StateGradProbe(cut="G")
+
 
 def test_state_gradient_profile_on_real_pong(tmp_path, capsys):
     agent, ckpt = load_agent(SHIPPED_CHECKPOINT)
@@ -129,7 +148,9 @@ def test_state_gradient_profile_on_real_pong(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "clip 0.3: norm, cos" in text and "spectral radius" in text and out.exists()
     for argv, msg in ((["--state-profile", "--clips", "0"], "state_grad_clip = 0"),
-                      (["--clips", "0.3"], "--clips needs --state-profile")):
+                      (["--clips", "0.3"], "--clips needs --state-profile"),
+                      (["--state-profile", "--hebbian-grad", "sometimes"], "hebbian_grad = 'sometimes'"),
+                      (["--cut-state", "F"], "--cut-state needs --state-profile")):
         assert main(["gradients", str(SHIPPED_CHECKPOINT), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("stoxbar gradients: error:") and msg in err and "\n" not in err

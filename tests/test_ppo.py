@@ -207,6 +207,35 @@ def test_recurrent_norm_limit_projects_the_h_to_h_map_and_holds_through_training
     assert not runs.exists() or not any(runs.iterdir())
 
 
+
+def test_hebbian_grad_setting_reaches_the_trained_cell(tmp_path):
+    """``hebbian_grad = "stop_activity"``: the runner sets it on the agent it trains (a runner of the default
+    leaves the full gradient); a run trains with it (Gamma and W move, W elsewhere than under the full gradient
+    from the same start) and keeps it in its config; a bad value or a non-m-STPN cell is refused with one line
+    naming the field."""
+    cfg = TrainConfig(arch=TINY, num_envs=4, rollout_len=8, total_steps=64, checkpoint_every=1, log_every=1,
+                      runs_dir=str(tmp_path), seed=2, algo="ppo", ppo_epochs=2, ppo_minibatches=2, lr=1e-2,
+                      hebbian_grad="stop_activity")
+    agent = PongAgent(TINY)
+    for setting, flag in (("stop_activity", False), ("full", True)):
+        runner = PPORunner(agent, None, dataclasses.replace(cfg, hebbian_grad=setting), env_seed=0)
+        runner.close()
+        assert agent.cell.hebbian_activity_grad is flag
+    torch.manual_seed(2)
+    start = PongAgent(TINY).state_dict()
+    run = train(cfg, echo=lambda s: None)
+    trained = load_checkpoint(run / "checkpoint.pt")
+    assert TrainConfig.from_dict(trained["train_config"]).hebbian_grad == "stop_activity"
+    for name in ("cell.gam", "cell.W"):
+        assert not torch.equal(trained["model"][name], start[name])
+    full = load_checkpoint(train(dataclasses.replace(cfg, hebbian_grad="full"), echo=lambda s: None) / "checkpoint.pt")
+    assert not torch.allclose(full["model"]["cell.W"], trained["model"]["cell.W"])  # the same start, other gradients
+    with pytest.raises(ConfigError, match="hebbian_grad = 'sometimes'.*'full', 'stop_activity'"):
+        TrainConfig(hebbian_grad="sometimes")
+    with pytest.raises(ConfigError, match="hebbian_grad = 'stop_activity': a setting of the m-STPN's Hebbian"):
+        TrainConfig(arch=dataclasses.replace(TINY, cell="stpn"), hebbian_grad="stop_activity")
+
+
 def _rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

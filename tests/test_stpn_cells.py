@@ -440,3 +440,51 @@ def test_mstpn_kernel_gradients_equal_reference_for_each_level_count(n_levels):
     assert torch.equal(F_k, F_r) and bool((F_k.abs() == cell.f_max).any())
     for a, b in zip(g_k, g_r):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("use_kernel", KERNEL)
+def test_mstpn_stopped_hebbian_activity_gradient(use_kernel):
+    """``hebbian_activity_grad = False`` (training's ``--hebbian-grad stop_activity``): the forward is unchanged,
+    and the Hebbian update Gamma (h z^T) passes no gradient to h and z: a loss on F_new alone then gives W, gain,
+    b and the input no gradient (they reach F_new only through h and z), while Gamma and theta keep theirs (the
+    same values as with the full gradient); over several steps the kernel's gradients equal the torch reference's."""
+    torch.manual_seed(4)
+    cell = MSTPNCell(10, 4, _device(), DT).double()
+    with torch.no_grad():
+        cell.gam.uniform_(-3.0, 3.0)
+        cell.theta.uniform_(-6, 6)
+    cell.use_kernel = use_kernel
+    x = torch.rand(3, 10, dtype=torch.float64)
+    F0 = torch.rand(3, 4, 14, dtype=torch.float64) * cell.f_max * 0.5
+    c = torch.randn(3, 4, 14, dtype=torch.float64)
+
+    def one_step(flag):
+        cell.zero_grad()
+        cell.hebbian_activity_grad = flag
+        xg = x.clone().requires_grad_()
+        h, (_, F1) = cell(xg, (torch.zeros(3, 4, dtype=torch.float64), F0))
+        (F1 * c).sum().backward()
+        return h.detach(), F1.detach(), {n: p.grad for n, p in cell.named_parameters()}, xg.grad
+
+    h_full, F_full, g_full, gx_full = one_step(True)
+    h_stop, F_stop, g_stop, gx_stop = one_step(False)
+    assert torch.equal(h_full, h_stop) and torch.equal(F_full, F_stop)
+    for name in ("W", "gain", "b"):
+        assert float(g_full[name].abs().max()) > 0 and (g_stop[name] is None or not bool(g_stop[name].any()))
+    assert float(gx_full.abs().max()) > 0 and (gx_stop is None or not bool(gx_stop.any()))
+    for name in ("gam", "theta"):
+        assert float(g_stop[name].abs().max()) > 0
+        torch.testing.assert_close(g_stop[name], g_full[name], rtol=1e-12, atol=0)
+
+    if use_kernel:  # several steps: kernel = reference, and the stop changes the gradient
+        xs = [torch.rand(3, 10, dtype=torch.float64) for _ in range(6)]
+        cell.hebbian_activity_grad = False
+        F_k, g_k = _run(cell, xs)
+        cell.use_kernel = False
+        F_r, g_r = _run(cell, xs)
+        torch.testing.assert_close(F_k, F_r, rtol=1e-10, atol=1e-12)
+        for a, b in zip(g_k, g_r):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        cell.hebbian_activity_grad = True
+        _, g_full = _run(cell, xs)
+        assert not torch.allclose(g_full[0], g_r[0])  # W's gradient: the loop through F is gone
