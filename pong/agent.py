@@ -76,8 +76,7 @@ def check_mstpn_training(cfg: Any, arch: "ArchConfig") -> None:
     if cfg.recurrent_norm_max and (arch.cell != "mstpn" or not arch.h_feedback):
         raise ConfigError(f"recurrent_norm_max = {cfg.recurrent_norm_max!r}: bounds the m-STPN's h -> h map; allowed "
                           f"for cell {arch.cell!r} (h_feedback {arch.h_feedback}): 0")
-    check_choice("hebbian_grad", cfg.hebbian_grad, HEBBIAN_GRADS)
-    if cfg.hebbian_grad != "full" and arch.cell != "mstpn":
+    if cfg.hebbian_grad != "full" and arch.cell != "mstpn":  # its value is TrainConfig's own check
         raise ConfigError(f"hebbian_grad = {cfg.hebbian_grad!r}: a setting of the m-STPN's Hebbian update; allowed "
                           f"for cell {arch.cell!r}: 'full'")
 

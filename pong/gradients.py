@@ -308,9 +308,9 @@ def format_profile(result: Dict[str, Any]) -> List[str]:
              "gradient reaching its carried (h, F), at step 'peak'; peak/median: over that env's median in the window"]
     st = result["settings"]
     cut = st.get("cut_state")
-    lines.append(f"BPTT through: {'h and F' if cut is None else ' and '.join(p for p in STATE_PARTS if p != cut)}"
-                 f" (the carried {cut} detached at every step)" * (cut is not None)
-                 + f"; the m-STPN's Hebbian gradient: {st.get('hebbian_grad', 'full')}")
+    through = "h and F" if cut is None else (f"{' and '.join(p for p in STATE_PARTS if p != cut)} (the carried {cut} "
+                                             "detached at every step)")
+    lines.append(f"BPTT through: {through}; the m-STPN's Hebbian gradient: {st.get('hebbian_grad', 'full')}")
     rg = result.get("recurrent_gain")
     if rg is not None:
         lines.append(f"long-term h -> h map (gain x W_hh): largest singular value {rg['sigma_max']:.3f}, spectral radius "

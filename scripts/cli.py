@@ -260,9 +260,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _gradients(args: argparse.Namespace) -> int:
-    import torch
-
     import dataclasses
+
+    import torch
 
     from stoxbar.core.fsio import atomic_write_json, check_new_file
     from stoxbar.core.validation import ConfigError, check_int
