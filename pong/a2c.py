@@ -78,7 +78,7 @@ def check_grad_spike(value: float, field: str = "grad_spike") -> float:
 
 
 # TrainConfig fields a resumed run takes from the command line when given there (the others stay the run's own)
-RESUME_OVERRIDES = ("grad_spike", "state_grad_clip", "target_kl")
+RESUME_OVERRIDES = ("grad_spike", "state_grad_clip", "target_kl", "anneal_lr")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,9 @@ class TrainConfig:
     # activity factors h and z (Gamma's stays), cutting the loop F -> h -> F' through which BPTT explodes
     # (MSTPNCell.hebbian_activity_grad, docs/stpn.md §11.5)
     hebbian_grad: str = "full"
+    # every parameter group's learning rate falls linearly from its base at step 0 to 0 at total_steps, set before
+    # each update (CleanRL's anneal_lr, the default of its ppo_atari_lstm.py; set_annealed_lr)
+    anneal_lr: bool = False
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -176,6 +179,8 @@ class TrainConfig:
         check_range("target_kl", self.target_kl, 0.0, 10.0)  # PPO only: checked by train()
         check_range("recurrent_norm_max", self.recurrent_norm_max, 0.0, 100.0)
         check_choice("hebbian_grad", self.hebbian_grad, HEBBIAN_GRADS)
+        if not isinstance(self.anneal_lr, bool):
+            raise ConfigError(f"anneal_lr must be true or false, got {self.anneal_lr!r}")
         if not self.init_from:  # a fine-tune's agent is checked by its runner (its arch is the checkpoint's)
             check_mstpn_training(self, self.arch)
         if self.theta_lr_scale != 1.0 and self.arch.cell != "mstpn":
@@ -301,9 +306,20 @@ class CollapseGuard:
         model, optim = self._saved
         for group in optim["param_groups"]:
             group["lr"] *= self.lr_factor
+            if "lr_base" in group:  # an annealed schedule (set_annealed_lr) falls from the scaled base
+                group["lr_base"] *= self.lr_factor
         agent.load_state_dict(model)
         opt.load_state_dict(copy.deepcopy(optim))
         return float(opt.param_groups[0]["lr"])
+
+
+def set_annealed_lr(opt: torch.optim.Optimizer, frac: float) -> None:
+    """Each parameter group's lr = its base lr x ``frac`` (the schedule's remaining fraction, clamped to [0, 1]).
+    The base is the group's lr when first annealed, kept in the group as ``lr_base`` (so it travels with the
+    optimiser state through checkpoints and resumes, and a rollback scales it)."""
+    frac = min(max(frac, 0.0), 1.0)
+    for group in opt.param_groups:
+        group["lr"] = group.setdefault("lr_base", group["lr"]) * frac
 
 
 def make_optimizer(agent: PongAgent, cfg: TrainConfig) -> torch.optim.Adam:
@@ -811,6 +827,8 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
         with _Stop() as stop:
             while counters["steps"] < cfg.total_steps and not stop.requested:
                 steps0 = counters["steps"]
+                if cfg.anneal_lr:
+                    set_annealed_lr(opt, 1.0 - steps0 / cfg.total_steps)
                 terms, finished = runner.update()
                 counters["update"] += 1
                 counters["steps"] += N * cfg.rollout_len
@@ -966,6 +984,9 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="m-STPN: the gradient of the Hebbian update Gamma (h z^T) in backward: full, or stop_activity "
                         "(none to h and z, Gamma's kept: cuts the loop F -> h -> F' through which the BPTT gradient "
                         "explodes; docs/stpn.md §11.5)")
+    p.add_argument("--anneal-lr", action="store_true", default=None,
+                   help="the learning rate falls linearly to 0 at --steps (CleanRL's anneal_lr; every parameter "
+                        "group from its own base; given on --resume, the run's lr there is the base)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (torch and emulators)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--env-threads", type=int, default=d.env_threads, help="emulator threads")
@@ -1043,7 +1064,8 @@ def run_train(args: argparse.Namespace) -> int:
                       grad_spike=0.0 if args.grad_spike is None else args.grad_spike,
                       state_grad_clip=0.0 if args.state_grad_clip is None else args.state_grad_clip,
                       target_kl=0.0 if args.target_kl is None else args.target_kl,
-                      recurrent_norm_max=args.recurrent_norm_max, hebbian_grad=args.hebbian_grad)
+                      recurrent_norm_max=args.recurrent_norm_max, hebbian_grad=args.hebbian_grad,
+                      anneal_lr=bool(args.anneal_lr))
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,

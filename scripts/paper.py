@@ -2,9 +2,10 @@
 
 Without ``--waterfall`` it prints (and with ``--json`` writes) the paper-mode estimate
 (docs/paper-energy.md §1-2): every assumption of the paper is an option whose default is the
-paper's value. With ``--waterfall FIG.png`` it also plays the shipped checkpoint's game(s) on the
-simulated chip (about 10-30 s a game) and walks from the paper's figure to stoxbar's ``system``
-figure one assumption at a time (§3), writing the figure and, with ``--json``, the table.
+paper's value. With ``--waterfall FIG.png`` it also plays game(s) of the shipped checkpoint (or of
+``--checkpoint``) on the simulated chip (about 10-30 s a game) and walks from the paper's figure to
+stoxbar's ``system`` figure one assumption at a time (§3), writing the figure and, with ``--json``, the
+table.
 
 May import: everything in stoxbar (the top of the dependency order).
 """
@@ -77,11 +78,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_accel_arguments(p)
     p.add_argument("--waterfall", default=None, metavar="PNG",
-                   help="play the shipped checkpoint and write the waterfall figure here (never overwrites)")
+                   help="play the checkpoint (--checkpoint) and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
+    p.add_argument("--checkpoint", default=None, metavar="PT",
+                   help="the agent of the waterfall's games (default: the shipped checkpoint)")
     from stoxbar.scripts.energy import add_device_argument
 
-    add_device_argument(p, None, "; the chip of the waterfall's games (default: the shipped checkpoint's)")
+    add_device_argument(p, None, "; the chip of the waterfall's games (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the waterfall's games")
     add_bias_arguments(p)  # the waterfall's chip (the analytic estimate takes --bias-v etc.)
 
@@ -158,7 +161,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dic
 
     from stoxbar.crossbar import EnergyLedger
     from stoxbar.peripherals import PeripheryConfig
-    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, chip_device, load_agent
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, checkpoint_source, chip_device, load_agent
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.env import REPEAT_ACTION_PROBABILITY
     from stoxbar.pong.evaluate import build_analog_cell, play_games
@@ -168,10 +171,14 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dic
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
+    checkpoint = str(SHIPPED_CHECKPOINT) if args.checkpoint is None else args.checkpoint
+    if not os.path.isfile(checkpoint):
+        raise ConfigError(f"--checkpoint {checkpoint}: no such file")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    agent, _ = load_agent(str(SHIPPED_CHECKPOINT))
-    device = device if device is not None else chip_device(agent, SHIPPED_CHECKPOINT)
+    agent, ckpt = load_agent(checkpoint)
+    source = {"checkpoint": checkpoint, **checkpoint_source(checkpoint, ckpt)}
+    device = device if device is not None else chip_device(agent, checkpoint)
     periphery = PeripheryConfig()
     periphery = replace(periphery, dac=replace(periphery.dac, v_read_v=device.v_read_v))  # the DAC drives the device's read
     periphery = apply_steps(periphery, bias_steps(args))
@@ -188,7 +195,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dic
                          pulses_per_game=pulses["pulses"] / games)
     periods = (1e-3, 1e-2, 4 / 60, 0.3, 1.0, 10.0)
     rows = ratio_vs_step_period(per_game, steps, agent.arch, periods, spec, accel=accel_from_args(args))
-    print(f"\nwaterfall over {games} game(s) of the shipped checkpoint (scores {res.scores}, {steps} steps per game)")
+    print(f"\nwaterfall over {games} game(s) of {checkpoint} (scores {res.scores}, {steps} steps per game)")
     print(f"{'step':<58}{'memristive J':>13}{'GPU J':>11}{'factor':>9}{'ratio':>10}")
     for s in steps_wf:
         print(f"{s.label:<58}{s.memristive_j:>13.4g}{s.gpu_j:>11.4g}{s.factor:>9.3g}{s.ratio:>9.4g}x")
@@ -208,6 +215,6 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dic
                                                          ("roofline", "latency", "dedicated", "digital")))
     waterfall_figure(steps_wf, rows, args.waterfall, doc["ratio_vs_hold"])
     print(f"wrote {args.waterfall}")
-    return {"games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
+    return {**source, "games": games, "scores": res.scores, "steps_per_game": steps, "table": waterfall_table(steps_wf),
             "ratio_vs_step_period": rows, "gap_decomposition": gap, "pulses": pulses, "system_by_component_j_per_game": per_game,
             "g_long_term_sum_s": g_sum, "v2g_sum_w_per_v0": v2g_sum}

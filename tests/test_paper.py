@@ -15,6 +15,9 @@ from stoxbar.pong.paper import (
     waterfall)
 from stoxbar.scripts.cli import main as cli_main
 from stoxbar.core.validation import ConfigError
+from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+
+A2C_CHECKPOINT = str(SHIPPED_CHECKPOINT.parent.parent / "pong_mstpn_a2c" / "checkpoint.pt")  # the default until session 29
 
 
 def test_paper_mode_defaults():
@@ -147,11 +150,14 @@ def test_cli_paper_json(tmp_path, capsys):
 
 
 def test_cli_paper_waterfall_on_a_real_game(tmp_path):
-    """One greedy game of the shipped checkpoint on the chip (~10 s): the waterfall closes on its ledger."""
+    """One greedy game of the previous default checkpoint (docs/paper-energy.md's agent) on the chip (~10 s): the
+    waterfall closes on its ledger."""
     out, fig = tmp_path / "wf.json", tmp_path / "wf.png"
-    assert cli_main(["paper", "--json", str(out), "--waterfall", str(fig)]) == 0
+    assert cli_main(["paper", "--waterfall", str(fig), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert cli_main(["paper", "--json", str(out), "--waterfall", str(fig), "--checkpoint", A2C_CHECKPOINT]) == 0
     assert fig.stat().st_size > 10_000
     wf = json.loads(out.read_text())["waterfall"]
+    assert wf["checkpoint"] == A2C_CHECKPOINT and wf["checkpoint_sha256"].startswith("120d87d9")
     table = wf["table"]
     assert table[-1]["memristive_j"] == pytest.approx(math.fsum(wf["system_by_component_j_per_game"].values()))
     assert math.prod(r["factor"] for r in table[1:]) == pytest.approx(table[-1]["ratio"] / table[0]["ratio"])

@@ -420,3 +420,39 @@ def test_group_threads_update_uses_both_cores_and_takes_the_same_steps(monkeypat
     assert t1["loss"] == pytest.approx(t2["loss"], rel=1e-5) and t1["grad_norm"] == pytest.approx(t2["grad_norm"], rel=1e-4)
     for (name, p1), p2 in zip(agent.named_parameters(), both.agent.parameters()):
         torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_anneal_lr_falls_linearly_to_zero_through_resumes_and_rollbacks(tmp_path):
+    """``anneal_lr``: every parameter group's lr is its base x (1 - steps / total_steps) before each update (the
+    logged lr, the checkpoint's optimiser state); the base travels with the optimiser state, so a resume to a
+    larger total continues from the base, not from the last annealed lr; a rollback scales the base; the CLI
+    flag reaches the config, and is kept on --resume."""
+    from stoxbar.pong.a2c import CollapseGuard, set_annealed_lr
+
+    cfg = TrainConfig(arch=TINY, num_envs=2, rollout_len=4, total_steps=32, checkpoint_every=1, log_every=1,
+                      runs_dir=str(tmp_path), seed=1, algo="ppo", ppo_epochs=1, ppo_minibatches=1, lr=1e-3,
+                      theta_lr_scale=3.0, anneal_lr=True)
+    run = train(cfg, echo=lambda s: None)
+    lrs = [float(r["lr"]) for r in _rows(run / "progress.csv")]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])  # 8 steps per update of 32
+    groups = load_checkpoint(run / "checkpoint.pt")["optimizer"]["param_groups"]
+    bases = sorted(g["lr_base"] for g in groups)
+    assert bases[-1] == pytest.approx(3 * bases[0]) and all(g["lr"] == pytest.approx(g["lr_base"] / 4) for g in groups)
+    train(dataclasses.replace(cfg, total_steps=64), resume=str(run), echo=lambda s: None)  # base kept: 1e-3 x 1/2 ...
+    assert [float(r["lr"]) for r in _rows(run / "progress.csv")][4:] == pytest.approx([5e-4, 3.75e-4, 2.5e-4, 1.25e-4])
+    agent = PongAgent(TINY)
+    opt = make_optimizer(agent, cfg)
+    guard = CollapseGuard(5.0, 0.5)
+    guard.checkpointed(0.0, agent, opt)
+    set_annealed_lr(opt, 0.5)
+    guard.checkpointed(1.0, agent, opt)
+    guard.rollback(agent, opt)
+    set_annealed_lr(opt, 0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5 * 0.5)  # the base halved, then annealed
+    train_main(["--arch", "bottleneck", "--hidden", "8", "--bottleneck", "16", "--envs", "2", "--rollout", "4",
+                "--steps", "8", "--runs-dir", str(tmp_path / "cli"), "--anneal-lr", "--algo", "ppo",
+                "--ppo-minibatches", "1"])
+    (cli_run,) = (tmp_path / "cli").iterdir()
+    assert TrainConfig.from_dict(load_checkpoint(cli_run / "checkpoint.pt")["train_config"]).anneal_lr is True
+    with pytest.raises(ConfigError, match="anneal_lr must be true or false"):
+        TrainConfig(anneal_lr="yes")
