@@ -314,10 +314,10 @@ class CollapseGuard:
 
 
 def set_annealed_lr(opt: torch.optim.Optimizer, frac: float) -> None:
-    """Each parameter group's lr = its base lr x ``frac`` (the schedule's remaining fraction, clamped to [0, 1]).
-    The base is the group's lr when first annealed, kept in the group as ``lr_base`` (so it travels with the
-    optimiser state through checkpoints and resumes, and a rollback scales it)."""
-    frac = min(max(frac, 0.0), 1.0)
+    """Each parameter group's lr = its base lr x ``frac`` (the schedule's remaining fraction, in (0, 1]: the
+    training loop passes 1 - steps / total_steps before each update). The base is the group's lr when first
+    annealed, kept in the group as ``lr_base`` (so it travels with the optimiser state through checkpoints and
+    resumes, and a rollback scales it)."""
     for group in opt.param_groups:
         group["lr"] = group.setdefault("lr_base", group["lr"]) * frac
 

@@ -80,8 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--waterfall", default=None, metavar="PNG",
                    help="play the checkpoint (--checkpoint) and write the waterfall figure here (never overwrites)")
     p.add_argument("--games", type=int, default=1, help="games for the waterfall")
-    p.add_argument("--checkpoint", default=None, metavar="PT",
-                   help="the agent of the waterfall's games (default: the shipped checkpoint)")
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT
+
+    p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), metavar="PT",
+                   help="the agent of the waterfall's games")
     from stoxbar.scripts.energy import add_device_argument
 
     add_device_argument(p, None, "; the chip of the waterfall's games (default: the checkpoint's)")
@@ -161,7 +163,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dic
 
     from stoxbar.crossbar import EnergyLedger
     from stoxbar.peripherals import PeripheryConfig
-    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, checkpoint_source, chip_device, load_agent
+    from stoxbar.pong.checkpoint import checkpoint_source, chip_device, load_agent
     from stoxbar.pong.accounting import boundaries
     from stoxbar.pong.env import REPEAT_ACTION_PROBABILITY
     from stoxbar.pong.evaluate import build_analog_cell, play_games
@@ -171,7 +173,7 @@ def _waterfall(args: argparse.Namespace, a, spec, doc: dict, device=None) -> dic
 
     if args.games < 1:
         raise ConfigError(f"--games = {args.games}: allowed range is [1, inf)")
-    checkpoint = str(SHIPPED_CHECKPOINT) if args.checkpoint is None else args.checkpoint
+    checkpoint = args.checkpoint
     if not os.path.isfile(checkpoint):
         raise ConfigError(f"--checkpoint {checkpoint}: no such file")
     torch.set_num_threads(1)
