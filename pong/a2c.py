@@ -281,7 +281,7 @@ def param_drift(agent: PongAgent, init: Dict[str, Tensor]) -> Dict[str, float]:
 
 class CollapseGuard:
     """Stabilised A2C: A2C on Pong can collapse (the shipped run fell from +16 to -15 in ~20 updates,
-    pong/checkpoints/pong_mstpn/README.md). At each checkpoint with a full 10-game window, the guard
+    pong/checkpoints/pong_mstpn_a2c/README.md). At each checkpoint with a full 10-game window, the guard
     keeps a copy of the weights and optimiser state if the window's mean is the best so far; when the
     running mean falls ``drop`` points below that best, :meth:`rollback` restores the copy and scales
     every group's learning rate by ``lr_factor`` (compounding over rollbacks). Off when ``drop`` is 0.

@@ -127,6 +127,46 @@ def test_ablations_change_what_they_name():
         check_ablation("gamma_0")
 
 
+def test_frozen_init_follows_the_fine_tune_chain_to_the_run_from_scratch(tmp_path):
+    """A fine-tuned agent's "initialisation" is that of the run that trained it from scratch (its seed), not the
+    checkpoint the last fine-tune started from; a chain with a loop or a missing file is a one-line error."""
+    from stoxbar.pong.a2c import TrainConfig
+    from stoxbar.pong.ablate import find_checkpoint
+    from stoxbar.pong.checkpoint import save_checkpoint
+
+    def stage(name, seed, init_from, shift):
+        torch.manual_seed(seed)
+        agent = PongAgent(TINY)
+        with torch.no_grad():
+            agent.cell.theta.add_(shift)  # "trained": each stage's theta differs from every seed's draw
+            agent.cell.gam.mul_(1.0 + shift)
+        cfg = dataclasses.asdict(TrainConfig(arch=TINY, seed=seed, init_from=init_from))
+        cfg["arch"] = TINY.to_dict()
+        return save_checkpoint(tmp_path / name, agent, train_config=cfg), agent
+
+    root, _ = stage("root.pt", 5, "", 0.1)
+    mid, _ = stage("mid.pt", 6, str(root), 0.2)
+    top, agent = stage("top.pt", 7, str(mid), 0.3)
+    torch.manual_seed(5)
+    fresh = PongAgent(TINY).cell  # the root run's seed: the chain's initialisation
+    ckpt = torch.load(top, weights_only=True)
+    rng = torch.get_rng_state()
+    apply_ablation(agent, "tau_frozen_init", ckpt)
+    assert torch.equal(agent.cell.theta, fresh.theta)
+    apply_ablation(agent, "gamma_frozen_init", ckpt)
+    assert torch.equal(agent.cell.gam, fresh.gam)
+    assert torch.equal(torch.get_rng_state(), rng)  # the chip's draws after it are those of any other ablation
+    selfref, _ = stage("self.pt", 8, str(tmp_path / "self.pt"), 0.1)  # a file naming itself (a run copied over
+    with pytest.raises(ConfigError, match=r"tau_frozen_init.*init_from chain loops at .*self.pt"):  # its start)
+        apply_ablation(agent, "tau_frozen_init", torch.load(selfref, weights_only=True))
+    gone = dict(ckpt, train_config=dict(ckpt["train_config"], init_from=str(tmp_path / "nowhere.pt")))
+    with pytest.raises(ConfigError, match=r"init_from = .*nowhere.pt.*no such checkpoint"):
+        apply_ablation(agent, "gamma_frozen_init", gone)
+    # a path written on another machine: its tail under this repository
+    moved = "/elsewhere/checkout/pong/checkpoints/pong_mstpn_a2c/checkpoint.pt"
+    assert find_checkpoint(moved) == (ROOT / "pong/checkpoints/pong_mstpn_a2c/checkpoint.pt").resolve()
+
+
 def test_play_reports_per_game_records_and_statistics(tmp_path, capsys):
     out = tmp_path / "play.json"
     assert main(["play", "--games", "2", "--max-steps", "40", "--ablate", "no_h_feedback", "--json", str(out)]) == 0

@@ -18,7 +18,7 @@ from stoxbar.core.validation import ConfigError
 from stoxbar.devices import presets
 from stoxbar.devices.sto import STODevice
 from stoxbar.pong.a2c import (A2CRunner, TrainConfig, _append_csv, initial_cell_params, load_optimizer_state,
-                              make_optimizer, param_drift, train)
+                              make_optimizer, param_drift, set_annealed_lr, train)
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent, load_checkpoint
 from stoxbar.stpn import cells
@@ -161,6 +161,7 @@ def test_real_a2c_updates_move_theta_of_the_shipped_agent():
     cfg = dataclasses.replace(TrainConfig.from_dict(ckpt["train_config"]), algo="a2c", num_envs=2, rollout_len=20)
     opt = make_optimizer(agent, cfg)
     load_optimizer_state(opt, ckpt["optimizer"], agent)
+    set_annealed_lr(opt, 1.0)  # an agent trained with --anneal-lr ends at lr 0: its groups' base lr again
     theta0 = agent.cell.theta.detach().clone()
     agent.train()
     runner = A2CRunner(agent, opt, cfg, env_seed=3)
