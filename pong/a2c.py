@@ -38,6 +38,7 @@ import math
 import dataclasses
 import io
 import json
+import re
 import signal
 import sys
 import time
@@ -54,8 +55,8 @@ from stoxbar.core import fsio
 from stoxbar.core.fsio import DirLock
 from stoxbar.pong.agent import HEBBIAN_GRADS, ArchConfig, PongAgent, check_mstpn_training, device_from_preset
 from stoxbar.stpn.cells import DECAY_ADDRESSINGS
-from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, load_agent,
-                                     load_checkpoint, new_run_dir, save_checkpoint)
+from stoxbar.pong.checkpoint import (CheckpointError, PathLike, atomic_write_bytes, build_agent, find_checkpoint,
+                                     load_agent, load_checkpoint, new_run_dir, save_checkpoint)
 from stoxbar.pong.env import FRAMESKIP, REPEAT_ACTION_PROBABILITY, check_sticky
 from stoxbar.pong.ppo import PPORunner
 from stoxbar.pong.rollout import EnvRunner, detach_state, evaluate_actions, gae  # noqa: F401  (re-exported)
@@ -111,6 +112,11 @@ class TrainConfig:
     # with init_from: the m-STPN's decay addressing to fine-tune under ("" = the checkpoint's); the start's
     # biases are fitted to it (MSTPNCell.fit_decay_to_bias)
     init_decay_addressing: str = ""
+    # with init_from, written by train() at the fine-tune's start (lineage; "" / -1 = not recorded): the SHA-256 of
+    # init_from's file as it was read, and the seed of the run that trained this lineage from scratch (the
+    # initialisation that the ablations tau_frozen_init / gamma_frozen_init rebuild; pong/ablate.py)
+    init_sha256: str = ""
+    init_root_seed: int = -1
     rollback_drop: float = 0.0  # stabilised A2C (CollapseGuard): 10-game mean this far below its best -> roll back; 0 = off
     rollback_lr_factor: float = 0.5  # the learning rate is scaled by this at each rollback (assumption)
     algo: str = "a2c"  # "a2c" (this module) or "ppo" (pong/ppo.py: recurrent PPO, CleanRL's ppo_atari_lstm)
@@ -192,6 +198,13 @@ class TrainConfig:
             check_choice("init_decay_addressing", self.init_decay_addressing, DECAY_ADDRESSINGS)
             if not self.init_from:
                 raise ConfigError("init_decay_addressing needs init_from (a fresh run takes arch.decay_addressing)")
+        check_int("init_root_seed", self.init_root_seed, -1, 2**31 - 1)
+        if not isinstance(self.init_sha256, str) or (self.init_sha256 and not re.fullmatch(r"[0-9a-f]{64}",
+                                                                                        self.init_sha256)):
+            raise ConfigError(f"init_sha256 = {self.init_sha256!r}: a SHA-256 in 64 lower-case hex digits, or \"\"")
+        if not self.init_from and (self.init_sha256 or self.init_root_seed != -1):
+            raise ConfigError(f"init_sha256 / init_root_seed = {self.init_sha256!r} / {self.init_root_seed}: "
+                              "the lineage of a fine-tune; allowed without init_from: \"\" / -1")
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -247,6 +260,29 @@ def initial_cell_params(cfg: TrainConfig, names: Sequence[str] = DRIFT_PARAMS) -
         torch.manual_seed(cfg.seed)
         cell = PongAgent(cfg.arch).cell
     return {n: p.detach().clone() for n, p in cell.named_parameters() if n in names}
+
+
+def root_seed(train_config: Dict[str, Any]) -> int:
+    """The seed of the run that trained a checkpoint's lineage from scratch, from its ``train_config``: its own
+    seed for a run from scratch; a fine-tune's recorded ``init_root_seed``; for a fine-tune that did not record
+    it (stoxbar before session 31), its ``init_from`` chain followed file by file (``find_checkpoint``) to the
+    run from scratch or to a recorded root. A loop, a missing or unreadable file, or one whose bytes are not those
+    a fine-tune recorded (``init_sha256``): ConfigError naming it."""
+    cfg, seen = TrainConfig.from_dict(train_config), []
+    while cfg.init_from and cfg.init_root_seed < 0:
+        path = find_checkpoint(cfg.init_from)
+        if path in seen:
+            raise ConfigError(f"the init_from chain loops at {path} ({' -> '.join(map(str, seen + [path]))}); "
+                              "the initialisation cannot be traced")
+        seen.append(path)
+        if cfg.init_sha256 and fsio.file_sha256(path) != cfg.init_sha256:
+            raise ConfigError(f"init_sha256 = {cfg.init_sha256!r}: the start file {path} changed since the fine-tune "
+                              "started from it; the initialisation cannot be traced through it")
+        try:
+            cfg = TrainConfig.from_dict(load_checkpoint(path, required=("train_config",))["train_config"])
+        except CheckpointError as exc:
+            raise ConfigError(f"init_from chain: {exc}") from None
+    return cfg.init_root_seed if cfg.init_from else cfg.seed
 
 
 def start_agent(cfg: TrainConfig, device: Any = None) -> Tuple[PongAgent, Dict[str, Any]]:
@@ -729,8 +765,10 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         # check what can be checked before a run directory exists (a refused preset leaves nothing behind)
         _check_ppo_options(cfg)
         if cfg.init_from:  # fine-tuning: the checkpoint's architecture and device, checked before any run dir
-            start, _ = start_agent(cfg)
-            cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()))
+            start, start_ckpt = start_agent(cfg)
+            cfg = dataclasses.replace(cfg, arch=start.arch, init_from=str(Path(cfg.init_from).resolve()),
+                                      init_sha256=fsio.file_sha256(cfg.init_from),
+                                      init_root_seed=_traced_root_seed(start_ckpt, echo))
             check_mstpn_training(cfg, cfg.arch)  # the checkpoint's arch
             device = start.device_model
         else:
@@ -749,6 +787,16 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, echo=print, resume_ove
         raise
     finally:
         lock.release()
+
+
+def _traced_root_seed(ckpt: Dict[str, Any], echo) -> int:
+    """``root_seed`` of the checkpoint a fine-tune starts from, or -1 (said through ``echo``) where its lineage
+    cannot be traced: the fine-tune trains all the same, only its frozen-init ablations are refused."""
+    try:
+        return root_seed(ckpt["train_config"]) if isinstance(ckpt.get("train_config"), dict) else -1
+    except ConfigError as exc:
+        echo(f"lineage not traced (init_root_seed = -1; the frozen-init ablations will refuse this agent): {exc}")
+        return -1
 
 
 def _check_ppo_options(cfg: TrainConfig) -> None:

@@ -6,10 +6,11 @@ ablated parameters):
 * ``none`` - the agent as trained;
 * ``gamma0`` - Gamma = 0: no Hebbian update, no short-term pulses (F stays 0);
 * ``tau_frozen_init`` - every time constant (theta) reset to its initialisation: the agent's
-  architecture rebuilt from the seed of the run that trained it from scratch (the checkpoint's
-  ``train_config``; a fine-tuned agent's ``init_from`` chain is followed to that run, so its reset undoes all
-  of its training, not only the last fine-tune's; a checkpoint without a train_config, or a chain with a
-  missing file or a loop, cannot be ablated this way: ConfigError naming the file);
+  architecture rebuilt from the seed of the run that trained it from scratch (``a2c.root_seed``: a fine-tune
+  records it in its ``train_config`` when it starts, ``init_root_seed``; an older fine-tune's ``init_from``
+  chain is followed to that run), so its reset undoes all of its training, not only the last fine-tune's; a
+  checkpoint without a train_config, or a chain with a missing file or a loop, cannot be ablated this way:
+  ConfigError naming the file;
 * ``gamma_frozen_init`` - Gamma (the Hebbian update's per-synapse gain) reset to its
   initialisation, the same way: did training give Gamma values the agent needs, or does any draw of
   its initial distribution do as well?
@@ -32,13 +33,11 @@ May import: torch, stoxbar.core.validation, stoxbar.pong (a2c, agent, checkpoint
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
-from stoxbar.pong.a2c import TrainConfig, initial_cell_params
-from stoxbar.pong.checkpoint import CheckpointError, load_checkpoint
+from stoxbar.pong.a2c import TrainConfig, initial_cell_params, root_seed
 from stoxbar.core.validation import ConfigError
 
 ABLATIONS = ("none", "gamma0", "gamma_frozen_init", "tau_frozen_init", "tau_shuffled", "tau_min", "tau_max",
@@ -101,38 +100,21 @@ def apply_ablation(agent: Any, name: str, ckpt: Optional[Dict[str, Any]] = None)
 
 def _initial(ckpt: Optional[Dict[str, Any]], names: Any, ablation: str) -> Dict[str, Any]:
     """The cell parameters ``names`` at the agent's initialisation: its architecture rebuilt from the seed of
-    the run that trained it from scratch (``init_from`` followed from fine-tune to fine-tune to that run)."""
+    the run that trained it from scratch (``root_seed``: recorded by a fine-tune, or its ``init_from`` chain
+    followed to that run)."""
     if not ckpt or "train_config" not in ckpt:
         raise ConfigError(f"ablate = {ablation!r}: the checkpoint has no train_config, so the "
                           "initialisation (its seed) cannot be rebuilt")
     cfg = TrainConfig.from_dict(ckpt["train_config"])
-    root, seen = cfg, []
-    while root.init_from:
-        path = find_checkpoint(root.init_from)
-        if path in seen:
-            raise ConfigError(f"ablate = {ablation!r}: the init_from chain loops at {path} "
-                              f"({' -> '.join(map(str, seen + [path]))}); the initialisation cannot be traced")
-        seen.append(path)
-        try:
-            root = TrainConfig.from_dict(load_checkpoint(path, required=("train_config",))["train_config"])
-        except (CheckpointError, ConfigError) as exc:
-            raise ConfigError(f"ablate = {ablation!r}: init_from chain: {exc}") from None
-    return initial_cell_params(dataclasses.replace(root, arch=cfg.arch, init_from=""), names)
-
-
-def find_checkpoint(name: str) -> Path:
-    """``init_from`` as a file: the path as written, or, when that file is gone (a repository cloned elsewhere),
-    the longest tail of it that names a file under this repository's root (the package directory). Read only."""
-    path = Path(name)
-    if path.is_file():
-        return path.resolve()
-    root = Path(__file__).resolve().parent.parent
-    parts = path.parts[1:] if path.is_absolute() else path.parts
-    for i in range(len(parts)):
-        cand = root.joinpath(*parts[i:])
-        if cand.is_file():
-            return cand.resolve()
-    raise ConfigError(f"init_from = {name!r}: no such checkpoint (nor under {root})")
+    try:
+        seed = root_seed(ckpt["train_config"])
+    except ConfigError as exc:
+        raise ConfigError(f"ablate = {ablation!r}: {exc}") from None
+    if seed < 0:
+        raise ConfigError(f"ablate = {ablation!r}: the fine-tune that trained this agent could not trace its "
+                          f"lineage when it started (init_root_seed = -1, init_from = {cfg.init_from!r})")
+    return initial_cell_params(dataclasses.replace(cfg, init_from="", init_sha256="", init_root_seed=-1, seed=seed),
+                               names)
 
 
 def _ablate_stpn(cell: Any, name: str, ckpt: Optional[Dict[str, Any]]) -> None:

@@ -250,6 +250,21 @@ def load_agent(path: PathLike, expected_arch: Optional[ArchConfig] = None, devic
     return agent, ckpt
 
 
+def find_checkpoint(name: str) -> Path:
+    """``init_from`` as a file: the path as written, or, when that file is gone (a repository cloned elsewhere),
+    the longest tail of it that names a file under this repository's root (the package directory). Read only."""
+    path = Path(name)
+    if path.is_file():
+        return path.resolve()
+    root = Path(__file__).resolve().parent.parent  # the package directory: the repository root
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for i in range(len(parts)):
+        cand = root.joinpath(*parts[i:])
+        if cand.is_file():
+            return cand.resolve()
+    raise ConfigError(f"init_from = {name!r}: no such checkpoint (nor under {root})")
+
+
 def checkpoint_source(path: PathLike, ckpt: Dict[str, Any]) -> Dict[str, Any]:
     """Which state of a checkpoint file a result came from: the file's SHA-256 and its training counters
     (``update``, ``steps``, ...; None for a checkpoint without them). A run's ``checkpoint.pt`` is replaced as

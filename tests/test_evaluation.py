@@ -131,7 +131,7 @@ def test_frozen_init_follows_the_fine_tune_chain_to_the_run_from_scratch(tmp_pat
     """A fine-tuned agent's "initialisation" is that of the run that trained it from scratch (its seed), not the
     checkpoint the last fine-tune started from; a chain with a loop or a missing file is a one-line error."""
     from stoxbar.pong.a2c import TrainConfig
-    from stoxbar.pong.ablate import find_checkpoint
+    from stoxbar.pong.checkpoint import find_checkpoint
     from stoxbar.pong.checkpoint import save_checkpoint
 
     def stage(name, seed, init_from, shift):
@@ -162,6 +162,16 @@ def test_frozen_init_follows_the_fine_tune_chain_to_the_run_from_scratch(tmp_pat
     gone = dict(ckpt, train_config=dict(ckpt["train_config"], init_from=str(tmp_path / "nowhere.pt")))
     with pytest.raises(ConfigError, match=r"init_from = .*nowhere.pt.*no such checkpoint"):
         apply_ablation(agent, "gamma_frozen_init", gone)
+    # a fine-tune that recorded its lineage (init_root_seed) needs no chain: its start may be gone
+    recorded = dict(gone, train_config=dict(gone["train_config"], init_root_seed=5))
+    with torch.no_grad():
+        agent.cell.theta.add_(1.0)
+    apply_ablation(agent, "tau_frozen_init", recorded)
+    assert torch.equal(agent.cell.theta, fresh.theta)
+    unknown = dict(gone, train_config=dict(gone["train_config"], init_root_seed=-1, init_from=str(top),
+                                           init_sha256="0" * 64))
+    with pytest.raises(ConfigError, match="init_sha256 = '0+': the start file .*top.pt changed"):
+        apply_ablation(agent, "tau_frozen_init", unknown)
     # a path written on another machine: its tail under this repository
     moved = "/elsewhere/checkout/pong/checkpoints/pong_mstpn_a2c/checkpoint.pt"
     assert find_checkpoint(moved) == (ROOT / "pong/checkpoints/pong_mstpn_a2c/checkpoint.pt").resolve()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from stoxbar.core import fsio
 from stoxbar.pong.a2c import TrainConfig, a2c_loss, evaluate_actions, gae, train, train_main
 from stoxbar.pong.agent import ArchConfig, PongAgent
 from stoxbar.pong.checkpoint import CheckpointError, load_agent, load_checkpoint, new_run_dir, save_checkpoint
@@ -247,6 +248,13 @@ def test_fine_tune_starts_from_the_checkpoint_with_sticky_actions(tmp_path):
     saved = load_checkpoint(run / "checkpoint.pt")
     assert saved["train_config"]["sticky"] == 0.25 and saved["arch"] == TINY.to_dict()
     assert saved["train_config"]["init_from"] == str((base / "checkpoint.pt").resolve())
+    # its lineage, recorded at the start: the start file's bytes and the seed of the run from scratch, also
+    # through a second fine-tune (whose start, the first fine-tune, has seed 4)
+    assert saved["train_config"]["init_sha256"] == fsio.file_sha256(base / "checkpoint.pt")
+    assert saved["train_config"]["init_root_seed"] == 3
+    again = train(dataclasses.replace(cfg, init_from=str(run / "checkpoint.pt"), runs_dir=str(tmp_path / "d"),
+                                      total_steps=10, seed=5), echo=lambda s: None)
+    assert load_checkpoint(again / "checkpoint.pt")["train_config"]["init_root_seed"] == 3
     tuned, _ = load_agent(run / "checkpoint.pt")
     moved = [n for n, p in tuned.state_dict().items() if not torch.equal(p, start.state_dict()[n])]
     assert moved  # trained on from there
@@ -434,7 +442,6 @@ def _wait_for_runs(root: Path, agents, timeout_s: float = 120.0) -> list:
     """The run directories of ``agents`` once each is locked by a live worker that has logged an update."""
     import time
 
-    from stoxbar.core import fsio
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = [next(iter(sorted((root / a / "seed0").glob("train-*"))), None) for a in agents]
@@ -452,7 +459,6 @@ def test_training_comparison_workers_survive_ctrl_c_and_a_killed_driver(tmp_path
     import signal
     import time
 
-    from stoxbar.core import fsio
     from stoxbar.pong.comparison import run_of
 
     agents = ("stp_only", "recurrent")
