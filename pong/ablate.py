@@ -27,7 +27,7 @@ m-STPN option and is refused.
 An agent without plasticity (``plastic`` false) refuses every ablation but ``no_h_feedback``, and an
 agent without h feedback refuses that one: their rows would replay the intact agent.
 
-May import: torch, stoxbar.core.validation, stoxbar.pong (a2c, agent, checkpoint).
+May import: torch, stoxbar.core.validation, stoxbar.pong (a2c, agent).
 """
 
 from __future__ import annotations
