@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output path (default: beside the run; never overwrites)")
     r.add_argument("--markdown", action="store_true",
                    help="a study's table as markdown (report.md: per point the games, score mean, 95 %% CI, std, "
-                        "min, the paired difference to the reference point, steps per game, the plotted metrics)")
+                        "min, the paired difference to the reference point, steps per game, the plotted metrics; "
+                        "with several seeds a second table pools each point's games over its seeds)")
     r.set_defaults(func=_report)
 
     cm = sub.add_parser("compare", help="two `stoxbar play --json` reports compared game by game (paired score "

@@ -6,7 +6,8 @@ results, so it can be handed on as a single file. Boundaries read synapse_only -
 then the GPU baseline tiers roofline -> latency -> dedicated; values are shown in human units (as the plots: :func:`stoxbar.studies.plots.display_unit`);
 games stopped at ``--max-steps`` are flagged. Never overwrites a file (:mod:`stoxbar.core.fsio`).
 
-May import: stoxbar.core.fsio, stoxbar.core.validation, stoxbar.studies.{plots,records,units}; matplotlib.
+May import: stoxbar.core.fsio, stoxbar.core.validation, stoxbar.pong.scores, stoxbar.studies.{plots,records,units};
+matplotlib.
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ def study_markdown(run_dir: Path) -> str:
     quote it: the varied parameters, the games, the score's mean, 95 % CI, std and min, with ``[paired]``
     the score difference to the reference point (mean, 95 % CI, better / worse / equal games,
     ``paired.csv``), the agent steps per game and the study's plotted metrics other than the score (in
-    the plots' human units, named in the header). Trials that failed are listed under the table."""
+    the plots' human units, named in the header). With several seeds a second table pools each point's games
+    over its seeds (:func:`_pooled_markdown`). Trials that failed are listed under the tables."""
     meta = read_study_meta(run_dir)
     records, bad = scan_records(run_dir)
     varied = list(meta.get("varied", []))
@@ -317,11 +319,60 @@ def study_markdown(run_dir: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r["status"] != "ok"]
     text = "\n".join(lines) + "\n"
+    if seeds:
+        text += "\n" + _pooled_markdown(recs, records, varied, paired, extra, factors,
+                                          header[len(header) - len(extra):])
     if failed or bad:
         text += "\nNot tabulated: " + "; ".join(
             [f"{r['trial_id']} failed ({r['error']})" for r in failed]
             + [f"{p.name} damaged ({why})" for p, why in bad.items()]) + "\n"
     return text
+
+
+def _pooled_markdown(recs: List[Dict[str, Any]], records: Dict[str, Dict[str, Any]], varied: Sequence[str],
+                     paired: Dict[str, Dict[str, str]], extra: Sequence[str], factors: Sequence[float],
+                     extra_header: Sequence[str]) -> str:
+    """The per-point table of a study with several seeds: each point's games over all its seeds pooled (score
+    mean, bootstrap 95 % CI, std, min over every (seed, game)); with ``[paired]`` the difference to the
+    reference point over the same (seed, game) pairs (the reference's records named in ``paired.csv``); the other
+    metrics as the mean over the point's seeds. Points whose records carry no per-game scores are left out."""
+    from stoxbar.pong.scores import paired_summary, score_summary, scores_by_seed
+
+    points: Dict[str, List[Dict[str, Any]]] = {}
+    for r in recs:
+        if r["status"] == "ok" and r.get("per_game"):
+            points.setdefault(r.get("point_id", r["trial_id"]), []).append(r)
+    header = [*varied, "seeds", "games", "mean", "95 % CI", "std", "min"]
+    if paired:
+        header += ["paired diff, 95 % CI", "better / worse / equal"]
+    lines = ["Pooled over the seeds (every game of a point; paired over the same seed and game):", "",
+             "| " + " | ".join([*header, *extra_header]) + " |", "|" + "---|" * (len(header) + len(extra_header))]
+    for trials in points.values():
+        games = {(t["seed"], k): v for t in trials for k, v in scores_by_seed(t["per_game"]).items()}
+        keys = sorted(games)
+        st = score_summary([games[k] for k in keys])
+        params = trials[0].get("params", {})
+        cells = [str(params[p]) if p in params else "default" for p in varied]
+        cells += [str(len(trials)), str(len(keys)), _md_signed(st["mean"]),
+                  f"[{_md_signed(st['ci95']['lower'])}, {_md_signed(st['ci95']['upper'])}]", _md_fixed(st["std"]),
+                  _md_num(st["min"])]
+        if paired:
+            refs = {t["seed"]: records.get(f"{paired[t['trial_id']]['reference_point_id']}-s{t['seed']}")
+                    for t in trials if t["trial_id"] in paired}
+            ref = {(sd, k): v for sd, rr in refs.items() if rr and rr.get("per_game")
+                   for k, v in scores_by_seed(rr["per_game"]).items()}
+            common = [k for k in keys if k in ref]
+            if common:
+                d = paired_summary([games[k] for k in common], [ref[k] for k in common])
+                cells += [f"{d['mean']:+.2f} [{d['ci95']['lower']:+.2f}, {d['ci95']['upper']:+.2f}]",
+                          f"{d['better']} / {d['worse']} / {d['equal']}"]
+            else:
+                cells += ["", ""]
+        for m, f in zip(extra, factors):
+            vals = [t["metrics"][m] for t in trials if _number(t.get("metrics", {}).get(m))]
+            cells.append(_md_num(sum(vals) / len(vals) * f) if vals else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _number(v: Any) -> bool:

@@ -80,3 +80,18 @@ def test_tile_height_errors_grow_with_the_line_and_the_conductance():
     assert sto[64]["tau_err_max"] == pytest.approx(math.expm1(11.51 * sto[64]["bias_err_max_v"]), rel=0.05)
     lim = mod.limits(rows)
     assert lim["sto_2024"]["mvm"] == 128 and lim["sto_2024 x100 G"]["tau"] < lim["sto_2024"]["tau"]
+
+
+def test_adc_dead_zone_coarse_adc_reads_outputs_as_zero():
+    """examples/adc_dead_zone.py on the shipped agent: an 8 + 8-bit read is within a few % of float and reads
+    no output as 0; a 3-bit ADC returns many outputs as exactly 0 (below half its step) and shrinks the rest,
+    far fewer without iterative bound management."""
+    rows = {(r["adc_bits"], r["dac_bits"], r["bound_management"]): r for r in load("adc_dead_zone").main(["--small"])}
+    fine, coarse, no_bm = rows[(8, 8, "iterative")], rows[(3, 8, "iterative")], rows[(3, 8, "none")]
+    assert fine["error"] < 0.05 and fine["zero_fraction"] < 0.01 and abs(fine["gain"] - 1.0) < 0.02
+    assert coarse["zero_fraction"] > 0.1 > fine["zero_fraction"]
+    assert coarse["error"] > 5 * fine["error"] and coarse["gain"] < 0.95
+    # the re-read at half the input (bound management) is what drops the partial sums below the ADC's step
+    assert no_bm["zero_fraction"] < coarse["zero_fraction"] / 2 and no_bm["error"] < coarse["error"]
+    for r in rows.values():
+        assert 0.0 <= r["zero_fraction"] <= 1.0 and -1.0 <= r["correlation"] <= 1.0

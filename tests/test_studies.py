@@ -265,6 +265,48 @@ def test_wire_metrics_solve_the_points_tiles_and_leave_the_games_chip_alone():
     assert 0 < out[128]["bias_tau_rel_error_max"] < out[512]["bias_tau_rel_error_max"]
 
 
+def test_markdown_pools_a_points_games_over_its_seeds(tmp_path):
+    """``stoxbar report --markdown`` of a study with several seeds: after the per-trial table, one row per point
+    with all its games (every seed's), their mean, and the paired difference to the reference point over the same
+    (seed, game) pairs, checked against the trial records' own per-game scores."""
+    body = """
+    name = "pooled"
+    seeds = [0, 1]
+    [base]
+    checkpoint = "random"
+    set = { "agent.hidden" = 8 }
+    [[grid]]
+    "agent.ablate" = ["none", "gamma0"]
+    "agent.backend" = ["float"]
+    [metrics]
+    games = 2
+    chips = 2
+    max_steps = 200
+    mvm_error_samples = 0
+    [paired]
+    reference = { "agent.ablate" = "none" }
+    """
+    study = load_study(str(write_study(tmp_path, body)), str(tmp_path / "out"))
+    assert run_study(study, workers=2, progress=False)["ok"] == 4
+    games = {}
+    for r in load_records(study.output).values():
+        for g in r["per_game"]:
+            games.setdefault(r["params"]["agent.ablate"], {})[(r["seed"], g["env_seed"])] = g["score"]
+    assert all(len(v) == 4 for v in games.values())
+    text = write_report(str(study.output), markdown=True).read_text()
+    head, pooled = text.split("Pooled over the seeds")
+    assert len([ln for ln in head.splitlines() if ln.startswith("| none") or ln.startswith("| gamma0")]) == 4
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in pooled.splitlines() if ln.startswith("| ") and
+            not ln.startswith("| agent.ablate")}
+    assert set(rows) == {"none", "gamma0"}
+    for name, cells in rows.items():
+        assert cells[2:4] == ["2", "4"]  # seeds, games
+        assert cells[4] == f"{sum(games[name].values()) / 4:+.2f}"
+    diffs = [games["gamma0"][k] - games["none"][k] for k in sorted(games["none"])]
+    assert rows["gamma0"][8].startswith(f"{sum(diffs) / 4:+.2f} [") and rows["none"][8] == ""
+    assert rows["gamma0"][9] == f"{sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)} / {sum(d == 0 for d in diffs)}"
+
+
 def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_path):
     """``[paired]``: each trial against the trial of the same seed with the reference value, its games paired by
     env seed (paired.csv, checked here against the records' own per-game scores), shown in the report; a
