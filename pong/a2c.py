@@ -65,7 +65,7 @@ from stoxbar.core.validation import ConfigError, check_choice, check_int, check_
 DRIFT_PARAMS = ("theta", "theta_row", "gam", "W")  # plastic-layer parameters whose drift from initialisation is logged
 CSV_FIELDS = ["update", "steps", "frames", "episodes", "mean_return_10", "loss", "policy_loss", "value_loss",
               "entropy", "grad_norm", "sparsity", "steps_per_s", "wall_s", "approx_kl", "clip_frac", "lr",
-              "grad_norm_max", "grad_skips", "state_clip_frac", "kl_stop"] + [
+              "grad_norm_max", "grad_skips", "state_clip_frac", "kl_stop", "bias_energy_uj", "bias_penalty"] + [
                   f"{n}_{k}" for n in DRIFT_PARAMS for k in ("drift", "corr0")]
 
 
@@ -144,6 +144,10 @@ class TrainConfig:
     # every parameter group's learning rate falls linearly from its base at step 0 to 0 at total_steps, set before
     # each update (CleanRL's anneal_lr, the default of its ppo_atari_lstm.py; set_annealed_lr)
     anneal_lr: bool = False
+    # the m-STPN: the loss gains bias_energy_coef x the energy (uJ) its held decay biases draw per agent step on the
+    # chip (MSTPNCell.held_bias_energy_j, the chip's own price of the bias; docs/stpn.md §12): every held bias
+    # has to earn its energy; 0 = off
+    bias_energy_coef: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.arch, ArchConfig):
@@ -185,6 +189,7 @@ class TrainConfig:
         check_range("target_kl", self.target_kl, 0.0, 10.0)  # PPO only: checked by train()
         check_range("recurrent_norm_max", self.recurrent_norm_max, 0.0, 100.0)
         check_choice("hebbian_grad", self.hebbian_grad, HEBBIAN_GRADS)
+        check_range("bias_energy_coef", self.bias_energy_coef, 0.0, 1e3)
         if not isinstance(self.anneal_lr, bool):
             raise ConfigError(f"anneal_lr must be true or false, got {self.anneal_lr!r}")
         if not self.init_from:  # a fine-tune's agent is checked by its runner (its arch is the checkpoint's)
@@ -899,6 +904,9 @@ def _train_in(run_dir: Path, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], c
                                steps_per_s=f"{sps:.1f}", wall_s=f"{now - t_start:.1f}",
                                lr=f"{opt.param_groups[0]['lr']:.4g}")
                     row.update({k: f"{v:.6g}" for k, v in param_drift(agent, init).items()})
+                    if hasattr(agent.cell, "held_bias_energy_j"):  # the m-STPN's held bias per step, now
+                        with torch.no_grad():
+                            row["bias_energy_uj"] = f"{float(agent.cell.held_bias_energy_j()) * 1e6:.6g}"
                     row.update({k: f"{v:.6g}" for k, v in runner.spikes.stats().items()})
                     _append_csv(run_dir / "progress.csv", CSV_FIELDS, row)
                     log(f"upd {counters['update']:6d} steps {counters['steps']:9d} eps {counters['episodes']:5d} "
@@ -1032,6 +1040,9 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                    help="m-STPN: the gradient of the Hebbian update Gamma (h z^T) in backward: full, or stop_activity "
                         "(none to h and z, Gamma's kept: cuts the loop F -> h -> F' through which the BPTT gradient "
                         "explodes; docs/stpn.md §11.5)")
+    p.add_argument("--bias-energy-coef", type=float, default=d.bias_energy_coef, metavar="C",
+                   help="m-STPN: add C x the energy (uJ) its held decay biases draw per agent step on the chip to the "
+                        "loss (docs/stpn.md §12; 0: off, the default)")
     p.add_argument("--anneal-lr", action="store_true", default=None,
                    help="the learning rate falls linearly to 0 at --steps (CleanRL's anneal_lr; every parameter "
                         "group from its own base; given on --resume, the run's lr there is the base)")
@@ -1113,7 +1124,7 @@ def run_train(args: argparse.Namespace) -> int:
                       state_grad_clip=0.0 if args.state_grad_clip is None else args.state_grad_clip,
                       target_kl=0.0 if args.target_kl is None else args.target_kl,
                       recurrent_norm_max=args.recurrent_norm_max, hebbian_grad=args.hebbian_grad,
-                      anneal_lr=bool(args.anneal_lr))
+                      anneal_lr=bool(args.anneal_lr), bias_energy_coef=args.bias_energy_coef)
     if args.benchmark:
         r = measure_throughput(arch, updates=args.benchmark, num_envs=cfg.num_envs, rollout_len=cfg.rollout_len,
                                threads=cfg.threads, env_threads=cfg.env_threads, seed=cfg.seed,

@@ -72,13 +72,17 @@ HEBBIAN_GRADS = ("full", "stop_activity")  # TrainConfig.hebbian_grad (MSTPNCell
 def check_mstpn_training(cfg: Any, arch: "ArchConfig") -> None:
     """The m-STPN's training settings of ``cfg`` (a TrainConfig) against the agent's ``arch``: a bound on the
     h -> h map (``recurrent_norm_max``, MSTPNCell.limit_recurrent_norm) needs an m-STPN with its h feedback; a
-    stopped Hebbian activity gradient (``hebbian_grad``, MSTPNCell.hebbian_activity_grad) an m-STPN."""
+    stopped Hebbian activity gradient (``hebbian_grad``, MSTPNCell.hebbian_activity_grad) an m-STPN; a price on
+    the held decay bias (``bias_energy_coef``, MSTPNCell.held_bias_energy_j) a plastic m-STPN."""
     if cfg.recurrent_norm_max and (arch.cell != "mstpn" or not arch.h_feedback):
         raise ConfigError(f"recurrent_norm_max = {cfg.recurrent_norm_max!r}: bounds the m-STPN's h -> h map; allowed "
                           f"for cell {arch.cell!r} (h_feedback {arch.h_feedback}): 0")
     if cfg.hebbian_grad != "full" and arch.cell != "mstpn":  # its value is TrainConfig's own check
         raise ConfigError(f"hebbian_grad = {cfg.hebbian_grad!r}: a setting of the m-STPN's Hebbian update; allowed "
                           f"for cell {arch.cell!r}: 'full'")
+    if getattr(cfg, "bias_energy_coef", 0.0) and (arch.cell != "mstpn" or not arch.plastic):
+        raise ConfigError(f"bias_energy_coef = {cfg.bias_energy_coef!r}: prices the m-STPN's held decay biases; "
+                          f"allowed for cell {arch.cell!r} (plastic {arch.plastic}): 0")
 
 
 @dataclass(frozen=True)

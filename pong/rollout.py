@@ -153,7 +153,15 @@ class EnvRunner:
     def _step(self, terms: Dict[str, float]) -> Dict[str, float]:
         """Clip the accumulated gradient, take the optimiser step, apply the parameter constraints; a step the
         spike guard refuses (``cfg.grad_spike``, :class:`SpikeGuard`) is skipped: no parameter and no optimiser
-        state changes (Adam would otherwise keep the spike in its moments for ~1,000 steps)."""
+        state changes (Adam would otherwise keep the spike in its moments for ~1,000 steps). With
+        ``cfg.bias_energy_coef`` the held decay bias's price (uJ per step, MSTPNCell.held_bias_energy_j) is added
+        to the loss here, once per optimiser step, its gradient joining the rollout's before the clip; the price
+        steers the decay parameters only (W, the task's, is held fixed in it)."""
+        coef = getattr(self.cfg, "bias_energy_coef", 0.0)
+        if coef:
+            e_uj = self.agent.cell.held_bias_energy_j(through_w=False) * 1e6
+            (coef * e_uj).backward()
+            terms["bias_penalty"] = coef * float(e_uj.detach())
         gn = float(torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.max_grad_norm))
         if not np.isfinite(gn):
             raise FloatingPointError("non-finite gradient norm; resume from the last checkpoint with another "

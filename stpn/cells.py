@@ -436,6 +436,21 @@ class MSTPNCell(_CellBase):
             return v.clamp(float(self.device.v_bias_min_v), float(self.device.v_bias_max_v))
         return self.device.v_bias_for_tau(self.tau_s().double())
 
+    def held_bias_energy_j(self, through_w: bool = True) -> Tensor:
+        """Energy (J, 0-d float64) the layer's decay biases draw over one step period on the device it trains for,
+        differentiable to the decay parameters and to W: the chip's own price of the held bias
+        (:func:`~stoxbar.devices.dynamics.bias_energy_j`, as ``CrossbarState`` books it) on the conductances the
+        write-verified W programs (one device of each pair at ``g_min``, the other at ``g_min + |W| g_range``:
+        ``CrossbarState.program``, no digital rescaling), the bias held for the whole step, the short-term
+        increment left out (F's share of the conductance, small and state-dependent). A network's training can
+        add it to its loss (``TrainConfig.bias_energy_coef``), so that every held bias has to earn its energy;
+        ``through_w=False`` keeps W out of the gradient (the price then steers only the biases)."""
+        dev = self.device
+        w = (self.W if through_w else self.W.detach()).double().abs().clamp(max=1.0)  # the chip's window, |W| <= 1
+        g_lt = 2.0 * float(dev.g_min_s) + w * float(dev.g_range_s)
+        v = self.trained_v_bias()
+        return dynamics.bias_energy_j(g_lt, torch.zeros((), dtype=g_lt.dtype), v, self.dt_s, dev, reduce=True)
+
     def lambda_(self) -> Tensor:
         """Per-synapse decay factor per step, ``device.decay_factor(dt, v_bias)`` (exp(-dt/tau) for STO).
 
