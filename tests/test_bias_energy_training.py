@@ -12,6 +12,7 @@ import torch
 from stoxbar.core.validation import ConfigError
 from stoxbar.crossbar import EnergyLedger, flush_events
 from stoxbar.devices import presets
+from stoxbar.peripherals import PeripheryConfig
 from stoxbar.pong.a2c import TrainConfig, train
 from stoxbar.pong.accounting import boundaries
 from stoxbar.pong.agent import ArchConfig
@@ -23,19 +24,21 @@ DT = 4 / 60
 TINY = ArchConfig(arch="bottleneck", cell="mstpn", hidden=8, bottleneck=16)
 
 
-@pytest.mark.parametrize("scale", [1.0, 2.5])
-def test_held_bias_energy_is_what_the_chip_books(scale):
+@pytest.mark.parametrize("scale, addressing", [(1.0, "per_cell"), (2.5, "per_cell"), (1.0, "row_col"),
+                                                (1.0, "global")])
+def test_held_bias_energy_is_what_the_chip_books(scale, addressing):
     """MSTPNCell.held_bias_energy_j per step = the chip's `bias` component per step (the same cells, biases and
     price), with Gamma = 0 so no short-term increment adds its share; W beyond the window is programmed at its edge
-    (scale 2.5 puts some |W| above 1)."""
+    (scale 2.5 puts some |W| above 1); a scheme's learned biases are held as learned."""
     dev = presets.sto_2024()
     torch.manual_seed(0)
-    cell = MSTPNCell(20, 8, dev, DT, use_kernel=False)
+    cell = MSTPNCell(20, 8, dev, DT, use_kernel=False, decay_addressing=addressing)
     with torch.no_grad():
         cell.gam.zero_()
         cell.W.mul_(scale)
     w_max = float(cell.W.detach().abs().max())
-    analog = AnalogMSTPNCell(20, 8, dev, DT, None, perfect_io=True)
+    analog = AnalogMSTPNCell(20, 8, dev, DT, PeripheryConfig(bias_addressing=addressing), perfect_io=True,
+                             decay_addressing=addressing)
     analog.load_state_dict(cell.state_dict(), strict=False)
     if w_max > 1:  # the chip refuses |W| > 1: program the clipped weights, as the price assumes
         with torch.no_grad():
