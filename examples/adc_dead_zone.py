@@ -28,8 +28,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
-from stoxbar.stpn.analog import AnalogMSTPNCell
-from stoxbar.studies.metrics import build_agent, record_layer_inputs
+from stoxbar.studies.metrics import analog_reads, build_agent, record_layer_inputs
 from stoxbar.studies.spec import build_point, checkpoint_arch
 
 # (ADC bits, DAC bits, ADC-input noise std in aihwkit units, bound management); 0.04 and "iterative" are the
@@ -58,14 +57,9 @@ def read_stats(checkpoint: str, settings: Sequence[Setting], samples: int,
         agent = build_agent(ckpt, cfg, seed)
         if recorded is None:  # the same inputs for every setting
             recorded = record_layer_inputs(agent, samples, seed)
-        cell = agent.cell
-        analog = AnalogMSTPNCell.from_cell(cell, cfg.periphery, cfg.device)
-        analog.initial_state(1)
-        chip, g_max = analog.chip, cfg.device.st_g_max_s
         acc = {"error": 0.0, "zero_fraction": 0.0, "gain": 0.0, "correlation": 0.0}
-        for z_hat, F in recorded:
-            chip.g_st.copy_((chip.tiled_weight(F[0]) * cfg.device.g_range_s).clamp(-g_max, g_max).unsqueeze(0))
-            yf, y = cell.mvm(z_hat, F).flatten(), analog.mvm(z_hat, F).flatten()
+        for y, yf in analog_reads(agent, cfg, recorded):  # the study's mvm_error reads, per input
+            y, yf = y.flatten(), yf.flatten()
             acc["error"] += float((y - yf).norm() / yf.norm().clamp_min(1e-30))
             acc["zero_fraction"] += float((y == 0).double().mean())
             acc["gain"] += float((y * yf).sum() / (yf * yf).sum().clamp_min(1e-30))

@@ -80,7 +80,7 @@ def check_mstpn_training(cfg: Any, arch: "ArchConfig") -> None:
     if cfg.hebbian_grad != "full" and arch.cell != "mstpn":  # its value is TrainConfig's own check
         raise ConfigError(f"hebbian_grad = {cfg.hebbian_grad!r}: a setting of the m-STPN's Hebbian update; allowed "
                           f"for cell {arch.cell!r}: 'full'")
-    if getattr(cfg, "bias_energy_coef", 0.0) and (arch.cell != "mstpn" or not arch.plastic):
+    if cfg.bias_energy_coef and (arch.cell != "mstpn" or not arch.plastic):
         raise ConfigError(f"bias_energy_coef = {cfg.bias_energy_coef!r}: prices the m-STPN's held decay biases; "
                           f"allowed for cell {arch.cell!r} (plastic {arch.plastic}): 0")
 

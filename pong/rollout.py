@@ -157,7 +157,7 @@ class EnvRunner:
         ``cfg.bias_energy_coef`` the held decay bias's price (uJ per step, MSTPNCell.held_bias_energy_j) is added
         to the loss here, once per optimiser step, its gradient joining the rollout's before the clip; the price
         steers the decay parameters only (W, the task's, is held fixed in it)."""
-        coef = getattr(self.cfg, "bias_energy_coef", 0.0)
+        coef = self.cfg.bias_energy_coef
         if coef:
             e_uj = self.agent.cell.held_bias_energy_j(through_w=False) * 1e6
             (coef * e_uj).backward()

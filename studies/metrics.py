@@ -20,7 +20,7 @@ stoxbar.pong, stoxbar.studies.spec.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -84,23 +84,29 @@ def record_layer_inputs(agent, samples: int, seed: int, stride: int = 8) -> List
 
 
 @torch.no_grad()
-def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any]:
-    """Relative error of the analog STP-layer MVM (this point's chip) against float, same inputs."""
+def analog_reads(agent, cfg: PointConfig,
+                 recorded: List[Tuple[torch.Tensor, torch.Tensor]]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """(chip output, float output) of the STP layer for each recorded (z_hat, F): the layer programmed on this
+    point's chip, F written as its short-term conductances, the same input read on the chip and in float."""
     from stoxbar.stpn.analog import AnalogMSTPNCell
 
     cell = agent.cell
-    recorded = record_layer_inputs(agent, samples, seed)
     analog = AnalogMSTPNCell.from_cell(cell, cfg.periphery, cfg.device)
     analog.initial_state(1)
     chip, g_max = analog.chip, cfg.device.st_g_max_s
-    errors = []
     for z_hat, F in recorded:
         # the chip's short-term window may be narrower than the trained one: it saturates
         g_st = (chip.tiled_weight(F[0]) * cfg.device.g_range_s).clamp(-g_max, g_max)
         chip.g_st.copy_(g_st.unsqueeze(0))
         y_float = cell.mvm(z_hat, F)
-        y = analog.mvm(z_hat, F)
-        errors.append(float((y - y_float).norm() / y_float.norm().clamp_min(1e-30)))
+        yield analog.mvm(z_hat, F), y_float
+
+
+@torch.no_grad()
+def mvm_error(agent, cfg: PointConfig, samples: int, seed: int) -> Dict[str, Any]:
+    """Relative error of the analog STP-layer MVM (this point's chip) against float, same inputs."""
+    errors = [float((y - y_float).norm() / y_float.norm().clamp_min(1e-30))
+              for y, y_float in analog_reads(agent, cfg, record_layer_inputs(agent, samples, seed))]
     e = torch.tensor(errors, dtype=torch.float64)
     return {"mvm_rel_error": float(e.mean()), "mvm_rel_error_std": float(e.std()) if len(errors) > 1 else 0.0,
             "mvm_samples": len(errors)}
