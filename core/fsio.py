@@ -212,8 +212,7 @@ def read_json(path: PathLike) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-        raise ConfigError(f"{path}: not valid JSON ({exc}); the file is damaged - move it away "
-                          "(its work is redone)") from None
+        raise ConfigError(f"{path}: not valid JSON ({exc}); not a file stoxbar wrote, or a damaged one") from None
 
 
 def read_jsonl(path: PathLike) -> list:

@@ -194,22 +194,26 @@ STOXBAR_CLONES int64_t finalize_rows_noisy(int64_t n, T* yp, const T* vp, const 
 template <typename T>
 STOXBAR_CLONES void chip_gemv(int64_t B, int64_t TT, int64_t O, int64_t X, const T* w, const T* st, const int64_t* chip,
                               T alpha, const T* s, const T* var, const T* sq, T* out, T* v) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(B * TT * O * X))
-  for (int64_t bt = 0; bt < B * TT; ++bt) {
-    const int64_t b = bt / TT, t = bt % TT, cell0 = (chip[b] * TT + t) * O * X;
-    const T* xr = s + bt * X;
-    for (int64_t o = 0; o < O; ++o) {
-      const T *wr = w + cell0 + o * X, *fr = st + (bt * O + o) * X;
-      T acc = 0;
+#pragma omp parallel num_threads(threads_for(B * TT * O * X))
+  {
+    FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+#pragma omp for schedule(static)
+    for (int64_t bt = 0; bt < B * TT; ++bt) {
+      const int64_t b = bt / TT, t = bt % TT, cell0 = (chip[b] * TT + t) * O * X;
+      const T* xr = s + bt * X;
+      for (int64_t o = 0; o < O; ++o) {
+        const T *wr = w + cell0 + o * X, *fr = st + (bt * O + o) * X;
+        T acc = 0;
 #pragma omp simd reduction(+ : acc)
-      for (int64_t j = 0; j < X; ++j) acc += (wr[j] + alpha * fr[j]) * xr[j];
-      out[bt * O + o] = acc;
-      if (var) {
-        const T *vr = var + cell0 + o * X, *qr = sq + bt * X;
-        T acc2 = 0;
+        for (int64_t j = 0; j < X; ++j) acc += (wr[j] + alpha * fr[j]) * xr[j];
+        out[bt * O + o] = acc;
+        if (var) {
+          const T *vr = var + cell0 + o * X, *qr = sq + bt * X;
+          T acc2 = 0;
 #pragma omp simd reduction(+ : acc2)
-        for (int64_t j = 0; j < X; ++j) acc2 += vr[j] * qr[j];
-        v[bt * O + o] = acc2;
+          for (int64_t j = 0; j < X; ++j) acc2 += vr[j] * qr[j];
+          v[bt * O + o] = acc2;
+        }
       }
     }
   }

@@ -50,45 +50,49 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
   // a plain pass (the same bits: st_pulse_sparse); the thresholds must be > 0 for a zero input to be no pulse.
   const int64_t cells = TT * O * X;
   const bool sparse_ok = stoxbar::st_sparse_ok<T>(thr, L);
-#pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    T* d = scratch + (int64_t)omp_get_thread_num() * 4 * X;
-    int32_t* k = (int32_t*)(d + X);  // int32 fits in a T slot (T is float or double)
-    T* step = d + 2 * X;
-    int32_t* nz = (int32_t*)(d + 3 * X);
-    for (int64_t t = 0; t < TT; ++t) {
-      int64_t* g = ge + (b * TT + t) * L;  // per (chip, row-tile): the substrate books events per tile
-      double eb[2] = {0, 0};
-      for (int m = 0; m < L; ++m) g[m] = 0;
-      const int64_t n = rows[t];
-      const T* vt = v + (b * TT + t) * X;
-      T* ct = col + (b * TT + t) * X;
-      std::fill(ct, ct + X, T(0));
-      const int64_t nnz = sparse_ok ? stoxbar::st_nonzero<T>(n, vt, nz) : n;
-      const bool sparse = stoxbar::st_is_sparse(nnz, n);
-      for (int64_t o = 0; o < O; ++o) {
-        const int64_t off = (t * O + o) * X;
-        T* f = F + b * TT * O * X + off;
-        int8_t* lv = level ? level + b * TT * O * X + off : nullptr;
-        if (sparse)  // d: the pulsed cells' new F, k: their levels, step: their col entries before the row
-          stoxbar::st_pulse_sparse<T>(nnz, nz, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, lam + off,
-                                      g_max, ct, d, (int8_t*)k, step, g);
-        for (int si = 0; si < S; ++si) {
-          const T* pe = per_st + si * cells + off;
-          double s = 0;
+#pragma omp parallel num_threads(nth)
+  {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      T* d = scratch + (int64_t)omp_get_thread_num() * 4 * X;
+      int32_t* k = (int32_t*)(d + X);  // int32 fits in a T slot (T is float or double)
+      T* step = d + 2 * X;
+      int32_t* nz = (int32_t*)(d + 3 * X);
+      for (int64_t t = 0; t < TT; ++t) {
+        int64_t* g = ge + (b * TT + t) * L;  // per (chip, row-tile): the substrate books events per tile
+        double eb[2] = {0, 0};
+        for (int m = 0; m < L; ++m) g[m] = 0;
+        const int64_t n = rows[t];
+        const T* vt = v + (b * TT + t) * X;
+        T* ct = col + (b * TT + t) * X;
+        std::fill(ct, ct + X, T(0));
+        const int64_t nnz = sparse_ok ? stoxbar::st_nonzero<T>(n, vt, nz) : n;
+        const bool sparse = stoxbar::st_is_sparse(nnz, n);
+        for (int64_t o = 0; o < O; ++o) {
+          const int64_t off = (t * O + o) * X;
+          T* f = F + b * TT * O * X + off;
+          int8_t* lv = level ? level + b * TT * O * X + off : nullptr;
+          if (sparse)  // d: the pulsed cells' new F, k: their levels, step: their col entries before the row
+            stoxbar::st_pulse_sparse<T>(nnz, nz, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, lam + off,
+                                        g_max, ct, d, (int8_t*)k, step, g);
+          for (int si = 0; si < S; ++si) {
+            const T* pe = per_st + si * cells + off;
+            double s = 0;
 #pragma omp simd reduction(+ : s)
-          for (int64_t x = 0; x < X; ++x) s += (double)(pe[x] * std::fabs(f[x]));
-          eb[si] += s;
+            for (int64_t x = 0; x < X; ++x) s += (double)(pe[x] * std::fabs(f[x]));
+            eb[si] += s;
+          }
+          if (sparse) {
+            stoxbar::st_decay_row<T>(X, f, f, lam + off, g_max, lv, ct);
+            stoxbar::st_place_sparse<T>(nnz, nz, d, (const int8_t*)k, step, f, lv, ct);
+          } else {  // after the bias energy, which reads F before the change
+            stoxbar::st_update_row<T, true>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, f, lam + off,
+                                            g_max, lv, ct, g, d, k, step);
+          }
         }
-        if (sparse) {
-          stoxbar::st_decay_row<T>(X, f, f, lam + off, g_max, lv, ct);
-          stoxbar::st_place_sparse<T>(nnz, nz, d, (const int8_t*)k, step, f, lv, ct);
-        } else {  // after the bias energy, which reads F before the change
-          stoxbar::st_update_row<T, true>(n, X, scale + off, u[b * O + o], vt, g_range, thr, dg, L, f, f, lam + off,
-                                          g_max, lv, ct, g, d, k, step);
-        }
+        for (int si = 0; si < S; ++si) e_bias[(b * TT + t) * S + si] = eb[si];
       }
-      for (int si = 0; si < S; ++si) e_bias[(b * TT + t) * S + si] = eb[si];
     }
   }
 }
@@ -154,6 +158,7 @@ STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
   stoxbar::st_nonzero_batch<T>(B, P, zh, stoxbar::st_sparse_ok<T>(thr, L), nz, nnz);
 #pragma omp parallel num_threads(nth)
   {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
     T* d = scratch + (int64_t)omp_get_thread_num() * 3 * P;
     int32_t* k = (int32_t*)(d + P);
     T* step = d + 2 * P;
@@ -198,6 +203,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
   stoxbar::st_nonzero_batch<T>(B, P, zh, stoxbar::st_sparse_ok<T>(thr, L), nz, nnz);
 #pragma omp parallel num_threads(nth)
   {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
     T* gzl = scratch + (int64_t)omp_get_thread_num() * per;
     T* d = gzl + B * P;  // request (0 outside a sparse row's nonzeros between rows)
     int32_t* k = (int32_t*)(d + P);
@@ -278,11 +284,15 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
       }
     }
   }
-#pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t q = 0; q < B * P; ++q) {
-    T acc = 0;
-    for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * per + q];
-    gzh[q] += acc;
+#pragma omp parallel num_threads(nth)
+  {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < B * P; ++q) {
+      T acc = 0;
+      for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * per + q];
+      gzh[q] += acc;
+    }
   }
 }
 
@@ -352,26 +362,30 @@ std::vector<Tensor> mstpn_backward(Tensor zh, Tensor F, Tensor W, Tensor gain, T
 template <typename T>
 STOXBAR_CLONES void stpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, const T* F, const T* z, const T* bias, const T* lam,
                    const T* gam, T* Fo, T* h, T* n, T* u, int nth) {
-#pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t bi = 0; bi < B * H; ++bi) {
-    const int64_t b = bi / H, i = bi % H;
-    const T *Wi = W + i * P, *Fr = F + bi * P, *zb = z + b * P, *li = lam + i * P, *gi = gam + i * P;
-    T* Fw = Fo + bi * P;
-    T ss = 0, su = 0;
+#pragma omp parallel num_threads(nth)
+  {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+#pragma omp for schedule(static)
+    for (int64_t bi = 0; bi < B * H; ++bi) {
+      const int64_t b = bi / H, i = bi % H;
+      const T *Wi = W + i * P, *Fr = F + bi * P, *zb = z + b * P, *li = lam + i * P, *gi = gam + i * P;
+      T* Fw = Fo + bi * P;
+      T ss = 0, su = 0;
 #pragma omp simd reduction(+ : ss, su)
-    for (int64_t j = 0; j < P; ++j) {
-      const T s = Wi[j] + Fr[j];
-      ss += s * s;
-      su += s * zb[j];
-    }
-    const T nn = std::sqrt(ss) + (T)1e-16;
-    const T hh = std::tanh(su / nn + bias[i]);
-    const T inv = (T)1 / nn;
+      for (int64_t j = 0; j < P; ++j) {
+        const T s = Wi[j] + Fr[j];
+        ss += s * s;
+        su += s * zb[j];
+      }
+      const T nn = std::sqrt(ss) + (T)1e-16;
+      const T hh = std::tanh(su / nn + bias[i]);
+      const T inv = (T)1 / nn;
 #pragma omp simd
-    for (int64_t j = 0; j < P; ++j) Fw[j] = li[j] * Fr[j] * inv + gi[j] * (hh * zb[j]);
-    h[bi] = hh;
-    n[bi] = nn;
-    u[bi] = su;
+      for (int64_t j = 0; j < P; ++j) Fw[j] = li[j] * Fr[j] * inv + gi[j] * (hh * zb[j]);
+      h[bi] = hh;
+      n[bi] = nn;
+      u[bi] = su;
+    }
   }
 }
 
@@ -383,6 +397,7 @@ STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
                    T* ggam, T* gbias, T* scratch, int nth) {
 #pragma omp parallel num_threads(nth)
   {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
     T* gzl = scratch + (int64_t)omp_get_thread_num() * B * P;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < H; ++i) {
@@ -440,11 +455,15 @@ STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
       }
     }
   }
-#pragma omp parallel for num_threads(nth) schedule(static)
-  for (int64_t q = 0; q < B * P; ++q) {
-    T acc = 0;
-    for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * B * P + q];
-    gz[q] += acc;
+#pragma omp parallel num_threads(nth)
+  {
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < B * P; ++q) {
+      T acc = 0;
+      for (int t = 0; t < nth; ++t) acc += scratch[(int64_t)t * B * P + q];
+      gz[q] += acc;
+    }
   }
 }
 

@@ -117,6 +117,33 @@ def test_short_term_step_without_levels_is_the_same_step(use_kernel, torch_path)
 
 
 @needs_native
+def test_short_term_step_flushes_subnormal_state_to_zero_and_restores_the_callers_mode(torch_path):
+    """A decaying F below float32's normal range (< 1.18e-38 S) becomes 0 in the native step instead of sticking
+    at the smallest subnormal (1.4e-45 * lambda > 0.5 rounds back to 1.4e-45 on the torch path); every normal
+    cell keeps the torch path's bits; afterwards the caller's own float ops make subnormals again (mode restored)."""
+    dev, rows, lam, per_st, gam, f0, dg, thr, g = _step_inputs(torch.float32)
+    tiny = torch.finfo(torch.float32).tiny  # smallest normal
+    smallest = float(torch.tensor(1.4e-45))  # smallest subnormal
+    f0[0, 0, 0, :4] = torch.tensor([smallest, -smallest, 1e-40, tiny])
+    f0[1, 1, 2, 3] = 3e-39
+    assert lam.max() < 1 and lam[0, 0, :4].min() > 0.5
+    post = torch.zeros(3, 5)  # no requested change: the step is the decay alone
+    pre = torch.rand(3, 2, 7, generator=g)
+    states = [f0.clone(), f0.clone()]
+    for i, s in enumerate(states):
+        torch_path(i == 1)
+        fused.short_term_step_tiles(s, rows, lam, per_st, gam, post, pre, dev.g_range_s, thr, dg, dev.st_g_max_s)
+    torch_path(False)
+    native_f, torch_f = states
+    sub = torch_f.ne(0) & (torch_f.abs() < tiny)
+    assert float(torch_f[0, 0, 0, 0]) == smallest and float(torch_f[0, 0, 0, 1]) == -smallest  # stuck there
+    assert bool(sub.any()) and bool((native_f[sub] == 0).all())  # flushed
+    assert torch.equal(native_f[~sub], torch_f[~sub])  # normal cells: the same bits
+    x = torch.tensor([1e-37]) * torch.tensor([1e-3])
+    assert float(x) != 0.0, "the kernel left flush-to-zero set in the calling thread"
+
+
+@needs_native
 def test_sparse_and_dense_requests_agree_for_thresholds_out_of_order():
     """The sparse request takes the step as dg[k] (one load, no branch per level) only for thresholds that
     do not decrease; others keep the level loop's choice (the last threshold reached), as the dense form
