@@ -83,6 +83,12 @@ class PongVecEnv:
             raise ConfigError(f"Pong action space has {self.n_actions} actions; expected {N_ACTIONS}")
         self._seeded = False
 
+    @property
+    def action_names(self) -> list:
+        """The names of the agent's actions, in action-index order (ALE's minimal set for Pong:
+        NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE)."""
+        return [a.name for a in self._env.ale.get_action_set()]
+
     def reset(self) -> np.ndarray:
         """Start all games (seeded by ``seed`` the first time); returns obs [N, 1, 84, 84] uint8."""
         obs, _ = self._env.reset(seed=None if self._seeded else self.seed)

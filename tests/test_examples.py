@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import stoxbar  # noqa: F401  (imports aihwkit first, as every test module does)
+import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -95,3 +96,23 @@ def test_adc_dead_zone_coarse_adc_reads_outputs_as_zero():
     assert no_bm["zero_fraction"] < coarse["zero_fraction"] / 2 and no_bm["error"] < coarse["error"]
     for r in rows.values():
         assert 0.0 <= r["zero_fraction"] <= 1.0 and -1.0 <= r["correlation"] <= 1.0
+
+
+def test_policy_confidence_measures_the_greedy_policy_without_changing_its_games():
+    ex = load("policy_confidence")
+    groups = ex.move_groups(["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"])
+    assert groups.tolist() == [0, 0, 1, 2, 1, 2]
+    # sure of RIGHT (0.66 over its two actions) but NOOP is the single most probable action
+    p = torch.tensor([[0.34, 0.0, 0.33, 0.0, 0.33, 0.0], [0.1, 0.1, 0.5, 0.1, 0.1, 0.1]]).clamp_min(1e-30)
+    c = ex.confidence(p.log(), groups)
+    assert c["other_move"].tolist() == [1.0, 0.0]
+    assert torch.allclose(c["greedy_p"], torch.tensor([0.34, 0.5], dtype=torch.float64))
+    assert torch.allclose(c["move_p"], torch.tensor([0.66, 0.6], dtype=torch.float64))
+    assert math.isclose(float(c["entropy"][1]), -(0.5 * math.log(0.5) + 5 * 0.1 * math.log(0.1)), rel_tol=1e-6)
+    out = ex.run(games=2, steps=400)
+    assert out["steps"] == 800 and 0 < out["entropy"] < math.log(6) and 0 <= out["other_move"] <= 1
+    assert 1 / 6 < out["greedy_p"] <= out["move_p"] <= 1
+    from stoxbar.pong.checkpoint import SHIPPED_CHECKPOINT, load_agent
+    from stoxbar.pong.chips import play_chips
+    plain = play_chips(load_agent(str(SHIPPED_CHECKPOINT))[0], 2, 1, 0, True, 400)
+    assert out["score_mean"] == sum(plain.scores) / 2 != 0  # the same games (points were played)
