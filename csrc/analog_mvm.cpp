@@ -196,7 +196,7 @@ STOXBAR_CLONES void chip_gemv(int64_t B, int64_t TT, int64_t O, int64_t X, const
                               T alpha, const T* s, const T* var, const T* sq, T* out, T* v) {
 #pragma omp parallel num_threads(threads_for(B * TT * O * X))
   {
-    FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
 #pragma omp for schedule(static)
     for (int64_t bt = 0; bt < B * TT; ++bt) {
       const int64_t b = bt / TT, t = bt % TT, cell0 = (chip[b] * TT + t) * O * X;

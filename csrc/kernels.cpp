@@ -52,7 +52,7 @@ STOXBAR_CLONES void short_term_step_impl(int64_t B, int64_t TT, int64_t O, int64
   const bool sparse_ok = stoxbar::st_sparse_ok<T>(thr, L);
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       T* d = scratch + (int64_t)omp_get_thread_num() * 4 * X;
@@ -158,7 +158,7 @@ STOXBAR_CLONES void mstpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
   stoxbar::st_nonzero_batch<T>(B, P, zh, stoxbar::st_sparse_ok<T>(thr, L), nz, nnz);
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
     T* d = scratch + (int64_t)omp_get_thread_num() * 3 * P;
     int32_t* k = (int32_t*)(d + P);
     T* step = d + 2 * P;
@@ -203,7 +203,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
   stoxbar::st_nonzero_batch<T>(B, P, zh, stoxbar::st_sparse_ok<T>(thr, L), nz, nnz);
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
     T* gzl = scratch + (int64_t)omp_get_thread_num() * per;
     T* d = gzl + B * P;  // request (0 outside a sparse row's nonzeros between rows)
     int32_t* k = (int32_t*)(d + P);
@@ -286,7 +286,7 @@ STOXBAR_CLONES void mstpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, 
   }
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
 #pragma omp for schedule(static)
     for (int64_t q = 0; q < B * P; ++q) {
       T acc = 0;
@@ -364,7 +364,7 @@ STOXBAR_CLONES void stpn_fwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
                    const T* gam, T* Fo, T* h, T* n, T* u, int nth) {
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
 #pragma omp for schedule(static)
     for (int64_t bi = 0; bi < B * H; ++bi) {
       const int64_t b = bi / H, i = bi % H;
@@ -397,7 +397,7 @@ STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
                    T* ggam, T* gbias, T* scratch, int nth) {
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
     T* gzl = scratch + (int64_t)omp_get_thread_num() * B * P;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < H; ++i) {
@@ -457,7 +457,7 @@ STOXBAR_CLONES void stpn_bwd_impl(int64_t B, int64_t H, int64_t P, const T* W, c
   }
 #pragma omp parallel num_threads(nth)
   {
-    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md)
+    stoxbar::FlushSubnormals ftz;  // subnormal floats read and written as 0 (docs/native.md §5)
 #pragma omp for schedule(static)
     for (int64_t q = 0; q < B * P; ++q) {
       T acc = 0;
