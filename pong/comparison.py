@@ -448,14 +448,14 @@ def _backend(row: Dict[str, str]) -> str:
     return row.get("agent.backend") or "chip"
 
 
-def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
-    """The report's ablation rows: for each run with a finished ablation study in ROOT/ablation/AGENT/seedS
-    (``stoxbar sweep plasticity_ablation --checkpoint RUN/checkpoint.pt --out ...``, with ``[paired]``), its
-    intact greedy score and each ablation's paired score difference (ablated - intact, 95 % CI) per backend,
-    the chip row also the intact agent's chip - float difference (:func:`_chip_cost`);
-    [] when no run has one. The frames are those of the checkpoint the study played (its sha256 checked).
-    Studies in ``seedS+NAME`` of the same checkpoint (same sha256) add the ablations the first one lacks."""
-    table = []
+def _ablation_rows(root: Path, cfg: ComparisonConfig) -> List[Dict[str, Any]]:
+    """Every run's finished ablation study (ROOT/ablation/AGENT/seedS, ``stoxbar sweep plasticity_ablation
+    --checkpoint RUN/checkpoint.pt --out ...``, with ``[paired]``) as one dict per backend: agent, seed,
+    frames (of the checkpoint the study played, its sha256 checked), backend, the intact trial's table row,
+    each ablation's paired row by name and (chip) the intact agent's chip - float cell (:func:`_chip_cost`).
+    Studies in ``seedS+NAME`` of the same checkpoint (same sha256) add the ablations the first one lacks;
+    the first study's row of an ablation wins."""
+    out: List[Dict[str, Any]] = []
     for agent in cfg.agents:
         for seed in cfg.seeds:
             d = root / ABLATION_DIR / agent / f"seed{seed}"
@@ -476,29 +476,82 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
             chip_cost = _chip_cost(dirs)
             for backend in dict.fromkeys(_backend(r) for r in res):
                 intact = next((r for r in res if _backend(r) == backend and r["agent.ablate"] == "none"), None)
-                diffs: Dict[str, Dict[str, str]] = {}
-                for r in paired:  # the first study's row of an ablation wins
-                    if _backend(r) == backend:
-                        diffs.setdefault(r["agent.ablate"], r)
                 if intact is None:
                     continue
-                cells = [f"{float(intact['score_mean']):+.2f} [{float(intact['score_ci95_lower']):+.2f}, "
-                         f"{float(intact['score_ci95_upper']):+.2f}] ({intact['games']} games)"]
-                for name in ABLATION_COLUMNS:
-                    r = diffs.get(name)
-                    cells.append("-" if r is None else f"{float(r['diff_mean']):+.2f} [{float(r['diff_ci95_lower']):+.2f}, "
-                                                       f"{float(r['diff_ci95_upper']):+.2f}]")
-                cells.append(chip_cost if backend == "chip" else "-")
-                table.append(f"| {agent} | {seed} | {frames} | {backend} | " + " | ".join(cells) + " |")
-    if not table:
+                diffs: Dict[str, Dict[str, str]] = {}
+                for r in paired:
+                    if _backend(r) == backend:
+                        diffs.setdefault(r["agent.ablate"], r)
+                out.append({"agent": agent, "seed": seed, "frames": frames, "backend": backend, "intact": intact,
+                            "diffs": diffs, "chip_cost": chip_cost if backend == "chip" else "-"})
+    return out
+
+
+def _interval(mean: float, lower: float, upper: float) -> str:
+    """A mean and its 95 % CI as the report's cells write them: ``+1.23 [-0.45, +2.91]``."""
+    return f"{mean:+.2f} [{lower:+.2f}, {upper:+.2f}]"
+
+
+def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
+    """The report's ablation rows (:func:`_ablation_rows`): per run and backend its intact greedy score and
+    each ablation's paired score difference (ablated - intact, 95 % CI), the chip row also the intact
+    agent's chip - float difference; then, where an agent has ablation studies of two or more seeds, the
+    across-seeds table (:func:`across_seeds_lines`); [] when no run has one."""
+    rows = _ablation_rows(root, cfg)
+    if not rows:
         return []
+    table = []
+    for row in rows:
+        i = row["intact"]
+        cells = [_interval(float(i["score_mean"]), float(i["score_ci95_lower"]), float(i["score_ci95_upper"]))
+                 + f" ({i['games']} games)"]
+        for name in ABLATION_COLUMNS:
+            r = row["diffs"].get(name)
+            cells.append("-" if r is None else _interval(float(r["diff_mean"]), float(r["diff_ci95_lower"]),
+                                                         float(r["diff_ci95_upper"])))
+        cells.append(row["chip_cost"])
+        table.append(f"| {row['agent']} | {row['seed']} | {row['frames']} | {row['backend']} | "
+                     + " | ".join(cells) + " |")
     return ["", "Ablation rows (`plasticity_ablation` on each run's checkpoint: greedy, sticky 0.25, the same game "
             "seeds in every row; each ablation's paired score difference to the intact agent, ablated - intact, "
             "bootstrap 95 % CI; `ablation/AGENT/seedS/`; chip - float: the intact agent on the chip against the "
             "same agent in float32 over the same game seeds, what the chip itself costs):", "",
             "| agent | seed | frames (M) | backend | intact score [95 % CI] | "
             + " | ".join(ABLATION_COLUMNS) + " | chip - float |",
-            "|---|---|---|---|---|" + "---|" * (len(ABLATION_COLUMNS) + 1), *table]
+            "|---|---|---|---|---|" + "---|" * (len(ABLATION_COLUMNS) + 1), *table] + across_seeds_lines(rows)
+
+
+def across_seeds_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Each agent's ablations across its seeds (agents with ablation studies of >= 2 seeds, per backend):
+    the mean of the seeds' intact scores and of each ablation's paired differences, and in how many seeds
+    the ablation cost points / gained points with its 95 % CI clear of 0 (``k worse, j better of n``).
+    Whether an agent *kind* needs a component is a question about its seeds, not about one run."""
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["agent"], row["backend"]), []).append(row)
+    table = []
+    for (agent, backend), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        intact = [float(r["intact"]["score_mean"]) for r in runs]
+        cells = [f"{np.mean(intact):+.2f} ({', '.join(f'{v:+.2f}' for v in intact)})"]
+        for name in ABLATION_COLUMNS:
+            got = [r["diffs"][name] for r in runs if name in r["diffs"]]
+            if not got:
+                cells.append("-")
+                continue
+            worse = sum(float(g["diff_ci95_upper"]) < 0 for g in got)
+            better = sum(float(g["diff_ci95_lower"]) > 0 for g in got)
+            cells.append(f"{np.mean([float(g['diff_mean']) for g in got]):+.2f} "
+                         f"({worse} worse, {better} better of {len(got)})")
+        table.append(f"| {agent} | {backend} | {', '.join(str(r['seed']) for r in runs)} | " + " | ".join(cells) + " |")
+    if not table:
+        return []
+    return ["", "Across seeds (agents with ablation studies of two or more seeds): the mean of the seeds' intact "
+            "scores (each seed's) and of each ablation's paired difference; k worse / j better: the seeds whose "
+            "95 % CI of the difference lies below / above 0 (the rest: not measurable at 100 games):", "",
+            "| agent | backend | seeds | intact score, mean (per seed) | " + " | ".join(ABLATION_COLUMNS) + " |",
+            "|---|---|---|---|" + "---|" * len(ABLATION_COLUMNS), *table]
 
 
 def _intact_games(dirs: Sequence[Path]) -> Dict[str, Dict[int, float]]:

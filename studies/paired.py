@@ -2,7 +2,10 @@
 
 A study with ``[paired] reference = { PARAM = VALUE, ... }`` (studies.spec) pairs every trial with
 the trial of the same study seed whose parameters are the same but for PARAM = VALUE: its
-reference point (e.g. each ablation against the intact agent of the same backend). Both played
+reference point (e.g. each ablation against the intact agent of the same backend). Where the study
+has no such point (grid groups that vary different parameters: e.g. a law with its own parameters
+against another law's point), the reference point is the study's one point with PARAM = VALUE (none,
+or several: no row). Both played
 the same game seeds (game ``i`` has env seed ``seed + i`` at every point of a study seed,
 studies.metrics.pong_metrics), so their per-game scores (the trial records' ``per_game``) pair up
 by env seed, and the paired difference has a narrower interval than two unpaired means' (the
@@ -42,12 +45,19 @@ def paired_rows(study: Study, out: Path) -> List[Dict[str, Any]]:
         return []
     reference = dict(study.paired)
     records = load_records(out)
+    points = {t.point_id: t.params for t in study.trials()}
+    # the one point holding the reference values, for a trial whose own reference point is not in the study
+    holders = [pid for pid, p in points.items() if all(k in p and p[k] == v for k, v in reference.items())]
     rows = []
     for trial in study.trials():
         ref_params = {**trial.params, **reference}
         if ref_params == trial.params:
             continue  # the reference point itself
         ref_point = point_id(ref_params)
+        if ref_point not in points:  # e.g. a point of another grid group, varying other parameters
+            if len(holders) != 1:
+                continue  # no point, or several: no reference to pair with
+            ref_point = holders[0]
         mine, ref = _scores(records.get(trial.trial_id)), _scores(records.get(f"{ref_point}-s{trial.seed}"))
         if mine is None or ref is None:
             continue

@@ -307,6 +307,51 @@ def test_markdown_pools_a_points_games_over_its_seeds(tmp_path):
     assert rows["gamma0"][9] == f"{sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)} / {sum(d == 0 for d in diffs)}"
 
 
+def test_paired_reference_in_another_grid_group_is_the_one_point_with_the_reference_values(tmp_path):
+    """Grid groups that vary different parameters (here the second group also sets ``agent.hidden``): a trial
+    whose own reference point is not in the study pairs with the study's one point holding the reference
+    values; with two such points there is no reference to pick, and no row."""
+    from stoxbar.pong.scores import paired_summary
+
+    body = """
+    name = "paired_groups"
+    seeds = [0]
+    [base]
+    checkpoint = "random"
+    set = {{ "agent.hidden" = 8 }}
+    [[grid]]
+    "agent.ablate" = ["none"]
+    "agent.backend" = ["float"]
+    [[grid]]
+    "agent.ablate" = ["gamma0"]
+    "agent.backend" = ["float"]
+    "agent.hidden" = [8]
+    {more}
+    [metrics]
+    games = 4
+    chips = 2
+    max_steps = 200
+    mvm_error_samples = 0
+    [paired]
+    reference = {{ "agent.ablate" = "none" }}
+    """
+    study = load_study(str(write_study(tmp_path, body.format(more=""))), str(tmp_path / "out"))
+    assert run_study(study, workers=1, progress=False)["ok"] == 2
+    recs = {r["params"]["agent.ablate"]: r for r in load_records(study.output).values()}
+    games = {k: {g["env_seed"]: g["score"] for g in r["per_game"]} for k, r in recs.items()}
+    with open(study.output / "paired.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    st = paired_summary([games["gamma0"][s] for s in range(4)], [games["none"][s] for s in range(4)])
+    assert row["agent.ablate"] == "gamma0" and row["reference_point_id"] == recs["none"]["point_id"]
+    assert float(row["diff_mean"]) == pytest.approx(st["mean"]) and int(row["pairs"]) == 4
+    # a third group with a second point at the reference value: ambiguous, so gamma0 has no row
+    more = '[[grid]]\n    "agent.ablate" = ["none"]\n    "agent.backend" = ["float"]\n    "agent.hidden" = [4]'
+    two = load_study(str(write_study(tmp_path, body.format(more=more), "two.toml")), str(tmp_path / "out2"))
+    from stoxbar.studies.paired import paired_rows
+
+    assert [r["agent.ablate"] for r in paired_rows(two, study.output)] == []
+
+
 def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_path):
     """``[paired]``: each trial against the trial of the same seed with the reference value, its games paired by
     env seed (paired.csv, checked here against the records' own per-game scores), shown in the report; a
@@ -366,7 +411,7 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     # the training comparison's report carries a run's ablation study (ROOT/ablation/AGENT/seedS) as one row
     import shutil
 
-    from stoxbar.pong.comparison import ComparisonConfig, ablation_lines
+    from stoxbar.pong.comparison import ABLATION_COLUMNS, ComparisonConfig, ablation_lines
 
     cfg = ComparisonConfig(agents=("stp_only",), seeds=(0,))
     assert ablation_lines(tmp_path / "cmp", cfg) == []
@@ -390,6 +435,34 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     merged = ablation_lines(tmp_path / "cmp", cfg)[-1].split(" | ")
     assert merged[5] == cells[5] and merged[6] == cells[5]  # gamma_frozen_init from seed0+more (there: gamma0's games)
     assert merged[9] == cells[9] != "-"  # tau_min, in both studies: the first one's row
+    # across seeds: one seed gives no such table; a second seed's study (here gamma0's differences shifted
+    # by -100, its CI clear below 0) gives the mean of the two seeds and counts the seeds it hurt
+    assert not any(ln.startswith("Across seeds") for ln in ablation_lines(tmp_path / "cmp", cfg))
+    seed1 = shutil.copytree(study.output, tmp_path / "cmp" / "ablation" / "stp_only" / "seed1")
+    with open(seed1 / "paired.csv", newline="") as fh:
+        prow = list(csv.DictReader(fh))
+    for r in prow:
+        if r["agent.ablate"] == "gamma0":
+            for k in ("diff_mean", "diff_ci95_lower", "diff_ci95_upper"):
+                r[k] = str(float(r[k]) - 100.0)
+    with open(seed1 / "paired.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(prow[0]))
+        w.writeheader()
+        w.writerows(prow)
+    two = ablation_lines(tmp_path / "cmp", ComparisonConfig(agents=("stp_only",), seeds=(0, 1)))
+    assert two[-1].startswith(f"| stp_only | float | 0, 1 | {none['score_mean']:+.2f} ({none['score_mean']:+.2f}, "
+                              f"{none['score_mean']:+.2f}) | ")
+    g0, tm = float(rows["gamma0"]["diff_mean"]), rows["tau_min"]
+    clear = int(float(tm["diff_ci95_upper"]) < 0), int(float(tm["diff_ci95_lower"]) > 0)
+    across = two[-1].split(" | ")
+    assert across[4] == f"{g0 - 50.0:+.2f} ({1 + (float(rows['gamma0']['diff_ci95_upper']) < 0)} worse, " \
+        f"{int(float(rows['gamma0']['diff_ci95_lower']) > 0)} better of 2)"
+    g = rows["gamma0"]  # gamma_frozen_init: seed 0's from seed0+more (gamma0's games), in no study of seed 1
+    assert across[5] == f"{g0:+.2f} ({int(float(g['diff_ci95_upper']) < 0)} worse, " \
+        f"{int(float(g['diff_ci95_lower']) > 0)} better of 1)"
+    assert across[4 + ABLATION_COLUMNS.index("tau_min")].startswith(
+        f"{float(tm['diff_mean']):+.2f} ({2 * clear[0]} worse, {2 * clear[1]} better of 2)")
+    shutil.rmtree(seed1)
     # chip - float: the intact agent on the chip against the same agent in float, game by game (this study
     # played float only: "-"; a chip record of the intact agent beside it, one game a point better, pairs up)
     from stoxbar.pong.comparison import _chip_cost
