@@ -307,18 +307,30 @@ def test_markdown_pools_a_points_games_over_its_seeds(tmp_path):
     assert rows["gamma0"][9] == f"{sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)} / {sum(d == 0 for d in diffs)}"
 
 
+PAIRED_STUDY = """
+    name = "{name}"
+    seeds = [0]
+    [base]
+    checkpoint = "random"
+    set = {{{{ "agent.hidden" = 8 }}}}
+    {grid}
+    [metrics]
+    games = 4
+    chips = 2
+    max_steps = 200
+    mvm_error_samples = 0
+    [paired]
+    reference = {ref}
+    """  # a random agent's study of 4 short float games per point, paired (NAME, GRID, REF filled in)
+
+
 def test_paired_reference_in_another_grid_group_is_the_one_point_with_the_reference_values(tmp_path):
     """Grid groups that vary different parameters (here the second group also sets ``agent.hidden``): a trial
     whose own reference point is not in the study pairs with the study's one point holding the reference
     values; with two such points there is no reference to pick, and no row."""
     from stoxbar.pong.scores import paired_summary
 
-    body = """
-    name = "paired_groups"
-    seeds = [0]
-    [base]
-    checkpoint = "random"
-    set = {{ "agent.hidden" = 8 }}
+    body = PAIRED_STUDY.format(name="paired_groups", ref='{{ "agent.ablate" = "none" }}', grid="""
     [[grid]]
     "agent.ablate" = ["none"]
     "agent.backend" = ["float"]
@@ -326,15 +338,7 @@ def test_paired_reference_in_another_grid_group_is_the_one_point_with_the_refere
     "agent.ablate" = ["gamma0"]
     "agent.backend" = ["float"]
     "agent.hidden" = [8]
-    {more}
-    [metrics]
-    games = 4
-    chips = 2
-    max_steps = 200
-    mvm_error_samples = 0
-    [paired]
-    reference = {{ "agent.ablate" = "none" }}
-    """
+    {more}""")
     study = load_study(str(write_study(tmp_path, body.format(more=""))), str(tmp_path / "out"))
     assert run_study(study, workers=1, progress=False)["ok"] == 2
     recs = {r["params"]["agent.ablate"]: r for r in load_records(study.output).values()}
@@ -358,23 +362,10 @@ def test_paired_comparison_pairs_each_point_with_its_reference_game_by_game(tmp_
     reference that is not varied, or that no point has, is named when the file is loaded."""
     from stoxbar.pong.scores import paired_summary
 
-    body = """
-    name = "paired"
-    seeds = [0]
-    [base]
-    checkpoint = "random"
-    set = {{ "agent.hidden" = 8 }}
+    body = PAIRED_STUDY.format(name="paired", ref="{ref}", grid="""
     [[grid]]
     "agent.ablate" = ["none", "gamma0", "tau_min"]
-    "agent.backend" = ["float"]
-    [metrics]
-    games = 4
-    chips = 2
-    max_steps = 200
-    mvm_error_samples = 0
-    [paired]
-    reference = {ref}
-    """
+    "agent.backend" = ["float"]""")
     study = load_study(str(write_study(tmp_path, body.format(ref='{ "agent.ablate" = "none" }'))), str(tmp_path / "out"))
     assert study.paired == (("agent.ablate", "none"),)
     assert run_study(study, workers=2, progress=False)["ok"] == 3
