@@ -43,7 +43,7 @@ from stoxbar.pong.agent import ArchConfig
 from stoxbar.pong.ablate import ABLATIONS
 from stoxbar.pong.checkpoint import CheckpointError, load_checkpoint
 from stoxbar.pong.env import EVAL_STICKY, FRAMESKIP
-from stoxbar.pong.scores import paired_summary, scores_by_seed
+from stoxbar.pong.scores import format_interval, paired_summary, scores_by_seed
 
 AGENTS: Dict[str, Dict[str, Any]] = {  # ArchConfig fields of each agent (docs/stpn.md §9)
     "mstpn": {},
@@ -487,11 +487,6 @@ def _ablation_rows(root: Path, cfg: ComparisonConfig) -> List[Dict[str, Any]]:
     return out
 
 
-def _interval(mean: float, lower: float, upper: float) -> str:
-    """A mean and its 95 % CI as the report's cells write them: ``+1.23 [-0.45, +2.91]``."""
-    return f"{mean:+.2f} [{lower:+.2f}, {upper:+.2f}]"
-
-
 def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
     """The report's ablation rows (:func:`_ablation_rows`): per run and backend its intact greedy score and
     each ablation's paired score difference (ablated - intact, 95 % CI), the chip row also the intact
@@ -503,12 +498,12 @@ def ablation_lines(root: Path, cfg: ComparisonConfig) -> List[str]:
     table = []
     for row in rows:
         i = row["intact"]
-        cells = [_interval(float(i["score_mean"]), float(i["score_ci95_lower"]), float(i["score_ci95_upper"]))
+        cells = [format_interval(i["score_mean"], i["score_ci95_lower"], i["score_ci95_upper"])
                  + f" ({i['games']} games)"]
         for name in ABLATION_COLUMNS:
             r = row["diffs"].get(name)
-            cells.append("-" if r is None else _interval(float(r["diff_mean"]), float(r["diff_ci95_lower"]),
-                                                         float(r["diff_ci95_upper"])))
+            cells.append("-" if r is None else format_interval(r["diff_mean"], r["diff_ci95_lower"],
+                                                               r["diff_ci95_upper"]))
         cells.append(row["chip_cost"])
         table.append(f"| {row['agent']} | {row['seed']} | {row['frames']} | {row['backend']} | "
                      + " | ".join(cells) + " |")
@@ -587,8 +582,8 @@ def _chip_cost(dirs: Sequence[Path]) -> str:
     if not seeds:
         return "-"
     st = paired_summary([chip[s] for s in seeds], [flt[s] for s in seeds])
-    return (f"{st['mean']:+.2f} [{st['ci95']['lower']:+.2f}, {st['ci95']['upper']:+.2f}] "
-            f"({st['better']} / {st['worse']} / {st['equal']})")
+    return (format_interval(st["mean"], st["ci95"]["lower"], st["ci95"]["upper"])
+            + f" ({st['better']} / {st['worse']} / {st['equal']})")
 
 
 def main_args(p) -> None:

@@ -61,3 +61,8 @@ def paired_summary(scores: Sequence[float], reference: Sequence[float]) -> Dict[
     del out["per_game"]
     out.update(better=int((d > 0).sum()), worse=int((d < 0).sum()), equal=int((d == 0).sum()))
     return out
+
+
+def format_interval(mean: float, lower: float, upper: float) -> str:
+    """A mean and its 95 % CI as the reports' table cells write them: ``+1.23 [-0.45, +2.91]``."""
+    return f"{float(mean):+.2f} [{float(lower):+.2f}, {float(upper):+.2f}]"

@@ -45,11 +45,12 @@ def paired_rows(study: Study, out: Path) -> List[Dict[str, Any]]:
         return []
     reference = dict(study.paired)
     records = load_records(out)
-    points = {t.point_id: t.params for t in study.trials()}
+    trials = study.trials()
+    points = {t.point_id: t.params for t in trials}
     # the one point holding the reference values, for a trial whose own reference point is not in the study
     holders = [pid for pid, p in points.items() if all(k in p and p[k] == v for k, v in reference.items())]
     rows = []
-    for trial in study.trials():
+    for trial in trials:
         ref_params = {**trial.params, **reference}
         if ref_params == trial.params:
             continue  # the reference point itself

@@ -298,6 +298,8 @@ def study_markdown(run_dir: Path) -> str:
              if isinstance(m, str) and not m.startswith("score_") and any(_number(r.get(m)) for r in ok)]
     header = [*varied, *(["seed"] if seeds else []), "games", "mean", "95 % CI", "std", "min"]
     if paired:
+        from stoxbar.pong.scores import format_interval  # lazily, as below: importing stoxbar.pong imports torch
+
         header += ["paired diff, 95 % CI", "better / worse / equal"]
     factors = []
     for m in extra:
@@ -312,8 +314,8 @@ def study_markdown(run_dir: Path) -> str:
                   f"[{_md_signed(lo)}, {_md_signed(hi)}]", _md_fixed(r.get("score_std")), _md_num(r.get("score_min"))]
         if paired:
             d = paired.get(r["trial_id"])
-            cells += ([f"{float(d['diff_mean']):+.2f} [{float(d['diff_ci95_lower']):+.2f}, "
-                       f"{float(d['diff_ci95_upper']):+.2f}]", f"{d['better']} / {d['worse']} / {d['equal']}"]
+            cells += ([format_interval(d["diff_mean"], d["diff_ci95_lower"], d["diff_ci95_upper"]),
+                       f"{d['better']} / {d['worse']} / {d['equal']}"]
                       if d else ["", ""])
         cells += [_md_num(r[m] * f if _number(r.get(m)) else None) for m, f in zip(extra, factors)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -336,7 +338,7 @@ def _pooled_markdown(recs: List[Dict[str, Any]], records: Dict[str, Dict[str, An
     mean, bootstrap 95 % CI, std, min over every (seed, game)); with ``[paired]`` the difference to the
     reference point over the same (seed, game) pairs (the reference's records named in ``paired.csv``); the other
     metrics as the mean over the point's seeds. Points whose records carry no per-game scores are left out."""
-    from stoxbar.pong.scores import paired_summary, score_summary, scores_by_seed
+    from stoxbar.pong.scores import format_interval, paired_summary, score_summary, scores_by_seed
 
     points: Dict[str, List[Dict[str, Any]]] = {}
     for r in recs:
@@ -364,7 +366,7 @@ def _pooled_markdown(recs: List[Dict[str, Any]], records: Dict[str, Dict[str, An
             common = [k for k in keys if k in ref]
             if common:
                 d = paired_summary([games[k] for k in common], [ref[k] for k in common])
-                cells += [f"{d['mean']:+.2f} [{d['ci95']['lower']:+.2f}, {d['ci95']['upper']:+.2f}]",
+                cells += [format_interval(d["mean"], d["ci95"]["lower"], d["ci95"]["upper"]),
                           f"{d['better']} / {d['worse']} / {d['equal']}"]
             else:
                 cells += ["", ""]
